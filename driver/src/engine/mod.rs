@@ -1,0 +1,7 @@
+//! Pure decisions and state of the driver: no FFI, no `unsafe`, no clock of its own.
+//!
+//! Each module takes facts the `nt` layer gathered and returns a decision the `nt` layer
+//! carries out, so every rule here is tested on the host without a kernel.
+#![forbid(unsafe_code)]
+
+pub mod volume;

@@ -1,0 +1,25 @@
+//! `cloudflt.sys`, the cloudflt placeholder minifilter.
+//!
+//! Three layers (see DESIGN.md):
+//! - [`engine`]: pure decisions and state, no FFI and no `unsafe`; unit-tested on the host.
+//! - [`nt`]: the Filter Manager glue. Every `unsafe` block of the driver lives here.
+//! - `rt`: what only the built image needs (the `DriverEntry` export, allocator, panic
+//!   handler, CRT symbols). It is compiled for Windows targets only; on other hosts the
+//!   kernel model in `tests/` calls [`nt::driver_entry`] directly.
+#![no_std]
+#![deny(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing))]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod engine;
+pub mod nt;
+
+#[cfg(target_os = "windows")]
+mod rt;

@@ -1,0 +1,126 @@
+//! The filter object and the driver's lifetime: DriverEntry, FilterUnload and the one
+//! teardown both use.
+//!
+//! Teardown, in this order (avscan's `AvUnload` order):
+//! 1. close the server port, so no provider can connect;
+//! 2. FltUnregisterFilter: FltMgr disconnects every provider (DisconnectNotify closes
+//!    each client port), tears down every instance, waits for callbacks in flight and
+//!    frees all contexts;
+//! 3. free the driver state.
+//!
+//! DriverEntry's failure paths run the same teardown with only what exists so far.
+
+use core::ptr::{NonNull, null_mut};
+use core::sync::atomic::{AtomicPtr, Ordering};
+
+use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    FltCloseCommunicationPort, FltRegisterFilter, FltStartFiltering, FltUnregisterFilter,
+    PFLT_FILTER, PFLT_PORT,
+};
+use windows_sys::Win32::Foundation::{
+    NTSTATUS, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_STATE, STATUS_SUCCESS,
+    UNICODE_STRING,
+};
+
+use super::pool::{PoolBox, TAG_DRIVER};
+use super::registration::REGISTRATION;
+use super::status::nt_success;
+use super::port;
+
+/// The one driver-state object, created by DriverEntry and freed by unload.
+pub(crate) struct Driver {
+    filter: PFLT_FILTER,
+    server_port: PFLT_PORT,
+}
+
+impl Driver {
+    /// The registered filter.
+    pub(crate) fn filter(&self) -> PFLT_FILTER {
+        self.filter
+    }
+}
+
+/// FilterUnload receives no context, so the state is reachable from here; callbacks that
+/// get a cookie use the cookie instead.
+static DRIVER: AtomicPtr<Driver> = AtomicPtr::new(null_mut());
+
+/// DriverEntry: registers the filter, creates the port, starts filtering.
+///
+/// On failure everything done so far is undone and the failing status returned, so the
+/// I/O manager can unload the image without leaking.
+///
+/// # Safety
+/// Called once by the I/O manager at PASSIVE_LEVEL with its driver object (the exported
+/// `DriverEntry` of the image, or the kernel model on a host).
+pub unsafe fn driver_entry(
+    driver_object: *mut DRIVER_OBJECT,
+    _registry_path: *const UNICODE_STRING,
+) -> NTSTATUS {
+    let state = Driver { filter: 0, server_port: 0 };
+    let Some(mut state) = PoolBox::try_new(state, TAG_DRIVER) else {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    };
+    // SAFETY: `driver_object` is ours; REGISTRATION is a static that outlives the filter;
+    // `state.filter` is a valid out pointer. PASSIVE_LEVEL.
+    let status = unsafe { FltRegisterFilter(driver_object, &REGISTRATION.0, &mut state.filter) };
+    if !nt_success(status) {
+        return status;
+    }
+    // Published before anything can call FilterUnload, i.e. before FltStartFiltering.
+    let raw = PoolBox::into_raw(state);
+    if DRIVER.compare_exchange(null_mut(), raw, Ordering::AcqRel, Ordering::Acquire).is_err() {
+        // SAFETY: `raw` was just made by `into_raw` and was not published.
+        teardown(unsafe { PoolBox::from_raw(NonNull::from(&mut *raw), TAG_DRIVER) });
+        return STATUS_INVALID_DEVICE_STATE;
+    }
+    // SAFETY: `raw` is the live driver state; only DriverEntry touches it until it returns.
+    let filter = unsafe { (*raw).filter };
+    let status = match port::create(filter, raw) {
+        // SAFETY: as above.
+        Ok(server_port) => unsafe {
+            (*raw).server_port = server_port;
+            FltStartFiltering(filter)
+        },
+        Err(status) => status,
+    };
+    if !nt_success(status) {
+        unpublish_and_teardown();
+        return status;
+    }
+    STATUS_SUCCESS
+}
+
+/// FilterUnloadCallback. Unload is always allowed: a test-signed development filter must
+/// come off with `fltmc unload`, and teardown leaves nothing pending behind.
+///
+/// # Safety
+/// Called by FltMgr at PASSIVE_LEVEL, once, after a successful DriverEntry.
+pub(super) unsafe extern "system" fn filter_unload(_flags: u32) -> NTSTATUS {
+    unpublish_and_teardown();
+    STATUS_SUCCESS
+}
+
+fn unpublish_and_teardown() {
+    if let Some(state) = NonNull::new(DRIVER.swap(null_mut(), Ordering::AcqRel)) {
+        // SAFETY: the published pointer came from `PoolBox::into_raw` in DriverEntry and
+        // the swap gave this caller sole ownership.
+        teardown(unsafe { PoolBox::from_raw(state, TAG_DRIVER) });
+    }
+}
+
+/// The teardown of the module comment; each step only for what exists.
+fn teardown(mut state: PoolBox<Driver>) {
+    if state.server_port != 0 {
+        // SAFETY: the port created by DriverEntry, closed once; PASSIVE_LEVEL.
+        unsafe { FltCloseCommunicationPort(state.server_port) };
+        state.server_port = 0;
+    }
+    if state.filter != 0 {
+        // SAFETY: the filter registered by DriverEntry, unregistered once; returns after
+        // every callback, connection and instance is gone.
+        unsafe { FltUnregisterFilter(state.filter) };
+        state.filter = 0;
+    }
+    drop(state);
+}

@@ -1,0 +1,21 @@
+//! The Filter Manager glue: turns FltMgr callbacks into engine calls and engine answers
+//! back into statuses. All of the driver's `unsafe` lives in this layer.
+//!
+//! One module per kernel object: [`filter`] owns the filter registration and the
+//! driver's lifetime (DriverEntry, unload, teardown), `instance` the volume attachment,
+//! `port` the communication port, `context` the FltMgr contexts, `ops` the I/O
+//! callbacks, `pool` tagged non-paged allocations. [`status`] is the one table from
+//! engine and proto errors to NTSTATUS.
+
+pub mod filter;
+pub mod status;
+
+mod context;
+mod instance;
+mod ops;
+mod pool;
+mod port;
+mod registration;
+
+pub use filter::driver_entry;
+pub use pool::POOL_FLAG_NON_PAGED;

@@ -1,0 +1,1 @@
+//! The kernel model and the scenarios that drive cloudflt on any host.
