@@ -17,6 +17,9 @@
 
 #[cfg(test)]
 extern crate std;
+// The kernel model supplies the kernel symbols `nt` imports, so unit tests link.
+#[cfg(test)]
+extern crate cloudflt_tests as _;
 
 pub mod engine;
 pub mod nt;

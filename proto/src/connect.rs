@@ -128,7 +128,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn encoded(body: &[u8]) -> std::vec::Vec<u8> {
-        let ctx = ConnectionContext { version: crate::PROTOCOL_VERSION, body };
+        let ctx = ConnectionContext {
+            version: crate::PROTOCOL_VERSION,
+            body,
+        };
         let mut out = std::vec![0u8; ConnectionContext::encoded_len(body.len())];
         assert_eq!(ctx.encode(&mut out), Ok(out.len()));
         out
@@ -148,7 +151,10 @@ mod tests {
     fn refuses_each_malformation_with_its_own_error() {
         let good = encoded(b"");
         assert_eq!(ConnectionContext::decode(&[]), Err(ConnectError::TooShort));
-        assert_eq!(ConnectionContext::decode(&good[..15]), Err(ConnectError::TooShort));
+        assert_eq!(
+            ConnectionContext::decode(&good[..15]),
+            Err(ConnectError::TooShort)
+        );
 
         let mut bad = good.clone();
         bad[0] = b'X';
@@ -156,22 +162,37 @@ mod tests {
 
         let mut bad = good.clone();
         bad[4..6].copy_from_slice(&7u16.to_le_bytes());
-        assert_eq!(ConnectionContext::decode(&bad), Err(ConnectError::UnsupportedVersion(7)));
+        assert_eq!(
+            ConnectionContext::decode(&bad),
+            Err(ConnectError::UnsupportedVersion(7))
+        );
 
         let mut bad = good.clone();
         bad[8..12].copy_from_slice(&17u32.to_le_bytes());
-        assert_eq!(ConnectionContext::decode(&bad), Err(ConnectError::SizeMismatch));
+        assert_eq!(
+            ConnectionContext::decode(&bad),
+            Err(ConnectError::SizeMismatch)
+        );
 
         let mut bad = good.clone();
         bad[6..8].copy_from_slice(&20u16.to_le_bytes());
-        assert_eq!(ConnectionContext::decode(&bad), Err(ConnectError::SizeMismatch));
+        assert_eq!(
+            ConnectionContext::decode(&bad),
+            Err(ConnectError::SizeMismatch)
+        );
 
         let mut bad = good.clone();
         bad[12] = 1;
-        assert_eq!(ConnectionContext::decode(&bad), Err(ConnectError::UnknownFlags(1)));
+        assert_eq!(
+            ConnectionContext::decode(&bad),
+            Err(ConnectError::UnknownFlags(1))
+        );
 
         let huge = std::vec![0u8; MAX_SIZE + 1];
-        assert_eq!(ConnectionContext::decode(&huge), Err(ConnectError::TooLarge));
+        assert_eq!(
+            ConnectionContext::decode(&huge),
+            Err(ConnectError::TooLarge)
+        );
     }
 
     proptest! {

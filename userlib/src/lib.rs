@@ -27,8 +27,12 @@ pub enum ContextError {
 pub fn connection_context(body: &[u8]) -> Result<Vec<u8>, ContextError> {
     let len = ConnectionContext::encoded_len(body.len());
     let mut out = vec![0u8; len];
-    let ctx = ConnectionContext { version: PROTOCOL_VERSION, body };
-    ctx.encode(&mut out).map_err(|_| ContextError::TooLarge(len))?;
+    let ctx = ConnectionContext {
+        version: PROTOCOL_VERSION,
+        body,
+    };
+    ctx.encode(&mut out)
+        .map_err(|_| ContextError::TooLarge(len))?;
     Ok(out)
 }
 
@@ -46,6 +50,9 @@ mod tests {
     #[test]
     fn oversized_contexts_are_a_typed_error() {
         let body = vec![0u8; cloudflt_proto::connect::MAX_SIZE];
-        assert!(matches!(connection_context(&body), Err(ContextError::TooLarge(_))));
+        assert!(matches!(
+            connection_context(&body),
+            Err(ContextError::TooLarge(_))
+        ));
     }
 }

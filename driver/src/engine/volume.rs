@@ -62,27 +62,35 @@ pub fn sector_size(reported: u16) -> u32 {
 mod tests {
     use super::*;
 
-    const DISK_FS: u32 = 0x08; // FILE_DEVICE_DISK_FILE_SYSTEM
-    const FSTYPE_FAT: i32 = 5;
-    const FSTYPE_REFS: i32 = 0x1b;
+    use windows_sys::Win32::Storage::InstallableFileSystems::{FLT_FSTYPE_FAT, FLT_FSTYPE_REFS};
+    use windows_sys::Win32::System::Ioctl::FILE_DEVICE_DISK_FILE_SYSTEM as DISK_FS;
 
     #[test]
     fn local_ntfs_passes_the_first_step() {
-        let kind = VolumeKind { device_type: DISK_FS, filesystem: FLT_FSTYPE_NTFS };
+        let kind = VolumeKind {
+            device_type: DISK_FS,
+            filesystem: FLT_FSTYPE_NTFS,
+        };
         assert_eq!(check_kind(kind), Ok(()));
     }
 
     #[test]
     fn other_file_systems_are_refused() {
-        for fs in [FSTYPE_FAT, FSTYPE_REFS, 0] {
-            let kind = VolumeKind { device_type: DISK_FS, filesystem: fs };
+        for fs in [FLT_FSTYPE_FAT, FLT_FSTYPE_REFS, 0] {
+            let kind = VolumeKind {
+                device_type: DISK_FS,
+                filesystem: fs,
+            };
             assert_eq!(check_kind(kind), Err(Refusal::NotNtfs));
         }
     }
 
     #[test]
     fn network_volumes_are_refused_even_if_ntfs() {
-        let kind = VolumeKind { device_type: FILE_DEVICE_NETWORK_FILE_SYSTEM, filesystem: FLT_FSTYPE_NTFS };
+        let kind = VolumeKind {
+            device_type: FILE_DEVICE_NETWORK_FILE_SYSTEM,
+            filesystem: FLT_FSTYPE_NTFS,
+        };
         assert_eq!(check_kind(kind), Err(Refusal::Network));
     }
 
@@ -91,7 +99,10 @@ mod tests {
         // FILE_CASE_SENSITIVE_SEARCH | FILE_CASE_PRESERVED_NAMES | FILE_UNICODE_ON_DISK
         let plain = 0x1 | 0x2 | 0x4;
         assert_eq!(check_attributes(plain), Err(Refusal::NoReparsePoints));
-        assert_eq!(check_attributes(plain | FILE_SUPPORTS_REPARSE_POINTS), Ok(()));
+        assert_eq!(
+            check_attributes(plain | FILE_SUPPORTS_REPARSE_POINTS),
+            Ok(())
+        );
     }
 
     #[test]

@@ -41,8 +41,16 @@ pub(crate) const TAG_STREAMHANDLE_CONTEXT: u32 = tag(b"CFsh");
 
 /// The registration table FltMgr reads at FltRegisterFilter.
 pub(super) const CONTEXTS: [FLT_CONTEXT_REGISTRATION; 4] = [
-    entry(FLT_INSTANCE_CONTEXT, core::mem::size_of::<InstanceContext>(), TAG_INSTANCE_CONTEXT),
-    entry(FLT_STREAM_CONTEXT, core::mem::size_of::<StreamContext>(), TAG_STREAM_CONTEXT),
+    entry(
+        FLT_INSTANCE_CONTEXT,
+        core::mem::size_of::<InstanceContext>(),
+        TAG_INSTANCE_CONTEXT,
+    ),
+    entry(
+        FLT_STREAM_CONTEXT,
+        core::mem::size_of::<StreamContext>(),
+        TAG_STREAM_CONTEXT,
+    ),
     entry(
         FLT_STREAMHANDLE_CONTEXT,
         core::mem::size_of::<StreamHandleContext>(),

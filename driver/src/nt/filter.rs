@@ -24,9 +24,9 @@ use windows_sys::Win32::Foundation::{
 };
 
 use super::pool::{PoolBox, TAG_DRIVER};
+use super::port;
 use super::registration::REGISTRATION;
 use super::status::nt_success;
-use super::port;
 
 /// The one driver-state object, created by DriverEntry and freed by unload.
 pub(crate) struct Driver {
@@ -57,7 +57,10 @@ pub unsafe fn driver_entry(
     driver_object: *mut DRIVER_OBJECT,
     _registry_path: *const UNICODE_STRING,
 ) -> NTSTATUS {
-    let state = Driver { filter: 0, server_port: 0 };
+    let state = Driver {
+        filter: 0,
+        server_port: 0,
+    };
     let Some(mut state) = PoolBox::try_new(state, TAG_DRIVER) else {
         return STATUS_INSUFFICIENT_RESOURCES;
     };
@@ -69,7 +72,10 @@ pub unsafe fn driver_entry(
     }
     // Published before anything can call FilterUnload, i.e. before FltStartFiltering.
     let raw = PoolBox::into_raw(state);
-    if DRIVER.compare_exchange(null_mut(), raw, Ordering::AcqRel, Ordering::Acquire).is_err() {
+    if DRIVER
+        .compare_exchange(null_mut(), raw, Ordering::AcqRel, Ordering::Acquire)
+        .is_err()
+    {
         // SAFETY: `raw` was just made by `into_raw` and was not published.
         teardown(unsafe { PoolBox::from_raw(NonNull::from(&mut *raw), TAG_DRIVER) });
         return STATUS_INVALID_DEVICE_STATE;

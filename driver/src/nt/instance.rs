@@ -7,16 +7,18 @@
 use core::mem::MaybeUninit;
 
 use windows_sys::Wdk::Foundation::NonPagedPoolNx;
-use windows_sys::Wdk::Storage::FileSystem::{FILE_FS_ATTRIBUTE_INFORMATION, FileFsAttributeInformation};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_INSTANCE_CONTEXT, FLT_RELATED_OBJECTS, FLT_SET_CONTEXT_KEEP_IF_EXISTS,
-    FLT_VOLUME_PROPERTIES, FltAllocateContext, FltGetVolumeProperties,
-    FltQueryVolumeInformation, FltReleaseContext, FltSetInstanceContext, PFLT_CONTEXT,
-    PFLT_FILTER, PFLT_INSTANCE, PFLT_VOLUME,
+    FLT_VOLUME_PROPERTIES, FltAllocateContext, FltGetVolumeProperties, FltQueryVolumeInformation,
+    FltReleaseContext, FltSetInstanceContext, PFLT_CONTEXT, PFLT_FILTER, PFLT_INSTANCE,
+    PFLT_VOLUME,
+};
+use windows_sys::Wdk::Storage::FileSystem::{
+    FILE_FS_ATTRIBUTE_INFORMATION, FileFsAttributeInformation,
 };
 use windows_sys::Win32::Foundation::{
-    NTSTATUS, STATUS_BUFFER_OVERFLOW, STATUS_FLT_CONTEXT_ALREADY_DEFINED,
-    STATUS_FLT_DO_NOT_ATTACH, STATUS_SUCCESS,
+    NTSTATUS, STATUS_BUFFER_OVERFLOW, STATUS_FLT_CONTEXT_ALREADY_DEFINED, STATUS_FLT_DO_NOT_ATTACH,
+    STATUS_SUCCESS,
 };
 use windows_sys::Win32::Storage::InstallableFileSystems::FLT_FILESYSTEM_TYPE;
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
@@ -35,7 +37,12 @@ pub(super) unsafe extern "system" fn instance_setup(
     device_type: u32,
     filesystem: FLT_FILESYSTEM_TYPE,
 ) -> NTSTATUS {
-    if volume::check_kind(VolumeKind { device_type, filesystem }).is_err() {
+    if volume::check_kind(VolumeKind {
+        device_type,
+        filesystem,
+    })
+    .is_err()
+    {
         return STATUS_FLT_DO_NOT_ATTACH;
     }
     // SAFETY: FltMgr passes related objects valid for the duration of the callback.

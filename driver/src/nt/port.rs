@@ -82,7 +82,11 @@ pub(super) fn create(filter: PFLT_FILTER, driver: *const Driver) -> Result<PFLT_
     // SAFETY: built by FltBuildDefaultSecurityDescriptor above; the port keeps its own
     // copy of the security it was created with.
     unsafe { FltFreeSecurityDescriptor(descriptor) };
-    if nt_success(status) { Ok(port) } else { Err(status) }
+    if nt_success(status) {
+        Ok(port)
+    } else {
+        Err(status)
+    }
 }
 
 /// ConnectNotifyCallback: admits a provider whose connection context decodes.
@@ -117,7 +121,10 @@ unsafe extern "system" fn connect_notify(
     if connection_cookie.is_null() {
         return STATUS_INVALID_PARAMETER;
     }
-    let connection = Connection { filter: driver.filter(), client_port };
+    let connection = Connection {
+        filter: driver.filter(),
+        client_port,
+    };
     let Some(connection) = PoolBox::try_new(connection, TAG_CONNECTION) else {
         return STATUS_INSUFFICIENT_RESOURCES;
     };

@@ -3,8 +3,8 @@
 
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_OPERATION_REGISTRATION, FLT_REGISTRATION, FLT_REGISTRATION_VERSION_0203,
-    IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION, IRP_MJ_NETWORK_QUERY_OPEN,
-    IRP_MJ_OPERATION_END, IRP_MJ_QUERY_OPEN, PFLT_POST_OPERATION_CALLBACK,
+    IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION, IRP_MJ_NETWORK_QUERY_OPEN, IRP_MJ_OPERATION_END,
+    IRP_MJ_QUERY_OPEN, PFLT_POST_OPERATION_CALLBACK,
 };
 use windows_sys::Wdk::System::SystemServices::{
     IRP_MJ_CLEANUP, IRP_MJ_CREATE, IRP_MJ_DIRECTORY_CONTROL, IRP_MJ_FILE_SYSTEM_CONTROL,
@@ -65,8 +65,11 @@ const fn operations() -> [FLT_OPERATION_REGISTRATION; OPERATION_COUNT + 1] {
     let mut i = 0;
     while i < OPERATION_COUNT {
         let major = OPERATION_MAJORS[i];
-        let post: PFLT_POST_OPERATION_CALLBACK =
-            if major == IRP_MJ_CREATE as u8 { Some(ops::post_create) } else { None };
+        let post: PFLT_POST_OPERATION_CALLBACK = if major == IRP_MJ_CREATE as u8 {
+            Some(ops::post_create)
+        } else {
+            None
+        };
         table[i] = FLT_OPERATION_REGISTRATION {
             MajorFunction: major,
             // No skip flags: paging reads of placeholders must be seen (and failed when
@@ -119,7 +122,10 @@ mod tests {
     #[test]
     fn operation_table_is_terminated_and_complete() {
         let table = &OPERATIONS.0;
-        assert_eq!(table[OPERATION_COUNT].MajorFunction, IRP_MJ_OPERATION_END as u8);
+        assert_eq!(
+            table[OPERATION_COUNT].MajorFunction,
+            IRP_MJ_OPERATION_END as u8
+        );
         for (entry, major) in table.iter().zip(OPERATION_MAJORS) {
             assert_eq!(entry.MajorFunction, major);
             assert!(entry.PreOperation.is_some());
@@ -127,6 +133,10 @@ mod tests {
         let mut seen = OPERATION_MAJORS.to_vec();
         seen.sort_unstable();
         seen.dedup();
-        assert_eq!(seen.len(), OPERATION_COUNT, "an operation is registered twice");
+        assert_eq!(
+            seen.len(),
+            OPERATION_COUNT,
+            "an operation is registered twice"
+        );
     }
 }

@@ -43,7 +43,11 @@ mod tests {
         let statuses = all.map(connect_refusal);
         for (i, s) in statuses.iter().enumerate() {
             assert!(!nt_success(*s), "{:?} maps to a success code", all[i]);
-            assert_eq!(statuses.iter().filter(|t| *t == s).count(), 1, "{s:#x} reused");
+            assert_eq!(
+                statuses.iter().filter(|t| *t == s).count(),
+                1,
+                "{s:#x} reused"
+            );
         }
     }
 

@@ -40,7 +40,15 @@ static ALLOCATOR: PoolAllocator = PoolAllocator;
 #[panic_handler]
 fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
     // SAFETY: KeBugCheckEx may be called at any IRQL and does not return.
-    unsafe { KeBugCheckEx(MANUALLY_INITIATED_CRASH, u32::from_le_bytes(*b"CFlt") as usize, 0, 0, 0) };
+    unsafe {
+        KeBugCheckEx(
+            MANUALLY_INITIATED_CRASH,
+            u32::from_le_bytes(*b"CFlt") as usize,
+            0,
+            0,
+            0,
+        )
+    };
     #[allow(clippy::empty_loop)]
     loop {}
 }

@@ -1,0 +1,883 @@
+//! Filter Manager: registration, starting, instances, contexts and unregistration.
+//!
+//! Owns: the filter objects, the registration as FltMgr validated it, the instances
+//! InstanceSetup accepted, and every context with its reference count. Checks what
+//! FltMgr and Driver Verifier check: registration layout and version, legal callback
+//! return values, context types and double releases, and at unregister the order rule
+//! (server ports closed first) and context leaks.
+
+use std::ffi::c_void;
+
+use windows_sys::Wdk::Foundation::{
+    DRIVER_OBJECT, NonPagedPool, NonPagedPoolNx, POOL_TYPE, PagedPool,
+};
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    FLT_CONTEXT_END, FLT_CONTEXT_REGISTRATION, FLT_INSTANCE_CONTEXT, FLT_OPERATION_REGISTRATION,
+    FLT_REGISTRATION, FLT_REGISTRATION_VERSION_0203, FLT_RELATED_OBJECTS,
+    FLT_SET_CONTEXT_KEEP_IF_EXISTS, FLT_SET_CONTEXT_OPERATION, FLT_SET_CONTEXT_REPLACE_IF_EXISTS,
+    FLT_STREAM_CONTEXT, FLT_STREAMHANDLE_CONTEXT, FLT_VOLUME_PROPERTIES,
+    FLTFL_FILTER_UNLOAD_MANDATORY, FLTFL_INSTANCE_SETUP_AUTOMATIC_ATTACHMENT, IRP_MJ_OPERATION_END,
+    PFLT_CONTEXT, PFLT_CONTEXT_CLEANUP_CALLBACK, PFLT_FILTER, PFLT_FILTER_UNLOAD_CALLBACK,
+    PFLT_INSTANCE, PFLT_INSTANCE_SETUP_CALLBACK, PFLT_VOLUME,
+};
+use windows_sys::Wdk::Storage::FileSystem::{FS_INFORMATION_CLASS, FileFsAttributeInformation};
+use windows_sys::Win32::Foundation::{
+    NTSTATUS, STATUS_BUFFER_OVERFLOW, STATUS_BUFFER_TOO_SMALL,
+    STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND, STATUS_FLT_CONTEXT_ALREADY_DEFINED,
+    STATUS_FLT_DO_NOT_ATTACH, STATUS_FLT_INVALID_CONTEXT_REGISTRATION, STATUS_INFO_LENGTH_MISMATCH,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_NOT_IMPLEMENTED,
+    STATUS_SUCCESS, UNICODE_STRING,
+};
+use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
+
+use super::irql::{self, APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
+use super::pool::tag_name;
+use super::{Kernel, Machine, with_kernel};
+
+/// The most operation entries FltMgr would accept before an END marker (there are
+/// IRP_MJ_MAXIMUM_FUNCTION + 1 IRPs plus about 25 pseudo-operations).
+const MAX_OPERATIONS: usize = 64;
+/// Context types a registration may name.
+const CONTEXT_TYPES: [u32; 3] = [
+    FLT_INSTANCE_CONTEXT,
+    FLT_STREAM_CONTEXT,
+    FLT_STREAMHANDLE_CONTEXT,
+];
+
+/// One registered context type.
+#[derive(Debug, Clone, Copy)]
+pub struct ContextType {
+    /// `FLT_*_CONTEXT`.
+    pub context_type: u16,
+    /// Fixed size the driver registered.
+    pub size: usize,
+    /// Pool tag FltMgr allocates it with.
+    pub pool_tag: u32,
+    cleanup: PFLT_CONTEXT_CLEANUP_CALLBACK,
+}
+
+/// One registered operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Operation {
+    /// IRP major function, or the low byte of a FltMgr pseudo-operation.
+    pub major: u8,
+    /// `FLTFL_OPERATION_REGISTRATION_*`.
+    pub flags: u32,
+    /// Whether a pre-operation callback is registered.
+    pub has_pre: bool,
+    /// Whether a post-operation callback is registered.
+    pub has_post: bool,
+}
+
+/// What FltRegisterFilter accepted, for tests to inspect.
+#[derive(Debug, Clone)]
+pub struct RegistrationInfo {
+    /// `FLT_REGISTRATION.Version`.
+    pub version: u16,
+    /// Context types in registration order.
+    pub contexts: Vec<ContextType>,
+    /// Operations in registration order.
+    pub operations: Vec<Operation>,
+    /// Whether FilterUnloadCallback is set.
+    pub has_unload: bool,
+}
+
+pub(crate) struct Filter {
+    pub(crate) info: RegistrationInfo,
+    unload: PFLT_FILTER_UNLOAD_CALLBACK,
+    instance_setup: PFLT_INSTANCE_SETUP_CALLBACK,
+    started: bool,
+    unregistered: bool,
+    pub(crate) instances: Vec<Instance>,
+}
+
+pub(crate) struct Instance {
+    pub(crate) handle: PFLT_INSTANCE,
+    pub(crate) volume: PFLT_VOLUME,
+    context: Option<usize>,
+}
+
+pub(crate) struct Context {
+    filter: PFLT_FILTER,
+    context_type: u16,
+    size: usize,
+    refs: usize,
+    cleanup: PFLT_CONTEXT_CLEANUP_CALLBACK,
+}
+
+impl Kernel {
+    fn filter_of_instance(&self, instance: PFLT_INSTANCE) -> Option<(PFLT_FILTER, usize)> {
+        self.filters.iter().find_map(|(h, f)| {
+            f.instances
+                .iter()
+                .position(|i| i.handle == instance)
+                .map(|p| (*h, p))
+        })
+    }
+
+    /// Drops one reference; returns the cleanup to run (lock released) when it was the
+    /// last.
+    fn release(
+        &mut self,
+        api: &'static str,
+        ptr: usize,
+    ) -> Option<(PFLT_CONTEXT_CLEANUP_CALLBACK, u16)> {
+        let Some(ctx) = self.contexts.get_mut(&ptr) else {
+            self.violation(
+                api,
+                format!("{ptr:#x} is not a live context (released twice?)"),
+            );
+            return None;
+        };
+        ctx.refs -= 1;
+        if ctx.refs > 0 {
+            return None;
+        }
+        let ctx = self.contexts.remove(&ptr)?;
+        Some((ctx.cleanup, ctx.context_type))
+    }
+}
+
+/// Runs a context's cleanup callback (lock released), then frees its memory.
+fn finish_release(ptr: usize, cleanup: (PFLT_CONTEXT_CLEANUP_CALLBACK, u16)) {
+    if let Some(callback) = cleanup.0 {
+        // SAFETY: the driver's cleanup callback for a context of this type, called once
+        // as its last reference goes, as FltMgr does.
+        unsafe { callback(ptr as PFLT_CONTEXT, cleanup.1) };
+    }
+    with_kernel(|k| {
+        if let Err(message) = k.pool.free(ptr as *mut u8, None) {
+            k.violation("FltReleaseContext", message);
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Registration and lifetime
+// ---------------------------------------------------------------------------------------
+
+/// FltRegisterFilter.
+///
+/// # Safety
+/// `registration` must be readable as the driver claims.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn FltRegisterFilter(
+    driver: *const DRIVER_OBJECT,
+    registration: *const FLT_REGISTRATION,
+    ret_filter: *mut PFLT_FILTER,
+) -> NTSTATUS {
+    irql::check("FltRegisterFilter", PASSIVE_LEVEL);
+    // SAFETY: the caller passes a registration it owns (a static in the driver).
+    let Some(reg) = (unsafe { registration.as_ref() }) else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    if driver.is_null() || ret_filter.is_null() {
+        return STATUS_INVALID_PARAMETER;
+    }
+    if u32::from(reg.Version) != FLT_REGISTRATION_VERSION_0203
+        || usize::from(reg.Size) != std::mem::size_of::<FLT_REGISTRATION>()
+    {
+        with_kernel(|k| {
+            k.violation(
+                "FltRegisterFilter",
+                format!(
+                    "registration version {:#x} size {} is not 0x0203 / {}",
+                    reg.Version,
+                    reg.Size,
+                    std::mem::size_of::<FLT_REGISTRATION>()
+                ),
+            )
+        });
+        return STATUS_INVALID_PARAMETER;
+    }
+    // SAFETY: the tables are terminated arrays in the driver's image.
+    let contexts = match unsafe { read_contexts(reg.ContextRegistration) } {
+        Ok(c) => c,
+        Err(message) => {
+            with_kernel(|k| k.violation("FltRegisterFilter", message));
+            return STATUS_FLT_INVALID_CONTEXT_REGISTRATION;
+        }
+    };
+    // SAFETY: as above.
+    let operations = match unsafe { read_operations(reg.OperationRegistration) } {
+        Ok(o) => o,
+        Err(message) => {
+            with_kernel(|k| k.violation("FltRegisterFilter", message));
+            return STATUS_INVALID_PARAMETER;
+        }
+    };
+    let info = RegistrationInfo {
+        version: reg.Version,
+        contexts,
+        operations,
+        has_unload: reg.FilterUnloadCallback.is_some(),
+    };
+    with_kernel(|k| {
+        if k.filters.values().any(|f| !f.unregistered) {
+            return STATUS_INVALID_PARAMETER;
+        }
+        let handle = k.handle();
+        k.filters.insert(
+            handle,
+            Filter {
+                info,
+                unload: reg.FilterUnloadCallback,
+                instance_setup: reg.InstanceSetupCallback,
+                started: false,
+                unregistered: false,
+                instances: Vec::new(),
+            },
+        );
+        // SAFETY: checked non-null above; the driver passes a writable handle slot.
+        unsafe { ret_filter.write(handle) };
+        STATUS_SUCCESS
+    })
+}
+
+/// # Safety
+/// `table` is NULL or an array terminated by FLT_CONTEXT_END.
+unsafe fn read_contexts(
+    table: *const FLT_CONTEXT_REGISTRATION,
+) -> Result<Vec<ContextType>, String> {
+    let mut out = Vec::new();
+    if table.is_null() {
+        return Ok(out);
+    }
+    for i in 0..CONTEXT_TYPES.len() * 4 + 1 {
+        // SAFETY: within the terminated array (we stop at the END entry).
+        let entry = unsafe { &*table.add(i) };
+        if u32::from(entry.ContextType) == FLT_CONTEXT_END {
+            return Ok(out);
+        }
+        if !CONTEXT_TYPES.contains(&u32::from(entry.ContextType)) {
+            return Err(format!(
+                "context registration {i} has unknown type {:#x}",
+                entry.ContextType
+            ));
+        }
+        if entry.Size == 0 || entry.PoolTag == 0 {
+            return Err(format!(
+                "context registration {i} has size {} tag {:#x}",
+                entry.Size, entry.PoolTag
+            ));
+        }
+        out.push(ContextType {
+            context_type: entry.ContextType,
+            size: entry.Size,
+            pool_tag: entry.PoolTag,
+            cleanup: entry.ContextCleanupCallback,
+        });
+    }
+    Err("context registration is not terminated by FLT_CONTEXT_END".into())
+}
+
+/// # Safety
+/// `table` is NULL or an array terminated by IRP_MJ_OPERATION_END.
+unsafe fn read_operations(
+    table: *const FLT_OPERATION_REGISTRATION,
+) -> Result<Vec<Operation>, String> {
+    let mut out: Vec<Operation> = Vec::new();
+    if table.is_null() {
+        return Ok(out);
+    }
+    for i in 0..=MAX_OPERATIONS {
+        // SAFETY: within the terminated array (we stop at the END entry).
+        let entry = unsafe { &*table.add(i) };
+        if entry.MajorFunction == IRP_MJ_OPERATION_END as u8 {
+            return Ok(out);
+        }
+        let major = entry.MajorFunction;
+        // IRP majors 0..=0x1b, then FltMgr's pseudo-operations (negative UCHAR values).
+        if major > 0x1b && major < 0xe0 {
+            return Err(format!(
+                "operation {i} has invalid major function {major:#x}"
+            ));
+        }
+        if out.iter().any(|o| o.major == major) {
+            return Err(format!(
+                "operation {i}: major function {major:#x} registered twice"
+            ));
+        }
+        out.push(Operation {
+            major,
+            flags: entry.Flags,
+            has_pre: entry.PreOperation.is_some(),
+            has_post: entry.PostOperation.is_some(),
+        });
+    }
+    Err("operation registration is not terminated by IRP_MJ_OPERATION_END".into())
+}
+
+/// FltStartFiltering: attaches to every mounted volume through InstanceSetup.
+#[unsafe(no_mangle)]
+pub extern "system" fn FltStartFiltering(filter: PFLT_FILTER) -> NTSTATUS {
+    irql::check("FltStartFiltering", PASSIVE_LEVEL);
+    let plan = with_kernel(|k| {
+        let volumes: Vec<_> = k
+            .volumes
+            .iter()
+            .map(|v| (v.handle, v.config.device_type, v.config.filesystem))
+            .collect();
+        let f = k.filters.get_mut(&filter)?;
+        if f.started {
+            return None;
+        }
+        f.started = true;
+        Some((f.instance_setup, volumes))
+    });
+    let Some((setup, volumes)) = plan else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    for (volume, device_type, filesystem) in volumes {
+        attach(filter, setup, volume, device_type, filesystem);
+    }
+    STATUS_SUCCESS
+}
+
+fn attach(
+    filter: PFLT_FILTER,
+    setup: PFLT_INSTANCE_SETUP_CALLBACK,
+    volume: PFLT_VOLUME,
+    device_type: u32,
+    filesystem: i32,
+) {
+    let instance = with_kernel(|k| {
+        let handle = k.handle();
+        if let Some(f) = k.filters.get_mut(&filter) {
+            f.instances.push(Instance {
+                handle,
+                volume,
+                context: None,
+            });
+        }
+        handle
+    });
+    let status = match setup {
+        None => STATUS_SUCCESS,
+        Some(setup) => {
+            let objects = related(filter, volume, instance);
+            // SAFETY: the driver's InstanceSetup with related objects valid for the call.
+            unsafe {
+                setup(
+                    &objects,
+                    FLTFL_INSTANCE_SETUP_AUTOMATIC_ATTACHMENT,
+                    device_type,
+                    filesystem,
+                )
+            }
+        }
+    };
+    if status == STATUS_SUCCESS {
+        return;
+    }
+    if status != STATUS_FLT_DO_NOT_ATTACH && status >= 0 {
+        with_kernel(|k| {
+            k.violation(
+                "InstanceSetup",
+                format!("returned success code {status:#x} other than STATUS_SUCCESS"),
+            )
+        });
+    }
+    // Refused: FltMgr tears the half-made instance down, with any context it got.
+    let context = with_kernel(|k| {
+        let f = k.filters.get_mut(&filter)?;
+        let pos = f.instances.iter().position(|i| i.handle == instance)?;
+        let inst = f.instances.remove(pos);
+        inst.context
+            .and_then(|c| k.release("InstanceSetup", c).map(|r| (c, r)))
+    });
+    if let Some((ptr, cleanup)) = context {
+        finish_release(ptr, cleanup);
+    }
+}
+
+pub(crate) fn related(
+    filter: PFLT_FILTER,
+    volume: PFLT_VOLUME,
+    instance: PFLT_INSTANCE,
+) -> FLT_RELATED_OBJECTS {
+    FLT_RELATED_OBJECTS {
+        Size: std::mem::size_of::<FLT_RELATED_OBJECTS>() as u16,
+        TransactionContext: 0,
+        Filter: filter,
+        Volume: volume,
+        Instance: instance,
+        FileObject: std::ptr::null(),
+        Transaction: std::ptr::null(),
+    }
+}
+
+/// FltUnregisterFilter: disconnects every client, tears down every instance and checks
+/// that nothing of the filter is left.
+#[unsafe(no_mangle)]
+pub extern "system" fn FltUnregisterFilter(filter: PFLT_FILTER) {
+    irql::check("FltUnregisterFilter", PASSIVE_LEVEL);
+    let open_server_ports = with_kernel(|k| {
+        if !k.filters.contains_key(&filter) {
+            k.violation(
+                "FltUnregisterFilter",
+                format!("{filter:#x} is not a registered filter"),
+            );
+            return None;
+        }
+        Some(
+            k.server_ports
+                .values()
+                .filter(|p| p.filter == filter && !p.closed)
+                .count(),
+        )
+    });
+    let Some(open_server_ports) = open_server_ports else {
+        return;
+    };
+    if open_server_ports > 0 {
+        // On Windows this call would wait forever for the port's reference to drop.
+        with_kernel(|k| {
+            k.violation(
+                "FltUnregisterFilter",
+                format!("{open_server_ports} server port(s) still open: unload hangs until FltCloseCommunicationPort"),
+            )
+        });
+    }
+    super::port::disconnect_all(filter);
+    // Instance teardown: release the instance contexts FltMgr holds.
+    let instances = with_kernel(|k| {
+        k.filters
+            .get_mut(&filter)
+            .map(|f| std::mem::take(&mut f.instances))
+            .unwrap_or_default()
+    });
+    for instance in instances {
+        if let Some(ptr) = instance.context {
+            if let Some(cleanup) = with_kernel(|k| k.release("FltUnregisterFilter", ptr)) {
+                finish_release(ptr, cleanup);
+            }
+        }
+    }
+    with_kernel(|k| {
+        let leaked: Vec<String> = k
+            .contexts
+            .iter()
+            .filter(|(_, c)| c.filter == filter)
+            .map(|(p, c)| {
+                format!(
+                    "{p:#x} (type {:#x}, {} reference(s))",
+                    c.context_type, c.refs
+                )
+            })
+            .collect();
+        if !leaked.is_empty() {
+            k.violation(
+                "FltUnregisterFilter",
+                format!("contexts leaked: {}", leaked.join(", ")),
+            );
+        }
+        if let Some(f) = k.filters.get_mut(&filter) {
+            f.unregistered = true;
+        }
+    });
+}
+
+// ---------------------------------------------------------------------------------------
+// Contexts
+// ---------------------------------------------------------------------------------------
+
+/// FltAllocateContext.
+#[unsafe(no_mangle)]
+pub extern "system" fn FltAllocateContext(
+    filter: PFLT_FILTER,
+    context_type: u16,
+    size: usize,
+    pool_type: POOL_TYPE,
+    ret: *mut PFLT_CONTEXT,
+) -> NTSTATUS {
+    let paged = pool_type == PagedPool;
+    irql::check(
+        "FltAllocateContext",
+        if paged { APC_LEVEL } else { DISPATCH_LEVEL },
+    );
+    with_kernel(|k| {
+        if ![NonPagedPool, NonPagedPoolNx, PagedPool].contains(&pool_type) || ret.is_null() {
+            k.violation(
+                "FltAllocateContext",
+                format!("invalid pool type {pool_type} or NULL out pointer"),
+            );
+            return STATUS_INVALID_PARAMETER;
+        }
+        let Some(f) = k.filters.get(&filter) else {
+            return STATUS_INVALID_PARAMETER;
+        };
+        let Some(reg) = f
+            .info
+            .contexts
+            .iter()
+            .find(|c| c.context_type == context_type)
+            .copied()
+        else {
+            return STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND;
+        };
+        if size > reg.size {
+            return STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND;
+        }
+        let Some(ptr) = k.pool.allocate(size, reg.pool_tag) else {
+            return STATUS_INSUFFICIENT_RESOURCES;
+        };
+        k.contexts.insert(
+            ptr as usize,
+            Context {
+                filter,
+                context_type,
+                size,
+                refs: 1,
+                cleanup: reg.cleanup,
+            },
+        );
+        // SAFETY: checked non-null above.
+        unsafe { ret.write(ptr.cast()) };
+        STATUS_SUCCESS
+    })
+}
+
+/// FltSetInstanceContext.
+#[unsafe(no_mangle)]
+pub extern "system" fn FltSetInstanceContext(
+    instance: PFLT_INSTANCE,
+    operation: FLT_SET_CONTEXT_OPERATION,
+    new: PFLT_CONTEXT,
+    old: *mut PFLT_CONTEXT,
+) -> NTSTATUS {
+    irql::check("FltSetInstanceContext", APC_LEVEL);
+    let replaced = with_kernel(|k| {
+        let Some(ctx) = k.contexts.get(&(new as usize)) else {
+            k.violation(
+                "FltSetInstanceContext",
+                format!("{new:p} is not a live context"),
+            );
+            return Err(STATUS_INVALID_PARAMETER);
+        };
+        if u32::from(ctx.context_type) != FLT_INSTANCE_CONTEXT {
+            k.violation(
+                "FltSetInstanceContext",
+                format!(
+                    "context of type {:#x} set as instance context",
+                    ctx.context_type
+                ),
+            );
+            return Err(STATUS_INVALID_PARAMETER);
+        }
+        let Some((filter, pos)) = k.filter_of_instance(instance) else {
+            return Err(STATUS_INVALID_PARAMETER);
+        };
+        let existing = k
+            .filters
+            .get(&filter)
+            .and_then(|f| f.instances.get(pos))
+            .and_then(|i| i.context);
+        match (existing, operation) {
+            (Some(existing), FLT_SET_CONTEXT_KEEP_IF_EXISTS) => {
+                if !old.is_null() {
+                    if let Some(c) = k.contexts.get_mut(&existing) {
+                        c.refs += 1;
+                    }
+                    // SAFETY: non-null out pointer from the driver.
+                    unsafe { old.write(existing as PFLT_CONTEXT) };
+                }
+                Err(STATUS_FLT_CONTEXT_ALREADY_DEFINED)
+            }
+            (existing, FLT_SET_CONTEXT_KEEP_IF_EXISTS | FLT_SET_CONTEXT_REPLACE_IF_EXISTS) => {
+                if let Some(c) = k.contexts.get_mut(&(new as usize)) {
+                    c.refs += 1;
+                }
+                if let Some(i) = k
+                    .filters
+                    .get_mut(&filter)
+                    .and_then(|f| f.instances.get_mut(pos))
+                {
+                    i.context = Some(new as usize);
+                }
+                match existing {
+                    Some(e) if !old.is_null() => {
+                        // The caller now owns FltMgr's reference to the old context.
+                        // SAFETY: non-null out pointer from the driver.
+                        unsafe { old.write(e as PFLT_CONTEXT) };
+                        Ok(None)
+                    }
+                    Some(e) => Ok(k.release("FltSetInstanceContext", e).map(|r| (e, r))),
+                    None => Ok(None),
+                }
+            }
+            _ => {
+                k.violation(
+                    "FltSetInstanceContext",
+                    format!("invalid operation {operation}"),
+                );
+                Err(STATUS_INVALID_PARAMETER)
+            }
+        }
+    });
+    match replaced {
+        Ok(Some((ptr, cleanup))) => {
+            finish_release(ptr, cleanup);
+            STATUS_SUCCESS
+        }
+        Ok(None) => STATUS_SUCCESS,
+        Err(status) => status,
+    }
+}
+
+/// FltReleaseContext.
+#[unsafe(no_mangle)]
+pub extern "system" fn FltReleaseContext(context: PFLT_CONTEXT) {
+    irql::check("FltReleaseContext", DISPATCH_LEVEL);
+    let ptr = context as usize;
+    if let Some(cleanup) = with_kernel(|k| k.release("FltReleaseContext", ptr)) {
+        finish_release(ptr, cleanup);
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Volume queries
+// ---------------------------------------------------------------------------------------
+
+/// FltQueryVolumeInformation. Models the classes the driver uses; others answer
+/// STATUS_NOT_IMPLEMENTED so a new use shows up as a test failure, not a wrong answer.
+///
+/// # Safety
+/// `buffer` must be writable for `length` bytes and `iosb` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn FltQueryVolumeInformation(
+    instance: PFLT_INSTANCE,
+    iosb: *mut IO_STATUS_BLOCK,
+    buffer: *mut c_void,
+    length: u32,
+    class: FS_INFORMATION_CLASS,
+) -> NTSTATUS {
+    irql::check("FltQueryVolumeInformation", PASSIVE_LEVEL);
+    let config = with_kernel(|k| {
+        let (filter, pos) = k.filter_of_instance(instance)?;
+        let volume = k.filters.get(&filter)?.instances.get(pos)?.volume;
+        k.volumes
+            .iter()
+            .find(|v| v.handle == volume)
+            .map(|v| v.config.clone())
+    });
+    let Some(config) = config else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    if class != FileFsAttributeInformation {
+        return STATUS_NOT_IMPLEMENTED;
+    }
+    // FILE_FS_ATTRIBUTE_INFORMATION: Attributes u32, MaxComponentNameLength i32,
+    // FileSystemNameLength u32, FileSystemName [u16].
+    const FIXED: usize = 12;
+    let name: Vec<u8> = config
+        .filesystem_name
+        .encode_utf16()
+        .flat_map(u16::to_le_bytes)
+        .collect();
+    let length = length as usize;
+    if length < FIXED {
+        return STATUS_INFO_LENGTH_MISMATCH;
+    }
+    let mut bytes = Vec::with_capacity(FIXED + name.len());
+    bytes.extend_from_slice(&config.fs_attributes.to_le_bytes());
+    bytes.extend_from_slice(&255i32.to_le_bytes());
+    bytes.extend_from_slice(&(name.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&name);
+    let written = bytes.len().min(length);
+    // SAFETY: the caller's buffer holds `length` >= `written` bytes.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), buffer.cast::<u8>(), written) };
+    let status = if written < bytes.len() {
+        STATUS_BUFFER_OVERFLOW
+    } else {
+        STATUS_SUCCESS
+    };
+    if !iosb.is_null() {
+        // SAFETY: writable IO_STATUS_BLOCK from the caller.
+        unsafe {
+            (*iosb).Anonymous.Status = status;
+            (*iosb).Information = written;
+        }
+    }
+    status
+}
+
+/// FltGetVolumeProperties: the fixed part, then the three names as far as they fit.
+///
+/// # Safety
+/// `properties` must be writable for `length` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn FltGetVolumeProperties(
+    volume: PFLT_VOLUME,
+    properties: *mut FLT_VOLUME_PROPERTIES,
+    length: u32,
+    returned: *mut u32,
+) -> NTSTATUS {
+    irql::check("FltGetVolumeProperties", APC_LEVEL);
+    let config = with_kernel(|k| {
+        k.volumes
+            .iter()
+            .find(|v| v.handle == volume)
+            .map(|v| v.config.clone())
+    });
+    let Some(config) = config else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    let fixed = std::mem::size_of::<FLT_VOLUME_PROPERTIES>();
+    let names: [Vec<u16>; 3] = [
+        "\\FileSystem\\Ntfs".encode_utf16().collect(),
+        "\\Ntfs".encode_utf16().collect(),
+        config.device_name.encode_utf16().collect(),
+    ];
+    let needed = fixed + names.iter().map(|n| n.len() * 2).sum::<usize>();
+    if !returned.is_null() {
+        // SAFETY: writable ULONG from the caller.
+        unsafe { returned.write(needed as u32) };
+    }
+    let length = length as usize;
+    if length < fixed {
+        return STATUS_BUFFER_TOO_SMALL;
+    }
+    let fits = length >= needed;
+    let base = properties.cast::<u8>();
+    let mut offset = fixed;
+    let mut strings = [UNICODE_STRING {
+        Length: 0,
+        MaximumLength: 0,
+        Buffer: std::ptr::null_mut(),
+    }; 3];
+    if fits {
+        for (s, name) in strings.iter_mut().zip(&names) {
+            // SAFETY: `offset + name` stays within `needed` <= `length` bytes.
+            let dst = unsafe { base.add(offset) }.cast::<u16>();
+            // SAFETY: as above; source and destination do not overlap.
+            unsafe { std::ptr::copy_nonoverlapping(name.as_ptr(), dst, name.len()) };
+            *s = UNICODE_STRING {
+                Length: (name.len() * 2) as u16,
+                MaximumLength: (name.len() * 2) as u16,
+                Buffer: dst,
+            };
+            offset += name.len() * 2;
+        }
+    }
+    let [driver_name, device_name, real_name] = strings;
+    let value = FLT_VOLUME_PROPERTIES {
+        DeviceType: config.device_type,
+        DeviceCharacteristics: 0,
+        DeviceObjectFlags: 0,
+        AlignmentRequirement: 1,
+        SectorSize: config.sector_size,
+        Flags: 0,
+        FileSystemDriverName: driver_name,
+        FileSystemDeviceName: device_name,
+        RealDeviceName: real_name,
+    };
+    // SAFETY: `length` >= the fixed size; the driver's buffer is suitably aligned.
+    unsafe { properties.write_unaligned(value) };
+    if fits {
+        STATUS_SUCCESS
+    } else {
+        STATUS_BUFFER_OVERFLOW
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// What tests drive
+// ---------------------------------------------------------------------------------------
+
+/// A view of the loaded filter for assertions.
+#[derive(Debug, Clone)]
+pub struct FilterView {
+    /// The registration as FltMgr read it.
+    pub registration: RegistrationInfo,
+    /// Device names of the volumes an instance is attached to.
+    pub attached: Vec<String>,
+    /// Instance context bytes per attached volume, in attach order.
+    pub instance_contexts: Vec<Option<Vec<u8>>>,
+    /// Whether FltStartFiltering was called.
+    pub started: bool,
+}
+
+impl Machine {
+    /// The registered (not yet unregistered) filter, if any.
+    pub fn filter(&self) -> Option<FilterView> {
+        with_kernel(|k| {
+            let f = k.filters.values().find(|f| !f.unregistered)?;
+            let attached = f
+                .instances
+                .iter()
+                .filter_map(|i| {
+                    k.volumes
+                        .iter()
+                        .find(|v| v.handle == i.volume)
+                        .map(|v| v.config.device_name.clone())
+                })
+                .collect();
+            let instance_contexts = f
+                .instances
+                .iter()
+                .map(|i| {
+                    i.context.and_then(|p| {
+                        k.contexts.get(&p).map(|c| {
+                            // SAFETY: a live context of `size` bytes owned by the model.
+                            unsafe { std::slice::from_raw_parts(p as *const u8, c.size) }.to_vec()
+                        })
+                    })
+                })
+                .collect();
+            Some(FilterView {
+                registration: f.info.clone(),
+                attached,
+                instance_contexts,
+                started: f.started,
+            })
+        })
+    }
+
+    /// Unloads the driver as `fltmc unload` does: calls FilterUnload, then checks that it
+    /// unregistered and left no pool, security descriptor or port behind.
+    pub fn unload_driver(&mut self) -> NTSTATUS {
+        irql::check("FilterUnload", PASSIVE_LEVEL);
+        let unload = with_kernel(|k| {
+            k.filters
+                .iter()
+                .find(|(_, f)| !f.unregistered)
+                .map(|(h, f)| (*h, f.unload))
+        });
+        let Some((filter, unload)) = unload else {
+            return STATUS_INVALID_PARAMETER;
+        };
+        let Some(unload) = unload else {
+            // No unload callback: FltMgr refuses to unload the filter.
+            return windows_sys::Win32::Foundation::STATUS_FLT_DO_NOT_DETACH;
+        };
+        // SAFETY: the driver's FilterUnloadCallback, called once at PASSIVE_LEVEL.
+        let status = unsafe { unload(FLTFL_FILTER_UNLOAD_MANDATORY) };
+        with_kernel(|k| {
+            if status >= 0 && k.filters.get(&filter).is_some_and(|f| !f.unregistered) {
+                k.violation(
+                    "FilterUnload",
+                    "returned success without calling FltUnregisterFilter",
+                );
+            }
+            let leaked = k.pool.outstanding();
+            if !leaked.is_empty() {
+                let list: Vec<String> = leaked
+                    .iter()
+                    .map(|b| format!("{} ({} bytes)", tag_name(b.tag), b.size))
+                    .collect();
+                k.violation("DriverUnload", format!("pool leaked: {}", list.join(", ")));
+            }
+            if !k.security_descriptors.is_empty() {
+                k.violation(
+                    "DriverUnload",
+                    format!(
+                        "{} security descriptor(s) never freed",
+                        k.security_descriptors.len()
+                    ),
+                );
+            }
+        });
+        status
+    }
+}

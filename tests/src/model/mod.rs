@@ -1,0 +1,161 @@
+//! The machine: one kernel state behind one lock, and the verifier's record of what the
+//! driver did wrong.
+//!
+//! Owns: the global kernel state every exported API works on, handle allocation, and the
+//! process-wide machine lock (the driver keeps a global, so one machine runs at a time).
+//! Does not own: any cloudflt behaviour. With the driver unloaded the model is plain
+//! Windows.
+//!
+//! Callbacks into the driver are always made with the kernel lock released, since the
+//! driver calls back into the model from inside them.
+
+pub mod fltmgr;
+pub mod irql;
+pub mod pool;
+pub mod port;
+pub mod volume;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+pub use port::{Caller, ClientId};
+pub use volume::VolumeConfig;
+
+/// A kernel rule the driver broke, as Driver Verifier would report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The API or phase where it was detected.
+    pub api: &'static str,
+    /// What rule was broken.
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.api, self.message)
+    }
+}
+
+/// Handles the model gives out start here, far from any real kernel handle or pointer,
+/// so one that leaks into a real call fails loudly.
+const HANDLE_BASE: isize = 0x7e57_0000_0000;
+
+/// The whole kernel state.
+pub(crate) struct Kernel {
+    pub(crate) pool: pool::Pool,
+    pub(crate) filters: HashMap<isize, fltmgr::Filter>,
+    pub(crate) contexts: HashMap<usize, fltmgr::Context>,
+    pub(crate) security_descriptors: HashMap<usize, u32>,
+    pub(crate) server_ports: HashMap<isize, port::ServerPort>,
+    pub(crate) client_ports: HashMap<isize, port::ClientPort>,
+    pub(crate) volumes: Vec<volume::Volume>,
+    pub(crate) violations: Vec<Violation>,
+    next_handle: isize,
+}
+
+impl Kernel {
+    fn new() -> Self {
+        Self {
+            pool: pool::Pool::default(),
+            filters: HashMap::new(),
+            contexts: HashMap::new(),
+            security_descriptors: HashMap::new(),
+            server_ports: HashMap::new(),
+            client_ports: HashMap::new(),
+            volumes: Vec::new(),
+            violations: Vec::new(),
+            next_handle: HANDLE_BASE,
+        }
+    }
+
+    pub(crate) fn handle(&mut self) -> isize {
+        self.next_handle += 0x10;
+        self.next_handle
+    }
+
+    pub(crate) fn violation(&mut self, api: &'static str, message: impl Into<String>) {
+        let v = Violation {
+            api,
+            message: message.into(),
+        };
+        eprintln!("VERIFIER: {v}");
+        self.violations.push(v);
+    }
+}
+
+static KERNEL: Mutex<Option<Kernel>> = Mutex::new(None);
+static MACHINE: Mutex<()> = Mutex::new(());
+
+/// Runs `f` on the kernel state. Panics if no [`Machine`] is booted: an API called with no
+/// machine is a test bug, not a driver bug.
+pub(crate) fn with_kernel<R>(f: impl FnOnce(&mut Kernel) -> R) -> R {
+    let mut guard = KERNEL.lock().unwrap_or_else(PoisonError::into_inner);
+    let kernel = guard
+        .as_mut()
+        .expect("kernel API called with no model Machine booted");
+    f(kernel)
+}
+
+/// A booted model machine. Holding it serialises tests that use the kernel, since the
+/// driver keeps process-wide state. Dropping it without having checked the verifier fails
+/// the test if anything was recorded.
+pub struct Machine {
+    _exclusive: MutexGuard<'static, ()>,
+    checked: bool,
+}
+
+impl Machine {
+    /// Boots a machine with these volumes mounted.
+    pub fn boot(volumes: &[VolumeConfig]) -> Self {
+        let exclusive = MACHINE.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut kernel = Kernel::new();
+        for config in volumes {
+            let handle = kernel.handle();
+            kernel
+                .volumes
+                .push(volume::Volume::new(handle, config.clone()));
+        }
+        *KERNEL.lock().unwrap_or_else(PoisonError::into_inner) = Some(kernel);
+        Self {
+            _exclusive: exclusive,
+            checked: false,
+        }
+    }
+
+    /// Every violation recorded so far; reading them counts as having checked.
+    pub fn take_violations(&mut self) -> Vec<Violation> {
+        self.checked = true;
+        with_kernel(|k| std::mem::take(&mut k.violations))
+    }
+
+    /// Asserts that the driver broke no rule.
+    pub fn assert_clean(&mut self) {
+        let found = self.take_violations();
+        assert!(found.is_empty(), "verifier violations:\n{}", list(&found));
+    }
+
+    /// Injects a pool allocation failure: the `n`th allocation from now (1-based) fails.
+    pub fn fail_allocation(&self, n: usize) {
+        with_kernel(|k| k.pool.fail_nth(n));
+    }
+
+    /// Pool bytes outstanding under `tag`.
+    pub fn pool_bytes(&self, tag: [u8; 4]) -> usize {
+        with_kernel(|k| k.pool.bytes_with_tag(u32::from_le_bytes(tag)))
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        let found = with_kernel(|k| std::mem::take(&mut k.violations));
+        *KERNEL.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        if !self.checked && !found.is_empty() && !std::thread::panicking() {
+            panic!("unchecked verifier violations:\n{}", list(&found));
+        }
+    }
+}
+
+fn list(violations: &[Violation]) -> String {
+    violations.iter().map(|v| format!("  - {v}\n")).collect()
+}

@@ -1,0 +1,228 @@
+//! The real driver's DriverEntry, InstanceSetup, port and unload, run through the model.
+
+use cloudflt_proto::port::{MAX_CONNECTIONS, PORT_NAME};
+use cloudflt_tests::model::{Caller, Machine, VolumeConfig};
+use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
+use windows_sys::Win32::Foundation::{
+    NTSTATUS, STATUS_ACCESS_DENIED, STATUS_INFO_LENGTH_MISMATCH, STATUS_INSUFFICIENT_RESOURCES,
+    STATUS_INVALID_BUFFER_SIZE, STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED,
+    STATUS_OBJECT_NAME_NOT_FOUND, STATUS_REVISION_MISMATCH, STATUS_SUCCESS, UNICODE_STRING,
+};
+
+/// IRP_MJ_CREATE, READ, WRITE, DIRECTORY_CONTROL, QUERY_INFORMATION, SET_INFORMATION,
+/// FILE_SYSTEM_CONTROL, NETWORK_QUERY_OPEN, QUERY_OPEN,
+/// ACQUIRE_FOR_SECTION_SYNCHRONIZATION, CLEANUP (minifilter checklist).
+const EXPECTED_MAJORS: [u8; 11] = [
+    0x00, 0x03, 0x04, 0x0c, 0x05, 0x06, 0x0d, 0xf2, 0xf9, 0xff, 0x12,
+];
+
+fn load() -> NTSTATUS {
+    // The I/O manager's driver object; the driver only passes it to FltRegisterFilter.
+    let driver_object: &'static mut DRIVER_OBJECT =
+        // SAFETY: DRIVER_OBJECT is plain data for which all-zero is a valid value.
+        Box::leak(Box::new(unsafe { std::mem::zeroed() }));
+    let path: Vec<u16> = "\\Registry\\Machine\\System\\CurrentControlSet\\Services\\cloudflt"
+        .encode_utf16()
+        .collect();
+    let registry = UNICODE_STRING {
+        Length: (path.len() * 2) as u16,
+        MaximumLength: (path.len() * 2) as u16,
+        Buffer: path.as_ptr().cast_mut(),
+    };
+    // SAFETY: called once per machine, at PASSIVE_LEVEL, with a driver object.
+    unsafe { cloudflt_driver::nt::driver_entry(driver_object, &registry) }
+}
+
+fn context(version: u16) -> Vec<u8> {
+    let body = b"provider";
+    let mut out = vec![0; cloudflt_proto::ConnectionContext::encoded_len(body.len())];
+    cloudflt_proto::ConnectionContext { version, body }
+        .encode(&mut out)
+        .unwrap();
+    out
+}
+
+#[test]
+fn driver_entry_registers_version_0203_with_the_operation_table_and_contexts() {
+    let mut machine = Machine::boot(&[VolumeConfig::ntfs(1)]);
+    assert_eq!(load(), STATUS_SUCCESS);
+    let filter = machine.filter().expect("a registered filter");
+    assert!(filter.started);
+    assert_eq!(filter.registration.version, 0x0203);
+    assert!(filter.registration.has_unload);
+    let majors: Vec<u8> = filter
+        .registration
+        .operations
+        .iter()
+        .map(|o| o.major)
+        .collect();
+    assert_eq!(majors, EXPECTED_MAJORS);
+    assert!(
+        filter
+            .registration
+            .operations
+            .iter()
+            .all(|o| o.has_pre && o.flags == 0)
+    );
+    let types: Vec<u16> = filter
+        .registration
+        .contexts
+        .iter()
+        .map(|c| c.context_type)
+        .collect();
+    assert_eq!(
+        types,
+        [2, 8, 16],
+        "instance, stream and stream-handle contexts"
+    );
+    assert_eq!(machine.unload_driver(), STATUS_SUCCESS);
+    machine.assert_clean();
+}
+
+#[test]
+fn instance_setup_attaches_to_local_ntfs_with_reparse_points_only() {
+    let no_reparse = VolumeConfig {
+        fs_attributes: 0x7,
+        ..VolumeConfig::ntfs(4)
+    };
+    let big_sectors = VolumeConfig {
+        sector_size: 4096,
+        ..VolumeConfig::ntfs(5)
+    };
+    let mut machine = Machine::boot(&[
+        VolumeConfig::ntfs(1),
+        VolumeConfig::fat(2),
+        VolumeConfig::network_ntfs("server\\share"),
+        no_reparse,
+        big_sectors,
+    ]);
+    assert_eq!(load(), STATUS_SUCCESS);
+    let filter = machine.filter().unwrap();
+    assert_eq!(
+        filter.attached,
+        ["\\Device\\HarddiskVolume1", "\\Device\\HarddiskVolume5"]
+    );
+    // InstanceContext { signature 'CFic', sector_size, fs_attributes }
+    let sectors: Vec<u32> = filter
+        .instance_contexts
+        .iter()
+        .map(|c| {
+            u32::from_le_bytes(
+                c.as_ref().expect("instance context")[4..8]
+                    .try_into()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(sectors, [512, 4096]);
+    assert_eq!(machine.unload_driver(), STATUS_SUCCESS);
+    machine.assert_clean();
+}
+
+#[test]
+fn the_port_is_admin_only_and_admits_only_a_decodable_context() {
+    let mut machine = Machine::boot(&[VolumeConfig::ntfs(1)]);
+    assert_eq!(load(), STATUS_SUCCESS);
+    let ports = machine.ports();
+    assert_eq!(ports.len(), 1);
+    assert_eq!(ports[0].name, PORT_NAME);
+    assert_eq!(
+        ports[0].access, 0x001F_0001,
+        "FLT_PORT_ALL_ACCESS for SYSTEM and Administrators"
+    );
+    assert_eq!(ports[0].max_connections, MAX_CONNECTIONS as usize);
+
+    let good = context(cloudflt_proto::PROTOCOL_VERSION);
+    assert_eq!(
+        machine.connect(PORT_NAME, &good, Caller::StandardUser),
+        Err(STATUS_ACCESS_DENIED)
+    );
+    assert_eq!(
+        machine.connect(PORT_NAME, &[], Caller::Administrator),
+        Err(STATUS_INVALID_BUFFER_SIZE)
+    );
+    let mut bad_magic = good.clone();
+    bad_magic[0] ^= 0xff;
+    assert_eq!(
+        machine.connect(PORT_NAME, &bad_magic, Caller::Administrator),
+        Err(STATUS_INVALID_PARAMETER)
+    );
+    assert_eq!(
+        machine.connect(PORT_NAME, &context(2), Caller::Administrator),
+        Err(STATUS_REVISION_MISMATCH)
+    );
+    assert_eq!(
+        machine.connect(PORT_NAME, &good[..good.len() - 1], Caller::Administrator),
+        Err(STATUS_INFO_LENGTH_MISMATCH)
+    );
+    let mut flags = good.clone();
+    flags[12] = 1;
+    assert_eq!(
+        machine.connect(PORT_NAME, &flags, Caller::Administrator),
+        Err(STATUS_NOT_SUPPORTED)
+    );
+    assert_eq!(
+        machine.ports()[0].connections,
+        0,
+        "refused connections leave nothing behind"
+    );
+
+    let first = machine
+        .connect(PORT_NAME, &good, Caller::Administrator)
+        .unwrap();
+    let _second = machine
+        .connect(PORT_NAME, &good, Caller::Administrator)
+        .unwrap();
+    assert_eq!(machine.ports()[0].connections, 2);
+    let two = machine.pool_bytes(*b"CFcn");
+    assert!(two > 0, "each connection is a tagged pool object");
+    machine.disconnect(first);
+    assert_eq!(machine.ports()[0].connections, 1);
+    assert_eq!(
+        machine.pool_bytes(*b"CFcn") * 2,
+        two,
+        "DisconnectNotify freed its connection"
+    );
+
+    // Unload with a provider still connected: the server port closes first, then
+    // FltUnregisterFilter disconnects the provider; nothing leaks.
+    assert_eq!(machine.unload_driver(), STATUS_SUCCESS);
+    let ports = machine.ports();
+    assert!(ports[0].closed);
+    assert_eq!(ports[0].connections, 0);
+    assert_eq!(
+        machine.connect(PORT_NAME, &good, Caller::Administrator),
+        Err(STATUS_OBJECT_NAME_NOT_FOUND)
+    );
+    assert!(machine.filter().is_none());
+    machine.assert_clean();
+}
+
+#[test]
+fn driver_entry_failures_undo_everything() {
+    // Allocation 1 is the driver state; 2 is the port's security descriptor.
+    for (nth, expected) in [
+        (1, STATUS_INSUFFICIENT_RESOURCES),
+        (2, STATUS_INSUFFICIENT_RESOURCES),
+    ] {
+        let mut machine = Machine::boot(&[VolumeConfig::ntfs(1)]);
+        machine.fail_allocation(nth);
+        assert_eq!(load(), expected, "allocation {nth} failing");
+        assert!(
+            machine.filter().is_none(),
+            "allocation {nth}: the filter must be unregistered"
+        );
+        assert_eq!(
+            machine.pool_bytes(*b"CFdr"),
+            0,
+            "allocation {nth}: driver state freed"
+        );
+        machine.assert_clean();
+        drop(machine);
+    }
+    // And the driver loads normally afterwards: nothing global was left set.
+    let mut machine = Machine::boot(&[VolumeConfig::ntfs(1)]);
+    assert_eq!(load(), STATUS_SUCCESS);
+    assert_eq!(machine.unload_driver(), STATUS_SUCCESS);
+    machine.assert_clean();
+}
