@@ -1,1 +1,150 @@
-fn main() {}
+//! `cargo xtask`: build, sign, check and test cloudflt with plain cargo on any host.
+//!
+//! - `package`: cross-builds `cloudflt.sys` for x64 and arm64 with rust-lld, signs it with
+//!   this checkout's test certificate and lays out `target/package/{x64,arm64}/`.
+//! - `check-image FILE...`: the PE checks a loadable, test-signed driver must pass.
+//! - `emulate FILE`: runs the x64 image under speakeasy (CPU emulation).
+//! - `test`: everything, in the order CI needs it.
+//!
+//! Tools this needs beyond cargo (osslsigncode, openssl, a Python venv with speakeasy) are
+//! installed on first use: Debian packages through apt, Python packages into a venv under
+//! `target/`.
+
+mod image;
+mod package;
+mod sign;
+mod tools;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "cloudflt build, package and test tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Build and test-sign cloudflt.sys for x64 and arm64 into target/package/.
+    Package,
+    /// Check built images as a kernel loader and a reviewer would.
+    CheckImage {
+        /// Images to check; the architecture is read from each.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Run an x64 image under CPU emulation (speakeasy).
+    Emulate {
+        /// The image; default target/package/x64/cloudflt.sys.
+        file: Option<PathBuf>,
+    },
+    /// Run every check: format, clippy, unit and model tests, package, image checks,
+    /// emulation.
+    Test,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Task::Package => package::package(&root()).map(|_| ()),
+        Task::CheckImage { files } => check_images(&root(), &files),
+        Task::Emulate { file } => {
+            let root = root();
+            let file = file.unwrap_or_else(|| package::packaged_image(&root, package::Arch::X64));
+            emulate(&root, &file)
+        }
+        Task::Test => test(&root()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+fn root() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    manifest.parent().map(Path::to_path_buf).unwrap_or(manifest)
+}
+
+/// Runs a command in the workspace, failing with its command line if it fails.
+pub(crate) fn run(root: &Path, cmd: &mut Command) -> Result<()> {
+    let line = format!("{cmd:?}");
+    let status = cmd.current_dir(root).status().with_context(|| format!("could not start {line}"))?;
+    if !status.success() {
+        bail!("{line} failed ({status})");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+fn check_images(root: &Path, files: &[PathBuf]) -> Result<()> {
+    let root_cert = sign::TestCertificate::ensure(root)?;
+    let mut failed = 0;
+    for file in files {
+        let report = image::check(file, &root_cert)?;
+        report.print(file);
+        failed += report.failures();
+    }
+    if failed > 0 {
+        bail!("{failed} image check(s) failed");
+    }
+    Ok(())
+}
+
+fn emulate(root: &Path, file: &Path) -> Result<()> {
+    let python = tools::emulation_python(root)?;
+    let harness = root.join("tests/emulation/harness.py");
+    run(root, Command::new(python).arg(harness).arg(file))
+}
+
+fn test(root: &Path) -> Result<()> {
+    let started = Instant::now();
+    let group = |name: &str, f: &mut dyn FnMut() -> Result<()>| -> Result<()> {
+        println!("\n== {name}");
+        let t = Instant::now();
+        f().with_context(|| format!("group `{name}`"))?;
+        println!("== {name}: ok ({:.1}s)", t.elapsed().as_secs_f64());
+        Ok(())
+    };
+    group("rustfmt", &mut || run(root, cargo().args(["fmt", "--all", "--check"])))?;
+    group("clippy (host)", &mut || {
+        run(root, cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+    })?;
+    for arch in package::Arch::ALL {
+        group(&format!("clippy ({})", arch.triple()), &mut || {
+            run(
+                root,
+                cargo().args([
+                    "clippy", "-p", "cloudflt-driver", "-p", "cloudflt-proto", "-p", "cloudflt",
+                    "--target", arch.triple(), "--", "-D", "warnings",
+                ]),
+            )
+        })?;
+    }
+    group("unit and model tests", &mut || run(root, cargo().args(["test", "--workspace"])))?;
+    let mut images = Vec::new();
+    group("package", &mut || {
+        images = package::package(root)?;
+        Ok(())
+    })?;
+    group("image checks", &mut || {
+        check_images(root, &images)?;
+        image::tamper_self_test(&images[0], &sign::TestCertificate::ensure(root)?)
+    })?;
+    group("emulation", &mut || emulate(root, &package::packaged_image(root, package::Arch::X64)))?;
+    println!("\nall groups passed in {:.0}s", started.elapsed().as_secs_f64());
+    Ok(())
+}
