@@ -12,6 +12,7 @@
     clippy::panic,
     clippy::indexing_slicing
 )]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing))]
 #![forbid(unsafe_code)]
 
 pub mod connect;

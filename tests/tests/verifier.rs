@@ -102,18 +102,23 @@ fn registration(version: u16) -> FLT_REGISTRATION {
     }
 }
 
+/// The I/O manager's driver object, which FltRegisterFilter only needs to be non-NULL.
+fn driver_object() -> &'static DRIVER_OBJECT {
+    // SAFETY: DRIVER_OBJECT is plain data for which all-zero is a valid value.
+    let object: DRIVER_OBJECT = unsafe { std::mem::zeroed() };
+    Box::leak(Box::new(object))
+}
+
 /// Boots a machine and registers + starts the broken driver in `mode`.
 fn broken(mode: u8) -> Machine {
     let machine = Machine::boot(&[VolumeConfig::ntfs(1)]);
     MODE.store(mode, Ordering::SeqCst);
     PORT.store(0, Ordering::SeqCst);
-    let driver: &'static DRIVER_OBJECT = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
+    let driver = driver_object();
     let mut filter: PFLT_FILTER = 0;
     // SAFETY: a registration that outlives the call (FltMgr copies what it needs).
-    assert_eq!(
-        unsafe { FltRegisterFilter(driver, &registration(0x0203), &mut filter) },
-        STATUS_SUCCESS
-    );
+    let status = unsafe { FltRegisterFilter(driver, &registration(0x0203), &mut filter) };
+    assert_eq!(status, STATUS_SUCCESS);
     FILTER.store(filter, Ordering::SeqCst);
     assert_eq!(FltStartFiltering(filter), STATUS_SUCCESS);
     machine
@@ -129,10 +134,8 @@ fn create_port(attributes: u32, with_descriptor: bool) -> PFLT_PORT {
     let mut sd = std::ptr::null_mut();
     if with_descriptor {
         // SAFETY: valid out pointer.
-        assert_eq!(
-            unsafe { FltBuildDefaultSecurityDescriptor(&mut sd, 0x1F_0001) },
-            STATUS_SUCCESS
-        );
+        let status = unsafe { FltBuildDefaultSecurityDescriptor(&mut sd, 0x1F_0001) };
+        assert_eq!(status, STATUS_SUCCESS);
     }
     let oa = OBJECT_ATTRIBUTES {
         Length: std::mem::size_of::<OBJECT_ATTRIBUTES>() as u32,
@@ -254,16 +257,17 @@ fn a_context_released_twice_is_caught() {
     let mut machine = broken(NORMAL);
     let mut ctx: PFLT_CONTEXT = std::ptr::null_mut();
     let filter = FILTER.load(Ordering::SeqCst);
-    assert_eq!(
+    // SAFETY: a valid out pointer.
+    let status = unsafe {
         FltAllocateContext(
             filter,
             FLT_INSTANCE_CONTEXT as u16,
             16,
             NonPagedPoolNx,
-            &mut ctx
-        ),
-        STATUS_SUCCESS
-    );
+            &mut ctx,
+        )
+    };
+    assert_eq!(status, STATUS_SUCCESS);
     FltReleaseContext(ctx);
     FltReleaseContext(ctx);
     let v = machine.take_violations();
@@ -276,16 +280,17 @@ fn a_leaked_context_is_reported_at_unregister() {
     let mut machine = broken(NORMAL);
     let mut ctx: PFLT_CONTEXT = std::ptr::null_mut();
     let filter = FILTER.load(Ordering::SeqCst);
-    assert_eq!(
+    // SAFETY: a valid out pointer.
+    let status = unsafe {
         FltAllocateContext(
             filter,
             FLT_INSTANCE_CONTEXT as u16,
             16,
             NonPagedPoolNx,
-            &mut ctx
-        ),
-        STATUS_SUCCESS
-    );
+            &mut ctx,
+        )
+    };
+    assert_eq!(status, STATUS_SUCCESS);
     machine.unload_driver();
     let v = machine.take_violations();
     assert!(fired(&v, "FltUnregisterFilter", "contexts leaked"), "{v:?}");
@@ -326,10 +331,9 @@ fn an_illegal_instance_setup_status_is_caught() {
 #[test]
 fn a_registration_of_the_wrong_version_is_refused() {
     let mut machine = Machine::boot(&[]);
-    let driver: DRIVER_OBJECT = unsafe { std::mem::zeroed() };
     let mut filter = 0;
     // SAFETY: valid pointers.
-    let status = unsafe { FltRegisterFilter(&driver, &registration(0x0202), &mut filter) };
+    let status = unsafe { FltRegisterFilter(driver_object(), &registration(0x0202), &mut filter) };
     assert!(status < 0);
     let v = machine.take_violations();
     assert!(fired(&v, "FltRegisterFilter", "is not 0x0203"), "{v:?}");

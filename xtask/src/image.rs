@@ -53,12 +53,15 @@ impl Report {
 
 pub(crate) fn check(path: &Path, cert: &TestCertificate) -> Result<Report> {
     let data = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let pe = PeFile64::parse(&*data).with_context(|| format!("{} is not a PE32+ image", path.display()))?;
+    let pe = PeFile64::parse(&*data)
+        .with_context(|| format!("{} is not a PE32+ image", path.display()))?;
     let nt = pe.nt_headers();
     let file_header = nt.file_header();
     let optional = nt.optional_header();
     let mut checks: Vec<(&'static str, Result<String, String>)> = Vec::new();
-    let mut push = |name, ok: bool, detail: String| checks.push((name, if ok { Ok(detail) } else { Err(detail) }));
+    let mut push = |name, ok: bool, detail: String| {
+        checks.push((name, if ok { Ok(detail) } else { Err(detail) }))
+    };
 
     let machine = file_header.machine.get(LE);
     push(
@@ -71,38 +74,89 @@ pub(crate) fn check(path: &Path, cert: &TestCertificate) -> Result<Report> {
         },
     );
     let subsystem = optional.subsystem();
-    push("subsystem", subsystem == IMAGE_SUBSYSTEM_NATIVE, format!("{subsystem} (NATIVE is {IMAGE_SUBSYSTEM_NATIVE})"));
+    push(
+        "subsystem",
+        subsystem == IMAGE_SUBSYSTEM_NATIVE,
+        format!("{subsystem} (NATIVE is {IMAGE_SUBSYSTEM_NATIVE})"),
+    );
 
-    let exports = pe.exports().map_err(|e| anyhow::anyhow!("export table: {e}"))?;
-    let names: Vec<String> = exports.iter().map(|e| String::from_utf8_lossy(e.name()).into_owned()).collect();
+    let exports = pe
+        .exports()
+        .map_err(|e| anyhow::anyhow!("export table: {e}"))?;
+    let names: Vec<String> = exports
+        .iter()
+        .map(|e| String::from_utf8_lossy(e.name()).into_owned())
+        .collect();
     push("exports", names == ["DriverEntry"], format!("{names:?}"));
     let entry = optional.address_of_entry_point();
-    let driver_entry = exports.iter().find(|e| e.name() == b"DriverEntry").map(|e| e.address() - pe.relative_address_base());
+    let driver_entry = exports
+        .iter()
+        .find(|e| e.name() == b"DriverEntry")
+        .map(|e| e.address() - pe.relative_address_base());
     push(
         "entry point",
         driver_entry == Some(u64::from(entry)),
-        format!("AddressOfEntryPoint {entry:#x}, DriverEntry at {}", hex(driver_entry)),
+        format!(
+            "AddressOfEntryPoint {entry:#x}, DriverEntry at {}",
+            hex(driver_entry)
+        ),
     );
 
-    let imports = pe.imports().map_err(|e| anyhow::anyhow!("import table: {e}"))?;
-    let mut modules: Vec<String> = imports.iter().map(|i| String::from_utf8_lossy(i.library()).to_ascii_lowercase()).collect();
+    let imports = pe
+        .imports()
+        .map_err(|e| anyhow::anyhow!("import table: {e}"))?;
+    let mut modules: Vec<String> = imports
+        .iter()
+        .map(|i| String::from_utf8_lossy(i.library()).to_ascii_lowercase())
+        .collect();
     modules.sort();
     modules.dedup();
-    let foreign: Vec<&String> = modules.iter().filter(|m| !KERNEL_MODULES.contains(&m.as_str())).collect();
-    push("import modules", foreign.is_empty(), if foreign.is_empty() { modules.join(", ") } else { format!("not kernel modules: {foreign:?}") });
+    let foreign: Vec<&String> = modules
+        .iter()
+        .filter(|m| !KERNEL_MODULES.contains(&m.as_str()))
+        .collect();
+    push(
+        "import modules",
+        foreign.is_empty(),
+        if foreign.is_empty() {
+            modules.join(", ")
+        } else {
+            format!("not kernel modules: {foreign:?}")
+        },
+    );
     let fltmgr: Vec<String> = imports
         .iter()
         .filter(|i| i.library().eq_ignore_ascii_case(b"fltmgr.sys"))
         .map(|i| String::from_utf8_lossy(i.name()).into_owned())
         .collect();
-    let missing: Vec<&str> = REQUIRED_FLTMGR.iter().copied().filter(|r| !fltmgr.iter().any(|f| f == r)).collect();
-    push("FltMgr imports", missing.is_empty(), if missing.is_empty() { format!("{} routines", fltmgr.len()) } else { format!("missing {missing:?}") });
+    let missing: Vec<&str> = REQUIRED_FLTMGR
+        .iter()
+        .copied()
+        .filter(|r| !fltmgr.iter().any(|f| f == r))
+        .collect();
+    push(
+        "FltMgr imports",
+        missing.is_empty(),
+        if missing.is_empty() {
+            format!("{} routines", fltmgr.len())
+        } else {
+            format!("missing {missing:?}")
+        },
+    );
 
     let directory_size = |id| pe.data_directory(id).map_or(0, |d| d.size.get(LE));
-    push("no TLS", directory_size(IMAGE_DIRECTORY_ENTRY_TLS) == 0, "no TLS directory (the kernel does not run TLS callbacks)".into());
+    push(
+        "no TLS",
+        directory_size(IMAGE_DIRECTORY_ENTRY_TLS) == 0,
+        "no TLS directory (the kernel does not run TLS callbacks)".into(),
+    );
     let relocs = directory_size(IMAGE_DIRECTORY_ENTRY_BASERELOC);
     let stripped = file_header.characteristics.get(LE) & IMAGE_FILE_RELOCS_STRIPPED != 0;
-    push("relocations", relocs > 0 && !stripped, format!("{relocs} bytes of base relocations, RELOCS_STRIPPED {stripped}"));
+    push(
+        "relocations",
+        relocs > 0 && !stripped,
+        format!("{relocs} bytes of base relocations, RELOCS_STRIPPED {stripped}"),
+    );
 
     let dll = optional.dll_characteristics();
     let wanted = [
@@ -110,12 +164,28 @@ pub(crate) fn check(path: &Path, cert: &TestCertificate) -> Result<Report> {
         (IMAGE_DLLCHARACTERISTICS_DYNAMIC_BASE, "DYNAMIC_BASE"),
         (IMAGE_DLLCHARACTERISTICS_FORCE_INTEGRITY, "FORCE_INTEGRITY"),
     ];
-    let lacking: Vec<&str> = wanted.iter().filter(|(bit, _)| dll & bit == 0).map(|(_, n)| *n).collect();
-    push("DllCharacteristics", lacking.is_empty(), if lacking.is_empty() { format!("{dll:#06x}: NX_COMPAT, DYNAMIC_BASE, FORCE_INTEGRITY") } else { format!("{dll:#06x} lacks {lacking:?}") });
+    let lacking: Vec<&str> = wanted
+        .iter()
+        .filter(|(bit, _)| dll & bit == 0)
+        .map(|(_, n)| *n)
+        .collect();
+    push(
+        "DllCharacteristics",
+        lacking.is_empty(),
+        if lacking.is_empty() {
+            format!("{dll:#06x}: NX_COMPAT, DYNAMIC_BASE, FORCE_INTEGRITY")
+        } else {
+            format!("{dll:#06x} lacks {lacking:?}")
+        },
+    );
 
     let stored = optional.check_sum();
     let computed = pe_checksum(&data, pe.dos_header().nt_headers_offset() as usize);
-    push("checksum", stored != 0 && Some(stored) == computed, format!("stored {stored:#x}, computed {}", hex(computed)));
+    push(
+        "checksum",
+        stored != 0 && Some(stored) == computed,
+        format!("stored {stored:#x}, computed {}", hex(computed)),
+    );
 
     let wx: Vec<String> = pe
         .sections()
@@ -128,13 +198,23 @@ pub(crate) fn check(path: &Path, cert: &TestCertificate) -> Result<Report> {
         })
         .map(|s| s.name().unwrap_or("?").to_string())
         .collect();
-    push("no W+X section", wx.is_empty(), if wx.is_empty() { format!("{} sections", pe.sections().count()) } else { format!("writable and executable: {wx:?}") });
+    push(
+        "no W+X section",
+        wx.is_empty(),
+        if wx.is_empty() {
+            format!("{} sections", pe.sections().count())
+        } else {
+            format!("writable and executable: {wx:?}")
+        },
+    );
 
     let security = directory_size(IMAGE_DIRECTORY_ENTRY_SECURITY);
     let signature = if security == 0 {
         Err("no certificate table: the image is unsigned".to_string())
     } else {
-        cert.verify(path).map(|_| "Authenticode (SHA-256) chains to the cloudflt test root".to_string()).map_err(|e| e.to_string())
+        cert.verify(path)
+            .map(|_| "Authenticode (SHA-256) chains to the cloudflt test root".to_string())
+            .map_err(|e| e.to_string())
     };
     checks.push(("signature", signature));
     Ok(Report { checks })
@@ -149,7 +229,10 @@ fn hex<T: std::fmt::LowerHex>(value: Option<T>) -> String {
 pub(crate) fn tamper_self_test(image: &Path, cert: &TestCertificate) -> Result<()> {
     let mut data = std::fs::read(image)?;
     let pe = PeFile64::parse(&*data)?;
-    let text = pe.sections().find(|s| s.name() == Ok(".text")).context("no .text section")?;
+    let text = pe
+        .sections()
+        .find(|s| s.name() == Ok(".text"))
+        .context("no .text section")?;
     let (offset, _) = text.file_range().context(".text has no file data")?;
     let at = usize::try_from(offset)? + 16;
     data[at] ^= 0x5a;
@@ -158,8 +241,16 @@ pub(crate) fn tamper_self_test(image: &Path, cert: &TestCertificate) -> Result<(
     let report = check(&copy, cert);
     std::fs::remove_file(&copy)?;
     let report = report?;
-    let failed: Vec<&str> = report.checks.iter().filter(|(_, r)| r.is_err()).map(|(n, _)| *n).collect();
-    anyhow::ensure!(failed == ["checksum", "signature"], "a tampered image failed {failed:?}, expected checksum and signature");
+    let failed: Vec<&str> = report
+        .checks
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(n, _)| *n)
+        .collect();
+    anyhow::ensure!(
+        failed == ["checksum", "signature"],
+        "a tampered image failed {failed:?}, expected checksum and signature"
+    );
     println!("  ok   a copy with one code byte changed fails exactly: {failed:?}");
     Ok(())
 }
@@ -199,7 +290,11 @@ mod tests {
         let base = pe_checksum(&data, 0x40).unwrap();
         assert_eq!(base, 3 + 0x100);
         data[0x98..0x9c].copy_from_slice(&0xdead_beef_u32.to_le_bytes());
-        assert_eq!(pe_checksum(&data, 0x40), Some(base), "the stored checksum does not count");
+        assert_eq!(
+            pe_checksum(&data, 0x40),
+            Some(base),
+            "the stored checksum does not count"
+        );
         data[0x10] = 0xff;
         assert_ne!(pe_checksum(&data, 0x40), Some(base));
     }

@@ -79,7 +79,10 @@ fn root() -> PathBuf {
 /// Runs a command in the workspace, failing with its command line if it fails.
 pub(crate) fn run(root: &Path, cmd: &mut Command) -> Result<()> {
     let line = format!("{cmd:?}");
-    let status = cmd.current_dir(root).status().with_context(|| format!("could not start {line}"))?;
+    let status = cmd
+        .current_dir(root)
+        .status()
+        .with_context(|| format!("could not start {line}"))?;
     if !status.success() {
         bail!("{line} failed ({status})");
     }
@@ -119,22 +122,46 @@ fn test(root: &Path) -> Result<()> {
         println!("== {name}: ok ({:.1}s)", t.elapsed().as_secs_f64());
         Ok(())
     };
-    group("rustfmt", &mut || run(root, cargo().args(["fmt", "--all", "--check"])))?;
+    group("rustfmt", &mut || {
+        run(root, cargo().args(["fmt", "--all", "--check"]))
+    })?;
     group("clippy (host)", &mut || {
-        run(root, cargo().args(["clippy", "--workspace", "--all-targets", "--", "-D", "warnings"]))
+        run(
+            root,
+            cargo().args([
+                "clippy",
+                "--workspace",
+                "--all-targets",
+                "--",
+                "-D",
+                "warnings",
+            ]),
+        )
     })?;
     for arch in package::Arch::ALL {
         group(&format!("clippy ({})", arch.triple()), &mut || {
             run(
                 root,
                 cargo().args([
-                    "clippy", "-p", "cloudflt-driver", "-p", "cloudflt-proto", "-p", "cloudflt",
-                    "--target", arch.triple(), "--", "-D", "warnings",
+                    "clippy",
+                    "-p",
+                    "cloudflt-driver",
+                    "-p",
+                    "cloudflt-proto",
+                    "-p",
+                    "cloudflt",
+                    "--target",
+                    arch.triple(),
+                    "--",
+                    "-D",
+                    "warnings",
                 ]),
             )
         })?;
     }
-    group("unit and model tests", &mut || run(root, cargo().args(["test", "--workspace"])))?;
+    group("unit and model tests", &mut || {
+        run(root, cargo().args(["test", "--workspace"]))
+    })?;
     let mut images = Vec::new();
     group("package", &mut || {
         images = package::package(root)?;
@@ -144,7 +171,12 @@ fn test(root: &Path) -> Result<()> {
         check_images(root, &images)?;
         image::tamper_self_test(&images[0], &sign::TestCertificate::ensure(root)?)
     })?;
-    group("emulation", &mut || emulate(root, &package::packaged_image(root, package::Arch::X64)))?;
-    println!("\nall groups passed in {:.0}s", started.elapsed().as_secs_f64());
+    group("emulation", &mut || {
+        emulate(root, &package::packaged_image(root, package::Arch::X64))
+    })?;
+    println!(
+        "\nall groups passed in {:.0}s",
+        started.elapsed().as_secs_f64()
+    );
     Ok(())
 }

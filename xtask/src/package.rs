@@ -34,7 +34,9 @@ impl Arch {
 }
 
 pub(crate) fn packaged_image(root: &Path, arch: Arch) -> PathBuf {
-    root.join("target/package").join(arch.name()).join("cloudflt.sys")
+    root.join("target/package")
+        .join(arch.name())
+        .join("cloudflt.sys")
 }
 
 /// Builds, signs and lays out both packages; returns the signed images.
@@ -48,12 +50,20 @@ pub(crate) fn package(root: &Path) -> Result<Vec<PathBuf>> {
         std::fs::create_dir_all(&dir)?;
         let image = dir.join("cloudflt.sys");
         cert.sign(&unsigned, &image)?;
-        std::fs::copy(root.join("inf/cloudflt.inf"), dir.join("cloudflt.inf")).context("copying the INF")?;
+        std::fs::copy(root.join("inf/cloudflt.inf"), dir.join("cloudflt.inf"))
+            .context("copying the INF")?;
         std::fs::copy(&cert.root_cer, dir.join("cloudflt-test-root.cer"))?;
-        println!("package: {}", dir.strip_prefix(root).unwrap_or(&dir).display());
+        println!(
+            "package: {}",
+            dir.strip_prefix(root).unwrap_or(&dir).display()
+        );
         for entry in std::fs::read_dir(&dir)? {
             let entry = entry?;
-            println!("  {:<24} {:>8} bytes", entry.file_name().to_string_lossy(), entry.metadata()?.len());
+            println!(
+                "  {:<24} {:>8} bytes",
+                entry.file_name().to_string_lossy(),
+                entry.metadata()?.len()
+            );
         }
         images.push(image);
     }
@@ -63,17 +73,29 @@ pub(crate) fn package(root: &Path) -> Result<Vec<PathBuf>> {
 /// rust-toolchain.toml names both targets; rustup installs them on first use of the
 /// toolchain, but not when the toolchain was already installed without them.
 fn ensure_targets(root: &Path) -> Result<()> {
-    let installed = Command::new("rustup").args(["target", "list", "--installed"]).current_dir(root).output();
+    let installed = Command::new("rustup")
+        .args(["target", "list", "--installed"])
+        .current_dir(root)
+        .output();
     let installed = match installed {
         Ok(out) => String::from_utf8_lossy(&out.stdout).into_owned(),
         // No rustup: the toolchain must already have the targets.
         Err(_) => return Ok(()),
     };
-    let missing: Vec<&str> = Arch::ALL.iter().map(|a| a.triple()).filter(|t| !installed.lines().any(|l| l.trim() == *t)).collect();
+    let missing: Vec<&str> = Arch::ALL
+        .iter()
+        .map(|a| a.triple())
+        .filter(|t| !installed.lines().any(|l| l.trim() == *t))
+        .collect();
     if missing.is_empty() {
         return Ok(());
     }
-    crate::run(root, Command::new("rustup").args(["target", "add"]).args(&missing))
+    crate::run(
+        root,
+        Command::new("rustup")
+            .args(["target", "add"])
+            .args(&missing),
+    )
 }
 
 /// `cargo rustc --crate-type cdylib`: the driver crate is an rlib for the host model and
@@ -82,8 +104,19 @@ fn build(root: &Path, arch: Arch) -> Result<PathBuf> {
     crate::run(
         root,
         crate::cargo().args([
-            "rustc", "--quiet", "-p", "cloudflt-driver", "--release", "--target", arch.triple(), "--crate-type", "cdylib",
+            "rustc",
+            "--quiet",
+            "-p",
+            "cloudflt-driver",
+            "--release",
+            "--target",
+            arch.triple(),
+            "--crate-type",
+            "cdylib",
         ]),
     )?;
-    Ok(root.join("target").join(arch.triple()).join("release/cloudflt_driver.dll"))
+    Ok(root
+        .join("target")
+        .join(arch.triple())
+        .join("release/cloudflt_driver.dll"))
 }

@@ -20,14 +20,25 @@ pub(crate) struct TestCertificate {
 }
 
 const ROOT_SUBJECT: &str = "/CN=cloudflt Test Root/O=cloudflt development (test signing only)";
-const LEAF_SUBJECT: &str = "/CN=cloudflt Test Driver Signing/O=cloudflt development (test signing only)";
+const LEAF_SUBJECT: &str =
+    "/CN=cloudflt Test Driver Signing/O=cloudflt development (test signing only)";
 
 impl TestCertificate {
     /// Makes the certificate on first use, or finds the one made before.
     pub(crate) fn ensure(root: &Path) -> Result<Self> {
         let dir = root.join(".signing");
-        let cert = Self { root_cer: dir.join("cloudflt-test-root.cer"), root_pem: dir.join("root.pem"), dir };
-        let files = ["root.key", "root.pem", "cloudflt-test-root.cer", "leaf.key", "leaf.pem"];
+        let cert = Self {
+            root_cer: dir.join("cloudflt-test-root.cer"),
+            root_pem: dir.join("root.pem"),
+            dir,
+        };
+        let files = [
+            "root.key",
+            "root.pem",
+            "cloudflt-test-root.cer",
+            "leaf.key",
+            "leaf.pem",
+        ];
         if files.iter().all(|f| cert.dir.join(f).exists()) {
             return Ok(cert);
         }
@@ -42,18 +53,84 @@ impl TestCertificate {
              subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
         )?;
         let openssl = |args: &[&str]| -> Result<()> {
-            let out = Command::new("openssl").args(args).current_dir(&cert.dir).output().context("running openssl")?;
+            let out = Command::new("openssl")
+                .args(args)
+                .current_dir(&cert.dir)
+                .output()
+                .context("running openssl")?;
             if !out.status.success() {
-                bail!("openssl {} failed: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+                bail!(
+                    "openssl {} failed: {}",
+                    args.join(" "),
+                    String::from_utf8_lossy(&out.stderr)
+                );
             }
             Ok(())
         };
-        openssl(&["req", "-x509", "-newkey", "rsa:3072", "-nodes", "-keyout", "root.key", "-out", "root.pem", "-days", "3650",
-            "-subj", ROOT_SUBJECT, "-sha256", "-config", "ext.cnf", "-extensions", "root"])?;
-        openssl(&["req", "-new", "-newkey", "rsa:3072", "-nodes", "-keyout", "leaf.key", "-out", "leaf.csr", "-subj", LEAF_SUBJECT, "-config", "ext.cnf"])?;
-        openssl(&["x509", "-req", "-in", "leaf.csr", "-CA", "root.pem", "-CAkey", "root.key", "-CAcreateserial", "-out", "leaf.pem",
-            "-days", "1825", "-sha256", "-extfile", "ext.cnf", "-extensions", "leaf"])?;
-        openssl(&["x509", "-in", "root.pem", "-outform", "DER", "-out", "cloudflt-test-root.cer"])?;
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:3072",
+            "-nodes",
+            "-keyout",
+            "root.key",
+            "-out",
+            "root.pem",
+            "-days",
+            "3650",
+            "-subj",
+            ROOT_SUBJECT,
+            "-sha256",
+            "-config",
+            "ext.cnf",
+            "-extensions",
+            "root",
+        ])?;
+        openssl(&[
+            "req",
+            "-new",
+            "-newkey",
+            "rsa:3072",
+            "-nodes",
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            LEAF_SUBJECT,
+            "-config",
+            "ext.cnf",
+        ])?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "leaf.csr",
+            "-CA",
+            "root.pem",
+            "-CAkey",
+            "root.key",
+            "-CAcreateserial",
+            "-out",
+            "leaf.pem",
+            "-days",
+            "1825",
+            "-sha256",
+            "-extfile",
+            "ext.cnf",
+            "-extensions",
+            "leaf",
+        ])?;
+        openssl(&[
+            "x509",
+            "-in",
+            "root.pem",
+            "-outform",
+            "DER",
+            "-out",
+            "cloudflt-test-root.cer",
+        ])?;
         Ok(cert)
     }
 
@@ -77,7 +154,11 @@ impl TestCertificate {
             .output()
             .context("running osslsigncode")?;
         if !out.status.success() {
-            bail!("osslsigncode sign {} failed: {}", input.display(), String::from_utf8_lossy(&out.stderr));
+            bail!(
+                "osslsigncode sign {} failed: {}",
+                input.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
         }
         Ok(())
     }
@@ -92,9 +173,16 @@ impl TestCertificate {
             .arg(file)
             .output()
             .context("running osslsigncode")?;
-        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
         if !out.status.success() {
-            bail!("signature does not verify: {}", text.lines().filter(|l| l.contains("fail") || l.contains("Fail") || l.contains("rror")).collect::<Vec<_>>().join("; "));
+            bail!(
+                "signature does not verify: {}",
+                text.lines()
+                    .filter(|l| l.contains("fail") || l.contains("Fail") || l.contains("rror"))
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
         }
         Ok(text)
     }

@@ -28,9 +28,17 @@ pub(crate) fn ensure_program(program: &str, package: &str) -> Result<()> {
 
 fn apt_install(package: &str) -> Result<()> {
     eprintln!("xtask: installing {package} with apt-get");
-    let root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0")).unwrap_or(false);
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| o.stdout.starts_with(b"0"))
+        .unwrap_or(false);
     let sudo = |args: &[&str]| {
-        let mut c = if root { Command::new(args[0]) } else { Command::new("sudo") };
+        let mut c = if root {
+            Command::new(args[0])
+        } else {
+            Command::new("sudo")
+        };
         if root {
             c.args(&args[1..]);
         } else {
@@ -44,7 +52,9 @@ fn apt_install(package: &str) -> Result<()> {
         return Ok(());
     }
     // A fresh machine may have no package lists yet.
-    if install(&mut sudo(&["apt-get", "update", "-q"])) && install(&mut sudo(&["apt-get", "install", "-y", "-q", package])) {
+    if install(&mut sudo(&["apt-get", "update", "-q"]))
+        && install(&mut sudo(&["apt-get", "install", "-y", "-q", package]))
+    {
         return Ok(());
     }
     bail!("could not install the Debian package {package} (apt-get install {package} as root)")
@@ -58,15 +68,31 @@ pub(crate) fn emulation_python(root: &Path) -> Result<PathBuf> {
     if std::fs::read_to_string(&stamp).is_ok_and(|s| s == SPEAKEASY) && python.exists() {
         return Ok(python);
     }
-    let python3 = if found("python3") { "python3" } else { "python" };
-    let made = Command::new(python3).args(["-m", "venv", "--clear"]).arg(&venv).status().is_ok_and(|s| s.success());
+    let python3 = if found("python3") {
+        "python3"
+    } else {
+        "python"
+    };
+    let made = Command::new(python3)
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv)
+        .status()
+        .is_ok_and(|s| s.success());
     if !made {
         // Debian's Python splits venv into its own package.
         apt_install("python3-venv")?;
-        crate::run(root, Command::new(python3).args(["-m", "venv", "--clear"]).arg(&venv))?;
+        crate::run(
+            root,
+            Command::new(python3)
+                .args(["-m", "venv", "--clear"])
+                .arg(&venv),
+        )?;
     }
-    crate::run(root, Command::new(&python).args(["-m", "pip", "install", "--quiet", SPEAKEASY]))
-        .context("installing speakeasy from PyPI")?;
+    crate::run(
+        root,
+        Command::new(&python).args(["-m", "pip", "install", "--quiet", SPEAKEASY]),
+    )
+    .context("installing speakeasy from PyPI")?;
     std::fs::write(&stamp, SPEAKEASY)?;
     Ok(python)
 }

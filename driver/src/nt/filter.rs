@@ -11,6 +11,7 @@
 //! DriverEntry's failure paths run the same teardown with only what exists so far.
 
 use core::ptr::{NonNull, null_mut};
+
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
@@ -73,21 +74,29 @@ pub unsafe fn driver_entry(
     // Published before anything can call FilterUnload, i.e. before FltStartFiltering.
     let raw = PoolBox::into_raw(state);
     if DRIVER
-        .compare_exchange(null_mut(), raw, Ordering::AcqRel, Ordering::Acquire)
+        .compare_exchange(
+            null_mut(),
+            raw.as_ptr(),
+            Ordering::AcqRel,
+            Ordering::Acquire,
+        )
         .is_err()
     {
-        // SAFETY: `raw` was just made by `into_raw` and was not published.
-        teardown(unsafe { PoolBox::from_raw(NonNull::from(&mut *raw), TAG_DRIVER) });
+        // SAFETY: `raw` was just made by `into_raw` and was never published.
+        teardown(unsafe { PoolBox::from_raw(raw, TAG_DRIVER) });
         return STATUS_INVALID_DEVICE_STATE;
     }
-    // SAFETY: `raw` is the live driver state; only DriverEntry touches it until it returns.
-    let filter = unsafe { (*raw).filter };
-    let status = match port::create(filter, raw) {
-        // SAFETY: as above.
-        Ok(server_port) => unsafe {
-            (*raw).server_port = server_port;
-            FltStartFiltering(filter)
-        },
+    // SAFETY: the live driver state; FilterUnload cannot run before DriverEntry returns.
+    // Fields are accessed through the pointer, never through a `&mut` to the whole
+    // state, because ConnectNotify may read it as soon as the port exists.
+    let filter = unsafe { (*raw.as_ptr()).filter };
+    let status = match port::create(filter, raw.as_ptr()) {
+        Ok(server_port) => {
+            // SAFETY: as above; only DriverEntry writes this field before it returns.
+            unsafe { (*raw.as_ptr()).server_port = server_port };
+            // SAFETY: the registered filter; PASSIVE_LEVEL.
+            unsafe { FltStartFiltering(filter) }
+        }
         Err(status) => status,
     };
     if !nt_success(status) {

@@ -55,8 +55,8 @@ impl<T> PoolBox<T> {
     }
 
     /// Gives up ownership, for handing the object to FltMgr as a cookie.
-    pub(crate) fn into_raw(this: Self) -> *mut T {
-        let ptr = this.ptr.as_ptr();
+    pub(crate) fn into_raw(this: Self) -> NonNull<T> {
+        let ptr = this.ptr;
         core::mem::forget(this);
         ptr
     }

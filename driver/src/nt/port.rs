@@ -129,7 +129,7 @@ unsafe extern "system" fn connect_notify(
         return STATUS_INSUFFICIENT_RESOURCES;
     };
     // SAFETY: checked non-null above; FltMgr passes a writable cookie slot.
-    unsafe { connection_cookie.write(PoolBox::into_raw(connection).cast()) };
+    unsafe { connection_cookie.write(PoolBox::into_raw(connection).as_ptr().cast()) };
     STATUS_SUCCESS
 }
 

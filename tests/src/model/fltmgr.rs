@@ -245,7 +245,9 @@ unsafe fn read_contexts(
     }
     for i in 0..CONTEXT_TYPES.len() * 4 + 1 {
         // SAFETY: within the terminated array (we stop at the END entry).
-        let entry = unsafe { &*table.add(i) };
+        let entry = unsafe { table.add(i) };
+        // SAFETY: as above; the entry is initialised static data of the driver.
+        let entry = unsafe { &*entry };
         if u32::from(entry.ContextType) == FLT_CONTEXT_END {
             return Ok(out);
         }
@@ -282,7 +284,9 @@ unsafe fn read_operations(
     }
     for i in 0..=MAX_OPERATIONS {
         // SAFETY: within the terminated array (we stop at the END entry).
-        let entry = unsafe { &*table.add(i) };
+        let entry = unsafe { table.add(i) };
+        // SAFETY: as above; the entry is initialised static data of the driver.
+        let entry = unsafe { &*entry };
         if entry.MajorFunction == IRP_MJ_OPERATION_END as u8 {
             return Ok(out);
         }
@@ -448,10 +452,10 @@ pub extern "system" fn FltUnregisterFilter(filter: PFLT_FILTER) {
             .unwrap_or_default()
     });
     for instance in instances {
-        if let Some(ptr) = instance.context {
-            if let Some(cleanup) = with_kernel(|k| k.release("FltUnregisterFilter", ptr)) {
-                finish_release(ptr, cleanup);
-            }
+        if let Some(ptr) = instance.context
+            && let Some(cleanup) = with_kernel(|k| k.release("FltUnregisterFilter", ptr))
+        {
+            finish_release(ptr, cleanup);
         }
     }
     with_kernel(|k| {
@@ -483,8 +487,11 @@ pub extern "system" fn FltUnregisterFilter(filter: PFLT_FILTER) {
 // ---------------------------------------------------------------------------------------
 
 /// FltAllocateContext.
+///
+/// # Safety
+/// `ret` must be writable.
 #[unsafe(no_mangle)]
-pub extern "system" fn FltAllocateContext(
+pub unsafe extern "system" fn FltAllocateContext(
     filter: PFLT_FILTER,
     context_type: u16,
     size: usize,
@@ -539,8 +546,11 @@ pub extern "system" fn FltAllocateContext(
 }
 
 /// FltSetInstanceContext.
+///
+/// # Safety
+/// `old` must be NULL or writable.
 #[unsafe(no_mangle)]
-pub extern "system" fn FltSetInstanceContext(
+pub unsafe extern "system" fn FltSetInstanceContext(
     instance: PFLT_INSTANCE,
     operation: FLT_SET_CONTEXT_OPERATION,
     new: PFLT_CONTEXT,
@@ -693,11 +703,12 @@ pub unsafe extern "system" fn FltQueryVolumeInformation(
         STATUS_SUCCESS
     };
     if !iosb.is_null() {
+        let value = IO_STATUS_BLOCK {
+            Anonymous: windows_sys::Win32::System::IO::IO_STATUS_BLOCK_0 { Status: status },
+            Information: written,
+        };
         // SAFETY: writable IO_STATUS_BLOCK from the caller.
-        unsafe {
-            (*iosb).Anonymous.Status = status;
-            (*iosb).Information = written;
-        }
+        unsafe { iosb.write(value) };
     }
     status
 }

@@ -78,14 +78,14 @@ impl Pool {
                 "{ptr:p} is not an allocated pool block (double free?)"
             ));
         };
-        if let Some(tag) = tag {
-            if tag != block.tag {
-                return Err(format!(
-                    "freed with tag {} but allocated with tag {}",
-                    tag_name(tag),
-                    tag_name(block.tag)
-                ));
-            }
+        if let Some(tag) = tag
+            && tag != block.tag
+        {
+            return Err(format!(
+                "freed with tag {} but allocated with tag {}",
+                tag_name(tag),
+                tag_name(block.tag)
+            ));
         }
         self.blocks.remove(&(ptr as usize));
         let layout =

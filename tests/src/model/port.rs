@@ -266,13 +266,13 @@ fn disconnect(client: PFLT_PORT) {
         unsafe { callback(cookie as *const c_void) };
     }
     with_kernel(|k| {
-        if let Some(c) = k.client_ports.remove(&client) {
-            if !c.closed {
-                k.violation(
-                    "DisconnectNotify",
-                    "returned without FltCloseClientPort: the connection leaks",
-                );
-            }
+        if let Some(c) = k.client_ports.remove(&client)
+            && !c.closed
+        {
+            k.violation(
+                "DisconnectNotify",
+                "returned without FltCloseClientPort: the connection leaks",
+            );
         }
     });
 }
