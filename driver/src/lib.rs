@@ -21,6 +21,17 @@ extern crate std;
 #[cfg(test)]
 extern crate cloudflt_tests as _;
 
+/// Debug output for a kernel debugger: `DbgPrint` through `wdk::println!` in the WDK
+/// build; compiled out elsewhere (the rust-lld build imports nothing it does not need).
+macro_rules! debug_print {
+    ($($arg:tt)*) => {
+        #[cfg(all(feature = "wdk", target_os = "windows"))]
+        {
+            wdk::println!($($arg)*);
+        }
+    };
+}
+
 pub mod engine;
 pub mod nt;
 

@@ -230,10 +230,6 @@ def patch_stack_commit(path, commit=0x6000):
     return data
 
 
-class HookError(Exception):
-    pass
-
-
 class Harness:
     def __init__(self, image_path, overrides=None):
         self.overrides = overrides or {}
@@ -604,9 +600,28 @@ class Harness:
         return 0
 
     # ---------------------------------------------------------------- running code
+    def _maps_snapshot(self):
+        return {id(m) for m in self.emu.maps}
+
+    def _settle(self, before):
+        """After a run that faulted, speakeasy leaves the untagged page it mapped at the faulting
+        address (tmp_maps is only cleared by a later instruction hook, and not at all for the
+        NULL page), which can land on the import thunks and break every later call. Unmap
+        the untagged maps this run created so the next callback starts clean."""
+        emu = self.emu
+        for mm in [m for m in emu.maps if id(m) not in before and m.tag is None]:
+            try:
+                emu.mem_unmap(mm.base, mm.size)
+            except Exception:
+                pass
+            emu.maps.remove(mm)
+        emu.tmp_maps = []
+
     def run_driver_entry(self):
         self.phase = 'DriverEntry'
+        before = self._maps_snapshot()
         self.se.run_module(self.module)
+        self._settle(before)
         run = self.emu.runs[0]
         self.driver_object = run.args[0] if run.args else None
         self.run_info[self.phase] = (run.ret_val, run.error)
@@ -619,6 +634,7 @@ class Harness:
         self.phase = phase
         emu = self.emu
         n = len(emu.runs)
+        before = self._maps_snapshot()
         emu.reset_stack(emu.stack_base)
         rsp0 = emu.get_stack_ptr()
         for reg, v in zip(('rcx', 'rdx', 'r8', 'r9'), args[:4]):
@@ -634,6 +650,7 @@ class Harness:
         run.args = []
         emu.add_run(run)
         emu.start()
+        self._settle(before)
         run = emu.runs[n]
         self.run_info[phase] = (run.ret_val, run.error)
         return run.ret_val & 0xFFFFFFFF, run.error
@@ -659,7 +676,7 @@ class Harness:
             return 'the driver called unsupported API %s' % error.get('api_name')
         if t == 'bugcheck':
             return 'KeBugCheckEx(%s, %s)' % (error.get('code'), ', '.join(error.get('params', [])))
-        keep = {k: error[k] for k in ('type', 'pc', 'address', 'api_name') if k in error}
+        keep = {k: error[k] for k in ('type', 'pc', 'address', 'instr', 'api_name') if k in error}
         return 'emulation error %s' % keep
 
 
@@ -759,7 +776,7 @@ def run_checks(h):
         if port['root']:
             problems.append('RootDirectory 0x%x' % port['root'])
         if port['name'] != '\\CloudFltPort':
-            problems.append('name %r' % port['name'])
+            problems.append('name "%s"' % port['name'])
         if not port['attributes'] & OBJ_KERNEL_HANDLE:
             problems.append('Attributes 0x%x lack OBJ_KERNEL_HANDLE' % port['attributes'])
         if not port['max_connections']:

@@ -100,9 +100,11 @@ pub unsafe fn driver_entry(
         Err(status) => status,
     };
     if !nt_success(status) {
+        debug_print!("cloudflt: DriverEntry failed with {status:#010x}");
         unpublish_and_teardown();
         return status;
     }
+    debug_print!("cloudflt: loaded");
     STATUS_SUCCESS
 }
 
