@@ -11,3 +11,5 @@
 //! port with both its kernel and user sides, and unload with leak reports.
 
 pub mod model;
+pub mod ntstatus;
+pub mod scenario;

@@ -44,8 +44,14 @@ enum Task {
         /// The image; default target/package/x64/cloudflt.sys.
         file: Option<PathBuf>,
     },
-    /// Run every check: format, clippy, unit and model tests, package, image checks,
-    /// emulation.
+    /// Run scenario files (shared/scenario-format.md) against the kernel model with the
+    /// real driver; with none, every file under tests/scenarios/.
+    Scenario {
+        /// Scenario files.
+        files: Vec<PathBuf>,
+    },
+    /// Run every check: format, clippy, unit and model tests, scenarios, package, image
+    /// checks, emulation.
     Test,
 }
 
@@ -59,6 +65,7 @@ fn main() -> ExitCode {
             let file = file.unwrap_or_else(|| package::packaged_image(&root, package::Arch::X64));
             emulate(&root, &file)
         }
+        Task::Scenario { files } => scenarios(&root(), &files),
         Task::Test => test(&root()),
     };
     match result {
@@ -111,6 +118,28 @@ fn emulate(root: &Path, file: &Path) -> Result<()> {
     let python = tools::emulation_python(root)?;
     let harness = root.join("tests/emulation/harness.py");
     run(root, Command::new(python).arg(harness).arg(file))
+}
+
+/// The runner is a test target of the model crate (it links the driver); cargo runs it
+/// from the crate's directory, so the files are passed as absolute paths.
+fn scenarios(root: &Path, files: &[PathBuf]) -> Result<()> {
+    let cwd = std::env::current_dir()?;
+    let files: Vec<PathBuf> = files.iter().map(|f| cwd.join(f)).collect();
+    run(
+        root,
+        cargo()
+            .args([
+                "test",
+                "--quiet",
+                "-p",
+                "cloudflt-tests",
+                "--test",
+                "scenarios",
+                "--",
+            ])
+            .args(&files),
+    )
+    .map_err(|_| anyhow::anyhow!("a scenario step failed"))
 }
 
 fn test(root: &Path) -> Result<()> {

@@ -1,0 +1,306 @@
+//! The scenario format, v1 (`shared/scenario-format.md`), as serde types.
+//!
+//! Unknown fields are errors, so a misspelt field is reported instead of silently
+//! ignored; everything the format page names is accepted, whether or not the runner can
+//! carry it out yet.
+
+use serde::Deserialize;
+
+/// One scenario file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scenario {
+    /// What the scenario shows.
+    #[serde(default)]
+    pub description: String,
+    /// The machine's volumes and system root.
+    #[serde(default)]
+    pub machine: MachineSpec,
+    /// Ordinary processes.
+    #[serde(default)]
+    pub process: Vec<ProcessSpec>,
+    /// Sync providers.
+    #[serde(default)]
+    pub provider: Vec<ProviderSpec>,
+    /// The steps, in order.
+    #[serde(default)]
+    pub step: Vec<Step>,
+}
+
+/// `[machine]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MachineSpec {
+    /// Drive letters of NTFS volumes; C is `\Device\HarddiskVolume1`, D the next, ...
+    #[serde(default = "default_volumes")]
+    pub volumes: Vec<String>,
+    /// The system root as a DOS path.
+    #[serde(default = "default_system_root")]
+    pub system_root: String,
+}
+
+impl Default for MachineSpec {
+    fn default() -> Self {
+        Self {
+            volumes: default_volumes(),
+            system_root: default_system_root(),
+        }
+    }
+}
+
+fn default_volumes() -> Vec<String> {
+    vec!["C".into()]
+}
+
+fn default_system_root() -> String {
+    "C:\\Windows".into()
+}
+
+/// Placeholder compatibility mode of a process.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Compat {
+    /// PHCM_APPLICATION_DEFAULT.
+    #[default]
+    Default,
+    /// PHCM_DISGUISE_PLACEHOLDER.
+    Disguise,
+    /// PHCM_EXPOSE_PLACEHOLDERS.
+    Expose,
+}
+
+/// `[[process]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSpec {
+    /// The name steps use.
+    pub name: String,
+    /// Image path, DOS form.
+    pub image: String,
+    /// Compatibility mode.
+    #[serde(default)]
+    pub compat: Compat,
+}
+
+/// `[[provider]]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProviderSpec {
+    /// The provider's (and its process's) name.
+    pub name: String,
+    /// Image path, DOS form.
+    pub image: String,
+    /// The sync root, created if missing.
+    pub sync_root: String,
+    /// partial | progressive | full | always_full.
+    #[serde(default = "default_hydration")]
+    pub hydration: String,
+    /// full | always_full.
+    #[serde(default = "default_population")]
+    pub population: String,
+    /// Provider request timeout for this sync root.
+    #[serde(default = "default_timeout")]
+    pub timeout_ms: u64,
+    /// normal | delay:MS | fail:STATUS | crash_after:BYTES | hang.
+    #[serde(default = "default_behaviour")]
+    pub behaviour: String,
+    /// The provider's remote content.
+    #[serde(default)]
+    pub files: Vec<RemoteFile>,
+}
+
+fn default_hydration() -> String {
+    "full".into()
+}
+fn default_population() -> String {
+    "full".into()
+}
+fn default_timeout() -> u64 {
+    60_000
+}
+fn default_behaviour() -> String {
+    "normal".into()
+}
+
+/// One remote file of a provider.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteFile {
+    /// Path relative to the sync root.
+    pub path: String,
+    /// Size, with `seed`.
+    pub size: Option<u64>,
+    /// Seed of the deterministic pseudo-random content.
+    pub seed: Option<u64>,
+    /// Literal content.
+    pub text: Option<String>,
+}
+
+/// A tag: `"cloudflt"` or a number (in TOML, an integer or a string such as `"0x1234"`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Tag {
+    /// An integer.
+    Number(i64),
+    /// `"cloudflt"` or a hexadecimal/decimal string.
+    Text(String),
+}
+
+/// `hydrated` in a `state` expectation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub enum Hydrated {
+    /// `"all"` or `"none"`.
+    Word(String),
+    /// `[offset, length]` ranges.
+    Ranges(Vec<[u64; 2]>),
+}
+
+/// One expected directory entry of a `list` step.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EntryExpect {
+    /// File name.
+    pub name: String,
+    /// Attributes that must be set.
+    #[serde(default)]
+    pub attributes_include: Vec<String>,
+    /// Attributes that must be clear.
+    #[serde(default)]
+    pub attributes_exclude: Vec<String>,
+    /// EaSize field.
+    pub ea_size: Option<Tag>,
+    /// ReparsePointTag field.
+    pub reparse_tag: Option<Tag>,
+}
+
+/// `expect` of a step.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// NTSTATUS name.
+    pub status: Option<String>,
+    /// Any failure status.
+    pub failed: Option<bool>,
+    /// `"remote"`, `"zeros"`, `"text:..."`, `"hex:..."`.
+    pub data: Option<String>,
+    /// Number of bytes returned.
+    pub bytes: Option<u64>,
+    /// `list`: named entries.
+    pub entries: Option<Vec<EntryExpect>>,
+    /// `list`: entries other than `.` and `..`.
+    pub count: Option<u64>,
+    /// `query`: attributes set.
+    pub attributes_include: Option<Vec<String>>,
+    /// `query`: attributes clear.
+    pub attributes_exclude: Option<Vec<String>>,
+    /// `query`: reparse tag.
+    pub reparse_tag: Option<Tag>,
+    /// `query`: size.
+    pub size: Option<u64>,
+    /// `state`: is a placeholder.
+    pub placeholder: Option<bool>,
+    /// `state`: hydrated ranges.
+    pub hydrated: Option<Hydrated>,
+    /// `state`: pinned.
+    pub pinned: Option<bool>,
+    /// `state`: in sync.
+    pub in_sync: Option<bool>,
+    /// `state`: reparse tag on disk.
+    pub tag: Option<Tag>,
+    /// `provider_stats`: fetch requests received.
+    pub fetches: Option<u64>,
+    /// `provider_stats`: bytes served.
+    pub bytes_served: Option<u64>,
+    /// `provider_stats`: cancels received.
+    pub cancels: Option<u64>,
+}
+
+/// One step (`[[step]]`, or inline inside `parallel` / `sequence`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// The operation.
+    #[serde(rename = "do")]
+    pub op: String,
+    /// Process or provider that performs it.
+    #[serde(rename = "as")]
+    pub actor: Option<String>,
+    /// Target path (DOS form).
+    pub path: Option<String>,
+    /// Handle name kept by `open`.
+    pub handle: Option<String>,
+    /// Byte offset.
+    pub offset: Option<u64>,
+    /// Byte length.
+    pub length: Option<u64>,
+    /// `cached` | `noncached` | `paging` | `mapped`.
+    pub io: Option<String>,
+    /// Text content.
+    pub text: Option<String>,
+    /// Hex content.
+    pub hex: Option<String>,
+    /// Size of generated content.
+    pub size: Option<u64>,
+    /// Seed of generated content.
+    pub seed: Option<u64>,
+    /// `open` options.
+    #[serde(default)]
+    pub options: Vec<String>,
+    /// FILE_INFORMATION_CLASS name.
+    pub class: Option<String>,
+    /// Directory query pattern.
+    pub pattern: Option<String>,
+    /// Reparse tag for set/delete.
+    pub tag: Option<Tag>,
+    /// The `_EX` FSCTL variant.
+    #[serde(default)]
+    pub ex: bool,
+    /// Rename target.
+    pub to: Option<String>,
+    /// Provider name.
+    pub provider: Option<String>,
+    /// Remote paths for `create_placeholders`.
+    pub paths: Option<Vec<String>>,
+    /// Milliseconds for `wait`.
+    pub ms: Option<u64>,
+    /// Inner steps of `parallel` / `sequence`.
+    #[serde(default)]
+    pub steps: Vec<Step>,
+    /// Wait before running.
+    pub delay_ms: Option<u64>,
+    /// What must happen.
+    pub expect: Option<Expect>,
+}
+
+/// Every operation of format v1.
+pub const OPERATIONS: [&str; 28] = [
+    "load_driver",
+    "unload_driver",
+    "connect",
+    "disconnect",
+    "kill",
+    "create_placeholders",
+    "convert",
+    "dehydrate",
+    "hydrate",
+    "pin",
+    "unpin",
+    "create_file",
+    "open",
+    "close",
+    "read",
+    "write",
+    "list",
+    "query",
+    "get_reparse",
+    "set_reparse",
+    "delete_reparse",
+    "rename",
+    "delete",
+    "state",
+    "provider_stats",
+    "parallel",
+    "sequence",
+    "wait",
+];
