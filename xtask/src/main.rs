@@ -10,6 +10,7 @@
 //! installed on first use: Debian packages through apt, Python packages into a venv under
 //! `target/`.
 
+mod coverage;
 mod image;
 mod package;
 mod sign;
@@ -39,6 +40,11 @@ enum Task {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Check that every import of built images has a definition in the kernel model.
+    Coverage {
+        /// Images; default both packaged images.
+        files: Vec<PathBuf>,
+    },
     /// Run an x64 image under CPU emulation (speakeasy).
     Emulate {
         /// The image; default target/package/x64/cloudflt.sys.
@@ -64,6 +70,17 @@ fn main() -> ExitCode {
             let root = root();
             let file = file.unwrap_or_else(|| package::packaged_image(&root, package::Arch::X64));
             emulate(&root, &file)
+        }
+        Task::Coverage { files } => {
+            let root = root();
+            let files = if files.is_empty() {
+                package::Arch::ALL
+                    .map(|a| package::packaged_image(&root, a))
+                    .to_vec()
+            } else {
+                files
+            };
+            files.iter().try_for_each(|f| coverage::check(&root, f))
         }
         Task::Scenario { files } => scenarios(&root(), &files),
         Task::Test => test(&root()),
@@ -191,6 +208,7 @@ fn test(root: &Path) -> Result<()> {
     group("unit and model tests", &mut || {
         run(root, cargo().args(["test", "--workspace"]))
     })?;
+    group("scenarios", &mut || scenarios(root, &[]))?;
     let mut images = Vec::new();
     group("package", &mut || {
         images = package::package(root)?;
@@ -199,6 +217,11 @@ fn test(root: &Path) -> Result<()> {
     group("image checks", &mut || {
         check_images(root, &images)?;
         image::tamper_self_test(&images[0], &sign::TestCertificate::ensure(root)?)
+    })?;
+    group("import coverage", &mut || {
+        images
+            .iter()
+            .try_for_each(|image| coverage::check(root, image))
     })?;
     group("emulation", &mut || {
         emulate(root, &package::packaged_image(root, package::Arch::X64))
