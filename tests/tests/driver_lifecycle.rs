@@ -2,11 +2,10 @@
 
 use cloudflt_proto::port::{MAX_CONNECTIONS, PORT_NAME};
 use cloudflt_tests::model::{Caller, Machine, VolumeConfig};
-use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
 use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_ACCESS_DENIED, STATUS_INFO_LENGTH_MISMATCH, STATUS_INSUFFICIENT_RESOURCES,
     STATUS_INVALID_BUFFER_SIZE, STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED,
-    STATUS_OBJECT_NAME_NOT_FOUND, STATUS_REVISION_MISMATCH, STATUS_SUCCESS, UNICODE_STRING,
+    STATUS_OBJECT_NAME_NOT_FOUND, STATUS_REVISION_MISMATCH, STATUS_SUCCESS,
 };
 
 /// IRP_MJ_CREATE, READ, WRITE, DIRECTORY_CONTROL, QUERY_INFORMATION, SET_INFORMATION,
@@ -16,21 +15,8 @@ const EXPECTED_MAJORS: [u8; 11] = [
     0x00, 0x03, 0x04, 0x0c, 0x05, 0x06, 0x0d, 0xf2, 0xf9, 0xff, 0x12,
 ];
 
-fn load() -> NTSTATUS {
-    // The I/O manager's driver object; the driver only passes it to FltRegisterFilter.
-    let driver_object: &'static mut DRIVER_OBJECT =
-        // SAFETY: DRIVER_OBJECT is plain data for which all-zero is a valid value.
-        Box::leak(Box::new(unsafe { std::mem::zeroed() }));
-    let path: Vec<u16> = "\\Registry\\Machine\\System\\CurrentControlSet\\Services\\cloudflt"
-        .encode_utf16()
-        .collect();
-    let registry = UNICODE_STRING {
-        Length: (path.len() * 2) as u16,
-        MaximumLength: (path.len() * 2) as u16,
-        Buffer: path.as_ptr().cast_mut(),
-    };
-    // SAFETY: called once per machine, at PASSIVE_LEVEL, with a driver object.
-    unsafe { cloudflt_driver::nt::driver_entry(driver_object, &registry) }
+fn load(machine: &Machine) -> NTSTATUS {
+    machine.load_driver(cloudflt_driver::nt::driver_entry)
 }
 
 fn context(version: u16) -> Vec<u8> {
@@ -45,7 +31,7 @@ fn context(version: u16) -> Vec<u8> {
 #[test]
 fn driver_entry_registers_version_0203_with_the_operation_table_and_contexts() {
     let mut machine = Machine::boot(&[VolumeConfig::ntfs(1)]);
-    assert_eq!(load(), STATUS_SUCCESS);
+    assert_eq!(load(&machine), STATUS_SUCCESS);
     let filter = machine.filter().expect("a registered filter");
     assert!(filter.started);
     assert_eq!(filter.registration.version, 0x0203);
@@ -96,7 +82,7 @@ fn instance_setup_attaches_to_local_ntfs_with_reparse_points_only() {
         no_reparse,
         big_sectors,
     ]);
-    assert_eq!(load(), STATUS_SUCCESS);
+    assert_eq!(load(&machine), STATUS_SUCCESS);
     let filter = machine.filter().unwrap();
     assert_eq!(
         filter.attached,
@@ -122,7 +108,7 @@ fn instance_setup_attaches_to_local_ntfs_with_reparse_points_only() {
 #[test]
 fn the_port_is_admin_only_and_admits_only_a_decodable_context() {
     let mut machine = Machine::boot(&[VolumeConfig::ntfs(1)]);
-    assert_eq!(load(), STATUS_SUCCESS);
+    assert_eq!(load(&machine), STATUS_SUCCESS);
     let ports = machine.ports();
     assert_eq!(ports.len(), 1);
     assert_eq!(ports[0].name, PORT_NAME);
@@ -207,7 +193,7 @@ fn driver_entry_failures_undo_everything() {
     ] {
         let mut machine = Machine::boot(&[VolumeConfig::ntfs(1)]);
         machine.fail_allocation(nth);
-        assert_eq!(load(), expected, "allocation {nth} failing");
+        assert_eq!(load(&machine), expected, "allocation {nth} failing");
         assert!(
             machine.filter().is_none(),
             "allocation {nth}: the filter must be unregistered"
@@ -222,7 +208,7 @@ fn driver_entry_failures_undo_everything() {
     }
     // And the driver loads normally afterwards: nothing global was left set.
     let mut machine = Machine::boot(&[VolumeConfig::ntfs(1)]);
-    assert_eq!(load(), STATUS_SUCCESS);
+    assert_eq!(load(&machine), STATUS_SUCCESS);
     assert_eq!(machine.unload_driver(), STATUS_SUCCESS);
     machine.assert_clean();
 }

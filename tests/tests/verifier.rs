@@ -176,6 +176,24 @@ fn create_port(attributes: u32, with_descriptor: bool) -> PFLT_PORT {
     port
 }
 
+/// A fresh instance context of the broken driver, with one reference.
+fn allocate_instance_context() -> PFLT_CONTEXT {
+    let mut ctx: PFLT_CONTEXT = std::ptr::null_mut();
+    let filter = FILTER.load(Ordering::SeqCst);
+    // SAFETY: a valid out pointer.
+    let status = unsafe {
+        FltAllocateContext(
+            filter,
+            FLT_INSTANCE_CONTEXT as u16,
+            16,
+            NonPagedPoolNx,
+            &mut ctx,
+        )
+    };
+    assert_eq!(status, STATUS_SUCCESS);
+    ctx
+}
+
 fn fired(violations: &[Violation], api: &str, needle: &str) -> bool {
     violations
         .iter()
@@ -255,19 +273,7 @@ fn an_api_called_above_its_irql_is_caught() {
 #[test]
 fn a_context_released_twice_is_caught() {
     let mut machine = broken(NORMAL);
-    let mut ctx: PFLT_CONTEXT = std::ptr::null_mut();
-    let filter = FILTER.load(Ordering::SeqCst);
-    // SAFETY: a valid out pointer.
-    let status = unsafe {
-        FltAllocateContext(
-            filter,
-            FLT_INSTANCE_CONTEXT as u16,
-            16,
-            NonPagedPoolNx,
-            &mut ctx,
-        )
-    };
-    assert_eq!(status, STATUS_SUCCESS);
+    let ctx = allocate_instance_context();
     FltReleaseContext(ctx);
     FltReleaseContext(ctx);
     let v = machine.take_violations();
@@ -278,19 +284,8 @@ fn a_context_released_twice_is_caught() {
 #[test]
 fn a_leaked_context_is_reported_at_unregister() {
     let mut machine = broken(NORMAL);
-    let mut ctx: PFLT_CONTEXT = std::ptr::null_mut();
-    let filter = FILTER.load(Ordering::SeqCst);
-    // SAFETY: a valid out pointer.
-    let status = unsafe {
-        FltAllocateContext(
-            filter,
-            FLT_INSTANCE_CONTEXT as u16,
-            16,
-            NonPagedPoolNx,
-            &mut ctx,
-        )
-    };
-    assert_eq!(status, STATUS_SUCCESS);
+    // Allocated and never released: FltUnregisterFilter must report it.
+    let _leaked = allocate_instance_context();
     machine.unload_driver();
     let v = machine.take_violations();
     assert!(fired(&v, "FltUnregisterFilter", "contexts leaked"), "{v:?}");

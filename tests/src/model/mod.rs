@@ -20,6 +20,13 @@ use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 pub use port::{Caller, ClientId};
+
+use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
+use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
+
+/// A driver's DriverEntry. Handed in by the caller, so the model does not depend on the
+/// driver crate.
+pub type DriverEntry = unsafe fn(*mut DRIVER_OBJECT, *const UNICODE_STRING) -> NTSTATUS;
 pub use volume::VolumeConfig;
 
 /// A kernel rule the driver broke, as Driver Verifier would report it.
@@ -138,6 +145,29 @@ impl Machine {
     /// Injects a pool allocation failure: the `n`th allocation from now (1-based) fails.
     pub fn fail_allocation(&self, n: usize) {
         with_kernel(|k| k.pool.fail_nth(n));
+    }
+
+    /// Loads a driver as the I/O manager does: calls its DriverEntry once, at
+    /// PASSIVE_LEVEL, with a driver object and registry path that outlive it.
+    pub fn load_driver(&self, entry: DriverEntry) -> NTSTATUS {
+        // SAFETY: DRIVER_OBJECT is plain data for which all-zero is a valid value; the I/O
+        // manager's object outlives the driver, so it is leaked.
+        let object: DRIVER_OBJECT = unsafe { std::mem::zeroed() };
+        let object: &'static mut DRIVER_OBJECT = Box::leak(Box::new(object));
+        let path: &'static [u16] =
+            "\\Registry\\Machine\\System\\CurrentControlSet\\Services\\cloudflt"
+                .encode_utf16()
+                .collect::<Vec<_>>()
+                .leak();
+        let bytes = (path.len() * 2) as u16;
+        let registry = UNICODE_STRING {
+            Length: bytes,
+            MaximumLength: bytes,
+            Buffer: path.as_ptr().cast_mut(),
+        };
+        irql::check("DriverEntry", irql::PASSIVE_LEVEL);
+        // SAFETY: as documented for DriverEntry; `registry` lives across the call.
+        unsafe { entry(object, &registry) }
     }
 
     /// Pool bytes outstanding under `tag`.

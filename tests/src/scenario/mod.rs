@@ -12,19 +12,15 @@ use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
-use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
 use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_FLT_FILTER_NOT_FOUND, STATUS_IMAGE_ALREADY_LOADED, STATUS_SUCCESS,
-    UNICODE_STRING,
 };
 
 use crate::model::{Machine, VolumeConfig};
 use crate::ntstatus;
 use format::{Expect, Scenario, Step};
 
-/// The driver's DriverEntry, handed in by the caller so the model does not depend on the
-/// driver crate.
-pub type DriverEntry = unsafe fn(*mut DRIVER_OBJECT, *const UNICODE_STRING) -> NTSTATUS;
+pub use crate::model::DriverEntry;
 
 /// Steps passed and failed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -176,7 +172,7 @@ impl Run {
                     // As `fltmc load` answers for a filter that is already running.
                     return Outcome::Status(STATUS_IMAGE_ALREADY_LOADED);
                 }
-                let status = load(self.entry);
+                let status = self.machine.load_driver(self.entry);
                 self.loaded = status >= 0;
                 Outcome::Status(status)
             }
@@ -285,25 +281,6 @@ impl Run {
             failed: 1,
         })
     }
-}
-
-fn load(entry: DriverEntry) -> NTSTATUS {
-    // SAFETY: DRIVER_OBJECT is plain data for which all-zero is a valid value; the I/O
-    // manager's object outlives the driver, so it is leaked.
-    let object: &'static mut DRIVER_OBJECT = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
-    let path: &'static [u16] = "\\Registry\\Machine\\System\\CurrentControlSet\\Services\\cloudflt"
-        .encode_utf16()
-        .collect::<Vec<_>>()
-        .leak();
-    let bytes = (path.len() * 2) as u16;
-    let registry = UNICODE_STRING {
-        Length: bytes,
-        MaximumLength: bytes,
-        Buffer: path.as_ptr().cast_mut(),
-    };
-    // SAFETY: DriverEntry called once per load at PASSIVE_LEVEL with a driver object and
-    // registry path that outlive it.
-    unsafe { entry(object, &registry) }
 }
 
 /// The status expectation: `status`, `failed = true`, or STATUS_SUCCESS by default.
