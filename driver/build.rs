@@ -33,10 +33,6 @@ fn main() {
         "/RELEASE",
         "/NXCOMPAT",
         "/DYNAMICBASE",
-        // lld does not know the driver section rules: keep everything resident and make
-        // INIT discardable, as the WDK linker does.
-        "/MERGE:.retplne=INIT",
-        "/SECTION:INIT,d",
         "/DEBUG:NONE",
         "/OPT:REF,ICF",
     ] {

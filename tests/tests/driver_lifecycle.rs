@@ -3,9 +3,10 @@
 use cloudflt_proto::port::{MAX_CONNECTIONS, PORT_NAME};
 use cloudflt_tests::model::{Caller, Machine, VolumeConfig};
 use windows_sys::Win32::Foundation::{
-    NTSTATUS, STATUS_ACCESS_DENIED, STATUS_INFO_LENGTH_MISMATCH, STATUS_INSUFFICIENT_RESOURCES,
-    STATUS_INVALID_BUFFER_SIZE, STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED,
-    STATUS_OBJECT_NAME_NOT_FOUND, STATUS_REVISION_MISMATCH, STATUS_SUCCESS,
+    NTSTATUS, STATUS_ACCESS_DENIED, STATUS_FLT_INSTANCE_ALTITUDE_COLLISION,
+    STATUS_INFO_LENGTH_MISMATCH, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_BUFFER_SIZE,
+    STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_OBJECT_NAME_NOT_FOUND,
+    STATUS_REVISION_MISMATCH, STATUS_SUCCESS,
 };
 
 /// IRP_MJ_CREATE, READ, WRITE, DIRECTORY_CONTROL, QUERY_INFORMATION, SET_INFORMATION,
@@ -202,6 +203,27 @@ fn driver_entry_failures_undo_everything() {
             machine.pool_bytes(*b"CFdr"),
             0,
             "allocation {nth}: driver state freed"
+        );
+        machine.assert_clean();
+        drop(machine);
+    }
+    // FltMgr refusing the port, or refusing to start: DriverEntry returns that status and
+    // the model's load checks that nothing (pool, filter, port) was left behind.
+    for api in [
+        "FltRegisterFilter",
+        "FltCreateCommunicationPort",
+        "FltStartFiltering",
+    ] {
+        let mut machine = Machine::boot(&[VolumeConfig::ntfs(1)]);
+        machine.fail_next(api, STATUS_FLT_INSTANCE_ALTITUDE_COLLISION);
+        assert_eq!(
+            load(&machine),
+            STATUS_FLT_INSTANCE_ALTITUDE_COLLISION,
+            "{api} failing"
+        );
+        assert!(
+            machine.filter().is_none(),
+            "{api} failing: the filter must be unregistered"
         );
         machine.assert_clean();
         drop(machine);

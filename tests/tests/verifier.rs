@@ -22,7 +22,10 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CONTEXT_END, FLT_CONTEXT_REGISTRATION, FLT_INSTANCE_CONTEXT, FLT_REGISTRATION,
     FLT_RELATED_OBJECTS, PFLT_CONTEXT, PFLT_FILTER, PFLT_PORT,
 };
-use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_SUCCESS, UNICODE_STRING};
+use windows_sys::Win32::Foundation::{
+    NTSTATUS, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_SUCCESS,
+    UNICODE_STRING,
+};
 
 const NORMAL: u8 = 0;
 const LEAVE_PORT_OPEN: u8 = 1;
@@ -324,12 +327,54 @@ fn an_illegal_instance_setup_status_is_caught() {
 }
 
 #[test]
+fn freeing_fltmgr_memory_or_using_an_unregistered_filter_is_caught() {
+    let mut machine = broken(NORMAL);
+    let ctx = allocate_instance_context();
+    ExFreePoolWithTag(ctx, TAG);
+    let v = machine.take_violations();
+    assert!(fired(&v, "ExFreePoolWithTag", "owned by FltMgr"), "{v:?}");
+    FltReleaseContext(ctx);
+    machine.unload_driver();
+    machine.assert_clean();
+    assert_eq!(
+        FltStartFiltering(FILTER.load(Ordering::SeqCst)),
+        STATUS_INVALID_PARAMETER
+    );
+    let v = machine.take_violations();
+    assert!(
+        fired(&v, "FltStartFiltering", "used after FltUnregisterFilter"),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn a_driver_entry_that_fails_and_leaks_is_caught() {
+    unsafe fn leaky_entry(_: *mut DRIVER_OBJECT, _: *const UNICODE_STRING) -> NTSTATUS {
+        let _ = ExAllocatePool2(0x40, 24, TAG);
+        STATUS_INSUFFICIENT_RESOURCES
+    }
+    let mut machine = Machine::boot(&[]);
+    assert_eq!(
+        machine.load_driver(leaky_entry),
+        STATUS_INSUFFICIENT_RESOURCES
+    );
+    let v = machine.take_violations();
+    assert!(
+        fired(&v, "DriverEntry", "left pool behind: Test (24 bytes)"),
+        "{v:?}"
+    );
+}
+
+#[test]
 fn a_registration_of_the_wrong_version_is_refused() {
     let mut machine = Machine::boot(&[]);
     let mut filter = 0;
     // SAFETY: valid pointers.
-    let status = unsafe { FltRegisterFilter(driver_object(), &registration(0x0202), &mut filter) };
+    let status = unsafe { FltRegisterFilter(driver_object(), &registration(0x0300), &mut filter) };
     assert!(status < 0);
     let v = machine.take_violations();
-    assert!(fired(&v, "FltRegisterFilter", "is not 0x0203"), "{v:?}");
+    assert!(
+        fired(&v, "FltRegisterFilter", "is not one FltMgr knows"),
+        "{v:?}"
+    );
 }

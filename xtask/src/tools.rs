@@ -7,6 +7,9 @@ use anyhow::{Context, Result, bail};
 
 /// The speakeasy release the emulation harness was written against.
 const SPEAKEASY: &str = "speakeasy-emulator==1.5.11";
+/// unicorn 1.0.2, which speakeasy pins, imports `distutils` and `pkg_resources`; venvs of
+/// Python 3.12 and later have neither unless setuptools (which still ships both) is there.
+const SETUPTOOLS: &str = "setuptools<81";
 
 /// Whether `program` can be started at all (its exit status for `--version` does not
 /// matter: `openssl` has no such flag).
@@ -65,7 +68,8 @@ pub(crate) fn emulation_python(root: &Path) -> Result<PathBuf> {
     let venv = root.join("target/emulation-venv");
     let python = venv.join("bin/python");
     let stamp = venv.join(".speakeasy-installed");
-    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == SPEAKEASY) && python.exists() {
+    let wanted = format!("{SPEAKEASY} {SETUPTOOLS}");
+    if std::fs::read_to_string(&stamp).is_ok_and(|s| s == wanted) && python.exists() {
         return Ok(python);
     }
     let python3 = if found("python3") {
@@ -93,6 +97,6 @@ pub(crate) fn emulation_python(root: &Path) -> Result<PathBuf> {
         Command::new(&python).args(["-m", "pip", "install", "--quiet", SPEAKEASY]),
     )
     .context("installing speakeasy from PyPI")?;
-    std::fs::write(&stamp, SPEAKEASY)?;
+    std::fs::write(&stamp, wanted)?;
     Ok(python)
 }

@@ -81,27 +81,14 @@ const fn entry(context_type: u32, size: usize, pool_tag: u32) -> FLT_CONTEXT_REG
     }
 }
 
-/// The signature a context of `context_type` carries; the type's pool tag.
-pub(crate) const fn signature_of(context_type: u16) -> u32 {
-    match context_type as u32 {
-        FLT_INSTANCE_CONTEXT => TAG_INSTANCE_CONTEXT,
-        FLT_STREAM_CONTEXT => TAG_STREAM_CONTEXT,
-        FLT_STREAMHANDLE_CONTEXT => TAG_STREAMHANDLE_CONTEXT,
-        _ => 0,
-    }
-}
-
 /// ContextCleanupCallback: none of the contexts owns memory of its own yet, so this only
-/// verifies and clears the signature (a released context must not look alive).
-unsafe extern "system" fn cleanup(context: PFLT_CONTEXT, context_type: u16) {
+/// clears the signature, so that a released context seen in a debugger does not look
+/// alive.
+unsafe extern "system" fn cleanup(context: PFLT_CONTEXT, _context_type: u16) {
     if context.is_null() {
         return;
     }
-    let signature = context.cast::<u32>();
-    // SAFETY: FltMgr passes a live context of `context_type`, all of which are `repr(C)`
-    // and start with a `u32` signature; FltMgr allocates contexts with pool alignment.
-    let found = unsafe { signature.read() };
-    debug_assert_eq!(found, signature_of(context_type));
-    // SAFETY: as above; the memory is ours until this callback returns.
-    unsafe { signature.write(0) };
+    // SAFETY: FltMgr passes a live context of one of our types, all `repr(C)` and starting
+    // with a `u32` signature, pool-aligned, ours until this callback returns.
+    unsafe { context.cast::<u32>().write(0) };
 }

@@ -12,12 +12,12 @@
 
 use core::ptr::{NonNull, null_mut};
 
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicIsize, AtomicPtr, Ordering};
 
 use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FltCloseCommunicationPort, FltRegisterFilter, FltStartFiltering, FltUnregisterFilter,
-    PFLT_FILTER, PFLT_PORT,
+    PFLT_FILTER,
 };
 use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_STATE, STATUS_SUCCESS,
@@ -30,9 +30,14 @@ use super::registration::REGISTRATION;
 use super::status::nt_success;
 
 /// The one driver-state object, created by DriverEntry and freed by unload.
+///
+/// # Invariants
+/// Once the server port exists, ConnectNotify may hold a shared reference to this object
+/// on another thread, so from then on it is only ever accessed through `&Driver`: `filter`
+/// is written once before the port is created, `server_port` is atomic.
 pub(crate) struct Driver {
     filter: PFLT_FILTER,
-    server_port: PFLT_PORT,
+    server_port: AtomicIsize,
 }
 
 impl Driver {
@@ -60,7 +65,7 @@ pub unsafe fn driver_entry(
 ) -> NTSTATUS {
     let state = Driver {
         filter: 0,
-        server_port: 0,
+        server_port: AtomicIsize::new(0),
     };
     let Some(mut state) = PoolBox::try_new(state, TAG_DRIVER) else {
         return STATUS_INSUFFICIENT_RESOURCES;
@@ -86,16 +91,14 @@ pub unsafe fn driver_entry(
         teardown(unsafe { PoolBox::from_raw(raw, TAG_DRIVER) });
         return STATUS_INVALID_DEVICE_STATE;
     }
-    // SAFETY: the live driver state; FilterUnload cannot run before DriverEntry returns.
-    // Fields are accessed through the pointer, never through a `&mut` to the whole
-    // state, because ConnectNotify may read it as soon as the port exists.
-    let filter = unsafe { (*raw.as_ptr()).filter };
-    let status = match port::create(filter, raw.as_ptr()) {
+    // SAFETY: the live driver state, freed only by teardown, which cannot run before
+    // DriverEntry returns; shared access only (type invariant).
+    let state = unsafe { raw.as_ref() };
+    let status = match port::create(state.filter, raw.as_ptr()) {
         Ok(server_port) => {
-            // SAFETY: as above; only DriverEntry writes this field before it returns.
-            unsafe { (*raw.as_ptr()).server_port = server_port };
+            state.server_port.store(server_port, Ordering::Release);
             // SAFETY: the registered filter; PASSIVE_LEVEL.
-            unsafe { FltStartFiltering(filter) }
+            unsafe { FltStartFiltering(state.filter) }
         }
         Err(status) => status,
     };
@@ -127,17 +130,20 @@ fn unpublish_and_teardown() {
 }
 
 /// The teardown of the module comment; each step only for what exists.
-fn teardown(mut state: PoolBox<Driver>) {
-    if state.server_port != 0 {
-        // SAFETY: the port created by DriverEntry, closed once; PASSIVE_LEVEL.
-        unsafe { FltCloseCommunicationPort(state.server_port) };
-        state.server_port = 0;
+///
+/// Only shared access to the state until FltUnregisterFilter has returned: a ConnectNotify
+/// already under way may still be reading it (type invariant).
+fn teardown(state: PoolBox<Driver>) {
+    let server_port = state.server_port.swap(0, Ordering::AcqRel);
+    if server_port != 0 {
+        // SAFETY: the port created by DriverEntry, closed once (the swap took it);
+        // PASSIVE_LEVEL.
+        unsafe { FltCloseCommunicationPort(server_port) };
     }
     if state.filter != 0 {
         // SAFETY: the filter registered by DriverEntry, unregistered once; returns after
         // every callback, connection and instance is gone.
         unsafe { FltUnregisterFilter(state.filter) };
-        state.filter = 0;
     }
     drop(state);
 }

@@ -18,4 +18,4 @@ mod port;
 mod registration;
 
 pub use filter::driver_entry;
-pub use pool::POOL_FLAG_NON_PAGED;
+pub use pool::{POOL_ALIGNMENT, POOL_FLAG_NON_PAGED, tag};

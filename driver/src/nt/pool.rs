@@ -13,10 +13,10 @@ pub const POOL_FLAG_NON_PAGED: u64 = 0x0000_0000_0000_0040;
 
 /// Kernel pool allocations are aligned to `MEMORY_ALLOCATION_ALIGNMENT` (16 on x64 and
 /// arm64).
-const POOL_ALIGNMENT: usize = 16;
+pub const POOL_ALIGNMENT: usize = 16;
 
 /// A pool tag as it reads in the debugger: the four characters in memory order.
-pub(crate) const fn tag(name: &[u8; 4]) -> u32 {
+pub const fn tag(name: &[u8; 4]) -> u32 {
     u32::from_le_bytes(*name)
 }
 

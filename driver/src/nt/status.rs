@@ -14,7 +14,8 @@ pub const fn nt_success(status: NTSTATUS) -> bool {
 /// The status ConnectNotify answers a refused connection context with.
 ///
 /// `FilterConnectCommunicationPort` hands it to the provider as `HRESULT_FROM_NT`, so each
-/// reason has its own status.
+/// reason has its own status, except that a context too short and one too long share
+/// STATUS_INVALID_BUFFER_SIZE: both are "the size is wrong".
 pub fn connect_refusal(error: ConnectError) -> NTSTATUS {
     match error {
         ConnectError::TooShort | ConnectError::TooLarge => STATUS_INVALID_BUFFER_SIZE,
@@ -41,6 +42,10 @@ mod tests {
             ConnectError::UnknownFlags(2),
         ];
         let statuses = all.map(connect_refusal);
+        assert_eq!(
+            connect_refusal(ConnectError::TooLarge),
+            connect_refusal(ConnectError::TooShort)
+        );
         for (i, s) in statuses.iter().enumerate() {
             assert!(!nt_success(*s), "{:?} maps to a success code", all[i]);
             assert_eq!(

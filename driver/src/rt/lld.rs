@@ -5,11 +5,10 @@ use core::alloc::{GlobalAlloc, Layout};
 use windows_sys::Wdk::System::SystemServices::{ExAllocatePool2, ExFreePoolWithTag, KeBugCheckEx};
 use windows_sys::Win32::System::Diagnostics::Debug::MANUALLY_INITIATED_CRASH;
 
-/// Tag of allocations made through `alloc` collections.
-const TAG_ALLOC: u32 = u32::from_le_bytes(*b"CFal");
+use crate::nt::{POOL_ALIGNMENT, POOL_FLAG_NON_PAGED, tag};
 
-/// Pool alignment on x64 and arm64 (`MEMORY_ALLOCATION_ALIGNMENT`).
-const POOL_ALIGNMENT: usize = 16;
+/// Tag of allocations made through `alloc` collections.
+const TAG_ALLOC: u32 = tag(b"CFal");
 
 /// Non-paged pool with the driver's tag. Over-aligned layouts are refused (NULL) rather
 /// than silently misaligned.
@@ -23,7 +22,7 @@ unsafe impl GlobalAlloc for PoolAllocator {
             return core::ptr::null_mut();
         }
         // SAFETY: non-paged allocation, valid at <= DISPATCH_LEVEL.
-        unsafe { ExAllocatePool2(crate::nt::POOL_FLAG_NON_PAGED, layout.size(), TAG_ALLOC) }.cast()
+        unsafe { ExAllocatePool2(POOL_FLAG_NON_PAGED, layout.size(), TAG_ALLOC) }.cast()
     }
 
     unsafe fn dealloc(&self, ptr: *mut u8, _layout: Layout) {

@@ -31,7 +31,7 @@ use windows_sys::Win32::Foundation::{
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
 use super::irql::{self, APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
-use super::pool::tag_name;
+use super::pool::{Owner, tag_name};
 use super::{Kernel, Machine, with_kernel};
 
 /// The most operation entries FltMgr would accept before an END marker (there are
@@ -105,7 +105,32 @@ pub(crate) struct Context {
     cleanup: PFLT_CONTEXT_CLEANUP_CALLBACK,
 }
 
+impl Filter {
+    pub(crate) fn is_unregistered(&self) -> bool {
+        self.unregistered
+    }
+}
+
 impl Kernel {
+    /// Whether `filter` is registered and not yet unregistered; records a violation for a
+    /// handle used after FltUnregisterFilter (on Windows, a freed filter object).
+    pub(crate) fn live_filter(&mut self, api: &'static str, filter: PFLT_FILTER) -> bool {
+        match self.filters.get(&filter) {
+            Some(f) if !f.unregistered => true,
+            Some(_) => {
+                self.violation(
+                    api,
+                    format!("filter {filter:#x} used after FltUnregisterFilter"),
+                );
+                false
+            }
+            None => {
+                self.violation(api, format!("{filter:#x} is not a filter handle"));
+                false
+            }
+        }
+    }
+
     fn filter_of_instance(&self, instance: PFLT_INSTANCE) -> Option<(PFLT_FILTER, usize)> {
         self.filters.iter().find_map(|(h, f)| {
             f.instances
@@ -146,7 +171,7 @@ fn finish_release(ptr: usize, cleanup: (PFLT_CONTEXT_CLEANUP_CALLBACK, u16)) {
         unsafe { callback(ptr as PFLT_CONTEXT, cleanup.1) };
     }
     with_kernel(|k| {
-        if let Err(message) = k.pool.free(ptr as *mut u8, None) {
+        if let Err(message) = k.pool.free(ptr as *mut u8, None, Owner::FltMgr("context")) {
             k.violation("FltReleaseContext", message);
         }
     });
@@ -174,17 +199,24 @@ pub unsafe extern "system" fn FltRegisterFilter(
     if driver.is_null() || ret_filter.is_null() {
         return STATUS_INVALID_PARAMETER;
     }
-    if u32::from(reg.Version) != FLT_REGISTRATION_VERSION_0203
-        || usize::from(reg.Size) != std::mem::size_of::<FLT_REGISTRATION>()
-    {
+    // FltMgr accepts registration versions 0x0200 to 0x0203, each with its own size:
+    // 0x0201 added TransactionNotificationCallback, 0x0202
+    // NormalizeNameComponentExCallback, 0x0203 SectionNotificationCallback.
+    let pointer = std::mem::size_of::<usize>();
+    let full = std::mem::size_of::<FLT_REGISTRATION>();
+    let expected_size = match u32::from(reg.Version) {
+        v @ 0x0200..=FLT_REGISTRATION_VERSION_0203 => {
+            Some(full - (FLT_REGISTRATION_VERSION_0203 - v) as usize * pointer)
+        }
+        _ => None,
+    };
+    if expected_size != Some(usize::from(reg.Size)) {
         with_kernel(|k| {
             k.violation(
                 "FltRegisterFilter",
                 format!(
-                    "registration version {:#x} size {} is not 0x0203 / {}",
-                    reg.Version,
-                    reg.Size,
-                    std::mem::size_of::<FLT_REGISTRATION>()
+                    "registration version {:#x} with size {} is not one FltMgr knows (0x0200-0x0203 with their sizes)",
+                    reg.Version, reg.Size
                 ),
             )
         });
@@ -206,6 +238,9 @@ pub unsafe extern "system" fn FltRegisterFilter(
             return STATUS_INVALID_PARAMETER;
         }
     };
+    if let Some(status) = with_kernel(|k| k.injected("FltRegisterFilter")) {
+        return status;
+    }
     let info = RegistrationInfo {
         version: reg.Version,
         contexts,
@@ -317,20 +352,29 @@ unsafe fn read_operations(
 pub extern "system" fn FltStartFiltering(filter: PFLT_FILTER) -> NTSTATUS {
     irql::check("FltStartFiltering", PASSIVE_LEVEL);
     let plan = with_kernel(|k| {
+        if let Some(status) = k.injected("FltStartFiltering") {
+            return Err(status);
+        }
+        if !k.live_filter("FltStartFiltering", filter) {
+            return Err(STATUS_INVALID_PARAMETER);
+        }
         let volumes: Vec<_> = k
             .volumes
             .iter()
             .map(|v| (v.handle, v.config.device_type, v.config.filesystem))
             .collect();
-        let f = k.filters.get_mut(&filter)?;
+        let Some(f) = k.filters.get_mut(&filter) else {
+            return Err(STATUS_INVALID_PARAMETER);
+        };
         if f.started {
-            return None;
+            return Err(STATUS_INVALID_PARAMETER);
         }
         f.started = true;
-        Some((f.instance_setup, volumes))
+        Ok((f.instance_setup, volumes))
     });
-    let Some((setup, volumes)) = plan else {
-        return STATUS_INVALID_PARAMETER;
+    let (setup, volumes) = match plan {
+        Ok(plan) => plan,
+        Err(status) => return status,
     };
     for (volume, device_type, filesystem) in volumes {
         attach(filter, setup, volume, device_type, filesystem);
@@ -417,11 +461,7 @@ pub(crate) fn related(
 pub extern "system" fn FltUnregisterFilter(filter: PFLT_FILTER) {
     irql::check("FltUnregisterFilter", PASSIVE_LEVEL);
     let open_server_ports = with_kernel(|k| {
-        if !k.filters.contains_key(&filter) {
-            k.violation(
-                "FltUnregisterFilter",
-                format!("{filter:#x} is not a registered filter"),
-            );
+        if !k.live_filter("FltUnregisterFilter", filter) {
             return None;
         }
         Some(
@@ -511,6 +551,9 @@ pub unsafe extern "system" fn FltAllocateContext(
             );
             return STATUS_INVALID_PARAMETER;
         }
+        if !k.live_filter("FltAllocateContext", filter) {
+            return STATUS_INVALID_PARAMETER;
+        }
         let Some(f) = k.filters.get(&filter) else {
             return STATUS_INVALID_PARAMETER;
         };
@@ -526,7 +569,10 @@ pub unsafe extern "system" fn FltAllocateContext(
         if size > reg.size {
             return STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND;
         }
-        let Some(ptr) = k.pool.allocate(size, reg.pool_tag) else {
+        let Some(ptr) = k
+            .pool
+            .allocate(size, reg.pool_tag, Owner::FltMgr("context"))
+        else {
             return STATUS_INSUFFICIENT_RESOURCES;
         };
         k.contexts.insert(

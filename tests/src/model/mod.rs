@@ -58,6 +58,8 @@ pub(crate) struct Kernel {
     pub(crate) client_ports: HashMap<isize, port::ClientPort>,
     pub(crate) volumes: Vec<volume::Volume>,
     pub(crate) violations: Vec<Violation>,
+    /// Injected failures: the next call of the API returns the status.
+    inject: HashMap<&'static str, NTSTATUS>,
     next_handle: isize,
 }
 
@@ -72,6 +74,7 @@ impl Kernel {
             client_ports: HashMap::new(),
             volumes: Vec::new(),
             violations: Vec::new(),
+            inject: HashMap::new(),
             next_handle: HANDLE_BASE,
         }
     }
@@ -79,6 +82,11 @@ impl Kernel {
     pub(crate) fn handle(&mut self) -> isize {
         self.next_handle += 0x10;
         self.next_handle
+    }
+
+    /// The failure injected for the next call of `api`, consumed.
+    pub(crate) fn injected(&mut self, api: &'static str) -> Option<NTSTATUS> {
+        self.inject.remove(api)
     }
 
     pub(crate) fn violation(&mut self, api: &'static str, message: impl Into<String>) {
@@ -105,11 +113,10 @@ pub(crate) fn with_kernel<R>(f: impl FnOnce(&mut Kernel) -> R) -> R {
 }
 
 /// A booted model machine. Holding it serialises tests that use the kernel, since the
-/// driver keeps process-wide state. Dropping it without having checked the verifier fails
-/// the test if anything was recorded.
+/// driver keeps process-wide state. Dropping it with violations nobody took fails the
+/// test.
 pub struct Machine {
     _exclusive: MutexGuard<'static, ()>,
-    checked: bool,
 }
 
 impl Machine {
@@ -126,13 +133,11 @@ impl Machine {
         *KERNEL.lock().unwrap_or_else(PoisonError::into_inner) = Some(kernel);
         Self {
             _exclusive: exclusive,
-            checked: false,
         }
     }
 
-    /// Every violation recorded so far; reading them counts as having checked.
+    /// Every violation recorded since the last call.
     pub fn take_violations(&mut self) -> Vec<Violation> {
-        self.checked = true;
         with_kernel(|k| std::mem::take(&mut k.violations))
     }
 
@@ -140,6 +145,14 @@ impl Machine {
     pub fn assert_clean(&mut self) {
         let found = self.take_violations();
         assert!(found.is_empty(), "verifier violations:\n{}", list(&found));
+    }
+
+    /// Injects a failure: the next call of `api` (FltRegisterFilter,
+    /// FltCreateCommunicationPort or FltStartFiltering) returns `status`.
+    pub fn fail_next(&self, api: &'static str, status: NTSTATUS) {
+        with_kernel(|k| {
+            k.inject.insert(api, status);
+        });
     }
 
     /// Injects a pool allocation failure: the `n`th allocation from now (1-based) fails.
@@ -167,7 +180,42 @@ impl Machine {
         };
         irql::check("DriverEntry", irql::PASSIVE_LEVEL);
         // SAFETY: as documented for DriverEntry; `registry` lives across the call.
-        unsafe { entry(object, &registry) }
+        let status = unsafe { entry(object, &registry) };
+        if status < 0 {
+            // The I/O manager unloads an image whose DriverEntry failed without calling
+            // any unload routine: whatever it left behind is leaked for good.
+            with_kernel(|k| {
+                let pool: Vec<String> = k
+                    .pool
+                    .outstanding()
+                    .iter()
+                    .map(|b| format!("{} ({} bytes)", pool::tag_name(b.tag), b.size))
+                    .collect();
+                if !pool.is_empty() {
+                    k.violation(
+                        "DriverEntry",
+                        format!(
+                            "failed with {status:#x} but left pool behind: {}",
+                            pool.join(", ")
+                        ),
+                    );
+                }
+                if k.filters.values().any(|f| !f.is_unregistered()) {
+                    k.violation(
+                        "DriverEntry",
+                        format!("failed with {status:#x} but left its filter registered"),
+                    );
+                }
+                let ports = k.server_ports.values().filter(|p| !p.closed).count();
+                if ports > 0 {
+                    k.violation(
+                        "DriverEntry",
+                        format!("failed with {status:#x} but left {ports} server port(s) open"),
+                    );
+                }
+            });
+        }
+        status
     }
 
     /// Pool bytes outstanding under `tag`.
@@ -180,7 +228,7 @@ impl Drop for Machine {
     fn drop(&mut self) {
         let found = with_kernel(|k| std::mem::take(&mut k.violations));
         *KERNEL.lock().unwrap_or_else(PoisonError::into_inner) = None;
-        if !self.checked && !found.is_empty() && !std::thread::panicking() {
+        if !found.is_empty() && !std::thread::panicking() {
             panic!("unchecked verifier violations:\n{}", list(&found));
         }
     }

@@ -12,20 +12,40 @@ use std::ffi::c_void;
 use super::irql::{self, APC_LEVEL, DISPATCH_LEVEL};
 use super::with_kernel;
 
-/// `POOL_FLAG_NON_PAGED`.
+// Pool flags of wdm.h. The low 32 bits are "required" flags (an unknown one fails the
+// call), the high 32 bits "optional" ones (ignored when unknown).
+const POOL_FLAG_USE_QUOTA: u64 = 0x1;
+const POOL_FLAG_UNINITIALIZED: u64 = 0x2;
+const POOL_FLAG_SESSION: u64 = 0x4;
+const POOL_FLAG_CACHE_ALIGNED: u64 = 0x8;
+const POOL_FLAG_RAISE_ON_FAILURE: u64 = 0x20;
 const POOL_FLAG_NON_PAGED: u64 = 0x40;
-/// `POOL_FLAG_PAGED`.
+const POOL_FLAG_NON_PAGED_EXECUTE: u64 = 0x80;
 const POOL_FLAG_PAGED: u64 = 0x100;
-/// `POOL_FLAG_USE_QUOTA`, `POOL_FLAG_UNINITIALIZED`, `POOL_FLAG_CACHE_ALIGNED`,
-/// `POOL_FLAG_RAISE_ON_FAILURE` and the rest of the documented required/optional flags.
-const POOL_FLAGS_KNOWN: u64 = 0x1 | 0x2 | 0x4 | 0x8 | 0x20 | 0x40 | 0x80 | 0x100 | 0x200;
+const REQUIRED_KNOWN: u64 = POOL_FLAG_USE_QUOTA
+    | POOL_FLAG_UNINITIALIZED
+    | POOL_FLAG_SESSION
+    | POOL_FLAG_CACHE_ALIGNED
+    | POOL_FLAG_RAISE_ON_FAILURE
+    | POOL_FLAG_NON_PAGED
+    | POOL_FLAG_NON_PAGED_EXECUTE
+    | POOL_FLAG_PAGED;
 /// Pool alignment on 64-bit Windows.
 const ALIGN: usize = 16;
+
+/// Who a block belongs to: the driver frees its own; FltMgr's (contexts, security
+/// descriptors) go back only through FltMgr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    Driver,
+    FltMgr(&'static str),
+}
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Block {
     pub(crate) tag: u32,
     pub(crate) size: usize,
+    pub(crate) owner: Owner,
 }
 
 #[derive(Default)]
@@ -53,7 +73,7 @@ impl Pool {
     }
 
     /// Allocates zeroed pool; `None` when an injected failure fires.
-    pub(crate) fn allocate(&mut self, size: usize, tag: u32) -> Option<*mut u8> {
+    pub(crate) fn allocate(&mut self, size: usize, tag: u32, owner: Owner) -> Option<*mut u8> {
         if let Some(n) = self.fail_in.as_mut() {
             *n -= 1;
             if *n == 0 {
@@ -67,17 +87,27 @@ impl Pool {
         if ptr.is_null() {
             return None;
         }
-        self.blocks.insert(ptr as usize, Block { tag, size });
+        self.blocks.insert(ptr as usize, Block { tag, size, owner });
         Some(ptr)
     }
 
-    /// Frees a block; `Err` says what was wrong with the request.
-    pub(crate) fn free(&mut self, ptr: *mut u8, tag: Option<u32>) -> Result<Block, String> {
+    /// Frees a block on behalf of `by`; `Err` says what was wrong with the request.
+    pub(crate) fn free(
+        &mut self,
+        ptr: *mut u8,
+        tag: Option<u32>,
+        by: Owner,
+    ) -> Result<Block, String> {
         let Some(block) = self.blocks.get(&(ptr as usize)).copied() else {
             return Err(format!(
                 "{ptr:p} is not an allocated pool block (double free?)"
             ));
         };
+        if let (Owner::FltMgr(what), Owner::Driver) = (block.owner, by) {
+            return Err(format!(
+                "{ptr:p} is a {what} owned by FltMgr: release it through FltMgr, never free it"
+            ));
+        }
         if let Some(tag) = tag
             && tag != block.tag
         {
@@ -114,8 +144,12 @@ pub extern "system" fn ExAllocatePool2(flags: u64, size: usize, tag: u32) -> *mu
         if paged { APC_LEVEL } else { DISPATCH_LEVEL },
     );
     with_kernel(|k| {
-        if flags & !POOL_FLAGS_KNOWN != 0 || (paged == (flags & POOL_FLAG_NON_PAGED != 0)) {
-            k.violation("ExAllocatePool2", format!("invalid pool flags {flags:#x}"));
+        let pool_types = (flags
+            & (POOL_FLAG_NON_PAGED | POOL_FLAG_NON_PAGED_EXECUTE | POOL_FLAG_PAGED))
+            .count_ones();
+        let required = flags & 0xFFFF_FFFF;
+        if required & !REQUIRED_KNOWN != 0 || pool_types != 1 {
+            k.violation("ExAllocatePool2", format!("invalid pool flags {flags:#x}: unknown required flags or not exactly one pool type"));
             return std::ptr::null_mut();
         }
         if tag == 0 {
@@ -125,9 +159,20 @@ pub extern "system" fn ExAllocatePool2(flags: u64, size: usize, tag: u32) -> *mu
         if size == 0 {
             k.violation("ExAllocatePool2", "zero-byte allocation");
         }
-        k.pool
-            .allocate(size, tag)
-            .map_or(std::ptr::null_mut(), |p| p.cast())
+        match k.pool.allocate(size, tag, Owner::Driver) {
+            Some(p) => p.cast(),
+            None => {
+                if flags & POOL_FLAG_RAISE_ON_FAILURE != 0 {
+                    // Windows raises STATUS_INSUFFICIENT_RESOURCES; Rust code has no SEH
+                    // frame to catch it, so the machine would bug check.
+                    k.violation(
+                        "ExAllocatePool2",
+                        "POOL_FLAG_RAISE_ON_FAILURE raised an exception no Rust frame can handle",
+                    );
+                }
+                std::ptr::null_mut()
+            }
+        }
     })
 }
 
@@ -136,7 +181,7 @@ pub extern "system" fn ExAllocatePool2(flags: u64, size: usize, tag: u32) -> *mu
 pub extern "system" fn ExFreePoolWithTag(ptr: *mut c_void, tag: u32) {
     irql::check("ExFreePoolWithTag", DISPATCH_LEVEL);
     with_kernel(|k| {
-        if let Err(message) = k.pool.free(ptr.cast(), Some(tag)) {
+        if let Err(message) = k.pool.free(ptr.cast(), Some(tag), Owner::Driver) {
             k.violation("ExFreePoolWithTag", message);
         }
     });

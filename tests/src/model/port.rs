@@ -21,6 +21,7 @@ use windows_sys::Win32::Foundation::{
 use windows_sys::Win32::Security::PSECURITY_DESCRIPTOR;
 
 use super::irql::{self, PASSIVE_LEVEL};
+use super::pool::Owner;
 use super::{Machine, with_kernel};
 
 /// `FLT_PORT_CONNECT`.
@@ -83,7 +84,11 @@ pub unsafe extern "system" fn FltBuildDefaultSecurityDescriptor(
     }
     with_kernel(|k| {
         // FltMgr allocates it from paged pool with its own tag ('FMsd').
-        let Some(ptr) = k.pool.allocate(SD_BYTES, u32::from_le_bytes(*b"FMsd")) else {
+        let Some(ptr) = k.pool.allocate(
+            SD_BYTES,
+            u32::from_le_bytes(*b"FMsd"),
+            Owner::FltMgr("security descriptor"),
+        ) else {
             return STATUS_INSUFFICIENT_RESOURCES;
         };
         k.security_descriptors.insert(ptr as usize, access);
@@ -107,7 +112,10 @@ pub extern "system" fn FltFreeSecurityDescriptor(sd: PSECURITY_DESCRIPTOR) {
             );
             return;
         }
-        if let Err(message) = k.pool.free(sd.cast(), None) {
+        if let Err(message) = k
+            .pool
+            .free(sd.cast(), None, Owner::FltMgr("security descriptor"))
+        {
             k.violation("FltFreeSecurityDescriptor", message);
         }
     });
@@ -151,8 +159,11 @@ pub unsafe extern "system" fn FltCreateCommunicationPort(
         {
             return STATUS_INVALID_PARAMETER;
         }
-        if !k.filters.contains_key(&filter) {
+        if !k.live_filter("FltCreateCommunicationPort", filter) {
             return STATUS_INVALID_PARAMETER;
+        }
+        if let Some(status) = k.injected("FltCreateCommunicationPort") {
+            return status;
         }
         if oa.Attributes & OBJ_KERNEL_HANDLE == 0 {
             k.violation("FltCreateCommunicationPort", "port handle created without OBJ_KERNEL_HANDLE: it lands in the current process's handle table");
@@ -235,6 +246,10 @@ pub unsafe extern "system" fn FltCloseClientPort(_filter: PFLT_FILTER, port: *mu
     }
     // SAFETY: the driver's port slot.
     let handle = unsafe { port.read() };
+    if handle == 0 {
+        // Documented: closing an already-closed (NULL) client port does nothing.
+        return;
+    }
     with_kernel(|k| match k.client_ports.get_mut(&handle) {
         Some(c) if !c.closed => c.closed = true,
         _ => k.violation(
