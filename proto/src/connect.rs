@@ -133,7 +133,8 @@ mod tests {
             body,
         };
         let mut out = std::vec![0u8; ConnectionContext::encoded_len(body.len())];
-        assert_eq!(ctx.encode(&mut out), Ok(out.len()));
+        let written = ctx.encode(&mut out);
+        assert_eq!(written, Ok(out.len()));
         out
     }
 
@@ -142,9 +143,8 @@ mod tests {
     #[test]
     fn round_trips() {
         let bytes = encoded(b"sync root");
-        let ctx = ConnectionContext::decode(&bytes).unwrap();
-        assert_eq!(ctx.version, crate::PROTOCOL_VERSION);
-        assert_eq!(ctx.body, b"sync root");
+        let decoded = ConnectionContext::decode(&bytes).map(|c| (c.version, c.body));
+        assert_eq!(decoded, Ok((crate::PROTOCOL_VERSION, &b"sync root"[..])));
     }
 
     #[test]
@@ -204,8 +204,8 @@ mod tests {
         #[test]
         fn any_body_round_trips(body in proptest::collection::vec(any::<u8>(), 0..1024)) {
             let bytes = encoded(&body);
-            let ctx = ConnectionContext::decode(&bytes).unwrap();
-            prop_assert_eq!(ctx.body, &body[..]);
+            let decoded = ConnectionContext::decode(&bytes).map(|c| c.body);
+            prop_assert_eq!(decoded, Ok(&body[..]));
         }
 
         #[test]
