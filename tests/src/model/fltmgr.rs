@@ -131,6 +131,14 @@ impl Kernel {
         }
     }
 
+    /// The configuration of the volume with this handle.
+    fn volume_config(&self, volume: PFLT_VOLUME) -> Option<super::VolumeConfig> {
+        self.volumes
+            .iter()
+            .find(|v| v.handle == volume)
+            .map(|v| v.config.clone())
+    }
+
     fn filter_of_instance(&self, instance: PFLT_INSTANCE) -> Option<(PFLT_FILTER, usize)> {
         self.filters.iter().find_map(|(h, f)| {
             f.instances
@@ -712,10 +720,7 @@ pub unsafe extern "system" fn FltQueryVolumeInformation(
     let config = with_kernel(|k| {
         let (filter, pos) = k.filter_of_instance(instance)?;
         let volume = k.filters.get(&filter)?.instances.get(pos)?.volume;
-        k.volumes
-            .iter()
-            .find(|v| v.handle == volume)
-            .map(|v| v.config.clone())
+        k.volume_config(volume)
     });
     let Some(config) = config else {
         return STATUS_INVALID_PARAMETER;
@@ -771,12 +776,7 @@ pub unsafe extern "system" fn FltGetVolumeProperties(
     returned: *mut u32,
 ) -> NTSTATUS {
     irql::check("FltGetVolumeProperties", APC_LEVEL);
-    let config = with_kernel(|k| {
-        k.volumes
-            .iter()
-            .find(|v| v.handle == volume)
-            .map(|v| v.config.clone())
-    });
+    let config = with_kernel(|k| k.volume_config(volume));
     let Some(config) = config else {
         return STATUS_INVALID_PARAMETER;
     };
@@ -863,12 +863,7 @@ impl Machine {
             let attached = f
                 .instances
                 .iter()
-                .filter_map(|i| {
-                    k.volumes
-                        .iter()
-                        .find(|v| v.handle == i.volume)
-                        .map(|v| v.config.device_name.clone())
-                })
+                .filter_map(|i| k.volume_config(i.volume).map(|c| c.device_name))
                 .collect();
             let instance_contexts = f
                 .instances
