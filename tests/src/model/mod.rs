@@ -11,8 +11,10 @@
 
 pub mod fltmgr;
 pub mod irql;
+pub mod ntfs;
 pub mod pool;
 pub mod port;
+pub mod process;
 pub mod volume;
 
 use std::collections::HashMap;
@@ -57,6 +59,7 @@ pub(crate) struct Kernel {
     pub(crate) server_ports: HashMap<isize, port::ServerPort>,
     pub(crate) client_ports: HashMap<isize, port::ClientPort>,
     pub(crate) volumes: Vec<volume::Volume>,
+    pub(crate) processes: process::Processes,
     pub(crate) violations: Vec<Violation>,
     /// Injected failures: the next call of the API returns the status.
     inject: HashMap<&'static str, NTSTATUS>,
@@ -73,6 +76,7 @@ impl Kernel {
             server_ports: HashMap::new(),
             client_ports: HashMap::new(),
             volumes: Vec::new(),
+            processes: process::Processes::default(),
             violations: Vec::new(),
             inject: HashMap::new(),
             next_handle: HANDLE_BASE,

@@ -1,0 +1,224 @@
+//! Processes and threads: who is running, which image, which placeholder compatibility
+//! mode, and who asked for each I/O.
+//!
+//! Owns: the process table (pid, image path in NT form, process compatibility mode,
+//! whether it runs elevated, whether it is alive), the calling thread's identity
+//! (thread-local: which process it belongs to, its own compatibility mode), and the
+//! kernel entry points that read them.
+//!
+//! A model thread belongs to the System process (pid 4) until [`run_as`] puts it in a
+//! user process, the way a system worker thread and an application thread differ.
+
+use std::cell::Cell;
+use std::ffi::c_void;
+
+use windows_sys::Win32::Foundation::HANDLE;
+
+use super::with_kernel;
+
+/// pid of the System process: kernel worker threads and DriverEntry run in it.
+pub const SYSTEM_PID: u32 = 4;
+
+/// `PHCM_APPLICATION_DEFAULT`.
+pub const PHCM_APPLICATION_DEFAULT: i8 = 0;
+/// `PHCM_DISGUISE_PLACEHOLDER`.
+pub const PHCM_DISGUISE_PLACEHOLDER: i8 = 1;
+/// `PHCM_EXPOSE_PLACEHOLDERS`.
+pub const PHCM_EXPOSE_PLACEHOLDERS: i8 = 2;
+/// `PHCM_DISGUISE_FULL_PLACEHOLDERS` (newer headers).
+pub const PHCM_DISGUISE_FULL_PLACEHOLDERS: i8 = 3;
+/// `PHCM_ERROR_INVALID_PARAMETER`.
+pub const PHCM_ERROR_INVALID_PARAMETER: i8 = -1;
+/// `PHCM_ERROR_NO_TEB`.
+pub const PHCM_ERROR_NO_TEB: i8 = -2;
+/// `PHCM_ERROR_NO_PEB`.
+pub const PHCM_ERROR_NO_PEB: i8 = -3;
+
+/// Where process objects start: far from anything real, distinct from handles.
+const EPROCESS_BASE: usize = 0x7e58_0000_0000;
+
+/// One process.
+#[derive(Debug, Clone)]
+pub struct Process {
+    /// Process id.
+    pub pid: u32,
+    /// Image path in NT device form (`\Device\HarddiskVolume1\Tools\app.exe`).
+    pub image: String,
+    /// Process-wide placeholder compatibility mode (`PHCM_*`).
+    pub compat: i8,
+    /// Whether its token is elevated (in the port descriptor's DACL).
+    pub elevated: bool,
+    /// False once it has exited or been killed.
+    pub alive: bool,
+}
+
+impl Process {
+    /// The EPROCESS pointer the model hands out for this process.
+    pub fn eprocess(&self) -> *mut c_void {
+        (EPROCESS_BASE + self.pid as usize * 0x1000) as *mut c_void
+    }
+}
+
+pub(crate) struct Processes {
+    pub(crate) table: Vec<Process>,
+    next_pid: u32,
+}
+
+impl Default for Processes {
+    fn default() -> Self {
+        Self {
+            table: vec![Process {
+                pid: SYSTEM_PID,
+                image: String::new(),
+                compat: PHCM_APPLICATION_DEFAULT,
+                elevated: true,
+                alive: true,
+            }],
+            next_pid: 1000,
+        }
+    }
+}
+
+impl Processes {
+    pub(crate) fn spawn(&mut self, image: String, compat: i8, elevated: bool) -> u32 {
+        self.next_pid += 4;
+        let pid = self.next_pid;
+        self.table.push(Process {
+            pid,
+            image,
+            compat,
+            elevated,
+            alive: true,
+        });
+        pid
+    }
+
+    pub(crate) fn get(&self, pid: u32) -> Option<&Process> {
+        self.table.iter().find(|p| p.pid == pid)
+    }
+
+    pub(crate) fn get_mut(&mut self, pid: u32) -> Option<&mut Process> {
+        self.table.iter_mut().find(|p| p.pid == pid)
+    }
+
+    pub(crate) fn by_eprocess(&self, eprocess: *mut c_void) -> Option<&Process> {
+        self.table.iter().find(|p| p.eprocess() == eprocess)
+    }
+}
+
+thread_local! {
+    static CURRENT_PID: Cell<u32> = const { Cell::new(SYSTEM_PID) };
+    static THREAD_COMPAT: Cell<i8> = const { Cell::new(PHCM_APPLICATION_DEFAULT) };
+}
+
+/// The pid of the process the calling thread belongs to.
+pub fn current_pid() -> u32 {
+    CURRENT_PID.with(Cell::get)
+}
+
+/// The calling thread's own placeholder compatibility mode.
+pub fn thread_compat() -> i8 {
+    THREAD_COMPAT.with(Cell::get)
+}
+
+/// Sets the calling thread's placeholder compatibility mode; returns the old one.
+pub fn set_thread_compat(mode: i8) -> i8 {
+    THREAD_COMPAT.with(|c| c.replace(mode))
+}
+
+/// Runs `f` on this thread as a thread of process `pid` with a fresh thread
+/// compatibility mode, then returns the thread to where it was.
+pub fn run_as<R>(pid: u32, f: impl FnOnce() -> R) -> R {
+    let old = CURRENT_PID.with(|c| c.replace(pid));
+    let old_mode = set_thread_compat(PHCM_APPLICATION_DEFAULT);
+    let r = f();
+    CURRENT_PID.with(|c| c.set(old));
+    set_thread_compat(old_mode);
+    r
+}
+
+/// The EPROCESS of the calling thread's process.
+pub(crate) fn current_eprocess() -> *mut c_void {
+    with_kernel(|k| {
+        k.processes
+            .get(current_pid())
+            .map_or(std::ptr::null_mut(), Process::eprocess)
+    })
+}
+
+/// PsGetCurrentProcessId.
+#[unsafe(no_mangle)]
+pub extern "system" fn PsGetCurrentProcessId() -> HANDLE {
+    current_pid() as usize as HANDLE
+}
+
+/// IoGetCurrentProcess.
+#[unsafe(no_mangle)]
+pub extern "system" fn IoGetCurrentProcess() -> *mut c_void {
+    current_eprocess()
+}
+
+/// PsGetProcessId.
+#[unsafe(no_mangle)]
+pub extern "system" fn PsGetProcessId(process: *mut c_void) -> HANDLE {
+    with_kernel(|k| match k.processes.by_eprocess(process) {
+        Some(p) => p.pid as usize as HANDLE,
+        None => {
+            k.violation(
+                "PsGetProcessId",
+                format!("{process:p} is not a process object"),
+            );
+            std::ptr::null_mut()
+        }
+    })
+}
+
+/// RtlQueryProcessPlaceholderCompatibilityMode: the calling process's mode.
+#[unsafe(no_mangle)]
+pub extern "system" fn RtlQueryProcessPlaceholderCompatibilityMode() -> i8 {
+    let pid = current_pid();
+    if pid == SYSTEM_PID {
+        // System threads have no PEB.
+        return PHCM_ERROR_NO_PEB;
+    }
+    with_kernel(|k| k.processes.get(pid).map_or(PHCM_ERROR_NO_PEB, |p| p.compat))
+}
+
+/// RtlQueryThreadPlaceholderCompatibilityMode: the calling thread's mode.
+#[unsafe(no_mangle)]
+pub extern "system" fn RtlQueryThreadPlaceholderCompatibilityMode() -> i8 {
+    if current_pid() == SYSTEM_PID {
+        return PHCM_ERROR_NO_TEB;
+    }
+    thread_compat()
+}
+
+/// RtlSetProcessPlaceholderCompatibilityMode: sets the calling process's mode, returns
+/// the previous one.
+#[unsafe(no_mangle)]
+pub extern "system" fn RtlSetProcessPlaceholderCompatibilityMode(mode: i8) -> i8 {
+    if !(PHCM_APPLICATION_DEFAULT..=PHCM_DISGUISE_FULL_PLACEHOLDERS).contains(&mode) {
+        return PHCM_ERROR_INVALID_PARAMETER;
+    }
+    let pid = current_pid();
+    if pid == SYSTEM_PID {
+        return PHCM_ERROR_NO_PEB;
+    }
+    with_kernel(|k| match k.processes.get_mut(pid) {
+        Some(p) => std::mem::replace(&mut p.compat, mode),
+        None => PHCM_ERROR_NO_PEB,
+    })
+}
+
+/// RtlSetThreadPlaceholderCompatibilityMode: sets the calling thread's mode, returns the
+/// previous one.
+#[unsafe(no_mangle)]
+pub extern "system" fn RtlSetThreadPlaceholderCompatibilityMode(mode: i8) -> i8 {
+    if !(PHCM_APPLICATION_DEFAULT..=PHCM_DISGUISE_FULL_PLACEHOLDERS).contains(&mode) {
+        return PHCM_ERROR_INVALID_PARAMETER;
+    }
+    if current_pid() == SYSTEM_PID {
+        return PHCM_ERROR_NO_TEB;
+    }
+    set_thread_compat(mode)
+}
