@@ -18,7 +18,8 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_STREAM_CONTEXT, FLT_STREAMHANDLE_CONTEXT, FLT_VOLUME_PROPERTIES,
     FLTFL_FILTER_UNLOAD_MANDATORY, FLTFL_INSTANCE_SETUP_AUTOMATIC_ATTACHMENT, IRP_MJ_OPERATION_END,
     PFLT_CONTEXT, PFLT_CONTEXT_CLEANUP_CALLBACK, PFLT_FILTER, PFLT_FILTER_UNLOAD_CALLBACK,
-    PFLT_INSTANCE, PFLT_INSTANCE_SETUP_CALLBACK, PFLT_VOLUME,
+    PFLT_INSTANCE, PFLT_INSTANCE_SETUP_CALLBACK, PFLT_POST_OPERATION_CALLBACK,
+    PFLT_PRE_OPERATION_CALLBACK, PFLT_VOLUME,
 };
 use windows_sys::Wdk::Storage::FileSystem::{FS_INFORMATION_CLASS, FileFsAttributeInformation};
 use windows_sys::Win32::Foundation::{
@@ -67,6 +68,8 @@ pub struct Operation {
     pub has_pre: bool,
     /// Whether a post-operation callback is registered.
     pub has_post: bool,
+    pub(crate) pre: PFLT_PRE_OPERATION_CALLBACK,
+    pub(crate) post: PFLT_POST_OPERATION_CALLBACK,
 }
 
 /// What FltRegisterFilter accepted, for tests to inspect.
@@ -94,14 +97,14 @@ pub(crate) struct Filter {
 pub(crate) struct Instance {
     pub(crate) handle: PFLT_INSTANCE,
     pub(crate) volume: PFLT_VOLUME,
-    context: Option<usize>,
+    pub(crate) context: Option<usize>,
 }
 
 pub(crate) struct Context {
-    filter: PFLT_FILTER,
-    context_type: u16,
-    size: usize,
-    refs: usize,
+    pub(crate) filter: PFLT_FILTER,
+    pub(crate) context_type: u16,
+    pub(crate) size: usize,
+    pub(crate) refs: usize,
     cleanup: PFLT_CONTEXT_CLEANUP_CALLBACK,
 }
 
@@ -132,14 +135,17 @@ impl Kernel {
     }
 
     /// The configuration of the volume with this handle.
-    fn volume_config(&self, volume: PFLT_VOLUME) -> Option<super::VolumeConfig> {
+    pub(crate) fn volume_config(&self, volume: PFLT_VOLUME) -> Option<super::VolumeConfig> {
         self.volumes
             .iter()
             .find(|v| v.handle == volume)
             .map(|v| v.config.clone())
     }
 
-    fn filter_of_instance(&self, instance: PFLT_INSTANCE) -> Option<(PFLT_FILTER, usize)> {
+    pub(crate) fn filter_of_instance(
+        &self,
+        instance: PFLT_INSTANCE,
+    ) -> Option<(PFLT_FILTER, usize)> {
         self.filters.iter().find_map(|(h, f)| {
             f.instances
                 .iter()
@@ -150,7 +156,7 @@ impl Kernel {
 
     /// Drops one reference; returns the cleanup to run (lock released) when it was the
     /// last.
-    fn release(
+    pub(crate) fn release(
         &mut self,
         api: &'static str,
         ptr: usize,
@@ -172,7 +178,7 @@ impl Kernel {
 }
 
 /// Runs a context's cleanup callback (lock released), then frees its memory.
-fn finish_release(ptr: usize, cleanup: (PFLT_CONTEXT_CLEANUP_CALLBACK, u16)) {
+pub(crate) fn finish_release(ptr: usize, cleanup: (PFLT_CONTEXT_CLEANUP_CALLBACK, u16)) {
     if let Some(callback) = cleanup.0 {
         // SAFETY: the driver's cleanup callback for a context of this type, called once
         // as its last reference goes, as FltMgr does.
@@ -350,6 +356,8 @@ unsafe fn read_operations(
             flags: entry.Flags,
             has_pre: entry.PreOperation.is_some(),
             has_post: entry.PostOperation.is_some(),
+            pre: entry.PreOperation,
+            post: entry.PostOperation,
         });
     }
     Err("operation registration is not terminated by IRP_MJ_OPERATION_END".into())

@@ -222,3 +222,28 @@ pub extern "system" fn RtlSetThreadPlaceholderCompatibilityMode(mode: i8) -> i8 
     }
     set_thread_compat(mode)
 }
+
+impl super::Machine {
+    /// Starts a process running `image_nt` (NT device form) with process compatibility
+    /// mode `compat`; `elevated` decides whether the port's default descriptor admits
+    /// it. Returns its pid.
+    pub fn spawn_process(&self, image_nt: &str, compat: i8, elevated: bool) -> u32 {
+        with_kernel(|k| k.processes.spawn(image_nt.to_owned(), compat, elevated))
+    }
+
+    /// Kills process `pid` (fault injection, and process exit): its threads waiting in
+    /// FltSendMessage return STATUS_THREAD_IS_TERMINATING, and every handle it holds is
+    /// closed, so its ports disconnect and their pending FilterGetMessage calls fail.
+    pub fn kill_process(&self, pid: u32) {
+        let known = with_kernel(|k| match k.processes.get_mut(pid) {
+            Some(p) if pid != SYSTEM_PID => {
+                p.alive = false;
+                true
+            }
+            _ => false,
+        });
+        assert!(known, "kill_process({pid}): no such user process");
+        super::port::process_terminated(pid);
+        super::fltlib::close_process_handles(pid);
+    }
+}

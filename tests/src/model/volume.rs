@@ -1,5 +1,6 @@
 //! Mounted volumes as FltMgr and the file system describe them at attach time.
 
+use super::ntfs::Ntfs;
 use windows_sys::Win32::Storage::InstallableFileSystems::{
     FLT_FILESYSTEM_TYPE, FLT_FSTYPE_FAT, FLT_FSTYPE_NTFS,
 };
@@ -67,10 +68,14 @@ impl VolumeConfig {
 pub(crate) struct Volume {
     pub(crate) handle: isize,
     pub(crate) config: VolumeConfig,
+    /// What is on it: every volume is modelled with NTFS's on-disk behaviour; FAT and
+    /// network volumes only matter for attach decisions.
+    pub(crate) fs: Ntfs,
 }
 
 impl Volume {
     pub(crate) fn new(handle: isize, config: VolumeConfig) -> Self {
-        Self { handle, config }
+        let fs = Ntfs::new(u32::from(config.sector_size), super::now());
+        Self { handle, config, fs }
     }
 }

@@ -1,0 +1,1616 @@
+//! The I/O manager's side of files: handles, file objects, streams and their caches, and
+//! the file system requests that reach NTFS once every filter has had its say.
+//!
+//! Owns: the handle table (user and kernel handles to file objects), every FILE_OBJECT
+//! the model created (its memory, references, which NTFS open it is), streams (the
+//! file objects sharing one file, FltMgr's stream contexts, the cache manager's pages),
+//! and the user-mode entry points tests and scenarios call ([`create`], [`read`], …):
+//! each runs in the calling thread's process (see `process::run_as`), as an NtXxx call
+//! would.
+//!
+//! Cached reads behave like the cache manager: pages not yet cached are paged in by
+//! paging reads that go through every filter again, at APC_LEVEL. Non-cached I/O must be
+//! sector aligned.
+
+use std::collections::{BTreeMap, HashMap};
+use std::ffi::c_void;
+
+use windows_sys::Wdk::Foundation::{FILE_OBJECT, IO_SECURITY_CONTEXT};
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    FLT_PARAMETERS, FLT_PARAMETERS_0, FLT_PARAMETERS_3, FLT_PARAMETERS_4, FLT_PARAMETERS_5,
+    FLT_PARAMETERS_6, FLT_PARAMETERS_11, FLT_PARAMETERS_11_0, FLT_PARAMETERS_12,
+    FLT_PARAMETERS_12_3, FLT_PARAMETERS_21, PFLT_INSTANCE, PFLT_VOLUME,
+};
+use windows_sys::Wdk::Storage::FileSystem::SyncTypeCreateSection;
+use windows_sys::Win32::Foundation::{
+    NTSTATUS, STATUS_ACCESS_DENIED, STATUS_END_OF_FILE, STATUS_INVALID_DEVICE_REQUEST,
+    STATUS_INVALID_HANDLE, STATUS_INVALID_PARAMETER, STATUS_IO_REPARSE_TAG_NOT_HANDLED,
+    STATUS_OBJECT_NAME_INVALID, STATUS_OBJECT_PATH_NOT_FOUND, STATUS_REPARSE, STATUS_SUCCESS,
+    UNICODE_STRING,
+};
+
+use super::io::{self, Cbd, Completion, FsCall, Kind, OpState, Request, irp, major};
+use super::irql::{APC_LEVEL, PASSIVE_LEVEL};
+use super::ntfs::{CreateOutcome, CreateRequest, FileId, OpenId};
+use super::process;
+use super::with_kernel;
+
+/// Page size of the cache manager and the memory manager.
+pub const PAGE: u64 = 4096;
+
+/// `FO_SYNCHRONOUS_IO`, `FO_NO_INTERMEDIATE_BUFFERING`, `FO_CLEANUP_COMPLETE`,
+/// `FO_HANDLE_CREATED`.
+const FO_SYNCHRONOUS_IO: u32 = 0x2;
+const FO_NO_INTERMEDIATE_BUFFERING: u32 = 0x8;
+const FO_CLEANUP_COMPLETE: u32 = 0x4000;
+const FO_HANDLE_CREATED: u32 = 0x0004_0000;
+/// `FILE_SYNCHRONOUS_IO_ALERT | FILE_SYNCHRONOUS_IO_NONALERT`.
+const FILE_SYNCHRONOUS_IO: u32 = 0x30;
+const FILE_NO_INTERMEDIATE_BUFFERING: u32 = 0x8;
+const FILE_DELETE_ON_CLOSE: u32 = 0x1000;
+/// FILE_READ_DATA, FILE_WRITE_DATA, FILE_APPEND_DATA, FILE_LIST_DIRECTORY.
+const FILE_READ_DATA: u32 = 0x1;
+const FILE_WRITE_DATA: u32 = 0x2;
+const FILE_APPEND_DATA: u32 = 0x4;
+/// `DELETE`.
+const DELETE: u32 = 0x0001_0000;
+/// FsContext values (the file system's SCB) the model hands out start here.
+const SCB_BASE: usize = 0x7e5b_0000_0000;
+/// `IO_REPARSE_TAG_MOUNT_POINT`, `IO_REPARSE_TAG_SYMLINK`.
+const TAG_MOUNT_POINT: u32 = 0xA000_0003;
+const TAG_SYMLINK: u32 = 0xA000_000C;
+/// How many reparses the I/O manager follows before it gives up (IO_MAX_REPARSE).
+const MAX_REPARSE: usize = 63;
+
+/// A handle as NtCreateFile returns it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Handle(pub isize);
+
+/// NtCreateFile's parameters.
+#[derive(Debug, Clone, Copy)]
+pub struct OpenParams {
+    /// Desired access (file-specific rights; generic rights already mapped).
+    pub access: u32,
+    /// `FILE_SHARE_*`.
+    pub share: u32,
+    /// `FILE_OPEN`, `FILE_CREATE`, ….
+    pub disposition: u32,
+    /// Create options.
+    pub options: u32,
+    /// Attributes of a new file.
+    pub attributes: u32,
+}
+
+impl Default for OpenParams {
+    /// What CreateFileW(GENERIC_READ, share all, OPEN_EXISTING) sends.
+    fn default() -> Self {
+        Self {
+            access: 0x0012_0089,
+            share: 0x7,
+            disposition: 1,
+            options: 0x20 | 0x40,
+            attributes: 0x80,
+        }
+    }
+}
+
+impl OpenParams {
+    /// GENERIC_READ | GENERIC_WRITE, share all, `disposition`.
+    pub fn read_write(disposition: u32) -> Self {
+        Self {
+            access: 0x0012_019F,
+            disposition,
+            ..Self::default()
+        }
+    }
+}
+
+/// How a read reaches the file system.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum IoMode {
+    /// Through the cache manager (fast I/O first once the file is cached).
+    Cached,
+    /// Non-cached: sector aligned, straight to the file system.
+    NonCached,
+    /// A paging read, as a page fault issues it.
+    Paging,
+    /// A mapped view: section creation (AcquireForSectionSynchronization), then page-in.
+    Mapped,
+}
+
+pub(crate) struct FileObj {
+    pub(crate) volume: PFLT_VOLUME,
+    /// Backing store of FILE_OBJECT.FileName.
+    name: Box<[u16]>,
+    pub(crate) open: Option<OpenId>,
+    pub(crate) file: Option<FileId>,
+    /// Object references: the create IRP's, one per handle, ObReferenceObject's.
+    pub(crate) refs: usize,
+    pub(crate) handles: usize,
+    pub(crate) access: u32,
+    pub(crate) options: u32,
+    /// Opened by a filter (FltCreateFileEx2) on this instance.
+    pub(crate) instance: Option<PFLT_INSTANCE>,
+    /// FltMgr's stream-handle contexts on this file object.
+    pub(crate) handle_contexts: Vec<(PFLT_INSTANCE, usize)>,
+    /// The cache manager has been set up for it (after its first cached read).
+    cache_map: bool,
+    /// References the driver took (FltCreateFileEx2's file object, ObReferenceObject).
+    pub(crate) driver_refs: usize,
+}
+
+pub(crate) struct Stream {
+    pub(crate) scb: usize,
+    pub(crate) file_objects: usize,
+    /// FltMgr's stream contexts on this stream.
+    pub(crate) contexts: Vec<(PFLT_INSTANCE, usize)>,
+    /// The cache manager's pages of this stream.
+    pages: BTreeMap<u64, Vec<u8>>,
+}
+
+pub(crate) struct HandleEntry {
+    file_object: usize,
+    pid: u32,
+    kernel: bool,
+}
+
+#[derive(Default)]
+pub(crate) struct Io {
+    pub(crate) ops: HashMap<usize, OpState>,
+    pub(crate) files: HashMap<usize, FileObj>,
+    pub(crate) handles: HashMap<isize, HandleEntry>,
+    pub(crate) streams: HashMap<(PFLT_VOLUME, FileId), Stream>,
+    /// FLT_TAG_DATA_BUFFERs handed out with STATUS_REPARSE, by callback data.
+    pub(crate) tag_data: HashMap<usize, Vec<u64>>,
+    /// What the file system answered a create that reparsed, by file object.
+    pub(crate) reparse_result: HashMap<usize, (u32, Vec<u8>, usize)>,
+    next_scb: usize,
+}
+
+// ---------------------------------------------------------------------------------------
+// Paths
+// ---------------------------------------------------------------------------------------
+
+/// A path split into the volume it names and the path on that volume.
+pub(crate) fn resolve(path: &str) -> Result<(PFLT_VOLUME, String), NTSTATUS> {
+    let (device, rest) = if let Some(rest) = path.strip_prefix("\\Device\\") {
+        let end = rest.find('\\').unwrap_or(rest.len());
+        (
+            format!("\\Device\\{}", &rest[..end]),
+            rest[end..].to_string(),
+        )
+    } else {
+        let dos = path.strip_prefix("\\??\\").unwrap_or(path);
+        let mut chars = dos.chars();
+        let (Some(letter), Some(':')) = (chars.next(), chars.next()) else {
+            return Err(STATUS_OBJECT_PATH_NOT_FOUND);
+        };
+        let letter = letter.to_ascii_uppercase();
+        if !letter.is_ascii_uppercase() || letter < 'C' {
+            return Err(STATUS_OBJECT_PATH_NOT_FOUND);
+        }
+        let n = letter as u32 - 'C' as u32 + 1;
+        (format!("\\Device\\HarddiskVolume{n}"), dos[2..].to_string())
+    };
+    let rest = if rest.is_empty() {
+        "\\".to_string()
+    } else {
+        rest
+    };
+    if !rest.starts_with('\\') {
+        return Err(STATUS_OBJECT_NAME_INVALID);
+    }
+    with_kernel(|k| {
+        k.volumes
+            .iter()
+            .find(|v| v.config.device_name.eq_ignore_ascii_case(&device))
+            .map(|v| (v.handle, rest.clone()))
+            .ok_or(STATUS_OBJECT_PATH_NOT_FOUND)
+    })
+}
+
+/// The NT form of a DOS path (`C:\x` → `\Device\HarddiskVolume1\x`).
+pub fn nt_path(path: &str) -> Result<String, NTSTATUS> {
+    let (volume, rest) = resolve(path)?;
+    with_kernel(|k| {
+        k.volumes
+            .iter()
+            .find(|v| v.handle == volume)
+            .map(|v| format!("{}{}", v.config.device_name, rest))
+            .ok_or(STATUS_OBJECT_PATH_NOT_FOUND)
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// File objects
+// ---------------------------------------------------------------------------------------
+
+fn new_file_object(volume: PFLT_VOLUME, path: &str, access: u32, options: u32) -> usize {
+    let name: Box<[u16]> = path.encode_utf16().collect();
+    let mut fo: Box<FILE_OBJECT> = Box::default();
+    fo.Type = 5; // IO_TYPE_FILE
+    fo.Size = std::mem::size_of::<FILE_OBJECT>() as i16;
+    fo.FileName = UNICODE_STRING {
+        Length: (name.len() * 2) as u16,
+        MaximumLength: (name.len() * 2) as u16,
+        Buffer: name.as_ptr().cast_mut(),
+    };
+    fo.ReadAccess = access & FILE_READ_DATA != 0;
+    fo.WriteAccess = access & (FILE_WRITE_DATA | FILE_APPEND_DATA) != 0;
+    fo.DeleteAccess = access & DELETE != 0;
+    if options & FILE_SYNCHRONOUS_IO != 0 {
+        fo.Flags |= FO_SYNCHRONOUS_IO;
+    }
+    if options & FILE_NO_INTERMEDIATE_BUFFERING != 0 {
+        fo.Flags |= FO_NO_INTERMEDIATE_BUFFERING;
+    }
+    let addr = Box::into_raw(fo) as usize;
+    with_kernel(|k| {
+        k.io.files.insert(
+            addr,
+            FileObj {
+                volume,
+                name,
+                open: None,
+                file: None,
+                refs: 1,
+                handles: 0,
+                access,
+                options,
+                instance: None,
+                handle_contexts: Vec::new(),
+                cache_map: false,
+                driver_refs: 0,
+            },
+        );
+    });
+    addr
+}
+
+fn fo_ptr(addr: usize) -> *mut FILE_OBJECT {
+    addr as *mut FILE_OBJECT
+}
+
+/// Drops one reference; the last sends IRP_MJ_CLOSE and frees the file object.
+pub(crate) fn dereference(addr: usize) {
+    let last = with_kernel(|k| match k.io.files.get_mut(&addr) {
+        Some(f) => {
+            f.refs -= 1;
+            f.refs == 0
+        }
+        None => false,
+    });
+    if last {
+        close_file_object(addr);
+    }
+}
+
+fn close_file_object(addr: usize) {
+    let info = with_kernel(|k| {
+        k.io.files
+            .get(&addr)
+            .map(|f| (f.volume, f.open, f.instance))
+    });
+    let Some((volume, open, instance)) = info else {
+        return;
+    };
+    if open.is_some() {
+        let req = simple_request(major::CLOSE, 0, addr, volume, instance);
+        io::dispatch(&req, fs_noop);
+    }
+    // FltMgr frees the stream-handle contexts with the file object, and the stream's
+    // contexts with its last file object.
+    let released = with_kernel(|k| {
+        let Some(f) = k.io.files.remove(&addr) else {
+            return Vec::new();
+        };
+        let mut drop: Vec<usize> = f.handle_contexts.iter().map(|(_, c)| *c).collect();
+        if let Some(file) = f.file
+            && let Some(s) = k.io.streams.get_mut(&(volume, file))
+        {
+            s.file_objects -= 1;
+            if s.file_objects == 0
+                && let Some(s) = k.io.streams.remove(&(volume, file))
+            {
+                drop.extend(s.contexts.iter().map(|(_, c)| *c));
+            }
+        }
+        drop.into_iter()
+            .filter_map(|c| k.release("FltMgr (close)", c).map(|r| (c, r)))
+            .collect()
+    });
+    for (ptr, cleanup) in released {
+        super::fltmgr::finish_release(ptr, cleanup);
+    }
+    // SAFETY: allocated by Box::into_raw in new_file_object and removed from the table
+    // above, so this is the only release.
+    drop(unsafe { Box::from_raw(fo_ptr(addr)) });
+}
+
+fn simple_request(
+    major: u8,
+    irp_flags: u32,
+    fo: usize,
+    volume: PFLT_VOLUME,
+    instance: Option<PFLT_INSTANCE>,
+) -> Request {
+    Request {
+        major,
+        minor: 0,
+        irp_flags,
+        operation_flags: 0,
+        kind: Kind::Irp,
+        params: FLT_PARAMETERS::default(),
+        file_object: fo_ptr(fo),
+        volume,
+        requestor: process::current_pid(),
+        requestor_mode: if instance.is_some() { 0 } else { 1 },
+        below: instance,
+        irql: PASSIVE_LEVEL,
+    }
+}
+
+fn fs_noop(_: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
+    (STATUS_SUCCESS, 0)
+}
+
+// ---------------------------------------------------------------------------------------
+// Create
+// ---------------------------------------------------------------------------------------
+
+/// Opens or creates `path` as the calling thread's process (NtCreateFile, UserMode).
+pub fn create(path: &str, params: &OpenParams) -> Result<Handle, NTSTATUS> {
+    let mut path = path.to_string();
+    for _ in 0..MAX_REPARSE {
+        let (volume, rel) = resolve(&path)?;
+        match open_on_volume(volume, &rel, params, None)? {
+            Opened::File(fo) => {
+                let pid = process::current_pid();
+                return Ok(Handle(add_handle(fo, pid, false)));
+            }
+            Opened::Reparse {
+                tag,
+                buffer,
+                remaining,
+            } => {
+                path = follow(tag, &buffer, &rel, remaining)?;
+            }
+        }
+    }
+    Err(windows_sys::Win32::Foundation::STATUS_REPARSE_POINT_NOT_RESOLVED)
+}
+
+pub(crate) enum Opened {
+    File(usize),
+    Reparse {
+        tag: u32,
+        buffer: Vec<u8>,
+        remaining: usize,
+    },
+}
+
+/// IRP_MJ_CREATE through the filters; on success a file object with the create's
+/// reference.
+pub(crate) fn open_on_volume(
+    volume: PFLT_VOLUME,
+    rel: &str,
+    params: &OpenParams,
+    instance: Option<PFLT_INSTANCE>,
+) -> Result<Opened, NTSTATUS> {
+    let fo = new_file_object(volume, rel, params.access, params.options);
+    with_kernel(|k| {
+        if let Some(f) = k.io.files.get_mut(&fo) {
+            f.instance = instance;
+        }
+    });
+    let mut security = IO_SECURITY_CONTEXT {
+        SecurityQos: std::ptr::null_mut(),
+        AccessState: std::ptr::null_mut(),
+        DesiredAccess: params.access,
+        FullCreateOptions: params.options,
+    };
+    let mut req = simple_request(major::CREATE, irp::SYNCHRONOUS_API, fo, volume, instance);
+    req.params = FLT_PARAMETERS {
+        Create: FLT_PARAMETERS_0 {
+            SecurityContext: &mut security,
+            Options: (params.disposition << 24) | (params.options & 0x00FF_FFFF),
+            FileAttributes: params.attributes as u16,
+            ShareAccess: params.share as u16,
+            EaLength: 0,
+            EaBuffer: std::ptr::null_mut(),
+            AllocationSize: 0,
+        },
+    };
+    let done = io::dispatch(&req, fs_create);
+    let reparse = with_kernel(|k| k.io.reparse_result.remove(&fo));
+    if done.status == STATUS_SUCCESS || (done.status >= 0 && done.status != STATUS_REPARSE) {
+        let opened = with_kernel(|k| k.io.files.get(&fo).is_some_and(|f| f.open.is_some()));
+        if opened {
+            return Ok(Opened::File(fo));
+        }
+    }
+    // A create that failed never reaches IRP_MJ_CLOSE: the I/O manager frees the file
+    // object, FltMgr the contexts set on it.
+    discard_failed(fo);
+    if done.status == STATUS_REPARSE {
+        let (tag, buffer, remaining) = reparse.unwrap_or((done.information as u32, Vec::new(), 0));
+        return Ok(Opened::Reparse {
+            tag,
+            buffer,
+            remaining,
+        });
+    }
+    Err(if done.status >= 0 {
+        STATUS_INVALID_PARAMETER
+    } else {
+        done.status
+    })
+}
+
+fn discard_failed(fo: usize) {
+    let open = with_kernel(|k| {
+        k.io.files
+            .get(&fo)
+            .and_then(|f| f.open.map(|o| (o, f.volume)))
+    });
+    if let Some((open, volume)) = open {
+        // A filter failed a create the file system completed (FltCancelFileOpen's
+        // effect): the file system sees cleanup for it.
+        with_kernel(|k| {
+            if let Some(v) = k.volumes.iter_mut().find(|v| v.handle == volume) {
+                v.fs.cleanup(open);
+            }
+        });
+    }
+    with_kernel(|k| {
+        if let Some(f) = k.io.files.get_mut(&fo) {
+            f.open = None;
+            f.refs = 1;
+        }
+    });
+    close_file_object(fo);
+}
+
+/// The path a name-surrogate reparse point leads to, or the error the I/O manager gives
+/// for a tag nobody handled.
+fn follow(tag: u32, buffer: &[u8], rel: &str, remaining: usize) -> Result<String, NTSTATUS> {
+    if tag != TAG_SYMLINK && tag != TAG_MOUNT_POINT {
+        return Err(STATUS_IO_REPARSE_TAG_NOT_HANDLED);
+    }
+    // REPARSE_DATA_BUFFER: tag, length, reserved, then SubstituteNameOffset/Length,
+    // PrintNameOffset/Length, (Flags for symlinks), PathBuffer.
+    let word = |at: usize| -> Option<usize> {
+        buffer
+            .get(at..at + 2)
+            .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+    };
+    let header = 8;
+    let (offset, length) = (word(header), word(header + 2));
+    let path_buffer = header + if tag == TAG_SYMLINK { 12 } else { 8 };
+    let (Some(offset), Some(length)) = (offset, length) else {
+        return Err(windows_sys::Win32::Foundation::STATUS_IO_REPARSE_DATA_INVALID);
+    };
+    let Some(bytes) = buffer.get(path_buffer + offset..path_buffer + offset + length) else {
+        return Err(windows_sys::Win32::Foundation::STATUS_IO_REPARSE_DATA_INVALID);
+    };
+    let units: Vec<u16> = bytes
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let target = String::from_utf16_lossy(&units);
+    let chars = rel.encode_utf16().count();
+    let rest_units = remaining / 2;
+    let rest: String = if rest_units <= chars {
+        let all: Vec<u16> = rel.encode_utf16().collect();
+        String::from_utf16_lossy(&all[chars - rest_units..])
+    } else {
+        String::new()
+    };
+    let relative = tag == TAG_SYMLINK
+        && buffer
+            .get(16..20)
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            == Some(1);
+    if relative {
+        // SYMLINK_FLAG_RELATIVE: relative to the link's directory.
+        let consumed: Vec<u16> = rel.encode_utf16().take(chars - rest_units).collect();
+        let link = String::from_utf16_lossy(&consumed);
+        let parent = link.rsplit_once('\\').map_or("", |(p, _)| p);
+        return Err(if target.is_empty() {
+            STATUS_IO_REPARSE_TAG_NOT_HANDLED
+        } else {
+            return Ok(format!("{parent}\\{target}{rest}"));
+        });
+    }
+    Ok(format!("{}{rest}", target.trim_end_matches('\\')))
+}
+
+/// A kernel handle (FltCreateFileEx2) to a file object.
+pub(crate) fn add_kernel_handle(fo: usize) -> isize {
+    add_handle(fo, process::SYSTEM_PID, true)
+}
+
+/// Whether `handle` is a kernel handle (None: no such handle).
+pub(crate) fn is_kernel_handle(handle: isize) -> Option<bool> {
+    with_kernel(|k| k.io.handles.get(&handle).map(|e| e.kernel))
+}
+
+/// A reference the driver takes on a file object; returns the new count.
+pub(crate) fn reference(fo: usize) -> usize {
+    with_kernel(|k| match k.io.files.get_mut(&fo) {
+        Some(f) => {
+            f.refs += 1;
+            f.driver_refs += 1;
+            f.refs
+        }
+        None => {
+            k.violation(
+                "ObfReferenceObject",
+                format!("{fo:#x} is not a live file object"),
+            );
+            0
+        }
+    })
+}
+
+/// The driver drops a reference it took.
+pub(crate) fn dereference_by_driver(fo: usize) {
+    let ok = with_kernel(|k| match k.io.files.get_mut(&fo) {
+        Some(f) if f.driver_refs > 0 => {
+            f.driver_refs -= 1;
+            true
+        }
+        _ => {
+            k.violation(
+                "ObfDereferenceObject",
+                format!(
+                    "file object {fo:#x} dereferenced more often than the driver referenced it"
+                ),
+            );
+            false
+        }
+    });
+    if ok {
+        dereference(fo);
+    }
+}
+
+/// The file object's current byte offset.
+pub(crate) fn position(fo: usize) -> i64 {
+    // SAFETY: the caller checked that `fo` is a live file object.
+    unsafe { (*fo_ptr(fo)).CurrentByteOffset }
+}
+
+pub(crate) fn set_position(fo: usize, at: i64) {
+    // SAFETY: the caller checked that `fo` is a live file object.
+    unsafe { (*fo_ptr(fo)).CurrentByteOffset = at };
+}
+
+/// A read a filter issues below `instance`: non-cached and paging reads go straight to
+/// the file system; cached ones through the cache (whose paging I/O starts at the top).
+pub(crate) fn irp_read(
+    fo: usize,
+    volume: PFLT_VOLUME,
+    offset: u64,
+    buffer: &mut [u8],
+    irp_flags: u32,
+    instance: PFLT_INSTANCE,
+) -> Completion {
+    let irql = if irp_flags & irp::PAGING_IO != 0 {
+        APC_LEVEL
+    } else {
+        super::irql::current()
+    };
+    read_irp(fo, volume, offset, buffer, irp_flags, irql, Some(instance))
+}
+
+/// A write a filter issues below `instance`.
+pub(crate) fn irp_write(
+    fo: usize,
+    volume: PFLT_VOLUME,
+    offset: u64,
+    buffer: &mut [u8],
+    irp_flags: u32,
+    instance: PFLT_INSTANCE,
+) -> Completion {
+    write_irp(fo, volume, offset, buffer, irp_flags, Some(instance))
+}
+
+fn add_handle(fo: usize, pid: u32, kernel: bool) -> isize {
+    with_kernel(|k| {
+        let h = k.handle();
+        k.io.handles.insert(
+            h,
+            HandleEntry {
+                file_object: fo,
+                pid,
+                kernel,
+            },
+        );
+        if let Some(f) = k.io.files.get_mut(&fo) {
+            f.handles += 1;
+        }
+        // SAFETY: a live file object owned by the model.
+        unsafe { (*fo_ptr(fo)).Flags |= FO_HANDLE_CREATED };
+        h
+    })
+}
+
+fn fs_create(cbd: &mut Cbd, op: &FsCall) -> (NTSTATUS, usize) {
+    let fo = cbd.iopb.TargetFileObject as usize;
+    // SAFETY: the parameters of a create, set by the issuer (or a filter, dirty).
+    let create = unsafe { cbd.iopb.Parameters.Create };
+    // SAFETY: the file object lives until the create completes.
+    let name = unsafe { &(*cbd.iopb.TargetFileObject).FileName };
+    let path = if name.Buffer.is_null() {
+        String::new()
+    } else {
+        // SAFETY: FileName describes Length bytes at Buffer (the model's or a filter's).
+        let units =
+            unsafe { std::slice::from_raw_parts(name.Buffer, usize::from(name.Length) / 2) };
+        String::from_utf16_lossy(units)
+    };
+    // SAFETY: the issuer's security context lives across the create.
+    let access = unsafe { create.SecurityContext.as_ref() }.map_or(0, |s| s.DesiredAccess);
+    let now = super::now();
+    let request = CreateRequest {
+        path: &path,
+        disposition: create.Options >> 24,
+        options: create.Options & 0x00FF_FFFF,
+        desired_access: access,
+        share_access: u32::from(create.ShareAccess),
+        open_reparse: &op.open_reparse,
+        attributes: u32::from(create.FileAttributes),
+        now,
+    };
+    with_kernel(|k| {
+        let Some(volume) = k.io.files.get(&fo).map(|f| f.volume) else {
+            return (STATUS_INVALID_PARAMETER, 0);
+        };
+        let Some(v) = k.volumes.iter_mut().find(|v| v.handle == volume) else {
+            return (STATUS_INVALID_PARAMETER, 0);
+        };
+        match v.fs.create(&request) {
+            Ok(CreateOutcome::Opened {
+                open,
+                id,
+                information,
+            }) => {
+                // A reissued create may succeed after an earlier attempt opened nothing;
+                // never two opens on one file object.
+                let scb = {
+                    let next = &mut k.io.next_scb;
+                    let stream = k.io.streams.entry((volume, id)).or_insert_with(|| {
+                        *next += 1;
+                        Stream {
+                            scb: SCB_BASE + *next * 0x100,
+                            file_objects: 0,
+                            contexts: Vec::new(),
+                            pages: BTreeMap::new(),
+                        }
+                    });
+                    stream.file_objects += 1;
+                    stream.scb
+                };
+                if let Some(f) = k.io.files.get_mut(&fo) {
+                    f.open = Some(open);
+                    f.file = Some(id);
+                    f.options = request.options;
+                }
+                // SAFETY: a live file object owned by the model.
+                unsafe {
+                    (*cbd.iopb.TargetFileObject).FsContext = scb as *mut c_void;
+                }
+                // SAFETY: as above.
+                unsafe {
+                    (*cbd.iopb.TargetFileObject).FsContext2 = open as usize as *mut c_void;
+                }
+                (STATUS_SUCCESS, information)
+            }
+            Ok(CreateOutcome::Reparse {
+                tag,
+                buffer,
+                remaining,
+            }) => {
+                k.io.reparse_result
+                    .insert(fo, (tag, buffer.clone(), remaining));
+                // FLT_TAG_DATA_BUFFER: the stored buffer with UnparsedNameLength in the
+                // reserved word, 8-byte aligned storage owned by FltMgr until completion.
+                let mut words = vec![0u64; buffer.len().div_ceil(8).max(2)];
+                // SAFETY: `words` holds at least buffer.len() bytes.
+                let bytes = unsafe {
+                    std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), words.len() * 8)
+                };
+                bytes[..buffer.len()].copy_from_slice(&buffer);
+                bytes[6..8].copy_from_slice(&(remaining as u16).to_le_bytes());
+                cbd.data.TagData = words.as_mut_ptr().cast();
+                k.io.tag_data
+                    .insert(std::ptr::from_ref(cbd) as usize, words);
+                (STATUS_REPARSE, tag as usize)
+            }
+            Err(status) => (status, 0),
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Close
+// ---------------------------------------------------------------------------------------
+
+/// NtClose: the last handle sends IRP_MJ_CLEANUP; the last reference IRP_MJ_CLOSE.
+pub fn close(handle: Handle) -> NTSTATUS {
+    let entry = with_kernel(|k| k.io.handles.remove(&handle.0));
+    let Some(entry) = entry else {
+        return STATUS_INVALID_HANDLE;
+    };
+    let last = with_kernel(|k| match k.io.files.get_mut(&entry.file_object) {
+        Some(f) => {
+            f.handles -= 1;
+            f.handles == 0
+        }
+        None => false,
+    });
+    if last {
+        cleanup(entry.file_object);
+    }
+    dereference(entry.file_object);
+    STATUS_SUCCESS
+}
+
+fn cleanup(fo: usize) {
+    let info = with_kernel(|k| k.io.files.get(&fo).map(|f| (f.volume, f.instance)));
+    let Some((volume, instance)) = info else {
+        return;
+    };
+    let req = simple_request(major::CLEANUP, 0, fo, volume, instance);
+    io::dispatch(&req, fs_cleanup);
+    // SAFETY: a live file object owned by the model.
+    unsafe { (*fo_ptr(fo)).Flags |= FO_CLEANUP_COMPLETE };
+}
+
+fn fs_cleanup(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
+    let fo = cbd.iopb.TargetFileObject as usize;
+    with_kernel(|k| {
+        let Some(f) = k.io.files.get(&fo) else {
+            return (STATUS_INVALID_PARAMETER, 0);
+        };
+        let (volume, open, file) = (f.volume, f.open, f.file);
+        if let (Some(open), Some(v)) = (open, k.volumes.iter_mut().find(|v| v.handle == volume)) {
+            v.fs.cleanup(open);
+            // A file deleted at cleanup takes its cached pages with it.
+            if let Some(file) = file
+                && v.fs.node(file).is_none()
+                && let Some(s) = k.io.streams.get_mut(&(volume, file))
+            {
+                s.pages.clear();
+            }
+        }
+        (STATUS_SUCCESS, 0)
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// Read and write
+// ---------------------------------------------------------------------------------------
+
+fn handle_object(handle: Handle) -> Result<(usize, PFLT_VOLUME), NTSTATUS> {
+    with_kernel(|k| {
+        let entry = k.io.handles.get(&handle.0).ok_or(STATUS_INVALID_HANDLE)?;
+        let f =
+            k.io.files
+                .get(&entry.file_object)
+                .ok_or(STATUS_INVALID_HANDLE)?;
+        Ok((entry.file_object, f.volume))
+    })
+}
+
+/// NtReadFile at `offset`.
+pub fn read(handle: Handle, offset: u64, length: usize, mode: IoMode) -> Result<Vec<u8>, NTSTATUS> {
+    let (fo, volume) = handle_object(handle)?;
+    let access = with_kernel(|k| k.io.files.get(&fo).map_or(0, |f| f.access));
+    if access & FILE_READ_DATA == 0 {
+        return Err(STATUS_ACCESS_DENIED);
+    }
+    match mode {
+        IoMode::Cached => cached_read(fo, volume, offset, length, None),
+        IoMode::NonCached => {
+            let mut buffer = vec![0u8; length];
+            let done = read_irp(
+                fo,
+                volume,
+                offset,
+                &mut buffer,
+                irp::NOCACHE,
+                PASSIVE_LEVEL,
+                None,
+            );
+            finish_read(done, buffer)
+        }
+        IoMode::Paging => page_in(fo, volume, offset, length),
+        IoMode::Mapped => {
+            let status = acquire_for_section(fo, volume);
+            if status < 0 {
+                return Err(status);
+            }
+            page_in(fo, volume, offset, length)
+        }
+    }
+}
+
+fn finish_read(done: Completion, mut buffer: Vec<u8>) -> Result<Vec<u8>, NTSTATUS> {
+    if done.status < 0 {
+        return Err(done.status);
+    }
+    buffer.truncate(done.information);
+    Ok(buffer)
+}
+
+/// One IRP_MJ_READ through the filters.
+pub(crate) fn read_irp(
+    fo: usize,
+    volume: PFLT_VOLUME,
+    offset: u64,
+    buffer: &mut [u8],
+    irp_flags: u32,
+    irql: u8,
+    instance: Option<PFLT_INSTANCE>,
+) -> Completion {
+    let mut req = simple_request(major::READ, irp_flags, fo, volume, instance);
+    req.irql = irql;
+    req.params = FLT_PARAMETERS {
+        Read: FLT_PARAMETERS_3 {
+            Length: buffer.len() as u32,
+            Key: 0,
+            ByteOffset: offset as i64,
+            ReadBuffer: buffer.as_mut_ptr().cast(),
+            MdlAddress: std::ptr::null_mut(),
+        },
+    };
+    io::dispatch(&req, fs_read)
+}
+
+/// A page-aligned paging read of the pages covering the range, as a fault issues them;
+/// returns the range's bytes.
+fn page_in(
+    fo: usize,
+    volume: PFLT_VOLUME,
+    offset: u64,
+    length: usize,
+) -> Result<Vec<u8>, NTSTATUS> {
+    let size = file_size(fo).ok_or(STATUS_INVALID_PARAMETER)?;
+    if offset >= size {
+        return Err(STATUS_END_OF_FILE);
+    }
+    let end = (offset + length as u64).min(size);
+    let first = offset / PAGE * PAGE;
+    let last = end.div_ceil(PAGE) * PAGE;
+    let mut buffer = vec![0u8; (last - first) as usize];
+    let done = read_irp(
+        fo,
+        volume,
+        first,
+        &mut buffer,
+        irp::PAGING_IO | irp::NOCACHE | irp::SYNCHRONOUS_PAGING_IO,
+        APC_LEVEL,
+        None,
+    );
+    if done.status < 0 {
+        return Err(done.status);
+    }
+    let from = (offset - first) as usize;
+    Ok(buffer[from..from + (end - offset) as usize].to_vec())
+}
+
+fn file_size(fo: usize) -> Option<u64> {
+    with_kernel(|k| {
+        let f = k.io.files.get(&fo)?;
+        let v = k.volumes.iter().find(|v| v.handle == f.volume)?;
+        v.fs.node(f.file?).map(|n| n.size)
+    })
+}
+
+/// A cached read: fast I/O first if the cache is set up, else the IRP; the file system
+/// pages in what the cache lacks with paging reads through the filters.
+fn cached_read(
+    fo: usize,
+    volume: PFLT_VOLUME,
+    offset: u64,
+    length: usize,
+    instance: Option<PFLT_INSTANCE>,
+) -> Result<Vec<u8>, NTSTATUS> {
+    let mut buffer = vec![0u8; length];
+    let fast = with_kernel(|k| k.io.files.get(&fo).is_some_and(|f| f.cache_map));
+    if fast && instance.is_none() {
+        let mut req = simple_request(major::READ, 0, fo, volume, None);
+        req.kind = Kind::FastIo;
+        req.params = FLT_PARAMETERS {
+            Read: FLT_PARAMETERS_3 {
+                Length: length as u32,
+                Key: 0,
+                ByteOffset: offset as i64,
+                ReadBuffer: buffer.as_mut_ptr().cast(),
+                MdlAddress: std::ptr::null_mut(),
+            },
+        };
+        let done = io::dispatch(&req, fs_fast_read);
+        // FastIoRead answers only when everything is cached; otherwise (or when a filter
+        // refused fast I/O) the I/O manager builds an IRP.
+        if !done.refused && done.status != FAST_IO_FAILED {
+            return finish_read(done, buffer);
+        }
+    }
+    let done = read_irp(fo, volume, offset, &mut buffer, 0, PASSIVE_LEVEL, instance);
+    finish_read(done, buffer)
+}
+
+/// What fs_fast_read answers when FastIoRead returns FALSE.
+const FAST_IO_FAILED: NTSTATUS = 0x7e57_fa57;
+
+fn fs_fast_read(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
+    // SAFETY: the read parameters of this operation.
+    let read = unsafe { cbd.iopb.Parameters.Read };
+    let fo = cbd.iopb.TargetFileObject as usize;
+    let offset = read.ByteOffset as u64;
+    let length = read.Length as usize;
+    let cached = with_kernel(|k| {
+        let f = k.io.files.get(&fo)?;
+        let file = f.file?;
+        let size = k
+            .volumes
+            .iter()
+            .find(|v| v.handle == f.volume)?
+            .fs
+            .node(file)?
+            .size;
+        let s = k.io.streams.get(&(f.volume, file))?;
+        if offset >= size {
+            return Some(Err(STATUS_END_OF_FILE));
+        }
+        let end = (offset + length as u64).min(size);
+        let mut out = Vec::with_capacity((end - offset) as usize);
+        let mut at = offset;
+        while at < end {
+            let page = s.pages.get(&(at / PAGE))?;
+            let from = (at % PAGE) as usize;
+            let take = ((PAGE - at % PAGE).min(end - at)) as usize;
+            out.extend_from_slice(page.get(from..from + take)?);
+            at += take as u64;
+        }
+        Some(Ok(out))
+    });
+    match cached {
+        None => (FAST_IO_FAILED, 0),
+        Some(Err(status)) => (status, 0),
+        Some(Ok(bytes)) => {
+            // SAFETY: ReadBuffer holds Length >= bytes.len() bytes (the issuer's buffer or
+            // a filter's replacement of the same length).
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    bytes.as_ptr(),
+                    read.ReadBuffer.cast::<u8>(),
+                    bytes.len(),
+                )
+            };
+            (STATUS_SUCCESS, bytes.len())
+        }
+    }
+}
+
+fn sector_size(volume: PFLT_VOLUME) -> u64 {
+    with_kernel(|k| {
+        k.volumes
+            .iter()
+            .find(|v| v.handle == volume)
+            .map_or(512, |v| u64::from(v.config.sector_size))
+    })
+}
+
+fn fs_read(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
+    // SAFETY: the read parameters of this operation.
+    let read = unsafe { cbd.iopb.Parameters.Read };
+    let fo = cbd.iopb.TargetFileObject as usize;
+    let flags = cbd.iopb.IrpFlags;
+    let offset = read.ByteOffset as u64;
+    let length = read.Length as usize;
+    let Some((volume, open, file)) = with_kernel(|k| {
+        k.io.files
+            .get(&fo)
+            .and_then(|f| Some((f.volume, f.open?, f.file?)))
+    }) else {
+        return (STATUS_INVALID_PARAMETER, 0);
+    };
+    let sector = sector_size(volume);
+    let noncached = flags & (irp::NOCACHE | irp::PAGING_IO) != 0;
+    if noncached && (offset % sector != 0 || length as u64 % sector != 0) {
+        return (STATUS_INVALID_PARAMETER, 0);
+    }
+    if !noncached {
+        // Cached: copy from the cache, paging in what it lacks.
+        if let Err(status) = fill_cache(fo, volume, file, offset, length) {
+            return (status, 0);
+        }
+        with_kernel(|k| {
+            if let Some(f) = k.io.files.get_mut(&fo) {
+                f.cache_map = true;
+            }
+        });
+        return fs_fast_read(
+            cbd,
+            &FsCall {
+                requestor: process::SYSTEM_PID,
+                open_reparse: Vec::new(),
+            },
+        );
+    }
+    let bytes = with_kernel(|k| {
+        let v = k.volumes.iter().find(|v| v.handle == volume)?;
+        Some(v.fs.read(open, offset, length))
+    });
+    match bytes {
+        None => (STATUS_INVALID_PARAMETER, 0),
+        Some(Err(status)) => (status, 0),
+        Some(Ok(bytes)) => {
+            // SAFETY: ReadBuffer holds Length >= bytes.len() bytes.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    bytes.as_ptr(),
+                    read.ReadBuffer.cast::<u8>(),
+                    bytes.len(),
+                )
+            };
+            (STATUS_SUCCESS, bytes.len())
+        }
+    }
+}
+
+/// Pages the range into the stream's cache with paging reads through the filters.
+fn fill_cache(
+    fo: usize,
+    volume: PFLT_VOLUME,
+    file: FileId,
+    offset: u64,
+    length: usize,
+) -> Result<(), NTSTATUS> {
+    let size = with_kernel(|k| {
+        k.volumes
+            .iter()
+            .find(|v| v.handle == volume)
+            .and_then(|v| v.fs.node(file))
+            .map(|n| n.size)
+    })
+    .ok_or(STATUS_INVALID_PARAMETER)?;
+    if offset >= size {
+        return Err(STATUS_END_OF_FILE);
+    }
+    let end = (offset + length as u64).min(size);
+    for page in offset / PAGE..end.div_ceil(PAGE) {
+        let cached = with_kernel(|k| {
+            k.io.streams
+                .get(&(volume, file))
+                .is_some_and(|s| s.pages.contains_key(&page))
+        });
+        if cached {
+            continue;
+        }
+        let mut buffer = vec![0u8; PAGE as usize];
+        let done = read_irp(
+            fo,
+            volume,
+            page * PAGE,
+            &mut buffer,
+            irp::PAGING_IO | irp::NOCACHE | irp::SYNCHRONOUS_PAGING_IO,
+            APC_LEVEL,
+            None,
+        );
+        if done.status < 0 {
+            return Err(done.status);
+        }
+        with_kernel(|k| {
+            if let Some(s) = k.io.streams.get_mut(&(volume, file)) {
+                s.pages.insert(page, buffer);
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Drops the cached pages of a stream after the file system changed its data, as the
+/// file system's purge does; later cached reads page in again through the filters.
+pub(crate) fn purge_cache(volume: PFLT_VOLUME, file: FileId) {
+    with_kernel(|k| {
+        if let Some(s) = k.io.streams.get_mut(&(volume, file)) {
+            s.pages.clear();
+        }
+    });
+}
+
+/// NtWriteFile at `offset`.
+pub fn write(handle: Handle, offset: u64, data: &[u8], mode: IoMode) -> Result<usize, NTSTATUS> {
+    let (fo, volume) = handle_object(handle)?;
+    let access = with_kernel(|k| k.io.files.get(&fo).map_or(0, |f| f.access));
+    if access & (FILE_WRITE_DATA | FILE_APPEND_DATA) == 0 {
+        return Err(STATUS_ACCESS_DENIED);
+    }
+    let flags = match mode {
+        IoMode::Cached => 0,
+        IoMode::NonCached => irp::NOCACHE,
+        IoMode::Paging | IoMode::Mapped => return Err(STATUS_INVALID_PARAMETER),
+    };
+    let mut buffer = data.to_vec();
+    let done = write_irp(fo, volume, offset, &mut buffer, flags, None);
+    if done.status < 0 {
+        return Err(done.status);
+    }
+    Ok(done.information)
+}
+
+pub(crate) fn write_irp(
+    fo: usize,
+    volume: PFLT_VOLUME,
+    offset: u64,
+    buffer: &mut [u8],
+    irp_flags: u32,
+    instance: Option<PFLT_INSTANCE>,
+) -> Completion {
+    let mut req = simple_request(major::WRITE, irp_flags, fo, volume, instance);
+    req.params = FLT_PARAMETERS {
+        Write: FLT_PARAMETERS_4 {
+            Length: buffer.len() as u32,
+            Key: 0,
+            ByteOffset: offset as i64,
+            WriteBuffer: buffer.as_mut_ptr().cast(),
+            MdlAddress: std::ptr::null_mut(),
+        },
+    };
+    io::dispatch(&req, fs_write)
+}
+
+fn fs_write(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
+    // SAFETY: the write parameters of this operation.
+    let write = unsafe { cbd.iopb.Parameters.Write };
+    let fo = cbd.iopb.TargetFileObject as usize;
+    let offset = write.ByteOffset as u64;
+    let length = write.Length as usize;
+    let Some((volume, open, file)) = with_kernel(|k| {
+        k.io.files
+            .get(&fo)
+            .and_then(|f| Some((f.volume, f.open?, f.file?)))
+    }) else {
+        return (STATUS_INVALID_PARAMETER, 0);
+    };
+    let sector = sector_size(volume);
+    if cbd.iopb.IrpFlags & irp::NOCACHE != 0
+        && (offset % sector != 0 || length as u64 % sector != 0)
+    {
+        return (STATUS_INVALID_PARAMETER, 0);
+    }
+    let data = if length == 0 {
+        Vec::new()
+    } else {
+        // SAFETY: WriteBuffer holds Length bytes (the issuer's or a filter's).
+        unsafe { std::slice::from_raw_parts(write.WriteBuffer.cast::<u8>(), length) }.to_vec()
+    };
+    let now = super::now();
+    let result = with_kernel(|k| {
+        let v = k.volumes.iter_mut().find(|v| v.handle == volume)?;
+        Some(v.fs.write(open, offset, &data, now))
+    });
+    purge_cache(volume, file);
+    match result {
+        None => (STATUS_INVALID_PARAMETER, 0),
+        Some(Ok(n)) => (STATUS_SUCCESS, n),
+        Some(Err(status)) => (status, 0),
+    }
+}
+
+/// Section creation for a mapped view: the FS-filter callback
+/// AcquireForSectionSynchronization, which a filter may fail.
+fn acquire_for_section(fo: usize, volume: PFLT_VOLUME) -> NTSTATUS {
+    let mut req = simple_request(
+        major::ACQUIRE_FOR_SECTION_SYNCHRONIZATION,
+        0,
+        fo,
+        volume,
+        None,
+    );
+    req.kind = Kind::FsFilter;
+    req.params = FLT_PARAMETERS {
+        AcquireForSectionSynchronization: FLT_PARAMETERS_21 {
+            SyncType: SyncTypeCreateSection,
+            PageProtection: 0x02, // PAGE_READONLY
+            OutputInformation: std::ptr::null_mut(),
+            Flags: 0,
+            AllocationAttributes: 0x0800_0000, // SEC_COMMIT
+        },
+    };
+    io::dispatch(&req, fs_noop).status
+}
+
+// ---------------------------------------------------------------------------------------
+// Information, directories, FSCTLs
+// ---------------------------------------------------------------------------------------
+
+/// NtQueryInformationFile with a buffer of `length` bytes.
+pub fn query_information(handle: Handle, class: i32, length: usize) -> (NTSTATUS, Vec<u8>) {
+    let Ok((fo, volume)) = handle_object(handle) else {
+        return (STATUS_INVALID_HANDLE, Vec::new());
+    };
+    query_information_on(fo, volume, class, length, None)
+}
+
+pub(crate) fn query_information_on(
+    fo: usize,
+    volume: PFLT_VOLUME,
+    class: i32,
+    length: usize,
+    instance: Option<PFLT_INSTANCE>,
+) -> (NTSTATUS, Vec<u8>) {
+    let mut buffer = vec![0u8; length];
+    let mut req = simple_request(
+        major::QUERY_INFORMATION,
+        irp::SYNCHRONOUS_API,
+        fo,
+        volume,
+        instance,
+    );
+    req.params = FLT_PARAMETERS {
+        QueryFileInformation: FLT_PARAMETERS_5 {
+            Length: length as u32,
+            FileInformationClass: class,
+            InfoBuffer: buffer.as_mut_ptr().cast(),
+        },
+    };
+    let done = io::dispatch(&req, fs_query_information);
+    buffer.truncate(done.information.min(length));
+    (done.status, buffer)
+}
+
+/// FilePositionInformation: the I/O manager answers from the file object.
+const FILE_POSITION_INFORMATION: i32 = 14;
+
+fn fs_query_information(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
+    // SAFETY: the query parameters of this operation.
+    let q = unsafe { cbd.iopb.Parameters.QueryFileInformation };
+    let fo = cbd.iopb.TargetFileObject as usize;
+    let bytes = if q.FileInformationClass == FILE_POSITION_INFORMATION {
+        if q.Length < 8 {
+            return (
+                windows_sys::Win32::Foundation::STATUS_INFO_LENGTH_MISMATCH,
+                0,
+            );
+        }
+        // SAFETY: a live file object.
+        let position = unsafe { (*cbd.iopb.TargetFileObject).CurrentByteOffset };
+        (STATUS_SUCCESS, position.to_le_bytes().to_vec())
+    } else {
+        let r = with_kernel(|k| {
+            let f = k.io.files.get(&fo)?;
+            let open = f.open?;
+            let v = k.volumes.iter().find(|v| v.handle == f.volume)?;
+            Some(v.fs.query_information(open, q.FileInformationClass, q.Length as usize))
+        });
+        r.unwrap_or((STATUS_INVALID_PARAMETER, Vec::new()))
+    };
+    let n = bytes.1.len().min(q.Length as usize);
+    // SAFETY: InfoBuffer holds Length >= n bytes.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.1.as_ptr(), q.InfoBuffer.cast::<u8>(), n) };
+    (bytes.0, n)
+}
+
+/// NtSetInformationFile.
+pub fn set_information(handle: Handle, class: i32, input: &[u8]) -> NTSTATUS {
+    let Ok((fo, volume)) = handle_object(handle) else {
+        return STATUS_INVALID_HANDLE;
+    };
+    set_information_on(fo, volume, class, input, None)
+}
+
+pub(crate) fn set_information_on(
+    fo: usize,
+    volume: PFLT_VOLUME,
+    class: i32,
+    input: &[u8],
+    instance: Option<PFLT_INSTANCE>,
+) -> NTSTATUS {
+    let mut buffer = input.to_vec();
+    let mut req = simple_request(
+        major::SET_INFORMATION,
+        irp::SYNCHRONOUS_API,
+        fo,
+        volume,
+        instance,
+    );
+    req.params = FLT_PARAMETERS {
+        SetFileInformation: FLT_PARAMETERS_6 {
+            Length: buffer.len() as u32,
+            FileInformationClass: class,
+            ParentOfTarget: std::ptr::null_mut(),
+            Anonymous: Default::default(),
+            InfoBuffer: buffer.as_mut_ptr().cast(),
+        },
+    };
+    io::dispatch(&req, fs_set_information).status
+}
+
+/// FileRenameInformation, FileRenameInformationEx.
+const FILE_RENAME_INFORMATION: i32 = 10;
+const FILE_RENAME_INFORMATION_EX: i32 = 65;
+
+fn fs_set_information(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
+    // SAFETY: the set parameters of this operation.
+    let s = unsafe { cbd.iopb.Parameters.SetFileInformation };
+    let fo = cbd.iopb.TargetFileObject as usize;
+    let input = if s.Length == 0 || s.InfoBuffer.is_null() {
+        Vec::new()
+    } else {
+        // SAFETY: InfoBuffer holds Length bytes.
+        unsafe { std::slice::from_raw_parts(s.InfoBuffer.cast::<u8>(), s.Length as usize) }.to_vec()
+    };
+    let now = super::now();
+    let rename = if s.FileInformationClass == FILE_RENAME_INFORMATION
+        || s.FileInformationClass == FILE_RENAME_INFORMATION_EX
+    {
+        match rename_target(&input, s.FileInformationClass) {
+            Ok(t) => Some(t),
+            Err(status) => return (status, 0),
+        }
+    } else {
+        None
+    };
+    let result = with_kernel(|k| {
+        let f = k.io.files.get(&fo)?;
+        let (volume, open, file) = (f.volume, f.open?, f.file);
+        let v = k.volumes.iter_mut().find(|v| v.handle == volume)?;
+        let status = match &rename {
+            Some((path, replace)) => v.fs.rename(open, path, *replace, now),
+            None => {
+                v.fs.set_information(open, s.FileInformationClass, &input, now)
+            }
+        };
+        Some((status, volume, file))
+    });
+    match result {
+        Some((status, volume, Some(file))) => {
+            purge_cache(volume, file);
+            (status, 0)
+        }
+        Some((status, _, None)) => (status, 0),
+        None => (STATUS_INVALID_PARAMETER, 0),
+    }
+}
+
+/// FILE_RENAME_INFORMATION: ReplaceIfExists (or Flags), RootDirectory, FileNameLength,
+/// FileName. The model takes a full path (`\??\C:\…`, `C:\…`) on the same volume.
+fn rename_target(input: &[u8], class: i32) -> Result<(String, bool), NTSTATUS> {
+    if input.len() < 20 {
+        return Err(windows_sys::Win32::Foundation::STATUS_INFO_LENGTH_MISMATCH);
+    }
+    let replace = if class == FILE_RENAME_INFORMATION_EX {
+        u32::from_le_bytes([input[0], input[1], input[2], input[3]]) & 1 != 0
+    } else {
+        input[0] != 0
+    };
+    let len = u32::from_le_bytes([input[16], input[17], input[18], input[19]]) as usize;
+    let name = input.get(20..20 + len).ok_or(STATUS_INVALID_PARAMETER)?;
+    let units: Vec<u16> = name
+        .chunks_exact(2)
+        .map(|c| u16::from_le_bytes([c[0], c[1]]))
+        .collect();
+    let path = String::from_utf16_lossy(&units);
+    let (_, rel) = resolve(&path).map_err(|_| STATUS_OBJECT_NAME_INVALID)?;
+    Ok((rel, replace))
+}
+
+/// NtQueryDirectoryFile.
+pub fn query_directory(
+    handle: Handle,
+    class: i32,
+    pattern: Option<&str>,
+    restart: bool,
+    single: bool,
+    length: usize,
+) -> (NTSTATUS, Vec<u8>) {
+    let Ok((fo, volume)) = handle_object(handle) else {
+        return (STATUS_INVALID_HANDLE, Vec::new());
+    };
+    let mut buffer = vec![0u8; length];
+    let units: Vec<u16> = pattern.unwrap_or("").encode_utf16().collect();
+    let mut name = UNICODE_STRING {
+        Length: (units.len() * 2) as u16,
+        MaximumLength: (units.len() * 2) as u16,
+        Buffer: units.as_ptr().cast_mut(),
+    };
+    let mut req = simple_request(
+        major::DIRECTORY_CONTROL,
+        irp::SYNCHRONOUS_API,
+        fo,
+        volume,
+        None,
+    );
+    req.minor = 1; // IRP_MN_QUERY_DIRECTORY
+    req.operation_flags = u8::from(restart) | (u8::from(single) << 1);
+    req.params = FLT_PARAMETERS {
+        DirectoryControl: FLT_PARAMETERS_11 {
+            QueryDirectory: FLT_PARAMETERS_11_0 {
+                Length: length as u32,
+                FileName: if pattern.is_some() {
+                    &mut name
+                } else {
+                    std::ptr::null_mut()
+                },
+                FileInformationClass: class,
+                FileIndex: 0,
+                DirectoryBuffer: buffer.as_mut_ptr().cast(),
+                MdlAddress: std::ptr::null_mut(),
+            },
+        },
+    };
+    let done = io::dispatch(&req, fs_query_directory);
+    buffer.truncate(done.information.min(length));
+    (done.status, buffer)
+}
+
+fn fs_query_directory(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
+    // SAFETY: the directory-control parameters of this operation.
+    let q = unsafe { cbd.iopb.Parameters.DirectoryControl.QueryDirectory };
+    let fo = cbd.iopb.TargetFileObject as usize;
+    // SAFETY: FileName is NULL or a UNICODE_STRING the issuer (or a filter) keeps alive.
+    let pattern = unsafe { q.FileName.as_ref() }.map(|n| {
+        if n.Buffer.is_null() {
+            String::new()
+        } else {
+            // SAFETY: Length bytes at Buffer.
+            let units = unsafe { std::slice::from_raw_parts(n.Buffer, usize::from(n.Length) / 2) };
+            String::from_utf16_lossy(units)
+        }
+    });
+    let flags = cbd.iopb.OperationFlags;
+    let result = with_kernel(|k| {
+        let f = k.io.files.get(&fo)?;
+        let open = f.open?;
+        let v = k.volumes.iter_mut().find(|v| v.handle == f.volume)?;
+        Some(v.fs.query_directory(
+            open,
+            q.FileInformationClass,
+            pattern.as_deref().filter(|p| !p.is_empty()),
+            flags & 1 != 0,
+            flags & 2 != 0,
+            q.Length as usize,
+        ))
+    });
+    let (status, bytes) = result.unwrap_or((STATUS_INVALID_PARAMETER, Vec::new()));
+    let n = bytes.len().min(q.Length as usize);
+    // SAFETY: DirectoryBuffer holds Length >= n bytes.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), q.DirectoryBuffer.cast::<u8>(), n) };
+    (status, n)
+}
+
+/// NtFsControlFile with a METHOD_BUFFERED code.
+pub fn fs_control(handle: Handle, code: u32, input: &[u8], output: usize) -> (NTSTATUS, Vec<u8>) {
+    let Ok((fo, volume)) = handle_object(handle) else {
+        return (STATUS_INVALID_HANDLE, Vec::new());
+    };
+    // The I/O manager checks the access the control code demands against the handle.
+    let required = (code >> 14) & 3;
+    let access = with_kernel(|k| k.io.files.get(&fo).map_or(0, |f| f.access));
+    if (required & 1 != 0 && access & FILE_READ_DATA == 0)
+        || (required & 2 != 0 && access & FILE_WRITE_DATA == 0)
+    {
+        return (STATUS_ACCESS_DENIED, Vec::new());
+    }
+    fs_control_on(fo, volume, code, input, output, None, 1)
+}
+
+pub(crate) fn fs_control_on(
+    fo: usize,
+    volume: PFLT_VOLUME,
+    code: u32,
+    input: &[u8],
+    output: usize,
+    instance: Option<PFLT_INSTANCE>,
+    requestor_mode: i8,
+) -> (NTSTATUS, Vec<u8>) {
+    if code & 3 != 0 {
+        // Only METHOD_BUFFERED codes are modelled; the reparse and sparse FSCTLs are.
+        return (STATUS_INVALID_DEVICE_REQUEST, Vec::new());
+    }
+    let mut system = vec![0u8; input.len().max(output)];
+    system[..input.len()].copy_from_slice(input);
+    let mut req = simple_request(
+        major::FILE_SYSTEM_CONTROL,
+        irp::SYNCHRONOUS_API,
+        fo,
+        volume,
+        instance,
+    );
+    req.requestor_mode = requestor_mode;
+    req.minor = 0; // IRP_MN_USER_FS_REQUEST
+    req.params = FLT_PARAMETERS {
+        FileSystemControl: FLT_PARAMETERS_12 {
+            Buffered: FLT_PARAMETERS_12_3 {
+                OutputBufferLength: output as u32,
+                InputBufferLength: input.len() as u32,
+                FsControlCode: code,
+                SystemBuffer: system.as_mut_ptr().cast(),
+            },
+        },
+    };
+    let done = io::dispatch(&req, fs_fs_control);
+    system.truncate(done.information.min(output));
+    (done.status, system)
+}
+
+fn fs_fs_control(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
+    // SAFETY: the FSCTL parameters of this operation.
+    let c = unsafe { cbd.iopb.Parameters.FileSystemControl.Buffered };
+    let fo = cbd.iopb.TargetFileObject as usize;
+    let input = if c.InputBufferLength == 0 || c.SystemBuffer.is_null() {
+        Vec::new()
+    } else {
+        // SAFETY: SystemBuffer holds max(input, output) bytes.
+        unsafe {
+            std::slice::from_raw_parts(c.SystemBuffer.cast::<u8>(), c.InputBufferLength as usize)
+        }
+        .to_vec()
+    };
+    let now = super::now();
+    let result = with_kernel(|k| {
+        let f = k.io.files.get(&fo)?;
+        let (volume, open, file) = (f.volume, f.open?, f.file);
+        let v = k.volumes.iter_mut().find(|v| v.handle == volume)?;
+        Some((
+            v.fs.fsctl(
+                open,
+                c.FsControlCode,
+                &input,
+                c.OutputBufferLength as usize,
+                now,
+            ),
+            volume,
+            file,
+        ))
+    });
+    let Some(((status, bytes), volume, file)) = result else {
+        return (STATUS_INVALID_PARAMETER, 0);
+    };
+    if let Some(file) = file {
+        purge_cache(volume, file);
+    }
+    let n = bytes.len().min(c.OutputBufferLength as usize);
+    if n > 0 {
+        // SAFETY: SystemBuffer holds at least OutputBufferLength >= n bytes.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), c.SystemBuffer.cast::<u8>(), n) };
+    }
+    (status, n)
+}
+
+// ---------------------------------------------------------------------------------------
+// What tests and scenarios read
+// ---------------------------------------------------------------------------------------
+
+/// The NTFS ground truth of a volume, read below every filter.
+pub fn with_volume<R>(
+    path: &str,
+    f: impl FnOnce(&super::ntfs::Ntfs, &str) -> R,
+) -> Result<R, NTSTATUS> {
+    let (volume, rel) = resolve(path)?;
+    with_kernel(|k| {
+        let v = k
+            .volumes
+            .iter()
+            .find(|v| v.handle == volume)
+            .ok_or(STATUS_OBJECT_PATH_NOT_FOUND)?;
+        Ok(f(&v.fs, &rel))
+    })
+}
+
+/// Handles open in process `pid`.
+pub fn handles_of(pid: u32) -> Vec<Handle> {
+    with_kernel(|k| {
+        k.io.handles
+            .iter()
+            .filter(|(_, e)| e.pid == pid && !e.kernel)
+            .map(|(h, _)| Handle(*h))
+            .collect()
+    })
+}

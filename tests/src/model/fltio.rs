@@ -1,0 +1,728 @@
+//! I/O a filter issues itself: FltCreateFileEx2, FltClose, FltReadFile, FltWriteFile,
+//! FltQueryInformationFile, FltSetInformationFile, FltFsControlFile, FltTagFile(Ex),
+//! FltUntagFile, object references on file objects, and the buffer helpers
+//! (FltLockUserBuffer, FltDoCompletionProcessingWhenSafe).
+//!
+//! Filter-initiated I/O starts below the initiating instance, so the filter never sees
+//! its own requests; paging I/O the cache manager issues on their behalf still starts at
+//! the top of the stack, as on Windows.
+//!
+//! Checks: kernel handles only (OBJ_KERNEL_HANDLE), each API's IRQL, a file object and
+//! instance on the same volume, file object references balanced at unload.
+
+use std::ffi::c_void;
+
+use windows_sys::Wdk::Foundation::{FILE_OBJECT, OBJECT_ATTRIBUTES};
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    FLT_CALLBACK_DATA, FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_FINISHED_PROCESSING,
+    FLT_POSTOP_MORE_PROCESSING_REQUIRED, FLT_RELATED_OBJECTS, FLTFL_CALLBACK_DATA_IRP_OPERATION,
+    FLTFL_IO_OPERATION_DO_NOT_UPDATE_BYTE_OFFSET, FLTFL_IO_OPERATION_NON_CACHED,
+    FLTFL_IO_OPERATION_PAGING, PFLT_COMPLETED_ASYNC_IO_CALLBACK, PFLT_FILTER, PFLT_INSTANCE,
+    PFLT_POST_OPERATION_CALLBACK, PFLT_VOLUME,
+};
+use windows_sys::Wdk::System::SystemServices::IO_DRIVER_CREATE_CONTEXT;
+use windows_sys::Win32::Foundation::{
+    HANDLE, NTSTATUS, OBJ_KERNEL_HANDLE, STATUS_ACCESS_DENIED, STATUS_INVALID_HANDLE,
+    STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_SUCCESS, UNICODE_STRING,
+};
+use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
+
+use super::files::{self, OpenParams, Opened, irp_read, irp_write};
+use super::io::{self, irp};
+use super::irql::{self, APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
+use super::process;
+use super::with_kernel;
+
+/// `FSCTL_SET_REPARSE_POINT`, `FSCTL_SET_REPARSE_POINT_EX`, `FSCTL_DELETE_REPARSE_POINT`.
+const FSCTL_SET_REPARSE_POINT: u32 = 0x0009_00A4;
+const FSCTL_SET_REPARSE_POINT_EX: u32 = 0x0009_040C;
+const FSCTL_DELETE_REPARSE_POINT: u32 = 0x0009_00AC;
+/// FILE_WRITE_DATA | FILE_WRITE_ATTRIBUTES: what tagging needs on the file object.
+const TAG_ACCESS: u32 = 0x2 | 0x100;
+
+fn instance_volume(api: &'static str, instance: PFLT_INSTANCE) -> Option<PFLT_VOLUME> {
+    with_kernel(|k| {
+        let found = k.filter_of_instance(instance).and_then(|(f, pos)| {
+            let filter = k.filters.get(&f)?;
+            if filter.is_unregistered() {
+                return None;
+            }
+            filter.instances.get(pos).map(|i| i.volume)
+        });
+        if found.is_none() {
+            k.violation(api, format!("{instance:#x} is not a live instance"));
+        }
+        found
+    })
+}
+
+/// The model's record of a file object the filter passes in, on the instance's volume.
+fn object_on(
+    api: &'static str,
+    instance: PFLT_INSTANCE,
+    fo: *const FILE_OBJECT,
+) -> Option<(usize, PFLT_VOLUME)> {
+    let volume = instance_volume(api, instance)?;
+    with_kernel(|k| match k.io.files.get(&(fo as usize)) {
+        Some(f) if f.open.is_some() && f.volume == volume => Some((fo as usize, volume)),
+        Some(f) if f.open.is_some() => {
+            k.violation(api, "file object and instance are on different volumes");
+            None
+        }
+        _ => {
+            k.violation(api, format!("{fo:p} is not an open file object"));
+            None
+        }
+    })
+}
+
+/// FltCreateFileEx2: opens a file below `instance` (or at the top of the stack when it
+/// is NULL), returning a kernel handle and, if asked, a referenced file object.
+///
+/// # Safety
+/// Pointers as documented for FltCreateFileEx2.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn FltCreateFileEx2(
+    _filter: PFLT_FILTER,
+    instance: PFLT_INSTANCE,
+    handle: *mut HANDLE,
+    file_object: *mut *mut FILE_OBJECT,
+    access: u32,
+    attributes: *const OBJECT_ATTRIBUTES,
+    iosb: *mut IO_STATUS_BLOCK,
+    _allocation: *const i64,
+    file_attributes: u32,
+    share: u32,
+    disposition: u32,
+    options: u32,
+    _ea: *const c_void,
+    _ea_length: u32,
+    _flags: u32,
+    _driver_context: *const IO_DRIVER_CREATE_CONTEXT,
+) -> NTSTATUS {
+    irql::check("FltCreateFileEx2", PASSIVE_LEVEL);
+    // SAFETY: the caller's OBJECT_ATTRIBUTES.
+    let Some(oa) = (unsafe { attributes.as_ref() }) else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    if handle.is_null() || iosb.is_null() {
+        return STATUS_INVALID_PARAMETER;
+    }
+    if oa.Attributes & OBJ_KERNEL_HANDLE as u32 == 0 {
+        with_kernel(|k| {
+            k.violation(
+                "FltCreateFileEx2",
+                "opened without OBJ_KERNEL_HANDLE: the handle lands in the current process's table, where user mode can use or close it",
+            )
+        });
+    }
+    // SAFETY: ObjectName is NULL or the caller's UNICODE_STRING.
+    let Some(name) = (unsafe { oa.ObjectName.as_ref() }) else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    let path = unicode(name);
+    let (volume, rel) = match files::resolve(&path) {
+        Ok(v) => v,
+        Err(status) => return status,
+    };
+    if instance != 0 {
+        let Some(v) = instance_volume("FltCreateFileEx2", instance) else {
+            return STATUS_INVALID_PARAMETER;
+        };
+        if v != volume {
+            // FltMgr sends it to the top of the right volume's stack instead; the model
+            // asks filters to target their own volume.
+            return STATUS_INVALID_PARAMETER;
+        }
+    }
+    let params = OpenParams {
+        access,
+        share,
+        disposition,
+        options,
+        attributes: file_attributes,
+    };
+    let below = (instance != 0).then_some(instance);
+    let opened = files::open_on_volume(volume, &rel, &params, below);
+    let (status, info) = match opened {
+        Ok(Opened::File(fo)) => {
+            let h = files::add_kernel_handle(fo);
+            // SAFETY: checked non-null above.
+            unsafe { handle.write(h as HANDLE) };
+            if !file_object.is_null() {
+                files::reference(fo);
+                // SAFETY: the caller's out pointer.
+                unsafe { file_object.write(fo as *mut FILE_OBJECT) };
+            }
+            (STATUS_SUCCESS, 1)
+        }
+        Ok(Opened::Reparse { tag, .. }) => {
+            (windows_sys::Win32::Foundation::STATUS_REPARSE, tag as usize)
+        }
+        Err(status) => (status, 0),
+    };
+    // SAFETY: checked non-null above.
+    unsafe { iosb.write(io::status_block(status, info)) };
+    status
+}
+
+fn unicode(s: &UNICODE_STRING) -> String {
+    if s.Buffer.is_null() {
+        return String::new();
+    }
+    // SAFETY: Length bytes at Buffer, per UNICODE_STRING.
+    let units = unsafe { std::slice::from_raw_parts(s.Buffer, usize::from(s.Length) / 2) };
+    String::from_utf16_lossy(units)
+}
+
+/// FltClose.
+#[unsafe(no_mangle)]
+pub extern "system" fn FltClose(handle: HANDLE) -> NTSTATUS {
+    irql::check("FltClose", PASSIVE_LEVEL);
+    let kernel = files::is_kernel_handle(handle as isize);
+    if kernel != Some(true) {
+        with_kernel(|k| {
+            k.violation(
+                "FltClose",
+                format!("{handle:p} is not a kernel handle from FltCreateFileEx2"),
+            )
+        });
+        return STATUS_INVALID_HANDLE;
+    }
+    files::close(files::Handle(handle as isize))
+}
+
+/// ObfReferenceObject (file objects only in the model).
+#[unsafe(no_mangle)]
+pub extern "system" fn ObfReferenceObject(object: *const c_void) -> isize {
+    irql::check("ObfReferenceObject", DISPATCH_LEVEL);
+    files::reference(object as usize) as isize
+}
+
+/// ObfDereferenceObject.
+#[unsafe(no_mangle)]
+pub extern "system" fn ObfDereferenceObject(object: *const c_void) -> isize {
+    irql::check("ObfDereferenceObject", DISPATCH_LEVEL);
+    let known = with_kernel(|k| k.io.files.contains_key(&(object as usize)));
+    if !known {
+        with_kernel(|k| {
+            k.violation(
+                "ObfDereferenceObject",
+                format!("{object:p} is not a referenced object (dereferenced too often?)"),
+            )
+        });
+        return 0;
+    }
+    files::dereference_by_driver(object as usize);
+    0
+}
+
+fn sync_only(api: &'static str, callback: PFLT_COMPLETED_ASYNC_IO_CALLBACK) -> bool {
+    if callback.is_some() {
+        with_kernel(|k| {
+            k.violation(
+                api,
+                "asynchronous filter I/O is not modelled; pass no callback routine",
+            )
+        });
+        return false;
+    }
+    true
+}
+
+/// FltReadFile (synchronous).
+///
+/// # Safety
+/// `buffer` must hold `length` bytes; `offset` and `read` NULL or valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn FltReadFile(
+    instance: PFLT_INSTANCE,
+    fo: *const FILE_OBJECT,
+    offset: *const i64,
+    length: u32,
+    buffer: *mut c_void,
+    flags: u32,
+    read: *mut u32,
+    callback: PFLT_COMPLETED_ASYNC_IO_CALLBACK,
+    _context: *const c_void,
+) -> NTSTATUS {
+    irql::check("FltReadFile", APC_LEVEL);
+    if !sync_only("FltReadFile", callback) {
+        return STATUS_NOT_SUPPORTED;
+    }
+    let Some((fo, volume)) = object_on("FltReadFile", instance, fo) else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    // SAFETY: NULL or the caller's offset.
+    let at = unsafe { offset.as_ref() }
+        .copied()
+        .unwrap_or_else(|| files::position(fo));
+    let mut irp_flags = 0;
+    if flags & FLTFL_IO_OPERATION_NON_CACHED != 0 {
+        irp_flags |= irp::NOCACHE;
+    }
+    if flags & FLTFL_IO_OPERATION_PAGING != 0 {
+        irp_flags |= irp::PAGING_IO | irp::NOCACHE;
+    }
+    // SAFETY: the caller's buffer of `length` bytes.
+    let target = unsafe { std::slice::from_raw_parts_mut(buffer.cast::<u8>(), length as usize) };
+    let done = irp_read(fo, volume, at as u64, target, irp_flags, instance);
+    if !read.is_null() {
+        // SAFETY: the caller's out pointer.
+        unsafe { read.write(done.information as u32) };
+    }
+    if done.status >= 0 && flags & FLTFL_IO_OPERATION_DO_NOT_UPDATE_BYTE_OFFSET == 0 {
+        files::set_position(fo, at + done.information as i64);
+    }
+    done.status
+}
+
+/// FltWriteFile (synchronous).
+///
+/// # Safety
+/// `buffer` must hold `length` bytes; `offset` and `written` NULL or valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn FltWriteFile(
+    instance: PFLT_INSTANCE,
+    fo: *const FILE_OBJECT,
+    offset: *const i64,
+    length: u32,
+    buffer: *const c_void,
+    flags: u32,
+    written: *mut u32,
+    callback: PFLT_COMPLETED_ASYNC_IO_CALLBACK,
+    _context: *const c_void,
+) -> NTSTATUS {
+    irql::check("FltWriteFile", PASSIVE_LEVEL);
+    if !sync_only("FltWriteFile", callback) {
+        return STATUS_NOT_SUPPORTED;
+    }
+    let Some((fo, volume)) = object_on("FltWriteFile", instance, fo) else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    // SAFETY: NULL or the caller's offset.
+    let at = unsafe { offset.as_ref() }
+        .copied()
+        .unwrap_or_else(|| files::position(fo));
+    let mut irp_flags = 0;
+    if flags & FLTFL_IO_OPERATION_NON_CACHED != 0 {
+        irp_flags |= irp::NOCACHE;
+    }
+    if flags & FLTFL_IO_OPERATION_PAGING != 0 {
+        irp_flags |= irp::PAGING_IO | irp::NOCACHE;
+    }
+    // SAFETY: the caller's buffer of `length` bytes.
+    let mut data =
+        unsafe { std::slice::from_raw_parts(buffer.cast::<u8>(), length as usize) }.to_vec();
+    let done = irp_write(fo, volume, at as u64, &mut data, irp_flags, instance);
+    if !written.is_null() {
+        // SAFETY: the caller's out pointer.
+        unsafe { written.write(done.information as u32) };
+    }
+    if done.status >= 0 && flags & FLTFL_IO_OPERATION_DO_NOT_UPDATE_BYTE_OFFSET == 0 {
+        files::set_position(fo, at + done.information as i64);
+    }
+    done.status
+}
+
+/// FltQueryInformationFile.
+///
+/// # Safety
+/// `info` must hold `length` bytes; `returned` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn FltQueryInformationFile(
+    instance: PFLT_INSTANCE,
+    fo: *const FILE_OBJECT,
+    info: *mut c_void,
+    length: u32,
+    class: i32,
+    returned: *mut u32,
+) -> NTSTATUS {
+    irql::check("FltQueryInformationFile", PASSIVE_LEVEL);
+    let Some((fo, volume)) = object_on("FltQueryInformationFile", instance, fo) else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    let (status, bytes) =
+        files::query_information_on(fo, volume, class, length as usize, Some(instance));
+    // SAFETY: the caller's buffer holds `length` >= bytes.len() bytes.
+    unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), info.cast::<u8>(), bytes.len()) };
+    if !returned.is_null() {
+        // SAFETY: the caller's out pointer.
+        unsafe { returned.write(bytes.len() as u32) };
+    }
+    status
+}
+
+/// FltSetInformationFile.
+///
+/// # Safety
+/// `info` must hold `length` bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn FltSetInformationFile(
+    instance: PFLT_INSTANCE,
+    fo: *const FILE_OBJECT,
+    info: *const c_void,
+    length: u32,
+    class: i32,
+) -> NTSTATUS {
+    irql::check("FltSetInformationFile", PASSIVE_LEVEL);
+    let Some((fo, volume)) = object_on("FltSetInformationFile", instance, fo) else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    // SAFETY: the caller's buffer of `length` bytes.
+    let input = unsafe { std::slice::from_raw_parts(info.cast::<u8>(), length as usize) };
+    files::set_information_on(fo, volume, class, input, Some(instance))
+}
+
+/// FltFsControlFile (METHOD_BUFFERED codes).
+///
+/// # Safety
+/// Buffers as their lengths say; `returned` NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn FltFsControlFile(
+    instance: PFLT_INSTANCE,
+    fo: *const FILE_OBJECT,
+    code: u32,
+    input: *const c_void,
+    input_length: u32,
+    output: *mut c_void,
+    output_length: u32,
+    returned: *mut u32,
+) -> NTSTATUS {
+    irql::check("FltFsControlFile", PASSIVE_LEVEL);
+    let Some((fo, volume)) = object_on("FltFsControlFile", instance, fo) else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    let input = if input.is_null() || input_length == 0 {
+        &[][..]
+    } else {
+        // SAFETY: the caller's input of `input_length` bytes.
+        unsafe { std::slice::from_raw_parts(input.cast::<u8>(), input_length as usize) }
+    };
+    let (status, bytes) = files::fs_control_on(
+        fo,
+        volume,
+        code,
+        input,
+        output_length as usize,
+        Some(instance),
+        0,
+    );
+    if !output.is_null() && !bytes.is_empty() {
+        // SAFETY: the caller's output of `output_length` >= bytes.len() bytes.
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), output.cast::<u8>(), bytes.len()) };
+    }
+    if !returned.is_null() {
+        // SAFETY: the caller's out pointer.
+        unsafe { returned.write(bytes.len() as u32) };
+    }
+    status
+}
+
+fn guid_bytes(guid: *const windows_sys::core::GUID) -> Option<[u8; 16]> {
+    // SAFETY: NULL or the caller's GUID.
+    let g = unsafe { guid.as_ref() }?;
+    let mut out = [0u8; 16];
+    out[..4].copy_from_slice(&g.data1.to_le_bytes());
+    out[4..6].copy_from_slice(&g.data2.to_le_bytes());
+    out[6..8].copy_from_slice(&g.data3.to_le_bytes());
+    out[8..].copy_from_slice(&g.data4);
+    Some(out)
+}
+
+/// A reparse buffer for `tag`: REPARSE_GUID_DATA_BUFFER for non-Microsoft tags,
+/// REPARSE_DATA_BUFFER (no GUID) for Microsoft ones.
+fn reparse_buffer(tag: u32, guid: Option<[u8; 16]>, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(24 + data.len());
+    out.extend_from_slice(&tag.to_le_bytes());
+    out.extend_from_slice(&(data.len() as u16).to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    if tag & 0x8000_0000 == 0 {
+        out.extend_from_slice(&guid.unwrap_or_default());
+    }
+    out.extend_from_slice(data);
+    out
+}
+
+fn tag_checks(
+    api: &'static str,
+    instance: PFLT_INSTANCE,
+    fo: *const FILE_OBJECT,
+) -> Option<(usize, PFLT_VOLUME)> {
+    let (fo, volume) = object_on(api, instance, fo)?;
+    let access = with_kernel(|k| k.io.files.get(&fo).map_or(0, |f| f.access));
+    if access & TAG_ACCESS == 0 {
+        return None;
+    }
+    Some((fo, volume))
+}
+
+/// FltTagFile: sets a reparse point through FSCTL_SET_REPARSE_POINT below the instance.
+///
+/// # Safety
+/// `data` must hold `length` bytes; `guid` NULL or valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn FltTagFile(
+    instance: PFLT_INSTANCE,
+    fo: *const FILE_OBJECT,
+    tag: u32,
+    guid: *const windows_sys::core::GUID,
+    data: *const c_void,
+    length: u16,
+) -> NTSTATUS {
+    irql::check("FltTagFile", PASSIVE_LEVEL);
+    let Some((fo, volume)) = tag_checks("FltTagFile", instance, fo) else {
+        return STATUS_ACCESS_DENIED;
+    };
+    let guid = guid_bytes(guid);
+    if tag & 0x8000_0000 == 0 && guid.is_none() {
+        return STATUS_INVALID_PARAMETER;
+    }
+    let data = if data.is_null() || length == 0 {
+        &[][..]
+    } else {
+        // SAFETY: the caller's `length` bytes.
+        unsafe { std::slice::from_raw_parts(data.cast::<u8>(), usize::from(length)) }
+    };
+    let buffer = reparse_buffer(tag, guid, data);
+    files::fs_control_on(
+        fo,
+        volume,
+        FSCTL_SET_REPARSE_POINT,
+        &buffer,
+        0,
+        Some(instance),
+        0,
+    )
+    .0
+}
+
+/// FltTagFileEx: FSCTL_SET_REPARSE_POINT_EX with the expected existing tag.
+///
+/// # Safety
+/// As FltTagFile; `existing_guid` NULL or valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn FltTagFileEx(
+    instance: PFLT_INSTANCE,
+    fo: *const FILE_OBJECT,
+    tag: u32,
+    guid: *const windows_sys::core::GUID,
+    data: *const c_void,
+    length: u16,
+    existing_tag: u32,
+    existing_guid: *const windows_sys::core::GUID,
+    flags: u32,
+) -> NTSTATUS {
+    irql::check("FltTagFileEx", PASSIVE_LEVEL);
+    let Some((fo, volume)) = tag_checks("FltTagFileEx", instance, fo) else {
+        return STATUS_ACCESS_DENIED;
+    };
+    let guid = guid_bytes(guid);
+    if tag & 0x8000_0000 == 0 && guid.is_none() {
+        return STATUS_INVALID_PARAMETER;
+    }
+    let data = if data.is_null() || length == 0 {
+        &[][..]
+    } else {
+        // SAFETY: the caller's `length` bytes.
+        unsafe { std::slice::from_raw_parts(data.cast::<u8>(), usize::from(length)) }
+    };
+    // REPARSE_DATA_BUFFER_EX: Flags, ExistingReparseTag, ExistingReparseGuid, Reserved,
+    // then the reparse buffer.
+    let mut buffer = Vec::new();
+    buffer.extend_from_slice(&flags.to_le_bytes());
+    buffer.extend_from_slice(&existing_tag.to_le_bytes());
+    buffer.extend_from_slice(&guid_bytes(existing_guid).unwrap_or_default());
+    buffer.extend_from_slice(&0u64.to_le_bytes());
+    buffer.extend_from_slice(&reparse_buffer(tag, guid, data));
+    files::fs_control_on(
+        fo,
+        volume,
+        FSCTL_SET_REPARSE_POINT_EX,
+        &buffer,
+        0,
+        Some(instance),
+        0,
+    )
+    .0
+}
+
+/// FltUntagFile: FSCTL_DELETE_REPARSE_POINT below the instance.
+///
+/// # Safety
+/// `guid` NULL or valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn FltUntagFile(
+    instance: PFLT_INSTANCE,
+    fo: *const FILE_OBJECT,
+    tag: u32,
+    guid: *const windows_sys::core::GUID,
+) -> NTSTATUS {
+    irql::check("FltUntagFile", PASSIVE_LEVEL);
+    let Some((fo, volume)) = tag_checks("FltUntagFile", instance, fo) else {
+        return STATUS_ACCESS_DENIED;
+    };
+    let buffer = reparse_buffer(tag, guid_bytes(guid), &[]);
+    files::fs_control_on(
+        fo,
+        volume,
+        FSCTL_DELETE_REPARSE_POINT,
+        &buffer,
+        0,
+        Some(instance),
+        0,
+    )
+    .0
+}
+
+/// FltLockUserBuffer: the model's buffers are always system memory, so an MDL
+/// describing them is all that is needed; it is freed with the operation.
+#[unsafe(no_mangle)]
+pub extern "system" fn FltLockUserBuffer(data: *const FLT_CALLBACK_DATA) -> NTSTATUS {
+    irql::check("FltLockUserBuffer", APC_LEVEL);
+    let known = with_kernel(|k| k.io.ops.contains_key(&(data as usize)));
+    if !known {
+        with_kernel(|k| {
+            k.violation(
+                "FltLockUserBuffer",
+                format!("{data:p} is not the callback data of a live operation"),
+            )
+        });
+        return STATUS_INVALID_PARAMETER;
+    }
+    // SAFETY: a live callback data.
+    if unsafe { (*data).Flags } & FLTFL_CALLBACK_DATA_IRP_OPERATION == 0 {
+        return STATUS_INVALID_PARAMETER;
+    }
+    STATUS_SUCCESS
+}
+
+/// FltDoCompletionProcessingWhenSafe: runs `safe` now if the IRQL allows, else on a
+/// worker thread at PASSIVE_LEVEL with the post-operation pended.
+///
+/// # Safety
+/// As documented: called from a post-operation with its arguments.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn FltDoCompletionProcessingWhenSafe(
+    data: *const FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    context: *const c_void,
+    flags: u32,
+    safe: PFLT_POST_OPERATION_CALLBACK,
+    ret: *mut FLT_POSTOP_CALLBACK_STATUS,
+) -> bool {
+    let Some(safe) = safe else { return false };
+    let irp_op = with_kernel(|k| {
+        k.io.ops
+            .get(&(data as usize))
+            .map(|o| o.kind == io::Kind::Irp)
+    });
+    if irp_op != Some(true) {
+        return false;
+    }
+    // SAFETY: a live callback data.
+    let paging = unsafe { (*(*data).Iopb).IrpFlags } & irp::PAGING_IO != 0;
+    if paging {
+        return false;
+    }
+    if irql::current() <= APC_LEVEL {
+        // SAFETY: the filter's safe callback with the arguments it was given.
+        let status = unsafe { safe(data.cast_mut(), objects, context, flags) };
+        if !ret.is_null() {
+            // SAFETY: the caller's out pointer.
+            unsafe { ret.write(status) };
+        }
+        return true;
+    }
+    // SAFETY: the related objects live in the dispatcher's frame, which waits for the
+    // pended post-operation; copied for the worker.
+    let o = unsafe { *objects };
+    let (filter, volume, instance, file) = (o.Filter, o.Volume, o.Instance, o.FileObject as usize);
+    let (data_addr, context_addr) = (data as usize, context as usize);
+    if !ret.is_null() {
+        // SAFETY: the caller's out pointer.
+        unsafe { ret.write(FLT_POSTOP_MORE_PROCESSING_REQUIRED) };
+    }
+    std::thread::spawn(move || {
+        let objects = FLT_RELATED_OBJECTS {
+            Size: std::mem::size_of::<FLT_RELATED_OBJECTS>() as u16,
+            TransactionContext: 0,
+            Filter: filter,
+            Volume: volume,
+            Instance: instance,
+            FileObject: file as *const FILE_OBJECT,
+            Transaction: std::ptr::null(),
+        };
+        irql::at(PASSIVE_LEVEL, || {
+            // SAFETY: the callback data stays alive: its post-operation is pended until
+            // FltCompletePendedPostOperation below.
+            let status = unsafe {
+                safe(
+                    data_addr as *mut FLT_CALLBACK_DATA,
+                    &objects,
+                    context_addr as *const c_void,
+                    flags,
+                )
+            };
+            if status == FLT_POSTOP_FINISHED_PROCESSING {
+                io::FltCompletePendedPostOperation(data_addr as *const FLT_CALLBACK_DATA);
+            }
+        })
+    });
+    true
+}
+
+/// SeLocateProcessImageName: the image path in NT form, in pool the caller frees with
+/// ExFreePool(WithTag).
+///
+/// # Safety
+/// `out` must be writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn SeLocateProcessImageName(
+    process: *mut c_void,
+    out: *mut *mut UNICODE_STRING,
+) -> NTSTATUS {
+    irql::check("SeLocateProcessImageName", PASSIVE_LEVEL);
+    if out.is_null() {
+        return STATUS_INVALID_PARAMETER;
+    }
+    let image = with_kernel(|k| k.processes.by_eprocess(process).map(|p| p.image.clone()));
+    let Some(image) = image else {
+        with_kernel(|k| {
+            k.violation(
+                "SeLocateProcessImageName",
+                format!("{process:p} is not a process object"),
+            )
+        });
+        return STATUS_INVALID_PARAMETER;
+    };
+    let units: Vec<u16> = image.encode_utf16().collect();
+    let header = std::mem::size_of::<UNICODE_STRING>();
+    let size = header + units.len() * 2;
+    // The kernel allocates it with tag 'SeIm'... the caller frees it with ExFreePool.
+    let block = with_kernel(|k| {
+        k.pool.allocate(
+            size,
+            u32::from_le_bytes(*b"SeIm"),
+            super::pool::Owner::Driver,
+        )
+    });
+    let Some(block) = block else {
+        return windows_sys::Win32::Foundation::STATUS_INSUFFICIENT_RESOURCES;
+    };
+    // SAFETY: `block` holds `size` bytes: the header, then the name.
+    let text = unsafe { block.add(header) }.cast::<u16>();
+    // SAFETY: as above; no overlap.
+    unsafe { std::ptr::copy_nonoverlapping(units.as_ptr(), text, units.len()) };
+    let s = UNICODE_STRING {
+        Length: (units.len() * 2) as u16,
+        MaximumLength: (units.len() * 2) as u16,
+        Buffer: text,
+    };
+    // SAFETY: the header fits at the start of the 16-byte aligned block.
+    unsafe { block.cast::<UNICODE_STRING>().write(s) };
+    // SAFETY: checked non-null above.
+    unsafe { out.write(block.cast()) };
+    let _ = process::current_pid();
+    STATUS_SUCCESS
+}
