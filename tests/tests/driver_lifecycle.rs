@@ -120,32 +120,34 @@ fn the_port_is_admin_only_and_admits_only_a_decodable_context() {
     assert_eq!(ports[0].max_connections, MAX_CONNECTIONS as usize);
 
     let good = context(cloudflt_proto::PROTOCOL_VERSION);
+    let user = machine.spawn_caller(Caller::StandardUser);
+    let admin = machine.spawn_caller(Caller::Administrator);
     assert_eq!(
-        machine.connect(PORT_NAME, &good, Caller::StandardUser),
+        machine.connect(PORT_NAME, &good, user),
         Err(STATUS_ACCESS_DENIED)
     );
     assert_eq!(
-        machine.connect(PORT_NAME, &[], Caller::Administrator),
+        machine.connect(PORT_NAME, &[], admin),
         Err(STATUS_INVALID_BUFFER_SIZE)
     );
     let mut bad_magic = good.clone();
     bad_magic[0] ^= 0xff;
     assert_eq!(
-        machine.connect(PORT_NAME, &bad_magic, Caller::Administrator),
+        machine.connect(PORT_NAME, &bad_magic, admin),
         Err(STATUS_INVALID_PARAMETER)
     );
     assert_eq!(
-        machine.connect(PORT_NAME, &context(2), Caller::Administrator),
+        machine.connect(PORT_NAME, &context(2), admin),
         Err(STATUS_REVISION_MISMATCH)
     );
     assert_eq!(
-        machine.connect(PORT_NAME, &good[..good.len() - 1], Caller::Administrator),
+        machine.connect(PORT_NAME, &good[..good.len() - 1], admin),
         Err(STATUS_INFO_LENGTH_MISMATCH)
     );
     let mut flags = good.clone();
     flags[12] = 1;
     assert_eq!(
-        machine.connect(PORT_NAME, &flags, Caller::Administrator),
+        machine.connect(PORT_NAME, &flags, admin),
         Err(STATUS_NOT_SUPPORTED)
     );
     assert_eq!(
@@ -154,12 +156,8 @@ fn the_port_is_admin_only_and_admits_only_a_decodable_context() {
         "refused connections leave nothing behind"
     );
 
-    let first = machine
-        .connect(PORT_NAME, &good, Caller::Administrator)
-        .unwrap();
-    let _second = machine
-        .connect(PORT_NAME, &good, Caller::Administrator)
-        .unwrap();
+    let first = machine.connect(PORT_NAME, &good, admin).unwrap();
+    let _second = machine.connect(PORT_NAME, &good, admin).unwrap();
     assert_eq!(machine.ports()[0].connections, 2);
     let two = machine.pool_bytes(*b"CFcn");
     assert!(two > 0, "each connection is a tagged pool object");
@@ -178,7 +176,7 @@ fn the_port_is_admin_only_and_admits_only_a_decodable_context() {
     assert!(ports[0].closed);
     assert_eq!(ports[0].connections, 0);
     assert_eq!(
-        machine.connect(PORT_NAME, &good, Caller::Administrator),
+        machine.connect(PORT_NAME, &good, admin),
         Err(STATUS_OBJECT_NAME_NOT_FOUND)
     );
     assert!(machine.filter().is_none());

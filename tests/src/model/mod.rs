@@ -9,6 +9,7 @@
 //! Callbacks into the driver are always made with the kernel lock released, since the
 //! driver calls back into the model from inside them.
 
+pub mod fltlib;
 pub mod fltmgr;
 pub mod irql;
 pub mod ntfs;
@@ -58,6 +59,7 @@ pub(crate) struct Kernel {
     pub(crate) security_descriptors: HashMap<usize, u32>,
     pub(crate) server_ports: HashMap<isize, port::ServerPort>,
     pub(crate) client_ports: HashMap<isize, port::ClientPort>,
+    pub(crate) user_handles: HashMap<isize, fltlib::UserHandle>,
     pub(crate) volumes: Vec<volume::Volume>,
     pub(crate) processes: process::Processes,
     pub(crate) violations: Vec<Violation>,
@@ -75,6 +77,7 @@ impl Kernel {
             security_descriptors: HashMap::new(),
             server_ports: HashMap::new(),
             client_ports: HashMap::new(),
+            user_handles: HashMap::new(),
             volumes: Vec::new(),
             processes: process::Processes::default(),
             violations: Vec::new(),

@@ -1,36 +1,65 @@
-//! Filter communication ports, kernel side (FltCreateCommunicationPort and friends) and
-//! user side (what `FilterConnectCommunicationPort` does).
+//! Filter communication ports, kernel side: FltCreateCommunicationPort and the server
+//! port, the client port of each connection, and the message traffic over it
+//! (FltSendMessage one way, MessageNotify the other).
 //!
-//! Owns: server ports by name, client ports, and the security descriptors
-//! FltBuildDefaultSecurityDescriptor hands out. Checks: a port must be created with a
-//! security descriptor and OBJ_KERNEL_HANDLE, descriptors are freed, every connection's
-//! client port is closed in DisconnectNotify, and (in fltmgr) server ports are closed
-//! before FltUnregisterFilter.
+//! Owns: server ports by name, client ports (kept as tombstones after they close, so a
+//! stale client-port pointer is recognised), each connection's [`Channel`] (messages
+//! queued for the provider, FilterGetMessage requests waiting for one, replies awaited),
+//! and the security descriptors FltBuildDefaultSecurityDescriptor hands out.
+//! Does not own: user-mode handles, events and OVERLAPPED completion; those are
+//! [`fltlib`](super::fltlib), which calls in here.
+//!
+//! Checks: a port is created with a security descriptor and OBJ_KERNEL_HANDLE,
+//! descriptors are freed, every connection's client port is closed in DisconnectNotify,
+//! (in fltmgr) server ports are closed before FltUnregisterFilter, FltSendMessage runs at
+//! IRQL <= APC_LEVEL with a relative timeout on a client port that is still open, and
+//! MessageNotify reports no more output than the caller's buffer holds.
+//!
+//! Waiting: a thread in FltSendMessage or FilterGetMessage waits on its connection's
+//! channel (own mutex and condvar), never holding the kernel lock. Lock order is kernel
+//! lock, released, then channel lock, then the user-mode dispatcher lock of fltlib;
+//! nothing takes the kernel lock while holding a channel.
 
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::c_void;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use windows_sys::Wdk::Foundation::OBJECT_ATTRIBUTES;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     PFLT_CONNECT_NOTIFY, PFLT_DISCONNECT_NOTIFY, PFLT_FILTER, PFLT_MESSAGE_NOTIFY, PFLT_PORT,
 };
 use windows_sys::Win32::Foundation::{
-    NTSTATUS, OBJ_KERNEL_HANDLE, STATUS_ACCESS_DENIED, STATUS_CONNECTION_COUNT_LIMIT,
-    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_OBJECT_NAME_COLLISION,
-    STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS,
+    NTSTATUS, OBJ_KERNEL_HANDLE, STATUS_ACCESS_DENIED, STATUS_BUFFER_OVERFLOW,
+    STATUS_CONNECTION_COUNT_LIMIT, STATUS_FLT_NO_WAITER_FOR_REPLY, STATUS_INSUFFICIENT_RESOURCES,
+    STATUS_INVALID_PARAMETER, STATUS_OBJECT_NAME_COLLISION, STATUS_OBJECT_NAME_NOT_FOUND,
+    STATUS_PORT_DISCONNECTED, STATUS_PROCESS_IS_TERMINATING, STATUS_SUCCESS,
+    STATUS_THREAD_IS_TERMINATING, STATUS_TIMEOUT,
 };
 use windows_sys::Win32::Security::PSECURITY_DESCRIPTOR;
+use windows_sys::Win32::Storage::InstallableFileSystems::FILTER_MESSAGE_HEADER;
 
-use super::irql::{self, PASSIVE_LEVEL};
+use super::fltlib::Completion;
+use super::irql::{self, APC_LEVEL, PASSIVE_LEVEL};
 use super::pool::Owner;
+use super::process;
 use super::{Machine, with_kernel};
 
 /// `FLT_PORT_CONNECT`.
 const FLT_PORT_CONNECT: u32 = 0x0001;
 /// Largest connection context FilterConnectCommunicationPort accepts (`wSizeOfContext`
 /// is a WORD, and it travels in an EA value after a header).
-const MAX_CONTEXT: usize = u16::MAX as usize - 0x40;
+pub(crate) const MAX_CONTEXT: usize = u16::MAX as usize - 0x40;
 /// Bytes of a security descriptor handed out (SYSTEM + Administrators DACL).
 const SD_BYTES: usize = 64;
+/// `sizeof(FILTER_MESSAGE_HEADER)` and `sizeof(FILTER_REPLY_HEADER)`: 16 on every
+/// Windows target (a ULONG/NTSTATUS padded to the ULONGLONG MessageId).
+pub(crate) const HEADER_BYTES: usize = 16;
+
+/// Message ids: unique across every port of every machine, as FltMgr's are per boot;
+/// a reply to a stale id then can never match a newer message.
+static NEXT_MESSAGE_ID: AtomicU64 = AtomicU64::new(1);
 
 pub(crate) struct ServerPort {
     pub(crate) filter: PFLT_FILTER,
@@ -39,8 +68,7 @@ pub(crate) struct ServerPort {
     cookie: usize,
     connect: PFLT_CONNECT_NOTIFY,
     disconnect: PFLT_DISCONNECT_NOTIFY,
-    // Kept for message traffic, which later work models.
-    _message: PFLT_MESSAGE_NOTIFY,
+    message: PFLT_MESSAGE_NOTIFY,
     max_connections: usize,
     /// Access the descriptor grants (FLT_PORT_ALL_ACCESS to SYSTEM and Administrators).
     access: u32,
@@ -52,11 +80,22 @@ pub(crate) struct ClientPort {
     cookie: usize,
     /// Set once the driver closes it with FltCloseClientPort.
     closed: bool,
-    /// Set once DisconnectNotify has run.
+    /// Set once DisconnectNotify has run (the user-mode handle is gone).
     disconnected: bool,
+    /// The process that connected (whose handle table holds the user-mode end).
+    owner: u32,
+    pub(crate) channel: Arc<Channel>,
 }
 
-/// Who opens the port from user mode.
+impl ClientPort {
+    /// Counts against MaxConnections and shows in [`PortView::connections`].
+    fn is_open(&self) -> bool {
+        !self.closed && !self.disconnected
+    }
+}
+
+/// Who opens the port from user mode: the kind of process [`Machine::spawn_caller`]
+/// starts. Whether the port's DACL admits a process is decided by its `elevated` flag.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Caller {
     /// LocalSystem or an elevated administrator: in the default descriptor's DACL.
@@ -65,9 +104,337 @@ pub enum Caller {
     StandardUser,
 }
 
-/// A user-mode connection, as the handle FilterConnectCommunicationPort returns.
+/// A user-mode connection: the port handle FilterConnectCommunicationPort returned, in
+/// the handle table of the process that connected.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ClientId(PFLT_PORT);
+pub struct ClientId(pub(crate) isize);
+
+impl ClientId {
+    /// The user-mode HANDLE, for the fltlib calls (`FilterGetMessage` and friends), made
+    /// from a thread of the owning process ([`process::run_as`]).
+    pub fn handle(self) -> windows_sys::Win32::Foundation::HANDLE {
+        self.0 as windows_sys::Win32::Foundation::HANDLE
+    }
+}
+
+/// A message FltSendMessage queued that no FilterGetMessage has taken yet.
+struct Queued {
+    id: u64,
+    data: Vec<u8>,
+    /// The driver's reply buffer size, if it waits for a reply.
+    reply: Option<u32>,
+}
+
+/// Where one FltSendMessage stands, by message id.
+enum SendState {
+    Queued,
+    /// Delivered; no reply expected.
+    Delivered,
+    /// Delivered; the driver waits for a reply of at most this many bytes.
+    AwaitingReply(u32),
+    /// FilterReplyMessage answered: the payload (already cut to the driver's buffer) and
+    /// the status FltSendMessage returns.
+    Replied(Vec<u8>, NTSTATUS),
+}
+
+/// A caller's buffer, written by whichever thread completes the request.
+///
+/// # Invariants
+/// Points to `len` writable bytes for as long as the request is pending: the caller of
+/// FilterGetMessage guarantees that (it blocks, or for overlapped I/O must keep the
+/// buffer alive until completion), and a request leaves the channel when it completes
+/// or is cancelled, before the caller may free the buffer.
+pub(crate) struct UserBuffer {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: the buffer is only touched under the channel lock by the completing thread,
+// while the request is pending (see the invariants).
+unsafe impl Send for UserBuffer {}
+
+/// A pending FilterGetMessage.
+pub(crate) struct Reader {
+    id: u64,
+    /// The user handle it was issued on (CancelIoEx matches on it).
+    handle: isize,
+    buffer: UserBuffer,
+    completion: Completion,
+}
+
+/// One connection's message traffic.
+pub(crate) struct Channel {
+    state: Mutex<ChannelState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct ChannelState {
+    /// The connection is gone: the user handle closed, the driver closed the client port,
+    /// or the filter unregistered. Nothing more is delivered.
+    ended: bool,
+    queue: VecDeque<Queued>,
+    readers: VecDeque<Reader>,
+    sends: HashMap<u64, SendState>,
+    /// Outcomes of synchronous readers, by reader id: status and bytes.
+    finished: HashMap<u64, (NTSTATUS, u32)>,
+    /// Processes killed while a thread of theirs may wait here.
+    terminated: HashSet<u32>,
+    next_reader: u64,
+}
+
+/// How a FltSendMessage ended.
+enum SendOutcome {
+    /// Delivered; no reply was asked for.
+    Delivered,
+    /// Answered: the payload cut to the driver's buffer, and the status to return.
+    Replied(Vec<u8>, NTSTATUS),
+    /// Not (fully) answered: STATUS_TIMEOUT, STATUS_PORT_DISCONNECTED or
+    /// STATUS_THREAD_IS_TERMINATING.
+    Ended(NTSTATUS),
+}
+
+/// What a FilterGetMessage call gets back right away.
+pub(crate) enum ReadStart {
+    /// Completed (synchronous reads always end here): status and bytes.
+    Done(NTSTATUS, u32),
+    /// Overlapped and queued; completion comes through the OVERLAPPED.
+    Pending,
+}
+
+impl Channel {
+    fn new() -> Arc<Self> {
+        Arc::new(Self {
+            state: Mutex::new(ChannelState::default()),
+            wake: Condvar::new(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, ChannelState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Ends the connection: pending reads complete with `read_status`, waiting senders
+    /// see STATUS_PORT_DISCONNECTED, queued messages are dropped.
+    pub(crate) fn end(&self, read_status: NTSTATUS) {
+        let mut s = self.lock();
+        if !s.ended {
+            s.ended = true;
+            s.queue.clear();
+            let readers: Vec<Reader> = s.readers.drain(..).collect();
+            for reader in readers {
+                s.complete(reader, read_status, 0);
+            }
+        }
+        drop(s);
+        self.wake.notify_all();
+    }
+
+    /// Marks `pid` killed so a FltSendMessage from one of its threads stops waiting.
+    fn terminate(&self, pid: u32) {
+        self.lock().terminated.insert(pid);
+        self.wake.notify_all();
+    }
+
+    /// FilterGetMessage on this connection into `buffer` (at least a header long).
+    pub(crate) fn read(
+        &self,
+        handle: isize,
+        buffer: *mut u8,
+        len: usize,
+        completion: Completion,
+    ) -> ReadStart {
+        let mut s = self.lock();
+        if s.ended {
+            return ReadStart::Done(STATUS_PORT_DISCONNECTED, 0);
+        }
+        s.next_reader += 1;
+        let id = s.next_reader;
+        let synchronous = matches!(completion, Completion::Sync);
+        s.readers.push_back(Reader {
+            id,
+            handle,
+            // INVARIANT: the caller's buffer, pending until completed or cancelled.
+            buffer: UserBuffer { ptr: buffer, len },
+            completion,
+        });
+        s.deliver();
+        self.wake.notify_all();
+        if !synchronous {
+            // FltMgr pends every overlapped FilterGetMessage, even when a message is
+            // already queued (the scanner sample treats anything but ERROR_IO_PENDING as
+            // failure).
+            return ReadStart::Pending;
+        }
+        loop {
+            if let Some((status, bytes)) = s.finished.remove(&id) {
+                return ReadStart::Done(status, bytes);
+            }
+            s = self.wake.wait(s).unwrap_or_else(PoisonError::into_inner);
+        }
+    }
+
+    /// CancelIoEx: cancels reads issued on `handle` (only the one using `overlapped`
+    /// when it is not null). Returns how many were cancelled.
+    pub(crate) fn cancel(&self, handle: isize, overlapped: Option<usize>) -> usize {
+        let mut s = self.lock();
+        let (cancelled, kept): (Vec<Reader>, Vec<Reader>) = s.readers.drain(..).partition(|r| {
+            r.handle == handle && overlapped.is_none_or(|ov| r.completion.overlapped() == Some(ov))
+        });
+        s.readers = kept.into();
+        let n = cancelled.len();
+        for reader in cancelled {
+            s.complete(reader, windows_sys::Win32::Foundation::STATUS_CANCELLED, 0);
+        }
+        drop(s);
+        self.wake.notify_all();
+        n
+    }
+
+    /// FilterReplyMessage: `payload` is what followed the FILTER_REPLY_HEADER.
+    pub(crate) fn reply(&self, id: u64, payload: &[u8]) -> NTSTATUS {
+        let mut s = self.lock();
+        if s.ended {
+            return STATUS_PORT_DISCONNECTED;
+        }
+        let Some(SendState::AwaitingReply(capacity)) = s.sends.get(&id) else {
+            // Timed out, never expected a reply, already answered, or never sent.
+            return STATUS_FLT_NO_WAITER_FOR_REPLY;
+        };
+        let capacity = *capacity as usize;
+        // The fltkernel.h remarks: a reply longer than the driver's buffer makes
+        // FltSendMessage return STATUS_BUFFER_OVERFLOW; the driver gets what fits.
+        let (data, status) = if payload.len() > capacity {
+            (payload[..capacity].to_vec(), STATUS_BUFFER_OVERFLOW)
+        } else {
+            (payload.to_vec(), STATUS_SUCCESS)
+        };
+        s.sends.insert(id, SendState::Replied(data, status));
+        drop(s);
+        self.wake.notify_all();
+        STATUS_SUCCESS
+    }
+
+    /// FltSendMessage's wait: queue the message, then wait for delivery and the reply.
+    fn send(
+        &self,
+        data: Vec<u8>,
+        reply: Option<u32>,
+        deadline: Option<Instant>,
+        sender: u32,
+    ) -> SendOutcome {
+        let mut s = self.lock();
+        if s.ended {
+            return SendOutcome::Ended(STATUS_PORT_DISCONNECTED);
+        }
+        let id = NEXT_MESSAGE_ID.fetch_add(1, Ordering::Relaxed);
+        s.sends.insert(id, SendState::Queued);
+        s.queue.push_back(Queued { id, data, reply });
+        s.deliver();
+        self.wake.notify_all();
+        loop {
+            match s.sends.get(&id) {
+                Some(SendState::Delivered) => {
+                    s.sends.remove(&id);
+                    return SendOutcome::Delivered;
+                }
+                Some(SendState::Replied(..)) => {
+                    if let Some(SendState::Replied(data, status)) = s.sends.remove(&id) {
+                        return SendOutcome::Replied(data, status);
+                    }
+                }
+                _ => {}
+            }
+            let outcome = if s.ended {
+                Some(STATUS_PORT_DISCONNECTED)
+            } else if sender != process::SYSTEM_PID && s.terminated.contains(&sender) {
+                Some(STATUS_THREAD_IS_TERMINATING)
+            } else if deadline.is_some_and(|d| Instant::now() >= d) {
+                Some(STATUS_TIMEOUT)
+            } else {
+                None
+            };
+            if let Some(status) = outcome {
+                // Not delivered: withdraw it. Delivered and awaiting a reply: forget it,
+                // so a late FilterReplyMessage finds no waiter.
+                s.sends.remove(&id);
+                s.queue.retain(|q| q.id != id);
+                return SendOutcome::Ended(status);
+            }
+            s = match deadline {
+                None => self.wake.wait(s).unwrap_or_else(PoisonError::into_inner),
+                Some(d) => {
+                    let left = d.saturating_duration_since(Instant::now());
+                    self.wake
+                        .wait_timeout(s, left)
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .0
+                }
+            };
+        }
+    }
+}
+
+impl ChannelState {
+    /// Hands queued messages to waiting readers, oldest first on both sides.
+    fn deliver(&mut self) {
+        while !self.queue.is_empty() && !self.readers.is_empty() {
+            let (Some(message), Some(reader)) = (self.queue.pop_front(), self.readers.pop_front())
+            else {
+                break;
+            };
+            // FILTER_MESSAGE_HEADER.ReplyLength counts the FILTER_REPLY_HEADER too
+            // (fltuserstructures.h); zero when no reply is expected.
+            let header = FILTER_MESSAGE_HEADER {
+                ReplyLength: message.reply.map_or(0, |r| r + HEADER_BYTES as u32),
+                MessageId: message.id,
+            };
+            // SAFETY: the reader's buffer holds at least a header (checked at
+            // FilterGetMessage) and is pending (UserBuffer invariants); unaligned since
+            // user buffers need not be aligned.
+            unsafe {
+                reader
+                    .buffer
+                    .ptr
+                    .cast::<FILTER_MESSAGE_HEADER>()
+                    .write_unaligned(header)
+            };
+            let room = reader.buffer.len - HEADER_BYTES;
+            let copied = message.data.len().min(room);
+            // SAFETY: `copied` bytes fit after the header in the pending user buffer;
+            // the message is our own allocation, so the two do not overlap.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    message.data.as_ptr(),
+                    reader.buffer.ptr.wrapping_add(HEADER_BYTES),
+                    copied,
+                )
+            };
+            // A message longer than the buffer is cut and still counts as delivered
+            // (inference: FltMgr completes the read with STATUS_BUFFER_OVERFLOW).
+            let status = if copied < message.data.len() {
+                STATUS_BUFFER_OVERFLOW
+            } else {
+                STATUS_SUCCESS
+            };
+            let state = match message.reply {
+                Some(capacity) => SendState::AwaitingReply(capacity),
+                None => SendState::Delivered,
+            };
+            self.sends.insert(message.id, state);
+            self.complete(reader, status, (HEADER_BYTES + copied) as u32);
+        }
+    }
+
+    fn complete(&mut self, reader: Reader, status: NTSTATUS, bytes: u32) {
+        match reader.completion {
+            Completion::Sync => {
+                self.finished.insert(reader.id, (status, bytes));
+            }
+            overlapped => overlapped.complete(status, bytes),
+        }
+    }
+}
 
 /// FltBuildDefaultSecurityDescriptor.
 ///
@@ -194,7 +561,7 @@ pub unsafe extern "system" fn FltCreateCommunicationPort(
                 cookie: cookie as usize,
                 connect,
                 disconnect,
-                _message: message,
+                message,
                 max_connections: max_connections as usize,
                 access,
             },
@@ -234,7 +601,11 @@ pub extern "system" fn FltCloseCommunicationPort(port: PFLT_PORT) {
     });
 }
 
-/// FltCloseClientPort.
+/// FltCloseClientPort: the connection ends for both sides. The provider's pending
+/// FilterGetMessage calls fail with STATUS_PORT_DISCONNECTED (ERROR_INVALID_HANDLE in
+/// user mode, which the scanner sample reads as "port disconnected"); FltSendMessage
+/// calls waiting on it return STATUS_PORT_DISCONNECTED; queued messages are dropped.
+/// The user-mode handle stays open until the provider closes it.
 ///
 /// # Safety
 /// `port` must be writable.
@@ -250,15 +621,291 @@ pub unsafe extern "system" fn FltCloseClientPort(_filter: PFLT_FILTER, port: *mu
         // Documented: closing an already-closed (NULL) client port does nothing.
         return;
     }
-    with_kernel(|k| match k.client_ports.get_mut(&handle) {
-        Some(c) if !c.closed => c.closed = true,
-        _ => k.violation(
-            "FltCloseClientPort",
-            format!("{handle:#x} is not an open client port"),
-        ),
+    let channel = with_kernel(|k| match k.client_ports.get_mut(&handle) {
+        Some(c) if !c.closed => {
+            c.closed = true;
+            Some(c.channel.clone())
+        }
+        Some(_) => {
+            k.violation("FltCloseClientPort", format!("{handle:#x} closed twice"));
+            None
+        }
+        None => {
+            k.violation(
+                "FltCloseClientPort",
+                format!("{handle:#x} is not a client port"),
+            );
+            None
+        }
     });
+    if let Some(channel) = channel {
+        channel.end(STATUS_PORT_DISCONNECTED);
+    }
     // SAFETY: as above; FltCloseClientPort sets the caller's handle to NULL.
     unsafe { port.write(0) };
+}
+
+/// How long FltSendMessage may wait, from its `Timeout` argument.
+enum Wait {
+    Forever,
+    Until(Instant),
+}
+
+/// A KeWaitForSingleObject-style timeout: NULL waits forever, negative is relative in
+/// 100 ns units, zero does not wait, positive is an absolute system time (100 ns since
+/// 1601-01-01) which is honoured against the host clock.
+///
+/// # Safety
+/// `timeout` is NULL or readable.
+unsafe fn deadline(timeout: *const i64) -> (Wait, Option<i64>) {
+    // SAFETY: per the contract.
+    let Some(&t) = (unsafe { timeout.as_ref() }) else {
+        return (Wait::Forever, None);
+    };
+    let now = Instant::now();
+    if t <= 0 {
+        let wait = Duration::from_nanos(t.unsigned_abs().saturating_mul(100));
+        return (Wait::Until(now + wait), Some(t));
+    }
+    // 11644473600 s separate 1601-01-01 from 1970-01-01.
+    let since_1601 = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        + Duration::from_secs(11_644_473_600);
+    let target = Duration::from_nanos((t as u64).saturating_mul(100));
+    (
+        Wait::Until(now + target.saturating_sub(since_1601)),
+        Some(t),
+    )
+}
+
+/// FltSendMessage.
+///
+/// Queues the message for the connection's provider (delivered at once to a waiting
+/// FilterGetMessage), then waits until it is delivered and, when `reply_buffer` is not
+/// NULL, until FilterReplyMessage answers it. The reply reaches the driver without its
+/// FILTER_REPLY_HEADER; `*reply_length` becomes the bytes copied. STATUS_TIMEOUT (a
+/// success code) when the timeout passes first, STATUS_PORT_DISCONNECTED when the
+/// connection ends first (or `*client_port` is NULL, as FltCloseClientPort leaves it),
+/// STATUS_THREAD_IS_TERMINATING when the sending thread's process is killed.
+///
+/// # Safety
+/// The buffers are valid for their lengths; `client_port`, `reply_length` and `timeout`
+/// are NULL or valid.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn FltSendMessage(
+    filter: PFLT_FILTER,
+    client_port: *const PFLT_PORT,
+    sender_buffer: *const c_void,
+    sender_buffer_length: u32,
+    reply_buffer: *mut c_void,
+    reply_length: *mut u32,
+    timeout: *const i64,
+) -> NTSTATUS {
+    const API: &str = "FltSendMessage";
+    irql::check(API, APC_LEVEL);
+    // SAFETY: the caller's timeout, NULL or readable.
+    let (wait, raw) = unsafe { deadline(timeout) };
+    if raw.is_some_and(|t| t > 0) {
+        with_kernel(|k| {
+            k.violation(
+                API,
+                "FltSendMessage with a positive (absolute) timeout: a system-time change \
+                 moves the deadline; use a negative (relative) one",
+            )
+        });
+    }
+    if client_port.is_null()
+        || sender_buffer.is_null()
+        || (!reply_buffer.is_null() && reply_length.is_null())
+    {
+        with_kernel(|k| {
+            k.violation(
+                API,
+                "ClientPort and SenderBuffer are required, and ReplyLength when ReplyBuffer is given",
+            )
+        });
+        return STATUS_INVALID_PARAMETER;
+    }
+    // SAFETY: checked non-null; the driver's port variable.
+    let handle = unsafe { client_port.read() };
+    if handle == 0 {
+        // FltCloseClientPort NULLs the driver's variable; FltMgr reads it under its
+        // lock, which is why FltSendMessage takes a pointer to it.
+        return STATUS_PORT_DISCONNECTED;
+    }
+    let channel = with_kernel(|k| {
+        if !k.live_filter(API, filter) {
+            return Err(STATUS_INVALID_PARAMETER);
+        }
+        let Some(c) = k.client_ports.get(&handle) else {
+            k.violation(API, format!("{handle:#x} is not a client port"));
+            return Err(STATUS_INVALID_PARAMETER);
+        };
+        if c.closed {
+            k.violation(
+                API,
+                format!(
+                    "client port {handle:#x} used after FltCloseClientPort (the port object \
+                     may already be freed)"
+                ),
+            );
+            return Err(STATUS_PORT_DISCONNECTED);
+        }
+        let owner = k.server_ports.get(&c.server).map(|s| s.filter);
+        let channel = c.channel.clone();
+        if owner != Some(filter) {
+            k.violation(
+                API,
+                format!("client port {handle:#x} belongs to another filter"),
+            );
+        }
+        Ok(channel)
+    });
+    let channel = match channel {
+        Ok(channel) => channel,
+        Err(status) => return status,
+    };
+    // SAFETY: the sender's buffer, readable for its length; FltMgr captures it.
+    let data = unsafe {
+        std::slice::from_raw_parts(sender_buffer.cast::<u8>(), sender_buffer_length as usize)
+    }
+    .to_vec();
+    let capacity = if reply_buffer.is_null() {
+        None
+    } else {
+        // SAFETY: checked non-null with a reply buffer above.
+        Some(unsafe { reply_length.read() })
+    };
+    let deadline = match wait {
+        Wait::Forever => None,
+        Wait::Until(d) => Some(d),
+    };
+    match channel.send(data, capacity, deadline, process::current_pid()) {
+        SendOutcome::Delivered => STATUS_SUCCESS,
+        SendOutcome::Replied(data, status) => {
+            // SAFETY: the driver's reply buffer holds `*reply_length` bytes and `data`
+            // was cut to that.
+            unsafe {
+                std::ptr::copy_nonoverlapping(data.as_ptr(), reply_buffer.cast(), data.len())
+            };
+            // SAFETY: checked non-null with a reply buffer above.
+            unsafe { reply_length.write(data.len() as u32) };
+            status
+        }
+        SendOutcome::Ended(status) => status,
+    }
+}
+
+/// Connects the calling thread's process to the server port `name`, as the I/O manager
+/// and FltMgr do for FilterConnectCommunicationPort: access check against the process
+/// token, MaxConnections, then ConnectNotify in the caller's context with a kernel copy
+/// of the context. Returns the new client port.
+pub(crate) fn connect(name: &str, context: &[u8]) -> Result<PFLT_PORT, NTSTATUS> {
+    if context.len() > MAX_CONTEXT {
+        return Err(STATUS_INVALID_PARAMETER);
+    }
+    let pid = process::current_pid();
+    let plan = with_kernel(|k| {
+        let (alive, elevated) = k
+            .processes
+            .get(pid)
+            .map_or((false, false), |p| (p.alive, p.elevated));
+        let (server, port) = k
+            .server_ports
+            .iter()
+            .find(|(_, p)| !p.closed && p.name.eq_ignore_ascii_case(name))?;
+        let server = *server;
+        let granted = elevated && port.access & FLT_PORT_CONNECT != 0;
+        let open = k
+            .client_ports
+            .values()
+            .filter(|c| c.server == server && c.is_open())
+            .count();
+        Some((
+            server,
+            port.cookie,
+            port.connect,
+            alive,
+            granted,
+            open >= port.max_connections,
+        ))
+    });
+    let Some((server, cookie, connect, alive, granted, full)) = plan else {
+        return Err(STATUS_OBJECT_NAME_NOT_FOUND);
+    };
+    if !alive {
+        return Err(STATUS_PROCESS_IS_TERMINATING);
+    }
+    if !granted {
+        return Err(STATUS_ACCESS_DENIED);
+    }
+    if full {
+        return Err(STATUS_CONNECTION_COUNT_LIMIT);
+    }
+    let client = with_kernel(|k| {
+        let h = k.handle();
+        k.client_ports.insert(
+            h,
+            ClientPort {
+                server,
+                cookie: 0,
+                closed: false,
+                disconnected: false,
+                owner: pid,
+                channel: Channel::new(),
+            },
+        );
+        h
+    });
+    // The I/O manager captures the EA buffer: the driver sees a kernel copy.
+    let captured: Vec<u8> = context.to_vec();
+    let mut connection_cookie: *mut c_void = std::ptr::null_mut();
+    irql::check("ConnectNotify", PASSIVE_LEVEL);
+    let status = match connect {
+        // SAFETY: the driver's ConnectNotify with a captured context valid for the call.
+        Some(connect) => unsafe {
+            connect(
+                client,
+                cookie as *const c_void,
+                if captured.is_empty() {
+                    std::ptr::null()
+                } else {
+                    captured.as_ptr().cast()
+                },
+                captured.len() as u32,
+                &mut connection_cookie,
+            )
+        },
+        None => STATUS_SUCCESS,
+    };
+    with_kernel(|k| {
+        if status < 0 {
+            k.client_ports.remove(&client);
+            return Err(status);
+        }
+        if status != STATUS_SUCCESS {
+            k.violation(
+                "ConnectNotify",
+                format!("returned success code {status:#x} other than STATUS_SUCCESS"),
+            );
+        }
+        if let Some(c) = k.client_ports.get_mut(&client) {
+            c.cookie = connection_cookie as usize;
+        }
+        Ok(client)
+    })
+}
+
+/// The user-mode handle of `client` closed (CloseHandle, process exit, or a severed
+/// connection): pending reads complete with STATUS_CANCELLED, waiting senders get
+/// STATUS_PORT_DISCONNECTED, then FltMgr calls DisconnectNotify.
+pub(crate) fn handle_closed(client: PFLT_PORT) {
+    let channel = with_kernel(|k| k.client_ports.get(&client).map(|c| c.channel.clone()));
+    if let Some(channel) = channel {
+        channel.end(windows_sys::Win32::Foundation::STATUS_CANCELLED);
+    }
+    disconnect(client);
 }
 
 /// Runs DisconnectNotify for one connection and checks the driver closed its port.
@@ -277,13 +924,12 @@ fn disconnect(client: PFLT_PORT) {
         return;
     };
     if let Some(callback) = callback {
+        irql::check("DisconnectNotify", PASSIVE_LEVEL);
         // SAFETY: the driver's DisconnectNotify with the cookie its ConnectNotify gave.
         unsafe { callback(cookie as *const c_void) };
     }
     with_kernel(|k| {
-        if let Some(c) = k.client_ports.remove(&client)
-            && !c.closed
-        {
+        if k.client_ports.get(&client).is_some_and(|c| !c.closed) {
             k.violation(
                 "DisconnectNotify",
                 "returned without FltCloseClientPort: the connection leaks",
@@ -294,20 +940,94 @@ fn disconnect(client: PFLT_PORT) {
 
 /// FltUnregisterFilter's part: every client of the filter's ports is disconnected.
 pub(crate) fn disconnect_all(filter: PFLT_FILTER) {
-    let clients: Vec<PFLT_PORT> = with_kernel(|k| {
+    let clients: Vec<(PFLT_PORT, Arc<Channel>)> = with_kernel(|k| {
         k.client_ports
             .iter()
             .filter(|(_, c)| {
-                k.server_ports
-                    .get(&c.server)
-                    .is_some_and(|s| s.filter == filter)
+                !c.disconnected
+                    && k.server_ports
+                        .get(&c.server)
+                        .is_some_and(|s| s.filter == filter)
             })
-            .map(|(h, _)| *h)
+            .map(|(h, c)| (*h, c.channel.clone()))
             .collect()
     });
-    for client in clients {
+    for (client, channel) in clients {
+        channel.end(STATUS_PORT_DISCONNECTED);
         disconnect(client);
     }
+}
+
+/// A process was killed: its threads waiting in FltSendMessage stop with
+/// STATUS_THREAD_IS_TERMINATING.
+pub(crate) fn process_terminated(pid: u32) {
+    let channels: Vec<Arc<Channel>> =
+        with_kernel(|k| k.client_ports.values().map(|c| c.channel.clone()).collect());
+    for channel in channels {
+        channel.terminate(pid);
+    }
+}
+
+/// The channel of `client` while the connection is usable from user mode, or the status
+/// a user-mode call on it fails with.
+pub(crate) fn live_channel(client: PFLT_PORT) -> Result<Arc<Channel>, NTSTATUS> {
+    with_kernel(|k| match k.client_ports.get(&client) {
+        Some(c) if c.is_open() => Ok(c.channel.clone()),
+        _ => Err(STATUS_PORT_DISCONNECTED),
+    })
+}
+
+/// FilterSendMessage's kernel half: the driver's MessageNotify, at PASSIVE_LEVEL on the
+/// calling thread (so in the provider's process), with the caller's own buffers, as
+/// FltMgr passes them (METHOD_NEITHER: raw user pointers the driver must probe and
+/// copy under an exception guard). Returns the status and the output length reported.
+pub(crate) fn message_notify(
+    client: PFLT_PORT,
+    input: *mut c_void,
+    input_len: u32,
+    output: *mut c_void,
+    output_len: u32,
+) -> (NTSTATUS, u32) {
+    let plan = with_kernel(|k| {
+        let c = k.client_ports.get(&client).filter(|c| c.is_open())?;
+        let callback = k.server_ports.get(&c.server).and_then(|s| s.message);
+        Some((callback, c.cookie))
+    });
+    let Some((callback, cookie)) = plan else {
+        return (STATUS_PORT_DISCONNECTED, 0);
+    };
+    let Some(callback) = callback else {
+        // No MessageNotifyCallback registered (inference: FltMgr refuses the request).
+        return (STATUS_INVALID_PARAMETER, 0);
+    };
+    let mut returned: u32 = 0;
+    let status = irql::at(PASSIVE_LEVEL, || {
+        // SAFETY: the driver's MessageNotify with its connection cookie and the user
+        // buffers exactly as the caller passed them.
+        unsafe {
+            callback(
+                cookie as *const c_void,
+                input,
+                input_len,
+                output,
+                output_len,
+                &mut returned,
+            )
+        }
+    });
+    if returned > output_len {
+        with_kernel(|k| {
+            k.violation(
+                "MessageNotify",
+                format!(
+                    "ReturnOutputBufferLength {returned} exceeds the {output_len}-byte output \
+                     buffer: user mode would be told of bytes never written"
+                ),
+            )
+        });
+        returned = output_len;
+    }
+    (status, returned)
 }
 
 /// A server port as a test sees it.
@@ -323,6 +1043,8 @@ pub struct PortView {
     pub access: u32,
     /// Open client connections.
     pub connections: usize,
+    /// The process of each open connection, in connection order.
+    pub client_pids: Vec<u32>,
 }
 
 impl Machine {
@@ -336,105 +1058,38 @@ impl Machine {
                     closed: p.closed,
                     max_connections: p.max_connections,
                     access: p.access,
-                    connections: k.client_ports.values().filter(|c| c.server == *h).count(),
+                    connections: k
+                        .client_ports
+                        .values()
+                        .filter(|c| c.server == *h && c.is_open())
+                        .count(),
+                    client_pids: {
+                        let mut open: Vec<(isize, u32)> = k
+                            .client_ports
+                            .iter()
+                            .filter(|(_, c)| c.server == *h && c.is_open())
+                            .map(|(ch, c)| (*ch, c.owner))
+                            .collect();
+                        open.sort_unstable();
+                        open.into_iter().map(|(_, pid)| pid).collect()
+                    },
                 })
                 .collect()
         })
     }
 
-    /// `FilterConnectCommunicationPort(name, 0, context, ...)` from a process running as
-    /// `caller`: the NTSTATUS the driver (or FltMgr) answered, or the connection.
-    pub fn connect(
-        &self,
-        name: &str,
-        context: &[u8],
-        caller: Caller,
-    ) -> Result<ClientId, NTSTATUS> {
-        if context.len() > MAX_CONTEXT {
-            return Err(STATUS_INVALID_PARAMETER);
-        }
-        let plan = with_kernel(|k| {
-            let (server, port) = k
-                .server_ports
-                .iter()
-                .find(|(_, p)| !p.closed && p.name.eq_ignore_ascii_case(name))?;
-            let server = *server;
-            let granted = caller == Caller::Administrator && port.access & FLT_PORT_CONNECT != 0;
-            let open = k
-                .client_ports
-                .values()
-                .filter(|c| c.server == server)
-                .count();
-            Some((
-                server,
-                port.cookie,
-                port.connect,
-                granted,
-                open >= port.max_connections,
-            ))
-        });
-        let Some((server, cookie, connect, granted, full)) = plan else {
-            return Err(STATUS_OBJECT_NAME_NOT_FOUND);
+    /// Starts a provider-like process of the `caller` kind and returns its pid.
+    pub fn spawn_caller(&self, caller: Caller) -> u32 {
+        let image = match caller {
+            Caller::Administrator => {
+                "\\Device\\HarddiskVolume1\\Program Files\\Provider\\provider.exe"
+            }
+            Caller::StandardUser => "\\Device\\HarddiskVolume1\\Users\\user\\app.exe",
         };
-        if !granted {
-            return Err(STATUS_ACCESS_DENIED);
-        }
-        if full {
-            return Err(STATUS_CONNECTION_COUNT_LIMIT);
-        }
-        let client = with_kernel(|k| {
-            let h = k.handle();
-            k.client_ports.insert(
-                h,
-                ClientPort {
-                    server,
-                    cookie: 0,
-                    closed: false,
-                    disconnected: false,
-                },
-            );
-            h
-        });
-        // The I/O manager captures the EA buffer: the driver sees a kernel copy.
-        let captured: Vec<u8> = context.to_vec();
-        let mut connection_cookie: *mut c_void = std::ptr::null_mut();
-        let status = match connect {
-            // SAFETY: the driver's ConnectNotify with a captured context valid for the call.
-            Some(connect) => unsafe {
-                connect(
-                    client,
-                    cookie as *const c_void,
-                    if captured.is_empty() {
-                        std::ptr::null()
-                    } else {
-                        captured.as_ptr().cast()
-                    },
-                    captured.len() as u32,
-                    &mut connection_cookie,
-                )
-            },
-            None => STATUS_SUCCESS,
-        };
-        with_kernel(|k| {
-            if status < 0 {
-                k.client_ports.remove(&client);
-                return Err(status);
-            }
-            if status != STATUS_SUCCESS {
-                k.violation(
-                    "ConnectNotify",
-                    format!("returned success code {status:#x} other than STATUS_SUCCESS"),
-                );
-            }
-            if let Some(c) = k.client_ports.get_mut(&client) {
-                c.cookie = connection_cookie as usize;
-            }
-            Ok(ClientId(client))
-        })
-    }
-
-    /// Closes the user-mode handle: FltMgr calls DisconnectNotify.
-    pub fn disconnect(&self, client: ClientId) {
-        disconnect(client.0);
+        self.spawn_process(
+            image,
+            process::PHCM_APPLICATION_DEFAULT,
+            caller == Caller::Administrator,
+        )
     }
 }

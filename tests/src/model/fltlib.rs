@@ -1,0 +1,769 @@
+//! The user-mode side a sync provider calls: fltlib's communication-port functions and
+//! the few kernel32 functions around them (events, waits, overlapped results,
+//! cancellation, the thread's last error), with the signatures windows-sys 0.61
+//! declares.
+//!
+//! Owns: user-mode handles (which process holds each, and whether it is a port or an
+//! event), event objects, OVERLAPPED completion, the thread-local last error, and the
+//! NTSTATUS -> Win32 error -> HRESULT conversion fltlib applies to FltMgr's answers.
+//! Does not own: the port traffic itself; that is [`port`](super::port), the kernel half.
+//!
+//! Handles are per process, as on Windows: a handle works only from a thread of the
+//! process that opened it ([`process::run_as`]). Killing a process closes its handles.
+//! Waits hold the dispatcher lock of this module (never the kernel lock); completing a
+//! request takes it after the channel lock, never before.
+//!
+//! Not modelled: named events, I/O completion ports, alertable waits and APCs, waiting
+//! on a port handle itself, and security attributes (ignored).
+
+use std::cell::Cell;
+use std::ffi::c_void;
+use std::mem::offset_of;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::PFLT_PORT;
+use windows_sys::Win32::Foundation::{
+    self as F, HANDLE, INVALID_HANDLE_VALUE, NTSTATUS, WAIT_EVENT, WAIT_FAILED, WAIT_OBJECT_0,
+    WAIT_TIMEOUT, WIN32_ERROR,
+};
+use windows_sys::Win32::Security::SECURITY_ATTRIBUTES;
+use windows_sys::Win32::Storage::InstallableFileSystems::{
+    FILTER_MESSAGE_HEADER, FILTER_REPLY_HEADER, FLT_PORT_FLAG_SYNC_HANDLE,
+};
+use windows_sys::Win32::System::IO::OVERLAPPED;
+use windows_sys::core::{BOOL, HRESULT, PCWSTR};
+
+use super::port::{self, ClientId, HEADER_BYTES, MAX_CONTEXT, ReadStart};
+use super::process;
+use super::{Machine, with_kernel};
+
+/// `INFINITE` (winbase.h).
+pub const INFINITE: u32 = u32::MAX;
+/// `MAXIMUM_WAIT_OBJECTS` (winnt.h).
+const MAXIMUM_WAIT_OBJECTS: u32 = 64;
+/// `S_OK`.
+pub const S_OK: HRESULT = 0;
+/// `E_INVALIDARG`, which is `HRESULT_FROM_WIN32(ERROR_INVALID_PARAMETER)`.
+const E_INVALIDARG: HRESULT = F::E_INVALIDARG;
+/// `E_HANDLE`, which is `HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE)`.
+const E_HANDLE: HRESULT = F::E_HANDLE;
+/// NTSTATUS facility of the filter manager (`FACILITY_FILTER_MANAGER`).
+const FACILITY_FILTER_MANAGER: u32 = 0x1c;
+/// HRESULT facility fltlib uses for filter-manager statuses
+/// (`FACILITY_USERMODE_FILTER_MANAGER`).
+const FACILITY_USERMODE_FILTER_MANAGER: u32 = 0x1f;
+
+/// `HRESULT_FROM_WIN32`.
+pub const fn hresult_from_win32(error: WIN32_ERROR) -> HRESULT {
+    if error == 0 {
+        S_OK
+    } else {
+        ((error & 0xffff) | 0x8007_0000) as HRESULT
+    }
+}
+
+/// The Win32 error `RtlNtStatusToDosError` gives for the statuses the port paths
+/// produce. Statuses outside this table map to `ERROR_MR_MID_NOT_FOUND` (317), as
+/// Windows does for a status it has no entry for.
+pub fn win32_from_nt(status: NTSTATUS) -> WIN32_ERROR {
+    match status {
+        F::STATUS_SUCCESS => F::ERROR_SUCCESS,
+        F::STATUS_ACCESS_DENIED | F::STATUS_THREAD_IS_TERMINATING => F::ERROR_ACCESS_DENIED,
+        F::STATUS_OBJECT_NAME_NOT_FOUND => F::ERROR_FILE_NOT_FOUND,
+        F::STATUS_OBJECT_PATH_NOT_FOUND => F::ERROR_PATH_NOT_FOUND,
+        F::STATUS_OBJECT_NAME_INVALID => F::ERROR_INVALID_NAME,
+        F::STATUS_CONNECTION_COUNT_LIMIT => F::ERROR_CONNECTION_COUNT_LIMIT,
+        // A disconnected port reads as a bad handle: the scanner sample's user-mode
+        // half tests for HRESULT_FROM_WIN32(ERROR_INVALID_HANDLE) to notice it.
+        F::STATUS_PORT_DISCONNECTED | F::STATUS_INVALID_HANDLE => F::ERROR_INVALID_HANDLE,
+        F::STATUS_INVALID_PARAMETER => F::ERROR_INVALID_PARAMETER,
+        F::STATUS_INSUFFICIENT_RESOURCES => F::ERROR_NO_SYSTEM_RESOURCES,
+        F::STATUS_NO_MEMORY => F::ERROR_NOT_ENOUGH_MEMORY,
+        F::STATUS_CANCELLED => F::ERROR_OPERATION_ABORTED,
+        F::STATUS_BUFFER_OVERFLOW => F::ERROR_MORE_DATA,
+        F::STATUS_BUFFER_TOO_SMALL => F::ERROR_INSUFFICIENT_BUFFER,
+        F::STATUS_INVALID_BUFFER_SIZE => F::ERROR_INVALID_USER_BUFFER,
+        F::STATUS_INFO_LENGTH_MISMATCH => F::ERROR_BAD_LENGTH,
+        F::STATUS_REVISION_MISMATCH => F::ERROR_REVISION_MISMATCH,
+        F::STATUS_NOT_SUPPORTED => F::ERROR_NOT_SUPPORTED,
+        F::STATUS_INVALID_DEVICE_REQUEST | F::STATUS_NOT_IMPLEMENTED => F::ERROR_INVALID_FUNCTION,
+        F::STATUS_UNSUCCESSFUL => F::ERROR_GEN_FAILURE,
+        F::STATUS_PROCESS_IS_TERMINATING => F::ERROR_ACCESS_DENIED,
+        F::STATUS_PENDING => F::ERROR_IO_PENDING,
+        _ => F::ERROR_MR_MID_NOT_FOUND,
+    }
+}
+
+/// The HRESULT a fltlib function returns for FltMgr's NTSTATUS: S_OK for any success
+/// code; a filter-manager status keeps its code under the user-mode filter-manager
+/// facility (`FILTER_HRESULT_FROM_FLT_NTSTATUS`, so STATUS_FLT_NO_WAITER_FOR_REPLY
+/// becomes ERROR_FLT_NO_WAITER_FOR_REPLY); anything else is
+/// `HRESULT_FROM_WIN32(RtlNtStatusToDosError(status))`. Where the model's table has no
+/// entry, `HRESULT_FROM_NT(status)` keeps the status visible instead of collapsing it.
+pub fn hresult_from_nt(status: NTSTATUS) -> HRESULT {
+    if status >= 0 {
+        return S_OK;
+    }
+    let raw = status as u32;
+    if (raw >> 16) & 0x0fff == FACILITY_FILTER_MANAGER {
+        return ((raw & 0x8000_ffff) | (FACILITY_USERMODE_FILTER_MANAGER << 16)) as HRESULT;
+    }
+    match win32_from_nt(status) {
+        F::ERROR_MR_MID_NOT_FOUND => (raw | 0x1000_0000) as HRESULT,
+        error => hresult_from_win32(error),
+    }
+}
+
+thread_local! {
+    static LAST_ERROR: Cell<WIN32_ERROR> = const { Cell::new(0) };
+}
+
+/// GetLastError.
+#[unsafe(no_mangle)]
+pub extern "system" fn GetLastError() -> WIN32_ERROR {
+    LAST_ERROR.with(Cell::get)
+}
+
+/// SetLastError.
+#[unsafe(no_mangle)]
+pub extern "system" fn SetLastError(error: WIN32_ERROR) {
+    LAST_ERROR.with(|c| c.set(error));
+}
+
+/// Sets the last error and returns the failure value of a BOOL function.
+fn fail(error: WIN32_ERROR) -> BOOL {
+    SetLastError(error);
+    0
+}
+
+/// An event object (CreateEventW).
+pub(crate) struct Event {
+    manual_reset: bool,
+    /// Changed only under the dispatcher lock, so a wait checks and consumes it
+    /// atomically with its other objects.
+    signaled: AtomicBool,
+}
+
+/// What a user-mode handle refers to.
+#[derive(Clone)]
+pub(crate) enum UserObject {
+    /// A communication port connection (FilterConnectCommunicationPort).
+    Port {
+        client: PFLT_PORT,
+        /// Opened with FLT_PORT_FLAG_SYNC_HANDLE: every request completes before
+        /// returning.
+        synchronous: bool,
+    },
+    Event(Arc<Event>),
+}
+
+/// One entry of a process's handle table.
+pub(crate) struct UserHandle {
+    pub(crate) pid: u32,
+    pub(crate) object: UserObject,
+}
+
+/// Guards every event's state and every OVERLAPPED the model completes, like the NT
+/// dispatcher lock: one lock so WaitForMultipleObjects sees its objects consistently.
+static DISPATCHER: Mutex<()> = Mutex::new(());
+/// Notified whenever an event is set or an OVERLAPPED completes.
+static SIGNAL: Condvar = Condvar::new();
+
+fn dispatcher() -> MutexGuard<'static, ()> {
+    DISPATCHER.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// An OVERLAPPED of a pending request.
+///
+/// # Invariants
+/// Points to a writable OVERLAPPED for as long as the request is pending: the caller of
+/// an overlapped request must keep it alive until the request completes.
+pub(crate) struct OverlappedPtr(*mut OVERLAPPED);
+
+// SAFETY: written only by the completing thread under the dispatcher lock, while the
+// request is pending (see the invariants).
+unsafe impl Send for OverlappedPtr {}
+
+impl OverlappedPtr {
+    fn field(&self, offset: usize) -> *mut usize {
+        self.0.wrapping_byte_add(offset).cast()
+    }
+}
+
+/// How a pending FilterGetMessage reports its end.
+pub(crate) enum Completion {
+    /// The caller blocks in FilterGetMessage and reads the outcome itself.
+    Sync,
+    /// The caller gets ERROR_IO_PENDING; the outcome goes to the OVERLAPPED, then the
+    /// event (if any) is set.
+    Overlapped {
+        overlapped: OverlappedPtr,
+        event: Option<Arc<Event>>,
+    },
+}
+
+impl Completion {
+    /// The OVERLAPPED address, for CancelIoEx to match on.
+    pub(crate) fn overlapped(&self) -> Option<usize> {
+        match self {
+            Completion::Sync => None,
+            Completion::Overlapped { overlapped, .. } => Some(overlapped.0 as usize),
+        }
+    }
+
+    /// Completes an overlapped request as the I/O manager does: the status into
+    /// `Internal`, the byte count into `InternalHigh`, then the event.
+    pub(crate) fn complete(self, status: NTSTATUS, bytes: u32) {
+        let Completion::Overlapped { overlapped, event } = self else {
+            return;
+        };
+        let _dispatcher = dispatcher();
+        let high = overlapped.field(offset_of!(OVERLAPPED, InternalHigh));
+        // SAFETY: the pending request's OVERLAPPED (OverlappedPtr invariants).
+        unsafe { high.write_volatile(bytes as usize) };
+        let internal = overlapped.field(offset_of!(OVERLAPPED, Internal));
+        // SAFETY: as above.
+        unsafe { internal.write_volatile(status as u32 as usize) };
+        if let Some(event) = event {
+            event.signaled.store(true, Ordering::SeqCst);
+        }
+        SIGNAL.notify_all();
+    }
+}
+
+/// The object behind `handle` if the calling thread's process holds it.
+fn lookup(handle: HANDLE) -> Option<UserObject> {
+    let pid = process::current_pid();
+    with_kernel(|k| {
+        k.user_handles
+            .get(&(handle as isize))
+            .filter(|h| h.pid == pid)
+            .map(|h| h.object.clone())
+    })
+}
+
+fn lookup_port(handle: HANDLE) -> Option<(PFLT_PORT, bool)> {
+    match lookup(handle)? {
+        UserObject::Port {
+            client,
+            synchronous,
+        } => Some((client, synchronous)),
+        UserObject::Event(_) => None,
+    }
+}
+
+fn lookup_event(handle: HANDLE) -> Option<Arc<Event>> {
+    match lookup(handle)? {
+        UserObject::Event(event) => Some(event),
+        UserObject::Port { .. } => None,
+    }
+}
+
+fn insert_handle(object: UserObject) -> isize {
+    let pid = process::current_pid();
+    with_kernel(|k| {
+        let h = k.handle();
+        k.user_handles.insert(h, UserHandle { pid, object });
+        h
+    })
+}
+
+/// Connects the calling thread's process to port `name`; the new user handle.
+fn open_port(name: &str, context: &[u8], synchronous: bool) -> Result<isize, NTSTATUS> {
+    let client = port::connect(name, context)?;
+    Ok(insert_handle(UserObject::Port {
+        client,
+        synchronous,
+    }))
+}
+
+/// Closes a user handle whoever holds it, on a thread of the process that holds it
+/// (so DisconnectNotify sees that process as current). False if there is no such handle.
+fn close_user_handle(handle: isize) -> bool {
+    let Some(entry) = with_kernel(|k| k.user_handles.remove(&handle)) else {
+        return false;
+    };
+    if let UserObject::Port { client, .. } = entry.object {
+        process::run_as(entry.pid, || port::handle_closed(client));
+    }
+    true
+}
+
+/// Process exit: every handle the process holds is closed.
+pub(crate) fn close_process_handles(pid: u32) {
+    let mut handles: Vec<isize> = with_kernel(|k| {
+        k.user_handles
+            .iter()
+            .filter(|(_, h)| h.pid == pid)
+            .map(|(h, _)| *h)
+            .collect()
+    });
+    handles.sort_unstable();
+    for handle in handles {
+        close_user_handle(handle);
+    }
+}
+
+/// FilterConnectCommunicationPort.
+///
+/// # Safety
+/// `port_name` is a NUL-terminated UTF-16 string; `context` holds `context_size` bytes;
+/// `port` is writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn FilterConnectCommunicationPort(
+    port_name: PCWSTR,
+    options: u32,
+    context: *const c_void,
+    context_size: u16,
+    _security_attributes: *const SECURITY_ATTRIBUTES,
+    port: *mut HANDLE,
+) -> HRESULT {
+    if port.is_null() {
+        return E_INVALIDARG;
+    }
+    // SAFETY: checked non-null; the caller's out variable. Documented: it receives
+    // INVALID_HANDLE_VALUE unless the call succeeds.
+    unsafe { port.write(INVALID_HANDLE_VALUE) };
+    if port_name.is_null()
+        || options & !FLT_PORT_FLAG_SYNC_HANDLE != 0
+        || (context.is_null() && context_size != 0)
+        || usize::from(context_size) > MAX_CONTEXT
+    {
+        return E_INVALIDARG;
+    }
+    // SAFETY: a NUL-terminated wide string, per the contract.
+    let name = unsafe { wide(port_name) };
+    let context: &[u8] = if context_size == 0 {
+        &[]
+    } else {
+        // SAFETY: `context_size` readable bytes, per the contract.
+        unsafe { std::slice::from_raw_parts(context.cast(), usize::from(context_size)) }
+    };
+    match open_port(&name, context, options & FLT_PORT_FLAG_SYNC_HANDLE != 0) {
+        Ok(handle) => {
+            // SAFETY: as above.
+            unsafe { port.write(handle as HANDLE) };
+            S_OK
+        }
+        Err(status) => hresult_from_nt(status),
+    }
+}
+
+/// # Safety
+/// `s` is a NUL-terminated UTF-16 string.
+unsafe fn wide(s: PCWSTR) -> String {
+    let mut len = 0;
+    // SAFETY: every unit up to and including the terminator is readable.
+    while unsafe { s.wrapping_add(len).read() } != 0 {
+        len += 1;
+    }
+    // SAFETY: `len` units before the terminator.
+    String::from_utf16_lossy(unsafe { std::slice::from_raw_parts(s, len) })
+}
+
+/// FilterGetMessage: the next message the driver sent on this connection, preceded by
+/// its FILTER_MESSAGE_HEADER. Without an OVERLAPPED (or on a port opened with
+/// FLT_PORT_FLAG_SYNC_HANDLE) it blocks; with one it returns
+/// `HRESULT_FROM_WIN32(ERROR_IO_PENDING)` and completes through the OVERLAPPED and its
+/// event. A message longer than the buffer is cut: ERROR_MORE_DATA.
+///
+/// # Safety
+/// `message` holds `message_size` writable bytes until the request completes;
+/// `overlapped` is NULL or stays valid until then.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn FilterGetMessage(
+    port: HANDLE,
+    message: *mut FILTER_MESSAGE_HEADER,
+    message_size: u32,
+    overlapped: *mut OVERLAPPED,
+) -> HRESULT {
+    let Some((client, synchronous)) = lookup_port(port) else {
+        return E_HANDLE;
+    };
+    if message.is_null() || (message_size as usize) < HEADER_BYTES {
+        // (inference) FltMgr needs at least the header to describe the message.
+        return E_INVALIDARG;
+    }
+    let channel = match port::live_channel(client) {
+        Ok(channel) => channel,
+        Err(status) => return hresult_from_nt(status),
+    };
+    let buffer = message.cast::<u8>();
+    let len = message_size as usize;
+    if overlapped.is_null() || synchronous {
+        return match channel.read(port as isize, buffer, len, Completion::Sync) {
+            ReadStart::Done(status, bytes) => {
+                if !overlapped.is_null() {
+                    // A synchronous handle still reports through the OVERLAPPED.
+                    Completion::Overlapped {
+                        overlapped: OverlappedPtr(overlapped),
+                        event: None,
+                    }
+                    .complete(status, bytes);
+                }
+                hresult_from_nt(status)
+            }
+            ReadStart::Pending => hresult_from_win32(F::ERROR_IO_PENDING),
+        };
+    }
+    let ov = OverlappedPtr(overlapped);
+    // SAFETY: the caller's OVERLAPPED, valid per the contract.
+    let h_event = unsafe { ov.field(offset_of!(OVERLAPPED, hEvent)).read_volatile() };
+    // The low bit only tells the system not to queue to a completion port.
+    let h_event = (h_event & !1) as HANDLE;
+    let event = if h_event.is_null() {
+        None
+    } else {
+        match lookup_event(h_event) {
+            Some(event) => Some(event),
+            None => return E_HANDLE,
+        }
+    };
+    {
+        // The I/O manager marks the request pending and resets its event at issue.
+        let _dispatcher = dispatcher();
+        if let Some(event) = &event {
+            event.signaled.store(false, Ordering::SeqCst);
+        }
+        let internal = ov.field(offset_of!(OVERLAPPED, Internal));
+        // SAFETY: the caller's OVERLAPPED, valid per the contract.
+        unsafe { internal.write_volatile(F::STATUS_PENDING as u32 as usize) };
+        let high = ov.field(offset_of!(OVERLAPPED, InternalHigh));
+        // SAFETY: as above.
+        unsafe { high.write_volatile(0) };
+    }
+    let completion = Completion::Overlapped {
+        // INVARIANT: the caller keeps it valid until completion (contract).
+        overlapped: ov,
+        event,
+    };
+    match channel.read(port as isize, buffer, len, completion) {
+        ReadStart::Pending => hresult_from_win32(F::ERROR_IO_PENDING),
+        ReadStart::Done(status, _) => hresult_from_nt(status),
+    }
+}
+
+/// FilterReplyMessage: answers the message `MessageId` names. The driver receives what
+/// follows the FILTER_REPLY_HEADER (the header's Status is not passed on); a reply longer
+/// than the driver's buffer is cut and the driver's FltSendMessage returns
+/// STATUS_BUFFER_OVERFLOW. No driver waiting (timed out, or no reply asked for):
+/// ERROR_FLT_NO_WAITER_FOR_REPLY.
+///
+/// # Safety
+/// `reply` holds `reply_size` readable bytes.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn FilterReplyMessage(
+    port: HANDLE,
+    reply: *const FILTER_REPLY_HEADER,
+    reply_size: u32,
+) -> HRESULT {
+    let Some((client, _)) = lookup_port(port) else {
+        return E_HANDLE;
+    };
+    if reply.is_null() || (reply_size as usize) < HEADER_BYTES {
+        return E_INVALIDARG;
+    }
+    // SAFETY: at least a header is readable (checked); user buffers need not be aligned.
+    let header = unsafe { reply.read_unaligned() };
+    // SAFETY: `reply_size` readable bytes, the header first.
+    let payload = unsafe {
+        std::slice::from_raw_parts(
+            reply.cast::<u8>().wrapping_add(HEADER_BYTES),
+            reply_size as usize - HEADER_BYTES,
+        )
+    };
+    match port::live_channel(client) {
+        Ok(channel) => hresult_from_nt(channel.reply(header.MessageId, payload)),
+        Err(status) => hresult_from_nt(status),
+    }
+}
+
+/// FilterSendMessage: the driver's MessageNotify runs on this thread with these very
+/// buffers; `*bytes_returned` gets the output length it reported.
+///
+/// # Safety
+/// The buffers are valid for their sizes (or NULL); `bytes_returned` is writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn FilterSendMessage(
+    port: HANDLE,
+    in_buffer: *const c_void,
+    in_size: u32,
+    out_buffer: *mut c_void,
+    out_size: u32,
+    bytes_returned: *mut u32,
+) -> HRESULT {
+    let Some((client, _)) = lookup_port(port) else {
+        return E_HANDLE;
+    };
+    if bytes_returned.is_null() {
+        return E_INVALIDARG;
+    }
+    let (status, returned) =
+        port::message_notify(client, in_buffer.cast_mut(), in_size, out_buffer, out_size);
+    // IoStatus.Information reaches the caller for success and warning statuses only.
+    let returned = if (status as u32) >> 30 == 3 {
+        0
+    } else {
+        returned
+    };
+    // SAFETY: checked non-null; the caller's variable.
+    unsafe { bytes_returned.write(returned) };
+    hresult_from_nt(status)
+}
+
+/// CloseHandle. Closing a port handle ends the connection: the process's pending
+/// FilterGetMessage calls on it complete with ERROR_OPERATION_ABORTED, the driver's
+/// FltSendMessage calls on it return STATUS_PORT_DISCONNECTED, then DisconnectNotify runs.
+#[unsafe(no_mangle)]
+pub extern "system" fn CloseHandle(object: HANDLE) -> BOOL {
+    if lookup(object).is_none() {
+        return fail(F::ERROR_INVALID_HANDLE);
+    }
+    if close_user_handle(object as isize) {
+        1
+    } else {
+        fail(F::ERROR_INVALID_HANDLE)
+    }
+}
+
+/// CreateEventW. Unnamed events only.
+///
+/// # Safety
+/// Pointers are NULL or valid (none is read: security attributes are not modelled).
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn CreateEventW(
+    _attributes: *const SECURITY_ATTRIBUTES,
+    manual_reset: BOOL,
+    initial_state: BOOL,
+    name: PCWSTR,
+) -> HANDLE {
+    if !name.is_null() {
+        // Named events share one object across processes; nothing here needs that.
+        SetLastError(F::ERROR_NOT_SUPPORTED);
+        return std::ptr::null_mut();
+    }
+    let event = Arc::new(Event {
+        manual_reset: manual_reset != 0,
+        signaled: AtomicBool::new(initial_state != 0),
+    });
+    SetLastError(F::ERROR_SUCCESS);
+    insert_handle(UserObject::Event(event)) as HANDLE
+}
+
+/// SetEvent.
+#[unsafe(no_mangle)]
+pub extern "system" fn SetEvent(event: HANDLE) -> BOOL {
+    let Some(event) = lookup_event(event) else {
+        return fail(F::ERROR_INVALID_HANDLE);
+    };
+    let _dispatcher = dispatcher();
+    event.signaled.store(true, Ordering::SeqCst);
+    SIGNAL.notify_all();
+    1
+}
+
+/// ResetEvent.
+#[unsafe(no_mangle)]
+pub extern "system" fn ResetEvent(event: HANDLE) -> BOOL {
+    let Some(event) = lookup_event(event) else {
+        return fail(F::ERROR_INVALID_HANDLE);
+    };
+    let _dispatcher = dispatcher();
+    event.signaled.store(false, Ordering::SeqCst);
+    1
+}
+
+/// Waits under the dispatcher lock until `ready` says the wait is satisfied (and has
+/// consumed what it needed), or `milliseconds` pass.
+fn wait_until(milliseconds: u32, mut ready: impl FnMut() -> Option<WAIT_EVENT>) -> WAIT_EVENT {
+    let deadline = (milliseconds != INFINITE)
+        .then(|| Instant::now() + Duration::from_millis(milliseconds.into()));
+    let mut guard = dispatcher();
+    loop {
+        if let Some(result) = ready() {
+            return result;
+        }
+        match deadline {
+            None => guard = SIGNAL.wait(guard).unwrap_or_else(PoisonError::into_inner),
+            Some(deadline) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    return WAIT_TIMEOUT;
+                }
+                guard = SIGNAL
+                    .wait_timeout(guard, deadline - now)
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .0;
+            }
+        }
+    }
+}
+
+/// Takes a signaled event as a satisfied wait does: an auto-reset event resets.
+fn consume(event: &Event) {
+    if !event.manual_reset {
+        event.signaled.store(false, Ordering::SeqCst);
+    }
+}
+
+/// WaitForSingleObject, on an event.
+#[unsafe(no_mangle)]
+pub extern "system" fn WaitForSingleObject(object: HANDLE, milliseconds: u32) -> WAIT_EVENT {
+    let Some(event) = lookup_event(object) else {
+        SetLastError(F::ERROR_INVALID_HANDLE);
+        return WAIT_FAILED;
+    };
+    wait_until(milliseconds, || {
+        event.signaled.load(Ordering::SeqCst).then(|| {
+            consume(&event);
+            WAIT_OBJECT_0
+        })
+    })
+}
+
+/// WaitForMultipleObjects, on events: the lowest signaled index, or all at once.
+///
+/// # Safety
+/// `handles` holds `count` handles.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn WaitForMultipleObjects(
+    count: u32,
+    handles: *const HANDLE,
+    wait_all: BOOL,
+    milliseconds: u32,
+) -> WAIT_EVENT {
+    if count == 0 || count > MAXIMUM_WAIT_OBJECTS || handles.is_null() {
+        SetLastError(F::ERROR_INVALID_PARAMETER);
+        return WAIT_FAILED;
+    }
+    // SAFETY: `count` handles, per the contract.
+    let handles = unsafe { std::slice::from_raw_parts(handles, count as usize) };
+    let mut events = Vec::with_capacity(handles.len());
+    for &handle in handles {
+        match lookup_event(handle) {
+            Some(event) => events.push(event),
+            None => {
+                SetLastError(F::ERROR_INVALID_HANDLE);
+                return WAIT_FAILED;
+            }
+        }
+    }
+    wait_until(milliseconds, || {
+        if wait_all != 0 {
+            if events.iter().all(|e| e.signaled.load(Ordering::SeqCst)) {
+                events.iter().for_each(|e| consume(e));
+                return Some(WAIT_OBJECT_0);
+            }
+            return None;
+        }
+        let index = events
+            .iter()
+            .position(|e| e.signaled.load(Ordering::SeqCst))?;
+        consume(&events[index]);
+        Some(WAIT_OBJECT_0 + index as u32)
+    })
+}
+
+/// GetOverlappedResult: FALSE with ERROR_IO_INCOMPLETE while pending (unless told to
+/// wait, which waits on the event, or on the request itself when there is none); then
+/// the byte count, and FALSE with the request's error (ERROR_MORE_DATA for a cut
+/// message, ERROR_OPERATION_ABORTED for a cancelled one) unless it succeeded.
+///
+/// # Safety
+/// `overlapped` is a valid OVERLAPPED; `transferred` is writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn GetOverlappedResult(
+    file: HANDLE,
+    overlapped: *const OVERLAPPED,
+    transferred: *mut u32,
+    wait: BOOL,
+) -> BOOL {
+    if lookup(file).is_none() {
+        return fail(F::ERROR_INVALID_HANDLE);
+    }
+    if overlapped.is_null() || transferred.is_null() {
+        return fail(F::ERROR_INVALID_PARAMETER);
+    }
+    let ov = OverlappedPtr(overlapped.cast_mut());
+    let status_of = || {
+        let internal = ov.field(offset_of!(OVERLAPPED, Internal));
+        // SAFETY: the caller's OVERLAPPED, valid per the contract.
+        unsafe { internal.read_volatile() as u32 as NTSTATUS }
+    };
+    let pending = {
+        let _dispatcher = dispatcher();
+        status_of() == F::STATUS_PENDING
+    };
+    if pending {
+        if wait == 0 {
+            return fail(F::ERROR_IO_INCOMPLETE);
+        }
+        // SAFETY: as above.
+        let h_event = unsafe { ov.field(offset_of!(OVERLAPPED, hEvent)).read_volatile() };
+        let h_event = (h_event & !1) as HANDLE;
+        if h_event.is_null() {
+            wait_until(INFINITE, || {
+                (status_of() != F::STATUS_PENDING).then_some(WAIT_OBJECT_0)
+            });
+        } else if WaitForSingleObject(h_event, INFINITE) == WAIT_FAILED {
+            return 0;
+        }
+    }
+    let (status, bytes) = {
+        let _dispatcher = dispatcher();
+        let high = ov.field(offset_of!(OVERLAPPED, InternalHigh));
+        // SAFETY: as above.
+        (status_of(), unsafe { high.read_volatile() } as u32)
+    };
+    // SAFETY: checked non-null; the caller's variable.
+    unsafe { transferred.write(bytes) };
+    if status < 0 {
+        return fail(win32_from_nt(status));
+    }
+    1
+}
+
+/// CancelIoEx: cancels this process's pending requests on `file` (only the one using
+/// `overlapped` when it is not NULL); they complete with ERROR_OPERATION_ABORTED.
+/// FALSE with ERROR_NOT_FOUND when there was none.
+///
+/// # Safety
+/// `overlapped` is only compared, never read.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn CancelIoEx(file: HANDLE, overlapped: *const OVERLAPPED) -> BOOL {
+    let Some((client, _)) = lookup_port(file) else {
+        return fail(F::ERROR_INVALID_HANDLE);
+    };
+    let channel = with_kernel(|k| k.client_ports.get(&client).map(|c| c.channel.clone()));
+    let which = (!overlapped.is_null()).then_some(overlapped as usize);
+    let cancelled = channel.map_or(0, |c| c.cancel(file as isize, which));
+    if cancelled == 0 {
+        return fail(F::ERROR_NOT_FOUND);
+    }
+    1
+}
+
+impl Machine {
+    /// `FilterConnectCommunicationPort(name, 0, context, ...)` from a thread of process
+    /// `pid`: the NTSTATUS the driver (or FltMgr) refused with, or the connection, whose
+    /// handle that process holds.
+    pub fn connect(&self, name: &str, context: &[u8], pid: u32) -> Result<ClientId, NTSTATUS> {
+        process::run_as(pid, || open_port(name, context, false)).map(ClientId)
+    }
+
+    /// The provider closes its port handle: pending FilterGetMessage calls are aborted,
+    /// DisconnectNotify runs.
+    pub fn disconnect(&self, client: ClientId) {
+        close_user_handle(client.0);
+    }
+
+    /// Fault injection: the connection is severed as if the provider's handle closed
+    /// abruptly under it (its process crashing mid-call): waiting FltSendMessage calls
+    /// return STATUS_PORT_DISCONNECTED, pending reads are aborted, DisconnectNotify
+    /// runs. Returns false if the handle was already closed.
+    pub fn sever(&self, client: ClientId) -> bool {
+        close_user_handle(client.0)
+    }
+}
