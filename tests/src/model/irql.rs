@@ -38,3 +38,9 @@ pub(crate) fn check(api: &'static str, max: u8) {
         });
     }
 }
+
+/// Sets this thread's IRQL and returns the old one, for the APIs that raise or lower it
+/// outside any scope (spin lock acquire and release).
+pub(crate) fn set(level: u8) -> u8 {
+    IRQL.with(|c| c.replace(level))
+}

@@ -16,7 +16,9 @@ pub mod ntfs;
 pub mod pool;
 pub mod port;
 pub mod process;
+pub mod sync;
 pub mod volume;
+pub mod workitem;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -63,6 +65,8 @@ pub(crate) struct Kernel {
     pub(crate) volumes: Vec<volume::Volume>,
     pub(crate) processes: process::Processes,
     pub(crate) violations: Vec<Violation>,
+    pub(crate) sync: sync::SyncState,
+    pub(crate) work: workitem::WorkItems,
     /// Injected failures: the next call of the API returns the status.
     inject: HashMap<&'static str, NTSTATUS>,
     next_handle: isize,
@@ -81,6 +85,8 @@ impl Kernel {
             volumes: Vec::new(),
             processes: process::Processes::default(),
             violations: Vec::new(),
+            sync: sync::SyncState::default(),
+            work: workitem::WorkItems::default(),
             inject: HashMap::new(),
             next_handle: HANDLE_BASE,
         }
