@@ -149,9 +149,9 @@ pub(crate) struct Stream {
 }
 
 pub(crate) struct HandleEntry {
-    file_object: usize,
-    pid: u32,
-    kernel: bool,
+    pub(crate) file_object: usize,
+    pub(crate) pid: u32,
+    pub(crate) kernel: bool,
 }
 
 #[derive(Default)]

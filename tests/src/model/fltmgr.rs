@@ -920,7 +920,36 @@ impl Machine {
                     "returned success without calling FltUnregisterFilter",
                 );
             }
-            let leaked = k.pool.outstanding();
+            let (names, leaked): (Vec<_>, Vec<_>) = k
+                .pool
+                .outstanding()
+                .into_iter()
+                .partition(|b| b.owner == Owner::FltMgr(super::names::OWNER));
+            if !names.is_empty() {
+                k.violation(
+                    "DriverUnload",
+                    format!(
+                        "{} file name information block(s) never released (FltReleaseFileNameInformation)",
+                        names.len()
+                    ),
+                );
+            }
+            let handles = k.io.handles.values().filter(|h| h.kernel).count();
+            if handles > 0 {
+                k.violation(
+                    "DriverUnload",
+                    format!("{handles} kernel file handle(s) never closed (FltClose)"),
+                );
+            }
+            let referenced = k.io.files.values().filter(|f| f.driver_refs > 0).count();
+            if referenced > 0 {
+                k.violation(
+                    "DriverUnload",
+                    format!(
+                        "{referenced} file object(s) still referenced by the driver (ObDereferenceObject)"
+                    ),
+                );
+            }
             if !leaked.is_empty() {
                 let list: Vec<String> = leaked
                     .iter()
