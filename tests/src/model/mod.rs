@@ -9,9 +9,15 @@
 //! Callbacks into the driver are always made with the kernel lock released, since the
 //! driver calls back into the model from inside them.
 
+pub mod cbdq;
+pub mod contexts;
+pub mod files;
+pub mod fltio;
 pub mod fltlib;
 pub mod fltmgr;
+pub mod io;
 pub mod irql;
+pub mod names;
 pub mod ntfs;
 pub mod pool;
 pub mod port;
@@ -64,6 +70,9 @@ pub(crate) struct Kernel {
     pub(crate) user_handles: HashMap<isize, fltlib::UserHandle>,
     pub(crate) volumes: Vec<volume::Volume>,
     pub(crate) processes: process::Processes,
+    pub(crate) io: files::Io,
+    pub(crate) cbdq: cbdq::Queues,
+    pub(crate) names: names::Names,
     pub(crate) violations: Vec<Violation>,
     pub(crate) sync: sync::SyncState,
     pub(crate) work: workitem::WorkItems,
@@ -84,6 +93,9 @@ impl Kernel {
             user_handles: HashMap::new(),
             volumes: Vec::new(),
             processes: process::Processes::default(),
+            io: files::Io::default(),
+            cbdq: cbdq::Queues::default(),
+            names: names::Names::default(),
             violations: Vec::new(),
             sync: sync::SyncState::default(),
             work: workitem::WorkItems::default(),
@@ -110,6 +122,17 @@ impl Kernel {
         eprintln!("VERIFIER: {v}");
         self.violations.push(v);
     }
+}
+
+/// System time (100 ns since 1601, UTC) at boot of the first machine: 2026-01-01, so
+/// timestamps are recognisable; it advances with real time.
+const EPOCH_2026: i64 = 134_116_992_000_000_000;
+
+/// The model's system time, as KeQuerySystemTimePrecise reports it.
+pub fn now() -> i64 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    let elapsed = START.get_or_init(std::time::Instant::now).elapsed();
+    EPOCH_2026 + (elapsed.as_nanos() / 100) as i64
 }
 
 static KERNEL: Mutex<Option<Kernel>> = Mutex::new(None);
