@@ -17,6 +17,7 @@
 
 pub mod connect;
 pub mod port;
+pub mod reparse;
 mod wire;
 
 pub use connect::{ConnectError, ConnectionContext};
