@@ -133,10 +133,9 @@ impl Ntfs {
         };
         let mut rest = match from {
             None => d.children.range::<Vec<u16>, _>(..),
-            Some(key) => d.children.range::<Vec<u16>, _>((
-                std::ops::Bound::Excluded(key),
-                std::ops::Bound::Unbounded,
-            )),
+            Some(key) => d
+                .children
+                .range::<Vec<u16>, _>((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded)),
         };
         let (key, &id) = rest.next()?;
         Some((Position::After(key.clone()), self.file(id).name.clone(), id))

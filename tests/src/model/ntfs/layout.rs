@@ -263,15 +263,11 @@ pub(crate) fn dir_class(c: i32) -> Option<DirClass> {
             id128: None,
             short: None,
         },
-        fs::FileIdBothDirectoryInformation => {
-            class(104, Some(64), None, Some(96), None, Some(68))
-        }
+        fs::FileIdBothDirectoryInformation => class(104, Some(64), None, Some(96), None, Some(68)),
         fs::FileIdFullDirectoryInformation => class(80, Some(64), None, Some(72), None, None),
         // LockingTransactionId (72) and TxInfoFlags (88) stay 0: no transactions.
         fs::FileIdGlobalTxDirectoryInformation => class(92, None, None, Some(64), None, None),
-        fs::FileIdExtdDirectoryInformation => {
-            class(88, Some(64), Some(68), None, Some(72), None)
-        }
+        fs::FileIdExtdDirectoryInformation => class(88, Some(64), Some(68), None, Some(72), None),
         fs::FileIdExtdBothDirectoryInformation => {
             class(114, Some(64), Some(68), None, Some(72), Some(88))
         }
@@ -582,8 +578,17 @@ mod tests {
         assert_eq!(offset_of!(Head, ea), 64);
         assert_eq!(offset_of!(Head, tag), 68);
         let c = FILE_ID_64_EXTD_DIRECTORY_INFORMATION;
-        check(c, offset_of!(Id64Extd, name), size_of::<Id64Extd>(), Some(64), None);
-        assert_eq!(dir_class(c).and_then(|l| l.id64), Some(offset_of!(Id64Extd, id)));
+        check(
+            c,
+            offset_of!(Id64Extd, name),
+            size_of::<Id64Extd>(),
+            Some(64),
+            None,
+        );
+        assert_eq!(
+            dir_class(c).and_then(|l| l.id64),
+            Some(offset_of!(Id64Extd, id))
+        );
         let c = FILE_ID_64_EXTD_BOTH_DIRECTORY_INFORMATION;
         check(
             c,
@@ -594,7 +599,13 @@ mod tests {
         );
         assert_eq!(offset_of!(Id64ExtdBoth, short), 82);
         let c = FILE_ID_ALL_EXTD_DIRECTORY_INFORMATION;
-        check(c, offset_of!(IdAllExtd, name), size_of::<IdAllExtd>(), Some(64), None);
+        check(
+            c,
+            offset_of!(IdAllExtd, name),
+            size_of::<IdAllExtd>(),
+            Some(64),
+            None,
+        );
         assert_eq!(
             dir_class(c).and_then(|l| l.id128),
             Some(offset_of!(IdAllExtd, id128))

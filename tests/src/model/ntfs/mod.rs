@@ -41,8 +41,8 @@ use windows_sys::Win32::Foundation::{
     STATUS_INFO_LENGTH_MISMATCH, STATUS_INVALID_DEVICE_REQUEST, STATUS_INVALID_INFO_CLASS,
     STATUS_INVALID_PARAMETER, STATUS_IO_REPARSE_TAG_MISMATCH, STATUS_NOT_A_DIRECTORY,
     STATUS_NOT_A_REPARSE_POINT, STATUS_OBJECT_NAME_COLLISION, STATUS_OBJECT_NAME_INVALID,
-    STATUS_OBJECT_NAME_NOT_FOUND, STATUS_OBJECT_PATH_NOT_FOUND,
-    STATUS_REPARSE_ATTRIBUTE_CONFLICT, STATUS_SHARING_VIOLATION, STATUS_SUCCESS,
+    STATUS_OBJECT_NAME_NOT_FOUND, STATUS_OBJECT_PATH_NOT_FOUND, STATUS_REPARSE_ATTRIBUTE_CONFLICT,
+    STATUS_SHARING_VIOLATION, STATUS_SUCCESS,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     DELETE, FILE_APPEND_DATA, FILE_ATTRIBUTE_ARCHIVE, FILE_ATTRIBUTE_DIRECTORY,
@@ -56,12 +56,12 @@ use windows_sys::Win32::System::Ioctl::{
     FSCTL_SET_REPARSE_POINT, FSCTL_SET_REPARSE_POINT_EX, FSCTL_SET_SPARSE, FSCTL_SET_ZERO_DATA,
 };
 
+use layout::Meta;
 pub use layout::{
     FILE_ID_64_EXTD_BOTH_DIRECTORY_INFORMATION, FILE_ID_64_EXTD_DIRECTORY_INFORMATION,
     FILE_ID_ALL_EXTD_BOTH_DIRECTORY_INFORMATION, FILE_ID_ALL_EXTD_DIRECTORY_INFORMATION,
     FILE_STAT_BASIC_INFORMATION_CLASS,
 };
-use layout::Meta;
 
 /// An NTFS file reference number (the 64-bit file id of FileInternalInformation).
 pub type FileId = u64;
@@ -160,7 +160,6 @@ pub struct Node {
     pub delete_pending: bool,
 }
 
-
 /// IoStatus.Information after a successful create (wdm.h; windows-sys has them only
 /// under a feature this crate does not enable).
 const FILE_SUPERSEDED: u32 = 0;
@@ -183,9 +182,9 @@ const FIRST_OPEN: OpenId = 0x0CCB_0000_0001;
 /// kernel-mode set (a filter's FltSetInformationFile is kernel mode), plus
 /// RECALL_ON_OPEN, which only kernel components set. DIRECTORY, SPARSE_FILE and
 /// REPARSE_POINT follow from the file's state and NORMAL means "none".
-const SETTABLE_ATTRIBUTES: u32 =
-    (FILE_ATTRIBUTE_VALID_KERNEL_SET_FLAGS | FILE_ATTRIBUTE_RECALL_ON_OPEN)
-        & !(FILE_ATTRIBUTE_NORMAL | FILE_ATTRIBUTE_DIRECTORY | FILE_ATTRIBUTE_SPARSE_FILE);
+const SETTABLE_ATTRIBUTES: u32 = (FILE_ATTRIBUTE_VALID_KERNEL_SET_FLAGS
+    | FILE_ATTRIBUTE_RECALL_ON_OPEN)
+    & !(FILE_ATTRIBUTE_NORMAL | FILE_ATTRIBUTE_DIRECTORY | FILE_ATTRIBUTE_SPARSE_FILE);
 
 /// FileMaximumInformation in the 26100 WDK: classes at or past it are refused by the I/O
 /// manager with STATUS_INVALID_INFO_CLASS before any file system sees them.
@@ -574,8 +573,7 @@ impl Ntfs {
         if p.delete_pending {
             return Err(STATUS_DELETE_PENDING);
         }
-        if p
-            .reparse
+        if p.reparse
             .as_deref()
             .is_some_and(|r| !reparse::is_directory_tag(reparse::tag_of(r)))
         {
@@ -775,9 +773,7 @@ impl Ntfs {
         };
         match class {
             fs::FileBasicInformation => fixed(layout::BASIC_LEN, layout::basic_info(&m)),
-            fs::FileStandardInformation => {
-                fixed(layout::STANDARD_LEN, layout::standard_info(&m))
-            }
+            fs::FileStandardInformation => fixed(layout::STANDARD_LEN, layout::standard_info(&m)),
             fs::FileInternalInformation => fixed(8, m.id.to_le_bytes().to_vec()),
             // No extended attributes in the model.
             fs::FileEaInformation => fixed(4, vec![0; 4]),
@@ -795,9 +791,7 @@ impl Ntfs {
                 fixed(layout::NETWORK_OPEN_LEN, layout::network_open_info(&m))
             }
             fs::FileAttributeTagInformation => fixed(8, layout::attribute_tag_info(&m)),
-            fs::FileIdInformation => {
-                fixed(layout::ID_LEN, layout::id_info(&m, self.volume_serial))
-            }
+            fs::FileIdInformation => fixed(layout::ID_LEN, layout::id_info(&m, self.volume_serial)),
             fs::FileStatInformation => fixed(layout::STAT_LEN, layout::stat_info(&m, o.access)),
             fs::FileStatLxInformation => {
                 fixed(layout::STAT_LX_LEN, layout::stat_lx_info(&m, o.access))
@@ -856,9 +850,9 @@ impl Ntfs {
         input: &[u8],
         now: i64,
     ) -> NTSTATUS {
-        let Ok(o) = self.open_of(open) else {
+        if self.open_of(open).is_err() {
             return STATUS_INVALID_PARAMETER;
-        };
+        }
         let result = match class {
             fs::FileBasicInformation => self.set_basic(open, input, now),
             fs::FileEndOfFileInformation => match layout::get_i64(input, 0) {
@@ -871,10 +865,9 @@ impl Ntfs {
             },
             fs::FileDispositionInformation => match input.first() {
                 None => Err(STATUS_INFO_LENGTH_MISMATCH),
-                Some(&d) => self.set_disposition(
-                    open,
-                    if d != 0 { FILE_DISPOSITION_DELETE } else { 0 },
-                ),
+                Some(&d) => {
+                    self.set_disposition(open, if d != 0 { FILE_DISPOSITION_DELETE } else { 0 })
+                }
             },
             fs::FileDispositionInformationEx => match layout::get_u32(input, 0) {
                 None => Err(STATUS_INFO_LENGTH_MISMATCH),
@@ -990,7 +983,10 @@ impl Ntfs {
         }
         if flags & FILE_DISPOSITION_ON_CLOSE != 0 {
             // Only the handle's delete-on-close changes, not the file's state.
-            self.opens.get_mut(&open).expect("checked open").delete_on_close = delete;
+            self.opens
+                .get_mut(&open)
+                .expect("checked open")
+                .delete_on_close = delete;
             return Ok(());
         }
         let posix = delete && flags & FILE_DISPOSITION_POSIX_SEMANTICS != 0;
@@ -1131,9 +1127,7 @@ impl Ntfs {
         let done = |r: Result<(), NTSTATUS>| (r.err().unwrap_or(STATUS_SUCCESS), Vec::new());
         match code {
             FSCTL_GET_REPARSE_POINT => self.get_reparse(id, output_len),
-            FSCTL_SET_REPARSE_POINT => {
-                done(self.set_reparse(id, input, output_len, None, now))
-            }
+            FSCTL_SET_REPARSE_POINT => done(self.set_reparse(id, input, output_len, None, now)),
             FSCTL_SET_REPARSE_POINT_EX => {
                 let ex = reparse::parse_set_ex(input);
                 done(ex.and_then(|ex| {
@@ -1184,7 +1178,10 @@ impl Ntfs {
         let stored = reparse::parse_set(input)?;
         let tag = reparse::tag_of(&stored);
         let f = self.file(id);
-        let current = f.reparse.as_deref().map(|r| (reparse::tag_of(r), reparse::guid_of(r)));
+        let current = f
+            .reparse
+            .as_deref()
+            .map(|r| (reparse::tag_of(r), reparse::guid_of(r)));
         match expect {
             None => {
                 // Plain SET replaces only a reparse point of the same tag (and GUID).

@@ -171,7 +171,9 @@ mod tests {
 
     #[test]
     fn component_validity() {
-        for bad in ["", ".", "..", "a:b", "a*", "a?", "a\"", "a<", "a>", "a|", "a/b", "\u{1}"] {
+        for bad in [
+            "", ".", "..", "a:b", "a*", "a?", "a\"", "a<", "a>", "a|", "a/b", "\u{1}",
+        ] {
             assert!(!valid_component(bad), "{bad:?}");
         }
         assert!(valid_component("trailing. "));

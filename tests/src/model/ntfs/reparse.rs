@@ -68,7 +68,11 @@ pub(crate) fn parse_set(input: &[u8]) -> Result<Vec<u8>, NTSTATUS> {
     let data = usize::from(get_u16(input, 4).unwrap_or(0));
     // A third-party tag given a REPARSE_DATA_BUFFER (no GUID) fails here too: its
     // length no longer adds up.
-    let header = if is_microsoft(tag) { HEADER } else { GUID_HEADER };
+    let header = if is_microsoft(tag) {
+        HEADER
+    } else {
+        GUID_HEADER
+    };
     if input.len() != header + data {
         return Err(STATUS_IO_REPARSE_DATA_INVALID);
     }
@@ -87,7 +91,11 @@ pub(crate) fn parse_delete(input: &[u8]) -> Result<(u32, Option<[u8; 16]>), NTST
         return Err(STATUS_IO_REPARSE_TAG_INVALID);
     }
     let data = get_u16(input, 4).unwrap_or(0);
-    let header = if is_microsoft(tag) { HEADER } else { GUID_HEADER };
+    let header = if is_microsoft(tag) {
+        HEADER
+    } else {
+        GUID_HEADER
+    };
     if data != 0 || input.len() != header {
         return Err(STATUS_IO_REPARSE_DATA_INVALID);
     }
@@ -138,7 +146,10 @@ mod tests {
         assert_eq!(offset_of!(REPARSE_DATA_BUFFER, Anonymous), HEADER);
         assert_eq!(offset_of!(REPARSE_DATA_BUFFER, ReparseDataLength), 4);
         assert_eq!(offset_of!(REPARSE_GUID_DATA_BUFFER, ReparseGuid), 8);
-        assert_eq!(offset_of!(REPARSE_GUID_DATA_BUFFER, GenericReparseBuffer), GUID_HEADER);
+        assert_eq!(
+            offset_of!(REPARSE_GUID_DATA_BUFFER, GenericReparseBuffer),
+            GUID_HEADER
+        );
         assert_eq!(offset_of!(REPARSE_DATA_BUFFER_EX, ExistingReparseTag), 4);
         assert_eq!(offset_of!(REPARSE_DATA_BUFFER_EX, ExistingReparseGuid), 8);
         assert_eq!(offset_of!(REPARSE_DATA_BUFFER_EX, Anonymous), EX_HEADER);
