@@ -12,6 +12,12 @@
 //!
 //! Paths are volume-relative NT paths: `\` is the root, `\dir\file.txt` a file. Names
 //! compare case-insensitively (Unicode simple upper-case) and keep their case.
+//!
+//! Split by concern: `pattern` (legal names, upcase, wildcard match), `reparse` (reparse
+//! buffer formats and the checks that need only the input), `layout` (the byte
+//! encodings, with their layout tests), `dir` (enumeration); this file holds the tree,
+//! the opens and everything that changes them. Where documentation is silent the
+//! comment says "inference".
 
 mod dir;
 mod layout;
@@ -87,8 +93,9 @@ pub struct CreateRequest<'a> {
     pub desired_access: u32,
     /// `FILE_SHARE_*`.
     pub share_access: u32,
-    /// The open-reparse list FltMgr passes in the ECP (FltAddOpenReparseEntry): final
-    /// reparse points with these tags open directly instead of STATUS_REPARSE.
+    /// The open-reparse list FltMgr passes in the ECP (FltAddOpenReparseEntry): reparse
+    /// points with these tags open (or are walked through) instead of STATUS_REPARSE,
+    /// except where the entry's `OPEN_REPARSE_POINT_REPARSE_IF_*` flags say otherwise.
     pub open_reparse: &'a [OpenReparseEntry],
     /// Attributes for a file it creates (`FILE_ATTRIBUTE_*`).
     pub attributes: u32,
@@ -103,7 +110,8 @@ pub struct OpenReparseEntry {
     pub tag: u32,
     /// `OPEN_REPARSE_POINT_*` flags.
     pub flags: u32,
-    /// For non-Microsoft tags, the GUID the reparse point must carry.
+    /// For non-Microsoft tags, the GUID the reparse point must carry (None: any GUID,
+    /// a model convenience; the real entry always carries one).
     pub guid: Option<[u8; 16]>,
 }
 
@@ -156,7 +164,8 @@ pub struct Node {
     pub allocation: u64,
     /// The reparse point as stored, if any.
     pub reparse: Option<Vec<u8>>,
-    /// Delete pending (FileDisposition or delete-on-close seen).
+    /// Delete pending (FileDisposition set, or an open with delete-on-close that will
+    /// set it at its cleanup).
     pub delete_pending: bool,
 }
 
