@@ -47,7 +47,6 @@ const FO_HANDLE_CREATED: u32 = 0x0004_0000;
 /// `FILE_SYNCHRONOUS_IO_ALERT | FILE_SYNCHRONOUS_IO_NONALERT`.
 const FILE_SYNCHRONOUS_IO: u32 = 0x30;
 const FILE_NO_INTERMEDIATE_BUFFERING: u32 = 0x8;
-const FILE_DELETE_ON_CLOSE: u32 = 0x1000;
 /// FILE_READ_DATA, FILE_WRITE_DATA, FILE_APPEND_DATA, FILE_LIST_DIRECTORY.
 const FILE_READ_DATA: u32 = 0x1;
 const FILE_WRITE_DATA: u32 = 0x2;
@@ -120,8 +119,8 @@ pub enum IoMode {
 
 pub(crate) struct FileObj {
     pub(crate) volume: PFLT_VOLUME,
-    /// Backing store of FILE_OBJECT.FileName.
-    name: Box<[u16]>,
+    /// Backing store of FILE_OBJECT.FileName, which points into it.
+    _name: Box<[u16]>,
     pub(crate) open: Option<OpenId>,
     pub(crate) file: Option<FileId>,
     /// Object references: the create IRP's, one per handle, ObReferenceObject's.
@@ -250,7 +249,7 @@ fn new_file_object(volume: PFLT_VOLUME, path: &str, access: u32, options: u32) -
             addr,
             FileObj {
                 volume,
-                name,
+                _name: name,
                 open: None,
                 file: None,
                 refs: 1,
@@ -1037,7 +1036,6 @@ fn fs_read(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
         return fs_fast_read(
             cbd,
             &FsCall {
-                requestor: process::SYSTEM_PID,
                 open_reparse: Vec::new(),
             },
         );
@@ -1613,4 +1611,164 @@ pub fn handles_of(pid: u32) -> Vec<Handle> {
             .map(|(h, _)| Handle(*h))
             .collect()
     })
+}
+
+// ---------------------------------------------------------------------------------------
+// Query by name and cancellation
+// ---------------------------------------------------------------------------------------
+
+/// NtQueryInformationByName (what GetFileAttributesEx and friends use): FltMgr's
+/// IRP_MJ_QUERY_OPEN first; if a filter refuses it (FLT_PREOP_DISALLOW_FSFILTER_IO) or
+/// the file system cannot answer without a full open (a reparse point), the I/O manager
+/// opens, queries and closes.
+pub fn query_by_name(path: &str, class: i32, length: usize) -> (NTSTATUS, Vec<u8>) {
+    query_open_kind(path, class, length, major::QUERY_OPEN)
+}
+
+/// IRP_MJ_NETWORK_QUERY_OPEN, as the SMB server asks for FileNetworkOpenInformation.
+pub fn network_query_open(path: &str) -> (NTSTATUS, Vec<u8>) {
+    query_open_kind(path, FILE_NETWORK_OPEN_INFORMATION, 56, major::NETWORK_QUERY_OPEN)
+}
+
+/// FileNetworkOpenInformation.
+const FILE_NETWORK_OPEN_INFORMATION: i32 = 34;
+/// What the file system answers when it cannot serve a query-open without a full open.
+const QUERY_OPEN_FALLBACK: NTSTATUS = 0x7e57_0f0f;
+
+fn query_open_kind(path: &str, class: i32, length: usize, op: u8) -> (NTSTATUS, Vec<u8>) {
+    let (volume, rel) = match resolve(path) {
+        Ok(v) => v,
+        Err(status) => return (status, Vec::new()),
+    };
+    let fo = new_file_object(volume, &rel, 0x0010_0080, 0x20);
+    let mut buffer = vec![0u8; length];
+    let mut returned = length as u32;
+    let mut req = simple_request(op, 0, fo, volume, None);
+    req.kind = Kind::FastIo;
+    req.params = if op == major::QUERY_OPEN {
+        FLT_PARAMETERS {
+            QueryOpen: windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_PARAMETERS_24 {
+                Irp: std::ptr::null_mut(),
+                FileInformation: buffer.as_mut_ptr().cast(),
+                Length: &mut returned,
+                FileInformationClass: class,
+            },
+        }
+    } else {
+        FLT_PARAMETERS {
+            NetworkQueryOpen: windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_PARAMETERS_26 {
+                Irp: std::ptr::null_mut(),
+                NetworkInformation: buffer.as_mut_ptr().cast(),
+            },
+        }
+    };
+    let done = io::dispatch(&req, fs_query_open);
+    // The temporary file object never reached the file system as an open.
+    with_kernel(|k| {
+        if let Some(f) = k.io.files.get_mut(&fo) {
+            f.refs = 1;
+        }
+    });
+    close_file_object(fo);
+    if !done.refused && done.status != QUERY_OPEN_FALLBACK {
+        let n = if op == major::QUERY_OPEN {
+            returned as usize
+        } else {
+            length
+        };
+        buffer.truncate(n.min(length));
+        return (done.status, buffer);
+    }
+    // The slow path: a full open (through every filter), a query, a close.
+    let params = OpenParams {
+        access: 0x0010_0080, // FILE_READ_ATTRIBUTES | SYNCHRONIZE
+        ..OpenParams::default()
+    };
+    match create(path, &params) {
+        Ok(h) => {
+            let r = query_information(h, class, length);
+            close(h);
+            r
+        }
+        Err(status) => (status, Vec::new()),
+    }
+}
+
+fn fs_query_open(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
+    let fo = cbd.iopb.TargetFileObject as usize;
+    let major = cbd.iopb.MajorFunction;
+    let (class, out, len_ptr, cap) = if major == major::QUERY_OPEN {
+        // SAFETY: the query-open parameters of this operation.
+        let q = unsafe { cbd.iopb.Parameters.QueryOpen };
+        // SAFETY: Length points at the issuer's length.
+        let cap = unsafe { *q.Length } as usize;
+        (q.FileInformationClass, q.FileInformation.cast::<u8>(), q.Length, cap)
+    } else {
+        // SAFETY: the network-query-open parameters of this operation.
+        let q = unsafe { cbd.iopb.Parameters.NetworkQueryOpen };
+        (
+            FILE_NETWORK_OPEN_INFORMATION,
+            q.NetworkInformation.cast::<u8>(),
+            std::ptr::null_mut(),
+            56,
+        )
+    };
+    // SAFETY: the temporary file object's name.
+    let name = unsafe { &(*cbd.iopb.TargetFileObject).FileName };
+    // SAFETY: Length bytes at Buffer.
+    let units = unsafe { std::slice::from_raw_parts(name.Buffer, usize::from(name.Length) / 2) };
+    let path = String::from_utf16_lossy(units);
+    let now = super::now();
+    let answer = with_kernel(|k| {
+        let volume = k.io.files.get(&fo)?.volume;
+        let v = k.volumes.iter_mut().find(|v| v.handle == volume)?;
+        let request = CreateRequest {
+            path: &path,
+            disposition: 1,
+            options: 0,
+            desired_access: 0x0010_0080,
+            share_access: 7,
+            open_reparse: &[],
+            attributes: 0,
+            now,
+        };
+        Some(match v.fs.create(&request) {
+            Ok(CreateOutcome::Opened { open, .. }) => {
+                let r = v.fs.query_information(open, class, cap);
+                v.fs.cleanup(open);
+                Ok(r)
+            }
+            Ok(CreateOutcome::Reparse { .. }) => Err(QUERY_OPEN_FALLBACK),
+            Err(status) => Err(status),
+        })
+    });
+    match answer {
+        Some(Ok((status, bytes))) => {
+            let n = bytes.len().min(cap);
+            // SAFETY: the issuer's buffer holds `cap` >= n bytes.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), out, n) };
+            if !len_ptr.is_null() {
+                // SAFETY: the issuer's length.
+                unsafe { *len_ptr = n as u32 };
+            }
+            (status, n)
+        }
+        Some(Err(status)) => (status, 0),
+        None => (STATUS_INVALID_PARAMETER, 0),
+    }
+}
+
+/// CancelIoEx on a handle: cancels every operation in flight on its file object.
+pub fn cancel_io(handle: Handle) -> usize {
+    let Ok((fo, _)) = handle_object(handle) else {
+        return 0;
+    };
+    let ops = io::live_ops(|_, cbd| cbd.iopb.TargetFileObject as usize == fo);
+    ops.into_iter().filter(|op| io::cancel(*op)).count()
+}
+
+/// Thread or process termination: cancels every operation that process has in flight.
+pub fn cancel_process_io(pid: u32) -> usize {
+    let ops = io::live_ops(|op, _| op.requestor == pid);
+    ops.into_iter().filter(|op| io::cancel(*op)).count()
 }

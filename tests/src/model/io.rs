@@ -171,7 +171,6 @@ pub(crate) struct OpState {
     pub(crate) open_reparse: Vec<OpenReparseEntry>,
     /// Set by FltReissueSynchronousIo: the file system is to be called again.
     pub(crate) reissue: bool,
-    pub(crate) thread: std::thread::ThreadId,
     /// Who answers when FltMgr lets the operation through (again, on reissue).
     pub(crate) fs: FileSystem,
 }
@@ -190,10 +189,9 @@ struct Hook {
 /// operation through.
 pub(crate) type FileSystem = fn(&mut Cbd, &FsCall) -> (NTSTATUS, usize);
 
-/// What the file system learns about the operation besides the callback data: the
-/// requestor and the ECPs FltMgr attached.
+/// What the file system learns about the operation besides the callback data: the ECPs
+/// FltMgr attached.
 pub(crate) struct FsCall {
-    pub(crate) requestor: u32,
     pub(crate) open_reparse: Vec<OpenReparseEntry>,
 }
 
@@ -241,7 +239,6 @@ pub(crate) fn dispatch(req: &Request, fs: FileSystem) -> Completion {
                 queued_in: None,
                 open_reparse: Vec::new(),
                 reissue: false,
-                thread: std::thread::current().id(),
                 fs,
             },
         )
@@ -475,7 +472,6 @@ fn call_file_system(cbd: &mut Cbd, addr: usize, fs: FileSystem) {
     set_stage(addr, Stage::FileSystem, 0);
     let call = with_kernel(|k| {
         k.io.ops.get(&addr).map(|o| FsCall {
-            requestor: o.requestor,
             open_reparse: o.open_reparse.clone(),
         })
     });
