@@ -31,7 +31,7 @@ use std::collections::{HashMap, HashSet};
 use std::ffi::c_void;
 use std::mem::offset_of;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, OnceLock, PoisonError};
+use std::sync::{Condvar, PoisonError};
 use std::time::{Duration, Instant};
 
 use windows_sys::Wdk::Foundation::{
@@ -170,6 +170,7 @@ pub(crate) struct SyncState {
     spin_locks: HashMap<usize, u64>,
     /// Threads blocked on a lock: the lock, and whether they want it exclusive.
     blocked_on: HashMap<u64, (usize, bool)>,
+    cancel_probe: Option<CancelProbe>,
 }
 
 impl Default for SyncState {
@@ -186,6 +187,7 @@ impl Default for SyncState {
             resources: HashMap::new(),
             spin_locks: HashMap::new(),
             blocked_on: HashMap::new(),
+            cancel_probe: None,
         }
     }
 }
@@ -443,7 +445,7 @@ fn header_points_to_itself(event: usize) -> bool {
     let head = wait_list_head(event) as *const LIST_ENTRY;
     // SAFETY: `event` names a KEVENT the driver passed to a kernel API, so it is readable.
     let entry = unsafe { head.read_unaligned() };
-    entry.Flink as usize == head as usize
+    std::ptr::eq(entry.Flink, head)
 }
 
 fn publish_signal_state(event: usize, signaled: bool) {
@@ -491,6 +493,7 @@ pub(crate) fn block_until<R>(
 
 /// Wakes every blocked model thread to re-check what it waits for. Call after changing
 /// state a waiter polls (for the I/O model: after cancelling an operation).
+#[allow(dead_code, reason = "hook for the I/O model's cancellation")]
 pub(crate) fn wake_waiters() {
     WAKE.notify_all();
 }
@@ -499,19 +502,27 @@ pub(crate) fn wake_waiters() {
 /// been cancelled. Called with the kernel lock held, from inside the wait's poll.
 pub(crate) type CancelProbe = fn(&Kernel, *const FLT_CALLBACK_DATA) -> bool;
 
-static CANCEL_PROBE: OnceLock<CancelProbe> = OnceLock::new();
+impl SyncState {
+    /// Hook for the I/O model: installs, for this machine, the probe
+    /// FltCancellableWaitFor* ask whether their callback data was cancelled (they then
+    /// return STATUS_CANCELLED). Usable from inside `with_kernel`, e.g. when the first
+    /// callback data is built. After marking an operation cancelled, call
+    /// [`wake_waiters`] so that a blocked wait notices. Without a probe, callback data is
+    /// never cancelled.
+    #[allow(dead_code, reason = "hook for the I/O model's cancellation")]
+    pub(crate) fn set_cancel_probe(&mut self, probe: CancelProbe) {
+        self.cancel_probe = Some(probe);
+    }
+}
 
-/// Hook for the I/O model: installs the probe FltCancellableWaitFor* ask whether their
-/// callback data was cancelled (they then return STATUS_CANCELLED). One probe per
-/// process; later calls are ignored. After marking an operation cancelled, call
-/// [`wake_waiters`] so a blocked wait notices. Until a probe is installed, callback data
-/// is never cancelled.
+/// [`SyncState::set_cancel_probe`] on the booted machine, from outside `with_kernel`.
+#[allow(dead_code, reason = "hook for the I/O model's cancellation")]
 pub(crate) fn set_cancel_probe(probe: CancelProbe) {
-    let _ = CANCEL_PROBE.set(probe);
+    with_kernel(|k| k.sync.set_cancel_probe(probe));
 }
 
 fn cancelled(k: &Kernel, data: *const FLT_CALLBACK_DATA) -> bool {
-    !data.is_null() && CANCEL_PROBE.get().is_some_and(|probe| probe(k, data))
+    !data.is_null() && k.sync.cancel_probe.is_some_and(|probe| probe(k, data))
 }
 
 /// The shared body of every dispatcher wait.

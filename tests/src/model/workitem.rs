@@ -47,6 +47,8 @@ use super::{KERNEL, Kernel, Machine, with_kernel};
 const MAX_WORKERS: usize = 4;
 /// How long an idle worker waits for work before its thread ends.
 const IDLE_EXIT: Duration = Duration::from_millis(200);
+/// How often a worker kept alive by paused queues looks again.
+const MIN_NAP: Duration = Duration::from_millis(20);
 /// How long [`Machine::idle`] waits (machine time) before it calls the queue stuck.
 const IDLE_LIMIT: u64 = 60 * 10_000_000;
 /// FltMgr's pool tag for generic work items.
@@ -81,6 +83,7 @@ struct Entry {
     context: usize,
 }
 
+#[allow(dead_code, reason = "hooks for FltUnregisterFilter in fltmgr.rs")]
 struct Running {
     filter: PFLT_FILTER,
     thread: u64,
@@ -98,6 +101,8 @@ pub(crate) struct WorkItems {
     idle: usize,
     /// Filters inside FltUnregisterFilter: new work for them is refused.
     draining: HashSet<PFLT_FILTER>,
+    /// Set by tests: workers take nothing, so queued items stay queued.
+    paused: bool,
 }
 
 impl Default for WorkItems {
@@ -111,11 +116,13 @@ impl Default for WorkItems {
             workers: 0,
             idle: 0,
             draining: HashSet::new(),
+            paused: false,
         }
     }
 }
 
 impl WorkItems {
+    #[allow(dead_code, reason = "hooks for FltUnregisterFilter in fltmgr.rs")]
     fn busy_with(&self, filter: PFLT_FILTER, except: u64) -> bool {
         self.critical
             .iter()
@@ -135,6 +142,7 @@ impl WorkItems {
 impl Kernel {
     /// Generic work items attributed to `filter` that were never freed. For use inside
     /// `with_kernel`; see [`outstanding_work_items`].
+    #[allow(dead_code, reason = "hooks for FltUnregisterFilter in fltmgr.rs")]
     pub(crate) fn outstanding_work_items(&self, filter: PFLT_FILTER) -> usize {
         self.work
             .items
@@ -169,6 +177,7 @@ impl Kernel {
 
 /// Generic work items attributed to `filter` that were never freed. Call with the kernel
 /// lock released, after [`drain`].
+#[allow(dead_code, reason = "hooks for FltUnregisterFilter in fltmgr.rs")]
 pub(crate) fn outstanding_work_items(filter: PFLT_FILTER) -> usize {
     with_kernel(|k| k.outstanding_work_items(filter))
 }
@@ -176,6 +185,7 @@ pub(crate) fn outstanding_work_items(filter: PFLT_FILTER) -> usize {
 /// Refuses new work for `filter` (FltQueueGenericWorkItem returns
 /// STATUS_FLT_DELETING_OBJECT) and waits until every item queued for it has run. Call
 /// from FltUnregisterFilter with the kernel lock released.
+#[allow(dead_code, reason = "hooks for FltUnregisterFilter in fltmgr.rs")]
 pub(crate) fn drain(filter: PFLT_FILTER) {
     let me = current_thread();
     let own = RUNNING_FILTER.with(Cell::get) == Some(filter);
@@ -194,6 +204,7 @@ pub(crate) fn drain(filter: PFLT_FILTER) {
 
 /// What FltUnregisterFilter does about work items: [`drain`], then report the items the
 /// filter never freed.
+#[allow(dead_code, reason = "hooks for FltUnregisterFilter in fltmgr.rs")]
 pub(crate) fn unregister(filter: PFLT_FILTER) {
     drain(filter);
     with_kernel(|k| {
@@ -396,11 +407,14 @@ fn next_entry(generation: u64) -> Option<Entry> {
         if work.generation != generation {
             return None;
         }
-        if let Some(entry) = work
-            .critical
-            .pop_front()
-            .or_else(|| work.delayed.pop_front())
-        {
+        let next = if work.paused {
+            None
+        } else {
+            work.critical
+                .pop_front()
+                .or_else(|| work.delayed.pop_front())
+        };
+        if let Some(entry) = next {
             // Dequeued: from here on the driver may queue it again or free it.
             if let Some(it) = work.items.get_mut(&entry.item) {
                 it.queued = false;
@@ -413,13 +427,13 @@ fn next_entry(generation: u64) -> Option<Entry> {
             return Some(entry);
         }
         let waited = idle_since.elapsed();
-        if waited >= IDLE_EXIT {
+        if waited >= IDLE_EXIT && !work.paused {
             work.workers -= 1;
             return None;
         }
         work.idle += 1;
         guard = WAKE
-            .wait_timeout(guard, IDLE_EXIT - waited)
+            .wait_timeout(guard, IDLE_EXIT.saturating_sub(waited).max(MIN_NAP))
             .unwrap_or_else(PoisonError::into_inner)
             .0;
         if let Some(k) = guard.as_mut()
@@ -449,6 +463,14 @@ fn finished(generation: u64, item: PFLT_GENERIC_WORKITEM) {
 }
 
 impl Machine {
+    /// Holds the work queues (`true`): queued items stay queued until released (`false`),
+    /// as on a machine whose worker threads are all busy. Lets a test observe the time
+    /// between queueing and running.
+    pub fn hold_work_queues(&self, hold: bool) {
+        with_kernel(|k| k.work.paused = hold);
+        WAKE.notify_all();
+    }
+
     /// Waits until no work item is queued or running. Panics if that takes more than a
     /// minute of machine time: a routine that never returns is a hang to report.
     pub fn idle(&self) {
