@@ -24,7 +24,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use windows_sys::Wdk::Foundation::OBJECT_ATTRIBUTES;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
@@ -653,7 +653,7 @@ enum Wait {
 
 /// A KeWaitForSingleObject-style timeout: NULL waits forever, negative is relative in
 /// 100 ns units, zero does not wait, positive is an absolute system time (100 ns since
-/// 1601-01-01) which is honoured against the host clock.
+/// 1601-01-01) on the model's clock.
 ///
 /// # Safety
 /// `timeout` is NULL or readable.
@@ -665,16 +665,17 @@ unsafe fn deadline(timeout: *const i64) -> (Wait, Option<i64>) {
     let now = Instant::now();
     if t <= 0 {
         let wait = Duration::from_nanos(t.unsigned_abs().saturating_mul(100));
-        return (Wait::Until(now + wait), Some(t));
+        // Beyond what an Instant can hold is forever for any test.
+        return (
+            now.checked_add(wait).map_or(Wait::Forever, Wait::Until),
+            Some(t),
+        );
     }
-    // 11644473600 s separate 1601-01-01 from 1970-01-01.
-    let since_1601 = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        + Duration::from_secs(11_644_473_600);
-    let target = Duration::from_nanos((t as u64).saturating_mul(100));
+    // Absolute: against the model's system clock, the one KeQuerySystemTime reads.
+    let left = u64::try_from(t.saturating_sub(super::now())).unwrap_or(0);
+    let wait = Duration::from_nanos(left.saturating_mul(100));
     (
-        Wait::Until(now + target.saturating_sub(since_1601)),
+        now.checked_add(wait).map_or(Wait::Forever, Wait::Until),
         Some(t),
     )
 }
