@@ -382,10 +382,8 @@ fn system_time_starts_in_2026_and_advances_with_real_time() {
     assert_eq!(qpc, interrupt);
     let delay = -10 * MS;
     // SAFETY: a readable interval.
-    assert_eq!(
-        unsafe { KeDelayExecutionThread(0, false, &delay) },
-        STATUS_SUCCESS
-    );
+    let slept = unsafe { KeDelayExecutionThread(0, false, &delay) };
+    assert_eq!(slept, STATUS_SUCCESS);
     let mut after = 0i64;
     // SAFETY: a writable i64.
     unsafe { KeQuerySystemTimePrecise(&mut after) };

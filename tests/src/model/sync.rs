@@ -1782,3 +1782,55 @@ impl Machine {
         with_kernel(|k| k.sync.clock.system_time()) as i64
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use super::*;
+
+    static CANCELLED: AtomicBool = AtomicBool::new(false);
+    const DATA: usize = 0xcafe_0000;
+
+    fn probe(_: &Kernel, data: *const FLT_CALLBACK_DATA) -> bool {
+        data as usize == DATA && CANCELLED.load(Ordering::SeqCst)
+    }
+
+    #[test]
+    fn cancelling_the_operation_ends_its_cancellable_wait() {
+        let mut machine = Machine::boot(&[]);
+        set_cancel_probe(probe);
+        let mut event = Box::new(KEVENT::default());
+        // SAFETY: writable memory that stays put.
+        unsafe { KeInitializeEvent(&mut *event, NotificationEvent, false) };
+        let object = &*event as *const KEVENT as usize;
+        let waiter = std::thread::spawn(move || {
+            // SAFETY: a live event, no timeout.
+            unsafe {
+                FltCancellableWaitForSingleObject(
+                    object as *const c_void,
+                    std::ptr::null(),
+                    DATA as *const FLT_CALLBACK_DATA,
+                )
+            }
+        });
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(!waiter.is_finished());
+        // What the I/O model does when the operation is cancelled.
+        CANCELLED.store(true, Ordering::SeqCst);
+        wake_waiters();
+        assert_eq!(waiter.join().unwrap(), STATUS_CANCELLED);
+        // Other callback data is not cancelled.
+        let timeout = -10_000i64;
+        // SAFETY: a live event and timeout.
+        let status = unsafe {
+            FltCancellableWaitForSingleObject(
+                object as *const c_void,
+                &timeout,
+                (DATA + 8) as *const FLT_CALLBACK_DATA,
+            )
+        };
+        assert_eq!(status, STATUS_TIMEOUT);
+        machine.assert_clean();
+    }
+}

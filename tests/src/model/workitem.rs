@@ -485,3 +485,83 @@ impl Machine {
         assert!(drained, "work items still queued or running after a minute");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicBool;
+
+    use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
+    use windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_REGISTRATION;
+
+    use super::*;
+    use crate::model::fltmgr::{FltRegisterFilter, FltUnregisterFilter};
+
+    static RAN: AtomicBool = AtomicBool::new(false);
+
+    unsafe extern "system" fn mark(_: PFLT_GENERIC_WORKITEM, _: *const c_void, _: *const c_void) {
+        RAN.store(true, Ordering::SeqCst);
+    }
+
+    fn register() -> PFLT_FILTER {
+        // SAFETY: DRIVER_OBJECT is plain data for which all-zero is valid.
+        let driver: &'static DRIVER_OBJECT = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
+        let registration = FLT_REGISTRATION {
+            Size: std::mem::size_of::<FLT_REGISTRATION>() as u16,
+            Version: 0x0203,
+            ..Default::default()
+        };
+        let mut filter = 0;
+        // SAFETY: valid registration and out pointer.
+        let status = unsafe { FltRegisterFilter(driver, &registration, &mut filter) };
+        assert_eq!(status, STATUS_SUCCESS);
+        filter
+    }
+
+    #[test]
+    fn unregister_waits_for_queued_work_then_reports_unfreed_items() {
+        let mut machine = Machine::boot(&[]);
+        let filter = register();
+        let never_queued = FltAllocateGenericWorkItem();
+        let item = FltAllocateGenericWorkItem();
+        machine.hold_work_queues(true);
+        let status = FltQueueGenericWorkItem(
+            item,
+            filter as *const c_void,
+            Some(mark),
+            DelayedWorkQueue,
+            std::ptr::null(),
+        );
+        assert_eq!(status, STATUS_SUCCESS);
+        let release = std::thread::spawn(|| {
+            std::thread::sleep(Duration::from_millis(30));
+            with_kernel(|k| k.work.paused = false);
+            WAKE.notify_all();
+        });
+        unregister(filter);
+        assert!(
+            RAN.load(Ordering::SeqCst),
+            "drain returned before the item ran"
+        );
+        release.join().unwrap();
+        // Still inside FltUnregisterFilter: new work is refused, not queued.
+        let status = FltQueueGenericWorkItem(
+            item,
+            filter as *const c_void,
+            Some(mark),
+            DelayedWorkQueue,
+            std::ptr::null(),
+        );
+        assert_eq!(status, STATUS_FLT_DELETING_OBJECT);
+        let v = machine.take_violations();
+        assert!(
+            v.iter().any(|v| v.api == "FltUnregisterFilter"
+                && v.message.contains("2 generic work item(s) leaked")),
+            "{v:?}"
+        );
+        FltFreeGenericWorkItem(never_queued);
+        FltFreeGenericWorkItem(item);
+        assert_eq!(outstanding_work_items(filter), 0);
+        FltUnregisterFilter(filter);
+        machine.take_violations();
+    }
+}
