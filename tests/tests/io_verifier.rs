@@ -19,7 +19,7 @@ use cloudflt_tests::model::process::{self, PHCM_APPLICATION_DEFAULT};
 use cloudflt_tests::model::{Machine, Violation, VolumeConfig};
 use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FLT_CALLBACK_DATA, FLT_CALLBACK_DATA_QUEUE, FLT_FILE_NAME_INFORMATION,
+    FLT_CALLBACK_DATA, FLT_CALLBACK_DATA_QUEUE, FLT_FILE_NAME_INFORMATION, FLT_IO_PARAMETER_BLOCK,
     FLT_OPERATION_REGISTRATION, FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_FINISHED_PROCESSING,
     FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_COMPLETE, FLT_PREOP_DISALLOW_FASTIO, FLT_PREOP_PENDING,
     FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_PREOP_SUCCESS_WITH_CALLBACK, FLT_PREOP_SYNCHRONIZE,
@@ -70,6 +70,17 @@ unsafe impl Send for Queue {}
 const IO_REPARSE_TAG_TEST: u32 = 0x0000_1234;
 const FILE_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
 
+/// The parameter block of a callback data FltMgr passed to the probe.
+///
+/// # Safety
+/// `data` must be a live callback data.
+unsafe fn iopb<'a>(data: *const FLT_CALLBACK_DATA) -> &'a mut FLT_IO_PARAMETER_BLOCK {
+    // SAFETY: per the contract.
+    let iopb = unsafe { (*data).Iopb };
+    // SAFETY: FltMgr's parameter block, which a filter may edit (then marks it dirty).
+    unsafe { &mut *iopb.cast_mut() }
+}
+
 fn status_of(data: *mut FLT_CALLBACK_DATA, status: NTSTATUS) {
     // SAFETY: the callback data FltMgr passed to the probe.
     unsafe {
@@ -87,7 +98,7 @@ unsafe extern "system" fn pre_read(
 ) -> FLT_PREOP_CALLBACK_STATUS {
     // Paging reads pass: the probe's tests are about the top-level read.
     // SAFETY: FltMgr's callback data and its Iopb.
-    let paging = unsafe { (*(*data).Iopb).IrpFlags } & 0x2 != 0;
+    let paging = unsafe { iopb(data) }.IrpFlags & 0x2 != 0;
     if paging {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     }
@@ -110,8 +121,10 @@ unsafe extern "system" fn pre_read(
             FLT_PREOP_SUCCESS_NO_CALLBACK
         }
         EDIT_WITHOUT_DIRTY => {
-            // SAFETY: the read parameters FltMgr passed.
-            unsafe { (*(*data).Iopb.cast_mut()).Parameters.Read.ByteOffset = 0 };
+            // SAFETY: the live callback data FltMgr passed.
+            let block = unsafe { iopb(data) };
+            // Writing a union field is safe; only reading one is not.
+            block.Parameters.Read.ByteOffset = 0;
             FLT_PREOP_SUCCESS_NO_CALLBACK
         }
         DISALLOW_FASTIO_ON_IRP => {
@@ -141,7 +154,7 @@ unsafe extern "system" fn pre_read(
         }
         CONTEXT_WITHOUT_POST => {
             // SAFETY: FltMgr's out pointer.
-            unsafe { *context = 1 as *mut c_void };
+            unsafe { *context = std::ptr::dangling_mut::<c_void>() };
             FLT_PREOP_SUCCESS_NO_CALLBACK
         }
         _ => FLT_PREOP_SUCCESS_NO_CALLBACK,
@@ -197,12 +210,16 @@ unsafe extern "system" fn post_create(
     _flags: u32,
 ) -> FLT_POSTOP_CALLBACK_STATUS {
     // SAFETY: FltMgr's callback data.
-    let status = unsafe { (*data).IoStatus.Anonymous.Status };
-    // SAFETY: as above; TagData is valid with STATUS_REPARSE.
-    let tag = unsafe { (*data).TagData.as_ref() }.map(|t| t.FileTag);
+    let data_ref = unsafe { &mut *data };
+    // SAFETY: the status member of the IO_STATUS_BLOCK union.
+    let status = unsafe { data_ref.IoStatus.Anonymous.Status };
+    // SAFETY: TagData is NULL or valid with STATUS_REPARSE.
+    let tag = unsafe { data_ref.TagData.as_ref() }.map(|t| t.FileTag);
     if status == STATUS_REPARSE && tag == Some(IO_REPARSE_TAG_TEST) {
-        // SAFETY: the create parameters of this operation.
-        unsafe { (*(*data).Iopb.cast_mut()).Parameters.Create.Options |= FILE_OPEN_REPARSE_POINT };
+        // SAFETY: the live callback data FltMgr passed.
+        let block = unsafe { iopb(data) };
+        // SAFETY: the create member of a create's parameters.
+        unsafe { block.Parameters.Create.Options |= FILE_OPEN_REPARSE_POINT };
         FltSetCallbackDataDirty(data);
         // SAFETY: the related objects FltMgr passed.
         let instance = unsafe { (*objects).Instance };
@@ -324,10 +341,8 @@ fn probe(read_mode: u8, create_mode: u8) -> (Machine, u32) {
     let driver: &'static DRIVER_OBJECT = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
     let mut filter: PFLT_FILTER = 0;
     // SAFETY: a registration that outlives the call.
-    assert_eq!(
-        unsafe { FltRegisterFilter(driver, &registration, &mut filter) },
-        STATUS_SUCCESS
-    );
+    let status = unsafe { FltRegisterFilter(driver, &registration, &mut filter) };
+    assert_eq!(status, STATUS_SUCCESS);
     FILTER.store(filter, Ordering::SeqCst);
     assert_eq!(FltStartFiltering(filter), STATUS_SUCCESS);
     let app = machine.spawn_process(

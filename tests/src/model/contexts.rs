@@ -45,11 +45,11 @@ impl Slot {
 }
 
 /// The context list of a slot of a file object, if the file object is open.
-fn list<'k>(
-    k: &'k mut Kernel,
+fn list(
+    k: &mut Kernel,
     slot: Slot,
     fo: *const FILE_OBJECT,
-) -> Option<&'k mut Vec<(PFLT_INSTANCE, usize)>> {
+) -> Option<&mut Vec<(PFLT_INSTANCE, usize)>> {
     let f = k.io.files.get_mut(&(fo as usize))?;
     match slot {
         Slot::Handle => Some(&mut f.handle_contexts),

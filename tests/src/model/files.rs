@@ -1020,7 +1020,7 @@ fn fs_read(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
     };
     let sector = sector_size(volume);
     let noncached = flags & (irp::NOCACHE | irp::PAGING_IO) != 0;
-    if noncached && (offset % sector != 0 || length as u64 % sector != 0) {
+    if noncached && (!offset.is_multiple_of(sector) || !(length as u64).is_multiple_of(sector)) {
         return (STATUS_INVALID_PARAMETER, 0);
     }
     if !noncached {
@@ -1178,7 +1178,7 @@ fn fs_write(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
     };
     let sector = sector_size(volume);
     if cbd.iopb.IrpFlags & irp::NOCACHE != 0
-        && (offset % sector != 0 || length as u64 % sector != 0)
+        && (!offset.is_multiple_of(sector) || !(length as u64).is_multiple_of(sector))
     {
         return (STATUS_INVALID_PARAMETER, 0);
     }
@@ -1450,7 +1450,9 @@ pub fn query_directory(
 
 fn fs_query_directory(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
     // SAFETY: the directory-control parameters of this operation.
-    let q = unsafe { cbd.iopb.Parameters.DirectoryControl.QueryDirectory };
+    let q = unsafe { cbd.iopb.Parameters.DirectoryControl };
+    // SAFETY: the query-directory member of it, for IRP_MN_QUERY_DIRECTORY.
+    let q = unsafe { q.QueryDirectory };
     let fo = cbd.iopb.TargetFileObject as usize;
     // SAFETY: FileName is NULL or a UNICODE_STRING the issuer (or a filter) keeps alive.
     let pattern = unsafe { q.FileName.as_ref() }.map(|n| {
@@ -1540,7 +1542,9 @@ pub(crate) fn fs_control_on(
 
 fn fs_fs_control(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
     // SAFETY: the FSCTL parameters of this operation.
-    let c = unsafe { cbd.iopb.Parameters.FileSystemControl.Buffered };
+    let c = unsafe { cbd.iopb.Parameters.FileSystemControl };
+    // SAFETY: the METHOD_BUFFERED member, the only method the model issues.
+    let c = unsafe { c.Buffered };
     let fo = cbd.iopb.TargetFileObject as usize;
     let input = if c.InputBufferLength == 0 || c.SystemBuffer.is_null() {
         Vec::new()
@@ -1627,7 +1631,12 @@ pub fn query_by_name(path: &str, class: i32, length: usize) -> (NTSTATUS, Vec<u8
 
 /// IRP_MJ_NETWORK_QUERY_OPEN, as the SMB server asks for FileNetworkOpenInformation.
 pub fn network_query_open(path: &str) -> (NTSTATUS, Vec<u8>) {
-    query_open_kind(path, FILE_NETWORK_OPEN_INFORMATION, 56, major::NETWORK_QUERY_OPEN)
+    query_open_kind(
+        path,
+        FILE_NETWORK_OPEN_INFORMATION,
+        56,
+        major::NETWORK_QUERY_OPEN,
+    )
 }
 
 /// FileNetworkOpenInformation.
@@ -1656,10 +1665,11 @@ fn query_open_kind(path: &str, class: i32, length: usize, op: u8) -> (NTSTATUS, 
         }
     } else {
         FLT_PARAMETERS {
-            NetworkQueryOpen: windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_PARAMETERS_26 {
-                Irp: std::ptr::null_mut(),
-                NetworkInformation: buffer.as_mut_ptr().cast(),
-            },
+            NetworkQueryOpen:
+                windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_PARAMETERS_26 {
+                    Irp: std::ptr::null_mut(),
+                    NetworkInformation: buffer.as_mut_ptr().cast(),
+                },
         }
     };
     let done = io::dispatch(&req, fs_query_open);
@@ -1702,7 +1712,12 @@ fn fs_query_open(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
         let q = unsafe { cbd.iopb.Parameters.QueryOpen };
         // SAFETY: Length points at the issuer's length.
         let cap = unsafe { *q.Length } as usize;
-        (q.FileInformationClass, q.FileInformation.cast::<u8>(), q.Length, cap)
+        (
+            q.FileInformationClass,
+            q.FileInformation.cast::<u8>(),
+            q.Length,
+            cap,
+        )
     } else {
         // SAFETY: the network-query-open parameters of this operation.
         let q = unsafe { cbd.iopb.Parameters.NetworkQueryOpen };

@@ -108,7 +108,7 @@ pub unsafe extern "system" fn FltCreateFileEx2(
     if handle.is_null() || iosb.is_null() {
         return STATUS_INVALID_PARAMETER;
     }
-    if oa.Attributes & OBJ_KERNEL_HANDLE as u32 == 0 {
+    if oa.Attributes & OBJ_KERNEL_HANDLE == 0 {
         with_kernel(|k| {
             k.violation(
                 "FltCreateFileEx2",
@@ -590,8 +590,10 @@ pub extern "system" fn FltLockUserBuffer(data: *const FLT_CALLBACK_DATA) -> NTST
         });
         return STATUS_INVALID_PARAMETER;
     }
+    // Validated above as a live callback data the dispatcher owns.
+    let live = data as usize as *const FLT_CALLBACK_DATA;
     // SAFETY: a live callback data.
-    if unsafe { (*data).Flags } & FLTFL_CALLBACK_DATA_IRP_OPERATION == 0 {
+    if unsafe { (*live).Flags } & FLTFL_CALLBACK_DATA_IRP_OPERATION == 0 {
         return STATUS_INVALID_PARAMETER;
     }
     STATUS_SUCCESS
@@ -620,8 +622,10 @@ pub unsafe extern "system" fn FltDoCompletionProcessingWhenSafe(
     if irp_op != Some(true) {
         return false;
     }
-    // SAFETY: a live callback data.
-    let paging = unsafe { (*(*data).Iopb).IrpFlags } & irp::PAGING_IO != 0;
+    // SAFETY: a live callback data (checked above).
+    let iopb = unsafe { (*data).Iopb };
+    // SAFETY: its Iopb lives in the same allocation.
+    let paging = unsafe { (*iopb).IrpFlags } & irp::PAGING_IO != 0;
     if paging {
         return false;
     }

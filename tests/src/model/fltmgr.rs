@@ -58,7 +58,7 @@ pub struct ContextType {
 }
 
 /// One registered operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy)]
 pub struct Operation {
     /// IRP major function, or the low byte of a FltMgr pseudo-operation.
     pub major: u8,

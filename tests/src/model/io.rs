@@ -528,11 +528,14 @@ fn skipped(flags: u32, req: &Request) -> bool {
     }
     let paging = req.irp_flags & irp::PAGING_IO != 0;
     let noncached = req.irp_flags & irp::NOCACHE != 0;
-    (paging && flags & FLTFL_OPERATION_REGISTRATION_SKIP_PAGING_IO != 0)
-        || (!paging && !noncached && flags & FLTFL_OPERATION_REGISTRATION_SKIP_CACHED_IO != 0)
-        || (!paging
-            && noncached
-            && flags & FLTFL_OPERATION_REGISTRATION_SKIP_NON_CACHED_NON_PAGING_IO != 0)
+    let skip = if paging {
+        FLTFL_OPERATION_REGISTRATION_SKIP_PAGING_IO
+    } else if noncached {
+        FLTFL_OPERATION_REGISTRATION_SKIP_NON_CACHED_NON_PAGING_IO
+    } else {
+        FLTFL_OPERATION_REGISTRATION_SKIP_CACHED_IO
+    };
+    flags & skip != 0
 }
 
 fn related(hook: &Hook, volume: PFLT_VOLUME, file: *mut FILE_OBJECT) -> FLT_RELATED_OBJECTS {
@@ -624,6 +627,14 @@ fn thread_object() -> isize {
     let mut h = std::collections::hash_map::DefaultHasher::new();
     std::thread::current().id().hash(&mut h);
     (0x7e5a_0000_0000usize | (h.finish() as usize & 0xffff_fff0)) as isize
+}
+
+/// The major function of a live operation (validated by the caller).
+fn major_of(addr: usize) -> u8 {
+    let cbd = addr as *const Cbd;
+    // SAFETY: a live callback data is the first field of its Cbd, owned by a dispatcher
+    // frame that waits for it; its Iopb is the `iopb` field beside it.
+    unsafe { (*cbd).iopb.MajorFunction }
 }
 
 /// The live operation a callback data pointer names, or a violation.
@@ -736,10 +747,12 @@ pub extern "system" fn FltCompletePendedPostOperation(data: *const FLT_CALLBACK_
 #[unsafe(no_mangle)]
 pub extern "system" fn FltSetCallbackDataDirty(data: *mut FLT_CALLBACK_DATA) {
     irql::check("FltSetCallbackDataDirty", DISPATCH_LEVEL);
-    if live("FltSetCallbackDataDirty", data).is_none() {
+    let Some(addr) = live("FltSetCallbackDataDirty", data) else {
         return;
-    }
-    // SAFETY: a live callback data owned by the dispatcher; the filter holds it now.
+    };
+    let data = addr as *mut FLT_CALLBACK_DATA;
+    // SAFETY: validated as a live callback data owned by the dispatcher, which is blocked
+    // in the filter's callback that called us.
     unsafe { (*data).Flags |= FLTFL_CALLBACK_DATA_DIRTY };
 }
 
@@ -856,8 +869,7 @@ pub unsafe extern "system" fn FltAddOpenReparseEntry(
     let Some(entry) = (unsafe { entry.as_ref() }) else {
         return STATUS_INVALID_PARAMETER;
     };
-    // SAFETY: a live callback data; its Iopb points into the same allocation.
-    let major = unsafe { (*(*data).Iopb).MajorFunction };
+    let major = major_of(addr);
     let guid = entry.ReparseGuid;
     let mut g = [0u8; 16];
     g[..4].copy_from_slice(&guid.data1.to_le_bytes());
@@ -908,9 +920,8 @@ pub extern "system" fn FltReissueSynchronousIo(
         let legal = op.kind == Kind::Irp
             && op.instance == instance
             && matches!(op.stage, Stage::Post { synchronized: true } | Stage::Pre);
-        // SAFETY: a live callback data.
-        let major = unsafe { (*(*data).Iopb).MajorFunction };
-        let legal = legal || (major == major::CREATE && matches!(op.stage, Stage::Post { .. }));
+        let legal =
+            legal || (major_of(addr) == major::CREATE && matches!(op.stage, Stage::Post { .. }));
         if !legal {
             k.violation(
                 "FltReissueSynchronousIo",

@@ -182,8 +182,10 @@ pub unsafe extern "system" fn FltGetFileNameInformation(
         });
         return STATUS_INVALID_PARAMETER;
     }
-    // SAFETY: a live callback data; its Iopb lives with it.
-    let iopb = unsafe { &*(*data).Iopb };
+    // SAFETY: a live callback data (checked above).
+    let iopb = unsafe { (*data).Iopb };
+    // SAFETY: its Iopb lives in the same allocation.
+    let iopb = unsafe { &*iopb };
     let paging = iopb.IrpFlags & irp::PAGING_IO != 0
         && (iopb.MajorFunction == major::READ || iopb.MajorFunction == major::WRITE);
     get(
