@@ -35,6 +35,7 @@ use windows_sys::Win32::Storage::InstallableFileSystems::{
 use windows_sys::Win32::System::IO::OVERLAPPED;
 use windows_sys::core::{BOOL, HRESULT, PCWSTR};
 
+use super::files;
 use super::port::{self, ClientId, HEADER_BYTES, MAX_CONTEXT, ReadStart};
 use super::process;
 use super::{Machine, with_kernel};
@@ -516,15 +517,15 @@ pub unsafe extern "system" fn FilterSendMessage(
 /// CloseHandle. Closing a port handle ends the connection: the process's pending
 /// FilterGetMessage calls on it complete with ERROR_OPERATION_ABORTED, the driver's
 /// FltSendMessage calls on it return STATUS_PORT_DISCONNECTED, then DisconnectNotify runs.
+/// A file handle of the I/O model is closed there (NtClose).
 #[unsafe(no_mangle)]
 pub extern "system" fn CloseHandle(object: HANDLE) -> BOOL {
-    if lookup(object).is_none() {
-        return fail(F::ERROR_INVALID_HANDLE);
+    if lookup(object).is_some() && close_user_handle(object as isize) {
+        return 1;
     }
-    if close_user_handle(object as isize) {
-        1
-    } else {
-        fail(F::ERROR_INVALID_HANDLE)
+    match files::close(files::Handle(object as isize)) {
+        F::STATUS_SUCCESS => 1,
+        status => fail(win32_from_nt(status)),
     }
 }
 
@@ -727,18 +728,22 @@ pub unsafe extern "system" fn GetOverlappedResult(
 
 /// CancelIoEx: cancels this process's pending requests on `file` (only the one using
 /// `overlapped` when it is not NULL); they complete with ERROR_OPERATION_ABORTED.
-/// FALSE with ERROR_NOT_FOUND when there was none.
+/// FALSE with ERROR_NOT_FOUND when there was none. On a file handle of the I/O model,
+/// every operation in flight on it is cancelled (`overlapped` is not matched there).
 ///
 /// # Safety
 /// `overlapped` is only compared, never read.
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn CancelIoEx(file: HANDLE, overlapped: *const OVERLAPPED) -> BOOL {
-    let Some((client, _)) = lookup_port(file) else {
-        return fail(F::ERROR_INVALID_HANDLE);
+    let cancelled = match lookup(file) {
+        Some(UserObject::Port { client, .. }) => {
+            let channel = with_kernel(|k| k.client_ports.get(&client).map(|c| c.channel.clone()));
+            let which = (!overlapped.is_null()).then_some(overlapped as usize);
+            channel.map_or(0, |c| c.cancel(file as isize, which))
+        }
+        Some(UserObject::Event(_)) => 0,
+        None => files::cancel_io(files::Handle(file as isize)),
     };
-    let channel = with_kernel(|k| k.client_ports.get(&client).map(|c| c.channel.clone()));
-    let which = (!overlapped.is_null()).then_some(overlapped as usize);
-    let cancelled = channel.map_or(0, |c| c.cancel(file as isize, which));
     if cancelled == 0 {
         return fail(F::ERROR_NOT_FOUND);
     }

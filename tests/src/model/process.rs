@@ -232,8 +232,9 @@ impl super::Machine {
     }
 
     /// Kills process `pid` (fault injection, and process exit): its threads waiting in
-    /// FltSendMessage return STATUS_THREAD_IS_TERMINATING, and every handle it holds is
-    /// closed, so its ports disconnect and their pending FilterGetMessage calls fail.
+    /// FltSendMessage return STATUS_THREAD_IS_TERMINATING, the file I/O it has in flight
+    /// is cancelled, and every port or event handle it holds is closed, so its ports
+    /// disconnect and their pending FilterGetMessage calls fail.
     pub fn kill_process(&self, pid: u32) {
         let known = with_kernel(|k| match k.processes.get_mut(pid) {
             Some(p) if pid != SYSTEM_PID => {
@@ -244,6 +245,7 @@ impl super::Machine {
         });
         assert!(known, "kill_process({pid}): no such user process");
         super::port::process_terminated(pid);
+        super::files::cancel_process_io(pid);
         super::fltlib::close_process_handles(pid);
     }
 }
