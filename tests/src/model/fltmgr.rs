@@ -500,6 +500,8 @@ pub extern "system" fn FltUnregisterFilter(filter: PFLT_FILTER) {
         });
     }
     super::port::disconnect_all(filter);
+    // FltMgr waits for the filter's queued work items and reports the unfreed ones.
+    super::workitem::unregister(filter);
     // Instance teardown: release the instance contexts FltMgr holds.
     let instances = with_kernel(|k| {
         k.filters

@@ -226,6 +226,7 @@ pub(crate) fn dispatch(req: &Request, fs: FileSystem) -> Completion {
     cbd.data.IoStatus = status_block(STATUS_SUCCESS, 0);
     let addr = std::ptr::from_ref::<Cbd>(&cbd) as usize;
     with_kernel(|k| {
+        k.sync.set_cancel_probe(cancel_probe);
         k.io.ops.insert(
             addr,
             OpState {
@@ -478,6 +479,11 @@ fn call_file_system(cbd: &mut Cbd, addr: usize, fs: FileSystem) {
     let Some(call) = call else { return };
     let (status, information) = fs(cbd, &call);
     cbd.data.IoStatus = status_block(status, information);
+}
+
+/// What FltCancellableWaitFor* ask: was this operation cancelled?
+fn cancel_probe(k: &super::Kernel, data: *const FLT_CALLBACK_DATA) -> bool {
+    k.io.ops.get(&(data as usize)).is_some_and(|o| o.cancelled)
 }
 
 fn finish(addr: usize) {
@@ -970,6 +976,8 @@ pub(crate) fn cancel(addr: usize) -> bool {
     let Some((routine, queue)) = plan else {
         return false;
     };
+    // A filter blocked in FltCancellableWaitForSingleObject for this operation wakes up.
+    super::sync::wake_waiters();
     if let Some(queue) = queue {
         return super::cbdq::cancel_queued(queue, addr);
     }

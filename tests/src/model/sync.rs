@@ -493,7 +493,6 @@ pub(crate) fn block_until<R>(
 
 /// Wakes every blocked model thread to re-check what it waits for. Call after changing
 /// state a waiter polls (for the I/O model: after cancelling an operation).
-#[allow(dead_code, reason = "hook for the I/O model's cancellation")]
 pub(crate) fn wake_waiters() {
     WAKE.notify_all();
 }
@@ -509,17 +508,11 @@ impl SyncState {
     /// callback data is built. After marking an operation cancelled, call
     /// [`wake_waiters`] so that a blocked wait notices. Without a probe, callback data is
     /// never cancelled.
-    #[allow(dead_code, reason = "hook for the I/O model's cancellation")]
     pub(crate) fn set_cancel_probe(&mut self, probe: CancelProbe) {
         self.cancel_probe = Some(probe);
     }
 }
 
-/// [`SyncState::set_cancel_probe`] on the booted machine, from outside `with_kernel`.
-#[allow(dead_code, reason = "hook for the I/O model's cancellation")]
-pub(crate) fn set_cancel_probe(probe: CancelProbe) {
-    with_kernel(|k| k.sync.set_cancel_probe(probe));
-}
 
 fn cancelled(k: &Kernel, data: *const FLT_CALLBACK_DATA) -> bool {
     !data.is_null() && k.sync.cancel_probe.is_some_and(|probe| probe(k, data))
@@ -1799,7 +1792,7 @@ mod tests {
     #[test]
     fn cancelling_the_operation_ends_its_cancellable_wait() {
         let mut machine = Machine::boot(&[]);
-        set_cancel_probe(probe);
+        with_kernel(|k| k.sync.set_cancel_probe(probe));
         let mut event = Box::new(KEVENT::default());
         // SAFETY: writable memory that stays put.
         unsafe { KeInitializeEvent(&mut *event, NotificationEvent, false) };

@@ -83,7 +83,6 @@ struct Entry {
     context: usize,
 }
 
-#[allow(dead_code, reason = "hooks for FltUnregisterFilter in fltmgr.rs")]
 struct Running {
     filter: PFLT_FILTER,
     thread: u64,
@@ -122,7 +121,6 @@ impl Default for WorkItems {
 }
 
 impl WorkItems {
-    #[allow(dead_code, reason = "hooks for FltUnregisterFilter in fltmgr.rs")]
     fn busy_with(&self, filter: PFLT_FILTER, except: u64) -> bool {
         self.critical
             .iter()
@@ -142,7 +140,6 @@ impl WorkItems {
 impl Kernel {
     /// Generic work items attributed to `filter` that were never freed. For use inside
     /// `with_kernel`; see [`outstanding_work_items`].
-    #[allow(dead_code, reason = "hooks for FltUnregisterFilter in fltmgr.rs")]
     pub(crate) fn outstanding_work_items(&self, filter: PFLT_FILTER) -> usize {
         self.work
             .items
@@ -175,17 +172,10 @@ impl Kernel {
     }
 }
 
-/// Generic work items attributed to `filter` that were never freed. Call with the kernel
-/// lock released, after [`drain`].
-#[allow(dead_code, reason = "hooks for FltUnregisterFilter in fltmgr.rs")]
-pub(crate) fn outstanding_work_items(filter: PFLT_FILTER) -> usize {
-    with_kernel(|k| k.outstanding_work_items(filter))
-}
 
 /// Refuses new work for `filter` (FltQueueGenericWorkItem returns
 /// STATUS_FLT_DELETING_OBJECT) and waits until every item queued for it has run. Call
 /// from FltUnregisterFilter with the kernel lock released.
-#[allow(dead_code, reason = "hooks for FltUnregisterFilter in fltmgr.rs")]
 pub(crate) fn drain(filter: PFLT_FILTER) {
     let me = current_thread();
     let own = RUNNING_FILTER.with(Cell::get) == Some(filter);
@@ -204,7 +194,6 @@ pub(crate) fn drain(filter: PFLT_FILTER) {
 
 /// What FltUnregisterFilter does about work items: [`drain`], then report the items the
 /// filter never freed.
-#[allow(dead_code, reason = "hooks for FltUnregisterFilter in fltmgr.rs")]
 pub(crate) fn unregister(filter: PFLT_FILTER) {
     drain(filter);
     with_kernel(|k| {
@@ -560,7 +549,7 @@ mod tests {
         );
         FltFreeGenericWorkItem(never_queued);
         FltFreeGenericWorkItem(item);
-        assert_eq!(outstanding_work_items(filter), 0);
+        assert_eq!(with_kernel(|k| k.outstanding_work_items(filter)), 0);
         FltUnregisterFilter(filter);
         machine.take_violations();
     }
