@@ -4,4 +4,8 @@
 //! carries out, so every rule here is tested on the host without a kernel.
 #![forbid(unsafe_code)]
 
+pub mod policy;
+pub mod ranges;
+pub mod requests;
+pub mod syncroot;
 pub mod volume;

@@ -1,0 +1,359 @@
+//! Which byte ranges of a placeholder are present on disk.
+//!
+//! A fixed-capacity set of half-open ranges, kept sorted and merged (adjacent ranges
+//! join), so it can live inline in a stream context without allocating. When a new range
+//! would need more slots than there are, the set forgets the smallest range: forgetting
+//! that data is present only costs a second fetch, while recording data that is not
+//! present would return zeros to an application.
+
+/// A half-open byte range `[start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Range {
+    /// First byte.
+    pub start: u64,
+    /// One past the last byte.
+    pub end: u64,
+}
+
+impl Range {
+    /// `[start, start + len)`, saturating at `u64::MAX`.
+    pub const fn at(start: u64, len: u64) -> Self {
+        Self {
+            start,
+            end: start.saturating_add(len),
+        }
+    }
+
+    /// Bytes covered.
+    pub const fn len(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
+
+    /// Whether it covers nothing.
+    pub const fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
+    /// The part of `self` inside `other`.
+    pub fn clip(&self, other: Range) -> Range {
+        Range {
+            start: self.start.max(other.start),
+            end: self.end.min(other.end),
+        }
+    }
+
+    /// `self` widened to `align` boundaries (a power of two), the end clipped to `limit`.
+    pub fn align_out(&self, align: u64, limit: u64) -> Range {
+        let mask = align.saturating_sub(1);
+        Range {
+            start: self.start & !mask,
+            end: self.end.saturating_add(mask) & !mask,
+        }
+        .clip(Range {
+            start: 0,
+            end: limit,
+        })
+    }
+}
+
+/// A sorted set of disjoint, non-adjacent ranges with room for `N`.
+#[derive(Debug, Clone, Copy)]
+pub struct RangeSet<const N: usize> {
+    ranges: [Range; N],
+    len: usize,
+}
+
+impl<const N: usize> Default for RangeSet<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> RangeSet<N> {
+    /// The empty set.
+    pub const fn new() -> Self {
+        Self {
+            ranges: [Range { start: 0, end: 0 }; N],
+            len: 0,
+        }
+    }
+
+    /// The ranges, in order.
+    pub fn iter(&self) -> impl Iterator<Item = Range> + '_ {
+        self.ranges.iter().take(self.len).copied()
+    }
+
+    /// How many ranges there are.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is present.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Total bytes present.
+    pub fn bytes(&self) -> u64 {
+        self.iter().map(|r| r.len()).sum()
+    }
+
+    /// Whether all of `range` is present.
+    pub fn contains(&self, range: Range) -> bool {
+        range.is_empty()
+            || self
+                .iter()
+                .any(|r| r.start <= range.start && range.end <= r.end)
+    }
+
+    /// The first part of `range` not present, if any.
+    pub fn first_gap(&self, range: Range) -> Option<Range> {
+        let mut at = range.start;
+        for r in self.iter() {
+            if r.end <= at {
+                continue;
+            }
+            if r.start >= range.end {
+                break;
+            }
+            if r.start > at {
+                return Some(Range {
+                    start: at,
+                    end: r.start.min(range.end),
+                });
+            }
+            at = r.end;
+            if at >= range.end {
+                return None;
+            }
+        }
+        (at < range.end).then_some(Range {
+            start: at,
+            end: range.end,
+        })
+    }
+
+    /// Records `range` as present, merging with neighbours.
+    pub fn insert(&mut self, range: Range) {
+        if range.is_empty() {
+            return;
+        }
+        let mut merged = range;
+        let mut out = [Range::default(); N];
+        let mut n = 0;
+        let mut placed = false;
+        for r in self.iter() {
+            if r.end < merged.start {
+                push(&mut out, &mut n, r);
+            } else if r.start > merged.end {
+                if !placed {
+                    push(&mut out, &mut n, merged);
+                    placed = true;
+                }
+                push(&mut out, &mut n, r);
+            } else {
+                merged = Range {
+                    start: merged.start.min(r.start),
+                    end: merged.end.max(r.end),
+                };
+            }
+        }
+        if !placed {
+            push(&mut out, &mut n, merged);
+        }
+        self.ranges = out;
+        self.len = n.min(N);
+    }
+
+    /// Forgets `range` (dehydration): what remains of the ranges around it stays.
+    pub fn remove(&mut self, range: Range) {
+        if range.is_empty() {
+            return;
+        }
+        let mut out = [Range::default(); N];
+        let mut n = 0;
+        for r in self.iter() {
+            let left = Range {
+                start: r.start,
+                end: r.end.min(range.start),
+            };
+            let right = Range {
+                start: r.start.max(range.end),
+                end: r.end,
+            };
+            if r.end <= range.start || r.start >= range.end {
+                push(&mut out, &mut n, r);
+                continue;
+            }
+            if !left.is_empty() {
+                push(&mut out, &mut n, left);
+            }
+            if !right.is_empty() {
+                push(&mut out, &mut n, right);
+            }
+        }
+        self.ranges = out;
+        self.len = n.min(N);
+    }
+
+    /// Forgets everything at or past `size` (the file shrank).
+    pub fn truncate(&mut self, size: u64) {
+        self.remove(Range {
+            start: size,
+            end: u64::MAX,
+        });
+    }
+}
+
+/// Appends `r` to a sorted array with room for `N`; when full, the smallest range goes.
+fn push<const N: usize>(out: &mut [Range; N], n: &mut usize, r: Range) {
+    if *n < N {
+        if let Some(slot) = out.get_mut(*n) {
+            *slot = r;
+        }
+        *n += 1;
+        return;
+    }
+    // Full: drop the smallest of the kept ranges and `r`, keeping order.
+    let smallest = out
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, x)| x.len())
+        .map(|(i, x)| (i, x.len()));
+    let Some((i, len)) = smallest else { return };
+    if r.len() <= len {
+        return;
+    }
+    // Shift left over the dropped slot (i < N, so the source range is in bounds), then
+    // append.
+    out.copy_within(i + 1.., i);
+    if let Some(last) = out.get_mut(N.saturating_sub(1)) {
+        *last = r;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    fn set(ranges: &[(u64, u64)]) -> RangeSet<8> {
+        let mut s = RangeSet::new();
+        for &(a, b) in ranges {
+            s.insert(Range { start: a, end: b });
+        }
+        s
+    }
+
+    fn list(s: &RangeSet<8>) -> Vec<(u64, u64)> {
+        s.iter().map(|r| (r.start, r.end)).collect()
+    }
+
+    #[test]
+    fn inserts_merge_overlapping_and_adjacent_ranges() {
+        let s = set(&[(0, 10), (20, 30), (10, 20), (50, 60), (55, 70)]);
+        assert_eq!(list(&s), [(0, 30), (50, 70)]);
+        assert_eq!(s.bytes(), 50);
+    }
+
+    #[test]
+    fn contains_and_gaps() {
+        let s = set(&[(0, 4096), (8192, 12288)]);
+        assert!(s.contains(Range::at(100, 100)));
+        assert!(!s.contains(Range::at(4000, 200)));
+        assert_eq!(
+            s.first_gap(Range::at(0, 12288)),
+            Some(Range::at(4096, 4096))
+        );
+        assert_eq!(s.first_gap(Range::at(8192, 4096)), None);
+        assert_eq!(
+            s.first_gap(Range::at(12288, 10)),
+            Some(Range::at(12288, 10))
+        );
+        assert_eq!(
+            RangeSet::<8>::new().first_gap(Range::at(5, 5)),
+            Some(Range::at(5, 5))
+        );
+    }
+
+    #[test]
+    fn remove_splits_and_truncate_cuts() {
+        let mut s = set(&[(0, 100)]);
+        s.remove(Range { start: 10, end: 20 });
+        assert_eq!(list(&s), [(0, 10), (20, 100)]);
+        s.truncate(50);
+        assert_eq!(list(&s), [(0, 10), (20, 50)]);
+    }
+
+    #[test]
+    fn a_full_set_forgets_the_smallest_range_never_invents_one() {
+        let mut s = RangeSet::<2>::new();
+        s.insert(Range { start: 0, end: 10 });
+        s.insert(Range {
+            start: 100,
+            end: 101,
+        });
+        s.insert(Range {
+            start: 200,
+            end: 250,
+        });
+        let kept: Vec<_> = s.iter().map(|r| (r.start, r.end)).collect();
+        assert_eq!(kept, [(0, 10), (200, 250)]);
+        // Everything reported present was inserted.
+        assert!(!s.contains(Range::at(100, 1)));
+    }
+
+    #[test]
+    fn align_out_rounds_to_pages_and_clips_to_the_file() {
+        let r = Range::at(5000, 10).align_out(4096, 6000);
+        assert_eq!(
+            r,
+            Range {
+                start: 4096,
+                end: 6000
+            }
+        );
+        let r = Range::at(0, 1).align_out(4096, 1 << 20);
+        assert_eq!(
+            r,
+            Range {
+                start: 0,
+                end: 4096
+            }
+        );
+    }
+
+    #[test]
+    fn random_operations_match_a_byte_map() {
+        // A deterministic pseudo-random walk against a plain bitmap.
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut s = RangeSet::<256>::new();
+        let mut bytes = [false; 512];
+        for _ in 0..2000 {
+            let a = next() % 512;
+            let b = (a + next() % 64).min(512);
+            if next() % 3 == 0 {
+                s.remove(Range { start: a, end: b });
+                bytes[a as usize..b as usize]
+                    .iter_mut()
+                    .for_each(|x| *x = false);
+            } else {
+                s.insert(Range { start: a, end: b });
+                bytes[a as usize..b as usize]
+                    .iter_mut()
+                    .for_each(|x| *x = true);
+            }
+            for i in 0..512u64 {
+                assert_eq!(s.contains(Range::at(i, 1)), bytes[i as usize], "byte {i}");
+            }
+            let v: Vec<_> = s.iter().collect();
+            assert!(v.windows(2).all(|w| w[0].end < w[1].start), "{v:?}");
+        }
+    }
+}
