@@ -9,3 +9,4 @@ pub mod ranges;
 pub mod requests;
 pub mod syncroot;
 pub mod volume;
+pub mod tagguard;

@@ -79,7 +79,11 @@ const fn operations() -> [FLT_OPERATION_REGISTRATION; OPERATION_COUNT + 1] {
             // No skip flags: paging reads of placeholders must be seen (and failed when
             // data is missing), and so must non-cached I/O.
             Flags: 0,
-            PreOperation: Some(ops::pre_pass_through),
+            PreOperation: if major == IRP_MJ_FILE_SYSTEM_CONTROL as u8 {
+                Some(ops::pre_fs_control)
+            } else {
+                Some(ops::pre_pass_through)
+            },
             PostOperation: post,
             Reserved1: core::ptr::null_mut(),
         };
