@@ -53,6 +53,10 @@ enum Task {
     /// Run scenario files (shared/scenario-format.md) against the kernel model with the
     /// real driver; with none, every file under tests/scenarios/.
     Scenario {
+        /// Run each file twice, without and with the driver, and fail every step whose
+        /// observable result differs.
+        #[arg(long)]
+        differential: bool,
         /// Scenario files.
         files: Vec<PathBuf>,
     },
@@ -82,7 +86,10 @@ fn main() -> ExitCode {
             };
             files.iter().try_for_each(|f| coverage::check(&root, f))
         }
-        Task::Scenario { files } => scenarios(&root(), &files),
+        Task::Scenario {
+            differential,
+            files,
+        } => scenarios(&root(), &files, differential),
         Task::Test => test(&root()),
     };
     match result {
@@ -139,9 +146,14 @@ fn emulate(root: &Path, file: &Path) -> Result<()> {
 
 /// The runner is a test target of the model crate (it links the driver); cargo runs it
 /// from the crate's directory, so the files are passed as absolute paths.
-fn scenarios(root: &Path, files: &[PathBuf]) -> Result<()> {
+fn scenarios(root: &Path, files: &[PathBuf], differential: bool) -> Result<()> {
     let cwd = std::env::current_dir()?;
     let files: Vec<PathBuf> = files.iter().map(|f| cwd.join(f)).collect();
+    let flag: &[&str] = if differential {
+        &["--differential"]
+    } else {
+        &[]
+    };
     run(
         root,
         cargo()
@@ -154,6 +166,7 @@ fn scenarios(root: &Path, files: &[PathBuf]) -> Result<()> {
                 "scenarios",
                 "--",
             ])
+            .args(flag)
             .args(&files),
     )
     .map_err(|_| anyhow::anyhow!("a scenario step failed"))
@@ -208,7 +221,15 @@ fn test(root: &Path) -> Result<()> {
     group("unit and model tests", &mut || {
         run(root, cargo().args(["test", "--workspace"]))
     })?;
-    group("scenarios", &mut || scenarios(root, &[]))?;
+    group("scenarios", &mut || {
+        scenarios(root, &[], false)?;
+        // Ordinary files must look the same with the driver loaded as without it.
+        scenarios(
+            root,
+            &[root.join("tests/scenarios/ordinary_files.toml")],
+            true,
+        )
+    })?;
     let mut images = Vec::new();
     group("package", &mut || {
         images = package::package(root)?;

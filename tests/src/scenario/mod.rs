@@ -1,24 +1,81 @@
-//! The scenario runner (`cargo xtask scenario FILE...`): reads files in the format of
-//! `shared/scenario-format.md`, builds the machine in the kernel model, runs each step with
-//! the real driver and prints one line per step and a final `N passed, M failed`.
+//! The scenario runner (`cargo xtask scenario [--differential] FILE...`): reads files in
+//! the format of `shared/scenario-format.md`, builds the machine in the kernel model, runs
+//! each step with the real driver and prints one line per step and a final
+//! `N passed, M failed`.
 //!
-//! Operations whose machinery is not built yet fail with `unsupported`, naming what they
-//! need; they never pass silently. The runner acts only as Windows would: it never does a
-//! cloudflt behaviour itself.
+//! Owns: building the machine a scenario describes (volumes, the system root, processes,
+//! providers' processes, sync-root directories and remote content), running steps in
+//! order or on threads (`parallel`), reporting, and differential mode. The operations on
+//! files live in `ops`, the decoders of returned buffers in `decode`, the expectation
+//! checks in `expect`, the seeded content in `content`.
+//!
+//! What the runner does, where the format page leaves it open:
+//! - Booting creates the system root directory (`C:\Windows`): Windows installing itself.
+//!   `[[process]]` entries become processes running their image (NT form) with their
+//!   compatibility mode; each `[[provider]]` a process of its name running elevated, and
+//!   its sync root is created if missing. A provider's remote files are its content:
+//!   `text`, or `size` bytes generated from `seed` by splitmix64 (see `content`).
+//! - Provider operations (`connect`, `disconnect`, `kill`, `create_placeholders`,
+//!   `convert`, `dehydrate`, `hydrate`, `pin`, `unpin`, `provider_stats`) fail as
+//!   unsupported until the provider library exists (issue 4).
+//! - Each operation opens as the Win32 call would: `read` with GENERIC_READ (non-cached
+//!   reads with FILE_NO_INTERMEDIATE_BUFFERING), `write` and `create_file` (FILE_CREATE:
+//!   an existing file is STATUS_OBJECT_NAME_COLLISION) with GENERIC_READ|GENERIC_WRITE,
+//!   `list` with FILE_LIST_DIRECTORY and pages through 4 KiB buffers until
+//!   STATUS_NO_MORE_FILES, `query` with FILE_READ_ATTRIBUTES, `get_reparse`,
+//!   `set_reparse`, `delete_reparse`, `rename` (`\??\` + `to`) and `delete`
+//!   (FileDispositionInformation) on the reparse point itself (FILE_OPEN_REPARSE_POINT),
+//!   as fsutil, MoveFileEx and DeleteFileW do. A step on a path needs `as`; a step on a
+//!   kept `handle` runs as the process that opened it.
+//! - `set_reparse` puts a Microsoft tag in a REPARSE_DATA_BUFFER, any other in a
+//!   REPARSE_GUID_DATA_BUFFER with `ops::TEST_GUID` (cloudflt's own GUID for the
+//!   `"cloudflt"` tag); the data is a fixed test string, or for IO_REPARSE_TAG_SYMLINK /
+//!   MOUNT_POINT with `to` a link to `to`. `ex = true` sends REPARSE_DATA_BUFFER_EX with
+//!   REPARSE_DATA_EX_FLAG_GIVEN_TAG_OR_NONE and the same tag as ExistingReparseTag.
+//!   Windows has no FSCTL_DELETE_REPARSE_POINT_EX, so `delete_reparse` with `ex` is
+//!   unsupported, saying so.
+//! - `state` reads NTFS below every filter: `placeholder` is "carries cloudflt's tag",
+//!   `hydrated` is what NTFS knows, its allocated clusters cut at end of file, `pinned`
+//!   is FILE_ATTRIBUTE_PINNED; `in_sync` is unsupported until the placeholder format
+//!   exists (issue 4).
+//! - Additions to the format: `data = "seed:N"` (the bytes `create_file` writes for
+//!   `seed = N`, at the step's offset), `bytes` on `write` (bytes written), `data` /
+//!   `bytes` / `reparse_tag` on `get_reparse` (the buffer returned), `to` on
+//!   `set_reparse` for links, `io = "noncached"` on `write`.
+//! - Handles still open at the end are closed (the processes exit), then a driver left
+//!   loaded is unloaded so its leaks are reported.
+//!
+//! Differential mode runs each scenario twice on fresh machines: without the driver
+//! (`load_driver` / `unload_driver` steps skipped) and with it loaded before the first
+//! step. A step fails if either run fails its expectation or if what it observed
+//! (status, data, entries, attributes, state) differs between the runs; both are printed.
+//!
+//! The runner acts only as Windows would: it never does a cloudflt behaviour itself.
 
 pub mod format;
 
+mod content;
+mod decode;
+mod expect;
+mod ops;
+
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
+use std::sync::Mutex;
 use std::time::Duration;
 
-use windows_sys::Win32::Foundation::{
-    NTSTATUS, STATUS_FLT_FILTER_NOT_FOUND, STATUS_IMAGE_ALREADY_LOADED, STATUS_SUCCESS,
-};
+use windows_sys::Win32::Foundation::{STATUS_FLT_FILTER_NOT_FOUND, STATUS_IMAGE_ALREADY_LOADED};
 
+use crate::model::files;
+use crate::model::process::{
+    PHCM_APPLICATION_DEFAULT, PHCM_DISGUISE_PLACEHOLDER, PHCM_EXPOSE_PLACEHOLDERS,
+};
 use crate::model::{Machine, VolumeConfig};
 use crate::ntstatus;
-use format::{Expect, Scenario, Step};
+use expect::RemoteRoot;
+use format::{Compat, Scenario, Step};
+use ops::{Observation, Outcome, World};
 
 pub use crate::model::DriverEntry;
 
@@ -38,70 +95,190 @@ impl std::ops::AddAssign for Summary {
     }
 }
 
-/// What an operation produced.
-enum Outcome {
-    /// The NTSTATUS the operation returned.
-    Status(NTSTATUS),
-    /// The runner cannot carry the operation out yet.
-    Unsupported(String),
-    /// The step itself is wrong (unknown name, missing field).
-    Invalid(String),
+const FAILED_ONCE: Summary = Summary {
+    passed: 0,
+    failed: 1,
+};
+
+/// How to run a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Once, as written.
+    Normal,
+    /// Twice, without and with the driver, comparing what every step observed.
+    Differential,
 }
 
-struct Run {
-    machine: Machine,
-    entry: DriverEntry,
-    loaded: bool,
-    scenario: Scenario,
+/// What one step did, and what was wrong with it.
+struct Record {
+    label: String,
+    op: String,
+    outcome: Outcome,
+    problems: Vec<String>,
+}
+
+impl Record {
+    fn new(label: &str, op: &str, outcome: Outcome, problems: Vec<String>) -> Self {
+        Self {
+            label: label.into(),
+            op: op.into(),
+            outcome,
+            problems,
+        }
+    }
 }
 
 /// Runs one scenario file, writing its lines to `out`.
 pub fn run_file(path: &Path, entry: DriverEntry, out: &mut dyn Write) -> std::io::Result<Summary> {
+    run_file_as(path, entry, Mode::Normal, out)
+}
+
+/// Runs one scenario file in `mode`, writing its lines to `out`.
+pub fn run_file_as(
+    path: &Path,
+    entry: DriverEntry,
+    mode: Mode,
+    out: &mut dyn Write,
+) -> std::io::Result<Summary> {
     let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) => {
             writeln!(out, "FAIL {}: cannot read: {e}", path.display())?;
-            return Ok(Summary {
-                passed: 0,
-                failed: 1,
-            });
+            return Ok(FAILED_ONCE);
         }
     };
-    let scenario: Scenario = match toml::from_str(&text) {
+    let parse = || toml::from_str::<Scenario>(&text);
+    let scenario = match parse() {
         Ok(s) => s,
         Err(e) => {
             let message = e.to_string().replace('\n', " ");
             writeln!(out, "FAIL {}: not a v1 scenario: {message}", path.display())?;
-            return Ok(Summary {
-                passed: 0,
-                failed: 1,
-            });
+            return Ok(FAILED_ONCE);
         }
     };
-    writeln!(out, "scenario {}: {}", path.display(), scenario.description)?;
+    let suffix = if mode == Mode::Differential {
+        " (differential: without and with the driver)"
+    } else {
+        ""
+    };
+    writeln!(
+        out,
+        "scenario {}: {}{suffix}",
+        path.display(),
+        scenario.description
+    )?;
+    match mode {
+        Mode::Normal => {
+            let mut summary = Summary::default();
+            let mut print = |r: &Record| -> std::io::Result<()> {
+                summary += report(out, r)?;
+                Ok(())
+            };
+            if let Err(message) = run_once(scenario, entry, Pass::AsWritten, &mut print)? {
+                writeln!(out, "  FAIL [machine] {message}")?;
+                summary += FAILED_ONCE;
+            }
+            Ok(summary)
+        }
+        Mode::Differential => {
+            let mut plain = Vec::new();
+            let mut filtered = Vec::new();
+            for (pass, records) in [
+                (Pass::WithoutDriver, &mut plain),
+                (Pass::WithDriver, &mut filtered),
+            ] {
+                let scenario = parse().map_err(std::io::Error::other)?;
+                let mut keep = |r: &Record| -> std::io::Result<()> {
+                    records.push(Record::new(
+                        &r.label,
+                        &r.op,
+                        r.outcome.clone(),
+                        r.problems.clone(),
+                    ));
+                    Ok(())
+                };
+                if let Err(message) = run_once(scenario, entry, pass, &mut keep)? {
+                    writeln!(out, "  FAIL [machine] {message}")?;
+                    return Ok(FAILED_ONCE);
+                }
+            }
+            let mut summary = Summary::default();
+            for r in merge(plain, filtered) {
+                summary += report(out, &r)?;
+            }
+            Ok(summary)
+        }
+    }
+}
+
+/// Which run of a scenario this is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// As written.
+    AsWritten,
+    /// Differential mode, never loading the driver.
+    WithoutDriver,
+    /// Differential mode, the driver loaded before the first step.
+    WithDriver,
+}
+
+/// Builds the machine and runs every step, handing each record to `emit` as it is made.
+/// The inner Err is a machine the runner cannot build.
+fn run_once(
+    mut scenario: Scenario,
+    entry: DriverEntry,
+    pass: Pass,
+    emit: &mut dyn FnMut(&Record) -> std::io::Result<()>,
+) -> std::io::Result<Result<(), String>> {
+    let steps = std::mem::take(&mut scenario.step);
     let volumes = match volumes(&scenario) {
         Ok(v) => v,
+        Err(message) => return Ok(Err(message)),
+    };
+    let mut machine = Machine::boot(&volumes);
+    let world = match build(&machine, &scenario) {
+        Ok(world) => world,
         Err(message) => {
-            writeln!(out, "FAIL [machine] {message}")?;
-            return Ok(Summary {
-                passed: 0,
-                failed: 1,
-            });
+            // Whatever the model noticed while booting belongs to the failed machine.
+            machine.take_violations();
+            return Ok(Err(message));
         }
     };
     let mut run = Run {
-        machine: Machine::boot(&volumes),
+        world,
+        machine,
         entry,
         loaded: false,
-        scenario,
+        pass,
     };
-    let steps = std::mem::take(&mut run.scenario.step);
-    let mut summary = Summary::default();
-    for (i, step) in steps.iter().enumerate() {
-        summary += run.step(&format!("{}", i + 1), step, out)?;
+    if pass == Pass::WithDriver {
+        let outcome = run.load();
+        let mut problems: Vec<String> = match &outcome {
+            Outcome::Observed(seen) if seen.status < 0 => vec![format!(
+                "DriverEntry returned {}",
+                ntstatus::name(seen.status)
+            )],
+            _ => Vec::new(),
+        };
+        problems.extend(
+            run.machine
+                .take_violations()
+                .iter()
+                .map(|v| format!("verifier: {v}")),
+        );
+        if !problems.is_empty() {
+            emit(&Record::new("start", "load_driver", outcome, problems))?;
+        }
     }
-    summary += run.finish(out)?;
-    Ok(summary)
+    for (i, step) in steps.iter().enumerate() {
+        for record in run.step(&format!("{}", i + 1), step) {
+            emit(&record)?;
+        }
+    }
+    if let Some(record) = run.finish() {
+        emit(&record)?;
+    }
+    Ok(Ok(()))
 }
 
 /// `C` is `\Device\HarddiskVolume1`, `D` the second, and so on.
@@ -121,72 +298,290 @@ fn volumes(scenario: &Scenario) -> Result<Vec<VolumeConfig>, String> {
         .collect()
 }
 
+/// The booted machine's processes, directories and remote content.
+fn build(machine: &Machine, scenario: &Scenario) -> Result<World, String> {
+    let root = &scenario.machine.system_root;
+    ops::as_system(|| ops::make_directory(root)).map_err(|s| {
+        format!(
+            "cannot create the system root {root}: {}",
+            ntstatus::name(s)
+        )
+    })?;
+    let mut pids = HashMap::new();
+    let mut remote = Vec::new();
+    let image = |image: &str, who: &str| {
+        files::nt_path(image).map_err(|s| {
+            format!(
+                "{who}: image {image} is on no volume of the machine ({})",
+                ntstatus::name(s)
+            )
+        })
+    };
+    for p in &scenario.process {
+        let compat = match p.compat {
+            Compat::Default => PHCM_APPLICATION_DEFAULT,
+            Compat::Disguise => PHCM_DISGUISE_PLACEHOLDER,
+            Compat::Expose => PHCM_EXPOSE_PLACEHOLDERS,
+        };
+        let nt = image(&p.image, &p.name)?;
+        // Ordinary processes run with a standard user token.
+        let pid = machine.spawn_process(&nt, compat, false);
+        if pids.insert(p.name.clone(), pid).is_some() {
+            return Err(format!("two processes are named {:?}", p.name));
+        }
+    }
+    for p in &scenario.provider {
+        let nt = image(&p.image, &p.name)?;
+        // A sync provider runs elevated, as the port's default descriptor requires.
+        let pid = machine.spawn_process(&nt, PHCM_APPLICATION_DEFAULT, true);
+        if pids.insert(p.name.clone(), pid).is_some() {
+            return Err(format!(
+                "a process or provider is already named {:?}",
+                p.name
+            ));
+        }
+        crate::model::process::run_as(pid, || ops::make_directory(&p.sync_root)).map_err(|s| {
+            format!(
+                "{}: cannot create the sync root {}: {}",
+                p.name,
+                p.sync_root,
+                ntstatus::name(s)
+            )
+        })?;
+        let mut files = Vec::new();
+        for f in &p.files {
+            let bytes = match (&f.text, f.size, f.seed) {
+                (Some(text), None, None) => text.as_bytes().to_vec(),
+                (None, Some(size), Some(seed)) => content::seeded(seed, size),
+                _ => {
+                    return Err(format!(
+                        "{}: remote file {:?} needs `text`, or `size` and `seed`",
+                        p.name, f.path
+                    ));
+                }
+            };
+            files.push((f.path.replace('/', "\\"), bytes));
+        }
+        remote.push(RemoteRoot {
+            sync_root: p.sync_root.clone(),
+            files,
+        });
+    }
+    Ok(World {
+        pids,
+        handles: Mutex::new(HashMap::new()),
+        remote,
+        providers: scenario.provider.iter().map(|p| p.name.clone()).collect(),
+    })
+}
+
+struct Run {
+    world: World,
+    machine: Machine,
+    entry: DriverEntry,
+    loaded: bool,
+    pass: Pass,
+}
+
 impl Run {
-    /// Runs one step (and, for `parallel`/`sequence`, its inner steps), printing a line
-    /// for each.
-    fn step(&mut self, label: &str, step: &Step, out: &mut dyn Write) -> std::io::Result<Summary> {
+    /// Runs one step (and, for `parallel` / `sequence`, its inner steps): a record for
+    /// each operation.
+    fn step(&mut self, label: &str, step: &Step) -> Vec<Record> {
         if let Some(ms) = step.delay_ms {
             std::thread::sleep(Duration::from_millis(ms));
         }
         match step.op.as_str() {
-            "sequence" | "parallel" => {
-                // Concurrency needs operations that can block; until the file system and
-                // provider machinery exist, inner steps run in order and a `parallel`
-                // says so by failing as unsupported.
-                let mut summary = Summary::default();
-                if step.op == "parallel" {
-                    summary += self.report(
+            "sequence" => step
+                .steps
+                .iter()
+                .enumerate()
+                .flat_map(|(i, inner)| self.step(&format!("{label}.{}", i + 1), inner))
+                .collect(),
+            "parallel" => {
+                let mut records = self.world.parallel(label, step);
+                // Rule breaks during concurrent steps belong to no single one of them.
+                let violations: Vec<String> = self
+                    .machine
+                    .take_violations()
+                    .iter()
+                    .map(|v| format!("verifier: {v}"))
+                    .collect();
+                if !violations.is_empty() {
+                    records.push(Record::new(
                         label,
-                        step,
-                        Outcome::Unsupported("concurrent steps need the I/O model".into()),
-                        out,
-                    )?;
+                        "parallel",
+                        Outcome::Observed(Observation::default()),
+                        violations,
+                    ));
                 }
-                for (i, inner) in step.steps.iter().enumerate() {
-                    summary += self.step(&format!("{label}.{}", i + 1), inner, out)?;
-                }
-                Ok(summary)
+                records
+            }
+            "load_driver" | "unload_driver" => {
+                let outcome = if self.pass == Pass::WithoutDriver {
+                    Outcome::Skipped
+                } else if step.op == "load_driver" {
+                    self.load()
+                } else {
+                    self.unload()
+                };
+                let problems = self.problems_of(step, &outcome);
+                vec![Record::new(label, &step.op, outcome, problems)]
             }
             _ => {
-                let outcome = self.perform(step);
-                self.report(label, step, outcome, out)
+                let outcome = self.world.perform(step);
+                let problems = self.problems_of(step, &outcome);
+                vec![Record::new(label, &step.op, outcome, problems)]
             }
         }
     }
 
-    fn perform(&mut self, step: &Step) -> Outcome {
+    fn load(&mut self) -> Outcome {
+        if self.loaded {
+            // As `fltmc load` answers for a filter that is already running.
+            return Outcome::Observed(Observation {
+                status: STATUS_IMAGE_ALREADY_LOADED,
+                ..Observation::default()
+            });
+        }
+        let status = self.machine.load_driver(self.entry);
+        self.loaded = status >= 0;
+        Outcome::Observed(Observation {
+            status,
+            ..Observation::default()
+        })
+    }
+
+    fn unload(&mut self) -> Outcome {
+        let status = if self.loaded {
+            self.loaded = false;
+            self.machine.unload_driver()
+        } else {
+            STATUS_FLT_FILTER_NOT_FOUND
+        };
+        Outcome::Observed(Observation {
+            status,
+            ..Observation::default()
+        })
+    }
+
+    /// The step's problems, and the verifier's findings since the last step.
+    fn problems_of(&mut self, step: &Step, outcome: &Outcome) -> Vec<String> {
+        let mut problems = self.world.problems(step, outcome);
+        problems.extend(
+            self.machine
+                .take_violations()
+                .iter()
+                .map(|v| format!("verifier: {v}")),
+        );
+        problems
+    }
+
+    /// Closes the handles the scenario left open (its processes exit), then unloads a
+    /// driver the scenario left loaded, so its leaks are still reported.
+    fn finish(&mut self) -> Option<Record> {
+        self.world.close_all();
+        let mut problems: Vec<String> = Vec::new();
+        if self.loaded {
+            self.loaded = false;
+            let status = self.machine.unload_driver();
+            if status < 0 {
+                problems.push(format!(
+                    "implicit unload_driver: FilterUnload returned {}",
+                    ntstatus::name(status)
+                ));
+            }
+        }
+        problems.extend(
+            self.machine
+                .take_violations()
+                .iter()
+                .map(|v| format!("verifier: {v}")),
+        );
+        (!problems.is_empty()).then(|| {
+            Record::new(
+                "end",
+                "exit",
+                Outcome::Observed(Observation::default()),
+                problems,
+            )
+        })
+    }
+}
+
+impl World {
+    /// Runs a `parallel`'s inner steps, each on its own thread; their records in step
+    /// order.
+    fn parallel(&self, label: &str, step: &Step) -> Vec<Record> {
+        std::thread::scope(|scope| {
+            let threads: Vec<_> = step
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(i, inner)| {
+                    let label = format!("{label}.{}", i + 1);
+                    scope.spawn(move || self.on_thread(&label, inner))
+                })
+                .collect();
+            threads
+                .into_iter()
+                .zip(&step.steps)
+                .enumerate()
+                .flat_map(|(i, (t, inner))| {
+                    t.join().unwrap_or_else(|_| {
+                        vec![Record::new(
+                            &format!("{label}.{}", i + 1),
+                            &inner.op,
+                            Outcome::Invalid("the step's thread panicked".into()),
+                            vec!["the step's thread panicked".into()],
+                        )]
+                    })
+                })
+                .collect()
+        })
+    }
+
+    /// One step on a thread of a `parallel`.
+    fn on_thread(&self, label: &str, step: &Step) -> Vec<Record> {
+        if let Some(ms) = step.delay_ms {
+            std::thread::sleep(Duration::from_millis(ms));
+        }
+        match step.op.as_str() {
+            "sequence" => step
+                .steps
+                .iter()
+                .enumerate()
+                .flat_map(|(i, inner)| self.on_thread(&format!("{label}.{}", i + 1), inner))
+                .collect(),
+            "parallel" => self.parallel(label, step),
+            _ => {
+                let outcome = if matches!(step.op.as_str(), "load_driver" | "unload_driver") {
+                    Outcome::Invalid(format!("`{}` cannot run inside `parallel`", step.op))
+                } else {
+                    self.perform(step)
+                };
+                let problems = self.problems(step, &outcome);
+                vec![Record::new(label, &step.op, outcome, problems)]
+            }
+        }
+    }
+
+    /// Runs a step that needs no machine-wide action.
+    fn perform(&self, step: &Step) -> Outcome {
         if let Some(actor) = &step.actor
-            && !self.scenario.process.iter().any(|p| &p.name == actor)
-            && !self.scenario.provider.iter().any(|p| &p.name == actor)
+            && !self.pids.contains_key(actor)
         {
             return Outcome::Invalid(format!("`as = {actor:?}` names no process or provider"));
         }
         if let Some(provider) = &step.provider
-            && !self.scenario.provider.iter().any(|p| &p.name == provider)
+            && !self.providers.contains(provider)
         {
             return Outcome::Invalid(format!("`provider = {provider:?}` names no provider"));
         }
         match step.op.as_str() {
-            "load_driver" => {
-                if self.loaded {
-                    // As `fltmc load` answers for a filter that is already running.
-                    return Outcome::Status(STATUS_IMAGE_ALREADY_LOADED);
-                }
-                let status = self.machine.load_driver(self.entry);
-                self.loaded = status >= 0;
-                Outcome::Status(status)
-            }
-            "unload_driver" => {
-                if !self.loaded {
-                    return Outcome::Status(STATUS_FLT_FILTER_NOT_FOUND);
-                }
-                self.loaded = false;
-                Outcome::Status(self.machine.unload_driver())
-            }
             "wait" => match step.ms {
                 Some(ms) => {
                     std::thread::sleep(Duration::from_millis(ms));
-                    Outcome::Status(STATUS_SUCCESS)
+                    Outcome::Observed(Observation::default())
                 }
                 None => Outcome::Invalid("`wait` needs `ms`".into()),
             },
@@ -197,16 +592,16 @@ impl Run {
             | "convert"
             | "dehydrate"
             | "hydrate"
+            | "pin"
+            | "unpin"
             | "provider_stats" => Outcome::Unsupported(format!(
-                "`{}` needs sync providers (userlib over the model's port), not built yet",
+                "`{}` needs the provider library (issue 4)",
                 step.op
             )),
-            "pin" | "unpin" | "create_file" | "open" | "close" | "read" | "write" | "list"
-            | "query" | "get_reparse" | "set_reparse" | "delete_reparse" | "rename" | "delete"
-            | "state" => Outcome::Unsupported(format!(
-                "`{}` needs the model's NTFS volumes and I/O path, not built yet",
-                step.op
-            )),
+            "create_file" | "open" | "close" | "read" | "write" | "list" | "query"
+            | "get_reparse" | "set_reparse" | "delete_reparse" | "rename" | "delete" | "state" => {
+                self.perform_file_op(step)
+            }
             other => Outcome::Invalid(format!(
                 "unknown operation `{other}` (format v1 has: {})",
                 format::OPERATIONS.join(", ")
@@ -214,125 +609,93 @@ impl Run {
         }
     }
 
-    /// Compares an outcome (and the verifier's findings) with the step's expectation and
-    /// prints the step's line.
-    fn report(
-        &mut self,
-        label: &str,
-        step: &Step,
-        outcome: Outcome,
-        out: &mut dyn Write,
-    ) -> std::io::Result<Summary> {
-        let expect = step.expect.clone().unwrap_or_default();
-        let mut problems = Vec::new();
+    /// What is wrong with a step's outcome.
+    fn problems(&self, step: &Step, outcome: &Outcome) -> Vec<String> {
         match outcome {
-            Outcome::Unsupported(why) => problems.push(format!("unsupported: {why}")),
-            Outcome::Invalid(why) => problems.push(format!("invalid step: {why}")),
-            Outcome::Status(status) => {
-                problems.extend(check_status(&expect, status));
-                problems.extend(inapplicable(&expect, &step.op));
+            Outcome::Unsupported(why) => vec![format!("unsupported: {why}")],
+            Outcome::Invalid(why) => vec![format!("invalid step: {why}")],
+            Outcome::Skipped => Vec::new(),
+            Outcome::Observed(seen) => {
+                let target = self.target_path(step);
+                expect::check(step, seen, target.as_deref(), &self.remote)
             }
         }
-        let violations = self.machine.take_violations();
-        problems.extend(violations.iter().map(|v| format!("verifier: {v}")));
-        if problems.is_empty() {
-            writeln!(out, "  ok   [{label}] {}", step.op)?;
-            Ok(Summary {
-                passed: 1,
-                failed: 0,
-            })
-        } else {
-            writeln!(out, "  FAIL [{label}] {}: {}", step.op, problems.join("; "))?;
-            Ok(Summary {
-                passed: 0,
-                failed: 1,
-            })
-        }
     }
+}
 
-    /// Unloads a driver the scenario left loaded, so its leaks are still reported.
-    fn finish(&mut self, out: &mut dyn Write) -> std::io::Result<Summary> {
-        if !self.loaded {
-            return Ok(Summary::default());
+/// Pairs the records of the two differential runs by label: a step fails if either run
+/// failed it, or if the runs observed different things.
+fn merge(plain: Vec<Record>, filtered: Vec<Record>) -> Vec<Record> {
+    let mut plain: Vec<Option<Record>> = plain.into_iter().map(Some).collect();
+    let mut merged = Vec::new();
+    for f in filtered {
+        let found = plain
+            .iter_mut()
+            .find(|p| {
+                p.as_ref()
+                    .is_some_and(|p| p.label == f.label && p.op == f.op)
+            })
+            .and_then(Option::take);
+        let Some(p) = found else {
+            merged.push(tagged(f, "with driver"));
+            continue;
+        };
+        if p.outcome == Outcome::Skipped {
+            // Load and unload run only with the driver: nothing to compare.
+            merged.push(f);
+            continue;
         }
-        self.loaded = false;
-        let status = self.machine.unload_driver();
-        let violations = self.machine.take_violations();
-        if status >= 0 && violations.is_empty() {
-            return Ok(Summary::default());
-        }
-        let mut problems: Vec<String> = violations
-            .iter()
-            .map(|v| format!("verifier: {v}"))
-            .collect();
-        if status < 0 {
+        let mut problems = if p.problems == f.problems {
+            f.problems.clone()
+        } else {
+            let mut both: Vec<String> = p
+                .problems
+                .iter()
+                .map(|x| format!("without driver: {x}"))
+                .collect();
+            both.extend(f.problems.iter().map(|x| format!("with driver: {x}")));
+            both
+        };
+        if let (Outcome::Observed(a), Outcome::Observed(b)) = (&p.outcome, &f.outcome)
+            && let Some(diff) = expect::difference(a, b)
+        {
             problems.insert(
                 0,
-                format!("FilterUnload returned {}", ntstatus::name(status)),
+                format!("differs (without driver vs with driver): {diff}"),
             );
         }
+        merged.push(Record { problems, ..f });
+    }
+    merged.extend(
+        plain
+            .into_iter()
+            .flatten()
+            .map(|p| tagged(p, "without driver")),
+    );
+    merged
+}
+
+fn tagged(mut r: Record, run: &str) -> Record {
+    r.problems = r.problems.iter().map(|x| format!("{run}: {x}")).collect();
+    r
+}
+
+/// Prints a record's line; returns its count.
+fn report(out: &mut dyn Write, r: &Record) -> std::io::Result<Summary> {
+    if r.problems.is_empty() {
+        writeln!(out, "  ok   [{}] {}", r.label, r.op)?;
+        Ok(Summary {
+            passed: 1,
+            failed: 0,
+        })
+    } else {
         writeln!(
             out,
-            "  FAIL [end] implicit unload_driver: {}",
-            problems.join("; ")
+            "  FAIL [{}] {}: {}",
+            r.label,
+            r.op,
+            r.problems.join("; ")
         )?;
-        Ok(Summary {
-            passed: 0,
-            failed: 1,
-        })
+        Ok(FAILED_ONCE)
     }
-}
-
-/// The status expectation: `status`, `failed = true`, or STATUS_SUCCESS by default.
-fn check_status(expect: &Expect, status: NTSTATUS) -> Option<String> {
-    match (&expect.status, expect.failed) {
-        (Some(name), _) => match ntstatus::value(name) {
-            None => Some(format!(
-                "expected status {name} is not an NTSTATUS name the runner knows"
-            )),
-            Some(v) if v == status => None,
-            Some(_) => Some(format!("expected {name}, got {}", ntstatus::name(status))),
-        },
-        (None, Some(true)) if status < 0 => None,
-        (None, Some(true)) => Some(format!(
-            "expected a failure, got {}",
-            ntstatus::name(status)
-        )),
-        _ if status == STATUS_SUCCESS => None,
-        _ => Some(format!(
-            "expected STATUS_SUCCESS, got {}",
-            ntstatus::name(status)
-        )),
-    }
-}
-
-/// Expectation fields the operation cannot produce: reported, never ignored.
-fn inapplicable(expect: &Expect, op: &str) -> Option<String> {
-    let set: Vec<&str> = [
-        ("data", expect.data.is_some()),
-        ("bytes", expect.bytes.is_some()),
-        ("entries", expect.entries.is_some()),
-        ("count", expect.count.is_some()),
-        ("attributes_include", expect.attributes_include.is_some()),
-        ("attributes_exclude", expect.attributes_exclude.is_some()),
-        ("reparse_tag", expect.reparse_tag.is_some()),
-        ("size", expect.size.is_some()),
-        ("placeholder", expect.placeholder.is_some()),
-        ("hydrated", expect.hydrated.is_some()),
-        ("pinned", expect.pinned.is_some()),
-        ("in_sync", expect.in_sync.is_some()),
-        ("tag", expect.tag.is_some()),
-        ("fetches", expect.fetches.is_some()),
-        ("bytes_served", expect.bytes_served.is_some()),
-        ("cancels", expect.cancels.is_some()),
-    ]
-    .into_iter()
-    .filter_map(|(name, present)| present.then_some(name))
-    .collect();
-    (!set.is_empty()).then(|| {
-        format!(
-            "`{op}` produces only a status; cannot check {}",
-            set.join(", ")
-        )
-    })
 }

@@ -1,0 +1,798 @@
+//! The operations on ordinary files and on the disk's ground truth, each done as the
+//! Win32 call an application would make: open with the access and options that call
+//! uses, act through the model's NtXxx entry points, close.
+//!
+//! Owns: the handles `open` keeps, the open parameters of each operation, the bytes of
+//! the reparse buffers `set_reparse` / `delete_reparse` send, and what each operation
+//! observed. It never does a cloudflt behaviour: a `cloudflt` tag here is only a number
+//! and a GUID in a buffer.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use windows_sys::Wdk::Storage::FileSystem::{
+    self as fs, FILE_CREATE, FILE_DELETE_ON_CLOSE, FILE_DIRECTORY_FILE,
+    FILE_NO_INTERMEDIATE_BUFFERING, FILE_NON_DIRECTORY_FILE, FILE_OPEN, FILE_OPEN_IF,
+    FILE_OPEN_REPARSE_POINT, FILE_RENAME_INFORMATION, FILE_SYNCHRONOUS_IO_NONALERT,
+    REPARSE_DATA_BUFFER, REPARSE_DATA_BUFFER_EX, REPARSE_DATA_EX_FLAG_GIVEN_TAG_OR_NONE,
+};
+use windows_sys::Win32::Foundation::{
+    NTSTATUS, STATUS_NO_MORE_FILES, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS,
+};
+use windows_sys::Win32::Storage::FileSystem::{
+    DELETE, FILE_ATTRIBUTE_NORMAL, FILE_ATTRIBUTE_PINNED, FILE_LIST_DIRECTORY,
+    FILE_READ_ATTRIBUTES, MAXIMUM_REPARSE_DATA_BUFFER_SIZE, REPARSE_GUID_DATA_BUFFER, SYNCHRONIZE,
+};
+use windows_sys::Win32::System::Ioctl::{
+    FSCTL_DELETE_REPARSE_POINT, FSCTL_GET_REPARSE_POINT, FSCTL_SET_REPARSE_POINT,
+    FSCTL_SET_REPARSE_POINT_EX,
+};
+use windows_sys::Win32::System::SystemServices::{
+    IO_REPARSE_TAG_MOUNT_POINT, IO_REPARSE_TAG_SYMLINK,
+};
+
+use super::content;
+use super::decode::{self, Entry, Info};
+use super::format::{Step, Tag};
+use crate::model::files::{self, Handle, IoMode, OpenParams};
+use crate::model::process::{self, SYSTEM_PID};
+
+/// The GUID of every non-Microsoft reparse point a scenario sets with a tag other than
+/// cloudflt's ({5ce7a410-0c1f-4a5e-8b7d-7465737474a6}, an arbitrary fixed value).
+pub const TEST_GUID: [u8; 16] = [
+    0x10, 0xa4, 0xe7, 0x5c, 0x1f, 0x0c, 0x5e, 0x4a, 0x8b, 0x7d, 0x74, 0x65, 0x73, 0x74, 0x74, 0xa6,
+];
+
+/// The data of every reparse point a scenario sets without a target (`to`).
+const TEST_REPARSE_DATA: &[u8] = b"cloudflt scenario reparse data";
+
+/// The directory buffer a listing pages with: what FindFirstFileEx and .NET's
+/// enumerator pass (4 KiB), so long directories take several queries.
+const LIST_BUFFER: usize = 4096;
+
+/// FileDispositionInformation's input: DeleteFile = TRUE.
+const DISPOSITION_DELETE: [u8; 1] = [1];
+
+/// What the disk holds for a file, read below every filter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct GroundState {
+    /// Its reparse tag, 0 when none.
+    pub tag: u32,
+    /// Allocated ranges, cut at end of file.
+    pub hydrated: Vec<(u64, u64)>,
+    pub size: u64,
+    pub pinned: bool,
+}
+
+/// What an operation observably did. Two runs of a step agree when these are equal.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Observation {
+    pub status: NTSTATUS,
+    /// Bytes read, or the reparse buffer returned.
+    pub data: Option<Vec<u8>>,
+    /// Bytes written.
+    pub written: Option<u64>,
+    /// Directory entries, `.` and `..` included.
+    pub entries: Option<Vec<Entry>>,
+    /// What a query-information answer carried.
+    pub info: Option<Info>,
+    pub state: Option<GroundState>,
+    /// The answer broke its class's layout rules (a directory or information buffer).
+    pub malformed: Option<String>,
+}
+
+impl Observation {
+    fn status(status: NTSTATUS) -> Self {
+        Self {
+            status,
+            ..Self::default()
+        }
+    }
+}
+
+/// What the runner could make of a step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Outcome {
+    Observed(Observation),
+    /// The runner cannot carry the operation out (yet); the reason names what it needs.
+    Unsupported(String),
+    /// The step itself is wrong (unknown name, missing field).
+    Invalid(String),
+    /// Not run: differential mode's run without the driver skips load and unload.
+    Skipped,
+}
+
+/// A handle `open` kept.
+#[derive(Debug, Clone)]
+pub(crate) struct Kept {
+    handle: Handle,
+    pid: u32,
+    /// The DOS path it was opened by.
+    pub path: String,
+}
+
+/// What a path operation acts on.
+enum Target {
+    Path(String),
+    Kept(Kept),
+}
+
+/// Everything a step needs besides the machine itself: shared by the threads of a
+/// `parallel`.
+pub(crate) struct World {
+    /// Process and provider names → pids.
+    pub pids: HashMap<String, u32>,
+    pub handles: Mutex<HashMap<String, Kept>>,
+    /// The providers' remote content.
+    pub remote: Vec<super::expect::RemoteRoot>,
+    /// Provider names.
+    pub providers: Vec<String>,
+}
+
+fn params(access: u32, disposition: u32, options: u32) -> OpenParams {
+    OpenParams {
+        access,
+        share: 0x7,
+        disposition,
+        options: options | FILE_SYNCHRONOUS_IO_NONALERT,
+        attributes: FILE_ATTRIBUTE_NORMAL,
+    }
+}
+
+/// GENERIC_READ | GENERIC_WRITE as the I/O manager maps them for files.
+const READ_WRITE: u32 = 0x0012_019F;
+/// GENERIC_READ as mapped.
+const READ: u32 = 0x0012_0089;
+
+/// A tag field's value: `"cloudflt"`, an integer, or a decimal / `0x` hexadecimal string.
+pub(crate) fn tag_value(tag: &Tag) -> Result<u32, String> {
+    match tag {
+        Tag::Number(n) => u32::try_from(*n).map_err(|_| format!("tag {n} is not a 32-bit value")),
+        Tag::Text(t) if t == "cloudflt" => Ok(cloudflt_proto::reparse::TAG),
+        Tag::Text(t) => {
+            let parsed = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+                Some(hex) => u32::from_str_radix(&hex.replace('_', ""), 16),
+                None => t.replace('_', "").parse(),
+            };
+            parsed.map_err(|_| format!("tag {t:?} is neither \"cloudflt\" nor a number"))
+        }
+    }
+}
+
+fn is_microsoft(tag: u32) -> bool {
+    tag & 0x8000_0000 != 0
+}
+
+fn guid_for(tag: u32) -> [u8; 16] {
+    if tag == cloudflt_proto::reparse::TAG {
+        cloudflt_proto::reparse::GUID
+    } else {
+        TEST_GUID
+    }
+}
+
+fn put_u16(b: &mut [u8], at: usize, v: u16) {
+    b[at..at + 2].copy_from_slice(&v.to_le_bytes());
+}
+
+fn put_u32(b: &mut [u8], at: usize, v: u32) {
+    b[at..at + 4].copy_from_slice(&v.to_le_bytes());
+}
+
+fn utf16(s: &str) -> Vec<u8> {
+    s.encode_utf16().flat_map(u16::to_le_bytes).collect()
+}
+
+/// The reparse data of a symbolic link or mount point to `to` (DOS path): substitute
+/// name `\??\<to>`, print name `<to>`, as mklink writes them.
+fn link_data(tag: u32, to: &str) -> Vec<u8> {
+    let substitute = utf16(&format!("\\??\\{to}"));
+    let print = utf16(to);
+    let flags = if tag == IO_REPARSE_TAG_SYMLINK as u32 {
+        4
+    } else {
+        0
+    };
+    let mut b = vec![0u8; 8 + flags];
+    put_u16(&mut b, 0, 0);
+    put_u16(&mut b, 2, substitute.len() as u16);
+    // Mount points end each name with a NUL the lengths do not count.
+    let terminator = usize::from(tag == IO_REPARSE_TAG_MOUNT_POINT) * 2;
+    put_u16(&mut b, 4, (substitute.len() + terminator) as u16);
+    put_u16(&mut b, 6, print.len() as u16);
+    b.extend_from_slice(&substitute);
+    b.extend(std::iter::repeat_n(0, terminator));
+    b.extend_from_slice(&print);
+    b.extend(std::iter::repeat_n(0, terminator));
+    b
+}
+
+/// REPARSE_DATA_BUFFER (Microsoft tag) or REPARSE_GUID_DATA_BUFFER (any other tag)
+/// holding `data`; `data` empty makes the header-only buffer of a delete.
+fn reparse_buffer(tag: u32, data: &[u8]) -> Vec<u8> {
+    let header = if is_microsoft(tag) {
+        std::mem::offset_of!(REPARSE_DATA_BUFFER, Anonymous)
+    } else {
+        std::mem::offset_of!(REPARSE_GUID_DATA_BUFFER, GenericReparseBuffer)
+    };
+    let mut b = vec![0u8; header];
+    put_u32(&mut b, 0, tag);
+    put_u16(&mut b, 4, data.len() as u16);
+    if !is_microsoft(tag) {
+        let at = std::mem::offset_of!(REPARSE_GUID_DATA_BUFFER, ReparseGuid);
+        b[at..at + 16].copy_from_slice(&guid_for(tag));
+    }
+    b.extend_from_slice(data);
+    b
+}
+
+/// REPARSE_DATA_BUFFER_EX around `inner`: set only if the file has this tag (and GUID)
+/// or none, the safe set FltTagFileEx callers make.
+fn reparse_buffer_ex(tag: u32, inner: &[u8]) -> Vec<u8> {
+    let header = std::mem::offset_of!(REPARSE_DATA_BUFFER_EX, Anonymous);
+    let mut b = vec![0u8; header];
+    put_u32(&mut b, 0, REPARSE_DATA_EX_FLAG_GIVEN_TAG_OR_NONE);
+    put_u32(
+        &mut b,
+        std::mem::offset_of!(REPARSE_DATA_BUFFER_EX, ExistingReparseTag),
+        tag,
+    );
+    if !is_microsoft(tag) {
+        let at = std::mem::offset_of!(REPARSE_DATA_BUFFER_EX, ExistingReparseGuid);
+        b[at..at + 16].copy_from_slice(&guid_for(tag));
+    }
+    b.extend_from_slice(inner);
+    b
+}
+
+fn io_mode(step: &Step) -> Result<IoMode, String> {
+    Ok(match step.io.as_deref().unwrap_or("cached") {
+        "cached" => IoMode::Cached,
+        "noncached" => IoMode::NonCached,
+        "paging" => IoMode::Paging,
+        "mapped" => IoMode::Mapped,
+        other => {
+            return Err(format!(
+                "io {other:?} is not cached, noncached, paging or mapped"
+            ));
+        }
+    })
+}
+
+fn need<'a, T>(value: &'a Option<T>, op: &str, field: &str) -> Result<&'a T, String> {
+    value
+        .as_ref()
+        .ok_or_else(|| format!("`{op}` needs `{field}`"))
+}
+
+/// `Ok(status)` or `Err(status)` of a model call, as one status.
+fn status_of<T>(r: &Result<T, NTSTATUS>) -> NTSTATUS {
+    match r {
+        Ok(_) => STATUS_SUCCESS,
+        Err(s) => *s,
+    }
+}
+
+impl World {
+    /// The pid a step runs as: its `as`, or for a kept handle the process that opened it.
+    fn actor(&self, step: &Step) -> Result<Option<u32>, String> {
+        match &step.actor {
+            None => Ok(None),
+            Some(name) => self
+                .pids
+                .get(name)
+                .copied()
+                .map(Some)
+                .ok_or_else(|| format!("`as = {name:?}` names no process or provider")),
+        }
+    }
+
+    fn kept(&self, name: &str) -> Result<Kept, String> {
+        self.handles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .cloned()
+            .ok_or_else(|| format!("no handle named {name:?} is open"))
+    }
+
+    /// What a path-or-handle step acts on, and the process it acts as.
+    fn target(&self, step: &Step) -> Result<(Target, u32), String> {
+        let actor = self.actor(step)?;
+        match (&step.path, &step.handle) {
+            (Some(_), Some(_)) => Err(format!("`{}` takes `path` or `handle`, not both", step.op)),
+            (None, None) => Err(format!("`{}` needs `path` or `handle`", step.op)),
+            (Some(path), None) => {
+                let pid = actor.ok_or_else(|| format!("`{}` needs `as`", step.op))?;
+                Ok((Target::Path(path.clone()), pid))
+            }
+            (None, Some(name)) => {
+                let kept = self.kept(name)?;
+                match actor {
+                    Some(pid) if pid != kept.pid => Err(format!(
+                        "handle {name:?} belongs to another process than `as`"
+                    )),
+                    _ => Ok((Target::Kept(kept.clone()), kept.pid)),
+                }
+            }
+        }
+    }
+
+    /// The DOS path a step's data came from (for `data = "remote"`).
+    pub(crate) fn target_path(&self, step: &Step) -> Option<String> {
+        match (&step.path, &step.handle) {
+            (Some(path), _) => Some(path.clone()),
+            (None, Some(name)) => self.kept(name).ok().map(|k| k.path),
+            _ => None,
+        }
+    }
+
+    /// Opens (or takes the kept handle), runs `act`, closes what it opened; the status of
+    /// a failed open is the step's status.
+    fn with_target(
+        &self,
+        target: &Target,
+        params: &OpenParams,
+        act: impl FnOnce(Handle) -> Observation,
+    ) -> Observation {
+        match target {
+            Target::Kept(k) => act(k.handle),
+            Target::Path(path) => match files::create(path, params) {
+                Err(status) => Observation::status(status),
+                Ok(h) => {
+                    let seen = act(h);
+                    files::close(h);
+                    seen
+                }
+            },
+        }
+    }
+
+    /// Runs one ordinary-file or ground-truth operation on the calling thread.
+    pub(crate) fn perform_file_op(&self, step: &Step) -> Outcome {
+        if step.op == "delete_reparse" && step.ex {
+            return Outcome::Unsupported(
+                "Windows has no FSCTL_DELETE_REPARSE_POINT_EX: winioctl.h defines only \
+                 FSCTL_DELETE_REPARSE_POINT (FltUntagFile sends it too); drop `ex`"
+                    .into(),
+            );
+        }
+        let result = match step.op.as_str() {
+            "create_file" => self.create_file(step),
+            "open" => self.open(step),
+            "close" => self.close(step),
+            "read" => self.read(step),
+            "write" => self.write(step),
+            "list" => self.list(step),
+            "query" => self.query(step),
+            "get_reparse" => self.get_reparse(step),
+            "set_reparse" | "delete_reparse" => self.set_or_delete_reparse(step),
+            "rename" => self.rename(step),
+            "delete" => self.delete(step),
+            "state" => return self.state(step),
+            other => Err(format!("`{other}` is not a file operation")),
+        };
+        match result {
+            Ok(seen) => Outcome::Observed(seen),
+            Err(why) => Outcome::Invalid(why),
+        }
+    }
+
+    fn create_file(&self, step: &Step) -> Result<Observation, String> {
+        let path = need(&step.path, "create_file", "path")?;
+        let pid = self
+            .actor(step)?
+            .ok_or("`create_file` needs `as`".to_string())?;
+        let data = match (&step.text, step.size, step.seed) {
+            (Some(_), Some(_), _) => return Err("`create_file` takes `text` or `size`".into()),
+            (Some(text), None, None) => text.as_bytes().to_vec(),
+            (None, Some(size), Some(seed)) => content::seeded(seed, size),
+            (None, Some(_), None) => return Err("`create_file` with `size` needs `seed`".into()),
+            (None, None, None) => Vec::new(),
+            (_, _, Some(_)) => return Err("`seed` goes with `size`".into()),
+        };
+        Ok(process::run_as(pid, || {
+            if let Err(status) = make_parents(path) {
+                return Observation::status(status);
+            }
+            // FILE_CREATE: a file that already exists is a collision the scenario sees.
+            match files::create(
+                path,
+                &params(READ_WRITE, FILE_CREATE, FILE_NON_DIRECTORY_FILE),
+            ) {
+                Err(status) => Observation::status(status),
+                Ok(h) => {
+                    let written = if data.is_empty() {
+                        Ok(0)
+                    } else {
+                        files::write(h, 0, &data, IoMode::Cached)
+                    };
+                    files::close(h);
+                    Observation::status(status_of(&written))
+                }
+            }
+        }))
+    }
+
+    fn open(&self, step: &Step) -> Result<Observation, String> {
+        let path = need(&step.path, "open", "path")?;
+        let name = need(&step.handle, "open", "handle")?;
+        let pid = self.actor(step)?.ok_or("`open` needs `as`".to_string())?;
+        let mut p = params(READ, FILE_OPEN, FILE_NON_DIRECTORY_FILE);
+        for option in &step.options {
+            match option.as_str() {
+                "open_reparse_point" => p.options |= FILE_OPEN_REPARSE_POINT,
+                "delete_on_close" => {
+                    p.options |= FILE_DELETE_ON_CLOSE;
+                    p.access |= DELETE;
+                }
+                "write" => p.access |= READ_WRITE,
+                other => {
+                    return Err(format!(
+                        "option {other:?} is not open_reparse_point, delete_on_close or write"
+                    ));
+                }
+            }
+        }
+        let mut handles = self
+            .handles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if handles.contains_key(name) {
+            return Err(format!("a handle named {name:?} is already open"));
+        }
+        let opened = process::run_as(pid, || files::create(path, &p));
+        if let Ok(handle) = opened {
+            handles.insert(
+                name.clone(),
+                Kept {
+                    handle,
+                    pid,
+                    path: path.clone(),
+                },
+            );
+        }
+        Ok(Observation::status(status_of(&opened)))
+    }
+
+    fn close(&self, step: &Step) -> Result<Observation, String> {
+        let name = need(&step.handle, "close", "handle")?;
+        let kept = self
+            .handles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .remove(name)
+            .ok_or_else(|| format!("no handle named {name:?} is open"))?;
+        Ok(Observation::status(process::run_as(kept.pid, || {
+            files::close(kept.handle)
+        })))
+    }
+
+    /// Closes every handle still kept, as the processes' exit would.
+    pub(crate) fn close_all(&self) {
+        let kept: Vec<Kept> = self
+            .handles
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .drain()
+            .map(|(_, k)| k)
+            .collect();
+        for k in kept {
+            process::run_as(k.pid, || files::close(k.handle));
+        }
+    }
+
+    fn read(&self, step: &Step) -> Result<Observation, String> {
+        let (target, pid) = self.target(step)?;
+        let offset = *need(&step.offset, "read", "offset")?;
+        let length = *need(&step.length, "read", "length")?;
+        let mode = io_mode(step)?;
+        let options = if mode == IoMode::NonCached {
+            FILE_NON_DIRECTORY_FILE | FILE_NO_INTERMEDIATE_BUFFERING
+        } else {
+            FILE_NON_DIRECTORY_FILE
+        };
+        let length = usize::try_from(length).map_err(|_| "length too large".to_string())?;
+        Ok(process::run_as(pid, || {
+            self.with_target(
+                &target,
+                &params(READ, FILE_OPEN, options),
+                |h| match files::read(h, offset, length, mode) {
+                    Ok(data) => Observation {
+                        data: Some(data),
+                        ..Observation::status(STATUS_SUCCESS)
+                    },
+                    Err(status) => Observation::status(status),
+                },
+            )
+        }))
+    }
+
+    fn write(&self, step: &Step) -> Result<Observation, String> {
+        let (target, pid) = self.target(step)?;
+        let offset = *need(&step.offset, "write", "offset")?;
+        let data = match (&step.text, &step.hex) {
+            (Some(text), None) => text.as_bytes().to_vec(),
+            (None, Some(hex)) => content::parse_hex(hex)?,
+            _ => return Err("`write` needs `text` or `hex` (one of them)".into()),
+        };
+        let mode = match io_mode(step)? {
+            m @ (IoMode::Cached | IoMode::NonCached) => m,
+            _ => return Err("`write` takes io = cached or noncached".into()),
+        };
+        let options = if mode == IoMode::NonCached {
+            FILE_NON_DIRECTORY_FILE | FILE_NO_INTERMEDIATE_BUFFERING
+        } else {
+            FILE_NON_DIRECTORY_FILE
+        };
+        Ok(process::run_as(pid, || {
+            self.with_target(&target, &params(READ_WRITE, FILE_OPEN, options), |h| {
+                match files::write(h, offset, &data, mode) {
+                    Ok(n) => Observation {
+                        written: Some(n as u64),
+                        ..Observation::status(STATUS_SUCCESS)
+                    },
+                    Err(status) => Observation::status(status),
+                }
+            })
+        }))
+    }
+
+    fn list(&self, step: &Step) -> Result<Observation, String> {
+        let (target, pid) = self.target(step)?;
+        let class = step
+            .class
+            .as_deref()
+            .unwrap_or("FileIdBothDirectoryInformation");
+        let layout = decode::dir_class(class).ok_or_else(|| {
+            format!(
+                "{class:?} is not a directory class (known: {})",
+                decode::DIR_CLASSES.join(", ")
+            )
+        })?;
+        let pattern = step.pattern.as_deref();
+        let access = FILE_LIST_DIRECTORY | SYNCHRONIZE;
+        let mut malformed = None;
+        let seen = process::run_as(pid, || {
+            self.with_target(
+                &target,
+                &params(access, FILE_OPEN, FILE_DIRECTORY_FILE),
+                |h| {
+                    let mut entries = Vec::new();
+                    let mut first = true;
+                    loop {
+                        let (status, buffer) = files::query_directory(
+                            h,
+                            layout.class,
+                            pattern,
+                            first,
+                            false,
+                            LIST_BUFFER,
+                        );
+                        first = false;
+                        if status == STATUS_NO_MORE_FILES && !entries.is_empty() {
+                            break Observation {
+                                entries: Some(entries),
+                                ..Observation::status(STATUS_SUCCESS)
+                            };
+                        }
+                        if status != STATUS_SUCCESS {
+                            // STATUS_NO_SUCH_FILE (nothing matched), or an error.
+                            break Observation::status(status);
+                        }
+                        match decode::dir_entries(&layout, &buffer) {
+                            Ok(mut more) if !more.is_empty() => entries.append(&mut more),
+                            Ok(_) => {
+                                malformed = Some("an empty buffer with STATUS_SUCCESS".to_string());
+                                break Observation::status(status);
+                            }
+                            Err(why) => {
+                                malformed = Some(why);
+                                break Observation::status(status);
+                            }
+                        }
+                    }
+                },
+            )
+        });
+        Ok(Observation { malformed, ..seen })
+    }
+
+    fn query(&self, step: &Step) -> Result<Observation, String> {
+        let (target, pid) = self.target(step)?;
+        let class = need(&step.class, "query", "class")?;
+        let layout = decode::info_class(class).ok_or_else(|| {
+            format!("{class:?} is not a query-information class the runner knows")
+        })?;
+        let access = FILE_READ_ATTRIBUTES | SYNCHRONIZE;
+        Ok(process::run_as(pid, || {
+            self.with_target(&target, &params(access, FILE_OPEN, 0), |h| {
+                let (status, buffer) = files::query_information(h, layout.class, layout.buffer);
+                if status < 0 {
+                    return Observation::status(status);
+                }
+                match decode::info(&layout, &buffer) {
+                    Ok(info) => Observation {
+                        info: Some(info),
+                        ..Observation::status(status)
+                    },
+                    Err(why) => Observation {
+                        malformed: Some(why),
+                        ..Observation::status(status)
+                    },
+                }
+            })
+        }))
+    }
+
+    fn get_reparse(&self, step: &Step) -> Result<Observation, String> {
+        let (target, pid) = self.target(step)?;
+        // As `fsutil reparsepoint query` opens: the reparse point itself.
+        let p = params(
+            FILE_READ_ATTRIBUTES | SYNCHRONIZE,
+            FILE_OPEN,
+            FILE_OPEN_REPARSE_POINT,
+        );
+        Ok(process::run_as(pid, || {
+            self.with_target(&target, &p, |h| {
+                let (status, buffer) = files::fs_control(
+                    h,
+                    FSCTL_GET_REPARSE_POINT,
+                    &[],
+                    MAXIMUM_REPARSE_DATA_BUFFER_SIZE as usize,
+                );
+                Observation {
+                    data: (status >= 0).then_some(buffer),
+                    ..Observation::status(status)
+                }
+            })
+        }))
+    }
+
+    fn set_or_delete_reparse(&self, step: &Step) -> Result<Observation, String> {
+        let (target, pid) = self.target(step)?;
+        let tag = tag_value(need(&step.tag, &step.op, "tag")?)?;
+        let (code, input) = if step.op == "set_reparse" {
+            let data = match &step.to {
+                Some(to)
+                    if tag == IO_REPARSE_TAG_SYMLINK as u32
+                        || tag == IO_REPARSE_TAG_MOUNT_POINT =>
+                {
+                    link_data(tag, to)
+                }
+                Some(_) => {
+                    return Err("`to` is the target of a symlink or mount point tag only".into());
+                }
+                None => TEST_REPARSE_DATA.to_vec(),
+            };
+            let inner = reparse_buffer(tag, &data);
+            if step.ex {
+                (FSCTL_SET_REPARSE_POINT_EX, reparse_buffer_ex(tag, &inner))
+            } else {
+                (FSCTL_SET_REPARSE_POINT, inner)
+            }
+        } else {
+            (FSCTL_DELETE_REPARSE_POINT, reparse_buffer(tag, &[]))
+        };
+        // Setting and deleting need write access; the reparse point itself is opened.
+        let p = params(READ_WRITE, FILE_OPEN, FILE_OPEN_REPARSE_POINT);
+        Ok(process::run_as(pid, || {
+            self.with_target(&target, &p, |h| {
+                Observation::status(files::fs_control(h, code, &input, 0).0)
+            })
+        }))
+    }
+
+    fn rename(&self, step: &Step) -> Result<Observation, String> {
+        let (target, pid) = self.target(step)?;
+        let to = need(&step.to, "rename", "to")?;
+        // FILE_RENAME_INFORMATION with the NT form MoveFileEx passes (`\??\C:\…`).
+        let name = utf16(&format!("\\??\\{to}"));
+        let at_length = std::mem::offset_of!(FILE_RENAME_INFORMATION, FileNameLength);
+        let at_name = std::mem::offset_of!(FILE_RENAME_INFORMATION, FileName);
+        let mut input = vec![0u8; at_name];
+        put_u32(&mut input, at_length, name.len() as u32);
+        input.extend_from_slice(&name);
+        Ok(process::run_as(pid, || {
+            self.with_target(&target, &delete_params(), |h| {
+                Observation::status(files::set_information(h, fs::FileRenameInformation, &input))
+            })
+        }))
+    }
+
+    fn delete(&self, step: &Step) -> Result<Observation, String> {
+        let (target, pid) = self.target(step)?;
+        Ok(process::run_as(pid, || {
+            self.with_target(&target, &delete_params(), |h| {
+                Observation::status(files::set_information(
+                    h,
+                    fs::FileDispositionInformation,
+                    &DISPOSITION_DELETE,
+                ))
+            })
+        }))
+    }
+
+    fn state(&self, step: &Step) -> Outcome {
+        let Some(path) = &step.path else {
+            return Outcome::Invalid("`state` needs `path`".into());
+        };
+        let found = files::with_volume(path, |ntfs, rel| {
+            let node = ntfs.node(ntfs.lookup(rel)?)?;
+            let tag = node
+                .reparse
+                .as_deref()
+                .and_then(|r| r.get(0..4))
+                .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+            let hydrated = ntfs
+                .allocated_ranges(node.id)
+                .into_iter()
+                .filter_map(|(start, length)| {
+                    let end = (start + length).min(node.size);
+                    (start < end).then_some((start, end - start))
+                })
+                .collect();
+            Some(GroundState {
+                tag,
+                hydrated,
+                size: node.size,
+                pinned: node.attributes & FILE_ATTRIBUTE_PINNED != 0,
+            })
+        });
+        Outcome::Observed(match found {
+            Err(status) => Observation::status(status),
+            Ok(None) => Observation::status(STATUS_OBJECT_NAME_NOT_FOUND),
+            Ok(Some(state)) => Observation {
+                state: Some(state),
+                ..Observation::status(STATUS_SUCCESS)
+            },
+        })
+    }
+}
+
+/// How MoveFileEx and DeleteFileW open: DELETE access, the name itself even if it is a
+/// reparse point (a link is renamed or deleted, not its target), files or directories.
+fn delete_params() -> OpenParams {
+    params(
+        DELETE | SYNCHRONIZE | FILE_READ_ATTRIBUTES,
+        FILE_OPEN,
+        FILE_OPEN_REPARSE_POINT,
+    )
+}
+
+/// Creates the missing directories above `path`, as `mkdir -p` would, each through the
+/// I/O path as the calling process.
+pub(crate) fn make_parents(path: &str) -> Result<(), NTSTATUS> {
+    let Some((parent, _)) = path.trim_end_matches('\\').rsplit_once('\\') else {
+        return Ok(());
+    };
+    make_directory(parent)
+}
+
+/// Creates `path` and every missing directory above it.
+pub(crate) fn make_directory(path: &str) -> Result<(), NTSTATUS> {
+    let mut at = String::new();
+    for (i, part) in path.split('\\').enumerate() {
+        if i > 0 {
+            at.push('\\');
+        }
+        at.push_str(part);
+        // The volume root (`C:`) exists.
+        if i == 0 {
+            continue;
+        }
+        let p = params(
+            FILE_LIST_DIRECTORY | SYNCHRONIZE,
+            FILE_OPEN_IF,
+            FILE_DIRECTORY_FILE,
+        );
+        let h = files::create(&at, &p)?;
+        files::close(h);
+    }
+    Ok(())
+}
+
+/// Runs `f` as the System process: what the machine does while it boots.
+pub(crate) fn as_system<R>(f: impl FnOnce() -> R) -> R {
+    process::run_as(SYSTEM_PID, f)
+}
