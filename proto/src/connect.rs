@@ -14,10 +14,26 @@
 //! | 8 | 4 | total size of the context, header included |
 //! | 12 | 4 | flags, none defined: must be zero |
 //!
-//! Bytes after the header are the version's body, which the driver reads with the
-//! decoder of that version.
+//! The body after the header, version 1:
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 16 | 2 | provider name length in bytes, ≤ [`MAX_NAME_UNITS`] UTF-16 units |
+//! | 18 | 2 | provider version length in bytes, ≤ [`MAX_NAME_UNITS`] units |
+//! | 20 | 2 | sync root path length in bytes |
+//! | 22 | 1 | hydration policy ([`HydrationPolicy`]) |
+//! | 23 | 1 | population policy ([`PopulationPolicy`]) |
+//! | 24 | 2 | body flags, none defined: must be zero |
+//! | 26 | 2 | reserved, zero |
+//! | 28 | 4 | provider timeout in milliseconds; 0 = [`DEFAULT_TIMEOUT_MS`], ≤ [`MAX_TIMEOUT_MS`] |
+//! | 32 | … | provider name, provider version, sync root path (UTF-16LE, in that order) |
+//!
+//! The sync root path is in NT form (`\Device\HarddiskVolume1\Users\u\Cloud`); its length
+//! is bounded only by [`MAX_SIZE`]. The body must fill the context exactly.
 
-use crate::wire;
+use crate::error::{DecodeError, EncodeError, Field};
+use crate::utf16::Utf16;
+use crate::wire::{self, Reader, Writer, len_u16};
 
 /// The four bytes every connection context starts with.
 pub const MAGIC: [u8; 4] = *b"CFLT";
@@ -25,17 +41,91 @@ pub const MAGIC: [u8; 4] = *b"CFLT";
 /// Size of the version-1 header.
 pub const HEADER_SIZE: usize = 16;
 
+/// Size of the version-1 body's fixed part, after the header.
+pub const BODY_FIXED_SIZE: usize = 16;
+
 /// Largest connection context the driver accepts. Filter Manager caps the context at
 /// 64 KiB (a USHORT EA value length); staying below keeps the kernel copy small.
 pub const MAX_SIZE: usize = 32 * 1024;
 
-/// A decoded connection context, borrowing the bytes it came from.
+/// Longest provider name or version, in UTF-16 code units (cfapi's limit).
+pub const MAX_NAME_UNITS: usize = 255;
+
+/// The provider timeout used when the context says 0 (cfapi's 60 s).
+pub const DEFAULT_TIMEOUT_MS: u32 = 60_000;
+
+/// Longest provider timeout a context may ask for (one hour).
+pub const MAX_TIMEOUT_MS: u32 = 3_600_000;
+
+/// How a sync root's placeholders are hydrated. Ordered from least to most eager, so the
+/// effective policy of an open is the `max` of the application's and the provider's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum HydrationPolicy {
+    /// Only the 4 KiB-aligned ranges that are read.
+    Partial = 0,
+    /// A read completes when its range is present; the rest keeps coming.
+    Progressive = 1,
+    /// The whole file before the first read completes.
+    Full = 2,
+    /// Placeholders are created full and dehydration is refused.
+    AlwaysFull = 3,
+}
+
+impl HydrationPolicy {
+    /// The policy with wire value `v`, if there is one.
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::Partial),
+            1 => Some(Self::Progressive),
+            2 => Some(Self::Full),
+            3 => Some(Self::AlwaysFull),
+            _ => None,
+        }
+    }
+}
+
+/// How a sync root's directories are populated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+#[non_exhaustive]
+pub enum PopulationPolicy {
+    /// The provider creates placeholders for a directory's children.
+    Full = 0,
+    /// Every placeholder is always present.
+    AlwaysFull = 1,
+}
+
+impl PopulationPolicy {
+    /// The policy with wire value `v`, if there is one.
+    pub const fn from_u8(v: u8) -> Option<Self> {
+        match v {
+            0 => Some(Self::Full),
+            1 => Some(Self::AlwaysFull),
+            _ => None,
+        }
+    }
+}
+
+/// A connection context: who the provider is and which sync root it serves, how.
+///
+/// Decoding borrows the strings from the context bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConnectionContext<'a> {
-    /// The protocol version the provider speaks.
-    pub version: u16,
-    /// The bytes after the header, up to the declared total size.
-    pub body: &'a [u8],
+    /// The provider's display name, at most [`MAX_NAME_UNITS`] code units.
+    pub provider_name: Utf16<'a>,
+    /// The provider's version string, at most [`MAX_NAME_UNITS`] code units.
+    pub provider_version: Utf16<'a>,
+    /// The sync root directory in NT form; it must start with `\`.
+    pub sync_root: Utf16<'a>,
+    /// The provider's hydration policy.
+    pub hydration: HydrationPolicy,
+    /// The provider's population policy.
+    pub population: PopulationPolicy,
+    /// How long the driver waits for the provider, in milliseconds; 0 means
+    /// [`DEFAULT_TIMEOUT_MS`]. At most [`MAX_TIMEOUT_MS`].
+    pub timeout_ms: u32,
 }
 
 /// Why a connection context was refused.
@@ -57,7 +147,25 @@ pub enum ConnectError {
     SizeMismatch,
     /// A flag bit this version does not define is set.
     UnknownFlags(u32),
+    /// The header is good but the body is not, for the reason given.
+    BadBody(DecodeError),
 }
+
+impl core::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ConnectError::TooShort => f.write_str("connection context too short"),
+            ConnectError::TooLarge => f.write_str("connection context too large"),
+            ConnectError::BadMagic => f.write_str("not a cloudflt connection context"),
+            ConnectError::UnsupportedVersion(v) => write!(f, "unsupported protocol version {v}"),
+            ConnectError::SizeMismatch => f.write_str("connection context size mismatch"),
+            ConnectError::UnknownFlags(bits) => write!(f, "unknown context flags {bits:#x}"),
+            ConnectError::BadBody(e) => write!(f, "bad connection context body: {e}"),
+        }
+    }
+}
+
+impl core::error::Error for ConnectError {}
 
 impl<'a> ConnectionContext<'a> {
     /// Decodes a connection context as received by ConnectNotify.
@@ -85,71 +193,173 @@ impl<'a> ConnectionContext<'a> {
             return Err(ConnectError::UnknownFlags(flags));
         }
         let body = bytes.get(HEADER_SIZE..).ok_or(ConnectError::TooShort)?;
-        Ok(Self { version, body })
+        Self::decode_body(body).map_err(ConnectError::BadBody)
     }
 
-    /// The encoded length of a context carrying `body_len` body bytes.
-    pub const fn encoded_len(body_len: usize) -> usize {
-        HEADER_SIZE + body_len
+    fn decode_body(body: &'a [u8]) -> Result<Self, DecodeError> {
+        const MAX_NAME_BYTES: usize = MAX_NAME_UNITS * 2;
+        let mut r = Reader::new(body);
+        let name_len = r.u16()?;
+        let version_len = r.u16()?;
+        let root_len = r.u16()?;
+        let hydration = r.u8()?;
+        let population = r.u8()?;
+        let flags = r.u16()?;
+        r.reserved(2)?;
+        let timeout_ms = r.u32()?;
+        if usize::from(name_len) > MAX_NAME_BYTES {
+            return Err(DecodeError::TooLarge(Field::ProviderName));
+        }
+        if usize::from(version_len) > MAX_NAME_BYTES {
+            return Err(DecodeError::TooLarge(Field::ProviderVersion));
+        }
+        let hydration = HydrationPolicy::from_u8(hydration)
+            .ok_or(DecodeError::BadValue(Field::HydrationPolicy))?;
+        let population = PopulationPolicy::from_u8(population)
+            .ok_or(DecodeError::BadValue(Field::PopulationPolicy))?;
+        if flags != 0 {
+            return Err(DecodeError::BadFlags(flags.into()));
+        }
+        if timeout_ms > MAX_TIMEOUT_MS {
+            return Err(DecodeError::BadValue(Field::Timeout));
+        }
+        let provider_name = r.utf16(name_len, Field::ProviderName)?;
+        let provider_version = r.utf16(version_len, Field::ProviderVersion)?;
+        let sync_root = r.utf16(root_len, Field::SyncRootPath)?;
+        r.finish()?;
+        if !root_valid(&sync_root) {
+            return Err(DecodeError::BadValue(Field::SyncRootPath));
+        }
+        Ok(Self {
+            provider_name,
+            provider_version,
+            sync_root,
+            hydration,
+            population,
+            timeout_ms,
+        })
     }
 
-    /// Encodes this context into `out`, returning the number of bytes written.
-    ///
-    /// Fails with [`ConnectError::TooShort`] if `out` cannot hold it and with
-    /// [`ConnectError::TooLarge`] if the result would exceed [`MAX_SIZE`].
-    pub fn encode(&self, out: &mut [u8]) -> Result<usize, ConnectError> {
-        let len = Self::encoded_len(self.body.len());
+    /// The encoded length of this context. Saturates for strings too long to encode.
+    pub fn encoded_len(&self) -> usize {
+        (HEADER_SIZE + BODY_FIXED_SIZE)
+            .saturating_add(self.provider_name.byte_len())
+            .saturating_add(self.provider_version.byte_len())
+            .saturating_add(self.sync_root.byte_len())
+    }
+
+    /// The provider timeout to apply, with 0 read as [`DEFAULT_TIMEOUT_MS`].
+    pub fn effective_timeout_ms(&self) -> u32 {
+        if self.timeout_ms == 0 {
+            DEFAULT_TIMEOUT_MS
+        } else {
+            self.timeout_ms
+        }
+    }
+
+    /// Encodes this context into `out` with [`PROTOCOL_VERSION`](crate::PROTOCOL_VERSION),
+    /// returning [`Self::encoded_len`]. Refuses anything [`Self::decode`] would refuse.
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
+        if self.provider_name.len() > MAX_NAME_UNITS {
+            return Err(EncodeError::TooLarge(Field::ProviderName));
+        }
+        if self.provider_version.len() > MAX_NAME_UNITS {
+            return Err(EncodeError::TooLarge(Field::ProviderVersion));
+        }
+        if self.timeout_ms > MAX_TIMEOUT_MS {
+            return Err(EncodeError::BadValue(Field::Timeout));
+        }
+        if !root_valid(&self.sync_root) {
+            return Err(EncodeError::BadValue(Field::SyncRootPath));
+        }
+        let len = self.encoded_len();
         if len > MAX_SIZE {
-            return Err(ConnectError::TooLarge);
+            return Err(EncodeError::TooLarge(Field::Message));
         }
-        let total = u32::try_from(len).map_err(|_| ConnectError::TooLarge)?;
-        let version = self.version.to_le_bytes();
-        let header_size = (HEADER_SIZE as u16).to_le_bytes();
-        let total = total.to_le_bytes();
-        let flags = 0u32.to_le_bytes();
-        let fields = MAGIC
-            .iter()
-            .chain(&version)
-            .chain(&header_size)
-            .chain(&total)
-            .chain(&flags)
-            .chain(self.body);
-        let out = out.get_mut(..len).ok_or(ConnectError::TooShort)?;
-        for (dst, src) in out.iter_mut().zip(fields) {
-            *dst = *src;
-        }
-        Ok(len)
+        let total = u32::try_from(len).map_err(|_| EncodeError::TooLarge(Field::Message))?;
+        let mut w = Writer::new(out, len)?;
+        w.put(&MAGIC)?;
+        w.u16(crate::PROTOCOL_VERSION)?;
+        w.u16(HEADER_SIZE as u16)?;
+        w.u32(total)?;
+        w.u32(0)?;
+        w.u16(len_u16(self.provider_name.byte_len(), Field::ProviderName)?)?;
+        w.u16(len_u16(
+            self.provider_version.byte_len(),
+            Field::ProviderVersion,
+        )?)?;
+        w.u16(len_u16(self.sync_root.byte_len(), Field::SyncRootPath)?)?;
+        w.u8(self.hydration as u8)?;
+        w.u8(self.population as u8)?;
+        w.u16(0)?;
+        w.u16(0)?;
+        w.u32(self.timeout_ms)?;
+        w.utf16(&self.provider_name)?;
+        w.utf16(&self.provider_version)?;
+        w.utf16(&self.sync_root)?;
+        Ok(w.finish())
     }
+}
+
+/// A sync root in NT form starts with a backslash (`\Device\...`, `\??\C:\...`): a
+/// DOS path here is a provider bug, refused before the driver tries to match it.
+fn root_valid(root: &Utf16<'_>) -> bool {
+    root.first() == Some(u16::from(b'\\'))
 }
 
 #[cfg(test)]
 mod tests {
+    extern crate std;
+
     use super::*;
     use proptest::prelude::*;
+    use std::vec::Vec;
 
-    fn encoded(body: &[u8]) -> std::vec::Vec<u8> {
-        let ctx = ConnectionContext {
-            version: crate::PROTOCOL_VERSION,
-            body,
-        };
-        let mut out = std::vec![0u8; ConnectionContext::encoded_len(body.len())];
-        let written = ctx.encode(&mut out);
-        assert_eq!(written, Ok(out.len()));
+    const ROOT: &[u16] = &[
+        b'\\' as u16,
+        b'D' as u16,
+        b'\\' as u16,
+        b'C' as u16,
+        b'l' as u16,
+        b'o' as u16,
+    ];
+    const NAME: &[u16] = &[b'm' as u16, b'i' as u16, b'r' as u16];
+    const VERSION: &[u16] = &[b'1' as u16];
+
+    fn sample() -> ConnectionContext<'static> {
+        ConnectionContext {
+            provider_name: Utf16::from_units(NAME),
+            provider_version: Utf16::from_units(VERSION),
+            sync_root: Utf16::from_units(ROOT),
+            hydration: HydrationPolicy::Progressive,
+            population: PopulationPolicy::Full,
+            timeout_ms: 0,
+        }
+    }
+
+    fn encoded(ctx: &ConnectionContext<'_>) -> Vec<u8> {
+        let mut out = std::vec![0u8; ctx.encoded_len()];
+        assert_eq!(ctx.encode(&mut out), Ok(out.len()));
         out
     }
 
-    extern crate std;
-
     #[test]
-    fn round_trips() {
-        let bytes = encoded(b"sync root");
-        let decoded = ConnectionContext::decode(&bytes).map(|c| (c.version, c.body));
-        assert_eq!(decoded, Ok((crate::PROTOCOL_VERSION, &b"sync root"[..])));
+    fn round_trips_with_the_documented_layout() {
+        let bytes = encoded(&sample());
+        assert_eq!(bytes.len(), 32 + 2 * (3 + 1 + 6));
+        assert_eq!(&bytes[..4], b"CFLT");
+        assert_eq!(&bytes[16..22], &[6, 0, 2, 0, 12, 0]);
+        assert_eq!(bytes[22], 1, "PROGRESSIVE");
+        assert_eq!(&bytes[32..34], &[b'm', 0]);
+        let decoded = ConnectionContext::decode(&bytes).unwrap();
+        assert_eq!(decoded, sample());
+        assert!(decoded.sync_root.eq_str("\\D\\Clo"));
+        assert_eq!(decoded.effective_timeout_ms(), DEFAULT_TIMEOUT_MS);
     }
 
     #[test]
-    fn refuses_each_malformation_with_its_own_error() {
-        let good = encoded(b"");
+    fn refuses_each_header_malformation_with_its_own_error() {
+        let good = encoded(&sample());
         assert_eq!(ConnectionContext::decode(&[]), Err(ConnectError::TooShort));
         assert_eq!(
             ConnectionContext::decode(&good[..15]),
@@ -195,6 +405,111 @@ mod tests {
         );
     }
 
+    #[test]
+    fn refuses_each_body_malformation_with_its_own_error() {
+        let good = encoded(&sample());
+        let body = |offset: usize, bytes: &[u8]| {
+            let mut bad = good.clone();
+            bad[offset..offset + bytes.len()].copy_from_slice(bytes);
+            ConnectionContext::decode(&bad).map(|_| ())
+        };
+        let err = |e| Err(ConnectError::BadBody(e));
+        assert_eq!(
+            body(22, &[4]),
+            err(DecodeError::BadValue(Field::HydrationPolicy))
+        );
+        assert_eq!(
+            body(23, &[2]),
+            err(DecodeError::BadValue(Field::PopulationPolicy))
+        );
+        assert_eq!(body(24, &[1, 0]), err(DecodeError::BadFlags(1)));
+        assert_eq!(
+            body(26, &[0, 1]),
+            err(DecodeError::BadValue(Field::Reserved))
+        );
+        assert_eq!(
+            body(28, &(MAX_TIMEOUT_MS + 1).to_le_bytes()),
+            err(DecodeError::BadValue(Field::Timeout))
+        );
+        assert_eq!(
+            body(16, &[7, 0]),
+            err(DecodeError::BadString(Field::ProviderName))
+        );
+        assert_eq!(body(16, &[8, 0]), err(DecodeError::Truncated));
+        assert_eq!(body(16, &[4, 0]), err(DecodeError::LengthMismatch));
+        assert_eq!(
+            body(16, &[0, 2]),
+            err(DecodeError::TooLarge(Field::ProviderName))
+        );
+        assert_eq!(
+            body(18, &[0, 2]),
+            err(DecodeError::TooLarge(Field::ProviderVersion))
+        );
+        assert_eq!(
+            body(40, &[b'C', 0]),
+            err(DecodeError::BadValue(Field::SyncRootPath)),
+            "a DOS path is not an NT path"
+        );
+    }
+
+    #[test]
+    fn encoding_refuses_what_decoding_would() {
+        let mut out = [0u8; 1024];
+        let long = [u16::from(b'a'); MAX_NAME_UNITS + 1];
+        let ctx = ConnectionContext {
+            provider_name: Utf16::from_units(&long),
+            ..sample()
+        };
+        assert_eq!(
+            ctx.encode(&mut out),
+            Err(EncodeError::TooLarge(Field::ProviderName))
+        );
+        let ctx = ConnectionContext {
+            timeout_ms: MAX_TIMEOUT_MS + 1,
+            ..sample()
+        };
+        assert_eq!(
+            ctx.encode(&mut out),
+            Err(EncodeError::BadValue(Field::Timeout))
+        );
+        let ctx = ConnectionContext {
+            sync_root: Utf16::EMPTY,
+            ..sample()
+        };
+        assert_eq!(
+            ctx.encode(&mut out),
+            Err(EncodeError::BadValue(Field::SyncRootPath))
+        );
+        let root: Vec<u16> = core::iter::once(u16::from(b'\\'))
+            .chain(core::iter::repeat_n(u16::from(b'x'), MAX_SIZE / 2))
+            .collect();
+        let ctx = ConnectionContext {
+            sync_root: Utf16::from_units(&root),
+            ..sample()
+        };
+        assert_eq!(
+            ctx.encode(&mut std::vec![0u8; MAX_SIZE * 2]),
+            Err(EncodeError::TooLarge(Field::Message))
+        );
+        assert_eq!(
+            sample().encode(&mut out[..10]),
+            Err(EncodeError::BufferTooSmall {
+                needed: sample().encoded_len()
+            })
+        );
+    }
+
+    #[test]
+    fn hydration_policies_order_by_eagerness() {
+        assert!(HydrationPolicy::Partial < HydrationPolicy::Progressive);
+        assert!(HydrationPolicy::Progressive < HydrationPolicy::Full);
+        assert!(HydrationPolicy::Full < HydrationPolicy::AlwaysFull);
+    }
+
+    fn units(max: usize) -> impl Strategy<Value = Vec<u16>> {
+        proptest::collection::vec(any::<u16>(), 0..=max)
+    }
+
     proptest! {
         #[test]
         fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
@@ -202,17 +517,40 @@ mod tests {
         }
 
         #[test]
-        fn any_body_round_trips(body in proptest::collection::vec(any::<u8>(), 0..1024)) {
-            let bytes = encoded(&body);
-            let decoded = ConnectionContext::decode(&bytes).map(|c| c.body);
-            prop_assert_eq!(decoded, Ok(&body[..]));
+        fn any_valid_context_round_trips(
+            name in units(MAX_NAME_UNITS),
+            version in units(MAX_NAME_UNITS),
+            root in units(600),
+            hydration in 0u8..4,
+            population in 0u8..2,
+            timeout_ms in 0..=MAX_TIMEOUT_MS,
+        ) {
+            let root: Vec<u16> = core::iter::once(u16::from(b'\\')).chain(root).collect();
+            let ctx = ConnectionContext {
+                provider_name: Utf16::from_units(&name),
+                provider_version: Utf16::from_units(&version),
+                sync_root: Utf16::from_units(&root),
+                hydration: HydrationPolicy::from_u8(hydration).unwrap(),
+                population: PopulationPolicy::from_u8(population).unwrap(),
+                timeout_ms,
+            };
+            let bytes = encoded(&ctx);
+            prop_assert_eq!(ConnectionContext::decode(&bytes), Ok(ctx));
         }
 
         #[test]
-        fn truncation_is_always_refused(body in proptest::collection::vec(any::<u8>(), 0..64), cut in 0usize..80) {
-            let bytes = encoded(&body);
-            prop_assume!(cut < bytes.len());
-            prop_assert!(ConnectionContext::decode(&bytes[..cut]).is_err());
+        fn truncation_and_corruption_never_panic_and_truncation_is_refused(
+            root in units(40),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let root: Vec<u16> = core::iter::once(u16::from(b'\\')).chain(root).collect();
+            let bytes = encoded(&ConnectionContext { sync_root: Utf16::from_units(&root), ..sample() });
+            prop_assert!(ConnectionContext::decode(&bytes[..cut.index(bytes.len())]).is_err());
+            let mut corrupt = bytes.clone();
+            corrupt[flip.index(bytes.len())] = byte;
+            crate::fuzz::fuzz_connect(&corrupt);
         }
     }
 }

@@ -2,8 +2,15 @@
 //!
 //! Kernel and user mode both build this crate, so a format is defined exactly once. All
 //! integers are little-endian with explicit sizes; every header carries a version. Decoders
-//! take `&[u8]`, check each length before reading, never panic and never allocate: input
-//! from user mode (and, later, reparse data read back from disk) is untrusted.
+//! take `&[u8]`, check each length before reading, never panic and never allocate: they
+//! return views borrowing the input. Input from user mode and reparse data read back from
+//! disk are untrusted. Encoders write into the caller's buffer, say how long their output
+//! is beforehand (`encoded_len`), and refuse any value their decoder would refuse.
+//!
+//! - [`connect`]: the context a provider connects with;
+//! - [`msg`]: port messages in both directions and the driver's replies;
+//! - [`placeholder`]: the reparse data that makes a file a placeholder;
+//! - [`reparse`], [`port`]: constants both sides share.
 #![no_std]
 #![deny(missing_docs)]
 #![deny(
@@ -16,11 +23,22 @@
 #![forbid(unsafe_code)]
 
 pub mod connect;
+pub mod crc32;
+pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzz;
+pub mod msg;
+pub mod placeholder;
 pub mod port;
 pub mod reparse;
+pub mod utf16;
 mod wire;
 
-pub use connect::{ConnectError, ConnectionContext};
+pub use connect::{ConnectError, ConnectionContext, HydrationPolicy, PopulationPolicy};
+pub use error::{DecodeError, EncodeError, Field};
+pub use placeholder::{ByteRange, Placeholder, PlaceholderFlags, RangeList};
+pub use utf16::Utf16;
 
 /// The protocol version this build of the driver and library speaks.
 ///

@@ -20,12 +20,23 @@ fn load(machine: &Machine) -> NTSTATUS {
     machine.load_driver(cloudflt_driver::nt::driver_entry)
 }
 
+/// A valid context, with its header's protocol version then set to `version` (the encoder
+/// only writes the version it speaks).
 fn context(version: u16) -> Vec<u8> {
-    let body = b"provider";
-    let mut out = vec![0; cloudflt_proto::ConnectionContext::encoded_len(body.len())];
-    cloudflt_proto::ConnectionContext { version, body }
-        .encode(&mut out)
-        .unwrap();
+    use cloudflt_proto::{ConnectionContext, HydrationPolicy, PopulationPolicy, Utf16};
+    let name: Vec<u16> = "provider".encode_utf16().collect();
+    let root: Vec<u16> = r"\Device\HarddiskVolume1\Cloud".encode_utf16().collect();
+    let ctx = ConnectionContext {
+        provider_name: Utf16::from_units(&name),
+        provider_version: Utf16::EMPTY,
+        sync_root: Utf16::from_units(&root),
+        hydration: HydrationPolicy::Full,
+        population: PopulationPolicy::Full,
+        timeout_ms: 0,
+    };
+    let mut out = vec![0; ctx.encoded_len()];
+    ctx.encode(&mut out).unwrap();
+    out[4..6].copy_from_slice(&version.to_le_bytes());
     out
 }
 

@@ -1,0 +1,121 @@
+//! Fuzz target bodies, shared by the cargo-fuzz targets under `fuzz/` and by the tests.
+//!
+//! Each body decodes arbitrary bytes, which must not panic, and, when they decode, checks
+//! the strongest property a decoder of a canonical format has: encoding the decoded value
+//! gives back exactly the bytes it was decoded from. That catches a decoder that accepts
+//! something its encoder would never produce (an unchecked reserved field, a lost byte)
+//! as well as encoder/decoder disagreements.
+//!
+//! Only built for tests and with the `fuzzing` feature: the asserts are the point here, and
+//! they must never reach the kernel image.
+#![allow(
+    clippy::panic,
+    clippy::indexing_slicing,
+    reason = "a failed fuzz property must abort the run"
+)]
+
+use crate::connect::ConnectionContext;
+use crate::msg::{Header, KernelMessage, ProviderMessage, Reply};
+use crate::placeholder::{self, Placeholder};
+
+/// Re-encodings larger than this are skipped; fuzz inputs are far smaller.
+const SCRATCH: usize = 64 * 1024;
+
+/// Checks that `encode` reproduces `expected` exactly, given the value's encoded length.
+fn reencodes_to(
+    expected: &[u8],
+    len: usize,
+    encode: impl FnOnce(&mut [u8]) -> Result<usize, crate::EncodeError>,
+) {
+    if len > SCRATCH {
+        return;
+    }
+    let mut scratch = [0u8; SCRATCH];
+    let written = encode(&mut scratch);
+    assert_eq!(written, Ok(len), "a decoded value must re-encode");
+    assert_eq!(
+        &scratch[..len],
+        expected,
+        "re-encoding must be byte-identical"
+    );
+}
+
+/// The placeholder blob decoder, bare and wrapped in a reparse buffer.
+pub fn fuzz_placeholder(data: &[u8]) {
+    if let Ok(p) = Placeholder::decode(data) {
+        assert_eq!(p.encoded_len(), data.len());
+        reencodes_to(data, data.len(), |out| p.encode(out));
+    }
+    if let Ok(p) = Placeholder::decode_reparse(data) {
+        assert_eq!(p.reparse_len(), data.len());
+        reencodes_to(data, data.len(), |out| p.encode_reparse(out));
+    }
+    if let Ok(inner) = placeholder::unwrap_reparse(data) {
+        reencodes_to(data, data.len(), |out| {
+            placeholder::wrap_reparse(inner, out)
+        });
+    }
+}
+
+/// Every port message kind, through the header and both direction dispatchers.
+pub fn fuzz_message(data: &[u8]) {
+    let header = Header::decode(data);
+    let kernel = KernelMessage::decode(data);
+    let provider = ProviderMessage::decode(data);
+    match header {
+        Err(e) => {
+            assert_eq!(kernel.err(), Some(e), "header errors come first");
+            assert_eq!(provider.err(), Some(e), "header errors come first");
+        }
+        Ok(h) => {
+            let message = &data[..h.length as usize];
+            if h.kind.is_from_kernel() {
+                assert!(provider.is_err());
+                if let Ok(m) = kernel {
+                    assert_eq!((m.kind(), m.request_id()), (h.kind, h.request_id));
+                    reencodes_to(message, m.encoded_len(), |out| m.encode(out));
+                }
+            } else {
+                assert!(kernel.is_err());
+                if let Ok(m) = provider {
+                    assert_eq!((m.kind(), m.request_id()), (h.kind, h.request_id));
+                    reencodes_to(message, m.encoded_len(), |out| m.encode(out));
+                }
+            }
+        }
+    }
+}
+
+/// The connection context decoder.
+pub fn fuzz_connect(data: &[u8]) {
+    if let Ok(c) = ConnectionContext::decode(data) {
+        assert_eq!(c.encoded_len(), data.len());
+        reencodes_to(data, data.len(), |out| c.encode(out));
+    }
+}
+
+/// The reply decoder.
+pub fn fuzz_reply(data: &[u8]) {
+    if let Ok(r) = Reply::decode(data) {
+        let len = r.encoded_len();
+        assert!(len <= data.len());
+        reencodes_to(&data[..len], len, |out| r.encode(out));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        // The fuzz bodies on random input, so their oracles run in every `cargo test`.
+        #[test]
+        fn fuzz_bodies_hold_on_random_bytes(data in proptest::collection::vec(any::<u8>(), 0..512)) {
+            fuzz_placeholder(&data);
+            fuzz_message(&data);
+            fuzz_connect(&data);
+            fuzz_reply(&data);
+        }
+    }
+}

@@ -1,0 +1,1136 @@
+//! Messages on the communication port, after Filter Manager's own header.
+//!
+//! Filter Manager puts a 16-byte FILTER_MESSAGE_HEADER in front of what the driver sends
+//! and expects a 16-byte FILTER_REPLY_HEADER in front of a reply; neither is part of these
+//! formats. Everything here starts at the byte after them.
+//!
+//! Traffic in each direction:
+//! - kernel → provider, with FltSendMessage and no reply beyond Filter Manager's own:
+//!   [`FetchData`], [`CancelFetch`] (together [`KernelMessage`]);
+//! - provider → kernel, as FilterSendMessage input: [`TransferData`], [`FetchFailed`],
+//!   [`CreatePlaceholder`], [`Convert`], [`Revert`], [`Hydrate`], [`Dehydrate`],
+//!   [`SetPin`], [`GetInfo`] (together [`ProviderMessage`]); the driver answers each in
+//!   FilterSendMessage's output buffer with a [`Reply`].
+//!
+//! Every message starts with a 16-byte header (all fields little-endian):
+//!
+//! | offset | size | field |
+//! |---|---|---|
+//! | 0 | 2 | kind ([`Kind`]) |
+//! | 2 | 2 | version ([`PROTOCOL_VERSION`]) |
+//! | 4 | 4 | length of the whole message, header included |
+//! | 8 | 8 | request id |
+//!
+//! then a fixed part per kind, then that kind's variable parts in the order its type
+//! documents. Their lengths sit in the fixed part, so every length is known and checked
+//! before any variable byte is read. Reserved fields are written as zero and refused when
+//! not zero, so a later version can use them.
+//!
+//! A buffer may extend past the declared length: FilterGetMessage does not report how many
+//! bytes it filled, so a provider hands over its whole buffer and the header's length says
+//! where the message ends. The bytes after it are ignored. Within the declared length,
+//! every byte must belong to a field.
+
+use crate::PROTOCOL_VERSION;
+use crate::error::{DecodeError, EncodeError, Field};
+use crate::placeholder::{ByteRange, MAX_BLOB_SIZE, MAX_IDENTITY_LEN, PlaceholderFlags};
+use crate::utf16::Utf16;
+use crate::wire::{Reader, Writer, len_u16};
+
+/// Size of the common message header.
+pub const HEADER_SIZE: usize = 16;
+
+/// Longest path relative to the sync root, in bytes: 32,767 UTF-16 code units, the NT
+/// path limit.
+pub const MAX_PATH_BYTES: usize = 32_767 * 2;
+
+/// Longest requestor image path, in bytes (1,024 UTF-16 code units): enough for any image
+/// path a provider would show, and it keeps fetch messages small.
+pub const MAX_IMAGE_BYTES: usize = 1024 * 2;
+
+/// Highest fetch priority (cfapi's priority hint, 0–15).
+pub const MAX_PRIORITY: u8 = 15;
+
+/// Most data one [`TransferData`] may carry (1 MiB, a multiple of 4 KiB). The driver copies
+/// each message out of user memory before parsing it, so this bounds that copy; larger
+/// transfers are sent as several messages.
+pub const MAX_TRANSFER_LEN: usize = 1024 * 1024;
+
+/// Largest [`Reply`] payload: a placeholder blob.
+pub const MAX_REPLY_PAYLOAD: usize = MAX_BLOB_SIZE;
+
+/// Fixed part sizes, after the header.
+const FETCH_FIXED: usize = 48;
+const CANCEL_FIXED: usize = 24;
+const TRANSFER_FIXED: usize = 16;
+const FAILED_FIXED: usize = 8;
+const CREATE_FIXED: usize = 56;
+const CONVERT_FIXED: usize = 8;
+const PATH_ONLY_FIXED: usize = 8;
+const RANGE_OP_FIXED: usize = 24;
+const SET_PIN_FIXED: usize = 8;
+
+/// Longest message the driver sends: a [`FetchData`] with every variable part at its limit.
+/// A provider's FilterGetMessage buffer needs this plus the 16-byte FILTER_MESSAGE_HEADER.
+pub const MAX_KERNEL_MESSAGE_LEN: usize =
+    HEADER_SIZE + FETCH_FIXED + MAX_IMAGE_BYTES + MAX_PATH_BYTES + MAX_IDENTITY_LEN;
+
+/// Longest message a provider sends: a [`TransferData`] of [`MAX_TRANSFER_LEN`] bytes.
+pub const MAX_PROVIDER_MESSAGE_LEN: usize = HEADER_SIZE + TRANSFER_FIXED + MAX_TRANSFER_LEN;
+
+/// Largest value a header's length field may hold.
+const MAX_MESSAGE_LEN: usize = if MAX_KERNEL_MESSAGE_LEN > MAX_PROVIDER_MESSAGE_LEN {
+    MAX_KERNEL_MESSAGE_LEN
+} else {
+    MAX_PROVIDER_MESSAGE_LEN
+};
+
+/// What a message is. Kernel → provider kinds are `0x00xx`, provider → kernel `0x01xx`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u16)]
+#[non_exhaustive]
+pub enum Kind {
+    /// [`FetchData`].
+    FetchData = 0x0001,
+    /// [`CancelFetch`].
+    CancelFetch = 0x0002,
+    /// [`TransferData`].
+    TransferData = 0x0101,
+    /// [`FetchFailed`].
+    FetchFailed = 0x0102,
+    /// [`CreatePlaceholder`].
+    CreatePlaceholder = 0x0103,
+    /// [`Convert`].
+    Convert = 0x0104,
+    /// [`Revert`].
+    Revert = 0x0105,
+    /// [`Hydrate`].
+    Hydrate = 0x0106,
+    /// [`Dehydrate`].
+    Dehydrate = 0x0107,
+    /// [`SetPin`].
+    SetPin = 0x0108,
+    /// [`GetInfo`].
+    GetInfo = 0x0109,
+}
+
+impl Kind {
+    /// The kind with wire value `v`, if there is one.
+    pub const fn from_u16(v: u16) -> Option<Self> {
+        Some(match v {
+            0x0001 => Kind::FetchData,
+            0x0002 => Kind::CancelFetch,
+            0x0101 => Kind::TransferData,
+            0x0102 => Kind::FetchFailed,
+            0x0103 => Kind::CreatePlaceholder,
+            0x0104 => Kind::Convert,
+            0x0105 => Kind::Revert,
+            0x0106 => Kind::Hydrate,
+            0x0107 => Kind::Dehydrate,
+            0x0108 => Kind::SetPin,
+            0x0109 => Kind::GetInfo,
+            _ => return None,
+        })
+    }
+
+    /// The wire value.
+    pub const fn to_u16(self) -> u16 {
+        self as u16
+    }
+
+    /// Whether the driver sends this kind (rather than the provider).
+    pub const fn is_from_kernel(self) -> bool {
+        self.to_u16() < 0x0100
+    }
+}
+
+/// The common header of every message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Header {
+    /// What follows.
+    pub kind: Kind,
+    /// The whole message's length, header included.
+    pub length: u32,
+    /// The request this message is or answers.
+    pub request_id: u64,
+}
+
+impl Header {
+    /// Decodes and checks the header at the start of `bytes`: a known kind, this protocol
+    /// version, and a length that covers the header and lies within `bytes`.
+    pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let kind = r.u16()?;
+        let version = r.u16()?;
+        let length = r.u32()?;
+        let request_id = r.u64()?;
+        if version != PROTOCOL_VERSION {
+            return Err(DecodeError::BadVersion(version));
+        }
+        let kind = Kind::from_u16(kind).ok_or(DecodeError::UnknownKind(kind))?;
+        let len = usize::try_from(length).map_err(|_| DecodeError::TooLarge(Field::Message))?;
+        if len < HEADER_SIZE {
+            return Err(DecodeError::LengthMismatch);
+        }
+        if len > MAX_MESSAGE_LEN {
+            return Err(DecodeError::TooLarge(Field::Message));
+        }
+        if len > bytes.len() {
+            return Err(DecodeError::Truncated);
+        }
+        Ok(Self {
+            kind,
+            length,
+            request_id,
+        })
+    }
+
+    /// The header and the body it declares (the bytes after the header, up to `length`).
+    fn split(bytes: &[u8]) -> Result<(Self, &[u8]), DecodeError> {
+        let header = Self::decode(bytes)?;
+        let len = usize::try_from(header.length).map_err(|_| DecodeError::Truncated)?;
+        let body = bytes.get(HEADER_SIZE..len).ok_or(DecodeError::Truncated)?;
+        Ok((header, body))
+    }
+}
+
+/// Checks a string against its byte limit and returns its wire length.
+fn str_len(s: &Utf16<'_>, max: usize, field: Field) -> Result<u16, EncodeError> {
+    if s.byte_len() > max {
+        return Err(EncodeError::TooLarge(field));
+    }
+    len_u16(s.byte_len(), field)
+}
+
+/// Checks an identity against [`MAX_IDENTITY_LEN`] and returns its wire length.
+fn identity_len(identity: &[u8]) -> Result<u16, EncodeError> {
+    if identity.len() > MAX_IDENTITY_LEN {
+        return Err(EncodeError::TooLarge(Field::Identity));
+    }
+    len_u16(identity.len(), Field::Identity)
+}
+
+/// Reads a declared length and checks it against its limit before anything is read.
+fn read_len(r: &mut Reader<'_>, max: usize, field: Field) -> Result<u16, DecodeError> {
+    let len = r.u16()?;
+    if usize::from(len) > max {
+        return Err(DecodeError::TooLarge(field));
+    }
+    Ok(len)
+}
+
+/// Adds encode, decode and length functions around a message's body functions.
+macro_rules! message {
+    ($ty:ident $(<$lt:lifetime>)?, $kind:expr) => {
+        impl<'a> $ty $(<$lt>)? {
+            /// The kind in this message's header.
+            pub const KIND: Kind = $kind;
+
+            /// The encoded length, header included. Saturates for values too large to
+            /// encode, which [`Self::encode`] refuses.
+            pub fn encoded_len(&self) -> usize {
+                HEADER_SIZE.saturating_add(self.body_len())
+            }
+
+            /// Encodes the message into the start of `out`, returning
+            /// [`Self::encoded_len`]. Refuses any value its decoder would refuse.
+            pub fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
+                self.check()?;
+                let len = self.encoded_len();
+                let length =
+                    u32::try_from(len).map_err(|_| EncodeError::TooLarge(Field::Message))?;
+                let mut w = Writer::new(out, len)?;
+                w.u16(Self::KIND.to_u16())?;
+                w.u16(PROTOCOL_VERSION)?;
+                w.u32(length)?;
+                w.u64(self.request_id)?;
+                self.write_body(&mut w)?;
+                Ok(w.finish())
+            }
+
+            /// Decodes a message of this kind from the start of `bytes`, borrowing its
+            /// variable parts. Bytes past the header's length are ignored.
+            pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+                let (header, body) = Header::split(bytes)?;
+                if header.kind != Self::KIND {
+                    return Err(DecodeError::UnexpectedKind(header.kind.to_u16()));
+                }
+                let mut r = Reader::new(body);
+                let message = Self::read_body(header.request_id, &mut r)?;
+                r.finish()?;
+                Ok(message)
+            }
+        }
+    };
+}
+
+/// Kernel → provider: bring a range of a placeholder's data.
+///
+/// Fixed part (48 bytes): file id `u64`, file size `u64`, required offset `u64`, required
+/// length `u64`, priority `u8`, 3 reserved, requestor pid `u32`, requestor image length
+/// `u16`, path length `u16`, identity length `u16`, 2 reserved. Then the requestor image
+/// (UTF-16LE), the path (UTF-16LE), the identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchData<'a> {
+    /// Identifies this fetch; transfers, failures and cancellations name it.
+    pub request_id: u64,
+    /// The NTFS file id of the placeholder.
+    pub file_id: u64,
+    /// The placeholder's file size.
+    pub file_size: u64,
+    /// The bytes the waiting I/O needs: non-empty and within the file size.
+    pub required: ByteRange,
+    /// Priority hint, 0 (lowest) to [`MAX_PRIORITY`].
+    pub priority: u8,
+    /// The process whose I/O caused the fetch.
+    pub requestor_pid: u32,
+    /// That process's image path, at most [`MAX_IMAGE_BYTES`] bytes (may be truncated
+    /// by the driver to fit).
+    pub requestor_image: Utf16<'a>,
+    /// The placeholder's path relative to the sync root, at most [`MAX_PATH_BYTES`].
+    pub path: Utf16<'a>,
+    /// The provider's file identity from the placeholder, at most [`MAX_IDENTITY_LEN`].
+    pub identity: &'a [u8],
+}
+
+impl<'a> FetchData<'a> {
+    fn body_len(&self) -> usize {
+        FETCH_FIXED
+            .saturating_add(self.requestor_image.byte_len())
+            .saturating_add(self.path.byte_len())
+            .saturating_add(self.identity.len())
+    }
+
+    fn check(&self) -> Result<(), EncodeError> {
+        if self.priority > MAX_PRIORITY {
+            return Err(EncodeError::BadValue(Field::Priority));
+        }
+        if !required_range_valid(self.required, self.file_size) {
+            return Err(EncodeError::BadRange);
+        }
+        Ok(())
+    }
+
+    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        let image_len = str_len(
+            &self.requestor_image,
+            MAX_IMAGE_BYTES,
+            Field::RequestorImage,
+        )?;
+        let path_len = str_len(&self.path, MAX_PATH_BYTES, Field::Path)?;
+        let identity_len = identity_len(self.identity)?;
+        w.u64(self.file_id)?;
+        w.u64(self.file_size)?;
+        w.u64(self.required.offset)?;
+        w.u64(self.required.length)?;
+        w.u8(self.priority)?;
+        w.zeros(3)?;
+        w.u32(self.requestor_pid)?;
+        w.u16(image_len)?;
+        w.u16(path_len)?;
+        w.u16(identity_len)?;
+        w.zeros(2)?;
+        w.utf16(&self.requestor_image)?;
+        w.utf16(&self.path)?;
+        w.put(self.identity)
+    }
+
+    fn read_body(request_id: u64, r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let file_id = r.u64()?;
+        let file_size = r.u64()?;
+        let required = ByteRange::new(r.u64()?, r.u64()?);
+        let priority = r.u8()?;
+        r.reserved(3)?;
+        let requestor_pid = r.u32()?;
+        let image_len = read_len(r, MAX_IMAGE_BYTES, Field::RequestorImage)?;
+        let path_len = read_len(r, MAX_PATH_BYTES, Field::Path)?;
+        let identity_len = read_len(r, MAX_IDENTITY_LEN, Field::Identity)?;
+        r.reserved(2)?;
+        if priority > MAX_PRIORITY {
+            return Err(DecodeError::BadValue(Field::Priority));
+        }
+        if !required_range_valid(required, file_size) {
+            return Err(DecodeError::BadRange);
+        }
+        Ok(Self {
+            request_id,
+            file_id,
+            file_size,
+            required,
+            priority,
+            requestor_pid,
+            requestor_image: r.utf16(image_len, Field::RequestorImage)?,
+            path: r.utf16(path_len, Field::Path)?,
+            identity: r.take(usize::from(identity_len))?,
+        })
+    }
+}
+message!(FetchData<'a>, Kind::FetchData);
+
+/// A fetch asks for at least one byte and nothing past end of file.
+fn required_range_valid(range: ByteRange, file_size: u64) -> bool {
+    range.length > 0 && range.end().is_some_and(|end| end <= file_size)
+}
+
+/// Why the driver cancelled a fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+#[non_exhaustive]
+pub enum CancelReason {
+    /// Every waiting I/O went away: handle closed or thread terminated.
+    IoAborted = 1,
+    /// The provider did not answer within the sync root's timeout.
+    IoTimeout = 2,
+}
+
+impl CancelReason {
+    /// The reason with wire value `v`, if there is one.
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::IoAborted),
+            2 => Some(Self::IoTimeout),
+            _ => None,
+        }
+    }
+}
+
+/// Kernel → provider: stop working on (part of) a fetch.
+///
+/// The header's request id is the fetch's. Fixed part (24 bytes): offset `u64`, length
+/// `u64`, reason `u32`, 4 reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CancelFetch {
+    /// The fetch being cancelled.
+    pub request_id: u64,
+    /// The part of it no longer needed (possibly all of it).
+    pub range: ByteRange,
+    /// Why.
+    pub reason: CancelReason,
+}
+
+impl CancelFetch {
+    fn body_len(&self) -> usize {
+        CANCEL_FIXED
+    }
+
+    fn check(&self) -> Result<(), EncodeError> {
+        if self.range.end().is_none() {
+            return Err(EncodeError::BadRange);
+        }
+        Ok(())
+    }
+
+    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        w.u64(self.range.offset)?;
+        w.u64(self.range.length)?;
+        w.u32(self.reason as u32)?;
+        w.zeros(4)
+    }
+
+    fn read_body(request_id: u64, r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let range = ByteRange::new(r.u64()?, r.u64()?);
+        let reason =
+            CancelReason::from_u32(r.u32()?).ok_or(DecodeError::BadValue(Field::Reason))?;
+        r.reserved(4)?;
+        if range.end().is_none() {
+            return Err(DecodeError::BadRange);
+        }
+        Ok(Self {
+            request_id,
+            range,
+            reason,
+        })
+    }
+}
+message!(CancelFetch, Kind::CancelFetch);
+
+/// Flags of a [`TransferData`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct TransferFlags(u32);
+
+impl TransferFlags {
+    /// No flag set.
+    pub const EMPTY: Self = Self(0);
+    /// No more data follows for this fetch.
+    pub const LAST: Self = Self(1);
+    /// Every defined bit.
+    pub const ALL: Self = Self(1);
+
+    /// The flags for `bits`, or `None` if an undefined bit is set.
+    pub const fn from_bits(bits: u32) -> Option<Self> {
+        if bits & !Self::ALL.0 != 0 {
+            None
+        } else {
+            Some(Self(bits))
+        }
+    }
+
+    /// The raw bits.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Whether every bit of `other` is set in `self`.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+}
+
+/// Provider → kernel: data for a fetch.
+///
+/// The header's request id is the fetch's. Fixed part (16 bytes): offset `u64`, flags
+/// `u32` ([`TransferFlags`]), 4 reserved. The data is the rest of the message. Alignment
+/// (cfapi's 4 KiB rule) depends on the file size, so the driver checks it, not this codec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferData<'a> {
+    /// The fetch this data answers.
+    pub request_id: u64,
+    /// Where in the file the data goes.
+    pub offset: u64,
+    /// Flags.
+    pub flags: TransferFlags,
+    /// The data, at most [`MAX_TRANSFER_LEN`] bytes.
+    pub data: &'a [u8],
+}
+
+impl<'a> TransferData<'a> {
+    fn body_len(&self) -> usize {
+        TRANSFER_FIXED.saturating_add(self.data.len())
+    }
+
+    fn check(&self) -> Result<(), EncodeError> {
+        if self.data.len() > MAX_TRANSFER_LEN {
+            return Err(EncodeError::TooLarge(Field::Data));
+        }
+        if TransferFlags::from_bits(self.flags.bits()).is_none() {
+            return Err(EncodeError::BadFlags(self.flags.bits()));
+        }
+        if !transfer_range_valid(self.offset, self.data.len()) {
+            return Err(EncodeError::BadRange);
+        }
+        Ok(())
+    }
+
+    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        w.u64(self.offset)?;
+        w.u32(self.flags.bits())?;
+        w.zeros(4)?;
+        w.put(self.data)
+    }
+
+    fn read_body(request_id: u64, r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let offset = r.u64()?;
+        let bits = r.u32()?;
+        r.reserved(4)?;
+        let flags = TransferFlags::from_bits(bits).ok_or(DecodeError::BadFlags(bits))?;
+        let data = r.take(r.rest().len())?;
+        if data.len() > MAX_TRANSFER_LEN {
+            return Err(DecodeError::TooLarge(Field::Data));
+        }
+        if !transfer_range_valid(offset, data.len()) {
+            return Err(DecodeError::BadRange);
+        }
+        Ok(Self {
+            request_id,
+            offset,
+            flags,
+            data,
+        })
+    }
+
+    /// The file range this transfer fills.
+    pub fn range(&self) -> ByteRange {
+        // `data.len()` is at most MAX_TRANSFER_LEN, which fits in u64.
+        ByteRange::new(self.offset, self.data.len() as u64)
+    }
+}
+message!(TransferData<'a>, Kind::TransferData);
+
+/// The data's end must not overflow a file offset.
+fn transfer_range_valid(offset: u64, len: usize) -> bool {
+    u64::try_from(len)
+        .ok()
+        .and_then(|len| offset.checked_add(len))
+        .is_some()
+}
+
+/// Provider → kernel: a fetch cannot be served.
+///
+/// The header's request id is the fetch's. Fixed part (8 bytes): status `i32`, 4 reserved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FetchFailed {
+    /// The fetch that failed.
+    pub request_id: u64,
+    /// Why, as an NTSTATUS that is not a success (negative). The driver turns statuses
+    /// outside the cloud-file range into STATUS_CLOUD_FILE_UNSUCCESSFUL.
+    pub status: i32,
+}
+
+impl FetchFailed {
+    fn body_len(&self) -> usize {
+        FAILED_FIXED
+    }
+
+    fn check(&self) -> Result<(), EncodeError> {
+        if self.status >= 0 {
+            return Err(EncodeError::BadValue(Field::Status));
+        }
+        Ok(())
+    }
+
+    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        w.i32(self.status)?;
+        w.zeros(4)
+    }
+
+    fn read_body(request_id: u64, r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let status = r.i32()?;
+        r.reserved(4)?;
+        if status >= 0 {
+            return Err(DecodeError::BadValue(Field::Status));
+        }
+        Ok(Self { request_id, status })
+    }
+}
+message!(FetchFailed, Kind::FetchFailed);
+
+/// Timestamps and attributes, as in FILE_BASIC_INFORMATION.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct BasicInfo {
+    /// Creation time (100 ns units since 1601, UTC).
+    pub creation_time: i64,
+    /// Last access time.
+    pub last_access_time: i64,
+    /// Last write time.
+    pub last_write_time: i64,
+    /// Change time.
+    pub change_time: i64,
+    /// FILE_ATTRIBUTE_* bits; the driver decides which it honours.
+    pub attributes: u32,
+}
+
+/// Provider → kernel: create a placeholder file or directory.
+///
+/// The request id is the provider's choice, echoed in the [`Reply`]. Fixed part (56 bytes):
+/// file size `u64`, creation, last access, last write and change times (4 × `i64`),
+/// attributes `u32`, flags `u32` ([`PlaceholderFlags`] bits), path length `u16`, identity
+/// length `u16`, 4 reserved. Then the path (UTF-16LE), the identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CreatePlaceholder<'a> {
+    /// Echoed in the reply.
+    pub request_id: u64,
+    /// The new placeholder's file size.
+    pub file_size: u64,
+    /// Its timestamps and attributes.
+    pub basic: BasicInfo,
+    /// Its initial state ([`PlaceholderFlags::DIRECTORY`] for a directory).
+    pub flags: PlaceholderFlags,
+    /// Where, relative to the sync root, at most [`MAX_PATH_BYTES`].
+    pub path: Utf16<'a>,
+    /// The provider's file identity, at most [`MAX_IDENTITY_LEN`].
+    pub identity: &'a [u8],
+}
+
+impl<'a> CreatePlaceholder<'a> {
+    fn body_len(&self) -> usize {
+        CREATE_FIXED
+            .saturating_add(self.path.byte_len())
+            .saturating_add(self.identity.len())
+    }
+
+    fn check(&self) -> Result<(), EncodeError> {
+        if PlaceholderFlags::from_bits(self.flags.bits()).is_none() {
+            return Err(EncodeError::BadFlags(self.flags.bits().into()));
+        }
+        Ok(())
+    }
+
+    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        let path_len = str_len(&self.path, MAX_PATH_BYTES, Field::Path)?;
+        let identity_len = identity_len(self.identity)?;
+        w.u64(self.file_size)?;
+        w.i64(self.basic.creation_time)?;
+        w.i64(self.basic.last_access_time)?;
+        w.i64(self.basic.last_write_time)?;
+        w.i64(self.basic.change_time)?;
+        w.u32(self.basic.attributes)?;
+        w.u32(self.flags.bits().into())?;
+        w.u16(path_len)?;
+        w.u16(identity_len)?;
+        w.zeros(4)?;
+        w.utf16(&self.path)?;
+        w.put(self.identity)
+    }
+
+    fn read_body(request_id: u64, r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let file_size = r.u64()?;
+        let basic = BasicInfo {
+            creation_time: r.i64()?,
+            last_access_time: r.i64()?,
+            last_write_time: r.i64()?,
+            change_time: r.i64()?,
+            attributes: r.u32()?,
+        };
+        let bits = r.u32()?;
+        let path_len = read_len(r, MAX_PATH_BYTES, Field::Path)?;
+        let identity_len = read_len(r, MAX_IDENTITY_LEN, Field::Identity)?;
+        r.reserved(4)?;
+        let flags = u16::try_from(bits)
+            .ok()
+            .and_then(PlaceholderFlags::from_bits)
+            .ok_or(DecodeError::BadFlags(bits))?;
+        Ok(Self {
+            request_id,
+            file_size,
+            basic,
+            flags,
+            path: r.utf16(path_len, Field::Path)?,
+            identity: r.take(usize::from(identity_len))?,
+        })
+    }
+}
+message!(CreatePlaceholder<'a>, Kind::CreatePlaceholder);
+
+/// Flags of a [`Convert`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ConvertFlags(u32);
+
+impl ConvertFlags {
+    /// No flag set.
+    pub const EMPTY: Self = Self(0);
+    /// Mark the placeholder in sync.
+    pub const IN_SYNC: Self = Self(1);
+    /// Drop the local data after converting, leaving a dehydrated placeholder.
+    pub const DEHYDRATE: Self = Self(2);
+    /// Every defined bit.
+    pub const ALL: Self = Self(3);
+
+    /// The flags for `bits`, or `None` if an undefined bit is set.
+    pub const fn from_bits(bits: u32) -> Option<Self> {
+        if bits & !Self::ALL.0 != 0 {
+            None
+        } else {
+            Some(Self(bits))
+        }
+    }
+
+    /// The raw bits.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Whether every bit of `other` is set in `self`.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The bits of both.
+    #[must_use]
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+}
+
+/// Provider → kernel: turn a full file into a placeholder.
+///
+/// Fixed part (8 bytes): flags `u32` ([`ConvertFlags`]), path length `u16`, identity length
+/// `u16`. Then the path (UTF-16LE), the identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Convert<'a> {
+    /// Echoed in the reply.
+    pub request_id: u64,
+    /// Options.
+    pub flags: ConvertFlags,
+    /// The file, relative to the sync root.
+    pub path: Utf16<'a>,
+    /// The provider's file identity to store.
+    pub identity: &'a [u8],
+}
+
+impl<'a> Convert<'a> {
+    fn body_len(&self) -> usize {
+        CONVERT_FIXED
+            .saturating_add(self.path.byte_len())
+            .saturating_add(self.identity.len())
+    }
+
+    fn check(&self) -> Result<(), EncodeError> {
+        if ConvertFlags::from_bits(self.flags.bits()).is_none() {
+            return Err(EncodeError::BadFlags(self.flags.bits()));
+        }
+        Ok(())
+    }
+
+    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        let path_len = str_len(&self.path, MAX_PATH_BYTES, Field::Path)?;
+        let identity_len = identity_len(self.identity)?;
+        w.u32(self.flags.bits())?;
+        w.u16(path_len)?;
+        w.u16(identity_len)?;
+        w.utf16(&self.path)?;
+        w.put(self.identity)
+    }
+
+    fn read_body(request_id: u64, r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let bits = r.u32()?;
+        let path_len = read_len(r, MAX_PATH_BYTES, Field::Path)?;
+        let identity_len = read_len(r, MAX_IDENTITY_LEN, Field::Identity)?;
+        let flags = ConvertFlags::from_bits(bits).ok_or(DecodeError::BadFlags(bits))?;
+        Ok(Self {
+            request_id,
+            flags,
+            path: r.utf16(path_len, Field::Path)?,
+            identity: r.take(usize::from(identity_len))?,
+        })
+    }
+}
+message!(Convert<'a>, Kind::Convert);
+
+/// Declares a provider request that carries only a path.
+///
+/// Fixed part (8 bytes): path length `u16`, 6 reserved. Then the path (UTF-16LE).
+macro_rules! path_only {
+    ($(#[$doc:meta])* $ty:ident, $kind:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct $ty<'a> {
+            /// Echoed in the reply.
+            pub request_id: u64,
+            /// The file or directory, relative to the sync root.
+            pub path: Utf16<'a>,
+        }
+
+        impl<'a> $ty<'a> {
+            fn body_len(&self) -> usize {
+                PATH_ONLY_FIXED.saturating_add(self.path.byte_len())
+            }
+
+            fn check(&self) -> Result<(), EncodeError> {
+                Ok(())
+            }
+
+            fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+                w.u16(str_len(&self.path, MAX_PATH_BYTES, Field::Path)?)?;
+                w.zeros(6)?;
+                w.utf16(&self.path)
+            }
+
+            fn read_body(request_id: u64, r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+                let path_len = read_len(r, MAX_PATH_BYTES, Field::Path)?;
+                r.reserved(6)?;
+                Ok(Self {
+                    request_id,
+                    path: r.utf16(path_len, Field::Path)?,
+                })
+            }
+        }
+        message!($ty<'a>, $kind);
+    };
+}
+
+path_only!(
+    /// Provider → kernel: turn a placeholder back into an ordinary file (it must be fully
+    /// hydrated, which the driver checks).
+    ///
+    /// Fixed part (8 bytes): path length `u16`, 6 reserved. Then the path (UTF-16LE).
+    Revert,
+    Kind::Revert
+);
+
+path_only!(
+    /// Provider → kernel: report on a file. The [`Reply`] payload is the placeholder blob
+    /// as stored, or empty if the file is not a placeholder.
+    ///
+    /// Fixed part (8 bytes): path length `u16`, 6 reserved. Then the path (UTF-16LE).
+    GetInfo,
+    Kind::GetInfo
+);
+
+/// Declares a provider request that carries a path and a range.
+///
+/// Fixed part (24 bytes): offset `u64`, length `u64` (0 = to end of file), path length
+/// `u16`, 6 reserved. Then the path (UTF-16LE).
+macro_rules! range_op {
+    ($(#[$doc:meta])* $ty:ident, $kind:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct $ty<'a> {
+            /// Echoed in the reply.
+            pub request_id: u64,
+            /// The file, relative to the sync root.
+            pub path: Utf16<'a>,
+            /// The bytes concerned; a length of 0 means to end of file.
+            pub range: ByteRange,
+        }
+
+        impl<'a> $ty<'a> {
+            fn body_len(&self) -> usize {
+                RANGE_OP_FIXED.saturating_add(self.path.byte_len())
+            }
+
+            fn check(&self) -> Result<(), EncodeError> {
+                if self.range.end().is_none() {
+                    return Err(EncodeError::BadRange);
+                }
+                Ok(())
+            }
+
+            fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+                let path_len = str_len(&self.path, MAX_PATH_BYTES, Field::Path)?;
+                w.u64(self.range.offset)?;
+                w.u64(self.range.length)?;
+                w.u16(path_len)?;
+                w.zeros(6)?;
+                w.utf16(&self.path)
+            }
+
+            fn read_body(request_id: u64, r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+                let range = ByteRange::new(r.u64()?, r.u64()?);
+                let path_len = read_len(r, MAX_PATH_BYTES, Field::Path)?;
+                r.reserved(6)?;
+                if range.end().is_none() {
+                    return Err(DecodeError::BadRange);
+                }
+                Ok(Self {
+                    request_id,
+                    path: r.utf16(path_len, Field::Path)?,
+                    range,
+                })
+            }
+        }
+        message!($ty<'a>, $kind);
+    };
+}
+
+range_op!(
+    /// Provider → kernel: fetch a range of a placeholder now.
+    ///
+    /// Fixed part (24 bytes): offset `u64`, length `u64` (0 = to end of file), path length
+    /// `u16`, 6 reserved. Then the path (UTF-16LE).
+    Hydrate,
+    Kind::Hydrate
+);
+
+range_op!(
+    /// Provider → kernel: drop a range of a placeholder's local data.
+    ///
+    /// Fixed part (24 bytes): offset `u64`, length `u64` (0 = to end of file), path length
+    /// `u16`, 6 reserved. Then the path (UTF-16LE).
+    Dehydrate,
+    Kind::Dehydrate
+);
+
+/// A placeholder's pin state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u32)]
+#[non_exhaustive]
+pub enum PinState {
+    /// Neither pinned nor unpinned.
+    Unspecified = 0,
+    /// Keep fully hydrated; dehydration fails.
+    Pinned = 1,
+    /// May be dehydrated.
+    Unpinned = 2,
+}
+
+impl PinState {
+    /// The state with wire value `v`, if there is one.
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(Self::Unspecified),
+            1 => Some(Self::Pinned),
+            2 => Some(Self::Unpinned),
+            _ => None,
+        }
+    }
+}
+
+/// Provider → kernel: set a placeholder's pin state.
+///
+/// Fixed part (8 bytes): pin state `u32`, path length `u16`, 2 reserved. Then the path
+/// (UTF-16LE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetPin<'a> {
+    /// Echoed in the reply.
+    pub request_id: u64,
+    /// The file or directory, relative to the sync root.
+    pub path: Utf16<'a>,
+    /// The new state.
+    pub state: PinState,
+}
+
+impl<'a> SetPin<'a> {
+    fn body_len(&self) -> usize {
+        SET_PIN_FIXED.saturating_add(self.path.byte_len())
+    }
+
+    fn check(&self) -> Result<(), EncodeError> {
+        Ok(())
+    }
+
+    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        let path_len = str_len(&self.path, MAX_PATH_BYTES, Field::Path)?;
+        w.u32(self.state as u32)?;
+        w.u16(path_len)?;
+        w.zeros(2)?;
+        w.utf16(&self.path)
+    }
+
+    fn read_body(request_id: u64, r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let state = PinState::from_u32(r.u32()?).ok_or(DecodeError::BadValue(Field::PinState))?;
+        let path_len = read_len(r, MAX_PATH_BYTES, Field::Path)?;
+        r.reserved(2)?;
+        Ok(Self {
+            request_id,
+            path: r.utf16(path_len, Field::Path)?,
+            state,
+        })
+    }
+}
+message!(SetPin<'a>, Kind::SetPin);
+
+/// Declares a message enum that dispatches on the header's kind.
+macro_rules! dispatch {
+    ($(#[$doc:meta])* $name:ident { $($variant:ident($ty:ty)),* $(,)? }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub enum $name<'a> {
+            $(
+                #[doc = concat!("A [`", stringify!($variant), "`].")]
+                $variant($ty),
+            )*
+        }
+
+        impl<'a> $name<'a> {
+            /// Decodes whichever message of this direction `bytes` holds. Bytes past the
+            /// header's length are ignored.
+            pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+                let header = Header::decode(bytes)?;
+                match header.kind {
+                    $(Kind::$variant => <$ty>::decode(bytes).map(Self::$variant),)*
+                    other => Err(DecodeError::UnexpectedKind(other.to_u16())),
+                }
+            }
+
+            /// The encoded length, header included.
+            pub fn encoded_len(&self) -> usize {
+                match self {
+                    $(Self::$variant(m) => m.encoded_len(),)*
+                }
+            }
+
+            /// Encodes the message into the start of `out`, returning its length.
+            pub fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
+                match self {
+                    $(Self::$variant(m) => m.encode(out),)*
+                }
+            }
+
+            /// The request id in the header.
+            pub fn request_id(&self) -> u64 {
+                match self {
+                    $(Self::$variant(m) => m.request_id,)*
+                }
+            }
+
+            /// The kind in the header.
+            pub fn kind(&self) -> Kind {
+                match self {
+                    $(Self::$variant(_) => Kind::$variant,)*
+                }
+            }
+        }
+    };
+}
+
+dispatch!(
+    /// A message the driver sends to a provider.
+    KernelMessage {
+        FetchData(FetchData<'a>),
+        CancelFetch(CancelFetch),
+    }
+);
+
+dispatch!(
+    /// A message a provider sends to the driver.
+    ProviderMessage {
+        TransferData(TransferData<'a>),
+        FetchFailed(FetchFailed),
+        CreatePlaceholder(CreatePlaceholder<'a>),
+        Convert(Convert<'a>),
+        Revert(Revert<'a>),
+        Hydrate(Hydrate<'a>),
+        Dehydrate(Dehydrate<'a>),
+        SetPin(SetPin<'a>),
+        GetInfo(GetInfo<'a>),
+    }
+);
+
+/// Size of the [`Reply`] header.
+pub const REPLY_HEADER_SIZE: usize = 24;
+
+/// Kernel → provider: the answer to a provider message, in FilterSendMessage's output
+/// buffer.
+///
+/// Layout (all little-endian): version `u16` ([`PROTOCOL_VERSION`]), 2 reserved, status
+/// `i32` (NTSTATUS), request id `u64`, payload length `u32`, 4 reserved, then the payload.
+/// Bytes after the payload are ignored, as for messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reply<'a> {
+    /// The outcome: STATUS_SUCCESS or why the request failed.
+    pub status: i32,
+    /// The request id of the message answered.
+    pub request_id: u64,
+    /// Kind-specific data, at most [`MAX_REPLY_PAYLOAD`] bytes ([`GetInfo`]: the blob).
+    pub payload: &'a [u8],
+}
+
+impl<'a> Reply<'a> {
+    /// The encoded length. Saturates for payloads too large to encode.
+    pub fn encoded_len(&self) -> usize {
+        REPLY_HEADER_SIZE.saturating_add(self.payload.len())
+    }
+
+    /// Encodes the reply into the start of `out`, returning [`Self::encoded_len`].
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
+        if self.payload.len() > MAX_REPLY_PAYLOAD {
+            return Err(EncodeError::TooLarge(Field::Payload));
+        }
+        let payload_len =
+            u32::try_from(self.payload.len()).map_err(|_| EncodeError::TooLarge(Field::Payload))?;
+        let mut w = Writer::new(out, self.encoded_len())?;
+        w.u16(PROTOCOL_VERSION)?;
+        w.zeros(2)?;
+        w.i32(self.status)?;
+        w.u64(self.request_id)?;
+        w.u32(payload_len)?;
+        w.zeros(4)?;
+        w.put(self.payload)?;
+        Ok(w.finish())
+    }
+
+    /// Decodes a reply from the start of `bytes`, borrowing its payload.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let version = r.u16()?;
+        if version != PROTOCOL_VERSION {
+            return Err(DecodeError::BadVersion(version));
+        }
+        r.reserved(2)?;
+        let status = r.i32()?;
+        let request_id = r.u64()?;
+        let payload_len = r.u32()?;
+        r.reserved(4)?;
+        let payload_len =
+            usize::try_from(payload_len).map_err(|_| DecodeError::TooLarge(Field::Payload))?;
+        if payload_len > MAX_REPLY_PAYLOAD {
+            return Err(DecodeError::TooLarge(Field::Payload));
+        }
+        Ok(Self {
+            status,
+            request_id,
+            payload: r.take(payload_len)?,
+        })
+    }
+}
