@@ -32,7 +32,7 @@ pub(crate) fn seeded(seed: u64, size: u64) -> Vec<u8> {
 /// `hex:` digits (whitespace allowed between bytes) as bytes.
 pub(crate) fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
     let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(format!("hex {text:?} has an odd number of digits"));
     }
     digits

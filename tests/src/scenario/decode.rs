@@ -210,7 +210,7 @@ pub(crate) fn dir_entries(layout: &DirLayout, buffer: &[u8]) -> Result<Vec<Entry
             .get(layout.name..layout.name + name_length)
             .filter(|_| next == 0 || layout.name + name_length <= next)
             .ok_or_else(|| format!("entry at {at}: FileNameLength {name_length} out of bounds"))?;
-        if name_length % 2 != 0 {
+        if !name_length.is_multiple_of(2) {
             return Err(format!("entry at {at}: odd FileNameLength {name_length}"));
         }
         let units: Vec<u16> = name_bytes
@@ -227,7 +227,7 @@ pub(crate) fn dir_entries(layout: &DirLayout, buffer: &[u8]) -> Result<Vec<Entry
         if next == 0 {
             return Ok(entries);
         }
-        if next % 8 != 0 {
+        if !next.is_multiple_of(8) {
             return Err(format!(
                 "entry at {at}: NextEntryOffset {next} not 8-byte aligned"
             ));

@@ -188,11 +188,7 @@ fn utf16(s: &str) -> Vec<u8> {
 fn link_data(tag: u32, to: &str) -> Vec<u8> {
     let substitute = utf16(&format!("\\??\\{to}"));
     let print = utf16(to);
-    let flags = if tag == IO_REPARSE_TAG_SYMLINK as u32 {
-        4
-    } else {
-        0
-    };
+    let flags = if tag == IO_REPARSE_TAG_SYMLINK { 4 } else { 0 };
     let mut b = vec![0u8; 8 + flags];
     put_u16(&mut b, 0, 0);
     put_u16(&mut b, 2, substitute.len() as u16);
@@ -654,10 +650,7 @@ impl World {
         let tag = tag_value(need(&step.tag, &step.op, "tag")?)?;
         let (code, input) = if step.op == "set_reparse" {
             let data = match &step.to {
-                Some(to)
-                    if tag == IO_REPARSE_TAG_SYMLINK as u32
-                        || tag == IO_REPARSE_TAG_MOUNT_POINT =>
-                {
+                Some(to) if tag == IO_REPARSE_TAG_SYMLINK || tag == IO_REPARSE_TAG_MOUNT_POINT => {
                     link_data(tag, to)
                 }
                 Some(_) => {
