@@ -1,11 +1,14 @@
 //! The user-mode side a sync provider calls: fltlib's communication-port functions and
-//! the few kernel32 functions around them (events, waits, overlapped results,
-//! cancellation, the thread's last error), with the signatures windows-sys 0.61
-//! declares.
+//! the few kernel32 functions around them (events, threads, waits, overlapped results,
+//! cancellation, drive letters, the thread's last error), with the signatures
+//! windows-sys 0.61 declares.
 //!
-//! Owns: user-mode handles (which process holds each, and whether it is a port or an
-//! event), event objects, OVERLAPPED completion, the thread-local last error, and the
-//! NTSTATUS -> Win32 error -> HRESULT conversion fltlib applies to FltMgr's answers.
+//! Owns: user-mode handles (which process holds each, and whether it is a port, an event
+//! or a thread), event objects, user threads (CreateThread: the new thread runs in its
+//! creator's process, which `std::thread::spawn` cannot express), OVERLAPPED completion,
+//! the thread-local last error, the drive-letter table QueryDosDeviceW reads (derived from
+//! the mounted volumes), and the NTSTATUS -> Win32 error -> HRESULT conversion fltlib
+//! applies to FltMgr's answers.
 //! Does not own: the port traffic itself; that is [`port`](super::port), the kernel half.
 //!
 //! Handles are per process, as on Windows: a handle works only from a thread of the
@@ -14,12 +17,14 @@
 //! request takes it after the channel lock, never before.
 //!
 //! Not modelled: named events, I/O completion ports, alertable waits and APCs, waiting
-//! on a port handle itself, and security attributes (ignored).
+//! on a port handle itself, suspended threads and thread exit codes, killing a process's
+//! threads (they run to their end), drive letters other than those of local volumes, and
+//! security attributes (ignored).
 
 use std::cell::Cell;
 use std::ffi::c_void;
 use std::mem::offset_of;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -33,7 +38,7 @@ use windows_sys::Win32::Storage::InstallableFileSystems::{
     FILTER_MESSAGE_HEADER, FILTER_REPLY_HEADER, FLT_PORT_FLAG_SYNC_HANDLE,
 };
 use windows_sys::Win32::System::IO::OVERLAPPED;
-use windows_sys::core::{BOOL, HRESULT, PCWSTR};
+use windows_sys::core::{BOOL, HRESULT, PCWSTR, PWSTR};
 
 use super::files;
 use super::port::{self, ClientId, HEADER_BYTES, MAX_CONTEXT, ReadStart};
@@ -66,8 +71,8 @@ pub const fn hresult_from_win32(error: WIN32_ERROR) -> HRESULT {
 }
 
 /// The Win32 error `RtlNtStatusToDosError` gives for the statuses the port paths
-/// produce. Statuses outside this table map to `ERROR_MR_MID_NOT_FOUND` (317), as
-/// Windows does for a status it has no entry for.
+/// produce, the STATUS_CLOUD_FILE_* family included. Statuses outside this table map to
+/// `ERROR_MR_MID_NOT_FOUND` (317), as Windows does for a status it has no entry for.
 pub fn win32_from_nt(status: NTSTATUS) -> WIN32_ERROR {
     match status {
         F::STATUS_SUCCESS => F::ERROR_SUCCESS,
@@ -93,6 +98,41 @@ pub fn win32_from_nt(status: NTSTATUS) -> WIN32_ERROR {
         F::STATUS_UNSUCCESSFUL => F::ERROR_GEN_FAILURE,
         F::STATUS_PROCESS_IS_TERMINATING => F::ERROR_ACCESS_DENIED,
         F::STATUS_PENDING => F::ERROR_IO_PENDING,
+        // The cloud-file family, which the driver answers with (ntstatus.h / winerror.h).
+        F::STATUS_CLOUD_FILE_SYNC_ROOT_METADATA_CORRUPT => {
+            F::ERROR_CLOUD_FILE_SYNC_ROOT_METADATA_CORRUPT
+        }
+        F::STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING => F::ERROR_CLOUD_FILE_PROVIDER_NOT_RUNNING,
+        F::STATUS_CLOUD_FILE_METADATA_CORRUPT => F::ERROR_CLOUD_FILE_METADATA_CORRUPT,
+        F::STATUS_CLOUD_FILE_METADATA_TOO_LARGE => F::ERROR_CLOUD_FILE_METADATA_TOO_LARGE,
+        F::STATUS_CLOUD_FILE_PROPERTY_VERSION_NOT_SUPPORTED => {
+            F::ERROR_CLOUD_FILE_PROPERTY_VERSION_NOT_SUPPORTED
+        }
+        F::STATUS_CLOUD_FILE_NOT_IN_SYNC => F::ERROR_CLOUD_FILE_NOT_IN_SYNC,
+        F::STATUS_CLOUD_FILE_ALREADY_CONNECTED => F::ERROR_CLOUD_FILE_ALREADY_CONNECTED,
+        F::STATUS_CLOUD_FILE_NOT_SUPPORTED => F::ERROR_CLOUD_FILE_NOT_SUPPORTED,
+        F::STATUS_CLOUD_FILE_INVALID_REQUEST => F::ERROR_CLOUD_FILE_INVALID_REQUEST,
+        F::STATUS_CLOUD_FILE_READ_ONLY_VOLUME => F::ERROR_CLOUD_FILE_READ_ONLY_VOLUME,
+        F::STATUS_CLOUD_FILE_CONNECTED_PROVIDER_ONLY => F::ERROR_CLOUD_FILE_CONNECTED_PROVIDER_ONLY,
+        F::STATUS_CLOUD_FILE_VALIDATION_FAILED => F::ERROR_CLOUD_FILE_VALIDATION_FAILED,
+        F::STATUS_CLOUD_FILE_AUTHENTICATION_FAILED => F::ERROR_CLOUD_FILE_AUTHENTICATION_FAILED,
+        F::STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES => F::ERROR_CLOUD_FILE_INSUFFICIENT_RESOURCES,
+        F::STATUS_CLOUD_FILE_NETWORK_UNAVAILABLE => F::ERROR_CLOUD_FILE_NETWORK_UNAVAILABLE,
+        F::STATUS_CLOUD_FILE_UNSUCCESSFUL => F::ERROR_CLOUD_FILE_UNSUCCESSFUL,
+        F::STATUS_CLOUD_FILE_NOT_UNDER_SYNC_ROOT => F::ERROR_CLOUD_FILE_NOT_UNDER_SYNC_ROOT,
+        F::STATUS_CLOUD_FILE_IN_USE => F::ERROR_CLOUD_FILE_IN_USE,
+        F::STATUS_CLOUD_FILE_PINNED => F::ERROR_CLOUD_FILE_PINNED,
+        F::STATUS_CLOUD_FILE_REQUEST_ABORTED => F::ERROR_CLOUD_FILE_REQUEST_ABORTED,
+        F::STATUS_CLOUD_FILE_PROPERTY_CORRUPT => F::ERROR_CLOUD_FILE_PROPERTY_CORRUPT,
+        F::STATUS_CLOUD_FILE_ACCESS_DENIED => F::ERROR_CLOUD_FILE_ACCESS_DENIED,
+        F::STATUS_CLOUD_FILE_INCOMPATIBLE_HARDLINKS => F::ERROR_CLOUD_FILE_INCOMPATIBLE_HARDLINKS,
+        F::STATUS_CLOUD_FILE_PROPERTY_LOCK_CONFLICT => F::ERROR_CLOUD_FILE_PROPERTY_LOCK_CONFLICT,
+        F::STATUS_CLOUD_FILE_REQUEST_CANCELED => F::ERROR_CLOUD_FILE_REQUEST_CANCELED,
+        F::STATUS_CLOUD_FILE_PROVIDER_TERMINATED => F::ERROR_CLOUD_FILE_PROVIDER_TERMINATED,
+        F::STATUS_CLOUD_FILE_REQUEST_TIMEOUT => F::ERROR_CLOUD_FILE_REQUEST_TIMEOUT,
+        F::STATUS_CLOUD_FILE_DEHYDRATION_DISALLOWED => F::ERROR_CLOUD_FILE_DEHYDRATION_DISALLOWED,
+        F::STATUS_NOT_A_CLOUD_FILE => F::ERROR_NOT_A_CLOUD_FILE,
+        F::STATUS_NOT_A_CLOUD_SYNC_ROOT => F::ERROR_NOT_A_CLOUD_SYNC_ROOT,
         _ => F::ERROR_MR_MID_NOT_FOUND,
     }
 }
@@ -158,6 +198,9 @@ pub(crate) enum UserObject {
         synchronous: bool,
     },
     Event(Arc<Event>),
+    /// A user thread (CreateThread). The event is manual-reset and set when the thread
+    /// returns, which is what waiting on a thread handle waits for.
+    Thread(Arc<Event>),
 }
 
 /// One entry of a process's handle table.
@@ -251,13 +294,21 @@ fn lookup_port(handle: HANDLE) -> Option<(PFLT_PORT, bool)> {
             client,
             synchronous,
         } => Some((client, synchronous)),
-        UserObject::Event(_) => None,
+        UserObject::Event(_) | UserObject::Thread(_) => None,
     }
 }
 
 fn lookup_event(handle: HANDLE) -> Option<Arc<Event>> {
     match lookup(handle)? {
         UserObject::Event(event) => Some(event),
+        UserObject::Port { .. } | UserObject::Thread(_) => None,
+    }
+}
+
+/// The object a wait on `handle` waits for: an event, or a thread's exit.
+fn lookup_waitable(handle: HANDLE) -> Option<Arc<Event>> {
+    match lookup(handle)? {
+        UserObject::Event(event) | UserObject::Thread(event) => Some(event),
         UserObject::Port { .. } => None,
     }
 }
@@ -609,10 +660,10 @@ fn consume(event: &Event) {
     }
 }
 
-/// WaitForSingleObject, on an event.
+/// WaitForSingleObject, on an event or a thread.
 #[unsafe(no_mangle)]
 pub extern "system" fn WaitForSingleObject(object: HANDLE, milliseconds: u32) -> WAIT_EVENT {
-    let Some(event) = lookup_event(object) else {
+    let Some(event) = lookup_waitable(object) else {
         SetLastError(F::ERROR_INVALID_HANDLE);
         return WAIT_FAILED;
     };
@@ -624,7 +675,8 @@ pub extern "system" fn WaitForSingleObject(object: HANDLE, milliseconds: u32) ->
     })
 }
 
-/// WaitForMultipleObjects, on events: the lowest signaled index, or all at once.
+/// WaitForMultipleObjects, on events and threads: the lowest signaled index, or all at
+/// once.
 ///
 /// # Safety
 /// `handles` holds `count` handles.
@@ -643,7 +695,7 @@ pub unsafe extern "system" fn WaitForMultipleObjects(
     let handles = unsafe { std::slice::from_raw_parts(handles, count as usize) };
     let mut events = Vec::with_capacity(handles.len());
     for &handle in handles {
-        match lookup_event(handle) {
+        match lookup_waitable(handle) {
             Some(event) => events.push(event),
             None => {
                 SetLastError(F::ERROR_INVALID_HANDLE);
@@ -741,13 +793,163 @@ pub unsafe extern "system" fn CancelIoEx(file: HANDLE, overlapped: *const OVERLA
             let which = (!overlapped.is_null()).then_some(overlapped as usize);
             channel.map_or(0, |c| c.cancel(file as isize, which))
         }
-        Some(UserObject::Event(_)) => 0,
+        Some(UserObject::Event(_) | UserObject::Thread(_)) => 0,
         None => files::cancel_io(files::Handle(file as isize)),
     };
     if cancelled == 0 {
         return fail(F::ERROR_NOT_FOUND);
     }
     1
+}
+
+/// `STACK_SIZE_PARAM_IS_A_RESERVATION` (processthreadsapi.h): changes only how the stack
+/// size is read, which the model ignores.
+const STACK_SIZE_PARAM_IS_A_RESERVATION: u32 = 0x0001_0000;
+
+/// Thread ids handed out by CreateThread: multiples of four, as Windows' are, from a
+/// range no real thread of a small test machine has.
+static NEXT_THREAD_ID: AtomicU32 = AtomicU32::new(0x7e50);
+
+/// The start routine's parameter on its way to the new thread.
+struct StartParameter(*mut c_void);
+
+// SAFETY: the pointer is only handed to the start routine, as CreateThread does; what it
+// points to and how it may be shared is the contract between the caller and its routine.
+unsafe impl Send for StartParameter {}
+
+impl StartParameter {
+    /// Taking `self` makes a closure capture the whole wrapper, not the raw field.
+    fn into_raw(self) -> *mut c_void {
+        self.0
+    }
+}
+
+/// CreateThread: `start(parameter)` runs on a new thread of the calling thread's process,
+/// so the handles that process holds work there. The handle is signaled once the routine
+/// returns; close it with CloseHandle (the thread runs on regardless).
+/// `CREATE_SUSPENDED` is refused with ERROR_NOT_SUPPORTED: ResumeThread is not modelled.
+///
+/// # Safety
+/// `start` may be called on another thread with `parameter`; `thread_id` is NULL or
+/// writable. A panic that leaves `start` aborts the process, as it would on Windows.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn CreateThread(
+    _attributes: *const SECURITY_ATTRIBUTES,
+    _stack_size: usize,
+    start: Option<unsafe extern "system" fn(parameter: *mut c_void) -> u32>,
+    parameter: *const c_void,
+    flags: u32,
+    thread_id: *mut u32,
+) -> HANDLE {
+    let Some(start) = start else {
+        SetLastError(F::ERROR_INVALID_PARAMETER);
+        return std::ptr::null_mut();
+    };
+    if flags & !STACK_SIZE_PARAM_IS_A_RESERVATION != 0 {
+        SetLastError(F::ERROR_NOT_SUPPORTED);
+        return std::ptr::null_mut();
+    }
+    let pid = process::current_pid();
+    let exited = Arc::new(Event {
+        manual_reset: true,
+        signaled: AtomicBool::new(false),
+    });
+    let handle = insert_handle(UserObject::Thread(exited.clone()));
+    let id = NEXT_THREAD_ID.fetch_add(4, Ordering::Relaxed);
+    let parameter = StartParameter(parameter.cast_mut());
+    let spawned = std::thread::Builder::new()
+        .name(format!("user thread {id:#x} of pid {pid}"))
+        .spawn(move || {
+            let parameter = parameter.into_raw();
+            // SAFETY: the caller's start routine and parameter, per the contract.
+            process::run_as(pid, || unsafe { start(parameter) });
+            let _dispatcher = dispatcher();
+            exited.signaled.store(true, Ordering::SeqCst);
+            SIGNAL.notify_all();
+        });
+    if spawned.is_err() {
+        with_kernel(|k| k.user_handles.remove(&handle));
+        SetLastError(F::ERROR_NOT_ENOUGH_MEMORY);
+        return std::ptr::null_mut();
+    }
+    if !thread_id.is_null() {
+        // SAFETY: checked non-null; the caller's variable.
+        unsafe { thread_id.write(id) };
+    }
+    SetLastError(F::ERROR_SUCCESS);
+    handle as HANDLE
+}
+
+/// The drive letters of the mounted volumes: `C:` names `\Device\HarddiskVolume1`, `D:`
+/// `\Device\HarddiskVolume2`, and so on, as a fresh single-disk install numbers them.
+/// Volumes without such a name (network volumes) have no letter.
+fn drive_letters() -> Vec<(char, String)> {
+    let mut letters: Vec<(char, String)> = with_kernel(|k| {
+        k.volumes
+            .iter()
+            .filter_map(|v| {
+                let n: u32 = v
+                    .config
+                    .device_name
+                    .strip_prefix("\\Device\\HarddiskVolume")?
+                    .parse()
+                    .ok()?;
+                let letter =
+                    char::from_u32(u32::from('C') + n.checked_sub(1)?).filter(|c| *c <= 'Z')?;
+                Some((letter, v.config.device_name.clone()))
+            })
+            .collect()
+    });
+    letters.sort();
+    letters
+}
+
+/// QueryDosDeviceW: the NT device a drive letter (`C:`, any case) names, as a
+/// double-NUL-terminated list of one; with a NULL name, every drive letter in use. Returns
+/// the code units stored, terminators included; 0 with ERROR_FILE_NOT_FOUND for a name
+/// that is not a drive letter in use (`C:\` included) and with ERROR_INSUFFICIENT_BUFFER
+/// when `max` units are too few.
+///
+/// # Safety
+/// `device_name` is NULL or a NUL-terminated UTF-16 string; `target_path` holds `max`
+/// writable code units.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn QueryDosDeviceW(
+    device_name: PCWSTR,
+    target_path: PWSTR,
+    max: u32,
+) -> u32 {
+    let letters = drive_letters();
+    let entries: Vec<String> = if device_name.is_null() {
+        letters.iter().map(|(l, _)| format!("{l}:")).collect()
+    } else {
+        // SAFETY: a NUL-terminated wide string, per the contract.
+        let name = unsafe { wide(device_name) }.to_ascii_uppercase();
+        let found = letters
+            .into_iter()
+            .find(|(l, _)| name.strip_suffix(':') == Some(l.encode_utf8(&mut [0; 4])));
+        match found {
+            Some((_, device)) => vec![device],
+            None => {
+                SetLastError(F::ERROR_FILE_NOT_FOUND);
+                return 0;
+            }
+        }
+    };
+    let mut units: Vec<u16> = Vec::new();
+    for entry in &entries {
+        units.extend(entry.encode_utf16());
+        units.push(0);
+    }
+    units.push(0);
+    if target_path.is_null() || units.len() > max as usize {
+        SetLastError(F::ERROR_INSUFFICIENT_BUFFER);
+        return 0;
+    }
+    // SAFETY: `max` writable units, at least `units.len()` (checked).
+    unsafe { std::ptr::copy_nonoverlapping(units.as_ptr(), target_path, units.len()) };
+    SetLastError(F::ERROR_SUCCESS);
+    units.len() as u32
 }
 
 impl Machine {
