@@ -1498,6 +1498,12 @@ pub fn fs_control(handle: Handle, code: u32, input: &[u8], output: usize) -> (NT
     {
         return (STATUS_ACCESS_DENIED, Vec::new());
     }
+    // MS-FSA: setting or deleting a reparse point needs FILE_WRITE_DATA or
+    // FILE_WRITE_ATTRIBUTES on the handle (the codes themselves say FILE_ANY_ACCESS).
+    const REPARSE_WRITES: [u32; 3] = [0x0009_00A4, 0x0009_040C, 0x0009_00AC];
+    if REPARSE_WRITES.contains(&code) && access & (FILE_WRITE_DATA | 0x100) == 0 {
+        return (STATUS_ACCESS_DENIED, Vec::new());
+    }
     fs_control_on(fo, volume, code, input, output, None, 1)
 }
 
