@@ -4,7 +4,7 @@ use windows_sys::Win32::Foundation::{self as F, NTSTATUS};
 
 /// Every status a scenario may name. Values come from windows-sys, so a name here is
 /// always the documented value.
-pub const NAMES: [(&str, NTSTATUS); 75] = [
+pub const NAMES: [(&str, NTSTATUS); 76] = [
     ("STATUS_SUCCESS", F::STATUS_SUCCESS),
     ("STATUS_PENDING", F::STATUS_PENDING),
     ("STATUS_TIMEOUT", F::STATUS_TIMEOUT),
