@@ -513,7 +513,6 @@ impl SyncState {
     }
 }
 
-
 fn cancelled(k: &Kernel, data: *const FLT_CALLBACK_DATA) -> bool {
     !data.is_null() && k.sync.cancel_probe.is_some_and(|probe| probe(k, data))
 }

@@ -172,7 +172,6 @@ impl Kernel {
     }
 }
 
-
 /// Refuses new work for `filter` (FltQueueGenericWorkItem returns
 /// STATUS_FLT_DELETING_OBJECT) and waits until every item queued for it has run. Call
 /// from FltUnregisterFilter with the kernel lock released.
