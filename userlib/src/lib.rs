@@ -1,86 +1,64 @@
-//! The provider library for cloudflt.
+//! The provider library for cloudflt: what `cfapi` is to `cldflt.sys`, for the open
+//! cloudflt placeholder filter.
 //!
-//! A sync provider connects to `cloudflt.sys` over the Filter Manager communication port
-//! named [`PORT_NAME`] and announces itself with a [`connection_context`].
+//! A sync provider connects a sync root with [`SyncRoot::connect`], passing its
+//! [`SyncRootConfig`] (root path, name, version, policies, timeout) and a
+//! [`SyncProvider`]. From then on the driver asks it for placeholder data whenever an
+//! application reads bytes that are not on disk yet: the provider's
+//! [`fetch_data`](SyncProvider::fetch_data) receives a [`FetchRequest`] (with the
+//! requesting process) and answers through a [`Transfer`], which enforces cfapi's 4 KiB
+//! alignment rule before anything is sent. The [`Connection`] it gets back manages
+//! placeholders (create, convert, revert, hydrate, dehydrate, pin, info) and disconnects
+//! when dropped. Every failure is one typed [`Error`] whose [`Error::status`] is the
+//! NTSTATUS the driver uses.
+//!
+//! ```no_run
+//! use cloudflt::{FetchRequest, PlaceholderSpec, SyncProvider, SyncRoot, SyncRootConfig, Transfer};
+//!
+//! /// Every file holds its own name, repeated.
+//! struct Names;
+//!
+//! impl SyncProvider for Names {
+//!     fn fetch_data(&self, request: FetchRequest, mut transfer: Transfer) {
+//!         let data: Vec<u8> = request.path.bytes().cycle().take(request.file_size as usize).collect();
+//!         // More than asked is fine: the whole file in one piece.
+//!         if let Err(e) = transfer.write(0, &data) {
+//!             eprintln!("{}: {e}", request.path);
+//!         }
+//!     }
+//! }
+//!
+//! let connection = SyncRoot::connect(SyncRootConfig::new(r"C:\Names", "Names", "1.0"), Names)?;
+//! connection.create_placeholder(&PlaceholderSpec::file("hello.txt", 100))?;
+//! std::thread::park();
+//! # Ok::<(), cloudflt::Error>(())
+//! ```
+//!
+//! The Windows calls go through `windows-sys` to fltlib.dll and kernel32.dll. On other
+//! hosts the kernel model in `cloudflt-tests` defines the same symbols, and this same
+//! code runs against it, threads and all.
 #![deny(missing_docs)]
+
+// The unit tests link against the kernel model where there is no fltlib.dll.
+#[cfg(all(test, not(windows)))]
+extern crate cloudflt_tests as _;
+
+mod config;
+mod connection;
+mod error;
+mod placeholder;
+mod provider;
+mod sys;
 
 pub use cloudflt_proto::PROTOCOL_VERSION;
 pub use cloudflt_proto::port::PORT_NAME;
-pub use cloudflt_proto::{ConnectionContext, HydrationPolicy, PopulationPolicy, Utf16};
+pub use cloudflt_proto::{HydrationPolicy, PopulationPolicy};
 
-/// Why a connection context could not be built.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum ContextError {
-    /// The body would make the context larger than the driver accepts.
-    #[error("connection context of {0} bytes exceeds the {max} byte limit", max = cloudflt_proto::connect::MAX_SIZE)]
-    TooLarge(usize),
-    /// A field the driver would refuse (name too long, timeout out of range, sync root not
-    /// in NT form).
-    #[error("invalid connection context: {0}")]
-    Invalid(cloudflt_proto::EncodeError),
-}
-
-/// Builds the connection context to pass to `FilterConnectCommunicationPort`.
-///
-/// ```
-/// use cloudflt::{ConnectionContext, HydrationPolicy, PopulationPolicy, Utf16};
-/// let root: Vec<u16> = r"\Device\HarddiskVolume1\Cloud".encode_utf16().collect();
-/// let name: Vec<u16> = "example".encode_utf16().collect();
-/// let bytes = cloudflt::connection_context(&ConnectionContext {
-///     provider_name: Utf16::from_units(&name),
-///     provider_version: Utf16::from_units(&[]),
-///     sync_root: Utf16::from_units(&root),
-///     hydration: HydrationPolicy::Full,
-///     population: PopulationPolicy::Full,
-///     timeout_ms: 0,
-/// })
-/// .unwrap();
-/// assert_eq!(&bytes[..4], b"CFLT");
-/// ```
-pub fn connection_context(context: &ConnectionContext<'_>) -> Result<Vec<u8>, ContextError> {
-    let len = context.encoded_len();
-    if len > cloudflt_proto::connect::MAX_SIZE {
-        return Err(ContextError::TooLarge(len));
-    }
-    let mut out = vec![0u8; len];
-    context.encode(&mut out).map_err(ContextError::Invalid)?;
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn context(root: &[u16]) -> ConnectionContext<'_> {
-        ConnectionContext {
-            provider_name: Utf16::EMPTY,
-            provider_version: Utf16::EMPTY,
-            sync_root: Utf16::from_units(root),
-            hydration: HydrationPolicy::Progressive,
-            population: PopulationPolicy::Full,
-            timeout_ms: 5_000,
-        }
-    }
-
-    #[test]
-    fn the_driver_decoder_accepts_what_the_library_builds() {
-        let root: Vec<u16> = r"\Device\V\root".encode_utf16().collect();
-        let bytes = connection_context(&context(&root)).unwrap();
-        let decoded = ConnectionContext::decode(&bytes).unwrap();
-        assert_eq!(decoded, context(&root));
-    }
-
-    #[test]
-    fn oversized_and_invalid_contexts_are_typed_errors() {
-        let root = vec![u16::from(b'\\'); cloudflt_proto::connect::MAX_SIZE];
-        assert!(matches!(
-            connection_context(&context(&root)),
-            Err(ContextError::TooLarge(_))
-        ));
-        assert!(matches!(
-            connection_context(&context(&[u16::from(b'C')])),
-            Err(ContextError::Invalid(_))
-        ));
-    }
-}
+pub use config::SyncRootConfig;
+pub use connection::{Connection, SyncRoot};
+pub use error::Error;
+pub use placeholder::{ConvertOptions, FileTimes, PinState, PlaceholderInfo, PlaceholderSpec};
+pub use provider::{
+    CancelFetch, CancelReason, FetchRequest, RequestingProcess, SyncProvider, TRANSFER_ALIGNMENT,
+    Transfer,
+};

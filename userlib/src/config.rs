@@ -1,0 +1,297 @@
+//! What a provider says about itself when it connects: its sync root, name, version,
+//! policies and timeout, and the path conversions between the DOS paths providers use
+//! and the NT paths and root-relative paths the driver speaks.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use cloudflt_proto::connect::{DEFAULT_TIMEOUT_MS, MAX_NAME_UNITS, MAX_TIMEOUT_MS};
+use cloudflt_proto::{ConnectionContext, HydrationPolicy, PopulationPolicy, Utf16};
+
+use crate::{Error, sys};
+
+/// How a provider connects a sync root: built with [`SyncRootConfig::new`], adjusted
+/// with the builder methods, passed to [`SyncRoot::connect`](crate::SyncRoot::connect).
+///
+/// ```
+/// use std::time::Duration;
+/// use cloudflt::{HydrationPolicy, SyncRootConfig};
+///
+/// let config = SyncRootConfig::new(r"C:\Users\me\Cloud", "Mirror", "1.0")
+///     .hydration(HydrationPolicy::Full)
+///     .timeout(Duration::from_secs(30));
+/// assert_eq!(config.hydration_policy(), HydrationPolicy::Full);
+/// ```
+#[derive(Debug, Clone)]
+pub struct SyncRootConfig {
+    path: PathBuf,
+    provider_name: String,
+    provider_version: String,
+    hydration: HydrationPolicy,
+    population: PopulationPolicy,
+    timeout: Duration,
+}
+
+impl SyncRootConfig {
+    /// A sync root at `path` (a DOS path such as `C:\Users\me\Cloud`, or an NT path
+    /// starting with `\Device\`) served by `provider_name` at `provider_version`, with
+    /// PROGRESSIVE hydration, FULL population and the 60 s timeout cfapi uses.
+    ///
+    /// ```
+    /// let config = cloudflt::SyncRootConfig::new(r"D:\Sync", "Example", "0.1");
+    /// assert_eq!(config.timeout_value(), std::time::Duration::from_secs(60));
+    /// ```
+    pub fn new(
+        path: impl Into<PathBuf>,
+        provider_name: impl Into<String>,
+        provider_version: impl Into<String>,
+    ) -> Self {
+        Self {
+            path: path.into(),
+            provider_name: provider_name.into(),
+            provider_version: provider_version.into(),
+            hydration: HydrationPolicy::Progressive,
+            population: PopulationPolicy::Full,
+            timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS.into()),
+        }
+    }
+
+    /// Sets the hydration policy: how much of a placeholder the driver fetches before a
+    /// read completes. Applications may ask for more, never for less.
+    ///
+    /// ```
+    /// use cloudflt::{HydrationPolicy, SyncRootConfig};
+    /// let config = SyncRootConfig::new(r"C:\Cloud", "P", "1").hydration(HydrationPolicy::Partial);
+    /// assert_eq!(config.hydration_policy(), HydrationPolicy::Partial);
+    /// ```
+    #[must_use]
+    pub fn hydration(mut self, policy: HydrationPolicy) -> Self {
+        self.hydration = policy;
+        self
+    }
+
+    /// Sets the population policy.
+    ///
+    /// ```
+    /// use cloudflt::{PopulationPolicy, SyncRootConfig};
+    /// let config =
+    ///     SyncRootConfig::new(r"C:\Cloud", "P", "1").population(PopulationPolicy::AlwaysFull);
+    /// assert_eq!(config.population_policy(), PopulationPolicy::AlwaysFull);
+    /// ```
+    #[must_use]
+    pub fn population(mut self, policy: PopulationPolicy) -> Self {
+        self.population = policy;
+        self
+    }
+
+    /// Sets how long the driver waits for the provider to answer a request before failing
+    /// the waiting I/O with STATUS_CLOUD_FILE_REQUEST_TIMEOUT (at most one hour).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let config = cloudflt::SyncRootConfig::new(r"C:\Cloud", "P", "1")
+    ///     .timeout(Duration::from_secs(5));
+    /// assert_eq!(config.timeout_value(), Duration::from_secs(5));
+    /// ```
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// The sync root path as given.
+    ///
+    /// ```
+    /// let config = cloudflt::SyncRootConfig::new(r"C:\Cloud", "P", "1");
+    /// assert_eq!(config.path(), std::path::Path::new(r"C:\Cloud"));
+    /// ```
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The hydration policy.
+    ///
+    /// ```
+    /// let config = cloudflt::SyncRootConfig::new(r"C:\Cloud", "P", "1");
+    /// assert_eq!(config.hydration_policy(), cloudflt::HydrationPolicy::Progressive);
+    /// ```
+    pub fn hydration_policy(&self) -> HydrationPolicy {
+        self.hydration
+    }
+
+    /// The population policy.
+    ///
+    /// ```
+    /// let config = cloudflt::SyncRootConfig::new(r"C:\Cloud", "P", "1");
+    /// assert_eq!(config.population_policy(), cloudflt::PopulationPolicy::Full);
+    /// ```
+    pub fn population_policy(&self) -> PopulationPolicy {
+        self.population
+    }
+
+    /// The request timeout.
+    ///
+    /// ```
+    /// let config = cloudflt::SyncRootConfig::new(r"C:\Cloud", "P", "1");
+    /// assert_eq!(config.timeout_value().as_secs(), 60);
+    /// ```
+    pub fn timeout_value(&self) -> Duration {
+        self.timeout
+    }
+
+    /// The connection context for this configuration with the sync root at `nt_root`.
+    pub(crate) fn context(&self, nt_root: &str) -> Result<Vec<u8>, Error> {
+        let name: Vec<u16> = self.provider_name.encode_utf16().collect();
+        let version: Vec<u16> = self.provider_version.encode_utf16().collect();
+        let root: Vec<u16> = nt_root.encode_utf16().collect();
+        if name.is_empty() || name.len() > MAX_NAME_UNITS {
+            return Err(Error::InvalidArgument(format!(
+                "provider name must be 1 to {MAX_NAME_UNITS} UTF-16 units"
+            )));
+        }
+        if version.len() > MAX_NAME_UNITS {
+            return Err(Error::InvalidArgument(format!(
+                "provider version must be at most {MAX_NAME_UNITS} UTF-16 units"
+            )));
+        }
+        let timeout_ms = u32::try_from(self.timeout.as_millis())
+            .ok()
+            .filter(|ms| (1..=MAX_TIMEOUT_MS).contains(ms))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!("timeout must be from 1 ms to {MAX_TIMEOUT_MS} ms"))
+            })?;
+        let context = ConnectionContext {
+            provider_name: Utf16::from_units(&name),
+            provider_version: Utf16::from_units(&version),
+            sync_root: Utf16::from_units(&root),
+            hydration: self.hydration,
+            population: self.population,
+            timeout_ms,
+        };
+        let mut out = vec![0u8; context.encoded_len()];
+        let written = context.encode(&mut out)?;
+        out.truncate(written);
+        Ok(out)
+    }
+}
+
+/// The NT form of a sync root path: `C:\Users\me\Cloud` becomes
+/// `\Device\HarddiskVolume3\Users\me\Cloud` through QueryDosDeviceW; an NT path
+/// (`\Device\...`) is kept. `\\?\C:\...` is accepted; UNC paths, relative paths and `.` or
+/// `..` components are refused, since the driver matches roots by their exact text.
+pub(crate) fn nt_root(path: &Path) -> Result<String, Error> {
+    let text = path
+        .to_str()
+        .ok_or_else(|| Error::InvalidArgument("sync root path is not valid Unicode".into()))?
+        .replace('/', "\\");
+    let text = text.strip_prefix(r"\\?\").unwrap_or(&text);
+    let not_absolute = || {
+        Error::InvalidArgument(format!(
+            "sync root {text:?} is not an absolute path on a drive letter"
+        ))
+    };
+    // The device part: an NT volume name as given, or a drive letter to look up.
+    let (volume, letter, rest) = if let Some(rest) = text.strip_prefix(r"\Device\") {
+        let (volume, rest) = rest.split_once('\\').unwrap_or((rest, ""));
+        (volume, None, rest)
+    } else {
+        let mut chars = text.chars();
+        let (Some(letter), Some(':')) = (chars.next(), chars.next()) else {
+            return Err(not_absolute());
+        };
+        let rest = chars.as_str();
+        if !letter.is_ascii_alphabetic() || !(rest.is_empty() || rest.starts_with('\\')) {
+            return Err(not_absolute());
+        }
+        ("", Some(letter), rest)
+    };
+    let mut tail = String::new();
+    for component in rest.split('\\').filter(|c| !c.is_empty()) {
+        if component == "." || component == ".." {
+            return Err(Error::InvalidArgument(format!(
+                "sync root {text:?} has a relative component"
+            )));
+        }
+        tail.push('\\');
+        tail.push_str(component);
+    }
+    // Only a well-formed path costs a system call.
+    let device = match letter {
+        Some(letter) => sys::query_dos_device(&format!("{letter}:"))?,
+        None => format!(r"\Device\{volume}"),
+    };
+    Ok(device + &tail)
+}
+
+/// A path relative to the sync root as the driver wants it: `\`-separated, no leading
+/// separator, no `.` or `..` components, not empty unless `allow_root`.
+pub(crate) fn relative_path(path: &str, allow_root: bool) -> Result<Vec<u16>, Error> {
+    let mut out = String::with_capacity(path.len());
+    for component in path.split(['\\', '/']).filter(|c| !c.is_empty()) {
+        if component == "." || component == ".." || component.contains(':') {
+            return Err(Error::InvalidArgument(format!(
+                "{path:?} is not a plain path relative to the sync root"
+            )));
+        }
+        if !out.is_empty() {
+            out.push('\\');
+        }
+        out.push_str(component);
+    }
+    if out.is_empty() && !allow_root {
+        return Err(Error::InvalidArgument("empty path".into()));
+    }
+    Ok(out.encode_utf16().collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nt_paths_are_kept_and_normalised() {
+        assert_eq!(
+            nt_root(Path::new(r"\Device\HarddiskVolume2\Sync\")).unwrap(),
+            r"\Device\HarddiskVolume2\Sync"
+        );
+        assert_eq!(
+            nt_root(Path::new(r"\\?\\Device\HarddiskVolume2\a//b")).unwrap(),
+            r"\Device\HarddiskVolume2\a\b"
+        );
+    }
+
+    #[test]
+    fn relative_and_unc_roots_are_refused_before_any_call() {
+        for bad in [
+            r"Cloud",
+            r"C:Cloud",
+            r"\\server\share",
+            r"C:\a\..\b",
+            "1:\\x",
+        ] {
+            assert!(
+                matches!(nt_root(Path::new(bad)), Err(Error::InvalidArgument(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn relative_paths_use_backslashes_and_refuse_escapes() {
+        let wire = relative_path("/docs/a.txt", false).unwrap();
+        assert_eq!(String::from_utf16(&wire).unwrap(), r"docs\a.txt");
+        assert!(relative_path(r"..\x", false).is_err());
+        assert!(relative_path(r"C:\x", false).is_err());
+        assert!(relative_path("", false).is_err());
+        assert!(relative_path("", true).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_timeout_beyond_the_protocol_limit_is_refused() {
+        let config = SyncRootConfig::new(r"C:\Cloud", "P", "1").timeout(Duration::from_secs(7200));
+        assert!(matches!(
+            config.context(r"\Device\HarddiskVolume1\Cloud"),
+            Err(Error::InvalidArgument(_))
+        ));
+    }
+}
