@@ -42,6 +42,20 @@ fn reencodes_to(
 
 /// The placeholder blob decoder, bare and wrapped in a reparse buffer.
 pub fn fuzz_placeholder(data: &[u8]) {
+    placeholder_once(data);
+    // A random blob almost never carries a matching CRC-32, which would leave the checks
+    // behind the checksum unexplored; decode a copy with the checksum made right too.
+    if (20..=placeholder::MAX_BLOB_SIZE).contains(&data.len()) {
+        let mut sealed = [0u8; placeholder::MAX_BLOB_SIZE];
+        let sealed = &mut sealed[..data.len()];
+        sealed.copy_from_slice(data);
+        let sum = crate::crc32::crc32(&sealed[20..]);
+        sealed[16..20].copy_from_slice(&sum.to_le_bytes());
+        placeholder_once(sealed);
+    }
+}
+
+fn placeholder_once(data: &[u8]) {
     if let Ok(p) = Placeholder::decode(data) {
         assert_eq!(p.encoded_len(), data.len());
         reencodes_to(data, data.len(), |out| p.encode(out));

@@ -1134,3 +1134,552 @@ impl<'a> Reply<'a> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    extern crate std;
+
+    use super::*;
+    use proptest::prelude::*;
+    use std::vec::Vec;
+
+    fn units(s: &str) -> Vec<u16> {
+        s.encode_utf16().collect()
+    }
+
+    /// Everything any message needs, owned, so a strategy can generate it.
+    #[derive(Debug, Clone)]
+    struct Parts {
+        which: usize,
+        request_id: u64,
+        a: u64,
+        b: u64,
+        c: u64,
+        small: u32,
+        status: i32,
+        times: [i64; 4],
+        path: Vec<u16>,
+        image: Vec<u16>,
+        identity: Vec<u8>,
+        data: Vec<u8>,
+    }
+
+    /// Either direction, to round-trip both through one property.
+    #[derive(Debug, PartialEq)]
+    enum Any<'a> {
+        Kernel(KernelMessage<'a>),
+        Provider(ProviderMessage<'a>),
+    }
+
+    const KINDS: usize = 11;
+
+    fn build(p: &Parts) -> Any<'_> {
+        let path = Utf16::from_units(&p.path);
+        let size = p.a.max(1);
+        let offset = p.b % size;
+        let required = ByteRange::new(offset, 1 + p.c % (size - offset));
+        let range = ByteRange::new(p.b, p.c.min(u64::MAX - p.b));
+        let flags = PlaceholderFlags::from_bits(p.small as u16 & 0b11011).unwrap();
+        match p.which % KINDS {
+            0 => Any::Kernel(KernelMessage::FetchData(FetchData {
+                request_id: p.request_id,
+                file_id: p.c,
+                file_size: size,
+                required,
+                priority: (p.small % 16) as u8,
+                requestor_pid: p.small,
+                requestor_image: Utf16::from_units(&p.image),
+                path,
+                identity: &p.identity,
+            })),
+            1 => Any::Kernel(KernelMessage::CancelFetch(CancelFetch {
+                request_id: p.request_id,
+                range,
+                reason: CancelReason::from_u32(1 + p.small % 2).unwrap(),
+            })),
+            2 => Any::Provider(ProviderMessage::TransferData(TransferData {
+                request_id: p.request_id,
+                offset: p.b.min(u64::MAX - p.data.len() as u64),
+                flags: TransferFlags::from_bits(p.small & 1).unwrap(),
+                data: &p.data,
+            })),
+            3 => Any::Provider(ProviderMessage::FetchFailed(FetchFailed {
+                request_id: p.request_id,
+                status: p.status | i32::MIN,
+            })),
+            4 => Any::Provider(ProviderMessage::CreatePlaceholder(CreatePlaceholder {
+                request_id: p.request_id,
+                file_size: p.a,
+                basic: BasicInfo {
+                    creation_time: p.times[0],
+                    last_access_time: p.times[1],
+                    last_write_time: p.times[2],
+                    change_time: p.times[3],
+                    attributes: p.small,
+                },
+                flags,
+                path,
+                identity: &p.identity,
+            })),
+            5 => Any::Provider(ProviderMessage::Convert(Convert {
+                request_id: p.request_id,
+                flags: ConvertFlags::from_bits(p.small & 3).unwrap(),
+                path,
+                identity: &p.identity,
+            })),
+            6 => Any::Provider(ProviderMessage::Revert(Revert {
+                request_id: p.request_id,
+                path,
+            })),
+            7 => Any::Provider(ProviderMessage::Hydrate(Hydrate {
+                request_id: p.request_id,
+                path,
+                range,
+            })),
+            8 => Any::Provider(ProviderMessage::Dehydrate(Dehydrate {
+                request_id: p.request_id,
+                path,
+                range,
+            })),
+            9 => Any::Provider(ProviderMessage::SetPin(SetPin {
+                request_id: p.request_id,
+                path,
+                state: PinState::from_u32(p.small % 3).unwrap(),
+            })),
+            _ => Any::Provider(ProviderMessage::GetInfo(GetInfo {
+                request_id: p.request_id,
+                path,
+            })),
+        }
+    }
+
+    fn encode(m: &Any<'_>) -> Vec<u8> {
+        let (len, result) = match m {
+            Any::Kernel(k) => {
+                let mut out = std::vec![0u8; k.encoded_len()];
+                let r = k.encode(&mut out);
+                (out.len(), r.map(|n| (n, out)))
+            }
+            Any::Provider(p) => {
+                let mut out = std::vec![0u8; p.encoded_len()];
+                let r = p.encode(&mut out);
+                (out.len(), r.map(|n| (n, out)))
+            }
+        };
+        let (n, out) = result.unwrap();
+        assert_eq!(n, len);
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Any<'_>, DecodeError> {
+        let header = Header::decode(bytes)?;
+        if header.kind.is_from_kernel() {
+            KernelMessage::decode(bytes).map(Any::Kernel)
+        } else {
+            ProviderMessage::decode(bytes).map(Any::Provider)
+        }
+    }
+
+    fn arb_parts() -> impl Strategy<Value = Parts> {
+        (
+            (
+                0..KINDS,
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+                any::<u64>(),
+            ),
+            (any::<u32>(), any::<i32>(), any::<[i64; 4]>()),
+            proptest::collection::vec(any::<u16>(), 0..300),
+            proptest::collection::vec(any::<u16>(), 0..=MAX_IMAGE_BYTES / 2),
+            proptest::collection::vec(any::<u8>(), 0..=MAX_IDENTITY_LEN),
+            proptest::collection::vec(any::<u8>(), 0..5000),
+        )
+            .prop_map(
+                |(
+                    (which, request_id, a, b, c),
+                    (small, status, times),
+                    path,
+                    image,
+                    identity,
+                    data,
+                )| {
+                    Parts {
+                        which,
+                        request_id,
+                        a,
+                        b,
+                        c,
+                        small,
+                        status,
+                        times,
+                        path,
+                        image,
+                        identity,
+                        data,
+                    }
+                },
+            )
+    }
+
+    fn fetch<'a>(path: &'a [u16], identity: &'a [u8]) -> FetchData<'a> {
+        FetchData {
+            request_id: 0x1122_3344_5566_7788,
+            file_id: 9,
+            file_size: 10_000,
+            required: ByteRange::new(4096, 4096),
+            priority: 7,
+            requestor_pid: 1234,
+            requestor_image: Utf16::EMPTY,
+            path: Utf16::from_units(path),
+            identity,
+        }
+    }
+
+    #[test]
+    fn the_header_and_a_fetch_have_the_documented_layout() {
+        let path = units("a\\b.txt");
+        let m = fetch(&path, b"ident");
+        let mut out = [0u8; 200];
+        let n = m.encode(&mut out).unwrap();
+        assert_eq!(n, 16 + 48 + 14 + 5);
+        assert_eq!(&out[..4], &[1, 0, 1, 0], "kind FETCH_DATA, version 1");
+        assert_eq!(&out[4..8], &(n as u32).to_le_bytes());
+        assert_eq!(&out[8..16], &0x1122_3344_5566_7788u64.to_le_bytes());
+        assert_eq!(&out[16 + 16..16 + 24], &4096u64.to_le_bytes());
+        assert_eq!(out[16 + 32], 7);
+        assert_eq!(&out[16 + 40..16 + 48], &[0, 0, 14, 0, 5, 0, 0, 0]);
+        assert_eq!(&out[64..66], &[b'a', 0]);
+        assert_eq!(&out[n - 5..n], b"ident");
+        let decoded = FetchData::decode(&out[..n]).unwrap();
+        assert_eq!(decoded, m);
+        assert!(decoded.path.eq_str("a\\b.txt"));
+    }
+
+    #[test]
+    fn bytes_past_the_declared_length_are_ignored() {
+        let path = units("f");
+        let m = fetch(&path, b"");
+        let mut out = [0xAAu8; 300];
+        let n = m.encode(&mut out).unwrap();
+        assert_eq!(FetchData::decode(&out), Ok(m));
+        assert_eq!(
+            FetchData::decode(&out[..n - 1]),
+            Err(DecodeError::Truncated)
+        );
+    }
+
+    #[test]
+    fn refuses_each_malformation_with_its_own_error() {
+        let path = units("dir\\file");
+        let good = {
+            let m = fetch(&path, b"id");
+            let mut out = std::vec![0u8; m.encoded_len()];
+            m.encode(&mut out).unwrap();
+            out
+        };
+        let patched = |offset: usize, bytes: &[u8]| {
+            let mut bad = good.clone();
+            bad[offset..offset + bytes.len()].copy_from_slice(bytes);
+            KernelMessage::decode(&bad).map(|_| ())
+        };
+        assert_eq!(patched(0, &[9, 9]), Err(DecodeError::UnknownKind(0x0909)));
+        assert_eq!(patched(2, &[2, 0]), Err(DecodeError::BadVersion(2)));
+        assert_eq!(patched(4, &[15, 0, 0, 0]), Err(DecodeError::LengthMismatch));
+        assert_eq!(
+            patched(4, &[0, 0, 0, 1]),
+            Err(DecodeError::TooLarge(Field::Message))
+        );
+        assert_eq!(patched(4, &[0, 1, 0, 0]), Err(DecodeError::Truncated));
+        assert_eq!(
+            patched(16 + 32, &[16]),
+            Err(DecodeError::BadValue(Field::Priority))
+        );
+        assert_eq!(
+            patched(16 + 33, &[1]),
+            Err(DecodeError::BadValue(Field::Reserved))
+        );
+        assert_eq!(
+            patched(16 + 24, &[0; 8]),
+            Err(DecodeError::BadRange),
+            "empty fetch"
+        );
+        assert_eq!(
+            patched(16 + 16, &9000u64.to_le_bytes()),
+            Err(DecodeError::BadRange),
+            "fetch past end of file"
+        );
+        assert_eq!(
+            patched(16 + 40, &[2, 8]),
+            Err(DecodeError::TooLarge(Field::RequestorImage))
+        );
+        assert_eq!(
+            patched(16 + 42, &[15, 0]),
+            Err(DecodeError::BadString(Field::Path))
+        );
+        assert_eq!(patched(16 + 42, &[14, 0]), Err(DecodeError::LengthMismatch));
+        assert_eq!(patched(16 + 42, &[18, 0]), Err(DecodeError::Truncated));
+        assert_eq!(
+            patched(16 + 44, &[1, 16]),
+            Err(DecodeError::TooLarge(Field::Identity))
+        );
+        assert_eq!(
+            ProviderMessage::decode(&good),
+            Err(DecodeError::UnexpectedKind(Kind::FetchData.to_u16()))
+        );
+        assert_eq!(
+            CancelFetch::decode(&good),
+            Err(DecodeError::UnexpectedKind(Kind::FetchData.to_u16()))
+        );
+    }
+
+    #[test]
+    fn provider_messages_refuse_undefined_values() {
+        let path = units("p");
+        let mut out = [0u8; 128];
+        let n = SetPin {
+            request_id: 1,
+            path: Utf16::from_units(&path),
+            state: PinState::Pinned,
+        }
+        .encode(&mut out)
+        .unwrap();
+        out[16] = 3;
+        assert_eq!(
+            SetPin::decode(&out[..n]),
+            Err(DecodeError::BadValue(Field::PinState))
+        );
+
+        let n = TransferData {
+            request_id: 1,
+            offset: 0,
+            flags: TransferFlags::LAST,
+            data: b"data",
+        }
+        .encode(&mut out)
+        .unwrap();
+        out[24] = 3;
+        assert_eq!(
+            TransferData::decode(&out[..n]),
+            Err(DecodeError::BadFlags(3))
+        );
+        out[24] = 1;
+        out[16..24].copy_from_slice(&(u64::MAX - 2).to_le_bytes());
+        assert_eq!(TransferData::decode(&out[..n]), Err(DecodeError::BadRange));
+
+        let failed = FetchFailed {
+            request_id: 1,
+            status: 0,
+        };
+        assert_eq!(
+            failed.encode(&mut out),
+            Err(EncodeError::BadValue(Field::Status))
+        );
+        let n = FetchFailed {
+            status: 0xC000_CF12_u32 as i32,
+            ..failed
+        }
+        .encode(&mut out)
+        .unwrap();
+        out[16..20].copy_from_slice(&0x103i32.to_le_bytes());
+        assert_eq!(
+            FetchFailed::decode(&out[..n]),
+            Err(DecodeError::BadValue(Field::Status))
+        );
+
+        let n = CreatePlaceholder {
+            request_id: 1,
+            file_size: 0,
+            basic: BasicInfo::default(),
+            flags: PlaceholderFlags::DIRECTORY,
+            path: Utf16::from_units(&path),
+            identity: b"",
+        }
+        .encode(&mut out)
+        .unwrap();
+        out[16 + 44..16 + 48].copy_from_slice(&0x1_0000u32.to_le_bytes());
+        assert_eq!(
+            CreatePlaceholder::decode(&out[..n]),
+            Err(DecodeError::BadFlags(0x1_0000))
+        );
+
+        let n = Convert {
+            request_id: 1,
+            flags: ConvertFlags::DEHYDRATE,
+            path: Utf16::from_units(&path),
+            identity: b"x",
+        }
+        .encode(&mut out)
+        .unwrap();
+        out[16] = 4;
+        assert_eq!(Convert::decode(&out[..n]), Err(DecodeError::BadFlags(4)));
+
+        let n = CancelFetch {
+            request_id: 1,
+            range: ByteRange::new(0, 1),
+            reason: CancelReason::IoTimeout,
+        }
+        .encode(&mut out)
+        .unwrap();
+        out[32] = 3;
+        assert_eq!(
+            CancelFetch::decode(&out[..n]),
+            Err(DecodeError::BadValue(Field::Reason))
+        );
+    }
+
+    #[test]
+    fn limits_are_enforced_on_both_sides() {
+        let long_path = std::vec![0x41u16; MAX_PATH_BYTES / 2 + 1];
+        let max_path = &long_path[..MAX_PATH_BYTES / 2];
+        let mut out = std::vec![0u8; MAX_KERNEL_MESSAGE_LEN + 64];
+        let image = [0x42u16; MAX_IMAGE_BYTES / 2];
+        let identity = [1u8; MAX_IDENTITY_LEN];
+        let biggest = FetchData {
+            requestor_image: Utf16::from_units(&image),
+            ..fetch(max_path, &identity)
+        };
+        assert_eq!(biggest.encoded_len(), MAX_KERNEL_MESSAGE_LEN);
+        let n = biggest.encode(&mut out).unwrap();
+        assert_eq!(FetchData::decode(&out[..n]), Ok(biggest));
+        assert_eq!(
+            fetch(&long_path, b"").encode(&mut out),
+            Err(EncodeError::TooLarge(Field::Path))
+        );
+        assert_eq!(
+            fetch(&path_of("x"), &[0; MAX_IDENTITY_LEN + 1]).encode(&mut out),
+            Err(EncodeError::TooLarge(Field::Identity))
+        );
+        assert_eq!(
+            FetchData {
+                priority: 16,
+                ..fetch(&path_of("x"), b"")
+            }
+            .encode(&mut out),
+            Err(EncodeError::BadValue(Field::Priority))
+        );
+
+        let data = std::vec![0u8; MAX_TRANSFER_LEN + 1];
+        let mut out = std::vec![0u8; MAX_PROVIDER_MESSAGE_LEN + 1];
+        let t = TransferData {
+            request_id: 1,
+            offset: 0,
+            flags: TransferFlags::EMPTY,
+            data: &data[..MAX_TRANSFER_LEN],
+        };
+        assert_eq!(t.encode(&mut out), Ok(MAX_PROVIDER_MESSAGE_LEN));
+        assert_eq!(
+            TransferData::decode(&out[..MAX_PROVIDER_MESSAGE_LEN]),
+            Ok(t)
+        );
+        let t = TransferData { data: &data, ..t };
+        assert_eq!(t.encode(&mut out), Err(EncodeError::TooLarge(Field::Data)));
+        // A hand-made oversized transfer is refused by the header's length check.
+        out[4..8].copy_from_slice(&((MAX_PROVIDER_MESSAGE_LEN + 1) as u32).to_le_bytes());
+        assert_eq!(
+            TransferData::decode(&out),
+            Err(DecodeError::TooLarge(Field::Message))
+        );
+    }
+
+    fn path_of(s: &str) -> Vec<u16> {
+        units(s)
+    }
+
+    #[test]
+    fn replies_round_trip_and_refuse_malformations() {
+        let blob = [5u8; 40];
+        let reply = Reply {
+            status: 0,
+            request_id: 77,
+            payload: &blob,
+        };
+        let mut out = [0u8; 100];
+        let n = reply.encode(&mut out).unwrap();
+        assert_eq!(n, REPLY_HEADER_SIZE + 40);
+        assert_eq!(&out[..2], &[1, 0]);
+        assert_eq!(&out[16..20], &40u32.to_le_bytes());
+        assert_eq!(Reply::decode(&out[..n]), Ok(reply));
+        assert_eq!(Reply::decode(&out), Ok(reply), "trailing bytes ignored");
+        assert_eq!(Reply::decode(&out[..n - 1]), Err(DecodeError::Truncated));
+        let mut bad = out;
+        bad[0] = 2;
+        assert_eq!(Reply::decode(&bad), Err(DecodeError::BadVersion(2)));
+        let mut bad = out;
+        bad[20] = 1;
+        assert_eq!(
+            Reply::decode(&bad),
+            Err(DecodeError::BadValue(Field::Reserved))
+        );
+        let mut bad = out;
+        bad[16..20].copy_from_slice(&(MAX_REPLY_PAYLOAD as u32 + 1).to_le_bytes());
+        assert_eq!(
+            Reply::decode(&bad),
+            Err(DecodeError::TooLarge(Field::Payload))
+        );
+        let big = std::vec![0u8; MAX_REPLY_PAYLOAD + 1];
+        assert_eq!(
+            Reply {
+                payload: &big,
+                ..reply
+            }
+            .encode(&mut std::vec![0u8; 20_000]),
+            Err(EncodeError::TooLarge(Field::Payload))
+        );
+        assert_eq!(
+            reply.encode(&mut out[..30]),
+            Err(EncodeError::BufferTooSmall { needed: n })
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn every_message_kind_round_trips(parts in arb_parts()) {
+            let message = build(&parts);
+            let bytes = encode(&message);
+            prop_assert_eq!(decode(&bytes), Ok(message));
+        }
+
+        #[test]
+        fn truncated_messages_are_refused(parts in arb_parts(), cut in any::<prop::sample::Index>()) {
+            let bytes = encode(&build(&parts));
+            let cut = cut.index(bytes.len());
+            prop_assert!(KernelMessage::decode(&bytes[..cut]).is_err());
+            prop_assert!(ProviderMessage::decode(&bytes[..cut]).is_err());
+        }
+
+        #[test]
+        fn corrupted_messages_never_panic(
+            parts in arb_parts(),
+            at in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            let mut bytes = encode(&build(&parts));
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+            crate::fuzz::fuzz_message(&bytes);
+        }
+
+        #[test]
+        fn decode_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Header::decode(&bytes);
+            let _ = KernelMessage::decode(&bytes);
+            let _ = ProviderMessage::decode(&bytes);
+            let _ = Reply::decode(&bytes);
+        }
+
+        #[test]
+        fn replies_round_trip_and_truncation_is_refused(
+            status in any::<i32>(),
+            request_id in any::<u64>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..2000),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let reply = Reply { status, request_id, payload: &payload };
+            let mut out = std::vec![0u8; reply.encoded_len()];
+            prop_assert_eq!(reply.encode(&mut out), Ok(out.len()));
+            prop_assert_eq!(Reply::decode(&out), Ok(reply));
+            prop_assert!(Reply::decode(&out[..cut.index(out.len())]).is_err());
+        }
+    }
+}

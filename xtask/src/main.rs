@@ -4,13 +4,16 @@
 //!   this checkout's test certificate and lays out `target/package/{x64,arm64}/`.
 //! - `check-image FILE...`: the PE checks a loadable, test-signed driver must pass.
 //! - `emulate FILE`: runs the x64 image under speakeasy (CPU emulation).
+//! - `fuzz [TARGET...]`: runs the cargo-fuzz targets under `fuzz/` for a bounded time.
 //! - `test`: everything, in the order CI needs it.
 //!
-//! Tools this needs beyond cargo (osslsigncode, openssl, a Python venv with speakeasy) are
-//! installed on first use: Debian packages through apt, Python packages into a venv under
-//! `target/`.
+//! Tools this needs beyond cargo (osslsigncode, openssl, a Python venv with speakeasy, a
+//! nightly toolchain with cargo-fuzz) are installed on first use: Debian packages through
+//! apt, Python packages into a venv under `target/`, nightly through rustup, cargo-fuzz
+//! through `cargo install`.
 
 mod coverage;
+mod fuzz;
 mod image;
 mod package;
 mod sign;
@@ -60,8 +63,17 @@ enum Task {
         /// Scenario files.
         files: Vec<PathBuf>,
     },
+    /// Run the cargo-fuzz targets (fuzz/), each for a bounded time; installs nightly and
+    /// cargo-fuzz if missing.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = fuzz::DEFAULT_SECONDS)]
+        seconds: u64,
+        /// Targets to run; default all.
+        targets: Vec<String>,
+    },
     /// Run every check: format, clippy, unit and model tests, scenarios, package, image
-    /// checks, emulation.
+    /// checks, emulation, fuzzing.
     Test,
 }
 
@@ -90,6 +102,7 @@ fn main() -> ExitCode {
             differential,
             files,
         } => scenarios(&root(), &files, differential),
+        Task::Fuzz { seconds, targets } => fuzz::run(&root(), seconds, &targets),
         Task::Test => test(&root()),
     };
     match result {
@@ -247,6 +260,7 @@ fn test(root: &Path) -> Result<()> {
     group("emulation", &mut || {
         emulate(root, &package::packaged_image(root, package::Arch::X64))
     })?;
+    group("fuzz", &mut || fuzz::run(root, fuzz::DEFAULT_SECONDS, &[]))?;
     println!(
         "\nall groups passed in {:.0}s",
         started.elapsed().as_secs_f64()
