@@ -8,5 +8,5 @@ pub mod policy;
 pub mod ranges;
 pub mod requests;
 pub mod syncroot;
-pub mod volume;
 pub mod tagguard;
+pub mod volume;
