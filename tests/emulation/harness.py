@@ -916,7 +916,18 @@ def run_checks(h):
                     '; '.join(problems))
 
     # 6. ConnectNotify / DisconnectNotify --------------------------------------------------
-    def context_bytes(magic=CONNECT_MAGIC, version=1, header=CONNECT_HEADER_SIZE, flags=0, body=b''):
+    def connect_body(name='mirror', version='1.0', root='\\Device\\HarddiskVolume1\\Cloud',
+                     hydration=1, population=0, timeout_ms=0):
+        # proto::connect body: three byte lengths, two policy bytes, flags, reserved,
+        # timeout, then the three UTF-16LE strings.
+        strings = [x.encode('utf-16-le') for x in (name, version, root)]
+        fixed = struct.pack('<HHHBBHHI', len(strings[0]), len(strings[1]), len(strings[2]),
+                            hydration, population, 0, 0, timeout_ms)
+        return fixed + b''.join(strings)
+
+    def context_bytes(magic=CONNECT_MAGIC, version=1, header=CONNECT_HEADER_SIZE, flags=0, body=None):
+        if body is None:
+            body = connect_body()
         total = CONNECT_HEADER_SIZE + len(body)
         return magic + struct.pack('<HHII', version, header, total, flags) + body
 
