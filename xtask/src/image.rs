@@ -252,7 +252,38 @@ pub(crate) fn tamper_self_test(image: &Path, cert: &TestCertificate) -> Result<(
         "a tampered image failed {failed:?}, expected checksum and signature"
     );
     println!("  ok   a copy with one code byte changed fails exactly: {failed:?}");
-    Ok(())
+    foreign_import_self_test(image, cert)
+}
+
+/// A copy whose import of ntoskrnl.exe is renamed to ntdll.dll (the classic mistake of a
+/// driver that links user-mode Rtl/Zw stubs) must fail the import-module check.
+fn foreign_import_self_test(image: &Path, cert: &TestCertificate) -> Result<()> {
+    let mut data = std::fs::read(image)?;
+    let from = b"ntoskrnl.exe";
+    let at = data
+        .windows(from.len())
+        .position(|w| w.eq_ignore_ascii_case(from))
+        .context("the image names no ntoskrnl.exe import")?;
+    data[at..at + from.len()].copy_from_slice(b"ntdll.dll\0\0\0");
+    let copy = image.with_extension("foreign.sys");
+    std::fs::write(&copy, &data)?;
+    let report = check(&copy, cert);
+    std::fs::remove_file(&copy)?;
+    let report = report?;
+    let modules = report
+        .checks
+        .iter()
+        .find(|(n, _)| *n == "import modules")
+        .map(|(_, r)| r.clone());
+    match modules {
+        Some(Err(why)) if why.contains("ntdll.dll") => {
+            println!("  ok   a copy importing from ntdll.dll fails the import-module check: {why}");
+            Ok(())
+        }
+        other => {
+            anyhow::bail!("an image importing ntdll.dll passed the import-module check: {other:?}")
+        }
+    }
 }
 
 /// The PE checksum (as `CheckSumMappedFile` computes it): 16-bit one's-complement style
