@@ -9,6 +9,9 @@ use std::time::Duration;
 
 use cloudflt_tests::model::cbdq::{FltCbdqInitialize, FltCbdqInsertIo, FltCbdqRemoveNextIo};
 use cloudflt_tests::model::files::{self, Handle, IoMode, OpenParams};
+use cloudflt_tests::model::fltio::{
+    FltAllocateDeferredIoWorkItem, FltFreeDeferredIoWorkItem, FltQueueDeferredIoWorkItem,
+};
 use cloudflt_tests::model::fltmgr::{FltRegisterFilter, FltStartFiltering, FltUnregisterFilter};
 use cloudflt_tests::model::io::{
     FltCompletePendedPreOperation, FltReissueSynchronousIo, FltSetCallbackDataDirty,
@@ -43,6 +46,10 @@ const WITH_CALLBACK: u8 = 7;
 const SYNCHRONIZE: u8 = 8;
 const QUEUE: u8 = 9;
 const CONTEXT_WITHOUT_POST: u8 = 10;
+const DEFER: u8 = 11;
+
+/// What FltQueueDeferredIoWorkItem answered for a paging read (DEFER mode).
+static PAGING_DEFER_STATUS: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 // What the probe does in its pre-create / post-create.
 const CREATE_PASS: u8 = 0;
@@ -100,6 +107,15 @@ unsafe extern "system" fn pre_read(
     // SAFETY: FltMgr's callback data and its Iopb.
     let paging = unsafe { iopb(data) }.IrpFlags & 0x2 != 0;
     if paging {
+        if READ_MODE.load(Ordering::SeqCst) == DEFER {
+            let item = FltAllocateDeferredIoWorkItem();
+            // SAFETY: the live callback data of a paging read.
+            let status = unsafe {
+                FltQueueDeferredIoWorkItem(item, data, Some(deferred), 1, std::ptr::null())
+            };
+            PAGING_DEFER_STATUS.store(status, Ordering::SeqCst);
+            FltFreeDeferredIoWorkItem(item);
+        }
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     }
     match READ_MODE.load(Ordering::SeqCst) {
@@ -152,6 +168,15 @@ unsafe extern "system" fn pre_read(
             assert_eq!(status, STATUS_SUCCESS);
             FLT_PREOP_PENDING
         }
+        DEFER => {
+            let item = FltAllocateDeferredIoWorkItem();
+            // SAFETY: the live callback data of a non-paging read, pended below.
+            let status = unsafe {
+                FltQueueDeferredIoWorkItem(item, data, Some(deferred), 1, std::ptr::null())
+            };
+            assert_eq!(status, STATUS_SUCCESS);
+            FLT_PREOP_PENDING
+        }
         CONTEXT_WITHOUT_POST => {
             // SAFETY: FltMgr's out pointer.
             unsafe { *context = std::ptr::dangling_mut::<c_void>() };
@@ -159,6 +184,21 @@ unsafe extern "system" fn pre_read(
         }
         _ => FLT_PREOP_SUCCESS_NO_CALLBACK,
     }
+}
+
+/// The deferred routine: resumes the pended read on a worker thread, then frees its item.
+unsafe extern "system" fn deferred(
+    item: isize,
+    data: *const FLT_CALLBACK_DATA,
+    _context: *const c_void,
+) {
+    assert_eq!(irql::current(), irql::PASSIVE_LEVEL);
+    FltCompletePendedPreOperation(data, FLT_PREOP_SUCCESS_NO_CALLBACK, std::ptr::null());
+    // The model marks the item idle once the routine returns; free it after that.
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        FltFreeDeferredIoWorkItem(item);
+    });
 }
 
 unsafe extern "system" fn post_read(
@@ -563,5 +603,21 @@ fn post_create_can_reissue_an_open_of_its_own_reparse_point() {
     let data = process::run_as(app, || files::read(h, 0, 4, IoMode::Cached)).unwrap();
     assert_eq!(data, [0, 1, 2, 3]);
     files::close(h);
+    machine.assert_clean();
+}
+
+#[test]
+fn a_deferred_work_item_resumes_a_pended_read_and_paging_io_is_never_posted() {
+    let (mut machine, app) = probe(DEFER, CREATE_PASS);
+    let h = file_with_data(app);
+    let data = process::run_as(app, || files::read(h, 0, 512, IoMode::NonCached)).unwrap();
+    assert_eq!(data.len(), 512);
+    PAGING_DEFER_STATUS.store(0, Ordering::SeqCst);
+    process::run_as(app, || files::read(h, 0, 100, IoMode::Paging)).unwrap();
+    assert_eq!(
+        PAGING_DEFER_STATUS.load(Ordering::SeqCst),
+        windows_sys::Win32::Foundation::STATUS_FLT_NOT_SAFE_TO_POST_OPERATION
+    );
+    std::thread::sleep(Duration::from_millis(50));
     machine.assert_clean();
 }

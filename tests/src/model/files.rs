@@ -161,6 +161,8 @@ pub(crate) struct Io {
     pub(crate) streams: HashMap<(PFLT_VOLUME, FileId), Stream>,
     /// FLT_TAG_DATA_BUFFERs handed out with STATUS_REPARSE, by callback data.
     pub(crate) tag_data: HashMap<usize, Vec<u64>>,
+    /// Deferred I/O work items (FltAllocateDeferredIoWorkItem), and whether each is queued.
+    pub(crate) deferred: HashMap<isize, bool>,
     /// What the file system answered a create that reparsed, by file object.
     pub(crate) reparse_result: HashMap<usize, (u32, Vec<u8>, usize)>,
     next_scb: usize,

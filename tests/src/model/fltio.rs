@@ -17,13 +17,15 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_FINISHED_PROCESSING,
     FLT_POSTOP_MORE_PROCESSING_REQUIRED, FLT_RELATED_OBJECTS, FLTFL_CALLBACK_DATA_IRP_OPERATION,
     FLTFL_IO_OPERATION_DO_NOT_UPDATE_BYTE_OFFSET, FLTFL_IO_OPERATION_NON_CACHED,
-    FLTFL_IO_OPERATION_PAGING, PFLT_COMPLETED_ASYNC_IO_CALLBACK, PFLT_FILTER, PFLT_INSTANCE,
-    PFLT_POST_OPERATION_CALLBACK, PFLT_VOLUME,
+    FLTFL_IO_OPERATION_PAGING, PFLT_COMPLETED_ASYNC_IO_CALLBACK, PFLT_DEFERRED_IO_WORKITEM,
+    PFLT_DEFERRED_IO_WORKITEM_ROUTINE, PFLT_FILTER, PFLT_INSTANCE, PFLT_POST_OPERATION_CALLBACK,
+    PFLT_VOLUME,
 };
 use windows_sys::Wdk::System::SystemServices::IO_DRIVER_CREATE_CONTEXT;
 use windows_sys::Win32::Foundation::{
-    HANDLE, NTSTATUS, OBJ_KERNEL_HANDLE, STATUS_ACCESS_DENIED, STATUS_INVALID_HANDLE,
-    STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_SUCCESS, UNICODE_STRING,
+    HANDLE, NTSTATUS, OBJ_KERNEL_HANDLE, STATUS_ACCESS_DENIED,
+    STATUS_FLT_NOT_SAFE_TO_POST_OPERATION, STATUS_INVALID_HANDLE, STATUS_INVALID_PARAMETER,
+    STATUS_NOT_SUPPORTED, STATUS_SUCCESS, UNICODE_STRING,
 };
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
@@ -729,4 +731,137 @@ pub unsafe extern "system" fn SeLocateProcessImageName(
     unsafe { out.write(block.cast()) };
     let _ = process::current_pid();
     STATUS_SUCCESS
+}
+
+/// Pool tag of deferred I/O work items.
+const DEFERRED_TAG: [u8; 4] = *b"FMdw";
+
+/// FltAllocateDeferredIoWorkItem.
+#[unsafe(no_mangle)]
+pub extern "system" fn FltAllocateDeferredIoWorkItem() -> PFLT_DEFERRED_IO_WORKITEM {
+    irql::check("FltAllocateDeferredIoWorkItem", DISPATCH_LEVEL);
+    with_kernel(|k| {
+        let Some(block) = k.pool.allocate(
+            64,
+            u32::from_le_bytes(DEFERRED_TAG),
+            super::pool::Owner::FltMgr("deferred I/O work item"),
+        ) else {
+            return 0;
+        };
+        let item = block as isize;
+        k.io.deferred.insert(item, false);
+        item
+    })
+}
+
+/// FltQueueDeferredIoWorkItem: runs `routine` later on a System worker thread at
+/// PASSIVE_LEVEL for an operation the filter is about to pend. Refuses what may not be
+/// posted: paging I/O (the faulting thread may hold locks the worker needs) and anything
+/// but an IRP operation.
+///
+/// # Safety
+/// `data` must be a live callback data.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn FltQueueDeferredIoWorkItem(
+    item: PFLT_DEFERRED_IO_WORKITEM,
+    data: *const FLT_CALLBACK_DATA,
+    routine: PFLT_DEFERRED_IO_WORKITEM_ROUTINE,
+    _queue: i32,
+    context: *const c_void,
+) -> NTSTATUS {
+    irql::check("FltQueueDeferredIoWorkItem", DISPATCH_LEVEL);
+    let Some(routine) = routine else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    let state = with_kernel(|k| {
+        let queued = k.io.deferred.get(&item).copied();
+        let op = k.io.ops.get(&(data as usize)).map(|o| o.kind);
+        (queued, op)
+    });
+    match state {
+        (None, _) => {
+            with_kernel(|k| {
+                k.violation(
+                    "FltQueueDeferredIoWorkItem",
+                    format!("{item:#x} is not an allocated deferred work item"),
+                )
+            });
+            return STATUS_INVALID_PARAMETER;
+        }
+        (Some(true), _) => {
+            with_kernel(|k| {
+                k.violation(
+                    "FltQueueDeferredIoWorkItem",
+                    "work item queued again before its routine ran",
+                )
+            });
+            return STATUS_INVALID_PARAMETER;
+        }
+        (Some(false), None) => {
+            with_kernel(|k| {
+                k.violation(
+                    "FltQueueDeferredIoWorkItem",
+                    format!("{data:p} is not the callback data of a live operation"),
+                )
+            });
+            return STATUS_INVALID_PARAMETER;
+        }
+        (Some(false), Some(kind)) if kind != io::Kind::Irp => {
+            return STATUS_FLT_NOT_SAFE_TO_POST_OPERATION;
+        }
+        _ => {}
+    }
+    // SAFETY: a live callback data (checked above).
+    let iopb = unsafe { (*data).Iopb };
+    // SAFETY: its Iopb lives in the same allocation.
+    if unsafe { (*iopb).IrpFlags } & irp::PAGING_IO != 0 {
+        return STATUS_FLT_NOT_SAFE_TO_POST_OPERATION;
+    }
+    with_kernel(|k| k.io.deferred.insert(item, true));
+    let (data_addr, context_addr) = (data as usize, context as usize);
+    std::thread::spawn(move || {
+        irql::at(PASSIVE_LEVEL, || {
+            // SAFETY: the filter's routine with the item, the pended operation's callback
+            // data (alive until the filter completes it) and its context.
+            unsafe {
+                routine(
+                    item,
+                    data_addr as *const FLT_CALLBACK_DATA,
+                    context_addr as *const c_void,
+                )
+            };
+        });
+        with_kernel(|k| {
+            if let Some(q) = k.io.deferred.get_mut(&item) {
+                *q = false;
+            }
+        });
+    });
+    STATUS_SUCCESS
+}
+
+/// FltFreeDeferredIoWorkItem.
+#[unsafe(no_mangle)]
+pub extern "system" fn FltFreeDeferredIoWorkItem(item: PFLT_DEFERRED_IO_WORKITEM) {
+    irql::check("FltFreeDeferredIoWorkItem", DISPATCH_LEVEL);
+    with_kernel(|k| match k.io.deferred.get(&item).copied() {
+        None => k.violation(
+            "FltFreeDeferredIoWorkItem",
+            format!("{item:#x} is not an allocated deferred work item (freed twice?)"),
+        ),
+        Some(true) => k.violation(
+            "FltFreeDeferredIoWorkItem",
+            "freed a deferred work item whose routine has not run yet",
+        ),
+        Some(false) => {
+            k.io.deferred.remove(&item);
+            if let Err(message) = k.pool.free(
+                item as *mut u8,
+                None,
+                super::pool::Owner::FltMgr("deferred I/O work item"),
+            ) {
+                k.violation("FltFreeDeferredIoWorkItem", message);
+            }
+        }
+    });
 }
