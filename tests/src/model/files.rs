@@ -981,16 +981,20 @@ fn fs_fast_read(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
     });
     match cached {
         None => (FAST_IO_FAILED, 0),
-        Some(Err(status)) => (status, 0),
-        Some(Ok(bytes)) => {
-            // SAFETY: ReadBuffer holds Length >= bytes.len() bytes (the issuer's buffer or
-            // a filter's replacement of the same length).
+        Some(result) => deliver(read.ReadBuffer, result),
+    }
+}
+
+/// Copies what the file system read into the operation's read buffer.
+fn deliver(buffer: *mut c_void, result: Result<Vec<u8>, NTSTATUS>) -> (NTSTATUS, usize) {
+    match result {
+        Err(status) => (status, 0),
+        Ok(bytes) => {
+            // SAFETY: the read buffer holds Length >= bytes.len() bytes (the issuer's
+            // buffer or a filter's replacement of the same length): the file system never
+            // returns more than Length.
             unsafe {
-                std::ptr::copy_nonoverlapping(
-                    bytes.as_ptr(),
-                    read.ReadBuffer.cast::<u8>(),
-                    bytes.len(),
-                )
+                std::ptr::copy_nonoverlapping(bytes.as_ptr(), buffer.cast::<u8>(), bytes.len())
             };
             (STATUS_SUCCESS, bytes.len())
         }
@@ -1048,18 +1052,7 @@ fn fs_read(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
     });
     match bytes {
         None => (STATUS_INVALID_PARAMETER, 0),
-        Some(Err(status)) => (status, 0),
-        Some(Ok(bytes)) => {
-            // SAFETY: ReadBuffer holds Length >= bytes.len() bytes.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    bytes.as_ptr(),
-                    read.ReadBuffer.cast::<u8>(),
-                    bytes.len(),
-                )
-            };
-            (STATUS_SUCCESS, bytes.len())
-        }
+        Some(result) => deliver(read.ReadBuffer, result),
     }
 }
 

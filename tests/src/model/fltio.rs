@@ -232,6 +232,18 @@ fn sync_only(api: &'static str, callback: PFLT_COMPLETED_ASYNC_IO_CALLBACK) -> b
     true
 }
 
+/// The IRP flags FltMgr sets for FLTFL_IO_OPERATION_* flags.
+fn irp_flags_of(flags: u32) -> u32 {
+    let mut irp_flags = 0;
+    if flags & FLTFL_IO_OPERATION_NON_CACHED != 0 {
+        irp_flags |= irp::NOCACHE;
+    }
+    if flags & FLTFL_IO_OPERATION_PAGING != 0 {
+        irp_flags |= irp::PAGING_IO | irp::NOCACHE;
+    }
+    irp_flags
+}
+
 /// FltReadFile (synchronous).
 ///
 /// # Safety
@@ -259,13 +271,7 @@ pub unsafe extern "system" fn FltReadFile(
     let at = unsafe { offset.as_ref() }
         .copied()
         .unwrap_or_else(|| files::position(fo));
-    let mut irp_flags = 0;
-    if flags & FLTFL_IO_OPERATION_NON_CACHED != 0 {
-        irp_flags |= irp::NOCACHE;
-    }
-    if flags & FLTFL_IO_OPERATION_PAGING != 0 {
-        irp_flags |= irp::PAGING_IO | irp::NOCACHE;
-    }
+    let irp_flags = irp_flags_of(flags);
     // SAFETY: the caller's buffer of `length` bytes.
     let target = unsafe { std::slice::from_raw_parts_mut(buffer.cast::<u8>(), length as usize) };
     let done = irp_read(fo, volume, at as u64, target, irp_flags, instance);
@@ -306,13 +312,7 @@ pub unsafe extern "system" fn FltWriteFile(
     let at = unsafe { offset.as_ref() }
         .copied()
         .unwrap_or_else(|| files::position(fo));
-    let mut irp_flags = 0;
-    if flags & FLTFL_IO_OPERATION_NON_CACHED != 0 {
-        irp_flags |= irp::NOCACHE;
-    }
-    if flags & FLTFL_IO_OPERATION_PAGING != 0 {
-        irp_flags |= irp::PAGING_IO | irp::NOCACHE;
-    }
+    let irp_flags = irp_flags_of(flags);
     // SAFETY: the caller's buffer of `length` bytes.
     let mut data =
         unsafe { std::slice::from_raw_parts(buffer.cast::<u8>(), length as usize) }.to_vec();
