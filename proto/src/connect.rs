@@ -351,10 +351,12 @@ mod tests {
         assert_eq!(&bytes[16..22], &[6, 0, 2, 0, 12, 0]);
         assert_eq!(bytes[22], 1, "PROGRESSIVE");
         assert_eq!(&bytes[32..34], &[b'm', 0]);
-        let decoded = ConnectionContext::decode(&bytes).unwrap();
-        assert_eq!(decoded, sample());
-        assert!(decoded.sync_root.eq_str("\\D\\Clo"));
-        assert_eq!(decoded.effective_timeout_ms(), DEFAULT_TIMEOUT_MS);
+        let decoded = ConnectionContext::decode(&bytes);
+        assert_eq!(decoded, Ok(sample()));
+        assert_eq!(
+            decoded.map(|d| (d.sync_root.eq_str("\\D\\Clo"), d.effective_timeout_ms())),
+            Ok((true, DEFAULT_TIMEOUT_MS))
+        );
     }
 
     #[test]
@@ -521,8 +523,8 @@ mod tests {
             name in units(MAX_NAME_UNITS),
             version in units(MAX_NAME_UNITS),
             root in units(600),
-            hydration in 0u8..4,
-            population in 0u8..2,
+            hydration in (0u8..4).prop_filter_map("a policy", HydrationPolicy::from_u8),
+            population in (0u8..2).prop_filter_map("a policy", PopulationPolicy::from_u8),
             timeout_ms in 0..=MAX_TIMEOUT_MS,
         ) {
             let root: Vec<u16> = core::iter::once(u16::from(b'\\')).chain(root).collect();
@@ -530,8 +532,8 @@ mod tests {
                 provider_name: Utf16::from_units(&name),
                 provider_version: Utf16::from_units(&version),
                 sync_root: Utf16::from_units(&root),
-                hydration: HydrationPolicy::from_u8(hydration).unwrap(),
-                population: PopulationPolicy::from_u8(population).unwrap(),
+                hydration,
+                population,
                 timeout_ms,
             };
             let bytes = encoded(&ctx);

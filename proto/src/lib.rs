@@ -19,7 +19,9 @@
     clippy::panic,
     clippy::indexing_slicing
 )]
-#![cfg_attr(test, allow(clippy::unwrap_used, clippy::indexing_slicing))]
+// Tests may index (a wrong index fails the test), but never unwrap: a failed
+// expectation should say what was expected, which assert_eq! on the Result does.
+#![cfg_attr(test, allow(clippy::indexing_slicing))]
 #![forbid(unsafe_code)]
 
 pub mod connect;

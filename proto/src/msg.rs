@@ -1173,13 +1173,18 @@ mod tests {
 
     const KINDS: usize = 11;
 
+    /// One of `options`, chosen by `n`.
+    fn pick<T: Copy>(options: &[T], n: u32) -> T {
+        options[n as usize % options.len()]
+    }
+
     fn build(p: &Parts) -> Any<'_> {
         let path = Utf16::from_units(&p.path);
         let size = p.a.max(1);
         let offset = p.b % size;
         let required = ByteRange::new(offset, 1 + p.c % (size - offset));
         let range = ByteRange::new(p.b, p.c.min(u64::MAX - p.b));
-        let flags = PlaceholderFlags::from_bits(p.small as u16 & 0b11011).unwrap();
+        let flags = crate::placeholder::flags_from_bits(p.small);
         match p.which % KINDS {
             0 => Any::Kernel(KernelMessage::FetchData(FetchData {
                 request_id: p.request_id,
@@ -1195,12 +1200,12 @@ mod tests {
             1 => Any::Kernel(KernelMessage::CancelFetch(CancelFetch {
                 request_id: p.request_id,
                 range,
-                reason: CancelReason::from_u32(1 + p.small % 2).unwrap(),
+                reason: pick(&[CancelReason::IoAborted, CancelReason::IoTimeout], p.small),
             })),
             2 => Any::Provider(ProviderMessage::TransferData(TransferData {
                 request_id: p.request_id,
                 offset: p.b.min(u64::MAX - p.data.len() as u64),
-                flags: TransferFlags::from_bits(p.small & 1).unwrap(),
+                flags: pick(&[TransferFlags::EMPTY, TransferFlags::LAST], p.small),
                 data: &p.data,
             })),
             3 => Any::Provider(ProviderMessage::FetchFailed(FetchFailed {
@@ -1223,7 +1228,15 @@ mod tests {
             })),
             5 => Any::Provider(ProviderMessage::Convert(Convert {
                 request_id: p.request_id,
-                flags: ConvertFlags::from_bits(p.small & 3).unwrap(),
+                flags: pick(
+                    &[
+                        ConvertFlags::EMPTY,
+                        ConvertFlags::IN_SYNC,
+                        ConvertFlags::DEHYDRATE,
+                        ConvertFlags::ALL,
+                    ],
+                    p.small,
+                ),
                 path,
                 identity: &p.identity,
             })),
@@ -1244,7 +1257,10 @@ mod tests {
             9 => Any::Provider(ProviderMessage::SetPin(SetPin {
                 request_id: p.request_id,
                 path,
-                state: PinState::from_u32(p.small % 3).unwrap(),
+                state: pick(
+                    &[PinState::Unspecified, PinState::Pinned, PinState::Unpinned],
+                    p.small,
+                ),
             })),
             _ => Any::Provider(ProviderMessage::GetInfo(GetInfo {
                 request_id: p.request_id,
@@ -1266,9 +1282,8 @@ mod tests {
                 (out.len(), r.map(|n| (n, out)))
             }
         };
-        let (n, out) = result.unwrap();
-        assert_eq!(n, len);
-        out
+        assert_eq!(result.as_ref().map(|(n, _)| *n), Ok(len));
+        result.map(|(_, out)| out).unwrap_or_default()
     }
 
     fn decode(bytes: &[u8]) -> Result<Any<'_>, DecodeError> {
@@ -1341,7 +1356,8 @@ mod tests {
         let path = units("a\\b.txt");
         let m = fetch(&path, b"ident");
         let mut out = [0u8; 200];
-        let n = m.encode(&mut out).unwrap();
+        let n = m.encoded_len();
+        assert_eq!(m.encode(&mut out), Ok(n));
         assert_eq!(n, 16 + 48 + 14 + 5);
         assert_eq!(&out[..4], &[1, 0, 1, 0], "kind FETCH_DATA, version 1");
         assert_eq!(&out[4..8], &(n as u32).to_le_bytes());
@@ -1351,9 +1367,9 @@ mod tests {
         assert_eq!(&out[16 + 40..16 + 48], &[0, 0, 14, 0, 5, 0, 0, 0]);
         assert_eq!(&out[64..66], &[b'a', 0]);
         assert_eq!(&out[n - 5..n], b"ident");
-        let decoded = FetchData::decode(&out[..n]).unwrap();
-        assert_eq!(decoded, m);
-        assert!(decoded.path.eq_str("a\\b.txt"));
+        let decoded = FetchData::decode(&out[..n]);
+        assert_eq!(decoded, Ok(m));
+        assert!(decoded.is_ok_and(|d| d.path.eq_str("a\\b.txt")));
     }
 
     #[test]
@@ -1361,7 +1377,8 @@ mod tests {
         let path = units("f");
         let m = fetch(&path, b"");
         let mut out = [0xAAu8; 300];
-        let n = m.encode(&mut out).unwrap();
+        let n = m.encoded_len();
+        assert_eq!(m.encode(&mut out), Ok(n));
         assert_eq!(FetchData::decode(&out), Ok(m));
         assert_eq!(
             FetchData::decode(&out[..n - 1]),
@@ -1375,7 +1392,7 @@ mod tests {
         let good = {
             let m = fetch(&path, b"id");
             let mut out = std::vec![0u8; m.encoded_len()];
-            m.encode(&mut out).unwrap();
+            assert_eq!(m.encode(&mut out), Ok(out.len()));
             out
         };
         let patched = |offset: usize, bytes: &[u8]| {
@@ -1437,27 +1454,27 @@ mod tests {
     fn provider_messages_refuse_undefined_values() {
         let path = units("p");
         let mut out = [0u8; 128];
-        let n = SetPin {
+        let m = SetPin {
             request_id: 1,
             path: Utf16::from_units(&path),
             state: PinState::Pinned,
-        }
-        .encode(&mut out)
-        .unwrap();
+        };
+        let n = m.encoded_len();
+        assert_eq!(m.encode(&mut out), Ok(n));
         out[16] = 3;
         assert_eq!(
             SetPin::decode(&out[..n]),
             Err(DecodeError::BadValue(Field::PinState))
         );
 
-        let n = TransferData {
+        let m = TransferData {
             request_id: 1,
             offset: 0,
             flags: TransferFlags::LAST,
             data: b"data",
-        }
-        .encode(&mut out)
-        .unwrap();
+        };
+        let n = m.encoded_len();
+        assert_eq!(m.encode(&mut out), Ok(n));
         out[24] = 3;
         assert_eq!(
             TransferData::decode(&out[..n]),
@@ -1475,52 +1492,52 @@ mod tests {
             failed.encode(&mut out),
             Err(EncodeError::BadValue(Field::Status))
         );
-        let n = FetchFailed {
+        let m = FetchFailed {
             status: 0xC000_CF12_u32 as i32,
             ..failed
-        }
-        .encode(&mut out)
-        .unwrap();
+        };
+        let n = m.encoded_len();
+        assert_eq!(m.encode(&mut out), Ok(n));
         out[16..20].copy_from_slice(&0x103i32.to_le_bytes());
         assert_eq!(
             FetchFailed::decode(&out[..n]),
             Err(DecodeError::BadValue(Field::Status))
         );
 
-        let n = CreatePlaceholder {
+        let m = CreatePlaceholder {
             request_id: 1,
             file_size: 0,
             basic: BasicInfo::default(),
             flags: PlaceholderFlags::DIRECTORY,
             path: Utf16::from_units(&path),
             identity: b"",
-        }
-        .encode(&mut out)
-        .unwrap();
+        };
+        let n = m.encoded_len();
+        assert_eq!(m.encode(&mut out), Ok(n));
         out[16 + 44..16 + 48].copy_from_slice(&0x1_0000u32.to_le_bytes());
         assert_eq!(
             CreatePlaceholder::decode(&out[..n]),
             Err(DecodeError::BadFlags(0x1_0000))
         );
 
-        let n = Convert {
+        let m = Convert {
             request_id: 1,
             flags: ConvertFlags::DEHYDRATE,
             path: Utf16::from_units(&path),
             identity: b"x",
-        }
-        .encode(&mut out)
-        .unwrap();
+        };
+        let n = m.encoded_len();
+        assert_eq!(m.encode(&mut out), Ok(n));
         out[16] = 4;
         assert_eq!(Convert::decode(&out[..n]), Err(DecodeError::BadFlags(4)));
 
-        let n = CancelFetch {
+        let m = CancelFetch {
             request_id: 1,
             range: ByteRange::new(0, 1),
             reason: CancelReason::IoTimeout,
-        }
-        .encode(&mut out)
-        .unwrap();
+        };
+        let n = m.encoded_len();
+        assert_eq!(m.encode(&mut out), Ok(n));
         out[32] = 3;
         assert_eq!(
             CancelFetch::decode(&out[..n]),
@@ -1540,7 +1557,8 @@ mod tests {
             ..fetch(max_path, &identity)
         };
         assert_eq!(biggest.encoded_len(), MAX_KERNEL_MESSAGE_LEN);
-        let n = biggest.encode(&mut out).unwrap();
+        let n = biggest.encoded_len();
+        assert_eq!(biggest.encode(&mut out), Ok(n));
         assert_eq!(FetchData::decode(&out[..n]), Ok(biggest));
         assert_eq!(
             fetch(&long_path, b"").encode(&mut out),
@@ -1595,7 +1613,8 @@ mod tests {
             payload: &blob,
         };
         let mut out = [0u8; 100];
-        let n = reply.encode(&mut out).unwrap();
+        let n = reply.encoded_len();
+        assert_eq!(reply.encode(&mut out), Ok(n));
         assert_eq!(n, REPLY_HEADER_SIZE + 40);
         assert_eq!(&out[..2], &[1, 0]);
         assert_eq!(&out[16..20], &40u32.to_le_bytes());
