@@ -59,6 +59,7 @@ const REISSUE_ON_REPARSE: u8 = 2;
 static READ_MODE: AtomicU8 = AtomicU8::new(PASS);
 static CREATE_MODE: AtomicU8 = AtomicU8::new(CREATE_PASS);
 static FILTER: AtomicIsize = AtomicIsize::new(0);
+static INSTANCE: AtomicIsize = AtomicIsize::new(0);
 static POST_IRQL: AtomicU8 = AtomicU8::new(0xff);
 static POST_CALLS: AtomicUsize = AtomicUsize::new(0);
 static QUEUE_STATE: Mutex<Option<Box<Queue>>> = Mutex::new(None);
@@ -281,6 +282,7 @@ unsafe extern "system" fn setup(
 ) -> NTSTATUS {
     // SAFETY: the related objects of InstanceSetup.
     let instance = unsafe { (*objects).Instance };
+    INSTANCE.store(instance, Ordering::SeqCst);
     let mut queue = Box::new(Queue {
         cbdq: FLT_CALLBACK_DATA_QUEUE::default(),
     });
@@ -619,5 +621,108 @@ fn a_deferred_work_item_resumes_a_pended_read_and_paging_io_is_never_posted() {
         windows_sys::Win32::Foundation::STATUS_FLT_NOT_SAFE_TO_POST_OPERATION
     );
     std::thread::sleep(Duration::from_millis(50));
+    machine.assert_clean();
+}
+
+#[test]
+fn filter_initiated_io_goes_below_the_filter_and_moves_the_file_position() {
+    use cloudflt_tests::model::fltio::{
+        FltClose, FltCreateFileEx2, FltReadFile, FltWriteFile, ObfDereferenceObject,
+    };
+    use windows_sys::Wdk::Foundation::{FILE_OBJECT, OBJECT_ATTRIBUTES};
+    use windows_sys::Win32::Foundation::UNICODE_STRING;
+
+    let (mut machine, app) = probe(WITH_CALLBACK, CREATE_PASS);
+    files::close(file_with_data(app));
+    let calls_before = POST_CALLS.load(Ordering::SeqCst);
+    let name: Vec<u16> = "\\Device\\HarddiskVolume1\\f.bin".encode_utf16().collect();
+    let us = UNICODE_STRING {
+        Length: (name.len() * 2) as u16,
+        MaximumLength: (name.len() * 2) as u16,
+        Buffer: name.as_ptr().cast_mut(),
+    };
+    let oa = OBJECT_ATTRIBUTES {
+        Length: std::mem::size_of::<OBJECT_ATTRIBUTES>() as u32,
+        RootDirectory: std::ptr::null_mut(),
+        ObjectName: &us,
+        Attributes: 0x200, // OBJ_KERNEL_HANDLE
+        SecurityDescriptor: std::ptr::null(),
+        SecurityQualityOfService: std::ptr::null(),
+    };
+    let instance = INSTANCE.load(Ordering::SeqCst);
+    let mut handle = std::ptr::null_mut();
+    let mut fo: *mut FILE_OBJECT = std::ptr::null_mut();
+    let mut iosb = IO_STATUS_BLOCK::default();
+    // SAFETY: valid out pointers and attributes that outlive the call.
+    let status = unsafe {
+        FltCreateFileEx2(
+            FILTER.load(Ordering::SeqCst),
+            instance,
+            &mut handle,
+            &mut fo,
+            0x0012_019F,
+            &oa,
+            &mut iosb,
+            std::ptr::null(),
+            0,
+            7,
+            1,
+            0x20,
+            std::ptr::null(),
+            0,
+            0,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!(status, STATUS_SUCCESS);
+    let page = [0x5au8; 512];
+    let mut written = 0u32;
+    let at = 512i64;
+    // SAFETY: a referenced file object, a 512-byte buffer and valid out pointers.
+    let status = unsafe {
+        FltWriteFile(
+            instance,
+            fo,
+            &at,
+            512,
+            page.as_ptr().cast(),
+            1,
+            &mut written,
+            None,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!((status, written), (STATUS_SUCCESS, 512));
+    // No offset: the read continues at the file object's position, after the write.
+    let mut back = [0u8; 512];
+    let mut read = 0u32;
+    // SAFETY: as above.
+    let status = unsafe {
+        FltReadFile(
+            instance,
+            fo,
+            std::ptr::null(),
+            512,
+            back.as_mut_ptr().cast(),
+            1,
+            &mut read,
+            None,
+            std::ptr::null(),
+        )
+    };
+    assert_eq!((status, read), (STATUS_SUCCESS, 512));
+    let expected: Vec<u8> = (1024..1536u32).map(|i| i as u8).collect();
+    assert_eq!(&back[..], &expected[..]);
+    // The filter's own I/O never reaches its callbacks.
+    assert_eq!(POST_CALLS.load(Ordering::SeqCst), calls_before);
+    ObfDereferenceObject(fo.cast());
+    assert_eq!(FltClose(handle), STATUS_SUCCESS);
+    let data = process::run_as(app, || {
+        let h = files::create("C:\\f.bin", &OpenParams::default())?;
+        let r = files::read(h, 512, 512, IoMode::Cached);
+        files::close(h);
+        r
+    });
+    assert_eq!(data, Ok(page.to_vec()));
     machine.assert_clean();
 }

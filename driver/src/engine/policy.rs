@@ -112,15 +112,24 @@ mod tests {
         let whole = Range::at(0, size);
         assert_eq!(
             plan(Policy::Partial, read, size),
-            Some(Plan { required: page, background: None })
+            Some(Plan {
+                required: page,
+                background: None
+            })
         );
         assert_eq!(
             plan(Policy::Progressive, read, size),
-            Some(Plan { required: page, background: Some(whole) })
+            Some(Plan {
+                required: page,
+                background: Some(whole)
+            })
         );
         assert_eq!(
             plan(Policy::Full, read, size),
-            Some(Plan { required: whole, background: None })
+            Some(Plan {
+                required: whole,
+                background: None
+            })
         );
         assert_eq!(plan(Policy::Full, Range::at(size, 10), size), None);
         // A read crossing end of file needs only what exists.

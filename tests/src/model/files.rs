@@ -605,18 +605,6 @@ pub(crate) fn irp_read(
     read_irp(fo, volume, offset, buffer, irp_flags, irql, Some(instance))
 }
 
-/// A write a filter issues below `instance`.
-pub(crate) fn irp_write(
-    fo: usize,
-    volume: PFLT_VOLUME,
-    offset: u64,
-    buffer: &mut [u8],
-    irp_flags: u32,
-    instance: PFLT_INSTANCE,
-) -> Completion {
-    write_irp(fo, volume, offset, buffer, irp_flags, Some(instance))
-}
-
 fn add_handle(fo: usize, pid: u32, kernel: bool) -> isize {
     with_kernel(|k| {
         let h = k.handle();

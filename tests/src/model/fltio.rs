@@ -29,7 +29,7 @@ use windows_sys::Win32::Foundation::{
 };
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
-use super::files::{self, OpenParams, Opened, irp_read, irp_write};
+use super::files::{self, OpenParams, Opened, irp_read};
 use super::io::{self, irp};
 use super::irql::{self, APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
 use super::process;
@@ -261,23 +261,57 @@ pub unsafe extern "system" fn FltReadFile(
     _context: *const c_void,
 ) -> NTSTATUS {
     irql::check("FltReadFile", APC_LEVEL);
-    if !sync_only("FltReadFile", callback) {
+    // SAFETY: the caller's buffer of `length` bytes.
+    let target = unsafe { std::slice::from_raw_parts_mut(buffer.cast::<u8>(), length as usize) };
+    // SAFETY: `offset` and `read` are NULL or valid, per the contract.
+    unsafe {
+        filter_io(
+            "FltReadFile",
+            instance,
+            fo,
+            offset,
+            flags,
+            read,
+            callback,
+            |fo, volume, at| irp_read(fo, volume, at, target, irp_flags_of(flags), instance),
+        )
+    }
+}
+
+/// What FltReadFile and FltWriteFile share: synchronous only, the file object on the
+/// instance's volume, the byte offset (explicit or the file object's), the returned
+/// length, and the file object's position afterwards.
+///
+/// # Safety
+/// `offset` and `transferred` must be NULL or valid.
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the FltReadFile/FltWriteFile parameters"
+)]
+unsafe fn filter_io(
+    api: &'static str,
+    instance: PFLT_INSTANCE,
+    fo: *const FILE_OBJECT,
+    offset: *const i64,
+    flags: u32,
+    transferred: *mut u32,
+    callback: PFLT_COMPLETED_ASYNC_IO_CALLBACK,
+    io: impl FnOnce(usize, PFLT_VOLUME, u64) -> io::Completion,
+) -> NTSTATUS {
+    if !sync_only(api, callback) {
         return STATUS_NOT_SUPPORTED;
     }
-    let Some((fo, volume)) = object_on("FltReadFile", instance, fo) else {
+    let Some((fo, volume)) = object_on(api, instance, fo) else {
         return STATUS_INVALID_PARAMETER;
     };
     // SAFETY: NULL or the caller's offset.
     let at = unsafe { offset.as_ref() }
         .copied()
         .unwrap_or_else(|| files::position(fo));
-    let irp_flags = irp_flags_of(flags);
-    // SAFETY: the caller's buffer of `length` bytes.
-    let target = unsafe { std::slice::from_raw_parts_mut(buffer.cast::<u8>(), length as usize) };
-    let done = irp_read(fo, volume, at as u64, target, irp_flags, instance);
-    if !read.is_null() {
+    let done = io(fo, volume, at as u64);
+    if !transferred.is_null() {
         // SAFETY: the caller's out pointer.
-        unsafe { read.write(done.information as u32) };
+        unsafe { transferred.write(done.information as u32) };
     }
     if done.status >= 0 && flags & FLTFL_IO_OPERATION_DO_NOT_UPDATE_BYTE_OFFSET == 0 {
         files::set_position(fo, at + done.information as i64);
@@ -302,29 +336,31 @@ pub unsafe extern "system" fn FltWriteFile(
     _context: *const c_void,
 ) -> NTSTATUS {
     irql::check("FltWriteFile", PASSIVE_LEVEL);
-    if !sync_only("FltWriteFile", callback) {
-        return STATUS_NOT_SUPPORTED;
-    }
-    let Some((fo, volume)) = object_on("FltWriteFile", instance, fo) else {
-        return STATUS_INVALID_PARAMETER;
-    };
-    // SAFETY: NULL or the caller's offset.
-    let at = unsafe { offset.as_ref() }
-        .copied()
-        .unwrap_or_else(|| files::position(fo));
-    let irp_flags = irp_flags_of(flags);
     // SAFETY: the caller's buffer of `length` bytes.
     let mut data =
         unsafe { std::slice::from_raw_parts(buffer.cast::<u8>(), length as usize) }.to_vec();
-    let done = irp_write(fo, volume, at as u64, &mut data, irp_flags, instance);
-    if !written.is_null() {
-        // SAFETY: the caller's out pointer.
-        unsafe { written.write(done.information as u32) };
+    // SAFETY: `offset` and `written` are NULL or valid, per the contract.
+    unsafe {
+        filter_io(
+            "FltWriteFile",
+            instance,
+            fo,
+            offset,
+            flags,
+            written,
+            callback,
+            |fo, volume, at| {
+                files::write_irp(
+                    fo,
+                    volume,
+                    at,
+                    &mut data,
+                    irp_flags_of(flags),
+                    Some(instance),
+                )
+            },
+        )
     }
-    if done.status >= 0 && flags & FLTFL_IO_OPERATION_DO_NOT_UPDATE_BYTE_OFFSET == 0 {
-        files::set_position(fo, at + done.information as i64);
-    }
-    done.status
 }
 
 /// FltQueryInformationFile.
