@@ -153,11 +153,8 @@ fn ordinary_files_behave_the_same_with_and_without_the_driver() {
     // And the workload itself saw real NTFS behaviour, not an empty model.
     let text = without.join("\n");
     assert!(text.contains("read Cached: Ok((5000, true))"), "{text}");
-    assert!(
-        text.contains("read NonCached: Ok((5904, true))")
-            || text.contains("read NonCached: Ok((8192"),
-        "{text}"
-    );
+    // 8 KiB asked at 4 KiB of a 10 000-byte file: the file system stops at end of file.
+    assert!(text.contains("read NonCached: Ok((5904, true))"), "{text}");
     assert!(
         text.contains(&format!(
             "read unaligned noncached: Err({STATUS_INVALID_PARAMETER})"

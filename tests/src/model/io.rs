@@ -226,7 +226,6 @@ pub(crate) fn dispatch(req: &Request, fs: FileSystem) -> Completion {
     cbd.data.IoStatus = status_block(STATUS_SUCCESS, 0);
     let addr = std::ptr::from_ref::<Cbd>(&cbd) as usize;
     with_kernel(|k| {
-        k.sync.set_cancel_probe(cancel_probe);
         k.io.ops.insert(
             addr,
             OpState {
@@ -482,7 +481,7 @@ fn call_file_system(cbd: &mut Cbd, addr: usize, fs: FileSystem) {
 }
 
 /// What FltCancellableWaitFor* ask: was this operation cancelled?
-fn cancel_probe(k: &super::Kernel, data: *const FLT_CALLBACK_DATA) -> bool {
+pub(crate) fn cancel_probe(k: &super::Kernel, data: *const FLT_CALLBACK_DATA) -> bool {
     k.io.ops.get(&(data as usize)).is_some_and(|o| o.cancelled)
 }
 

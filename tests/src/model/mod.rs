@@ -124,15 +124,18 @@ impl Kernel {
     }
 }
 
-/// System time (100 ns since 1601, UTC) at boot of the first machine: 2026-01-01, so
-/// timestamps are recognisable; it advances with real time.
-const EPOCH_2026: i64 = 134_116_992_000_000_000;
-
-/// The model's system time, as KeQuerySystemTimePrecise reports it.
+/// The model's system time (100 ns since 1601, UTC), as KeQuerySystemTimePrecise reports
+/// it: the booted machine's one clock, which `Machine::advance_clock` moves too. Call it
+/// with the kernel lock released.
 pub fn now() -> i64 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    let elapsed = START.get_or_init(std::time::Instant::now).elapsed();
-    EPOCH_2026 + (elapsed.as_nanos() / 100) as i64
+    with_kernel(|k| k.system_time())
+}
+
+impl Kernel {
+    /// [`now`] for code that already holds the kernel lock.
+    pub(crate) fn system_time(&self) -> i64 {
+        i64::try_from(self.sync.clock.system_time()).unwrap_or(i64::MAX)
+    }
 }
 
 static KERNEL: Mutex<Option<Kernel>> = Mutex::new(None);
@@ -160,11 +163,14 @@ impl Machine {
     pub fn boot(volumes: &[VolumeConfig]) -> Self {
         let exclusive = MACHINE.lock().unwrap_or_else(PoisonError::into_inner);
         let mut kernel = Kernel::new();
+        // Cancellable waits ask the I/O model whether their operation was cancelled.
+        kernel.sync.set_cancel_probe(io::cancel_probe);
         for config in volumes {
             let handle = kernel.handle();
+            let now = kernel.system_time();
             kernel
                 .volumes
-                .push(volume::Volume::new(handle, config.clone()));
+                .push(volume::Volume::new(handle, config.clone(), now));
         }
         *KERNEL.lock().unwrap_or_else(PoisonError::into_inner) = Some(kernel);
         Self {

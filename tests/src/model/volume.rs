@@ -74,8 +74,8 @@ pub(crate) struct Volume {
 }
 
 impl Volume {
-    pub(crate) fn new(handle: isize, config: VolumeConfig) -> Self {
-        let fs = Ntfs::new(u32::from(config.sector_size), super::now());
+    pub(crate) fn new(handle: isize, config: VolumeConfig, now: i64) -> Self {
+        let fs = Ntfs::new(u32::from(config.sector_size), now);
         Self { handle, config, fs }
     }
 }
