@@ -4,9 +4,14 @@
 //! carries out, so every rule here is tested on the host without a kernel.
 #![forbid(unsafe_code)]
 
+/// Fuzz target bodies and the rewrite oracle (tests and the `fuzzing` feature only).
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzz;
 pub mod policy;
 pub mod ranges;
 pub mod requests;
+pub mod rewrite;
 pub mod syncroot;
 pub mod tagguard;
+pub mod visibility;
 pub mod volume;
