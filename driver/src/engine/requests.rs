@@ -50,6 +50,11 @@ impl<const N: usize> Requests<N> {
         }
     }
 
+    /// The outstanding requests.
+    pub fn iter(&self) -> impl Iterator<Item = &Request> {
+        self.live()
+    }
+
     fn live(&self) -> impl Iterator<Item = &Request> {
         self.slots.iter().flatten()
     }
@@ -144,6 +149,38 @@ impl<const N: usize> Requests<N> {
         self.live().find(|r| r.stream == stream).map(|r| r.id)
     }
 
+    /// The first part of `gap` that no in-flight request of `stream` will deliver, so a
+    /// reader asks only for what nobody has asked for yet.
+    pub fn unrequested(&self, stream: usize, gap: Range) -> Option<Range> {
+        let mut start = gap.start;
+        loop {
+            if start >= gap.end {
+                return None;
+            }
+            let covering = self
+                .live()
+                .find(|r| r.stream == stream && r.range.start <= start && start < r.range.end);
+            match covering {
+                Some(r) => start = r.range.end,
+                None => {
+                    let end = self
+                        .live()
+                        .filter(|r| r.stream == stream && r.range.start > start)
+                        .map(|r| r.range.start)
+                        .fold(gap.end, u64::min);
+                    return Some(Range { start, end });
+                }
+            }
+        }
+    }
+
+    /// The first request of `stream` whose range `done` says has fully arrived.
+    pub fn first_done(&self, stream: usize, done: impl Fn(Range) -> bool) -> Option<u64> {
+        self.live()
+            .find(|r| r.stream == stream && done(r.range))
+            .map(|r| r.id)
+    }
+
     /// The earliest deadline, if any request is outstanding.
     pub fn next_deadline(&self) -> Option<i64> {
         self.live().map(|r| r.deadline).min()
@@ -179,6 +216,31 @@ mod tests {
         assert!(t.finish(a.unwrap_or_default()).is_some());
         let c = t.start(1, Range::at(2, 1), 1, 10);
         assert!(c.is_ok() && c != a && c != b, "{c:?}");
+    }
+
+    #[test]
+    fn only_what_nobody_asked_for_is_requested() {
+        let mut t = Requests::<4>::new();
+        assert!(t.start(1, Range::at(4096, 4096), 1, 10).is_ok());
+        assert!(t.start(1, Range::at(12288, 4096), 1, 10).is_ok());
+        assert!(t.start(2, Range::at(0, 65536), 1, 10).is_ok());
+        let gap = Range::at(0, 20480);
+        assert_eq!(t.unrequested(1, gap), Some(Range::at(0, 4096)));
+        assert_eq!(
+            t.unrequested(1, Range::at(4096, 16384)),
+            Some(Range::at(8192, 4096))
+        );
+        assert_eq!(
+            t.unrequested(1, Range::at(12288, 8192)),
+            Some(Range::at(16384, 4096))
+        );
+        assert_eq!(t.unrequested(1, Range::at(4096, 4096)), None);
+        assert_eq!(t.unrequested(2, gap), None);
+        assert_eq!(
+            t.first_done(1, |r| r.start >= 12288),
+            t.of_stream(1).map(|id| id + 1)
+        );
+        assert_eq!(t.first_done(3, |_| true), None);
     }
 
     #[test]

@@ -84,7 +84,9 @@ pub fn under<'p>(root: &[u16], path: &'p [u16]) -> Option<&'p [u16]> {
     }
 }
 
-fn valid(path: &[u16]) -> bool {
+/// Whether `path` can be a root: absolute, no empty component, no trailing separator,
+/// at most [`MAX_PATH`] units.
+pub fn is_valid(path: &[u16]) -> bool {
     !path.is_empty()
         && path.len() <= MAX_PATH
         && path.first() == Some(&SEPARATOR)
@@ -100,7 +102,7 @@ impl<const N: usize> Roots<N> {
 
     /// Registers `path` for connection `owner`.
     pub fn add(&mut self, path: &[u16], owner: usize) -> Result<(), RootError> {
-        if !valid(path) {
+        if !is_valid(path) {
             return Err(RootError::InvalidPath);
         }
         for r in self.roots.iter().flatten() {

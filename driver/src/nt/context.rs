@@ -9,7 +9,15 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_STREAMHANDLE_CONTEXT, PFLT_CONTEXT,
 };
 
+use core::cell::UnsafeCell;
+
+use cloudflt_proto::PlaceholderFlags;
+use cloudflt_proto::placeholder::MAX_IDENTITY_LEN;
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::PFLT_INSTANCE;
+
+use super::file::OwnedFile;
 use super::pool::tag;
+use crate::engine::ranges::RangeSet;
 
 /// Per-volume facts gathered at InstanceSetup.
 #[repr(C)]
@@ -21,11 +29,97 @@ pub(crate) struct InstanceContext {
     pub(crate) fs_attributes: u32,
 }
 
-/// Per-stream state: the placeholder's hydration state lives here once placeholders are
-/// handled; until then the filter never allocates one.
+/// Ranges of a placeholder the stream context tracks; beyond this the smallest is
+/// forgotten (and fetched again if read), never invented.
+pub(crate) const STREAM_RANGES: usize = 64;
+
+/// Per-stream state of a placeholder, attached the first time it is opened (or touched by
+/// a provider request) from the reparse data on disk.
+///
+/// The immutable part is set before the context is published; the hydration state is
+/// reached only through [`StreamContext::with_state`], under the fetch table's lock.
 #[repr(C)]
 pub(crate) struct StreamContext {
     pub(crate) signature: u32,
+    /// The instance the context belongs to: the driver's own I/O on the file goes below it.
+    pub(crate) instance: PFLT_INSTANCE,
+    /// NTFS file id (FileInternalInformation), for the provider.
+    pub(crate) file_id: u64,
+    identity_len: usize,
+    identity: [u8; MAX_IDENTITY_LEN],
+    state: UnsafeCell<StreamState>,
+}
+
+/// What changes as data arrives.
+pub(crate) struct StreamState {
+    /// Still carries cloudflt's reparse point (revert clears it).
+    pub(crate) placeholder: bool,
+    /// The reparse data did not decode: reads fail with METADATA_CORRUPT.
+    pub(crate) corrupt: bool,
+    pub(crate) flags: PlaceholderFlags,
+    pub(crate) file_size: u64,
+    pub(crate) present: RangeSet<STREAM_RANGES>,
+    /// The driver's write handle while fetches are outstanding.
+    pub(crate) writer: Option<OwnedFile>,
+    /// Outstanding fetches and transfers using `writer`.
+    pub(crate) writer_users: u32,
+    /// Snapshot numbering, so that concurrent transfers persist the newest state last.
+    pub(crate) snapshot: u64,
+    pub(crate) persisted: u64,
+}
+
+/// Proof that the fetch table's lock is held (only `hydrate` makes one).
+pub(crate) struct Held(pub(super) ());
+
+impl StreamContext {
+    /// Initialises a context FltAllocateContext returned, field by field (it is too large
+    /// to build on the kernel stack).
+    ///
+    /// # Safety
+    /// `this` points to `size_of::<StreamContext>()` writable bytes, suitably aligned, not
+    /// yet shared.
+    pub(crate) unsafe fn init(
+        this: *mut StreamContext,
+        instance: PFLT_INSTANCE,
+        file_id: u64,
+        identity: &[u8],
+        state: StreamState,
+    ) {
+        let identity = identity.get(..MAX_IDENTITY_LEN).unwrap_or(identity);
+        // SAFETY: the caller's contract; each field is written once through a raw place.
+        unsafe {
+            core::ptr::addr_of_mut!((*this).signature).write(TAG_STREAM_CONTEXT);
+        }
+        // SAFETY: as above.
+        unsafe { core::ptr::addr_of_mut!((*this).instance).write(instance) };
+        // SAFETY: as above.
+        unsafe { core::ptr::addr_of_mut!((*this).file_id).write(file_id) };
+        // SAFETY: as above.
+        unsafe { core::ptr::addr_of_mut!((*this).identity_len).write(identity.len()) };
+        // SAFETY: as above; `identity` is at most MAX_IDENTITY_LEN bytes, the array's size.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                identity.as_ptr(),
+                core::ptr::addr_of_mut!((*this).identity).cast::<u8>(),
+                identity.len(),
+            )
+        };
+        // SAFETY: as above.
+        unsafe { core::ptr::addr_of_mut!((*this).state).write(UnsafeCell::new(state)) };
+    }
+
+    /// The provider's identity for the file.
+    pub(crate) fn identity(&self) -> &[u8] {
+        self.identity.get(..self.identity_len).unwrap_or(&[])
+    }
+
+    /// Runs `f` on the hydration state; `Held` shows the fetch table's lock is held, which
+    /// serialises every access. `f` must not call `with_state` on the same context.
+    pub(crate) fn with_state<R>(&self, _held: &Held, f: impl FnOnce(&mut StreamState) -> R) -> R {
+        // SAFETY: all access goes through this function with the one lock held, and no
+        // caller nests it for the same context, so the reference is unique.
+        f(unsafe { &mut *self.state.get() })
+    }
 }
 
 /// Per-open state: the open's effective policy and disguise decision live here once they
@@ -81,9 +175,9 @@ const fn entry(context_type: u32, size: usize, pool_tag: u32) -> FLT_CONTEXT_REG
     }
 }
 
-/// ContextCleanupCallback: none of the contexts owns memory of its own yet, so this only
-/// clears the signature, so that a released context seen in a debugger does not look
-/// alive.
+/// ContextCleanupCallback: clears the signature, so that a released context seen in a
+/// debugger does not look alive. A stream context's writer is always closed before its
+/// last reference goes (each fetch holds both), so nothing else is owned here.
 unsafe extern "system" fn cleanup(context: PFLT_CONTEXT, _context_type: u16) {
     if context.is_null() {
         return;

@@ -47,6 +47,14 @@ impl Driver {
     }
 }
 
+/// The registered filter, while the driver is loaded (for callbacks that get no cookie).
+pub(crate) fn filter() -> Option<PFLT_FILTER> {
+    // SAFETY: a published state lives until teardown, and FltUnregisterFilter waits for
+    // callbacks in flight before teardown frees it.
+    let state = unsafe { DRIVER.load(Ordering::Acquire).as_ref() }?;
+    (state.filter != 0).then_some(state.filter)
+}
+
 /// FilterUnload receives no context, so the state is reachable from here; callbacks that
 /// get a cookie use the cookie instead.
 static DRIVER: AtomicPtr<Driver> = AtomicPtr::new(null_mut());

@@ -11,11 +11,16 @@ pub mod filter;
 pub mod status;
 
 mod context;
+mod file;
+mod hydrate;
 mod instance;
 mod ops;
+mod placeholder;
 mod pool;
 mod port;
+mod providers;
 mod registration;
+mod sync;
 
 pub use filter::driver_entry;
 pub use pool::{POOL_ALIGNMENT, POOL_FLAG_NON_PAGED, tag};

@@ -1,14 +1,37 @@
 //! The I/O callbacks of the operation table.
 //!
-//! FILE_SYSTEM_CONTROL guards cloudflt's reparse tag (engine::tagguard); every other
-//! operation passes through untouched until hydration and disguise are built.
+//! CREATE opens placeholders as themselves and attaches their stream context; READ and
+//! ACQUIRE_FOR_SECTION_SYNCHRONIZATION hydrate what is missing (module `hydrate`);
+//! FILE_SYSTEM_CONTROL guards cloudflt's reparse tag (engine::tagguard); the other
+//! operations pass through until disguise is built.
 
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_FINISHED_PROCESSING,
     FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_COMPLETE, FLT_PREOP_SUCCESS_NO_CALLBACK,
     FLT_RELATED_OBJECTS, FLTFL_CALLBACK_DATA_IRP_OPERATION,
 };
-use windows_sys::Win32::Foundation::STATUS_ACCESS_DENIED;
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    FLT_FILE_NAME_INFORMATION, FLT_FILE_NAME_NORMALIZED, FLT_FILE_NAME_QUERY_DEFAULT,
+    FLT_PREOP_DISALLOW_FASTIO, FLT_PREOP_PENDING, FLT_PREOP_SUCCESS_WITH_CALLBACK,
+    FLTFL_CALLBACK_DATA_FAST_IO_OPERATION, FLTFL_POST_OPERATION_DRAINING, FltAddOpenReparseEntry,
+    FltAllocateDeferredIoWorkItem, FltCompletePendedPreOperation, FltFreeDeferredIoWorkItem,
+    FltGetFileNameInformation, FltGetRequestorProcess, FltGetRequestorProcessId,
+    FltQueueDeferredIoWorkItem, FltReleaseFileNameInformation, PFLT_DEFERRED_IO_WORKITEM,
+};
+use windows_sys::Wdk::Storage::FileSystem::{OPEN_REPARSE_LIST_ENTRY, SeLocateProcessImageName};
+use windows_sys::Wdk::System::SystemServices::{DelayedWorkQueue, ExFreePool, IRP_PAGING_IO};
+use windows_sys::Win32::Foundation::{
+    NTSTATUS, STATUS_ACCESS_DENIED, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES,
+    STATUS_CLOUD_FILE_INVALID_REQUEST, STATUS_CLOUD_FILE_METADATA_CORRUPT,
+    STATUS_CLOUD_FILE_UNSUCCESSFUL, STATUS_REPARSE, UNICODE_STRING,
+};
+use windows_sys::Win32::System::Kernel::LIST_ENTRY;
+
+use super::file::Fo;
+use super::placeholder::{self, StreamRef};
+use super::status::nt_success;
+use super::{hydrate, providers};
+use crate::engine::ranges::Range;
 use windows_sys::Win32::System::IO::{IO_STATUS_BLOCK, IO_STATUS_BLOCK_0};
 
 use crate::engine::tagguard;
@@ -23,19 +46,6 @@ pub(super) unsafe extern "system" fn pre_pass_through(
     _completion_context: *mut *mut core::ffi::c_void,
 ) -> FLT_PREOP_CALLBACK_STATUS {
     FLT_PREOP_SUCCESS_NO_CALLBACK
-}
-
-/// PostOperation of CREATE: nothing to do after an open yet.
-///
-/// # Safety
-/// Called by FltMgr with valid callback data.
-pub(super) unsafe extern "system" fn post_create(
-    _data: *mut FLT_CALLBACK_DATA,
-    _objects: *const FLT_RELATED_OBJECTS,
-    _completion_context: *const core::ffi::c_void,
-    _flags: u32,
-) -> FLT_POSTOP_CALLBACK_STATUS {
-    FLT_POSTOP_FINISHED_PROCESSING
 }
 
 /// METHOD_BUFFERED: the only transfer method of the reparse-point FSCTLs.
@@ -99,4 +109,424 @@ pub(super) unsafe extern "system" fn pre_fs_control(
         Information: 0,
     };
     FLT_PREOP_COMPLETE
+}
+
+/// cloudflt's open-reparse entry: placeholders open as themselves for every caller, with
+/// no STATUS_REPARSE; other tags are untouched (the entry names only cloudflt's tag and
+/// GUID, and flags 0 mean "never reparse on it").
+fn open_reparse_entry() -> OPEN_REPARSE_LIST_ENTRY {
+    let g = cloudflt_proto::reparse::GUID;
+    let [
+        a0,
+        a1,
+        a2,
+        a3,
+        b0,
+        b1,
+        c0,
+        c1,
+        d0,
+        d1,
+        d2,
+        d3,
+        d4,
+        d5,
+        d6,
+        d7,
+    ] = g;
+    OPEN_REPARSE_LIST_ENTRY {
+        OpenReparseListEntry: LIST_ENTRY {
+            Flink: core::ptr::null_mut(),
+            Blink: core::ptr::null_mut(),
+        },
+        ReparseTag: cloudflt_proto::reparse::TAG,
+        Flags: 0,
+        ReparseGuid: windows_sys::core::GUID {
+            data1: u32::from_le_bytes([a0, a1, a2, a3]),
+            data2: u16::from_le_bytes([b0, b1]),
+            data3: u16::from_le_bytes([c0, c1]),
+            data4: [d0, d1, d2, d3, d4, d5, d6, d7],
+        },
+        Size: core::mem::size_of::<OPEN_REPARSE_LIST_ENTRY>() as u16,
+        RemainingLength: 0,
+    }
+}
+
+/// PreOperation of CREATE: adds cloudflt's open-reparse entry, so NTFS opens a
+/// placeholder instead of returning STATUS_REPARSE.
+///
+/// # Safety
+/// Called by FltMgr with valid callback data.
+pub(super) unsafe extern "system" fn pre_create(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    _completion_context: *mut *mut core::ffi::c_void,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    // SAFETY: FltMgr passes valid related objects for the duration of the call.
+    let Some(objects) = (unsafe { objects.as_ref() }) else {
+        return FLT_PREOP_SUCCESS_WITH_CALLBACK;
+    };
+    let entry = open_reparse_entry();
+    // SAFETY: a pre-create at PASSIVE_LEVEL; FltMgr copies the entry.
+    let status = unsafe { FltAddOpenReparseEntry(objects.Filter, data, &entry) };
+    if !nt_success(status) {
+        debug_print!("cloudflt: FltAddOpenReparseEntry failed with {status:#010x}");
+    }
+    FLT_PREOP_SUCCESS_WITH_CALLBACK
+}
+
+/// PostOperation of CREATE: a successful open of a file carrying cloudflt's tag gets the
+/// stream context its reads need.
+///
+/// # Safety
+/// Called by FltMgr with valid callback data.
+pub(super) unsafe extern "system" fn post_create(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    _completion_context: *const core::ffi::c_void,
+    flags: u32,
+) -> FLT_POSTOP_CALLBACK_STATUS {
+    if flags & FLTFL_POST_OPERATION_DRAINING != 0 {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    // SAFETY: FltMgr passes valid callback data and related objects for the call.
+    let (Some(data), Some(objects)) = (unsafe { data.as_ref() }, unsafe { objects.as_ref() })
+    else {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    };
+    // SAFETY: the status member of the completed operation.
+    let status = unsafe { data.IoStatus.Anonymous.Status };
+    if !nt_success(status) || status == STATUS_REPARSE || objects.FileObject.is_null() {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    let fo = Fo {
+        instance: objects.Instance,
+        file_object: objects.FileObject,
+    };
+    // A failure leaves the file without context: its reads then find no placeholder
+    // state and pass, which is what they did before the driver loaded.
+    if let Ok(stream) = placeholder::attach(objects.Filter, fo) {
+        drop(stream);
+    }
+    FLT_POSTOP_FINISHED_PROCESSING
+}
+
+/// The read an operation asks for, as (offset, length).
+fn read_of(data: &FLT_CALLBACK_DATA) -> Option<(u64, u64)> {
+    // SAFETY: Iopb points at the operation's parameter block, valid during the operation.
+    let iopb = unsafe { data.Iopb.as_ref() }?;
+    // SAFETY: IRP_MJ_READ: the union holds the read parameters.
+    let read = unsafe { iopb.Parameters.Read };
+    let offset = u64::try_from(read.ByteOffset).unwrap_or(0);
+    Some((offset, u64::from(read.Length)))
+}
+
+fn complete(data: &mut FLT_CALLBACK_DATA, status: NTSTATUS) -> FLT_PREOP_CALLBACK_STATUS {
+    data.IoStatus = IO_STATUS_BLOCK {
+        Anonymous: IO_STATUS_BLOCK_0 { Status: status },
+        Information: 0,
+    };
+    FLT_PREOP_COMPLETE
+}
+
+/// PreOperation of READ: a read of data a placeholder does not have yet pends until the
+/// provider delivers it (per the provider's hydration policy); a paging read of missing
+/// data fails at once (the faulting thread may hold locks a fetch would need); the
+/// provider's own reads pass untouched.
+///
+/// # Safety
+/// Called by FltMgr with valid callback data.
+pub(super) unsafe extern "system" fn pre_read(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    _completion_context: *mut *mut core::ffi::c_void,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    // SAFETY: FltMgr passes valid callback data and related objects for the call.
+    let (Some(data_ref), Some(objects)) = (unsafe { data.as_mut() }, unsafe { objects.as_ref() })
+    else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    let Some(stream) = placeholder::get(objects.Instance, objects.FileObject) else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    // SAFETY: live callback data.
+    let pid = unsafe { FltGetRequestorProcessId(data) };
+    if providers::is_provider(pid as usize) {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    let Some((offset, length)) = read_of(data_ref) else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    let (placeholder, corrupt, missing) = hydrate::with_held(|held| {
+        stream.with_state(held, |s| {
+            let read = Range::at(offset, length).clip(Range {
+                start: 0,
+                end: s.file_size,
+            });
+            (
+                s.placeholder,
+                s.corrupt,
+                !read.is_empty() && !s.present.contains(read),
+            )
+        })
+    });
+    if !placeholder {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    if corrupt {
+        return complete(data_ref, STATUS_CLOUD_FILE_METADATA_CORRUPT);
+    }
+    if !missing {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    if data_ref.Flags & FLTFL_CALLBACK_DATA_FAST_IO_OPERATION != 0 {
+        return FLT_PREOP_DISALLOW_FASTIO;
+    }
+    if data_ref.Flags & FLTFL_CALLBACK_DATA_IRP_OPERATION == 0 {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    // SAFETY: Iopb is valid during the operation (read_of succeeded).
+    let irp_flags = unsafe { (*data_ref.Iopb).IrpFlags };
+    if irp_flags & IRP_PAGING_IO != 0 {
+        return complete(data_ref, PAGING_READ_OF_MISSING_DATA);
+    }
+    // SAFETY: no preconditions.
+    let item = unsafe { FltAllocateDeferredIoWorkItem() };
+    if item == 0 {
+        return complete(data_ref, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES);
+    }
+    let context = stream.into_raw();
+    // SAFETY: an IRP read that is not paging I/O; the worker takes over the stream
+    // reference in `context`.
+    let status = unsafe {
+        FltQueueDeferredIoWorkItem(
+            item,
+            data,
+            Some(read_worker),
+            DelayedWorkQueue,
+            context.cast(),
+        )
+    };
+    if !nt_success(status) {
+        // SAFETY: the item was not queued; the reference comes back.
+        unsafe { FltFreeDeferredIoWorkItem(item) };
+        // SAFETY: from `into_raw` just above, used once.
+        drop(unsafe { StreamRef::from_raw(context) });
+        return complete(data_ref, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES);
+    }
+    FLT_PREOP_PENDING
+}
+
+/// What a paging read of data not on disk fails with.
+const PAGING_READ_OF_MISSING_DATA: NTSTATUS = STATUS_CLOUD_FILE_UNSUCCESSFUL;
+
+/// The deferred work of a pended read: fetch, then let the read go on to NTFS (or fail
+/// it with the fetch's status).
+///
+/// # Safety
+/// Called by FltMgr on a worker thread at PASSIVE_LEVEL with the item, the pended
+/// operation and the context queued by `pre_read`.
+unsafe extern "system" fn read_worker(
+    item: PFLT_DEFERRED_IO_WORKITEM,
+    data: *const FLT_CALLBACK_DATA,
+    context: *const core::ffi::c_void,
+) {
+    // SAFETY: the reference `pre_read` gave up to this item.
+    let stream = unsafe { StreamRef::from_raw(context.cast_mut().cast()) };
+    let status = match &stream {
+        Some(stream) => fetch_for(data, stream, None),
+        None => STATUS_CLOUD_FILE_INVALID_REQUEST,
+    };
+    // SAFETY: the item this routine was queued with, freed once, before the operation
+    // completes (completion may let the filter unload).
+    unsafe { FltFreeDeferredIoWorkItem(item) };
+    drop(stream);
+    resume(data, status);
+}
+
+/// Completes a pended pre-operation: on to the file system, or failed with `status`.
+fn resume(data: *const FLT_CALLBACK_DATA, status: NTSTATUS) {
+    if nt_success(status) {
+        // SAFETY: the operation pre_read pended, completed once.
+        unsafe {
+            FltCompletePendedPreOperation(data, FLT_PREOP_SUCCESS_NO_CALLBACK, core::ptr::null())
+        };
+        return;
+    }
+    // SAFETY: the pended operation's callback data stays valid until it is completed.
+    if let Some(d) = unsafe { data.cast_mut().as_mut() } {
+        d.IoStatus = IO_STATUS_BLOCK {
+            Anonymous: IO_STATUS_BLOCK_0 { Status: status },
+            Information: 0,
+        };
+    }
+    // SAFETY: as above.
+    unsafe { FltCompletePendedPreOperation(data, FLT_PREOP_COMPLETE, core::ptr::null()) };
+}
+
+/// Fetches what operation `data` on `stream` needs: its read per policy, or all of the
+/// file (`whole`, for a section).
+fn fetch_for(data: *const FLT_CALLBACK_DATA, stream: &StreamRef, whole: Option<u64>) -> NTSTATUS {
+    let mut name: *mut FLT_FILE_NAME_INFORMATION = core::ptr::null_mut();
+    // SAFETY: live callback data; PASSIVE_LEVEL; a valid out pointer.
+    let status = unsafe {
+        FltGetFileNameInformation(
+            data,
+            FLT_FILE_NAME_NORMALIZED | FLT_FILE_NAME_QUERY_DEFAULT,
+            &mut name,
+        )
+    };
+    if !nt_success(status) {
+        return status;
+    }
+    let name = NameInfo(name);
+    // SAFETY: live callback data.
+    let pid = unsafe { FltGetRequestorProcessId(data) };
+    let image = ImageName::of(data);
+    let target = hydrate::Target {
+        stream,
+        name: name.units(),
+        requestor_pid: pid,
+        requestor_image: image.units(),
+        data: if whole.is_some() {
+            core::ptr::null()
+        } else {
+            data
+        },
+    };
+    match whole {
+        Some(size) => hydrate::ensure_range(
+            &target,
+            Range {
+                start: 0,
+                end: size,
+            },
+        ),
+        None => {
+            // SAFETY: live callback data.
+            let Some((offset, length)) = read_of(unsafe { &*data }) else {
+                return STATUS_CLOUD_FILE_INVALID_REQUEST;
+            };
+            hydrate::ensure_read(&target, Range::at(offset, length))
+        }
+    }
+}
+
+/// A file name from FltGetFileNameInformation, released on drop.
+struct NameInfo(*mut FLT_FILE_NAME_INFORMATION);
+
+impl NameInfo {
+    fn units(&self) -> &[u16] {
+        // SAFETY: a referenced name information structure.
+        let Some(info) = (unsafe { self.0.as_ref() }) else {
+            return &[];
+        };
+        unicode_units(&info.Name)
+    }
+}
+
+impl Drop for NameInfo {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: the reference FltGetFileNameInformation gave, released once.
+            unsafe { FltReleaseFileNameInformation(self.0) };
+        }
+    }
+}
+
+fn unicode_units(s: &UNICODE_STRING) -> &[u16] {
+    if s.Buffer.is_null() {
+        return &[];
+    }
+    // SAFETY: Length bytes at Buffer, per UNICODE_STRING.
+    unsafe { core::slice::from_raw_parts(s.Buffer, usize::from(s.Length) / 2) }
+}
+
+/// The requesting process's image path, for the provider; freed on drop.
+struct ImageName(*mut UNICODE_STRING);
+
+impl ImageName {
+    fn of(data: *const FLT_CALLBACK_DATA) -> Self {
+        // SAFETY: live callback data.
+        let process = unsafe { FltGetRequestorProcess(data) };
+        if process == 0 {
+            return Self(core::ptr::null_mut());
+        }
+        let mut name: *mut UNICODE_STRING = core::ptr::null_mut();
+        // SAFETY: a live process object; PASSIVE_LEVEL; a valid out pointer.
+        let status = unsafe { SeLocateProcessImageName(process, &mut name) };
+        if nt_success(status) {
+            Self(name)
+        } else {
+            Self(core::ptr::null_mut())
+        }
+    }
+
+    fn units(&self) -> &[u16] {
+        // SAFETY: the string SeLocateProcessImageName allocated.
+        match unsafe { self.0.as_ref() } {
+            Some(s) => unicode_units(s),
+            None => &[],
+        }
+    }
+}
+
+impl Drop for ImageName {
+    fn drop(&mut self) {
+        if !self.0.is_null() {
+            // SAFETY: SeLocateProcessImageName's allocation; the caller frees it.
+            unsafe { ExFreePool(self.0.cast()) };
+        }
+    }
+}
+
+/// PreOperation of ACQUIRE_FOR_SECTION_SYNCHRONIZATION: a placeholder about to be mapped
+/// (or run) is hydrated whole first, since page faults on it must never wait for a
+/// provider.
+///
+/// # Safety
+/// Called by FltMgr with valid callback data.
+pub(super) unsafe extern "system" fn pre_acquire_section(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    _completion_context: *mut *mut core::ffi::c_void,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    // SAFETY: FltMgr passes valid callback data and related objects for the call.
+    let (Some(data_ref), Some(objects)) = (unsafe { data.as_mut() }, unsafe { objects.as_ref() })
+    else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    let Some(stream) = placeholder::get(objects.Instance, objects.FileObject) else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    // SAFETY: live callback data.
+    let pid = unsafe { FltGetRequestorProcessId(data) };
+    if providers::is_provider(pid as usize) {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    let (placeholder, corrupt, size, full) = hydrate::with_held(|held| {
+        stream.with_state(held, |s| {
+            (
+                s.placeholder,
+                s.corrupt,
+                s.file_size,
+                s.present.contains(Range {
+                    start: 0,
+                    end: s.file_size,
+                }),
+            )
+        })
+    });
+    if !placeholder || full {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    if corrupt {
+        return complete(data_ref, STATUS_CLOUD_FILE_METADATA_CORRUPT);
+    }
+    let status = fetch_for(data, &stream, Some(size));
+    if nt_success(status) {
+        FLT_PREOP_SUCCESS_NO_CALLBACK
+    } else {
+        complete(data_ref, status)
+    }
 }

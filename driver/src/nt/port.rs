@@ -8,6 +8,7 @@ use core::ffi::c_void;
 use core::ptr::NonNull;
 
 use cloudflt_proto::ConnectionContext;
+use cloudflt_proto::msg::{self, ProviderMessage, Reply};
 use cloudflt_proto::port::{MAX_CONNECTIONS, PORT_NAME_UTF16};
 use windows_sys::Wdk::Foundation::OBJECT_ATTRIBUTES;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
@@ -16,25 +17,31 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
 };
 use windows_sys::Win32::Foundation::{
     NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, STATUS_INSUFFICIENT_RESOURCES,
-    STATUS_INVALID_DEVICE_REQUEST, STATUS_INVALID_PARAMETER, STATUS_SUCCESS, UNICODE_STRING,
+    STATUS_INVALID_PARAMETER, STATUS_SUCCESS, UNICODE_STRING,
 };
 use windows_sys::Win32::Security::PSECURITY_DESCRIPTOR;
 
+use windows_sys::Wdk::System::SystemServices::{
+    MM_COPY_ADDRESS, MM_COPY_ADDRESS_0, MM_COPY_MEMORY_VIRTUAL, MmCopyMemory, PsGetCurrentProcessId,
+};
+use windows_sys::Win32::Foundation::{
+    STATUS_BUFFER_TOO_SMALL, STATUS_CLOUD_FILE_INVALID_REQUEST,
+    STATUS_CLOUD_FILE_PROVIDER_TERMINATED, STATUS_INVALID_USER_BUFFER,
+};
+
+use super::file::PoolBuf;
 use super::filter::Driver;
 use super::pool::{PoolBox, TAG_CONNECTION};
+use super::providers::{self, Provider, ProviderRef};
 use super::status::{self, nt_success};
+use super::{hydrate, placeholder};
+use crate::engine::policy::Policy;
 
 /// `FLT_PORT_ALL_ACCESS` from `fltKernel.h`: `FLT_PORT_CONNECT | STANDARD_RIGHTS_ALL`.
 const FLT_PORT_ALL_ACCESS: u32 = 0x0001 | 0x001F_0000;
 
 /// The port name, in static memory because the `UNICODE_STRING` points at it.
 static PORT_NAME: [u16; PORT_NAME_UTF16.len()] = PORT_NAME_UTF16;
-
-/// One connected provider.
-pub(super) struct Connection {
-    filter: PFLT_FILTER,
-    client_port: PFLT_PORT,
-}
 
 /// Creates the server port, reachable by SYSTEM and Administrators only.
 ///
@@ -89,10 +96,12 @@ pub(super) fn create(filter: PFLT_FILTER, driver: *const Driver) -> Result<PFLT_
     }
 }
 
-/// ConnectNotifyCallback: admits a provider whose connection context decodes.
+/// ConnectNotifyCallback: admits a provider whose connection context decodes and whose
+/// sync root overlaps no other provider's.
 ///
 /// The context is the kernel copy the I/O manager captured from the EA buffer of the
-/// port open, so it is read directly.
+/// port open, so it is read directly. The callback runs in the provider's process, which
+/// is how the driver learns which process's I/O to leave alone.
 ///
 /// # Safety
 /// Called by FltMgr at PASSIVE_LEVEL with the cookie given at port creation and a
@@ -111,9 +120,10 @@ unsafe extern "system" fn connect_notify(
         // the duration of the callback.
         unsafe { core::slice::from_raw_parts(context.cast::<u8>(), size as usize) }
     };
-    if let Err(error) = ConnectionContext::decode(bytes) {
-        return status::connect_refusal(error);
-    }
+    let context = match ConnectionContext::decode(bytes) {
+        Ok(context) => context,
+        Err(error) => return status::connect_refusal(error),
+    };
     // SAFETY: the server cookie is the driver state, alive while the server port is.
     let Some(driver) = (unsafe { server_cookie.cast::<Driver>().as_ref() }) else {
         return STATUS_INVALID_PARAMETER;
@@ -121,50 +131,171 @@ unsafe extern "system" fn connect_notify(
     if connection_cookie.is_null() {
         return STATUS_INVALID_PARAMETER;
     }
-    let connection = Connection {
-        filter: driver.filter(),
-        client_port,
+    let Some(hydration) = Policy::from_wire(context.hydration as u8) else {
+        return STATUS_INVALID_PARAMETER;
     };
-    let Some(connection) = PoolBox::try_new(connection, TAG_CONNECTION) else {
+    // SAFETY: no preconditions; the current process is the connecting provider.
+    let pid = unsafe { PsGetCurrentProcessId() } as usize;
+    let provider = Provider::new(
+        driver.filter(),
+        client_port,
+        pid,
+        context.sync_root.units(),
+        hydration,
+        context.effective_timeout_ms(),
+    );
+    let Some(provider) = PoolBox::try_new(provider, TAG_CONNECTION) else {
         return STATUS_INSUFFICIENT_RESOURCES;
     };
+    let raw = PoolBox::into_raw(provider);
+    if let Err(status) = providers::register(raw) {
+        // SAFETY: `raw` was never published; FltMgr closes the client port of a refused
+        // connection itself.
+        drop(unsafe { PoolBox::from_raw(raw, TAG_CONNECTION) });
+        return status;
+    }
     // SAFETY: checked non-null above; FltMgr passes a writable cookie slot.
-    unsafe { connection_cookie.write(PoolBox::into_raw(connection).as_ptr().cast()) };
+    unsafe { connection_cookie.write(raw.as_ptr().cast()) };
     STATUS_SUCCESS
 }
 
-/// DisconnectNotifyCallback: closes the provider's client port and frees the connection.
+/// DisconnectNotifyCallback: the provider is gone (it disconnected, or its process died):
+/// no new request can reach it, every request it had fails with
+/// STATUS_CLOUD_FILE_PROVIDER_TERMINATED, and once the last thread talking to it is done
+/// its client port is closed and it is freed.
 ///
 /// # Safety
 /// Called by FltMgr at PASSIVE_LEVEL, once per accepted connection, with the cookie
 /// ConnectNotify returned.
 unsafe extern "system" fn disconnect_notify(connection_cookie: *const c_void) {
-    let Some(ptr) = NonNull::new(connection_cookie.cast_mut().cast::<Connection>()) else {
+    let Some(ptr) = NonNull::new(connection_cookie.cast_mut().cast::<Provider>()) else {
         return;
     };
-    // SAFETY: the cookie is the `PoolBox::into_raw` of ConnectNotify, handed back once.
-    let mut connection = unsafe { PoolBox::from_raw(ptr, TAG_CONNECTION) };
-    let filter = connection.filter;
+    providers::unregister(ptr, || hydrate::provider_gone(ptr.as_ptr() as usize));
+    // SAFETY: the cookie is the `PoolBox::into_raw` of ConnectNotify, handed back once,
+    // and no reference to it is left.
+    let mut provider = unsafe { PoolBox::from_raw(ptr, TAG_CONNECTION) };
+    let filter = provider.filter;
     // SAFETY: the client port of this connection, closed exactly once, here.
-    unsafe { FltCloseClientPort(filter, &mut connection.client_port) };
+    unsafe { FltCloseClientPort(filter, &mut provider.client_port) };
 }
 
-/// MessageNotifyCallback: protocol version 1 defines no provider-to-driver message yet,
-/// so every message is refused without touching the caller's buffers.
+/// Largest provider message: a transfer of 1 MiB plus its header.
+const MAX_PROVIDER_MESSAGE: usize = msg::HEADER_SIZE + 64 + msg::MAX_TRANSFER_LEN;
+
+/// MessageNotifyCallback: a provider's request. The input is copied with MmCopyMemory
+/// (which fails instead of faulting on a bad user address) before it is parsed; the
+/// answer is a [`Reply`] in the output buffer.
 ///
 /// # Safety
-/// Called by FltMgr at PASSIVE_LEVEL; `returned` is a valid out pointer or NULL.
+/// Called by FltMgr at PASSIVE_LEVEL in the provider's process, with the cookie
+/// ConnectNotify returned and the provider's buffers; `returned` is a valid out pointer
+/// or NULL.
 unsafe extern "system" fn message_notify(
-    _connection_cookie: *const c_void,
-    _input: *const c_void,
-    _input_len: u32,
-    _output: *mut c_void,
-    _output_len: u32,
+    connection_cookie: *const c_void,
+    input: *const c_void,
+    input_len: u32,
+    output: *mut c_void,
+    output_len: u32,
     returned: *mut u32,
 ) -> NTSTATUS {
     if !returned.is_null() {
         // SAFETY: FltMgr passes a writable ULONG.
         unsafe { returned.write(0) };
     }
-    STATUS_INVALID_DEVICE_REQUEST
+    let length = input_len as usize;
+    if input.is_null() || length < msg::HEADER_SIZE || length > MAX_PROVIDER_MESSAGE {
+        return STATUS_INVALID_PARAMETER;
+    }
+    let Some(mut copy) = PoolBuf::zeroed(length) else {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    };
+    let mut copied = 0usize;
+    let source = MM_COPY_ADDRESS {
+        Anonymous: MM_COPY_ADDRESS_0 {
+            VirtualAddress: input.cast_mut(),
+        },
+    };
+    // SAFETY: the destination is our pool buffer of `length` bytes; MmCopyMemory checks
+    // the source and fails rather than faulting.
+    let status = unsafe {
+        MmCopyMemory(
+            copy.as_mut_slice().as_mut_ptr().cast(),
+            source,
+            length,
+            MM_COPY_MEMORY_VIRTUAL,
+            &mut copied,
+        )
+    };
+    if !nt_success(status) || copied != length {
+        return STATUS_INVALID_USER_BUFFER;
+    }
+    let Some(cookie) = NonNull::new(connection_cookie.cast_mut().cast::<Provider>()) else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    let (request_id, status, payload) = match ProviderMessage::decode(copy.as_slice()) {
+        Ok(message) => {
+            let id = message.request_id();
+            match providers::by_cookie(cookie) {
+                Some(provider) => {
+                    let (status, payload) = dispatch(&provider, &message);
+                    (id, status, payload)
+                }
+                None => (id, STATUS_CLOUD_FILE_PROVIDER_TERMINATED, None),
+            }
+        }
+        Err(_) => (0, STATUS_CLOUD_FILE_INVALID_REQUEST, None),
+    };
+    let body = payload
+        .as_ref()
+        .and_then(|(buffer, len)| buffer.as_slice().get(..*len))
+        .unwrap_or(&[]);
+    let reply = Reply {
+        status,
+        request_id,
+        payload: body,
+    };
+    let Some(mut encoded) = PoolBuf::zeroed(reply.encoded_len()) else {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    };
+    let Ok(len) = reply.encode(encoded.as_mut_slice()) else {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    };
+    if output.is_null() || (output_len as usize) < len {
+        return STATUS_BUFFER_TOO_SMALL;
+    }
+    // SAFETY: FltMgr passes the provider's output buffer of `output_len` >= `len` bytes.
+    // NOTE: a user-mode buffer written without an exception guard; see DESIGN.md (the
+    // WDK build routes this through a __try shim).
+    unsafe {
+        core::ptr::copy_nonoverlapping(encoded.as_slice().as_ptr(), output.cast::<u8>(), len)
+    };
+    if !returned.is_null() {
+        // SAFETY: FltMgr passes a writable ULONG.
+        unsafe { returned.write(len as u32) };
+    }
+    STATUS_SUCCESS
+}
+
+/// Carries out one provider message: its status and reply payload.
+fn dispatch(
+    provider: &ProviderRef,
+    message: &ProviderMessage<'_>,
+) -> (NTSTATUS, placeholder::Payload) {
+    let done = |r: Result<(), NTSTATUS>| (r.err().unwrap_or(STATUS_SUCCESS), None);
+    match message {
+        ProviderMessage::TransferData(m) => (hydrate::transfer(provider, m), None),
+        ProviderMessage::FetchFailed(m) => (hydrate::failed(provider, m), None),
+        ProviderMessage::CreatePlaceholder(m) => done(placeholder::create(provider, m)),
+        ProviderMessage::Convert(m) => done(placeholder::convert(provider, m)),
+        ProviderMessage::Revert(m) => done(placeholder::revert(provider, m)),
+        ProviderMessage::Hydrate(m) => done(placeholder::hydrate(provider, m)),
+        ProviderMessage::Dehydrate(m) => done(placeholder::dehydrate(provider, m)),
+        ProviderMessage::SetPin(m) => done(placeholder::set_pin(provider, m)),
+        ProviderMessage::GetInfo(m) => match placeholder::info(provider, m) {
+            Ok(payload) => (STATUS_SUCCESS, payload),
+            Err(status) => (status, None),
+        },
+        _ => (STATUS_CLOUD_FILE_INVALID_REQUEST, None),
+    }
 }

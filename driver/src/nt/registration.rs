@@ -4,7 +4,7 @@
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_OPERATION_REGISTRATION, FLT_REGISTRATION, FLT_REGISTRATION_VERSION_0203,
     IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION, IRP_MJ_NETWORK_QUERY_OPEN, IRP_MJ_OPERATION_END,
-    IRP_MJ_QUERY_OPEN, PFLT_POST_OPERATION_CALLBACK,
+    IRP_MJ_QUERY_OPEN, PFLT_POST_OPERATION_CALLBACK, PFLT_PRE_OPERATION_CALLBACK,
 };
 use windows_sys::Wdk::System::SystemServices::{
     IRP_MJ_CLEANUP, IRP_MJ_CREATE, IRP_MJ_DIRECTORY_CONTROL, IRP_MJ_FILE_SYSTEM_CONTROL,
@@ -74,16 +74,23 @@ const fn operations() -> [FLT_OPERATION_REGISTRATION; OPERATION_COUNT + 1] {
         } else {
             None
         };
+        let pre: PFLT_PRE_OPERATION_CALLBACK = if major == IRP_MJ_CREATE as u8 {
+            Some(ops::pre_create)
+        } else if major == IRP_MJ_READ as u8 {
+            Some(ops::pre_read)
+        } else if major == IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION as u8 {
+            Some(ops::pre_acquire_section)
+        } else if major == IRP_MJ_FILE_SYSTEM_CONTROL as u8 {
+            Some(ops::pre_fs_control)
+        } else {
+            Some(ops::pre_pass_through)
+        };
         table[i] = FLT_OPERATION_REGISTRATION {
             MajorFunction: major,
             // No skip flags: paging reads of placeholders must be seen (and failed when
             // data is missing), and so must non-cached I/O.
             Flags: 0,
-            PreOperation: if major == IRP_MJ_FILE_SYSTEM_CONTROL as u8 {
-                Some(ops::pre_fs_control)
-            } else {
-                Some(ops::pre_pass_through)
-            },
+            PreOperation: pre,
             PostOperation: post,
             Reserved1: core::ptr::null_mut(),
         };

@@ -6,6 +6,11 @@ use windows_sys::Win32::Foundation::{
     STATUS_NOT_SUPPORTED, STATUS_REVISION_MISMATCH,
 };
 
+/// STATUS_CLOUD_FILE_NOT_A_CLOUD_FILE (0xC000CF07), missing from windows-sys.
+pub const STATUS_CLOUD_FILE_NOT_A_CLOUD_FILE: NTSTATUS = 0xC000_CF07_u32 as NTSTATUS;
+/// STATUS_CLOUD_FILE_NOT_A_CLOUD_SYNC_ROOT (0xC000CF1E), missing from windows-sys.
+pub const STATUS_CLOUD_FILE_NOT_A_CLOUD_SYNC_ROOT: NTSTATUS = 0xC000_CF1E_u32 as NTSTATUS;
+
 /// `NT_SUCCESS`: success and informational statuses (severity 0 or 1).
 pub const fn nt_success(status: NTSTATUS) -> bool {
     status >= 0

@@ -517,6 +517,21 @@ pub extern "system" fn FltUnregisterFilter(filter: PFLT_FILTER) {
         }
     }
     with_kernel(|k| {
+        let objects: Vec<String> = k
+            .object_refs
+            .iter()
+            .filter(|(_, (f, n))| *f == filter && *n > 0)
+            .map(|(o, (_, n))| format!("{o:#x} ({n} reference(s))"))
+            .collect();
+        if !objects.is_empty() {
+            k.violation(
+                "FltUnregisterFilter",
+                format!(
+                    "volume/instance references leaked (no FltObjectDereference): {}",
+                    objects.join(", ")
+                ),
+            );
+        }
         let leaked: Vec<String> = k
             .contexts
             .iter()
@@ -971,4 +986,106 @@ impl Machine {
         });
         status
     }
+}
+
+// ---------------------------------------------------------------------------------------
+// Volumes and instances by name
+// ---------------------------------------------------------------------------------------
+
+fn add_object_ref(k: &mut Kernel, object: isize, filter: PFLT_FILTER) {
+    k.object_refs.entry(object).or_insert((filter, 0)).1 += 1;
+}
+
+/// FltGetVolumeFromName: the volume whose device name is `name` (`\Device\HarddiskVolumeN`),
+/// referenced for the caller.
+///
+/// # Safety
+/// `name` points to a UNICODE_STRING; `ret` is writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn FltGetVolumeFromName(
+    filter: PFLT_FILTER,
+    name: *const windows_sys::Win32::Foundation::UNICODE_STRING,
+    ret: *mut PFLT_VOLUME,
+) -> NTSTATUS {
+    irql::check("FltGetVolumeFromName", PASSIVE_LEVEL);
+    // SAFETY: the caller's UNICODE_STRING.
+    let Some(name) = (unsafe { name.as_ref() }) else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    if ret.is_null() || name.Buffer.is_null() {
+        return STATUS_INVALID_PARAMETER;
+    }
+    // SAFETY: Length bytes at Buffer, per UNICODE_STRING.
+    let units = unsafe { std::slice::from_raw_parts(name.Buffer, usize::from(name.Length) / 2) };
+    let wanted = String::from_utf16_lossy(units);
+    with_kernel(|k| {
+        if !k.live_filter("FltGetVolumeFromName", filter) {
+            return STATUS_INVALID_PARAMETER;
+        }
+        let Some(volume) = k
+            .volumes
+            .iter()
+            .find(|v| v.config.device_name.eq_ignore_ascii_case(&wanted))
+            .map(|v| v.handle)
+        else {
+            return windows_sys::Win32::Foundation::STATUS_FLT_VOLUME_NOT_FOUND;
+        };
+        add_object_ref(k, volume, filter);
+        // SAFETY: checked non-null above.
+        unsafe { ret.write(volume) };
+        STATUS_SUCCESS
+    })
+}
+
+/// FltGetVolumeInstanceFromName with a NULL instance name: the filter's instance on
+/// `volume`, referenced for the caller.
+///
+/// # Safety
+/// `instance_name` is NULL or a UNICODE_STRING; `ret` is writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn FltGetVolumeInstanceFromName(
+    filter: PFLT_FILTER,
+    volume: PFLT_VOLUME,
+    instance_name: *const windows_sys::Win32::Foundation::UNICODE_STRING,
+    ret: *mut PFLT_INSTANCE,
+) -> NTSTATUS {
+    irql::check("FltGetVolumeInstanceFromName", PASSIVE_LEVEL);
+    if ret.is_null() {
+        return STATUS_INVALID_PARAMETER;
+    }
+    if !instance_name.is_null() {
+        // The model's filters have one instance per volume, named after nothing.
+        return STATUS_NOT_IMPLEMENTED;
+    }
+    with_kernel(|k| {
+        if !k.live_filter("FltGetVolumeInstanceFromName", filter) {
+            return STATUS_INVALID_PARAMETER;
+        }
+        let Some(instance) = k
+            .filters
+            .get(&filter)
+            .and_then(|f| f.instances.iter().find(|i| i.volume == volume))
+            .map(|i| i.handle)
+        else {
+            return windows_sys::Win32::Foundation::STATUS_FLT_INSTANCE_NOT_FOUND;
+        };
+        add_object_ref(k, instance, filter);
+        // SAFETY: checked non-null above.
+        unsafe { ret.write(instance) };
+        STATUS_SUCCESS
+    })
+}
+
+/// FltObjectDereference: drops a reference FltGetVolumeFromName or
+/// FltGetVolumeInstanceFromName gave out.
+#[unsafe(no_mangle)]
+pub extern "system" fn FltObjectDereference(object: *mut c_void) {
+    irql::check("FltObjectDereference", APC_LEVEL);
+    with_kernel(|k| match k.object_refs.get_mut(&(object as isize)) {
+        Some((_, n)) if *n > 0 => *n -= 1,
+        _ => k.violation(
+            "FltObjectDereference",
+            format!("{object:p} holds no reference from FltGetVolume(Instance)FromName"),
+        ),
+    });
 }

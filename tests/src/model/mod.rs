@@ -76,6 +76,9 @@ pub(crate) struct Kernel {
     pub(crate) violations: Vec<Violation>,
     pub(crate) sync: sync::SyncState,
     pub(crate) work: workitem::WorkItems,
+    /// References FltGetVolumeFromName / FltGetVolumeInstanceFromName gave out and
+    /// FltObjectDereference has not dropped yet: object → (filter, count).
+    pub(crate) object_refs: HashMap<isize, (isize, usize)>,
     /// Injected failures: the next call of the API returns the status.
     inject: HashMap<&'static str, NTSTATUS>,
     next_handle: isize,
@@ -99,6 +102,7 @@ impl Kernel {
             violations: Vec::new(),
             sync: sync::SyncState::default(),
             work: workitem::WorkItems::default(),
+            object_refs: HashMap::new(),
             inject: HashMap::new(),
             next_handle: HANDLE_BASE,
         }

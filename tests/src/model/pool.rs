@@ -176,6 +176,18 @@ pub extern "system" fn ExAllocatePool2(flags: u64, size: usize, tag: u32) -> *mu
     })
 }
 
+/// ExFreePool: what frees blocks the kernel allocated for the caller
+/// (SeLocateProcessImageName's name).
+#[unsafe(no_mangle)]
+pub extern "system" fn ExFreePool(ptr: *mut c_void) {
+    irql::check("ExFreePool", DISPATCH_LEVEL);
+    with_kernel(|k| {
+        if let Err(message) = k.pool.free(ptr.cast(), None, Owner::Driver) {
+            k.violation("ExFreePool", message);
+        }
+    });
+}
+
 /// ExFreePoolWithTag.
 #[unsafe(no_mangle)]
 pub extern "system" fn ExFreePoolWithTag(ptr: *mut c_void, tag: u32) {

@@ -1094,3 +1094,49 @@ impl Machine {
         )
     }
 }
+
+/// MmCopyMemory with MM_COPY_MEMORY_VIRTUAL: how a MessageNotify callback copies the
+/// provider's buffer without an exception handler. The model's user buffers are always
+/// mapped, so the copy succeeds; the IRQL and flag rules are checked.
+///
+/// # Safety
+/// `target` is writable for `length` bytes of non-paged memory; the source is readable.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn MmCopyMemory(
+    target: *const c_void,
+    source: windows_sys::Wdk::System::SystemServices::MM_COPY_ADDRESS,
+    length: usize,
+    flags: u32,
+    transferred: *mut usize,
+) -> NTSTATUS {
+    irql::check("MmCopyMemory", irql::APC_LEVEL);
+    const MM_COPY_MEMORY_PHYSICAL: u32 = 1;
+    const MM_COPY_MEMORY_VIRTUAL: u32 = 2;
+    if flags != MM_COPY_MEMORY_VIRTUAL && flags != MM_COPY_MEMORY_PHYSICAL {
+        return STATUS_INVALID_PARAMETER;
+    }
+    if flags == MM_COPY_MEMORY_PHYSICAL {
+        // The model has no physical memory.
+        return windows_sys::Win32::Foundation::STATUS_NOT_IMPLEMENTED;
+    }
+    if transferred.is_null() {
+        return STATUS_INVALID_PARAMETER;
+    }
+    // SAFETY: VirtualAddress is the member MM_COPY_MEMORY_VIRTUAL selects.
+    let from = unsafe { source.Anonymous.VirtualAddress };
+    if length > 0 {
+        if from.is_null() || target.is_null() {
+            // On Windows, an unmapped source fails the copy instead of faulting.
+            // SAFETY: checked non-null above.
+            unsafe { transferred.write(0) };
+            return windows_sys::Win32::Foundation::STATUS_ACCESS_VIOLATION;
+        }
+        // SAFETY: the caller's contract: both ranges are valid for `length` bytes.
+        unsafe {
+            std::ptr::copy_nonoverlapping(from.cast::<u8>(), target.cast_mut().cast::<u8>(), length)
+        };
+    }
+    // SAFETY: checked non-null above.
+    unsafe { transferred.write(length) };
+    STATUS_SUCCESS
+}

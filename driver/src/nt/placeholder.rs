@@ -1,0 +1,727 @@
+//! Placeholders on disk and in memory: the stream context built from the reparse data,
+//! and the management requests providers send (create, convert, revert, hydrate,
+//! dehydrate, pin, info), all done by the driver below its own instance.
+//!
+//! The reparse data read back from disk is untrusted: it is decoded by `proto`, which
+//! checks every length, and a blob that does not decode makes the file's reads fail with
+//! STATUS_CLOUD_FILE_METADATA_CORRUPT rather than return zeros.
+
+use core::ptr::NonNull;
+
+use cloudflt_proto::msg::{self, ConvertFlags, PinState};
+use cloudflt_proto::{Placeholder, PlaceholderFlags, RangeList, reparse};
+use windows_sys::Wdk::Foundation::FILE_OBJECT;
+use windows_sys::Wdk::Storage::FileSystem::FILE_BASIC_INFORMATION;
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    FLT_SET_CONTEXT_KEEP_IF_EXISTS, FLT_STREAM_CONTEXT, FltAllocateContext, FltGetStreamContext,
+    FltGetVolumeFromName, FltGetVolumeInstanceFromName, FltObjectDereference, FltReleaseContext,
+    FltSetStreamContext, PFLT_CONTEXT, PFLT_FILTER, PFLT_INSTANCE, PFLT_VOLUME,
+};
+use windows_sys::Win32::Foundation::{
+    NTSTATUS, STATUS_CLOUD_FILE_DEHYDRATION_DISALLOWED, STATUS_CLOUD_FILE_IN_USE,
+    STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES, STATUS_CLOUD_FILE_INVALID_REQUEST,
+    STATUS_CLOUD_FILE_METADATA_CORRUPT, STATUS_CLOUD_FILE_PINNED,
+    STATUS_FLT_CONTEXT_ALREADY_DEFINED, STATUS_INVALID_PARAMETER, UNICODE_STRING,
+};
+
+use super::context::{STREAM_RANGES, StreamContext, StreamState};
+use super::file::{Fo, Kind, OwnedFile, PoolBuf};
+use super::hydrate::{self, MISSING_DATA_ATTRIBUTES, Target};
+use super::providers::ProviderRef;
+use super::status::{STATUS_CLOUD_FILE_NOT_A_CLOUD_FILE, nt_success};
+use crate::engine::policy::{Policy, UNIT};
+use crate::engine::ranges::{Range, RangeSet};
+
+/// FILE_ATTRIBUTE_* bits the driver manages.
+const ATTRIBUTE_DIRECTORY: u32 = 0x10;
+const ATTRIBUTE_REPARSE: u32 = 0x400;
+const ATTRIBUTE_PINNED: u32 = 0x0008_0000;
+const ATTRIBUTE_UNPINNED: u32 = 0x0010_0000;
+/// What a provider may set on a placeholder it creates.
+const PROVIDER_ATTRIBUTES: u32 = 0x1 | 0x2 | 0x4 | 0x20 | 0x2000; // RO, HIDDEN, SYSTEM, ARCHIVE, NOT_CONTENT_INDEXED
+
+/// A referenced stream context, released on drop.
+pub(crate) struct StreamRef(NonNull<StreamContext>);
+
+// SAFETY: a referenced context may be used and released from any thread.
+unsafe impl Send for StreamRef {}
+
+impl core::ops::Deref for StreamRef {
+    type Target = StreamContext;
+    fn deref(&self) -> &StreamContext {
+        // SAFETY: the reference keeps the context alive.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl StreamRef {
+    /// Gives up the reference (a work item takes it over).
+    pub(crate) fn into_raw(self) -> *mut StreamContext {
+        let ptr = self.0.as_ptr();
+        core::mem::forget(self);
+        ptr
+    }
+
+    /// Takes back a reference from [`StreamRef::into_raw`].
+    ///
+    /// # Safety
+    /// `ptr` came from `into_raw` and is used once.
+    pub(crate) unsafe fn from_raw(ptr: *mut StreamContext) -> Option<Self> {
+        NonNull::new(ptr).map(Self)
+    }
+}
+
+impl Drop for StreamRef {
+    fn drop(&mut self) {
+        // SAFETY: the reference this value owns, dropped once.
+        unsafe { FltReleaseContext(self.0.as_ptr().cast()) };
+    }
+}
+
+/// The stream context of a file object, if one is attached.
+pub(crate) fn get(instance: PFLT_INSTANCE, file_object: *const FILE_OBJECT) -> Option<StreamRef> {
+    let mut context: PFLT_CONTEXT = core::ptr::null_mut();
+    // SAFETY: a live file object of this instance's volume; a valid out pointer.
+    let status = unsafe { FltGetStreamContext(instance, file_object, &mut context) };
+    if !nt_success(status) {
+        return None;
+    }
+    NonNull::new(context.cast::<StreamContext>()).map(StreamRef)
+}
+
+/// The stream context of a file carrying cloudflt's reparse point, attached from its
+/// reparse data if this is the first time; `Ok(None)` for any other file.
+pub(crate) fn attach(filter: PFLT_FILTER, fo: Fo) -> Result<Option<StreamRef>, NTSTATUS> {
+    if let Some(existing) = get(fo.instance, fo.file_object) {
+        return Ok(Some(existing));
+    }
+    let (attributes, tag) = fo.attribute_tag()?;
+    if tag != reparse::TAG || attributes & ATTRIBUTE_DIRECTORY != 0 {
+        return Ok(None);
+    }
+    let file_id = fo.file_id().unwrap_or(0);
+    let reparse_point = fo.reparse_point()?;
+    let decoded = reparse_point.as_ref().map(|(buffer, len)| {
+        Placeholder::decode_reparse(buffer.as_slice().get(..*len).unwrap_or(&[]))
+    });
+    let (state, identity) = match decoded {
+        Some(Ok(p)) => (state_from(&p, false), p.identity),
+        // The tag is ours but the data is not: reads must fail, not return zeros.
+        Some(Err(_)) | None => (
+            StreamState {
+                placeholder: true,
+                corrupt: true,
+                flags: PlaceholderFlags::EMPTY,
+                file_size: 0,
+                present: RangeSet::new(),
+                writer: None,
+                writer_users: 0,
+                snapshot: 0,
+                persisted: 0,
+            },
+            &[][..],
+        ),
+    };
+    let mut context: PFLT_CONTEXT = core::ptr::null_mut();
+    // SAFETY: the registered filter; a valid out pointer; non-paged pool.
+    let status = unsafe {
+        FltAllocateContext(
+            filter,
+            FLT_STREAM_CONTEXT as u16,
+            core::mem::size_of::<StreamContext>(),
+            windows_sys::Wdk::Foundation::NonPagedPoolNx,
+            &mut context,
+        )
+    };
+    if !nt_success(status) {
+        return Err(status);
+    }
+    // SAFETY: FltAllocateContext returned a block of the requested size, pool aligned,
+    // not yet shared.
+    unsafe { StreamContext::init(context.cast(), fo.instance, file_id, identity, state) };
+    let mut old: PFLT_CONTEXT = core::ptr::null_mut();
+    // SAFETY: a live file object; our initialised context.
+    let status = unsafe {
+        FltSetStreamContext(
+            fo.instance,
+            fo.file_object,
+            FLT_SET_CONTEXT_KEEP_IF_EXISTS,
+            context,
+            &mut old,
+        )
+    };
+    // Our allocation reference goes either way: the stream keeps its own if the set
+    // succeeded.
+    let ours = NonNull::new(context.cast::<StreamContext>()).map(StreamRef);
+    if status == STATUS_FLT_CONTEXT_ALREADY_DEFINED {
+        drop(ours);
+        return Ok(NonNull::new(old.cast::<StreamContext>()).map(StreamRef));
+    }
+    if !nt_success(status) {
+        drop(ours);
+        return Err(status);
+    }
+    Ok(ours)
+}
+
+/// The in-memory state for a decoded placeholder.
+fn state_from(p: &Placeholder<'_>, corrupt: bool) -> StreamState {
+    let mut present = RangeSet::<STREAM_RANGES>::new();
+    for r in p.ranges.iter() {
+        present.insert(Range::at(r.offset, r.length));
+    }
+    StreamState {
+        placeholder: true,
+        corrupt,
+        flags: p.flags,
+        file_size: p.file_size,
+        present,
+        writer: None,
+        writer_users: 0,
+        snapshot: 0,
+        persisted: 0,
+    }
+}
+
+/// A file under a provider's root, opened by the driver for a management request. Fields
+/// drop in order: the file, then its path, then the instance reference it was opened on.
+struct Managed {
+    file: OwnedFile,
+    path: PoolBuf,
+    path_len: usize,
+    _volume: VolumeInstance,
+}
+
+impl Managed {
+    fn path(&self) -> &[u16] {
+        let bytes = self.path.as_slice();
+        // SAFETY: the buffer is pool memory (16-byte aligned) of an even length.
+        let units =
+            unsafe { core::slice::from_raw_parts(bytes.as_ptr().cast::<u16>(), bytes.len() / 2) };
+        units.get(..self.path_len).unwrap_or(&[])
+    }
+
+    fn target<'a>(&'a self, stream: &'a StreamContext, provider: &ProviderRef) -> Target<'a> {
+        Target {
+            stream,
+            name: self.path(),
+            requestor_pid: u32::try_from(provider.pid).unwrap_or(0),
+            requestor_image: &[],
+            data: core::ptr::null(),
+        }
+    }
+}
+
+/// The instance of this filter on the volume `path` (an NT path) is on, referenced.
+struct VolumeInstance {
+    volume: PFLT_VOLUME,
+    instance: PFLT_INSTANCE,
+}
+
+impl VolumeInstance {
+    fn of(filter: PFLT_FILTER, path: &[u16]) -> Result<Self, NTSTATUS> {
+        // `\Device\Name\...`: the volume is the first two components.
+        let mut separators = 0;
+        let end = path
+            .iter()
+            .position(|u| {
+                if *u == u16::from(b'\\') {
+                    separators += 1;
+                }
+                separators == 3
+            })
+            .unwrap_or(path.len());
+        let device = path.get(..end).ok_or(STATUS_INVALID_PARAMETER)?;
+        let bytes = u16::try_from(device.len() * 2).map_err(|_| STATUS_INVALID_PARAMETER)?;
+        let name = UNICODE_STRING {
+            Length: bytes,
+            MaximumLength: bytes,
+            // Only read by the call.
+            Buffer: device.as_ptr().cast_mut(),
+        };
+        let mut volume: PFLT_VOLUME = 0;
+        // SAFETY: the registered filter; the name outlives the call; PASSIVE_LEVEL.
+        let status = unsafe { FltGetVolumeFromName(filter, &name, &mut volume) };
+        if !nt_success(status) {
+            return Err(STATUS_CLOUD_FILE_INVALID_REQUEST);
+        }
+        let mut instance: PFLT_INSTANCE = 0;
+        // SAFETY: the volume just referenced; NULL instance name; a valid out pointer.
+        let status = unsafe {
+            FltGetVolumeInstanceFromName(filter, volume, core::ptr::null(), &mut instance)
+        };
+        if !nt_success(status) {
+            // SAFETY: the reference FltGetVolumeFromName gave, dropped once.
+            unsafe { FltObjectDereference(volume as *mut core::ffi::c_void) };
+            return Err(STATUS_CLOUD_FILE_INVALID_REQUEST);
+        }
+        Ok(Self { volume, instance })
+    }
+}
+
+impl Drop for VolumeInstance {
+    fn drop(&mut self) {
+        // SAFETY: the instance reference `of` took, dropped once.
+        unsafe { FltObjectDereference(self.instance as *mut core::ffi::c_void) };
+        // SAFETY: the volume reference `of` took, dropped once.
+        unsafe { FltObjectDereference(self.volume as *mut core::ffi::c_void) };
+    }
+}
+
+const FILE_READ_ATTRIBUTES: u32 = 0x80;
+const FILE_WRITE_ATTRIBUTES: u32 = 0x100;
+const FILE_WRITE_DATA: u32 = 0x2;
+const DELETE: u32 = 0x0001_0000;
+const FILE_OPEN: u32 = 1;
+const FILE_CREATE: u32 = 2;
+
+/// Opens `relative` (a path under the provider's root) below cloudflt.
+fn open_managed(
+    provider: &ProviderRef,
+    relative: cloudflt_proto::Utf16<'_>,
+    access: u32,
+    disposition: u32,
+    kind: Kind,
+    attributes: u32,
+) -> Result<Managed, NTSTATUS> {
+    let filter = super::filter::filter().ok_or(STATUS_CLOUD_FILE_INVALID_REQUEST)?;
+    let root = provider.root();
+    let relative_len = checked_relative(relative.units())?;
+    let path_len = root.len().saturating_add(1).saturating_add(relative_len);
+    let mut path = PoolBuf::zeroed(path_len * 2).ok_or(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES)?;
+    let units = root
+        .iter()
+        .copied()
+        .chain(core::iter::once(u16::from(b'\\')))
+        .chain(relative.units());
+    for (chunk, unit) in path.as_mut_slice().chunks_exact_mut(2).zip(units) {
+        chunk.copy_from_slice(&unit.to_le_bytes());
+    }
+    let volume = VolumeInstance::of(filter, root)?;
+    let bytes = path.as_slice();
+    // SAFETY: pool memory, 16-byte aligned, `path_len` units long.
+    let name = unsafe { core::slice::from_raw_parts(bytes.as_ptr().cast::<u16>(), path_len) };
+    let file = OwnedFile::open(
+        filter,
+        volume.instance,
+        name,
+        access,
+        disposition,
+        kind,
+        attributes,
+    )?;
+    Ok(Managed {
+        file,
+        path,
+        path_len,
+        _volume: volume,
+    })
+}
+
+/// A reply payload: the bytes to return (GET_INFO) or none.
+pub(crate) type Payload = Option<(PoolBuf, usize)>;
+
+/// The blob for `state` with `identity`, encoded into a pool buffer.
+fn encode_blob(
+    flags: PlaceholderFlags,
+    size: u64,
+    identity: &[u8],
+    full: bool,
+) -> Result<(PoolBuf, usize), NTSTATUS> {
+    let whole = [cloudflt_proto::ByteRange::new(0, size)];
+    let ranges = if full && size > 0 {
+        RangeList::from_slice(&whole)
+    } else {
+        RangeList::EMPTY
+    };
+    let placeholder = Placeholder {
+        flags,
+        file_size: size,
+        identity,
+        ranges,
+    };
+    let mut blob = PoolBuf::zeroed(placeholder.encoded_len())
+        .ok_or(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES)?;
+    let len = placeholder
+        .encode(blob.as_mut_slice())
+        .map_err(|_| STATUS_CLOUD_FILE_INVALID_REQUEST)?;
+    Ok((blob, len))
+}
+
+fn pin_attributes(flags: PlaceholderFlags) -> u32 {
+    if flags.contains(PlaceholderFlags::PINNED) {
+        ATTRIBUTE_PINNED
+    } else if flags.contains(PlaceholderFlags::UNPINNED) {
+        ATTRIBUTE_UNPINNED
+    } else {
+        0
+    }
+}
+
+/// CREATE_PLACEHOLDER: a new file (sparse, its size, the provider's times and attributes,
+/// OFFLINE + RECALL_ON_DATA_ACCESS while empty) or directory, tagged with its blob. Under
+/// ALWAYS_FULL the file is then hydrated before the request completes.
+pub(crate) fn create(
+    provider: &ProviderRef,
+    m: &msg::CreatePlaceholder<'_>,
+) -> Result<(), NTSTATUS> {
+    let directory = m.flags.contains(PlaceholderFlags::DIRECTORY);
+    let always_full = provider.hydration == Policy::AlwaysFull;
+    let mut flags = m.flags;
+    if always_full {
+        flags = flags.union(PlaceholderFlags::ALWAYS_FULL);
+    }
+    let size = if directory { 0 } else { m.file_size };
+    let attributes = m.basic.attributes & PROVIDER_ATTRIBUTES;
+    let managed = open_managed(
+        provider,
+        m.path,
+        FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES | FILE_WRITE_DATA | DELETE,
+        FILE_CREATE,
+        if directory {
+            Kind::Directory
+        } else {
+            Kind::File
+        },
+        attributes,
+    )?;
+    let file = &managed.file;
+    let made = (|| {
+        if !directory {
+            file.set_sparse()?;
+            file.set_end_of_file(size)?;
+        }
+        let (blob, len) = encode_blob(flags, size, m.identity, false)?;
+        file.tag(blob.as_slice().get(..len).unwrap_or(&[]))?;
+        let missing = if !directory && size > 0 {
+            MISSING_DATA_ATTRIBUTES
+        } else {
+            0
+        };
+        let wanted = attributes
+            | missing
+            | pin_attributes(flags)
+            | if directory { ATTRIBUTE_DIRECTORY } else { 0 };
+        file.set_basic(&FILE_BASIC_INFORMATION {
+            CreationTime: m.basic.creation_time.max(0),
+            LastAccessTime: m.basic.last_access_time.max(0),
+            LastWriteTime: m.basic.last_write_time.max(0),
+            ChangeTime: m.basic.change_time.max(0),
+            FileAttributes: if wanted == 0 { 0x80 } else { wanted },
+        })
+    })();
+    if let Err(status) = made {
+        // Nothing half-made stays behind.
+        let _ = file.delete_on_close();
+        return Err(status);
+    }
+    if always_full && !directory && size > 0 {
+        hydrate_all(provider, &managed, size)?;
+    }
+    Ok(())
+}
+
+/// Fetches all of a placeholder the driver has open.
+fn hydrate_all(provider: &ProviderRef, managed: &Managed, size: u64) -> Result<(), NTSTATUS> {
+    let filter = super::filter::filter().ok_or(STATUS_CLOUD_FILE_INVALID_REQUEST)?;
+    let stream = attach(filter, *managed.file)?.ok_or(STATUS_CLOUD_FILE_NOT_A_CLOUD_FILE)?;
+    let status = hydrate::ensure_range(
+        &managed.target(&stream, provider),
+        Range {
+            start: 0,
+            end: size,
+        },
+    );
+    if nt_success(status) {
+        Ok(())
+    } else {
+        Err(status)
+    }
+}
+
+/// CONVERT: an ordinary file becomes a placeholder holding all its data (or none, with
+/// DEHYDRATE).
+pub(crate) fn convert(provider: &ProviderRef, m: &msg::Convert<'_>) -> Result<(), NTSTATUS> {
+    let managed = open_managed(
+        provider,
+        m.path,
+        FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES | FILE_WRITE_DATA,
+        FILE_OPEN,
+        Kind::File,
+        0,
+    )?;
+    let file = &managed.file;
+    let (attributes, tag) = file.attribute_tag()?;
+    if attributes & ATTRIBUTE_REPARSE != 0 || tag != 0 {
+        // Already a placeholder, or another reparse point (they cannot coexist).
+        return Err(STATUS_CLOUD_FILE_INVALID_REQUEST);
+    }
+    let size = file.size()?;
+    let always_full = provider.hydration == Policy::AlwaysFull;
+    let dehydrate = m.flags.contains(ConvertFlags::DEHYDRATE);
+    if dehydrate && always_full {
+        return Err(STATUS_CLOUD_FILE_DEHYDRATION_DISALLOWED);
+    }
+    let mut flags = PlaceholderFlags::EMPTY;
+    if m.flags.contains(ConvertFlags::IN_SYNC) {
+        flags = flags.union(PlaceholderFlags::IN_SYNC);
+    }
+    if always_full {
+        flags = flags.union(PlaceholderFlags::ALWAYS_FULL);
+    }
+    file.set_sparse()?;
+    let (blob, len) = encode_blob(flags, size, m.identity, !dehydrate)?;
+    file.tag(blob.as_slice().get(..len).unwrap_or(&[]))?;
+    if dehydrate && size > 0 {
+        file.zero_range(0, size)?;
+        file.change_attributes(0, MISSING_DATA_ATTRIBUTES)?;
+    }
+    // Opens that exist already see the placeholder from now on.
+    if let Some(filter) = super::filter::filter() {
+        drop(attach(filter, **file)?);
+    }
+    Ok(())
+}
+
+/// REVERT: a fully hydrated placeholder becomes an ordinary file.
+pub(crate) fn revert(provider: &ProviderRef, m: &msg::Revert<'_>) -> Result<(), NTSTATUS> {
+    let managed = open_managed(
+        provider,
+        m.path,
+        FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES | FILE_WRITE_DATA,
+        FILE_OPEN,
+        Kind::File,
+        0,
+    )?;
+    let filter = super::filter::filter().ok_or(STATUS_CLOUD_FILE_INVALID_REQUEST)?;
+    let stream = attach(filter, *managed.file)?.ok_or(STATUS_CLOUD_FILE_NOT_A_CLOUD_FILE)?;
+    if hydrate::busy(&stream) {
+        return Err(STATUS_CLOUD_FILE_IN_USE);
+    }
+    let (corrupt, full) = hydrate::with_held(|held| {
+        stream.with_state(held, |s| {
+            (
+                s.corrupt,
+                s.present.contains(Range {
+                    start: 0,
+                    end: s.file_size,
+                }),
+            )
+        })
+    });
+    if corrupt {
+        return Err(STATUS_CLOUD_FILE_METADATA_CORRUPT);
+    }
+    if !full {
+        // Reverting would turn the missing data into zeros.
+        return Err(STATUS_CLOUD_FILE_INVALID_REQUEST);
+    }
+    managed.file.untag()?;
+    hydrate::with_held(|held| stream.with_state(held, |s| s.placeholder = false));
+    managed.file.change_attributes(
+        MISSING_DATA_ATTRIBUTES | ATTRIBUTE_PINNED | ATTRIBUTE_UNPINNED,
+        0,
+    )?;
+    Ok(())
+}
+
+/// The range a HYDRATE / DEHYDRATE names (length 0 = to end of file), clipped to the file.
+fn op_range(range: cloudflt_proto::ByteRange, size: u64) -> Range {
+    let end = if range.length == 0 {
+        size
+    } else {
+        range.offset.saturating_add(range.length).min(size)
+    };
+    Range {
+        start: range.offset.min(size),
+        end,
+    }
+}
+
+/// Opens a placeholder and its stream context for a provider's range request.
+fn open_placeholder(
+    provider: &ProviderRef,
+    path: cloudflt_proto::Utf16<'_>,
+    access: u32,
+) -> Result<(Managed, StreamRef), NTSTATUS> {
+    let managed = open_managed(provider, path, access, FILE_OPEN, Kind::File, 0)?;
+    let filter = super::filter::filter().ok_or(STATUS_CLOUD_FILE_INVALID_REQUEST)?;
+    let stream = attach(filter, *managed.file)?.ok_or(STATUS_CLOUD_FILE_NOT_A_CLOUD_FILE)?;
+    Ok((managed, stream))
+}
+
+/// HYDRATE: fetches a range now; returns once it is on disk.
+pub(crate) fn hydrate(provider: &ProviderRef, m: &msg::Hydrate<'_>) -> Result<(), NTSTATUS> {
+    let (managed, stream) = open_placeholder(provider, m.path, FILE_READ_ATTRIBUTES)?;
+    let size = hydrate::with_held(|held| stream.with_state(held, |s| s.file_size));
+    let range = op_range(m.range, size);
+    let status = hydrate::ensure_range(&managed.target(&stream, provider), range);
+    if nt_success(status) {
+        Ok(())
+    } else {
+        Err(status)
+    }
+}
+
+/// DEHYDRATE: drops the whole 4 KiB units of a range (the tail unit too when the range
+/// reaches end of file), unless the file is pinned, always full, or being filled.
+pub(crate) fn dehydrate(provider: &ProviderRef, m: &msg::Dehydrate<'_>) -> Result<(), NTSTATUS> {
+    let (managed, stream) = open_placeholder(
+        provider,
+        m.path,
+        FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES | FILE_WRITE_DATA,
+    )?;
+    let (flags, size, corrupt) =
+        hydrate::with_held(|held| stream.with_state(held, |s| (s.flags, s.file_size, s.corrupt)));
+    if corrupt {
+        return Err(STATUS_CLOUD_FILE_METADATA_CORRUPT);
+    }
+    if flags.contains(PlaceholderFlags::ALWAYS_FULL) || provider.hydration == Policy::AlwaysFull {
+        return Err(STATUS_CLOUD_FILE_DEHYDRATION_DISALLOWED);
+    }
+    let (attributes, _) = managed.file.attribute_tag()?;
+    if flags.contains(PlaceholderFlags::PINNED) || attributes & ATTRIBUTE_PINNED != 0 {
+        return Err(STATUS_CLOUD_FILE_PINNED);
+    }
+    if hydrate::busy(&stream) {
+        return Err(STATUS_CLOUD_FILE_IN_USE);
+    }
+    let range = op_range(m.range, size);
+    let start = range.start.next_multiple_of(UNIT);
+    let end = if range.end >= size {
+        size
+    } else {
+        range.end - range.end % UNIT
+    };
+    if start >= end {
+        return Ok(());
+    }
+    // Forget first, then free: a crash in between leaves data on disk that is not
+    // recorded (fetched again), never a record of data that is gone.
+    hydrate::with_held(|held| stream.with_state(held, |s| s.present.remove(Range { start, end })));
+    let status = hydrate::persist(&stream, &managed.file);
+    if !nt_success(status) {
+        return Err(status);
+    }
+    managed.file.zero_range(start, end)?;
+    hydrate::wake_all();
+    Ok(())
+}
+
+/// SET_PIN: records the pin state (attribute and blob); PINNED also fetches the whole
+/// file, as cfapi's pinned files are kept fully present.
+pub(crate) fn set_pin(provider: &ProviderRef, m: &msg::SetPin<'_>) -> Result<(), NTSTATUS> {
+    let (managed, stream) = open_placeholder(
+        provider,
+        m.path,
+        FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES | FILE_WRITE_DATA,
+    )?;
+    let (add, clear) = match m.state {
+        PinState::Pinned => (PlaceholderFlags::PINNED, PlaceholderFlags::UNPINNED),
+        PinState::Unpinned => (PlaceholderFlags::UNPINNED, PlaceholderFlags::PINNED),
+        _ => (
+            PlaceholderFlags::EMPTY,
+            PlaceholderFlags::PINNED.union(PlaceholderFlags::UNPINNED),
+        ),
+    };
+    let size = hydrate::with_held(|held| {
+        stream.with_state(held, |s| {
+            let kept = PlaceholderFlags::from_bits(s.flags.bits() & !clear.bits() & !add.bits())
+                .unwrap_or(PlaceholderFlags::EMPTY);
+            s.flags = kept.union(add);
+            s.file_size
+        })
+    });
+    let status = hydrate::persist(&stream, &managed.file);
+    if !nt_success(status) {
+        return Err(status);
+    }
+    managed
+        .file
+        .change_attributes(ATTRIBUTE_PINNED | ATTRIBUTE_UNPINNED, pin_attributes(add))?;
+    if m.state == PinState::Pinned && size > 0 {
+        let status = hydrate::ensure_range(
+            &managed.target(&stream, provider),
+            Range {
+                start: 0,
+                end: size,
+            },
+        );
+        if !nt_success(status) {
+            return Err(status);
+        }
+    }
+    Ok(())
+}
+
+/// GET_INFO: the blob as stored, or no payload for a file that is not a placeholder.
+pub(crate) fn info(provider: &ProviderRef, m: &msg::GetInfo<'_>) -> Result<Payload, NTSTATUS> {
+    let managed = open_managed(
+        provider,
+        m.path,
+        FILE_READ_ATTRIBUTES,
+        FILE_OPEN,
+        Kind::Any,
+        0,
+    )?;
+    let Some((buffer, len)) = managed.file.reparse_point()? else {
+        return Ok(None);
+    };
+    let bytes = buffer.as_slice().get(..len).unwrap_or(&[]);
+    match Placeholder::decode_reparse(bytes) {
+        Ok(_) => {}
+        Err(_) if reparse_tag(bytes) != Some(reparse::TAG) => return Ok(None),
+        Err(_) => return Err(STATUS_CLOUD_FILE_METADATA_CORRUPT),
+    }
+    let header = cloudflt_proto::placeholder::REPARSE_HEADER_SIZE;
+    let blob_len = len.saturating_sub(header);
+    let mut out =
+        PoolBuf::zeroed(blob_len.max(1)).ok_or(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES)?;
+    if let (Some(dst), Some(src)) = (
+        out.as_mut_slice().get_mut(..blob_len),
+        bytes.get(header..len),
+    ) {
+        dst.copy_from_slice(src);
+    }
+    Ok(Some((out, blob_len)))
+}
+
+fn reparse_tag(bytes: &[u8]) -> Option<u32> {
+    bytes
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+}
+
+/// Length of a relative path in units, or INVALID_REQUEST if it is empty, absolute, or
+/// has an empty, `.` or `..` component.
+fn checked_relative(relative: impl Iterator<Item = u16>) -> Result<usize, NTSTATUS> {
+    let sep = u16::from(b'\\');
+    let dot = u16::from(b'.');
+    let mut len = 0usize;
+    let mut component = 0usize;
+    let mut dots = 0usize;
+    let mut bad = false;
+    for u in relative {
+        len += 1;
+        if u == sep {
+            if component == 0 || component == dots && dots <= 2 {
+                bad = true;
+            }
+            component = 0;
+            dots = 0;
+        } else {
+            component += 1;
+            if u == dot {
+                dots += 1;
+            }
+            if u == 0 || u == u16::from(b'/') || u == u16::from(b':') {
+                bad = true;
+            }
+        }
+    }
+    if len == 0 || component == 0 || (component == dots && dots <= 2) || bad {
+        return Err(STATUS_CLOUD_FILE_INVALID_REQUEST);
+    }
+    Ok(len)
+}

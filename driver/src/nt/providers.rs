@@ -1,0 +1,253 @@
+//! The connected providers: one per sync root, found by path or by process.
+//!
+//! ConnectNotify registers a provider's root here (roots may not overlap, and one root has
+//! one provider); DisconnectNotify unregisters it. A thread that talks to a provider holds
+//! a [`ProviderRef`], so DisconnectNotify can wait for the last one before it closes the
+//! client port: FltSendMessage on a closed client port is a use-after-free.
+
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use cloudflt_proto::port::MAX_CONNECTIONS;
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{PFLT_FILTER, PFLT_PORT};
+use windows_sys::Wdk::System::SystemServices::{Executive, KeWaitForSingleObject, KernelMode};
+use windows_sys::Win32::Foundation::{
+    NTSTATUS, STATUS_CLOUD_FILE_ALREADY_CONNECTED, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES,
+};
+
+use super::status;
+use super::sync::{Event, SpinLock};
+use crate::engine::policy::Policy;
+use crate::engine::syncroot::{self, MAX_PATH, RootError};
+
+/// One connected provider.
+pub(crate) struct Provider {
+    pub(crate) filter: PFLT_FILTER,
+    /// Closed only by [`unregister`], after every [`ProviderRef`] is gone.
+    pub(crate) client_port: PFLT_PORT,
+    /// The provider's process: its own I/O is never intercepted.
+    pub(crate) pid: usize,
+    root: [u16; MAX_PATH],
+    root_len: usize,
+    pub(crate) hydration: Policy,
+    /// Provider request timeout, 100 ns units.
+    pub(crate) timeout: i64,
+    /// Set once DisconnectNotify has begun: no new request may be sent to it.
+    gone: core::sync::atomic::AtomicBool,
+    /// References: the table's own, plus one per [`ProviderRef`].
+    refs: AtomicUsize,
+    /// Signalled when `refs` drops to zero.
+    drained: Event,
+}
+
+impl Provider {
+    /// A provider not yet registered; `root` must be at most [`MAX_PATH`] units (longer
+    /// roots are refused by [`register`]).
+    pub(crate) fn new(
+        filter: PFLT_FILTER,
+        client_port: PFLT_PORT,
+        pid: usize,
+        root: impl Iterator<Item = u16>,
+        hydration: Policy,
+        timeout_ms: u32,
+    ) -> Self {
+        let mut stored = [0u16; MAX_PATH];
+        let mut len = 0;
+        for unit in root {
+            match stored.get_mut(len) {
+                Some(slot) => *slot = unit,
+                // One past the capacity marks the root as too long.
+                None => {
+                    len = MAX_PATH + 1;
+                    break;
+                }
+            }
+            len += 1;
+        }
+        Self {
+            filter,
+            client_port,
+            pid,
+            root: stored,
+            root_len: len,
+            hydration,
+            timeout: i64::from(timeout_ms).saturating_mul(10_000),
+            gone: core::sync::atomic::AtomicBool::new(false),
+            refs: AtomicUsize::new(1),
+            drained: Event::uninit(),
+        }
+    }
+
+    /// Whether DisconnectNotify has begun for it.
+    pub(crate) fn is_gone(&self) -> bool {
+        self.gone.load(Ordering::Acquire)
+    }
+
+    /// The sync root, in NT form.
+    pub(crate) fn root(&self) -> &[u16] {
+        self.root.get(..self.root_len).unwrap_or(&[])
+    }
+}
+
+type Slots = [Option<NonNull<Provider>>; MAX_CONNECTIONS as usize];
+
+/// The table. Slots hold pool objects owned by the table between [`register`] and
+/// [`unregister`].
+struct Table(Slots);
+
+// SAFETY: the pointers are pool objects usable from any thread; the table is only reached
+// under its lock.
+unsafe impl Send for Table {}
+
+static TABLE: SpinLock<Table> = SpinLock::new(Table([None; MAX_CONNECTIONS as usize]));
+
+/// A counted reference to a registered provider: while it lives, the client port stays
+/// open and the provider object allocated.
+pub(crate) struct ProviderRef(NonNull<Provider>);
+
+impl ProviderRef {
+    /// Takes a reference; called with the table lock held, so the provider is registered.
+    fn take(ptr: NonNull<Provider>) -> Self {
+        // SAFETY: a registered provider is alive while the table holds it.
+        unsafe { ptr.as_ref() }.refs.fetch_add(1, Ordering::AcqRel);
+        Self(ptr)
+    }
+
+    /// The provider's identity as an engine owner key.
+    pub(crate) fn key(&self) -> usize {
+        self.0.as_ptr() as usize
+    }
+}
+
+impl core::ops::Deref for ProviderRef {
+    type Target = Provider;
+    fn deref(&self) -> &Provider {
+        // SAFETY: this reference keeps the provider allocated.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl Drop for ProviderRef {
+    fn drop(&mut self) {
+        let provider = &**self;
+        if provider.refs.fetch_sub(1, Ordering::AcqRel) == 1 {
+            provider.drained.set();
+        }
+    }
+}
+
+/// Why a root was refused, as the status the provider's connect fails with.
+fn refusal(error: RootError) -> NTSTATUS {
+    match error {
+        RootError::AlreadyConnected | RootError::Overlaps => STATUS_CLOUD_FILE_ALREADY_CONNECTED,
+        RootError::InvalidPath => status::STATUS_CLOUD_FILE_NOT_A_CLOUD_SYNC_ROOT,
+        RootError::Full => STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES,
+    }
+}
+
+/// Registers `provider` (a pool object, initialised, `refs` = 1) unless its root is
+/// invalid or overlaps a registered one: equal roots and nested roots are both refused
+/// with STATUS_CLOUD_FILE_ALREADY_CONNECTED, since files in them would have two providers.
+pub(crate) fn register(provider: NonNull<Provider>) -> Result<(), NTSTATUS> {
+    // SAFETY: the caller's live pool object, not yet shared.
+    let p = unsafe { provider.as_ref() };
+    p.drained.init();
+    let root = p.root();
+    if p.root_len > MAX_PATH || !syncroot::is_valid(root) {
+        return Err(refusal(RootError::InvalidPath));
+    }
+    TABLE.with(|table| {
+        for other in table.0.iter().flatten() {
+            // SAFETY: registered providers are alive while in the table.
+            let other_root = unsafe { other.as_ref() }.root();
+            if syncroot::under(other_root, root).is_some()
+                || syncroot::under(root, other_root).is_some()
+            {
+                return Err(refusal(RootError::Overlaps));
+            }
+        }
+        let slot = table
+            .0
+            .iter_mut()
+            .find(|s| s.is_none())
+            .ok_or(refusal(RootError::Full))?;
+        *slot = Some(provider);
+        Ok(())
+    })
+}
+
+/// Removes `provider` from the table, so no new reference can be taken, runs `gone`
+/// (which fails its outstanding requests, so the threads waiting on them let go), and
+/// waits for the references still out. The caller then closes its port and frees it.
+///
+/// Must be called at PASSIVE_LEVEL by the one owner of the table's reference.
+pub(crate) fn unregister(provider: NonNull<Provider>, gone: impl FnOnce()) {
+    let removed = TABLE.with(
+        |table| match table.0.iter_mut().find(|s| **s == Some(provider)) {
+            Some(slot) => {
+                *slot = None;
+                true
+            }
+            None => false,
+        },
+    );
+    if !removed {
+        return;
+    }
+    // SAFETY: still allocated (the caller frees it after this returns).
+    unsafe { provider.as_ref() }
+        .gone
+        .store(true, Ordering::Release);
+    gone();
+    // The table's reference goes; whoever drops the last one signals `drained`.
+    drop(ProviderRef(provider));
+    // SAFETY: the provider stays allocated until this function's caller frees it.
+    let p = unsafe { provider.as_ref() };
+    if p.refs.load(Ordering::Acquire) != 0 {
+        // SAFETY: an initialised event in a live object; PASSIVE_LEVEL; no timeout: each
+        // holder only sends one message, which has the provider's timeout.
+        unsafe {
+            KeWaitForSingleObject(
+                p.drained.object(),
+                Executive,
+                KernelMode as i8,
+                false,
+                core::ptr::null(),
+            )
+        };
+    }
+}
+
+/// The provider whose root `path` (an NT path) lies under, with the path relative to it.
+pub(crate) fn for_path(path: &[u16]) -> Option<ProviderRef> {
+    TABLE.with(|table| {
+        table.0.iter().flatten().find_map(|p| {
+            // SAFETY: registered providers are alive while in the table.
+            let provider = unsafe { p.as_ref() };
+            syncroot::under(provider.root(), path).map(|_| ProviderRef::take(*p))
+        })
+    })
+}
+
+/// Whether process `pid` is a connected provider (whose I/O passes untouched).
+pub(crate) fn is_provider(pid: usize) -> bool {
+    TABLE.with(|table| {
+        table.0.iter().flatten().any(|p| {
+            // SAFETY: registered providers are alive while in the table.
+            unsafe { p.as_ref() }.pid == pid
+        })
+    })
+}
+
+/// The registered provider object behind a connection cookie, referenced; `None` once it
+/// is unregistered.
+pub(crate) fn by_cookie(provider: NonNull<Provider>) -> Option<ProviderRef> {
+    TABLE.with(|table| {
+        table
+            .0
+            .iter()
+            .flatten()
+            .find(|p| **p == provider)
+            .map(|p| ProviderRef::take(*p))
+    })
+}
