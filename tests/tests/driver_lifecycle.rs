@@ -3,10 +3,10 @@
 use cloudflt_proto::port::{MAX_CONNECTIONS, PORT_NAME};
 use cloudflt_tests::model::{Caller, Machine, VolumeConfig};
 use windows_sys::Win32::Foundation::{
-    NTSTATUS, STATUS_ACCESS_DENIED, STATUS_FLT_INSTANCE_ALTITUDE_COLLISION,
-    STATUS_INFO_LENGTH_MISMATCH, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_BUFFER_SIZE,
-    STATUS_INVALID_PARAMETER, STATUS_NOT_SUPPORTED, STATUS_OBJECT_NAME_NOT_FOUND,
-    STATUS_REVISION_MISMATCH, STATUS_SUCCESS,
+    NTSTATUS, STATUS_ACCESS_DENIED, STATUS_CLOUD_FILE_ALREADY_CONNECTED,
+    STATUS_FLT_INSTANCE_ALTITUDE_COLLISION, STATUS_INFO_LENGTH_MISMATCH,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_BUFFER_SIZE, STATUS_INVALID_PARAMETER,
+    STATUS_NOT_SUPPORTED, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_REVISION_MISMATCH, STATUS_SUCCESS,
 };
 
 /// IRP_MJ_CREATE, READ, WRITE, DIRECTORY_CONTROL, QUERY_INFORMATION, SET_INFORMATION,
@@ -23,9 +23,13 @@ fn load(machine: &Machine) -> NTSTATUS {
 /// A valid context, with its header's protocol version then set to `version` (the encoder
 /// only writes the version it speaks).
 fn context(version: u16) -> Vec<u8> {
+    context_for(version, r"\Device\HarddiskVolume1\Cloud")
+}
+
+fn context_for(version: u16, root: &str) -> Vec<u8> {
     use cloudflt_proto::{ConnectionContext, HydrationPolicy, PopulationPolicy, Utf16};
     let name: Vec<u16> = "provider".encode_utf16().collect();
-    let root: Vec<u16> = r"\Device\HarddiskVolume1\Cloud".encode_utf16().collect();
+    let root: Vec<u16> = root.encode_utf16().collect();
     let ctx = ConnectionContext {
         provider_name: Utf16::from_units(&name),
         provider_version: Utf16::EMPTY,
@@ -168,7 +172,34 @@ fn the_port_is_admin_only_and_admits_only_a_decodable_context() {
     );
 
     let first = machine.connect(PORT_NAME, &good, admin).unwrap();
-    let _second = machine.connect(PORT_NAME, &good, admin).unwrap();
+    // One provider per root, and roots may not nest.
+    assert_eq!(
+        machine.connect(PORT_NAME, &good, admin),
+        Err(STATUS_CLOUD_FILE_ALREADY_CONNECTED)
+    );
+    assert_eq!(
+        machine.connect(
+            PORT_NAME,
+            &context_for(1, r"\Device\HarddiskVolume1\Cloud\Inner"),
+            admin
+        ),
+        Err(STATUS_CLOUD_FILE_ALREADY_CONNECTED)
+    );
+    assert_eq!(
+        machine.connect(
+            PORT_NAME,
+            &context_for(1, r"\Device\HarddiskVolume1"),
+            admin
+        ),
+        Err(STATUS_CLOUD_FILE_ALREADY_CONNECTED)
+    );
+    let _second = machine
+        .connect(
+            PORT_NAME,
+            &context_for(1, r"\Device\HarddiskVolume1\Cloud2"),
+            admin,
+        )
+        .unwrap();
     assert_eq!(machine.ports()[0].connections, 2);
     let two = machine.pool_bytes(*b"CFcn");
     assert!(two > 0, "each connection is a tagged pool object");

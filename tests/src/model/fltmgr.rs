@@ -724,6 +724,20 @@ pub extern "system" fn FltReleaseContext(context: PFLT_CONTEXT) {
     }
 }
 
+/// FltReferenceContext: one more reference on a live context.
+#[unsafe(no_mangle)]
+pub extern "system" fn FltReferenceContext(context: PFLT_CONTEXT) {
+    irql::check("FltReferenceContext", DISPATCH_LEVEL);
+    let ptr = context as usize;
+    with_kernel(|k| match k.contexts.get_mut(&ptr) {
+        Some(c) if c.refs > 0 => c.refs += 1,
+        _ => k.violation(
+            "FltReferenceContext",
+            format!("{ptr:#x} is not a live context (freed, or never allocated)"),
+        ),
+    });
+}
+
 // ---------------------------------------------------------------------------------------
 // Volume queries
 // ---------------------------------------------------------------------------------------
