@@ -22,8 +22,9 @@ use windows_sys::Wdk::System::SystemServices::{
     ObfDereferenceObject,
 };
 use windows_sys::Win32::Foundation::{
-    HANDLE, NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, STATUS_INSUFFICIENT_RESOURCES,
-    STATUS_INVALID_PARAMETER, STATUS_NOT_A_REPARSE_POINT, UNICODE_STRING,
+    HANDLE, NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, STATUS_CLOUD_FILE_INVALID_REQUEST,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_NOT_A_REPARSE_POINT,
+    STATUS_REPARSE, UNICODE_STRING,
 };
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 use windows_sys::Win32::System::Ioctl::{
@@ -149,12 +150,16 @@ impl OwnedFile {
         let mut file_object: *mut FILE_OBJECT = core::ptr::null_mut();
         // SAFETY: IO_STATUS_BLOCK is plain data; zero is a valid pattern.
         let mut iosb: IO_STATUS_BLOCK = unsafe { core::mem::zeroed() };
+        // The create starts at the top of the volume's stack, so it passes cloudflt's own
+        // pre-create and gets its open-reparse entry: directory placeholders on the way
+        // open as directories instead of reparsing. (All later I/O on the file object
+        // goes below `instance`.)
         // SAFETY: all pointers outlive the call; PASSIVE_LEVEL (callers' contract);
         // OBJ_KERNEL_HANDLE so the handle is not in the current process's table.
         let status = unsafe {
             FltCreateFileEx2(
                 filter,
-                instance,
+                0,
                 &mut handle,
                 &mut file_object,
                 access | 0x0010_0000, // SYNCHRONIZE
@@ -173,6 +178,11 @@ impl OwnedFile {
         };
         if !nt_success(status) {
             return Err(status);
+        }
+        if status == STATUS_REPARSE {
+            // FILE_OPEN_REPARSE_POINT applies to the last component only: an intermediate
+            // reparse point (a link inside the root) is not followed by the driver.
+            return Err(STATUS_CLOUD_FILE_INVALID_REQUEST);
         }
         match NonNull::new(file_object) {
             Some(file_object) => Ok(Self {

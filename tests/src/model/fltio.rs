@@ -856,6 +856,12 @@ pub unsafe extern "system" fn FltQueueDeferredIoWorkItem(
     with_kernel(|k| k.io.deferred.insert(item, true));
     let (data_addr, context_addr) = (data as usize, context as usize);
     std::thread::spawn(move || {
+        // Started: from here on the routine may free its item (the usual pattern).
+        with_kernel(|k| {
+            if let Some(q) = k.io.deferred.get_mut(&item) {
+                *q = false;
+            }
+        });
         irql::at(PASSIVE_LEVEL, || {
             // SAFETY: the filter's routine with the item, the pended operation's callback
             // data (alive until the filter completes it) and its context.
@@ -866,11 +872,6 @@ pub unsafe extern "system" fn FltQueueDeferredIoWorkItem(
                     context_addr as *const c_void,
                 )
             };
-        });
-        with_kernel(|k| {
-            if let Some(q) = k.io.deferred.get_mut(&item) {
-                *q = false;
-            }
         });
     });
     STATUS_SUCCESS
