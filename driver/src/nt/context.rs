@@ -17,6 +17,7 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::PFLT_INSTANCE;
 
 use super::file::OwnedFile;
 use super::pool::tag;
+use crate::engine::policy::Policy;
 use crate::engine::ranges::RangeSet;
 
 /// Per-volume facts gathered at InstanceSetup.
@@ -122,11 +123,13 @@ impl StreamContext {
     }
 }
 
-/// Per-open state: the open's effective policy and disguise decision live here once they
-/// are decided; until then the filter never allocates one.
+/// Per-open state of a placeholder, decided at create and fixed for the open's life.
 #[repr(C)]
 pub(crate) struct StreamHandleContext {
     pub(crate) signature: u32,
+    /// The open's effective hydration policy (cfapi fixes it at open), or `None` when no
+    /// provider served the file then (the provider's policy applies at read time).
+    pub(crate) policy: Option<Policy>,
 }
 
 pub(crate) const TAG_INSTANCE_CONTEXT: u32 = tag(b"CFic");

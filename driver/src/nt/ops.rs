@@ -31,6 +31,7 @@ use super::file::Fo;
 use super::placeholder::{self, StreamRef};
 use super::status::nt_success;
 use super::{hydrate, providers};
+use crate::engine::policy::Policy;
 use crate::engine::ranges::Range;
 use windows_sys::Win32::System::IO::{IO_STATUS_BLOCK, IO_STATUS_BLOCK_0};
 
@@ -205,8 +206,29 @@ pub(super) unsafe extern "system" fn post_create(
     };
     // A failure leaves the file without context: its reads then find no placeholder
     // state and pass, which is what they did before the driver loaded.
-    if let Ok(stream) = placeholder::attach(objects.Filter, fo) {
-        drop(stream);
+    let Ok(Some(stream)) = placeholder::attach(objects.Filter, fo) else {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    };
+    drop(stream);
+    // The open's effective policy is fixed now (cfapi's rule): the provider's, as no
+    // application policy exists yet.
+    let mut name: *mut FLT_FILE_NAME_INFORMATION = core::ptr::null_mut();
+    // SAFETY: live callback data of a successful create; post-create runs at PASSIVE_LEVEL.
+    let status = unsafe {
+        FltGetFileNameInformation(
+            data,
+            FLT_FILE_NAME_NORMALIZED | FLT_FILE_NAME_QUERY_DEFAULT,
+            &mut name,
+        )
+    };
+    let policy = if nt_success(status) {
+        let name = NameInfo(name);
+        providers::for_path(name.units()).map(|p| p.hydration)
+    } else {
+        None
+    };
+    if placeholder::set_handle_policy(objects.Filter, fo, policy).is_err() {
+        debug_print!("cloudflt: no stream-handle context for a placeholder open");
     }
     FLT_POSTOP_FINISHED_PROCESSING
 }
@@ -257,16 +279,21 @@ pub(super) unsafe extern "system" fn pre_read(
     let Some((offset, length)) = read_of(data_ref) else {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     };
+    let whole = placeholder::handle_policy(objects.Instance, objects.FileObject)
+        .is_some_and(|p| p >= Policy::Full);
     let (placeholder, corrupt, missing) = hydrate::with_held(|held| {
         stream.with_state(held, |s| {
-            let read = Range::at(offset, length).clip(Range {
+            let file = Range {
                 start: 0,
                 end: s.file_size,
-            });
+            };
+            let read = Range::at(offset, length).clip(file);
+            // FULL opens need the whole file before even a byte is read.
+            let needed = if whole { file } else { read };
             (
                 s.placeholder,
                 s.corrupt,
-                !read.is_empty() && !s.present.contains(read),
+                !read.is_empty() && !s.present.contains(needed),
             )
         })
     });

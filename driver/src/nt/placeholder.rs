@@ -13,9 +13,11 @@ use cloudflt_proto::{Placeholder, PlaceholderFlags, RangeList, reparse};
 use windows_sys::Wdk::Foundation::FILE_OBJECT;
 use windows_sys::Wdk::Storage::FileSystem::FILE_BASIC_INFORMATION;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FLT_SET_CONTEXT_KEEP_IF_EXISTS, FLT_STREAM_CONTEXT, FltAllocateContext, FltGetStreamContext,
+    FLT_SET_CONTEXT_KEEP_IF_EXISTS, FLT_SET_CONTEXT_REPLACE_IF_EXISTS, FLT_STREAM_CONTEXT,
+    FLT_STREAMHANDLE_CONTEXT, FltAllocateContext, FltGetStreamContext, FltGetStreamHandleContext,
     FltGetVolumeFromName, FltGetVolumeInstanceFromName, FltObjectDereference, FltReleaseContext,
-    FltSetStreamContext, PFLT_CONTEXT, PFLT_FILTER, PFLT_INSTANCE, PFLT_VOLUME,
+    FltSetStreamContext, FltSetStreamHandleContext, PFLT_CONTEXT, PFLT_FILTER, PFLT_INSTANCE,
+    PFLT_VOLUME,
 };
 use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_CLOUD_FILE_DEHYDRATION_DISALLOWED, STATUS_CLOUD_FILE_IN_USE,
@@ -24,7 +26,9 @@ use windows_sys::Win32::Foundation::{
     STATUS_FLT_CONTEXT_ALREADY_DEFINED, STATUS_INVALID_PARAMETER, UNICODE_STRING,
 };
 
-use super::context::{STREAM_RANGES, StreamContext, StreamState};
+use super::context::{
+    STREAM_RANGES, StreamContext, StreamHandleContext, StreamState, TAG_STREAMHANDLE_CONTEXT,
+};
 use super::file::{Fo, Kind, OwnedFile, PoolBuf};
 use super::hydrate::{self, MISSING_DATA_ATTRIBUTES, Target};
 use super::providers::ProviderRef;
@@ -162,6 +166,72 @@ pub(crate) fn attach(filter: PFLT_FILTER, fo: Fo) -> Result<Option<StreamRef>, N
         return Err(status);
     }
     Ok(ours)
+}
+
+/// Records the open's effective policy in a stream-handle context.
+pub(crate) fn set_handle_policy(
+    filter: PFLT_FILTER,
+    fo: Fo,
+    policy: Option<Policy>,
+) -> Result<(), NTSTATUS> {
+    let mut context: PFLT_CONTEXT = core::ptr::null_mut();
+    // SAFETY: the registered filter; a valid out pointer; non-paged pool.
+    let status = unsafe {
+        FltAllocateContext(
+            filter,
+            FLT_STREAMHANDLE_CONTEXT as u16,
+            core::mem::size_of::<StreamHandleContext>(),
+            windows_sys::Wdk::Foundation::NonPagedPoolNx,
+            &mut context,
+        )
+    };
+    if !nt_success(status) {
+        return Err(status);
+    }
+    // SAFETY: a fresh block of the context's size, pool aligned, not yet shared.
+    unsafe {
+        context
+            .cast::<StreamHandleContext>()
+            .write(StreamHandleContext {
+                signature: TAG_STREAMHANDLE_CONTEXT,
+                policy,
+            })
+    };
+    // SAFETY: a live file object; our initialised context.
+    let status = unsafe {
+        FltSetStreamHandleContext(
+            fo.instance,
+            fo.file_object,
+            FLT_SET_CONTEXT_REPLACE_IF_EXISTS,
+            context,
+            core::ptr::null_mut(),
+        )
+    };
+    // SAFETY: the allocation reference, dropped once; the open holds its own.
+    unsafe { FltReleaseContext(context) };
+    if nt_success(status) {
+        Ok(())
+    } else {
+        Err(status)
+    }
+}
+
+/// The effective policy recorded for an open, if any.
+pub(crate) fn handle_policy(
+    instance: PFLT_INSTANCE,
+    file_object: *const FILE_OBJECT,
+) -> Option<Policy> {
+    let mut context: PFLT_CONTEXT = core::ptr::null_mut();
+    // SAFETY: a live file object; a valid out pointer.
+    let status = unsafe { FltGetStreamHandleContext(instance, file_object, &mut context) };
+    if !nt_success(status) || context.is_null() {
+        return None;
+    }
+    // SAFETY: our stream-handle context, referenced by the get.
+    let policy = unsafe { (*context.cast::<StreamHandleContext>()).policy };
+    // SAFETY: the reference the get took, dropped once.
+    unsafe { FltReleaseContext(context) };
+    policy
 }
 
 /// The in-memory state for a decoded placeholder.
