@@ -1,16 +1,28 @@
 //! The scenario runner reports honestly: unsupported operations, malformed files, unknown
 //! names and expectations it cannot check all fail, with a line that says why.
 
+use std::ffi::c_void;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicIsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
+use cloudflt_proto::msg::{self, KernelMessage, ProviderMessage, Reply, TransferFlags};
+use cloudflt_proto::{ByteRange, PlaceholderFlags, Utf16};
 use cloudflt_tests::model::files::{self, OpenParams};
-use cloudflt_tests::scenario::{self, Mode, Summary};
-use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
-use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FLT_REGISTRATION, FLT_REGISTRATION_VERSION, FltRegisterFilter, FltUnregisterFilter, PFLT_FILTER,
+use cloudflt_tests::model::port::{
+    FltBuildDefaultSecurityDescriptor, FltCloseClientPort, FltCloseCommunicationPort,
+    FltCreateCommunicationPort, FltFreeSecurityDescriptor, FltSendMessage,
 };
-use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_SUCCESS, UNICODE_STRING};
+use cloudflt_tests::model::process::PsGetCurrentProcessId;
+use cloudflt_tests::scenario::{self, Mode, Summary};
+use windows_sys::Wdk::Foundation::{DRIVER_OBJECT, OBJECT_ATTRIBUTES};
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    FLT_REGISTRATION, FLT_REGISTRATION_VERSION, FltRegisterFilter, FltStartFiltering,
+    FltUnregisterFilter, PFLT_FILTER, PFLT_PORT,
+};
+use windows_sys::Win32::Foundation::{
+    NTSTATUS, STATUS_CLOUD_FILE_NETWORK_UNAVAILABLE, STATUS_SUCCESS, UNICODE_STRING,
+};
 
 /// A DriverEntry that must never be reached by these scenarios.
 unsafe fn no_driver(_: *mut DRIVER_OBJECT, _: *const UNICODE_STRING) -> NTSTATUS {
@@ -32,47 +44,604 @@ fn run_with(name: &str, text: &str, entry: scenario::DriverEntry, mode: Mode) ->
 }
 
 #[test]
-fn provider_operations_fail_as_unsupported() {
+fn provider_steps_without_a_driver_report_what_the_provider_would_see() {
     let (summary, out) = run(
-        "unsupported",
+        "no-driver",
         r#"
+[[process]]
+name = "app"
+image = 'C:\Tools\app.exe'
+
 [[provider]]
 name = "mirror"
 image = 'C:\Program Files\Mirror\mirror.exe'
 sync_root = 'C:\Users\u\Cloud'
 files = [{ path = "a.bin", size = 100, seed = 1 }]
 
+# No driver, no port: FilterConnectCommunicationPort finds nothing.
 [[step]]
 do = "connect"
 provider = "mirror"
+expect = { status = "STATUS_OBJECT_NAME_NOT_FOUND" }
 
 [[step]]
-do = "pin"
-as = "mirror"
-path = 'C:\Users\u\Cloud\a.bin'
+do = "create_placeholders"
+provider = "mirror"
 
 [[step]]
 do = "provider_stats"
 provider = "mirror"
-expect = { fetches = 0 }
+expect = { fetches = 0, bytes_served = 0, cancels = 0 }
+
+[[step]]
+do = "create_file"
+as = "mirror"
+path = 'C:\Users\u\Cloud\a.bin'
+text = "local"
+
+[[step]]
+do = "pin"
+as = "app"
+path = 'C:\Users\u\Cloud\a.bin'
+
+[[step]]
+do = "query"
+as = "app"
+path = 'C:\Users\u\Cloud\a.bin'
+class = "FileBasicInformation"
+expect = { attributes_include = ["PINNED", "ARCHIVE"], attributes_exclude = ["UNPINNED"] }
+
+[[step]]
+do = "state"
+path = 'C:\Users\u\Cloud\a.bin'
+expect = { pinned = true, placeholder = false, in_sync = false, hydrated = "all" }
+
+[[step]]
+do = "unpin"
+as = "mirror"
+path = 'C:\Users\u\Cloud\a.bin'
+
+[[step]]
+do = "query"
+as = "app"
+path = 'C:\Users\u\Cloud\a.bin'
+class = "FileBasicInformation"
+expect = { attributes_include = ["UNPINNED"], attributes_exclude = ["PINNED"] }
+
+[[step]]
+do = "state"
+path = 'C:\Users\u\Cloud\a.bin'
+expect = { pinned = true, in_sync = true }
+
+[[step]]
+do = "convert"
+provider = "nobody"
+path = 'C:\Users\u\Cloud\a.bin'
 "#,
     );
     assert_eq!(
         summary,
         Summary {
-            passed: 0,
+            passed: 8,
             failed: 3
         },
         "{out}"
     );
-    for (n, op) in [(1, "connect"), (2, "pin"), (3, "provider_stats")] {
-        assert!(
-            out.contains(&format!(
-                "FAIL [{n}] {op}: unsupported: `{op}` needs the provider library (issue 4)"
-            )),
-            "{out}"
-        );
+    assert!(out.contains("  ok   [1] connect"), "{out}");
+    assert!(
+        out.contains(
+            "FAIL [2] create_placeholders: invalid step: provider \"mirror\" is not connected"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("  ok   [3] provider_stats"), "{out}");
+    assert!(out.contains("  ok   [7] state"), "{out}");
+    assert!(
+        out.contains("FAIL [10] state: expected pinned = true, attributes are ARCHIVE|UNPINNED")
+            && out.contains("expected in_sync = true, got false (not a placeholder)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL [11] convert: invalid step: `provider = \"nobody\"` names no provider"),
+        "{out}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// A test driver that fetches: it owns cloudflt's port, answers every provider message
+// with success, and for every file placeholder the provider asks it to create sends one
+// FETCH_DATA for the whole file from a kernel thread. What the provider sends back is
+// recorded, so the tests see exactly what a behaviour answers.
+// ---------------------------------------------------------------------------------------
+
+static FETCH_FILTER: AtomicIsize = AtomicIsize::new(0);
+static FETCH_SERVER: AtomicIsize = AtomicIsize::new(0);
+static FETCH_CLIENT: AtomicIsize = AtomicIsize::new(0);
+
+/// What the fetching driver saw.
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    Connected {
+        pid: u32,
+    },
+    Disconnected,
+    Transfer {
+        pid: u32,
+        offset: u64,
+        length: usize,
+        last: bool,
+        data: Vec<u8>,
+    },
+    Failed {
+        pid: u32,
+        status: NTSTATUS,
+    },
+}
+
+static SEEN: Mutex<Vec<Seen>> = Mutex::new(Vec::new());
+/// Held by each test of the fetching driver: they read `SEEN` after their machine is gone.
+static FETCH_TESTS: Mutex<()> = Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    FETCH_TESTS.lock().unwrap_or_else(PoisonError::into_inner)
+}
+static FETCHERS: Mutex<Vec<std::thread::JoinHandle<()>>> = Mutex::new(Vec::new());
+
+fn seen() -> Vec<Seen> {
+    SEEN.lock().unwrap_or_else(PoisonError::into_inner).clone()
+}
+
+fn note(s: Seen) {
+    SEEN.lock().unwrap_or_else(PoisonError::into_inner).push(s);
+}
+
+fn current_pid() -> u32 {
+    PsGetCurrentProcessId() as usize as u32
+}
+
+static FETCH_REGISTRATION: Registration = Registration(FLT_REGISTRATION {
+    Size: std::mem::size_of::<FLT_REGISTRATION>() as u16,
+    Version: FLT_REGISTRATION_VERSION as u16,
+    Flags: 0,
+    ContextRegistration: std::ptr::null(),
+    OperationRegistration: std::ptr::null(),
+    FilterUnloadCallback: Some(fetch_unload),
+    InstanceSetupCallback: None,
+    InstanceQueryTeardownCallback: None,
+    InstanceTeardownStartCallback: None,
+    InstanceTeardownCompleteCallback: None,
+    GenerateFileNameCallback: None,
+    NormalizeNameComponentCallback: None,
+    NormalizeContextCleanupCallback: None,
+    TransactionNotificationCallback: None,
+    NormalizeNameComponentExCallback: None,
+    SectionNotificationCallback: None,
+});
+
+unsafe extern "system" fn fetch_unload(_flags: u32) -> NTSTATUS {
+    let fetchers = std::mem::take(&mut *FETCHERS.lock().unwrap_or_else(PoisonError::into_inner));
+    for f in fetchers {
+        f.join().unwrap();
     }
+    FltCloseCommunicationPort(FETCH_SERVER.load(Ordering::SeqCst));
+    // SAFETY: the filter registered by fetch_driver, unregistered once.
+    unsafe { FltUnregisterFilter(FETCH_FILTER.load(Ordering::SeqCst)) };
+    STATUS_SUCCESS
+}
+
+unsafe extern "system" fn fetch_connect(
+    client: PFLT_PORT,
+    _server_cookie: *const c_void,
+    _context: *const c_void,
+    _size: u32,
+    cookie: *mut *mut c_void,
+) -> NTSTATUS {
+    FETCH_CLIENT.store(client, Ordering::SeqCst);
+    note(Seen::Connected { pid: current_pid() });
+    // SAFETY: FltMgr's out variable.
+    unsafe { cookie.write(std::ptr::null_mut()) };
+    STATUS_SUCCESS
+}
+
+unsafe extern "system" fn fetch_disconnect(_cookie: *const c_void) {
+    note(Seen::Disconnected);
+    // SAFETY: the driver's own port variable.
+    unsafe { FltCloseClientPort(FETCH_FILTER.load(Ordering::SeqCst), FETCH_CLIENT.as_ptr()) };
+}
+
+/// Sends FETCH_DATA for all of `path` (identity: the path) from a kernel thread.
+fn send_fetch(path: Vec<u16>, identity: Vec<u8>, file_size: u64) {
+    let thread = std::thread::spawn(move || {
+        let image: Vec<u16> = r"\Device\HarddiskVolume1\Tools\app.exe"
+            .encode_utf16()
+            .collect();
+        let message = KernelMessage::FetchData(msg::FetchData {
+            request_id: 77,
+            file_id: 0x1234,
+            file_size,
+            required: ByteRange::new(0, file_size),
+            priority: 7,
+            requestor_pid: 4242,
+            requestor_image: Utf16::from_units(&image),
+            path: Utf16::from_units(&path),
+            identity: &identity,
+        });
+        let mut bytes = vec![0u8; message.encoded_len()];
+        message.encode(&mut bytes).unwrap();
+        let timeout = -50_000_000i64;
+        // SAFETY: valid buffers; the port variable is the driver's.
+        unsafe {
+            FltSendMessage(
+                FETCH_FILTER.load(Ordering::SeqCst),
+                FETCH_CLIENT.as_ptr(),
+                bytes.as_ptr().cast(),
+                bytes.len() as u32,
+                std::ptr::null_mut(),
+                std::ptr::null_mut(),
+                &timeout,
+            )
+        };
+    });
+    FETCHERS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .push(thread);
+}
+
+unsafe extern "system" fn fetch_message(
+    _cookie: *const c_void,
+    input: *const c_void,
+    input_len: u32,
+    output: *mut c_void,
+    output_len: u32,
+    returned: *mut u32,
+) -> NTSTATUS {
+    // SAFETY: the provider's input buffer of `input_len` bytes (a test process).
+    let bytes = unsafe { std::slice::from_raw_parts(input.cast::<u8>(), input_len as usize) };
+    let message = ProviderMessage::decode(bytes).unwrap();
+    let pid = current_pid();
+    match &message {
+        ProviderMessage::TransferData(m) => note(Seen::Transfer {
+            pid,
+            offset: m.offset,
+            length: m.data.len(),
+            last: m.flags.contains(TransferFlags::LAST),
+            data: m.data.to_vec(),
+        }),
+        ProviderMessage::FetchFailed(m) => note(Seen::Failed {
+            pid,
+            status: m.status,
+        }),
+        ProviderMessage::CreatePlaceholder(m) if !m.flags.contains(PlaceholderFlags::DIRECTORY) => {
+            send_fetch(m.path.units().collect(), m.identity.to_vec(), m.file_size);
+        }
+        _ => {}
+    }
+    let reply = Reply {
+        status: STATUS_SUCCESS,
+        request_id: message.request_id(),
+        payload: &[],
+    };
+    let mut out = vec![0u8; reply.encoded_len()];
+    reply.encode(&mut out).unwrap();
+    assert!(out.len() <= output_len as usize);
+    // SAFETY: the provider's output buffer holds `output_len` bytes (checked above).
+    unsafe { std::ptr::copy_nonoverlapping(out.as_ptr(), output.cast::<u8>(), out.len()) };
+    // SAFETY: FltMgr's out variable.
+    unsafe { returned.write(out.len() as u32) };
+    STATUS_SUCCESS
+}
+
+/// A driver with cloudflt's port that fetches each file placeholder once (see above).
+unsafe fn fetch_driver(driver: *mut DRIVER_OBJECT, _: *const UNICODE_STRING) -> NTSTATUS {
+    SEEN.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    let mut filter: PFLT_FILTER = 0;
+    // SAFETY: a static registration and a live driver object.
+    let status = unsafe { FltRegisterFilter(driver, &FETCH_REGISTRATION.0, &mut filter) };
+    assert_eq!(status, STATUS_SUCCESS);
+    FETCH_FILTER.store(filter, Ordering::SeqCst);
+    let name: Vec<u16> = cloudflt::PORT_NAME.encode_utf16().collect();
+    let us = UNICODE_STRING {
+        Length: (name.len() * 2) as u16,
+        MaximumLength: (name.len() * 2) as u16,
+        Buffer: name.as_ptr().cast_mut(),
+    };
+    let mut sd = std::ptr::null_mut();
+    // SAFETY: a valid out pointer.
+    let status = unsafe { FltBuildDefaultSecurityDescriptor(&mut sd, 0x1F_0001) };
+    assert_eq!(status, STATUS_SUCCESS);
+    let oa = OBJECT_ATTRIBUTES {
+        Length: std::mem::size_of::<OBJECT_ATTRIBUTES>() as u32,
+        RootDirectory: std::ptr::null_mut(),
+        ObjectName: &us,
+        Attributes: 0x240, // OBJ_CASE_INSENSITIVE | OBJ_KERNEL_HANDLE
+        SecurityDescriptor: sd.cast(),
+        SecurityQualityOfService: std::ptr::null(),
+    };
+    let mut server = 0;
+    // SAFETY: valid attributes and out pointer.
+    let status = unsafe {
+        FltCreateCommunicationPort(
+            filter,
+            &mut server,
+            &oa,
+            std::ptr::null(),
+            Some(fetch_connect),
+            Some(fetch_disconnect),
+            Some(fetch_message),
+            4,
+        )
+    };
+    assert_eq!(status, STATUS_SUCCESS);
+    FltFreeSecurityDescriptor(sd);
+    FETCH_SERVER.store(server, Ordering::SeqCst);
+    // SAFETY: the filter registered above.
+    unsafe { FltStartFiltering(filter) }
+}
+
+/// One provider with one 300,000-byte file, `behaviour`, and the steps that connect it
+/// and have the test driver fetch the file.
+fn fetching(behaviour: &str, more: &str) -> String {
+    format!(
+        r#"
+[[provider]]
+name = "mirror"
+image = 'C:\Program Files\Mirror\mirror.exe'
+sync_root = 'C:\Users\u\Cloud'
+behaviour = "{behaviour}"
+files = [{{ path = "docs/a.bin", size = 300000, seed = 5 }}]
+
+[[step]]
+do = "load_driver"
+
+[[step]]
+do = "connect"
+provider = "mirror"
+
+[[step]]
+do = "create_placeholders"
+provider = "mirror"
+{more}"#
+    )
+}
+
+fn transfers() -> Vec<(u32, u64, usize, bool)> {
+    seen()
+        .into_iter()
+        .filter_map(|s| match s {
+            Seen::Transfer {
+                pid,
+                offset,
+                length,
+                last,
+                ..
+            } => Some((pid, offset, length, last)),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn a_normal_provider_answers_with_the_remote_content_in_aligned_pieces() {
+    let _serial = serial();
+    let text = fetching(
+        "normal",
+        r#"
+[[step]]
+do = "provider_stats"
+provider = "mirror"
+delay_ms = 300
+expect = { fetches = 1, bytes_served = 300000, cancels = 0 }
+"#,
+    );
+    let (summary, out) = run_with("normal", &text, fetch_driver, Mode::Normal);
+    assert_eq!(summary.failed, 0, "{out}");
+    let t = transfers();
+    let pid = t[0].0;
+    let pieces: Vec<(u64, usize, bool)> = t.iter().map(|(_, o, l, last)| (*o, *l, *last)).collect();
+    assert_eq!(
+        pieces,
+        [
+            (0, 65536, false),
+            (65536, 65536, false),
+            (131072, 65536, false),
+            (196608, 65536, false),
+            (262144, 37856, true)
+        ]
+    );
+    assert!(t.iter().all(|(p, ..)| *p == pid));
+    assert!(seen().contains(&Seen::Connected { pid }));
+    let data: Vec<u8> = seen()
+        .into_iter()
+        .flat_map(|s| match s {
+            Seen::Transfer { data, .. } => data,
+            _ => Vec::new(),
+        })
+        .collect();
+    assert!(
+        data == scenario::seeded(5, 300000),
+        "not the remote content"
+    );
+}
+
+#[test]
+fn a_failing_provider_answers_with_its_status() {
+    let _serial = serial();
+    let text = fetching(
+        "fail:STATUS_CLOUD_FILE_NETWORK_UNAVAILABLE",
+        r#"
+[[step]]
+do = "provider_stats"
+provider = "mirror"
+delay_ms = 300
+expect = { fetches = 1, bytes_served = 0 }
+"#,
+    );
+    let (summary, out) = run_with("fail", &text, fetch_driver, Mode::Normal);
+    assert_eq!(summary.failed, 0, "{out}");
+    let failed: Vec<NTSTATUS> = seen()
+        .into_iter()
+        .filter_map(|s| match s {
+            Seen::Failed { status, .. } => Some(status),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(failed, [STATUS_CLOUD_FILE_NETWORK_UNAVAILABLE]);
+    assert!(transfers().is_empty());
+}
+
+#[test]
+fn a_slow_provider_answers_after_its_delay() {
+    let _serial = serial();
+    let text = fetching(
+        "delay:600",
+        r#"
+[[step]]
+do = "provider_stats"
+provider = "mirror"
+delay_ms = 200
+expect = { fetches = 1, bytes_served = 0 }
+
+[[step]]
+do = "provider_stats"
+provider = "mirror"
+delay_ms = 1000
+expect = { fetches = 1, bytes_served = 300000 }
+"#,
+    );
+    let (summary, out) = run_with("delay", &text, fetch_driver, Mode::Normal);
+    assert_eq!(summary.failed, 0, "{out}");
+}
+
+#[test]
+fn a_crashing_provider_serves_whole_pages_up_to_its_budget_then_dies_and_reconnects_as_a_new_process()
+ {
+    let _serial = serial();
+    let text = fetching(
+        "crash_after:100000",
+        r#"
+[[step]]
+do = "provider_stats"
+provider = "mirror"
+delay_ms = 300
+expect = { fetches = 1, bytes_served = 98304 }
+
+# Dead: it acts no more.
+[[step]]
+do = "list"
+as = "mirror"
+path = 'C:\Users\u\Cloud'
+
+[[step]]
+do = "kill"
+provider = "mirror"
+
+[[step]]
+do = "connect"
+provider = "mirror"
+
+# The new process acts.
+[[step]]
+do = "create_file"
+as = "mirror"
+path = 'C:\Users\u\Cloud\new.txt'
+text = "written by the new process"
+"#,
+    );
+    let (summary, out) = run_with("crash", &text, fetch_driver, Mode::Normal);
+    assert_eq!(
+        summary,
+        Summary {
+            passed: 6,
+            failed: 2
+        },
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL [5] list: invalid step: provider \"mirror\"'s process is dead"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL [6] kill: invalid step: provider \"mirror\"'s process is already dead"),
+        "{out}"
+    );
+    let t = transfers();
+    assert_eq!(
+        t.iter()
+            .map(|(_, o, l, last)| (*o, *l, *last))
+            .collect::<Vec<_>>(),
+        [(0, 65536, false), (65536, 32768, false)]
+    );
+    // Nothing after the crash: no failure for the fetch it held, no more data.
+    let s = seen();
+    let first = t[0].0;
+    let Some(Seen::Connected { pid: second }) =
+        s.iter().rfind(|x| matches!(x, Seen::Connected { .. }))
+    else {
+        panic!("{s:?}");
+    };
+    assert_ne!(first, *second);
+    assert!(!s.iter().any(|x| matches!(x, Seen::Failed { .. })), "{s:?}");
+    assert_eq!(
+        s.iter().filter(|x| matches!(x, Seen::Disconnected)).count(),
+        2,
+        "the crash, then the new process's exit: {s:?}"
+    );
+}
+
+#[test]
+fn a_hanging_provider_never_answers_not_even_when_killed() {
+    let _serial = serial();
+    let text = fetching(
+        "hang",
+        r#"
+[[step]]
+do = "provider_stats"
+provider = "mirror"
+delay_ms = 300
+expect = { fetches = 1, bytes_served = 0 }
+
+[[step]]
+do = "kill"
+provider = "mirror"
+
+[[step]]
+do = "provider_stats"
+provider = "mirror"
+expect = { fetches = 1, bytes_served = 0 }
+"#,
+    );
+    let (summary, out) = run_with("hang", &text, fetch_driver, Mode::Normal);
+    assert_eq!(summary.failed, 0, "{out}");
+    let s = seen();
+    assert!(
+        !s.iter()
+            .any(|x| matches!(x, Seen::Failed { .. } | Seen::Transfer { .. })),
+        "{s:?}"
+    );
+}
+
+#[test]
+fn provider_operations_are_skipped_without_the_driver_in_differential_mode() {
+    let _serial = serial();
+    let text = fetching(
+        "normal",
+        r#"
+[[step]]
+do = "provider_stats"
+provider = "mirror"
+delay_ms = 300
+expect = { fetches = 1 }
+
+[[step]]
+do = "disconnect"
+provider = "mirror"
+"#,
+    );
+    // Differential mode loads the driver before the first step itself.
+    let text = text.replacen("[[step]]\ndo = \"load_driver\"\n\n", "", 1);
+    let (summary, out) = run_with("differential", &text, fetch_driver, Mode::Differential);
+    assert_eq!(summary.failed, 0, "{out}");
 }
 
 #[test]
@@ -373,7 +942,7 @@ handle = "h"
 }
 
 #[test]
-fn windows_has_no_delete_reparse_ex_and_in_sync_needs_the_placeholder_format() {
+fn windows_has_no_delete_reparse_ex_and_an_ordinary_file_is_not_in_sync() {
     let text = format!(
         "{ONE_FILE}{}",
         r#"
@@ -399,7 +968,7 @@ expect = { in_sync = true }
         "{out}"
     );
     assert!(
-        out.contains("FAIL [3] state: unsupported: `in_sync` needs the placeholder format"),
+        out.contains("FAIL [3] state: expected in_sync = true, got false (not a placeholder)"),
         "{out}"
     );
 }

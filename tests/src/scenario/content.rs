@@ -25,7 +25,7 @@ pub(crate) fn seeded_range(seed: u64, size: u64, offset: u64, length: u64) -> Ve
 }
 
 /// The whole seeded content of a file of `size` bytes.
-pub(crate) fn seeded(seed: u64, size: u64) -> Vec<u8> {
+pub fn seeded(seed: u64, size: u64) -> Vec<u8> {
     seeded_range(seed, size, 0, size)
 }
 

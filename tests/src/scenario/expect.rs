@@ -4,6 +4,8 @@
 //! A field the operation cannot produce, or the information class does not carry, is a
 //! failure that says so: an expectation is never skipped.
 
+use std::sync::Arc;
+
 use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_SUCCESS};
 use windows_sys::Win32::Storage::FileSystem as attr;
 
@@ -204,7 +206,7 @@ fn check_tag(what: &str, expected: &Tag, got: Option<u32>, problems: &mut Vec<St
 
 /// The provider content that `data = "remote"` means for `path` at this range.
 fn remote_range(
-    remote: &[RemoteRoot],
+    remote: &[Arc<RemoteRoot>],
     path: &str,
     offset: u64,
     length: u64,
@@ -231,7 +233,7 @@ fn check_data(
     got: &[u8],
     step: &Step,
     target: Option<&str>,
-    remote: &[RemoteRoot],
+    remote: &[Arc<RemoteRoot>],
 ) -> Option<String> {
     let want = if expected == "remote" {
         let Some(path) = target else {
@@ -326,7 +328,7 @@ pub(crate) fn check(
     step: &Step,
     seen: &Observation,
     target: Option<&str>,
-    remote: &[RemoteRoot],
+    remote: &[Arc<RemoteRoot>],
 ) -> Vec<String> {
     let expect = step.expect.clone().unwrap_or_default();
     let mut problems: Vec<String> = Vec::new();
@@ -391,6 +393,9 @@ pub(crate) fn check(
     if step.op == "state" {
         check_state(&expect, seen, &mut problems);
     }
+    if step.op == "provider_stats" {
+        check_stats(&expect, seen, &mut problems);
+    }
     problems
 }
 
@@ -440,24 +445,61 @@ fn check_query(expect: &Expect, seen: &Observation, class: &str, problems: &mut 
     }
 }
 
+/// Whether the merged, sorted list `held` contains all of `range`.
+fn holds(held: &[(u64, u64)], (start, length): (u64, u64)) -> bool {
+    held.iter()
+        .any(|(s, l)| *s <= start && s + l >= start + length)
+}
+
 fn check_state(expect: &Expect, seen: &Observation, problems: &mut Vec<String>) {
-    if expect.in_sync.is_some() {
-        problems.push(
-            "unsupported: `in_sync` needs the placeholder format (issue 4), not built yet".into(),
-        );
-    }
     let Some(state) = &seen.state else {
         if expect.placeholder.is_some()
             || expect.hydrated.is_some()
             || expect.pinned.is_some()
+            || expect.in_sync.is_some()
             || expect.tag.is_some()
         {
             problems.push("cannot check the state: no such file on disk".into());
         }
         return;
     };
+    // A placeholder's state is its blob: one that does not decode is reported whenever
+    // the step asks about more than the raw tag.
+    let blob = match &state.blob {
+        None => None,
+        Some(Ok(blob)) => Some(blob),
+        Some(Err(why)) => {
+            let only_tag = expect.placeholder.is_none()
+                && expect.hydrated.is_none()
+                && expect.pinned.is_none()
+                && expect.in_sync.is_none()
+                && expect.tag.is_some();
+            if !only_tag {
+                problems.push(format!(
+                    "the placeholder's reparse data does not decode: {why}"
+                ));
+            }
+            None
+        }
+    };
+    // Never report data as present that is not on disk.
+    if let Some(blob) = blob {
+        let missing: Vec<(u64, u64)> = blob
+            .ranges
+            .iter()
+            .copied()
+            .filter(|r| !holds(&state.allocated, *r))
+            .collect();
+        if !missing.is_empty() {
+            problems.push(format!(
+                "the placeholder records {missing:?} as hydrated, but NTFS holds only \
+                 {:?} allocated",
+                state.allocated
+            ));
+        }
+    }
     if let Some(want) = expect.placeholder {
-        let got = state.tag == cloudflt_proto::reparse::TAG;
+        let got = state.is_placeholder();
         if got != want {
             problems.push(format!(
                 "expected placeholder = {want}, the file's tag is {:#010x}",
@@ -468,35 +510,79 @@ fn check_state(expect: &Expect, seen: &Observation, problems: &mut Vec<String>) 
     if let Some(tag) = &expect.tag {
         check_tag("tag ", tag, Some(state.tag), problems);
     }
-    if let Some(want) = expect.pinned
-        && want != state.pinned
-    {
-        problems.push(format!("expected pinned = {want}, got {}", state.pinned));
+    if let Some(want) = expect.pinned {
+        let got = state.attributes & attr::FILE_ATTRIBUTE_PINNED != 0;
+        if want != got {
+            problems.push(format!(
+                "expected pinned = {want}, attributes are {}{}",
+                attribute_names(state.attributes),
+                blob.map_or(String::new(), |b| format!(
+                    " (the placeholder's PINNED flag is {})",
+                    b.pinned
+                ))
+            ));
+        }
+    }
+    if let Some(want) = expect.in_sync {
+        // Only a placeholder has an in-sync state; an ordinary file is not in sync.
+        let got = blob.is_some_and(|b| b.in_sync);
+        if want != got && !(state.is_placeholder() && blob.is_none()) {
+            problems.push(format!(
+                "expected in_sync = {want}, got {got}{}",
+                if state.is_placeholder() {
+                    ""
+                } else {
+                    " (not a placeholder)"
+                }
+            ));
+        }
     }
     if let Some(want) = &expect.hydrated {
+        // A placeholder holds what its blob records; an ordinary file what NTFS has
+        // allocated.
+        let (hydrated, source) = match (&state.blob, blob) {
+            (Some(_), None) => return,
+            (_, Some(blob)) => (&blob.ranges, "the placeholder records"),
+            (None, None) => (&state.allocated, "NTFS has allocated"),
+        };
         let ok = match want {
-            Hydrated::Word(w) if w == "all" => {
-                state.size == 0 || state.hydrated == [(0, state.size)]
-            }
-            Hydrated::Word(w) if w == "none" => state.hydrated.is_empty(),
+            Hydrated::Word(w) if w == "all" => state.size == 0 || *hydrated == [(0, state.size)],
+            Hydrated::Word(w) if w == "none" => hydrated.is_empty(),
             Hydrated::Word(w) => {
                 problems.push(format!("hydrated {w:?} is not \"all\", \"none\" or ranges"));
                 true
             }
             Hydrated::Ranges(ranges) => {
-                ranges.iter().map(|[o, l]| (*o, *l)).collect::<Vec<_>>() == state.hydrated
+                ranges.iter().map(|[o, l]| (*o, *l)).collect::<Vec<_>>() == *hydrated
             }
         };
         if !ok {
             problems.push(format!(
-                "expected hydrated {}, NTFS has allocated {:?} of {} bytes",
+                "expected hydrated {}, {source} {:?} of {} bytes",
                 match want {
                     Hydrated::Word(w) => w.clone(),
                     Hydrated::Ranges(r) => format!("{r:?}"),
                 },
-                state.hydrated,
+                hydrated,
                 state.size
             ));
+        }
+    }
+}
+
+fn check_stats(expect: &Expect, seen: &Observation, problems: &mut Vec<String>) {
+    let Some(stats) = &seen.stats else {
+        return;
+    };
+    for (field, want, got) in [
+        ("fetches", expect.fetches, stats.fetches),
+        ("bytes_served", expect.bytes_served, stats.bytes_served),
+        ("cancels", expect.cancels, stats.cancels),
+    ] {
+        if let Some(want) = want
+            && want != got
+        {
+            problems.push(format!("expected {field} = {want}, got {got}"));
         }
     }
 }
@@ -540,6 +626,9 @@ pub(crate) fn difference(plain: &Observation, filtered: &Observation) -> Option<
     }
     if plain.state != filtered.state {
         parts.push(format!("state {:?} vs {:?}", plain.state, filtered.state));
+    }
+    if plain.stats != filtered.stats {
+        parts.push(format!("stats {:?} vs {:?}", plain.stats, filtered.stats));
     }
     if plain.malformed != filtered.malformed {
         parts.push(format!(

@@ -6,8 +6,9 @@
 //! Owns: building the machine a scenario describes (volumes, the system root, processes,
 //! providers' processes, sync-root directories and remote content), running steps in
 //! order or on threads (`parallel`), reporting, and differential mode. The operations on
-//! files live in `ops`, the decoders of returned buffers in `decode`, the expectation
-//! checks in `expect`, the seeded content in `content`.
+//! files live in `ops`, the providers (written with the real provider library) in
+//! `provider`, the decoders of returned buffers in `decode`, the expectation checks in
+//! `expect`, the seeded content in `content`.
 //!
 //! What the runner does, where the format page leaves it open:
 //! - Booting creates the system root directory (`C:\Windows`): Windows installing itself.
@@ -15,18 +16,36 @@
 //!   compatibility mode; each `[[provider]]` a process of its name running elevated, and
 //!   its sync root is created if missing. A provider's remote files are its content:
 //!   `text`, or `size` bytes generated from `seed` by splitmix64 (see `content`).
-//! - Provider operations (`connect`, `disconnect`, `kill`, `create_placeholders`,
-//!   `convert`, `dehydrate`, `hydrate`, `pin`, `unpin`, `provider_stats`) fail as
-//!   unsupported until the provider library exists (issue 4).
+//! - Providers are the `cloudflt` library in the provider's process: `connect` is
+//!   `SyncRoot::connect` with the provider's sync root, policies and timeout (name = the
+//!   provider's name, version "1.0"); after `kill` (or a `crash_after` crash) it first
+//!   starts a new process of the same image, elevated, and `as = "<provider>"` then means
+//!   that process (a step as a dead provider is invalid). `disconnect` is
+//!   `Connection::disconnect` of every connection the process holds; `kill` kills the
+//!   process as the model's `Machine::kill_process` does (its handles close, its port
+//!   disconnects) and nothing of the dead process sends anything afterwards.
+//!   `create_placeholders` (`paths` are remote paths, or DOS paths under the sync root)
+//!   creates directory placeholders for the parents first (an existing one is fine), then
+//!   in-sync file placeholders of the remote size; the identity of every placeholder is
+//!   its root-relative path. `convert` is `Connection::convert` in sync, data kept, same
+//!   identity. `hydrate` / `dehydrate` take `offset` and `length` as the range (no
+//!   `length`: to the end of file; neither: the whole file). Provider steps on a provider
+//!   that is not connected are invalid. How fetches are answered, and what
+//!   `provider_stats` counts (over every process of the provider), is in `provider`.
+//! - `pin` / `unpin` (`as` a process or a provider, `path` or `handle`) set the pin state
+//!   the way `attrib +P -U` / `attrib -P +U` and CfSetPinState do: FILE_ATTRIBUTE_PINNED
+//!   or FILE_ATTRIBUTE_UNPINNED with FileBasicInformation (the other cleared), as that
+//!   process, never through `Connection::set_pin`.
 //! - Each operation opens as the Win32 call would: `read` with GENERIC_READ (non-cached
 //!   reads with FILE_NO_INTERMEDIATE_BUFFERING), `write` and `create_file` (FILE_CREATE:
 //!   an existing file is STATUS_OBJECT_NAME_COLLISION) with GENERIC_READ|GENERIC_WRITE,
 //!   `list` with FILE_LIST_DIRECTORY and pages through 4 KiB buffers until
-//!   STATUS_NO_MORE_FILES, `query` with FILE_READ_ATTRIBUTES, `get_reparse`,
-//!   `set_reparse`, `delete_reparse`, `rename` (`\??\` + `to`) and `delete`
-//!   (FileDispositionInformation) on the reparse point itself (FILE_OPEN_REPARSE_POINT),
-//!   as fsutil, MoveFileEx and DeleteFileW do. A step on a path needs `as`; a step on a
-//!   kept `handle` runs as the process that opened it.
+//!   STATUS_NO_MORE_FILES, `query` with FILE_READ_ATTRIBUTES, `pin` / `unpin` with
+//!   FILE_READ_ATTRIBUTES|FILE_WRITE_ATTRIBUTES, `get_reparse`, `set_reparse`,
+//!   `delete_reparse`, `rename` (`\??\` + `to`) and `delete` (FileDispositionInformation)
+//!   on the reparse point itself (FILE_OPEN_REPARSE_POINT), as fsutil, MoveFileEx and
+//!   DeleteFileW do. A step on a path needs `as`; a step on a kept `handle` runs as the
+//!   process that opened it.
 //! - `set_reparse` puts a Microsoft tag in a REPARSE_DATA_BUFFER, any other in a
 //!   REPARSE_GUID_DATA_BUFFER with `ops::TEST_GUID` (cloudflt's own GUID for the
 //!   `"cloudflt"` tag); the data is a fixed test string, or for IO_REPARSE_TAG_SYMLINK /
@@ -34,21 +53,34 @@
 //!   REPARSE_DATA_EX_FLAG_GIVEN_TAG_OR_NONE and the same tag as ExistingReparseTag.
 //!   Windows has no FSCTL_DELETE_REPARSE_POINT_EX, so `delete_reparse` with `ex` is
 //!   unsupported, saying so.
-//! - `state` reads NTFS below every filter: `placeholder` is "carries cloudflt's tag",
-//!   `hydrated` is what NTFS knows, its allocated clusters cut at end of file, `pinned`
-//!   is FILE_ATTRIBUTE_PINNED; `in_sync` is unsupported until the placeholder format
-//!   exists (issue 4).
+//! - `state` reads NTFS below every filter. `placeholder` is "carries cloudflt's tag";
+//!   for such a file the reparse blob is decoded with `cloudflt_proto`'s decoder, and
+//!   `hydrated` is the ranges it records (merged, cut at end of file), `in_sync` its
+//!   IN_SYNC flag. A blob that does not decode fails the step (unless the expectation is
+//!   only `tag`), and so does, always, a blob recording a range NTFS does not hold
+//!   allocated: data is never reported present that is not on disk. For any other file
+//!   `hydrated` is its allocated clusters cut at end of file and `in_sync` is false.
+//!   `pinned` is FILE_ATTRIBUTE_PINNED on disk for every file (the blob's PINNED flag is
+//!   only shown in a mismatch report).
 //! - Additions to the format: `data = "seed:N"` (the bytes `create_file` writes for
 //!   `seed = N`, at the step's offset), `bytes` on `write` (bytes written), `data` /
 //!   `bytes` / `reparse_tag` on `get_reparse` (the buffer returned), `to` on
-//!   `set_reparse` for links, `io = "noncached"` on `write`.
-//! - Handles still open at the end are closed (the processes exit), then a driver left
-//!   loaded is unloaded so its leaks are reported.
+//!   `set_reparse` for links, `io = "noncached"` on `write`, `handle` on `pin` /
+//!   `unpin`; one inner step of a `parallel` may load or unload the driver (it runs on
+//!   the scenario's own thread, the others on threads of their own), so that unloading
+//!   with requests pending can be written.
+//! - At the end, handles still open are closed (the processes exit), providers disconnect
+//!   and drop what they kept, every provider callback has returned (or the step `exit`
+//!   fails after 60 s), then a driver left loaded is unloaded so its leaks are reported.
 //!
 //! Differential mode runs each scenario twice on fresh machines: without the driver
-//! (`load_driver` / `unload_driver` steps skipped) and with it loaded before the first
-//! step. A step fails if either run fails its expectation or if what it observed
-//! (status, data, entries, attributes, state) differs between the runs; both are printed.
+//! (`load_driver` / `unload_driver` steps and the provider operations — `connect`,
+//! `disconnect`, `kill`, `create_placeholders`, `convert`, `hydrate`, `dehydrate`,
+//! `provider_stats`, which need the driver's port — skipped) and with it loaded before
+//! the first step. A step fails if either run fails its expectation or if what it
+//! observed (status, data, entries, attributes, state) differs between the runs; both are
+//! printed. It is meant for scenarios of ordinary files, which the driver must leave as
+//! NTFS alone would.
 //!
 //! The runner acts only as Windows would: it never does a cloudflt behaviour itself.
 
@@ -58,11 +90,12 @@ mod content;
 mod decode;
 mod expect;
 mod ops;
+mod provider;
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use windows_sys::Win32::Foundation::{STATUS_FLT_FILTER_NOT_FOUND, STATUS_IMAGE_ALREADY_LOADED};
@@ -76,8 +109,11 @@ use crate::ntstatus;
 use expect::RemoteRoot;
 use format::{Compat, Scenario, Step};
 use ops::{Observation, Outcome, World};
+use provider::Provider;
 
 pub use crate::model::DriverEntry;
+/// The bytes a remote file or `create_file` with `size` and `seed` holds.
+pub use content::seeded;
 
 /// Steps passed and failed.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -236,7 +272,7 @@ fn run_once(
         Err(message) => return Ok(Err(message)),
     };
     let mut machine = Machine::boot(&volumes);
-    let world = match build(&machine, &scenario) {
+    let world = match build(&machine, &scenario, pass) {
         Ok(world) => world,
         Err(message) => {
             // Whatever the model noticed while booting belongs to the failed machine.
@@ -246,13 +282,15 @@ fn run_once(
     };
     let mut run = Run {
         world,
-        machine,
-        entry,
-        loaded: false,
-        pass,
+        host: Host {
+            machine,
+            entry,
+            loaded: false,
+            pass,
+        },
     };
     if pass == Pass::WithDriver {
-        let outcome = run.load();
+        let outcome = run.host.load();
         let mut problems: Vec<String> = match &outcome {
             Outcome::Observed(seen) if seen.status < 0 => vec![format!(
                 "DriverEntry returned {}",
@@ -261,7 +299,8 @@ fn run_once(
             _ => Vec::new(),
         };
         problems.extend(
-            run.machine
+            run.host
+                .machine
                 .take_violations()
                 .iter()
                 .map(|v| format!("verifier: {v}")),
@@ -271,7 +310,7 @@ fn run_once(
         }
     }
     for (i, step) in steps.iter().enumerate() {
-        for record in run.step(&format!("{}", i + 1), step) {
+        for record in run.host.step(&run.world, &format!("{}", i + 1), step) {
             emit(&record)?;
         }
     }
@@ -299,7 +338,7 @@ fn volumes(scenario: &Scenario) -> Result<Vec<VolumeConfig>, String> {
 }
 
 /// The booted machine's processes, directories and remote content.
-fn build(machine: &Machine, scenario: &Scenario) -> Result<World, String> {
+fn build(machine: &Machine, scenario: &Scenario, pass: Pass) -> Result<World, String> {
     let root = &scenario.machine.system_root;
     ops::as_system(|| ops::make_directory(root)).map_err(|s| {
         format!(
@@ -330,16 +369,17 @@ fn build(machine: &Machine, scenario: &Scenario) -> Result<World, String> {
             return Err(format!("two processes are named {:?}", p.name));
         }
     }
+    let mut providers = Vec::new();
     for p in &scenario.provider {
         let nt = image(&p.image, &p.name)?;
-        // A sync provider runs elevated, as the port's default descriptor requires.
-        let pid = machine.spawn_process(&nt, PHCM_APPLICATION_DEFAULT, true);
-        if pids.insert(p.name.clone(), pid).is_some() {
+        if pids.contains_key(&p.name) || providers.iter().any(|q: &Provider| q.name() == p.name) {
             return Err(format!(
                 "a process or provider is already named {:?}",
                 p.name
             ));
         }
+        // A sync provider runs elevated, as the port's default descriptor requires.
+        let pid = machine.spawn_process(&nt, PHCM_APPLICATION_DEFAULT, true);
         crate::model::process::run_as(pid, || ops::make_directory(&p.sync_root)).map_err(|s| {
             format!(
                 "{}: cannot create the sync root {}: {}",
@@ -360,33 +400,51 @@ fn build(machine: &Machine, scenario: &Scenario) -> Result<World, String> {
                     ));
                 }
             };
-            files.push((f.path.replace('/', "\\"), bytes));
+            files.push((
+                f.path.replace('/', "\\").trim_matches('\\').to_string(),
+                bytes,
+            ));
         }
-        remote.push(RemoteRoot {
+        let root = Arc::new(RemoteRoot {
             sync_root: p.sync_root.clone(),
             files,
         });
+        providers.push(Provider::new(p, nt, pid, root.clone())?);
+        remote.push(root);
     }
     Ok(World {
         pids,
         handles: Mutex::new(HashMap::new()),
         remote,
-        providers: scenario.provider.iter().map(|p| p.name.clone()).collect(),
+        providers,
+        without_driver: pass == Pass::WithoutDriver,
     })
 }
 
 struct Run {
     world: World,
+    host: Host,
+}
+
+/// The machine and the driver's load state: what only the thread running the scenario
+/// may touch (loading and unloading need the machine itself).
+struct Host {
     machine: Machine,
     entry: DriverEntry,
     loaded: bool,
     pass: Pass,
 }
 
-impl Run {
+/// Whether a step loads or unloads the driver, itself or inside it.
+fn needs_machine(step: &Step) -> bool {
+    matches!(step.op.as_str(), "load_driver" | "unload_driver")
+        || step.steps.iter().any(needs_machine)
+}
+
+impl Host {
     /// Runs one step (and, for `parallel` / `sequence`, its inner steps): a record for
     /// each operation.
-    fn step(&mut self, label: &str, step: &Step) -> Vec<Record> {
+    fn step(&mut self, world: &World, label: &str, step: &Step) -> Vec<Record> {
         if let Some(ms) = step.delay_ms {
             std::thread::sleep(Duration::from_millis(ms));
         }
@@ -395,10 +453,10 @@ impl Run {
                 .steps
                 .iter()
                 .enumerate()
-                .flat_map(|(i, inner)| self.step(&format!("{label}.{}", i + 1), inner))
+                .flat_map(|(i, inner)| self.step(world, &format!("{label}.{}", i + 1), inner))
                 .collect(),
             "parallel" => {
-                let mut records = self.world.parallel(label, step);
+                let mut records = self.parallel(world, label, step);
                 // Rule breaks during concurrent steps belong to no single one of them.
                 let violations: Vec<String> = self
                     .machine
@@ -424,15 +482,64 @@ impl Run {
                 } else {
                     self.unload()
                 };
-                let problems = self.problems_of(step, &outcome);
+                let problems = self.problems_of(world, step, &outcome);
                 vec![Record::new(label, &step.op, outcome, problems)]
             }
             _ => {
-                let outcome = self.world.perform(step);
-                let problems = self.problems_of(step, &outcome);
+                let outcome = world.perform(step);
+                let problems = self.problems_of(world, step, &outcome);
                 vec![Record::new(label, &step.op, outcome, problems)]
             }
         }
+    }
+
+    /// Runs a `parallel`'s inner steps concurrently: each on its own thread, except the
+    /// one that loads or unloads the driver (at most one may), which runs on this thread
+    /// since it needs the machine. Their records in step order.
+    fn parallel(&mut self, world: &World, label: &str, step: &Step) -> Vec<Record> {
+        let on_host: Vec<usize> = (0..step.steps.len())
+            .filter(|i| needs_machine(&step.steps[*i]))
+            .collect();
+        if on_host.len() > 1 {
+            let why = "at most one inner step of a `parallel` may load or unload the driver";
+            return vec![Record::new(
+                label,
+                "parallel",
+                Outcome::Invalid(why.into()),
+                vec![format!("invalid step: {why}")],
+            )];
+        }
+        std::thread::scope(|scope| {
+            let threads: Vec<_> = step
+                .steps
+                .iter()
+                .enumerate()
+                .map(|(i, inner)| {
+                    let label = format!("{label}.{}", i + 1);
+                    (!on_host.contains(&i))
+                        .then(|| scope.spawn(move || world.on_thread(&label, inner)))
+                })
+                .collect();
+            let mut host_records = on_host
+                .first()
+                .map(|i| self.step(world, &format!("{label}.{}", i + 1), &step.steps[*i]));
+            threads
+                .into_iter()
+                .zip(&step.steps)
+                .enumerate()
+                .flat_map(|(i, (t, inner))| match t {
+                    None => host_records.take().unwrap_or_default(),
+                    Some(t) => t.join().unwrap_or_else(|_| {
+                        vec![Record::new(
+                            &format!("{label}.{}", i + 1),
+                            &inner.op,
+                            Outcome::Invalid("the step's thread panicked".into()),
+                            vec!["the step's thread panicked".into()],
+                        )]
+                    }),
+                })
+                .collect()
+        })
     }
 
     fn load(&mut self) -> Outcome {
@@ -465,8 +572,8 @@ impl Run {
     }
 
     /// The step's problems, and the verifier's findings since the last step.
-    fn problems_of(&mut self, step: &Step, outcome: &Outcome) -> Vec<String> {
-        let mut problems = self.world.problems(step, outcome);
+    fn problems_of(&mut self, world: &World, step: &Step, outcome: &Outcome) -> Vec<String> {
+        let mut problems = world.problems(step, outcome);
         problems.extend(
             self.machine
                 .take_violations()
@@ -475,15 +582,24 @@ impl Run {
         );
         problems
     }
+}
 
-    /// Closes the handles the scenario left open (its processes exit), then unloads a
-    /// driver the scenario left loaded, so its leaks are still reported.
+impl Run {
+    /// Closes the handles the scenario left open and lets the providers exit (the
+    /// processes end), then unloads a driver the scenario left loaded, so its leaks are
+    /// still reported.
     fn finish(&mut self) -> Option<Record> {
         self.world.close_all();
-        let mut problems: Vec<String> = Vec::new();
-        if self.loaded {
-            self.loaded = false;
-            let status = self.machine.unload_driver();
+        let mut problems: Vec<String> = self
+            .world
+            .providers
+            .iter()
+            .flat_map(Provider::exit)
+            .collect();
+        let host = &mut self.host;
+        if host.loaded {
+            host.loaded = false;
+            let status = host.machine.unload_driver();
             if status < 0 {
                 problems.push(format!(
                     "implicit unload_driver: FilterUnload returned {}",
@@ -492,7 +608,7 @@ impl Run {
             }
         }
         problems.extend(
-            self.machine
+            host.machine
                 .take_violations()
                 .iter()
                 .map(|v| format!("verifier: {v}")),
@@ -509,8 +625,8 @@ impl Run {
 }
 
 impl World {
-    /// Runs a `parallel`'s inner steps, each on its own thread; their records in step
-    /// order.
+    /// Runs a `parallel`'s inner steps on threads other than the scenario's: each on its
+    /// own thread; their records in step order.
     fn parallel(&self, label: &str, step: &Step) -> Vec<Record> {
         std::thread::scope(|scope| {
             let threads: Vec<_> = step
@@ -555,7 +671,11 @@ impl World {
             "parallel" => self.parallel(label, step),
             _ => {
                 let outcome = if matches!(step.op.as_str(), "load_driver" | "unload_driver") {
-                    Outcome::Invalid(format!("`{}` cannot run inside `parallel`", step.op))
+                    Outcome::Invalid(format!(
+                        "`{}` cannot run on a `parallel`'s thread: only one inner step of \
+                         the outermost `parallel` around it may load or unload",
+                        step.op
+                    ))
                 } else {
                     self.perform(step)
                 };
@@ -569,11 +689,12 @@ impl World {
     fn perform(&self, step: &Step) -> Outcome {
         if let Some(actor) = &step.actor
             && !self.pids.contains_key(actor)
+            && self.provider(actor).is_none()
         {
             return Outcome::Invalid(format!("`as = {actor:?}` names no process or provider"));
         }
         if let Some(provider) = &step.provider
-            && !self.providers.contains(provider)
+            && self.provider(provider).is_none()
         {
             return Outcome::Invalid(format!("`provider = {provider:?}` names no provider"));
         }
@@ -592,16 +713,10 @@ impl World {
             | "convert"
             | "dehydrate"
             | "hydrate"
-            | "pin"
-            | "unpin"
-            | "provider_stats" => Outcome::Unsupported(format!(
-                "`{}` needs the provider library (issue 4)",
-                step.op
-            )),
+            | "provider_stats" => self.perform_provider_op(step),
             "create_file" | "open" | "close" | "read" | "write" | "list" | "query"
-            | "get_reparse" | "set_reparse" | "delete_reparse" | "rename" | "delete" | "state" => {
-                self.perform_file_op(step)
-            }
+            | "get_reparse" | "set_reparse" | "delete_reparse" | "rename" | "delete" | "pin"
+            | "unpin" | "state" => self.perform_file_op(step),
             other => Outcome::Invalid(format!(
                 "unknown operation `{other}` (format v1 has: {})",
                 format::OPERATIONS.join(", ")
@@ -697,5 +812,161 @@ fn report(out: &mut dyn Write, r: &Record) -> std::io::Result<Summary> {
             r.problems.join("; ")
         )?;
         Ok(FAILED_ONCE)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The `state` step's strictness, on files crafted below every filter with the
+    //! model's own file API (no driver loaded).
+
+    use super::*;
+    use crate::model::files::{IoMode, OpenParams};
+    use cloudflt_proto::{ByteRange, Placeholder, PlaceholderFlags, RangeList};
+    use windows_sys::Wdk::Storage::FileSystem::{
+        FILE_CREATE, FILE_NON_DIRECTORY_FILE, FILE_OPEN_REPARSE_POINT,
+        FILE_SYNCHRONOUS_IO_NONALERT, FileEndOfFileInformation,
+    };
+    use windows_sys::Win32::System::Ioctl::{FSCTL_SET_REPARSE_POINT, FSCTL_SET_SPARSE};
+
+    const MACHINE: &str = r#"
+[[provider]]
+name = "mirror"
+image = 'C:\Mirror\mirror.exe'
+sync_root = 'C:\Cloud'
+"#;
+
+    /// A sparse 16 KiB file with its first 4 KiB written, carrying `reparse` (a whole
+    /// REPARSE_GUID_DATA_BUFFER).
+    fn craft(path: &str, reparse: &[u8]) {
+        let params = OpenParams {
+            access: 0x0012_019F,
+            share: 0x7,
+            disposition: FILE_CREATE,
+            options: FILE_NON_DIRECTORY_FILE
+                | FILE_OPEN_REPARSE_POINT
+                | FILE_SYNCHRONOUS_IO_NONALERT,
+            attributes: 0x80,
+        };
+        let h = files::create(path, &params).unwrap();
+        assert_eq!(files::fs_control(h, FSCTL_SET_SPARSE, &[], 0).0, 0);
+        assert_eq!(
+            files::set_information(h, FileEndOfFileInformation, &16384i64.to_le_bytes()),
+            0
+        );
+        files::write(h, 0, &[7u8; 4096], IoMode::NonCached).unwrap();
+        assert_eq!(
+            files::fs_control(h, FSCTL_SET_REPARSE_POINT, reparse, 0).0,
+            0
+        );
+        files::close(h);
+    }
+
+    fn placeholder(ranges: &[ByteRange]) -> Vec<u8> {
+        let p = Placeholder {
+            flags: PlaceholderFlags::IN_SYNC,
+            file_size: 16384,
+            identity: b"p.bin",
+            ranges: RangeList::from_slice(ranges),
+        };
+        let mut out = vec![0u8; p.reparse_len()];
+        p.encode_reparse(&mut out).unwrap();
+        out
+    }
+
+    /// Runs `steps` (TOML) on a machine where `setup` crafted the disk; each step's
+    /// problems.
+    fn problems(setup: impl FnOnce(), steps: &str) -> Vec<Vec<String>> {
+        let mut scenario: Scenario = toml::from_str(&format!("{MACHINE}{steps}")).unwrap();
+        let steps = std::mem::take(&mut scenario.step);
+        let mut machine = Machine::boot(&volumes(&scenario).unwrap());
+        let world = build(&machine, &scenario, Pass::AsWritten).unwrap();
+        ops::as_system(setup);
+        let found = steps
+            .iter()
+            .map(|step| world.problems(step, &world.perform(step)))
+            .collect();
+        machine.assert_clean();
+        found
+    }
+
+    #[test]
+    fn a_placeholder_reads_as_its_blob_records() {
+        let found = problems(
+            || craft(r"C:\Cloud\p.bin", &placeholder(&[ByteRange::new(0, 4096)])),
+            r#"
+[[step]]
+do = "state"
+path = 'C:\Cloud\p.bin'
+expect = { placeholder = true, in_sync = true, hydrated = [[0, 4096]], pinned = false, tag = "cloudflt" }
+
+[[step]]
+do = "state"
+path = 'C:\Cloud\p.bin'
+expect = { hydrated = "none", in_sync = false }
+"#,
+        );
+        assert_eq!(found[0], Vec::<String>::new());
+        assert_eq!(
+            found[1],
+            [
+                "expected in_sync = false, got true",
+                "expected hydrated none, the placeholder records [(0, 4096)] of 16384 bytes"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_blob_claiming_data_ntfs_does_not_hold_fails_the_state_step() {
+        let found = problems(
+            || {
+                craft(
+                    r"C:\Cloud\p.bin",
+                    &placeholder(&[ByteRange::new(0, 4096), ByteRange::new(8192, 4096)]),
+                );
+            },
+            r#"
+[[step]]
+do = "state"
+path = 'C:\Cloud\p.bin'
+expect = { placeholder = true }
+"#,
+        );
+        assert_eq!(
+            found[0],
+            [
+                "the placeholder records [(8192, 4096)] as hydrated, but NTFS holds only \
+              [(0, 4096)] allocated"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_blob_that_does_not_decode_is_reported_unless_only_the_tag_is_asked() {
+        let mut bad = placeholder(&[ByteRange::new(0, 4096)]);
+        // A flipped byte in the identity: the checksum no longer matches.
+        let last = bad.len() - 20;
+        bad[last] ^= 0xff;
+        let found = problems(
+            || craft(r"C:\Cloud\p.bin", &bad),
+            r#"
+[[step]]
+do = "state"
+path = 'C:\Cloud\p.bin'
+expect = { tag = "cloudflt" }
+
+[[step]]
+do = "state"
+path = 'C:\Cloud\p.bin'
+expect = { placeholder = true, hydrated = [[0, 4096]] }
+"#,
+        );
+        assert_eq!(found[0], Vec::<String>::new());
+        assert_eq!(found[1].len(), 1, "{:?}", found[1]);
+        assert!(
+            found[1][0].starts_with("the placeholder's reparse data does not decode: "),
+            "{:?}",
+            found[1]
+        );
     }
 }

@@ -8,10 +8,12 @@
 //! and a GUID in a buffer.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::mem::size_of;
+use std::sync::{Arc, Mutex};
 
+use cloudflt_proto::{Placeholder, PlaceholderFlags};
 use windows_sys::Wdk::Storage::FileSystem::{
-    self as fs, FILE_CREATE, FILE_DELETE_ON_CLOSE, FILE_DIRECTORY_FILE,
+    self as fs, FILE_BASIC_INFORMATION, FILE_CREATE, FILE_DELETE_ON_CLOSE, FILE_DIRECTORY_FILE,
     FILE_NO_INTERMEDIATE_BUFFERING, FILE_NON_DIRECTORY_FILE, FILE_OPEN, FILE_OPEN_IF,
     FILE_OPEN_REPARSE_POINT, FILE_RENAME_INFORMATION, FILE_SYNCHRONOUS_IO_NONALERT,
     REPARSE_DATA_BUFFER, REPARSE_DATA_BUFFER_EX, REPARSE_DATA_EX_FLAG_GIVEN_TAG_OR_NONE,
@@ -20,8 +22,9 @@ use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_NO_MORE_FILES, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS,
 };
 use windows_sys::Win32::Storage::FileSystem::{
-    DELETE, FILE_ATTRIBUTE_NORMAL, FILE_ATTRIBUTE_PINNED, FILE_LIST_DIRECTORY,
-    FILE_READ_ATTRIBUTES, MAXIMUM_REPARSE_DATA_BUFFER_SIZE, REPARSE_GUID_DATA_BUFFER, SYNCHRONIZE,
+    DELETE, FILE_ATTRIBUTE_NORMAL, FILE_ATTRIBUTE_PINNED, FILE_ATTRIBUTE_UNPINNED,
+    FILE_LIST_DIRECTORY, FILE_READ_ATTRIBUTES, FILE_WRITE_ATTRIBUTES,
+    MAXIMUM_REPARSE_DATA_BUFFER_SIZE, REPARSE_GUID_DATA_BUFFER, SYNCHRONIZE,
 };
 use windows_sys::Win32::System::Ioctl::{
     FSCTL_DELETE_REPARSE_POINT, FSCTL_GET_REPARSE_POINT, FSCTL_SET_REPARSE_POINT,
@@ -33,7 +36,9 @@ use windows_sys::Win32::System::SystemServices::{
 
 use super::content;
 use super::decode::{self, Entry, Info};
+use super::expect::RemoteRoot;
 use super::format::{Step, Tag};
+use super::provider::{Provider, ProviderStats};
 use crate::model::files::{self, Handle, IoMode, OpenParams};
 use crate::model::process::{self, SYSTEM_PID};
 
@@ -59,9 +64,32 @@ pub(crate) struct GroundState {
     /// Its reparse tag, 0 when none.
     pub tag: u32,
     /// Allocated ranges, cut at end of file.
-    pub hydrated: Vec<(u64, u64)>,
+    pub allocated: Vec<(u64, u64)>,
     pub size: u64,
+    /// Its attributes as NTFS reports them.
+    pub attributes: u32,
+    /// For a file carrying cloudflt's tag: its reparse blob decoded, or why it does not
+    /// decode.
+    pub blob: Option<Result<Blob, String>>,
+}
+
+/// What a placeholder's reparse blob records.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Blob {
+    pub in_sync: bool,
+    /// The PINNED flag (the pin state itself is the attribute; this is reported only).
     pub pinned: bool,
+    /// Its file size.
+    pub file_size: u64,
+    /// Recorded ranges as `(offset, length)`, merged, cut at the end of file NTFS holds.
+    pub ranges: Vec<(u64, u64)>,
+}
+
+impl GroundState {
+    /// Whether the file carries cloudflt's tag.
+    pub fn is_placeholder(&self) -> bool {
+        self.tag == cloudflt_proto::reparse::TAG
+    }
 }
 
 /// What an operation observably did. Two runs of a step agree when these are equal.
@@ -76,13 +104,16 @@ pub(crate) struct Observation {
     pub entries: Option<Vec<Entry>>,
     /// What a query-information answer carried.
     pub info: Option<Info>,
-    pub state: Option<GroundState>,
+    /// Boxed: the largest field, and most observations have none.
+    pub state: Option<Box<GroundState>>,
+    /// What a provider saw (`provider_stats`).
+    pub stats: Option<ProviderStats>,
     /// The answer broke its class's layout rules (a directory or information buffer).
     pub malformed: Option<String>,
 }
 
 impl Observation {
-    fn status(status: NTSTATUS) -> Self {
+    pub(crate) fn status(status: NTSTATUS) -> Self {
         Self {
             status,
             ..Self::default()
@@ -120,13 +151,15 @@ enum Target {
 /// Everything a step needs besides the machine itself: shared by the threads of a
 /// `parallel`.
 pub(crate) struct World {
-    /// Process and provider names → pids.
+    /// Process names → pids (providers' processes are the providers' own business).
     pub pids: HashMap<String, u32>,
     pub handles: Mutex<HashMap<String, Kept>>,
     /// The providers' remote content.
-    pub remote: Vec<super::expect::RemoteRoot>,
-    /// Provider names.
-    pub providers: Vec<String>,
+    pub remote: Vec<Arc<RemoteRoot>>,
+    /// The providers.
+    pub providers: Vec<Provider>,
+    /// Differential mode's run without the driver: provider operations are skipped.
+    pub without_driver: bool,
 }
 
 fn params(access: u32, disposition: u32, options: u32) -> OpenParams {
@@ -270,16 +303,28 @@ fn status_of<T>(r: &Result<T, NTSTATUS>) -> NTSTATUS {
 }
 
 impl World {
+    /// The provider named `name`.
+    pub(crate) fn provider(&self, name: &str) -> Option<&Provider> {
+        self.providers.iter().find(|p| p.name() == name)
+    }
+
+    /// The pid of the process or provider `name` (a provider's current process, which
+    /// must be running).
+    pub(crate) fn pid_of(&self, name: &str) -> Result<u32, String> {
+        if let Some(pid) = self.pids.get(name) {
+            return Ok(*pid);
+        }
+        match self.provider(name) {
+            Some(p) => p.pid(),
+            None => Err(format!("`as = {name:?}` names no process or provider")),
+        }
+    }
+
     /// The pid a step runs as: its `as`, or for a kept handle the process that opened it.
     fn actor(&self, step: &Step) -> Result<Option<u32>, String> {
         match &step.actor {
             None => Ok(None),
-            Some(name) => self
-                .pids
-                .get(name)
-                .copied()
-                .map(Some)
-                .ok_or_else(|| format!("`as = {name:?}` names no process or provider")),
+            Some(name) => self.pid_of(name).map(Some),
         }
     }
 
@@ -365,6 +410,7 @@ impl World {
             "set_reparse" | "delete_reparse" => self.set_or_delete_reparse(step),
             "rename" => self.rename(step),
             "delete" => self.delete(step),
+            "pin" | "unpin" => self.pin(step),
             "state" => return self.state(step),
             other => Err(format!("`{other}` is not a file operation")),
         };
@@ -706,6 +752,49 @@ impl World {
         }))
     }
 
+    /// `pin` / `unpin`, as `attrib +P -U` / `attrib -P +U` (and CfSetPinState) do it:
+    /// the pin state is FILE_ATTRIBUTE_PINNED / FILE_ATTRIBUTE_UNPINNED, set with
+    /// FileBasicInformation (times left alone) after reading the current attributes.
+    fn pin(&self, step: &Step) -> Result<Observation, String> {
+        let (target, pid) = self.target(step)?;
+        let (set, clear) = if step.op == "pin" {
+            (FILE_ATTRIBUTE_PINNED, FILE_ATTRIBUTE_UNPINNED)
+        } else {
+            (FILE_ATTRIBUTE_UNPINNED, FILE_ATTRIBUTE_PINNED)
+        };
+        let access = FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES | SYNCHRONIZE;
+        Ok(process::run_as(pid, || {
+            self.with_target(&target, &params(access, FILE_OPEN, 0), |h| {
+                let (status, buffer) = files::query_information(
+                    h,
+                    fs::FileBasicInformation,
+                    size_of::<FILE_BASIC_INFORMATION>(),
+                );
+                if status < 0 {
+                    return Observation::status(status);
+                }
+                let at = std::mem::offset_of!(FILE_BASIC_INFORMATION, FileAttributes);
+                let Some(current) = buffer
+                    .get(at..at + 4)
+                    .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                else {
+                    return Observation {
+                        malformed: Some(format!(
+                            "FileBasicInformation answer of {} bytes",
+                            buffer.len()
+                        )),
+                        ..Observation::status(status)
+                    };
+                };
+                // NORMAL means "no other attribute" and may not be combined.
+                let attributes = (current | set) & !clear & !FILE_ATTRIBUTE_NORMAL;
+                let mut input = vec![0u8; size_of::<FILE_BASIC_INFORMATION>()];
+                put_u32(&mut input, at, attributes);
+                Observation::status(files::set_information(h, fs::FileBasicInformation, &input))
+            })
+        }))
+    }
+
     fn state(&self, step: &Step) -> Outcome {
         let Some(path) = &step.path else {
             return Outcome::Invalid("`state` needs `path`".into());
@@ -717,30 +806,90 @@ impl World {
                 .as_deref()
                 .and_then(|r| r.get(0..4))
                 .map_or(0, |b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-            let hydrated = ntfs
-                .allocated_ranges(node.id)
-                .into_iter()
-                .filter_map(|(start, length)| {
-                    let end = (start + length).min(node.size);
-                    (start < end).then_some((start, end - start))
-                })
-                .collect();
+            let allocated = cut(ntfs.allocated_ranges(node.id), node.size);
+            let blob = (tag == cloudflt_proto::reparse::TAG)
+                .then(|| blob(node.reparse.as_deref().unwrap_or_default(), node.size));
             Some(GroundState {
                 tag,
-                hydrated,
+                allocated,
                 size: node.size,
-                pinned: node.attributes & FILE_ATTRIBUTE_PINNED != 0,
+                attributes: node.attributes,
+                blob,
             })
         });
         Outcome::Observed(match found {
             Err(status) => Observation::status(status),
             Ok(None) => Observation::status(STATUS_OBJECT_NAME_NOT_FOUND),
             Ok(Some(state)) => Observation {
-                state: Some(state),
+                state: Some(Box::new(state)),
                 ..Observation::status(STATUS_SUCCESS)
             },
         })
     }
+
+    /// Runs a provider operation (`connect`, `disconnect`, `kill`, `create_placeholders`,
+    /// `convert`, `hydrate`, `dehydrate`, `provider_stats`) on the calling thread.
+    pub(crate) fn perform_provider_op(&self, step: &Step) -> Outcome {
+        if self.without_driver {
+            return Outcome::Skipped;
+        }
+        let Some(name) = &step.provider else {
+            return Outcome::Invalid(format!("`{}` needs `provider`", step.op));
+        };
+        let Some(provider) = self.provider(name) else {
+            return Outcome::Invalid(format!("`provider = {name:?}` names no provider"));
+        };
+        let path = || need(&step.path, &step.op, "path");
+        let result = match step.op.as_str() {
+            "connect" => Ok(provider.connect()),
+            "disconnect" => provider.disconnect(),
+            "kill" => provider.kill(),
+            "create_placeholders" => provider.create_placeholders(step.paths.as_deref()),
+            "convert" => path().and_then(|p| provider.convert(p)),
+            "hydrate" | "dehydrate" => path().and_then(|p| {
+                provider.hydrate_or_dehydrate(step.op == "dehydrate", p, step.offset, step.length)
+            }),
+            "provider_stats" => {
+                return Outcome::Observed(Observation {
+                    stats: Some(provider.stats()),
+                    ..Observation::status(STATUS_SUCCESS)
+                });
+            }
+            other => Err(format!("`{other}` is not a provider operation")),
+        };
+        match result {
+            Ok(status) => Outcome::Observed(Observation::status(status)),
+            Err(why) => Outcome::Invalid(why),
+        }
+    }
+}
+
+/// Ranges cut at end of file, empty ones dropped, adjacent ones merged.
+fn cut(ranges: impl IntoIterator<Item = (u64, u64)>, size: u64) -> Vec<(u64, u64)> {
+    let mut out: Vec<(u64, u64)> = Vec::new();
+    for (start, length) in ranges {
+        let end = start.saturating_add(length).min(size);
+        if start >= end {
+            continue;
+        }
+        match out.last_mut() {
+            Some((s, l)) if *s + *l >= start => *l = (*s + *l).max(end) - *s,
+            _ => out.push((start, end - start)),
+        }
+    }
+    out
+}
+
+/// A placeholder's reparse point (the whole REPARSE_GUID_DATA_BUFFER NTFS holds),
+/// decoded as the driver's own decoder reads it.
+fn blob(reparse: &[u8], size: u64) -> Result<Blob, String> {
+    let p = Placeholder::decode_reparse(reparse).map_err(|e| e.to_string())?;
+    Ok(Blob {
+        in_sync: p.flags.contains(PlaceholderFlags::IN_SYNC),
+        pinned: p.flags.contains(PlaceholderFlags::PINNED),
+        file_size: p.file_size,
+        ranges: cut(p.ranges.iter().map(|r| (r.offset, r.length)), size),
+    })
 }
 
 /// How MoveFileEx and DeleteFileW open: DELETE access, the name itself even if it is a

@@ -1,0 +1,804 @@
+//! The scenario's sync providers, written with the real provider library (`cloudflt`):
+//! each `[[provider]]` is an elevated process that connects its sync root with
+//! [`SyncRoot::connect`] and answers the driver's fetches from its remote content, the way
+//! its `behaviour` says.
+//!
+//! Owns: each provider's process (its pid, and a new process of the same identity when
+//! `connect` follows `kill`), its connections, the [`SyncProvider`] that serves fetches,
+//! the transfers a `hang` provider keeps, the placeholder requests the provider steps make
+//! through [`Connection`], and what the provider saw (`provider_stats`). Does not own: any
+//! decision of the driver's. Every library call runs on a thread of the provider's
+//! process (`process::run_as`), as it would on Windows: the port handle belongs to that
+//! process.
+//!
+//! How a provider serves a fetch:
+//! - the content is the remote file the request's identity names (placeholders are
+//!   created and converted with the root-relative path as identity); an identity naming no
+//!   remote file, or a placeholder larger than its remote file, fails the fetch with
+//!   STATUS_CLOUD_FILE_UNSUCCESSFUL, as a provider that lost the file would;
+//! - the required range widened to 4 KiB boundaries (the tail ends at end of file), in
+//!   pieces of [`PIECE`] bytes, each a [`Transfer::write`]; a refused piece ends the fetch;
+//! - `crash_after:BYTES` counts bytes over every fetch of one provider process; a piece
+//!   that would pass BYTES is cut to the whole 4 KiB pages that fit (or to the tail at end
+//!   of file); once BYTES are served, or nothing fits, the process dies at once (as
+//!   `kill`). A new process after `connect` starts counting from zero.
+//! - `provider_stats` counts over every process of the provider: `fetches` is the
+//!   FETCH_DATA callbacks a live process received, `bytes_served` the bytes of successful
+//!   `Transfer::write` calls, `cancels` the CANCEL_FETCH_DATA callbacks.
+//!
+//! A process that died runs no more code: the transfers it kept and its connections are
+//! forgotten (never dropped, which would send FETCH_FAILED or close handles), and its
+//! callbacks still running stop before their next call.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use cloudflt::{
+    CancelFetch, Connection, ConvertOptions, Error, FetchRequest, HydrationPolicy, PlaceholderSpec,
+    PopulationPolicy, SyncProvider, SyncRoot, SyncRootConfig, TRANSFER_ALIGNMENT, Transfer,
+};
+use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_OBJECT_NAME_COLLISION, STATUS_SUCCESS};
+
+use super::expect::RemoteRoot;
+use super::format::ProviderSpec;
+use crate::model::process::{self, PHCM_APPLICATION_DEFAULT};
+use crate::model::{fltlib, with_kernel};
+use crate::ntstatus;
+
+/// Bytes per `Transfer::write` of a normal answer: 64 KiB, aligned, several messages
+/// per large fetch, as cfapi samples transfer in chunks.
+pub(crate) const PIECE: u64 = 64 * 1024;
+
+/// How long the runner waits for a dead or exiting provider's threads to end.
+const EXIT_WAIT: Duration = Duration::from_secs(60);
+
+/// The provider's version in its connection context.
+const VERSION: &str = "1.0";
+
+/// How a provider answers fetches (`behaviour`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Behaviour {
+    /// `normal`.
+    Normal,
+    /// `delay:MS`.
+    Delay(Duration),
+    /// `fail:STATUS`.
+    Fail(NTSTATUS),
+    /// `crash_after:BYTES`.
+    CrashAfter(u64),
+    /// `hang`.
+    Hang,
+}
+
+impl Behaviour {
+    pub(crate) fn parse(text: &str) -> Result<Self, String> {
+        let number = |n: &str| {
+            n.replace('_', "")
+                .parse::<u64>()
+                .map_err(|_| format!("behaviour {text:?}: {n:?} is not a number"))
+        };
+        match text.split_once(':') {
+            None if text == "normal" => Ok(Self::Normal),
+            None if text == "hang" => Ok(Self::Hang),
+            Some(("delay", ms)) => Ok(Self::Delay(Duration::from_millis(number(ms)?))),
+            Some(("crash_after", bytes)) => Ok(Self::CrashAfter(number(bytes)?)),
+            Some(("fail", name)) => match ntstatus::value(name) {
+                Some(status) if status < 0 => Ok(Self::Fail(status)),
+                Some(_) => Err(format!(
+                    "behaviour {text:?}: {name} is not a failure status"
+                )),
+                None => Err(format!(
+                    "behaviour {text:?}: {name} is not an NTSTATUS name the runner knows"
+                )),
+            },
+            _ => Err(format!(
+                "behaviour {text:?} is not normal, delay:MS, fail:STATUS, crash_after:BYTES \
+                 or hang"
+            )),
+        }
+    }
+}
+
+fn hydration(text: &str) -> Result<HydrationPolicy, String> {
+    Ok(match text {
+        "partial" => HydrationPolicy::Partial,
+        "progressive" => HydrationPolicy::Progressive,
+        "full" => HydrationPolicy::Full,
+        "always_full" => HydrationPolicy::AlwaysFull,
+        other => {
+            return Err(format!(
+                "hydration {other:?} is not partial, progressive, full or always_full"
+            ));
+        }
+    })
+}
+
+fn population(text: &str) -> Result<PopulationPolicy, String> {
+    Ok(match text {
+        "full" => PopulationPolicy::Full,
+        "always_full" => PopulationPolicy::AlwaysFull,
+        other => return Err(format!("population {other:?} is not full or always_full")),
+    })
+}
+
+/// What a provider saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct ProviderStats {
+    pub fetches: u64,
+    pub bytes_served: u64,
+    pub cancels: u64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The NTSTATUS a failed library call stands for. A port HRESULT that carries a Win32
+/// error (`HRESULT_FROM_WIN32(RtlNtStatusToDosError(status))`) is mapped back to the first
+/// status the model's table gives that error for, so that, say, connecting with no driver
+/// loaded reads STATUS_OBJECT_NAME_NOT_FOUND rather than the library's catch-all.
+pub(crate) fn status_of(error: &Error) -> NTSTATUS {
+    if let Error::Port { hresult, .. } = error {
+        let raw = *hresult as u32;
+        if raw & 0xffff_0000 == 0x8007_0000 {
+            let code = raw & 0xffff;
+            if let Some((_, status)) = ntstatus::NAMES
+                .iter()
+                .find(|(_, s)| *s < 0 && fltlib::win32_from_nt(*s) == code)
+            {
+                return *status;
+            }
+        }
+    }
+    error.status()
+}
+
+/// One process of a provider.
+struct Life {
+    pid: u32,
+    alive: AtomicBool,
+    /// Transfers a `hang` provider keeps without answering.
+    hung: Mutex<Vec<Transfer>>,
+    /// Bytes served by this process under `crash_after`; held while serving, so that
+    /// concurrent fetches count one after the other.
+    served: Mutex<u64>,
+}
+
+impl Life {
+    fn new(pid: u32) -> Arc<Self> {
+        Arc::new(Self {
+            pid,
+            alive: AtomicBool::new(true),
+            hung: Mutex::new(Vec::new()),
+            served: Mutex::new(0),
+        })
+    }
+
+    fn alive(&self) -> bool {
+        self.alive.load(Ordering::SeqCst)
+    }
+
+    /// Ends a transfer as this process can: dropped (FETCH_FAILED if unanswered) while it
+    /// lives, forgotten once it is dead.
+    fn release(&self, transfer: Transfer) {
+        if self.alive() {
+            drop(transfer);
+        } else {
+            std::mem::forget(transfer);
+        }
+    }
+}
+
+/// The current process of a provider and its connections (the newest last).
+struct Live {
+    life: Arc<Life>,
+    connections: Vec<Arc<Connection>>,
+}
+
+/// What a provider's callbacks share with the runner.
+struct Inner {
+    name: String,
+    behaviour: Behaviour,
+    remote: Arc<RemoteRoot>,
+    fetches: AtomicU64,
+    bytes_served: AtomicU64,
+    cancels: AtomicU64,
+    live: Mutex<Live>,
+    /// Callbacks running now, over every process of the provider.
+    running: Mutex<usize>,
+    idle: Condvar,
+}
+
+/// Counts a running callback until dropped.
+struct Running<'a>(&'a Inner);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        let mut n = lock(&self.0.running);
+        *n -= 1;
+        if *n == 0 {
+            self.0.idle.notify_all();
+        }
+    }
+}
+
+impl Inner {
+    fn running(&self) -> Running<'_> {
+        *lock(&self.running) += 1;
+        Running(self)
+    }
+
+    /// The remote bytes a fetch asks for: by identity, else by path.
+    fn content(&self, request: &FetchRequest) -> Option<&[u8]> {
+        let by = |name: &str| {
+            let name = name.to_lowercase();
+            self.remote
+                .files
+                .iter()
+                .find(|(p, _)| p.to_lowercase() == name)
+                .map(|(_, bytes)| bytes.as_slice())
+        };
+        std::str::from_utf8(&request.identity)
+            .ok()
+            .and_then(by)
+            .or_else(|| by(&request.path))
+    }
+
+    /// The provider process dies abruptly, as `Machine::kill_process` does it: its
+    /// waits in the kernel end, its I/O is cancelled, every handle it holds is closed
+    /// (its port disconnects). The transfers it kept and its connections are forgotten:
+    /// a dead process runs no destructor. False if it was already dead.
+    fn kill(&self) -> bool {
+        let (life, connections) = {
+            let mut live = lock(&self.live);
+            let connections = std::mem::take(&mut live.connections);
+            (live.life.clone(), connections)
+        };
+        if !life.alive.swap(false, Ordering::SeqCst) {
+            return false;
+        }
+        kill_process(life.pid);
+        for transfer in lock(&life.hung).drain(..) {
+            std::mem::forget(transfer);
+        }
+        for connection in connections {
+            // The message loop ends once its FilterGetMessage fails on the closed port;
+            // waiting for it keeps its last calls inside this machine.
+            connection.wait_closed(EXIT_WAIT);
+            std::mem::forget(connection);
+        }
+        true
+    }
+}
+
+/// `Machine::kill_process` for a thread that has no `Machine` at hand (a provider's own
+/// callback crashing it, or a step on a `parallel` thread): the same three steps.
+fn kill_process(pid: u32) {
+    with_kernel(|k| {
+        if let Some(p) = k.processes.get_mut(pid) {
+            p.alive = false;
+        }
+    });
+    crate::model::port::process_terminated(pid);
+    crate::model::files::cancel_process_io(pid);
+    fltlib::close_process_handles(pid);
+}
+
+/// `Machine::spawn_process` for the same reason: a provider process (elevated, default
+/// compatibility mode) running `image`.
+fn spawn_process(image: &str) -> u32 {
+    with_kernel(|k| {
+        k.processes
+            .spawn(image.to_owned(), PHCM_APPLICATION_DEFAULT, true)
+    })
+}
+
+/// The [`SyncProvider`] of one provider process.
+struct Handler {
+    inner: Arc<Inner>,
+    life: Arc<Life>,
+}
+
+impl SyncProvider for Handler {
+    fn fetch_data(&self, request: FetchRequest, transfer: Transfer) {
+        let _running = self.inner.running();
+        if !self.life.alive() {
+            std::mem::forget(transfer);
+            return;
+        }
+        self.inner.fetches.fetch_add(1, Ordering::SeqCst);
+        match self.inner.behaviour {
+            Behaviour::Normal => self.serve(&request, transfer, None),
+            Behaviour::Delay(delay) => {
+                std::thread::sleep(delay);
+                self.serve(&request, transfer, None);
+            }
+            Behaviour::Fail(status) => {
+                // A refusal (the fetch was cancelled meanwhile) changes nothing.
+                let _ = transfer.fail(Error::from_status(status));
+            }
+            Behaviour::CrashAfter(limit) => {
+                let mut served = lock(&self.life.served);
+                self.serve(&request, transfer, Some((&mut served, limit)));
+            }
+            Behaviour::Hang => {
+                // `kill` clears alive before it takes this lock to forget them.
+                let mut hung = lock(&self.life.hung);
+                if self.life.alive() {
+                    hung.push(transfer);
+                } else {
+                    std::mem::forget(transfer);
+                }
+            }
+        }
+    }
+
+    fn cancel_fetch(&self, _cancel: CancelFetch) {
+        let _running = self.inner.running();
+        if self.life.alive() {
+            self.inner.cancels.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+}
+
+impl Handler {
+    /// Answers a fetch with the remote content (see the module comment); `budget` is the
+    /// process's served count and its `crash_after` limit.
+    fn serve(
+        &self,
+        request: &FetchRequest,
+        mut transfer: Transfer,
+        mut budget: Option<(&mut u64, u64)>,
+    ) {
+        let size = request.file_size;
+        let start = request.required.start / TRANSFER_ALIGNMENT * TRANSFER_ALIGNMENT;
+        let end = request
+            .required
+            .end
+            .div_ceil(TRANSFER_ALIGNMENT)
+            .saturating_mul(TRANSFER_ALIGNMENT)
+            .min(size);
+        let content = match self.inner.content(request) {
+            Some(c) if c.len() as u64 >= end => c,
+            _ => {
+                if self.life.alive() {
+                    let _ = transfer.fail(Error::Unsuccessful);
+                } else {
+                    std::mem::forget(transfer);
+                }
+                return;
+            }
+        };
+        let mut at = start;
+        while at < end {
+            let mut length = PIECE.min(end - at);
+            if let Some((served, limit)) = &budget {
+                let left = limit.saturating_sub(**served);
+                if left < length {
+                    length = if at + left == size {
+                        left
+                    } else {
+                        left / TRANSFER_ALIGNMENT * TRANSFER_ALIGNMENT
+                    };
+                }
+                if length == 0 {
+                    self.crash(transfer);
+                    return;
+                }
+            }
+            if !self.life.alive() {
+                std::mem::forget(transfer);
+                return;
+            }
+            let piece = &content[at as usize..(at + length) as usize];
+            if transfer.write(at, piece).is_err() {
+                // The driver refused it (cancelled, timed out, gone): nothing more to send.
+                break;
+            }
+            self.inner.bytes_served.fetch_add(length, Ordering::SeqCst);
+            if let Some((served, limit)) = &mut budget {
+                **served += length;
+                if **served >= *limit {
+                    self.crash(transfer);
+                    return;
+                }
+            }
+            at += length;
+        }
+        self.life.release(transfer);
+    }
+
+    /// `crash_after`: this process dies now, from its own thread.
+    fn crash(&self, transfer: Transfer) {
+        std::mem::forget(transfer);
+        self.inner.kill();
+    }
+}
+
+/// One `[[provider]]`.
+pub(crate) struct Provider {
+    name: String,
+    /// Image path, NT form.
+    image: String,
+    sync_root: String,
+    hydration: HydrationPolicy,
+    population: PopulationPolicy,
+    timeout: Duration,
+    inner: Arc<Inner>,
+}
+
+impl Provider {
+    /// A provider whose first process is `pid`, serving `remote`.
+    pub(crate) fn new(
+        spec: &ProviderSpec,
+        image: String,
+        pid: u32,
+        remote: Arc<RemoteRoot>,
+    ) -> Result<Self, String> {
+        let what = |e: String| format!("provider {:?}: {e}", spec.name);
+        Ok(Self {
+            name: spec.name.clone(),
+            image,
+            sync_root: spec.sync_root.clone(),
+            hydration: hydration(&spec.hydration).map_err(what)?,
+            population: population(&spec.population).map_err(what)?,
+            timeout: Duration::from_millis(spec.timeout_ms),
+            inner: Arc::new(Inner {
+                name: spec.name.clone(),
+                behaviour: Behaviour::parse(&spec.behaviour).map_err(what)?,
+                remote,
+                fetches: AtomicU64::new(0),
+                bytes_served: AtomicU64::new(0),
+                cancels: AtomicU64::new(0),
+                live: Mutex::new(Live {
+                    life: Life::new(pid),
+                    connections: Vec::new(),
+                }),
+                running: Mutex::new(0),
+                idle: Condvar::new(),
+            }),
+        })
+    }
+
+    /// The provider's name.
+    pub(crate) fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The provider's current process, if it is running.
+    pub(crate) fn pid(&self) -> Result<u32, String> {
+        let live = lock(&self.inner.live);
+        if live.life.alive() {
+            Ok(live.life.pid)
+        } else {
+            Err(format!(
+                "provider {:?}'s process is dead (killed or crashed); `connect` starts a new one",
+                self.name
+            ))
+        }
+    }
+
+    /// What the provider saw.
+    pub(crate) fn stats(&self) -> ProviderStats {
+        ProviderStats {
+            fetches: self.inner.fetches.load(Ordering::SeqCst),
+            bytes_served: self.inner.bytes_served.load(Ordering::SeqCst),
+            cancels: self.inner.cancels.load(Ordering::SeqCst),
+        }
+    }
+
+    fn config(&self) -> SyncRootConfig {
+        SyncRootConfig::new(&self.sync_root, &self.name, VERSION)
+            .hydration(self.hydration)
+            .population(self.population)
+            .timeout(self.timeout)
+    }
+
+    /// `connect`: from the running process, or after `kill` from a new process of the
+    /// same identity.
+    pub(crate) fn connect(&self) -> NTSTATUS {
+        let life = {
+            let mut live = lock(&self.inner.live);
+            if !live.life.alive() {
+                live.life = Life::new(spawn_process(&self.image));
+            }
+            live.life.clone()
+        };
+        let handler = Handler {
+            inner: self.inner.clone(),
+            life: life.clone(),
+        };
+        let config = self.config();
+        match process::run_as(life.pid, || SyncRoot::connect(config, handler)) {
+            Ok(connection) => {
+                lock(&self.inner.live)
+                    .connections
+                    .push(Arc::new(connection));
+                STATUS_SUCCESS
+            }
+            Err(e) => status_of(&e),
+        }
+    }
+
+    /// `disconnect`: every connection of the running process, in order.
+    pub(crate) fn disconnect(&self) -> Result<NTSTATUS, String> {
+        let (life, connections) = {
+            let mut live = lock(&self.inner.live);
+            (live.life.clone(), std::mem::take(&mut live.connections))
+        };
+        if connections.is_empty() {
+            return Err(format!("provider {:?} is not connected", self.name));
+        }
+        let mut status = STATUS_SUCCESS;
+        for connection in connections {
+            if let Err(e) = close(&life, connection) {
+                status = status_of(&e);
+            }
+        }
+        Ok(status)
+    }
+
+    /// `kill`.
+    pub(crate) fn kill(&self) -> Result<NTSTATUS, String> {
+        if self.inner.kill() {
+            Ok(STATUS_SUCCESS)
+        } else {
+            Err(format!(
+                "provider {:?}'s process is already dead",
+                self.name
+            ))
+        }
+    }
+
+    /// Runs `f` with the newest connection on a thread of the provider's process.
+    fn with_connection(&self, f: impl FnOnce(&Connection) -> NTSTATUS) -> Result<NTSTATUS, String> {
+        let (connection, pid) = {
+            let live = lock(&self.inner.live);
+            match live.connections.last() {
+                Some(c) if live.life.alive() => (c.clone(), live.life.pid),
+                _ => return Err(format!("provider {:?} is not connected", self.name)),
+            }
+        };
+        // The clone is dropped in the process too: if `disconnect` waits for it, the
+        // last reference may be this one.
+        Ok(process::run_as(pid, move || {
+            let status = f(&connection);
+            drop(connection);
+            status
+        }))
+    }
+
+    /// The root-relative form of `path`: a DOS path under the sync root, or already
+    /// relative (`/` or `\` separated).
+    pub(crate) fn relative(&self, path: &str) -> Result<String, String> {
+        let path = path.replace('/', "\\");
+        if !path.contains(':') {
+            return Ok(path.trim_matches('\\').to_string());
+        }
+        let root = format!("{}\\", self.sync_root.trim_end_matches('\\'));
+        match path.get(..root.len()) {
+            Some(head) if head.eq_ignore_ascii_case(&root) => Ok(path[root.len()..].to_string()),
+            _ => Err(format!(
+                "{path} is not under provider {:?}'s sync root {}",
+                self.name, self.sync_root
+            )),
+        }
+    }
+
+    /// `create_placeholders`: directory placeholders for the parents first, then one
+    /// in-sync placeholder per remote file, its identity the root-relative path. An
+    /// existing directory placeholder is fine; the step's status is the first other
+    /// failure.
+    pub(crate) fn create_placeholders(&self, paths: Option<&[String]>) -> Result<NTSTATUS, String> {
+        let files: Vec<&(String, Vec<u8>)> = match paths {
+            None => self.inner.remote.files.iter().collect(),
+            Some(paths) => paths
+                .iter()
+                .map(|p| {
+                    let rel = self.relative(p)?;
+                    self.inner
+                        .remote
+                        .files
+                        .iter()
+                        .find(|(f, _)| f.eq_ignore_ascii_case(&rel))
+                        .ok_or_else(|| {
+                            format!("{p} is not a remote file of provider {:?}", self.name)
+                        })
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        let mut specs = Vec::new();
+        let mut directories: Vec<String> = Vec::new();
+        for (rel, bytes) in files {
+            let parts: Vec<&str> = rel.split('\\').collect();
+            for i in 1..parts.len() {
+                let dir = parts[..i].join("\\");
+                if !directories.iter().any(|d| d.eq_ignore_ascii_case(&dir)) {
+                    specs.push(
+                        PlaceholderSpec::directory(dir.clone())
+                            .identity(dir.as_bytes().to_vec())
+                            .in_sync(true),
+                    );
+                    directories.push(dir);
+                }
+            }
+            specs.push(
+                PlaceholderSpec::file(rel.clone(), bytes.len() as u64)
+                    .identity(rel.as_bytes().to_vec())
+                    .in_sync(true),
+            );
+        }
+        self.with_connection(|c| {
+            let results = c.create_placeholders(&specs);
+            specs
+                .iter()
+                .zip(results)
+                .find_map(|(spec, r)| match r {
+                    Err(e)
+                        if !(spec.is_directory()
+                            && status_of(&e) == STATUS_OBJECT_NAME_COLLISION) =>
+                    {
+                        Some(status_of(&e))
+                    }
+                    _ => None,
+                })
+                .unwrap_or(STATUS_SUCCESS)
+        })
+    }
+
+    /// `convert`: the file becomes an in-sync placeholder (its data kept), its identity
+    /// the root-relative path.
+    pub(crate) fn convert(&self, path: &str) -> Result<NTSTATUS, String> {
+        let rel = self.relative(path)?;
+        let options = ConvertOptions {
+            in_sync: true,
+            dehydrate: false,
+        };
+        self.with_connection(|c| status(c.convert(&rel, rel.as_bytes(), options)))
+    }
+
+    /// `hydrate` (`dehydrate` = false) or `dehydrate`: `offset` / `length` as a range,
+    /// to the end of file without `length`, the whole file without either.
+    pub(crate) fn hydrate_or_dehydrate(
+        &self,
+        dehydrate: bool,
+        path: &str,
+        offset: Option<u64>,
+        length: Option<u64>,
+    ) -> Result<NTSTATUS, String> {
+        let rel = self.relative(path)?;
+        let start = offset.unwrap_or(0);
+        self.with_connection(|c| {
+            let result = match (length, dehydrate) {
+                (None, false) => c.hydrate(&rel, start..),
+                (None, true) => c.dehydrate(&rel, start..),
+                (Some(l), false) => c.hydrate(&rel, start..start.saturating_add(l)),
+                (Some(l), true) => c.dehydrate(&rel, start..start.saturating_add(l)),
+            };
+            status(result)
+        })
+    }
+
+    /// The process exits at the end of the scenario: its connections disconnect, the
+    /// transfers it kept are dropped, and every callback of every process of the provider
+    /// has returned before the machine goes away. What went wrong, if anything.
+    pub(crate) fn exit(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        let (life, connections) = {
+            let mut live = lock(&self.inner.live);
+            (live.life.clone(), std::mem::take(&mut live.connections))
+        };
+        if life.alive() {
+            for connection in connections {
+                if let Err(e) = close(&life, connection) {
+                    problems.push(format!(
+                        "provider {:?}: disconnecting at exit failed: {e}",
+                        self.name
+                    ));
+                }
+            }
+            let hung = std::mem::take(&mut *lock(&life.hung));
+            process::run_as(life.pid, || drop(hung));
+        }
+        let deadline = Instant::now() + EXIT_WAIT;
+        let mut running = lock(&self.inner.running);
+        while *running > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                problems.push(format!(
+                    "provider {:?}: {} callback(s) still running {} s after the scenario ended",
+                    self.inner.name,
+                    *running,
+                    EXIT_WAIT.as_secs()
+                ));
+                break;
+            }
+            running = self
+                .inner
+                .idle
+                .wait_timeout(running, deadline - now)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        problems
+    }
+}
+
+/// Disconnects `connection` on a thread of `life`'s process once no step uses it any
+/// more; a connection of a process that died meanwhile is forgotten instead.
+fn close(life: &Life, mut connection: Arc<Connection>) -> Result<(), Error> {
+    loop {
+        if !life.alive() {
+            std::mem::forget(connection);
+            return Ok(());
+        }
+        match Arc::try_unwrap(connection) {
+            Ok(c) => return process::run_as(life.pid, || c.disconnect()),
+            Err(shared) => {
+                connection = shared;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+}
+
+fn status(result: Result<(), Error>) -> NTSTATUS {
+    match result {
+        Ok(()) => STATUS_SUCCESS,
+        Err(e) => status_of(&e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use windows_sys::Win32::Foundation::{
+        STATUS_ACCESS_DENIED, STATUS_CLOUD_FILE_NETWORK_UNAVAILABLE,
+    };
+
+    #[test]
+    fn behaviours_parse_and_bad_ones_say_why() {
+        assert_eq!(Behaviour::parse("normal"), Ok(Behaviour::Normal));
+        assert_eq!(Behaviour::parse("hang"), Ok(Behaviour::Hang));
+        assert_eq!(
+            Behaviour::parse("delay:250"),
+            Ok(Behaviour::Delay(Duration::from_millis(250)))
+        );
+        assert_eq!(
+            Behaviour::parse("crash_after:262_144"),
+            Ok(Behaviour::CrashAfter(262_144))
+        );
+        assert_eq!(
+            Behaviour::parse("fail:STATUS_CLOUD_FILE_NETWORK_UNAVAILABLE"),
+            Ok(Behaviour::Fail(STATUS_CLOUD_FILE_NETWORK_UNAVAILABLE))
+        );
+        assert_eq!(
+            Behaviour::parse("fail:STATUS_ACCESS_DENIED"),
+            Ok(Behaviour::Fail(STATUS_ACCESS_DENIED))
+        );
+        for bad in [
+            "slow",
+            "delay:soon",
+            "fail:STATUS_SUCCESS",
+            "fail:STATUS_MADE_UP",
+            "crash_after:",
+        ] {
+            assert!(Behaviour::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_port_error_carrying_a_win32_code_reads_as_its_status() {
+        // HRESULT_FROM_WIN32(ERROR_FILE_NOT_FOUND): the port does not exist.
+        let missing = Error::from_hresult("FilterConnectCommunicationPort", 0x8007_0002_u32 as i32);
+        assert_eq!(
+            status_of(&missing),
+            windows_sys::Win32::Foundation::STATUS_OBJECT_NAME_NOT_FOUND
+        );
+        assert_eq!(
+            status_of(&Error::NetworkUnavailable),
+            STATUS_CLOUD_FILE_NETWORK_UNAVAILABLE
+        );
+    }
+}
