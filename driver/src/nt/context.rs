@@ -15,7 +15,7 @@ use cloudflt_proto::PlaceholderFlags;
 use cloudflt_proto::placeholder::MAX_IDENTITY_LEN;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::PFLT_INSTANCE;
 
-use super::file::OwnedFile;
+use super::file::{OwnedFile, PoolBuf};
 use super::pool::tag;
 use crate::engine::policy::Policy;
 use crate::engine::ranges::RangeSet;
@@ -46,8 +46,10 @@ pub(crate) struct StreamContext {
     pub(crate) instance: PFLT_INSTANCE,
     /// NTFS file id (FileInternalInformation), for the provider.
     pub(crate) file_id: u64,
+    /// The provider's identity for the file (up to 4 KiB, so in a pool buffer of its own,
+    /// freed with the context).
+    identity: Option<PoolBuf>,
     identity_len: usize,
-    identity: [u8; MAX_IDENTITY_LEN],
     state: UnsafeCell<StreamState>,
 }
 
@@ -73,45 +75,37 @@ pub(crate) struct StreamState {
 pub(crate) struct Held(pub(super) ());
 
 impl StreamContext {
-    /// Initialises a context FltAllocateContext returned, field by field (it is too large
-    /// to build on the kernel stack).
-    ///
-    /// # Safety
-    /// `this` points to `size_of::<StreamContext>()` writable bytes, suitably aligned, not
-    /// yet shared.
-    pub(crate) unsafe fn init(
-        this: *mut StreamContext,
+    /// A context for a placeholder; `None` when pool for its identity is exhausted.
+    pub(crate) fn new(
         instance: PFLT_INSTANCE,
         file_id: u64,
         identity: &[u8],
         state: StreamState,
-    ) {
+    ) -> Option<Self> {
         let identity = identity.get(..MAX_IDENTITY_LEN).unwrap_or(identity);
-        // SAFETY: the caller's contract; each field is written once through a raw place.
-        unsafe {
-            core::ptr::addr_of_mut!((*this).signature).write(TAG_STREAM_CONTEXT);
-        }
-        // SAFETY: as above.
-        unsafe { core::ptr::addr_of_mut!((*this).instance).write(instance) };
-        // SAFETY: as above.
-        unsafe { core::ptr::addr_of_mut!((*this).file_id).write(file_id) };
-        // SAFETY: as above.
-        unsafe { core::ptr::addr_of_mut!((*this).identity_len).write(identity.len()) };
-        // SAFETY: as above; `identity` is at most MAX_IDENTITY_LEN bytes, the array's size.
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                identity.as_ptr(),
-                core::ptr::addr_of_mut!((*this).identity).cast::<u8>(),
-                identity.len(),
-            )
+        let buffer = if identity.is_empty() {
+            None
+        } else {
+            let mut buffer = PoolBuf::zeroed(identity.len())?;
+            buffer.as_mut_slice().copy_from_slice(identity);
+            Some(buffer)
         };
-        // SAFETY: as above.
-        unsafe { core::ptr::addr_of_mut!((*this).state).write(UnsafeCell::new(state)) };
+        Some(Self {
+            signature: TAG_STREAM_CONTEXT,
+            instance,
+            file_id,
+            identity: buffer,
+            identity_len: identity.len(),
+            state: UnsafeCell::new(state),
+        })
     }
 
     /// The provider's identity for the file.
     pub(crate) fn identity(&self) -> &[u8] {
-        self.identity.get(..self.identity_len).unwrap_or(&[])
+        self.identity
+            .as_ref()
+            .and_then(|b| b.as_slice().get(..self.identity_len))
+            .unwrap_or(&[])
     }
 
     /// Runs `f` on the hydration state; `Held` shows the fetch table's lock is held, which
@@ -178,12 +172,18 @@ const fn entry(context_type: u32, size: usize, pool_tag: u32) -> FLT_CONTEXT_REG
     }
 }
 
-/// ContextCleanupCallback: clears the signature, so that a released context seen in a
-/// debugger does not look alive. A stream context's writer is always closed before its
-/// last reference goes (each fetch holds both), so nothing else is owned here.
-unsafe extern "system" fn cleanup(context: PFLT_CONTEXT, _context_type: u16) {
+/// ContextCleanupCallback: drops what a stream context owns (its identity buffer; its
+/// writer is always closed before the last reference goes, since each fetch holds both)
+/// and clears the signature, so that a released context seen in a debugger does not look
+/// alive.
+unsafe extern "system" fn cleanup(context: PFLT_CONTEXT, context_type: u16) {
     if context.is_null() {
         return;
+    }
+    if u32::from(context_type) == FLT_STREAM_CONTEXT {
+        // SAFETY: FltMgr passes our live stream context, ours until this returns and
+        // never used again: its owned parts (the identity buffer) are dropped here.
+        unsafe { core::ptr::drop_in_place(context.cast::<StreamContext>()) };
     }
     // SAFETY: FltMgr passes a live context of one of our types, all `repr(C)` and starting
     // with a `u32` signature, pool-aligned, ours until this callback returns.

@@ -449,7 +449,7 @@ fn ensure(target: &Target<'_>, provider: &ProviderRef, required: Range) -> NTSTA
         }
         if sends > 0 {
             if let Err(status) = open_writer(target) {
-                fail_ids(&to_send[..sends.min(to_send.len())], status);
+                fail_ids(to_send.get(..sends).unwrap_or(&[]), status);
                 return status;
             }
             for (id, range) in to_send.iter().take(sends) {
@@ -671,7 +671,7 @@ fn start_background(target: &Target<'_>, provider: &ProviderRef, whole: Range) {
         return;
     }
     if let Err(status) = open_writer(target) {
-        fail_ids(&to_send[..sends.min(to_send.len())], status);
+        fail_ids(to_send.get(..sends).unwrap_or(&[]), status);
         return;
     }
     for (id, range) in to_send.iter().take(sends) {

@@ -126,6 +126,10 @@ pub(crate) fn attach(filter: PFLT_FILTER, fo: Fo) -> Result<Option<StreamRef>, N
             &[][..],
         ),
     };
+    // Built before the context is allocated, so that no context ever exists
+    // uninitialised (its cleanup callback drops what it owns).
+    let value = StreamContext::new(fo.instance, file_id, identity, state)
+        .ok_or(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES)?;
     let mut context: PFLT_CONTEXT = core::ptr::null_mut();
     // SAFETY: the registered filter; a valid out pointer; non-paged pool.
     let status = unsafe {
@@ -142,7 +146,7 @@ pub(crate) fn attach(filter: PFLT_FILTER, fo: Fo) -> Result<Option<StreamRef>, N
     }
     // SAFETY: FltAllocateContext returned a block of the requested size, pool aligned,
     // not yet shared.
-    unsafe { StreamContext::init(context.cast(), fo.instance, file_id, identity, state) };
+    unsafe { context.cast::<StreamContext>().write(value) };
     let mut old: PFLT_CONTEXT = core::ptr::null_mut();
     // SAFETY: a live file object; our initialised context.
     let status = unsafe {

@@ -204,7 +204,7 @@ unsafe extern "system" fn message_notify(
         unsafe { returned.write(0) };
     }
     let length = input_len as usize;
-    if input.is_null() || length < msg::HEADER_SIZE || length > MAX_PROVIDER_MESSAGE {
+    if input.is_null() || !(msg::HEADER_SIZE..=MAX_PROVIDER_MESSAGE).contains(&length) {
         return STATUS_INVALID_PARAMETER;
     }
     let Some(mut copy) = PoolBuf::zeroed(length) else {
