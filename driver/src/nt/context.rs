@@ -66,6 +66,8 @@ pub(crate) struct StreamState {
     pub(crate) writer: Option<OwnedFile>,
     /// Outstanding fetches and transfers using `writer`.
     pub(crate) writer_users: u32,
+    /// File objects of the stream between their create and their cleanup.
+    pub(crate) opens: u32,
     /// Snapshot numbering, so that concurrent transfers persist the newest state last.
     pub(crate) snapshot: u64,
     pub(crate) persisted: u64,

@@ -23,9 +23,9 @@ use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_ALERTED, STATUS_CANCELLED, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES,
     STATUS_CLOUD_FILE_INVALID_REQUEST, STATUS_CLOUD_FILE_METADATA_CORRUPT,
     STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING, STATUS_CLOUD_FILE_PROVIDER_TERMINATED,
-    STATUS_CLOUD_FILE_REQUEST_TIMEOUT, STATUS_CLOUD_FILE_UNSUCCESSFUL,
-    STATUS_INSUFFICIENT_RESOURCES, STATUS_PORT_DISCONNECTED, STATUS_SUCCESS,
-    STATUS_THREAD_IS_TERMINATING, STATUS_TIMEOUT, STATUS_USER_APC,
+    STATUS_CLOUD_FILE_REQUEST_CANCELED, STATUS_CLOUD_FILE_REQUEST_TIMEOUT,
+    STATUS_CLOUD_FILE_UNSUCCESSFUL, STATUS_INSUFFICIENT_RESOURCES, STATUS_PORT_DISCONNECTED,
+    STATUS_SUCCESS, STATUS_THREAD_IS_TERMINATING, STATUS_TIMEOUT, STATUS_USER_APC,
 };
 
 use super::context::{Held, STREAM_RANGES, StreamContext, StreamState};
@@ -56,11 +56,21 @@ const PRIORITY_BACKGROUND: u8 = 4;
 /// data missing carries.
 pub(crate) const MISSING_DATA_ATTRIBUTES: u32 = 0x1000 | 0x0040_0000;
 
+/// A thread waiting for a stream: its event, the file object it reads through, and
+/// whether that open's cleanup has aborted the wait.
+#[derive(Clone, Copy)]
+struct WaiterEntry {
+    stream: usize,
+    file_object: usize,
+    event: NonNull<Event>,
+    aborted: bool,
+}
+
 struct Fetches {
     requests: Requests<MAX_FETCHES>,
     outcomes: [(u64, NTSTATUS); OUTCOMES],
     next_outcome: usize,
-    waiters: [Option<(usize, NonNull<Event>)>; MAX_WAITERS],
+    waiters: [Option<WaiterEntry>; MAX_WAITERS],
     held: Held,
 }
 
@@ -99,10 +109,10 @@ fn key(stream: &StreamContext) -> usize {
 impl Fetches {
     /// Sets the event of every thread waiting on `stream` (or on any stream for `None`).
     fn wake(&self, stream: Option<usize>) {
-        for (s, event) in self.waiters.iter().flatten() {
-            if stream.is_none_or(|k| k == *s) {
+        for w in self.waiters.iter().flatten() {
+            if stream.is_none_or(|k| k == w.stream) {
                 // SAFETY: registered events stay alive until their thread unregisters.
-                unsafe { event.as_ref() }.set();
+                unsafe { w.event.as_ref() }.set();
             }
         }
     }
@@ -200,8 +210,14 @@ impl After {
         } = self;
         for (owner, id, range, status) in cancels.iter().take(cancels_len) {
             // A provider that died or failed the fetch itself needs no cancellation.
-            if *status == STATUS_CLOUD_FILE_REQUEST_TIMEOUT {
-                send_cancel(*owner, *id, *range, CancelReason::IoTimeout);
+            match *status {
+                STATUS_CLOUD_FILE_REQUEST_TIMEOUT => {
+                    send_cancel(*owner, *id, *range, CancelReason::IoTimeout);
+                }
+                STATUS_CLOUD_FILE_REQUEST_CANCELED => {
+                    send_cancel(*owner, *id, *range, CancelReason::IoAborted);
+                }
+                _ => {}
             }
         }
         drop(writers);
@@ -261,6 +277,9 @@ pub(crate) struct Target<'a> {
     /// The operation whose cancellation ends the wait, or NULL (the waiting thread's
     /// termination still does).
     pub(crate) data: *const FLT_CALLBACK_DATA,
+    /// The file object the operation came through (0 for the driver's own), whose
+    /// cleanup aborts the wait.
+    pub(crate) file_object: usize,
 }
 
 /// The provider's policy for reads of this stream, and the provider, or
@@ -436,15 +455,30 @@ fn ensure(target: &Target<'_>, provider: &ProviderRef, required: Range) -> NTSTA
                     }
                 }
             }
-            if waiter.slot.is_none() {
-                waiter.slot = f.waiters.iter().position(Option::is_none);
-                if let Some(slot) = waiter.slot.and_then(|i| f.waiters.get_mut(i)) {
-                    *slot = Some((key(stream), NonNull::from(waiter.event)));
+            match waiter
+                .slot
+                .and_then(|i| f.waiters.get(i).copied().flatten())
+            {
+                Some(entry) if entry.aborted => return Some(STATUS_CANCELLED),
+                Some(_) => {}
+                None => {
+                    waiter.slot = f.waiters.iter().position(Option::is_none);
+                    if let Some(slot) = waiter.slot.and_then(|i| f.waiters.get_mut(i)) {
+                        *slot = Some(WaiterEntry {
+                            stream: key(stream),
+                            file_object: target.file_object,
+                            event: NonNull::from(waiter.event),
+                            aborted: false,
+                        });
+                    }
                 }
             }
             None
         });
         if let Some(status) = decided {
+            if status == STATUS_CANCELLED {
+                abandon(stream, deps.get(..deps_len).unwrap_or(&[]), waiter.slot);
+            }
             return status;
         }
         if sends > 0 {
@@ -471,12 +505,63 @@ fn ensure(target: &Target<'_>, provider: &ProviderRef, required: Range) -> NTSTA
             unsafe { FltCancellableWaitForSingleObject(event.object(), &relative, target.data) };
         match status {
             STATUS_CANCELLED | STATUS_THREAD_IS_TERMINATING | STATUS_USER_APC | STATUS_ALERTED => {
+                abandon(stream, deps.get(..deps_len).unwrap_or(&[]), waiter.slot);
                 return STATUS_CANCELLED;
             }
             STATUS_TIMEOUT => expire(),
             _ => {}
         }
     }
+}
+
+/// A waiter gave up (its I/O was cancelled or its handle closed): the fetches it was
+/// waiting for are cancelled too, unless another thread still waits on the stream
+/// (cfapi sends CANCEL_FETCH_DATA with IO_ABORTED then).
+fn abandon(stream: &StreamContext, deps: &[u64], me: Option<usize>) {
+    let mut after = After::new();
+    FETCHES.with(|f| {
+        let others = f.waiters.iter().enumerate().any(|(i, w)| {
+            Some(i) != me && w.is_some_and(|w| w.stream == key(stream) && !w.aborted)
+        });
+        if others {
+            return;
+        }
+        for id in deps {
+            if after.has_room() {
+                f.finish(*id, STATUS_CLOUD_FILE_REQUEST_CANCELED, &mut after);
+            }
+        }
+    });
+    after.run();
+}
+
+/// The cleanup of `file_object` (its last handle closed): waits on reads through it end
+/// with STATUS_CANCELLED; on the stream's last cleanup, background fills stop too.
+pub(crate) fn file_closed(stream: &StreamContext, file_object: usize, last: bool) {
+    let mut after = After::new();
+    FETCHES.with(|f| {
+        for w in f.waiters.iter_mut().flatten() {
+            if w.file_object == file_object && w.stream == key(stream) {
+                w.aborted = true;
+                // SAFETY: registered events stay alive until their thread unregisters.
+                unsafe { w.event.as_ref() }.set();
+            }
+        }
+        let waiting = f
+            .waiters
+            .iter()
+            .flatten()
+            .any(|w| w.stream == key(stream) && !w.aborted);
+        if last && !waiting {
+            while after.has_room() {
+                match f.requests.of_stream(key(stream)) {
+                    Some(id) => f.finish(id, STATUS_CLOUD_FILE_REQUEST_CANCELED, &mut after),
+                    None => break,
+                }
+            }
+        }
+    });
+    after.run();
 }
 
 fn push_dep(deps: &mut [u64], len: &mut usize, id: u64) {

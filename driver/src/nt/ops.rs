@@ -209,6 +209,7 @@ pub(super) unsafe extern "system" fn post_create(
     let Ok(Some(stream)) = placeholder::attach(objects.Filter, fo) else {
         return FLT_POSTOP_FINISHED_PROCESSING;
     };
+    placeholder::open_added(&stream);
     drop(stream);
     // The open's effective policy is fixed now (cfapi's rule): the provider's, as no
     // application policy exists yet.
@@ -420,6 +421,7 @@ fn fetch_for(data: *const FLT_CALLBACK_DATA, stream: &StreamRef, whole: Option<u
         } else {
             data
         },
+        file_object: target_file_object(data),
     };
     match whole {
         Some(size) => hydrate::ensure_range(
@@ -437,6 +439,16 @@ fn fetch_for(data: *const FLT_CALLBACK_DATA, stream: &StreamRef, whole: Option<u
             hydrate::ensure_read(&target, Range::at(offset, length))
         }
     }
+}
+
+/// The file object an operation targets (0 if none).
+fn target_file_object(data: *const FLT_CALLBACK_DATA) -> usize {
+    // SAFETY: live callback data.
+    let Some(data) = (unsafe { data.as_ref() }) else {
+        return 0;
+    };
+    // SAFETY: its parameter block, valid during the operation.
+    unsafe { data.Iopb.as_ref() }.map_or(0, |i| i.TargetFileObject as usize)
 }
 
 /// A file name from FltGetFileNameInformation, released on drop.
@@ -556,4 +568,27 @@ pub(super) unsafe extern "system" fn pre_acquire_section(
     } else {
         complete(data_ref, status)
     }
+}
+
+/// PreOperation of CLEANUP (the last handle of a file object closed): reads waiting
+/// through it give up, and when no open of the stream is left waiting, PROGRESSIVE
+/// background fills stop (cfapi: "until full or the last handle closes").
+///
+/// # Safety
+/// Called by FltMgr with valid callback data.
+pub(super) unsafe extern "system" fn pre_cleanup(
+    _data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    _completion_context: *mut *mut core::ffi::c_void,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    // SAFETY: FltMgr passes valid related objects for the duration of the call.
+    let Some(objects) = (unsafe { objects.as_ref() }) else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    let Some(stream) = placeholder::get(objects.Instance, objects.FileObject) else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    let last = placeholder::close_open(&stream);
+    hydrate::file_closed(&stream, objects.FileObject as usize, last);
+    FLT_PREOP_SUCCESS_NO_CALLBACK
 }

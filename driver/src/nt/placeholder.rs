@@ -120,6 +120,7 @@ pub(crate) fn attach(filter: PFLT_FILTER, fo: Fo) -> Result<Option<StreamRef>, N
                 present: RangeSet::new(),
                 writer: None,
                 writer_users: 0,
+                opens: 0,
                 snapshot: 0,
                 persisted: 0,
             },
@@ -170,6 +171,21 @@ pub(crate) fn attach(filter: PFLT_FILTER, fo: Fo) -> Result<Option<StreamRef>, N
         return Err(status);
     }
     Ok(ours)
+}
+
+/// Counts an open of the stream (post-create).
+pub(crate) fn open_added(stream: &StreamContext) {
+    hydrate::with_held(|held| stream.with_state(held, |s| s.opens = s.opens.saturating_add(1)));
+}
+
+/// Counts an open's cleanup; true if it was the stream's last.
+pub(crate) fn close_open(stream: &StreamContext) -> bool {
+    hydrate::with_held(|held| {
+        stream.with_state(held, |s| {
+            s.opens = s.opens.saturating_sub(1);
+            s.opens == 0
+        })
+    })
 }
 
 /// Records the open's effective policy in a stream-handle context.
@@ -252,6 +268,7 @@ fn state_from(p: &Placeholder<'_>, corrupt: bool) -> StreamState {
         present,
         writer: None,
         writer_users: 0,
+        opens: 0,
         snapshot: 0,
         persisted: 0,
     }
@@ -282,6 +299,7 @@ impl Managed {
             requestor_pid: u32::try_from(provider.pid).unwrap_or(0),
             requestor_image: &[],
             data: core::ptr::null(),
+            file_object: 0,
         }
     }
 }

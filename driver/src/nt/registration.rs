@@ -82,6 +82,8 @@ const fn operations() -> [FLT_OPERATION_REGISTRATION; OPERATION_COUNT + 1] {
             Some(ops::pre_acquire_section)
         } else if major == IRP_MJ_FILE_SYSTEM_CONTROL as u8 {
             Some(ops::pre_fs_control)
+        } else if major == IRP_MJ_CLEANUP as u8 {
+            Some(ops::pre_cleanup)
         } else {
             Some(ops::pre_pass_through)
         };
