@@ -6,9 +6,10 @@
 //! 40 s to install cargo-fuzz, 45 s to build the targets, then the run time per target.
 //!
 //! Each target starts from seeds written here (one valid encoding of every format, from
-//! proto's own encoders) so the fuzzer begins past the magic numbers, versions and the
-//! placeholder checksum instead of spending its budget finding them. The corpus and any
-//! crash artifacts are kept under `target/fuzz/`; a crash fails the run and names its file.
+//! proto's own encoders; for `rewrite`, listings of every class holding cloudflt's tag)
+//! so the fuzzer begins past the magic numbers, versions and the placeholder checksum
+//! instead of spending its budget finding them. The corpus and any crash artifacts are
+//! kept under `target/fuzz/`; a crash fails the run and names its file.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -25,7 +26,7 @@ use cloudflt_proto::{
 };
 
 /// The cargo-fuzz targets (fuzz/Cargo.toml's `[[bin]]`s).
-pub(crate) const TARGETS: [&str; 4] = ["placeholder", "message", "connect", "reply"];
+pub(crate) const TARGETS: [&str; 5] = ["placeholder", "message", "connect", "reply", "rewrite"];
 
 /// Default time per target in `cargo xtask test`.
 pub(crate) const DEFAULT_SECONDS: u64 = 20;
@@ -279,6 +280,45 @@ fn seeds(target: &str) -> Result<Vec<Vec<u8>>> {
                 },
             ]
         }
+        "rewrite" => rewrite_seeds(),
         other => bail!("no seeds for fuzz target `{other}`"),
     })
+}
+
+/// Seeds for `rewrite` (input format: `cloudflt_driver::engine::fuzz::fuzz_rewrite`): a
+/// class selector, a flags byte, a 16-bit length, then the body. Flag 0x80 asks the
+/// target to build a well-formed listing from 4-byte entry specs (name length, attribute
+/// choice, tag choices, name seed), so every class starts from listings that mix
+/// cloudflt's tag, a symbolic link's and plain files; 0x20 corrupts one byte of it, 0x40
+/// uses the 16-bit length as the returned length; bit 2 is `is_placeholder`.
+fn rewrite_seeds() -> Vec<Vec<u8>> {
+    // 13 directory classes, 7 query classes, FSCTL_GET_REPARSE_POINT output.
+    const SELECTORS: u8 = 21;
+    let specs: [[u8; 4]; 5] = [
+        // cloudflt's tag in EaSize and ReparsePointTag.
+        [7, 1, 0, 0],
+        // A symbolic link's tag.
+        [4, 0, 0b0101, 1],
+        // A plain file.
+        [9, 4, 0b1010, 2],
+        // Cloudflt's tag with a gap after the entry.
+        [3, 0b0100_0010, 0, 3],
+        [0, 3, 0, 4],
+    ];
+    let body: Vec<u8> = specs.iter().flatten().copied().collect();
+    let mut seeds = Vec::new();
+    for selector in 0..SELECTORS {
+        for flags in [0x80u8, 0x84, 0xA0, 0xC0] {
+            let mut seed = vec![selector, flags, 0x40, 0x00];
+            seed.extend_from_slice(&body);
+            seeds.push(seed);
+        }
+    }
+    // A raw FSCTL_GET_REPARSE_POINT output carrying cloudflt's tag and GUID.
+    let mut reparse = vec![SELECTORS - 1, 0x00, 0x18, 0x00];
+    reparse.extend_from_slice(&cloudflt_proto::reparse::TAG.to_le_bytes());
+    reparse.extend_from_slice(&[0; 4]);
+    reparse.extend_from_slice(&cloudflt_proto::reparse::GUID);
+    seeds.push(reparse);
+    seeds
 }
