@@ -415,12 +415,9 @@ impl<'a> Name<'a> {
 
     /// The UTF-16 units.
     pub fn units(&self) -> impl Iterator<Item = u16> + 'a {
-        self.0.chunks_exact(2).map(|pair| {
-            u16::from_le_bytes([
-                pair.first().copied().unwrap_or(0),
-                pair.get(1).copied().unwrap_or(0),
-            ])
-        })
+        self.0
+            .chunks_exact(2)
+            .map(|pair| <[u8; 2]>::try_from(pair).map_or(0, u16::from_le_bytes))
     }
 }
 
@@ -574,6 +571,8 @@ pub fn disguise_directory_with(
     let entries = validate(&layout, data)?;
     let mut disguised = 0;
     if layout.attributes.is_some() {
+        // Cannot fail after `validate`: disguising writes only attribute, EaSize and tag
+        // fields, never a NextEntryOffset or FileNameLength, and entries do not overlap.
         let mut at = 0;
         loop {
             let entry = entry_at(&layout, data, at)?;
