@@ -392,11 +392,14 @@ impl Handler {
                 return;
             }
             let piece = &content[at as usize..(at + length) as usize];
+            // Counted before it is sent: the driver may complete the waiting read inside
+            // the send, and a step right after that read must see the bytes.
+            self.inner.bytes_served.fetch_add(length, Ordering::SeqCst);
             if transfer.write(at, piece).is_err() {
                 // The driver refused it (cancelled, timed out, gone): nothing more to send.
+                self.inner.bytes_served.fetch_sub(length, Ordering::SeqCst);
                 break;
             }
-            self.inner.bytes_served.fetch_add(length, Ordering::SeqCst);
             if let Some((served, limit)) = &mut budget {
                 **served += length;
                 if **served >= *limit {
