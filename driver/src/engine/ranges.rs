@@ -224,9 +224,15 @@ fn push<const N: usize>(out: &mut [Range; N], n: &mut usize, r: Range) {
     if r.len() <= len {
         return;
     }
-    // Shift left over the dropped slot (i < N, so the source range is in bounds), then
-    // append.
-    out.copy_within(i + 1.., i);
+    // Shift left over the dropped slot, then append (element by element: no
+    // bounds-checked slice operation that could panic in the kernel).
+    for j in i..N.saturating_sub(1) {
+        if let Some(next) = out.get(j + 1).copied()
+            && let Some(slot) = out.get_mut(j)
+        {
+            *slot = next;
+        }
+    }
     if let Some(last) = out.get_mut(N.saturating_sub(1)) {
         *last = r;
     }

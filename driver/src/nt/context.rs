@@ -19,6 +19,7 @@ use super::file::{OwnedFile, PoolBuf};
 use super::pool::tag;
 use crate::engine::policy::Policy;
 use crate::engine::ranges::RangeSet;
+use crate::engine::visibility::Visibility;
 
 /// Per-volume facts gathered at InstanceSetup.
 #[repr(C)]
@@ -89,7 +90,7 @@ impl StreamContext {
             None
         } else {
             let mut buffer = PoolBuf::zeroed(identity.len())?;
-            buffer.as_mut_slice().copy_from_slice(identity);
+            super::file::copy(buffer.as_mut_slice(), identity);
             Some(buffer)
         };
         Some(Self {
@@ -119,13 +120,16 @@ impl StreamContext {
     }
 }
 
-/// Per-open state of a placeholder, decided at create and fixed for the open's life.
+/// Per-open state of a placeholder or a directory, decided at create and fixed for the open's life.
 #[repr(C)]
 pub(crate) struct StreamHandleContext {
     pub(crate) signature: u32,
     /// The open's effective hydration policy (cfapi fixes it at open), or `None` when no
     /// provider served the file then (the provider's policy applies at read time).
     pub(crate) policy: Option<Policy>,
+    /// Whether the open sees cloudflt's placeholders as they are or disguised as ordinary
+    /// files, decided at create in the requestor's context (engine::visibility).
+    pub(crate) visibility: Visibility,
 }
 
 pub(crate) const TAG_INSTANCE_CONTEXT: u32 = tag(b"CFic");

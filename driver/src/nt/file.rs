@@ -37,6 +37,14 @@ use super::pool::{POOL_FLAG_NON_PAGED, tag};
 use super::status::nt_success;
 use windows_sys::Wdk::System::SystemServices::{ExAllocatePool2, ExFreePoolWithTag};
 
+/// Copies as many bytes as both slices hold. `copy_from_slice` would panic on a length
+/// mismatch, and kernel code has no panic path.
+pub(crate) fn copy(dst: &mut [u8], src: &[u8]) {
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = *s;
+    }
+}
+
 /// Pool tag of the driver's I/O buffers.
 const TAG_BUFFER: u32 = tag(b"CFbf");
 

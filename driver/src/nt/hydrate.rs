@@ -847,7 +847,7 @@ fn write_and_record(stream: &StreamContext, message: &TransferData<'_>, size: u6
         buffer.as_mut_slice().get_mut(..useful_len),
         message.data.get(..useful_len),
     ) {
-        dst.copy_from_slice(src);
+        super::file::copy(dst, src);
     }
     let result = FETCHES.with(|f| {
         stream.with_state(&f.held, |s| {
@@ -937,9 +937,10 @@ impl Snapshot {
         for (i, r) in s.present.iter().enumerate() {
             let bytes = slots.get_mut(i * 16..i * 16 + 16);
             if let Some(b) = bytes {
-                let (lo, hi) = b.split_at_mut(8);
-                lo.copy_from_slice(&r.start.to_le_bytes());
-                hi.copy_from_slice(&r.len().to_le_bytes());
+                let mut both = [0u8; 16];
+                super::file::copy(&mut both, &r.start.to_le_bytes());
+                super::file::copy(both.get_mut(8..).unwrap_or(&mut []), &r.len().to_le_bytes());
+                super::file::copy(b, &both);
                 self.count = i + 1;
             }
         }

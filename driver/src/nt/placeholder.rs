@@ -189,10 +189,11 @@ pub(crate) fn close_open(stream: &StreamContext) -> bool {
 }
 
 /// Records the open's effective policy in a stream-handle context.
-pub(crate) fn set_handle_policy(
+pub(crate) fn set_handle_context(
     filter: PFLT_FILTER,
     fo: Fo,
     policy: Option<Policy>,
+    visibility: crate::engine::visibility::Visibility,
 ) -> Result<(), NTSTATUS> {
     let mut context: PFLT_CONTEXT = core::ptr::null_mut();
     // SAFETY: the registered filter; a valid out pointer; non-paged pool.
@@ -215,6 +216,7 @@ pub(crate) fn set_handle_policy(
             .write(StreamHandleContext {
                 signature: TAG_STREAMHANDLE_CONTEXT,
                 policy,
+                visibility,
             })
     };
     // SAFETY: a live file object; our initialised context.
@@ -387,7 +389,7 @@ fn open_managed(
         .chain(core::iter::once(u16::from(b'\\')))
         .chain(relative.units());
     for (chunk, unit) in path.as_mut_slice().chunks_exact_mut(2).zip(units) {
-        chunk.copy_from_slice(&unit.to_le_bytes());
+        super::file::copy(chunk, &unit.to_le_bytes());
     }
     let volume = VolumeInstance::of(filter, root)?;
     let bytes = path.as_slice();
@@ -773,7 +775,7 @@ pub(crate) fn info(provider: &ProviderRef, m: &msg::GetInfo<'_>) -> Result<Paylo
         out.as_mut_slice().get_mut(..blob_len),
         bytes.get(header..len),
     ) {
-        dst.copy_from_slice(src);
+        super::file::copy(dst, src);
     }
     Ok(Some((out, blob_len)))
 }
