@@ -51,18 +51,26 @@ impl<const N: usize> Default for Roots<N> {
 
 const SEPARATOR: u16 = b'\\' as u16;
 
-/// One UTF-16 unit folded to upper case (NTFS's upcase table agrees with Unicode simple
-/// upper-casing for the BMP characters that have a one-unit upper case).
-fn fold(unit: u16) -> u16 {
-    match char::from_u32(u32::from(unit)) {
-        Some(c) => {
-            let mut upper = c.to_uppercase();
-            match (upper.next(), upper.next()) {
-                (Some(u), None) if (u as u32) <= 0xFFFF => u as u32 as u16,
-                _ => unit,
-            }
-        }
-        None => unit,
+/// One UTF-16 unit folded to upper case, for the scripts whose case pairs are a fixed
+/// offset apart: ASCII, Latin-1, Latin Extended-A, Greek and Cyrillic. NTFS compares
+/// with its volume's upcase table, which agrees with this on those ranges; characters
+/// outside them compare exactly (a root differing from a path only in the case of such a
+/// character is then not recognised, which refuses rather than misattributes).
+///
+/// Written out instead of `char::to_uppercase`, whose table lookups bring panic paths
+/// into the kernel image.
+pub fn fold(unit: u16) -> u16 {
+    match unit {
+        0x61..=0x7A => unit - 0x20,
+        0xE0..=0xFE if unit != 0xF7 => unit - 0x20,
+        0xFF => 0x178,
+        // Latin Extended-A: upper case at even code points, lower case one above.
+        0x100..=0x12F | 0x132..=0x137 | 0x14A..=0x177 if unit % 2 == 1 => unit - 1,
+        0x139..=0x148 | 0x179..=0x17E if unit % 2 == 0 => unit - 1,
+        0x3B1..=0x3CB if unit != 0x3C2 => unit - 0x20,
+        0x430..=0x44F => unit - 0x20,
+        0x450..=0x45F => unit - 0x50,
+        _ => unit,
     }
 }
 
@@ -159,6 +167,23 @@ impl<const N: usize> Roots<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fold_agrees_with_unicode_upper_case_where_it_folds() {
+        for unit in 0u16..0x500 {
+            let Some(c) = char::from_u32(u32::from(unit)) else { continue };
+            let mut upper = c.to_uppercase();
+            let (Some(u), None) = (upper.next(), upper.next()) else { continue };
+            let folded = fold(unit);
+            if folded != unit {
+                assert_eq!(u32::from(folded), u as u32, "{unit:#x}");
+            }
+        }
+        assert_eq!(fold(u16::from(b'a')), u16::from(b'A'));
+        assert_eq!(fold(0xE9), 0xC9, "é");
+        assert_eq!(fold(0x3C9), 0x3A9, "ω");
+        assert_eq!(fold(0x44F), 0x42F, "я");
+    }
     use std::vec::Vec;
 
     fn w(s: &str) -> Vec<u16> {
