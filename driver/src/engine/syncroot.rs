@@ -171,9 +171,13 @@ mod tests {
     #[test]
     fn fold_agrees_with_unicode_upper_case_where_it_folds() {
         for unit in 0u16..0x500 {
-            let Some(c) = char::from_u32(u32::from(unit)) else { continue };
+            let Some(c) = char::from_u32(u32::from(unit)) else {
+                continue;
+            };
             let mut upper = c.to_uppercase();
-            let (Some(u), None) = (upper.next(), upper.next()) else { continue };
+            let (Some(u), None) = (upper.next(), upper.next()) else {
+                continue;
+            };
             let folded = fold(unit);
             if folded != unit {
                 assert_eq!(u32::from(folded), u as u32, "{unit:#x}");

@@ -228,7 +228,14 @@ pub(super) unsafe extern "system" fn post_create(
     } else {
         None
     };
-    if placeholder::set_handle_policy(objects.Filter, fo, policy).is_err() {
+    if placeholder::set_handle_context(
+        objects.Filter,
+        fo,
+        policy,
+        crate::engine::visibility::Visibility::Expose,
+    )
+    .is_err()
+    {
         debug_print!("cloudflt: no stream-handle context for a placeholder open");
     }
     FLT_POSTOP_FINISHED_PROCESSING
