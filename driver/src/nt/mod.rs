@@ -11,6 +11,7 @@ pub mod filter;
 pub mod status;
 
 mod context;
+mod disguise;
 mod file;
 mod hydrate;
 mod instance;

@@ -13,12 +13,15 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_FILE_NAME_INFORMATION, FLT_FILE_NAME_NORMALIZED, FLT_FILE_NAME_QUERY_DEFAULT,
     FLT_PREOP_DISALLOW_FASTIO, FLT_PREOP_PENDING, FLT_PREOP_SUCCESS_WITH_CALLBACK,
-    FLTFL_CALLBACK_DATA_FAST_IO_OPERATION, FLTFL_POST_OPERATION_DRAINING, FltAddOpenReparseEntry,
-    FltAllocateDeferredIoWorkItem, FltCompletePendedPreOperation, FltFreeDeferredIoWorkItem,
-    FltGetFileNameInformation, FltGetRequestorProcess, FltGetRequestorProcessId,
-    FltQueueDeferredIoWorkItem, FltReleaseFileNameInformation, PFLT_DEFERRED_IO_WORKITEM,
+    FLT_PREOP_SYNCHRONIZE, FLTFL_CALLBACK_DATA_FAST_IO_OPERATION, FLTFL_POST_OPERATION_DRAINING,
+    FltAddOpenReparseEntry, FltAllocateDeferredIoWorkItem, FltCompletePendedPreOperation,
+    FltFreeDeferredIoWorkItem, FltGetFileNameInformation, FltGetRequestorProcess,
+    FltGetRequestorProcessId, FltQueueDeferredIoWorkItem, FltReleaseFileNameInformation,
+    PFLT_DEFERRED_IO_WORKITEM,
 };
-use windows_sys::Wdk::Storage::FileSystem::{OPEN_REPARSE_LIST_ENTRY, SeLocateProcessImageName};
+use windows_sys::Wdk::Storage::FileSystem::{
+    FILE_DIRECTORY_FILE, OPEN_REPARSE_LIST_ENTRY, SeLocateProcessImageName,
+};
 use windows_sys::Wdk::System::SystemServices::{DelayedWorkQueue, ExFreePool, IRP_PAGING_IO};
 use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_ACCESS_DENIED, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES,
@@ -30,7 +33,7 @@ use windows_sys::Win32::System::Kernel::LIST_ENTRY;
 use super::file::Fo;
 use super::placeholder::{self, StreamRef};
 use super::status::nt_success;
-use super::{hydrate, providers};
+use super::{disguise, hydrate, providers};
 use crate::engine::policy::Policy;
 use crate::engine::ranges::Range;
 use windows_sys::Win32::System::IO::{IO_STATUS_BLOCK, IO_STATUS_BLOCK_0};
@@ -61,7 +64,7 @@ const IRP_MN_USER_FS_REQUEST: u8 = 0;
 /// Called by FltMgr with valid callback data.
 pub(super) unsafe extern "system" fn pre_fs_control(
     data: *mut FLT_CALLBACK_DATA,
-    _objects: *const FLT_RELATED_OBJECTS,
+    objects: *const FLT_RELATED_OBJECTS,
     _completion_context: *mut *mut core::ffi::c_void,
 ) -> FLT_PREOP_CALLBACK_STATUS {
     // SAFETY: FltMgr passes valid callback data for the duration of the call.
@@ -85,6 +88,9 @@ pub(super) unsafe extern "system" fn pre_fs_control(
     let common = unsafe { control.Common };
     if common.FsControlCode & 3 != METHOD_BUFFERED {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    if disguise::wants_get_reparse_post(common.FsControlCode, objects) {
+        return FLT_PREOP_SYNCHRONIZE;
     }
     // SAFETY: METHOD_BUFFERED: the Buffered member describes the system buffer.
     let buffered = unsafe { control.Buffered };
@@ -206,13 +212,16 @@ pub(super) unsafe extern "system" fn post_create(
     };
     // A failure leaves the file without context: its reads then find no placeholder
     // state and pass, which is what they did before the driver loaded.
-    let Ok(Some(stream)) = placeholder::attach(objects.Filter, fo) else {
+    let stream = placeholder::attach(objects.Filter, fo).ok().flatten();
+    if stream.is_none() && !opened_as_directory(data) {
         return FLT_POSTOP_FINISHED_PROCESSING;
-    };
-    placeholder::open_added(&stream);
-    drop(stream);
+    }
+    if let Some(stream) = stream {
+        placeholder::open_added(&stream);
+    }
+    let placeholder = placeholder::get(objects.Instance, objects.FileObject).is_some();
     // The open's effective policy is fixed now (cfapi's rule): the provider's, as no
-    // application policy exists yet.
+    // application policy exists yet. Its visibility too, in the requestor's context.
     let mut name: *mut FLT_FILE_NAME_INFORMATION = core::ptr::null_mut();
     // SAFETY: live callback data of a successful create; post-create runs at PASSIVE_LEVEL.
     let status = unsafe {
@@ -222,23 +231,35 @@ pub(super) unsafe extern "system" fn post_create(
             &mut name,
         )
     };
-    let policy = if nt_success(status) {
+    let provider = if nt_success(status) {
         let name = NameInfo(name);
-        providers::for_path(name.units()).map(|p| p.hydration)
+        providers::for_path(name.units())
     } else {
         None
     };
-    if placeholder::set_handle_context(
-        objects.Filter,
-        fo,
-        policy,
-        crate::engine::visibility::Visibility::Expose,
-    )
-    .is_err()
-    {
-        debug_print!("cloudflt: no stream-handle context for a placeholder open");
+    if !placeholder && provider.is_none() {
+        // A directory outside every connected sync root: nothing to disguise in it.
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    let policy = provider.as_ref().map(|p| p.hydration);
+    let image = ImageName::of(data);
+    let visibility = disguise::decide(data, image.units(), provider.as_ref().map(|p| p.pid));
+    drop(provider);
+    if placeholder::set_handle_context(objects.Filter, fo, policy, visibility).is_err() {
+        debug_print!("cloudflt: no stream-handle context for an open");
     }
     FLT_POSTOP_FINISHED_PROCESSING
+}
+
+/// Whether a create asked for a directory (FILE_DIRECTORY_FILE): the opens that list.
+fn opened_as_directory(data: &FLT_CALLBACK_DATA) -> bool {
+    // SAFETY: its parameter block, valid during the callback.
+    let Some(iopb) = (unsafe { data.Iopb.as_ref() }) else {
+        return false;
+    };
+    // SAFETY: IRP_MJ_CREATE: the union holds the create parameters.
+    let options = unsafe { iopb.Parameters.Create.Options };
+    options & FILE_DIRECTORY_FILE != 0
 }
 
 /// The read an operation asks for, as (offset, length).
@@ -489,10 +510,10 @@ fn unicode_units(s: &UNICODE_STRING) -> &[u16] {
 }
 
 /// The requesting process's image path, for the provider; freed on drop.
-struct ImageName(*mut UNICODE_STRING);
+pub(super) struct ImageName(*mut UNICODE_STRING);
 
 impl ImageName {
-    fn of(data: *const FLT_CALLBACK_DATA) -> Self {
+    pub(super) fn of(data: *const FLT_CALLBACK_DATA) -> Self {
         // SAFETY: live callback data.
         let process = unsafe { FltGetRequestorProcess(data) };
         if process == 0 {
@@ -508,7 +529,7 @@ impl ImageName {
         }
     }
 
-    fn units(&self) -> &[u16] {
+    pub(super) fn units(&self) -> &[u16] {
         // SAFETY: the string SeLocateProcessImageName allocated.
         match unsafe { self.0.as_ref() } {
             Some(s) => unicode_units(s),

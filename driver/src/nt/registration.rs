@@ -11,7 +11,7 @@ use windows_sys::Wdk::System::SystemServices::{
     IRP_MJ_QUERY_INFORMATION, IRP_MJ_READ, IRP_MJ_SET_INFORMATION, IRP_MJ_WRITE,
 };
 
-use super::{context, filter, instance, ops};
+use super::{context, disguise, filter, instance, ops};
 
 /// FLT_REGISTRATION holds raw pointers, which are not `Sync`; this one points only at
 /// other immutable statics.
@@ -71,6 +71,12 @@ const fn operations() -> [FLT_OPERATION_REGISTRATION; OPERATION_COUNT + 1] {
         let major = OPERATION_MAJORS[i];
         let post: PFLT_POST_OPERATION_CALLBACK = if major == IRP_MJ_CREATE as u8 {
             Some(ops::post_create)
+        } else if major == IRP_MJ_DIRECTORY_CONTROL as u8 {
+            Some(disguise::post_directory_control)
+        } else if major == IRP_MJ_QUERY_INFORMATION as u8 {
+            Some(disguise::post_query_information)
+        } else if major == IRP_MJ_FILE_SYSTEM_CONTROL as u8 {
+            Some(disguise::post_fs_control)
         } else {
             None
         };
@@ -84,6 +90,14 @@ const fn operations() -> [FLT_OPERATION_REGISTRATION; OPERATION_COUNT + 1] {
             Some(ops::pre_fs_control)
         } else if major == IRP_MJ_CLEANUP as u8 {
             Some(ops::pre_cleanup)
+        } else if major == IRP_MJ_DIRECTORY_CONTROL as u8 {
+            Some(disguise::pre_directory_control)
+        } else if major == IRP_MJ_QUERY_INFORMATION as u8 {
+            Some(disguise::pre_query_information)
+        } else if major == IRP_MJ_QUERY_OPEN as u8 {
+            Some(disguise::pre_query_open)
+        } else if major == IRP_MJ_NETWORK_QUERY_OPEN as u8 {
+            Some(disguise::pre_network_query_open)
         } else {
             Some(ops::pre_pass_through)
         };

@@ -22,6 +22,7 @@ pub mod ntfs;
 pub mod pool;
 pub mod port;
 pub mod process;
+pub mod symlink;
 pub mod sync;
 pub mod volume;
 pub mod workitem;
@@ -79,6 +80,8 @@ pub(crate) struct Kernel {
     /// References FltGetVolumeFromName / FltGetVolumeInstanceFromName gave out and
     /// FltObjectDereference has not dropped yet: object → (filter, count).
     pub(crate) object_refs: HashMap<isize, (isize, usize)>,
+    /// Symbolic link objects of the object namespace, and their open handles.
+    pub(crate) symlinks: symlink::Links,
     /// Injected failures: the next call of the API returns the status.
     inject: HashMap<&'static str, NTSTATUS>,
     next_handle: isize,
@@ -103,6 +106,7 @@ impl Kernel {
             sync: sync::SyncState::default(),
             work: workitem::WorkItems::default(),
             object_refs: HashMap::new(),
+            symlinks: symlink::Links::default(),
             inject: HashMap::new(),
             next_handle: HANDLE_BASE,
         }

@@ -346,6 +346,9 @@ fn build(machine: &Machine, scenario: &Scenario, pass: Pass) -> Result<World, St
             ntstatus::name(s)
         )
     })?;
+    let root_nt = files::nt_path(root)
+        .map_err(|s| format!("system root {root} is on no volume ({})", ntstatus::name(s)))?;
+    machine.set_symbolic_link("\\SystemRoot", &root_nt);
     let mut pids = HashMap::new();
     let mut remote = Vec::new();
     let image = |image: &str, who: &str| {

@@ -1,0 +1,506 @@
+//! Disguise: placeholders look like ordinary files to opens whose visibility (decided at
+//! create, see [`decide`], cached in the stream-handle context) is `Disguise`.
+//!
+//! Post-operations rewrite what the file system returned, in place, with the engine's pure
+//! functions (engine::rewrite), bounded by `IoStatus.Information`:
+//! DIRECTORY_CONTROL / IRP_MN_QUERY_DIRECTORY, QUERY_INFORMATION (the attribute classes),
+//! FSCTL_GET_REPARSE_POINT (answered STATUS_NOT_A_REPARSE_POINT). QUERY_OPEN and
+//! NETWORK_QUERY_OPEN are refused for disguised callers so that the I/O manager falls back
+//! to a full open, whose create decides and whose query is rewritten.
+//!
+//! Each pre-operation returns FLT_PREOP_SYNCHRONIZE when it wants its post: the post then
+//! runs in the issuing thread at PASSIVE_LEVEL, never at DISPATCH_LEVEL in a completion.
+//!
+//! # Malformed buffers
+//!
+//! A directory or query buffer the engine cannot validate is never returned as it is to a
+//! disguised caller (it might show the reparse point it failed to find): the returned bytes
+//! are zeroed and the request fails with STATUS_UNEXPECTED_IO_ERROR. The file system
+//! produced it, so this only happens with a file system or filter below us that is broken.
+
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
+    FLT_CALLBACK_DATA, FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_FINISHED_PROCESSING,
+    FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_DISALLOW_FASTIO, FLT_PREOP_DISALLOW_FSFILTER_IO,
+    FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_PREOP_SYNCHRONIZE, FLT_RELATED_OBJECTS,
+    FLTFL_CALLBACK_DATA_FAST_IO_OPERATION, FLTFL_CALLBACK_DATA_IRP_OPERATION,
+    FLTFL_POST_OPERATION_DRAINING, FltGetRequestorProcessId, FltGetStreamHandleContext,
+    FltLockUserBuffer, FltReleaseContext, FltSetCallbackDataDirty, PFLT_CONTEXT,
+};
+use windows_sys::Wdk::Storage::FileSystem::{
+    RtlQueryProcessPlaceholderCompatibilityMode, RtlQueryThreadPlaceholderCompatibilityMode,
+};
+use windows_sys::Wdk::System::SystemServices::{
+    IRP_MN_QUERY_DIRECTORY, ZwClose, ZwOpenSymbolicLinkObject, ZwQuerySymbolicLinkObject,
+};
+use windows_sys::Win32::Foundation::{
+    HANDLE, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, STATUS_BUFFER_OVERFLOW,
+    STATUS_NOT_A_REPARSE_POINT, STATUS_UNEXPECTED_IO_ERROR, UNICODE_STRING,
+};
+use windows_sys::Win32::System::IO::{IO_STATUS_BLOCK, IO_STATUS_BLOCK_0};
+use windows_sys::Win32::System::Ioctl::FSCTL_GET_REPARSE_POINT;
+
+use super::context::StreamHandleContext;
+use super::placeholder;
+use super::providers;
+use super::status::nt_success;
+use crate::engine::rewrite::{self, DirectoryClass, HiddenAttributes, QueryClass};
+use crate::engine::visibility::{self, ImageRules, Requestor, Visibility};
+
+/// Longest `\SystemRoot` target kept, in UTF-16 units.
+const SYSTEM_ROOT_MAX: usize = 260;
+
+/// `\SystemRoot` in NT device form, resolved through its symbolic link (and, when the
+/// target starts with another link such as `\Device\BootDevice`, through that one too).
+struct SystemRoot {
+    units: [u16; SYSTEM_ROOT_MAX],
+    len: usize,
+}
+
+impl SystemRoot {
+    fn as_slice(&self) -> &[u16] {
+        self.units.get(..self.len).unwrap_or(&[])
+    }
+
+    fn resolve() -> Self {
+        let mut root = Self {
+            units: [0; SYSTEM_ROOT_MAX],
+            len: 0,
+        };
+        let name: [u16; 11] = [
+            b'\\' as u16,
+            b'S' as u16,
+            b'y' as u16,
+            b's' as u16,
+            b't' as u16,
+            b'e' as u16,
+            b'm' as u16,
+            b'R' as u16,
+            b'o' as u16,
+            b'o' as u16,
+            b't' as u16,
+        ];
+        root.len = read_link(&name, &mut root.units).unwrap_or(0);
+        // `\Device\BootDevice\Windows`: the device part may be a link of its own.
+        let target = root.as_slice();
+        let second = target
+            .iter()
+            .enumerate()
+            .filter(|(_, u)| **u == u16::from(b'\\'))
+            .nth(2)
+            .map(|(i, _)| i);
+        if let Some(split) = second {
+            let (device, rest) = target.split_at(split);
+            let mut resolved = [0u16; SYSTEM_ROOT_MAX];
+            if let Some(n) = read_link(device, &mut resolved)
+                && let Some(total) = n.checked_add(rest.len())
+                && total <= SYSTEM_ROOT_MAX
+            {
+                let mut joined = [0u16; SYSTEM_ROOT_MAX];
+                for (d, s) in joined
+                    .iter_mut()
+                    .zip(resolved.iter().take(n).chain(rest.iter()))
+                {
+                    *d = *s;
+                }
+                root.units = joined;
+                root.len = total;
+            }
+        }
+        root
+    }
+}
+
+/// The target of symbolic link `name`, into `out`; its length in units.
+fn read_link(name: &[u16], out: &mut [u16; SYSTEM_ROOT_MAX]) -> Option<usize> {
+    let bytes = u16::try_from(name.len().checked_mul(2)?).ok()?;
+    let name = UNICODE_STRING {
+        Length: bytes,
+        MaximumLength: bytes,
+        Buffer: name.as_ptr().cast_mut(),
+    };
+    let attributes = windows_sys::Wdk::Foundation::OBJECT_ATTRIBUTES {
+        Length: core::mem::size_of::<windows_sys::Wdk::Foundation::OBJECT_ATTRIBUTES>() as u32,
+        RootDirectory: core::ptr::null_mut(),
+        ObjectName: &name,
+        Attributes: OBJ_CASE_INSENSITIVE | OBJ_KERNEL_HANDLE,
+        SecurityDescriptor: core::ptr::null(),
+        SecurityQualityOfService: core::ptr::null(),
+    };
+    let mut handle: HANDLE = core::ptr::null_mut();
+    // GENERIC_READ.
+    // SAFETY: PASSIVE_LEVEL; valid attributes and out pointer.
+    let status = unsafe { ZwOpenSymbolicLinkObject(&mut handle, 0x8000_0000, &attributes) };
+    if !nt_success(status) {
+        return None;
+    }
+    let mut target = UNICODE_STRING {
+        Length: 0,
+        MaximumLength: (SYSTEM_ROOT_MAX * 2) as u16,
+        Buffer: out.as_mut_ptr(),
+    };
+    let mut returned = 0u32;
+    // SAFETY: the handle just opened; `target` describes `out`.
+    let status = unsafe { ZwQuerySymbolicLinkObject(handle, &mut target, &mut returned) };
+    // SAFETY: the handle just opened, closed once.
+    unsafe { ZwClose(handle) };
+    if !nt_success(status) {
+        return None;
+    }
+    Some(usize::from(target.Length) / 2)
+}
+
+/// Administrator rules by image path: none yet (userlib and registry are to come).
+static NO_RULES: ImageRules<1> = ImageRules::new();
+
+/// The visibility for the requestor of `data`, asked in its context (a pre-operation or a
+/// synchronous post-create). `provider` is the pid of the connected provider of the
+/// file's sync root, if known.
+pub(super) fn decide(
+    data: *const FLT_CALLBACK_DATA,
+    image: &[u16],
+    provider: Option<usize>,
+) -> Visibility {
+    // SAFETY: live callback data.
+    let pid = unsafe { FltGetRequestorProcessId(data) };
+    if provider.is_some_and(|p| p == pid as usize) || providers::is_provider(pid as usize) {
+        return Visibility::Expose;
+    }
+    // SAFETY: no preconditions; the calling thread's process (the requestor's, as the
+    // callers run in its context).
+    let process_mode = unsafe { RtlQueryProcessPlaceholderCompatibilityMode() };
+    // SAFETY: as above, the calling thread.
+    let thread_mode = unsafe { RtlQueryThreadPlaceholderCompatibilityMode() };
+    let who = Requestor {
+        pid,
+        image: (!image.is_empty()).then_some(image),
+        process_mode,
+        thread_mode,
+    };
+    let root = SystemRoot::resolve();
+    visibility::decide(&who, None, root.as_slice(), &NO_RULES)
+}
+
+/// The visibility recorded for an open; `None` when it has no stream-handle context
+/// (neither placeholder nor directory, or opened before the driver loaded).
+fn visibility_of(objects: &FLT_RELATED_OBJECTS) -> Option<Visibility> {
+    let mut context: PFLT_CONTEXT = core::ptr::null_mut();
+    // SAFETY: a live file object; a valid out pointer.
+    let status =
+        unsafe { FltGetStreamHandleContext(objects.Instance, objects.FileObject, &mut context) };
+    if !nt_success(status) || context.is_null() {
+        return None;
+    }
+    // SAFETY: our stream-handle context, referenced by the get.
+    let v = unsafe { (*context.cast::<StreamHandleContext>()).visibility };
+    // SAFETY: the reference the get took, dropped once.
+    unsafe { FltReleaseContext(context) };
+    Some(v)
+}
+
+fn disguised(objects: *const FLT_RELATED_OBJECTS) -> bool {
+    // SAFETY: FltMgr passes valid related objects for the call.
+    let Some(objects) = (unsafe { objects.as_ref() }) else {
+        return false;
+    };
+    !objects.FileObject.is_null() && visibility_of(objects) == Some(Visibility::Disguise)
+}
+
+fn is_irp(data: &FLT_CALLBACK_DATA) -> bool {
+    data.Flags & FLTFL_CALLBACK_DATA_IRP_OPERATION != 0
+}
+
+/// Fails the completed operation after zeroing what the file system returned.
+fn fail_malformed(data: &mut FLT_CALLBACK_DATA, buffer: &mut [u8], returned: usize) {
+    let end = returned.min(buffer.len());
+    if let Some(b) = buffer.get_mut(..end) {
+        b.fill(0);
+    }
+    debug_print!("cloudflt: malformed buffer from below; request failed");
+    data.IoStatus = IO_STATUS_BLOCK {
+        Anonymous: IO_STATUS_BLOCK_0 {
+            Status: STATUS_UNEXPECTED_IO_ERROR,
+        },
+        Information: 0,
+    };
+    // SAFETY: live callback data in its post-operation.
+    unsafe { FltSetCallbackDataDirty(data) };
+}
+
+/// PreOperation of DIRECTORY_CONTROL: a query of a directory opened by a disguised caller
+/// gets its post, synchronised (PASSIVE_LEVEL, issuing thread), with the buffer locked.
+///
+/// # Safety
+/// Called by FltMgr with valid callback data.
+pub(super) unsafe extern "system" fn pre_directory_control(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    _completion_context: *mut *mut core::ffi::c_void,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    // SAFETY: FltMgr passes valid callback data for the call.
+    let Some(d) = (unsafe { data.as_ref() }) else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    // SAFETY: its parameter block, valid during the callback.
+    let Some(iopb) = (unsafe { d.Iopb.as_ref() }) else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    if !is_irp(d) || u32::from(iopb.MinorFunction) != IRP_MN_QUERY_DIRECTORY {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    if !disguised(objects) {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    // SAFETY: an IRP operation at PASSIVE_LEVEL.
+    let status = unsafe { FltLockUserBuffer(data) };
+    if !nt_success(status) {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    FLT_PREOP_SYNCHRONIZE
+}
+
+/// PostOperation of DIRECTORY_CONTROL (synchronised): disguises the listing.
+///
+/// # Safety
+/// Called by FltMgr with valid callback data.
+pub(super) unsafe extern "system" fn post_directory_control(
+    data: *mut FLT_CALLBACK_DATA,
+    _objects: *const FLT_RELATED_OBJECTS,
+    _completion_context: *const core::ffi::c_void,
+    flags: u32,
+) -> FLT_POSTOP_CALLBACK_STATUS {
+    if flags & FLTFL_POST_OPERATION_DRAINING != 0 {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    // SAFETY: FltMgr passes valid callback data for the call.
+    let Some(d) = (unsafe { data.as_mut() }) else {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    };
+    // SAFETY: the completed operation's status.
+    if !nt_success(unsafe { d.IoStatus.Anonymous.Status }) {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    // SAFETY: its parameter block, valid during the callback.
+    let Some(iopb) = (unsafe { d.Iopb.as_ref() }) else {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    };
+    // SAFETY: DIRECTORY_CONTROL: the union holds the directory-control parameters.
+    let control = unsafe { iopb.Parameters.DirectoryControl };
+    // SAFETY: IRP_MN_QUERY_DIRECTORY (the only minor the pre-op synchronises).
+    let q = unsafe { control.QueryDirectory };
+    let Some(class) = u32::try_from(q.FileInformationClass)
+        .ok()
+        .and_then(DirectoryClass::from_raw)
+    else {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    };
+    if q.DirectoryBuffer.is_null() || q.Length == 0 {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    // SAFETY: the caller's buffer of Length bytes, locked in the pre-operation; the post is
+    // synchronised, so it runs in the issuing thread's context.
+    let buffer = unsafe {
+        core::slice::from_raw_parts_mut(q.DirectoryBuffer.cast::<u8>(), q.Length as usize)
+    };
+    let returned = d.IoStatus.Information;
+    match rewrite::disguise_directory(class, buffer, returned, HiddenAttributes::DEFAULT) {
+        Ok(_) => {}
+        Err(_) => fail_malformed(d, buffer, returned),
+    }
+    FLT_POSTOP_FINISHED_PROCESSING
+}
+
+/// PreOperation of QUERY_INFORMATION: a disguised open's attribute query gets its post.
+///
+/// # Safety
+/// Called by FltMgr with valid callback data.
+pub(super) unsafe extern "system" fn pre_query_information(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    _completion_context: *mut *mut core::ffi::c_void,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    // SAFETY: FltMgr passes valid callback data for the call.
+    let Some(d) = (unsafe { data.as_ref() }) else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    // SAFETY: its parameter block, valid during the callback.
+    let Some(iopb) = (unsafe { d.Iopb.as_ref() }) else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    // SAFETY: QUERY_INFORMATION: the union holds its parameters.
+    let q = unsafe { iopb.Parameters.QueryFileInformation };
+    let wanted = u32::try_from(q.FileInformationClass)
+        .ok()
+        .and_then(QueryClass::from_raw)
+        .is_some();
+    if !is_irp(d) || !wanted || !disguised(objects) {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    FLT_PREOP_SYNCHRONIZE
+}
+
+/// PostOperation of QUERY_INFORMATION (synchronised): disguises the attributes.
+///
+/// # Safety
+/// Called by FltMgr with valid callback data.
+pub(super) unsafe extern "system" fn post_query_information(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    _completion_context: *const core::ffi::c_void,
+    flags: u32,
+) -> FLT_POSTOP_CALLBACK_STATUS {
+    if flags & FLTFL_POST_OPERATION_DRAINING != 0 {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    // SAFETY: FltMgr passes valid callback data and related objects for the call.
+    let (Some(d), Some(objects)) = (unsafe { data.as_mut() }, unsafe { objects.as_ref() }) else {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    };
+    // SAFETY: the completed operation's status.
+    let status = unsafe { d.IoStatus.Anonymous.Status };
+    if !nt_success(status) && status != STATUS_BUFFER_OVERFLOW {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    // SAFETY: its parameter block, valid during the callback.
+    let Some(iopb) = (unsafe { d.Iopb.as_ref() }) else {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    };
+    // SAFETY: QUERY_INFORMATION: the union holds its parameters.
+    let q = unsafe { iopb.Parameters.QueryFileInformation };
+    let Some(class) = u32::try_from(q.FileInformationClass)
+        .ok()
+        .and_then(QueryClass::from_raw)
+    else {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    };
+    if q.InfoBuffer.is_null() || q.Length == 0 {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    // SAFETY: the system buffer of Length bytes the I/O manager gave the file system.
+    let buffer =
+        unsafe { core::slice::from_raw_parts_mut(q.InfoBuffer.cast::<u8>(), q.Length as usize) };
+    let returned = d.IoStatus.Information;
+    let is_placeholder = placeholder::get(objects.Instance, objects.FileObject).is_some();
+    if rewrite::disguise_query(
+        class,
+        buffer,
+        returned,
+        is_placeholder,
+        HiddenAttributes::DEFAULT,
+    )
+    .is_err()
+    {
+        fail_malformed(d, buffer, returned);
+    }
+    FLT_POSTOP_FINISHED_PROCESSING
+}
+
+/// Whether a FILE_SYSTEM_CONTROL is FSCTL_GET_REPARSE_POINT by a disguised open: then
+/// `pre_fs_control` synchronises it for [`post_fs_control`].
+pub(super) fn wants_get_reparse_post(code: u32, objects: *const FLT_RELATED_OBJECTS) -> bool {
+    code == FSCTL_GET_REPARSE_POINT && disguised(objects)
+}
+
+/// PostOperation of FILE_SYSTEM_CONTROL (only FSCTL_GET_REPARSE_POINT of disguised opens,
+/// synchronised): cloudflt's reparse point is scrubbed and answered
+/// STATUS_NOT_A_REPARSE_POINT; other tags pass as they are.
+///
+/// # Safety
+/// Called by FltMgr with valid callback data.
+pub(super) unsafe extern "system" fn post_fs_control(
+    data: *mut FLT_CALLBACK_DATA,
+    _objects: *const FLT_RELATED_OBJECTS,
+    _completion_context: *const core::ffi::c_void,
+    flags: u32,
+) -> FLT_POSTOP_CALLBACK_STATUS {
+    if flags & FLTFL_POST_OPERATION_DRAINING != 0 {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    // SAFETY: FltMgr passes valid callback data for the call.
+    let Some(d) = (unsafe { data.as_mut() }) else {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    };
+    // SAFETY: the completed operation's status.
+    let status = unsafe { d.IoStatus.Anonymous.Status };
+    if !nt_success(status) && status != STATUS_BUFFER_OVERFLOW {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    // SAFETY: its parameter block, valid during the callback.
+    let Some(iopb) = (unsafe { d.Iopb.as_ref() }) else {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    };
+    // SAFETY: FILE_SYSTEM_CONTROL: the union holds the FSCTL parameters.
+    let control = unsafe { iopb.Parameters.FileSystemControl };
+    // SAFETY: the Common member overlays the first fields of every method.
+    let common = unsafe { control.Common };
+    if common.FsControlCode != FSCTL_GET_REPARSE_POINT {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    // SAFETY: METHOD_BUFFERED: the Buffered member describes the system buffer.
+    let buffered = unsafe { control.Buffered };
+    if buffered.SystemBuffer.is_null() || buffered.OutputBufferLength == 0 {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    // SAFETY: the system buffer holds OutputBufferLength bytes of output.
+    let output = unsafe {
+        core::slice::from_raw_parts_mut(
+            buffered.SystemBuffer.cast::<u8>(),
+            buffered.OutputBufferLength as usize,
+        )
+    };
+    if rewrite::scrub_reparse_point(output, d.IoStatus.Information) {
+        d.IoStatus = IO_STATUS_BLOCK {
+            Anonymous: IO_STATUS_BLOCK_0 {
+                Status: STATUS_NOT_A_REPARSE_POINT,
+            },
+            Information: 0,
+        };
+        // SAFETY: live callback data in its post-operation.
+        unsafe { FltSetCallbackDataDirty(d) };
+    }
+    FLT_POSTOP_FINISHED_PROCESSING
+}
+
+/// Whether the requestor of a query-open (no file object yet, no sync root known) would
+/// be disguised: decided without the provider rule beyond "is it any provider".
+fn requestor_disguised(data: *const FLT_CALLBACK_DATA) -> bool {
+    let image = super::ops::ImageName::of(data);
+    decide(data, image.units(), None) == Visibility::Disguise
+}
+
+/// PreOperation of QUERY_OPEN: refused for disguised callers, so the I/O manager opens,
+/// queries (rewritten by [`post_query_information`]) and closes.
+///
+/// # Safety
+/// Called by FltMgr with valid callback data.
+pub(super) unsafe extern "system" fn pre_query_open(
+    data: *mut FLT_CALLBACK_DATA,
+    _objects: *const FLT_RELATED_OBJECTS,
+    _completion_context: *mut *mut core::ffi::c_void,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    if requestor_disguised(data) {
+        FLT_PREOP_DISALLOW_FSFILTER_IO
+    } else {
+        FLT_PREOP_SUCCESS_NO_CALLBACK
+    }
+}
+
+/// PreOperation of NETWORK_QUERY_OPEN: the fast-I/O form is refused for disguised callers
+/// (the IRP form follows as a full open and query).
+///
+/// # Safety
+/// Called by FltMgr with valid callback data.
+pub(super) unsafe extern "system" fn pre_network_query_open(
+    data: *mut FLT_CALLBACK_DATA,
+    _objects: *const FLT_RELATED_OBJECTS,
+    _completion_context: *mut *mut core::ffi::c_void,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    // SAFETY: FltMgr passes valid callback data for the call.
+    let Some(d) = (unsafe { data.as_ref() }) else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    if d.Flags & FLTFL_CALLBACK_DATA_FAST_IO_OPERATION != 0 && requestor_disguised(data) {
+        FLT_PREOP_DISALLOW_FASTIO
+    } else {
+        FLT_PREOP_SUCCESS_NO_CALLBACK
+    }
+}
