@@ -208,6 +208,10 @@ POOL_REDZONE_BYTE = 0xFD
 POOL_FREED_BYTE = 0xDD
 
 
+# The process id ConnectNotify sees as the connecting provider's.
+PROVIDER_PID = 0x1234
+
+
 def status_name(v):
     v &= 0xFFFFFFFF
     name = STATUS_NAMES.get(v)
@@ -240,6 +244,7 @@ class Harness:
         self.hook_errors = []         # (phase, api, traceback)
         self.pool = {}                # addr -> dict(tag, size, phase, seq)
         self.pool_freed = {}          # addr -> dict(...) of freed blocks
+        self.spin_locks = {}          # KSPIN_LOCK addr -> held
         self.pool_errors = []         # text
         self.contexts = {}            # addr -> dict(type, size, refs, phase)
         self.security_descriptors = {}  # addr -> freed?
@@ -374,6 +379,11 @@ class Harness:
             'ExAllocatePool2': (3, self.ExAllocatePool2),
             'ExFreePoolWithTag': (2, self.ExFreePoolWithTag),
             'KeBugCheckEx': (5, self.KeBugCheckEx),
+            'PsGetCurrentProcessId': (0, lambda: PROVIDER_PID),
+            'KeAcquireInStackQueuedSpinLock': (2, self.KeAcquireInStackQueuedSpinLock),
+            'KeReleaseInStackQueuedSpinLock': (1, self.KeReleaseInStackQueuedSpinLock),
+            'KeInitializeEvent': (3, self.KeInitializeEvent),
+            'KeSetEvent': (3, self.KeSetEvent),
             'memset': (3, self.memset),
             'memcpy': (3, self.memmove),
             'memmove': (3, self.memmove),
@@ -578,6 +588,35 @@ class Harness:
         self.pool_freed[addr] = block
         self.calls[-1]['block'] = block
         return 0
+
+    # wdm.h: KLOCK_QUEUE_HANDLE { KSPIN_LOCK_QUEUE { Next, Lock }, OldIrql }: the lock's
+    # address is kept at offset 8, so the release finds the lock it frees.
+    def KeAcquireInStackQueuedSpinLock(self, lock, handle):
+        if self.spin_locks.get(lock):
+            self._end_run(self.emu, {'type': 'deadlock',
+                                     'what': 'spin lock %#x acquired while held' % lock})
+            return 0
+        self.spin_locks[lock] = True
+        self.write(handle + 8, lock.to_bytes(8, 'little'))
+        return 0
+
+    def KeReleaseInStackQueuedSpinLock(self, handle):
+        lock = self.u64(handle + 8)
+        if not self.spin_locks.get(lock):
+            self._end_run(self.emu, {'type': 'lock', 'what': 'released spin lock %#x not held' % lock})
+            return 0
+        self.spin_locks[lock] = False
+        return 0
+
+    # wdm.h: DISPATCHER_HEADER starts a KEVENT; SignalState is the LONG at offset 4.
+    def KeInitializeEvent(self, event, kind, state):
+        self.write(event + 4, (1 if state else 0).to_bytes(4, 'little'))
+        return 0
+
+    def KeSetEvent(self, event, increment, wait):
+        previous = self.u32(event + 4)
+        self.write(event + 4, (1).to_bytes(4, 'little'))
+        return previous
 
     def KeBugCheckEx(self, code, p1, p2, p3, p4):
         self._end_run(self.emu, {'type': 'bugcheck', 'code': hex(code & 0xFFFFFFFF),
