@@ -265,8 +265,11 @@ unsafe extern "system" fn message_notify(
         return STATUS_BUFFER_TOO_SMALL;
     }
     // SAFETY: FltMgr passes the provider's output buffer of `output_len` >= `len` bytes.
-    // NOTE: a user-mode buffer written without an exception guard; see DESIGN.md (the
-    // WDK build routes this through a __try shim).
+    // KNOWN GAP: this is a user-mode address written without an exception guard, so a
+    // provider that unmaps its own reply buffer mid-call faults the kernel (input is
+    // copied with MmCopyMemory, which has no write counterpart). The fix is the small C
+    // `__try` shim DESIGN.md describes; until it exists only SYSTEM/Administrators (the
+    // port's security) can reach this.
     unsafe {
         core::ptr::copy_nonoverlapping(encoded.as_slice().as_ptr(), output.cast::<u8>(), len)
     };
