@@ -18,6 +18,9 @@
 //!   STATUS_CLOUD_FILE_UNSUCCESSFUL, as a provider that lost the file would;
 //! - the required range widened to 4 KiB boundaries (the tail ends at end of file), in
 //!   pieces of [`PIECE`] bytes, each a [`Transfer::write`]; a refused piece ends the fetch;
+//! - `delay:MS` sleeps MS before serving each fetch; `fail:STATUS` answers with
+//!   `Transfer::fail` and the library's error for that status; `hang` keeps the transfer
+//!   (dropping it would send FETCH_FAILED) until its process disconnects and exits;
 //! - `crash_after:BYTES` counts bytes over every fetch of one provider process; a piece
 //!   that would pass BYTES is cut to the whole 4 KiB pages that fit (or to the tail at end
 //!   of file); once BYTES are served, or nothing fits, the process dies at once (as
