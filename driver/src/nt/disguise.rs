@@ -88,8 +88,7 @@ impl SystemRoot {
             .filter(|(_, u)| **u == u16::from(b'\\'))
             .nth(2)
             .map(|(i, _)| i);
-        if let Some(split) = second {
-            let (device, rest) = target.split_at(split);
+        if let Some((device, rest)) = second.and_then(|split| target.split_at_checked(split)) {
             let mut resolved = [0u16; SYSTEM_ROOT_MAX];
             if let Some(n) = read_link(device, &mut resolved)
                 && let Some(total) = n.checked_add(rest.len())
