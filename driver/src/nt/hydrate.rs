@@ -725,6 +725,10 @@ fn start_background(target: &Target<'_>, provider: &ProviderRef, whole: Range) {
     let mut to_send = [(0u64, Range::default()); GAPS_PER_ROUND];
     let mut sends = 0;
     FETCHES.with(|f| {
+        // As in `ensure`: a provider going away refuses new requests.
+        if provider.is_gone() {
+            return;
+        }
         let mut cursor = whole.start;
         while sends < GAPS_PER_ROUND && cursor < whole.end {
             let gap = stream.with_state(&f.held, |s| {

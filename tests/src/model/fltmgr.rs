@@ -500,6 +500,37 @@ pub extern "system" fn FltUnregisterFilter(filter: PFLT_FILTER) {
         });
     }
     super::port::disconnect_all(filter);
+    // Instance teardown runs down the operations in flight at the filter's instances:
+    // FltUnregisterFilter does not return while one is still in a callback or pended (on
+    // Windows it would wait forever; the model gives up after a minute and reports it).
+    let instances: Vec<PFLT_INSTANCE> = with_kernel(|k| {
+        k.filters
+            .get(&filter)
+            .map(|f| f.instances.iter().map(|i| i.handle).collect())
+            .unwrap_or_default()
+    });
+    let started = std::time::Instant::now();
+    loop {
+        let pended = with_kernel(|k| {
+            k.io.ops
+                .values()
+                .filter(|o| instances.contains(&o.instance))
+                .count()
+        });
+        if pended == 0 {
+            break;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            with_kernel(|k| {
+                k.violation(
+                    "FltUnregisterFilter",
+                    format!("{pended} operation(s) in flight never completed: unload hangs in instance teardown"),
+                )
+            });
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
     // FltMgr waits for the filter's queued work items and reports the unfreed ones.
     super::workitem::unregister(filter);
     // Instance teardown: release the instance contexts FltMgr holds.
@@ -509,6 +540,28 @@ pub extern "system" fn FltUnregisterFilter(filter: PFLT_FILTER) {
             .map(|f| std::mem::take(&mut f.instances))
             .unwrap_or_default()
     });
+    // Instance teardown also removes the stream and stream-handle contexts the filter set
+    // on files still open: FltMgr drops its own reference on each (a filter that still
+    // holds one has leaked it, and the check below says so).
+    let handles: Vec<PFLT_INSTANCE> = instances.iter().map(|i| i.handle).collect();
+    let attached: Vec<usize> = with_kernel(|k| {
+        let files =
+            k.io.files
+                .values()
+                .flat_map(|f| f.handle_contexts.iter().copied());
+        let streams =
+            k.io.streams
+                .values()
+                .flat_map(|s| s.contexts.iter().copied());
+        files
+            .chain(streams)
+            .filter(|(i, _)| handles.contains(i))
+            .map(|(_, c)| c)
+            .collect()
+    });
+    for context in attached {
+        super::contexts::FltDeleteContext(context as PFLT_CONTEXT);
+    }
     for instance in instances {
         if let Some(ptr) = instance.context
             && let Some(cleanup) = with_kernel(|k| k.release("FltUnregisterFilter", ptr))
