@@ -91,6 +91,8 @@ pub(crate) struct Filter {
     instance_setup: PFLT_INSTANCE_SETUP_CALLBACK,
     started: bool,
     unregistered: bool,
+    /// FltUnregisterFilter has begun: no new operation reaches the filter's callbacks.
+    tearing_down: bool,
     pub(crate) instances: Vec<Instance>,
 }
 
@@ -111,6 +113,11 @@ pub(crate) struct Context {
 impl Filter {
     pub(crate) fn is_unregistered(&self) -> bool {
         self.unregistered
+    }
+
+    /// Whether new operations must bypass the filter (FltUnregisterFilter has begun).
+    pub(crate) fn is_tearing_down(&self) -> bool {
+        self.tearing_down || self.unregistered
     }
 }
 
@@ -274,6 +281,7 @@ pub unsafe extern "system" fn FltRegisterFilter(
                 instance_setup: reg.InstanceSetupCallback,
                 started: false,
                 unregistered: false,
+                tearing_down: false,
                 instances: Vec::new(),
             },
         );
@@ -500,6 +508,12 @@ pub extern "system" fn FltUnregisterFilter(filter: PFLT_FILTER) {
         });
     }
     super::port::disconnect_all(filter);
+    // From here instances are torn down: operations that start now bypass the filter.
+    with_kernel(|k| {
+        if let Some(f) = k.filters.get_mut(&filter) {
+            f.tearing_down = true;
+        }
+    });
     // Instance teardown runs down the operations in flight at the filter's instances:
     // FltUnregisterFilter does not return while one is still in a callback or pended (on
     // Windows it would wait forever; the model gives up after a minute and reports it).
@@ -568,6 +582,15 @@ pub extern "system" fn FltUnregisterFilter(filter: PFLT_FILTER) {
         {
             finish_release(ptr, cleanup);
         }
+    }
+    // FltUnregisterFilter returns only when the references on the filter's objects are
+    // gone (contexts hold one): a callback finishing on another thread gets a moment to
+    // drop what it holds; what is still held after that has leaked.
+    let settle = std::time::Instant::now();
+    while settle.elapsed() < std::time::Duration::from_secs(2)
+        && with_kernel(|k| k.contexts.values().any(|c| c.filter == filter))
+    {
+        std::thread::sleep(std::time::Duration::from_millis(2));
     }
     with_kernel(|k| {
         let objects: Vec<String> = k

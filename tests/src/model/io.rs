@@ -502,7 +502,7 @@ fn finish(addr: usize) {
 fn hooks(k: &mut super::Kernel, req: &Request) -> Vec<Hook> {
     let mut out = Vec::new();
     for (handle, filter) in &k.filters {
-        if filter.is_unregistered() {
+        if filter.is_tearing_down() {
             continue;
         }
         let Some(instance) = filter.instances.iter().find(|i| i.volume == req.volume) else {
