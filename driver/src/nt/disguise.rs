@@ -18,6 +18,10 @@
 //! are zeroed and the request fails with STATUS_UNEXPECTED_IO_ERROR. The file system
 //! produced it, so this only happens with a file system or filter below us that is broken.
 
+use super::ntos::{
+    RtlQueryProcessPlaceholderCompatibilityMode, RtlQueryThreadPlaceholderCompatibilityMode,
+    ZwClose, ZwOpenSymbolicLinkObject, ZwQuerySymbolicLinkObject,
+};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_FINISHED_PROCESSING,
     FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_DISALLOW_FASTIO, FLT_PREOP_DISALLOW_FSFILTER_IO,
@@ -26,12 +30,7 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLTFL_POST_OPERATION_DRAINING, FltGetRequestorProcessId, FltGetStreamHandleContext,
     FltLockUserBuffer, FltReleaseContext, FltSetCallbackDataDirty, PFLT_CONTEXT,
 };
-use windows_sys::Wdk::Storage::FileSystem::{
-    RtlQueryProcessPlaceholderCompatibilityMode, RtlQueryThreadPlaceholderCompatibilityMode,
-};
-use windows_sys::Wdk::System::SystemServices::{
-    IRP_MN_QUERY_DIRECTORY, ZwClose, ZwOpenSymbolicLinkObject, ZwQuerySymbolicLinkObject,
-};
+use windows_sys::Wdk::System::SystemServices::IRP_MN_QUERY_DIRECTORY;
 use windows_sys::Win32::Foundation::{
     HANDLE, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, STATUS_BUFFER_OVERFLOW,
     STATUS_NOT_A_REPARSE_POINT, STATUS_UNEXPECTED_IO_ERROR, UNICODE_STRING,

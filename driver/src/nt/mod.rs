@@ -15,6 +15,7 @@ mod disguise;
 mod file;
 mod hydrate;
 mod instance;
+mod ntos;
 mod ops;
 mod placeholder;
 mod pool;

@@ -135,3 +135,37 @@ pub extern "system" fn ZwClose(handle: HANDLE) -> NTSTATUS {
         STATUS_INVALID_HANDLE
     }
 }
+
+/// MmGetSystemRoutineAddress: the model's kernel exports a driver looks up by name (those
+/// windows-sys attributes to ntdll.dll); NULL for any other name, as for a routine the
+/// running kernel lacks.
+///
+/// # Safety
+/// `name` points to a UNICODE_STRING.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn MmGetSystemRoutineAddress(
+    name: *const windows_sys::Win32::Foundation::UNICODE_STRING,
+) -> *mut std::ffi::c_void {
+    super::irql::check("MmGetSystemRoutineAddress", super::irql::PASSIVE_LEVEL);
+    // SAFETY: the caller's UNICODE_STRING.
+    let Some(name) = (unsafe { name.as_ref() }) else {
+        return std::ptr::null_mut();
+    };
+    if name.Buffer.is_null() {
+        return std::ptr::null_mut();
+    }
+    // SAFETY: Length bytes at Buffer.
+    let units = unsafe { std::slice::from_raw_parts(name.Buffer, usize::from(name.Length) / 2) };
+    match String::from_utf16_lossy(units).as_str() {
+        "ZwClose" => ZwClose as *mut std::ffi::c_void,
+        "ZwOpenSymbolicLinkObject" => ZwOpenSymbolicLinkObject as *mut std::ffi::c_void,
+        "ZwQuerySymbolicLinkObject" => ZwQuerySymbolicLinkObject as *mut std::ffi::c_void,
+        "RtlQueryProcessPlaceholderCompatibilityMode" => {
+            super::process::RtlQueryProcessPlaceholderCompatibilityMode as *mut std::ffi::c_void
+        }
+        "RtlQueryThreadPlaceholderCompatibilityMode" => {
+            super::process::RtlQueryThreadPlaceholderCompatibilityMode as *mut std::ffi::c_void
+        }
+        _ => std::ptr::null_mut(),
+    }
+}
