@@ -15,8 +15,6 @@
 #![allow(
     clippy::panic,
     clippy::indexing_slicing,
-    clippy::unwrap_used,
-    clippy::expect_used,
     reason = "a failed fuzz property must abort the run"
 )]
 
@@ -340,7 +338,8 @@ pub fn build_listing(class: DirectoryClass, entries: &[EntrySpec]) -> Vec<u8> {
 }
 
 fn get_u32(buf: &[u8], at: usize) -> u32 {
-    u32::from_le_bytes(buf[at..at + 4].try_into().unwrap())
+    let b = &buf[at..at + 4];
+    u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
 
 fn set_u32(buf: &mut [u8], at: usize, v: u32) {
