@@ -469,7 +469,7 @@ impl Drop for OwnedFile {
 }
 
 /// cloudflt's GUID: `reparse::GUID` holds it in its on-disk (little-endian fields) form.
-fn reparse_guid() -> windows_sys::core::GUID {
+pub(crate) fn reparse_guid() -> windows_sys::core::GUID {
     let g = reparse::GUID;
     let [
         a0,

@@ -13,7 +13,7 @@ use core::ptr::NonNull;
 
 use cloudflt_proto::ByteRange as WireRange;
 use cloudflt_proto::msg::{CancelFetch, CancelReason, FetchData, FetchFailed, TransferData};
-use cloudflt_proto::{Placeholder, PlaceholderFlags, RangeList, Utf16};
+use cloudflt_proto::{PlaceholderFlags, RangeList, Utf16};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FltCancellableWaitForSingleObject, FltReferenceContext, FltReleaseContext,
     FltSendMessage,
@@ -30,6 +30,7 @@ use windows_sys::Win32::Foundation::{
 
 use super::context::{Held, STREAM_RANGES, StreamContext, StreamState};
 use super::file::{Kind, OwnedFile, PoolBuf};
+use super::placeholder;
 use super::providers::{self, ProviderRef};
 use super::status::nt_success;
 use super::sync::{Event, SpinLock};
@@ -884,9 +885,7 @@ fn write_and_record(stream: &StreamContext, message: &TransferData<'_>, size: u6
 /// RECALL_ON_DATA_ACCESS attributes), newest state last even when transfers race.
 pub(crate) fn persist(stream: &StreamContext, file: &OwnedFile) -> NTSTATUS {
     loop {
-        let Some(mut snapshot) = Snapshot::new() else {
-            return STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES;
-        };
+        let mut snapshot = Snapshot::new();
         let seq = FETCHES.with(|f| {
             stream.with_state(&f.held, |s| {
                 s.snapshot = s.snapshot.wrapping_add(1);
@@ -919,71 +918,42 @@ pub(crate) fn persist(stream: &StreamContext, file: &OwnedFile) -> NTSTATUS {
 struct Snapshot {
     flags: PlaceholderFlags,
     size: u64,
-    ranges: PoolBuf,
+    ranges: [WireRange; STREAM_RANGES],
     count: usize,
 }
 
 impl Snapshot {
-    fn new() -> Option<Self> {
-        Some(Self {
+    fn new() -> Self {
+        Self {
             flags: PlaceholderFlags::EMPTY,
             size: 0,
-            ranges: PoolBuf::zeroed(STREAM_RANGES * core::mem::size_of::<WireRange>())?,
+            ranges: [WireRange::new(0, 0); STREAM_RANGES],
             count: 0,
-        })
+        }
     }
 
     fn fill(&mut self, s: &StreamState) {
         self.flags = s.flags;
         self.size = s.file_size;
         self.count = 0;
-        let slots = self.ranges.as_mut_slice();
-        for (i, r) in s.present.iter().enumerate() {
-            let bytes = slots.get_mut(i * 16..i * 16 + 16);
-            if let Some(b) = bytes {
-                let mut both = [0u8; 16];
-                super::file::copy(&mut both, &r.start.to_le_bytes());
-                super::file::copy(both.get_mut(8..).unwrap_or(&mut []), &r.len().to_le_bytes());
-                super::file::copy(b, &both);
-                self.count = i + 1;
-            }
+        for (slot, r) in self.ranges.iter_mut().zip(s.present.iter()) {
+            *slot = WireRange::new(r.start, r.len());
+            self.count += 1;
         }
     }
 
     fn write(&self, stream: &StreamContext, file: &OwnedFile) -> NTSTATUS {
-        let mut ranges = [WireRange::new(0, 0); STREAM_RANGES];
-        for (i, slot) in ranges.iter_mut().enumerate().take(self.count) {
-            let b = self.ranges.as_slice();
-            let get = |at: usize| {
-                b.get(at..at + 8)
-                    .and_then(|s| s.try_into().ok())
-                    .map(u64::from_le_bytes)
-                    .unwrap_or(0)
-            };
-            *slot = WireRange::new(get(i * 16), get(i * 16 + 8));
-        }
-        let placeholder = Placeholder {
-            flags: self.flags,
-            file_size: self.size,
-            identity: stream.identity(),
-            ranges: RangeList::from_slice(ranges.get(..self.count).unwrap_or(&[])),
-        };
-        let Some(mut blob) = PoolBuf::zeroed(placeholder.encoded_len()) else {
-            return STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES;
-        };
-        let len = match placeholder.encode(blob.as_mut_slice()) {
-            Ok(len) => len,
-            Err(_) => return STATUS_CLOUD_FILE_INVALID_REQUEST,
-        };
-        if let Err(status) = file.tag(blob.as_slice().get(..len).unwrap_or(&[])) {
-            return status;
-        }
-        let full = placeholder.ranges.hydrated_bytes() >= self.size;
-        let result = if full {
-            file.change_attributes(MISSING_DATA_ATTRIBUTES, 0)
-        } else {
-            file.change_attributes(0, MISSING_DATA_ATTRIBUTES)
-        };
+        let ranges = RangeList::from_slice(self.ranges.get(..self.count).unwrap_or(&[]));
+        let full = ranges.hydrated_bytes() >= self.size;
+        let result = placeholder::encode_blob(self.flags, self.size, stream.identity(), ranges)
+            .and_then(|(blob, len)| file.tag(blob.as_slice().get(..len).unwrap_or(&[])))
+            .and_then(|()| {
+                if full {
+                    file.change_attributes(MISSING_DATA_ATTRIBUTES, 0)
+                } else {
+                    file.change_attributes(0, MISSING_DATA_ATTRIBUTES)
+                }
+            });
         match result {
             Ok(()) => STATUS_SUCCESS,
             Err(status) => status,

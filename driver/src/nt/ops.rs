@@ -122,25 +122,6 @@ pub(super) unsafe extern "system" fn pre_fs_control(
 /// no STATUS_REPARSE; other tags are untouched (the entry names only cloudflt's tag and
 /// GUID, and flags 0 mean "never reparse on it").
 fn open_reparse_entry() -> OPEN_REPARSE_LIST_ENTRY {
-    let g = cloudflt_proto::reparse::GUID;
-    let [
-        a0,
-        a1,
-        a2,
-        a3,
-        b0,
-        b1,
-        c0,
-        c1,
-        d0,
-        d1,
-        d2,
-        d3,
-        d4,
-        d5,
-        d6,
-        d7,
-    ] = g;
     OPEN_REPARSE_LIST_ENTRY {
         OpenReparseListEntry: LIST_ENTRY {
             Flink: core::ptr::null_mut(),
@@ -148,12 +129,7 @@ fn open_reparse_entry() -> OPEN_REPARSE_LIST_ENTRY {
         },
         ReparseTag: cloudflt_proto::reparse::TAG,
         Flags: 0,
-        ReparseGuid: windows_sys::core::GUID {
-            data1: u32::from_le_bytes([a0, a1, a2, a3]),
-            data2: u16::from_le_bytes([b0, b1]),
-            data3: u16::from_le_bytes([c0, c1]),
-            data4: [d0, d1, d2, d3, d4, d5, d6, d7],
-        },
+        ReparseGuid: super::file::reparse_guid(),
         Size: core::mem::size_of::<OPEN_REPARSE_LIST_ENTRY>() as u16,
         RemainingLength: 0,
     }

@@ -109,23 +109,9 @@ pub(crate) fn attach(filter: PFLT_FILTER, fo: Fo) -> Result<Option<StreamRef>, N
         Placeholder::decode_reparse(buffer.as_slice().get(..*len).unwrap_or(&[]))
     });
     let (state, identity) = match decoded {
-        Some(Ok(p)) => (state_from(&p, false), p.identity),
+        Some(Ok(p)) => (state_from(Some(&p)), p.identity),
         // The tag is ours but the data is not: reads must fail, not return zeros.
-        Some(Err(_)) | None => (
-            StreamState {
-                placeholder: true,
-                corrupt: true,
-                flags: PlaceholderFlags::EMPTY,
-                file_size: 0,
-                present: RangeSet::new(),
-                writer: None,
-                writer_users: 0,
-                opens: 0,
-                snapshot: 0,
-                persisted: 0,
-            },
-            &[][..],
-        ),
+        Some(Err(_)) | None => (state_from(None), &[][..]),
     };
     // Built before the context is allocated, so that no context ever exists
     // uninitialised (its cleanup callback drops what it owns).
@@ -256,17 +242,18 @@ pub(crate) fn handle_policy(
     policy
 }
 
-/// The in-memory state for a decoded placeholder.
-fn state_from(p: &Placeholder<'_>, corrupt: bool) -> StreamState {
+/// The in-memory state for a decoded placeholder, or for reparse data with cloudflt's tag
+/// that does not decode (`None`: corrupt).
+fn state_from(p: Option<&Placeholder<'_>>) -> StreamState {
     let mut present = RangeSet::<STREAM_RANGES>::new();
-    for r in p.ranges.iter() {
+    for r in p.iter().flat_map(|p| p.ranges.iter()) {
         present.insert(Range::at(r.offset, r.length));
     }
     StreamState {
         placeholder: true,
-        corrupt,
-        flags: p.flags,
-        file_size: p.file_size,
+        corrupt: p.is_none(),
+        flags: p.map_or(PlaceholderFlags::EMPTY, |p| p.flags),
+        file_size: p.map_or(0, |p| p.file_size),
         present,
         writer: None,
         writer_users: 0,
@@ -415,19 +402,13 @@ fn open_managed(
 /// A reply payload: the bytes to return (GET_INFO) or none.
 pub(crate) type Payload = Option<(PoolBuf, usize)>;
 
-/// The blob for `state` with `identity`, encoded into a pool buffer.
-fn encode_blob(
+/// A placeholder blob, encoded into a pool buffer (it may be up to 16 KiB).
+pub(crate) fn encode_blob(
     flags: PlaceholderFlags,
     size: u64,
     identity: &[u8],
-    full: bool,
+    ranges: RangeList<'_>,
 ) -> Result<(PoolBuf, usize), NTSTATUS> {
-    let whole = [cloudflt_proto::ByteRange::new(0, size)];
-    let ranges = if full && size > 0 {
-        RangeList::from_slice(&whole)
-    } else {
-        RangeList::EMPTY
-    };
     let placeholder = Placeholder {
         flags,
         file_size: size,
@@ -485,7 +466,7 @@ pub(crate) fn create(
             file.set_sparse()?;
             file.set_end_of_file(size)?;
         }
-        let (blob, len) = encode_blob(flags, size, m.identity, false)?;
+        let (blob, len) = encode_blob(flags, size, m.identity, RangeList::EMPTY)?;
         file.tag(blob.as_slice().get(..len).unwrap_or(&[]))?;
         let missing = if !directory && size > 0 {
             MISSING_DATA_ATTRIBUTES
@@ -564,7 +545,13 @@ pub(crate) fn convert(provider: &ProviderRef, m: &msg::Convert<'_>) -> Result<()
         flags = flags.union(PlaceholderFlags::ALWAYS_FULL);
     }
     file.set_sparse()?;
-    let (blob, len) = encode_blob(flags, size, m.identity, !dehydrate)?;
+    let whole = [cloudflt_proto::ByteRange::new(0, size)];
+    let ranges = if dehydrate || size == 0 {
+        RangeList::EMPTY
+    } else {
+        RangeList::from_slice(&whole)
+    };
+    let (blob, len) = encode_blob(flags, size, m.identity, ranges)?;
     file.tag(blob.as_slice().get(..len).unwrap_or(&[]))?;
     if dehydrate && size > 0 {
         file.zero_range(0, size)?;
