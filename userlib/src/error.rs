@@ -230,6 +230,17 @@ cloud_errors! {
         code: u32,
     },
 
+    /// One of ntdll's `Rtl*PlaceholderCompatibilityMode` functions failed: it returned a
+    /// negative `PHCM_ERROR_*` value (-1 `PHCM_ERROR_INVALID_PARAMETER`, -2
+    /// `PHCM_ERROR_NO_TEB`, -3 `PHCM_ERROR_NO_PEB`), or a mode newer than this library.
+    #[error("{function} returned {code} ({})", phcm_meaning(*code))]
+    CompatMode {
+        /// The ntdll function.
+        function: &'static str,
+        /// What it returned.
+        code: i8,
+    },
+
     /// A transfer broke cfapi's alignment rule and was not sent: the offset must be a
     /// multiple of 4 KiB, and the length too unless the data ends at the end of the file.
     #[error(
@@ -269,6 +280,17 @@ cloud_errors! {
     /// a bug.
     #[error("the driver's answer did not decode: {0}")]
     Decode(#[from] DecodeError),
+}
+
+/// What a raw `Rtl*PlaceholderCompatibilityMode` answer that is not a known mode means.
+fn phcm_meaning(code: i8) -> &'static str {
+    match code {
+        -1 => "PHCM_ERROR_INVALID_PARAMETER",
+        -2 => "PHCM_ERROR_NO_TEB",
+        -3 => "PHCM_ERROR_NO_PEB",
+        c if c < 0 => "an unknown PHCM_ERROR_* value",
+        _ => "a mode this library does not know",
+    }
 }
 
 impl Error {

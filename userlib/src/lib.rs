@@ -34,6 +34,10 @@
 //! # Ok::<(), cloudflt::Error>(())
 //! ```
 //!
+//! Any program, provider or not, can say whether it wants to see placeholders as what
+//! they are or as ordinary files with [`compat`], Windows' placeholder compatibility
+//! modes for the process or one thread.
+//!
 //! The Windows calls go through `windows-sys` to fltlib.dll and kernel32.dll. On other
 //! hosts the kernel model in `cloudflt-tests` defines the same symbols, and this same
 //! code runs against it, threads and all.
@@ -43,6 +47,7 @@
 #[cfg(all(test, not(windows)))]
 extern crate cloudflt_tests as _;
 
+pub mod compat;
 mod config;
 mod connection;
 mod error;

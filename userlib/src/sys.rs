@@ -1,20 +1,25 @@
-//! The Windows calls the library makes — fltlib's port functions and the kernel32
-//! functions around them — each wrapped once, so that this module holds all of the
-//! crate's `unsafe`.
+//! The Windows calls the library makes — fltlib's port functions, the kernel32
+//! functions around them and ntdll's placeholder compatibility modes — each wrapped once,
+//! so that this module holds all of the crate's `unsafe`.
 //!
 //! Owns: handle lifetime ([`Handle`] closes on drop), threads (started with
 //! `CreateThread` so that, in the kernel model, they belong to the caller's process as
 //! they do on Windows), events and waits, the overlapped `FilterGetMessage` of the message
-//! loop, `FilterSendMessage`, and drive-letter lookup. Does not own: what the bytes mean
-//! (`proto`) or what to do with them (the rest of the crate).
+//! loop, `FilterSendMessage`, drive-letter lookup, and the four
+//! `Rtl*PlaceholderCompatibilityMode` calls (raw `PHCM_*` values in and out). Does not
+//! own: what the bytes mean (`proto`) or what to do with them (the rest of the crate).
 //!
-//! On Windows these symbols come from fltlib.dll and kernel32.dll; elsewhere the kernel
-//! model in `cloudflt-tests` defines them, and this same code runs against it.
+//! On Windows these symbols come from fltlib.dll, kernel32.dll and ntdll.dll; elsewhere
+//! the kernel model in `cloudflt-tests` defines them, and this same code runs against it.
 
 use std::ffi::c_void;
 use std::mem::size_of;
 use std::panic::AssertUnwindSafe;
 
+use windows_sys::Wdk::Storage::FileSystem::{
+    RtlQueryProcessPlaceholderCompatibilityMode, RtlQueryThreadPlaceholderCompatibilityMode,
+    RtlSetProcessPlaceholderCompatibilityMode, RtlSetThreadPlaceholderCompatibilityMode,
+};
 use windows_sys::Win32::Foundation::{
     CloseHandle, ERROR_INSUFFICIENT_BUFFER, ERROR_IO_PENDING, ERROR_MORE_DATA, GetLastError,
     HANDLE, INVALID_HANDLE_VALUE, WAIT_FAILED, WAIT_OBJECT_0,
@@ -246,6 +251,34 @@ pub(crate) fn send(port: &Handle, input: &[u8], output: &mut [u8]) -> Result<usi
         return Err(Error::from_hresult("FilterSendMessage", hr));
     }
     Ok((returned as usize).min(output.len()))
+}
+
+/// RtlQueryProcessPlaceholderCompatibilityMode: the calling process's raw `PHCM_*`
+/// mode, negative on error.
+pub(crate) fn query_process_compat() -> i8 {
+    // SAFETY: no arguments; reads the calling process's PEB.
+    unsafe { RtlQueryProcessPlaceholderCompatibilityMode() }
+}
+
+/// RtlQueryThreadPlaceholderCompatibilityMode: the calling thread's raw `PHCM_*` mode,
+/// negative on error.
+pub(crate) fn query_thread_compat() -> i8 {
+    // SAFETY: no arguments; reads the calling thread's TEB.
+    unsafe { RtlQueryThreadPlaceholderCompatibilityMode() }
+}
+
+/// RtlSetProcessPlaceholderCompatibilityMode: sets the calling process's raw mode; the
+/// previous one, negative on error.
+pub(crate) fn set_process_compat(mode: i8) -> i8 {
+    // SAFETY: a value argument; the function validates it and writes only the PEB.
+    unsafe { RtlSetProcessPlaceholderCompatibilityMode(mode) }
+}
+
+/// RtlSetThreadPlaceholderCompatibilityMode: sets the calling thread's raw mode; the
+/// previous one, negative on error.
+pub(crate) fn set_thread_compat(mode: i8) -> i8 {
+    // SAFETY: a value argument; the function validates it and writes only the TEB.
+    unsafe { RtlSetThreadPlaceholderCompatibilityMode(mode) }
 }
 
 /// What an overlapped FilterGetMessage came back with.
