@@ -22,6 +22,7 @@ use super::ntos::{
     RtlQueryProcessPlaceholderCompatibilityMode, RtlQueryThreadPlaceholderCompatibilityMode,
     ZwClose, ZwOpenSymbolicLinkObject, ZwQuerySymbolicLinkObject,
 };
+use windows_sys::Wdk::Storage::FileSystem::FILE_OPEN;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_FINISHED_PROCESSING,
     FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_DISALLOW_FASTIO, FLT_PREOP_DISALLOW_FSFILTER_IO,
@@ -32,17 +33,24 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
 };
 use windows_sys::Wdk::System::SystemServices::IRP_MN_QUERY_DIRECTORY;
 use windows_sys::Win32::Foundation::{
-    HANDLE, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, STATUS_BUFFER_OVERFLOW,
+    HANDLE, NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, STATUS_BUFFER_OVERFLOW,
     STATUS_NOT_A_REPARSE_POINT, STATUS_UNEXPECTED_IO_ERROR, UNICODE_STRING,
 };
+use windows_sys::Win32::Storage::FileSystem::FILE_READ_ATTRIBUTES;
 use windows_sys::Win32::System::IO::{IO_STATUS_BLOCK, IO_STATUS_BLOCK_0};
 use windows_sys::Win32::System::Ioctl::FSCTL_GET_REPARSE_POINT;
 
 use super::context::StreamHandleContext;
+use super::file::{Kind, OwnedFile};
+use super::ops::NameInfo;
 use super::placeholder;
 use super::providers;
 use super::status::nt_success;
-use crate::engine::rewrite::{self, DirectoryClass, HiddenAttributes, QueryClass};
+use super::sync::SpinLock;
+use crate::engine::rewrite::{
+    self, DirectoryClass, FILE_ATTRIBUTE_REPARSE_POINT, HiddenAttributes, QueryClass, TAG,
+};
+use crate::engine::syncroot;
 use crate::engine::visibility::{self, ImageRules, Requestor, Visibility};
 
 /// Longest `\SystemRoot` target kept, in UTF-16 units.
@@ -50,6 +58,7 @@ const SYSTEM_ROOT_MAX: usize = 260;
 
 /// `\SystemRoot` in NT device form, resolved through its symbolic link (and, when the
 /// target starts with another link such as `\Device\BootDevice`, through that one too).
+#[derive(Clone, Copy)]
 struct SystemRoot {
     units: [u16; SYSTEM_ROOT_MAX],
     len: usize,
@@ -106,6 +115,28 @@ impl SystemRoot {
         }
         root
     }
+}
+
+/// `\SystemRoot` as resolved by the first decision of this load (the link cannot change
+/// while Windows runs); `None` until then, and again after [`forget_system_root`].
+static SYSTEM_ROOT: SpinLock<Option<SystemRoot>> = SpinLock::new(None);
+
+/// The resolved `\SystemRoot`: cached, or resolved now (PASSIVE_LEVEL) and cached when
+/// the resolution found it. A failed resolution is retried by the next decision.
+fn system_root() -> SystemRoot {
+    if let Some(root) = SYSTEM_ROOT.with(|cached| *cached) {
+        return root;
+    }
+    let root = SystemRoot::resolve();
+    if root.len != 0 {
+        SYSTEM_ROOT.with(|cached| *cached = Some(root));
+    }
+    root
+}
+
+/// Drops the cached `\SystemRoot` at unload, so that the next load resolves it again.
+pub(super) fn forget_system_root() {
+    SYSTEM_ROOT.with(|cached| *cached = None);
 }
 
 /// The target of symbolic link `name`, into `out`; its length in units.
@@ -174,7 +205,7 @@ pub(super) fn decide(
         process_mode,
         thread_mode,
     };
-    let root = SystemRoot::resolve();
+    let root = system_root();
     visibility::decide(&who, None, root.as_slice(), &NO_RULES)
 }
 
@@ -262,7 +293,7 @@ pub(super) unsafe extern "system" fn pre_directory_control(
 /// Called by FltMgr with valid callback data.
 pub(super) unsafe extern "system" fn post_directory_control(
     data: *mut FLT_CALLBACK_DATA,
-    _objects: *const FLT_RELATED_OBJECTS,
+    objects: *const FLT_RELATED_OBJECTS,
     _completion_context: *const core::ffi::c_void,
     flags: u32,
 ) -> FLT_POSTOP_CALLBACK_STATUS {
@@ -300,11 +331,81 @@ pub(super) unsafe extern "system" fn post_directory_control(
         core::slice::from_raw_parts_mut(q.DirectoryBuffer.cast::<u8>(), q.Length as usize)
     };
     let returned = d.IoStatus.Information;
-    match rewrite::disguise_directory(class, buffer, returned, HiddenAttributes::DEFAULT) {
-        Ok(_) => {}
-        Err(_) => fail_malformed(d, buffer, returned),
+    // FileDirectory and FileIdGlobalTxDirectory carry no tag: each entry with
+    // FILE_ATTRIBUTE_REPARSE_POINT is looked up by name, with the directory's name fetched
+    // on the first such entry.
+    let mut directory: Option<Result<NameInfo, NTSTATUS>> = None;
+    let result = rewrite::disguise_directory_with(
+        class,
+        buffer,
+        returned,
+        HiddenAttributes::DEFAULT,
+        |name| {
+            let directory = directory.get_or_insert_with(|| NameInfo::normalized(data));
+            directory
+                .as_ref()
+                .is_ok_and(|dir| child_is_ours(objects, dir.units(), name))
+        },
+    );
+    if result.is_err() {
+        fail_malformed(d, buffer, returned);
     }
     FLT_POSTOP_FINISHED_PROCESSING
+}
+
+/// Longest entry name NTFS allows, in UTF-16 units.
+const MAX_COMPONENT: usize = 255;
+
+/// Whether the entry `name` of directory `directory` (normalized, device form) carries
+/// cloudflt's tag: the driver opens it as the reparse point itself and asks its tag.
+///
+/// An entry that cannot be opened (deleted or renamed since the listing, or a name longer
+/// than NTFS allows) is not taken for a placeholder: other files are never touched, and
+/// one that has gone is nobody's to see.
+fn child_is_ours(
+    objects: *const FLT_RELATED_OBJECTS,
+    directory: &[u16],
+    name: rewrite::Name<'_>,
+) -> bool {
+    // SAFETY: FltMgr passes valid related objects for the call.
+    let Some(objects) = (unsafe { objects.as_ref() }) else {
+        return false;
+    };
+    let mut path = [0u16; syncroot::MAX_PATH + 1 + MAX_COMPONENT];
+    let separator: &[u16] = if directory.last() == Some(&u16::from(b'\\')) {
+        &[]
+    } else {
+        &[b'\\' as u16]
+    };
+    let mut len = 0;
+    for (d, s) in path.iter_mut().zip(
+        directory
+            .iter()
+            .copied()
+            .chain(separator.iter().copied())
+            .chain(name.units()),
+    ) {
+        *d = s;
+        len += 1;
+    }
+    let wanted = directory.len() + separator.len() + name.len();
+    let Some(path) = path.get(..len).filter(|_| len == wanted) else {
+        return false;
+    };
+    let Ok(child) = OwnedFile::open(
+        objects.Filter,
+        objects.Instance,
+        path,
+        FILE_READ_ATTRIBUTES,
+        FILE_OPEN,
+        Kind::Any,
+        0,
+    ) else {
+        return false;
+    };
+    child
+        .attribute_tag()
+        .is_ok_and(|(attributes, tag)| attributes & FILE_ATTRIBUTE_REPARSE_POINT != 0 && tag == TAG)
 }
 
 /// PreOperation of QUERY_INFORMATION: a disguised open's attribute query gets its post.

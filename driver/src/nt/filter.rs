@@ -153,5 +153,6 @@ fn teardown(state: PoolBox<Driver>) {
         // every callback, connection and instance is gone.
         unsafe { FltUnregisterFilter(state.filter) };
     }
+    super::disguise::forget_system_root();
     drop(state);
 }

@@ -16,12 +16,10 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_PREOP_SYNCHRONIZE, FLTFL_CALLBACK_DATA_FAST_IO_OPERATION, FLTFL_POST_OPERATION_DRAINING,
     FltAddOpenReparseEntry, FltAllocateDeferredIoWorkItem, FltCompletePendedPreOperation,
     FltFreeDeferredIoWorkItem, FltGetFileNameInformation, FltGetRequestorProcess,
-    FltGetRequestorProcessId, FltQueueDeferredIoWorkItem, FltReleaseFileNameInformation,
-    PFLT_DEFERRED_IO_WORKITEM,
+    FltGetRequestorProcessId, FltIsDirectory, FltQueueDeferredIoWorkItem,
+    FltReleaseFileNameInformation, PFLT_DEFERRED_IO_WORKITEM,
 };
-use windows_sys::Wdk::Storage::FileSystem::{
-    FILE_DIRECTORY_FILE, OPEN_REPARSE_LIST_ENTRY, SeLocateProcessImageName,
-};
+use windows_sys::Wdk::Storage::FileSystem::{OPEN_REPARSE_LIST_ENTRY, SeLocateProcessImageName};
 use windows_sys::Wdk::System::SystemServices::{DelayedWorkQueue, ExFreePool, IRP_PAGING_IO};
 use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_ACCESS_DENIED, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES,
@@ -189,7 +187,7 @@ pub(super) unsafe extern "system" fn post_create(
     // A failure leaves the file without context: its reads then find no placeholder
     // state and pass, which is what they did before the driver loaded.
     let stream = placeholder::attach(objects.Filter, fo).ok().flatten();
-    if stream.is_none() && !opened_as_directory(data) {
+    if stream.is_none() && !is_directory(&fo) {
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
     if let Some(stream) = stream {
@@ -198,21 +196,9 @@ pub(super) unsafe extern "system" fn post_create(
     let placeholder = placeholder::get(objects.Instance, objects.FileObject).is_some();
     // The open's effective policy is fixed now (cfapi's rule): the provider's, as no
     // application policy exists yet. Its visibility too, in the requestor's context.
-    let mut name: *mut FLT_FILE_NAME_INFORMATION = core::ptr::null_mut();
-    // SAFETY: live callback data of a successful create; post-create runs at PASSIVE_LEVEL.
-    let status = unsafe {
-        FltGetFileNameInformation(
-            data,
-            FLT_FILE_NAME_NORMALIZED | FLT_FILE_NAME_QUERY_DEFAULT,
-            &mut name,
-        )
-    };
-    let provider = if nt_success(status) {
-        let name = NameInfo(name);
-        providers::for_path(name.units())
-    } else {
-        None
-    };
+    let provider = NameInfo::normalized(data)
+        .ok()
+        .and_then(|name| providers::for_path(name.units()));
     if !placeholder && provider.is_none() {
         // A directory outside every connected sync root: nothing to disguise in it.
         return FLT_POSTOP_FINISHED_PROCESSING;
@@ -227,15 +213,14 @@ pub(super) unsafe extern "system" fn post_create(
     FLT_POSTOP_FINISHED_PROCESSING
 }
 
-/// Whether a create asked for a directory (FILE_DIRECTORY_FILE): the opens that list.
-fn opened_as_directory(data: &FLT_CALLBACK_DATA) -> bool {
-    // SAFETY: its parameter block, valid during the callback.
-    let Some(iopb) = (unsafe { data.Iopb.as_ref() }) else {
-        return false;
-    };
-    // SAFETY: IRP_MJ_CREATE: the union holds the create parameters.
-    let options = unsafe { iopb.Parameters.Create.Options };
-    options & FILE_DIRECTORY_FILE != 0
+/// Whether a successful create opened a directory: the opens that can list. Asked of the
+/// file system, not read from FILE_DIRECTORY_FILE, which a create may leave out.
+fn is_directory(fo: &Fo) -> bool {
+    let mut directory = false;
+    // SAFETY: the file object of a successful create, on `fo.instance`'s volume;
+    // PASSIVE_LEVEL (post-create); a valid out pointer.
+    let status = unsafe { FltIsDirectory(fo.file_object, fo.instance, &mut directory) };
+    nt_success(status) && directory
 }
 
 /// The read an operation asks for, as (offset, length).
@@ -399,19 +384,10 @@ fn resume(data: *const FLT_CALLBACK_DATA, status: NTSTATUS) {
 /// Fetches what operation `data` on `stream` needs: its read per policy, or all of the
 /// file (`whole`, for a section).
 fn fetch_for(data: *const FLT_CALLBACK_DATA, stream: &StreamRef, whole: Option<u64>) -> NTSTATUS {
-    let mut name: *mut FLT_FILE_NAME_INFORMATION = core::ptr::null_mut();
-    // SAFETY: live callback data; PASSIVE_LEVEL; a valid out pointer.
-    let status = unsafe {
-        FltGetFileNameInformation(
-            data,
-            FLT_FILE_NAME_NORMALIZED | FLT_FILE_NAME_QUERY_DEFAULT,
-            &mut name,
-        )
+    let name = match NameInfo::normalized(data) {
+        Ok(name) => name,
+        Err(status) => return status,
     };
-    if !nt_success(status) {
-        return status;
-    }
-    let name = NameInfo(name);
     // SAFETY: live callback data.
     let pid = unsafe { FltGetRequestorProcessId(data) };
     let image = ImageName::of(data);
@@ -456,10 +432,29 @@ fn target_file_object(data: *const FLT_CALLBACK_DATA) -> usize {
 }
 
 /// A file name from FltGetFileNameInformation, released on drop.
-struct NameInfo(*mut FLT_FILE_NAME_INFORMATION);
+pub(super) struct NameInfo(*mut FLT_FILE_NAME_INFORMATION);
 
 impl NameInfo {
-    fn units(&self) -> &[u16] {
+    /// The normalized name of the file `data` targets, or FltMgr's failure. PASSIVE_LEVEL
+    /// (a pre-operation or a synchronised post-operation).
+    pub(super) fn normalized(data: *const FLT_CALLBACK_DATA) -> Result<Self, NTSTATUS> {
+        let mut name: *mut FLT_FILE_NAME_INFORMATION = core::ptr::null_mut();
+        // SAFETY: live callback data at PASSIVE_LEVEL (the callers' contract); a valid out
+        // pointer.
+        let status = unsafe {
+            FltGetFileNameInformation(
+                data,
+                FLT_FILE_NAME_NORMALIZED | FLT_FILE_NAME_QUERY_DEFAULT,
+                &mut name,
+            )
+        };
+        if !nt_success(status) {
+            return Err(status);
+        }
+        Ok(Self(name))
+    }
+
+    pub(super) fn units(&self) -> &[u16] {
         // SAFETY: a referenced name information structure.
         let Some(info) = (unsafe { self.0.as_ref() }) else {
             return &[];

@@ -391,6 +391,37 @@ pub unsafe extern "system" fn FltQueryInformationFile(
     status
 }
 
+/// FltIsDirectory: whether an open file object is a directory, asked of the file system
+/// below `instance` (FileStandardInformation's Directory byte).
+///
+/// # Safety
+/// `directory` must be writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn FltIsDirectory(
+    fo: *const FILE_OBJECT,
+    instance: PFLT_INSTANCE,
+    directory: *mut bool,
+) -> NTSTATUS {
+    irql::check("FltIsDirectory", APC_LEVEL);
+    if directory.is_null() {
+        return STATUS_INVALID_PARAMETER;
+    }
+    let Some((fo, volume)) = object_on("FltIsDirectory", instance, fo) else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    // FileStandardInformation: Directory is the byte at 21 of 24.
+    let (status, bytes) = files::query_information_on(fo, volume, 5, 24, Some(instance));
+    if status < 0 {
+        return status;
+    }
+    let Some(&flag) = bytes.get(21) else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    // SAFETY: the caller's out pointer, checked non-null.
+    unsafe { directory.write(flag != 0) };
+    STATUS_SUCCESS
+}
+
 /// FltSetInformationFile.
 ///
 /// # Safety
