@@ -12,9 +12,17 @@
 //! | 4 | 2 | protocol version ([`PROTOCOL_VERSION`](crate::PROTOCOL_VERSION)) |
 //! | 6 | 2 | header size, 16 for version 1 |
 //! | 8 | 4 | total size of the context, header included |
-//! | 12 | 4 | flags, none defined: must be zero |
+//! | 12 | 4 | flags: bit 0 [`FLAG_MANAGEMENT`]; every other bit must be zero |
 //!
-//! The body after the header, version 1:
+//! Two kinds of client connect, told apart by [`FLAG_MANAGEMENT`] ([`PortContext`]):
+//!
+//! - a *provider* (flag clear) serves a sync root; the body below says which and how;
+//! - a *management* client (flag set) has no body: the context is the header alone, 16
+//!   bytes. It serves no sync root and receives no requests; it may only send the
+//!   management messages of [`msg`](crate::msg) (the administrator's image rules). The
+//!   port admits SYSTEM and Administrators only, so both kinds are privileged.
+//!
+//! The provider body after the header, version 1:
 //!
 //! | offset | size | field |
 //! |---|---|---|
@@ -56,6 +64,12 @@ pub const DEFAULT_TIMEOUT_MS: u32 = 60_000;
 
 /// Longest provider timeout a context may ask for (one hour).
 pub const MAX_TIMEOUT_MS: u32 = 3_600_000;
+
+/// Header flag: a management connection (no body, no sync root), see [`PortContext`].
+pub const FLAG_MANAGEMENT: u32 = 1;
+
+/// Every header flag this version defines.
+const KNOWN_FLAGS: u32 = FLAG_MANAGEMENT;
 
 /// How a sync root's placeholders are hydrated. Ordered from least to most eager, so the
 /// effective policy of an open is the `max` of the application's and the provider's.
@@ -147,8 +161,12 @@ pub enum ConnectError {
     SizeMismatch,
     /// A flag bit this version does not define is set.
     UnknownFlags(u32),
-    /// The header is good but the body is not, for the reason given.
+    /// The header is good but the body is not, for the reason given (a management
+    /// context with a body is [`DecodeError::LengthMismatch`]).
     BadBody(DecodeError),
+    /// A management context where a provider's was required
+    /// ([`ConnectionContext::decode`]; [`PortContext::decode`] accepts both).
+    NotAProvider,
 }
 
 impl core::fmt::Display for ConnectError {
@@ -161,39 +179,113 @@ impl core::fmt::Display for ConnectError {
             ConnectError::SizeMismatch => f.write_str("connection context size mismatch"),
             ConnectError::UnknownFlags(bits) => write!(f, "unknown context flags {bits:#x}"),
             ConnectError::BadBody(e) => write!(f, "bad connection context body: {e}"),
+            ConnectError::NotAProvider => f.write_str("a management context, not a provider's"),
         }
     }
 }
 
 impl core::error::Error for ConnectError {}
 
-impl<'a> ConnectionContext<'a> {
-    /// Decodes a connection context as received by ConnectNotify.
+/// What a client connects with: a provider's context or a management connection's.
+///
+/// ```
+/// use cloudflt_proto::connect::{HEADER_SIZE, PortContext};
+///
+/// let mut out = [0u8; HEADER_SIZE];
+/// assert_eq!(PortContext::Management.encode(&mut out), Ok(HEADER_SIZE));
+/// assert_eq!(PortContext::decode(&out), Ok(PortContext::Management));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortContext<'a> {
+    /// A sync provider ([`FLAG_MANAGEMENT`] clear).
+    Provider(ConnectionContext<'a>),
+    /// A management client ([`FLAG_MANAGEMENT`] set, no body).
+    Management,
+}
+
+impl<'a> PortContext<'a> {
+    /// Decodes a connection context as received by ConnectNotify, of either kind.
     pub fn decode(bytes: &'a [u8]) -> Result<Self, ConnectError> {
-        if bytes.len() > MAX_SIZE {
-            return Err(ConnectError::TooLarge);
+        let (flags, body) = decode_header(bytes)?;
+        if flags & FLAG_MANAGEMENT == 0 {
+            return ConnectionContext::decode_body(body)
+                .map(Self::Provider)
+                .map_err(ConnectError::BadBody);
         }
-        let magic: [u8; 4] = wire::array(bytes, 0).ok_or(ConnectError::TooShort)?;
-        if magic != MAGIC {
-            return Err(ConnectError::BadMagic);
+        if !body.is_empty() {
+            return Err(ConnectError::BadBody(DecodeError::LengthMismatch));
         }
-        let version = wire::u16_at(bytes, 4).ok_or(ConnectError::TooShort)?;
-        let header_size = wire::u16_at(bytes, 6).ok_or(ConnectError::TooShort)?;
-        let total_size = wire::u32_at(bytes, 8).ok_or(ConnectError::TooShort)?;
-        let flags = wire::u32_at(bytes, 12).ok_or(ConnectError::TooShort)?;
-        if version != crate::PROTOCOL_VERSION {
-            return Err(ConnectError::UnsupportedVersion(version));
+        Ok(Self::Management)
+    }
+
+    /// The encoded length.
+    pub fn encoded_len(&self) -> usize {
+        match self {
+            Self::Provider(context) => context.encoded_len(),
+            Self::Management => HEADER_SIZE,
         }
-        if usize::from(header_size) != HEADER_SIZE
-            || usize::try_from(total_size).ok() != Some(bytes.len())
-        {
-            return Err(ConnectError::SizeMismatch);
+    }
+
+    /// Encodes the context into `out` with [`PROTOCOL_VERSION`](crate::PROTOCOL_VERSION),
+    /// returning [`Self::encoded_len`].
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
+        match self {
+            Self::Provider(context) => context.encode(out),
+            Self::Management => {
+                let mut w = Writer::new(out, HEADER_SIZE)?;
+                write_header(&mut w, HEADER_SIZE as u32, FLAG_MANAGEMENT)?;
+                Ok(w.finish())
+            }
         }
-        if flags != 0 {
-            return Err(ConnectError::UnknownFlags(flags));
+    }
+}
+
+/// Checks the header (magic, version, sizes, flags) and splits off the body: the flags
+/// and the bytes after the header.
+fn decode_header(bytes: &[u8]) -> Result<(u32, &[u8]), ConnectError> {
+    if bytes.len() > MAX_SIZE {
+        return Err(ConnectError::TooLarge);
+    }
+    let magic: [u8; 4] = wire::array(bytes, 0).ok_or(ConnectError::TooShort)?;
+    if magic != MAGIC {
+        return Err(ConnectError::BadMagic);
+    }
+    let version = wire::u16_at(bytes, 4).ok_or(ConnectError::TooShort)?;
+    let header_size = wire::u16_at(bytes, 6).ok_or(ConnectError::TooShort)?;
+    let total_size = wire::u32_at(bytes, 8).ok_or(ConnectError::TooShort)?;
+    let flags = wire::u32_at(bytes, 12).ok_or(ConnectError::TooShort)?;
+    if version != crate::PROTOCOL_VERSION {
+        return Err(ConnectError::UnsupportedVersion(version));
+    }
+    if usize::from(header_size) != HEADER_SIZE
+        || usize::try_from(total_size).ok() != Some(bytes.len())
+    {
+        return Err(ConnectError::SizeMismatch);
+    }
+    if flags & !KNOWN_FLAGS != 0 {
+        return Err(ConnectError::UnknownFlags(flags));
+    }
+    let body = bytes.get(HEADER_SIZE..).ok_or(ConnectError::TooShort)?;
+    Ok((flags, body))
+}
+
+/// Writes the version-1 header of a context of `total` bytes.
+fn write_header(w: &mut Writer<'_>, total: u32, flags: u32) -> Result<(), EncodeError> {
+    w.put(&MAGIC)?;
+    w.u16(crate::PROTOCOL_VERSION)?;
+    w.u16(HEADER_SIZE as u16)?;
+    w.u32(total)?;
+    w.u32(flags)
+}
+
+impl<'a> ConnectionContext<'a> {
+    /// Decodes a provider's connection context as received by ConnectNotify; a management
+    /// context is [`ConnectError::NotAProvider`].
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, ConnectError> {
+        match PortContext::decode(bytes)? {
+            PortContext::Provider(context) => Ok(context),
+            PortContext::Management => Err(ConnectError::NotAProvider),
         }
-        let body = bytes.get(HEADER_SIZE..).ok_or(ConnectError::TooShort)?;
-        Self::decode_body(body).map_err(ConnectError::BadBody)
     }
 
     fn decode_body(body: &'a [u8]) -> Result<Self, DecodeError> {
@@ -278,11 +370,7 @@ impl<'a> ConnectionContext<'a> {
         }
         let total = u32::try_from(len).map_err(|_| EncodeError::TooLarge(Field::Message))?;
         let mut w = Writer::new(out, len)?;
-        w.put(&MAGIC)?;
-        w.u16(crate::PROTOCOL_VERSION)?;
-        w.u16(HEADER_SIZE as u16)?;
-        w.u32(total)?;
-        w.u32(0)?;
+        write_header(&mut w, total, 0)?;
         w.u16(len_u16(self.provider_name.byte_len(), Field::ProviderName)?)?;
         w.u16(len_u16(
             self.provider_version.byte_len(),
@@ -394,10 +482,15 @@ mod tests {
         );
 
         let mut bad = good.clone();
-        bad[12] = 1;
+        bad[12] = 2;
         assert_eq!(
             ConnectionContext::decode(&bad),
-            Err(ConnectError::UnknownFlags(1))
+            Err(ConnectError::UnknownFlags(2))
+        );
+        bad[15] = 0x80;
+        assert_eq!(
+            PortContext::decode(&bad),
+            Err(ConnectError::UnknownFlags(0x8000_0002))
         );
 
         let huge = std::vec![0u8; MAX_SIZE + 1];
@@ -499,6 +592,71 @@ mod tests {
                 needed: sample().encoded_len()
             })
         );
+    }
+
+    #[test]
+    fn a_management_context_is_the_header_alone_with_its_flag() {
+        let mut out = [0xAAu8; 32];
+        assert_eq!(PortContext::Management.encoded_len(), HEADER_SIZE);
+        assert_eq!(PortContext::Management.encode(&mut out), Ok(HEADER_SIZE));
+        let bytes = &out[..HEADER_SIZE];
+        assert_eq!(&bytes[..4], b"CFLT");
+        assert_eq!(&bytes[4..8], &[1, 0, 16, 0], "version 1, header 16");
+        assert_eq!(&bytes[8..12], &16u32.to_le_bytes(), "total = header");
+        assert_eq!(&bytes[12..16], &FLAG_MANAGEMENT.to_le_bytes());
+        assert_eq!(PortContext::decode(bytes), Ok(PortContext::Management));
+        assert_eq!(
+            ConnectionContext::decode(bytes),
+            Err(ConnectError::NotAProvider)
+        );
+        assert_eq!(
+            PortContext::Management.encode(&mut out[..15]),
+            Err(EncodeError::BufferTooSmall {
+                needed: HEADER_SIZE
+            })
+        );
+    }
+
+    #[test]
+    fn a_management_context_with_a_body_or_a_provider_without_one_is_refused() {
+        // The management flag on a provider's context: the body is not allowed.
+        let mut bad = encoded(&sample());
+        bad[12] = 1;
+        assert_eq!(
+            PortContext::decode(&bad),
+            Err(ConnectError::BadBody(DecodeError::LengthMismatch))
+        );
+        // A management header that claims more bytes, with them present.
+        let mut long = [0u8; HEADER_SIZE + 4];
+        assert_eq!(PortContext::Management.encode(&mut long), Ok(HEADER_SIZE));
+        long[8..12].copy_from_slice(&20u32.to_le_bytes());
+        assert_eq!(
+            PortContext::decode(&long),
+            Err(ConnectError::BadBody(DecodeError::LengthMismatch))
+        );
+        // The header alone without the flag is a provider context with no body.
+        let mut bare = [0u8; HEADER_SIZE];
+        assert_eq!(PortContext::Management.encode(&mut bare), Ok(HEADER_SIZE));
+        bare[12] = 0;
+        assert_eq!(
+            PortContext::decode(&bare),
+            Err(ConnectError::BadBody(DecodeError::Truncated))
+        );
+    }
+
+    #[test]
+    fn a_provider_context_decodes_the_same_through_both_entry_points() {
+        let bytes = encoded(&sample());
+        assert_eq!(
+            PortContext::decode(&bytes),
+            Ok(PortContext::Provider(sample()))
+        );
+        let mut out = std::vec![0u8; bytes.len()];
+        assert_eq!(
+            PortContext::Provider(sample()).encode(&mut out),
+            Ok(bytes.len())
+        );
+        assert_eq!(out, bytes);
     }
 
     #[test]

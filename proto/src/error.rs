@@ -47,6 +47,12 @@ pub enum Field {
     Reserved,
     /// A whole message or blob.
     Message,
+    /// An image rule's pattern.
+    Pattern,
+    /// An image rule's visibility.
+    RuleVisibility,
+    /// A list of image rules.
+    Rules,
 }
 
 impl fmt::Display for Field {
@@ -70,6 +76,9 @@ impl fmt::Display for Field {
             Field::Status => "status",
             Field::Reserved => "reserved field",
             Field::Message => "message",
+            Field::Pattern => "image rule pattern",
+            Field::RuleVisibility => "image rule visibility",
+            Field::Rules => "image rule list",
         })
     }
 }

@@ -14,9 +14,10 @@
     reason = "a failed fuzz property must abort the run"
 )]
 
-use crate::connect::ConnectionContext;
-use crate::msg::{Header, KernelMessage, ProviderMessage, Reply};
+use crate::connect::{ConnectionContext, PortContext};
+use crate::msg::{Header, KernelMessage, ManagementMessage, ProviderMessage, Reply};
 use crate::placeholder::{self, Placeholder};
+use crate::rules::{RuleList, RuleListEncoder};
 
 /// Re-encodings larger than this are skipped; fuzz inputs are far smaller.
 const SCRATCH: usize = 64 * 1024;
@@ -71,49 +72,84 @@ fn placeholder_once(data: &[u8]) {
     }
 }
 
-/// Every port message kind, through the header and both direction dispatchers.
+/// Every port message kind, through the header and the three direction dispatchers
+/// (kernel, provider, management), of which at most one accepts a message.
 pub fn fuzz_message(data: &[u8]) {
     let header = Header::decode(data);
     let kernel = KernelMessage::decode(data);
     let provider = ProviderMessage::decode(data);
+    let management = ManagementMessage::decode(data);
     match header {
         Err(e) => {
             assert_eq!(kernel.err(), Some(e), "header errors come first");
             assert_eq!(provider.err(), Some(e), "header errors come first");
+            assert_eq!(management.err(), Some(e), "header errors come first");
         }
         Ok(h) => {
             let message = &data[..h.length as usize];
-            if h.kind.is_from_kernel() {
-                assert!(provider.is_err());
-                if let Ok(m) = kernel {
-                    assert_eq!((m.kind(), m.request_id()), (h.kind, h.request_id));
-                    reencodes_to(message, m.encoded_len(), |out| m.encode(out));
-                }
-            } else {
-                assert!(kernel.is_err());
-                if let Ok(m) = provider {
-                    assert_eq!((m.kind(), m.request_id()), (h.kind, h.request_id));
-                    reencodes_to(message, m.encoded_len(), |out| m.encode(out));
-                }
+            let from_kernel = h.kind.is_from_kernel();
+            let from_management = h.kind.is_management();
+            assert!(from_kernel || kernel.is_err());
+            assert!(from_management || management.is_err());
+            assert!((!from_kernel && !from_management) || provider.is_err());
+            if let Ok(m) = kernel {
+                assert_eq!((m.kind(), m.request_id()), (h.kind, h.request_id));
+                reencodes_to(message, m.encoded_len(), |out| m.encode(out));
+            }
+            if let Ok(m) = provider {
+                assert_eq!((m.kind(), m.request_id()), (h.kind, h.request_id));
+                reencodes_to(message, m.encoded_len(), |out| m.encode(out));
+            }
+            if let Ok(m) = management {
+                assert_eq!((m.kind(), m.request_id()), (h.kind, h.request_id));
+                reencodes_to(message, m.encoded_len(), |out| m.encode(out));
             }
         }
     }
 }
 
-/// The connection context decoder.
+/// The connection context decoders, of either kind.
 pub fn fuzz_connect(data: &[u8]) {
-    if let Ok(c) = ConnectionContext::decode(data) {
-        assert_eq!(c.encoded_len(), data.len());
-        reencodes_to(data, data.len(), |out| c.encode(out));
+    let provider = ConnectionContext::decode(data);
+    match PortContext::decode(data) {
+        Ok(c) => {
+            assert_eq!(c.encoded_len(), data.len());
+            reencodes_to(data, data.len(), |out| c.encode(out));
+            match c {
+                PortContext::Provider(p) => assert_eq!(provider, Ok(p)),
+                PortContext::Management => assert!(provider.is_err()),
+            }
+        }
+        Err(e) => assert_eq!(provider, Err(e), "the same refusal either way"),
     }
 }
 
-/// The reply decoder.
+/// The reply decoder, and the rule list a reply may carry.
 pub fn fuzz_reply(data: &[u8]) {
     if let Ok(r) = Reply::decode(data) {
         let len = r.encoded_len();
         assert!(len <= data.len());
         reencodes_to(&data[..len], len, |out| r.encode(out));
+        fuzz_rule_list(r.payload);
+    }
+    fuzz_rule_list(data);
+}
+
+/// The rule list decoder: a list that decodes re-encodes, rule by rule, to its bytes.
+pub fn fuzz_rule_list(data: &[u8]) {
+    if let Ok(list) = RuleList::decode(data) {
+        assert_eq!(
+            list.iter().count(),
+            list.len(),
+            "every checked rule is read"
+        );
+        reencodes_to(data, data.len(), |out| {
+            let mut encoder = RuleListEncoder::new(out);
+            for rule in list.iter() {
+                encoder.push(rule.visibility, rule.pattern)?;
+            }
+            encoder.finish()
+        });
     }
 }
 
@@ -130,6 +166,7 @@ mod tests {
             fuzz_message(&data);
             fuzz_connect(&data);
             fuzz_reply(&data);
+            fuzz_rule_list(&data);
         }
     }
 }

@@ -9,6 +9,7 @@
 //!
 //! - [`connect`]: the context a provider connects with;
 //! - [`msg`]: port messages in both directions and the driver's replies;
+//! - [`rules`]: the administrator's image rules as management messages carry them;
 //! - [`placeholder`]: the reparse data that makes a file a placeholder;
 //! - [`reparse`], [`port`]: constants both sides share.
 #![no_std]
@@ -34,10 +35,13 @@ pub mod msg;
 pub mod placeholder;
 pub mod port;
 pub mod reparse;
+pub mod rules;
 pub mod utf16;
 mod wire;
 
-pub use connect::{ConnectError, ConnectionContext, HydrationPolicy, PopulationPolicy};
+pub use connect::{
+    ConnectError, ConnectionContext, HydrationPolicy, PopulationPolicy, PortContext,
+};
 pub use error::{DecodeError, EncodeError, Field};
 pub use placeholder::{ByteRange, Placeholder, PlaceholderFlags, RangeList};
 pub use utf16::Utf16;

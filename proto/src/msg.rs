@@ -10,7 +10,12 @@
 //! - provider → kernel, as FilterSendMessage input: [`TransferData`], [`FetchFailed`],
 //!   [`CreatePlaceholder`], [`Convert`], [`Revert`], [`Hydrate`], [`Dehydrate`],
 //!   [`SetPin`], [`GetInfo`] (together [`ProviderMessage`]); the driver answers each in
-//!   FilterSendMessage's output buffer with a [`Reply`].
+//!   FilterSendMessage's output buffer with a [`Reply`];
+//! - management client → kernel, on a management connection
+//!   ([`PortContext::Management`](crate::PortContext::Management)) and only there:
+//!   [`SetImageRule`], [`RemoveImageRule`], [`ClearImageRules`], [`ListImageRules`]
+//!   (together [`ManagementMessage`]), answered with a [`Reply`] the same way. A provider
+//!   connection cannot send them, nor a management connection a provider's.
 //!
 //! Every message starts with a 16-byte header (all fields little-endian):
 //!
@@ -34,6 +39,7 @@
 use crate::PROTOCOL_VERSION;
 use crate::error::{DecodeError, EncodeError, Field};
 use crate::placeholder::{ByteRange, MAX_BLOB_SIZE, MAX_IDENTITY_LEN, PlaceholderFlags};
+use crate::rules::{MAX_RULE_LIST_LEN, RuleVisibility, pattern_len, read_pattern_len};
 use crate::utf16::Utf16;
 use crate::wire::{Reader, Writer, len_u16};
 
@@ -56,8 +62,13 @@ pub const MAX_PRIORITY: u8 = 15;
 /// transfers are sent as several messages.
 pub const MAX_TRANSFER_LEN: usize = 1024 * 1024;
 
-/// Largest [`Reply`] payload: a placeholder blob.
-pub const MAX_REPLY_PAYLOAD: usize = MAX_BLOB_SIZE;
+/// Largest [`Reply`] payload: a placeholder blob ([`GetInfo`]) or the longest rule list
+/// ([`ListImageRules`]), whichever is larger.
+pub const MAX_REPLY_PAYLOAD: usize = if MAX_BLOB_SIZE > MAX_RULE_LIST_LEN {
+    MAX_BLOB_SIZE
+} else {
+    MAX_RULE_LIST_LEN
+};
 
 /// Fixed part sizes, after the header.
 const FETCH_FIXED: usize = 48;
@@ -69,6 +80,9 @@ const CONVERT_FIXED: usize = 8;
 const PATH_ONLY_FIXED: usize = 8;
 const RANGE_OP_FIXED: usize = 24;
 const SET_PIN_FIXED: usize = 8;
+const SET_RULE_FIXED: usize = 8;
+const PATTERN_ONLY_FIXED: usize = 8;
+const EMPTY_FIXED: usize = 8;
 
 /// Longest message the driver sends: a [`FetchData`] with every variable part at its limit.
 /// A provider's FilterGetMessage buffer needs this plus the 16-byte FILTER_MESSAGE_HEADER.
@@ -85,7 +99,8 @@ const MAX_MESSAGE_LEN: usize = if MAX_KERNEL_MESSAGE_LEN > MAX_PROVIDER_MESSAGE_
     MAX_PROVIDER_MESSAGE_LEN
 };
 
-/// What a message is. Kernel → provider kinds are `0x00xx`, provider → kernel `0x01xx`.
+/// What a message is. Kernel → provider kinds are `0x00xx`, provider → kernel `0x01xx`,
+/// management client → kernel `0x02xx`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[repr(u16)]
 #[non_exhaustive]
@@ -112,6 +127,14 @@ pub enum Kind {
     SetPin = 0x0108,
     /// [`GetInfo`].
     GetInfo = 0x0109,
+    /// [`SetImageRule`].
+    SetImageRule = 0x0201,
+    /// [`RemoveImageRule`].
+    RemoveImageRule = 0x0202,
+    /// [`ClearImageRules`].
+    ClearImageRules = 0x0203,
+    /// [`ListImageRules`].
+    ListImageRules = 0x0204,
 }
 
 impl Kind {
@@ -129,6 +152,10 @@ impl Kind {
             0x0107 => Kind::Dehydrate,
             0x0108 => Kind::SetPin,
             0x0109 => Kind::GetInfo,
+            0x0201 => Kind::SetImageRule,
+            0x0202 => Kind::RemoveImageRule,
+            0x0203 => Kind::ClearImageRules,
+            0x0204 => Kind::ListImageRules,
             _ => return None,
         })
     }
@@ -138,9 +165,15 @@ impl Kind {
         self as u16
     }
 
-    /// Whether the driver sends this kind (rather than the provider).
+    /// Whether the driver sends this kind (rather than a client).
     pub const fn is_from_kernel(self) -> bool {
         self.to_u16() < 0x0100
+    }
+
+    /// Whether this kind is a management message, which only a management connection
+    /// may send.
+    pub const fn is_management(self) -> bool {
+        self.to_u16() >> 8 == 0x02
     }
 }
 
@@ -989,6 +1022,145 @@ impl<'a> SetPin<'a> {
 }
 message!(SetPin<'a>, Kind::SetPin);
 
+/// Management → kernel: set the image rule for a pattern, replacing the rule for the same
+/// pattern (compared case-insensitively) if there is one. The driver answers
+/// STATUS_OBJECT_NAME_INVALID for a pattern that is not well formed and
+/// STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES when it already holds
+/// [`MAX_RULES`](crate::rules::MAX_RULES) other rules.
+///
+/// Fixed part (8 bytes): visibility `u32` ([`RuleVisibility`]), pattern length `u16`,
+/// 2 reserved. Then the pattern (UTF-16LE, see [`rules`](crate::rules)).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetImageRule<'a> {
+    /// Echoed in the reply.
+    pub request_id: u64,
+    /// What matching images see.
+    pub visibility: RuleVisibility,
+    /// An NT path or a bare file name, at most
+    /// [`MAX_PATTERN_BYTES`](crate::rules::MAX_PATTERN_BYTES).
+    pub pattern: Utf16<'a>,
+}
+
+impl<'a> SetImageRule<'a> {
+    fn body_len(&self) -> usize {
+        SET_RULE_FIXED.saturating_add(self.pattern.byte_len())
+    }
+
+    fn check(&self) -> Result<(), EncodeError> {
+        Ok(())
+    }
+
+    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        let len = pattern_len(&self.pattern)?;
+        w.u32(self.visibility.to_u32())?;
+        w.u16(len)?;
+        w.zeros(2)?;
+        w.utf16(&self.pattern)
+    }
+
+    fn read_body(request_id: u64, r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let visibility = RuleVisibility::from_u32(r.u32()?)
+            .ok_or(DecodeError::BadValue(Field::RuleVisibility))?;
+        let len = read_pattern_len(r)?;
+        r.reserved(2)?;
+        Ok(Self {
+            request_id,
+            visibility,
+            pattern: r.utf16(len, Field::Pattern)?,
+        })
+    }
+}
+message!(SetImageRule<'a>, Kind::SetImageRule);
+
+/// Management → kernel: remove the image rule for a pattern (compared
+/// case-insensitively). The driver answers STATUS_NOT_FOUND when there is none.
+///
+/// Fixed part (8 bytes): pattern length `u16`, 6 reserved. Then the pattern (UTF-16LE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoveImageRule<'a> {
+    /// Echoed in the reply.
+    pub request_id: u64,
+    /// The pattern as it was set.
+    pub pattern: Utf16<'a>,
+}
+
+impl<'a> RemoveImageRule<'a> {
+    fn body_len(&self) -> usize {
+        PATTERN_ONLY_FIXED.saturating_add(self.pattern.byte_len())
+    }
+
+    fn check(&self) -> Result<(), EncodeError> {
+        Ok(())
+    }
+
+    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        w.u16(pattern_len(&self.pattern)?)?;
+        w.zeros(6)?;
+        w.utf16(&self.pattern)
+    }
+
+    fn read_body(request_id: u64, r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let len = read_pattern_len(r)?;
+        r.reserved(6)?;
+        Ok(Self {
+            request_id,
+            pattern: r.utf16(len, Field::Pattern)?,
+        })
+    }
+}
+message!(RemoveImageRule<'a>, Kind::RemoveImageRule);
+
+/// Declares a management request with no parameters.
+///
+/// Fixed part (8 bytes): reserved.
+macro_rules! no_parameters {
+    ($(#[$doc:meta])* $ty:ident, $kind:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub struct $ty {
+            /// Echoed in the reply.
+            pub request_id: u64,
+        }
+
+        impl $ty {
+            fn body_len(&self) -> usize {
+                EMPTY_FIXED
+            }
+
+            fn check(&self) -> Result<(), EncodeError> {
+                Ok(())
+            }
+
+            fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+                w.zeros(EMPTY_FIXED)
+            }
+
+            fn read_body(request_id: u64, r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+                r.reserved(EMPTY_FIXED)?;
+                Ok(Self { request_id })
+            }
+        }
+        message!($ty, $kind);
+    };
+}
+
+no_parameters!(
+    /// Management → kernel: remove every image rule.
+    ///
+    /// Fixed part (8 bytes): reserved.
+    ClearImageRules,
+    Kind::ClearImageRules
+);
+
+no_parameters!(
+    /// Management → kernel: report the image rules. The [`Reply`] payload is a rule list
+    /// ([`RuleList`](crate::rules::RuleList)).
+    ///
+    /// Fixed part (8 bytes): reserved.
+    ListImageRules,
+    Kind::ListImageRules
+);
+
 /// Declares a message enum that dispatches on the header's kind.
 macro_rules! dispatch {
     ($(#[$doc:meta])* $name:ident { $($variant:ident($ty:ty)),* $(,)? }) => {
@@ -1064,6 +1236,16 @@ dispatch!(
         Dehydrate(Dehydrate<'a>),
         SetPin(SetPin<'a>),
         GetInfo(GetInfo<'a>),
+    }
+);
+
+dispatch!(
+    /// A message a management client sends to the driver.
+    ManagementMessage {
+        SetImageRule(SetImageRule<'a>),
+        RemoveImageRule(RemoveImageRule<'a>),
+        ClearImageRules(ClearImageRules),
+        ListImageRules(ListImageRules),
     }
 );
 
@@ -1169,9 +1351,10 @@ mod tests {
     enum Any<'a> {
         Kernel(KernelMessage<'a>),
         Provider(ProviderMessage<'a>),
+        Management(ManagementMessage<'a>),
     }
 
-    const KINDS: usize = 11;
+    const KINDS: usize = 15;
 
     /// One of `options`, chosen by `n`.
     fn pick<T: Copy>(options: &[T], n: u32) -> T {
@@ -1262,9 +1445,24 @@ mod tests {
                     p.small,
                 ),
             })),
-            _ => Any::Provider(ProviderMessage::GetInfo(GetInfo {
+            10 => Any::Provider(ProviderMessage::GetInfo(GetInfo {
                 request_id: p.request_id,
                 path,
+            })),
+            11 => Any::Management(ManagementMessage::SetImageRule(SetImageRule {
+                request_id: p.request_id,
+                visibility: pick(&[RuleVisibility::Expose, RuleVisibility::Disguise], p.small),
+                pattern: Utf16::from_units(&p.image[..p.image.len().min(512)]),
+            })),
+            12 => Any::Management(ManagementMessage::RemoveImageRule(RemoveImageRule {
+                request_id: p.request_id,
+                pattern: Utf16::from_units(&p.image[..p.image.len().min(512)]),
+            })),
+            13 => Any::Management(ManagementMessage::ClearImageRules(ClearImageRules {
+                request_id: p.request_id,
+            })),
+            _ => Any::Management(ManagementMessage::ListImageRules(ListImageRules {
+                request_id: p.request_id,
             })),
         }
     }
@@ -1281,6 +1479,11 @@ mod tests {
                 let r = p.encode(&mut out);
                 (out.len(), r.map(|n| (n, out)))
             }
+            Any::Management(m) => {
+                let mut out = std::vec![0u8; m.encoded_len()];
+                let r = m.encode(&mut out);
+                (out.len(), r.map(|n| (n, out)))
+            }
         };
         assert_eq!(result.as_ref().map(|(n, _)| *n), Ok(len));
         result.map(|(_, out)| out).unwrap_or_default()
@@ -1290,6 +1493,8 @@ mod tests {
         let header = Header::decode(bytes)?;
         if header.kind.is_from_kernel() {
             KernelMessage::decode(bytes).map(Any::Kernel)
+        } else if header.kind.is_management() {
+            ManagementMessage::decode(bytes).map(Any::Management)
         } else {
             ProviderMessage::decode(bytes).map(Any::Provider)
         }
@@ -1600,6 +1805,142 @@ mod tests {
         );
     }
 
+    #[test]
+    fn management_messages_have_the_documented_layout() {
+        let pattern = units("app.exe");
+        let set = SetImageRule {
+            request_id: 5,
+            visibility: RuleVisibility::Disguise,
+            pattern: Utf16::from_units(&pattern),
+        };
+        let mut out = [0u8; 64];
+        let n = set.encoded_len();
+        assert_eq!(set.encode(&mut out), Ok(n));
+        assert_eq!(n, 16 + 8 + 14);
+        assert_eq!(&out[..4], &[1, 2, 1, 0], "kind 0x0201, version 1");
+        assert_eq!(&out[16..24], &[2, 0, 0, 0, 14, 0, 0, 0]);
+        assert_eq!(&out[24..26], &[b'a', 0]);
+        assert_eq!(
+            ManagementMessage::decode(&out[..n]),
+            Ok(ManagementMessage::SetImageRule(set))
+        );
+
+        let remove = RemoveImageRule {
+            request_id: 6,
+            pattern: Utf16::from_units(&pattern),
+        };
+        let n = remove.encoded_len();
+        assert_eq!(remove.encode(&mut out), Ok(n));
+        assert_eq!(&out[..2], &[2, 2]);
+        assert_eq!(&out[16..24], &[14, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(RemoveImageRule::decode(&out[..n]), Ok(remove));
+
+        let no_parameters = [
+            ManagementMessage::ClearImageRules(ClearImageRules { request_id: 7 }),
+            ManagementMessage::ListImageRules(ListImageRules { request_id: 7 }),
+        ];
+        for message in no_parameters {
+            assert_eq!(message.encode(&mut out), Ok(24));
+            assert_eq!(&out[..2], &message.kind().to_u16().to_le_bytes());
+            assert_eq!(&out[16..24], &[0; 8]);
+            assert_eq!(ManagementMessage::decode(&out[..24]), Ok(message));
+        }
+        assert!(Kind::ListImageRules.is_management());
+        assert!(!Kind::GetInfo.is_management() && !Kind::FetchData.is_management());
+    }
+
+    #[test]
+    fn management_messages_refuse_malformations_and_the_wrong_connection() {
+        let pattern = units("\\Device\\x");
+        let set = SetImageRule {
+            request_id: 1,
+            visibility: RuleVisibility::Expose,
+            pattern: Utf16::from_units(&pattern),
+        };
+        let mut good = std::vec![0u8; set.encoded_len()];
+        assert_eq!(set.encode(&mut good), Ok(good.len()));
+        let patched = |offset: usize, bytes: &[u8]| {
+            let mut bad = good.clone();
+            bad[offset..offset + bytes.len()].copy_from_slice(bytes);
+            ManagementMessage::decode(&bad).map(|_| ())
+        };
+        assert_eq!(
+            patched(16, &[0]),
+            Err(DecodeError::BadValue(Field::RuleVisibility))
+        );
+        assert_eq!(
+            patched(16, &[3]),
+            Err(DecodeError::BadValue(Field::RuleVisibility))
+        );
+        assert_eq!(
+            patched(20, &[2, 8]),
+            Err(DecodeError::TooLarge(Field::Pattern))
+        );
+        assert_eq!(
+            patched(20, &[3, 0]),
+            Err(DecodeError::BadString(Field::Pattern))
+        );
+        assert_eq!(patched(20, &[2, 0]), Err(DecodeError::LengthMismatch));
+        assert_eq!(
+            patched(22, &[1]),
+            Err(DecodeError::BadValue(Field::Reserved))
+        );
+        // Neither direction's dispatcher takes the other's kinds.
+        assert_eq!(
+            ProviderMessage::decode(&good),
+            Err(DecodeError::UnexpectedKind(0x0201))
+        );
+        let info = GetInfo {
+            request_id: 1,
+            path: Utf16::from_units(&pattern),
+        };
+        let mut other = std::vec![0u8; info.encoded_len()];
+        assert_eq!(info.encode(&mut other), Ok(other.len()));
+        assert_eq!(
+            ManagementMessage::decode(&other),
+            Err(DecodeError::UnexpectedKind(0x0109))
+        );
+        let mut clear = [0u8; 24];
+        assert_eq!(ClearImageRules { request_id: 1 }.encode(&mut clear), Ok(24));
+        clear[23] = 1;
+        assert_eq!(
+            ClearImageRules::decode(&clear),
+            Err(DecodeError::BadValue(Field::Reserved))
+        );
+
+        let long = std::vec![0x41u16; crate::rules::MAX_PATTERN_UNITS + 1];
+        let mut out = std::vec![0u8; 4096];
+        assert_eq!(
+            SetImageRule {
+                pattern: Utf16::from_units(&long),
+                ..set
+            }
+            .encode(&mut out),
+            Err(EncodeError::TooLarge(Field::Pattern))
+        );
+        assert_eq!(
+            RemoveImageRule {
+                request_id: 1,
+                pattern: Utf16::from_units(&long),
+            }
+            .encode(&mut out),
+            Err(EncodeError::TooLarge(Field::Pattern))
+        );
+    }
+
+    #[test]
+    fn the_longest_rule_list_fits_in_a_reply() {
+        let list = std::vec![0u8; MAX_RULE_LIST_LEN];
+        let reply = Reply {
+            status: 0,
+            request_id: 1,
+            payload: &list,
+        };
+        let mut out = std::vec![0u8; reply.encoded_len()];
+        assert_eq!(reply.encode(&mut out), Ok(out.len()));
+        const { assert!(MAX_REPLY_PAYLOAD >= MAX_BLOB_SIZE) };
+    }
+
     fn path_of(s: &str) -> Vec<u16> {
         units(s)
     }
@@ -1665,6 +2006,7 @@ mod tests {
             let cut = cut.index(bytes.len());
             prop_assert!(KernelMessage::decode(&bytes[..cut]).is_err());
             prop_assert!(ProviderMessage::decode(&bytes[..cut]).is_err());
+            prop_assert!(ManagementMessage::decode(&bytes[..cut]).is_err());
         }
 
         #[test]
@@ -1684,6 +2026,7 @@ mod tests {
             let _ = Header::decode(&bytes);
             let _ = KernelMessage::decode(&bytes);
             let _ = ProviderMessage::decode(&bytes);
+            let _ = ManagementMessage::decode(&bytes);
             let _ = Reply::decode(&bytes);
         }
 

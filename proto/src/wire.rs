@@ -116,6 +116,11 @@ impl<'a> Writer<'a> {
         Ok(Self { out, pos: 0 })
     }
 
+    /// A writer over all of `out`, for encoders that learn their length as they go.
+    pub(crate) fn whole(out: &'a mut [u8]) -> Self {
+        Self { out, pos: 0 }
+    }
+
     pub(crate) fn put(&mut self, bytes: &[u8]) -> Result<(), EncodeError> {
         let err = self.too_small();
         let end = self.pos.checked_add(bytes.len()).ok_or(err)?;
