@@ -24,21 +24,27 @@ use super::ntos::{
 };
 use windows_sys::Wdk::Storage::FileSystem::FILE_OPEN;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FLT_CALLBACK_DATA, FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_FINISHED_PROCESSING,
-    FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_DISALLOW_FASTIO, FLT_PREOP_DISALLOW_FSFILTER_IO,
-    FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_PREOP_SYNCHRONIZE, FLT_RELATED_OBJECTS,
-    FLTFL_CALLBACK_DATA_FAST_IO_OPERATION, FLTFL_CALLBACK_DATA_IRP_OPERATION,
+    FLT_CALLBACK_DATA, FLT_PARAMETERS_11_0, FLT_POSTOP_CALLBACK_STATUS,
+    FLT_POSTOP_FINISHED_PROCESSING, FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_DISALLOW_FASTIO,
+    FLT_PREOP_DISALLOW_FSFILTER_IO, FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_PREOP_SYNCHRONIZE,
+    FLT_RELATED_OBJECTS, FLTFL_CALLBACK_DATA_FAST_IO_OPERATION, FLTFL_CALLBACK_DATA_IRP_OPERATION,
     FLTFL_POST_OPERATION_DRAINING, FltGetRequestorProcessId, FltGetStreamHandleContext,
     FltLockUserBuffer, FltReleaseContext, FltSetCallbackDataDirty, PFLT_CONTEXT,
 };
-use windows_sys::Wdk::System::SystemServices::IRP_MN_QUERY_DIRECTORY;
+use windows_sys::Wdk::System::SystemServices::{
+    IRP_MN_QUERY_DIRECTORY, MdlMappingNoExecute, MmCached, MmMapLockedPagesSpecifyCache,
+    NormalPagePriority,
+};
 use windows_sys::Win32::Foundation::{
     HANDLE, NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, STATUS_BUFFER_OVERFLOW,
-    STATUS_NOT_A_REPARSE_POINT, STATUS_UNEXPECTED_IO_ERROR, UNICODE_STRING,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_NOT_A_REPARSE_POINT, STATUS_UNEXPECTED_IO_ERROR,
+    UNICODE_STRING,
 };
 use windows_sys::Win32::Storage::FileSystem::FILE_READ_ATTRIBUTES;
 use windows_sys::Win32::System::IO::{IO_STATUS_BLOCK, IO_STATUS_BLOCK_0};
 use windows_sys::Win32::System::Ioctl::FSCTL_GET_REPARSE_POINT;
+
+use core::ptr::NonNull;
 
 use super::context::StreamHandleContext;
 use super::file::{Kind, OwnedFile};
@@ -322,13 +328,20 @@ pub(super) unsafe extern "system" fn post_directory_control(
     else {
         return FLT_POSTOP_FINISHED_PROCESSING;
     };
-    if q.DirectoryBuffer.is_null() || q.Length == 0 {
+    if q.Length == 0 {
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
-    // SAFETY: the caller's buffer of Length bytes, locked in the pre-operation; the post is
-    // synchronised, so it runs in the issuing thread's context.
-    let buffer = unsafe {
-        core::slice::from_raw_parts_mut(q.DirectoryBuffer.cast::<u8>(), q.Length as usize)
+    let Some(buffer) = listing_buffer(d.RequestorMode, &q) else {
+        // The listing cannot be reached safely, so it must not reach the caller either.
+        d.IoStatus = IO_STATUS_BLOCK {
+            Anonymous: IO_STATUS_BLOCK_0 {
+                Status: STATUS_INSUFFICIENT_RESOURCES,
+            },
+            Information: 0,
+        };
+        // SAFETY: live callback data in its post-operation.
+        unsafe { FltSetCallbackDataDirty(d) };
+        return FLT_POSTOP_FINISHED_PROCESSING;
     };
     let returned = d.IoStatus.Information;
     // FileDirectory and FileIdGlobalTxDirectory carry no tag: each entry with
@@ -351,6 +364,59 @@ pub(super) unsafe extern "system" fn post_directory_control(
         fail_malformed(d, buffer, returned);
     }
     FLT_POSTOP_FINISHED_PROCESSING
+}
+
+/// MDL_MAPPED_TO_SYSTEM_VA (wdm.h).
+const MDL_MAPPED_TO_SYSTEM_VA: i16 = 0x0001;
+/// MDL_SOURCE_IS_NONPAGED_POOL (wdm.h).
+const MDL_SOURCE_IS_NONPAGED_POOL: i16 = 0x0004;
+/// KernelMode.
+const KERNEL_MODE: i8 = 0;
+
+/// The listing's buffer, through a system address: the MDL the pre-operation's
+/// FltLockUserBuffer made, mapped as MmGetSystemAddressForMdlSafe does. The caller's
+/// user-mode address is never touched: another thread of its process could free those
+/// pages at any moment, and Rust has no exception guard for the fault. A kernel-mode
+/// caller's buffer without an MDL is a system address already. `None` when neither exists
+/// or the mapping fails.
+fn listing_buffer(requestor_mode: i8, q: &FLT_PARAMETERS_11_0) -> Option<&'static mut [u8]> {
+    let length = q.Length as usize;
+    let address = match NonNull::new(q.MdlAddress) {
+        Some(mdl) => {
+            // SAFETY: the MDL FltLockUserBuffer built, alive until the operation completes.
+            let (flags, mapped, count) = unsafe {
+                let m = mdl.as_ref();
+                (m.MdlFlags, m.MappedSystemVa, m.ByteCount)
+            };
+            if (count as usize) < length {
+                return None;
+            }
+            if flags & (MDL_MAPPED_TO_SYSTEM_VA | MDL_SOURCE_IS_NONPAGED_POOL) != 0 {
+                mapped
+            } else {
+                // SAFETY: a locked MDL (FltLockUserBuffer); a kernel-mode mapping owned by
+                // the MDL, released by the I/O manager when it frees it; IRQL <= APC_LEVEL.
+                unsafe {
+                    MmMapLockedPagesSpecifyCache(
+                        mdl.as_ptr(),
+                        KERNEL_MODE,
+                        MmCached,
+                        core::ptr::null(),
+                        0,
+                        NormalPagePriority as u32 | MdlMappingNoExecute,
+                    )
+                }
+            }
+        }
+        None if requestor_mode == KERNEL_MODE => q.DirectoryBuffer,
+        None => return None,
+    };
+    if address.is_null() {
+        return None;
+    }
+    // SAFETY: `length` bytes at a system address (checked against the MDL's byte count),
+    // valid until the operation completes, which is after this synchronised post-operation.
+    Some(unsafe { core::slice::from_raw_parts_mut(address.cast::<u8>(), length) })
 }
 
 /// Longest entry name NTFS allows, in UTF-16 units.

@@ -660,12 +660,109 @@ pub extern "system" fn FltLockUserBuffer(data: *const FLT_CALLBACK_DATA) -> NTST
         return STATUS_INVALID_PARAMETER;
     }
     // Validated above as a live callback data the dispatcher owns.
-    let live = data as usize as *const FLT_CALLBACK_DATA;
+    let live = data as usize as *mut FLT_CALLBACK_DATA;
     // SAFETY: a live callback data.
     if unsafe { (*live).Flags } & FLTFL_CALLBACK_DATA_IRP_OPERATION == 0 {
         return STATUS_INVALID_PARAMETER;
     }
+    // SAFETY: a live callback data.
+    let iopb = unsafe { (*live).Iopb }.cast_mut();
+    // SAFETY: its parameter block, owned by the dispatcher and live with the operation.
+    let iopb = unsafe { &mut *iopb };
+    if iopb.MajorFunction != io::major::DIRECTORY_CONTROL {
+        // Only directory queries are modelled with an MDL; others have none to lock.
+        return STATUS_SUCCESS;
+    }
+    // SAFETY: DIRECTORY_CONTROL: the union holds the directory-control parameters.
+    let control = unsafe { iopb.Parameters.DirectoryControl };
+    // SAFETY: IRP_MN_QUERY_DIRECTORY's member.
+    let q = unsafe { control.QueryDirectory };
+    if !q.MdlAddress.is_null() || q.DirectoryBuffer.is_null() || q.Length == 0 {
+        return STATUS_SUCCESS;
+    }
+    let user = q.DirectoryBuffer as usize;
+    let mut mdl = Box::new(windows_sys::Wdk::Foundation::MDL {
+        MdlFlags: MDL_PAGES_LOCKED,
+        StartVa: (user & !0xFFF) as *mut c_void,
+        ByteOffset: (user & 0xFFF) as u32,
+        ByteCount: q.Length,
+        ..Default::default()
+    });
+    let mdl_ptr: *mut windows_sys::Wdk::Foundation::MDL = &mut *mdl;
+    iopb.Parameters.DirectoryControl.QueryDirectory.MdlAddress = mdl_ptr;
+    with_kernel(|k| {
+        if let Some(op) = k.io.ops.get_mut(&(data as usize)) {
+            op.mdl = Some(io::LockedMdl {
+                mdl,
+                user,
+                len: q.Length as usize,
+                mapping: None,
+                fresh: true,
+            });
+        }
+    });
     STATUS_SUCCESS
+}
+
+/// MDL_MAPPED_TO_SYSTEM_VA.
+const MDL_MAPPED_TO_SYSTEM_VA: i16 = 0x0001;
+/// MDL_PAGES_LOCKED.
+const MDL_PAGES_LOCKED: i16 = 0x0002;
+
+/// MmMapLockedPagesSpecifyCache, for the MDLs FltLockUserBuffer built: maps them into
+/// "system space" (see `io::LockedMdl`). Only kernel-mode mappings of a locked MDL that is
+/// not mapped yet.
+///
+/// # Safety
+/// `mdl` must be an MDL the caller got from the I/O parameters.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn MmMapLockedPagesSpecifyCache(
+    mdl: *mut windows_sys::Wdk::Foundation::MDL,
+    access_mode: i8,
+    _cache: i32,
+    requested: *const c_void,
+    _bugcheck_on_failure: u32,
+    _priority: u32,
+) -> *mut c_void {
+    irql::check("MmMapLockedPagesSpecifyCache", DISPATCH_LEVEL);
+    if access_mode != 0 || !requested.is_null() {
+        with_kernel(|k| {
+            k.violation(
+                "MmMapLockedPagesSpecifyCache",
+                "a user-mode mapping (or a requested address) of an I/O buffer from a filter",
+            )
+        });
+        return std::ptr::null_mut();
+    }
+    with_kernel(|k| {
+        let found =
+            k.io.ops
+                .values_mut()
+                .filter_map(|o| o.mdl.as_mut())
+                .find(|m| std::ptr::eq(&*m.mdl, mdl));
+        let outcome = match found {
+            None => Err(format!("{mdl:p} is not the MDL of a live operation")),
+            Some(locked) if locked.mdl.MdlFlags & MDL_MAPPED_TO_SYSTEM_VA != 0 => Err(
+                "the MDL is already mapped (use MappedSystemVa: MmGetSystemAddressForMdlSafe)"
+                    .to_owned(),
+            ),
+            Some(locked) => {
+                // SAFETY: the issuer's buffer the MDL describes, alive with the operation.
+                let bytes =
+                    unsafe { std::slice::from_raw_parts(locked.user as *const u8, locked.len) };
+                let mut mapping: Box<[u8]> = bytes.into();
+                let va = mapping.as_mut_ptr().cast::<c_void>();
+                locked.mapping = Some(mapping);
+                locked.mdl.MappedSystemVa = va;
+                locked.mdl.MdlFlags |= MDL_MAPPED_TO_SYSTEM_VA;
+                Ok(va)
+            }
+        };
+        outcome.unwrap_or_else(|message| {
+            k.violation("MmMapLockedPagesSpecifyCache", message);
+            std::ptr::null_mut()
+        })
+    })
 }
 
 /// FltDoCompletionProcessingWhenSafe: runs `safe` now if the IRQL allows, else on a

@@ -173,7 +173,31 @@ pub(crate) struct OpState {
     pub(crate) reissue: bool,
     /// Who answers when FltMgr lets the operation through (again, on reissue).
     pub(crate) fs: FileSystem,
+    /// The MDL FltLockUserBuffer built for the caller's buffer (fltio.rs).
+    pub(crate) mdl: Option<LockedMdl>,
 }
+
+/// An MDL FltMgr made for a METHOD_NEITHER buffer: its pages locked, and mapped into
+/// system space on request. The system mapping is a distinct buffer standing for the
+/// same physical pages: the operation's bytes are copied into it when it is mapped and
+/// back to the caller's address when the operation completes, so only what is written
+/// through the mapping reaches the caller (a write through the user address in a
+/// post-operation is reported: kernel code cannot guard it).
+pub(crate) struct LockedMdl {
+    pub(crate) mdl: Box<windows_sys::Wdk::Foundation::MDL>,
+    /// The caller's buffer.
+    pub(crate) user: usize,
+    pub(crate) len: usize,
+    /// The system mapping, once MmMapLockedPagesSpecifyCache made it.
+    pub(crate) mapping: Option<Box<[u8]>>,
+    /// Set by FltLockUserBuffer, cleared by the dispatcher: the parameter change is
+    /// FltMgr's, not the filter's.
+    pub(crate) fresh: bool,
+}
+
+// SAFETY: the MDL's pointers describe the operation's own buffer; the model only touches
+// them under its kernel lock or from the issuing thread.
+unsafe impl Send for LockedMdl {}
 
 /// One filter instance an operation passes through.
 #[derive(Clone, Copy)]
@@ -240,6 +264,7 @@ pub(crate) fn dispatch(req: &Request, fs: FileSystem) -> Completion {
                 open_reparse: Vec::new(),
                 reissue: false,
                 fs,
+                mdl: None,
             },
         )
     });
@@ -308,7 +333,7 @@ pub(crate) fn dispatch(req: &Request, fs: FileSystem) -> Completion {
             }
         }
         let dirty = cbd.data.Flags & FLTFL_CALLBACK_DATA_DIRTY != 0;
-        if !dirty && iopb_bytes(&cbd.iopb) != before {
+        if !dirty && iopb_bytes(&without_fresh_mdl(addr, &cbd.iopb)) != before {
             violation(
                 "PreOperation",
                 format!(
@@ -424,11 +449,18 @@ pub(crate) fn dispatch(req: &Request, fs: FileSystem) -> Completion {
             DISPATCH_LEVEL
         };
         let before = iopb_bytes(&cbd.iopb);
+        let user_before = user_buffer(addr);
         // SAFETY: the filter's post-operation with the callback data and related objects
         // of its pre-operation, at completion IRQL.
         let status = irql::at(level, || unsafe {
             post(&mut cbd.data, &objects, context as *const c_void, 0)
         });
+        if user_before.is_some() && user_buffer(addr) != user_before {
+            violation(
+                "PostOperation",
+                "wrote the caller's buffer through its user-mode address; kernel code cannot guard that access (the process may free the pages): write through the MDL's system address (MmGetSystemAddressForMdlSafe)",
+            );
+        }
         if with_kernel(|k| k.io.ops.get(&addr).is_some_and(|o| o.reissue)) {
             // FltReissueSynchronousIo ran from inside the post-operation.
             set_reissue(addr, false);
@@ -486,17 +518,65 @@ pub(crate) fn cancel_probe(k: &super::Kernel, data: *const FLT_CALLBACK_DATA) ->
 }
 
 fn finish(addr: usize) {
-    with_kernel(|k| {
+    let mdl = with_kernel(|k| {
         k.io.tag_data.remove(&addr);
-        if let Some(op) = k.io.ops.remove(&addr)
-            && op.queued_in.is_some()
-        {
+        let op = k.io.ops.remove(&addr)?;
+        if op.queued_in.is_some() {
             k.violation(
                 "FltCompletePendedPreOperation",
                 "an operation completed while still inserted in a cancel-safe queue",
             );
         }
+        op.mdl
     });
+    // The I/O manager unmaps and frees the MDL; the pages were the caller's all along.
+    if let Some(LockedMdl {
+        user,
+        len,
+        mapping: Some(mapping),
+        ..
+    }) = mdl
+    {
+        // SAFETY: the issuer's buffer of `len` bytes, alive until its call returns.
+        unsafe {
+            std::ptr::copy_nonoverlapping(
+                mapping.as_ptr(),
+                user as *mut u8,
+                len.min(mapping.len()),
+            );
+        }
+    }
+}
+
+/// The parameter block with the MdlAddress FltLockUserBuffer set in this pre-operation
+/// taken out again, for the dirty-parameter check.
+fn without_fresh_mdl(addr: usize, iopb: &FLT_IO_PARAMETER_BLOCK) -> FLT_IO_PARAMETER_BLOCK {
+    let fresh = with_kernel(
+        |k| match k.io.ops.get_mut(&addr).and_then(|o| o.mdl.as_mut()) {
+            Some(m) if m.fresh => {
+                m.fresh = false;
+                true
+            }
+            _ => false,
+        },
+    );
+    let mut copy = *iopb;
+    if fresh && copy.MajorFunction == major::DIRECTORY_CONTROL {
+        copy.Parameters.DirectoryControl.QueryDirectory.MdlAddress = std::ptr::null_mut();
+    }
+    copy
+}
+
+/// A copy of the caller's locked buffer, if FltLockUserBuffer locked one.
+fn user_buffer(addr: usize) -> Option<Vec<u8>> {
+    let (user, len) = with_kernel(|k| {
+        k.io.ops
+            .get(&addr)
+            .and_then(|o| o.mdl.as_ref())
+            .map(|m| (m.user, m.len))
+    })?;
+    // SAFETY: the issuer's buffer of `len` bytes, alive until its call returns.
+    Some(unsafe { std::slice::from_raw_parts(user as *const u8, len) }.to_vec())
 }
 
 fn hooks(k: &mut super::Kernel, req: &Request) -> Vec<Hook> {
