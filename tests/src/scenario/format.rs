@@ -56,9 +56,9 @@ fn default_system_root() -> String {
     "C:\\Windows".into()
 }
 
-/// Placeholder compatibility mode of a process.
+/// Placeholder compatibility mode of a process or thread.
 #[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Compat {
     /// PHCM_APPLICATION_DEFAULT.
     #[default]
@@ -67,6 +67,8 @@ pub enum Compat {
     Disguise,
     /// PHCM_EXPOSE_PLACEHOLDERS.
     Expose,
+    /// PHCM_DISGUISE_FULL_PLACEHOLDERS.
+    DisguiseFull,
 }
 
 /// `[[process]]`.
@@ -264,6 +266,19 @@ pub struct Step {
     pub paths: Option<Vec<String>>,
     /// Milliseconds for `wait`.
     pub ms: Option<u64>,
+    /// The thread placeholder compatibility mode the operation runs with.
+    pub thread_compat: Option<Compat>,
+    /// `set_compat`: the process mode to set.
+    pub mode: Option<Compat>,
+    /// `image_rule`: the image (DOS path, directory or bare name).
+    pub image: Option<String>,
+    /// `image_rule`: `expose` | `disguise`.
+    pub visibility: Option<String>,
+    /// `image_rule`: remove the rule instead of setting it.
+    #[serde(default)]
+    pub remove: bool,
+    /// `query`: the information buffer's length.
+    pub buffer: Option<u64>,
     /// Inner steps of `parallel` / `sequence`.
     #[serde(default)]
     pub steps: Vec<Step>,
@@ -274,7 +289,7 @@ pub struct Step {
 }
 
 /// Every operation of format v1.
-pub const OPERATIONS: [&str; 28] = [
+pub const OPERATIONS: [&str; 30] = [
     "load_driver",
     "unload_driver",
     "connect",
@@ -303,4 +318,6 @@ pub const OPERATIONS: [&str; 28] = [
     "parallel",
     "sequence",
     "wait",
+    "set_compat",
+    "image_rule",
 ];

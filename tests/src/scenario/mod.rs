@@ -69,6 +69,29 @@
 //!   `unpin`; one inner step of a `parallel` may load or unload the driver (it runs on
 //!   the scenario's own thread, the others on threads of their own), so that unloading
 //!   with requests pending can be written.
+//! - Additions for placeholder visibility: `compat = "disguise_full"` in `[[process]]`
+//!   (PHCM_DISGUISE_FULL_PLACEHOLDERS). `thread_compat = "default" | "disguise" |
+//!   "expose" | "disguise_full"` on a step that runs as a process (`create_file`,
+//!   `open`, `close`, `read`, `write`, `list`, `query`, `get_reparse`, `set_reparse`,
+//!   `delete_reparse`, `rename`, `delete`, `pin`, `unpin`; with `as`, or on a kept
+//!   `handle` as the process that opened it): the operation runs on a thread of that
+//!   process whose own compatibility mode is set to that value first, with the provider
+//!   library's `cloudflt::compat::ThreadModeGuard` (RtlSetThreadPlaceholderCompatibilityMode),
+//!   and put back afterwards. `do = "set_compat"`, `as`, `mode` (the same four values):
+//!   the process sets its own mode on one of its threads with
+//!   `cloudflt::compat::set_process_mode` (RtlSetProcessPlaceholderCompatibilityMode);
+//!   its status is that call's. `options = ["directory"]` on `open` opens a directory
+//!   (FILE_DIRECTORY_FILE, GENERIC_READ), so that `list` and `query` can be done on a
+//!   kept directory handle. `options = ["open_reparse_point"]` on `query` (on a path)
+//!   opens with FILE_OPEN_REPARSE_POINT, as CreateFile with FILE_FLAG_OPEN_REPARSE_POINT
+//!   before GetFileInformationByHandleEx: a link or another filter's reparse point is
+//!   queried itself. `buffer = N` on `query` is the information buffer's length (default:
+//!   the class's structure, plus room for a 260-character name where the class ends in
+//!   one); an answer with a warning status (STATUS_BUFFER_OVERFLOW: FileAllInformation
+//!   whose name did not fit) is decoded and checked as far as it was returned, an error
+//!   returns nothing to check. A field of these additions on an operation it does not
+//!   belong to (`thread_compat` on `state`, `buffer` on `list`, `options` on `read`, …)
+//!   makes the step invalid rather than being ignored.
 //! - At the end, handles still open are closed (the processes exit), providers disconnect
 //!   and drop what they kept, every provider callback has returned (or the step `exit`
 //!   fails after 60 s), then a driver left loaded is unloaded so its leaks are reported.
@@ -102,7 +125,8 @@ use windows_sys::Win32::Foundation::{STATUS_FLT_FILTER_NOT_FOUND, STATUS_IMAGE_A
 
 use crate::model::files;
 use crate::model::process::{
-    PHCM_APPLICATION_DEFAULT, PHCM_DISGUISE_PLACEHOLDER, PHCM_EXPOSE_PLACEHOLDERS,
+    PHCM_APPLICATION_DEFAULT, PHCM_DISGUISE_FULL_PLACEHOLDERS, PHCM_DISGUISE_PLACEHOLDER,
+    PHCM_EXPOSE_PLACEHOLDERS,
 };
 use crate::model::{Machine, VolumeConfig};
 use crate::ntstatus;
@@ -364,6 +388,7 @@ fn build(machine: &Machine, scenario: &Scenario, pass: Pass) -> Result<World, St
             Compat::Default => PHCM_APPLICATION_DEFAULT,
             Compat::Disguise => PHCM_DISGUISE_PLACEHOLDER,
             Compat::Expose => PHCM_EXPOSE_PLACEHOLDERS,
+            Compat::DisguiseFull => PHCM_DISGUISE_FULL_PLACEHOLDERS,
         };
         let nt = image(&p.image, &p.name)?;
         // Ordinary processes run with a standard user token.
@@ -701,6 +726,9 @@ impl World {
         {
             return Outcome::Invalid(format!("`provider = {provider:?}` names no provider"));
         }
+        if let Some(why) = misplaced(step) {
+            return Outcome::Invalid(why);
+        }
         match step.op.as_str() {
             "wait" => match step.ms {
                 Some(ms) => {
@@ -719,7 +747,8 @@ impl World {
             | "provider_stats" => self.perform_provider_op(step),
             "create_file" | "open" | "close" | "read" | "write" | "list" | "query"
             | "get_reparse" | "set_reparse" | "delete_reparse" | "rename" | "delete" | "pin"
-            | "unpin" | "state" => self.perform_file_op(step),
+            | "unpin" | "state" | "set_compat" => self.perform_file_op(step),
+            "image_rule" => self.image_rule(step),
             other => Outcome::Invalid(format!(
                 "unknown operation `{other}` (format v1 has: {})",
                 format::OPERATIONS.join(", ")
@@ -739,6 +768,51 @@ impl World {
             }
         }
     }
+}
+
+/// The runner's additions that belong to one operation only: on any other, a field that
+/// would be silently ignored is an invalid step instead.
+fn misplaced(step: &Step) -> Option<String> {
+    const ON_A_THREAD: [&str; 14] = [
+        "create_file",
+        "open",
+        "close",
+        "read",
+        "write",
+        "list",
+        "query",
+        "get_reparse",
+        "set_reparse",
+        "delete_reparse",
+        "rename",
+        "delete",
+        "pin",
+        "unpin",
+    ];
+    let op = step.op.as_str();
+    let fields = [
+        (
+            "thread_compat",
+            step.thread_compat.is_some(),
+            ON_A_THREAD.contains(&op),
+        ),
+        ("buffer", step.buffer.is_some(), op == "query"),
+        (
+            "options",
+            !step.options.is_empty(),
+            matches!(op, "open" | "query"),
+        ),
+        ("mode", step.mode.is_some(), op == "set_compat"),
+        ("image", step.image.is_some(), op == "image_rule"),
+        ("visibility", step.visibility.is_some(), op == "image_rule"),
+        ("remove", step.remove, op == "image_rule"),
+    ];
+    let wrong: Vec<&str> = fields
+        .iter()
+        .filter(|(_, set, fits)| *set && !fits)
+        .map(|(name, _, _)| *name)
+        .collect();
+    (!wrong.is_empty()).then(|| format!("`{op}` takes no {}", wrong.join(", ")))
 }
 
 /// Pairs the records of the two differential runs by label: a step fails if either run

@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::mem::size_of;
 use std::sync::{Arc, Mutex};
 
+use cloudflt::compat::{self, PlaceholderCompatibility, ThreadModeGuard};
 use cloudflt_proto::{Placeholder, PlaceholderFlags};
 use windows_sys::Wdk::Storage::FileSystem::{
     self as fs, FILE_BASIC_INFORMATION, FILE_CREATE, FILE_DELETE_ON_CLOSE, FILE_DIRECTORY_FILE,
@@ -37,7 +38,7 @@ use windows_sys::Win32::System::SystemServices::{
 use super::content;
 use super::decode::{self, Entry, Info};
 use super::expect::RemoteRoot;
-use super::format::{Step, Tag};
+use super::format::{Compat, Step, Tag};
 use super::provider::{Provider, ProviderStats};
 use crate::model::files::{self, Handle, IoMode, OpenParams};
 use crate::model::process::{self, SYSTEM_PID};
@@ -294,6 +295,40 @@ fn need<'a, T>(value: &'a Option<T>, op: &str, field: &str) -> Result<&'a T, Str
         .ok_or_else(|| format!("`{op}` needs `{field}`"))
 }
 
+/// NT_ERROR: severity 3. Warnings (severity 2) still return data.
+fn is_error(status: NTSTATUS) -> bool {
+    (status as u32) >> 30 == 3
+}
+
+/// The largest information buffer a `query` step may ask for.
+const MAX_QUERY_BUFFER: usize = 1 << 16;
+
+/// Runs `f` as process `pid`, on a thread whose placeholder compatibility mode is the
+/// step's `thread_compat` while `f` runs (as the process's own thread would set it with
+/// the provider library's guard), restored afterwards.
+fn as_process<R>(step: &Step, pid: u32, f: impl FnOnce() -> R) -> Result<R, String> {
+    process::run_as(pid, || {
+        let Some(mode) = step.thread_compat else {
+            return Ok(f());
+        };
+        let guard = ThreadModeGuard::set(compat_mode(mode))
+            .map_err(|e| format!("the thread cannot set its compatibility mode: {e}"))?;
+        let r = f();
+        drop(guard);
+        Ok(r)
+    })
+}
+
+/// The provider library's name for a scenario's compatibility mode.
+pub(crate) fn compat_mode(mode: Compat) -> PlaceholderCompatibility {
+    match mode {
+        Compat::Default => PlaceholderCompatibility::ApplicationDefault,
+        Compat::Disguise => PlaceholderCompatibility::Disguise,
+        Compat::Expose => PlaceholderCompatibility::Expose,
+        Compat::DisguiseFull => PlaceholderCompatibility::DisguiseFull,
+    }
+}
+
 /// `Ok(status)` or `Err(status)` of a model call, as one status.
 fn status_of<T>(r: &Result<T, NTSTATUS>) -> NTSTATUS {
     match r {
@@ -411,6 +446,7 @@ impl World {
             "rename" => self.rename(step),
             "delete" => self.delete(step),
             "pin" | "unpin" => self.pin(step),
+            "set_compat" => self.set_compat(step),
             "state" => return self.state(step),
             other => Err(format!("`{other}` is not a file operation")),
         };
@@ -433,7 +469,7 @@ impl World {
             (None, None, None) => Vec::new(),
             (_, _, Some(_)) => return Err("`seed` goes with `size`".into()),
         };
-        Ok(process::run_as(pid, || {
+        as_process(step, pid, || {
             if let Err(status) = make_parents(path) {
                 return Observation::status(status);
             }
@@ -453,7 +489,25 @@ impl World {
                     Observation::status(status_of(&written))
                 }
             }
-        }))
+        })
+    }
+
+    /// `image_rule`: an administrator adds or removes an image rule.
+    pub(crate) fn image_rule(&self, _step: &Step) -> Outcome {
+        Outcome::Unsupported("image rules need the provider library's admin module".into())
+    }
+
+    /// `set_compat`: the process sets its own mode, on one of its threads, as a program
+    /// calls RtlSetProcessPlaceholderCompatibilityMode (through the provider library).
+    fn set_compat(&self, step: &Step) -> Result<Observation, String> {
+        let pid = self
+            .actor(step)?
+            .ok_or("`set_compat` needs `as`".to_string())?;
+        let mode = compat_mode(*need(&step.mode, "set_compat", "mode")?);
+        let set = process::run_as(pid, || compat::set_process_mode(mode));
+        Ok(Observation::status(
+            set.map_or_else(|e| e.status(), |_| STATUS_SUCCESS),
+        ))
     }
 
     fn open(&self, step: &Step) -> Result<Observation, String> {
@@ -464,6 +518,11 @@ impl World {
         for option in &step.options {
             match option.as_str() {
                 "open_reparse_point" => p.options |= FILE_OPEN_REPARSE_POINT,
+                // A directory, as FindFirstFile and GetFileInformationByHandle callers
+                // open one: GENERIC_READ includes FILE_LIST_DIRECTORY.
+                "directory" => {
+                    p.options = (p.options & !FILE_NON_DIRECTORY_FILE) | FILE_DIRECTORY_FILE;
+                }
                 "delete_on_close" => {
                     p.options |= FILE_DELETE_ON_CLOSE;
                     p.access |= DELETE;
@@ -471,7 +530,8 @@ impl World {
                 "write" => p.access |= READ_WRITE,
                 other => {
                     return Err(format!(
-                        "option {other:?} is not open_reparse_point, delete_on_close or write"
+                        "option {other:?} is not open_reparse_point, directory, \
+                         delete_on_close or write"
                     ));
                 }
             }
@@ -483,7 +543,7 @@ impl World {
         if handles.contains_key(name) {
             return Err(format!("a handle named {name:?} is already open"));
         }
-        let opened = process::run_as(pid, || files::create(path, &p));
+        let opened = as_process(step, pid, || files::create(path, &p))?;
         if let Ok(handle) = opened {
             handles.insert(
                 name.clone(),
@@ -505,9 +565,9 @@ impl World {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .remove(name)
             .ok_or_else(|| format!("no handle named {name:?} is open"))?;
-        Ok(Observation::status(process::run_as(kept.pid, || {
+        Ok(Observation::status(as_process(step, kept.pid, || {
             files::close(kept.handle)
-        })))
+        })?))
     }
 
     /// Closes every handle still kept, as the processes' exit would.
@@ -535,7 +595,7 @@ impl World {
             FILE_NON_DIRECTORY_FILE
         };
         let length = usize::try_from(length).map_err(|_| "length too large".to_string())?;
-        Ok(process::run_as(pid, || {
+        as_process(step, pid, || {
             self.with_target(
                 &target,
                 &params(READ, FILE_OPEN, options),
@@ -547,7 +607,7 @@ impl World {
                     Err(status) => Observation::status(status),
                 },
             )
-        }))
+        })
     }
 
     fn write(&self, step: &Step) -> Result<Observation, String> {
@@ -567,7 +627,7 @@ impl World {
         } else {
             FILE_NON_DIRECTORY_FILE
         };
-        Ok(process::run_as(pid, || {
+        as_process(step, pid, || {
             self.with_target(&target, &params(READ_WRITE, FILE_OPEN, options), |h| {
                 match files::write(h, offset, &data, mode) {
                     Ok(n) => Observation {
@@ -577,7 +637,7 @@ impl World {
                     Err(status) => Observation::status(status),
                 }
             })
-        }))
+        })
     }
 
     fn list(&self, step: &Step) -> Result<Observation, String> {
@@ -595,7 +655,7 @@ impl World {
         let pattern = step.pattern.as_deref();
         let access = FILE_LIST_DIRECTORY | SYNCHRONIZE;
         let mut malformed = None;
-        let seen = process::run_as(pid, || {
+        let seen = as_process(step, pid, || {
             self.with_target(
                 &target,
                 &params(access, FILE_OPEN, FILE_DIRECTORY_FILE),
@@ -636,7 +696,7 @@ impl World {
                     }
                 },
             )
-        });
+        })?;
         Ok(Observation { malformed, ..seen })
     }
 
@@ -646,11 +706,38 @@ impl World {
         let layout = decode::info_class(class).ok_or_else(|| {
             format!("{class:?} is not a query-information class the runner knows")
         })?;
+        let length = match step.buffer {
+            None => layout.buffer,
+            Some(n) => usize::try_from(n)
+                .ok()
+                .filter(|n| *n <= MAX_QUERY_BUFFER)
+                .ok_or_else(|| format!("buffer {n} is larger than {MAX_QUERY_BUFFER}"))?,
+        };
+        let mut options = 0;
+        if step.handle.is_some() && !step.options.is_empty() {
+            return Err(
+                "`options` apply to the open a `query` on a path makes, not to a handle".into(),
+            );
+        }
+        for option in &step.options {
+            match option.as_str() {
+                // CreateFile with FILE_FLAG_OPEN_REPARSE_POINT, then
+                // GetFileInformationByHandleEx: the link itself, not its target.
+                "open_reparse_point" => options |= FILE_OPEN_REPARSE_POINT,
+                other => {
+                    return Err(format!(
+                        "`query` takes option open_reparse_point, not {other:?}"
+                    ));
+                }
+            }
+        }
         let access = FILE_READ_ATTRIBUTES | SYNCHRONIZE;
-        Ok(process::run_as(pid, || {
-            self.with_target(&target, &params(access, FILE_OPEN, 0), |h| {
-                let (status, buffer) = files::query_information(h, layout.class, layout.buffer);
-                if status < 0 {
+        as_process(step, pid, || {
+            self.with_target(&target, &params(access, FILE_OPEN, options), |h| {
+                let (status, buffer) = files::query_information(h, layout.class, length);
+                // An error returns nothing; a warning (STATUS_BUFFER_OVERFLOW) returns
+                // the part that fit, which the caller reads as it is.
+                if is_error(status) {
                     return Observation::status(status);
                 }
                 match decode::info(&layout, &buffer) {
@@ -664,7 +751,7 @@ impl World {
                     },
                 }
             })
-        }))
+        })
     }
 
     fn get_reparse(&self, step: &Step) -> Result<Observation, String> {
@@ -675,7 +762,7 @@ impl World {
             FILE_OPEN,
             FILE_OPEN_REPARSE_POINT,
         );
-        Ok(process::run_as(pid, || {
+        as_process(step, pid, || {
             self.with_target(&target, &p, |h| {
                 let (status, buffer) = files::fs_control(
                     h,
@@ -688,7 +775,7 @@ impl World {
                     ..Observation::status(status)
                 }
             })
-        }))
+        })
     }
 
     fn set_or_delete_reparse(&self, step: &Step) -> Result<Observation, String> {
@@ -715,11 +802,11 @@ impl World {
         };
         // Setting and deleting need write access; the reparse point itself is opened.
         let p = params(READ_WRITE, FILE_OPEN, FILE_OPEN_REPARSE_POINT);
-        Ok(process::run_as(pid, || {
+        as_process(step, pid, || {
             self.with_target(&target, &p, |h| {
                 Observation::status(files::fs_control(h, code, &input, 0).0)
             })
-        }))
+        })
     }
 
     fn rename(&self, step: &Step) -> Result<Observation, String> {
@@ -732,16 +819,16 @@ impl World {
         let mut input = vec![0u8; at_name];
         put_u32(&mut input, at_length, name.len() as u32);
         input.extend_from_slice(&name);
-        Ok(process::run_as(pid, || {
+        as_process(step, pid, || {
             self.with_target(&target, &delete_params(), |h| {
                 Observation::status(files::set_information(h, fs::FileRenameInformation, &input))
             })
-        }))
+        })
     }
 
     fn delete(&self, step: &Step) -> Result<Observation, String> {
         let (target, pid) = self.target(step)?;
-        Ok(process::run_as(pid, || {
+        as_process(step, pid, || {
             self.with_target(&target, &delete_params(), |h| {
                 Observation::status(files::set_information(
                     h,
@@ -749,7 +836,7 @@ impl World {
                     &DISPOSITION_DELETE,
                 ))
             })
-        }))
+        })
     }
 
     /// `pin` / `unpin`, as `attrib +P -U` / `attrib -P +U` (and CfSetPinState) do it:
@@ -763,7 +850,7 @@ impl World {
             (FILE_ATTRIBUTE_UNPINNED, FILE_ATTRIBUTE_PINNED)
         };
         let access = FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES | SYNCHRONIZE;
-        Ok(process::run_as(pid, || {
+        as_process(step, pid, || {
             self.with_target(&target, &params(access, FILE_OPEN, 0), |h| {
                 let (status, buffer) = files::query_information(
                     h,
@@ -792,7 +879,7 @@ impl World {
                 put_u32(&mut input, at, attributes);
                 Observation::status(files::set_information(h, fs::FileBasicInformation, &input))
             })
-        }))
+        })
     }
 
     fn state(&self, step: &Step) -> Outcome {
