@@ -1104,3 +1104,155 @@ fn differential_mode_skips_load_and_unload_without_the_driver() {
         "{out}"
     );
 }
+
+#[test]
+fn fields_of_the_visibility_additions_are_invalid_on_other_operations() {
+    let (summary, out) = run(
+        "misplaced",
+        &format!(
+            r#"{ONE_FILE}
+[[step]]
+do = "list"
+as = "app"
+path = 'C:\d'
+buffer = 64
+
+[[step]]
+do = "state"
+path = 'C:\d\a.txt'
+thread_compat = "expose"
+
+[[step]]
+do = "query"
+as = "app"
+path = 'C:\d\a.txt'
+class = "FileBasicInformation"
+mode = "disguise"
+
+[[step]]
+do = "read"
+as = "app"
+path = 'C:\d\a.txt'
+offset = 0
+length = 5
+options = ["open_reparse_point"]
+
+[[step]]
+do = "set_compat"
+as = "app"
+image = 'C:\Tools\app.exe'
+mode = "expose"
+
+[[step]]
+do = "set_compat"
+as = "app"
+
+[[step]]
+do = "query"
+as = "app"
+path = 'C:\d\a.txt'
+class = "FileBasicInformation"
+options = ["directory"]
+"#
+        ),
+    );
+    assert_eq!(
+        summary,
+        Summary {
+            passed: 1,
+            failed: 7
+        },
+        "{out}"
+    );
+    for line in [
+        "FAIL [2] list: invalid step: `list` takes no buffer",
+        "FAIL [3] state: invalid step: `state` takes no thread_compat",
+        "FAIL [4] query: invalid step: `query` takes no mode",
+        "FAIL [5] read: invalid step: `read` takes no options",
+        "FAIL [6] set_compat: invalid step: `set_compat` takes no image",
+        "FAIL [7] set_compat: invalid step: `set_compat` needs `mode`",
+        "FAIL [8] query: invalid step: `query` takes option open_reparse_point, not \"directory\"",
+    ] {
+        assert!(out.contains(line), "{line}\n{out}");
+    }
+}
+
+#[test]
+fn a_short_file_all_buffer_overflows_and_what_fit_is_still_checked() {
+    let (summary, out) = run(
+        "short-buffer",
+        &format!(
+            r#"{ONE_FILE}
+[[step]]
+do = "query"
+as = "app"
+path = 'C:\d\a.txt'
+class = "FileAllInformation"
+buffer = 104
+expect = {{ status = "STATUS_BUFFER_OVERFLOW", attributes_include = ["ARCHIVE"], attributes_exclude = ["REPARSE_POINT"], size = 5 }}
+
+[[step]]
+do = "query"
+as = "app"
+path = 'C:\d\a.txt'
+class = "FileAllInformation"
+buffer = 104
+expect = {{ status = "STATUS_BUFFER_OVERFLOW", attributes_include = ["REPARSE_POINT"], size = 6 }}
+
+[[step]]
+do = "query"
+as = "app"
+path = 'C:\d\a.txt'
+class = "FileAllInformation"
+buffer = 104
+
+[[step]]
+do = "query"
+as = "app"
+path = 'C:\d\a.txt'
+class = "FileAllInformation"
+buffer = 103
+expect = {{ status = "STATUS_INFO_LENGTH_MISMATCH" }}
+
+[[step]]
+do = "query"
+as = "app"
+path = 'C:\d\a.txt'
+class = "FileAllInformation"
+buffer = 103
+expect = {{ status = "STATUS_INFO_LENGTH_MISMATCH", size = 5 }}
+
+[[step]]
+do = "query"
+as = "app"
+path = 'C:\d\a.txt'
+class = "FileAllInformation"
+expect = {{ attributes_include = ["ARCHIVE"], size = 5 }}
+"#
+        ),
+    );
+    assert_eq!(
+        summary,
+        Summary {
+            passed: 4,
+            failed: 3
+        },
+        "{out}"
+    );
+    assert!(out.contains("  ok   [2] query"), "{out}");
+    assert!(
+        out.contains(
+            "FAIL [3] query: expected REPARSE_POINT set, attributes are ARCHIVE; expected size 6, got 5"
+        ),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL [4] query: expected STATUS_SUCCESS, got STATUS_BUFFER_OVERFLOW"),
+        "{out}"
+    );
+    assert!(
+        out.contains("FAIL [6] query: cannot check the answer: the operation failed"),
+        "{out}"
+    );
+    assert!(out.contains("  ok   [7] query"), "{out}");
+}
