@@ -22,6 +22,7 @@ mod pool;
 mod port;
 mod providers;
 mod registration;
+mod rules;
 mod sync;
 
 pub use filter::driver_entry;

@@ -1,23 +1,38 @@
-//! The communication port `\CloudFltPort` that sync providers connect to.
+//! The communication port `\CloudFltPort` that sync providers and management clients
+//! connect to.
 //!
-//! Owns the server port's creation and each provider connection: ConnectNotify admits a
-//! provider only with a connection context that `proto` decodes, DisconnectNotify closes
-//! its client port. The server port itself is closed by [`super::filter`] at teardown.
+//! Owns the server port's creation and each connection: ConnectNotify admits a client
+//! only with a connection context that `proto` decodes, DisconnectNotify closes its client
+//! port. The server port itself is closed by [`super::filter`] at teardown.
+//!
+//! Two kinds of connection, both only for SYSTEM and Administrators (the port's
+//! security):
+//! - a *provider* serves a sync root (registered in [`super::providers`]); its connection
+//!   cookie is its pool object, and it may send only provider messages;
+//! - a *management* client serves nothing and is sent nothing; it may send only the
+//!   image-rule messages ([`super::rules`]). Its cookie is the address of one of the
+//!   static [`MANAGERS`] slots, which is how the callbacks tell the two apart.
+//!
+//! A message of the other kind's, or one that does not decode, is answered with
+//! STATUS_CLOUD_FILE_INVALID_REQUEST (request id 0) in the [`Reply`]: the documented
+//! "this request is not valid here" of the cloud-file family, which cfapi-style clients
+//! already map to a message.
 
 use core::ffi::c_void;
 use core::ptr::NonNull;
 
-use cloudflt_proto::ConnectionContext;
-use cloudflt_proto::msg::{self, ProviderMessage, Reply};
+use cloudflt_proto::PortContext;
+use cloudflt_proto::msg::{self, ManagementMessage, ProviderMessage, Reply};
 use cloudflt_proto::port::{MAX_CONNECTIONS, PORT_NAME_UTF16};
+use cloudflt_proto::rules::MAX_RULE_LIST_LEN;
 use windows_sys::Wdk::Foundation::OBJECT_ATTRIBUTES;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FltBuildDefaultSecurityDescriptor, FltCloseClientPort, FltCreateCommunicationPort,
     FltFreeSecurityDescriptor, PFLT_FILTER, PFLT_PORT,
 };
 use windows_sys::Win32::Foundation::{
-    NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, STATUS_INSUFFICIENT_RESOURCES,
-    STATUS_INVALID_PARAMETER, STATUS_SUCCESS, UNICODE_STRING,
+    NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, STATUS_CONNECTION_COUNT_LIMIT,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_SUCCESS, UNICODE_STRING,
 };
 use windows_sys::Win32::Security::PSECURITY_DESCRIPTOR;
 
@@ -34,7 +49,8 @@ use super::filter::Driver;
 use super::pool::{PoolBox, TAG_CONNECTION};
 use super::providers::{self, Provider, ProviderRef};
 use super::status::{self, nt_success};
-use super::{hydrate, placeholder};
+use super::sync::SpinLock;
+use super::{hydrate, placeholder, rules};
 use crate::engine::policy::Policy;
 
 /// `FLT_PORT_ALL_ACCESS` from `fltKernel.h`: `FLT_PORT_CONNECT | STANDARD_RIGHTS_ALL`.
@@ -43,10 +59,32 @@ const FLT_PORT_ALL_ACCESS: u32 = 0x0001 | 0x001F_0000;
 /// The port name, in static memory because the `UNICODE_STRING` points at it.
 static PORT_NAME: [u16; PORT_NAME_UTF16.len()] = PORT_NAME_UTF16;
 
+/// How many management connections may be open at once; one more is refused with
+/// STATUS_CONNECTION_COUNT_LIMIT. (Rules are set rarely, by an administrator's tool.)
+const MAX_MANAGERS: usize = 4;
+
+/// A management connection's slot: the filter and the connection's client port while it
+/// is connected, `None` while the slot is free.
+struct ManagerSlot(SpinLock<Option<(PFLT_FILTER, PFLT_PORT)>>);
+
+/// The management connections. Static, so that a slot's address is a connection cookie
+/// that no pool object (a provider's cookie) can equal.
+static MANAGERS: [ManagerSlot; MAX_MANAGERS] =
+    [const { ManagerSlot(SpinLock::new(None)) }; MAX_MANAGERS];
+
+/// The management slot a connection cookie is, or `None` for a provider's cookie.
+fn manager(connection_cookie: *const c_void) -> Option<&'static ManagerSlot> {
+    MANAGERS
+        .iter()
+        .find(|slot| core::ptr::eq(*slot, connection_cookie.cast()))
+}
+
 /// Creates the server port, reachable by SYSTEM and Administrators only.
 ///
-/// `driver` becomes the ServerPortCookie, so it must outlive the port.
+/// `driver` becomes the ServerPortCookie, so it must outlive the port. The image rules
+/// start empty with each port: they belong to this load of the driver.
 pub(super) fn create(filter: PFLT_FILTER, driver: *const Driver) -> Result<PFLT_PORT, NTSTATUS> {
+    rules::clear();
     let mut descriptor: PSECURITY_DESCRIPTOR = core::ptr::null_mut();
     // SAFETY: `descriptor` is a valid out pointer; PASSIVE_LEVEL (DriverEntry).
     let status = unsafe { FltBuildDefaultSecurityDescriptor(&mut descriptor, FLT_PORT_ALL_ACCESS) };
@@ -97,7 +135,8 @@ pub(super) fn create(filter: PFLT_FILTER, driver: *const Driver) -> Result<PFLT_
 }
 
 /// ConnectNotifyCallback: admits a provider whose connection context decodes and whose
-/// sync root overlaps no other provider's.
+/// sync root overlaps no other provider's, or a management client while a
+/// [`MANAGERS`] slot is free.
 ///
 /// The context is the kernel copy the I/O manager captured from the EA buffer of the
 /// port open, so it is read directly. The callback runs in the provider's process, which
@@ -120,7 +159,7 @@ unsafe extern "system" fn connect_notify(
         // the duration of the callback.
         unsafe { core::slice::from_raw_parts(context.cast::<u8>(), size as usize) }
     };
-    let context = match ConnectionContext::decode(bytes) {
+    let context = match PortContext::decode(bytes) {
         Ok(context) => context,
         Err(error) => return status::connect_refusal(error),
     };
@@ -131,6 +170,26 @@ unsafe extern "system" fn connect_notify(
     if connection_cookie.is_null() {
         return STATUS_INVALID_PARAMETER;
     }
+    let context = match context {
+        PortContext::Provider(context) => context,
+        PortContext::Management => {
+            let Some(slot) = MANAGERS.iter().find(|slot| {
+                slot.0.with(|held| {
+                    let free = held.is_none();
+                    if free {
+                        *held = Some((driver.filter(), client_port));
+                    }
+                    free
+                })
+            }) else {
+                return STATUS_CONNECTION_COUNT_LIMIT;
+            };
+            let cookie: *const ManagerSlot = slot;
+            // SAFETY: checked non-null above; FltMgr passes a writable cookie slot.
+            unsafe { connection_cookie.write(cookie.cast_mut().cast()) };
+            return STATUS_SUCCESS;
+        }
+    };
     let Some(hydration) = Policy::from_wire(context.hydration as u8) else {
         return STATUS_INVALID_PARAMETER;
     };
@@ -168,6 +227,15 @@ unsafe extern "system" fn connect_notify(
 /// Called by FltMgr at PASSIVE_LEVEL, once per accepted connection, with the cookie
 /// ConnectNotify returned.
 unsafe extern "system" fn disconnect_notify(connection_cookie: *const c_void) {
+    if let Some(slot) = manager(connection_cookie) {
+        // Taken under the lock, closed after it: FltCloseClientPort needs PASSIVE_LEVEL.
+        if let Some((filter, mut client_port)) = slot.0.with(Option::take) {
+            // SAFETY: this connection's client port, closed exactly once (the take above
+            // emptied the slot).
+            unsafe { FltCloseClientPort(filter, &mut client_port) };
+        }
+        return;
+    }
     let Some(ptr) = NonNull::new(connection_cookie.cast_mut().cast::<Provider>()) else {
         return;
     };
@@ -230,21 +298,13 @@ unsafe extern "system" fn message_notify(
     if !nt_success(status) || copied != length {
         return STATUS_INVALID_USER_BUFFER;
     }
-    let Some(cookie) = NonNull::new(connection_cookie.cast_mut().cast::<Provider>()) else {
-        return STATUS_INVALID_PARAMETER;
-    };
-    let (request_id, status, payload) = match ProviderMessage::decode(copy.as_slice()) {
-        Ok(message) => {
-            let id = message.request_id();
-            match providers::by_cookie(cookie) {
-                Some(provider) => {
-                    let (status, payload) = dispatch(&provider, &message);
-                    (id, status, payload)
-                }
-                None => (id, STATUS_CLOUD_FILE_PROVIDER_TERMINATED, None),
-            }
-        }
-        Err(_) => (0, STATUS_CLOUD_FILE_INVALID_REQUEST, None),
+    let (request_id, status, payload) = if manager(connection_cookie).is_some() {
+        manage(copy.as_slice())
+    } else {
+        let Some(cookie) = NonNull::new(connection_cookie.cast_mut().cast::<Provider>()) else {
+            return STATUS_INVALID_PARAMETER;
+        };
+        serve(cookie, copy.as_slice())
     };
     let body = payload
         .as_ref()
@@ -278,6 +338,51 @@ unsafe extern "system" fn message_notify(
         unsafe { returned.write(len as u32) };
     }
     STATUS_SUCCESS
+}
+
+/// A message on a provider connection: the reply's request id, status and payload.
+fn serve(cookie: NonNull<Provider>, bytes: &[u8]) -> (u64, NTSTATUS, placeholder::Payload) {
+    match ProviderMessage::decode(bytes) {
+        Ok(message) => {
+            let id = message.request_id();
+            match providers::by_cookie(cookie) {
+                Some(provider) => {
+                    let (status, payload) = dispatch(&provider, &message);
+                    (id, status, payload)
+                }
+                None => (id, STATUS_CLOUD_FILE_PROVIDER_TERMINATED, None),
+            }
+        }
+        // Management messages included: a provider does not set image rules.
+        Err(_) => (0, STATUS_CLOUD_FILE_INVALID_REQUEST, None),
+    }
+}
+
+/// A message on a management connection: the reply's request id, status and payload.
+/// Provider messages are refused like undecodable ones: a management client serves no
+/// sync root.
+fn manage(bytes: &[u8]) -> (u64, NTSTATUS, placeholder::Payload) {
+    let Ok(message) = ManagementMessage::decode(bytes) else {
+        return (0, STATUS_CLOUD_FILE_INVALID_REQUEST, None);
+    };
+    let done = |r: Result<(), NTSTATUS>| (r.err().unwrap_or(STATUS_SUCCESS), None);
+    let (status, payload) = match message {
+        ManagementMessage::SetImageRule(m) => done(rules::set(m.pattern, m.visibility)),
+        ManagementMessage::RemoveImageRule(m) => done(rules::remove(m.pattern)),
+        ManagementMessage::ClearImageRules(_) => {
+            rules::clear();
+            (STATUS_SUCCESS, None)
+        }
+        ManagementMessage::ListImageRules(_) => match PoolBuf::zeroed(MAX_RULE_LIST_LEN) {
+            Some(mut list) => match rules::list(list.as_mut_slice()) {
+                Ok(len) => (STATUS_SUCCESS, Some((list, len))),
+                Err(status) => (status, None),
+            },
+            None => (STATUS_INSUFFICIENT_RESOURCES, None),
+        },
+        _ => (STATUS_CLOUD_FILE_INVALID_REQUEST, None),
+    };
+    (message.request_id(), status, payload)
 }
 
 /// Carries out one provider message: its status and reply payload.
