@@ -21,7 +21,7 @@
 //!    and [`PlaceholderCompatibility::DisguiseFull`] disguise, even for Windows' own
 //!    images. A program that states what it handles beats every default.
 //! 3. Otherwise an administrator's image rule decides, if one matches the program (see
-//!    `cloudflt::admin`).
+//!    [`crate::admin`]).
 //! 4. Otherwise images under `%SystemRoot%` and the System process see placeholders
 //!    exposed, and every other program sees them disguised.
 //!

@@ -180,14 +180,20 @@ impl SyncRootConfig {
 /// (`\Device\...`) is kept. `\\?\C:\...` is accepted; UNC paths, relative paths and `.` or
 /// `..` components are refused, since the driver matches roots by their exact text.
 pub(crate) fn nt_root(path: &Path) -> Result<String, Error> {
+    nt_path(path, "sync root")
+}
+
+/// The NT form of an absolute path, as [`nt_root`] describes; `what` names the path in
+/// errors ("sync root", "image").
+pub(crate) fn nt_path(path: &Path, what: &str) -> Result<String, Error> {
     let text = path
         .to_str()
-        .ok_or_else(|| Error::InvalidArgument("sync root path is not valid Unicode".into()))?
+        .ok_or_else(|| Error::InvalidArgument(format!("{what} path is not valid Unicode")))?
         .replace('/', "\\");
     let text = text.strip_prefix(r"\\?\").unwrap_or(&text);
     let not_absolute = || {
         Error::InvalidArgument(format!(
-            "sync root {text:?} is not an absolute path on a drive letter"
+            "{what} {text:?} is not an absolute path on a drive letter"
         ))
     };
     // The device part: an NT volume name as given, or a drive letter to look up.
@@ -209,7 +215,7 @@ pub(crate) fn nt_root(path: &Path) -> Result<String, Error> {
     for component in rest.split('\\').filter(|c| !c.is_empty()) {
         if component == "." || component == ".." {
             return Err(Error::InvalidArgument(format!(
-                "sync root {text:?} has a relative component"
+                "{what} {text:?} has a relative component"
             )));
         }
         tail.push('\\');

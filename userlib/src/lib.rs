@@ -36,7 +36,8 @@
 //!
 //! Any program, provider or not, can say whether it wants to see placeholders as what
 //! they are or as ordinary files with [`compat`], Windows' placeholder compatibility
-//! modes for the process or one thread.
+//! modes for the process or one thread. An administrator decides it for programs that do
+//! not say, by image path or name, with [`admin::ImageRules`].
 //!
 //! The Windows calls go through `windows-sys` to fltlib.dll and kernel32.dll. On other
 //! hosts the kernel model in `cloudflt-tests` defines the same symbols, and this same
@@ -47,6 +48,7 @@
 #[cfg(all(test, not(windows)))]
 extern crate cloudflt_tests as _;
 
+pub mod admin;
 pub mod compat;
 mod config;
 mod connection;
