@@ -43,7 +43,7 @@ use cloudflt_proto::msg::{
 };
 use cloudflt_proto::port::PORT_NAME;
 use cloudflt_proto::rules::{MAX_PATTERN_UNITS, MAX_RULE_LIST_LEN, RuleList, RuleVisibility};
-use cloudflt_proto::{EncodeError, Utf16};
+use cloudflt_proto::{DecodeError, EncodeError, Field, Utf16};
 use windows_sys::Win32::Foundation::STATUS_NOT_FOUND;
 
 use crate::{Error, config, sys};
@@ -151,8 +151,8 @@ impl ImageRules {
                 let visibility = match rule.visibility {
                     RuleVisibility::Expose => Visibility::Expose,
                     RuleVisibility::Disguise => Visibility::Disguise,
-                    // A visibility a newer driver defines; the list decoder knows no other.
-                    _ => return Err(Error::InvalidArgument("unknown rule visibility".into())),
+                    // A visibility of a newer protocol: this decoder yields no other.
+                    _ => return Err(DecodeError::BadValue(Field::RuleVisibility).into()),
                 };
                 Ok((rule.pattern.chars_lossy().collect(), visibility))
             })
