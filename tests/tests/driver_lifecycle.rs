@@ -160,7 +160,7 @@ fn the_port_is_admin_only_and_admits_only_a_decodable_context() {
         Err(STATUS_INFO_LENGTH_MISMATCH)
     );
     let mut flags = good.clone();
-    flags[12] = 1;
+    flags[12] = 2;
     assert_eq!(
         machine.connect(PORT_NAME, &flags, admin),
         Err(STATUS_NOT_SUPPORTED)

@@ -57,7 +57,7 @@ use crate::engine::rewrite::{
     self, DirectoryClass, FILE_ATTRIBUTE_REPARSE_POINT, HiddenAttributes, QueryClass, TAG,
 };
 use crate::engine::syncroot;
-use crate::engine::visibility::{self, ImageRules, Requestor, Visibility};
+use crate::engine::visibility::{self, Requestor, Visibility};
 
 /// Longest `\SystemRoot` target kept, in UTF-16 units.
 const SYSTEM_ROOT_MAX: usize = 260;
@@ -184,9 +184,6 @@ fn read_link(name: &[u16], out: &mut [u16; SYSTEM_ROOT_MAX]) -> Option<usize> {
     Some(usize::from(target.Length) / 2)
 }
 
-/// Administrator rules by image path: none yet (userlib and registry are to come).
-static NO_RULES: ImageRules<1> = ImageRules::new();
-
 /// The visibility for the requestor of `data`, asked in its context (a pre-operation or a
 /// synchronous post-create). `provider` is the pid of the connected provider of the
 /// file's sync root, if known.
@@ -212,7 +209,7 @@ pub(super) fn decide(
         thread_mode,
     };
     let root = system_root();
-    visibility::decide(&who, None, root.as_slice(), &NO_RULES)
+    super::rules::with_rules(|rules| visibility::decide(&who, None, root.as_slice(), rules))
 }
 
 /// The visibility recorded for an open; `None` when it has no stream-handle context
