@@ -47,7 +47,7 @@ use windows_sys::Win32::System::Ioctl::FSCTL_GET_REPARSE_POINT;
 use core::ptr::NonNull;
 
 use super::context::StreamHandleContext;
-use super::file::{Kind, OwnedFile};
+use super::file::{Fo, Kind, OwnedFile};
 use super::ops::NameInfo;
 use super::placeholder;
 use super::providers;
@@ -434,11 +434,39 @@ fn child_is_ours(
     let Some(objects) = (unsafe { objects.as_ref() }) else {
         return false;
     };
+    const DOT: u16 = b'.' as u16;
+    let mut units = name.units();
+    let (first, second, third) = (units.next(), units.next(), units.next());
+    let (directory, name) = match (first, second, third) {
+        // `.`: the directory being listed, already open.
+        (Some(DOT), None, _) => {
+            let listed = Fo {
+                instance: objects.Instance,
+                file_object: objects.FileObject,
+            };
+            return is_ours(listed.attribute_tag());
+        }
+        // `..`: its parent, by the directory's name without its last component.
+        (Some(DOT), Some(DOT), None) => {
+            let trimmed = directory
+                .strip_suffix(&[u16::from(b'\\')])
+                .unwrap_or(directory);
+            match trimmed.iter().rposition(|u| *u == u16::from(b'\\')) {
+                Some(cut) => (trimmed.get(..cut).unwrap_or(&[]), None),
+                None => return false,
+            }
+        }
+        _ => (directory, Some(name)),
+    };
     let mut path = [0u16; syncroot::MAX_PATH + 1 + MAX_COMPONENT];
     let separator: &[u16] = if directory.last() == Some(&u16::from(b'\\')) {
         &[]
     } else {
         &[b'\\' as u16]
+    };
+    let (separator, name_units, name_len) = match name {
+        Some(name) => (separator, Some(name.units()), name.len()),
+        None => (&[][..], None, 0),
     };
     let mut len = 0;
     for (d, s) in path.iter_mut().zip(
@@ -446,12 +474,12 @@ fn child_is_ours(
             .iter()
             .copied()
             .chain(separator.iter().copied())
-            .chain(name.units()),
+            .chain(name_units.into_iter().flatten()),
     ) {
         *d = s;
         len += 1;
     }
-    let wanted = directory.len() + separator.len() + name.len();
+    let wanted = directory.len() + separator.len() + name_len;
     let Some(path) = path.get(..len).filter(|_| len == wanted) else {
         return false;
     };
@@ -466,8 +494,12 @@ fn child_is_ours(
     ) else {
         return false;
     };
-    child
-        .attribute_tag()
+    is_ours(child.attribute_tag())
+}
+
+/// Whether FileAttributeTagInformation's answer is cloudflt's reparse point.
+fn is_ours(answer: Result<(u32, u32), NTSTATUS>) -> bool {
+    answer
         .is_ok_and(|(attributes, tag)| attributes & FILE_ATTRIBUTE_REPARSE_POINT != 0 && tag == TAG)
 }
 
@@ -541,7 +573,17 @@ pub(super) unsafe extern "system" fn post_query_information(
     let buffer =
         unsafe { core::slice::from_raw_parts_mut(q.InfoBuffer.cast::<u8>(), q.Length as usize) };
     let returned = d.IoStatus.Information;
-    let is_placeholder = placeholder::get(objects.Instance, objects.FileObject).is_some();
+    // A file placeholder has its stream context; a directory placeholder has none, so
+    // its tag is asked (the file may also have been reverted since it was opened).
+    let is_placeholder = placeholder::get(objects.Instance, objects.FileObject).is_some()
+        || (!class.has_tag()
+            && is_ours(
+                Fo {
+                    instance: objects.Instance,
+                    file_object: objects.FileObject,
+                }
+                .attribute_tag(),
+            ));
     if rewrite::disguise_query(
         class,
         buffer,
