@@ -31,10 +31,6 @@ static RULES: SpinLock<Rules> = SpinLock::new(ImageRules::new());
 
 /// Runs `f` on the rules, with their lock held: `f` runs at DISPATCH_LEVEL, so it only
 /// looks (an [`ImageRules::lookup`]) and returns. Callable at IRQL <= DISPATCH_LEVEL.
-#[allow(
-    dead_code,
-    reason = "the disguise decision reads it once nt::disguise passes it instead of NO_RULES"
-)]
 pub(super) fn with_rules<R>(f: impl FnOnce(&Rules) -> R) -> R {
     RULES.with(|rules| f(rules))
 }
