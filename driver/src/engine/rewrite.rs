@@ -735,6 +735,16 @@ pub fn disguise_query(
     Ok(true)
 }
 
+/// Whether a single-file query result of `class` may show a reparse point: its attributes
+/// have FILE_ATTRIBUTE_REPARSE_POINT, or too little was returned to read them (then the
+/// caller must assume it does).
+pub fn may_show_reparse_point(class: QueryClass, buffer: &[u8], returned: usize) -> bool {
+    buffer
+        .get(..returned)
+        .and_then(|data| read_u32(data, class.layout().attributes))
+        .is_none_or(|attributes| attributes & FILE_ATTRIBUTE_REPARSE_POINT != 0)
+}
+
 /// Whether the output of FSCTL_GET_REPARSE_POINT (a REPARSE_GUID_DATA_BUFFER, possibly cut
 /// short with STATUS_BUFFER_OVERFLOW) is cloudflt's reparse point: its ReparseTag is
 /// [`TAG`]. For a disguised caller the `nt` layer then answers
@@ -758,6 +768,25 @@ pub fn scrub_reparse_point(output: &mut [u8], returned: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_query_result_may_show_a_reparse_point_when_its_attributes_say_so_or_are_missing() {
+        use super::{QueryClass, may_show_reparse_point};
+        let mut basic = [0u8; 40];
+        assert!(!may_show_reparse_point(QueryClass::Basic, &basic, 40));
+        basic[32..36].copy_from_slice(&0x0400u32.to_le_bytes());
+        assert!(may_show_reparse_point(QueryClass::Basic, &basic, 40));
+        // Cut short before the attributes, or beyond the buffer: assume it may.
+        assert!(may_show_reparse_point(QueryClass::Basic, &[0u8; 40], 20));
+        assert!(may_show_reparse_point(QueryClass::Basic, &[0u8; 40], 41));
+        let mut network = [0u8; 56];
+        network[48..52].copy_from_slice(&0x0020u32.to_le_bytes());
+        assert!(!may_show_reparse_point(
+            QueryClass::NetworkOpen,
+            &network,
+            56
+        ));
+    }
+
     use super::*;
     use crate::engine::fuzz::{
         EntrySpec, SYMLINK, build_listing, check_directory, check_query, check_reparse_point,

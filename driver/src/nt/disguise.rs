@@ -25,11 +25,12 @@ use super::ntos::{
 use windows_sys::Wdk::Storage::FileSystem::FILE_OPEN;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_PARAMETERS_11_0, FLT_POSTOP_CALLBACK_STATUS,
-    FLT_POSTOP_FINISHED_PROCESSING, FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_DISALLOW_FASTIO,
-    FLT_PREOP_DISALLOW_FSFILTER_IO, FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_PREOP_SYNCHRONIZE,
-    FLT_RELATED_OBJECTS, FLTFL_CALLBACK_DATA_FAST_IO_OPERATION, FLTFL_CALLBACK_DATA_IRP_OPERATION,
-    FLTFL_POST_OPERATION_DRAINING, FltGetRequestorProcessId, FltGetStreamHandleContext,
-    FltLockUserBuffer, FltReleaseContext, FltSetCallbackDataDirty, PFLT_CONTEXT,
+    FLT_POSTOP_DISALLOW_FSFILTER_IO, FLT_POSTOP_FINISHED_PROCESSING, FLT_PREOP_CALLBACK_STATUS,
+    FLT_PREOP_DISALLOW_FASTIO, FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_PREOP_SUCCESS_WITH_CALLBACK,
+    FLT_PREOP_SYNCHRONIZE, FLT_RELATED_OBJECTS, FLTFL_CALLBACK_DATA_FAST_IO_OPERATION,
+    FLTFL_CALLBACK_DATA_IRP_OPERATION, FLTFL_POST_OPERATION_DRAINING, FltGetRequestorProcessId,
+    FltGetStreamHandleContext, FltLockUserBuffer, FltReleaseContext, FltSetCallbackDataDirty,
+    PFLT_CONTEXT,
 };
 use windows_sys::Wdk::System::SystemServices::{
     IRP_MN_QUERY_DIRECTORY, MdlMappingNoExecute, MmCached, MmMapLockedPagesSpecifyCache,
@@ -671,20 +672,73 @@ fn requestor_disguised(data: *const FLT_CALLBACK_DATA) -> bool {
     decide(data, image.units(), None) == Visibility::Disguise
 }
 
-/// PreOperation of QUERY_OPEN: refused for disguised callers, so the I/O manager opens,
-/// queries (rewritten by [`post_query_information`]) and closes.
+/// PreOperation of QUERY_OPEN: every query-open gets its post, which looks at what the
+/// file system answered. Deciding here would cost every GetFileAttributesEx on the volume
+/// an image-name lookup; the post needs one only for files that show a reparse point.
 ///
 /// # Safety
 /// Called by FltMgr with valid callback data.
 pub(super) unsafe extern "system" fn pre_query_open(
-    data: *mut FLT_CALLBACK_DATA,
+    _data: *mut FLT_CALLBACK_DATA,
     _objects: *const FLT_RELATED_OBJECTS,
     _completion_context: *mut *mut core::ffi::c_void,
 ) -> FLT_PREOP_CALLBACK_STATUS {
-    if requestor_disguised(data) {
-        FLT_PREOP_DISALLOW_FSFILTER_IO
+    FLT_PREOP_SUCCESS_WITH_CALLBACK
+}
+
+/// PostOperation of QUERY_OPEN (in the issuing thread, at PASSIVE_LEVEL): an answer that
+/// shows a reparse point, for a disguised caller, is refused with
+/// FLT_POSTOP_DISALLOW_FSFILTER_IO, so that the I/O manager opens, queries (rewritten by
+/// [`post_query_information`], which knows whether the reparse point is cloudflt's) and
+/// closes. Answers without one, classes without attributes and exposed callers pass.
+///
+/// # Safety
+/// Called by FltMgr with valid callback data.
+pub(super) unsafe extern "system" fn post_query_open(
+    data: *mut FLT_CALLBACK_DATA,
+    _objects: *const FLT_RELATED_OBJECTS,
+    _completion_context: *const core::ffi::c_void,
+    flags: u32,
+) -> FLT_POSTOP_CALLBACK_STATUS {
+    if flags & FLTFL_POST_OPERATION_DRAINING != 0 {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    // SAFETY: FltMgr passes valid callback data for the call.
+    let Some(d) = (unsafe { data.as_ref() }) else {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    };
+    // SAFETY: the completed operation's status.
+    let status = unsafe { d.IoStatus.Anonymous.Status };
+    if !nt_success(status) && status != STATUS_BUFFER_OVERFLOW {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    // SAFETY: its parameter block, valid during the callback.
+    let Some(iopb) = (unsafe { d.Iopb.as_ref() }) else {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    };
+    // SAFETY: IRP_MJ_QUERY_OPEN: the union holds its parameters.
+    let q = unsafe { iopb.Parameters.QueryOpen };
+    let Some(class) = u32::try_from(q.FileInformationClass)
+        .ok()
+        .and_then(QueryClass::from_raw)
+    else {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    };
+    // SAFETY: Length points at the returned length the file system set (NULL-checked).
+    let Some(length) = (unsafe { q.Length.as_ref() }).map(|l| *l as usize) else {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    };
+    let shows_reparse_point = if q.FileInformation.is_null() || length == 0 {
+        true
     } else {
-        FLT_PREOP_SUCCESS_NO_CALLBACK
+        // SAFETY: the I/O manager's system buffer, holding `length` returned bytes.
+        let answer = unsafe { core::slice::from_raw_parts(q.FileInformation.cast::<u8>(), length) };
+        rewrite::may_show_reparse_point(class, answer, length)
+    };
+    if shows_reparse_point && requestor_disguised(data) {
+        FLT_POSTOP_DISALLOW_FSFILTER_IO
+    } else {
+        FLT_POSTOP_FINISHED_PROCESSING
     }
 }
 

@@ -77,6 +77,8 @@ const fn operations() -> [FLT_OPERATION_REGISTRATION; OPERATION_COUNT + 1] {
             Some(disguise::post_query_information)
         } else if major == IRP_MJ_FILE_SYSTEM_CONTROL as u8 {
             Some(disguise::post_fs_control)
+        } else if major == IRP_MJ_QUERY_OPEN as u8 {
+            Some(disguise::post_query_open)
         } else {
             None
         };
