@@ -1256,3 +1256,66 @@ expect = {{ attributes_include = ["ARCHIVE"], size = 5 }}
     );
     assert!(out.contains("  ok   [7] query"), "{out}");
 }
+
+#[test]
+fn image_rule_steps_say_what_they_lack_and_need_the_driver() {
+    let (summary, out) = run(
+        "image-rule",
+        r#"
+[[process]]
+name = "app"
+image = 'C:\Tools\app.exe'
+
+[[step]]
+do = "image_rule"
+image = 'C:\Tools\app.exe'
+
+[[step]]
+do = "image_rule"
+image = 'C:\Tools\app.exe'
+visibility = "expose"
+remove = true
+
+[[step]]
+do = "image_rule"
+image = 'C:\Tools\app.exe'
+visibility = "show"
+
+[[step]]
+do = "image_rule"
+visibility = "expose"
+
+# No driver, no port: FilterConnectCommunicationPort finds nothing.
+[[step]]
+do = "image_rule"
+image = 'C:\Tools\app.exe'
+visibility = "expose"
+expect = { status = "STATUS_OBJECT_NAME_NOT_FOUND" }
+
+[[step]]
+do = "image_rule"
+as = "app"
+image = 'app.exe'
+remove = true
+expect = { status = "STATUS_OBJECT_NAME_NOT_FOUND" }
+"#,
+    );
+    assert_eq!(
+        summary,
+        Summary {
+            passed: 2,
+            failed: 4
+        },
+        "{out}"
+    );
+    for line in [
+        "FAIL [1] image_rule: invalid step: `image_rule` needs `visibility`, or `remove = true`",
+        "FAIL [2] image_rule: invalid step: `remove = true` takes no `visibility`",
+        "FAIL [3] image_rule: invalid step: visibility \"show\" is not expose or disguise",
+        "FAIL [4] image_rule: invalid step: `image_rule` needs `image`",
+        "  ok   [5] image_rule",
+        "  ok   [6] image_rule",
+    ] {
+        assert!(out.contains(line), "{line}\n{out}");
+    }
+}

@@ -92,6 +92,19 @@
 //!   returns nothing to check. A field of these additions on an operation it does not
 //!   belong to (`thread_compat` on `state`, `buffer` on `list`, `options` on `read`, …)
 //!   makes the step invalid rather than being ignored.
+//! - `do = "image_rule"`, `image` (a DOS path `C:\Tools\app.exe`, a directory `C:\Tools`,
+//!   or a bare file name `app.exe`), `visibility = "expose" | "disguise"`, or
+//!   `remove = true` instead of `visibility`: an administrator sets or removes the rule
+//!   for that image with the provider library's `cloudflt::admin::ImageRules` (connect,
+//!   `set` or `remove`, disconnect), on a thread of the acting process. Without `as` the
+//!   acting process is the runner's own: an elevated administrator running
+//!   `<system_root>\System32\cloudfltadm.exe`, started after every other process and
+//!   only when a step needs it. With `as` it is that process or provider, with its own
+//!   token (`[[process]]` entries run as standard users, whom the port refuses). The
+//!   status is the library's (a refused connection is mapped back from its Win32 error
+//!   as `connect` is); removing a rule that is not there is STATUS_NOT_FOUND. Like the
+//!   provider operations it needs the driver's port: differential mode's run without
+//!   the driver skips it.
 //! - At the end, handles still open are closed (the processes exit), providers disconnect
 //!   and drop what they kept, every provider callback has returned (or the step `exit`
 //!   fails after 60 s), then a driver left loaded is unloaded so its leaks are reported.
@@ -159,6 +172,10 @@ const FAILED_ONCE: Summary = Summary {
     passed: 0,
     failed: 1,
 };
+
+/// The image of the runner's administrator process (under the system root's System32),
+/// which sets image rules for `image_rule` steps without `as`.
+const ADMIN_IMAGE: &str = "cloudfltadm.exe";
 
 /// How to run a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -296,7 +313,7 @@ fn run_once(
         Err(message) => return Ok(Err(message)),
     };
     let mut machine = Machine::boot(&volumes);
-    let world = match build(&machine, &scenario, pass) {
+    let world = match build(&machine, &scenario, &steps, pass) {
         Ok(world) => world,
         Err(message) => {
             // Whatever the model noticed while booting belongs to the failed machine.
@@ -361,8 +378,19 @@ fn volumes(scenario: &Scenario) -> Result<Vec<VolumeConfig>, String> {
         .collect()
 }
 
-/// The booted machine's processes, directories and remote content.
-fn build(machine: &Machine, scenario: &Scenario, pass: Pass) -> Result<World, String> {
+/// Whether a step, or one inside it, is an `image_rule` without `as`.
+fn needs_admin(step: &Step) -> bool {
+    (step.op == "image_rule" && step.actor.is_none()) || step.steps.iter().any(needs_admin)
+}
+
+/// The booted machine's processes, directories and remote content; the runner's
+/// administrator process when `steps` need it.
+fn build(
+    machine: &Machine,
+    scenario: &Scenario,
+    steps: &[Step],
+    pass: Pass,
+) -> Result<World, String> {
     let root = &scenario.machine.system_root;
     ops::as_system(|| ops::make_directory(root)).map_err(|s| {
         format!(
@@ -440,12 +468,25 @@ fn build(machine: &Machine, scenario: &Scenario, pass: Pass) -> Result<World, St
         providers.push(Provider::new(p, nt, pid, root.clone())?);
         remote.push(root);
     }
+    // Started last, so that the scenario's own processes keep the pids they would have
+    // without it.
+    let admin = if steps.iter().any(needs_admin) {
+        let path = format!("{}\\System32\\{ADMIN_IMAGE}", root.trim_end_matches('\\'));
+        Some(machine.spawn_process(
+            &image(&path, "the administrator")?,
+            PHCM_APPLICATION_DEFAULT,
+            true,
+        ))
+    } else {
+        None
+    };
     Ok(World {
         pids,
         handles: Mutex::new(HashMap::new()),
         remote,
         providers,
         without_driver: pass == Pass::WithoutDriver,
+        admin,
     })
 }
 
@@ -957,7 +998,7 @@ sync_root = 'C:\Cloud'
         let mut scenario: Scenario = toml::from_str(&format!("{MACHINE}{steps}")).unwrap();
         let steps = std::mem::take(&mut scenario.step);
         let mut machine = Machine::boot(&volumes(&scenario).unwrap());
-        let world = build(&machine, &scenario, Pass::AsWritten).unwrap();
+        let world = build(&machine, &scenario, &steps, Pass::AsWritten).unwrap();
         ops::as_system(setup);
         let found = steps
             .iter()

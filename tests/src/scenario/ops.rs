@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::mem::size_of;
 use std::sync::{Arc, Mutex};
 
+use cloudflt::admin::{ImageRules, Visibility};
 use cloudflt::compat::{self, PlaceholderCompatibility, ThreadModeGuard};
 use cloudflt_proto::{Placeholder, PlaceholderFlags};
 use windows_sys::Wdk::Storage::FileSystem::{
@@ -20,7 +21,7 @@ use windows_sys::Wdk::Storage::FileSystem::{
     REPARSE_DATA_BUFFER, REPARSE_DATA_BUFFER_EX, REPARSE_DATA_EX_FLAG_GIVEN_TAG_OR_NONE,
 };
 use windows_sys::Win32::Foundation::{
-    NTSTATUS, STATUS_NO_MORE_FILES, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS,
+    NTSTATUS, STATUS_NO_MORE_FILES, STATUS_NOT_FOUND, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     DELETE, FILE_ATTRIBUTE_NORMAL, FILE_ATTRIBUTE_PINNED, FILE_ATTRIBUTE_UNPINNED,
@@ -39,7 +40,7 @@ use super::content;
 use super::decode::{self, Entry, Info};
 use super::expect::RemoteRoot;
 use super::format::{Compat, Step, Tag};
-use super::provider::{Provider, ProviderStats};
+use super::provider::{self, Provider, ProviderStats};
 use crate::model::files::{self, Handle, IoMode, OpenParams};
 use crate::model::process::{self, SYSTEM_PID};
 
@@ -161,6 +162,9 @@ pub(crate) struct World {
     pub providers: Vec<Provider>,
     /// Differential mode's run without the driver: provider operations are skipped.
     pub without_driver: bool,
+    /// The runner's own elevated administrator process, which runs `image_rule` steps
+    /// without `as` (started only for scenarios that have such steps).
+    pub admin: Option<u32>,
 }
 
 fn params(access: u32, disposition: u32, options: u32) -> OpenParams {
@@ -492,9 +496,56 @@ impl World {
         })
     }
 
-    /// `image_rule`: an administrator adds or removes an image rule.
-    pub(crate) fn image_rule(&self, _step: &Step) -> Outcome {
-        Outcome::Unsupported("image rules need the provider library's admin module".into())
+    /// `image_rule`: an administrator sets or removes an image rule through a management
+    /// connection of the provider library (`cloudflt::admin::ImageRules`), opened and
+    /// closed by the step on a thread of the acting process. Removing a rule that is not
+    /// there is STATUS_NOT_FOUND (the driver's answer, which the library reports as
+    /// `false`). Like the provider operations it needs the driver's port, so the run
+    /// without the driver of differential mode skips it.
+    pub(crate) fn image_rule(&self, step: &Step) -> Outcome {
+        if self.without_driver {
+            return Outcome::Skipped;
+        }
+        match self.try_image_rule(step) {
+            Ok(status) => Outcome::Observed(Observation::status(status)),
+            Err(why) => Outcome::Invalid(why),
+        }
+    }
+
+    fn try_image_rule(&self, step: &Step) -> Result<NTSTATUS, String> {
+        let image = need(&step.image, "image_rule", "image")?;
+        let visibility = match (step.remove, step.visibility.as_deref()) {
+            (true, None) => None,
+            (true, Some(_)) => return Err("`remove = true` takes no `visibility`".into()),
+            (false, Some("expose")) => Some(Visibility::Expose),
+            (false, Some("disguise")) => Some(Visibility::Disguise),
+            (false, Some(other)) => {
+                return Err(format!("visibility {other:?} is not expose or disguise"));
+            }
+            (false, None) => {
+                return Err("`image_rule` needs `visibility`, or `remove = true`".into());
+            }
+        };
+        let pid = match &step.actor {
+            Some(name) => self.pid_of(name)?,
+            None => self
+                .admin
+                .ok_or("the runner's administrator process is not running")?,
+        };
+        let done = process::run_as(pid, || {
+            let rules = ImageRules::connect()?;
+            match visibility {
+                Some(v) => rules.set(image, v).map(|()| STATUS_SUCCESS),
+                None => rules.remove(image).map(|found| {
+                    if found {
+                        STATUS_SUCCESS
+                    } else {
+                        STATUS_NOT_FOUND
+                    }
+                }),
+            }
+        });
+        Ok(done.unwrap_or_else(|e| provider::status_of(&e)))
     }
 
     /// `set_compat`: the process sets its own mode, on one of its threads, as a program
