@@ -508,6 +508,32 @@ pub extern "system" fn FltUnregisterFilter(filter: PFLT_FILTER) {
         });
     }
     super::port::disconnect_all(filter);
+    // FltMgr holds rundown protection on the filter across each MessageNotify: unregistering
+    // waits for the callbacks still running on providers' threads (a minute at most in the
+    // model, then it is reported as the hang it would be).
+    let started = std::time::Instant::now();
+    loop {
+        let running: usize = with_kernel(|k| {
+            k.server_ports
+                .values()
+                .filter(|p| p.filter == filter)
+                .map(|p| p.calls_in_flight)
+                .sum()
+        });
+        if running == 0 {
+            break;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(60) {
+            with_kernel(|k| {
+                k.violation(
+                    "FltUnregisterFilter",
+                    format!("{running} MessageNotify call(s) never returned: unload hangs"),
+                )
+            });
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
     // From here instances are torn down: operations that start now bypass the filter.
     with_kernel(|k| {
         if let Some(f) = k.filters.get_mut(&filter) {

@@ -72,6 +72,9 @@ pub(crate) struct ServerPort {
     max_connections: usize,
     /// Access the descriptor grants (FLT_PORT_ALL_ACCESS to SYSTEM and Administrators).
     access: u32,
+    /// MessageNotify callbacks running now: FltUnregisterFilter waits for them (FltMgr
+    /// holds rundown protection on the filter across each).
+    pub(crate) calls_in_flight: usize,
 }
 
 pub(crate) struct ClientPort {
@@ -564,6 +567,7 @@ pub unsafe extern "system" fn FltCreateCommunicationPort(
                 message,
                 max_connections: max_connections as usize,
                 access,
+                calls_in_flight: 0,
             },
         );
         // SAFETY: checked non-null above.
@@ -991,16 +995,33 @@ pub(crate) fn message_notify(
 ) -> (NTSTATUS, u32) {
     let plan = with_kernel(|k| {
         let c = k.client_ports.get(&client).filter(|c| c.is_open())?;
-        let callback = k.server_ports.get(&c.server).and_then(|s| s.message);
-        Some((callback, c.cookie))
+        let (server, cookie) = (c.server, c.cookie);
+        let port = k.server_ports.get_mut(&server)?;
+        let callback = port.message;
+        if callback.is_some() {
+            port.calls_in_flight += 1;
+        }
+        Some((callback, cookie, server))
     });
-    let Some((callback, cookie)) = plan else {
+    let Some((callback, cookie, server)) = plan else {
         return (STATUS_PORT_DISCONNECTED, 0);
     };
     let Some(callback) = callback else {
         // No MessageNotifyCallback registered (inference: FltMgr refuses the request).
         return (STATUS_INVALID_PARAMETER, 0);
     };
+    // Released when the callback has returned, however it returns.
+    struct InFlight(PFLT_PORT);
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            with_kernel(|k| {
+                if let Some(port) = k.server_ports.get_mut(&self.0) {
+                    port.calls_in_flight = port.calls_in_flight.saturating_sub(1);
+                }
+            });
+        }
+    }
+    let _in_flight = InFlight(server);
     let mut returned: u32 = 0;
     let status = irql::at(PASSIVE_LEVEL, || {
         // SAFETY: the driver's MessageNotify with its connection cookie and the user
