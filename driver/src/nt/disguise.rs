@@ -141,7 +141,7 @@ fn system_root() -> SystemRoot {
     root
 }
 
-/// Drops the cached `\SystemRoot` at unload, so that the next load resolves it again.
+/// Drops the cached `\SystemRoot`: DriverEntry calls it, so that each load resolves it again.
 pub(super) fn forget_system_root() {
     SYSTEM_ROOT.with(|cached| *cached = None);
 }

@@ -71,6 +71,9 @@ pub unsafe fn driver_entry(
     driver_object: *mut DRIVER_OBJECT,
     _registry_path: *const UNICODE_STRING,
 ) -> NTSTATUS {
+    // Each load resolves \SystemRoot afresh (the statics outlive an unload where the image
+    // stays mapped, as in the kernel model).
+    super::disguise::forget_system_root();
     let state = Driver {
         filter: 0,
         server_port: AtomicIsize::new(0),
@@ -153,6 +156,5 @@ fn teardown(state: PoolBox<Driver>) {
         // every callback, connection and instance is gone.
         unsafe { FltUnregisterFilter(state.filter) };
     }
-    super::disguise::forget_system_root();
     drop(state);
 }
