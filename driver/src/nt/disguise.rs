@@ -11,6 +11,15 @@
 //! Each pre-operation returns FLT_PREOP_SYNCHRONIZE when it wants its post: the post then
 //! runs in the issuing thread at PASSIVE_LEVEL, never at DISPATCH_LEVEL in a completion.
 //!
+//! # Known gaps
+//!
+//! - A directory query whose buffer holds less than its first entry's name is answered
+//!   STATUS_BUFFER_OVERFLOW with that entry cut short; its attributes are left as they are
+//!   (the caller must ask again with a larger buffer to get the entry at all).
+//! - FileDirectory and FileIdGlobalTxDirectory entries are checked by opening them by
+//!   name: an entry of a directory whose NT path is longer than `syncroot::MAX_PATH` units
+//!   is not checked, and keeps its attributes.
+//!
 //! # Malformed buffers
 //!
 //! A directory or query buffer the engine cannot validate is never returned as it is to a
@@ -24,7 +33,7 @@ use super::ntos::{
 };
 use windows_sys::Wdk::Storage::FileSystem::FILE_OPEN;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FLT_CALLBACK_DATA, FLT_PARAMETERS_11_0, FLT_POSTOP_CALLBACK_STATUS,
+    FLT_CALLBACK_DATA, FLT_IO_PARAMETER_BLOCK, FLT_PARAMETERS_11_0, FLT_POSTOP_CALLBACK_STATUS,
     FLT_POSTOP_DISALLOW_FSFILTER_IO, FLT_POSTOP_FINISHED_PROCESSING, FLT_PREOP_CALLBACK_STATUS,
     FLT_PREOP_DISALLOW_FASTIO, FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_PREOP_SUCCESS_WITH_CALLBACK,
     FLT_PREOP_SYNCHRONIZE, FLT_RELATED_OBJECTS, FLTFL_CALLBACK_DATA_FAST_IO_OPERATION,
@@ -242,6 +251,32 @@ fn is_irp(data: &FLT_CALLBACK_DATA) -> bool {
     data.Flags & FLTFL_CALLBACK_DATA_IRP_OPERATION != 0
 }
 
+/// The callback data of a post-operation worth looking at, with a copy of its parameter
+/// block: not draining, and completed with success or STATUS_BUFFER_OVERFLOW (a partial
+/// answer, which still shows what it holds).
+///
+/// # Safety
+/// `data` must be the callback data FltMgr passed to the post-operation, and the returned
+/// reference used only within it.
+unsafe fn completed<'a>(
+    data: *mut FLT_CALLBACK_DATA,
+    flags: u32,
+) -> Option<(&'a mut FLT_CALLBACK_DATA, FLT_IO_PARAMETER_BLOCK)> {
+    if flags & FLTFL_POST_OPERATION_DRAINING != 0 {
+        return None;
+    }
+    // SAFETY: the caller's contract: live callback data, referenced only in the callback.
+    let d = unsafe { data.as_mut() }?;
+    // SAFETY: the completed operation's status.
+    let status = unsafe { d.IoStatus.Anonymous.Status };
+    if !nt_success(status) && status != STATUS_BUFFER_OVERFLOW {
+        return None;
+    }
+    // SAFETY: its parameter block, valid during the callback.
+    let iopb = *unsafe { d.Iopb.as_ref() }?;
+    Some((d, iopb))
+}
+
 /// Fails the completed operation after zeroing what the file system returned.
 fn fail_malformed(data: &mut FLT_CALLBACK_DATA, buffer: &mut [u8], returned: usize) {
     let end = returned.min(buffer.len());
@@ -301,21 +336,15 @@ pub(super) unsafe extern "system" fn post_directory_control(
     _completion_context: *const core::ffi::c_void,
     flags: u32,
 ) -> FLT_POSTOP_CALLBACK_STATUS {
-    if flags & FLTFL_POST_OPERATION_DRAINING != 0 {
-        return FLT_POSTOP_FINISHED_PROCESSING;
-    }
-    // SAFETY: FltMgr passes valid callback data for the call.
-    let Some(d) = (unsafe { data.as_mut() }) else {
+    // SAFETY: FltMgr's callback data of this post-operation.
+    let Some((d, iopb)) = (unsafe { completed(data, flags) }) else {
         return FLT_POSTOP_FINISHED_PROCESSING;
     };
     // SAFETY: the completed operation's status.
-    if !nt_success(unsafe { d.IoStatus.Anonymous.Status }) {
+    if unsafe { d.IoStatus.Anonymous.Status } == STATUS_BUFFER_OVERFLOW {
+        // A first entry cut short: see the module comment (known gap).
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
-    // SAFETY: its parameter block, valid during the callback.
-    let Some(iopb) = (unsafe { d.Iopb.as_ref() }) else {
-        return FLT_POSTOP_FINISHED_PROCESSING;
-    };
     // SAFETY: DIRECTORY_CONTROL: the union holds the directory-control parameters.
     let control = unsafe { iopb.Parameters.DirectoryControl };
     // SAFETY: IRP_MN_QUERY_DIRECTORY (the only minor the pre-op synchronises).
@@ -543,20 +572,12 @@ pub(super) unsafe extern "system" fn post_query_information(
     _completion_context: *const core::ffi::c_void,
     flags: u32,
 ) -> FLT_POSTOP_CALLBACK_STATUS {
-    if flags & FLTFL_POST_OPERATION_DRAINING != 0 {
-        return FLT_POSTOP_FINISHED_PROCESSING;
-    }
-    // SAFETY: FltMgr passes valid callback data and related objects for the call.
-    let (Some(d), Some(objects)) = (unsafe { data.as_mut() }, unsafe { objects.as_ref() }) else {
+    // SAFETY: FltMgr's callback data of this post-operation.
+    let Some((d, iopb)) = (unsafe { completed(data, flags) }) else {
         return FLT_POSTOP_FINISHED_PROCESSING;
     };
-    // SAFETY: the completed operation's status.
-    let status = unsafe { d.IoStatus.Anonymous.Status };
-    if !nt_success(status) && status != STATUS_BUFFER_OVERFLOW {
-        return FLT_POSTOP_FINISHED_PROCESSING;
-    }
-    // SAFETY: its parameter block, valid during the callback.
-    let Some(iopb) = (unsafe { d.Iopb.as_ref() }) else {
+    // SAFETY: FltMgr passes valid related objects for the call.
+    let Some(objects) = (unsafe { objects.as_ref() }) else {
         return FLT_POSTOP_FINISHED_PROCESSING;
     };
     // SAFETY: QUERY_INFORMATION: the union holds its parameters.
@@ -617,20 +638,8 @@ pub(super) unsafe extern "system" fn post_fs_control(
     _completion_context: *const core::ffi::c_void,
     flags: u32,
 ) -> FLT_POSTOP_CALLBACK_STATUS {
-    if flags & FLTFL_POST_OPERATION_DRAINING != 0 {
-        return FLT_POSTOP_FINISHED_PROCESSING;
-    }
-    // SAFETY: FltMgr passes valid callback data for the call.
-    let Some(d) = (unsafe { data.as_mut() }) else {
-        return FLT_POSTOP_FINISHED_PROCESSING;
-    };
-    // SAFETY: the completed operation's status.
-    let status = unsafe { d.IoStatus.Anonymous.Status };
-    if !nt_success(status) && status != STATUS_BUFFER_OVERFLOW {
-        return FLT_POSTOP_FINISHED_PROCESSING;
-    }
-    // SAFETY: its parameter block, valid during the callback.
-    let Some(iopb) = (unsafe { d.Iopb.as_ref() }) else {
+    // SAFETY: FltMgr's callback data of this post-operation.
+    let Some((d, iopb)) = (unsafe { completed(data, flags) }) else {
         return FLT_POSTOP_FINISHED_PROCESSING;
     };
     // SAFETY: FILE_SYSTEM_CONTROL: the union holds the FSCTL parameters.
@@ -700,20 +709,8 @@ pub(super) unsafe extern "system" fn post_query_open(
     _completion_context: *const core::ffi::c_void,
     flags: u32,
 ) -> FLT_POSTOP_CALLBACK_STATUS {
-    if flags & FLTFL_POST_OPERATION_DRAINING != 0 {
-        return FLT_POSTOP_FINISHED_PROCESSING;
-    }
-    // SAFETY: FltMgr passes valid callback data for the call.
-    let Some(d) = (unsafe { data.as_ref() }) else {
-        return FLT_POSTOP_FINISHED_PROCESSING;
-    };
-    // SAFETY: the completed operation's status.
-    let status = unsafe { d.IoStatus.Anonymous.Status };
-    if !nt_success(status) && status != STATUS_BUFFER_OVERFLOW {
-        return FLT_POSTOP_FINISHED_PROCESSING;
-    }
-    // SAFETY: its parameter block, valid during the callback.
-    let Some(iopb) = (unsafe { d.Iopb.as_ref() }) else {
+    // SAFETY: FltMgr's callback data of this post-operation.
+    let Some((_, iopb)) = (unsafe { completed(data, flags) }) else {
         return FLT_POSTOP_FINISHED_PROCESSING;
     };
     // SAFETY: IRP_MJ_QUERY_OPEN: the union holds its parameters.
