@@ -7,6 +7,14 @@
 //! again. Transfers ([`transfer`]) write the data non-cached through the driver's own
 //! handle, record the range in the reparse data, and only then wake the waiters.
 //!
+//! The stream's `present` set is what the reparse data on disk records (a range is added
+//! once a snapshot holding it is written; dehydration removes one before its write), so a
+//! thread that finds its range present — a woken waiter, or a read that needs no fetch —
+//! never runs ahead of the record. Snapshots of one stream are written one at a time
+//! ([`persist`]): each is taken when its writer's turn comes, from the recorded state
+//! plus the writer's own range, so a write never replaces a newer record with an older
+//! one, and racing transfers each find the other's range in their snapshot or wait for it.
+//!
 //! Lock order: the fetch table's lock is a leaf; nothing waits or does I/O under it.
 
 use core::ptr::NonNull;
@@ -18,7 +26,9 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FltCancellableWaitForSingleObject, FltReferenceContext, FltReleaseContext,
     FltSendMessage,
 };
-use windows_sys::Wdk::System::SystemServices::KeQueryInterruptTimePrecise;
+use windows_sys::Wdk::System::SystemServices::{
+    Executive, KeQueryInterruptTimePrecise, KeWaitForSingleObject, KernelMode,
+};
 use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_ALERTED, STATUS_CANCELLED, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES,
     STATUS_CLOUD_FILE_INVALID_REQUEST, STATUS_CLOUD_FILE_METADATA_CORRUPT,
@@ -35,7 +45,7 @@ use super::providers::{self, ProviderRef};
 use super::status::nt_success;
 use super::sync::{Event, SpinLock};
 use crate::engine::policy::{self, UNIT};
-use crate::engine::ranges::Range;
+use crate::engine::ranges::{Range, RangeSet};
 use crate::engine::requests::Requests;
 use crate::engine::syncroot;
 
@@ -47,6 +57,9 @@ const OUTCOMES: usize = 64;
 const MAX_WAITERS: usize = 64;
 /// How long a thread without a waiter slot sleeps before it looks again (100 ns units).
 const POLL: i64 = 20 * 10_000;
+/// How long a thread waiting for its turn to persist sleeps at most before it looks
+/// again, though the writer before it wakes it (100 ns units).
+const PERSIST_WAIT: i64 = 1000 * 10_000;
 /// Gaps one waiter asks for in one round; the rest on the next.
 const GAPS_PER_ROUND: usize = 8;
 /// Priority hints: a reader waits, background fills do not.
@@ -65,6 +78,9 @@ struct WaiterEntry {
     file_object: usize,
     event: NonNull<Event>,
     aborted: bool,
+    /// Waits for data (`ensure`), rather than for its turn to persist: only these keep
+    /// fetches alive and are aborted by a cleanup.
+    reader: bool,
 }
 
 struct Fetches {
@@ -112,6 +128,16 @@ impl Fetches {
     fn wake(&self, stream: Option<usize>) {
         for w in self.waiters.iter().flatten() {
             if stream.is_none_or(|k| k == w.stream) {
+                // SAFETY: registered events stay alive until their thread unregisters.
+                unsafe { w.event.as_ref() }.set();
+            }
+        }
+    }
+
+    /// Sets the event of every thread waiting for its turn to persist `stream`.
+    fn wake_writers(&self, stream: usize) {
+        for w in self.waiters.iter().flatten() {
+            if !w.reader && w.stream == stream {
                 // SAFETY: registered events stay alive until their thread unregisters.
                 unsafe { w.event.as_ref() }.set();
             }
@@ -470,6 +496,7 @@ fn ensure(target: &Target<'_>, provider: &ProviderRef, required: Range) -> NTSTA
                             file_object: target.file_object,
                             event: NonNull::from(waiter.event),
                             aborted: false,
+                            reader: true,
                         });
                     }
                 }
@@ -522,7 +549,7 @@ fn abandon(stream: &StreamContext, deps: &[u64], me: Option<usize>) {
     let mut after = After::new();
     FETCHES.with(|f| {
         let others = f.waiters.iter().enumerate().any(|(i, w)| {
-            Some(i) != me && w.is_some_and(|w| w.stream == key(stream) && !w.aborted)
+            Some(i) != me && w.is_some_and(|w| w.reader && w.stream == key(stream) && !w.aborted)
         });
         if others {
             return;
@@ -542,7 +569,7 @@ pub(crate) fn file_closed(stream: &StreamContext, file_object: usize, last: bool
     let mut after = After::new();
     FETCHES.with(|f| {
         for w in f.waiters.iter_mut().flatten() {
-            if w.file_object == file_object && w.stream == key(stream) {
+            if w.reader && w.file_object == file_object && w.stream == key(stream) {
                 w.aborted = true;
                 // SAFETY: registered events stay alive until their thread unregisters.
                 unsafe { w.event.as_ref() }.set();
@@ -552,7 +579,7 @@ pub(crate) fn file_closed(stream: &StreamContext, file_object: usize, last: bool
             .waiters
             .iter()
             .flatten()
-            .any(|w| w.stream == key(stream) && !w.aborted);
+            .any(|w| w.reader && w.stream == key(stream) && !w.aborted);
         if last && !waiting {
             while after.has_room() {
                 match f.requests.of_stream(key(stream)) {
@@ -877,40 +904,98 @@ fn write_and_record(stream: &StreamContext, message: &TransferData<'_>, size: u6
         start: offset,
         end: offset.saturating_add(useful),
     };
-    FETCHES.with(|f| stream.with_state(&f.held, |s| s.present.insert(range)));
-    persist(stream, writer)
+    // Present once recorded: nobody reads the range, or finishes a fetch for it, before
+    // the reparse data holds it.
+    record(stream, writer, Some(range))
 }
 
 /// Writes the stream's current state into its reparse data (and the OFFLINE /
-/// RECALL_ON_DATA_ACCESS attributes), newest state last even when transfers race.
+/// RECALL_ON_DATA_ACCESS attributes), after any write of it already under way.
 pub(crate) fn persist(stream: &StreamContext, file: &OwnedFile) -> NTSTATUS {
+    record(stream, file, None)
+}
+
+/// Writes the stream's state, with `added` present, into its reparse data; once that is
+/// written, `added` is present in memory too. One write at a time per stream: the
+/// snapshot is taken when this thread's turn comes, so it holds every range recorded
+/// before it, and the record on disk only ever gets newer.
+fn record(stream: &StreamContext, file: &OwnedFile, added: Option<Range>) -> NTSTATUS {
+    let mut snapshot = Snapshot::new();
+    let seq = take_turn(stream, &mut snapshot, added);
+    let status = snapshot.write(stream, file);
+    FETCHES.with(|f| {
+        stream.with_state(&f.held, |s| {
+            if nt_success(status)
+                && let Some(range) = added
+            {
+                s.present.insert(range);
+            }
+            // The turn passes on.
+            s.persisted = seq;
+        });
+        // Readers are woken by the fetches this finishes (`transfer`), in the same lock
+        // as the requests leave the table: none returns while its fetch looks busy.
+        f.wake_writers(key(stream));
+    });
+    status
+}
+
+/// Waits until no write of the stream's reparse data is under way (`snapshot` is ahead of
+/// `persisted` while one is), then takes the turn: numbers a new snapshot and fills
+/// `snapshot` from the state, with `added` present. Returns the snapshot's number.
+fn take_turn(stream: &StreamContext, snapshot: &mut Snapshot, added: Option<Range>) -> u64 {
+    let event = Event::uninit();
+    event.init();
+    let mut waiter = Waiter {
+        slot: None,
+        event: &event,
+    };
     loop {
-        let mut snapshot = Snapshot::new();
-        let seq = FETCHES.with(|f| {
-            stream.with_state(&f.held, |s| {
-                s.snapshot = s.snapshot.wrapping_add(1);
-                snapshot.fill(s);
-                s.snapshot
-            })
-        });
-        let status = snapshot.write(stream, file);
-        if !nt_success(status) {
-            return status;
-        }
-        let newer_lost = FETCHES.with(|f| {
-            stream.with_state(&f.held, |s| {
-                if s.persisted > seq {
-                    // A newer snapshot was written before this older one: write again.
-                    true
-                } else {
-                    s.persisted = seq;
-                    false
+        event.reset();
+        let taken = FETCHES.with(|f| {
+            let taken = stream.with_state(&f.held, |s| {
+                if s.snapshot != s.persisted {
+                    return None;
                 }
-            })
+                s.snapshot = s.snapshot.wrapping_add(1);
+                snapshot.fill(s, added);
+                Some(s.snapshot)
+            });
+            if taken.is_none() && waiter.slot.is_none() {
+                waiter.slot = f.waiters.iter().position(Option::is_none);
+                if let Some(slot) = waiter.slot.and_then(|i| f.waiters.get_mut(i)) {
+                    *slot = Some(WaiterEntry {
+                        stream: key(stream),
+                        file_object: 0,
+                        event: NonNull::from(waiter.event),
+                        aborted: false,
+                        reader: false,
+                    });
+                }
+            }
+            taken
         });
-        if !newer_lost {
-            return STATUS_SUCCESS;
+        if let Some(seq) = taken {
+            return seq;
         }
+        // The writer before this one wakes the stream's waiters when it is done; without
+        // a slot, look again soon.
+        let relative = -if waiter.slot.is_some() {
+            PERSIST_WAIT
+        } else {
+            POLL
+        };
+        // SAFETY: an initialised event on this frame; PASSIVE_LEVEL (transfers and the
+        // provider's requests); a relative timeout.
+        unsafe {
+            KeWaitForSingleObject(
+                event.object(),
+                Executive,
+                KernelMode as i8,
+                false,
+                &relative,
+            )
+        };
     }
 }
 
@@ -918,8 +1003,7 @@ pub(crate) fn persist(stream: &StreamContext, file: &OwnedFile) -> NTSTATUS {
 struct Snapshot {
     flags: PlaceholderFlags,
     size: u64,
-    ranges: [WireRange; STREAM_RANGES],
-    count: usize,
+    present: RangeSet<STREAM_RANGES>,
 }
 
 impl Snapshot {
@@ -927,23 +1011,27 @@ impl Snapshot {
         Self {
             flags: PlaceholderFlags::EMPTY,
             size: 0,
-            ranges: [WireRange::new(0, 0); STREAM_RANGES],
-            count: 0,
+            present: RangeSet::new(),
         }
     }
 
-    fn fill(&mut self, s: &StreamState) {
+    fn fill(&mut self, s: &StreamState, added: Option<Range>) {
         self.flags = s.flags;
         self.size = s.file_size;
-        self.count = 0;
-        for (slot, r) in self.ranges.iter_mut().zip(s.present.iter()) {
-            *slot = WireRange::new(r.start, r.len());
-            self.count += 1;
+        self.present = s.present;
+        if let Some(range) = added {
+            self.present.insert(range);
         }
     }
 
     fn write(&self, stream: &StreamContext, file: &OwnedFile) -> NTSTATUS {
-        let ranges = RangeList::from_slice(self.ranges.get(..self.count).unwrap_or(&[]));
+        let mut wire = [WireRange::new(0, 0); STREAM_RANGES];
+        let mut count = 0;
+        for (slot, r) in wire.iter_mut().zip(self.present.iter()) {
+            *slot = WireRange::new(r.start, r.len());
+            count += 1;
+        }
+        let ranges = RangeList::from_slice(wire.get(..count).unwrap_or(&[]));
         let full = ranges.hydrated_bytes() >= self.size;
         let result = placeholder::encode_blob(self.flags, self.size, stream.identity(), ranges)
             .and_then(|(blob, len)| file.tag(blob.as_slice().get(..len).unwrap_or(&[])))
