@@ -69,8 +69,11 @@ pub(crate) struct StreamState {
     pub(crate) writer_users: u32,
     /// File objects of the stream between their create and their cleanup.
     pub(crate) opens: u32,
-    /// Snapshot numbering, so that concurrent transfers persist the newest state last.
+    /// Number of the last snapshot taken of the state for the reparse data. A write of
+    /// the reparse data is under way while it is ahead of `persisted` (one at a time per
+    /// stream: see `hydrate::record`).
     pub(crate) snapshot: u64,
+    /// Number of the last snapshot whose write finished.
     pub(crate) persisted: u64,
 }
 
