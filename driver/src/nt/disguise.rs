@@ -481,10 +481,14 @@ fn child_is_ours(
             let trimmed = directory
                 .strip_suffix(&[u16::from(b'\\')])
                 .unwrap_or(directory);
-            match trimmed.iter().rposition(|u| *u == u16::from(b'\\')) {
-                Some(cut) => (trimmed.get(..cut).unwrap_or(&[]), None),
-                None => return false,
-            }
+            let Some(cut) = trimmed.iter().rposition(|u| *u == u16::from(b'\\')) else {
+                return false;
+            };
+            // `\Device\HarddiskVolumeN` alone names the volume, not its root directory:
+            // the root keeps its separator.
+            let separators = trimmed.iter().filter(|u| **u == u16::from(b'\\')).count();
+            let end = if separators <= 3 { cut + 1 } else { cut };
+            (trimmed.get(..end).unwrap_or(&[]), None)
         }
         _ => (directory, Some(name)),
     };
