@@ -13,10 +13,10 @@ use cloudflt_tests::model::{Machine, VolumeConfig};
 use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_OPERATION_REGISTRATION, FLT_POSTOP_CALLBACK_STATUS,
-    FLT_POSTOP_FINISHED_PROCESSING, FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_SYNCHRONIZE,
-    FLT_REGISTRATION, FLT_RELATED_OBJECTS, PFLT_FILTER,
+    FLT_POSTOP_FINISHED_PROCESSING, FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_SUCCESS_NO_CALLBACK,
+    FLT_PREOP_SYNCHRONIZE, FLT_REGISTRATION, FLT_RELATED_OBJECTS, PFLT_FILTER,
 };
-use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_SUCCESS};
+use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_NOT_SUPPORTED, STATUS_SUCCESS};
 
 /// The post-operation writes FileIndex through the caller's user-mode address.
 const THROUGH_USER_ADDRESS: u8 = 0;
@@ -89,7 +89,26 @@ struct Static<T>(T);
 // SAFETY: immutable tables read by the model only.
 unsafe impl<T> Sync for Static<T> {}
 
-static OPERATIONS: Static<[FLT_OPERATION_REGISTRATION; 2]> = Static([
+/// What FltLockUserBuffer answered a query-information pre-operation.
+static QUERY_LOCK_STATUS: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+unsafe extern "system" fn pre_query_information(
+    data: *mut FLT_CALLBACK_DATA,
+    _: *const FLT_RELATED_OBJECTS,
+    _: *mut *mut std::ffi::c_void,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    QUERY_LOCK_STATUS.store(FltLockUserBuffer(data), Ordering::SeqCst);
+    FLT_PREOP_SUCCESS_NO_CALLBACK
+}
+
+static OPERATIONS: Static<[FLT_OPERATION_REGISTRATION; 3]> = Static([
+    FLT_OPERATION_REGISTRATION {
+        MajorFunction: 5, // IRP_MJ_QUERY_INFORMATION
+        Flags: 0,
+        PreOperation: Some(pre_query_information),
+        PostOperation: None,
+        Reserved1: std::ptr::null_mut(),
+    },
     FLT_OPERATION_REGISTRATION {
         MajorFunction: 12, // IRP_MJ_DIRECTORY_CONTROL
         Flags: 0,
@@ -175,6 +194,32 @@ fn mapping_an_mdl_twice_is_reported() {
     let v = machine.take_violations();
     assert!(
         v.iter().any(|v| v.to_string().contains("already mapped")),
+        "{v:?}"
+    );
+}
+
+#[test]
+fn locking_a_buffer_the_model_builds_no_mdl_for_is_refused_and_reported() {
+    let (mut machine, _) = list_with(THROUGH_MDL);
+    let app = machine.spawn_process(
+        "\\Device\\HarddiskVolume1\\app2.exe",
+        PHCM_APPLICATION_DEFAULT,
+        false,
+    );
+    process::run_as(app, || {
+        let f = files::create("C:\\d\\f.txt", &OpenParams::read_write(1)).expect("open f.txt");
+        // FileBasicInformation.
+        let _ = files::query_information(f, 4, 40);
+        files::close(f);
+    });
+    assert_eq!(
+        QUERY_LOCK_STATUS.load(Ordering::SeqCst),
+        STATUS_NOT_SUPPORTED
+    );
+    let v = machine.take_violations();
+    assert!(
+        v.iter()
+            .any(|v| v.to_string().contains("IRP_MJ_DIRECTORY_CONTROL only")),
         "{v:?}"
     );
 }

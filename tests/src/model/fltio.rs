@@ -670,8 +670,18 @@ pub extern "system" fn FltLockUserBuffer(data: *const FLT_CALLBACK_DATA) -> NTST
     // SAFETY: its parameter block, owned by the dispatcher and live with the operation.
     let iopb = unsafe { &mut *iopb };
     if iopb.MajorFunction != io::major::DIRECTORY_CONTROL {
-        // Only directory queries are modelled with an MDL; others have none to lock.
-        return STATUS_SUCCESS;
+        // Only directory queries are modelled with an MDL. Answering success for another
+        // major would let a filter believe its buffer locked when the model made no MDL.
+        let major = iopb.MajorFunction;
+        with_kernel(|k| {
+            k.violation(
+                "FltLockUserBuffer",
+                format!(
+                    "major {major:#x}: the model builds MDLs for IRP_MJ_DIRECTORY_CONTROL only"
+                ),
+            )
+        });
+        return STATUS_NOT_SUPPORTED;
     }
     // SAFETY: DIRECTORY_CONTROL: the union holds the directory-control parameters.
     let control = unsafe { iopb.Parameters.DirectoryControl };
