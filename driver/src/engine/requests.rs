@@ -1,11 +1,14 @@
-//! Fetch requests outstanding with providers.
+//! Fetch requests outstanding with providers, and what a waiter's outcome is.
 //!
 //! One request per missing range, however many readers wait for it: a reader whose
 //! range an in-flight request already covers waits for that request instead of asking
 //! again. Each request has a deadline (the sync root's timeout); as in cfapi, any valid
 //! message from the provider restarts the clocks of all its requests.
+//!
+//! The nt layer keeps the requests in lists it allocates per request (no table, no cap);
+//! these functions decide over any iterator of them.
 
-use super::ranges::Range;
+use super::ranges::{Range, RangeSet};
 
 /// One request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,244 +23,237 @@ pub struct Request {
     pub owner: usize,
     /// When it times out (the nt layer's clock, 100 ns units).
     pub deadline: i64,
-    /// Bytes of `range` received so far.
-    pub received: u64,
 }
 
-/// The table is full: the read fails with insufficient resources rather than waiting.
+/// The first part of `gap` that no in-flight request of `stream` will deliver, so a
+/// reader asks only for what nobody has asked for yet.
+pub fn unrequested<'a>(
+    requests: impl Iterator<Item = &'a Request> + Clone,
+    stream: usize,
+    gap: Range,
+) -> Option<Range> {
+    let mut start = gap.start;
+    loop {
+        if start >= gap.end {
+            return None;
+        }
+        let covering = requests
+            .clone()
+            .find(|r| r.stream == stream && r.range.start <= start && start < r.range.end);
+        match covering {
+            Some(r) => start = r.range.end,
+            None => {
+                let end = requests
+                    .clone()
+                    .filter(|r| r.stream == stream && r.range.start > start)
+                    .map(|r| r.range.start)
+                    .fold(gap.end, u64::min);
+                return Some(Range { start, end });
+            }
+        }
+    }
+}
+
+/// What a waiter for `need` (already clipped to the file) learns from an event on its
+/// stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Full;
-
-/// Up to `N` outstanding requests.
-#[derive(Debug)]
-pub struct Requests<const N: usize> {
-    slots: [Option<Request>; N],
-    next_id: u64,
+pub enum Verdict<S> {
+    /// Everything it needs is present: it may go on.
+    Ready,
+    /// A request it depends on failed with this status.
+    Failed(S),
+    /// Part of what it needs is neither present nor asked for (forgotten by a full range
+    /// set, or dropped): it must ask again.
+    Stalled,
+    /// Still waiting for requests in flight.
+    Waiting,
 }
 
-impl<const N: usize> Default for Requests<N> {
-    fn default() -> Self {
-        Self::new()
+/// The outcome for a waiter that needs `need`, given what is `present`, a range just
+/// `recorded` (present on disk even if a full range set could not keep it), the request
+/// that just `failed` with its status, and the requests still in flight.
+pub fn verdict<'a, S: Copy, const N: usize>(
+    need: Range,
+    present: &RangeSet<N>,
+    recorded: Option<Range>,
+    failed: Option<(Range, S)>,
+    in_flight: impl Iterator<Item = &'a Request> + Clone,
+    stream: usize,
+) -> Verdict<S> {
+    let missing = |range: Range| gaps(present, recorded, range);
+    if missing(need).next().is_none() {
+        return Verdict::Ready;
+    }
+    if let Some((range, status)) = failed {
+        let lost = need.clip(range);
+        if !lost.is_empty() && missing(lost).next().is_some() {
+            return Verdict::Failed(status);
+        }
+    }
+    if missing(need).any(|gap| unrequested(in_flight.clone(), stream, gap).is_some()) {
+        Verdict::Stalled
+    } else {
+        Verdict::Waiting
     }
 }
 
-impl<const N: usize> Requests<N> {
-    /// An empty table.
-    pub const fn new() -> Self {
-        Self {
-            slots: [None; N],
-            next_id: 1,
-        }
-    }
-
-    /// The outstanding requests.
-    pub fn iter(&self) -> impl Iterator<Item = &Request> {
-        self.live()
-    }
-
-    fn live(&self) -> impl Iterator<Item = &Request> {
-        self.slots.iter().flatten()
-    }
-
-    /// How many requests are outstanding.
-    pub fn len(&self) -> usize {
-        self.live().count()
-    }
-
-    /// Whether none are.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    /// An in-flight request of `stream` that will deliver `range` (wholly inside it).
-    pub fn covering(&self, stream: usize, range: Range) -> Option<u64> {
-        self.live()
-            .find(|r| {
-                r.stream == stream && r.range.start <= range.start && range.end <= r.range.end
-            })
-            .map(|r| r.id)
-    }
-
-    /// Records a new request and returns its id.
-    pub fn start(
-        &mut self,
-        stream: usize,
-        range: Range,
-        owner: usize,
-        deadline: i64,
-    ) -> Result<u64, Full> {
-        let slot = self.slots.iter_mut().find(|s| s.is_none()).ok_or(Full)?;
-        let id = self.next_id;
-        self.next_id = self.next_id.wrapping_add(1).max(1);
-        *slot = Some(Request {
-            id,
-            stream,
-            range,
-            owner,
-            deadline,
-            received: 0,
-        });
-        Ok(id)
-    }
-
-    /// The request with this id.
-    pub fn get(&self, id: u64) -> Option<&Request> {
-        self.live().find(|r| r.id == id)
-    }
-
-    /// Notes `bytes` more received for request `id`; true once all of its range arrived.
-    pub fn received(&mut self, id: u64, bytes: u64) -> bool {
-        match self.slots.iter_mut().flatten().find(|r| r.id == id) {
-            Some(r) => {
-                r.received = r.received.saturating_add(bytes);
-                r.received >= r.range.len()
-            }
-            None => false,
-        }
-    }
-
-    /// Removes and returns request `id`.
-    pub fn finish(&mut self, id: u64) -> Option<Request> {
-        let slot = self
-            .slots
-            .iter_mut()
-            .find(|s| s.is_some_and(|r| r.id == id))?;
-        slot.take()
-    }
-
-    /// Restarts the clock of every request of `owner` (a valid provider message arrived).
-    pub fn touch(&mut self, owner: usize, deadline: i64) {
-        for r in self.slots.iter_mut().flatten() {
-            if r.owner == owner {
-                r.deadline = deadline;
-            }
-        }
-    }
-
-    /// The first request past its deadline at `now`.
-    pub fn expired(&self, now: i64) -> Option<u64> {
-        self.live().find(|r| r.deadline <= now).map(|r| r.id)
-    }
-
-    /// The first request sent on `owner` (to fail them all when it disconnects).
-    pub fn of_owner(&self, owner: usize) -> Option<u64> {
-        self.live().find(|r| r.owner == owner).map(|r| r.id)
-    }
-
-    /// The first request of `stream` (to cancel them when its last handle closes).
-    pub fn of_stream(&self, stream: usize) -> Option<u64> {
-        self.live().find(|r| r.stream == stream).map(|r| r.id)
-    }
-
-    /// The first part of `gap` that no in-flight request of `stream` will deliver, so a
-    /// reader asks only for what nobody has asked for yet.
-    pub fn unrequested(&self, stream: usize, gap: Range) -> Option<Range> {
-        let mut start = gap.start;
+/// The parts of `range` that neither `present` nor `recorded` hold.
+fn gaps<const N: usize>(
+    present: &RangeSet<N>,
+    recorded: Option<Range>,
+    range: Range,
+) -> impl Iterator<Item = Range> + '_ {
+    let mut cursor = range.start;
+    core::iter::from_fn(move || {
         loop {
-            if start >= gap.end {
-                return None;
-            }
-            let covering = self
-                .live()
-                .find(|r| r.stream == stream && r.range.start <= start && start < r.range.end);
-            match covering {
-                Some(r) => start = r.range.end,
-                None => {
-                    let end = self
-                        .live()
-                        .filter(|r| r.stream == stream && r.range.start > start)
-                        .map(|r| r.range.start)
-                        .fold(gap.end, u64::min);
-                    return Some(Range { start, end });
+            let gap = present.first_gap(Range {
+                start: cursor,
+                end: range.end,
+            })?;
+            // The recorded range covers a prefix, a suffix or the middle of the gap.
+            let (first, after) = match recorded {
+                Some(r) if r.start <= gap.start && gap.start < r.end => {
+                    cursor = r.end.min(gap.end);
+                    if cursor >= gap.end {
+                        continue;
+                    }
+                    (
+                        Range {
+                            start: cursor,
+                            end: gap.end,
+                        },
+                        gap.end,
+                    )
                 }
-            }
+                Some(r) if gap.start < r.start && r.start < gap.end => (
+                    Range {
+                        start: gap.start,
+                        end: r.start,
+                    },
+                    r.end.min(gap.end),
+                ),
+                _ => (gap, gap.end),
+            };
+            cursor = after.max(first.end);
+            return Some(first);
         }
-    }
-
-    /// The first request of `stream` whose range `done` says has fully arrived.
-    pub fn first_done(&self, stream: usize, done: impl Fn(Range) -> bool) -> Option<u64> {
-        self.live()
-            .find(|r| r.stream == stream && done(r.range))
-            .map(|r| r.id)
-    }
-
-    /// The earliest deadline, if any request is outstanding.
-    pub fn next_deadline(&self) -> Option<i64> {
-        self.live().map(|r| r.deadline).min()
-    }
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn readers_of_a_covered_range_join_the_request_in_flight() {
-        let mut t = Requests::<4>::new();
-        let started = t.start(7, Range::at(0, 8192), 1, 100);
-        assert!(started.is_ok());
-        let id = started.unwrap_or_default();
-        assert_eq!(t.covering(7, Range::at(4096, 4096)), Some(id));
-        assert_eq!(t.covering(7, Range::at(4096, 8192)), None);
-        assert_eq!(t.covering(8, Range::at(0, 10)), None);
-        assert!(!t.received(id, 4096));
-        assert!(t.received(id, 4096));
-        assert_eq!(t.finish(id).map(|r| r.range), Some(Range::at(0, 8192)));
-        assert!(t.is_empty());
-    }
-
-    #[test]
-    fn ids_are_unique_and_the_table_is_bounded() {
-        let mut t = Requests::<2>::new();
-        let a = t.start(1, Range::at(0, 1), 1, 10);
-        let b = t.start(1, Range::at(1, 1), 1, 10);
-        assert!(a.is_ok() && b.is_ok() && a != b, "{a:?} {b:?}");
-        assert_eq!(t.start(1, Range::at(2, 1), 1, 10), Err(Full));
-        assert!(t.finish(a.unwrap_or_default()).is_some());
-        let c = t.start(1, Range::at(2, 1), 1, 10);
-        assert!(c.is_ok() && c != a && c != b, "{c:?}");
+    fn req(id: u64, stream: usize, range: Range) -> Request {
+        Request {
+            id,
+            stream,
+            range,
+            owner: 1,
+            deadline: 10,
+        }
     }
 
     #[test]
     fn only_what_nobody_asked_for_is_requested() {
-        let mut t = Requests::<4>::new();
-        assert!(t.start(1, Range::at(4096, 4096), 1, 10).is_ok());
-        assert!(t.start(1, Range::at(12288, 4096), 1, 10).is_ok());
-        assert!(t.start(2, Range::at(0, 65536), 1, 10).is_ok());
+        let t = [
+            req(1, 1, Range::at(4096, 4096)),
+            req(2, 1, Range::at(12288, 4096)),
+            req(3, 2, Range::at(0, 65536)),
+        ];
         let gap = Range::at(0, 20480);
-        assert_eq!(t.unrequested(1, gap), Some(Range::at(0, 4096)));
+        assert_eq!(unrequested(t.iter(), 1, gap), Some(Range::at(0, 4096)));
         assert_eq!(
-            t.unrequested(1, Range::at(4096, 16384)),
+            unrequested(t.iter(), 1, Range::at(4096, 16384)),
             Some(Range::at(8192, 4096))
         );
         assert_eq!(
-            t.unrequested(1, Range::at(12288, 8192)),
+            unrequested(t.iter(), 1, Range::at(12288, 8192)),
             Some(Range::at(16384, 4096))
         );
-        assert_eq!(t.unrequested(1, Range::at(4096, 4096)), None);
-        assert_eq!(t.unrequested(2, gap), None);
-        assert_eq!(
-            t.first_done(1, |r| r.start >= 12288),
-            t.of_stream(1).map(|id| id + 1)
-        );
-        assert_eq!(t.first_done(3, |_| true), None);
+        assert_eq!(unrequested(t.iter(), 1, Range::at(4096, 4096)), None);
+        assert_eq!(unrequested(t.iter(), 2, gap), None);
     }
 
     #[test]
-    fn deadlines_expire_and_provider_activity_restarts_them() {
-        let mut t = Requests::<4>::new();
-        let (a, b) = (
-            t.start(1, Range::at(0, 1), 5, 100),
-            t.start(2, Range::at(0, 1), 6, 200),
+    fn a_waiter_is_ready_once_its_range_is_present_or_just_recorded() {
+        let mut present = RangeSet::<2>::new();
+        present.insert(Range::at(0, 4096));
+        let none: [Request; 0] = [];
+        let v = verdict::<i32, 2>(Range::at(0, 4096), &present, None, None, none.iter(), 1);
+        assert_eq!(v, Verdict::Ready);
+        // A full set forgets ranges; the one just written still counts.
+        let v = verdict::<i32, 2>(
+            Range::at(0, 12288),
+            &present,
+            Some(Range::at(4096, 8192)),
+            None,
+            none.iter(),
+            1,
         );
-        assert!(a.is_ok() && b.is_ok(), "{a:?} {b:?}");
-        let (a, b) = (a.unwrap_or_default(), b.unwrap_or_default());
-        assert_eq!(t.expired(99), None);
-        assert_eq!(t.expired(100), Some(a));
-        t.touch(5, 300);
-        assert_eq!(t.expired(250), Some(b));
-        assert_eq!(t.next_deadline(), Some(200));
-        assert_eq!(t.of_owner(5), Some(a));
-        assert_eq!(t.of_stream(2), Some(b));
+        assert_eq!(v, Verdict::Ready);
+        let v = verdict::<i32, 2>(
+            Range::at(0, 16384),
+            &present,
+            Some(Range::at(4096, 8192)),
+            None,
+            none.iter(),
+            1,
+        );
+        assert_eq!(v, Verdict::Stalled);
+    }
+
+    #[test]
+    fn a_failed_request_fails_only_waiters_that_still_need_its_range() {
+        let mut present = RangeSet::<4>::new();
+        present.insert(Range::at(0, 4096));
+        let flying = [req(7, 1, Range::at(8192, 4096))];
+        let failed = Some((Range::at(0, 8192), -5));
+        // Needs 4096..8192, which the failed request was to deliver.
+        let v = verdict(Range::at(0, 8192), &present, None, failed, flying.iter(), 1);
+        assert_eq!(v, Verdict::Failed(-5));
+        // Its part of the failed range is present: it waits for request 7.
+        let v = verdict(
+            Range::at(0, 4096).clip(Range::at(0, 4096)),
+            &present,
+            None,
+            failed,
+            flying.iter(),
+            1,
+        );
+        assert_eq!(v, Verdict::Ready);
+        let v = verdict(
+            Range::at(8192, 4096),
+            &present,
+            None,
+            failed,
+            flying.iter(),
+            1,
+        );
+        assert_eq!(v, Verdict::Waiting);
+        // Nothing in flight for another stream's key.
+        let v = verdict(
+            Range::at(8192, 4096),
+            &present,
+            None,
+            None,
+            flying.iter(),
+            2,
+        );
+        assert_eq!(v, Verdict::Stalled);
+    }
+
+    #[test]
+    fn gaps_skip_what_was_just_recorded() {
+        let present = RangeSet::<4>::new();
+        let all: std::vec::Vec<Range> =
+            gaps(&present, Some(Range::at(4096, 4096)), Range::at(0, 16384)).collect();
+        assert_eq!(all, [Range::at(0, 4096), Range::at(8192, 8192)]);
+        let all: std::vec::Vec<Range> =
+            gaps(&present, Some(Range::at(0, 4096)), Range::at(0, 8192)).collect();
+        assert_eq!(all, [Range::at(4096, 4096)]);
+        let all: std::vec::Vec<Range> =
+            gaps(&present, Some(Range::at(0, 8192)), Range::at(0, 8192)).collect();
+        assert!(all.is_empty());
     }
 }

@@ -17,6 +17,8 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::PFLT_INSTANCE;
 
 use super::file::{OwnedFile, PoolBuf};
 use super::pool::tag;
+use super::queue::PendedQueue;
+use super::sync::Event;
 use crate::engine::policy::Policy;
 use crate::engine::ranges::RangeSet;
 use crate::engine::visibility::Visibility;
@@ -29,6 +31,8 @@ pub(crate) struct InstanceContext {
     pub(crate) sector_size: u32,
     /// `FileSystemAttributes` the volume reported.
     pub(crate) fs_attributes: u32,
+    /// Where this volume's pended reads wait, cancellably.
+    pub(crate) queue: PendedQueue,
 }
 
 /// Ranges of a placeholder the stream context tracks; beyond this the smallest is
@@ -51,6 +55,8 @@ pub(crate) struct StreamContext {
     /// freed with the context).
     identity: Option<PoolBuf>,
     identity_len: usize,
+    /// Set when a write of the reparse data ends: the next writer's turn (`hydrate`).
+    pub(crate) turn: Event,
     state: UnsafeCell<StreamState>,
 }
 
@@ -102,6 +108,7 @@ impl StreamContext {
             file_id,
             identity: buffer,
             identity_len: identity.len(),
+            turn: Event::uninit(),
             state: UnsafeCell::new(state),
         })
     }

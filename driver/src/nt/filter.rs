@@ -3,10 +3,11 @@
 //!
 //! Teardown, in this order (avscan's `AvUnload` order):
 //! 1. close the server port, so no provider can connect;
-//! 2. FltUnregisterFilter: FltMgr disconnects every provider (DisconnectNotify closes
+//! 2. stop the hydration alarm (its timer, DPC and work item);
+//! 3. FltUnregisterFilter: FltMgr disconnects every provider (DisconnectNotify closes
 //!    each client port), tears down every instance, waits for callbacks in flight and
 //!    frees all contexts;
-//! 3. free the driver state.
+//! 4. free the driver state.
 //!
 //! DriverEntry's failure paths run the same teardown with only what exists so far.
 
@@ -24,6 +25,7 @@ use windows_sys::Win32::Foundation::{
     UNICODE_STRING,
 };
 
+use super::hydrate;
 use super::pool::{PoolBox, TAG_DRIVER};
 use super::port;
 use super::registration::REGISTRATION;
@@ -105,6 +107,11 @@ pub unsafe fn driver_entry(
     // SAFETY: the live driver state, freed only by teardown, which cannot run before
     // DriverEntry returns; shared access only (type invariant).
     let state = unsafe { raw.as_ref() };
+    let status = hydrate::ALARM.start(state.filter);
+    if !nt_success(status) {
+        unpublish_and_teardown();
+        return status;
+    }
     let status = match port::create(state.filter, raw.as_ptr()) {
         Ok(server_port) => {
             state.server_port.store(server_port, Ordering::Release);
@@ -151,6 +158,9 @@ fn teardown(state: PoolBox<Driver>) {
         // PASSIVE_LEVEL.
         unsafe { FltCloseCommunicationPort(server_port) };
     }
+    // No DPC or work item of the driver may outlive it; fetches still outstanding are
+    // failed by the instances' teardown and the providers' disconnect below.
+    hydrate::ALARM.stop();
     if state.filter != 0 {
         // SAFETY: the filter registered by DriverEntry, unregistered once; returns after
         // every callback, connection and instance is gone.

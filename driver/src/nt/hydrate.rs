@@ -1,21 +1,34 @@
-//! Hydration: fetching a placeholder's missing data from its provider and waiting for it.
+//! Hydration: fetching a placeholder's missing data from its provider, and the I/O that
+//! waits for it.
 //!
-//! Owns the table of outstanding fetches (engine `Requests`), the recent outcomes, and
-//! the threads waiting. A thread that needs a range ([`ensure`]) asks the provider only
-//! for the parts nobody has asked for yet, then sleeps on an event of its own until a
-//! transfer, failure, timeout or disconnect changes something for its stream, and looks
-//! again. Transfers ([`transfer`]) write the data non-cached through the driver's own
-//! handle, record the range in the reparse data, and only then wake the waiters.
+//! Owns the list of outstanding fetches and the list of waiters, both allocated per
+//! element (no driver-wide cap: a storm of a thousand readers costs a thousand small
+//! allocations, and an allocation failure fails only the operation that needed it).
 //!
-//! The stream's `present` set is what the reparse data on disk records (a range is added
-//! once a snapshot holding it is written; dehydration removes one before its write), so a
-//! thread that finds its range present — a woken waiter, or a read that needs no fetch —
-//! never runs ahead of the record. Snapshots of one stream are written one at a time
-//! ([`persist`]): each is taken when its writer's turn comes, from the recorded state
-//! plus the writer's own range, so a write never replaces a newer record with an older
-//! one, and racing transfers each find the other's range in their snapshot or wait for it.
+//! - A read of missing data is *pended* ([`pend_read`]): it asks the provider for the
+//!   parts nobody has asked for yet, sits in its instance's cancel-safe queue, and returns
+//!   `FLT_PREOP_PENDING`. No thread waits for it. Whoever settles it completes it: the
+//!   transfer that brings its data, the failure or timeout of a fetch it needs, the
+//!   provider's disconnect, its handle's cleanup, its cancellation, or the instance's
+//!   teardown.
+//! - Operations that cannot pend (section synchronisation, the provider's own HYDRATE,
+//!   pinning) wait in [`ensure_range`] on an event of their own, in the requesting
+//!   thread (never a system worker), cancellably.
+//! - Timeouts are a kernel timer ([`Alarm`]) set for the earliest deadline; its DPC queues
+//!   a work item that fails the expired fetches. Nothing polls.
 //!
-//! Lock order: the fetch table's lock is a leaf; nothing waits or does I/O under it.
+//! Transfers ([`transfer`]) write the data non-cached through the driver's own handle,
+//! record the range in the reparse data, and only then settle the waiters. The stream's
+//! `present` set is what the reparse data on disk records (a range is added once a
+//! snapshot holding it is written; dehydration removes one before its write), so a
+//! waiter that finds its range present never runs ahead of the record. Snapshots of one
+//! stream are written one at a time ([`persist`]): each is taken when its writer's turn
+//! comes, so a write never replaces a newer record with an older one.
+//!
+//! Lock order: the fetch table's lock, then a cancel-safe queue's lock (FltCbdqRemoveIo
+//! under the table's lock). The cancel path (`read_cancelled`) runs with no queue lock
+//! held and takes the table's lock. Nothing waits or does I/O under either; what must
+//! happen after the lock is returned as data ([`After`]).
 
 use core::ptr::NonNull;
 
@@ -23,85 +36,279 @@ use cloudflt_proto::ByteRange as WireRange;
 use cloudflt_proto::msg::{CancelFetch, CancelReason, FetchData, FetchFailed, TransferData};
 use cloudflt_proto::{PlaceholderFlags, RangeList, Utf16};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FLT_CALLBACK_DATA, FltCancellableWaitForSingleObject, FltReferenceContext, FltReleaseContext,
-    FltSendMessage,
+    FLT_CALLBACK_DATA, FLT_CALLBACK_DATA_QUEUE, FLT_PREOP_COMPLETE, FLT_PREOP_SUCCESS_NO_CALLBACK,
+    FltCancellableWaitForSingleObject, FltCbdqInsertIo, FltCbdqRemoveIo,
+    FltCompletePendedPreOperation, FltReferenceContext, FltReleaseContext, FltSendMessage,
 };
 use windows_sys::Wdk::System::SystemServices::{
-    Executive, KeQueryInterruptTimePrecise, KeWaitForSingleObject, KernelMode,
+    Executive, IO_CSQ_IRP_CONTEXT, KeAreAllApcsDisabled, KeQueryInterruptTimePrecise,
+    KeWaitForSingleObject, KernelMode,
 };
 use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_ALERTED, STATUS_CANCELLED, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES,
     STATUS_CLOUD_FILE_INVALID_REQUEST, STATUS_CLOUD_FILE_METADATA_CORRUPT,
     STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING, STATUS_CLOUD_FILE_PROVIDER_TERMINATED,
-    STATUS_CLOUD_FILE_REQUEST_CANCELED, STATUS_CLOUD_FILE_REQUEST_TIMEOUT,
-    STATUS_CLOUD_FILE_UNSUCCESSFUL, STATUS_INSUFFICIENT_RESOURCES, STATUS_PORT_DISCONNECTED,
-    STATUS_SUCCESS, STATUS_THREAD_IS_TERMINATING, STATUS_TIMEOUT, STATUS_USER_APC,
+    STATUS_CLOUD_FILE_REQUEST_ABORTED, STATUS_CLOUD_FILE_REQUEST_CANCELED,
+    STATUS_CLOUD_FILE_REQUEST_TIMEOUT, STATUS_CLOUD_FILE_UNSUCCESSFUL,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_PORT_DISCONNECTED, STATUS_SUCCESS,
+    STATUS_THREAD_IS_TERMINATING, STATUS_TIMEOUT, STATUS_USER_APC,
 };
+use windows_sys::Win32::System::IO::{IO_STATUS_BLOCK, IO_STATUS_BLOCK_0};
 
-use super::context::{Held, STREAM_RANGES, StreamContext, StreamState};
-use super::file::{Kind, OwnedFile, PoolBuf};
+use super::context::{Held, InstanceContext, STREAM_RANGES, StreamContext, StreamState};
+use super::file::{Kind as OpenKind, OwnedFile, PoolBuf};
+use super::list::{List, Node};
 use super::placeholder;
+use super::pool::{PoolBox, tag};
 use super::providers::{self, ProviderRef};
 use super::status::nt_success;
 use super::sync::{Event, SpinLock};
-use crate::engine::policy::{self, UNIT};
+use super::timer::Alarm;
+use crate::engine::policy::{self, Plan, UNIT};
 use crate::engine::ranges::{Range, RangeSet};
-use crate::engine::requests::Requests;
+use crate::engine::requests::{self, Request, Verdict};
 use crate::engine::syncroot;
 
-/// Outstanding fetches, driver-wide.
-const MAX_FETCHES: usize = 64;
-/// Outcomes kept for waiters that have not looked yet.
-const OUTCOMES: usize = 64;
-/// Threads that can sleep on an event of their own; more poll.
-const MAX_WAITERS: usize = 64;
-/// How long a thread without a waiter slot sleeps before it looks again (100 ns units).
-const POLL: i64 = 20 * 10_000;
-/// How long a thread waiting for its turn to persist sleeps at most before it looks
-/// again, though the writer before it wakes it (100 ns units).
-const PERSIST_WAIT: i64 = 1000 * 10_000;
-/// Gaps one waiter asks for in one round; the rest on the next.
-const GAPS_PER_ROUND: usize = 8;
 /// Priority hints: a reader waits, background fills do not.
 const PRIORITY_READ: u8 = 12;
 const PRIORITY_BACKGROUND: u8 = 4;
+/// Expired fetches failed per hold of the table's lock (the rest on the next hold), so
+/// a mass timeout never keeps the lock, and IRQL DISPATCH_LEVEL, for long.
+const EXPIRE_BATCH: usize = 32;
+
+const TAG_FETCH: u32 = tag(b"CFft");
+const TAG_WAITER: u32 = tag(b"CFwt");
 
 /// FILE_ATTRIBUTE_OFFLINE | FILE_ATTRIBUTE_RECALL_ON_DATA_ACCESS: what a placeholder with
 /// data missing carries.
 pub(crate) const MISSING_DATA_ATTRIBUTES: u32 = 0x1000 | 0x0040_0000;
 
-/// A thread waiting for a stream: its event, the file object it reads through, and
-/// whether that open's cleanup has aborted the wait.
-#[derive(Clone, Copy)]
-struct WaiterEntry {
-    stream: usize,
-    file_object: usize,
-    event: NonNull<Event>,
-    aborted: bool,
-    /// Waits for data (`ensure`), rather than for its turn to persist: only these keep
-    /// fetches alive and are aborted by a cleanup.
-    reader: bool,
+/// A reference on a stream context, released on drop.
+struct StreamHold(NonNull<StreamContext>);
+
+impl StreamHold {
+    /// Takes a new reference on `stream`.
+    fn new(stream: &StreamContext) -> Self {
+        let ptr = NonNull::from(stream);
+        // SAFETY: a live context (the caller holds a reference to it).
+        unsafe { FltReferenceContext(ptr.as_ptr().cast()) };
+        Self(ptr)
+    }
+
+    fn get(&self) -> &StreamContext {
+        // SAFETY: referenced until this hold is dropped.
+        unsafe { self.0.as_ref() }
+    }
+
+    fn key(&self) -> usize {
+        key(self.get())
+    }
 }
 
-struct Fetches {
-    requests: Requests<MAX_FETCHES>,
-    outcomes: [(u64, NTSTATUS); OUTCOMES],
-    next_outcome: usize,
-    waiters: [Option<WaiterEntry>; MAX_WAITERS],
+impl Drop for StreamHold {
+    fn drop(&mut self) {
+        // SAFETY: the reference `new` took, released once.
+        unsafe { FltReleaseContext(self.0.as_ptr().cast()) };
+    }
+}
+
+// SAFETY: a context reference may be used and released from any thread.
+unsafe impl Send for StreamHold {}
+
+fn key(stream: &StreamContext) -> usize {
+    stream as *const StreamContext as usize
+}
+
+/// A fetch outstanding with a provider.
+struct Fetch {
+    request: Request,
+    stream: StreamHold,
+    /// The encoded FETCH_DATA until a thread takes it to send it.
+    message: Option<(PoolBuf, usize)>,
+    /// Set when it is finished: how.
+    outcome: NTSTATUS,
+    /// The stream's writer, when this fetch was its last user.
+    writer: Option<OwnedFile>,
+}
+
+/// Text of the asker held in pool: UTF-16 units.
+struct Units {
+    buffer: Option<PoolBuf>,
+    len: usize,
+}
+
+impl Units {
+    fn copy(units: &[u16]) -> Option<Self> {
+        if units.is_empty() {
+            return Some(Self {
+                buffer: None,
+                len: 0,
+            });
+        }
+        let mut buffer = PoolBuf::zeroed(units.len().checked_mul(2)?)?;
+        for (pair, unit) in buffer.as_mut_slice().chunks_exact_mut(2).zip(units) {
+            pair.copy_from_slice(&unit.to_le_bytes());
+        }
+        Some(Self {
+            buffer: Some(buffer),
+            len: units.len(),
+        })
+    }
+
+    fn get(&self) -> &[u16] {
+        let Some(buffer) = &self.buffer else {
+            return &[];
+        };
+        let bytes = buffer.as_slice();
+        // SAFETY: pool memory is 16-byte aligned and holds `len` units written by `copy`
+        // (little-endian, the targets' byte order).
+        unsafe { core::slice::from_raw_parts(bytes.as_ptr().cast::<u16>(), self.len) }
+    }
+}
+
+/// Who caused a fetch, for the provider: kept by a waiter, so that whoever settles it
+/// can ask again or start a background fill on its behalf.
+pub(crate) struct Asker {
+    pid: u32,
+    /// The file's normalized NT path.
+    name: Units,
+    image: Units,
+}
+
+impl Asker {
+    /// Copies what the provider is told; `None` when pool is exhausted.
+    pub(crate) fn new(pid: u32, name: &[u16], image: &[u16]) -> Option<Self> {
+        let image = image
+            .get(..cloudflt_proto::msg::MAX_IMAGE_BYTES / 2)
+            .unwrap_or(image);
+        Some(Self {
+            pid,
+            name: Units::copy(name)?,
+            image: Units::copy(image)?,
+        })
+    }
+}
+
+/// How a waiter ends.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Outcome {
+    /// With this status (success: its data is present).
+    Done(NTSTATUS),
+    /// Part of its range is neither present nor asked for: it asks again.
+    Stalled,
+}
+
+/// Where a pended read is in its hand-over between the thread that pends it, the
+/// settlers and the cancel path.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum ReadState {
+    /// Linked, not yet in the cancel-safe queue: a settler only notes the outcome; the
+    /// pending thread acts on it once the read is queued.
+    Arming(Option<Outcome>),
+    /// In the queue: a settler takes it out (FltCbdqRemoveIo) and completes it.
+    Queued,
+    /// Taken out of the queue by a settler, to be unlinked and completed with this.
+    Settled(Outcome),
+    /// The cancel path has it (FltCbdqRemoveIo found it gone): it unlinks and completes.
+    Cancelling,
+}
+
+struct PendedRead {
+    data: *mut FLT_CALLBACK_DATA,
+    instance: InstanceHold,
+    csq: IO_CSQ_IRP_CONTEXT,
+    state: ReadState,
+    /// PROGRESSIVE: fetched after the read completes.
+    background: Option<Range>,
+}
+
+/// A thread waiting on its own event.
+struct ThreadWait {
+    event: Event,
+    outcome: Option<Outcome>,
+}
+
+enum WaitKind {
+    Read(PendedRead),
+    Thread(ThreadWait),
+}
+
+/// An operation waiting for data of a stream.
+struct Waiter {
+    /// Never reused while the driver runs (a cancelled read is found by it, never by an
+    /// address that may have been freed and reused).
+    id: u64,
+    stream: StreamHold,
+    /// The file object the operation came through (0 for the driver's own), whose
+    /// cleanup ends the wait.
+    file_object: usize,
+    /// What must be present (already clipped to the file when it was planned).
+    required: Range,
+    asker: Asker,
+    kind: WaitKind,
+}
+
+impl Waiter {
+    fn is_open(&self) -> bool {
+        match &self.kind {
+            WaitKind::Read(r) => matches!(r.state, ReadState::Arming(None) | ReadState::Queued),
+            WaitKind::Thread(t) => t.outcome.is_none(),
+        }
+    }
+}
+
+// SAFETY: the raw pointers (callback data, instance context) are kernel objects usable
+// from any thread; the table is only reached under its lock.
+unsafe impl Send for Waiter {}
+// SAFETY: as above.
+unsafe impl Send for Fetch {}
+
+/// A reference on an instance context, released on drop.
+struct InstanceHold(NonNull<InstanceContext>);
+
+impl InstanceHold {
+    fn queue(&self) -> *mut FLT_CALLBACK_DATA_QUEUE {
+        // SAFETY: referenced until this hold is dropped; the queue is initialised once
+        // at InstanceSetup before the context is published.
+        unsafe { self.0.as_ref() }.queue.raw()
+    }
+}
+
+impl Drop for InstanceHold {
+    fn drop(&mut self) {
+        // SAFETY: the reference given to this hold, released once.
+        unsafe { FltReleaseContext(self.0.as_ptr().cast()) };
+    }
+}
+
+/// What changed for a stream, for [`Table::settle`].
+#[derive(Clone, Copy, Default)]
+struct Change {
+    /// Just written and recorded (present even if a full range set could not keep it).
+    recorded: Option<Range>,
+    /// A fetch that failed, with the status its waiters fail with.
+    failed: Option<(Range, NTSTATUS)>,
+}
+
+struct Table {
+    fetches: List<Fetch>,
+    waiters: List<Waiter>,
+    next_id: u64,
+    /// The deadline the alarm is set for (`i64::MAX`: not set).
+    alarm_due: i64,
     held: Held,
 }
 
-// SAFETY: the waiter events are on the stacks of threads blocked in `ensure`, which
-// unregister them before returning; the table is only reached under its lock.
-unsafe impl Send for Fetches {}
-
-static FETCHES: SpinLock<Fetches> = SpinLock::new(Fetches {
-    requests: Requests::new(),
-    outcomes: [(0, 0); OUTCOMES],
-    next_outcome: 0,
-    waiters: [None; MAX_WAITERS],
+static TABLE: SpinLock<Table> = SpinLock::new(Table {
+    fetches: List::new(),
+    waiters: List::new(),
+    next_id: 1,
+    alarm_due: i64::MAX,
     held: Held(()),
 });
+
+/// Fails expired fetches; set for the earliest deadline.
+pub(crate) static ALARM: Alarm = Alarm::new(expire);
 
 /// Now, in 100 ns units of the interrupt clock (never goes back).
 fn now() -> i64 {
@@ -110,61 +317,88 @@ fn now() -> i64 {
     i64::try_from(t).unwrap_or(i64::MAX)
 }
 
-/// The stream context behind an engine stream key.
-///
-/// # Safety
-/// `key` must come from [`key`] of a context that is still referenced.
-unsafe fn stream_of<'a>(key: usize) -> &'a StreamContext {
-    // SAFETY: the caller's contract: a referenced context is alive.
-    unsafe { &*(key as *const StreamContext) }
-}
+impl Table {
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1).max(1);
+        id
+    }
 
-fn key(stream: &StreamContext) -> usize {
-    stream as *const StreamContext as usize
-}
-
-impl Fetches {
-    /// Sets the event of every thread waiting on `stream` (or on any stream for `None`).
-    fn wake(&self, stream: Option<usize>) {
-        for w in self.waiters.iter().flatten() {
-            if stream.is_none_or(|k| k == w.stream) {
-                // SAFETY: registered events stay alive until their thread unregisters.
-                unsafe { w.event.as_ref() }.set();
-            }
+    /// Sets the alarm if `due` is earlier than what it is set for.
+    fn arm_alarm(&mut self, due: i64) {
+        if due < self.alarm_due {
+            self.alarm_due = due;
+            ALARM.set(due.saturating_sub(now()));
         }
     }
 
-    /// Sets the event of every thread waiting for its turn to persist `stream`.
-    fn wake_writers(&self, stream: usize) {
-        for w in self.waiters.iter().flatten() {
-            if !w.reader && w.stream == stream {
-                // SAFETY: registered events stay alive until their thread unregisters.
-                unsafe { w.event.as_ref() }.set();
+    /// Asks for the parts of `need` that are neither present nor asked for: a fetch per
+    /// missing range, its FETCH_DATA encoded for whoever sends it next.
+    fn ask(
+        &mut self,
+        stream: &StreamContext,
+        need: Range,
+        provider: &ProviderRef,
+        asker: &Asker,
+        priority: u8,
+    ) -> Result<(), NTSTATUS> {
+        let k = key(stream);
+        let mut cursor = need.start;
+        while cursor < need.end {
+            let gap = stream.with_state(&self.held, |s| {
+                s.present.first_gap(Range {
+                    start: cursor,
+                    end: need.end,
+                })
+            });
+            let Some(gap) = gap else { break };
+            let mut at = gap.start;
+            while let Some(missing) = requests::unrequested(
+                self.fetches.iter().map(|f| &f.request),
+                k,
+                Range {
+                    start: at,
+                    end: gap.end,
+                },
+            ) {
+                at = missing.end;
+                let due = now().saturating_add(provider.timeout);
+                let request = Request {
+                    id: self.next_id(),
+                    stream: k,
+                    range: missing,
+                    owner: provider.key(),
+                    deadline: due,
+                };
+                let size = stream.with_state(&self.held, |s| s.file_size);
+                let message = encode_fetch(stream, provider, asker, &request, size, priority)
+                    .ok_or(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES)?;
+                let fetch = Fetch {
+                    request,
+                    stream: StreamHold::new(stream),
+                    message: Some(message),
+                    outcome: STATUS_SUCCESS,
+                    writer: None,
+                };
+                let node =
+                    Node::new(fetch, TAG_FETCH).ok_or(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES)?;
+                stream.with_state(&self.held, |s| s.writer_users += 1);
+                self.fetches.push(node);
+                self.arm_alarm(due);
             }
+            cursor = gap.end;
         }
+        Ok(())
     }
 
-    fn outcome(&self, id: u64) -> Option<NTSTATUS> {
-        self.outcomes
-            .iter()
-            .find(|(i, _)| *i == id)
-            .map(|(_, s)| *s)
-    }
-
-    /// Retires request `id` with `status`; what the caller must release once the lock is
-    /// dropped is added to `after`.
-    fn finish(&mut self, id: u64, status: NTSTATUS, after: &mut After) {
-        let Some(request) = self.requests.finish(id) else {
+    /// Retires fetch `id` with `status` and settles its stream's waiters.
+    fn finish(&mut self, id: u64, status: NTSTATUS, change: Change, after: &mut After) {
+        let Some(mut node) = self.fetches.take_first(|f| f.request.id == id) else {
             return;
         };
-        if let Some(slot) = self.outcomes.get_mut(self.next_outcome % OUTCOMES) {
-            *slot = (id, status);
-        }
-        self.next_outcome = self.next_outcome.wrapping_add(1);
-        // SAFETY: the request held a reference on its stream until now; `after` releases
-        // it once the lock is dropped.
-        let stream = unsafe { stream_of(request.stream) };
-        let writer = stream.with_state(&self.held, |s| {
+        let fetch = &mut node.value;
+        fetch.outcome = status;
+        let writer = fetch.stream.get().with_state(&self.held, |s| {
             s.writer_users = s.writer_users.saturating_sub(1);
             if s.writer_users == 0 {
                 s.writer.take()
@@ -172,99 +406,193 @@ impl Fetches {
                 None
             }
         });
-        after.release(request.stream, writer);
-        if !nt_success(status) {
-            after.cancel(request.owner, id, request.range, status);
+        fetch.writer = writer;
+        let stream = fetch.stream.key();
+        let range = fetch.request.range;
+        after.fetches.push(node);
+        let change = if nt_success(status) {
+            change
+        } else {
+            Change {
+                failed: Some((range, status)),
+                ..change
+            }
+        };
+        self.settle(stream, change, after);
+    }
+
+    /// Decides every open waiter of `stream` that `change` (or the state as it is)
+    /// decides: threads get their outcome and their event; queued reads are taken out of
+    /// their queue and handed to `after` to complete.
+    fn settle(&mut self, stream: usize, change: Change, after: &mut After) {
+        let Table {
+            fetches,
+            waiters,
+            held,
+            ..
+        } = self;
+        for w in waiters.iter_mut() {
+            if w.stream.key() != stream || !w.is_open() {
+                continue;
+            }
+            let outcome = w.stream.get().with_state(held, |s| {
+                if s.corrupt {
+                    return Some(Outcome::Done(STATUS_CLOUD_FILE_METADATA_CORRUPT));
+                }
+                if !s.placeholder {
+                    return Some(Outcome::Done(STATUS_SUCCESS));
+                }
+                let need = w.required.clip(Range {
+                    start: 0,
+                    end: s.file_size,
+                });
+                match requests::verdict(
+                    need,
+                    &s.present,
+                    change.recorded,
+                    change.failed,
+                    fetches.iter().map(|f| &f.request),
+                    stream,
+                ) {
+                    Verdict::Ready => Some(Outcome::Done(STATUS_SUCCESS)),
+                    Verdict::Failed(status) => Some(Outcome::Done(status)),
+                    Verdict::Stalled => Some(Outcome::Stalled),
+                    Verdict::Waiting => None,
+                }
+            });
+            if let Some(outcome) = outcome {
+                decide(w, outcome);
+            }
         }
-        self.wake(Some(request.stream));
+        after.take_settled(waiters);
+    }
+
+    /// Whether a waiter other than `except` still waits on `stream`.
+    fn others_wait(&self, stream: usize, except: u64) -> bool {
+        self.waiters
+            .iter()
+            .any(|w| w.id != except && w.stream.key() == stream && w.is_open())
+    }
+
+    /// A waiter gave up: the fetches of its range are cancelled too, unless another
+    /// operation still waits on the stream (cfapi sends CANCEL_FETCH_DATA with IO_ABORTED
+    /// then).
+    fn abandon(&mut self, stream: usize, range: Range, me: u64, after: &mut After) {
+        if self.others_wait(stream, me) {
+            return;
+        }
+        while let Some(id) = self
+            .fetches
+            .iter()
+            .find(|f| {
+                f.request.stream == stream
+                    && f.request.range.start < range.end
+                    && range.start < f.request.range.end
+            })
+            .map(|f| f.request.id)
+        {
+            self.finish(
+                id,
+                STATUS_CLOUD_FILE_REQUEST_CANCELED,
+                Change::default(),
+                after,
+            );
+        }
     }
 }
 
-/// Work for after the lock: references to drop, writers to close, cancellations to send.
+/// Gives `w` its outcome: a thread's is noted and its event set; a queued read is taken
+/// out of its queue (or left to the cancel path that already has it).
+fn decide(w: &mut Waiter, outcome: Outcome) {
+    match &mut w.kind {
+        WaitKind::Thread(t) => {
+            t.outcome = Some(outcome);
+            t.event.set();
+        }
+        WaitKind::Read(r) => match r.state {
+            ReadState::Arming(None) => r.state = ReadState::Arming(Some(outcome)),
+            ReadState::Queued => {
+                // SAFETY: the instance's initialised queue; the IRP context of this read,
+                // in its node, which stays linked (and alive) while the lock is held.
+                let taken = unsafe { FltCbdqRemoveIo(r.instance.queue(), &r.csq) };
+                r.state = if taken.is_null() {
+                    ReadState::Cancelling
+                } else {
+                    ReadState::Settled(outcome)
+                };
+            }
+            _ => {}
+        },
+    }
+}
+
+/// Work for after the lock: finished fetches (their cancellations to send, references
+/// and writers to drop) and settled reads to complete. Nodes move here; nothing is
+/// allocated.
 struct After {
-    streams: [usize; 8],
-    streams_len: usize,
-    writers: [Option<OwnedFile>; 2],
-    cancels: [(usize, u64, Range, NTSTATUS); 8],
-    cancels_len: usize,
+    fetches: List<Fetch>,
+    reads: List<Waiter>,
+    /// Waiters to free (their references dropped with no lock held).
+    spent: List<Waiter>,
 }
 
 impl After {
     fn new() -> Self {
         Self {
-            streams: [0; 8],
-            streams_len: 0,
-            writers: [None, None],
-            cancels: [(0, 0, Range::default(), 0); 8],
-            cancels_len: 0,
+            fetches: List::new(),
+            reads: List::new(),
+            spent: List::new(),
         }
     }
 
-    /// Whether there is room for another `finish` (callers loop until done).
-    fn has_room(&self) -> bool {
-        self.streams_len < self.streams.len()
-            && self.cancels_len < self.cancels.len()
-            && self.writers.iter().any(Option::is_none)
-    }
-
-    fn release(&mut self, stream: usize, writer: Option<OwnedFile>) {
-        if let Some(slot) = self.streams.get_mut(self.streams_len) {
-            *slot = stream;
-            self.streams_len += 1;
-        }
-        if let Some(w) = writer
-            && let Some(slot) = self.writers.iter_mut().find(|s| s.is_none())
-        {
-            *slot = Some(w);
-        }
-    }
-
-    fn cancel(&mut self, owner: usize, id: u64, range: Range, status: NTSTATUS) {
-        if let Some(slot) = self.cancels.get_mut(self.cancels_len) {
-            *slot = (owner, id, range, status);
-            self.cancels_len += 1;
+    /// Moves the reads a settle took out of their queues from `waiters` to here.
+    fn take_settled(&mut self, waiters: &mut List<Waiter>) {
+        while let Some(node) = waiters.take_first(
+            |w| matches!(&w.kind, WaitKind::Read(r) if matches!(r.state, ReadState::Settled(_))),
+        ) {
+            self.reads.push(node);
         }
     }
 
     /// Runs it all at PASSIVE_LEVEL with no lock held.
-    fn run(self) {
-        let After {
-            streams,
-            streams_len,
-            writers,
-            cancels,
-            cancels_len,
-        } = self;
-        for (owner, id, range, status) in cancels.iter().take(cancels_len) {
+    fn run(mut self) {
+        while let Some(node) = self.fetches.take_first(|_| true) {
+            let f = &node.value;
             // A provider that died or failed the fetch itself needs no cancellation.
-            match *status {
+            match f.outcome {
                 STATUS_CLOUD_FILE_REQUEST_TIMEOUT => {
-                    send_cancel(*owner, *id, *range, CancelReason::IoTimeout);
+                    send_cancel(f.request, CancelReason::IoTimeout);
                 }
-                STATUS_CLOUD_FILE_REQUEST_CANCELED => {
-                    send_cancel(*owner, *id, *range, CancelReason::IoAborted);
+                STATUS_CLOUD_FILE_REQUEST_CANCELED | STATUS_CLOUD_FILE_REQUEST_ABORTED => {
+                    send_cancel(f.request, CancelReason::IoAborted);
                 }
                 _ => {}
             }
+            drop(node);
         }
-        drop(writers);
-        for stream in streams.iter().take(streams_len) {
-            // SAFETY: the reference the finished request held, dropped once.
-            unsafe { FltReleaseContext((*stream as *const StreamContext).cast_mut().cast()) };
+        while let Some(node) = self.reads.take_first(|_| true) {
+            let outcome = match &node.value.kind {
+                WaitKind::Read(PendedRead {
+                    state: ReadState::Settled(outcome),
+                    ..
+                }) => *outcome,
+                _ => Outcome::Done(STATUS_CLOUD_FILE_UNSUCCESSFUL),
+            };
+            conclude(node, outcome);
         }
     }
 }
 
-/// Sends CANCEL_FETCH to the provider `owner`, if it is still connected.
-fn send_cancel(owner: usize, id: u64, range: Range, reason: CancelReason) {
+/// Sends CANCEL_FETCH for `request` to its provider, if it is still connected.
+fn send_cancel(request: Request, reason: CancelReason) {
     let Some(provider) =
-        NonNull::new(owner as *mut providers::Provider).and_then(providers::by_cookie)
+        NonNull::new(request.owner as *mut providers::Provider).and_then(providers::by_cookie)
     else {
         return;
     };
     let message = CancelFetch {
-        request_id: id,
-        range: WireRange::new(range.start, range.len()),
+        request_id: request.id,
+        range: WireRange::new(request.range.start, request.range.len()),
         reason,
     };
     let mut bytes = [0u8; 64];
@@ -294,326 +622,30 @@ fn send(provider: &ProviderRef, message: &[u8]) -> NTSTATUS {
     }
 }
 
-/// What a thread needs to fetch for a stream.
-pub(crate) struct Target<'a> {
-    pub(crate) stream: &'a StreamContext,
-    /// The file's normalized NT path.
-    pub(crate) name: &'a [u16],
-    pub(crate) requestor_pid: u32,
-    pub(crate) requestor_image: &'a [u16],
-    /// The operation whose cancellation ends the wait, or NULL (the waiting thread's
-    /// termination still does).
-    pub(crate) data: *const FLT_CALLBACK_DATA,
-    /// The file object the operation came through (0 for the driver's own), whose
-    /// cleanup aborts the wait.
-    pub(crate) file_object: usize,
-}
-
-/// The provider's policy for reads of this stream, and the provider, or
-/// PROVIDER_NOT_RUNNING.
-fn provider_for(name: &[u16]) -> Result<ProviderRef, NTSTATUS> {
-    providers::for_path(name).ok_or(STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING)
-}
-
-/// Makes `read` of the placeholder present, per the provider's hydration policy: returns
-/// once the plan's required range is on disk and recorded, or why it cannot be.
-pub(crate) fn ensure_read(target: &Target<'_>, read: Range) -> NTSTATUS {
-    let provider = match provider_for(target.name) {
-        Ok(p) => p,
-        Err(status) => return status,
+/// FETCH_DATA for `request`, encoded into pool.
+fn encode_fetch(
+    stream: &StreamContext,
+    provider: &ProviderRef,
+    asker: &Asker,
+    request: &Request,
+    size: u64,
+    priority: u8,
+) -> Option<(PoolBuf, usize)> {
+    let relative = syncroot::under(provider.root(), asker.name.get()).unwrap_or(&[]);
+    let message = FetchData {
+        request_id: request.id,
+        file_id: stream.file_id,
+        file_size: size,
+        required: WireRange::new(request.range.start, request.range.len()),
+        priority,
+        requestor_pid: asker.pid,
+        requestor_image: Utf16::from_units(asker.image.get()),
+        path: Utf16::from_units(relative),
+        identity: stream.identity(),
     };
-    let size = FETCHES.with(|f| target.stream.with_state(&f.held, |s| s.file_size));
-    let Some(plan) = policy::plan(provider.hydration, read, size) else {
-        return STATUS_SUCCESS;
-    };
-    let status = ensure(target, &provider, plan.required);
-    if nt_success(status)
-        && let Some(background) = plan.background
-    {
-        start_background(target, &provider, background);
-    }
-    status
-}
-
-/// Makes `range` present (a provider's HYDRATE, a section being mapped).
-pub(crate) fn ensure_range(target: &Target<'_>, range: Range) -> NTSTATUS {
-    match provider_for(target.name) {
-        Ok(provider) => ensure(target, &provider, range),
-        Err(status) => status,
-    }
-}
-
-/// A waiter slot registered in the table for as long as the value lives.
-struct Waiter<'e> {
-    slot: Option<usize>,
-    event: &'e Event,
-}
-
-impl Drop for Waiter<'_> {
-    fn drop(&mut self) {
-        if let Some(i) = self.slot {
-            FETCHES.with(|f| {
-                if let Some(s) = f.waiters.get_mut(i) {
-                    *s = None;
-                }
-            });
-        }
-    }
-}
-
-fn ensure(target: &Target<'_>, provider: &ProviderRef, required: Range) -> NTSTATUS {
-    let stream = target.stream;
-    let event = Event::uninit();
-    event.init();
-    let mut waiter = Waiter {
-        slot: None,
-        event: &event,
-    };
-    let mut deps = [0u64; GAPS_PER_ROUND * 2];
-    let mut deps_len = 0;
-    loop {
-        event.reset();
-        let mut to_send = [(0u64, Range::default()); GAPS_PER_ROUND];
-        let mut sends = 0;
-        let mut deadline = i64::MAX;
-        let decided = FETCHES.with(|f| {
-            let (placeholder, corrupt, present_all) = stream.with_state(&f.held, |s| {
-                (
-                    s.placeholder,
-                    s.corrupt,
-                    s.present.contains(required.clip(Range {
-                        start: 0,
-                        end: s.file_size,
-                    })),
-                )
-            });
-            if corrupt {
-                return Some(STATUS_CLOUD_FILE_METADATA_CORRUPT);
-            }
-            if !placeholder || present_all {
-                return Some(STATUS_SUCCESS);
-            }
-            // Read under this lock, which `provider_gone` takes after setting it: a
-            // request started here is either refused or failed by it.
-            if provider.is_gone() {
-                return Some(STATUS_CLOUD_FILE_PROVIDER_TERMINATED);
-            }
-            // A fetch this thread depends on failed: so does its read.
-            let mut kept = 0;
-            for i in 0..deps_len {
-                let id = deps.get(i).copied().unwrap_or(0);
-                if let Some(r) = f.requests.get(id) {
-                    deadline = deadline.min(r.deadline);
-                    if let Some(d) = deps.get_mut(kept) {
-                        *d = id;
-                    }
-                    kept += 1;
-                } else if let Some(status) = f.outcome(id)
-                    && !nt_success(status)
-                {
-                    return Some(status);
-                }
-            }
-            deps_len = kept;
-            // Ask for what is missing and not yet asked for; wait for what is asked.
-            let mut cursor = required.start;
-            while cursor < required.end {
-                let gap = stream.with_state(&f.held, |s| {
-                    s.present.first_gap(Range {
-                        start: cursor,
-                        end: required.end,
-                    })
-                });
-                let Some(gap) = gap else { break };
-                cursor = gap.end;
-                let mut at = gap.start;
-                while at < gap.end {
-                    let piece = Range {
-                        start: at,
-                        end: gap.end,
-                    };
-                    match f.requests.unrequested(key(stream), piece) {
-                        None => {
-                            // Covered by requests already out: depend on them.
-                            for id in covering_ids(&f.requests, key(stream), piece) {
-                                push_dep(&mut deps, &mut deps_len, id);
-                            }
-                            at = gap.end;
-                        }
-                        Some(missing) => {
-                            for id in covering_ids(
-                                &f.requests,
-                                key(stream),
-                                Range {
-                                    start: at,
-                                    end: missing.start,
-                                },
-                            ) {
-                                push_dep(&mut deps, &mut deps_len, id);
-                            }
-                            if sends >= GAPS_PER_ROUND || deps_len >= deps.len() {
-                                at = gap.end;
-                                cursor = required.end;
-                                continue;
-                            }
-                            let due = now().saturating_add(provider.timeout);
-                            let Ok(id) =
-                                f.requests.start(key(stream), missing, provider.key(), due)
-                            else {
-                                return Some(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES);
-                            };
-                            // The request holds a reference on the stream until it is
-                            // finished.
-                            // SAFETY: a live context (the caller holds a reference).
-                            unsafe {
-                                FltReferenceContext(
-                                    (stream as *const StreamContext).cast_mut().cast(),
-                                )
-                            };
-                            stream.with_state(&f.held, |s| s.writer_users += 1);
-                            if let Some(slot) = to_send.get_mut(sends) {
-                                *slot = (id, missing);
-                                sends += 1;
-                            }
-                            push_dep(&mut deps, &mut deps_len, id);
-                            deadline = deadline.min(due);
-                            at = missing.end;
-                        }
-                    }
-                }
-            }
-            match waiter
-                .slot
-                .and_then(|i| f.waiters.get(i).copied().flatten())
-            {
-                Some(entry) if entry.aborted => return Some(STATUS_CANCELLED),
-                Some(_) => {}
-                None => {
-                    waiter.slot = f.waiters.iter().position(Option::is_none);
-                    if let Some(slot) = waiter.slot.and_then(|i| f.waiters.get_mut(i)) {
-                        *slot = Some(WaiterEntry {
-                            stream: key(stream),
-                            file_object: target.file_object,
-                            event: NonNull::from(waiter.event),
-                            aborted: false,
-                            reader: true,
-                        });
-                    }
-                }
-            }
-            None
-        });
-        if let Some(status) = decided {
-            if status == STATUS_CANCELLED {
-                abandon(stream, deps.get(..deps_len).unwrap_or(&[]), waiter.slot);
-            }
-            return status;
-        }
-        if sends > 0 {
-            if let Err(status) = open_writer(target) {
-                fail_ids(to_send.get(..sends).unwrap_or(&[]), status);
-                return status;
-            }
-            for (id, range) in to_send.iter().take(sends) {
-                let status = send_fetch(target, provider, *id, *range, PRIORITY_READ);
-                if !nt_success(status) || status == STATUS_TIMEOUT {
-                    fail_ids(&[(*id, *range)], send_failure(status));
-                }
-            }
-        }
-        let wait = if waiter.slot.is_some() {
-            deadline.saturating_sub(now()).clamp(1, i64::MAX)
-        } else {
-            POLL
-        };
-        let relative = -wait;
-        // SAFETY: an initialised event on this frame; PASSIVE_LEVEL; the callback data
-        // (if any) is the pended operation this thread serves.
-        let status =
-            unsafe { FltCancellableWaitForSingleObject(event.object(), &relative, target.data) };
-        match status {
-            STATUS_CANCELLED | STATUS_THREAD_IS_TERMINATING | STATUS_USER_APC | STATUS_ALERTED => {
-                abandon(stream, deps.get(..deps_len).unwrap_or(&[]), waiter.slot);
-                return STATUS_CANCELLED;
-            }
-            STATUS_TIMEOUT => expire(),
-            _ => {}
-        }
-    }
-}
-
-/// A waiter gave up (its I/O was cancelled or its handle closed): the fetches it was
-/// waiting for are cancelled too, unless another thread still waits on the stream
-/// (cfapi sends CANCEL_FETCH_DATA with IO_ABORTED then).
-fn abandon(stream: &StreamContext, deps: &[u64], me: Option<usize>) {
-    let mut after = After::new();
-    FETCHES.with(|f| {
-        let others = f.waiters.iter().enumerate().any(|(i, w)| {
-            Some(i) != me && w.is_some_and(|w| w.reader && w.stream == key(stream) && !w.aborted)
-        });
-        if others {
-            return;
-        }
-        for id in deps {
-            if after.has_room() {
-                f.finish(*id, STATUS_CLOUD_FILE_REQUEST_CANCELED, &mut after);
-            }
-        }
-    });
-    after.run();
-}
-
-/// The cleanup of `file_object` (its last handle closed): waits on reads through it end
-/// with STATUS_CANCELLED; on the stream's last cleanup, background fills stop too.
-pub(crate) fn file_closed(stream: &StreamContext, file_object: usize, last: bool) {
-    let mut after = After::new();
-    FETCHES.with(|f| {
-        for w in f.waiters.iter_mut().flatten() {
-            if w.reader && w.file_object == file_object && w.stream == key(stream) {
-                w.aborted = true;
-                // SAFETY: registered events stay alive until their thread unregisters.
-                unsafe { w.event.as_ref() }.set();
-            }
-        }
-        let waiting = f
-            .waiters
-            .iter()
-            .flatten()
-            .any(|w| w.reader && w.stream == key(stream) && !w.aborted);
-        if last && !waiting {
-            while after.has_room() {
-                match f.requests.of_stream(key(stream)) {
-                    Some(id) => f.finish(id, STATUS_CLOUD_FILE_REQUEST_CANCELED, &mut after),
-                    None => break,
-                }
-            }
-        }
-    });
-    after.run();
-}
-
-fn push_dep(deps: &mut [u64], len: &mut usize, id: u64) {
-    if deps.iter().take(*len).any(|d| *d == id) {
-        return;
-    }
-    if let Some(slot) = deps.get_mut(*len) {
-        *slot = id;
-        *len += 1;
-    }
-}
-
-/// Ids of requests of `stream` overlapping `range`.
-fn covering_ids<const N: usize>(
-    requests: &Requests<N>,
-    stream: usize,
-    range: Range,
-) -> impl Iterator<Item = u64> + '_ {
-    requests
-        .iter()
-        .filter(move |r| {
-            r.stream == stream && r.range.start < range.end && range.start < r.range.end
-        })
-        .map(|r| r.id)
+    let mut buffer = PoolBuf::zeroed(message.encoded_len())?;
+    let len = message.encode(buffer.as_mut_slice()).ok()?;
+    Some((buffer, len))
 }
 
 /// What a failed FltSendMessage means for the reader.
@@ -626,59 +658,51 @@ fn send_failure(status: NTSTATUS) -> NTSTATUS {
     }
 }
 
-fn fail_ids(ids: &[(u64, Range)], status: NTSTATUS) {
-    for (id, _) in ids {
-        let mut after = After::new();
-        FETCHES.with(|f| f.finish(*id, status, &mut after));
-        after.run();
-    }
+/// Fails fetch `id` with `status` (outside the lock).
+fn fail(id: u64, status: NTSTATUS) {
+    let mut after = After::new();
+    TABLE.with(|t| t.finish(id, status, Change::default(), &mut after));
+    after.run();
 }
 
-/// Fails every request whose deadline has passed with REQUEST_TIMEOUT.
-fn expire() {
-    loop {
-        let mut after = After::new();
-        let more = FETCHES.with(|f| {
-            let t = now();
-            while after.has_room() {
-                match f.requests.expired(t) {
-                    Some(id) => f.finish(id, STATUS_CLOUD_FILE_REQUEST_TIMEOUT, &mut after),
-                    None => return false,
-                }
-            }
-            true
-        });
-        after.run();
-        if !more {
-            return;
-        }
+/// Sends every FETCH_DATA of `stream` not sent yet, after opening the stream's writer
+/// (through `name`) if it has none.
+fn flush(stream: &StreamContext, provider: &ProviderRef, name: &[u16]) {
+    let unsent = TABLE.with(|t| {
+        t.fetches
+            .iter()
+            .any(|f| f.request.stream == key(stream) && f.message.is_some())
+    });
+    if !unsent {
+        return;
     }
-}
-
-/// Fails every request of a provider that went away (DisconnectNotify).
-pub(crate) fn provider_gone(owner: usize) {
+    let opened = open_writer(stream, name);
     loop {
-        let mut after = After::new();
-        let more = FETCHES.with(|f| {
-            while after.has_room() {
-                match f.requests.of_owner(owner) {
-                    Some(id) => f.finish(id, STATUS_CLOUD_FILE_PROVIDER_TERMINATED, &mut after),
-                    None => return false,
-                }
-            }
-            true
+        let next = TABLE.with(|t| {
+            t.fetches
+                .iter_mut()
+                .find(|f| f.request.stream == key(stream) && f.message.is_some())
+                .and_then(|f| Some((f.request.id, f.message.take()?)))
         });
-        after.run();
-        if !more {
+        let Some((id, (buffer, len))) = next else {
             return;
+        };
+        let status = match opened {
+            Ok(()) => send(provider, buffer.as_slice().get(..len).unwrap_or(&[])),
+            Err(status) => status,
+        };
+        drop(buffer);
+        if opened.is_err() {
+            fail(id, status);
+        } else if !nt_success(status) || status == STATUS_TIMEOUT {
+            fail(id, send_failure(status));
         }
     }
 }
 
 /// Opens the stream's writer if it has none (the first fetch of a round).
-fn open_writer(target: &Target<'_>) -> Result<(), NTSTATUS> {
-    let stream = target.stream;
-    let has = FETCHES.with(|f| stream.with_state(&f.held, |s| s.writer.is_some()));
+fn open_writer(stream: &StreamContext, name: &[u16]) -> Result<(), NTSTATUS> {
+    let has = TABLE.with(|t| stream.with_state(&t.held, |s| s.writer.is_some()));
     if has {
         return Ok(());
     }
@@ -688,15 +712,15 @@ fn open_writer(target: &Target<'_>) -> Result<(), NTSTATUS> {
     let file = OwnedFile::open(
         filter,
         stream.instance,
-        target.name,
+        name,
         0x0002 | 0x0100 | 0x0080, // FILE_WRITE_DATA | FILE_WRITE_ATTRIBUTES | FILE_READ_ATTRIBUTES
         1,                        // FILE_OPEN
-        Kind::File,
+        OpenKind::File,
         0,
     )?;
     file.freeze_times()?;
-    let extra = FETCHES.with(|f| {
-        stream.with_state(&f.held, |s| {
+    let extra = TABLE.with(|t| {
+        stream.with_state(&t.held, |s| {
             if s.writer.is_none() && s.writer_users > 0 {
                 s.writer = Some(file);
                 None
@@ -709,124 +733,556 @@ fn open_writer(target: &Target<'_>) -> Result<(), NTSTATUS> {
     Ok(())
 }
 
-/// Sends FETCH_DATA for request `id`.
-fn send_fetch(
-    target: &Target<'_>,
+/// How a read that [`pend_read`] was asked about goes on.
+pub(crate) enum Pend {
+    /// Its data is present: on to the file system.
+    Pass,
+    /// Fail it with this status.
+    Complete(NTSTATUS),
+    /// Pended: it is completed from elsewhere; return FLT_PREOP_PENDING.
+    Pended,
+}
+
+/// What a pended read needs: its operation, its instance and its plan.
+pub(crate) struct ReadTarget {
+    pub(crate) data: *mut FLT_CALLBACK_DATA,
+    /// The instance context, referenced by the caller; the read keeps that reference.
+    pub(crate) instance: NonNull<InstanceContext>,
+    pub(crate) file_object: usize,
+    pub(crate) plan: Plan,
+}
+
+/// Pends an IRP read of missing data of `stream` until the provider delivers it, per
+/// `target.plan`. Called from the pre-read at PASSIVE_LEVEL.
+pub(crate) fn pend_read(
+    stream: &StreamContext,
     provider: &ProviderRef,
-    id: u64,
-    range: Range,
-    priority: u8,
-) -> NTSTATUS {
-    let stream = target.stream;
-    let size = FETCHES.with(|f| stream.with_state(&f.held, |s| s.file_size));
-    let relative = syncroot::under(provider.root(), target.name).unwrap_or(&[]);
-    let message = FetchData {
-        request_id: id,
-        file_id: stream.file_id,
-        file_size: size,
-        required: WireRange::new(range.start, range.len()),
-        priority,
-        requestor_pid: target.requestor_pid,
-        requestor_image: Utf16::from_units(clip_units(
-            target.requestor_image,
-            cloudflt_proto::msg::MAX_IMAGE_BYTES / 2,
-        )),
-        path: Utf16::from_units(relative),
-        identity: stream.identity(),
+    target: ReadTarget,
+    asker: Asker,
+) -> Pend {
+    let instance = InstanceHold(target.instance);
+    let waiter = Waiter {
+        id: 0,
+        stream: StreamHold::new(stream),
+        file_object: target.file_object,
+        required: target.plan.required,
+        asker,
+        kind: WaitKind::Read(PendedRead {
+            data: target.data,
+            instance,
+            // SAFETY: plain data; FltCbdqInsertIo initialises it.
+            csq: unsafe { core::mem::zeroed() },
+            state: ReadState::Arming(None),
+            background: target.plan.background,
+        }),
     };
-    let Some(mut buffer) = PoolBuf::zeroed(message.encoded_len()) else {
-        return STATUS_INSUFFICIENT_RESOURCES;
+    let Some(node) = Node::new(waiter, TAG_WAITER) else {
+        return Pend::Complete(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES);
     };
-    match message.encode(buffer.as_mut_slice()) {
-        Ok(len) => send(provider, buffer.as_slice().get(..len).unwrap_or(&[])),
-        Err(_) => STATUS_CLOUD_FILE_INVALID_REQUEST,
+    match arm(node, provider, PRIORITY_READ) {
+        Armed::Now(node, status) => {
+            if nt_success(status)
+                && let WaitKind::Read(r) = &node.value.kind
+                && let Some(background) = r.background
+            {
+                start_background(&node.value, provider, background);
+            }
+            drop(node);
+            if nt_success(status) {
+                Pend::Pass
+            } else {
+                Pend::Complete(status)
+            }
+        }
+        Armed::Linked(id, ptr) => {
+            flush(stream, provider, name_of(ptr));
+            queue(id, ptr);
+            Pend::Pended
+        }
     }
 }
 
-fn clip_units(units: &[u16], max: usize) -> &[u16] {
-    units.get(..max).unwrap_or(units)
+/// The file name a linked waiter asks with.
+fn name_of<'a>(waiter: NonNull<Waiter>) -> &'a [u16] {
+    // SAFETY: only the thread that linked the waiter calls this while it is Arming, and
+    // nobody unlinks an Arming read but that thread (or a thread waiter but its own).
+    unsafe { waiter.as_ref() }.asker.name.get()
+}
+
+enum Armed {
+    /// Decided at once: the node back, with its status.
+    Now(PoolBox<Node<Waiter>>, NTSTATUS),
+    /// Linked, with its id and where it lives.
+    Linked(u64, NonNull<Waiter>),
+}
+
+/// Links the waiter in `node` after asking for what it needs that nobody has asked for,
+/// or says at once how it ends.
+fn arm(mut node: PoolBox<Node<Waiter>>, provider: &ProviderRef, priority: u8) -> Armed {
+    let mut node_slot = None;
+    let decided = TABLE.with(|t| {
+        let w = &mut node.value;
+        w.id = t.next_id();
+        let stream = w.stream.get();
+        let state = stream.with_state(&t.held, |s| {
+            if s.corrupt {
+                return Err(STATUS_CLOUD_FILE_METADATA_CORRUPT);
+            }
+            let need = w.required.clip(Range {
+                start: 0,
+                end: s.file_size,
+            });
+            if !s.placeholder || s.present.contains(need) {
+                return Err(STATUS_SUCCESS);
+            }
+            Ok(need)
+        });
+        let need = match state {
+            Ok(need) => need,
+            Err(status) => return Some(status),
+        };
+        // Read under this lock, which `provider_gone` takes after setting it: a fetch
+        // started here is either refused or failed by it.
+        if provider.is_gone() {
+            return Some(STATUS_CLOUD_FILE_PROVIDER_TERMINATED);
+        }
+        if let Err(status) = t.ask(w.stream.get(), need, provider, &w.asker, priority) {
+            return Some(status);
+        }
+        node_slot = Some((w.id, NonNull::from(&mut *w)));
+        None
+    });
+    match (decided, node_slot) {
+        (Some(status), _) => Armed::Now(node, status),
+        (None, Some((id, ptr))) => {
+            TABLE.with(|t| t.waiters.push(node));
+            // Linking in a second hold is safe: nothing could decide it before (it was
+            // not linked), and its fetches are not sent yet.
+            Armed::Linked(id, ptr)
+        }
+        (None, None) => Armed::Now(node, STATUS_CLOUD_FILE_UNSUCCESSFUL),
+    }
+}
+
+/// Puts the linked read `id` (at `ptr`) in its instance's cancel-safe queue; if it was
+/// decided meanwhile, takes it back out and concludes it.
+fn queue(id: u64, ptr: NonNull<Waiter>) {
+    // SAFETY: an Arming read is unlinked only by this thread (see `name_of`), so it is
+    // alive; its csq and callback data stay put (a pool node).
+    let w = unsafe { &mut *ptr.as_ptr() };
+    let WaitKind::Read(r) = &mut w.kind else {
+        return;
+    };
+    let data = r.data;
+    // SAFETY: the pended read's live callback data, which the caller pends.
+    let d = unsafe { &mut *data };
+    // SAFETY: QueueContext is the queue owner's while the data is queued (the union's
+    // other member, FilterContext, is not used): the cancel path finds the waiter by id.
+    unsafe { d.Anonymous.Anonymous.QueueContext[0] = id as *mut core::ffi::c_void };
+    let queue = r.instance.queue();
+    let csq: *mut IO_CSQ_IRP_CONTEXT = &mut r.csq;
+    // SAFETY: the instance's initialised queue; an IRP operation the pre-read is about to
+    // return FLT_PREOP_PENDING for; the IRP context lives in the node. Not under the
+    // table's lock: a read already cancelled runs the cancel path (which takes it) at once.
+    let status = unsafe { FltCbdqInsertIo(queue, data, csq, core::ptr::null()) };
+    let mut after = After::new();
+    let concluded = TABLE.with(|t| {
+        // The cancel path may have unlinked it during the insert: look it up by id.
+        let w = t.waiters.iter_mut().find(|w| w.id == id)?;
+        let WaitKind::Read(r) = &mut w.kind else {
+            return None;
+        };
+        if !nt_success(status) {
+            // The queue is disabled: the instance is being torn down.
+            let stream = w.stream.key();
+            let required = w.required;
+            let node = t.waiters.take_first(|w| w.id == id)?;
+            t.abandon(stream, required, id, &mut after);
+            return Some((node, Outcome::Done(STATUS_CLOUD_FILE_REQUEST_ABORTED)));
+        }
+        match r.state {
+            ReadState::Arming(None) => {
+                r.state = ReadState::Queued;
+                None
+            }
+            ReadState::Arming(Some(outcome)) => {
+                r.state = ReadState::Queued;
+                decide(w, outcome);
+                after.take_settled(&mut t.waiters);
+                None
+            }
+            _ => None,
+        }
+    });
+    after.run();
+    if let Some((node, outcome)) = concluded {
+        conclude(node, outcome);
+    }
+}
+
+/// Completes a settled read that is out of its queue and unlinked: on to the file system
+/// (after starting its background fill), failed, or armed again if it stalled.
+fn conclude(mut node: PoolBox<Node<Waiter>>, mut outcome: Outcome) {
+    loop {
+        match outcome {
+            Outcome::Done(status) => {
+                let WaitKind::Read(r) = &node.value.kind else {
+                    return;
+                };
+                let data = r.data;
+                if nt_success(status)
+                    && let Some(background) = r.background
+                    && let Some(provider) = providers::for_path(node.value.asker.name.get())
+                {
+                    start_background(&node.value, &provider, background);
+                }
+                // Freed first: completing may let the filter unload.
+                drop(node);
+                complete_pended(data, status);
+                return;
+            }
+            Outcome::Stalled => {
+                let Some(provider) = providers::for_path(node.value.asker.name.get()) else {
+                    outcome = Outcome::Done(STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING);
+                    continue;
+                };
+                if let WaitKind::Read(r) = &mut node.value.kind {
+                    r.state = ReadState::Arming(None);
+                }
+                match arm(node, &provider, PRIORITY_READ) {
+                    Armed::Now(back, status) => {
+                        node = back;
+                        outcome = Outcome::Done(status);
+                    }
+                    Armed::Linked(id, ptr) => {
+                        // SAFETY: the waiter this thread just linked (see `name_of`).
+                        let stream = unsafe { ptr.as_ref() }.stream.get();
+                        flush(stream, &provider, name_of(ptr));
+                        queue(id, ptr);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Completes a pended pre-operation: on to the file system, or failed with `status`.
+pub(crate) fn complete_pended(data: *mut FLT_CALLBACK_DATA, status: NTSTATUS) {
+    if nt_success(status) {
+        // SAFETY: an operation the pre-read pended, completed once (it is out of its
+        // queue and its waiter is gone).
+        unsafe {
+            FltCompletePendedPreOperation(data, FLT_PREOP_SUCCESS_NO_CALLBACK, core::ptr::null())
+        };
+        return;
+    }
+    // SAFETY: the pended operation's callback data stays valid until it is completed.
+    if let Some(d) = unsafe { data.as_mut() } {
+        d.IoStatus = IO_STATUS_BLOCK {
+            Anonymous: IO_STATUS_BLOCK_0 { Status: status },
+            Information: 0,
+        };
+    }
+    // SAFETY: as above.
+    unsafe { FltCompletePendedPreOperation(data, FLT_PREOP_COMPLETE, core::ptr::null()) };
+}
+
+/// CompleteCanceledIo of the instances' queues: a pended read was cancelled (its
+/// thread's I/O cancelled, CancelIoEx). Its waiter goes, its fetches too unless another
+/// operation waits on the stream, and it completes with STATUS_CANCELLED.
+///
+/// # Safety
+/// Called by FltMgr at IRQL <= DISPATCH_LEVEL with a queue's callback data, no queue
+/// lock held.
+pub(crate) unsafe extern "system" fn read_cancelled(
+    _queue: *mut FLT_CALLBACK_DATA_QUEUE,
+    data: *mut FLT_CALLBACK_DATA,
+) {
+    // SAFETY: the cancelled callback data, ours to complete.
+    let d = unsafe { &*data };
+    // SAFETY: `queue` stored the id there before inserting it.
+    let id = unsafe { d.Anonymous.Anonymous.QueueContext[0] } as u64;
+    let mut after = After::new();
+    // Cancelling fetches means messages to the provider and closing the writer, which
+    // need PASSIVE_LEVEL; a cancel routine may run higher, and then leaves the fetches
+    // to finish or time out on their own.
+    // SAFETY: no preconditions.
+    let passive = !unsafe { KeAreAllApcsDisabled() };
+    let node = TABLE.with(|t| {
+        let node = t.waiters.take_first(|w| w.id == id)?;
+        if passive {
+            t.abandon(node.value.stream.key(), node.value.required, id, &mut after);
+        }
+        Some(node)
+    });
+    drop(node);
+    complete_pended(data, STATUS_CANCELLED);
+    after.run();
+}
+
+/// What a thread needs to fetch for a stream and wait for it.
+pub(crate) struct Target<'a> {
+    pub(crate) stream: &'a StreamContext,
+    /// The file's normalized NT path.
+    pub(crate) name: &'a [u16],
+    pub(crate) requestor_pid: u32,
+    pub(crate) requestor_image: &'a [u16],
+    /// The operation whose cancellation ends the wait, or NULL (the waiting thread's
+    /// termination still does).
+    pub(crate) data: *const FLT_CALLBACK_DATA,
+    /// The file object the operation came through (0 for the driver's own), whose
+    /// cleanup ends the wait.
+    pub(crate) file_object: usize,
+}
+
+/// Makes `range` present (a section being mapped, the provider's HYDRATE, pinning):
+/// returns once it is on disk and recorded, or why it cannot be. Waits in the calling
+/// thread.
+pub(crate) fn ensure_range(target: &Target<'_>, range: Range) -> NTSTATUS {
+    let Some(provider) = providers::for_path(target.name) else {
+        return STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING;
+    };
+    loop {
+        let Some(asker) = Asker::new(target.requestor_pid, target.name, target.requestor_image)
+        else {
+            return STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES;
+        };
+        let waiter = Waiter {
+            id: 0,
+            stream: StreamHold::new(target.stream),
+            file_object: target.file_object,
+            required: range,
+            asker,
+            kind: WaitKind::Thread(ThreadWait {
+                event: Event::uninit(),
+                outcome: None,
+            }),
+        };
+        let Some(node) = Node::new(waiter, TAG_WAITER) else {
+            return STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES;
+        };
+        if let WaitKind::Thread(t) = &node.value.kind {
+            // At its final address, in the node.
+            t.event.init();
+        }
+        let (id, ptr) = match arm(node, &provider, PRIORITY_READ) {
+            Armed::Now(node, status) => {
+                drop(node);
+                return status;
+            }
+            Armed::Linked(id, ptr) => (id, ptr),
+        };
+        flush(target.stream, &provider, target.name);
+        match wait_thread(id, ptr, target.data) {
+            Outcome::Done(status) => return status,
+            Outcome::Stalled => continue,
+        }
+    }
+}
+
+/// Waits for the thread waiter `id` (at `ptr`, linked by this thread) to be decided,
+/// then unlinks it.
+fn wait_thread(id: u64, ptr: NonNull<Waiter>, data: *const FLT_CALLBACK_DATA) -> Outcome {
+    // SAFETY: a thread waiter is unlinked only by its own thread (here), so it is alive.
+    let WaitKind::Thread(t) = &unsafe { ptr.as_ref() }.kind else {
+        return Outcome::Done(STATUS_CLOUD_FILE_UNSUCCESSFUL);
+    };
+    let event = t.event.object();
+    loop {
+        // SAFETY: the waiter's initialised event, alive until this thread unlinks it;
+        // PASSIVE_LEVEL; no timeout (the alarm ends fetches that take too long); the
+        // callback data (if any) is the operation this thread serves.
+        let status = unsafe { FltCancellableWaitForSingleObject(event, core::ptr::null(), data) };
+        let gave_up = matches!(
+            status,
+            STATUS_CANCELLED | STATUS_THREAD_IS_TERMINATING | STATUS_USER_APC | STATUS_ALERTED
+        );
+        let mut after = After::new();
+        let outcome = TABLE.with(|t| {
+            let w = t.waiters.iter().find(|w| w.id == id)?;
+            let decided = match &w.kind {
+                WaitKind::Thread(tw) => tw.outcome,
+                WaitKind::Read(_) => None,
+            };
+            let outcome = match decided {
+                Some(outcome) => outcome,
+                None if gave_up => Outcome::Done(STATUS_CANCELLED),
+                None => return None,
+            };
+            let node = t.waiters.take_first(|w| w.id == id)?;
+            if outcome == Outcome::Done(STATUS_CANCELLED) {
+                t.abandon(node.value.stream.key(), node.value.required, id, &mut after);
+            }
+            after.dispose(node);
+            Some(outcome)
+        });
+        after.run();
+        if let Some(outcome) = outcome {
+            return outcome;
+        }
+    }
+}
+
+impl After {
+    /// A waiter node to free once the lock is released (its references are dropped
+    /// then).
+    fn dispose(&mut self, node: PoolBox<Node<Waiter>>) {
+        self.spent.push(node);
+    }
+}
+
+/// The cleanup of `file_object` (its last handle closed): operations waiting through it
+/// end with STATUS_CANCELLED; on the stream's last cleanup, with nobody waiting,
+/// background fills stop too.
+pub(crate) fn file_closed(stream: &StreamContext, file_object: usize, last: bool) {
+    let k = key(stream);
+    let mut after = After::new();
+    TABLE.with(|t| {
+        for w in t.waiters.iter_mut() {
+            if w.stream.key() == k && w.file_object == file_object && w.is_open() {
+                decide(w, Outcome::Done(STATUS_CANCELLED));
+            }
+        }
+        after.take_settled(&mut t.waiters);
+        if last && !t.others_wait(k, 0) {
+            t.abandon(
+                k,
+                Range {
+                    start: 0,
+                    end: u64::MAX,
+                },
+                0,
+                &mut after,
+            );
+        }
+    });
+    after.run();
+}
+
+/// Fails every expired fetch with REQUEST_TIMEOUT (the alarm's work item, PASSIVE_LEVEL),
+/// then sets the alarm for the next deadline.
+fn expire() {
+    loop {
+        let mut after = After::new();
+        let more = TABLE.with(|t| {
+            t.alarm_due = i64::MAX;
+            let at = now();
+            for _ in 0..EXPIRE_BATCH {
+                let expired = t
+                    .fetches
+                    .iter()
+                    .find(|f| f.request.deadline <= at)
+                    .map(|f| f.request.id);
+                match expired {
+                    Some(id) => t.finish(
+                        id,
+                        STATUS_CLOUD_FILE_REQUEST_TIMEOUT,
+                        Change::default(),
+                        &mut after,
+                    ),
+                    None => {
+                        if let Some(next) = t.fetches.iter().map(|f| f.request.deadline).min() {
+                            t.arm_alarm(next);
+                        }
+                        return false;
+                    }
+                }
+            }
+            true
+        });
+        after.run();
+        if !more {
+            return;
+        }
+    }
+}
+
+/// Fails every fetch matching `which` with `status`, in batches.
+fn fail_all(which: impl Fn(&Fetch) -> bool, status: NTSTATUS) {
+    loop {
+        let mut after = After::new();
+        let more = TABLE.with(|t| {
+            for _ in 0..EXPIRE_BATCH {
+                match t.fetches.iter().find(|f| which(f)).map(|f| f.request.id) {
+                    Some(id) => t.finish(id, status, Change::default(), &mut after),
+                    None => return false,
+                }
+            }
+            true
+        });
+        after.run();
+        if !more {
+            return;
+        }
+    }
+}
+
+/// Fails every fetch of a provider that went away (DisconnectNotify).
+pub(crate) fn provider_gone(owner: usize) {
+    fail_all(
+        |f| f.request.owner == owner,
+        STATUS_CLOUD_FILE_PROVIDER_TERMINATED,
+    );
+}
+
+/// InstanceTeardownStart: every fetch for a stream of the instance is failed (its
+/// waiters with it), so `fltmc detach` never waits for a provider.
+pub(crate) fn instance_gone(
+    instance: windows_sys::Wdk::Storage::FileSystem::Minifilters::PFLT_INSTANCE,
+) {
+    fail_all(
+        |f| f.stream.get().instance == instance,
+        STATUS_CLOUD_FILE_REQUEST_ABORTED,
+    );
 }
 
 /// PROGRESSIVE: asks for the rest of the file after the read completed; nobody waits.
-fn start_background(target: &Target<'_>, provider: &ProviderRef, whole: Range) {
-    let stream = target.stream;
-    let mut to_send = [(0u64, Range::default()); GAPS_PER_ROUND];
-    let mut sends = 0;
-    FETCHES.with(|f| {
-        // As in `ensure`: a provider going away refuses new requests.
+fn start_background(waiter: &Waiter, provider: &ProviderRef, whole: Range) {
+    let stream = waiter.stream.get();
+    let asked = TABLE.with(|t| {
+        // As in `arm`: a provider going away refuses new requests.
         if provider.is_gone() {
-            return;
+            return false;
         }
-        let mut cursor = whole.start;
-        while sends < GAPS_PER_ROUND && cursor < whole.end {
-            let gap = stream.with_state(&f.held, |s| {
-                s.present.first_gap(Range {
-                    start: cursor,
-                    end: whole.end,
-                })
-            });
-            let Some(gap) = gap else { break };
-            let Some(missing) = f.requests.unrequested(key(stream), gap) else {
-                cursor = gap.end;
-                continue;
-            };
-            cursor = missing.end;
-            let due = now().saturating_add(provider.timeout);
-            let Ok(id) = f.requests.start(key(stream), missing, provider.key(), due) else {
-                break;
-            };
-            // SAFETY: a live context (the caller holds a reference).
-            unsafe { FltReferenceContext((stream as *const StreamContext).cast_mut().cast()) };
-            stream.with_state(&f.held, |s| s.writer_users += 1);
-            if let Some(slot) = to_send.get_mut(sends) {
-                *slot = (id, missing);
-                sends += 1;
-            }
-        }
+        // A fill that cannot be asked for in full is asked for in part; nobody waits.
+        let _ = t.ask(stream, whole, provider, &waiter.asker, PRIORITY_BACKGROUND);
+        true
     });
-    if sends == 0 {
-        return;
-    }
-    if let Err(status) = open_writer(target) {
-        fail_ids(to_send.get(..sends).unwrap_or(&[]), status);
-        return;
-    }
-    for (id, range) in to_send.iter().take(sends) {
-        let status = send_fetch(target, provider, *id, *range, PRIORITY_BACKGROUND);
-        if !nt_success(status) || status == STATUS_TIMEOUT {
-            fail_ids(&[(*id, *range)], send_failure(status));
-        }
+    if asked {
+        flush(stream, provider, waiter.asker.name.get());
     }
 }
 
-/// TRANSFER_DATA from `provider`: writes the data, records it, wakes the waiters.
+/// TRANSFER_DATA from `provider`: writes the data, records it, settles the waiters.
 pub(crate) fn transfer(provider: &ProviderRef, message: &TransferData<'_>) -> NTSTATUS {
     let id = message.request_id;
     let owner = provider.key();
     // Pin the request's stream and writer for the duration of the write.
-    let pinned = FETCHES.with(|f| {
-        let request = f.requests.get(id).copied().filter(|r| r.owner == owner)?;
-        f.requests
-            .touch(owner, now().saturating_add(provider.timeout));
-        // SAFETY: the request holds a reference on its stream.
-        let stream = unsafe { stream_of(request.stream) };
-        // SAFETY: a live context; this reference is dropped at the end of `transfer`.
-        unsafe { FltReferenceContext((stream as *const StreamContext).cast_mut().cast()) };
-        let size = stream.with_state(&f.held, |s| {
+    let pinned = TABLE.with(|t| {
+        let fetch = t
+            .fetches
+            .iter()
+            .find(|f| f.request.id == id && f.request.owner == owner)?;
+        let stream = StreamHold::new(fetch.stream.get());
+        let size = stream.get().with_state(&t.held, |s| {
             s.writer_users += 1;
             s.file_size
         });
-        Some((request.stream, size))
+        let due = now().saturating_add(provider.timeout);
+        for f in t.fetches.iter_mut().filter(|f| f.request.owner == owner) {
+            f.request.deadline = due;
+        }
+        Some((stream, size))
     });
-    let Some((stream_key, size)) = pinned else {
+    let Some((stream, size)) = pinned else {
         return STATUS_CLOUD_FILE_INVALID_REQUEST;
     };
-    // SAFETY: referenced just above.
-    let stream = unsafe { stream_of(stream_key) };
-    let status = write_and_record(stream, message, size);
+    let result = write_and_record(stream.get(), message, size);
     let mut after = After::new();
-    FETCHES.with(|f| {
-        let writer = stream.with_state(&f.held, |s| {
+    let writer = TABLE.with(|t| {
+        let k = stream.key();
+        let writer = stream.get().with_state(&t.held, |s| {
             s.writer_users = s.writer_users.saturating_sub(1);
             if s.writer_users == 0 {
                 s.writer.take()
@@ -834,71 +1290,97 @@ pub(crate) fn transfer(provider: &ProviderRef, message: &TransferData<'_>) -> NT
                 None
             }
         });
-        after.release(stream_key, writer);
-        if nt_success(status) {
-            // Every request of this stream whose range is now present is done.
-            while after.has_room() {
-                let done = f.requests.first_done(stream_key, |r| {
-                    stream.with_state(&f.held, |s| {
-                        s.present.contains(r.clip(Range {
-                            start: 0,
-                            end: s.file_size,
-                        }))
+        match result {
+            Ok(recorded) => {
+                let change = Change {
+                    recorded: Some(recorded),
+                    failed: None,
+                };
+                // Every fetch of this stream whose range is now on disk is done.
+                while let Some(done) = t
+                    .fetches
+                    .iter()
+                    .find(|f| {
+                        f.request.stream == k
+                            && stream.get().with_state(&t.held, |s| {
+                                let r = f.request.range.clip(Range {
+                                    start: 0,
+                                    end: s.file_size,
+                                });
+                                requests::verdict::<NTSTATUS, STREAM_RANGES>(
+                                    r,
+                                    &s.present,
+                                    Some(recorded),
+                                    None,
+                                    core::iter::empty(),
+                                    k,
+                                ) == Verdict::Ready
+                            })
                     })
-                });
-                match done {
-                    Some(done) => f.finish(done, STATUS_SUCCESS, &mut after),
-                    None => break,
+                    .map(|f| f.request.id)
+                {
+                    t.finish(done, STATUS_SUCCESS, change, &mut after);
                 }
+                // Waiters whose range this transfer completed go on now, even while the
+                // rest of a larger fetch is still coming.
+                t.settle(k, change, &mut after);
             }
-        } else {
-            f.finish(id, STATUS_CLOUD_FILE_UNSUCCESSFUL, &mut after);
+            Err(_) => t.finish(
+                id,
+                STATUS_CLOUD_FILE_UNSUCCESSFUL,
+                Change::default(),
+                &mut after,
+            ),
         }
+        writer
     });
+    drop(writer);
     after.run();
-    status
+    drop(stream);
+    match result {
+        Ok(_) => STATUS_SUCCESS,
+        Err(status) => status,
+    }
 }
 
-/// Writes a transfer's bytes to disk and records them in the stream and the reparse data.
-fn write_and_record(stream: &StreamContext, message: &TransferData<'_>, size: u64) -> NTSTATUS {
+/// Writes a transfer's bytes to disk and records them in the stream and the reparse
+/// data; the range recorded.
+fn write_and_record(
+    stream: &StreamContext,
+    message: &TransferData<'_>,
+    size: u64,
+) -> Result<Range, NTSTATUS> {
     let offset = message.offset;
     let length = message.data.len() as u64;
     if !policy::transfer_is_valid(offset, length, size) {
-        return STATUS_CLOUD_FILE_INVALID_REQUEST;
+        return Err(STATUS_CLOUD_FILE_INVALID_REQUEST);
     }
     // Bytes past end of file (an aligned tail) are not data.
     let useful = length.min(size.saturating_sub(offset));
-    let Ok(useful_len) = usize::try_from(useful) else {
-        return STATUS_CLOUD_FILE_INVALID_REQUEST;
-    };
+    let useful_len = usize::try_from(useful).map_err(|_| STATUS_CLOUD_FILE_INVALID_REQUEST)?;
     let padded = useful.next_multiple_of(UNIT);
-    let Some(mut buffer) = usize::try_from(padded).ok().and_then(PoolBuf::zeroed) else {
-        return STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES;
-    };
+    let mut buffer = usize::try_from(padded)
+        .ok()
+        .and_then(PoolBuf::zeroed)
+        .ok_or(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES)?;
     if let (Some(dst), Some(src)) = (
         buffer.as_mut_slice().get_mut(..useful_len),
         message.data.get(..useful_len),
     ) {
         super::file::copy(dst, src);
     }
-    let result = FETCHES.with(|f| {
-        stream.with_state(&f.held, |s| {
+    let writer = TABLE.with(|t| {
+        stream.with_state(&t.held, |s| {
             // The writer is pinned by this transfer's use count.
             s.writer.as_ref().map(|w| w as *const OwnedFile)
         })
     });
-    let Some(writer) = result else {
-        return STATUS_CLOUD_FILE_INVALID_REQUEST;
-    };
+    let writer = writer.ok_or(STATUS_CLOUD_FILE_INVALID_REQUEST)?;
     // SAFETY: the writer stays open while `writer_users` counts this transfer.
     let writer = unsafe { &*writer };
-    if let Err(status) = writer.write_noncached(offset, &buffer) {
-        return status;
-    }
-    if offset.saturating_add(padded) > size
-        && let Err(status) = writer.set_end_of_file(size)
-    {
-        return status;
+    writer.write_noncached(offset, &buffer)?;
+    if offset.saturating_add(padded) > size {
+        writer.set_end_of_file(size)?;
     }
     let range = Range {
         start: offset,
@@ -906,7 +1388,12 @@ fn write_and_record(stream: &StreamContext, message: &TransferData<'_>, size: u6
     };
     // Present once recorded: nobody reads the range, or finishes a fetch for it, before
     // the reparse data holds it.
-    record(stream, writer, Some(range))
+    let status = record(stream, writer, Some(range));
+    if nt_success(status) {
+        Ok(range)
+    } else {
+        Err(status)
+    }
 }
 
 /// Writes the stream's current state into its reparse data (and the OFFLINE /
@@ -923,8 +1410,8 @@ fn record(stream: &StreamContext, file: &OwnedFile, added: Option<Range>) -> NTS
     let mut snapshot = Snapshot::new();
     let seq = take_turn(stream, &mut snapshot, added);
     let status = snapshot.write(stream, file);
-    FETCHES.with(|f| {
-        stream.with_state(&f.held, |s| {
+    TABLE.with(|t| {
+        stream.with_state(&t.held, |s| {
             if nt_success(status)
                 && let Some(range) = added
             {
@@ -933,9 +1420,7 @@ fn record(stream: &StreamContext, file: &OwnedFile, added: Option<Range>) -> NTS
             // The turn passes on.
             s.persisted = seq;
         });
-        // Readers are woken by the fetches this finishes (`transfer`), in the same lock
-        // as the requests leave the table: none returns while its fetch looks busy.
-        f.wake_writers(key(stream));
+        stream.turn.set();
     });
     status
 }
@@ -944,56 +1429,32 @@ fn record(stream: &StreamContext, file: &OwnedFile, added: Option<Range>) -> NTS
 /// `persisted` while one is), then takes the turn: numbers a new snapshot and fills
 /// `snapshot` from the state, with `added` present. Returns the snapshot's number.
 fn take_turn(stream: &StreamContext, snapshot: &mut Snapshot, added: Option<Range>) -> u64 {
-    let event = Event::uninit();
-    event.init();
-    let mut waiter = Waiter {
-        slot: None,
-        event: &event,
-    };
     loop {
-        event.reset();
-        let taken = FETCHES.with(|f| {
-            let taken = stream.with_state(&f.held, |s| {
+        let taken = TABLE.with(|t| {
+            stream.with_state(&t.held, |s| {
                 if s.snapshot != s.persisted {
+                    // Reset under the lock the writer sets it under: no wake-up is lost.
+                    stream.turn.reset();
                     return None;
                 }
                 s.snapshot = s.snapshot.wrapping_add(1);
                 snapshot.fill(s, added);
                 Some(s.snapshot)
-            });
-            if taken.is_none() && waiter.slot.is_none() {
-                waiter.slot = f.waiters.iter().position(Option::is_none);
-                if let Some(slot) = waiter.slot.and_then(|i| f.waiters.get_mut(i)) {
-                    *slot = Some(WaiterEntry {
-                        stream: key(stream),
-                        file_object: 0,
-                        event: NonNull::from(waiter.event),
-                        aborted: false,
-                        reader: false,
-                    });
-                }
-            }
-            taken
+            })
         });
         if let Some(seq) = taken {
             return seq;
         }
-        // The writer before this one wakes the stream's waiters when it is done; without
-        // a slot, look again soon.
-        let relative = -if waiter.slot.is_some() {
-            PERSIST_WAIT
-        } else {
-            POLL
-        };
-        // SAFETY: an initialised event on this frame; PASSIVE_LEVEL (transfers and the
-        // provider's requests); a relative timeout.
+        // SAFETY: the stream's initialised event (the caller holds a reference on the
+        // context); PASSIVE_LEVEL (transfers and the provider's requests); no timeout:
+        // the writer before this one sets it when its disk write is done.
         unsafe {
             KeWaitForSingleObject(
-                event.object(),
+                stream.turn.object(),
                 Executive,
                 KernelMode as i8,
                 false,
-                &relative,
+                core::ptr::null(),
             )
         };
     }
@@ -1049,20 +1510,26 @@ impl Snapshot {
     }
 }
 
-/// FETCH_FAILED from `provider`: the waiting reads fail with the provider's status, or
-/// STATUS_CLOUD_FILE_UNSUCCESSFUL for one outside the cloud-file family.
+/// FETCH_FAILED from `provider`: the waiting operations fail with the provider's status,
+/// or STATUS_CLOUD_FILE_UNSUCCESSFUL for one outside the cloud-file family.
 pub(crate) fn failed(provider: &ProviderRef, message: &FetchFailed) -> NTSTATUS {
     let status = cloud_status(message.status);
     let mut after = After::new();
-    let known = FETCHES.with(|f| {
-        let known = f
-            .requests
-            .get(message.request_id)
-            .is_some_and(|r| r.owner == provider.key());
+    let known = TABLE.with(|t| {
+        let known = t
+            .fetches
+            .iter()
+            .any(|f| f.request.id == message.request_id && f.request.owner == provider.key());
         if known {
-            f.requests
-                .touch(provider.key(), now().saturating_add(provider.timeout));
-            f.finish(message.request_id, status, &mut after);
+            let due = now().saturating_add(provider.timeout);
+            for f in t
+                .fetches
+                .iter_mut()
+                .filter(|f| f.request.owner == provider.key())
+            {
+                f.request.deadline = due;
+            }
+            t.finish(message.request_id, status, Change::default(), &mut after);
         }
         known
     });
@@ -1086,15 +1553,18 @@ pub(crate) fn cloud_status(status: NTSTATUS) -> NTSTATUS {
 /// Runs `f` with the fetch table's lock held, for the placeholder operations that read
 /// or change a stream's state.
 pub(crate) fn with_held<R>(f: impl FnOnce(&Held) -> R) -> R {
-    FETCHES.with(|t| f(&t.held))
+    TABLE.with(|t| f(&t.held))
 }
 
 /// Whether any fetch of `stream` is outstanding (dehydration waits for none).
 pub(crate) fn busy(stream: &StreamContext) -> bool {
-    FETCHES.with(|f| f.requests.of_stream(key(stream)).is_some())
+    TABLE.with(|t| t.fetches.iter().any(|f| f.request.stream == key(stream)))
 }
 
-/// Wakes every waiter (a stream's state changed outside a transfer).
-pub(crate) fn wake_all() {
-    FETCHES.with(|f| f.wake(None));
+/// A stream's state changed outside a transfer (dehydrated, reverted): its waiters are
+/// looked at again.
+pub(crate) fn changed(stream: &StreamContext) {
+    let mut after = After::new();
+    TABLE.with(|t| t.settle(key(stream), Change::default(), &mut after));
+    after.run();
 }

@@ -1,4 +1,4 @@
-//! Volume attachment: InstanceSetup and InstanceQueryTeardown.
+//! Volume attachment: InstanceSetup, InstanceQueryTeardown and InstanceTeardownStart.
 //!
 //! The rules are the engine's ([`crate::engine::volume`]); this module gathers the facts
 //! FltMgr does not pass (file-system attributes, sector size) and records them in the
@@ -9,9 +9,9 @@ use core::mem::MaybeUninit;
 use windows_sys::Wdk::Foundation::NonPagedPoolNx;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_INSTANCE_CONTEXT, FLT_RELATED_OBJECTS, FLT_SET_CONTEXT_KEEP_IF_EXISTS,
-    FLT_VOLUME_PROPERTIES, FltAllocateContext, FltGetVolumeProperties, FltQueryVolumeInformation,
-    FltReleaseContext, FltSetInstanceContext, PFLT_CONTEXT, PFLT_FILTER, PFLT_INSTANCE,
-    PFLT_VOLUME,
+    FLT_VOLUME_PROPERTIES, FltAllocateContext, FltGetInstanceContext, FltGetVolumeProperties,
+    FltQueryVolumeInformation, FltReleaseContext, FltSetInstanceContext, PFLT_CONTEXT, PFLT_FILTER,
+    PFLT_INSTANCE, PFLT_VOLUME,
 };
 use windows_sys::Wdk::Storage::FileSystem::{
     FILE_FS_ATTRIBUTE_INFORMATION, FileFsAttributeInformation,
@@ -24,6 +24,8 @@ use windows_sys::Win32::Storage::InstallableFileSystems::FLT_FILESYSTEM_TYPE;
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
 use super::context::{InstanceContext, TAG_INSTANCE_CONTEXT};
+use super::hydrate;
+use super::queue::PendedQueue;
 use super::status::nt_success;
 use crate::engine::volume::{self, VolumeKind};
 
@@ -59,6 +61,7 @@ pub(super) unsafe extern "system" fn instance_setup(
         signature: TAG_INSTANCE_CONTEXT,
         sector_size: volume::sector_size(query_sector_size(objects.Volume)),
         fs_attributes,
+        queue: PendedQueue::new(),
     };
     set_instance_context(objects.Filter, objects.Instance, context)
 }
@@ -73,6 +76,35 @@ pub(super) unsafe extern "system" fn instance_query_teardown(
     _flags: u32,
 ) -> NTSTATUS {
     STATUS_SUCCESS
+}
+
+/// InstanceTeardownStartCallback (`fltmc detach`, volume dismount, unload): reads pended
+/// on the volume must not wait for a provider, so the queue refuses new ones and every
+/// fetch for a file of the volume fails now (STATUS_CLOUD_FILE_REQUEST_ABORTED), which
+/// completes the operations waiting for it.
+///
+/// # Safety
+/// Called by FltMgr at PASSIVE_LEVEL with valid related objects.
+pub(super) unsafe extern "system" fn instance_teardown_start(
+    objects: *const FLT_RELATED_OBJECTS,
+    _reason: u32,
+) {
+    // SAFETY: FltMgr passes related objects valid for the duration of the callback.
+    let Some(objects) = (unsafe { objects.as_ref() }) else {
+        return;
+    };
+    let mut context: PFLT_CONTEXT = core::ptr::null_mut();
+    // SAFETY: the instance being torn down; a valid out pointer.
+    let status = unsafe { FltGetInstanceContext(objects.Instance, &mut context) };
+    if nt_success(status) && !context.is_null() {
+        // SAFETY: our instance context, referenced by the get above.
+        unsafe { &*context.cast::<InstanceContext>() }
+            .queue
+            .disable();
+        // SAFETY: the reference the get gave, released once.
+        unsafe { FltReleaseContext(context) };
+    }
+    hydrate::instance_gone(objects.Instance);
 }
 
 /// `FILE_FS_ATTRIBUTE_INFORMATION` followed by room for the file-system name ("NTFS").
@@ -160,6 +192,14 @@ fn set_instance_context(
     // SAFETY: FltAllocateContext returned a pool block of the requested size, aligned
     // for any `repr(C)` type of pool alignment, not yet visible to anyone else.
     unsafe { context.cast::<InstanceContext>().write(value) };
+    // SAFETY: written just above, where it stays until FltMgr frees it.
+    let queue = &unsafe { &*context.cast::<InstanceContext>() }.queue;
+    let status = queue.init(instance, Some(hydrate::read_cancelled));
+    if !nt_success(status) {
+        // SAFETY: the allocation reference; frees the context, never published.
+        unsafe { FltReleaseContext(context) };
+        return status;
+    }
     // SAFETY: `context` is a live instance context we hold a reference to; FltMgr takes
     // its own reference when it attaches it.
     let status = unsafe {

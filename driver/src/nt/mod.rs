@@ -15,15 +15,18 @@ mod disguise;
 mod file;
 mod hydrate;
 mod instance;
+mod list;
 mod ntos;
 mod ops;
 mod placeholder;
 mod pool;
 mod port;
 mod providers;
+mod queue;
 mod registration;
 mod rules;
 mod sync;
+mod timer;
 
 pub use filter::driver_entry;
 pub use pool::{POOL_ALIGNMENT, POOL_FLAG_NON_PAGED, tag};

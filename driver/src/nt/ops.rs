@@ -14,25 +14,27 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_FILE_NAME_INFORMATION, FLT_FILE_NAME_NORMALIZED, FLT_FILE_NAME_QUERY_DEFAULT,
     FLT_PREOP_DISALLOW_FASTIO, FLT_PREOP_PENDING, FLT_PREOP_SUCCESS_WITH_CALLBACK,
     FLT_PREOP_SYNCHRONIZE, FLTFL_CALLBACK_DATA_FAST_IO_OPERATION, FLTFL_POST_OPERATION_DRAINING,
-    FltAddOpenReparseEntry, FltAllocateDeferredIoWorkItem, FltCompletePendedPreOperation,
-    FltFreeDeferredIoWorkItem, FltGetFileNameInformation, FltGetRequestorProcess,
-    FltGetRequestorProcessId, FltIsDirectory, FltQueueDeferredIoWorkItem,
-    FltReleaseFileNameInformation, PFLT_DEFERRED_IO_WORKITEM,
+    FltAddOpenReparseEntry, FltGetFileNameInformation, FltGetInstanceContext,
+    FltGetRequestorProcess, FltGetRequestorProcessId, FltIsDirectory,
+    FltReleaseFileNameInformation, PFLT_CONTEXT,
 };
 use windows_sys::Wdk::Storage::FileSystem::{OPEN_REPARSE_LIST_ENTRY, SeLocateProcessImageName};
-use windows_sys::Wdk::System::SystemServices::{DelayedWorkQueue, ExFreePool, IRP_PAGING_IO};
+use windows_sys::Wdk::System::SystemServices::{ExFreePool, IRP_PAGING_IO};
 use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_ACCESS_DENIED, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES,
-    STATUS_CLOUD_FILE_INVALID_REQUEST, STATUS_CLOUD_FILE_METADATA_CORRUPT,
+    STATUS_CLOUD_FILE_METADATA_CORRUPT, STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING,
     STATUS_CLOUD_FILE_UNSUCCESSFUL, STATUS_REPARSE, UNICODE_STRING,
 };
 use windows_sys::Win32::System::Kernel::LIST_ENTRY;
 
+use core::ptr::NonNull;
+
+use super::context::InstanceContext;
 use super::file::Fo;
 use super::placeholder::{self, StreamRef};
 use super::status::nt_success;
 use super::{disguise, hydrate, providers};
-use crate::engine::policy::Policy;
+use crate::engine::policy::{self, Policy};
 use crate::engine::ranges::Range;
 use windows_sys::Win32::System::IO::{IO_STATUS_BLOCK, IO_STATUS_BLOCK_0};
 
@@ -307,83 +309,64 @@ pub(super) unsafe extern "system" fn pre_read(
     if irp_flags & IRP_PAGING_IO != 0 {
         return complete(data_ref, PAGING_READ_OF_MISSING_DATA);
     }
-    // SAFETY: no preconditions.
-    let item = unsafe { FltAllocateDeferredIoWorkItem() };
-    if item == 0 {
-        return complete(data_ref, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES);
-    }
-    let context = stream.into_raw();
-    // SAFETY: an IRP read that is not paging I/O; the worker takes over the stream
-    // reference in `context`.
-    let status = unsafe {
-        FltQueueDeferredIoWorkItem(
-            item,
-            data,
-            Some(read_worker),
-            DelayedWorkQueue,
-            context.cast(),
-        )
-    };
-    if !nt_success(status) {
-        // SAFETY: the item was not queued; the reference comes back.
-        unsafe { FltFreeDeferredIoWorkItem(item) };
-        // SAFETY: from `into_raw` just above, used once.
-        drop(unsafe { StreamRef::from_raw(context) });
-        return complete(data_ref, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES);
-    }
-    FLT_PREOP_PENDING
+    pend(data, objects, &stream, offset, length)
 }
 
 /// What a paging read of data not on disk fails with.
 const PAGING_READ_OF_MISSING_DATA: NTSTATUS = STATUS_CLOUD_FILE_UNSUCCESSFUL;
 
-/// The deferred work of a pended read: fetch, then let the read go on to NTFS (or fail
-/// it with the fetch's status).
-///
-/// # Safety
-/// Called by FltMgr on a worker thread at PASSIVE_LEVEL with the item, the pended
-/// operation and the context queued by `pre_read`.
-unsafe extern "system" fn read_worker(
-    item: PFLT_DEFERRED_IO_WORKITEM,
-    data: *const FLT_CALLBACK_DATA,
-    context: *const core::ffi::c_void,
-) {
-    // SAFETY: the reference `pre_read` gave up to this item.
-    let stream = unsafe { StreamRef::from_raw(context.cast_mut().cast()) };
-    let status = match &stream {
-        Some(stream) => fetch_for(data, stream, None),
-        None => STATUS_CLOUD_FILE_INVALID_REQUEST,
+/// Pends a read of missing data until its provider delivers it (hydrate::pend_read):
+/// nothing in this thread or any other waits for the provider.
+fn pend(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: &FLT_RELATED_OBJECTS,
+    stream: &StreamRef,
+    offset: u64,
+    length: u64,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    // SAFETY: live callback data (the caller's).
+    let data_ref = unsafe { &mut *data };
+    let name = match NameInfo::normalized(data) {
+        Ok(name) => name,
+        Err(status) => return complete(data_ref, status),
     };
-    // SAFETY: the item this routine was queued with, freed once, before the operation
-    // completes (completion may let the filter unload).
-    unsafe { FltFreeDeferredIoWorkItem(item) };
-    drop(stream);
-    resume(data, status);
+    let Some(provider) = providers::for_path(name.units()) else {
+        return complete(data_ref, STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING);
+    };
+    let size = hydrate::with_held(|held| stream.with_state(held, |s| s.file_size));
+    let Some(plan) = policy::plan(provider.hydration, Range::at(offset, length), size) else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    // SAFETY: live callback data.
+    let pid = unsafe { FltGetRequestorProcessId(data) };
+    let image = ImageName::of(data);
+    let Some(asker) = hydrate::Asker::new(pid, name.units(), image.units()) else {
+        return complete(data_ref, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES);
+    };
+    let mut instance: PFLT_CONTEXT = core::ptr::null_mut();
+    // SAFETY: the operation's instance; a valid out pointer.
+    let status = unsafe { FltGetInstanceContext(objects.Instance, &mut instance) };
+    let Some(instance) =
+        NonNull::new(instance.cast::<InstanceContext>()).filter(|_| nt_success(status))
+    else {
+        return complete(data_ref, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES);
+    };
+    let target = hydrate::ReadTarget {
+        data,
+        instance,
+        file_object: objects.FileObject as usize,
+        plan,
+    };
+    match hydrate::pend_read(stream, &provider, target, asker) {
+        hydrate::Pend::Pass => FLT_PREOP_SUCCESS_NO_CALLBACK,
+        hydrate::Pend::Complete(status) => complete(data_ref, status),
+        hydrate::Pend::Pended => FLT_PREOP_PENDING,
+    }
 }
 
-/// Completes a pended pre-operation: on to the file system, or failed with `status`.
-fn resume(data: *const FLT_CALLBACK_DATA, status: NTSTATUS) {
-    if nt_success(status) {
-        // SAFETY: the operation pre_read pended, completed once.
-        unsafe {
-            FltCompletePendedPreOperation(data, FLT_PREOP_SUCCESS_NO_CALLBACK, core::ptr::null())
-        };
-        return;
-    }
-    // SAFETY: the pended operation's callback data stays valid until it is completed.
-    if let Some(d) = unsafe { data.cast_mut().as_mut() } {
-        d.IoStatus = IO_STATUS_BLOCK {
-            Anonymous: IO_STATUS_BLOCK_0 { Status: status },
-            Information: 0,
-        };
-    }
-    // SAFETY: as above.
-    unsafe { FltCompletePendedPreOperation(data, FLT_PREOP_COMPLETE, core::ptr::null()) };
-}
-
-/// Fetches what operation `data` on `stream` needs: its read per policy, or all of the
-/// file (`whole`, for a section).
-fn fetch_for(data: *const FLT_CALLBACK_DATA, stream: &StreamRef, whole: Option<u64>) -> NTSTATUS {
+/// Makes all of a `size`-byte placeholder present for operation `data` (a section about
+/// to be created), waiting in the requesting thread.
+fn fetch_whole(data: *const FLT_CALLBACK_DATA, stream: &StreamRef, size: u64) -> NTSTATUS {
     let name = match NameInfo::normalized(data) {
         Ok(name) => name,
         Err(status) => return status,
@@ -396,29 +379,16 @@ fn fetch_for(data: *const FLT_CALLBACK_DATA, stream: &StreamRef, whole: Option<u
         name: name.units(),
         requestor_pid: pid,
         requestor_image: image.units(),
-        data: if whole.is_some() {
-            core::ptr::null()
-        } else {
-            data
-        },
+        data: core::ptr::null(),
         file_object: target_file_object(data),
     };
-    match whole {
-        Some(size) => hydrate::ensure_range(
-            &target,
-            Range {
-                start: 0,
-                end: size,
-            },
-        ),
-        None => {
-            // SAFETY: live callback data.
-            let Some((offset, length)) = read_of(unsafe { &*data }) else {
-                return STATUS_CLOUD_FILE_INVALID_REQUEST;
-            };
-            hydrate::ensure_read(&target, Range::at(offset, length))
-        }
-    }
+    hydrate::ensure_range(
+        &target,
+        Range {
+            start: 0,
+            end: size,
+        },
+    )
 }
 
 /// The file object an operation targets (0 if none).
@@ -561,7 +531,7 @@ pub(super) unsafe extern "system" fn pre_acquire_section(
     if corrupt {
         return complete(data_ref, STATUS_CLOUD_FILE_METADATA_CORRUPT);
     }
-    let status = fetch_for(data, &stream, Some(size));
+    let status = fetch_whole(data, &stream, size);
     if nt_success(status) {
         FLT_PREOP_SUCCESS_NO_CALLBACK
     } else {

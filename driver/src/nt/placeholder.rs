@@ -58,23 +58,6 @@ impl core::ops::Deref for StreamRef {
     }
 }
 
-impl StreamRef {
-    /// Gives up the reference (a work item takes it over).
-    pub(crate) fn into_raw(self) -> *mut StreamContext {
-        let ptr = self.0.as_ptr();
-        core::mem::forget(self);
-        ptr
-    }
-
-    /// Takes back a reference from [`StreamRef::into_raw`].
-    ///
-    /// # Safety
-    /// `ptr` came from `into_raw` and is used once.
-    pub(crate) unsafe fn from_raw(ptr: *mut StreamContext) -> Option<Self> {
-        NonNull::new(ptr).map(Self)
-    }
-}
-
 impl Drop for StreamRef {
     fn drop(&mut self) {
         // SAFETY: the reference this value owns, dropped once.
@@ -134,6 +117,8 @@ pub(crate) fn attach(filter: PFLT_FILTER, fo: Fo) -> Result<Option<StreamRef>, N
     // SAFETY: FltAllocateContext returned a block of the requested size, pool aligned,
     // not yet shared.
     unsafe { context.cast::<StreamContext>().write(value) };
+    // SAFETY: written just above, at the address it keeps for its life.
+    unsafe { &*context.cast::<StreamContext>() }.turn.init();
     let mut old: PFLT_CONTEXT = core::ptr::null_mut();
     // SAFETY: a live file object; our initialised context.
     let status = unsafe {
@@ -685,7 +670,7 @@ pub(crate) fn dehydrate(provider: &ProviderRef, m: &msg::Dehydrate<'_>) -> Resul
         return Err(status);
     }
     managed.file.zero_range(start, end)?;
-    hydrate::wake_all();
+    hydrate::changed(&stream);
     Ok(())
 }
 

@@ -72,6 +72,10 @@ impl<T> PoolBox<T> {
     }
 }
 
+// SAFETY: the box owns its allocation alone (type invariant), so sending it sends the
+// `T`; non-paged pool may be freed from any thread.
+unsafe impl<T: Send> Send for PoolBox<T> {}
+
 impl<T> Deref for PoolBox<T> {
     type Target = T;
     fn deref(&self) -> &T {

@@ -129,7 +129,7 @@ pub(super) static REGISTRATION: Registration = Registration(FLT_REGISTRATION {
     FilterUnloadCallback: Some(filter::filter_unload),
     InstanceSetupCallback: Some(instance::instance_setup),
     InstanceQueryTeardownCallback: Some(instance::instance_query_teardown),
-    InstanceTeardownStartCallback: None,
+    InstanceTeardownStartCallback: Some(instance::instance_teardown_start),
     InstanceTeardownCompleteCallback: None,
     GenerateFileNameCallback: None,
     NormalizeNameComponentCallback: None,
