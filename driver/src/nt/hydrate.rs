@@ -794,37 +794,69 @@ pub(crate) fn pend_read(
                 Pend::Complete(status)
             }
         }
-        Armed::Linked(id, ptr) => {
-            flush(stream, provider, name_of(ptr));
-            queue(id, ptr);
+        Armed::Linked(linked) => {
+            // SAFETY: an Arming read, not yet queued.
+            let (stream, name) = unsafe { linked.stream_and_name() };
+            flush(stream, provider, name);
+            queue(linked);
             Pend::Pended
         }
+        Armed::Failed(status) => Pend::Complete(status),
     }
 }
 
-/// The file name a linked waiter asks with.
-fn name_of<'a>(waiter: NonNull<Waiter>) -> &'a [u16] {
-    // SAFETY: only the thread that linked the waiter calls this while it is Arming, and
-    // nobody unlinks an Arming read but that thread (or a thread waiter but its own).
-    unsafe { waiter.as_ref() }.asker.name.get()
+/// A waiter just linked by this thread: what the thread needs of it, taken under the
+/// lock that linked it (raw, because settlers reach the waiter under that lock from now
+/// on; each pointer stays valid as long as the comment on its use says).
+struct Linked {
+    id: u64,
+    /// The waiter's stream (it holds a reference).
+    stream: NonNull<StreamContext>,
+    /// The waiter's file name, in its own pool buffer.
+    name: *const [u16],
+    /// A read's callback data, queue and IRP context (null for a thread).
+    data: *mut FLT_CALLBACK_DATA,
+    queue: *mut FLT_CALLBACK_DATA_QUEUE,
+    csq: *mut IO_CSQ_IRP_CONTEXT,
+    /// A thread's event (null for a read).
+    event: *const core::ffi::c_void,
+}
+
+impl Linked {
+    /// The stream and name, for [`flush`].
+    ///
+    /// # Safety
+    /// Only while the waiter cannot be freed: a read before [`queue`], a thread waiter
+    /// before its own thread unlinks it.
+    unsafe fn stream_and_name<'a>(&self) -> (&'a StreamContext, &'a [u16]) {
+        // SAFETY: the caller's contract; the waiter's references and buffers live as long
+        // as it does, and nothing writes the name after the waiter is made.
+        let stream = unsafe { self.stream.as_ref() };
+        // SAFETY: as above.
+        let name = unsafe { &*self.name };
+        (stream, name)
+    }
 }
 
 enum Armed {
     /// Decided at once: the node back, with its status.
     Now(PoolBox<Node<Waiter>>, NTSTATUS),
-    /// Linked, with its id and where it lives.
-    Linked(u64, NonNull<Waiter>),
+    Linked(Linked),
+    /// Decided, and the node already gone.
+    Failed(NTSTATUS),
 }
 
 /// Links the waiter in `node` after asking for what it needs that nobody has asked for,
-/// or says at once how it ends.
-fn arm(mut node: PoolBox<Node<Waiter>>, provider: &ProviderRef, priority: u8) -> Armed {
-    let mut node_slot = None;
-    let decided = TABLE.with(|t| {
+/// or says at once how it ends. Both happen under one hold of the lock, so no settle can
+/// come between the look at the state and the link.
+fn arm(node: PoolBox<Node<Waiter>>, provider: &ProviderRef, priority: u8) -> Armed {
+    let mut slot = Some(node);
+    let linked = TABLE.with(|t| {
+        let node = slot.as_mut().ok_or(STATUS_CLOUD_FILE_UNSUCCESSFUL)?;
         let w = &mut node.value;
         w.id = t.next_id();
         let stream = w.stream.get();
-        let state = stream.with_state(&t.held, |s| {
+        let need = stream.with_state(&t.held, |s| {
             if s.corrupt {
                 return Err(STATUS_CLOUD_FILE_METADATA_CORRUPT);
             }
@@ -836,54 +868,66 @@ fn arm(mut node: PoolBox<Node<Waiter>>, provider: &ProviderRef, priority: u8) ->
                 return Err(STATUS_SUCCESS);
             }
             Ok(need)
-        });
-        let need = match state {
-            Ok(need) => need,
-            Err(status) => return Some(status),
-        };
+        })?;
         // Read under this lock, which `provider_gone` takes after setting it: a fetch
         // started here is either refused or failed by it.
         if provider.is_gone() {
-            return Some(STATUS_CLOUD_FILE_PROVIDER_TERMINATED);
+            return Err(STATUS_CLOUD_FILE_PROVIDER_TERMINATED);
         }
-        if let Err(status) = t.ask(w.stream.get(), need, provider, &w.asker, priority) {
-            return Some(status);
+        t.ask(stream, need, provider, &w.asker, priority)?;
+        let mut linked = Linked {
+            id: w.id,
+            stream: NonNull::from(stream),
+            name: core::ptr::from_ref(w.asker.name.get()),
+            data: core::ptr::null_mut(),
+            queue: core::ptr::null_mut(),
+            csq: core::ptr::null_mut(),
+            event: core::ptr::null(),
+        };
+        match &mut w.kind {
+            WaitKind::Read(r) => {
+                linked.data = r.data;
+                linked.queue = r.instance.queue();
+                linked.csq = &mut r.csq;
+            }
+            WaitKind::Thread(tw) => linked.event = tw.event.object(),
         }
-        node_slot = Some((w.id, NonNull::from(&mut *w)));
-        None
+        if let Some(node) = slot.take() {
+            t.waiters.push(node);
+        }
+        Ok(linked)
     });
-    match (decided, node_slot) {
-        (Some(status), _) => Armed::Now(node, status),
-        (None, Some((id, ptr))) => {
-            TABLE.with(|t| t.waiters.push(node));
-            // Linking in a second hold is safe: nothing could decide it before (it was
-            // not linked), and its fetches are not sent yet.
-            Armed::Linked(id, ptr)
+    match (linked, slot) {
+        (Ok(linked), _) => Armed::Linked(linked),
+        (Err(status), Some(node)) => Armed::Now(node, status),
+        // Unreachable: the node is taken only on success.
+        (Err(status), None) => {
+            // Not reachable (the node is taken only on success); the status says it.
+            Armed::Failed(status)
         }
-        (None, None) => Armed::Now(node, STATUS_CLOUD_FILE_UNSUCCESSFUL),
     }
 }
 
-/// Puts the linked read `id` (at `ptr`) in its instance's cancel-safe queue; if it was
-/// decided meanwhile, takes it back out and concludes it.
-fn queue(id: u64, ptr: NonNull<Waiter>) {
-    // SAFETY: an Arming read is unlinked only by this thread (see `name_of`), so it is
-    // alive; its csq and callback data stay put (a pool node).
-    let w = unsafe { &mut *ptr.as_ptr() };
-    let WaitKind::Read(r) = &mut w.kind else {
-        return;
-    };
-    let data = r.data;
-    // SAFETY: the pended read's live callback data, which the caller pends.
+/// Puts the read just linked in its instance's cancel-safe queue; if it was decided
+/// meanwhile, takes it back out and concludes it.
+fn queue(linked: Linked) {
+    let Linked {
+        id,
+        data,
+        queue,
+        csq,
+        ..
+    } = linked;
+    // SAFETY: the pended read's live callback data (completed only once its waiter is
+    // settled, which needs it queued or this thread).
     let d = unsafe { &mut *data };
     // SAFETY: QueueContext is the queue owner's while the data is queued (the union's
     // other member, FilterContext, is not used): the cancel path finds the waiter by id.
     unsafe { d.Anonymous.Anonymous.QueueContext[0] = id as *mut core::ffi::c_void };
-    let queue = r.instance.queue();
-    let csq: *mut IO_CSQ_IRP_CONTEXT = &mut r.csq;
-    // SAFETY: the instance's initialised queue; an IRP operation the pre-read is about to
-    // return FLT_PREOP_PENDING for; the IRP context lives in the node. Not under the
-    // table's lock: a read already cancelled runs the cancel path (which takes it) at once.
+    // SAFETY: the instance's initialised queue (the waiter holds the instance context);
+    // an IRP operation the pre-read returns FLT_PREOP_PENDING for; the IRP context lives
+    // in the waiter's node, which nobody frees while it is Arming. Not under the table's
+    // lock: a read already cancelled runs the cancel path (which takes it) at once.
     let status = unsafe { FltCbdqInsertIo(queue, data, csq, core::ptr::null()) };
     let mut after = After::new();
     let concluded = TABLE.with(|t| {
@@ -946,19 +990,25 @@ fn conclude(mut node: PoolBox<Node<Waiter>>, mut outcome: Outcome) {
                     outcome = Outcome::Done(STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING);
                     continue;
                 };
-                if let WaitKind::Read(r) = &mut node.value.kind {
-                    r.state = ReadState::Arming(None);
-                }
+                let WaitKind::Read(r) = &mut node.value.kind else {
+                    return;
+                };
+                r.state = ReadState::Arming(None);
+                let data = r.data;
                 match arm(node, &provider, PRIORITY_READ) {
                     Armed::Now(back, status) => {
                         node = back;
                         outcome = Outcome::Done(status);
                     }
-                    Armed::Linked(id, ptr) => {
-                        // SAFETY: the waiter this thread just linked (see `name_of`).
-                        let stream = unsafe { ptr.as_ref() }.stream.get();
-                        flush(stream, &provider, name_of(ptr));
-                        queue(id, ptr);
+                    Armed::Linked(linked) => {
+                        // SAFETY: an Arming read, not yet queued.
+                        let (stream, name) = unsafe { linked.stream_and_name() };
+                        flush(stream, &provider, name);
+                        queue(linked);
+                        return;
+                    }
+                    Armed::Failed(status) => {
+                        complete_pended(data, status);
                         return;
                     }
                 }
@@ -1066,31 +1116,31 @@ pub(crate) fn ensure_range(target: &Target<'_>, range: Range) -> NTSTATUS {
             // At its final address, in the node.
             t.event.init();
         }
-        let (id, ptr) = match arm(node, &provider, PRIORITY_READ) {
+        let linked = match arm(node, &provider, PRIORITY_READ) {
             Armed::Now(node, status) => {
                 drop(node);
                 return status;
             }
-            Armed::Linked(id, ptr) => (id, ptr),
+            Armed::Failed(status) => return status,
+            Armed::Linked(linked) => linked,
         };
         flush(target.stream, &provider, target.name);
-        match wait_thread(id, ptr, target.data) {
+        match wait_thread(linked.id, linked.event, target.data) {
             Outcome::Done(status) => return status,
             Outcome::Stalled => continue,
         }
     }
 }
 
-/// Waits for the thread waiter `id` (at `ptr`, linked by this thread) to be decided,
-/// then unlinks it.
-fn wait_thread(id: u64, ptr: NonNull<Waiter>, data: *const FLT_CALLBACK_DATA) -> Outcome {
-    // SAFETY: a thread waiter is unlinked only by its own thread (here), so it is alive.
-    let WaitKind::Thread(t) = &unsafe { ptr.as_ref() }.kind else {
-        return Outcome::Done(STATUS_CLOUD_FILE_UNSUCCESSFUL);
-    };
-    let event = t.event.object();
+/// Waits for the thread waiter `id` (linked by this thread, with `event`) to be
+/// decided, then unlinks it.
+fn wait_thread(
+    id: u64,
+    event: *const core::ffi::c_void,
+    data: *const FLT_CALLBACK_DATA,
+) -> Outcome {
     loop {
-        // SAFETY: the waiter's initialised event, alive until this thread unlinks it;
+        // SAFETY: the waiter's initialised event, alive until this thread unlinks it below;
         // PASSIVE_LEVEL; no timeout (the alarm ends fetches that take too long); the
         // callback data (if any) is the operation this thread serves.
         let status = unsafe { FltCancellableWaitForSingleObject(event, core::ptr::null(), data) };
@@ -1163,10 +1213,12 @@ pub(crate) fn file_closed(stream: &StreamContext, file_object: usize, last: bool
 /// Fails every expired fetch with REQUEST_TIMEOUT (the alarm's work item, PASSIVE_LEVEL),
 /// then sets the alarm for the next deadline.
 fn expire() {
+    // The alarm went off: it is set for nothing until this sets it again (a setting made
+    // meanwhile by a new fetch stays, as it is earlier than the MAX put here).
+    TABLE.with(|t| t.alarm_due = i64::MAX);
     loop {
         let mut after = After::new();
         let more = TABLE.with(|t| {
-            t.alarm_due = i64::MAX;
             let at = now();
             for _ in 0..EXPIRE_BATCH {
                 let expired = t
