@@ -1018,21 +1018,28 @@ fn fs_read(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
         return (STATUS_INVALID_PARAMETER, 0);
     }
     if !noncached {
-        // Cached: copy from the cache, paging in what it lacks.
-        if let Err(status) = fill_cache(fo, volume, file, offset, length) {
-            return (status, 0);
-        }
-        with_kernel(|k| {
-            if let Some(f) = k.io.files.get_mut(&fo) {
-                f.cache_map = true;
+        // Cached: copy from the cache, paging in what it lacks. The copy faults in again a
+        // page that another thread's write or purge dropped after it was paged in, as
+        // CcCopyRead does: a cached read never ends for want of a resident page.
+        loop {
+            if let Err(status) = fill_cache(fo, volume, file, offset, length) {
+                return (status, 0);
             }
-        });
-        return fs_fast_read(
-            cbd,
-            &FsCall {
-                open_reparse: Vec::new(),
-            },
-        );
+            with_kernel(|k| {
+                if let Some(f) = k.io.files.get_mut(&fo) {
+                    f.cache_map = true;
+                }
+            });
+            let done = fs_fast_read(
+                cbd,
+                &FsCall {
+                    open_reparse: Vec::new(),
+                },
+            );
+            if done.0 != FAST_IO_FAILED {
+                return done;
+            }
+        }
     }
     let bytes = with_kernel(|k| {
         let v = k.volumes.iter().find(|v| v.handle == volume)?;
