@@ -175,6 +175,18 @@ impl<'a> RangeList<'a> {
         Self(RangeRepr::Slice(ranges))
     }
 
+    /// Borrows ranges already in their on-disk form (offset and length, little-endian
+    /// u64 each, [`RANGE_SIZE`] bytes a range), for an encoder that builds them in a
+    /// buffer of its own; `None` unless `bytes` is a whole number of ranges. The ranges
+    /// are checked when encoded, as for [`RangeList::from_slice`].
+    pub const fn from_le_bytes(bytes: &'a [u8]) -> Option<Self> {
+        if bytes.len().is_multiple_of(RANGE_SIZE) {
+            Some(Self(RangeRepr::Encoded(bytes)))
+        } else {
+            None
+        }
+    }
+
     /// The number of ranges.
     pub const fn len(&self) -> usize {
         match self.0 {

@@ -133,36 +133,92 @@ impl<const N: usize> RangeSet<N> {
         })
     }
 
-    /// Records `range` as present, merging with neighbours.
+    /// Records `range` as present, merging it with the ranges it overlaps or touches.
+    /// When a new separate range does not fit, the smallest of the ranges and `range`
+    /// is forgotten (it will be fetched again if read; never invented). In place: no
+    /// copy of the set on the stack, which matters for the large sets the driver keeps.
     pub fn insert(&mut self, range: Range) {
         if range.is_empty() {
             return;
         }
+        // The first range that touches or follows `range`.
+        let first = self
+            .iter()
+            .position(|r| r.end >= range.start)
+            .unwrap_or(self.len);
         let mut merged = range;
-        let mut out = [Range::default(); N];
-        let mut n = 0;
-        let mut placed = false;
-        for r in self.iter() {
-            if r.end < merged.start {
-                push(&mut out, &mut n, r);
-            } else if r.start > merged.end {
-                if !placed {
-                    push(&mut out, &mut n, merged);
-                    placed = true;
-                }
-                push(&mut out, &mut n, r);
-            } else {
-                merged = Range {
-                    start: merged.start.min(r.start),
-                    end: merged.end.max(r.end),
-                };
+        let mut last = first;
+        while last < self.len {
+            let Some(r) = self.ranges.get(last).copied() else {
+                break;
+            };
+            if r.start > merged.end {
+                break;
+            }
+            merged = Range {
+                start: merged.start.min(r.start),
+                end: merged.end.max(r.end),
+            };
+            last += 1;
+        }
+        if last > first {
+            if let Some(slot) = self.ranges.get_mut(first) {
+                *slot = merged;
+            }
+            for _ in first + 1..last {
+                self.remove_at(first + 1);
+            }
+            return;
+        }
+        self.insert_at(first, range);
+    }
+
+    /// Puts `r` (separate from its neighbours) at `at`; when full, the smallest of the
+    /// ranges and `r` is forgotten.
+    fn insert_at(&mut self, mut at: usize, r: Range) {
+        if self.len >= N {
+            let smallest = self
+                .iter()
+                .enumerate()
+                .min_by_key(|(_, x)| x.len())
+                .map(|(i, x)| (i, x.len()));
+            let Some((i, len)) = smallest else { return };
+            if r.len() <= len {
+                return;
+            }
+            self.remove_at(i);
+            if i < at {
+                at -= 1;
             }
         }
-        if !placed {
-            push(&mut out, &mut n, merged);
+        let mut j = self.len;
+        while j > at {
+            if let Some(prev) = self.ranges.get(j - 1).copied()
+                && let Some(slot) = self.ranges.get_mut(j)
+            {
+                *slot = prev;
+            }
+            j -= 1;
         }
-        self.ranges = out;
-        self.len = n.min(N);
+        if let Some(slot) = self.ranges.get_mut(at) {
+            *slot = r;
+            self.len += 1;
+        }
+    }
+
+    /// Removes the range at `at`, shifting the rest left.
+    fn remove_at(&mut self, at: usize) {
+        if at >= self.len {
+            return;
+        }
+        for j in at..self.len - 1 {
+            if let Some(next) = self.ranges.get(j + 1).copied()
+                && let Some(slot) = self.ranges.get_mut(j)
+            {
+                *slot = next;
+            }
+        }
+        self.len -= 1;
     }
 
     /// Forgets `range` (dehydration): what remains of the ranges around it stays.
@@ -170,9 +226,15 @@ impl<const N: usize> RangeSet<N> {
         if range.is_empty() {
             return;
         }
-        let mut out = [Range::default(); N];
-        let mut n = 0;
-        for r in self.iter() {
+        let mut i = 0;
+        while i < self.len {
+            let Some(r) = self.ranges.get(i).copied() else {
+                break;
+            };
+            if r.end <= range.start || r.start >= range.end {
+                i += 1;
+                continue;
+            }
             let left = Range {
                 start: r.start,
                 end: r.end.min(range.start),
@@ -181,19 +243,31 @@ impl<const N: usize> RangeSet<N> {
                 start: r.start.max(range.end),
                 end: r.end,
             };
-            if r.end <= range.start || r.start >= range.end {
-                push(&mut out, &mut n, r);
-                continue;
-            }
-            if !left.is_empty() {
-                push(&mut out, &mut n, left);
-            }
-            if !right.is_empty() {
-                push(&mut out, &mut n, right);
+            match (left.is_empty(), right.is_empty()) {
+                (true, true) => self.remove_at(i),
+                (false, true) => {
+                    if let Some(slot) = self.ranges.get_mut(i) {
+                        *slot = left;
+                    }
+                    i += 1;
+                }
+                (true, false) => {
+                    if let Some(slot) = self.ranges.get_mut(i) {
+                        *slot = right;
+                    }
+                    i += 1;
+                }
+                (false, false) => {
+                    if let Some(slot) = self.ranges.get_mut(i) {
+                        *slot = left;
+                    }
+                    // A split needs one more slot; when full, the smaller part may be
+                    // forgotten (see `insert_at`).
+                    self.insert_at(i + 1, right);
+                    i += 2;
+                }
             }
         }
-        self.ranges = out;
-        self.len = n.min(N);
     }
 
     /// Forgets everything at or past `size` (the file shrank).
@@ -203,38 +277,14 @@ impl<const N: usize> RangeSet<N> {
             end: u64::MAX,
         });
     }
-}
 
-/// Appends `r` to a sorted array with room for `N`; when full, the smallest range goes.
-fn push<const N: usize>(out: &mut [Range; N], n: &mut usize, r: Range) {
-    if *n < N {
-        if let Some(slot) = out.get_mut(*n) {
-            *slot = r;
+    /// Makes `self` a copy of `other`, element by element (no temporary of the whole
+    /// set on the stack).
+    pub fn copy_from(&mut self, other: &Self) {
+        for (dst, src) in self.ranges.iter_mut().zip(other.ranges.iter()) {
+            *dst = *src;
         }
-        *n += 1;
-        return;
-    }
-    // Full: drop the smallest of the kept ranges and `r`, keeping order.
-    let smallest = out
-        .iter()
-        .enumerate()
-        .min_by_key(|(_, x)| x.len())
-        .map(|(i, x)| (i, x.len()));
-    let Some((i, len)) = smallest else { return };
-    if r.len() <= len {
-        return;
-    }
-    // Shift left over the dropped slot, then append (element by element: no
-    // bounds-checked slice operation that could panic in the kernel).
-    for j in i..N.saturating_sub(1) {
-        if let Some(next) = out.get(j + 1).copied()
-            && let Some(slot) = out.get_mut(j)
-        {
-            *slot = next;
-        }
-    }
-    if let Some(last) = out.get_mut(N.saturating_sub(1)) {
-        *last = r;
+        self.len = other.len;
     }
 }
 

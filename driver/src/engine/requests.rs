@@ -232,7 +232,7 @@ mod tests {
         );
         assert_eq!(v, Verdict::Waiting);
         // Nothing in flight for another stream's key.
-        let v = verdict(
+        let v = verdict::<i32, 4>(
             Range::at(8192, 4096),
             &present,
             None,

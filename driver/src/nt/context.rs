@@ -16,7 +16,7 @@ use cloudflt_proto::placeholder::MAX_IDENTITY_LEN;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::PFLT_INSTANCE;
 
 use super::file::{OwnedFile, PoolBuf};
-use super::pool::tag;
+use super::pool::{PoolBox, TAG_RANGES, tag};
 use super::queue::PendedQueue;
 use super::sync::Event;
 use crate::engine::policy::Policy;
@@ -35,9 +35,20 @@ pub(crate) struct InstanceContext {
     pub(crate) queue: PendedQueue,
 }
 
-/// Ranges of a placeholder the stream context tracks; beyond this the smallest is
-/// forgotten (and fetched again if read), never invented.
-pub(crate) const STREAM_RANGES: usize = 64;
+/// Separate ranges a placeholder's record holds: as many as its reparse data can
+/// (cloudflt_proto's MAX_RANGES, 765), so memory never forgets what the disk could record.
+/// Beyond that the smallest range is forgotten (fetched again if read, never invented);
+/// a read whose range was just written still completes (hydrate's `recorded`).
+pub(crate) const STREAM_RANGES: usize = cloudflt_proto::placeholder::MAX_RANGES;
+
+/// A stream's present ranges, in pool of their own (12 KiB: too large for the stack).
+pub(crate) type Present = PoolBox<RangeSet<STREAM_RANGES>>;
+
+/// A new empty set of present ranges; `None` when pool is exhausted.
+pub(crate) fn new_present() -> Option<Present> {
+    // SAFETY: an all-zero RangeSet is the empty set (no ranges, length 0).
+    unsafe { PoolBox::try_zeroed(TAG_RANGES) }
+}
 
 /// Per-stream state of a placeholder, attached the first time it is opened (or touched by
 /// a provider request) from the reparse data on disk.
@@ -68,7 +79,7 @@ pub(crate) struct StreamState {
     pub(crate) corrupt: bool,
     pub(crate) flags: PlaceholderFlags,
     pub(crate) file_size: u64,
-    pub(crate) present: RangeSet<STREAM_RANGES>,
+    pub(crate) present: Present,
     /// The driver's write handle while fetches are outstanding.
     pub(crate) writer: Option<OwnedFile>,
     /// Outstanding fetches and transfers using `writer`.

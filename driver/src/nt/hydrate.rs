@@ -34,6 +34,7 @@ use core::ptr::NonNull;
 
 use cloudflt_proto::ByteRange as WireRange;
 use cloudflt_proto::msg::{CancelFetch, CancelReason, FetchData, FetchFailed, TransferData};
+use cloudflt_proto::placeholder::RANGE_SIZE;
 use cloudflt_proto::{PlaceholderFlags, RangeList, Utf16};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_CALLBACK_DATA_QUEUE, FLT_PREOP_COMPLETE, FLT_PREOP_SUCCESS_NO_CALLBACK,
@@ -55,7 +56,9 @@ use windows_sys::Win32::Foundation::{
 };
 use windows_sys::Win32::System::IO::{IO_STATUS_BLOCK, IO_STATUS_BLOCK_0};
 
-use super::context::{Held, InstanceContext, STREAM_RANGES, StreamContext, StreamState};
+use super::context::{
+    Held, InstanceContext, Present, STREAM_RANGES, StreamContext, StreamState, new_present,
+};
 use super::file::{Kind as OpenKind, OwnedFile, PoolBuf};
 use super::list::{List, Node};
 use super::placeholder;
@@ -65,7 +68,7 @@ use super::status::nt_success;
 use super::sync::{Event, SpinLock};
 use super::timer::Alarm;
 use crate::engine::policy::{self, Plan, UNIT};
-use crate::engine::ranges::{Range, RangeSet};
+use crate::engine::ranges::Range;
 use crate::engine::requests::{self, Request, Verdict};
 use crate::engine::syncroot;
 
@@ -1512,11 +1515,12 @@ fn take_turn(stream: &StreamContext, snapshot: &mut Snapshot, added: Option<Rang
     }
 }
 
-/// A copy of the state to encode with no lock held.
+/// A copy of the state to encode with no lock held; its ranges in pool (a full set is
+/// 12 KiB, too large for the kernel stack).
 struct Snapshot {
     flags: PlaceholderFlags,
     size: u64,
-    present: RangeSet<STREAM_RANGES>,
+    present: Option<Present>,
 }
 
 impl Snapshot {
@@ -1524,28 +1528,52 @@ impl Snapshot {
         Self {
             flags: PlaceholderFlags::EMPTY,
             size: 0,
-            present: RangeSet::new(),
+            present: new_present(),
         }
     }
 
     fn fill(&mut self, s: &StreamState, added: Option<Range>) {
         self.flags = s.flags;
         self.size = s.file_size;
-        self.present = s.present;
-        if let Some(range) = added {
-            self.present.insert(range);
+        if let Some(present) = &mut self.present {
+            present.copy_from(&s.present);
+            if let Some(range) = added {
+                present.insert(range);
+            }
         }
     }
 
     fn write(&self, stream: &StreamContext, file: &OwnedFile) -> NTSTATUS {
-        let mut wire = [WireRange::new(0, 0); STREAM_RANGES];
-        let mut count = 0;
-        for (slot, r) in wire.iter_mut().zip(self.present.iter()) {
-            *slot = WireRange::new(r.start, r.len());
-            count += 1;
-        }
-        let ranges = RangeList::from_slice(wire.get(..count).unwrap_or(&[]));
-        let full = ranges.hydrated_bytes() >= self.size;
+        let Some(present) = &self.present else {
+            return STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES;
+        };
+        // The ranges in their on-disk form, built in pool.
+        let count = present.len();
+        let wire = if count == 0 {
+            None
+        } else {
+            let Some(mut buffer) = PoolBuf::zeroed(count.saturating_mul(RANGE_SIZE)) else {
+                return STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES;
+            };
+            for (chunk, r) in buffer
+                .as_mut_slice()
+                .chunks_exact_mut(RANGE_SIZE)
+                .zip(present.iter())
+            {
+                let (offset, length) = chunk.split_at_mut(8);
+                offset.copy_from_slice(&r.start.to_le_bytes());
+                length.copy_from_slice(&r.len().to_le_bytes());
+            }
+            Some(buffer)
+        };
+        let ranges = match &wire {
+            Some(buffer) => RangeList::from_le_bytes(buffer.as_slice()),
+            None => Some(RangeList::EMPTY),
+        };
+        let Some(ranges) = ranges else {
+            return STATUS_CLOUD_FILE_INVALID_REQUEST;
+        };
+        let full = present.bytes() >= self.size;
         let result = placeholder::encode_blob(self.flags, self.size, stream.identity(), ranges)
             .and_then(|(blob, len)| file.tag(blob.as_slice().get(..len).unwrap_or(&[])))
             .and_then(|()| {

@@ -27,14 +27,14 @@ use windows_sys::Win32::Foundation::{
 };
 
 use super::context::{
-    STREAM_RANGES, StreamContext, StreamHandleContext, StreamState, TAG_STREAMHANDLE_CONTEXT,
+    StreamContext, StreamHandleContext, StreamState, TAG_STREAMHANDLE_CONTEXT, new_present,
 };
 use super::file::{Fo, Kind, OwnedFile, PoolBuf};
 use super::hydrate::{self, MISSING_DATA_ATTRIBUTES, Target};
 use super::providers::ProviderRef;
 use super::status::{STATUS_CLOUD_FILE_NOT_A_CLOUD_FILE, nt_success};
 use crate::engine::policy::{Policy, UNIT};
-use crate::engine::ranges::{Range, RangeSet};
+use crate::engine::ranges::Range;
 
 /// FILE_ATTRIBUTE_* bits the driver manages.
 const ATTRIBUTE_DIRECTORY: u32 = 0x10;
@@ -96,6 +96,7 @@ pub(crate) fn attach(filter: PFLT_FILTER, fo: Fo) -> Result<Option<StreamRef>, N
         // The tag is ours but the data is not: reads must fail, not return zeros.
         Some(Err(_)) | None => (state_from(None), &[][..]),
     };
+    let state = state.ok_or(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES)?;
     // Built before the context is allocated, so that no context ever exists
     // uninitialised (its cleanup callback drops what it owns).
     let value = StreamContext::new(fo.instance, file_id, identity, state)
@@ -228,13 +229,13 @@ pub(crate) fn handle_policy(
 }
 
 /// The in-memory state for a decoded placeholder, or for reparse data with cloudflt's tag
-/// that does not decode (`None`: corrupt).
-fn state_from(p: Option<&Placeholder<'_>>) -> StreamState {
-    let mut present = RangeSet::<STREAM_RANGES>::new();
+/// that does not decode (`None`: corrupt); `None` when pool is exhausted.
+fn state_from(p: Option<&Placeholder<'_>>) -> Option<StreamState> {
+    let mut present = new_present()?;
     for r in p.iter().flat_map(|p| p.ranges.iter()) {
         present.insert(Range::at(r.offset, r.length));
     }
-    StreamState {
+    Some(StreamState {
         placeholder: true,
         corrupt: p.is_none(),
         flags: p.map_or(PlaceholderFlags::EMPTY, |p| p.flags),
@@ -245,7 +246,7 @@ fn state_from(p: Option<&Placeholder<'_>>) -> StreamState {
         opens: 0,
         snapshot: 0,
         persisted: 0,
-    }
+    })
 }
 
 /// A file under a provider's root, opened by the driver for a management request. Fields

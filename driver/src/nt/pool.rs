@@ -24,6 +24,8 @@ pub const fn tag(name: &[u8; 4]) -> u32 {
 pub(crate) const TAG_DRIVER: u32 = tag(b"CFdr");
 /// A provider connection.
 pub(crate) const TAG_CONNECTION: u32 = tag(b"CFcn");
+/// A stream's set of present ranges, and snapshots of it.
+pub(crate) const TAG_RANGES: u32 = tag(b"CFrs");
 
 /// An owned `T` in non-paged pool, freed with its tag on drop.
 ///
@@ -51,6 +53,24 @@ impl<T> PoolBox<T> {
         // which the const assertion above shows is enough for `T`.
         unsafe { ptr.as_ptr().write(value) };
         // INVARIANT: allocated with `tag`, initialised, and not shared.
+        Some(Self { ptr, tag })
+    }
+
+    /// A new all-zero `T` in non-paged pool (ExAllocatePool2 zeroes), built in place: for
+    /// objects too large to pass through the kernel stack. `None` when pool is exhausted.
+    ///
+    /// # Safety
+    /// All-zero bytes must be a valid `T`.
+    pub(crate) unsafe fn try_zeroed(tag: u32) -> Option<Self> {
+        const {
+            assert!(core::mem::align_of::<T>() <= POOL_ALIGNMENT);
+            assert!(core::mem::size_of::<T>() > 0);
+        }
+        // SAFETY: as in `try_new`; ExAllocatePool2 returns zeroed memory.
+        let raw = unsafe { ExAllocatePool2(POOL_FLAG_NON_PAGED, core::mem::size_of::<T>(), tag) };
+        let ptr = NonNull::new(raw.cast::<T>())?;
+        // INVARIANT: allocated with `tag`, initialised (zero is a valid `T`, the caller's
+        // contract), not shared.
         Some(Self { ptr, tag })
     }
 
