@@ -107,7 +107,7 @@ pub unsafe fn driver_entry(
     // SAFETY: the live driver state, freed only by teardown, which cannot run before
     // DriverEntry returns; shared access only (type invariant).
     let state = unsafe { raw.as_ref() };
-    let status = hydrate::ALARM.start(state.filter);
+    let status = hydrate::start(state.filter);
     if !nt_success(status) {
         unpublish_and_teardown();
         return status;
@@ -160,7 +160,7 @@ fn teardown(state: PoolBox<Driver>) {
     }
     // No DPC or work item of the driver may outlive it; fetches still outstanding are
     // failed by the instances' teardown and the providers' disconnect below.
-    hydrate::ALARM.stop();
+    hydrate::stop();
     if state.filter != 0 {
         // SAFETY: the filter registered by DriverEntry, unregistered once; returns after
         // every callback, connection and instance is gone.

@@ -78,6 +78,10 @@ const PRIORITY_BACKGROUND: u8 = 4;
 /// Expired fetches failed per hold of the table's lock (the rest on the next hold), so
 /// a mass timeout never keeps the lock, and IRQL DISPATCH_LEVEL, for long.
 const EXPIRE_BATCH: usize = 32;
+/// How long a CANCEL_FETCH waits for the provider to take it: the fetch is already over
+/// in the driver, so a provider too busy to take the message learns it when its transfer
+/// is refused, and the alarm's work item is never held long (100 ns units).
+const CANCEL_TIMEOUT: i64 = 1000 * 10_000;
 
 const TAG_FETCH: u32 = tag(b"CFft");
 const TAG_WAITER: u32 = tag(b"CFwt");
@@ -296,6 +300,9 @@ struct Change {
 struct Table {
     fetches: List<Fetch>,
     waiters: List<Waiter>,
+    /// Finished fetches whose CANCEL_FETCH the alarm's work item sends, so that a thread
+    /// closing a handle never waits for a provider to take a message.
+    outbox: List<Fetch>,
     next_id: u64,
     /// The deadline the alarm is set for (`i64::MAX`: not set).
     alarm_due: i64,
@@ -305,13 +312,14 @@ struct Table {
 static TABLE: SpinLock<Table> = SpinLock::new(Table {
     fetches: List::new(),
     waiters: List::new(),
+    outbox: List::new(),
     next_id: 1,
     alarm_due: i64::MAX,
     held: Held(()),
 });
 
 /// Fails expired fetches; set for the earliest deadline.
-pub(crate) static ALARM: Alarm = Alarm::new(expire);
+static ALARM: Alarm = Alarm::new(expire);
 
 /// Now, in 100 ns units of the interrupt clock (never goes back).
 fn now() -> i64 {
@@ -537,6 +545,9 @@ struct After {
     reads: List<Waiter>,
     /// Waiters to free (their references dropped with no lock held).
     spent: List<Waiter>,
+    /// Leave cancellations to the alarm's work item (the caller must not wait for the
+    /// provider: a cleanup, a cancel routine).
+    defer_cancels: bool,
 }
 
 impl After {
@@ -545,6 +556,7 @@ impl After {
             fetches: List::new(),
             reads: List::new(),
             spent: List::new(),
+            defer_cancels: false,
         }
     }
 
@@ -559,17 +571,35 @@ impl After {
 
     /// Runs it all at PASSIVE_LEVEL with no lock held.
     fn run(mut self) {
-        while let Some(node) = self.fetches.take_first(|_| true) {
-            let f = &node.value;
+        while let Some(mut node) = self.fetches.take_first(|_| true) {
             // A provider that died or failed the fetch itself needs no cancellation.
-            match f.outcome {
-                STATUS_CLOUD_FILE_REQUEST_TIMEOUT => {
-                    send_cancel(f.request, CancelReason::IoTimeout);
-                }
+            let reason = match node.value.outcome {
+                STATUS_CLOUD_FILE_REQUEST_TIMEOUT => Some(CancelReason::IoTimeout),
                 STATUS_CLOUD_FILE_REQUEST_CANCELED | STATUS_CLOUD_FILE_REQUEST_ABORTED => {
-                    send_cancel(f.request, CancelReason::IoAborted);
+                    Some(CancelReason::IoAborted)
                 }
-                _ => {}
+                _ => None,
+            };
+            match reason {
+                Some(reason) if !self.defer_cancels => send_cancel(node.value.request, reason),
+                Some(reason) => {
+                    // Closed here (PASSIVE_LEVEL); the rest waits in the outbox, unless the
+                    // alarm is stopping (unload), which sends what is left itself.
+                    drop(node.value.writer.take());
+                    let back = TABLE.with(|t| {
+                        if !ALARM.is_running() {
+                            return Some(node);
+                        }
+                        t.outbox.push(node);
+                        t.arm_alarm(now());
+                        None
+                    });
+                    if let Some(node) = back {
+                        send_cancel(node.value.request, reason);
+                    }
+                    continue;
+                }
+                None => {}
             }
             drop(node);
         }
@@ -600,13 +630,23 @@ fn send_cancel(request: Request, reason: CancelReason) {
     };
     let mut bytes = [0u8; 64];
     if let Ok(len) = message.encode(&mut bytes) {
-        let _ = send(&provider, bytes.get(..len).unwrap_or(&[]));
+        let _ = send_within(
+            &provider,
+            bytes.get(..len).unwrap_or(&[]),
+            provider.timeout.min(CANCEL_TIMEOUT),
+        );
     }
 }
 
 /// FltSendMessage without a reply, bounded by the provider's timeout.
 fn send(provider: &ProviderRef, message: &[u8]) -> NTSTATUS {
-    let timeout = -provider.timeout.max(1);
+    send_within(provider, message, provider.timeout)
+}
+
+/// FltSendMessage without a reply, waiting at most `within` (100 ns units) for the
+/// provider to take it.
+fn send_within(provider: &ProviderRef, message: &[u8], within: i64) -> NTSTATUS {
+    let timeout = -within.max(1);
     let Ok(length) = u32::try_from(message.len()) else {
         return STATUS_CLOUD_FILE_INVALID_REQUEST;
     };
@@ -1062,6 +1102,7 @@ pub(crate) unsafe extern "system" fn read_cancelled(
     // to finish or time out on their own.
     // SAFETY: no preconditions.
     let passive = !unsafe { KeAreAllApcsDisabled() };
+    after.defer_cancels = true;
     let node = TABLE.with(|t| {
         let node = t.waiters.take_first(|w| w.id == id)?;
         if passive {
@@ -1191,6 +1232,7 @@ impl After {
 pub(crate) fn file_closed(stream: &StreamContext, file_object: usize, last: bool) {
     let k = key(stream);
     let mut after = After::new();
+    after.defer_cancels = true;
     TABLE.with(|t| {
         for w in t.waiters.iter_mut() {
             if w.stream.key() == k && w.file_object == file_object && w.is_open() {
@@ -1219,6 +1261,7 @@ fn expire() {
     // The alarm went off: it is set for nothing until this sets it again (a setting made
     // meanwhile by a new fetch stays, as it is earlier than the MAX put here).
     TABLE.with(|t| t.alarm_due = i64::MAX);
+    send_outbox();
     loop {
         let mut after = After::new();
         let more = TABLE.with(|t| {
@@ -1251,6 +1294,35 @@ fn expire() {
             return;
         }
     }
+}
+
+/// Sends the CANCEL_FETCH messages waiting in the outbox.
+fn send_outbox() {
+    while let Some(node) = TABLE.with(|t| t.outbox.take_first(|_| true)) {
+        let reason = if node.value.outcome == STATUS_CLOUD_FILE_REQUEST_TIMEOUT {
+            CancelReason::IoTimeout
+        } else {
+            CancelReason::IoAborted
+        };
+        send_cancel(node.value.request, reason);
+        drop(node);
+    }
+}
+
+/// Starts the alarm (DriverEntry, after FltRegisterFilter). The table outlives an unload
+/// in the image's statics, so what the alarm was set for is forgotten here.
+pub(crate) fn start(
+    filter: windows_sys::Wdk::Storage::FileSystem::Minifilters::PFLT_FILTER,
+) -> NTSTATUS {
+    TABLE.with(|t| t.alarm_due = i64::MAX);
+    ALARM.start(filter)
+}
+
+/// Stops the alarm (teardown, before FltUnregisterFilter): no DPC or work item of the
+/// driver runs after this, and the cancellations it had not sent yet are sent here.
+pub(crate) fn stop() {
+    ALARM.stop();
+    send_outbox();
 }
 
 /// Fails every fetch matching `which` with `status`, in batches.

@@ -117,6 +117,11 @@ impl Alarm {
         unsafe { KeSetTimer(self.timer.get(), -relative.max(1), self.dpc.get()) };
     }
 
+    /// Whether it is started and not stopping.
+    pub(crate) fn is_running(&self) -> bool {
+        self.running.load(Ordering::Acquire)
+    }
+
     /// Stops the alarm for good (teardown, PASSIVE_LEVEL): after this no DPC or work
     /// routine of it runs.
     pub(crate) fn stop(&self) {
