@@ -1,0 +1,287 @@
+//! Transfers and the record: a provider's bytes are written non-cached through the
+//! driver's own handle, recorded in the reparse data (one write of it at a time per
+//! stream, each from a snapshot taken when its turn comes), and only then settle the
+//! waiters.
+
+use super::*;
+
+/// TRANSFER_DATA from `provider`: writes the data, records it, settles the waiters.
+pub(crate) fn transfer(provider: &ProviderRef, message: &TransferData<'_>) -> NTSTATUS {
+    let id = message.request_id;
+    let owner = provider.key();
+    // Pin the request's stream and writer for the duration of the write.
+    let pinned = TABLE.with(|t| {
+        let fetch = t
+            .fetches
+            .iter()
+            .find(|f| f.request.id == id && f.request.owner == owner)?;
+        let stream = StreamHold::new(fetch.stream.get());
+        let size = stream.get().with_state(&t.held, |s| {
+            s.writer_users += 1;
+            s.file_size
+        });
+        let due = now().saturating_add(provider.timeout);
+        for f in t.fetches.iter_mut().filter(|f| f.request.owner == owner) {
+            f.request.deadline = due;
+        }
+        Some((stream, size))
+    });
+    let Some((stream, size)) = pinned else {
+        return STATUS_CLOUD_FILE_INVALID_REQUEST;
+    };
+    let result = write_and_record(stream.get(), message, size);
+    let mut after = After::new();
+    let writer = TABLE.with(|t| {
+        let k = stream.key();
+        let writer = stream.get().with_state(&t.held, |s| {
+            s.writer_users = s.writer_users.saturating_sub(1);
+            if s.writer_users == 0 {
+                s.writer.take()
+            } else {
+                None
+            }
+        });
+        match result {
+            Ok(recorded) => {
+                let change = Change {
+                    recorded: Some(recorded),
+                    failed: None,
+                };
+                // Every fetch of this stream whose range is now on disk is done.
+                while let Some(done) = t
+                    .fetches
+                    .iter()
+                    .find(|f| {
+                        f.request.stream == k
+                            && stream.get().with_state(&t.held, |s| {
+                                let r = f.request.range.clip(Range {
+                                    start: 0,
+                                    end: s.file_size,
+                                });
+                                requests::verdict::<NTSTATUS, STREAM_RANGES>(
+                                    r,
+                                    &s.present,
+                                    Some(recorded),
+                                    None,
+                                    core::iter::empty(),
+                                    k,
+                                ) == Verdict::Ready
+                            })
+                    })
+                    .map(|f| f.request.id)
+                {
+                    t.finish(done, STATUS_SUCCESS, change, &mut after);
+                }
+                // Waiters whose range this transfer completed go on now, even while the
+                // rest of a larger fetch is still coming.
+                t.settle(k, change, &mut after);
+            }
+            Err(_) => t.finish(
+                id,
+                STATUS_CLOUD_FILE_UNSUCCESSFUL,
+                Change::default(),
+                &mut after,
+            ),
+        }
+        writer
+    });
+    drop(writer);
+    after.run();
+    drop(stream);
+    match result {
+        Ok(_) => STATUS_SUCCESS,
+        Err(status) => status,
+    }
+}
+
+/// Writes a transfer's bytes to disk and records them in the stream and the reparse
+/// data; the range recorded.
+fn write_and_record(
+    stream: &StreamContext,
+    message: &TransferData<'_>,
+    size: u64,
+) -> Result<Range, NTSTATUS> {
+    let offset = message.offset;
+    let length = message.data.len() as u64;
+    if !policy::transfer_is_valid(offset, length, size) {
+        return Err(STATUS_CLOUD_FILE_INVALID_REQUEST);
+    }
+    // Bytes past end of file (an aligned tail) are not data.
+    let useful = length.min(size.saturating_sub(offset));
+    let useful_len = usize::try_from(useful).map_err(|_| STATUS_CLOUD_FILE_INVALID_REQUEST)?;
+    let padded = useful.next_multiple_of(UNIT);
+    let mut buffer = usize::try_from(padded)
+        .ok()
+        .and_then(PoolBuf::zeroed)
+        .ok_or(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES)?;
+    if let (Some(dst), Some(src)) = (
+        buffer.as_mut_slice().get_mut(..useful_len),
+        message.data.get(..useful_len),
+    ) {
+        crate::nt::file::copy(dst, src);
+    }
+    let writer = TABLE.with(|t| {
+        stream.with_state(&t.held, |s| {
+            // The writer is pinned by this transfer's use count.
+            s.writer.as_ref().map(|w| w as *const OwnedFile)
+        })
+    });
+    let writer = writer.ok_or(STATUS_CLOUD_FILE_INVALID_REQUEST)?;
+    // SAFETY: the writer stays open while `writer_users` counts this transfer.
+    let writer = unsafe { &*writer };
+    writer.write_noncached(offset, &buffer)?;
+    if offset.saturating_add(padded) > size {
+        writer.set_end_of_file(size)?;
+    }
+    let range = Range {
+        start: offset,
+        end: offset.saturating_add(useful),
+    };
+    // Present once recorded: nobody reads the range, or finishes a fetch for it, before
+    // the reparse data holds it.
+    let status = record(stream, writer, Some(range));
+    if nt_success(status) {
+        Ok(range)
+    } else {
+        Err(status)
+    }
+}
+
+/// Writes the stream's current state into its reparse data (and the OFFLINE /
+/// RECALL_ON_DATA_ACCESS attributes), after any write of it already under way.
+pub(crate) fn persist(stream: &StreamContext, file: &OwnedFile) -> NTSTATUS {
+    record(stream, file, None)
+}
+
+/// Writes the stream's state, with `added` present, into its reparse data; once that is
+/// written, `added` is present in memory too. One write at a time per stream: the
+/// snapshot is taken when this thread's turn comes, so it holds every range recorded
+/// before it, and the record on disk only ever gets newer.
+fn record(stream: &StreamContext, file: &OwnedFile, added: Option<Range>) -> NTSTATUS {
+    let mut snapshot = Snapshot::new();
+    let seq = take_turn(stream, &mut snapshot, added);
+    let status = snapshot.write(stream, file);
+    TABLE.with(|t| {
+        stream.with_state(&t.held, |s| {
+            if nt_success(status)
+                && let Some(range) = added
+            {
+                s.present.insert(range);
+            }
+            // The turn passes on.
+            s.persisted = seq;
+        });
+        stream.turn.set();
+    });
+    status
+}
+
+/// Waits until no write of the stream's reparse data is under way (`snapshot` is ahead of
+/// `persisted` while one is), then takes the turn: numbers a new snapshot and fills
+/// `snapshot` from the state, with `added` present. Returns the snapshot's number.
+fn take_turn(stream: &StreamContext, snapshot: &mut Snapshot, added: Option<Range>) -> u64 {
+    loop {
+        let taken = TABLE.with(|t| {
+            stream.with_state(&t.held, |s| {
+                if s.snapshot != s.persisted {
+                    // Reset under the lock the writer sets it under: no wake-up is lost.
+                    stream.turn.reset();
+                    return None;
+                }
+                s.snapshot = s.snapshot.wrapping_add(1);
+                snapshot.fill(s, added);
+                Some(s.snapshot)
+            })
+        });
+        if let Some(seq) = taken {
+            return seq;
+        }
+        // SAFETY: the stream's initialised event (the caller holds a reference on the
+        // context); PASSIVE_LEVEL (transfers and the provider's requests); no timeout:
+        // the writer before this one sets it when its disk write is done.
+        unsafe {
+            KeWaitForSingleObject(
+                stream.turn.object(),
+                Executive,
+                KernelMode as i8,
+                false,
+                core::ptr::null(),
+            )
+        };
+    }
+}
+
+/// A copy of the state to encode with no lock held; its ranges in pool (a full set is
+/// 12 KiB, too large for the kernel stack).
+struct Snapshot {
+    flags: PlaceholderFlags,
+    size: u64,
+    present: Option<Present>,
+}
+
+impl Snapshot {
+    fn new() -> Self {
+        Self {
+            flags: PlaceholderFlags::EMPTY,
+            size: 0,
+            present: new_present(),
+        }
+    }
+
+    fn fill(&mut self, s: &StreamState, added: Option<Range>) {
+        self.flags = s.flags;
+        self.size = s.file_size;
+        if let Some(present) = &mut self.present {
+            present.copy_from(&s.present);
+            if let Some(range) = added {
+                present.insert(range);
+            }
+        }
+    }
+
+    fn write(&self, stream: &StreamContext, file: &OwnedFile) -> NTSTATUS {
+        let Some(present) = &self.present else {
+            return STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES;
+        };
+        // The ranges in their on-disk form, built in pool.
+        let count = present.len();
+        let wire = if count == 0 {
+            None
+        } else {
+            let Some(mut buffer) = PoolBuf::zeroed(count.saturating_mul(RANGE_SIZE)) else {
+                return STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES;
+            };
+            for (chunk, r) in buffer
+                .as_mut_slice()
+                .chunks_exact_mut(RANGE_SIZE)
+                .zip(present.iter())
+            {
+                let (offset, length) = chunk.split_at_mut(8);
+                offset.copy_from_slice(&r.start.to_le_bytes());
+                length.copy_from_slice(&r.len().to_le_bytes());
+            }
+            Some(buffer)
+        };
+        let ranges = match &wire {
+            Some(buffer) => RangeList::from_le_bytes(buffer.as_slice()),
+            None => Some(RangeList::EMPTY),
+        };
+        let Some(ranges) = ranges else {
+            return STATUS_CLOUD_FILE_INVALID_REQUEST;
+        };
+        let full = present.bytes() >= self.size;
+        let result = placeholder::encode_blob(self.flags, self.size, stream.identity(), ranges)
+            .and_then(|(blob, len)| file.tag(blob.as_slice().get(..len).unwrap_or(&[])))
+            .and_then(|()| {
+                if full {
+                    file.change_attributes(MISSING_DATA_ATTRIBUTES, 0)
+                } else {
+                    file.change_attributes(0, MISSING_DATA_ATTRIBUTES)
+                }
+            });
+        match result {
+            Ok(()) => STATUS_SUCCESS,
+            Err(status) => status,
+        }
+    }
+}
