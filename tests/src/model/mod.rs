@@ -25,6 +25,7 @@ pub mod process;
 pub mod symlink;
 pub mod sync;
 pub mod volume;
+pub mod waits;
 pub mod workitem;
 
 use std::collections::HashMap;
@@ -276,7 +277,12 @@ impl Machine {
 
 impl Drop for Machine {
     fn drop(&mut self) {
-        let found = with_kernel(|k| std::mem::take(&mut k.violations));
+        let found = with_kernel(|k| {
+            // A thread still blocked in this machine's kernel finds it gone when it wakes
+            // (model threads leave; a driver thread's wait reports the test bug).
+            k.sync.waits.wake_all();
+            std::mem::take(&mut k.violations)
+        });
         *KERNEL.lock().unwrap_or_else(PoisonError::into_inner) = None;
         if !found.is_empty() && !std::thread::panicking() {
             panic!("unchecked verifier violations:\n{}", list(&found));
