@@ -20,7 +20,8 @@
 //!
 //! Does not model: APCs and alerts (alertable waits never end with `STATUS_ALERTED` or
 //! `STATUS_USER_APC`), thread priorities and boosts, `KeSetEvent(.., Wait = TRUE)`'s
-//! raised IRQL (treated as `FALSE`), semaphores, mutexes, fast mutexes, timers and DPCs.
+//! raised IRQL (treated as `FALSE`), semaphores, mutexes and fast mutexes. Timers (which
+//! are dispatcher objects here too) and DPCs are [`timer`](super::timer)'s.
 //! `KeAcquireSpinLockRaiseToDpc` / `KeReleaseSpinLock` are real x64 exports but
 //! windows-sys 0.61 does not declare them, so no driver built on it can import them.
 //!
@@ -92,6 +93,10 @@ pub(crate) enum Key {
     WorkQueued,
     /// A work item's routine returned: for FltUnregisterFilter and `Machine::idle`.
     WorkDone,
+    /// A timer was set or a DPC queued: for the DPC thread (timer.rs).
+    Timers,
+    /// A DPC routine returned: for KeFlushQueuedDpcs.
+    DpcDone,
 }
 
 static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
@@ -151,7 +156,18 @@ impl Clock {
     }
 }
 
-struct Event {
+/// Which dispatcher object a waitable address is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ObjectKind {
+    Event,
+    /// A KTIMER (timer.rs owns its timer-table state; its signal state lives here).
+    Timer,
+}
+
+/// A dispatcher object's state.
+struct Object {
+    kind: ObjectKind,
+    /// A synchronization event or timer: satisfying a wait resets it.
     synchronization: bool,
     signaled: bool,
 }
@@ -181,7 +197,8 @@ struct Resource {
 /// The synchronisation state of one machine.
 pub(crate) struct SyncState {
     pub(crate) clock: Clock,
-    events: HashMap<usize, Event>,
+    /// Every event and timer, by the address of its KEVENT / KTIMER.
+    objects: HashMap<usize, Object>,
     /// In the order the waits began: signalling satisfies the oldest first.
     waiters: Vec<Waiter>,
     next_waiter: u64,
@@ -205,7 +222,7 @@ impl Default for SyncState {
                 boot: Instant::now(),
                 skew: 0,
             },
-            events: HashMap::new(),
+            objects: HashMap::new(),
             waiters: Vec::new(),
             next_waiter: 1,
             push_locks: HashMap::new(),
@@ -237,12 +254,12 @@ enum Grant {
 }
 
 impl SyncState {
-    fn is_signaled(&self, object: usize) -> bool {
-        self.events.get(&object).is_some_and(|e| e.signaled)
+    pub(crate) fn is_signaled(&self, object: usize) -> bool {
+        self.objects.get(&object).is_some_and(|e| e.signaled)
     }
 
-    fn set_signaled(&mut self, object: usize, signaled: bool) {
-        if let Some(e) = self.events.get_mut(&object) {
+    pub(crate) fn set_signaled(&mut self, object: usize, signaled: bool) {
+        if let Some(e) = self.objects.get_mut(&object) {
             e.signaled = signaled;
             publish_signal_state(object, signaled);
         }
@@ -250,7 +267,7 @@ impl SyncState {
 
     /// What satisfying a wait does to the object: a synchronization event resets.
     fn consume(&mut self, object: usize) {
-        if self.events.get(&object).is_some_and(|e| e.synchronization) {
+        if self.objects.get(&object).is_some_and(|e| e.synchronization) {
             self.set_signaled(object, false);
         }
     }
@@ -288,19 +305,70 @@ impl SyncState {
         }
     }
 
-    /// Whether `event` is a KEVENT KeInitializeEvent set up at this address; records a
-    /// violation when not.
-    fn check_event(&self, api: &'static str, event: usize) -> Result<(), String> {
-        if event == 0 {
+    /// Records a dispatcher object its initialise routine has just written at `addr`,
+    /// and satisfies the waits it can (a waiter on the old object at that address, for
+    /// one).
+    pub(crate) fn init_object(
+        &mut self,
+        addr: usize,
+        kind: ObjectKind,
+        synchronization: bool,
+        signaled: bool,
+    ) {
+        self.objects.insert(
+            addr,
+            Object {
+                kind,
+                synchronization,
+                signaled,
+            },
+        );
+        self.satisfy_waiters();
+    }
+
+    /// Forgets a dispatcher object whose memory was freed.
+    pub(crate) fn forget_object(&mut self, addr: usize) {
+        self.objects.remove(&addr);
+    }
+
+    /// Signals a dispatcher object and satisfies the waits it can, as an expiring timer
+    /// or KeSetEvent does.
+    pub(crate) fn signal(&mut self, addr: usize) {
+        self.set_signaled(addr, true);
+        self.satisfy_waiters();
+    }
+
+    /// Whether `addr` is a dispatcher object of `kind` (any kind when `None`) whose
+    /// initialise routine ran at this address; says why not.
+    pub(crate) fn check_object(
+        &self,
+        api: &'static str,
+        addr: usize,
+        kind: Option<ObjectKind>,
+    ) -> Result<(), String> {
+        if addr == 0 {
             return Err(format!("{api} on a NULL dispatcher object"));
         }
-        if !self.events.contains_key(&event) || !header_points_to_itself(event) {
-            return Err(format!(
-                "{event:#x} is not a KEVENT initialised by KeInitializeEvent at this address \
-                 (never initialised, or moved since)"
-            ));
+        let known = self
+            .objects
+            .get(&addr)
+            .is_some_and(|o| kind.is_none_or(|k| o.kind == k));
+        if known && header_points_to_itself(addr) {
+            return Ok(());
         }
-        Ok(())
+        let what = match kind {
+            Some(ObjectKind::Event) => "a KEVENT initialised by KeInitializeEvent",
+            Some(ObjectKind::Timer) => "a KTIMER initialised by KeInitializeTimer(Ex)",
+            None => "a dispatcher object initialised by KeInitializeEvent or KeInitializeTimer(Ex)",
+        };
+        Err(format!(
+            "{addr:#x} is not {what} at this address (never initialised, or moved since)"
+        ))
+    }
+
+    /// Whether `event` is a KEVENT KeInitializeEvent set up at this address.
+    fn check_event(&self, api: &'static str, event: usize) -> Result<(), String> {
+        self.check_object(api, event, Some(ObjectKind::Event))
     }
 
     fn kind(&self, lock: usize) -> &'static str {
@@ -533,23 +601,26 @@ impl SyncState {
     }
 }
 
-/// Where a KEVENT's wait list head sits: KeInitializeEvent points it at itself.
-fn wait_list_head(event: usize) -> usize {
-    event + offset_of!(KEVENT, Header) + offset_of!(DISPATCHER_HEADER, WaitListHead)
+/// Where a dispatcher object's wait list head sits: its initialise routine points it at
+/// itself. KEVENT and KTIMER both start with their DISPATCHER_HEADER.
+pub(crate) fn wait_list_head(object: usize) -> usize {
+    object + offset_of!(KEVENT, Header) + offset_of!(DISPATCHER_HEADER, WaitListHead)
 }
 
-fn header_points_to_itself(event: usize) -> bool {
-    let head = wait_list_head(event) as *const LIST_ENTRY;
-    // SAFETY: `event` names a KEVENT the driver passed to a kernel API, so it is readable.
+fn header_points_to_itself(object: usize) -> bool {
+    let head = wait_list_head(object) as *const LIST_ENTRY;
+    // SAFETY: `object` names a KEVENT or KTIMER the driver passed to a kernel API, so it
+    // is readable.
     let entry = unsafe { head.read_unaligned() };
     std::ptr::eq(entry.Flink, head)
 }
 
-fn publish_signal_state(event: usize, signaled: bool) {
-    let state = (event + offset_of!(KEVENT, Header) + offset_of!(DISPATCHER_HEADER, SignalState))
+fn publish_signal_state(object: usize, signaled: bool) {
+    let state = (object + offset_of!(KEVENT, Header) + offset_of!(DISPATCHER_HEADER, SignalState))
         as *mut i32;
-    // SAFETY: `event` is an initialised KEVENT that the caller, or a thread blocked on it,
-    // names right now, so it is live and writable.
+    // SAFETY: `object` is an initialised KEVENT or KTIMER that the caller, or a thread
+    // blocked on it, names right now (or, for an expiring timer, one still in the timer
+    // table, which the driver may not free), so it is live and writable.
     unsafe { state.write_unaligned(i32::from(signaled)) };
 }
 
@@ -635,7 +706,7 @@ fn wait_for(
 ) -> NTSTATUS {
     let started = with_kernel(|k| {
         for &object in objects {
-            if let Err(message) = k.sync.check_event(api, object) {
+            if let Err(message) = k.sync.check_object(api, object, None) {
                 k.violation(api, message);
                 return None;
             }
@@ -784,14 +855,12 @@ pub unsafe extern "system" fn KeInitializeEvent(event: *mut KEVENT, kind: EVENT_
     // SAFETY: the caller's contract: `event` is writable KEVENT memory.
     unsafe { event.write_unaligned(KEVENT { Header: header }) };
     with_kernel(|k| {
-        k.sync.events.insert(
+        k.sync.init_object(
             event as usize,
-            Event {
-                synchronization: kind == SynchronizationEvent,
-                signaled: state,
-            },
+            ObjectKind::Event,
+            kind == SynchronizationEvent,
+            state,
         );
-        k.sync.satisfy_waiters();
     });
 }
 
@@ -805,8 +874,7 @@ pub extern "system" fn KeSetEvent(event: *mut KEVENT, _increment: i32, _wait: bo
             return 0;
         }
         let previous = i32::from(k.sync.is_signaled(event as usize));
-        k.sync.set_signaled(event as usize, true);
-        k.sync.satisfy_waiters();
+        k.sync.signal(event as usize);
         previous
     })
 }
@@ -1096,14 +1164,15 @@ pub extern "system" fn KeAreAllApcsDisabled() -> bool {
 }
 
 /// Records a violation when the calling thread finishes a unit of work (a work item, a
-/// callback) in a state the next unit must not inherit: above PASSIVE_LEVEL, inside a
-/// critical or guarded region, or holding locks. Resets the thread and releases the
-/// locks, so that one bug is reported once and waiters do not hang the test.
-pub(crate) fn check_thread_clean(api: &'static str, what: &str) {
+/// callback, a DPC routine) in a state the next unit must not inherit: at another IRQL
+/// than `level`, the one it was called at, inside a critical or guarded region, or
+/// holding locks. Resets the thread (to PASSIVE_LEVEL) and releases the locks, so that
+/// one bug is reported once and waiters do not hang the test.
+pub(crate) fn check_thread_clean(api: &'static str, what: &str, level: u8) {
     let mut problems = Vec::new();
-    let level = irql::set(PASSIVE_LEVEL);
-    if level != PASSIVE_LEVEL {
-        problems.push(format!("at IRQL {level} instead of PASSIVE_LEVEL"));
+    let now = irql::set(PASSIVE_LEVEL);
+    if now != level {
+        problems.push(format!("at IRQL {now} instead of {}", irql::name(level)));
     }
     let critical = CRITICAL.with(|d| d.replace(0));
     if critical > 0 {
@@ -1894,6 +1963,9 @@ impl Machine {
         with_kernel(|k| {
             let ticks = u64::try_from(by.as_nanos() / 100).unwrap_or(u64::MAX);
             k.sync.clock.skew = k.sync.clock.skew.saturating_add(ticks);
+            // Timers due inside the jump expire now (their DPCs run on the DPC thread,
+            // which KeFlushQueuedDpcs waits for), and timed waits and sleeps end.
+            k.expire_timers();
             let now = k.sync.clock.interrupt_time();
             k.sync.waits.wake_expired(now);
         });

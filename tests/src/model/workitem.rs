@@ -38,7 +38,7 @@ use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_FLT_DELETING_OBJECT, STATUS_INVALID_PARAMETER, STATUS_SUCCESS,
 };
 
-use super::irql::{self, DISPATCH_LEVEL};
+use super::irql::{self, DISPATCH_LEVEL, PASSIVE_LEVEL};
 use super::pool::Owner;
 use super::sync::{self, Key, block_until, current_thread};
 use super::waits;
@@ -386,7 +386,7 @@ fn worker(generation: u64) {
             )
         };
         RUNNING_FILTER.with(|c| c.set(None));
-        sync::check_thread_clean("FltQueueGenericWorkItem", "work routine");
+        sync::check_thread_clean("FltQueueGenericWorkItem", "work routine", PASSIVE_LEVEL);
         finished(generation, entry.item);
     }
 }
