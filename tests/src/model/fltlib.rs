@@ -14,7 +14,9 @@
 //! Handles are per process, as on Windows: a handle works only from a thread of the
 //! process that opened it ([`process::run_as`]). Killing a process closes its handles.
 //! Waits hold the dispatcher lock of this module (never the kernel lock); completing a
-//! request takes it after the channel lock, never before.
+//! request takes it after the channel lock, never before. A waiting thread sleeps on the
+//! objects it waits for ([`waits`](super::waits)): setting an event, ending a thread or
+//! completing an OVERLAPPED wakes only the threads waiting on that object.
 //!
 //! Not modelled: named events, I/O completion ports, alertable waits and APCs, waiting
 //! on a port handle itself, suspended threads and thread exit codes, killing a process's
@@ -25,7 +27,7 @@ use std::cell::Cell;
 use std::ffi::c_void;
 use std::mem::offset_of;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, LazyLock, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::PFLT_PORT;
@@ -43,6 +45,7 @@ use windows_sys::core::{BOOL, HRESULT, PCWSTR, PWSTR};
 use super::files;
 use super::port::{self, ClientId, HEADER_BYTES, MAX_CONTEXT, ReadStart};
 use super::process;
+use super::waits::{self, WaitQueue};
 use super::{Machine, with_kernel};
 
 /// `INFINITE` (winbase.h).
@@ -209,13 +212,28 @@ pub(crate) struct UserHandle {
     pub(crate) object: UserObject,
 }
 
+/// What a user-mode wait waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Wake {
+    /// An event or a thread's exit event, by the address of its [`Event`].
+    Event(usize),
+    /// An OVERLAPPED without an event (GetOverlappedResult waits on the request itself),
+    /// by address.
+    Overlapped(usize),
+}
+
+impl Wake {
+    fn event(event: &Arc<Event>) -> Self {
+        Self::Event(Arc::as_ptr(event) as usize)
+    }
+}
+
 /// Guards every event's state and every OVERLAPPED the model completes, like the NT
 /// dispatcher lock: one lock so WaitForMultipleObjects sees its objects consistently.
-static DISPATCHER: Mutex<()> = Mutex::new(());
-/// Notified whenever an event is set or an OVERLAPPED completes.
-static SIGNAL: Condvar = Condvar::new();
+/// What it guards also holds the threads waiting, by what they wait for.
+static DISPATCHER: LazyLock<Mutex<WaitQueue<Wake>>> = LazyLock::new(Mutex::default);
 
-fn dispatcher() -> MutexGuard<'static, ()> {
+fn dispatcher() -> MutexGuard<'static, WaitQueue<Wake>> {
     DISPATCHER.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -263,7 +281,7 @@ impl Completion {
         let Completion::Overlapped { overlapped, event } = self else {
             return;
         };
-        let _dispatcher = dispatcher();
+        let mut waits = dispatcher();
         let high = overlapped.field(offset_of!(OVERLAPPED, InternalHigh));
         // SAFETY: the pending request's OVERLAPPED (OverlappedPtr invariants).
         unsafe { high.write_volatile(bytes as usize) };
@@ -272,8 +290,9 @@ impl Completion {
         unsafe { internal.write_volatile(status as u32 as usize) };
         if let Some(event) = event {
             event.signaled.store(true, Ordering::SeqCst);
+            waits.wake(Wake::event(&event));
         }
-        SIGNAL.notify_all();
+        waits.wake(Wake::Overlapped(overlapped.0 as usize));
     }
 }
 
@@ -610,9 +629,9 @@ pub extern "system" fn SetEvent(event: HANDLE) -> BOOL {
     let Some(event) = lookup_event(event) else {
         return fail(F::ERROR_INVALID_HANDLE);
     };
-    let _dispatcher = dispatcher();
+    let mut waits = dispatcher();
     event.signaled.store(true, Ordering::SeqCst);
-    SIGNAL.notify_all();
+    waits.wake(Wake::event(&event));
     1
 }
 
@@ -628,8 +647,12 @@ pub extern "system" fn ResetEvent(event: HANDLE) -> BOOL {
 }
 
 /// Waits under the dispatcher lock until `ready` says the wait is satisfied (and has
-/// consumed what it needed), or `milliseconds` pass.
-fn wait_until(milliseconds: u32, mut ready: impl FnMut() -> Option<WAIT_EVENT>) -> WAIT_EVENT {
+/// consumed what it needed), or `milliseconds` pass, sleeping on `objects` in between.
+fn wait_until(
+    milliseconds: u32,
+    objects: &[Wake],
+    mut ready: impl FnMut() -> Option<WAIT_EVENT>,
+) -> WAIT_EVENT {
     let deadline = (milliseconds != INFINITE)
         .then(|| Instant::now() + Duration::from_millis(milliseconds.into()));
     let mut guard = dispatcher();
@@ -637,19 +660,17 @@ fn wait_until(milliseconds: u32, mut ready: impl FnMut() -> Option<WAIT_EVENT>) 
         if let Some(result) = ready() {
             return result;
         }
-        match deadline {
-            None => guard = SIGNAL.wait(guard).unwrap_or_else(PoisonError::into_inner),
+        let left = match deadline {
+            None => None,
             Some(deadline) => {
                 let now = Instant::now();
                 if now >= deadline {
                     return WAIT_TIMEOUT;
                 }
-                guard = SIGNAL
-                    .wait_timeout(guard, deadline - now)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
+                Some(deadline - now)
             }
-        }
+        };
+        guard = waits::sleep(&*DISPATCHER, guard, |w| Some(w), objects, None, left);
     }
 }
 
@@ -667,7 +688,7 @@ pub extern "system" fn WaitForSingleObject(object: HANDLE, milliseconds: u32) ->
         SetLastError(F::ERROR_INVALID_HANDLE);
         return WAIT_FAILED;
     };
-    wait_until(milliseconds, || {
+    wait_until(milliseconds, &[Wake::event(&event)], || {
         event.signaled.load(Ordering::SeqCst).then(|| {
             consume(&event);
             WAIT_OBJECT_0
@@ -703,7 +724,8 @@ pub unsafe extern "system" fn WaitForMultipleObjects(
             }
         }
     }
-    wait_until(milliseconds, || {
+    let objects: Vec<Wake> = events.iter().map(Wake::event).collect();
+    wait_until(milliseconds, &objects, || {
         if wait_all != 0 {
             if events.iter().all(|e| e.signaled.load(Ordering::SeqCst)) {
                 events.iter().for_each(|e| consume(e));
@@ -757,7 +779,7 @@ pub unsafe extern "system" fn GetOverlappedResult(
         let h_event = unsafe { ov.field(offset_of!(OVERLAPPED, hEvent)).read_volatile() };
         let h_event = (h_event & !1) as HANDLE;
         if h_event.is_null() {
-            wait_until(INFINITE, || {
+            wait_until(INFINITE, &[Wake::Overlapped(ov.0 as usize)], || {
                 (status_of() != F::STATUS_PENDING).then_some(WAIT_OBJECT_0)
             });
         } else if WaitForSingleObject(h_event, INFINITE) == WAIT_FAILED {
@@ -863,9 +885,9 @@ pub unsafe extern "system" fn CreateThread(
             let parameter = parameter.into_raw();
             // SAFETY: the caller's start routine and parameter, per the contract.
             process::run_as(pid, || unsafe { start(parameter) });
-            let _dispatcher = dispatcher();
+            let mut waits = dispatcher();
             exited.signaled.store(true, Ordering::SeqCst);
-            SIGNAL.notify_all();
+            waits.wake(Wake::event(&exited));
         });
     if spawned.is_err() {
         with_kernel(|k| k.user_handles.remove(&handle));

@@ -192,8 +192,11 @@ pub(crate) fn finish_release(ptr: usize, cleanup: (PFLT_CONTEXT_CLEANUP_CALLBACK
         unsafe { callback(ptr as PFLT_CONTEXT, cleanup.1) };
     }
     with_kernel(|k| {
-        if let Err(message) = k.pool.free(ptr as *mut u8, None, Owner::FltMgr("context")) {
-            k.violation("FltReleaseContext", message);
+        match k.pool.free(ptr as *mut u8, None, Owner::FltMgr("context")) {
+            // The context's memory is the driver's to fill: a timer or DPC in it must be
+            // cancelled before its last reference goes.
+            Ok(block) => k.check_freed_timers("FltReleaseContext", ptr, block.size),
+            Err(message) => k.violation("FltReleaseContext", message),
         }
     });
 }
@@ -1090,6 +1093,7 @@ impl Machine {
                     .collect();
                 k.violation("DriverUnload", format!("pool leaked: {}", list.join(", ")));
             }
+            k.check_timers_at_unload("DriverUnload");
             if !k.security_descriptors.is_empty() {
                 k.violation(
                     "DriverUnload",

@@ -1056,7 +1056,7 @@ pub(crate) fn cancel(addr: usize) -> bool {
         return false;
     };
     // A filter blocked in FltCancellableWaitForSingleObject for this operation wakes up.
-    super::sync::wake_waiters();
+    super::sync::wake_cancelled(addr);
     if let Some(queue) = queue {
         return super::cbdq::cancel_queued(queue, addr);
     }

@@ -9,6 +9,16 @@ pub const APC_LEVEL: u8 = 1;
 /// DISPATCH_LEVEL.
 pub const DISPATCH_LEVEL: u8 = 2;
 
+/// A level's name as wdm.h spells it.
+pub(crate) fn name(level: u8) -> String {
+    match level {
+        PASSIVE_LEVEL => "PASSIVE_LEVEL".to_owned(),
+        APC_LEVEL => "APC_LEVEL".to_owned(),
+        DISPATCH_LEVEL => "DISPATCH_LEVEL".to_owned(),
+        other => format!("IRQL {other}"),
+    }
+}
+
 thread_local! {
     static IRQL: Cell<u8> = const { Cell::new(PASSIVE_LEVEL) };
 }

@@ -24,7 +24,9 @@ pub mod port;
 pub mod process;
 pub mod symlink;
 pub mod sync;
+pub mod timer;
 pub mod volume;
+pub mod waits;
 pub mod workitem;
 
 use std::collections::HashMap;
@@ -77,6 +79,7 @@ pub(crate) struct Kernel {
     pub(crate) violations: Vec<Violation>,
     pub(crate) sync: sync::SyncState,
     pub(crate) work: workitem::WorkItems,
+    pub(crate) timers: timer::Timers,
     /// References FltGetVolumeFromName / FltGetVolumeInstanceFromName gave out and
     /// FltObjectDereference has not dropped yet: object → (filter, count).
     pub(crate) object_refs: HashMap<isize, (isize, usize)>,
@@ -105,6 +108,7 @@ impl Kernel {
             violations: Vec::new(),
             sync: sync::SyncState::default(),
             work: workitem::WorkItems::default(),
+            timers: timer::Timers::default(),
             object_refs: HashMap::new(),
             symlinks: symlink::Links::default(),
             inject: HashMap::new(),
@@ -256,6 +260,7 @@ impl Machine {
                         format!("failed with {status:#x} but left its filter registered"),
                     );
                 }
+                k.check_timers_at_unload("DriverEntry");
                 let ports = k.server_ports.values().filter(|p| !p.closed).count();
                 if ports > 0 {
                     k.violation(
@@ -276,8 +281,13 @@ impl Machine {
 
 impl Drop for Machine {
     fn drop(&mut self) {
-        let found = with_kernel(|k| std::mem::take(&mut k.violations));
-        *KERNEL.lock().unwrap_or_else(PoisonError::into_inner) = None;
+        let kernel = KERNEL.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let found = kernel.map_or_else(Vec::new, |mut k| {
+            // A thread still blocked in this machine's kernel finds it gone when it wakes
+            // (model threads leave; a driver thread's wait reports the test bug).
+            k.sync.waits.wake_all();
+            std::mem::take(&mut k.violations)
+        });
         if !found.is_empty() && !std::thread::panicking() {
             panic!("unchecked verifier violations:\n{}", list(&found));
         }

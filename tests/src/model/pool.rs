@@ -181,10 +181,9 @@ pub extern "system" fn ExAllocatePool2(flags: u64, size: usize, tag: u32) -> *mu
 #[unsafe(no_mangle)]
 pub extern "system" fn ExFreePool(ptr: *mut c_void) {
     irql::check("ExFreePool", DISPATCH_LEVEL);
-    with_kernel(|k| {
-        if let Err(message) = k.pool.free(ptr.cast(), None, Owner::Driver) {
-            k.violation("ExFreePool", message);
-        }
+    with_kernel(|k| match k.pool.free(ptr.cast(), None, Owner::Driver) {
+        Ok(block) => k.check_freed_timers("ExFreePool", ptr as usize, block.size),
+        Err(message) => k.violation("ExFreePool", message),
     });
 }
 
@@ -192,9 +191,10 @@ pub extern "system" fn ExFreePool(ptr: *mut c_void) {
 #[unsafe(no_mangle)]
 pub extern "system" fn ExFreePoolWithTag(ptr: *mut c_void, tag: u32) {
     irql::check("ExFreePoolWithTag", DISPATCH_LEVEL);
-    with_kernel(|k| {
-        if let Err(message) = k.pool.free(ptr.cast(), Some(tag), Owner::Driver) {
-            k.violation("ExFreePoolWithTag", message);
-        }
-    });
+    with_kernel(
+        |k| match k.pool.free(ptr.cast(), Some(tag), Owner::Driver) {
+            Ok(block) => k.check_freed_timers("ExFreePoolWithTag", ptr as usize, block.size),
+            Err(message) => k.violation("ExFreePoolWithTag", message),
+        },
+    );
 }

@@ -16,14 +16,16 @@
 //! MessageNotify reports no more output than the caller's buffer holds.
 //!
 //! Waiting: a thread in FltSendMessage or FilterGetMessage waits on its connection's
-//! channel (own mutex and condvar), never holding the kernel lock. Lock order is kernel
-//! lock, released, then channel lock, then the user-mode dispatcher lock of fltlib;
-//! nothing takes the kernel lock while holding a channel.
+//! channel (own mutex and [wait queue](super::waits)), never holding the kernel lock, and
+//! is woken only by what ends its own wait: its message delivered or answered, its read
+//! completed, its process killed, or the connection ended. Lock order is kernel lock,
+//! released, then channel lock, then the user-mode dispatcher lock of fltlib; nothing
+//! takes the kernel lock while holding a channel.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use windows_sys::Wdk::Foundation::OBJECT_ATTRIBUTES;
@@ -44,6 +46,7 @@ use super::fltlib::Completion;
 use super::irql::{self, APC_LEVEL, PASSIVE_LEVEL};
 use super::pool::Owner;
 use super::process;
+use super::waits::{self, WaitQueue};
 use super::{Machine, with_kernel};
 
 /// `FLT_PORT_CONNECT`.
@@ -168,7 +171,18 @@ pub(crate) struct Reader {
 /// One connection's message traffic.
 pub(crate) struct Channel {
     state: Mutex<ChannelState>,
-    wake: Condvar,
+}
+
+/// What a thread waiting on a channel waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Wake {
+    /// A synchronous FilterGetMessage, by reader id: completed.
+    Read(u64),
+    /// A FltSendMessage, by message id: delivered (when no reply is expected) or
+    /// answered.
+    Send(u64),
+    /// The sender's process was killed.
+    Process(u32),
 }
 
 #[derive(Default)]
@@ -184,6 +198,7 @@ struct ChannelState {
     /// Processes killed while a thread of theirs may wait here.
     terminated: HashSet<u32>,
     next_reader: u64,
+    waits: WaitQueue<Wake>,
 }
 
 /// How a FltSendMessage ended.
@@ -209,7 +224,6 @@ impl Channel {
     fn new() -> Arc<Self> {
         Arc::new(Self {
             state: Mutex::new(ChannelState::default()),
-            wake: Condvar::new(),
         })
     }
 
@@ -229,14 +243,15 @@ impl Channel {
                 s.complete(reader, read_status, 0);
             }
         }
-        drop(s);
-        self.wake.notify_all();
+        // Every sender and reader of the connection is done waiting.
+        s.waits.wake_all();
     }
 
     /// Marks `pid` killed so a FltSendMessage from one of its threads stops waiting.
     fn terminate(&self, pid: u32) {
-        self.lock().terminated.insert(pid);
-        self.wake.notify_all();
+        let mut s = self.lock();
+        s.terminated.insert(pid);
+        s.waits.wake(Wake::Process(pid));
     }
 
     /// FilterGetMessage on this connection into `buffer` (at least a header long).
@@ -262,7 +277,6 @@ impl Channel {
             completion,
         });
         s.deliver();
-        self.wake.notify_all();
         if !synchronous {
             // FltMgr pends every overlapped FilterGetMessage, even when a message is
             // already queued (the scanner sample treats anything but ERROR_IO_PENDING as
@@ -273,7 +287,14 @@ impl Channel {
             if let Some((status, bytes)) = s.finished.remove(&id) {
                 return ReadStart::Done(status, bytes);
             }
-            s = self.wake.wait(s).unwrap_or_else(PoisonError::into_inner);
+            s = waits::sleep(
+                &self.state,
+                s,
+                |s| Some(&mut s.waits),
+                &[Wake::Read(id)],
+                None,
+                None,
+            );
         }
     }
 
@@ -289,8 +310,6 @@ impl Channel {
         for reader in cancelled {
             s.complete(reader, windows_sys::Win32::Foundation::STATUS_CANCELLED, 0);
         }
-        drop(s);
-        self.wake.notify_all();
         n
     }
 
@@ -313,8 +332,7 @@ impl Channel {
             (payload.to_vec(), STATUS_SUCCESS)
         };
         s.sends.insert(id, SendState::Replied(data, status));
-        drop(s);
-        self.wake.notify_all();
+        s.waits.wake(Wake::Send(id));
         STATUS_SUCCESS
     }
 
@@ -334,7 +352,6 @@ impl Channel {
         s.sends.insert(id, SendState::Queued);
         s.queue.push_back(Queued { id, data, reply });
         s.deliver();
-        self.wake.notify_all();
         loop {
             match s.sends.get(&id) {
                 Some(SendState::Delivered) => {
@@ -364,16 +381,15 @@ impl Channel {
                 s.queue.retain(|q| q.id != id);
                 return SendOutcome::Ended(status);
             }
-            s = match deadline {
-                None => self.wake.wait(s).unwrap_or_else(PoisonError::into_inner),
-                Some(d) => {
-                    let left = d.saturating_duration_since(Instant::now());
-                    self.wake
-                        .wait_timeout(s, left)
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .0
-                }
-            };
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            s = waits::sleep(
+                &self.state,
+                s,
+                |s| Some(&mut s.waits),
+                &[Wake::Send(id), Wake::Process(sender)],
+                None,
+                left,
+            );
         }
     }
 }
@@ -422,7 +438,11 @@ impl ChannelState {
             };
             let state = match message.reply {
                 Some(capacity) => SendState::AwaitingReply(capacity),
-                None => SendState::Delivered,
+                None => {
+                    // Delivered is all this sender waits for.
+                    self.waits.wake(Wake::Send(message.id));
+                    SendState::Delivered
+                }
             };
             self.sends.insert(message.id, state);
             self.complete(reader, status, (HEADER_BYTES + copied) as u32);
@@ -433,6 +453,7 @@ impl ChannelState {
         match reader.completion {
             Completion::Sync => {
                 self.finished.insert(reader.id, (status, bytes));
+                self.waits.wake(Wake::Read(reader.id));
             }
             overlapped => overlapped.complete(status, bytes),
         }

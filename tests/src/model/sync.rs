@@ -5,7 +5,9 @@
 //! initialised, keyed by the address of the driver's own `KEVENT` / `EX_PUSH_LOCK` /
 //! `ERESOURCE` / `KSPIN_LOCK`; which thread waits for which lock; each thread's
 //! critical- and guarded-region depth; the clock; and the one place a model thread
-//! blocks, [`block_until`], which sleeps with the kernel lock handed back.
+//! blocks in the kernel, [`block_until`], which sleeps with the kernel lock handed back
+//! on the [`Key`]s of what it waits for: a change wakes only the threads waiting on the
+//! object that changed ([`waits`](super::waits)).
 //!
 //! Checks what Windows and Driver Verifier check: each API's documented IRQL (a wait with
 //! a non-zero timeout needs `<= APC_LEVEL`, a zero-timeout poll is allowed at
@@ -18,7 +20,8 @@
 //!
 //! Does not model: APCs and alerts (alertable waits never end with `STATUS_ALERTED` or
 //! `STATUS_USER_APC`), thread priorities and boosts, `KeSetEvent(.., Wait = TRUE)`'s
-//! raised IRQL (treated as `FALSE`), semaphores, mutexes, fast mutexes, timers and DPCs.
+//! raised IRQL (treated as `FALSE`), semaphores, mutexes and fast mutexes. Timers (which
+//! are dispatcher objects here too) and DPCs are [`timer`](super::timer)'s.
 //! `KeAcquireSpinLockRaiseToDpc` / `KeReleaseSpinLock` are real x64 exports but
 //! windows-sys 0.61 does not declare them, so no driver built on it can import them.
 //!
@@ -30,8 +33,8 @@ use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::ffi::c_void;
 use std::mem::offset_of;
+use std::sync::PoisonError;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Condvar, PoisonError};
 use std::time::{Duration, Instant};
 
 use windows_sys::Wdk::Foundation::{
@@ -50,6 +53,7 @@ use windows_sys::Win32::System::Kernel::{
 };
 
 use super::irql::{self, APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
+use super::waits::{self, WaitQueue};
 use super::{KERNEL, Kernel, Machine, with_kernel};
 
 /// 2026-01-01T00:00:00Z in 100 ns units since 1601-01-01 (the FILETIME epoch):
@@ -70,9 +74,30 @@ const THREAD_WAIT_OBJECTS: u32 = 3;
 /// MAXIMUM_WAIT_OBJECTS: more is bug check MAXIMUM_WAIT_OBJECTS_EXCEEDED.
 const MAXIMUM_WAIT_OBJECTS: u32 = 64;
 
-/// Woken whenever kernel state changes in a way that can end a wait. Pairs with the
-/// kernel mutex, so a sleeping thread holds no lock.
-pub(crate) static WAKE: Condvar = Condvar::new();
+/// What a thread blocked in the kernel waits for. Each change that can end a wait wakes
+/// the key it changed, which wakes only the threads waiting on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) enum Key {
+    /// One dispatcher wait (KeWaitFor*, FltCancellableWaitFor*), by its waiter id: woken
+    /// when the dispatcher satisfies it, as Windows readies the thread whose wait block
+    /// an object's signal satisfied and leaves the other waiters of that object asleep.
+    Wait(u64),
+    /// One thread's wait for a push lock, ERESOURCE or spin lock: (lock address, thread).
+    /// Woken when the lock would now be granted to it ([`SyncState::wake_lock`]), or is
+    /// deleted: as Windows wakes the exclusive waiter or the run of shared waiters at the
+    /// head of a lock's wait list, and leaves the rest asleep.
+    Lock(usize, u64),
+    /// The I/O operation of a callback data, by address: woken when it is cancelled.
+    Cancel(usize),
+    /// The work queues got an item, or were released: for idle worker threads.
+    WorkQueued,
+    /// A work item's routine returned: for FltUnregisterFilter and `Machine::idle`.
+    WorkDone,
+    /// A timer was set or a DPC queued: for the DPC thread (timer.rs).
+    Timers,
+    /// A DPC routine returned: for KeFlushQueuedDpcs.
+    DpcDone,
+}
 
 static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);
 
@@ -131,12 +156,24 @@ impl Clock {
     }
 }
 
-struct Event {
+/// Which dispatcher object a waitable address is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ObjectKind {
+    Event,
+    /// A KTIMER (timer.rs owns its timer-table state; its signal state lives here).
+    Timer,
+}
+
+/// A dispatcher object's state.
+struct Object {
+    kind: ObjectKind,
+    /// A synchronization event or timer: satisfying a wait resets it.
     synchronization: bool,
     signaled: bool,
 }
 
 struct Waiter {
+    /// Also its wait key, [`Key::Wait`].
     id: u64,
     objects: Vec<usize>,
     all: bool,
@@ -160,7 +197,8 @@ struct Resource {
 /// The synchronisation state of one machine.
 pub(crate) struct SyncState {
     pub(crate) clock: Clock,
-    events: HashMap<usize, Event>,
+    /// Every event and timer, by the address of its KEVENT / KTIMER.
+    objects: HashMap<usize, Object>,
     /// In the order the waits began: signalling satisfies the oldest first.
     waiters: Vec<Waiter>,
     next_waiter: u64,
@@ -168,9 +206,13 @@ pub(crate) struct SyncState {
     resources: HashMap<usize, Resource>,
     /// Held spin locks and their holder; a free spin lock needs no entry.
     spin_locks: HashMap<usize, u64>,
-    /// Threads blocked on a lock: the lock, and whether they want it exclusive.
-    blocked_on: HashMap<u64, (usize, bool)>,
+    /// Threads blocked on a lock, by thread.
+    blocked_on: HashMap<u64, Blocked>,
+    /// Orders [`Blocked::since`].
+    next_blocked: u64,
     cancel_probe: Option<CancelProbe>,
+    /// The threads blocked in the kernel, by what they wait for.
+    pub(crate) waits: WaitQueue<Key>,
 }
 
 impl Default for SyncState {
@@ -180,16 +222,27 @@ impl Default for SyncState {
                 boot: Instant::now(),
                 skew: 0,
             },
-            events: HashMap::new(),
+            objects: HashMap::new(),
             waiters: Vec::new(),
             next_waiter: 1,
             push_locks: HashMap::new(),
             resources: HashMap::new(),
             spin_locks: HashMap::new(),
             blocked_on: HashMap::new(),
+            next_blocked: 0,
             cancel_probe: None,
+            waits: WaitQueue::default(),
         }
     }
+}
+
+/// A thread waiting for a lock.
+#[derive(Clone, Copy)]
+struct Blocked {
+    lock: usize,
+    exclusive: bool,
+    /// When it started waiting: the lock's waiters are woken oldest first.
+    since: u64,
 }
 
 /// Outcome of one attempt to take a lock.
@@ -201,12 +254,12 @@ enum Grant {
 }
 
 impl SyncState {
-    fn is_signaled(&self, object: usize) -> bool {
-        self.events.get(&object).is_some_and(|e| e.signaled)
+    pub(crate) fn is_signaled(&self, object: usize) -> bool {
+        self.objects.get(&object).is_some_and(|e| e.signaled)
     }
 
-    fn set_signaled(&mut self, object: usize, signaled: bool) {
-        if let Some(e) = self.events.get_mut(&object) {
+    pub(crate) fn set_signaled(&mut self, object: usize, signaled: bool) {
+        if let Some(e) = self.objects.get_mut(&object) {
             e.signaled = signaled;
             publish_signal_state(object, signaled);
         }
@@ -214,7 +267,7 @@ impl SyncState {
 
     /// What satisfying a wait does to the object: a synchronization event resets.
     fn consume(&mut self, object: usize) {
-        if self.events.get(&object).is_some_and(|e| e.synchronization) {
+        if self.objects.get(&object).is_some_and(|e| e.synchronization) {
             self.set_signaled(object, false);
         }
     }
@@ -248,22 +301,74 @@ impl SyncState {
                 self.consume(object);
             }
             self.waiters[i].satisfied = Some(index);
+            self.waits.wake(Key::Wait(self.waiters[i].id));
         }
     }
 
-    /// Whether `event` is a KEVENT KeInitializeEvent set up at this address; records a
-    /// violation when not.
-    fn check_event(&self, api: &'static str, event: usize) -> Result<(), String> {
-        if event == 0 {
+    /// Records a dispatcher object its initialise routine has just written at `addr`,
+    /// and satisfies the waits it can (a waiter on the old object at that address, for
+    /// one).
+    pub(crate) fn init_object(
+        &mut self,
+        addr: usize,
+        kind: ObjectKind,
+        synchronization: bool,
+        signaled: bool,
+    ) {
+        self.objects.insert(
+            addr,
+            Object {
+                kind,
+                synchronization,
+                signaled,
+            },
+        );
+        self.satisfy_waiters();
+    }
+
+    /// Forgets a dispatcher object whose memory was freed.
+    pub(crate) fn forget_object(&mut self, addr: usize) {
+        self.objects.remove(&addr);
+    }
+
+    /// Signals a dispatcher object and satisfies the waits it can, as an expiring timer
+    /// or KeSetEvent does.
+    pub(crate) fn signal(&mut self, addr: usize) {
+        self.set_signaled(addr, true);
+        self.satisfy_waiters();
+    }
+
+    /// Whether `addr` is a dispatcher object of `kind` (any kind when `None`) whose
+    /// initialise routine ran at this address; says why not.
+    pub(crate) fn check_object(
+        &self,
+        api: &'static str,
+        addr: usize,
+        kind: Option<ObjectKind>,
+    ) -> Result<(), String> {
+        if addr == 0 {
             return Err(format!("{api} on a NULL dispatcher object"));
         }
-        if !self.events.contains_key(&event) || !header_points_to_itself(event) {
-            return Err(format!(
-                "{event:#x} is not a KEVENT initialised by KeInitializeEvent at this address \
-                 (never initialised, or moved since)"
-            ));
+        let known = self
+            .objects
+            .get(&addr)
+            .is_some_and(|o| kind.is_none_or(|k| o.kind == k));
+        if known && header_points_to_itself(addr) {
+            return Ok(());
         }
-        Ok(())
+        let what = match kind {
+            Some(ObjectKind::Event) => "a KEVENT initialised by KeInitializeEvent",
+            Some(ObjectKind::Timer) => "a KTIMER initialised by KeInitializeTimer(Ex)",
+            None => "a dispatcher object initialised by KeInitializeEvent or KeInitializeTimer(Ex)",
+        };
+        Err(format!(
+            "{addr:#x} is not {what} at this address (never initialised, or moved since)"
+        ))
+    }
+
+    /// Whether `event` is a KEVENT KeInitializeEvent set up at this address.
+    fn check_event(&self, api: &'static str, event: usize) -> Result<(), String> {
+        self.check_object(api, event, Some(ObjectKind::Event))
     }
 
     fn kind(&self, lock: usize) -> &'static str {
@@ -300,7 +405,7 @@ impl SyncState {
             if owner == me {
                 return Some(Vec::new());
             }
-            if let Some(&(next, _)) = self.blocked_on.get(&owner)
+            if let Some(&Blocked { lock: next, .. }) = self.blocked_on.get(&owner)
                 && seen.insert(next)
                 && let Some(mut chain) = self.cycle(me, next, seen)
             {
@@ -341,7 +446,7 @@ impl SyncState {
         let exclusive_waiting = self
             .blocked_on
             .iter()
-            .any(|(&t, &(l, ex))| l == lock && ex && t != me);
+            .any(|(&t, b)| b.lock == lock && b.exclusive && t != me);
         match (exclusive, p.exclusive) {
             (_, Some(_)) => Grant::Busy,
             (true, None) if p.shared.is_empty() => {
@@ -360,7 +465,7 @@ impl SyncState {
         let exclusive_waiting = self
             .blocked_on
             .iter()
-            .any(|(&t, &(l, ex))| l == lock && ex && t != me);
+            .any(|(&t, b)| b.lock == lock && b.exclusive && t != me);
         let Some(r) = self.resources.get_mut(&lock) else {
             return Grant::Invalid(format!(
                 "ERESOURCE {lock:#x} was never initialised with ExInitializeResourceLite \
@@ -408,16 +513,19 @@ impl SyncState {
     /// threads waiting for it do not hang the test.
     fn release_all_of(&mut self, me: u64) -> Vec<String> {
         let mut held = Vec::new();
-        for (addr, p) in &mut self.push_locks {
+        let mut released = Vec::new();
+        for (&addr, p) in &mut self.push_locks {
             if p.exclusive == Some(me) || p.shared.contains(&me) {
                 held.push(format!("push lock {addr:#x}"));
+                released.push(addr);
                 p.exclusive = p.exclusive.filter(|&t| t != me);
                 p.shared.retain(|&t| t != me);
             }
         }
-        for (addr, r) in &mut self.resources {
+        for (&addr, r) in &mut self.resources {
             if r.exclusive.is_some_and(|(t, _)| t == me) || r.shared.iter().any(|&(t, _)| t == me) {
                 held.push(format!("ERESOURCE {addr:#x}"));
+                released.push(addr);
                 r.exclusive = r.exclusive.filter(|&(t, _)| t != me);
                 r.shared.retain(|&(t, _)| t != me);
             }
@@ -430,29 +538,89 @@ impl SyncState {
             .collect();
         for lock in spins {
             held.push(format!("spin lock {lock:#x}"));
+            released.push(lock);
             self.spin_locks.remove(&lock);
+        }
+        for lock in released {
+            self.wake_lock(lock);
         }
         held
     }
+
+    /// The threads waiting for `lock`, oldest first, with whether they want it exclusive.
+    fn lock_waiters(&self, lock: usize) -> Vec<(u64, bool)> {
+        let mut waiting: Vec<(u64, Blocked)> = self
+            .blocked_on
+            .iter()
+            .filter(|(_, b)| b.lock == lock)
+            .map(|(&t, &b)| (t, b))
+            .collect();
+        waiting.sort_by_key(|(_, b)| b.since);
+        waiting.into_iter().map(|(t, b)| (t, b.exclusive)).collect()
+    }
+
+    /// Wakes the waiters of `lock` that the grant rules would let in now, trying them
+    /// oldest first: the first exclusive waiter once the lock is free, or the shared
+    /// waiters while it is not held exclusive and no exclusive waiter holds them back.
+    /// The others sleep on: nothing they wait for has changed. Call wherever a lock may
+    /// have become grantable: a hold ended, or a waiter left without the lock.
+    fn wake_lock(&mut self, lock: usize) {
+        let (mut exclusive, mut shared) = if let Some(p) = self.push_locks.get(&lock) {
+            (p.exclusive.is_some(), p.shared.len())
+        } else if let Some(r) = self.resources.get(&lock) {
+            (r.exclusive.is_some(), r.shared.len())
+        } else {
+            (self.spin_locks.contains_key(&lock), 0)
+        };
+        let waiters = self.lock_waiters(lock);
+        let mut exclusive_waiting = waiters.iter().filter(|(_, ex)| *ex).count();
+        for (thread, wants_exclusive) in waiters {
+            let grant = if wants_exclusive {
+                !exclusive && shared == 0
+            } else {
+                !exclusive && exclusive_waiting == 0
+            };
+            if !grant {
+                continue;
+            }
+            if wants_exclusive {
+                exclusive = true;
+                exclusive_waiting -= 1;
+            } else {
+                shared += 1;
+            }
+            self.waits.wake(Key::Lock(lock, thread));
+        }
+    }
+
+    /// Wakes every waiter of `lock`: it was deleted, and each must find that out.
+    fn wake_all_of_lock(&mut self, lock: usize) {
+        for (thread, _) in self.lock_waiters(lock) {
+            self.waits.wake(Key::Lock(lock, thread));
+        }
+    }
 }
 
-/// Where a KEVENT's wait list head sits: KeInitializeEvent points it at itself.
-fn wait_list_head(event: usize) -> usize {
-    event + offset_of!(KEVENT, Header) + offset_of!(DISPATCHER_HEADER, WaitListHead)
+/// Where a dispatcher object's wait list head sits: its initialise routine points it at
+/// itself. KEVENT and KTIMER both start with their DISPATCHER_HEADER.
+pub(crate) fn wait_list_head(object: usize) -> usize {
+    object + offset_of!(KEVENT, Header) + offset_of!(DISPATCHER_HEADER, WaitListHead)
 }
 
-fn header_points_to_itself(event: usize) -> bool {
-    let head = wait_list_head(event) as *const LIST_ENTRY;
-    // SAFETY: `event` names a KEVENT the driver passed to a kernel API, so it is readable.
+fn header_points_to_itself(object: usize) -> bool {
+    let head = wait_list_head(object) as *const LIST_ENTRY;
+    // SAFETY: `object` names a KEVENT or KTIMER the driver passed to a kernel API, so it
+    // is readable.
     let entry = unsafe { head.read_unaligned() };
     std::ptr::eq(entry.Flink, head)
 }
 
-fn publish_signal_state(event: usize, signaled: bool) {
-    let state = (event + offset_of!(KEVENT, Header) + offset_of!(DISPATCHER_HEADER, SignalState))
+fn publish_signal_state(object: usize, signaled: bool) {
+    let state = (object + offset_of!(KEVENT, Header) + offset_of!(DISPATCHER_HEADER, SignalState))
         as *mut i32;
-    // SAFETY: `event` is an initialised KEVENT that the caller, or a thread blocked on it,
-    // names right now, so it is live and writable.
+    // SAFETY: `object` is an initialised KEVENT or KTIMER that the caller, or a thread
+    // blocked on it, names right now (or, for an expiring timer, one still in the timer
+    // table, which the driver may not free), so it is live and writable.
     unsafe { state.write_unaligned(i32::from(signaled)) };
 }
 
@@ -461,11 +629,15 @@ fn publish_signal_state(event: usize, signaled: bool) {
 // ---------------------------------------------------------------------------------------
 
 /// Blocks the calling thread until `poll` returns `Some`, with the kernel lock held only
-/// while `poll` runs. `deadline` is an interrupt time ([`Clock::deadline`]); once it has
-/// passed `poll` is called with `expired` set and must then return `Some`.
+/// while `poll` runs. Between polls the thread sleeps on `keys`: whatever can make `poll`
+/// succeed must change the state under the kernel lock and then wake one of them
+/// ([`Kernel::wake`]). `deadline` is an interrupt time ([`Clock::deadline`]); once it
+/// has passed (in real time, or because the clock was moved past it) `poll` is called
+/// with `expired` set and must then return `Some`.
 ///
 /// Must be called with the kernel lock released (never from inside `with_kernel`).
 pub(crate) fn block_until<R>(
+    keys: &[Key],
     deadline: Option<u64>,
     mut poll: impl FnMut(&mut Kernel, bool) -> Option<R>,
 ) -> R {
@@ -479,22 +651,29 @@ pub(crate) fn block_until<R>(
         if let Some(r) = poll(kernel, expired) {
             return r;
         }
-        guard = match deadline {
-            None => WAKE.wait(guard).unwrap_or_else(PoisonError::into_inner),
-            Some(d) => {
-                let left = Duration::from_nanos(d.saturating_sub(now).saturating_mul(100));
-                WAKE.wait_timeout(guard, left)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0
-            }
-        };
+        let left =
+            deadline.map(|d| Duration::from_nanos(d.saturating_sub(now).saturating_mul(100)));
+        guard = waits::sleep(&KERNEL, guard, kernel_waits, keys, deadline, left);
     }
 }
 
-/// Wakes every blocked model thread to re-check what it waits for. Call after changing
-/// state a waiter polls (for the I/O model: after cancelling an operation).
-pub(crate) fn wake_waiters() {
-    WAKE.notify_all();
+/// The kernel's wait queue, while a machine is booted: for [`waits::sleep`].
+pub(crate) fn kernel_waits(kernel: &mut Option<Kernel>) -> Option<&mut WaitQueue<Key>> {
+    kernel.as_mut().map(|k| &mut k.sync.waits)
+}
+
+impl Kernel {
+    /// Wakes the threads blocked on `key`. Call with the change that can end their wait
+    /// already made (in this `with_kernel` or an earlier one).
+    pub(crate) fn wake(&mut self, key: Key) {
+        self.sync.waits.wake(key);
+    }
+}
+
+/// Wakes a cancellable wait for the operation of the callback data at `data`, which the
+/// I/O model has just marked cancelled.
+pub(crate) fn wake_cancelled(data: usize) {
+    with_kernel(|k| k.wake(Key::Cancel(data)));
 }
 
 /// Tells a cancellable wait whether the operation whose callback data it was given has
@@ -506,7 +685,7 @@ impl SyncState {
     /// FltCancellableWaitFor* ask whether their callback data was cancelled (they then
     /// return STATUS_CANCELLED). Usable from inside `with_kernel`, e.g. when the first
     /// callback data is built. After marking an operation cancelled, call
-    /// [`wake_waiters`] so that a blocked wait notices. Without a probe, callback data is
+    /// [`wake_cancelled`] so that a blocked wait notices. Without a probe, callback data is
     /// never cancelled.
     pub(crate) fn set_cancel_probe(&mut self, probe: CancelProbe) {
         self.cancel_probe = Some(probe);
@@ -527,7 +706,7 @@ fn wait_for(
 ) -> NTSTATUS {
     let started = with_kernel(|k| {
         for &object in objects {
-            if let Err(message) = k.sync.check_event(api, object) {
+            if let Err(message) = k.sync.check_object(api, object, None) {
                 k.violation(api, message);
                 return None;
             }
@@ -548,7 +727,11 @@ fn wait_for(
     let Some((id, deadline)) = started else {
         return STATUS_INVALID_PARAMETER;
     };
-    block_until(deadline, |k, expired| {
+    let mut keys = vec![Key::Wait(id)];
+    if !cancel.is_null() {
+        keys.push(Key::Cancel(cancel as usize));
+    }
+    block_until(&keys, deadline, |k, expired| {
         // Only this thread removes its own waiter, so it is always there.
         let Some(pos) = k.sync.waiters.iter().position(|w| w.id == id) else {
             return Some(STATUS_TIMEOUT);
@@ -672,34 +855,28 @@ pub unsafe extern "system" fn KeInitializeEvent(event: *mut KEVENT, kind: EVENT_
     // SAFETY: the caller's contract: `event` is writable KEVENT memory.
     unsafe { event.write_unaligned(KEVENT { Header: header }) };
     with_kernel(|k| {
-        k.sync.events.insert(
+        k.sync.init_object(
             event as usize,
-            Event {
-                synchronization: kind == SynchronizationEvent,
-                signaled: state,
-            },
+            ObjectKind::Event,
+            kind == SynchronizationEvent,
+            state,
         );
-        k.sync.satisfy_waiters();
     });
-    WAKE.notify_all();
 }
 
 /// KeSetEvent: signals the event and returns its previous state.
 #[unsafe(no_mangle)]
 pub extern "system" fn KeSetEvent(event: *mut KEVENT, _increment: i32, _wait: bool) -> i32 {
     irql::check("KeSetEvent", DISPATCH_LEVEL);
-    let previous = with_kernel(|k| {
+    with_kernel(|k| {
         if let Err(message) = k.sync.check_event("KeSetEvent", event as usize) {
             k.violation("KeSetEvent", message);
             return 0;
         }
         let previous = i32::from(k.sync.is_signaled(event as usize));
-        k.sync.set_signaled(event as usize, true);
-        k.sync.satisfy_waiters();
+        k.sync.signal(event as usize);
         previous
-    });
-    WAKE.notify_all();
-    previous
+    })
 }
 
 fn reset(api: &'static str, event: usize) -> i32 {
@@ -859,7 +1036,10 @@ pub unsafe extern "system" fn KeDelayExecutionThread(
         return STATUS_INVALID_PARAMETER;
     };
     let deadline = with_kernel(|k| k.sync.clock.deadline(Some(interval)));
-    block_until(deadline, |_, expired| expired.then_some(STATUS_SUCCESS))
+    // Nothing but time ends it: no key to wake.
+    block_until(&[], deadline, |_, expired| {
+        expired.then_some(STATUS_SUCCESS)
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -984,14 +1164,15 @@ pub extern "system" fn KeAreAllApcsDisabled() -> bool {
 }
 
 /// Records a violation when the calling thread finishes a unit of work (a work item, a
-/// callback) in a state the next unit must not inherit: above PASSIVE_LEVEL, inside a
-/// critical or guarded region, or holding locks. Resets the thread and releases the
-/// locks, so that one bug is reported once and waiters do not hang the test.
-pub(crate) fn check_thread_clean(api: &'static str, what: &str) {
+/// callback, a DPC routine) in a state the next unit must not inherit: at another IRQL
+/// than `level`, the one it was called at, inside a critical or guarded region, or
+/// holding locks. Resets the thread (to PASSIVE_LEVEL) and releases the locks, so that
+/// one bug is reported once and waiters do not hang the test.
+pub(crate) fn check_thread_clean(api: &'static str, what: &str, level: u8) {
     let mut problems = Vec::new();
-    let level = irql::set(PASSIVE_LEVEL);
-    if level != PASSIVE_LEVEL {
-        problems.push(format!("at IRQL {level} instead of PASSIVE_LEVEL"));
+    let now = irql::set(PASSIVE_LEVEL);
+    if now != level {
+        problems.push(format!("at IRQL {now} instead of {}", irql::name(level)));
     }
     let critical = CRITICAL.with(|d| d.replace(0));
     if critical > 0 {
@@ -1013,7 +1194,6 @@ pub(crate) fn check_thread_clean(api: &'static str, what: &str) {
             k.violation(api, format!("{what} returned {}", problems.join("; ")));
         }
     });
-    WAKE.notify_all();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1029,7 +1209,7 @@ fn take(
     mut grant: impl FnMut(&mut SyncState, u64) -> Grant,
 ) -> bool {
     let me = current_thread();
-    let taken = block_until(None, |k, _| {
+    block_until(&[Key::Lock(lock, me)], None, |k, _| {
         let outcome = match grant(&mut k.sync, me) {
             Grant::Granted => Some(true),
             Grant::Invalid(message) => {
@@ -1042,19 +1222,33 @@ fn take(
                     Some(false)
                 }
                 None => {
-                    k.sync.blocked_on.insert(me, (lock, exclusive));
+                    if !k.sync.blocked_on.contains_key(&me) {
+                        k.sync.next_blocked += 1;
+                        let since = k.sync.next_blocked;
+                        k.sync.blocked_on.insert(
+                            me,
+                            Blocked {
+                                lock,
+                                exclusive,
+                                since,
+                            },
+                        );
+                    }
                     None
                 }
             },
         };
-        if outcome.is_some() {
-            k.sync.blocked_on.remove(&me);
+        if let Some(taken) = outcome
+            && k.sync.blocked_on.remove(&me).is_some()
+            && !taken
+        {
+            // A waiting exclusive acquirer holds back new shared ones (the grant rules);
+            // leaving without the lock may let them in. (Had it got the lock, its hold
+            // would keep them out until its release wakes them.)
+            k.sync.wake_lock(lock);
         }
         outcome
-    });
-    // A thread that stopped waiting can let the ones it held back in.
-    WAKE.notify_all();
-    taken
+    })
 }
 
 // ---------------------------------------------------------------------------------------
@@ -1152,9 +1346,9 @@ fn release_push_lock(api: &'static str, lock: usize, mode: Option<bool>, fltmgr:
                 ),
             );
         }
+        k.sync.wake_lock(lock);
         true
     });
-    WAKE.notify_all();
     if released && fltmgr {
         leave(api, &CRITICAL, "critical region");
     }
@@ -1178,6 +1372,8 @@ fn delete_push_lock(api: &'static str, lock: usize) {
             );
         }
         k.sync.push_locks.remove(&lock);
+        // A thread still waiting for it finds it gone (and says so) instead of hanging.
+        k.sync.wake_all_of_lock(lock);
     });
 }
 
@@ -1333,6 +1529,8 @@ pub extern "system" fn ExDeleteResourceLite(resource: *mut ERESOURCE) -> NTSTATU
             );
         }
         k.sync.resources.remove(&addr);
+        // A thread still waiting for it finds it gone (and says so) instead of hanging.
+        k.sync.wake_all_of_lock(addr);
         STATUS_SUCCESS
     })
 }
@@ -1381,7 +1579,7 @@ fn acquire_resource(
 fn release_resource(api: &'static str, resource: usize) -> bool {
     irql::check(api, DISPATCH_LEVEL);
     let me = current_thread();
-    let released = with_kernel(|k| {
+    with_kernel(|k| {
         let Some(r) = k.sync.resources.get_mut(&resource) else {
             k.violation(
                 api,
@@ -1395,6 +1593,7 @@ fn release_resource(api: &'static str, resource: usize) -> bool {
             *count -= 1;
             if *count == 0 {
                 r.exclusive = None;
+                k.sync.wake_lock(resource);
             }
             return true;
         }
@@ -1402,6 +1601,7 @@ fn release_resource(api: &'static str, resource: usize) -> bool {
             r.shared[pos].1 -= 1;
             if r.shared[pos].1 == 0 {
                 r.shared.remove(pos);
+                k.sync.wake_lock(resource);
             }
             return true;
         }
@@ -1413,9 +1613,7 @@ fn release_resource(api: &'static str, resource: usize) -> bool {
             ),
         );
         false
-    });
-    WAKE.notify_all();
-    released
+    })
 }
 
 /// ExAcquireResourceExclusiveLite.
@@ -1586,13 +1784,13 @@ fn release_spin_lock(api: &'static str, lock: usize, lower_to: Option<u8>) {
             k.sync.spin_locks.remove(&lock);
             // SAFETY: the KSPIN_LOCK this thread acquired; zero means free.
             unsafe { (lock as *mut usize).write(0) };
+            k.sync.wake_lock(lock);
         }
         _ => k.violation(
             api,
             format!("spin lock {lock:#x} released by a thread that does not hold it"),
         ),
     });
-    WAKE.notify_all();
     if let Some(old) = lower_to {
         if old > DISPATCH_LEVEL {
             with_kernel(|k| k.violation(api, format!("old IRQL {old} is not a saved IRQL")));
@@ -1765,13 +1963,30 @@ impl Machine {
         with_kernel(|k| {
             let ticks = u64::try_from(by.as_nanos() / 100).unwrap_or(u64::MAX);
             k.sync.clock.skew = k.sync.clock.skew.saturating_add(ticks);
+            // Timers due inside the jump expire now (their DPCs run on the DPC thread,
+            // which KeFlushQueuedDpcs waits for), and timed waits and sleeps end.
+            k.expire_timers();
+            let now = k.sync.clock.interrupt_time();
+            k.sync.waits.wake_expired(now);
         });
-        WAKE.notify_all();
     }
 
     /// The machine's system time, as KeQuerySystemTimePrecise reports it.
     pub fn system_time(&self) -> i64 {
         with_kernel(|k| k.sync.clock.system_time()) as i64
+    }
+
+    /// How many threads are asleep in this machine's kernel right now (in a wait, a
+    /// lock, a delay, or a worker waiting for work): lets a test know its threads have
+    /// all begun waiting before it signals one.
+    pub fn blocked_threads(&self) -> usize {
+        with_kernel(|k| k.sync.waits.len())
+    }
+
+    /// The model's wake-up counter ([`waits::wakeups`]): read it before and after an
+    /// action to see how many sleeping threads the action woke.
+    pub fn wakeups(&self) -> u64 {
+        waits::wakeups()
     }
 }
 
@@ -1810,7 +2025,7 @@ mod tests {
         assert!(!waiter.is_finished());
         // What the I/O model does when the operation is cancelled.
         CANCELLED.store(true, Ordering::SeqCst);
-        wake_waiters();
+        wake_cancelled(DATA);
         assert_eq!(waiter.join().unwrap(), STATUS_CANCELLED);
         // Other callback data is not cancelled.
         let timeout = -10_000i64;

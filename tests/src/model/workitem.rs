@@ -38,9 +38,10 @@ use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_FLT_DELETING_OBJECT, STATUS_INVALID_PARAMETER, STATUS_SUCCESS,
 };
 
-use super::irql::{self, DISPATCH_LEVEL};
+use super::irql::{self, DISPATCH_LEVEL, PASSIVE_LEVEL};
 use super::pool::Owner;
-use super::sync::{self, WAKE, block_until, current_thread};
+use super::sync::{self, Key, block_until, current_thread};
+use super::waits;
 use super::{KERNEL, Kernel, Machine, with_kernel};
 
 /// Worker threads per machine; enough to run a blocked item's unblocker.
@@ -188,7 +189,9 @@ pub(crate) fn drain(filter: PFLT_FILTER) {
             );
         }
     });
-    block_until(None, |k, _| (!k.work.busy_with(filter, me)).then_some(()));
+    block_until(&[Key::WorkDone], None, |k, _| {
+        (!k.work.busy_with(filter, me)).then_some(())
+    });
 }
 
 /// What FltUnregisterFilter does about work items: [`drain`], then report the items the
@@ -316,7 +319,11 @@ pub extern "system" fn FltQueueGenericWorkItem(
         if spawn {
             work.workers += 1;
         }
-        Ok(spawn.then_some(work.generation))
+        let generation = work.generation;
+        // One item, one worker: an idle one takes it, as a kernel queue readies one
+        // waiting thread per entry (a new one is started when none is idle).
+        k.sync.waits.wake_one(Key::WorkQueued);
+        Ok(spawn.then_some(generation))
     });
     match queued {
         Err(status) => status,
@@ -327,7 +334,6 @@ pub extern "system" fn FltQueueGenericWorkItem(
                     .spawn(move || worker(generation))
                     .expect("the host could not start a worker thread");
             }
-            WAKE.notify_all();
             STATUS_SUCCESS
         }
     }
@@ -380,7 +386,7 @@ fn worker(generation: u64) {
             )
         };
         RUNNING_FILTER.with(|c| c.set(None));
-        sync::check_thread_clean("FltQueueGenericWorkItem", "work routine");
+        sync::check_thread_clean("FltQueueGenericWorkItem", "work routine", PASSIVE_LEVEL);
         finished(generation, entry.item);
     }
 }
@@ -420,10 +426,14 @@ fn next_entry(generation: u64) -> Option<Entry> {
             return None;
         }
         work.idle += 1;
-        guard = WAKE
-            .wait_timeout(guard, IDLE_EXIT.saturating_sub(waited).max(MIN_NAP))
-            .unwrap_or_else(PoisonError::into_inner)
-            .0;
+        guard = waits::sleep(
+            &KERNEL,
+            guard,
+            sync::kernel_waits,
+            &[Key::WorkQueued],
+            None,
+            Some(IDLE_EXIT.saturating_sub(waited).max(MIN_NAP)),
+        );
         if let Some(k) = guard.as_mut()
             && k.work.generation == generation
         {
@@ -445,9 +455,9 @@ fn finished(generation: u64, item: PFLT_GENERIC_WORKITEM) {
                 .position(|r| r.thread == me && r.item == item)
         {
             k.work.running.remove(pos);
+            k.wake(Key::WorkDone);
         }
     }
-    WAKE.notify_all();
 }
 
 impl Machine {
@@ -455,15 +465,19 @@ impl Machine {
     /// as on a machine whose worker threads are all busy. Lets a test observe the time
     /// between queueing and running.
     pub fn hold_work_queues(&self, hold: bool) {
-        with_kernel(|k| k.work.paused = hold);
-        WAKE.notify_all();
+        with_kernel(|k| {
+            k.work.paused = hold;
+            if !hold {
+                k.wake(Key::WorkQueued);
+            }
+        });
     }
 
     /// Waits until no work item is queued or running. Panics if that takes more than a
     /// minute of machine time: a routine that never returns is a hang to report.
     pub fn idle(&self) {
         let deadline = with_kernel(|k| k.sync.clock.interrupt_time() + IDLE_LIMIT);
-        let drained = block_until(Some(deadline), |k, expired| {
+        let drained = block_until(&[Key::WorkDone], Some(deadline), |k, expired| {
             if k.work.is_idle() {
                 Some(true)
             } else {
@@ -522,8 +536,10 @@ mod tests {
         assert_eq!(status, STATUS_SUCCESS);
         let release = std::thread::spawn(|| {
             std::thread::sleep(Duration::from_millis(30));
-            with_kernel(|k| k.work.paused = false);
-            WAKE.notify_all();
+            with_kernel(|k| {
+                k.work.paused = false;
+                k.wake(Key::WorkQueued);
+            });
         });
         unregister(filter);
         assert!(
