@@ -29,6 +29,7 @@ use windows_sys::Win32::Foundation::{
 use windows_sys::Win32::System::Kernel::LIST_ENTRY;
 
 use super::file::Fo;
+use super::layout::FLT_IO_PARAMETER_BLOCK;
 use super::placeholder::{self, StreamRef};
 use super::status::nt_success;
 use super::{disguise, hydrate, providers};
@@ -72,8 +73,9 @@ pub(super) unsafe extern "system" fn pre_fs_control(
     if data.Flags & FLTFL_CALLBACK_DATA_IRP_OPERATION == 0 {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     }
-    // SAFETY: Iopb points at the operation's parameter block, valid during the callback.
-    let Some(iopb) = (unsafe { data.Iopb.as_ref() }) else {
+    // SAFETY: Iopb points at the operation's parameter block, valid during the callback,
+    // laid out as fltKernel.h declares it (nt::layout).
+    let Some(iopb) = (unsafe { data.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>().as_ref() }) else {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     };
     if iopb.MinorFunction != IRP_MN_USER_FS_REQUEST {
@@ -225,8 +227,9 @@ fn is_directory(fo: &Fo) -> bool {
 
 /// The read an operation asks for, as (offset, length).
 fn read_of(data: &FLT_CALLBACK_DATA) -> Option<(u64, u64)> {
-    // SAFETY: Iopb points at the operation's parameter block, valid during the operation.
-    let iopb = unsafe { data.Iopb.as_ref() }?;
+    // SAFETY: Iopb points at the operation's parameter block, valid during the operation,
+    // laid out as fltKernel.h declares it (nt::layout).
+    let iopb = unsafe { data.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>().as_ref() }?;
     // SAFETY: IRP_MJ_READ: the union holds the read parameters.
     let read = unsafe { iopb.Parameters.Read };
     let offset = u64::try_from(read.ByteOffset).unwrap_or(0);
@@ -303,7 +306,7 @@ pub(super) unsafe extern "system" fn pre_read(
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     }
     // SAFETY: Iopb is valid during the operation (read_of succeeded).
-    let irp_flags = unsafe { (*data_ref.Iopb).IrpFlags };
+    let irp_flags = unsafe { (*data_ref.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>()).IrpFlags };
     if irp_flags & IRP_PAGING_IO != 0 {
         return complete(data_ref, PAGING_READ_OF_MISSING_DATA);
     }
@@ -428,7 +431,8 @@ fn target_file_object(data: *const FLT_CALLBACK_DATA) -> usize {
         return 0;
     };
     // SAFETY: its parameter block, valid during the operation.
-    unsafe { data.Iopb.as_ref() }.map_or(0, |i| i.TargetFileObject as usize)
+    unsafe { data.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>().as_ref() }
+        .map_or(0, |i| i.TargetFileObject as usize)
 }
 
 /// A file name from FltGetFileNameInformation, released on drop.

@@ -15,17 +15,17 @@
 use std::ffi::c_void;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
+use cloudflt_driver::nt::layout::{FLT_IO_PARAMETER_BLOCK, FLT_PARAMETERS};
 use windows_sys::Wdk::Foundation::FILE_OBJECT;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FLT_CALLBACK_DATA, FLT_IO_PARAMETER_BLOCK, FLT_PARAMETERS, FLT_POSTOP_DISALLOW_FSFILTER_IO,
-    FLT_POSTOP_FINISHED_PROCESSING, FLT_POSTOP_MORE_PROCESSING_REQUIRED, FLT_PREOP_CALLBACK_STATUS,
-    FLT_PREOP_COMPLETE, FLT_PREOP_DISALLOW_FASTIO, FLT_PREOP_DISALLOW_FSFILTER_IO,
-    FLT_PREOP_PENDING, FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_PREOP_SUCCESS_WITH_CALLBACK,
-    FLT_PREOP_SYNCHRONIZE, FLT_RELATED_OBJECTS, FLTFL_CALLBACK_DATA_DIRTY,
-    FLTFL_CALLBACK_DATA_FAST_IO_OPERATION, FLTFL_CALLBACK_DATA_FS_FILTER_OPERATION,
-    FLTFL_CALLBACK_DATA_GENERATED_IO, FLTFL_CALLBACK_DATA_IRP_OPERATION,
-    FLTFL_CALLBACK_DATA_POST_OPERATION, FLTFL_CALLBACK_DATA_REISSUED_IO,
-    FLTFL_OPERATION_REGISTRATION_SKIP_CACHED_IO,
+    FLT_CALLBACK_DATA, FLT_POSTOP_DISALLOW_FSFILTER_IO, FLT_POSTOP_FINISHED_PROCESSING,
+    FLT_POSTOP_MORE_PROCESSING_REQUIRED, FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_COMPLETE,
+    FLT_PREOP_DISALLOW_FASTIO, FLT_PREOP_DISALLOW_FSFILTER_IO, FLT_PREOP_PENDING,
+    FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_PREOP_SUCCESS_WITH_CALLBACK, FLT_PREOP_SYNCHRONIZE,
+    FLT_RELATED_OBJECTS, FLTFL_CALLBACK_DATA_DIRTY, FLTFL_CALLBACK_DATA_FAST_IO_OPERATION,
+    FLTFL_CALLBACK_DATA_FS_FILTER_OPERATION, FLTFL_CALLBACK_DATA_GENERATED_IO,
+    FLTFL_CALLBACK_DATA_IRP_OPERATION, FLTFL_CALLBACK_DATA_POST_OPERATION,
+    FLTFL_CALLBACK_DATA_REISSUED_IO, FLTFL_OPERATION_REGISTRATION_SKIP_CACHED_IO,
     FLTFL_OPERATION_REGISTRATION_SKIP_NON_CACHED_NON_PAGING_IO,
     FLTFL_OPERATION_REGISTRATION_SKIP_PAGING_IO, IRP_MJ_QUERY_OPEN,
     PFLT_COMPLETE_CANCELED_CALLBACK, PFLT_FILTER, PFLT_INSTANCE, PFLT_POST_OPERATION_CALLBACK,
@@ -108,7 +108,10 @@ pub(crate) struct Completion {
     pub(crate) refused: bool,
 }
 
-/// The callback data and what hangs off it, in one allocation FltMgr would make.
+/// The callback data and what hangs off it, in one allocation FltMgr would make. The
+/// parameter block has the layout of 64-bit `fltKernel.h` (the driver's `nt::layout`), not
+/// windows-sys's, which drops POINTER_ALIGNMENT: a filter reading a parameter at the wrong
+/// offset reads the wrong bytes here, as it would on Windows.
 #[repr(C)]
 pub(crate) struct Cbd {
     pub(crate) data: FLT_CALLBACK_DATA,
@@ -245,7 +248,7 @@ pub(crate) fn dispatch(req: &Request, fs: FileSystem) -> Completion {
     };
     cbd.data.Flags = flags;
     cbd.data.Thread = thread_object();
-    cbd.data.Iopb = &cbd.iopb;
+    cbd.data.Iopb = std::ptr::from_ref(&cbd.iopb).cast();
     cbd.data.RequestorMode = req.requestor_mode;
     cbd.data.IoStatus = status_block(STATUS_SUCCESS, 0);
     let addr = std::ptr::from_ref::<Cbd>(&cbd) as usize;
