@@ -37,7 +37,7 @@ use windows_sys::Win32::Foundation::{
 };
 use windows_sys::Win32::System::IO::{IO_STATUS_BLOCK, IO_STATUS_BLOCK_0};
 
-use super::irql::{self, DISPATCH_LEVEL, PASSIVE_LEVEL};
+use super::irql::{self, APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
 use super::ntfs::OpenReparseEntry;
 use super::process;
 use super::with_kernel;
@@ -170,8 +170,8 @@ pub(crate) struct OpState {
     pub(crate) cancel_routine: PFLT_COMPLETE_CANCELED_CALLBACK,
     /// FltCbdq this operation sits in, if any (cbdq.rs).
     pub(crate) queued_in: Option<usize>,
-    /// OPEN_REPARSE_LIST entries added with FltAddOpenReparseEntry.
-    pub(crate) open_reparse: Vec<OpenReparseEntry>,
+    /// OPEN_REPARSE_LIST entries added with FltAddOpenReparseEntry and not removed yet.
+    pub(crate) open_reparse: Vec<LinkedEntry>,
     /// Set by FltReissueSynchronousIo: the file system is to be called again.
     pub(crate) reissue: bool,
     /// Who answers when FltMgr lets the operation through (again, on reissue).
@@ -201,6 +201,18 @@ pub(crate) struct LockedMdl {
 // SAFETY: the MDL's pointers describe the operation's own buffer; the model only touches
 // them under its kernel lock or from the issuing thread.
 unsafe impl Send for LockedMdl {}
+
+/// An OPEN_REPARSE_LIST_ENTRY FltAddOpenReparseEntry put into a create.
+#[derive(Clone, Copy)]
+pub(crate) struct LinkedEntry {
+    /// The caller's entry: FltMgr links the caller's memory, and FltRemoveOpenReparseEntry
+    /// takes the same pointer back.
+    pub(crate) ptr: usize,
+    /// The filter that added it (FltMgr references it for the entry's lifetime).
+    pub(crate) filter: PFLT_FILTER,
+    /// What the file system matches reparse points against.
+    pub(crate) entry: OpenReparseEntry,
+}
 
 /// One filter instance an operation passes through.
 #[derive(Clone, Copy)]
@@ -507,7 +519,7 @@ fn call_file_system(cbd: &mut Cbd, addr: usize, fs: FileSystem) {
     set_stage(addr, Stage::FileSystem, 0);
     let call = with_kernel(|k| {
         k.io.ops.get(&addr).map(|o| FsCall {
-            open_reparse: o.open_reparse.clone(),
+            open_reparse: o.open_reparse.iter().map(|l| l.entry).collect(),
         })
     });
     let Some(call) = call else { return };
@@ -944,7 +956,7 @@ pub extern "system" fn FltGetRequestorProcessIdEx(data: *const FLT_CALLBACK_DATA
 /// `entry` must point to an OPEN_REPARSE_LIST_ENTRY.
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn FltAddOpenReparseEntry(
-    _filter: PFLT_FILTER,
+    filter: PFLT_FILTER,
     data: *const FLT_CALLBACK_DATA,
     entry: *const OPEN_REPARSE_LIST_ENTRY,
 ) -> NTSTATUS {
@@ -978,16 +990,61 @@ pub unsafe extern "system" fn FltAddOpenReparseEntry(
         if usize::from(entry.Size) < std::mem::size_of::<OPEN_REPARSE_LIST_ENTRY>() {
             return STATUS_INVALID_PARAMETER;
         }
-        if op.open_reparse.iter().any(|e| e.tag == entry.ReparseTag) {
+        if op
+            .open_reparse
+            .iter()
+            .any(|e| e.entry.tag == entry.ReparseTag)
+        {
             return windows_sys::Win32::Foundation::STATUS_OBJECT_NAME_COLLISION;
         }
-        op.open_reparse.push(OpenReparseEntry {
-            tag: entry.ReparseTag,
-            flags: entry.Flags,
-            guid: (entry.ReparseTag & 0x8000_0000 == 0).then_some(g),
+        op.open_reparse.push(LinkedEntry {
+            ptr: std::ptr::from_ref(entry) as usize,
+            filter,
+            entry: OpenReparseEntry {
+                tag: entry.ReparseTag,
+                flags: entry.Flags,
+                guid: (entry.ReparseTag & 0x8000_0000 == 0).then_some(g),
+            },
         });
         STATUS_SUCCESS
     })
+}
+
+/// FltRemoveOpenReparseEntry: takes an entry FltAddOpenReparseEntry added back out of the
+/// create, at IRQL <= APC_LEVEL. "OpenReparseEntry must be an entry added by
+/// FltAddOpenReparseEntry. All other entries are not valid": anything else, or an entry
+/// removed twice, is reported.
+#[unsafe(no_mangle)]
+pub extern "system" fn FltRemoveOpenReparseEntry(
+    filter: PFLT_FILTER,
+    data: *const FLT_CALLBACK_DATA,
+    entry: *const OPEN_REPARSE_LIST_ENTRY,
+) {
+    irql::check("FltRemoveOpenReparseEntry", APC_LEVEL);
+    let Some(addr) = live("FltRemoveOpenReparseEntry", data) else {
+        return;
+    };
+    with_kernel(|k| {
+        let Some(op) = k.io.ops.get_mut(&addr) else {
+            return;
+        };
+        let Some(at) = op.open_reparse.iter().position(|l| l.ptr == entry as usize) else {
+            k.violation(
+                "FltRemoveOpenReparseEntry",
+                format!(
+                    "{entry:p} is not an entry FltAddOpenReparseEntry added to this create (or it was removed already)"
+                ),
+            );
+            return;
+        };
+        let linked = op.open_reparse.remove(at);
+        if linked.filter != filter {
+            k.violation(
+                "FltRemoveOpenReparseEntry",
+                "removed an entry another filter added",
+            );
+        }
+    });
 }
 
 /// FltReissueSynchronousIo: sends the operation to the file system again, from a
