@@ -24,6 +24,8 @@ pub const fn tag(name: &[u8; 4]) -> u32 {
 pub(crate) const TAG_DRIVER: u32 = tag(b"CFdr");
 /// A provider connection.
 pub(crate) const TAG_CONNECTION: u32 = tag(b"CFcn");
+/// The OPEN_REPARSE_LIST_ENTRY a create carries from pre- to post-create.
+pub(crate) const TAG_OPEN_REPARSE: u32 = tag(b"CFor");
 
 /// An owned `T` in non-paged pool, freed with its tag on drop.
 ///
