@@ -652,7 +652,12 @@ fn fs_create(cbd: &mut Cbd, op: &FsCall) -> (NTSTATUS, usize) {
         let Some(v) = k.volumes.iter_mut().find(|v| v.handle == volume) else {
             return (STATUS_INVALID_PARAMETER, 0);
         };
-        match v.fs.create(&request) {
+        let mut encountered = Vec::new();
+        let outcome = v.fs.create_noting_encounters(&request, &mut encountered);
+        for ptr in encountered.iter().filter_map(|&i| op.entries.get(i)) {
+            io::mark_encountered(k, *ptr);
+        }
+        match outcome {
             Ok(CreateOutcome::Opened {
                 open,
                 id,
@@ -1012,6 +1017,7 @@ fn fs_read(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
             cbd,
             &FsCall {
                 open_reparse: Vec::new(),
+                entries: Vec::new(),
             },
         );
     }
