@@ -387,3 +387,32 @@ fn the_driver_keeps_its_entry_in_pool_until_post_create_removes_and_frees_it() {
     assert_eq!(machine.unload_driver(), STATUS_SUCCESS);
     machine.assert_clean();
 }
+
+#[test]
+fn without_pool_for_its_entry_the_driver_lets_the_create_go_down_without_one() {
+    use cloudflt_proto::reparse::{GUID, TAG};
+    let mut machine = Machine::boot(&[VolumeConfig::ntfs(1)]);
+    let app = machine.spawn_process(
+        "\\Device\\HarddiskVolume1\\app.exe",
+        PHCM_APPLICATION_DEFAULT,
+        false,
+    );
+    reparse_point(app, "C:\\placeholder", TAG, GUID);
+    assert_eq!(
+        machine.load_driver(cloudflt_driver::nt::driver_entry),
+        STATUS_SUCCESS
+    );
+    // The entry is the create's first allocation: without it NTFS stops at the tag, as
+    // it does without the driver, and nothing is leaked.
+    machine.fail_allocation(1);
+    assert_eq!(
+        open(app, "C:\\placeholder").err(),
+        Some(STATUS_IO_REPARSE_TAG_NOT_HANDLED)
+    );
+    assert_eq!(machine.pool_bytes(*b"CFor"), 0);
+    let h = open(app, "C:\\placeholder").expect("with pool back, it opens");
+    files::close(h);
+    machine.assert_clean();
+    assert_eq!(machine.unload_driver(), STATUS_SUCCESS);
+    machine.assert_clean();
+}
