@@ -8,7 +8,7 @@
 //! `DECLSPEC_ALIGN(8)` on 64-bit targets (and nothing on 32-bit ones): such a member starts
 //! on the next 8-byte boundary even when it is a 4-byte ULONG. windows-sys 0.61 drops the
 //! attribute (microsoft/windows-rs#3525, microsoft/wdkmetadata#88, both open) and also
-//! declares several arms `packed(4)`, a pragma the header applies to 32-bit targets only.
+//! declares several arms `packed(4)`, a pragma no 64-bit target gets (see below).
 //! Every arm with such a member is laid out wrong there: Read.ByteOffset at +8 instead of
 //! +16, QueryFileInformation.InfoBuffer at +8 instead of +16, QueryDirectory's
 //! DirectoryBuffer and MdlAddress at +24/+32 instead of +32/+40, and so on. The driver reads
@@ -27,9 +27,12 @@
 //! compare blocks byte for byte. Arms whose C declaration contains an aligned member are
 //! `align(8)` like their C counterparts. Only x64 and arm64 are targets: the layout is
 //! checked below for 64-bit pointers, and the module refuses to build for anything else.
-//! `fltKernel.h` applies `pshpack4.h` to this union only on 32-bit targets (its guard
-//! names the 64-bit architectures), so on x64 and arm64 the other members keep their
-//! natural alignment.
+//! The other members keep their natural alignment on both: `fltKernel.h` wraps the union
+//! in `pshpack4.h` behind the same kind of architecture guard as `wdm.h` puts around
+//! IO_STACK_LOCATION, and the public x64 and arm64 symbols of ntoskrnl show that
+//! structure unpacked (its QueryDirectory.FileName 8 bytes after Length, not 4). The
+//! header copies at hand are older than arm64 and name only `_AMD64_` and `_IA64_` in the
+//! guard; windows-sys's `packed(4)` arms look like that branch taken for every target.
 //!
 //! The arms are the ones the driver or the model reads or writes, plus `Others`, the
 //! arm that sizes the union (48 bytes on 64-bit targets). The C arms are anonymous
@@ -45,22 +48,26 @@
 //! of DirectoryBuffer is exactly the same as that for QueryDirectory", +32); the
 //! AcquireForSectionSynchronization page marks PageProtection aligned, the header does not
 //! (FsRtl passes it on from FS_FILTER_PARAMETERS, whose PageProtection is at +4). The
-//! x64 offsets of the IRP-based arms agree with the public symbols of IO_STACK_LOCATION,
-//! whose Parameters union has the same aligned members.
+//! offsets of the IRP-based arms agree with the public x64 and arm64 symbols of
+//! IO_STACK_LOCATION, whose Parameters union has the same aligned members (Read.ByteOffset
+//! 16 bytes in, QueryDirectory.FileIndex 24, FileSystemControl's buffer 24).
 //!
 //! # The other structures the driver reads or the model builds
 //!
 //! Checked for `POINTER_ALIGNMENT` / `DECLSPEC_ALIGN` in their declarations (`fltKernel.h`,
 //! `wdm.h`, `ntifs.h`): FLT_CALLBACK_DATA, FLT_RELATED_OBJECTS, FLT_REGISTRATION,
 //! FLT_OPERATION_REGISTRATION, FLT_CONTEXT_REGISTRATION, FLT_FILE_NAME_INFORMATION,
-//! OPEN_REPARSE_LIST_ENTRY, IO_STATUS_BLOCK, UNICODE_STRING, MDL, KSPIN_LOCK_QUEUE /
+//! FLT_CALLBACK_DATA_QUEUE / IO_CSQ, OPEN_REPARSE_LIST_ENTRY, IO_STATUS_BLOCK,
+//! IO_SECURITY_CONTEXT, FILE_OBJECT, UNICODE_STRING, MDL, KSPIN_LOCK_QUEUE /
 //! KLOCK_QUEUE_HANDLE, FILE_BASIC_INFORMATION, FILE_STANDARD_INFORMATION,
 //! FILE_ATTRIBUTE_TAG_INFORMATION, FILE_END_OF_FILE_INFORMATION,
 //! FILE_ZERO_DATA_INFORMATION, FILE_FS_ATTRIBUTE_INFORMATION. None carries either
 //! attribute, nor a packing pragma on 64-bit targets, so windows-sys's definitions are
 //! used for them; their documented 64-bit offsets and sizes are asserted at the bottom of
-//! this module, so a windows-sys that changed them would not build. Only FLT_PARAMETERS
-//! (and FLT_IO_PARAMETER_BLOCK, which embeds it) is affected.
+//! this module, so a windows-sys that changed them would not build. IRP and
+//! DEVICE_OBJECT are `DECLSPEC_ALIGN(MEMORY_ALLOCATION_ALIGNMENT)`, but only pointers to
+//! them pass through the driver and the model, which never lay one out. Only
+//! FLT_PARAMETERS (and FLT_IO_PARAMETER_BLOCK, which embeds it) is affected.
 
 #![forbid(unsafe_code)]
 // The two documented structures keep their C names, and every member its header name, so
@@ -585,10 +592,11 @@ mod checks {
     // documented 64-bit offsets.
     mod sys {
         use core::mem::{offset_of, size_of};
-        use windows_sys::Wdk::Foundation::MDL;
+        use windows_sys::Wdk::Foundation::{FILE_OBJECT, IO_SECURITY_CONTEXT, MDL};
         use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-            FLT_CALLBACK_DATA, FLT_CONTEXT_REGISTRATION, FLT_FILE_NAME_INFORMATION,
-            FLT_OPERATION_REGISTRATION, FLT_REGISTRATION, FLT_RELATED_OBJECTS,
+            FLT_CALLBACK_DATA, FLT_CALLBACK_DATA_QUEUE, FLT_CONTEXT_REGISTRATION,
+            FLT_FILE_NAME_INFORMATION, FLT_OPERATION_REGISTRATION, FLT_REGISTRATION,
+            FLT_RELATED_OBJECTS,
         };
         use windows_sys::Wdk::Storage::FileSystem::{
             FILE_BASIC_INFORMATION, FILE_FS_ATTRIBUTE_INFORMATION, FILE_STANDARD_INFORMATION,
@@ -654,6 +662,22 @@ mod checks {
             assert!(offset_of!(OPEN_REPARSE_LIST_ENTRY, Size) == 40);
             assert!(offset_of!(OPEN_REPARSE_LIST_ENTRY, RemainingLength) == 42);
             assert!(size_of::<OPEN_REPARSE_LIST_ENTRY>() == 48);
+
+            assert!(offset_of!(FLT_CALLBACK_DATA_QUEUE, Flags) == 64);
+            assert!(offset_of!(FLT_CALLBACK_DATA_QUEUE, Instance) == 72);
+            assert!(offset_of!(FLT_CALLBACK_DATA_QUEUE, CompleteCanceledIo) == 120);
+            assert!(size_of::<FLT_CALLBACK_DATA_QUEUE>() == 128);
+
+            assert!(offset_of!(FILE_OBJECT, FsContext) == 0x18);
+            assert!(offset_of!(FILE_OBJECT, FsContext2) == 0x20);
+            assert!(offset_of!(FILE_OBJECT, Flags) == 0x50);
+            assert!(offset_of!(FILE_OBJECT, FileName) == 0x58);
+            assert!(offset_of!(FILE_OBJECT, CurrentByteOffset) == 0x68);
+            assert!(size_of::<FILE_OBJECT>() == 0xd8);
+
+            assert!(offset_of!(IO_SECURITY_CONTEXT, DesiredAccess) == 16);
+            assert!(offset_of!(IO_SECURITY_CONTEXT, FullCreateOptions) == 20);
+            assert!(size_of::<IO_SECURITY_CONTEXT>() == 24);
 
             assert!(offset_of!(IO_STATUS_BLOCK, Information) == 8);
             assert!(size_of::<IO_STATUS_BLOCK>() == 16);
