@@ -5,6 +5,7 @@
 
 use std::sync::atomic::{AtomicIsize, AtomicU8, Ordering};
 
+use cloudflt_driver::nt::layout::FLT_IO_PARAMETER_BLOCK;
 use cloudflt_tests::model::files::{self, OpenParams};
 use cloudflt_tests::model::fltio::{FltLockUserBuffer, MmMapLockedPagesSpecifyCache};
 use cloudflt_tests::model::fltmgr::{FltRegisterFilter, FltStartFiltering, FltUnregisterFilter};
@@ -49,7 +50,7 @@ unsafe extern "system" fn post_directory(
     _: u32,
 ) -> FLT_POSTOP_CALLBACK_STATUS {
     // SAFETY: the callback data FltMgr passed.
-    let iopb = unsafe { (*data).Iopb };
+    let iopb = unsafe { (*data).Iopb }.cast::<FLT_IO_PARAMETER_BLOCK>();
     // SAFETY: its parameter block.
     let parameters = unsafe { (*iopb).Parameters };
     // SAFETY: IRP_MJ_DIRECTORY_CONTROL: the union holds the directory-control parameters.

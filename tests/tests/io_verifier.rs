@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicIsize, AtomicU8, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use cloudflt_driver::nt::layout::FLT_IO_PARAMETER_BLOCK;
 use cloudflt_tests::model::cbdq::{FltCbdqInitialize, FltCbdqInsertIo, FltCbdqRemoveNextIo};
 use cloudflt_tests::model::files::{self, Handle, IoMode, OpenParams};
 use cloudflt_tests::model::fltio::{
@@ -22,7 +23,7 @@ use cloudflt_tests::model::process::{self, PHCM_APPLICATION_DEFAULT};
 use cloudflt_tests::model::{Machine, Violation, VolumeConfig};
 use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FLT_CALLBACK_DATA, FLT_CALLBACK_DATA_QUEUE, FLT_FILE_NAME_INFORMATION, FLT_IO_PARAMETER_BLOCK,
+    FLT_CALLBACK_DATA, FLT_CALLBACK_DATA_QUEUE, FLT_FILE_NAME_INFORMATION,
     FLT_OPERATION_REGISTRATION, FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_FINISHED_PROCESSING,
     FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_COMPLETE, FLT_PREOP_DISALLOW_FASTIO, FLT_PREOP_PENDING,
     FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_PREOP_SUCCESS_WITH_CALLBACK, FLT_PREOP_SYNCHRONIZE,
@@ -85,8 +86,9 @@ const FILE_OPEN_REPARSE_POINT: u32 = 0x0020_0000;
 unsafe fn iopb<'a>(data: *const FLT_CALLBACK_DATA) -> &'a mut FLT_IO_PARAMETER_BLOCK {
     // SAFETY: per the contract.
     let iopb = unsafe { (*data).Iopb };
-    // SAFETY: FltMgr's parameter block, which a filter may edit (then marks it dirty).
-    unsafe { &mut *iopb.cast_mut() }
+    // SAFETY: FltMgr's parameter block (laid out as fltKernel.h declares it), which a filter
+    // may edit (then marks it dirty).
+    unsafe { &mut *iopb.cast_mut().cast::<FLT_IO_PARAMETER_BLOCK>() }
 }
 
 fn status_of(data: *mut FLT_CALLBACK_DATA, status: NTSTATUS) {

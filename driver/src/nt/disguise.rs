@@ -33,13 +33,12 @@ use super::ntos::{
 };
 use windows_sys::Wdk::Storage::FileSystem::FILE_OPEN;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FLT_CALLBACK_DATA, FLT_IO_PARAMETER_BLOCK, FLT_PARAMETERS_11_0, FLT_POSTOP_CALLBACK_STATUS,
-    FLT_POSTOP_DISALLOW_FSFILTER_IO, FLT_POSTOP_FINISHED_PROCESSING, FLT_PREOP_CALLBACK_STATUS,
-    FLT_PREOP_DISALLOW_FASTIO, FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_PREOP_SUCCESS_WITH_CALLBACK,
-    FLT_PREOP_SYNCHRONIZE, FLT_RELATED_OBJECTS, FLTFL_CALLBACK_DATA_FAST_IO_OPERATION,
-    FLTFL_CALLBACK_DATA_IRP_OPERATION, FLTFL_POST_OPERATION_DRAINING, FltGetRequestorProcessId,
-    FltGetStreamHandleContext, FltLockUserBuffer, FltReleaseContext, FltSetCallbackDataDirty,
-    PFLT_CONTEXT,
+    FLT_CALLBACK_DATA, FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_DISALLOW_FSFILTER_IO,
+    FLT_POSTOP_FINISHED_PROCESSING, FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_DISALLOW_FASTIO,
+    FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_PREOP_SUCCESS_WITH_CALLBACK, FLT_PREOP_SYNCHRONIZE,
+    FLT_RELATED_OBJECTS, FLTFL_CALLBACK_DATA_FAST_IO_OPERATION, FLTFL_CALLBACK_DATA_IRP_OPERATION,
+    FLTFL_POST_OPERATION_DRAINING, FltGetRequestorProcessId, FltGetStreamHandleContext,
+    FltLockUserBuffer, FltReleaseContext, FltSetCallbackDataDirty, PFLT_CONTEXT,
 };
 use windows_sys::Wdk::System::SystemServices::{
     IRP_MN_QUERY_DIRECTORY, MdlMappingNoExecute, MmCached, MmMapLockedPagesSpecifyCache,
@@ -58,6 +57,7 @@ use core::ptr::NonNull;
 
 use super::context::StreamHandleContext;
 use super::file::{Fo, Kind, OwnedFile};
+use super::layout::{FLT_IO_PARAMETER_BLOCK, QueryDirectoryParameters};
 use super::ops::NameInfo;
 use super::placeholder;
 use super::providers;
@@ -272,8 +272,9 @@ unsafe fn completed<'a>(
     if !nt_success(status) && status != STATUS_BUFFER_OVERFLOW {
         return None;
     }
-    // SAFETY: its parameter block, valid during the callback.
-    let iopb = *unsafe { d.Iopb.as_ref() }?;
+    // SAFETY: its parameter block, valid during the callback, laid out as fltKernel.h
+    // declares it (nt::layout).
+    let iopb = *unsafe { d.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>().as_ref() }?;
     Some((d, iopb))
 }
 
@@ -308,8 +309,9 @@ pub(super) unsafe extern "system" fn pre_directory_control(
     let Some(d) = (unsafe { data.as_ref() }) else {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     };
-    // SAFETY: its parameter block, valid during the callback.
-    let Some(iopb) = (unsafe { d.Iopb.as_ref() }) else {
+    // SAFETY: its parameter block, valid during the callback, laid out as fltKernel.h
+    // declares it (nt::layout).
+    let Some(iopb) = (unsafe { d.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>().as_ref() }) else {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     };
     if !is_irp(d) || u32::from(iopb.MinorFunction) != IRP_MN_QUERY_DIRECTORY {
@@ -406,7 +408,7 @@ const KERNEL_MODE: i8 = 0;
 /// pages at any moment, and Rust has no exception guard for the fault. A kernel-mode
 /// caller's buffer without an MDL is a system address already. `None` when neither exists
 /// or the mapping fails.
-fn listing_buffer(requestor_mode: i8, q: &FLT_PARAMETERS_11_0) -> Option<&'static mut [u8]> {
+fn listing_buffer(requestor_mode: i8, q: &QueryDirectoryParameters) -> Option<&'static mut [u8]> {
     let length = q.Length as usize;
     let address = match NonNull::new(q.MdlAddress) {
         Some(mdl) => {
@@ -550,8 +552,9 @@ pub(super) unsafe extern "system" fn pre_query_information(
     let Some(d) = (unsafe { data.as_ref() }) else {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     };
-    // SAFETY: its parameter block, valid during the callback.
-    let Some(iopb) = (unsafe { d.Iopb.as_ref() }) else {
+    // SAFETY: its parameter block, valid during the callback, laid out as fltKernel.h
+    // declares it (nt::layout).
+    let Some(iopb) = (unsafe { d.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>().as_ref() }) else {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     };
     // SAFETY: QUERY_INFORMATION: the union holds its parameters.

@@ -5,9 +5,12 @@
 //! driver's lifetime (DriverEntry, unload, teardown), `instance` the volume attachment,
 //! `port` the communication port, `context` the FltMgr contexts, `ops` the I/O
 //! callbacks, `pool` tagged non-paged allocations. [`status`] is the one table from
-//! engine and proto errors to NTSTATUS.
+//! engine and proto errors to NTSTATUS. [`layout`] defines the parameter block FltMgr
+//! passes every callback (windows-sys lays it out wrong); the kernel model builds it
+//! from the same definitions.
 
 pub mod filter;
+pub mod layout;
 pub mod status;
 
 mod context;

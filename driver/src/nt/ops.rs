@@ -16,7 +16,7 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_PREOP_SYNCHRONIZE, FLTFL_CALLBACK_DATA_FAST_IO_OPERATION, FLTFL_POST_OPERATION_DRAINING,
     FltAddOpenReparseEntry, FltGetFileNameInformation, FltGetInstanceContext,
     FltGetRequestorProcess, FltGetRequestorProcessId, FltIsDirectory,
-    FltReleaseFileNameInformation, PFLT_CONTEXT,
+    FltReleaseFileNameInformation, FltRemoveOpenReparseEntry, PFLT_CONTEXT,
 };
 use windows_sys::Wdk::Storage::FileSystem::{OPEN_REPARSE_LIST_ENTRY, SeLocateProcessImageName};
 use windows_sys::Wdk::System::SystemServices::{ExFreePool, IRP_PAGING_IO};
@@ -31,7 +31,9 @@ use core::ptr::NonNull;
 
 use super::context::InstanceContext;
 use super::file::Fo;
+use super::layout::FLT_IO_PARAMETER_BLOCK;
 use super::placeholder::{self, StreamRef};
+use super::pool::{PoolBox, TAG_OPEN_REPARSE};
 use super::status::nt_success;
 use super::{disguise, hydrate, providers};
 use crate::engine::policy::{self, Policy};
@@ -74,8 +76,9 @@ pub(super) unsafe extern "system" fn pre_fs_control(
     if data.Flags & FLTFL_CALLBACK_DATA_IRP_OPERATION == 0 {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     }
-    // SAFETY: Iopb points at the operation's parameter block, valid during the callback.
-    let Some(iopb) = (unsafe { data.Iopb.as_ref() }) else {
+    // SAFETY: Iopb points at the operation's parameter block, valid during the callback,
+    // laid out as fltKernel.h declares it (nt::layout).
+    let Some(iopb) = (unsafe { data.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>().as_ref() }) else {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     };
     if iopb.MinorFunction != IRP_MN_USER_FS_REQUEST {
@@ -138,43 +141,101 @@ fn open_reparse_entry() -> OPEN_REPARSE_LIST_ENTRY {
 /// PreOperation of CREATE: adds cloudflt's open-reparse entry, so NTFS opens a
 /// placeholder instead of returning STATUS_REPARSE.
 ///
+/// FltAddOpenReparseEntry links the caller's entry itself into the create's ECP list; the
+/// file system reads it, and sets OPEN_REPARSE_POINT_TAG_ENCOUNTERED in it, after this
+/// frame is gone, and FltRemoveOpenReparseEntry takes the same pointer. So the entry lives
+/// in pool for the length of the create: it is the completion context, and
+/// [`post_create`], which FltMgr calls for every FLT_PREOP_SUCCESS_WITH_CALLBACK (when it
+/// drains the instance too), removes and frees it.
+///
 /// # Safety
 /// Called by FltMgr with valid callback data.
 pub(super) unsafe extern "system" fn pre_create(
     data: *mut FLT_CALLBACK_DATA,
     objects: *const FLT_RELATED_OBJECTS,
-    _completion_context: *mut *mut core::ffi::c_void,
+    completion_context: *mut *mut core::ffi::c_void,
 ) -> FLT_PREOP_CALLBACK_STATUS {
     // SAFETY: FltMgr passes valid related objects for the duration of the call.
     let Some(objects) = (unsafe { objects.as_ref() }) else {
         return FLT_PREOP_SUCCESS_WITH_CALLBACK;
     };
-    let entry = open_reparse_entry();
-    // SAFETY: a pre-create at PASSIVE_LEVEL; FltMgr copies the entry.
-    let status = unsafe { FltAddOpenReparseEntry(objects.Filter, data, &entry) };
+    let Some(entry) = PoolBox::try_new(open_reparse_entry(), TAG_OPEN_REPARSE) else {
+        // No pool for the entry: the create goes down as if the driver had added none,
+        // which is how it goes without the driver. An open that meets a placeholder then
+        // stops at it with STATUS_REPARSE on cloudflt's tag, which the I/O manager has no
+        // handler for, so the caller's open fails with STATUS_IO_REPARSE_TAG_NOT_HANDLED
+        // (a retry can succeed once pool is back); opens that meet no placeholder are not
+        // affected.
+        return FLT_PREOP_SUCCESS_WITH_CALLBACK;
+    };
+    let entry = PoolBox::into_raw(entry);
+    // SAFETY: a pre-create at PASSIVE_LEVEL; `entry` is a pool allocation that stays valid
+    // until post_create (or the failure paths below) removes and frees it.
+    let status = unsafe { FltAddOpenReparseEntry(objects.Filter, data, entry.as_ptr()) };
     if !nt_success(status) {
         debug_print!("cloudflt: FltAddOpenReparseEntry failed with {status:#010x}");
+        // SAFETY: from `into_raw` above with this tag; FltMgr did not link it.
+        drop(unsafe { PoolBox::from_raw(entry, TAG_OPEN_REPARSE) });
+        return FLT_PREOP_SUCCESS_WITH_CALLBACK;
+    }
+    // SAFETY: FltMgr's completion-context slot for this pre-operation (NULL-checked).
+    match unsafe { completion_context.as_mut() } {
+        Some(slot) => *slot = entry.as_ptr().cast(),
+        // No slot would mean no way to reach the entry in post-create: unlinked and freed
+        // now, the create goes on as if none had been added (see above).
+        None => release_open_reparse_entry(objects, data, entry),
     }
     FLT_PREOP_SUCCESS_WITH_CALLBACK
 }
 
-/// PostOperation of CREATE: a successful open of a file carrying cloudflt's tag gets the
-/// stream context its reads need.
+/// Takes cloudflt's open-reparse entry out of its create and frees it.
+fn release_open_reparse_entry(
+    objects: &FLT_RELATED_OBJECTS,
+    data: *const FLT_CALLBACK_DATA,
+    entry: NonNull<OPEN_REPARSE_LIST_ENTRY>,
+) {
+    // SAFETY: the entry pre_create added to this create for this filter, at IRQL <=
+    // APC_LEVEL (pre- and post-create run at PASSIVE_LEVEL, a draining post at <=
+    // APC_LEVEL).
+    unsafe { FltRemoveOpenReparseEntry(objects.Filter, data, entry.as_ptr()) };
+    // SAFETY: from `PoolBox::into_raw` in pre_create with this tag; unlinked just now, so
+    // nothing else can reach it.
+    drop(unsafe { PoolBox::from_raw(entry, TAG_OPEN_REPARSE) });
+}
+
+/// PostOperation of CREATE: removes and frees the open-reparse entry pre_create added;
+/// then a successful open of a file carrying cloudflt's tag gets the stream context its
+/// reads need.
 ///
 /// # Safety
 /// Called by FltMgr with valid callback data.
 pub(super) unsafe extern "system" fn post_create(
     data: *mut FLT_CALLBACK_DATA,
     objects: *const FLT_RELATED_OBJECTS,
-    _completion_context: *const core::ffi::c_void,
+    completion_context: *const core::ffi::c_void,
     flags: u32,
 ) -> FLT_POSTOP_CALLBACK_STATUS {
+    // SAFETY: FltMgr passes valid related objects for the call.
+    let objects = unsafe { objects.as_ref() };
+    // The entry goes on every path, draining included: FltMgr calls no other routine of
+    // ours for this create, and the entry pins the filter (FltAddOpenReparseEntry
+    // references it until the removal), so FltUnregisterFilter would wait on one left
+    // linked. A draining post gets a copy of the callback data, which is what it passes
+    // on. Without the related objects (FltMgr always passes them) the entry cannot be
+    // unlinked, and a linked entry must not go back to pool, so it stays allocated.
+    let entry = NonNull::new(
+        completion_context
+            .cast_mut()
+            .cast::<OPEN_REPARSE_LIST_ENTRY>(),
+    );
+    if let (Some(entry), Some(objects)) = (entry, objects) {
+        release_open_reparse_entry(objects, data, entry);
+    }
     if flags & FLTFL_POST_OPERATION_DRAINING != 0 {
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
-    // SAFETY: FltMgr passes valid callback data and related objects for the call.
-    let (Some(data), Some(objects)) = (unsafe { data.as_ref() }, unsafe { objects.as_ref() })
-    else {
+    // SAFETY: FltMgr passes valid callback data for the call.
+    let (Some(data), Some(objects)) = (unsafe { data.as_ref() }, objects) else {
         return FLT_POSTOP_FINISHED_PROCESSING;
     };
     // SAFETY: the status member of the completed operation.
@@ -227,8 +288,9 @@ fn is_directory(fo: &Fo) -> bool {
 
 /// The read an operation asks for, as (offset, length).
 fn read_of(data: &FLT_CALLBACK_DATA) -> Option<(u64, u64)> {
-    // SAFETY: Iopb points at the operation's parameter block, valid during the operation.
-    let iopb = unsafe { data.Iopb.as_ref() }?;
+    // SAFETY: Iopb points at the operation's parameter block, valid during the operation,
+    // laid out as fltKernel.h declares it (nt::layout).
+    let iopb = unsafe { data.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>().as_ref() }?;
     // SAFETY: IRP_MJ_READ: the union holds the read parameters.
     let read = unsafe { iopb.Parameters.Read };
     let offset = u64::try_from(read.ByteOffset).unwrap_or(0);
@@ -305,7 +367,7 @@ pub(super) unsafe extern "system" fn pre_read(
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     }
     // SAFETY: Iopb is valid during the operation (read_of succeeded).
-    let irp_flags = unsafe { (*data_ref.Iopb).IrpFlags };
+    let irp_flags = unsafe { (*data_ref.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>()).IrpFlags };
     if irp_flags & IRP_PAGING_IO != 0 {
         return complete(data_ref, PAGING_READ_OF_MISSING_DATA);
     }
@@ -398,7 +460,8 @@ fn target_file_object(data: *const FLT_CALLBACK_DATA) -> usize {
         return 0;
     };
     // SAFETY: its parameter block, valid during the operation.
-    unsafe { data.Iopb.as_ref() }.map_or(0, |i| i.TargetFileObject as usize)
+    unsafe { data.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>().as_ref() }
+        .map_or(0, |i| i.TargetFileObject as usize)
 }
 
 /// A file name from FltGetFileNameInformation, released on drop.

@@ -26,6 +26,8 @@ pub(crate) const TAG_DRIVER: u32 = tag(b"CFdr");
 pub(crate) const TAG_CONNECTION: u32 = tag(b"CFcn");
 /// A stream's set of present ranges, and snapshots of it.
 pub(crate) const TAG_RANGES: u32 = tag(b"CFrs");
+/// The OPEN_REPARSE_LIST_ENTRY a create carries from pre- to post-create.
+pub(crate) const TAG_OPEN_REPARSE: u32 = tag(b"CFor");
 
 /// An owned `T` in non-paged pool, freed with its tag on drop.
 ///

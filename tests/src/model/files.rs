@@ -15,12 +15,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::c_void;
 
-use windows_sys::Wdk::Foundation::{FILE_OBJECT, IO_SECURITY_CONTEXT};
-use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FLT_PARAMETERS, FLT_PARAMETERS_0, FLT_PARAMETERS_3, FLT_PARAMETERS_4, FLT_PARAMETERS_5,
-    FLT_PARAMETERS_6, FLT_PARAMETERS_11, FLT_PARAMETERS_11_0, FLT_PARAMETERS_12,
-    FLT_PARAMETERS_12_3, FLT_PARAMETERS_21, PFLT_INSTANCE, PFLT_VOLUME,
+use cloudflt_driver::nt::layout::{
+    AcquireForSectionSynchronizationParameters, FLT_PARAMETERS, NetworkQueryOpenParameters,
 };
+use windows_sys::Wdk::Foundation::{FILE_OBJECT, IO_SECURITY_CONTEXT};
+use windows_sys::Wdk::Storage::FileSystem::Minifilters::{PFLT_INSTANCE, PFLT_VOLUME};
 use windows_sys::Wdk::Storage::FileSystem::SyncTypeCreateSection;
 use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_ACCESS_DENIED, STATUS_END_OF_FILE, STATUS_INVALID_DEVICE_REQUEST,
@@ -411,17 +410,11 @@ pub(crate) fn open_on_volume(
         FullCreateOptions: params.options,
     };
     let mut req = simple_request(major::CREATE, irp::SYNCHRONOUS_API, fo, volume, instance);
-    req.params = FLT_PARAMETERS {
-        Create: FLT_PARAMETERS_0 {
-            SecurityContext: &mut security,
-            Options: (params.disposition << 24) | (params.options & 0x00FF_FFFF),
-            FileAttributes: params.attributes as u16,
-            ShareAccess: params.share as u16,
-            EaLength: 0,
-            EaBuffer: std::ptr::null_mut(),
-            AllocationSize: 0,
-        },
-    };
+    // The parameters start zeroed (simple_request); writing a union member is safe.
+    req.params.Create.SecurityContext = &mut security;
+    req.params.Create.Options = (params.disposition << 24) | (params.options & 0x00FF_FFFF);
+    req.params.Create.FileAttributes = params.attributes as u16;
+    req.params.Create.ShareAccess = params.share as u16;
     let done = io::dispatch(&req, fs_create);
     let reparse = with_kernel(|k| k.io.reparse_result.remove(&fo));
     if done.status == STATUS_SUCCESS || (done.status >= 0 && done.status != STATUS_REPARSE) {
@@ -659,7 +652,12 @@ fn fs_create(cbd: &mut Cbd, op: &FsCall) -> (NTSTATUS, usize) {
         let Some(v) = k.volumes.iter_mut().find(|v| v.handle == volume) else {
             return (STATUS_INVALID_PARAMETER, 0);
         };
-        match v.fs.create(&request) {
+        let mut encountered = Vec::new();
+        let outcome = v.fs.create_noting_encounters(&request, &mut encountered);
+        for ptr in encountered.iter().filter_map(|&i| op.entries.get(i)) {
+            io::mark_encountered(k, *ptr);
+        }
+        match outcome {
             Ok(CreateOutcome::Opened {
                 open,
                 id,
@@ -846,15 +844,9 @@ pub(crate) fn read_irp(
 ) -> Completion {
     let mut req = simple_request(major::READ, irp_flags, fo, volume, instance);
     req.irql = irql;
-    req.params = FLT_PARAMETERS {
-        Read: FLT_PARAMETERS_3 {
-            Length: buffer.len() as u32,
-            Key: 0,
-            ByteOffset: offset as i64,
-            ReadBuffer: buffer.as_mut_ptr().cast(),
-            MdlAddress: std::ptr::null_mut(),
-        },
-    };
+    req.params.Read.Length = buffer.len() as u32;
+    req.params.Read.ByteOffset = offset as i64;
+    req.params.Read.ReadBuffer = buffer.as_mut_ptr().cast();
     io::dispatch(&req, fs_read)
 }
 
@@ -912,15 +904,9 @@ fn cached_read(
     if fast && instance.is_none() {
         let mut req = simple_request(major::READ, 0, fo, volume, None);
         req.kind = Kind::FastIo;
-        req.params = FLT_PARAMETERS {
-            Read: FLT_PARAMETERS_3 {
-                Length: length as u32,
-                Key: 0,
-                ByteOffset: offset as i64,
-                ReadBuffer: buffer.as_mut_ptr().cast(),
-                MdlAddress: std::ptr::null_mut(),
-            },
-        };
+        req.params.Read.Length = length as u32;
+        req.params.Read.ByteOffset = offset as i64;
+        req.params.Read.ReadBuffer = buffer.as_mut_ptr().cast();
         let done = io::dispatch(&req, fs_fast_read);
         // FastIoRead answers only when everything is cached; otherwise (or when a filter
         // refused fast I/O) the I/O manager builds an IRP.
@@ -1034,6 +1020,7 @@ fn fs_read(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
                 cbd,
                 &FsCall {
                     open_reparse: Vec::new(),
+                    entries: Vec::new(),
                 },
             );
             if done.0 != FAST_IO_FAILED {
@@ -1141,15 +1128,9 @@ pub(crate) fn write_irp(
     instance: Option<PFLT_INSTANCE>,
 ) -> Completion {
     let mut req = simple_request(major::WRITE, irp_flags, fo, volume, instance);
-    req.params = FLT_PARAMETERS {
-        Write: FLT_PARAMETERS_4 {
-            Length: buffer.len() as u32,
-            Key: 0,
-            ByteOffset: offset as i64,
-            WriteBuffer: buffer.as_mut_ptr().cast(),
-            MdlAddress: std::ptr::null_mut(),
-        },
-    };
+    req.params.Write.Length = buffer.len() as u32;
+    req.params.Write.ByteOffset = offset as i64;
+    req.params.Write.WriteBuffer = buffer.as_mut_ptr().cast();
     io::dispatch(&req, fs_write)
 }
 
@@ -1202,14 +1183,12 @@ fn acquire_for_section(fo: usize, volume: PFLT_VOLUME) -> NTSTATUS {
         None,
     );
     req.kind = Kind::FsFilter;
-    req.params = FLT_PARAMETERS {
-        AcquireForSectionSynchronization: FLT_PARAMETERS_21 {
-            SyncType: SyncTypeCreateSection,
-            PageProtection: 0x02, // PAGE_READONLY
-            OutputInformation: std::ptr::null_mut(),
-            Flags: 0,
-            AllocationAttributes: 0x0800_0000, // SEC_COMMIT
-        },
+    req.params.AcquireForSectionSynchronization = AcquireForSectionSynchronizationParameters {
+        SyncType: SyncTypeCreateSection,
+        PageProtection: 0x02, // PAGE_READONLY
+        OutputInformation: std::ptr::null_mut(),
+        Flags: 0,
+        AllocationAttributes: 0x0800_0000, // SEC_COMMIT
     };
     io::dispatch(&req, fs_noop).status
 }
@@ -1241,13 +1220,9 @@ pub(crate) fn query_information_on(
         volume,
         instance,
     );
-    req.params = FLT_PARAMETERS {
-        QueryFileInformation: FLT_PARAMETERS_5 {
-            Length: length as u32,
-            FileInformationClass: class,
-            InfoBuffer: buffer.as_mut_ptr().cast(),
-        },
-    };
+    req.params.QueryFileInformation.Length = length as u32;
+    req.params.QueryFileInformation.FileInformationClass = class;
+    req.params.QueryFileInformation.InfoBuffer = buffer.as_mut_ptr().cast();
     let done = io::dispatch(&req, fs_query_information);
     buffer.truncate(done.information.min(length));
     (done.status, buffer)
@@ -1308,15 +1283,9 @@ pub(crate) fn set_information_on(
         volume,
         instance,
     );
-    req.params = FLT_PARAMETERS {
-        SetFileInformation: FLT_PARAMETERS_6 {
-            Length: buffer.len() as u32,
-            FileInformationClass: class,
-            ParentOfTarget: std::ptr::null_mut(),
-            Anonymous: Default::default(),
-            InfoBuffer: buffer.as_mut_ptr().cast(),
-        },
-    };
+    req.params.SetFileInformation.Length = buffer.len() as u32;
+    req.params.SetFileInformation.FileInformationClass = class;
+    req.params.SetFileInformation.InfoBuffer = buffer.as_mut_ptr().cast();
     io::dispatch(&req, fs_set_information).status
 }
 
@@ -1417,22 +1386,15 @@ pub fn query_directory(
     );
     req.minor = 1; // IRP_MN_QUERY_DIRECTORY
     req.operation_flags = u8::from(restart) | (u8::from(single) << 1);
-    req.params = FLT_PARAMETERS {
-        DirectoryControl: FLT_PARAMETERS_11 {
-            QueryDirectory: FLT_PARAMETERS_11_0 {
-                Length: length as u32,
-                FileName: if pattern.is_some() {
-                    &mut name
-                } else {
-                    std::ptr::null_mut()
-                },
-                FileInformationClass: class,
-                FileIndex: 0,
-                DirectoryBuffer: buffer.as_mut_ptr().cast(),
-                MdlAddress: std::ptr::null_mut(),
-            },
-        },
-    };
+    req.params.DirectoryControl.QueryDirectory.Length = length as u32;
+    if pattern.is_some() {
+        req.params.DirectoryControl.QueryDirectory.FileName = &mut name;
+    }
+    req.params
+        .DirectoryControl
+        .QueryDirectory
+        .FileInformationClass = class;
+    req.params.DirectoryControl.QueryDirectory.DirectoryBuffer = buffer.as_mut_ptr().cast();
     let done = io::dispatch(&req, fs_query_directory);
     buffer.truncate(done.information.min(length));
     (done.status, buffer)
@@ -1521,16 +1483,10 @@ pub(crate) fn fs_control_on(
     );
     req.requestor_mode = requestor_mode;
     req.minor = 0; // IRP_MN_USER_FS_REQUEST
-    req.params = FLT_PARAMETERS {
-        FileSystemControl: FLT_PARAMETERS_12 {
-            Buffered: FLT_PARAMETERS_12_3 {
-                OutputBufferLength: output as u32,
-                InputBufferLength: input.len() as u32,
-                FsControlCode: code,
-                SystemBuffer: system.as_mut_ptr().cast(),
-            },
-        },
-    };
+    req.params.FileSystemControl.Buffered.OutputBufferLength = output as u32;
+    req.params.FileSystemControl.Buffered.InputBufferLength = input.len() as u32;
+    req.params.FileSystemControl.Buffered.FsControlCode = code;
+    req.params.FileSystemControl.Buffered.SystemBuffer = system.as_mut_ptr().cast();
     let done = io::dispatch(&req, fs_fs_control);
     system.truncate(done.information.min(output));
     (done.status, system)
@@ -1650,24 +1606,16 @@ fn query_open_kind(path: &str, class: i32, length: usize, op: u8) -> (NTSTATUS, 
     let mut returned = length as u32;
     let mut req = simple_request(op, 0, fo, volume, None);
     req.kind = Kind::FastIo;
-    req.params = if op == major::QUERY_OPEN {
-        FLT_PARAMETERS {
-            QueryOpen: windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_PARAMETERS_24 {
-                Irp: std::ptr::null_mut(),
-                FileInformation: buffer.as_mut_ptr().cast(),
-                Length: &mut returned,
-                FileInformationClass: class,
-            },
-        }
+    if op == major::QUERY_OPEN {
+        req.params.QueryOpen.FileInformation = buffer.as_mut_ptr().cast();
+        req.params.QueryOpen.Length = &mut returned;
+        req.params.QueryOpen.FileInformationClass = class;
     } else {
-        FLT_PARAMETERS {
-            NetworkQueryOpen:
-                windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_PARAMETERS_26 {
-                    Irp: std::ptr::null_mut(),
-                    NetworkInformation: buffer.as_mut_ptr().cast(),
-                },
-        }
-    };
+        req.params.NetworkQueryOpen = NetworkQueryOpenParameters {
+            Irp: std::ptr::null_mut(),
+            NetworkInformation: buffer.as_mut_ptr().cast(),
+        };
+    }
     let done = io::dispatch(&req, fs_query_open);
     // The temporary file object never reached the file system as an open.
     with_kernel(|k| {

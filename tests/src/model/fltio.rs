@@ -12,6 +12,7 @@
 
 use std::ffi::c_void;
 
+use cloudflt_driver::nt::layout::FLT_IO_PARAMETER_BLOCK;
 use windows_sys::Wdk::Foundation::{FILE_OBJECT, OBJECT_ATTRIBUTES};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_FINISHED_PROCESSING,
@@ -666,7 +667,9 @@ pub extern "system" fn FltLockUserBuffer(data: *const FLT_CALLBACK_DATA) -> NTST
         return STATUS_INVALID_PARAMETER;
     }
     // SAFETY: a live callback data.
-    let iopb = unsafe { (*live).Iopb }.cast_mut();
+    let iopb = unsafe { (*live).Iopb }
+        .cast_mut()
+        .cast::<FLT_IO_PARAMETER_BLOCK>();
     // SAFETY: its parameter block, owned by the dispatcher and live with the operation.
     let iopb = unsafe { &mut *iopb };
     if iopb.MajorFunction != io::major::DIRECTORY_CONTROL {
@@ -799,7 +802,7 @@ pub unsafe extern "system" fn FltDoCompletionProcessingWhenSafe(
         return false;
     }
     // SAFETY: a live callback data (checked above).
-    let iopb = unsafe { (*data).Iopb };
+    let iopb = unsafe { (*data).Iopb }.cast::<FLT_IO_PARAMETER_BLOCK>();
     // SAFETY: its Iopb lives in the same allocation.
     let paging = unsafe { (*iopb).IrpFlags } & irp::PAGING_IO != 0;
     if paging {
@@ -986,7 +989,7 @@ pub unsafe extern "system" fn FltQueueDeferredIoWorkItem(
         _ => {}
     }
     // SAFETY: a live callback data (checked above).
-    let iopb = unsafe { (*data).Iopb };
+    let iopb = unsafe { (*data).Iopb }.cast::<FLT_IO_PARAMETER_BLOCK>();
     // SAFETY: its Iopb lives in the same allocation.
     if unsafe { (*iopb).IrpFlags } & irp::PAGING_IO != 0 {
         return STATUS_FLT_NOT_SAFE_TO_POST_OPERATION;

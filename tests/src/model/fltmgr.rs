@@ -192,6 +192,7 @@ pub(crate) fn finish_release(ptr: usize, cleanup: (PFLT_CONTEXT_CLEANUP_CALLBACK
         unsafe { callback(ptr as PFLT_CONTEXT, cleanup.1) };
     }
     with_kernel(|k| {
+        super::io::report_linked_entry_freed(k, "FltReleaseContext", ptr);
         match k.pool.free(ptr as *mut u8, None, Owner::FltMgr("context")) {
             // The context's memory is the driver's to fill: a timer or DPC in it must be
             // cancelled before its last reference goes.

@@ -10,37 +10,41 @@
 //! kind of operation, completion contexts only with a post-operation, PENDING only for
 //! IRP operations and resumed exactly once, parameters changed only with
 //! FltSetCallbackDataDirty, STATUS_PENDING never used as a completion status, reissue
-//! only from a post-operation of a synchronized IRP operation.
+//! only from a post-operation of a synchronized IRP operation, open-reparse entries that
+//! stay allocated while linked into their create and are removed before it completes.
 
 use std::ffi::c_void;
 use std::sync::{Arc, Condvar, Mutex, PoisonError};
 
+use cloudflt_driver::nt::layout::{FLT_IO_PARAMETER_BLOCK, FLT_PARAMETERS};
 use windows_sys::Wdk::Foundation::FILE_OBJECT;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FLT_CALLBACK_DATA, FLT_IO_PARAMETER_BLOCK, FLT_PARAMETERS, FLT_POSTOP_DISALLOW_FSFILTER_IO,
-    FLT_POSTOP_FINISHED_PROCESSING, FLT_POSTOP_MORE_PROCESSING_REQUIRED, FLT_PREOP_CALLBACK_STATUS,
-    FLT_PREOP_COMPLETE, FLT_PREOP_DISALLOW_FASTIO, FLT_PREOP_DISALLOW_FSFILTER_IO,
-    FLT_PREOP_PENDING, FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_PREOP_SUCCESS_WITH_CALLBACK,
-    FLT_PREOP_SYNCHRONIZE, FLT_RELATED_OBJECTS, FLTFL_CALLBACK_DATA_DIRTY,
-    FLTFL_CALLBACK_DATA_FAST_IO_OPERATION, FLTFL_CALLBACK_DATA_FS_FILTER_OPERATION,
-    FLTFL_CALLBACK_DATA_GENERATED_IO, FLTFL_CALLBACK_DATA_IRP_OPERATION,
-    FLTFL_CALLBACK_DATA_POST_OPERATION, FLTFL_CALLBACK_DATA_REISSUED_IO,
-    FLTFL_OPERATION_REGISTRATION_SKIP_CACHED_IO,
+    FLT_CALLBACK_DATA, FLT_POSTOP_DISALLOW_FSFILTER_IO, FLT_POSTOP_FINISHED_PROCESSING,
+    FLT_POSTOP_MORE_PROCESSING_REQUIRED, FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_COMPLETE,
+    FLT_PREOP_DISALLOW_FASTIO, FLT_PREOP_DISALLOW_FSFILTER_IO, FLT_PREOP_PENDING,
+    FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_PREOP_SUCCESS_WITH_CALLBACK, FLT_PREOP_SYNCHRONIZE,
+    FLT_RELATED_OBJECTS, FLTFL_CALLBACK_DATA_DIRTY, FLTFL_CALLBACK_DATA_FAST_IO_OPERATION,
+    FLTFL_CALLBACK_DATA_FS_FILTER_OPERATION, FLTFL_CALLBACK_DATA_GENERATED_IO,
+    FLTFL_CALLBACK_DATA_IRP_OPERATION, FLTFL_CALLBACK_DATA_POST_OPERATION,
+    FLTFL_CALLBACK_DATA_REISSUED_IO, FLTFL_OPERATION_REGISTRATION_SKIP_CACHED_IO,
     FLTFL_OPERATION_REGISTRATION_SKIP_NON_CACHED_NON_PAGING_IO,
     FLTFL_OPERATION_REGISTRATION_SKIP_PAGING_IO, IRP_MJ_QUERY_OPEN,
     PFLT_COMPLETE_CANCELED_CALLBACK, PFLT_FILTER, PFLT_INSTANCE, PFLT_POST_OPERATION_CALLBACK,
     PFLT_PRE_OPERATION_CALLBACK, PFLT_VOLUME,
 };
-use windows_sys::Wdk::Storage::FileSystem::OPEN_REPARSE_LIST_ENTRY;
+use windows_sys::Wdk::Storage::FileSystem::{
+    OPEN_REPARSE_LIST_ENTRY, OPEN_REPARSE_POINT_TAG_ENCOUNTERED,
+};
 use windows_sys::Win32::Foundation::{
     HANDLE, NTSTATUS, STATUS_CANCELLED, STATUS_INVALID_PARAMETER, STATUS_PENDING, STATUS_SUCCESS,
 };
 use windows_sys::Win32::System::IO::{IO_STATUS_BLOCK, IO_STATUS_BLOCK_0};
 
-use super::irql::{self, DISPATCH_LEVEL, PASSIVE_LEVEL};
+use super::irql::{self, APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
 use super::ntfs::OpenReparseEntry;
+use super::pool::Owner;
 use super::process;
-use super::with_kernel;
+use super::{Kernel, with_kernel};
 
 /// `IRP_MJ_READ` etc. as the byte FltMgr puts in MajorFunction.
 pub(crate) mod major {
@@ -108,7 +112,10 @@ pub(crate) struct Completion {
     pub(crate) refused: bool,
 }
 
-/// The callback data and what hangs off it, in one allocation FltMgr would make.
+/// The callback data and what hangs off it, in one allocation FltMgr would make. The
+/// parameter block has the layout of 64-bit `fltKernel.h` (the driver's `nt::layout`), not
+/// windows-sys's, which drops POINTER_ALIGNMENT: a filter reading a parameter at the wrong
+/// offset reads the wrong bytes here, as it would on Windows.
 #[repr(C)]
 pub(crate) struct Cbd {
     pub(crate) data: FLT_CALLBACK_DATA,
@@ -167,8 +174,12 @@ pub(crate) struct OpState {
     pub(crate) cancel_routine: PFLT_COMPLETE_CANCELED_CALLBACK,
     /// FltCbdq this operation sits in, if any (cbdq.rs).
     pub(crate) queued_in: Option<usize>,
-    /// OPEN_REPARSE_LIST entries added with FltAddOpenReparseEntry.
-    pub(crate) open_reparse: Vec<OpenReparseEntry>,
+    /// OPEN_REPARSE_LIST entries added with FltAddOpenReparseEntry and not removed yet, in
+    /// list order.
+    pub(crate) open_reparse: Vec<LinkedEntry>,
+    /// The head of the ECP's OPEN_REPARSE_LIST (a LIST_ENTRY: Flink, Blink), allocated by
+    /// FltMgr with the first entry.
+    pub(crate) open_reparse_head: Option<Box<[usize; 2]>>,
     /// Set by FltReissueSynchronousIo: the file system is to be called again.
     pub(crate) reissue: bool,
     /// Who answers when FltMgr lets the operation through (again, on reissue).
@@ -199,6 +210,144 @@ pub(crate) struct LockedMdl {
 // them under its kernel lock or from the issuing thread.
 unsafe impl Send for LockedMdl {}
 
+/// An OPEN_REPARSE_LIST_ENTRY FltAddOpenReparseEntry linked into a create.
+///
+/// FltMgr links the caller's own memory into the ECP's list (it copies nothing), the file
+/// system reads it and writes OPEN_REPARSE_POINT_TAG_ENCOUNTERED into it, and
+/// FltRemoveOpenReparseEntry takes the same pointer. So the model keeps the pointer and
+/// touches the memory only where the caller vouches for it: during the add, and later
+/// only if it is still a live pool allocation of the driver (a block from
+/// ExAllocatePool2, or a context from FltAllocateContext). An entry that is not one when
+/// the file system reads or writes it (a stack local of the pre-operation, freed pool) is
+/// reported and left alone, as is pool freed while an entry in it is linked.
+#[derive(Clone, Copy)]
+pub(crate) struct LinkedEntry {
+    /// The caller's entry.
+    pub(crate) ptr: usize,
+    /// The filter that added it (FltMgr references it for the entry's lifetime).
+    pub(crate) filter: PFLT_FILTER,
+    /// Its tag as added, for FltAddOpenReparseEntry's duplicate check.
+    pub(crate) tag: u32,
+}
+
+/// sizeof(OPEN_REPARSE_LIST_ENTRY): what the file system reads of each entry.
+const ENTRY_SIZE: usize = std::mem::size_of::<OPEN_REPARSE_LIST_ENTRY>();
+
+/// Whether the entry at `ptr` lies in a live pool allocation of the driver.
+fn entry_is_live(k: &Kernel, ptr: usize) -> bool {
+    k.pool
+        .block_holding(ptr, ENTRY_SIZE)
+        .is_some_and(|b| matches!(b.owner, Owner::Driver | Owner::FltMgr("context")))
+}
+
+fn dead_entry(k: &mut Kernel, ptr: usize, when: &str) {
+    k.violation(
+        "FltAddOpenReparseEntry",
+        format!(
+            "the OPEN_REPARSE_LIST_ENTRY at {ptr:#x} linked into this create is not a live pool allocation of the driver when the file system {when} (a stack local of the pre-operation, or freed memory): it must stay allocated until FltRemoveOpenReparseEntry takes it out"
+        ),
+    );
+}
+
+/// The entries linked into a create, as the file system reads them from the callers'
+/// memory: (entry, pointer) pairs, dead entries reported and skipped.
+fn read_entries(k: &mut Kernel, addr: usize) -> (Vec<OpenReparseEntry>, Vec<usize>) {
+    let linked: Vec<usize> =
+        k.io.ops
+            .get(&addr)
+            .map(|o| o.open_reparse.iter().map(|l| l.ptr).collect())
+            .unwrap_or_default();
+    let mut entries = Vec::new();
+    let mut pointers = Vec::new();
+    for ptr in linked {
+        if !entry_is_live(k, ptr) {
+            dead_entry(k, ptr, "reads it");
+            continue;
+        }
+        // SAFETY: ENTRY_SIZE bytes inside a live pool block (checked above), plain data.
+        let e = unsafe { std::ptr::read_unaligned(ptr as *const OPEN_REPARSE_LIST_ENTRY) };
+        entries.push(OpenReparseEntry {
+            tag: e.ReparseTag,
+            flags: e.Flags,
+            guid: (e.ReparseTag & 0x8000_0000 == 0).then_some(guid_bytes(&e.ReparseGuid)),
+        });
+        pointers.push(ptr);
+    }
+    (entries, pointers)
+}
+
+/// A GUID in its on-disk byte order, as reparse data carries it.
+fn guid_bytes(guid: &windows_sys::core::GUID) -> [u8; 16] {
+    let mut g = [0u8; 16];
+    g[..4].copy_from_slice(&guid.data1.to_le_bytes());
+    g[4..6].copy_from_slice(&guid.data2.to_le_bytes());
+    g[6..8].copy_from_slice(&guid.data3.to_le_bytes());
+    g[8..].copy_from_slice(&guid.data4);
+    g
+}
+
+/// What NTFS does when a reparse point on the path matched the entry at `ptr`: sets
+/// OPEN_REPARSE_POINT_TAG_ENCOUNTERED in the caller's entry.
+pub(crate) fn mark_encountered(k: &mut Kernel, ptr: usize) {
+    if !entry_is_live(k, ptr) {
+        dead_entry(k, ptr, "writes OPEN_REPARSE_POINT_TAG_ENCOUNTERED into it");
+        return;
+    }
+    let flags = (ptr + std::mem::offset_of!(OPEN_REPARSE_LIST_ENTRY, Flags)) as *mut u32;
+    // SAFETY: the entry's Flags, inside a live pool block (checked above).
+    let value = unsafe { flags.read_unaligned() };
+    // SAFETY: as above.
+    unsafe { flags.write_unaligned(value | OPEN_REPARSE_POINT_TAG_ENCOUNTERED) };
+}
+
+/// Rewrites the links of the create's open-reparse list as FltMgr keeps them (head, then
+/// the entries in order, then back to the head): in the head, and in each entry whose
+/// memory is known good, which is `added` (the caller's, during FltAddOpenReparseEntry)
+/// and entries still in live pool.
+fn relink(k: &mut Kernel, addr: usize, added: Option<usize>) {
+    let Some(op) = k.io.ops.get_mut(&addr) else {
+        return;
+    };
+    let pointers: Vec<usize> = op.open_reparse.iter().map(|l| l.ptr).collect();
+    let head = op.open_reparse_head.get_or_insert_with(|| Box::new([0; 2]));
+    let head_addr = head.as_ptr() as usize;
+    head[0] = pointers.first().copied().unwrap_or(head_addr);
+    head[1] = pointers.last().copied().unwrap_or(head_addr);
+    for (i, &ptr) in pointers.iter().enumerate() {
+        if Some(ptr) != added && !entry_is_live(k, ptr) {
+            continue;
+        }
+        let next = pointers.get(i + 1).copied().unwrap_or(head_addr);
+        let prev = if i == 0 { head_addr } else { pointers[i - 1] };
+        // SAFETY: the entry's LIST_ENTRY (Flink, Blink) at its start, in memory the
+        // caller vouches for during the add or in a live pool block.
+        unsafe { (ptr as *mut [usize; 2]).write_unaligned([next, prev]) };
+    }
+}
+
+/// Reports `api` freeing the pool block at `ptr` while an open-reparse entry in it is
+/// still linked into a live create: the file system may still read it.
+pub(crate) fn report_linked_entry_freed(k: &mut Kernel, api: &'static str, ptr: usize) {
+    let Some(block) = k.pool.block(ptr) else {
+        return;
+    };
+    let end = ptr + block.size;
+    let linked =
+        k.io.ops
+            .values()
+            .flat_map(|o| o.open_reparse.iter())
+            .map(|l| l.ptr)
+            .find(|p| (ptr..end).contains(p));
+    if let Some(entry) = linked {
+        k.violation(
+            api,
+            format!(
+                "freed the pool block at {ptr:#x} while the OPEN_REPARSE_LIST_ENTRY at {entry:#x} in it is still linked into a create: FltRemoveOpenReparseEntry must take it out first"
+            ),
+        );
+    }
+}
+
 /// One filter instance an operation passes through.
 #[derive(Clone, Copy)]
 struct Hook {
@@ -216,7 +365,10 @@ pub(crate) type FileSystem = fn(&mut Cbd, &FsCall) -> (NTSTATUS, usize);
 /// What the file system learns about the operation besides the callback data: the ECPs
 /// FltMgr attached.
 pub(crate) struct FsCall {
+    /// The open-reparse entries, as read from the callers' memory.
     pub(crate) open_reparse: Vec<OpenReparseEntry>,
+    /// Where each of them lives, for [`mark_encountered`].
+    pub(crate) entries: Vec<usize>,
 }
 
 /// Sends `req` through every filter instance on its volume, then to `fs`, then back up
@@ -245,7 +397,7 @@ pub(crate) fn dispatch(req: &Request, fs: FileSystem) -> Completion {
     };
     cbd.data.Flags = flags;
     cbd.data.Thread = thread_object();
-    cbd.data.Iopb = &cbd.iopb;
+    cbd.data.Iopb = std::ptr::from_ref(&cbd.iopb).cast();
     cbd.data.RequestorMode = req.requestor_mode;
     cbd.data.IoStatus = status_block(STATUS_SUCCESS, 0);
     let addr = std::ptr::from_ref::<Cbd>(&cbd) as usize;
@@ -262,6 +414,7 @@ pub(crate) fn dispatch(req: &Request, fs: FileSystem) -> Completion {
                 cancel_routine: None,
                 queued_in: None,
                 open_reparse: Vec::new(),
+                open_reparse_head: None,
                 reissue: false,
                 fs,
                 mdl: None,
@@ -503,8 +656,12 @@ pub(crate) fn dispatch(req: &Request, fs: FileSystem) -> Completion {
 fn call_file_system(cbd: &mut Cbd, addr: usize, fs: FileSystem) {
     set_stage(addr, Stage::FileSystem, 0);
     let call = with_kernel(|k| {
-        k.io.ops.get(&addr).map(|o| FsCall {
-            open_reparse: o.open_reparse.clone(),
+        k.io.ops.contains_key(&addr).then(|| {
+            let (open_reparse, entries) = read_entries(k, addr);
+            FsCall {
+                open_reparse,
+                entries,
+            }
         })
     });
     let Some(call) = call else { return };
@@ -525,6 +682,16 @@ fn finish(addr: usize) {
             k.violation(
                 "FltCompletePendedPreOperation",
                 "an operation completed while still inserted in a cancel-safe queue",
+            );
+        }
+        if !op.open_reparse.is_empty() {
+            k.violation(
+                "FltAddOpenReparseEntry",
+                format!(
+                    "{} open-reparse entr{} still linked when the create completed: each must be taken out with FltRemoveOpenReparseEntry (FltMgr holds a reference on the filter until then)",
+                    op.open_reparse.len(),
+                    if op.open_reparse.len() == 1 { "y" } else { "ies" }
+                ),
             );
         }
         op.mdl
@@ -941,7 +1108,7 @@ pub extern "system" fn FltGetRequestorProcessIdEx(data: *const FLT_CALLBACK_DATA
 /// `entry` must point to an OPEN_REPARSE_LIST_ENTRY.
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn FltAddOpenReparseEntry(
-    _filter: PFLT_FILTER,
+    filter: PFLT_FILTER,
     data: *const FLT_CALLBACK_DATA,
     entry: *const OPEN_REPARSE_LIST_ENTRY,
 ) -> NTSTATUS {
@@ -949,18 +1116,12 @@ pub unsafe extern "system" fn FltAddOpenReparseEntry(
     let Some(addr) = live("FltAddOpenReparseEntry", data) else {
         return STATUS_INVALID_PARAMETER;
     };
-    // SAFETY: the caller passes a valid entry for the duration of the call; FltMgr
-    // copies it.
+    // SAFETY: the caller passes a valid entry for the duration of the call (FltMgr links
+    // this memory itself; see LinkedEntry for what the model checks afterwards).
     let Some(entry) = (unsafe { entry.as_ref() }) else {
         return STATUS_INVALID_PARAMETER;
     };
     let major = major_of(addr);
-    let guid = entry.ReparseGuid;
-    let mut g = [0u8; 16];
-    g[..4].copy_from_slice(&guid.data1.to_le_bytes());
-    g[4..6].copy_from_slice(&guid.data2.to_le_bytes());
-    g[6..8].copy_from_slice(&guid.data3.to_le_bytes());
-    g[8..].copy_from_slice(&guid.data4);
     with_kernel(|k| {
         let Some(op) = k.io.ops.get_mut(&addr) else {
             return STATUS_INVALID_PARAMETER;
@@ -978,13 +1139,53 @@ pub unsafe extern "system" fn FltAddOpenReparseEntry(
         if op.open_reparse.iter().any(|e| e.tag == entry.ReparseTag) {
             return windows_sys::Win32::Foundation::STATUS_OBJECT_NAME_COLLISION;
         }
-        op.open_reparse.push(OpenReparseEntry {
+        let ptr = std::ptr::from_ref(entry) as usize;
+        op.open_reparse.push(LinkedEntry {
+            ptr,
+            filter,
             tag: entry.ReparseTag,
-            flags: entry.Flags,
-            guid: (entry.ReparseTag & 0x8000_0000 == 0).then_some(g),
         });
+        relink(k, addr, Some(ptr));
         STATUS_SUCCESS
     })
+}
+
+/// FltRemoveOpenReparseEntry: takes an entry FltAddOpenReparseEntry added back out of the
+/// create, at IRQL <= APC_LEVEL. "OpenReparseEntry must be an entry added by
+/// FltAddOpenReparseEntry. All other entries are not valid": anything else, or an entry
+/// removed twice, is reported.
+#[unsafe(no_mangle)]
+pub extern "system" fn FltRemoveOpenReparseEntry(
+    filter: PFLT_FILTER,
+    data: *const FLT_CALLBACK_DATA,
+    entry: *const OPEN_REPARSE_LIST_ENTRY,
+) {
+    irql::check("FltRemoveOpenReparseEntry", APC_LEVEL);
+    let Some(addr) = live("FltRemoveOpenReparseEntry", data) else {
+        return;
+    };
+    with_kernel(|k| {
+        let Some(op) = k.io.ops.get_mut(&addr) else {
+            return;
+        };
+        let Some(at) = op.open_reparse.iter().position(|l| l.ptr == entry as usize) else {
+            k.violation(
+                "FltRemoveOpenReparseEntry",
+                format!(
+                    "{entry:p} is not an entry FltAddOpenReparseEntry added to this create (or it was removed already)"
+                ),
+            );
+            return;
+        };
+        let linked = op.open_reparse.remove(at);
+        if linked.filter != filter {
+            k.violation(
+                "FltRemoveOpenReparseEntry",
+                "removed an entry another filter added",
+            );
+        }
+        relink(k, addr, None);
+    });
 }
 
 /// FltReissueSynchronousIo: sends the operation to the file system again, from a

@@ -38,8 +38,8 @@ pub use port::{Caller, ClientId};
 use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
 use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
 
-/// A driver's DriverEntry. Handed in by the caller, so the model does not depend on the
-/// driver crate.
+/// A driver's DriverEntry. Handed in by the caller, so the model calls no driver code (it
+/// takes only the parameter block's definition from the driver crate, `nt::layout`).
 pub type DriverEntry = unsafe fn(*mut DRIVER_OBJECT, *const UNICODE_STRING) -> NTSTATUS;
 pub use volume::VolumeConfig;
 

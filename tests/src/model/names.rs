@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 
+use cloudflt_driver::nt::layout::FLT_IO_PARAMETER_BLOCK;
 use windows_sys::Wdk::Foundation::FILE_OBJECT;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_FILE_NAME_INFORMATION, FLT_FILE_NAME_NORMALIZED, FLT_FILE_NAME_OPENED,
@@ -183,7 +184,7 @@ pub unsafe extern "system" fn FltGetFileNameInformation(
         return STATUS_INVALID_PARAMETER;
     }
     // SAFETY: a live callback data (checked above).
-    let iopb = unsafe { (*data).Iopb };
+    let iopb = unsafe { (*data).Iopb }.cast::<FLT_IO_PARAMETER_BLOCK>();
     // SAFETY: its Iopb lives in the same allocation.
     let iopb = unsafe { &*iopb };
     let paging = iopb.IrpFlags & irp::PAGING_IO != 0

@@ -72,6 +72,20 @@ impl Pool {
         self.blocks.values().copied().collect()
     }
 
+    /// The live block starting at `ptr`.
+    pub(crate) fn block(&self, ptr: usize) -> Option<Block> {
+        self.blocks.get(&ptr).copied()
+    }
+
+    /// The live block that holds all of `[ptr, ptr + len)`.
+    pub(crate) fn block_holding(&self, ptr: usize, len: usize) -> Option<Block> {
+        let end = ptr.checked_add(len)?;
+        self.blocks
+            .iter()
+            .find(|(start, b)| **start <= ptr && end <= **start + b.size)
+            .map(|(_, b)| *b)
+    }
+
     /// Allocates zeroed pool; `None` when an injected failure fires.
     pub(crate) fn allocate(&mut self, size: usize, tag: u32, owner: Owner) -> Option<*mut u8> {
         if let Some(n) = self.fail_in.as_mut() {
@@ -181,9 +195,12 @@ pub extern "system" fn ExAllocatePool2(flags: u64, size: usize, tag: u32) -> *mu
 #[unsafe(no_mangle)]
 pub extern "system" fn ExFreePool(ptr: *mut c_void) {
     irql::check("ExFreePool", DISPATCH_LEVEL);
-    with_kernel(|k| match k.pool.free(ptr.cast(), None, Owner::Driver) {
-        Ok(block) => k.check_freed_timers("ExFreePool", ptr as usize, block.size),
-        Err(message) => k.violation("ExFreePool", message),
+    with_kernel(|k| {
+        super::io::report_linked_entry_freed(k, "ExFreePool", ptr as usize);
+        match k.pool.free(ptr.cast(), None, Owner::Driver) {
+            Ok(block) => k.check_freed_timers("ExFreePool", ptr as usize, block.size),
+            Err(message) => k.violation("ExFreePool", message),
+        }
     });
 }
 
@@ -191,10 +208,11 @@ pub extern "system" fn ExFreePool(ptr: *mut c_void) {
 #[unsafe(no_mangle)]
 pub extern "system" fn ExFreePoolWithTag(ptr: *mut c_void, tag: u32) {
     irql::check("ExFreePoolWithTag", DISPATCH_LEVEL);
-    with_kernel(
-        |k| match k.pool.free(ptr.cast(), Some(tag), Owner::Driver) {
+    with_kernel(|k| {
+        super::io::report_linked_entry_freed(k, "ExFreePoolWithTag", ptr as usize);
+        match k.pool.free(ptr.cast(), Some(tag), Owner::Driver) {
             Ok(block) => k.check_freed_timers("ExFreePoolWithTag", ptr as usize, block.size),
             Err(message) => k.violation("ExFreePoolWithTag", message),
-        },
-    );
+        }
+    });
 }

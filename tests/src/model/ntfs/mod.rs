@@ -400,6 +400,18 @@ impl Ntfs {
     /// `Reparse`), creates files and directories. Each successful open counts as an open
     /// handle on the file until [`Ntfs::cleanup`].
     pub fn create(&mut self, req: &CreateRequest<'_>) -> Result<CreateOutcome, NTSTATUS> {
+        self.create_noting_encounters(req, &mut Vec::new())
+    }
+
+    /// [`Ntfs::create`], noting in `encountered` the index in `req.open_reparse` of each
+    /// entry a reparse point met on the path matched (its tag, and its GUID for a
+    /// non-Microsoft tag), whether the open then went through the reparse point or
+    /// stopped at it: the entries NTFS marks OPEN_REPARSE_POINT_TAG_ENCOUNTERED.
+    pub fn create_noting_encounters(
+        &mut self,
+        req: &CreateRequest<'_>,
+        encountered: &mut Vec<usize>,
+    ) -> Result<CreateOutcome, NTSTATUS> {
         let want_dir = req.options & FILE_DIRECTORY_FILE != 0;
         let want_file = req.options & FILE_NON_DIRECTORY_FILE != 0;
         let disposition = req.disposition;
@@ -426,7 +438,7 @@ impl Ntfs {
                 let next_exists = parts.get(i + 1).is_some_and(|next| {
                     c.directory && c.children.contains_key(&pattern::key(next))
                 });
-                if reparses(stored, last, c.directory, next_exists, req) {
+                if reparses(stored, last, c.directory, next_exists, req, encountered) {
                     return Ok(CreateOutcome::Reparse {
                         tag: reparse::tag_of(stored),
                         buffer: stored.clone(),
@@ -1455,16 +1467,20 @@ fn reparses(
     directory: bool,
     next_exists: bool,
     req: &CreateRequest<'_>,
+    encountered: &mut Vec<usize>,
 ) -> bool {
     let tag = reparse::tag_of(stored);
     let guid = reparse::guid_of(stored);
     let open_reparse_point = last && req.options & FILE_OPEN_REPARSE_POINT != 0;
-    let entry = req.open_reparse.iter().find(|e| {
+    let index = req.open_reparse.iter().position(|e| {
         e.tag == tag && (reparse::is_microsoft(tag) || e.guid.is_none() || e.guid == guid)
     });
-    let Some(entry) = entry else {
+    let Some(entry) = index.and_then(|i| req.open_reparse.get(i)) else {
         return !open_reparse_point;
     };
+    if let Some(i) = index.filter(|i| !encountered.contains(i)) {
+        encountered.push(i);
+    }
     let flag = |f: u32| entry.flags & f != 0;
     let by_entry = match (last, directory) {
         (false, true) => {
