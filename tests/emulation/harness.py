@@ -247,6 +247,9 @@ class Harness:
         self.spin_locks = {}          # KSPIN_LOCK addr -> held
         self.pool_errors = []         # text
         self.contexts = {}            # addr -> dict(type, size, refs, phase)
+        self.work_items = {}          # FltAllocateGenericWorkItem handle -> phase allocated
+        self.work_items_freed = set()
+        self.timers = {}              # KTIMER addr -> queued (KeSetTimer since init/cancel)
         self.security_descriptors = {}  # addr -> freed?
         self.registration = None      # snapshot taken inside FltRegisterFilter
         self.port = None              # snapshot taken inside FltCreateCommunicationPort
@@ -384,6 +387,16 @@ class Harness:
             'KeReleaseInStackQueuedSpinLock': (1, self.KeReleaseInStackQueuedSpinLock),
             'KeInitializeEvent': (3, self.KeInitializeEvent),
             'KeSetEvent': (3, self.KeSetEvent),
+            'KeResetEvent': (1, self.KeResetEvent),
+            'KeWaitForSingleObject': (5, self.KeWaitForSingleObject),
+            'FltAllocateGenericWorkItem': (0, self.FltAllocateGenericWorkItem),
+            'FltFreeGenericWorkItem': (1, self.FltFreeGenericWorkItem),
+            'KeInitializeTimerEx': (2, self.KeInitializeTimerEx),
+            'KeInitializeDpc': (3, lambda dpc, routine, context: 0),
+            'KeSetTimer': (3, self.KeSetTimer),
+            'KeCancelTimer': (1, self.KeCancelTimer),
+            'KeFlushQueuedDpcs': (0, lambda: 0),
+            'FltCbdqInitialize': (8, lambda *args: STATUS_SUCCESS),
             'memset': (3, self.memset),
             'memcpy': (3, self.memmove),
             'memmove': (3, self.memmove),
@@ -617,6 +630,46 @@ class Harness:
         previous = self.u32(event + 4)
         self.write(event + 4, (1).to_bytes(4, 'little'))
         return previous
+
+    def KeResetEvent(self, event):
+        previous = self.u32(event + 4)
+        self.write(event + 4, (0).to_bytes(4, 'little'))
+        return previous
+
+    # A wait in the harness can only be for something already signalled (one thread, no
+    # DPCs run): anything else would block for ever, so it ends the run.
+    def KeWaitForSingleObject(self, obj, reason, mode, alertable, timeout):
+        if self.u32(obj + 4) == 0:
+            self._end_run(self.emu, {'type': 'deadlock',
+                                     'what': 'KeWaitForSingleObject(%#x) on an object never signalled' % obj})
+        return STATUS_SUCCESS
+
+    # fltKernel.h: FltAllocateGenericWorkItem returns an opaque PFLT_GENERIC_WORKITEM.
+    def FltAllocateGenericWorkItem(self):
+        item = self.alloc(64, 'FLT_GENERIC_WORKITEM')
+        self.work_items[item] = self.phase
+        return item
+
+    def FltFreeGenericWorkItem(self, item):
+        if self.work_items.pop(item, None) is None:
+            what = 'double free' if item in self.work_items_freed else 'free of an item never allocated'
+            self.pool_errors.append('%s: FltFreeGenericWorkItem(0x%x) is a %s' % (self.phase, item, what))
+        self.work_items_freed.add(item)
+        return 0
+
+    def KeInitializeTimerEx(self, timer, kind):
+        self.timers[timer] = False
+        return 0
+
+    def KeSetTimer(self, timer, due, dpc):
+        was = self.timers.get(timer, False)
+        self.timers[timer] = True
+        return 1 if was else 0
+
+    def KeCancelTimer(self, timer):
+        was = self.timers.get(timer, False)
+        self.timers[timer] = False
+        return 1 if was else 0
 
     def KeBugCheckEx(self, code, p1, p2, p3, p4):
         self._end_run(self.emu, {'type': 'bugcheck', 'code': hex(code & 0xFFFFFFFF),
@@ -1079,6 +1132,8 @@ def run_checks(h):
 
     n_allocs = len(h.pool) + len(h.pool_freed)
     leaked = ['0x%x %r %d bytes from %s' % (a, tag_str(b['tag']), b['size'], b['phase']) for a, b in h.pool.items()]
+    leaked += ['generic work item 0x%x from %s' % (a, phase) for a, phase in h.work_items.items()]
+    leaked += ['timer 0x%x still queued' % t for t, queued in h.timers.items() if queued]
     problems = (['leaked: ' + ', '.join(leaked)] if leaked else []) + h.pool_errors
     h.check(not problems,
             'all %d ExAllocatePool2 block(s) freed with their own tag, none overrun' % n_allocs,
