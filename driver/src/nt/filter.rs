@@ -13,53 +13,25 @@
 
 use core::ptr::{NonNull, null_mut};
 
-use core::sync::atomic::{AtomicIsize, AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicIsize, Ordering};
 
 use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FltCloseCommunicationPort, FltRegisterFilter, FltStartFiltering, FltUnregisterFilter,
-    PFLT_FILTER,
+    FLT_REGISTRATION, FLT_REGISTRATION_VERSION_0203, FltCloseCommunicationPort, FltRegisterFilter,
+    FltStartFiltering, FltUnregisterFilter,
 };
 use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_DEVICE_STATE, STATUS_SUCCESS,
     UNICODE_STRING,
 };
 
+use super::driver::{DRIVER, Driver};
 use super::hydrate;
+use super::instance;
 use super::pool::{PoolBox, TAG_DRIVER};
 use super::port;
-use super::registration::REGISTRATION;
+use super::registration;
 use super::status::nt_success;
-
-/// The one driver-state object, created by DriverEntry and freed by unload.
-///
-/// # Invariants
-/// Once the server port exists, ConnectNotify may hold a shared reference to this object
-/// on another thread, so from then on it is only ever accessed through `&Driver`: `filter`
-/// is written once before the port is created, `server_port` is atomic.
-pub(crate) struct Driver {
-    filter: PFLT_FILTER,
-    server_port: AtomicIsize,
-}
-
-impl Driver {
-    /// The registered filter.
-    pub(crate) fn filter(&self) -> PFLT_FILTER {
-        self.filter
-    }
-}
-
-/// The registered filter, while the driver is loaded (for callbacks that get no cookie).
-pub(crate) fn filter() -> Option<PFLT_FILTER> {
-    // SAFETY: a published state lives until teardown, and FltUnregisterFilter waits for
-    // callbacks in flight before teardown frees it.
-    let state = unsafe { DRIVER.load(Ordering::Acquire).as_ref() }?;
-    (state.filter != 0).then_some(state.filter)
-}
-
-/// FilterUnload receives no context, so the state is reachable from here; callbacks that
-/// get a cookie use the cookie instead.
-static DRIVER: AtomicPtr<Driver> = AtomicPtr::new(null_mut());
 
 /// DriverEntry: registers the filter, creates the port, starts filtering.
 ///
@@ -167,4 +139,47 @@ fn teardown(state: PoolBox<Driver>) {
         unsafe { FltUnregisterFilter(state.filter) };
     }
     drop(state);
+}
+
+/// FLT_REGISTRATION holds raw pointers, which are not `Sync`; this one points only at
+/// other immutable statics.
+#[repr(transparent)]
+struct Registration(FLT_REGISTRATION);
+
+// SAFETY: the registration and everything it points to are immutable statics, read by
+// FltMgr only.
+unsafe impl Sync for Registration {}
+
+/// What DriverEntry passes to FltRegisterFilter.
+static REGISTRATION: Registration = Registration(FLT_REGISTRATION {
+    Size: core::mem::size_of::<FLT_REGISTRATION>() as u16,
+    Version: FLT_REGISTRATION_VERSION_0203 as u16,
+    Flags: 0,
+    ContextRegistration: registration::CONTEXTS.0.as_ptr(),
+    OperationRegistration: registration::OPERATIONS.0.as_ptr(),
+    FilterUnloadCallback: Some(filter_unload),
+    InstanceSetupCallback: Some(instance::instance_setup),
+    InstanceQueryTeardownCallback: Some(instance::instance_query_teardown),
+    InstanceTeardownStartCallback: Some(instance::instance_teardown_start),
+    InstanceTeardownCompleteCallback: None,
+    GenerateFileNameCallback: None,
+    NormalizeNameComponentCallback: None,
+    NormalizeContextCleanupCallback: None,
+    TransactionNotificationCallback: None,
+    NormalizeNameComponentExCallback: None,
+    SectionNotificationCallback: None,
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_is_version_0203_with_its_exact_size() {
+        let r = &REGISTRATION.0;
+        assert_eq!(r.Version, 0x0203);
+        // x64 layout of FLT_REGISTRATION with SectionNotificationCallback (fltKernel.h).
+        #[cfg(target_pointer_width = "64")]
+        assert_eq!(r.Size, 0x70);
+    }
 }

@@ -1,13 +1,21 @@
 //! The Filter Manager glue: turns FltMgr callbacks into engine calls and engine answers
 //! back into statuses. All of the driver's `unsafe` lives in this layer.
 //!
-//! One module per kernel object: [`filter`] owns the filter registration and the
-//! driver's lifetime (DriverEntry, unload, teardown), `instance` the volume attachment,
-//! `port` the communication port, `context` the FltMgr contexts, `ops` the I/O
-//! callbacks, `pool` tagged non-paged allocations. [`status`] is the one table from
-//! engine and proto errors to NTSTATUS. [`layout`] defines the parameter block FltMgr
-//! passes every callback (windows-sys lays it out wrong); the kernel model builds it
-//! from the same definitions.
+//! Layers, each importing only from the ones below it (no cycle):
+//! - [`filter`]: DriverEntry, FLT_REGISTRATION, unload and the one teardown;
+//! - `registration`: the operation table (one row per `ops` module) and context table;
+//! - `ops/{create,read,section,cleanup,fs_control,dir_control,query}`: one module per
+//!   operation, thin callbacks; `instance`: volume attachment and teardown; `port`: the
+//!   communication port and the provider's messages;
+//! - `placeholder`: the providers' management requests;
+//! - `stream`: a placeholder's stream and stream-handle contexts; `hydrate`: fetches,
+//!   waiters, pended reads, transfers and the record; `disguise`: who sees what;
+//! - `providers`, `rules`, `reparse`, `names`, `file`, `queue`, `list`, `timer`,
+//!   `context`, `driver` (the driver state), `pool`, `sync`, `ntos`, `status`, `layout`.
+//!
+//! [`status`] is the one table from engine and proto errors to NTSTATUS. [`layout`]
+//! defines the parameter block FltMgr passes every callback (windows-sys lays it out
+//! wrong); the kernel model builds it from the same definitions.
 
 pub mod filter;
 pub mod layout;
@@ -15,10 +23,12 @@ pub mod status;
 
 mod context;
 mod disguise;
+mod driver;
 mod file;
 mod hydrate;
 mod instance;
 mod list;
+mod names;
 mod ntos;
 mod ops;
 mod placeholder;
@@ -27,7 +37,9 @@ mod port;
 mod providers;
 mod queue;
 mod registration;
+mod reparse;
 mod rules;
+mod stream;
 mod sync;
 mod timer;
 

@@ -44,8 +44,8 @@ use windows_sys::Win32::Foundation::{
     STATUS_CLOUD_FILE_PROVIDER_TERMINATED, STATUS_INVALID_USER_BUFFER,
 };
 
+use super::driver::Driver;
 use super::file::PoolBuf;
-use super::filter::Driver;
 use super::pool::{PoolBox, TAG_CONNECTION};
 use super::providers::{self, Provider, ProviderRef};
 use super::status::{self, nt_success};

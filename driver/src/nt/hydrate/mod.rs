@@ -64,7 +64,6 @@ use super::context::{
 };
 use super::file::{Kind as OpenKind, OwnedFile, PoolBuf};
 use super::list::{List, Node};
-use super::placeholder;
 use super::pool::{PoolBox, tag};
 use super::providers::{self, ProviderRef};
 use super::status::nt_success;
@@ -705,7 +704,7 @@ fn open_writer(stream: &StreamContext, name: &[u16]) -> Result<(), NTSTATUS> {
     if has {
         return Ok(());
     }
-    let Some(filter) = super::filter::filter() else {
+    let Some(filter) = crate::nt::driver::filter() else {
         return Err(STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING);
     };
     let file = OwnedFile::open(

@@ -270,15 +270,16 @@ impl Snapshot {
             return STATUS_CLOUD_FILE_INVALID_REQUEST;
         };
         let full = present.bytes() >= self.size;
-        let result = placeholder::encode_blob(self.flags, self.size, stream.identity(), ranges)
-            .and_then(|(blob, len)| file.tag(blob.as_slice().get(..len).unwrap_or(&[])))
-            .and_then(|()| {
-                if full {
-                    file.change_attributes(MISSING_DATA_ATTRIBUTES, 0)
-                } else {
-                    file.change_attributes(0, MISSING_DATA_ATTRIBUTES)
-                }
-            });
+        let result =
+            crate::nt::reparse::encode_blob(self.flags, self.size, stream.identity(), ranges)
+                .and_then(|(blob, len)| file.tag(blob.as_slice().get(..len).unwrap_or(&[])))
+                .and_then(|()| {
+                    if full {
+                        file.change_attributes(MISSING_DATA_ATTRIBUTES, 0)
+                    } else {
+                        file.change_attributes(0, MISSING_DATA_ATTRIBUTES)
+                    }
+                });
         match result {
             Ok(()) => STATUS_SUCCESS,
             Err(status) => status,

@@ -1,0 +1,27 @@
+//! CLEANUP: the last handle of a file object closed — operations waiting through it give
+//! up, and on the stream's last cleanup with nobody waiting, background fills stop.
+
+use super::*;
+
+/// PreOperation of CLEANUP (the last handle of a file object closed): reads waiting
+/// through it give up, and when no open of the stream is left waiting, PROGRESSIVE
+/// background fills stop (cfapi: "until full or the last handle closes").
+///
+/// # Safety
+/// Called by FltMgr with valid callback data.
+pub(crate) unsafe extern "system" fn pre_cleanup(
+    _data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    _completion_context: *mut *mut core::ffi::c_void,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    // SAFETY: FltMgr passes valid related objects for the duration of the call.
+    let Some(objects) = (unsafe { objects.as_ref() }) else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    let Some(stream) = stream::get(objects.Instance, objects.FileObject) else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    let last = stream::close_open(&stream);
+    hydrate::file_closed(&stream, objects.FileObject as usize, last);
+    FLT_PREOP_SUCCESS_NO_CALLBACK
+}

@@ -1,0 +1,170 @@
+//! CREATE: placeholders open as themselves (an open-reparse entry for cloudflt's tag, in
+//! pool for the length of the create), and post-create attaches the stream context and
+//! decides, once per open, how the opener sees placeholders (disguise).
+
+use super::*;
+
+/// cloudflt's open-reparse entry: placeholders open as themselves for every caller, with
+/// no STATUS_REPARSE; other tags are untouched (the entry names only cloudflt's tag and
+/// GUID, and flags 0 mean "never reparse on it").
+fn open_reparse_entry() -> OPEN_REPARSE_LIST_ENTRY {
+    OPEN_REPARSE_LIST_ENTRY {
+        OpenReparseListEntry: LIST_ENTRY {
+            Flink: core::ptr::null_mut(),
+            Blink: core::ptr::null_mut(),
+        },
+        ReparseTag: cloudflt_proto::reparse::TAG,
+        Flags: 0,
+        ReparseGuid: crate::nt::file::reparse_guid(),
+        Size: core::mem::size_of::<OPEN_REPARSE_LIST_ENTRY>() as u16,
+        RemainingLength: 0,
+    }
+}
+
+/// PreOperation of CREATE: adds cloudflt's open-reparse entry, so NTFS opens a
+/// placeholder instead of returning STATUS_REPARSE.
+///
+/// FltAddOpenReparseEntry links the caller's entry itself into the create's ECP list; the
+/// file system reads it, and sets OPEN_REPARSE_POINT_TAG_ENCOUNTERED in it, after this
+/// frame is gone, and FltRemoveOpenReparseEntry takes the same pointer. So the entry lives
+/// in pool for the length of the create: it is the completion context, and
+/// [`post_create`], which FltMgr calls for every FLT_PREOP_SUCCESS_WITH_CALLBACK (when it
+/// drains the instance too), removes and frees it.
+///
+/// # Safety
+/// Called by FltMgr with valid callback data.
+pub(crate) unsafe extern "system" fn pre_create(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    completion_context: *mut *mut core::ffi::c_void,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    // SAFETY: FltMgr passes valid related objects for the duration of the call.
+    let Some(objects) = (unsafe { objects.as_ref() }) else {
+        return FLT_PREOP_SUCCESS_WITH_CALLBACK;
+    };
+    let Some(entry) = PoolBox::try_new(open_reparse_entry(), TAG_OPEN_REPARSE) else {
+        // No pool for the entry: the create goes down as if the driver had added none,
+        // which is how it goes without the driver. An open that meets a placeholder then
+        // stops at it with STATUS_REPARSE on cloudflt's tag, which the I/O manager has no
+        // handler for, so the caller's open fails with STATUS_IO_REPARSE_TAG_NOT_HANDLED
+        // (a retry can succeed once pool is back); opens that meet no placeholder are not
+        // affected.
+        return FLT_PREOP_SUCCESS_WITH_CALLBACK;
+    };
+    let entry = PoolBox::into_raw(entry);
+    // SAFETY: a pre-create at PASSIVE_LEVEL; `entry` is a pool allocation that stays valid
+    // until post_create (or the failure paths below) removes and frees it.
+    let status = unsafe { FltAddOpenReparseEntry(objects.Filter, data, entry.as_ptr()) };
+    if !nt_success(status) {
+        debug_print!("cloudflt: FltAddOpenReparseEntry failed with {status:#010x}");
+        // SAFETY: from `into_raw` above with this tag; FltMgr did not link it.
+        drop(unsafe { PoolBox::from_raw(entry, TAG_OPEN_REPARSE) });
+        return FLT_PREOP_SUCCESS_WITH_CALLBACK;
+    }
+    // SAFETY: FltMgr's completion-context slot for this pre-operation (NULL-checked).
+    match unsafe { completion_context.as_mut() } {
+        Some(slot) => *slot = entry.as_ptr().cast(),
+        // No slot would mean no way to reach the entry in post-create: unlinked and freed
+        // now, the create goes on as if none had been added (see above).
+        None => release_open_reparse_entry(objects, data, entry),
+    }
+    FLT_PREOP_SUCCESS_WITH_CALLBACK
+}
+
+/// Takes cloudflt's open-reparse entry out of its create and frees it.
+fn release_open_reparse_entry(
+    objects: &FLT_RELATED_OBJECTS,
+    data: *const FLT_CALLBACK_DATA,
+    entry: NonNull<OPEN_REPARSE_LIST_ENTRY>,
+) {
+    // SAFETY: the entry pre_create added to this create for this filter, at IRQL <=
+    // APC_LEVEL (pre- and post-create run at PASSIVE_LEVEL, a draining post at <=
+    // APC_LEVEL).
+    unsafe { FltRemoveOpenReparseEntry(objects.Filter, data, entry.as_ptr()) };
+    // SAFETY: from `PoolBox::into_raw` in pre_create with this tag; unlinked just now, so
+    // nothing else can reach it.
+    drop(unsafe { PoolBox::from_raw(entry, TAG_OPEN_REPARSE) });
+}
+
+/// PostOperation of CREATE: removes and frees the open-reparse entry pre_create added;
+/// then a successful open of a file carrying cloudflt's tag gets the stream context its
+/// reads need.
+///
+/// # Safety
+/// Called by FltMgr with valid callback data.
+pub(crate) unsafe extern "system" fn post_create(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    completion_context: *const core::ffi::c_void,
+    flags: u32,
+) -> FLT_POSTOP_CALLBACK_STATUS {
+    // SAFETY: FltMgr passes valid related objects for the call.
+    let objects = unsafe { objects.as_ref() };
+    // The entry goes on every path, draining included: FltMgr calls no other routine of
+    // ours for this create, and the entry pins the filter (FltAddOpenReparseEntry
+    // references it until the removal), so FltUnregisterFilter would wait on one left
+    // linked. A draining post gets a copy of the callback data, which is what it passes
+    // on. Without the related objects (FltMgr always passes them) the entry cannot be
+    // unlinked, and a linked entry must not go back to pool, so it stays allocated.
+    let entry = NonNull::new(
+        completion_context
+            .cast_mut()
+            .cast::<OPEN_REPARSE_LIST_ENTRY>(),
+    );
+    if let (Some(entry), Some(objects)) = (entry, objects) {
+        release_open_reparse_entry(objects, data, entry);
+    }
+    if flags & FLTFL_POST_OPERATION_DRAINING != 0 {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    // SAFETY: FltMgr passes valid callback data for the call.
+    let (Some(data), Some(objects)) = (unsafe { data.as_ref() }, objects) else {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    };
+    // SAFETY: the status member of the completed operation.
+    let status = unsafe { data.IoStatus.Anonymous.Status };
+    if !nt_success(status) || status == STATUS_REPARSE || objects.FileObject.is_null() {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    let fo = Fo {
+        instance: objects.Instance,
+        file_object: objects.FileObject,
+    };
+    // A failure leaves the file without context: its reads then find no placeholder
+    // state and pass, which is what they did before the driver loaded.
+    let stream = stream::attach(objects.Filter, fo).ok().flatten();
+    if stream.is_none() && !is_directory(&fo) {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    if let Some(stream) = stream {
+        stream::open_added(&stream);
+    }
+    let placeholder = stream::get(objects.Instance, objects.FileObject).is_some();
+    // The open's effective policy is fixed now (cfapi's rule): the provider's, as no
+    // application policy exists yet. Its visibility too, in the requestor's context.
+    let provider = NameInfo::normalized(data)
+        .ok()
+        .and_then(|name| providers::for_path(name.units()));
+    if !placeholder && provider.is_none() {
+        // A directory outside every connected sync root: nothing to disguise in it.
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    let policy = provider.as_ref().map(|p| p.hydration);
+    let image = ImageName::of(data);
+    let visibility = disguise::decide(data, image.units(), provider.as_ref().map(|p| p.pid));
+    drop(provider);
+    if stream::set_handle_context(objects.Filter, fo, policy, visibility).is_err() {
+        debug_print!("cloudflt: no stream-handle context for an open");
+    }
+    FLT_POSTOP_FINISHED_PROCESSING
+}
+
+/// Whether a successful create opened a directory: the opens that can list. Asked of the
+/// file system, not read from FILE_DIRECTORY_FILE, which a create may leave out.
+fn is_directory(fo: &Fo) -> bool {
+    let mut directory = false;
+    // SAFETY: the file object of a successful create, on `fo.instance`'s volume;
+    // PASSIVE_LEVEL (post-create); a valid out pointer.
+    let status = unsafe { FltIsDirectory(fo.file_object, fo.instance, &mut directory) };
+    nt_success(status) && directory
+}

@@ -1,0 +1,242 @@
+//! DIRECTORY_CONTROL: listings are rewritten in place for disguised opens (through the
+//! MDL's system mapping, never the caller's user address), each entry judged by its tag.
+
+use super::*;
+
+/// PreOperation of DIRECTORY_CONTROL: a query of a directory opened by a disguised caller
+/// gets its post, synchronised (PASSIVE_LEVEL, issuing thread), with the buffer locked.
+///
+/// # Safety
+/// Called by FltMgr with valid callback data.
+pub(crate) unsafe extern "system" fn pre_directory_control(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    _completion_context: *mut *mut core::ffi::c_void,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    // SAFETY: FltMgr passes valid callback data for the call.
+    let Some(d) = (unsafe { data.as_ref() }) else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    // SAFETY: its parameter block, valid during the callback, laid out as fltKernel.h
+    // declares it (nt::layout).
+    let Some(iopb) = (unsafe { d.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>().as_ref() }) else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    if !is_irp(d) || u32::from(iopb.MinorFunction) != IRP_MN_QUERY_DIRECTORY {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    if !disguised(objects) {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    // SAFETY: an IRP operation at PASSIVE_LEVEL.
+    let status = unsafe { FltLockUserBuffer(data) };
+    if !nt_success(status) {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    FLT_PREOP_SYNCHRONIZE
+}
+
+/// PostOperation of DIRECTORY_CONTROL (synchronised): disguises the listing.
+///
+/// # Safety
+/// Called by FltMgr with valid callback data.
+pub(crate) unsafe extern "system" fn post_directory_control(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    _completion_context: *const core::ffi::c_void,
+    flags: u32,
+) -> FLT_POSTOP_CALLBACK_STATUS {
+    // SAFETY: FltMgr's callback data of this post-operation.
+    let Some((d, iopb)) = (unsafe { completed(data, flags) }) else {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    };
+    // SAFETY: the completed operation's status.
+    if unsafe { d.IoStatus.Anonymous.Status } == STATUS_BUFFER_OVERFLOW {
+        // A first entry cut short: see the module comment (known gap).
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    // SAFETY: DIRECTORY_CONTROL: the union holds the directory-control parameters.
+    let control = unsafe { iopb.Parameters.DirectoryControl };
+    // SAFETY: IRP_MN_QUERY_DIRECTORY (the only minor the pre-op synchronises).
+    let q = unsafe { control.QueryDirectory };
+    let Some(class) = u32::try_from(q.FileInformationClass)
+        .ok()
+        .and_then(DirectoryClass::from_raw)
+    else {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    };
+    if q.Length == 0 {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    let Some(buffer) = listing_buffer(d.RequestorMode, &q) else {
+        // The listing cannot be reached safely, so it must not reach the caller either.
+        d.IoStatus = IO_STATUS_BLOCK {
+            Anonymous: IO_STATUS_BLOCK_0 {
+                Status: STATUS_INSUFFICIENT_RESOURCES,
+            },
+            Information: 0,
+        };
+        // SAFETY: live callback data in its post-operation.
+        unsafe { FltSetCallbackDataDirty(d) };
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    };
+    let returned = d.IoStatus.Information;
+    // FileDirectory and FileIdGlobalTxDirectory carry no tag: each entry with
+    // FILE_ATTRIBUTE_REPARSE_POINT is looked up by name, with the directory's name fetched
+    // on the first such entry.
+    let mut directory: Option<Result<NameInfo, NTSTATUS>> = None;
+    let result = rewrite::disguise_directory_with(
+        class,
+        buffer,
+        returned,
+        HiddenAttributes::DEFAULT,
+        |name| {
+            let directory = directory.get_or_insert_with(|| NameInfo::normalized(data));
+            directory
+                .as_ref()
+                .is_ok_and(|dir| child_is_ours(objects, dir.units(), name))
+        },
+    );
+    if result.is_err() {
+        fail_malformed(d, buffer, returned);
+    }
+    FLT_POSTOP_FINISHED_PROCESSING
+}
+
+/// MDL_MAPPED_TO_SYSTEM_VA (wdm.h).
+const MDL_MAPPED_TO_SYSTEM_VA: i16 = 0x0001;
+/// MDL_SOURCE_IS_NONPAGED_POOL (wdm.h).
+const MDL_SOURCE_IS_NONPAGED_POOL: i16 = 0x0004;
+/// KernelMode.
+const KERNEL_MODE: i8 = 0;
+
+/// The listing's buffer, through a system address: the MDL the pre-operation's
+/// FltLockUserBuffer made, mapped as MmGetSystemAddressForMdlSafe does. The caller's
+/// user-mode address is never touched: another thread of its process could free those
+/// pages at any moment, and Rust has no exception guard for the fault. A kernel-mode
+/// caller's buffer without an MDL is a system address already. `None` when neither exists
+/// or the mapping fails.
+fn listing_buffer(requestor_mode: i8, q: &QueryDirectoryParameters) -> Option<&'static mut [u8]> {
+    let length = q.Length as usize;
+    let address = match NonNull::new(q.MdlAddress) {
+        Some(mdl) => {
+            // SAFETY: the MDL FltLockUserBuffer built, alive until the operation completes.
+            let (flags, mapped, count) = unsafe {
+                let m = mdl.as_ref();
+                (m.MdlFlags, m.MappedSystemVa, m.ByteCount)
+            };
+            if (count as usize) < length {
+                return None;
+            }
+            if flags & (MDL_MAPPED_TO_SYSTEM_VA | MDL_SOURCE_IS_NONPAGED_POOL) != 0 {
+                mapped
+            } else {
+                // SAFETY: a locked MDL (FltLockUserBuffer); a kernel-mode mapping owned by
+                // the MDL, released by the I/O manager when it frees it; IRQL <= APC_LEVEL.
+                unsafe {
+                    MmMapLockedPagesSpecifyCache(
+                        mdl.as_ptr(),
+                        KERNEL_MODE,
+                        MmCached,
+                        core::ptr::null(),
+                        0,
+                        NormalPagePriority as u32 | MdlMappingNoExecute,
+                    )
+                }
+            }
+        }
+        None if requestor_mode == KERNEL_MODE => q.DirectoryBuffer,
+        None => return None,
+    };
+    if address.is_null() {
+        return None;
+    }
+    // SAFETY: `length` bytes at a system address (checked against the MDL's byte count),
+    // valid until the operation completes, which is after this synchronised post-operation.
+    Some(unsafe { core::slice::from_raw_parts_mut(address.cast::<u8>(), length) })
+}
+
+/// Longest entry name NTFS allows, in UTF-16 units.
+const MAX_COMPONENT: usize = 255;
+
+/// Whether the entry `name` of directory `directory` (normalized, device form) carries
+/// cloudflt's tag: the driver opens it as the reparse point itself and asks its tag.
+///
+/// An entry that cannot be opened (deleted or renamed since the listing, or a name longer
+/// than NTFS allows) is not taken for a placeholder: other files are never touched, and
+/// one that has gone is nobody's to see.
+fn child_is_ours(
+    objects: *const FLT_RELATED_OBJECTS,
+    directory: &[u16],
+    name: rewrite::Name<'_>,
+) -> bool {
+    // SAFETY: FltMgr passes valid related objects for the call.
+    let Some(objects) = (unsafe { objects.as_ref() }) else {
+        return false;
+    };
+    const DOT: u16 = b'.' as u16;
+    let mut units = name.units();
+    let (first, second, third) = (units.next(), units.next(), units.next());
+    let (directory, name) = match (first, second, third) {
+        // `.`: the directory being listed, already open.
+        (Some(DOT), None, _) => {
+            let listed = Fo {
+                instance: objects.Instance,
+                file_object: objects.FileObject,
+            };
+            return is_ours(listed.attribute_tag());
+        }
+        // `..`: its parent, by the directory's name without its last component.
+        (Some(DOT), Some(DOT), None) => {
+            let trimmed = directory
+                .strip_suffix(&[u16::from(b'\\')])
+                .unwrap_or(directory);
+            let Some(cut) = trimmed.iter().rposition(|u| *u == u16::from(b'\\')) else {
+                return false;
+            };
+            // `\Device\HarddiskVolumeN` alone names the volume, not its root directory:
+            // the root keeps its separator.
+            let separators = trimmed.iter().filter(|u| **u == u16::from(b'\\')).count();
+            let end = if separators <= 3 { cut + 1 } else { cut };
+            (trimmed.get(..end).unwrap_or(&[]), None)
+        }
+        _ => (directory, Some(name)),
+    };
+    let mut path = [0u16; syncroot::MAX_PATH + 1 + MAX_COMPONENT];
+    let separator: &[u16] = if directory.last() == Some(&u16::from(b'\\')) {
+        &[]
+    } else {
+        &[b'\\' as u16]
+    };
+    let (separator, name_units, name_len) = match name {
+        Some(name) => (separator, Some(name.units()), name.len()),
+        None => (&[][..], None, 0),
+    };
+    let mut len = 0;
+    for (d, s) in path.iter_mut().zip(
+        directory
+            .iter()
+            .copied()
+            .chain(separator.iter().copied())
+            .chain(name_units.into_iter().flatten()),
+    ) {
+        *d = s;
+        len += 1;
+    }
+    let wanted = directory.len() + separator.len() + name_len;
+    let Some(path) = path.get(..len).filter(|_| len == wanted) else {
+        return false;
+    };
+    let Ok(child) = OwnedFile::open(
+        objects.Filter,
+        objects.Instance,
+        path,
+        FILE_READ_ATTRIBUTES,
+        FILE_OPEN,
+        Kind::Any,
+        0,
+    ) else {
+        return false;
+    };
+    is_ours(child.attribute_tag())
+}

@@ -1,0 +1,137 @@
+//! READ: a read of data a placeholder does not have yet pends until its provider
+//! delivers it (hydrate::pend_read; no thread waits); a paging read of missing data fails
+//! at once; the provider's own reads pass untouched.
+
+use super::*;
+
+/// The read an operation asks for, as (offset, length).
+fn read_of(data: &FLT_CALLBACK_DATA) -> Option<(u64, u64)> {
+    // SAFETY: Iopb points at the operation's parameter block, valid during the operation,
+    // laid out as fltKernel.h declares it (nt::layout).
+    let iopb = unsafe { data.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>().as_ref() }?;
+    // SAFETY: IRP_MJ_READ: the union holds the read parameters.
+    let read = unsafe { iopb.Parameters.Read };
+    let offset = u64::try_from(read.ByteOffset).unwrap_or(0);
+    Some((offset, u64::from(read.Length)))
+}
+
+/// PreOperation of READ: a read of data a placeholder does not have yet pends until the
+/// provider delivers it (per the provider's hydration policy); a paging read of missing
+/// data fails at once (the faulting thread may hold locks a fetch would need); the
+/// provider's own reads pass untouched.
+///
+/// # Safety
+/// Called by FltMgr with valid callback data.
+pub(crate) unsafe extern "system" fn pre_read(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    _completion_context: *mut *mut core::ffi::c_void,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    // SAFETY: FltMgr passes valid callback data and related objects for the call.
+    let (Some(data_ref), Some(objects)) = (unsafe { data.as_mut() }, unsafe { objects.as_ref() })
+    else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    let Some(stream) = stream::get(objects.Instance, objects.FileObject) else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    // SAFETY: live callback data.
+    let pid = unsafe { FltGetRequestorProcessId(data) };
+    if providers::is_provider(pid as usize) {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    let Some((offset, length)) = read_of(data_ref) else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    let whole = stream::handle_policy(objects.Instance, objects.FileObject)
+        .is_some_and(|p| p >= Policy::Full);
+    let (placeholder, corrupt, missing) = hydrate::with_held(|held| {
+        stream.with_state(held, |s| {
+            let file = Range {
+                start: 0,
+                end: s.file_size,
+            };
+            let read = Range::at(offset, length).clip(file);
+            // FULL opens need the whole file before even a byte is read.
+            let needed = if whole { file } else { read };
+            (
+                s.placeholder,
+                s.corrupt,
+                !read.is_empty() && !s.present.contains(needed),
+            )
+        })
+    });
+    if !placeholder {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    if corrupt {
+        return complete(data_ref, STATUS_CLOUD_FILE_METADATA_CORRUPT);
+    }
+    if !missing {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    if data_ref.Flags & FLTFL_CALLBACK_DATA_FAST_IO_OPERATION != 0 {
+        return FLT_PREOP_DISALLOW_FASTIO;
+    }
+    if data_ref.Flags & FLTFL_CALLBACK_DATA_IRP_OPERATION == 0 {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    // SAFETY: Iopb is valid during the operation (read_of succeeded).
+    let irp_flags = unsafe { (*data_ref.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>()).IrpFlags };
+    if irp_flags & IRP_PAGING_IO != 0 {
+        return complete(data_ref, PAGING_READ_OF_MISSING_DATA);
+    }
+    pend(data, objects, &stream, offset, length)
+}
+
+/// What a paging read of data not on disk fails with.
+const PAGING_READ_OF_MISSING_DATA: NTSTATUS = STATUS_CLOUD_FILE_UNSUCCESSFUL;
+
+/// Pends a read of missing data until its provider delivers it (hydrate::pend_read):
+/// nothing in this thread or any other waits for the provider.
+fn pend(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: &FLT_RELATED_OBJECTS,
+    stream: &StreamRef,
+    offset: u64,
+    length: u64,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    // SAFETY: live callback data (the caller's).
+    let data_ref = unsafe { &mut *data };
+    let name = match NameInfo::normalized(data) {
+        Ok(name) => name,
+        Err(status) => return complete(data_ref, status),
+    };
+    let Some(provider) = providers::for_path(name.units()) else {
+        return complete(data_ref, STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING);
+    };
+    let size = hydrate::with_held(|held| stream.with_state(held, |s| s.file_size));
+    let Some(plan) = policy::plan(provider.hydration, Range::at(offset, length), size) else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    // SAFETY: live callback data.
+    let pid = unsafe { FltGetRequestorProcessId(data) };
+    let image = ImageName::of(data);
+    let Some(asker) = hydrate::Asker::new(pid, name.units(), image.units()) else {
+        return complete(data_ref, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES);
+    };
+    let mut instance: PFLT_CONTEXT = core::ptr::null_mut();
+    // SAFETY: the operation's instance; a valid out pointer.
+    let status = unsafe { FltGetInstanceContext(objects.Instance, &mut instance) };
+    let Some(instance) =
+        NonNull::new(instance.cast::<InstanceContext>()).filter(|_| nt_success(status))
+    else {
+        return complete(data_ref, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES);
+    };
+    let target = hydrate::ReadTarget {
+        data,
+        instance,
+        file_object: objects.FileObject as usize,
+        plan,
+    };
+    match hydrate::pend_read(stream, &provider, target, asker) {
+        hydrate::Pend::Pass => FLT_PREOP_SUCCESS_NO_CALLBACK,
+        hydrate::Pend::Complete(status) => complete(data_ref, status),
+        hydrate::Pend::Pended => FLT_PREOP_PENDING,
+    }
+}

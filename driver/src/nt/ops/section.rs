@@ -1,0 +1,83 @@
+//! ACQUIRE_FOR_SECTION_SYNCHRONIZATION: a placeholder about to be mapped (or run) is
+//! hydrated whole first, in the mapping thread, since page faults on it must never wait
+//! for a provider.
+
+use super::*;
+
+/// PreOperation of ACQUIRE_FOR_SECTION_SYNCHRONIZATION: a placeholder about to be mapped
+/// (or run) is hydrated whole first, since page faults on it must never wait for a
+/// provider.
+///
+/// # Safety
+/// Called by FltMgr with valid callback data.
+pub(crate) unsafe extern "system" fn pre_acquire_section(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    _completion_context: *mut *mut core::ffi::c_void,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    // SAFETY: FltMgr passes valid callback data and related objects for the call.
+    let (Some(data_ref), Some(objects)) = (unsafe { data.as_mut() }, unsafe { objects.as_ref() })
+    else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    let Some(stream) = stream::get(objects.Instance, objects.FileObject) else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    // SAFETY: live callback data.
+    let pid = unsafe { FltGetRequestorProcessId(data) };
+    if providers::is_provider(pid as usize) {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    let (placeholder, corrupt, size, full) = hydrate::with_held(|held| {
+        stream.with_state(held, |s| {
+            (
+                s.placeholder,
+                s.corrupt,
+                s.file_size,
+                s.present.contains(Range {
+                    start: 0,
+                    end: s.file_size,
+                }),
+            )
+        })
+    });
+    if !placeholder || full {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    if corrupt {
+        return complete(data_ref, STATUS_CLOUD_FILE_METADATA_CORRUPT);
+    }
+    let status = fetch_whole(data, &stream, size);
+    if nt_success(status) {
+        FLT_PREOP_SUCCESS_NO_CALLBACK
+    } else {
+        complete(data_ref, status)
+    }
+}
+
+/// Makes all of a `size`-byte placeholder present for operation `data` (a section about
+/// to be created), waiting in the requesting thread.
+fn fetch_whole(data: *const FLT_CALLBACK_DATA, stream: &StreamRef, size: u64) -> NTSTATUS {
+    let name = match NameInfo::normalized(data) {
+        Ok(name) => name,
+        Err(status) => return status,
+    };
+    // SAFETY: live callback data.
+    let pid = unsafe { FltGetRequestorProcessId(data) };
+    let image = ImageName::of(data);
+    let target = hydrate::Target {
+        stream,
+        name: name.units(),
+        requestor_pid: pid,
+        requestor_image: image.units(),
+        data: core::ptr::null(),
+        file_object: target_file_object(data),
+    };
+    hydrate::ensure_range(
+        &target,
+        Range {
+            start: 0,
+            end: size,
+        },
+    )
+}
