@@ -4,7 +4,8 @@
 
 use super::*;
 
-/// PreOperation of QUERY_INFORMATION: a disguised open's attribute query gets its post.
+/// PreOperation of QUERY_INFORMATION: a disguised open's attribute query gets its post
+/// (its fast-I/O form is refused, so that it comes back as an IRP that does).
 ///
 /// # Safety
 /// Called by FltMgr with valid callback data.
@@ -28,8 +29,13 @@ pub(crate) unsafe extern "system" fn pre_query_information(
         .ok()
         .and_then(QueryClass::from_raw)
         .is_some();
-    if !is_irp(d) || !wanted || !disguised(objects) {
+    if !wanted || !disguised(objects) {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    if !is_irp(d) {
+        // FastIoQueryBasicInfo / StandardInfo have no post-operation that could rewrite
+        // the answer: refused, the I/O manager asks again with an IRP, which gets one.
+        return FLT_PREOP_DISALLOW_FASTIO;
     }
     FLT_PREOP_SYNCHRONIZE
 }
