@@ -9,8 +9,8 @@ use core::ptr::NonNull;
 use windows_sys::Wdk::Foundation::{FILE_OBJECT, OBJECT_ATTRIBUTES};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLTFL_IO_OPERATION_DO_NOT_UPDATE_BYTE_OFFSET, FLTFL_IO_OPERATION_NON_CACHED, FltClose,
-    FltCreateFileEx2, FltFsControlFile, FltQueryInformationFile, FltSetInformationFile, FltTagFile,
-    FltUntagFile, FltWriteFile, PFLT_FILTER, PFLT_INSTANCE,
+    FltCreateFileEx2, FltFsControlFile, FltQueryInformationFile, FltReadFile,
+    FltSetInformationFile, FltTagFile, FltUntagFile, FltWriteFile, PFLT_FILTER, PFLT_INSTANCE,
 };
 use windows_sys::Wdk::Storage::FileSystem::{
     FILE_BASIC_INFORMATION, FILE_DIRECTORY_FILE, FILE_NON_DIRECTORY_FILE, FILE_OPEN_REPARSE_POINT,
@@ -210,6 +210,38 @@ impl OwnedFile {
 }
 
 impl Fo {
+    /// Reads `buffer.len()` bytes at `offset` (both sector aligned) non-cached, below
+    /// `instance`, without moving the file object's position; the bytes read (fewer at end
+    /// of file).
+    pub(crate) fn read_noncached(
+        &self,
+        offset: u64,
+        buffer: &mut PoolBuf,
+    ) -> Result<usize, NTSTATUS> {
+        let at = i64::try_from(offset).map_err(|_| STATUS_INVALID_PARAMETER)?;
+        let length = u32::try_from(buffer.len).map_err(|_| STATUS_INVALID_PARAMETER)?;
+        let mut read = 0u32;
+        // SAFETY: the buffer is ours and outlives the synchronous call; PASSIVE_LEVEL (the
+        // callers'); the file object is live for the operation that asks.
+        let status = unsafe {
+            FltReadFile(
+                self.instance,
+                self.file_object(),
+                &at,
+                length,
+                buffer.ptr.as_ptr().cast(),
+                FLTFL_IO_OPERATION_NON_CACHED | FLTFL_IO_OPERATION_DO_NOT_UPDATE_BYTE_OFFSET,
+                &mut read,
+                None,
+                core::ptr::null(),
+            )
+        };
+        if !nt_success(status) {
+            return Err(status);
+        }
+        Ok(read as usize)
+    }
+
     fn file_object(&self) -> *const FILE_OBJECT {
         self.file_object
     }

@@ -21,7 +21,9 @@ pub mod filter;
 pub mod layout;
 pub mod status;
 
+mod buffer;
 mod context;
+mod direct;
 mod disguise;
 mod driver;
 mod file;

@@ -672,43 +672,71 @@ pub extern "system" fn FltLockUserBuffer(data: *const FLT_CALLBACK_DATA) -> NTST
         .cast::<FLT_IO_PARAMETER_BLOCK>();
     // SAFETY: its parameter block, owned by the dispatcher and live with the operation.
     let iopb = unsafe { &mut *iopb };
-    if iopb.MajorFunction != io::major::DIRECTORY_CONTROL {
-        // Only directory queries are modelled with an MDL. Answering success for another
-        // major would let a filter believe its buffer locked when the model made no MDL.
-        let major = iopb.MajorFunction;
-        with_kernel(|k| {
-            k.violation(
-                "FltLockUserBuffer",
-                format!(
-                    "major {major:#x}: the model builds MDLs for IRP_MJ_DIRECTORY_CONTROL only"
-                ),
-            )
-        });
-        return STATUS_NOT_SUPPORTED;
-    }
-    // SAFETY: DIRECTORY_CONTROL: the union holds the directory-control parameters.
-    let control = unsafe { iopb.Parameters.DirectoryControl };
-    // SAFETY: IRP_MN_QUERY_DIRECTORY's member.
-    let q = unsafe { control.QueryDirectory };
-    if !q.MdlAddress.is_null() || q.DirectoryBuffer.is_null() || q.Length == 0 {
-        return STATUS_SUCCESS;
-    }
-    let user = q.DirectoryBuffer as usize;
+    // The buffer of the operation, and where its MDL goes: directory queries and reads are
+    // modelled with an MDL. Answering success for another major would let a filter
+    // believe its buffer locked when the model made no MDL.
+    let (user, length, mdl_slot): (usize, u32, *mut *mut windows_sys::Wdk::Foundation::MDL) =
+        match iopb.MajorFunction {
+            io::major::DIRECTORY_CONTROL => {
+                // SAFETY: DIRECTORY_CONTROL: the union holds the directory-control parameters.
+                let control = unsafe { iopb.Parameters.DirectoryControl };
+                // SAFETY: IRP_MN_QUERY_DIRECTORY's member.
+                let q = unsafe { control.QueryDirectory };
+                if !q.MdlAddress.is_null() || q.DirectoryBuffer.is_null() || q.Length == 0 {
+                    return STATUS_SUCCESS;
+                }
+                (
+                    q.DirectoryBuffer as usize,
+                    q.Length,
+                    // SAFETY: the parameter block is live and ours to fill.
+                    unsafe {
+                        std::ptr::addr_of_mut!(
+                            iopb.Parameters.DirectoryControl.QueryDirectory.MdlAddress
+                        )
+                    },
+                )
+            }
+            io::major::READ => {
+                // SAFETY: READ: the union holds the read parameters.
+                let r = unsafe { iopb.Parameters.Read };
+                if !r.MdlAddress.is_null() || r.ReadBuffer.is_null() || r.Length == 0 {
+                    return STATUS_SUCCESS;
+                }
+                (
+                    r.ReadBuffer as usize,
+                    r.Length,
+                    // SAFETY: the parameter block is live and ours to fill.
+                    unsafe { std::ptr::addr_of_mut!(iopb.Parameters.Read.MdlAddress) },
+                )
+            }
+            major => {
+                with_kernel(|k| {
+                    k.violation(
+                        "FltLockUserBuffer",
+                        format!(
+                            "major {major:#x}: the model builds MDLs for IRP_MJ_DIRECTORY_CONTROL and IRP_MJ_READ only"
+                        ),
+                    )
+                });
+                return STATUS_NOT_SUPPORTED;
+            }
+        };
     let mut mdl = Box::new(windows_sys::Wdk::Foundation::MDL {
         MdlFlags: MDL_PAGES_LOCKED,
         StartVa: (user & !0xFFF) as *mut c_void,
         ByteOffset: (user & 0xFFF) as u32,
-        ByteCount: q.Length,
+        ByteCount: length,
         ..Default::default()
     });
     let mdl_ptr: *mut windows_sys::Wdk::Foundation::MDL = &mut *mdl;
-    iopb.Parameters.DirectoryControl.QueryDirectory.MdlAddress = mdl_ptr;
+    // SAFETY: the slot in the live parameter block chosen above.
+    unsafe { *mdl_slot = mdl_ptr };
     with_kernel(|k| {
         if let Some(op) = k.io.ops.get_mut(&(data as usize)) {
             op.mdl = Some(io::LockedMdl {
                 mdl,
                 user,
-                len: q.Length as usize,
+                len: length as usize,
                 mapping: None,
                 fresh: true,
             });

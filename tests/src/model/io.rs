@@ -731,6 +731,9 @@ fn without_fresh_mdl(addr: usize, iopb: &FLT_IO_PARAMETER_BLOCK) -> FLT_IO_PARAM
     if fresh && copy.MajorFunction == major::DIRECTORY_CONTROL {
         copy.Parameters.DirectoryControl.QueryDirectory.MdlAddress = std::ptr::null_mut();
     }
+    if fresh && copy.MajorFunction == major::READ {
+        copy.Parameters.Read.MdlAddress = std::ptr::null_mut();
+    }
     copy
 }
 

@@ -43,6 +43,7 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_CALLBACK_DATA_QUEUE, FLT_PREOP_COMPLETE, FLT_PREOP_SUCCESS_NO_CALLBACK,
     FltCancellableWaitForSingleObject, FltCbdqInsertIo, FltCbdqRemoveIo,
     FltCompletePendedPreOperation, FltReferenceContext, FltReleaseContext, FltSendMessage,
+    PFLT_INSTANCE,
 };
 use windows_sys::Wdk::System::SystemServices::{
     Executive, IO_CSQ_IRP_CONTEXT, KeAreAllApcsDisabled, KeQueryInterruptTimePrecise,
@@ -182,6 +183,11 @@ struct PendedRead {
     state: ReadState,
     /// PROGRESSIVE: fetched after the read completes.
     background: Option<Range>,
+    /// The instance the read came through, for serving it below the driver.
+    instance_handle: PFLT_INSTANCE,
+    /// A cached read of a placeholder not yet whole: served by the driver from disk
+    /// (`nt::direct`) once its data is present, never passed to the cache.
+    serve: bool,
 }
 
 /// A thread waiting on its own event.

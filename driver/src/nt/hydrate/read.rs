@@ -20,8 +20,12 @@ pub(crate) struct ReadTarget {
     pub(crate) data: *mut FLT_CALLBACK_DATA,
     /// The instance context, referenced by the caller; the read keeps that reference.
     pub(crate) instance: NonNull<InstanceContext>,
+    /// The instance the read came through.
+    pub(crate) instance_handle: PFLT_INSTANCE,
     pub(crate) file_object: usize,
     pub(crate) plan: Plan,
+    /// Served by the driver from disk once present (`nt::direct`), not passed down.
+    pub(crate) serve: bool,
 }
 
 /// Pends an IRP read of missing data of `stream` until the provider delivers it, per
@@ -46,6 +50,8 @@ pub(crate) fn pend_read(
             csq: unsafe { core::mem::zeroed() },
             state: ReadState::Arming(None),
             background: target.plan.background,
+            instance_handle: target.instance_handle,
+            serve: target.serve,
         }),
     };
     let Some(node) = Node::new(waiter, TAG_WAITER) else {
@@ -149,9 +155,19 @@ pub(super) fn conclude(mut node: PoolBox<Node<Waiter>>, mut outcome: Outcome) {
                 {
                     start_background(&node.value, &provider, background);
                 }
+                let served = (nt_success(status) && r.serve).then(|| {
+                    let size = TABLE
+                        .with(|t| node.value.stream.get().with_state(&t.held, |s| s.file_size));
+                    // SAFETY: the waiter holds a reference on the instance context.
+                    let sector = unsafe { r.instance.0.as_ref() }.sector_size;
+                    crate::nt::direct::serve(data, r.instance_handle, size, sector)
+                });
                 // Freed first: completing may let the filter unload.
                 drop(node);
-                complete_pended(data, status);
+                match served {
+                    Some((status, n)) => complete_served(data, status, n),
+                    None => complete_pended(data, status),
+                }
                 return;
             }
             Outcome::Stalled => {
@@ -184,6 +200,20 @@ pub(super) fn conclude(mut node: PoolBox<Node<Waiter>>, mut outcome: Outcome) {
             }
         }
     }
+}
+
+/// Completes a pended read the driver served itself, with `status` and `n` bytes.
+fn complete_served(data: *mut FLT_CALLBACK_DATA, status: NTSTATUS, n: usize) {
+    // SAFETY: the pended operation's callback data stays valid until it is completed.
+    if let Some(d) = unsafe { data.as_mut() } {
+        d.IoStatus = IO_STATUS_BLOCK {
+            Anonymous: IO_STATUS_BLOCK_0 { Status: status },
+            Information: n,
+        };
+    }
+    // SAFETY: an operation the pre-read pended, completed once (out of its queue, its
+    // waiter gone).
+    unsafe { FltCompletePendedPreOperation(data, FLT_PREOP_COMPLETE, core::ptr::null()) };
 }
 
 /// Completes a pended pre-operation: on to the file system, or failed with `status`.

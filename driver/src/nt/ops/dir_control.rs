@@ -68,7 +68,18 @@ pub(crate) unsafe extern "system" fn post_directory_control(
     if q.Length == 0 {
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
-    let Some(buffer) = listing_buffer(d.RequestorMode, &q) else {
+    // SAFETY: the listing's MDL (FltLockUserBuffer in the pre-operation) or a kernel-mode
+    // requestor's buffer, valid until the operation completes, which is after this
+    // synchronised post-operation.
+    let buffer = unsafe {
+        crate::nt::buffer::system_buffer(
+            d.RequestorMode,
+            q.DirectoryBuffer,
+            q.MdlAddress,
+            q.Length as usize,
+        )
+    };
+    let Some(buffer) = buffer else {
         // The listing cannot be reached safely, so it must not reach the caller either.
         d.IoStatus = IO_STATUS_BLOCK {
             Anonymous: IO_STATUS_BLOCK_0 {
@@ -101,59 +112,6 @@ pub(crate) unsafe extern "system" fn post_directory_control(
         fail_malformed(d, buffer, returned);
     }
     FLT_POSTOP_FINISHED_PROCESSING
-}
-
-/// MDL_MAPPED_TO_SYSTEM_VA (wdm.h).
-const MDL_MAPPED_TO_SYSTEM_VA: i16 = 0x0001;
-/// MDL_SOURCE_IS_NONPAGED_POOL (wdm.h).
-const MDL_SOURCE_IS_NONPAGED_POOL: i16 = 0x0004;
-/// KernelMode.
-const KERNEL_MODE: i8 = 0;
-
-/// The listing's buffer, through a system address: the MDL the pre-operation's
-/// FltLockUserBuffer made, mapped as MmGetSystemAddressForMdlSafe does. The caller's
-/// user-mode address is never touched: another thread of its process could free those
-/// pages at any moment, and Rust has no exception guard for the fault. A kernel-mode
-/// caller's buffer without an MDL is a system address already. `None` when neither exists
-/// or the mapping fails.
-fn listing_buffer(requestor_mode: i8, q: &QueryDirectoryParameters) -> Option<&'static mut [u8]> {
-    let length = q.Length as usize;
-    let address = match NonNull::new(q.MdlAddress) {
-        Some(mdl) => {
-            // SAFETY: the MDL FltLockUserBuffer built, alive until the operation completes.
-            let (flags, mapped, count) = unsafe {
-                let m = mdl.as_ref();
-                (m.MdlFlags, m.MappedSystemVa, m.ByteCount)
-            };
-            if (count as usize) < length {
-                return None;
-            }
-            if flags & (MDL_MAPPED_TO_SYSTEM_VA | MDL_SOURCE_IS_NONPAGED_POOL) != 0 {
-                mapped
-            } else {
-                // SAFETY: a locked MDL (FltLockUserBuffer); a kernel-mode mapping owned by
-                // the MDL, released by the I/O manager when it frees it; IRQL <= APC_LEVEL.
-                unsafe {
-                    MmMapLockedPagesSpecifyCache(
-                        mdl.as_ptr(),
-                        KERNEL_MODE,
-                        MmCached,
-                        core::ptr::null(),
-                        0,
-                        NormalPagePriority as u32 | MdlMappingNoExecute,
-                    )
-                }
-            }
-        }
-        None if requestor_mode == KERNEL_MODE => q.DirectoryBuffer,
-        None => return None,
-    };
-    if address.is_null() {
-        return None;
-    }
-    // SAFETY: `length` bytes at a system address (checked against the MDL's byte count),
-    // valid until the operation completes, which is after this synchronised post-operation.
-    Some(unsafe { core::slice::from_raw_parts_mut(address.cast::<u8>(), length) })
 }
 
 /// Longest entry name NTFS allows, in UTF-16 units.

@@ -13,12 +13,12 @@ use crate::engine::{syncroot, tagguard};
 use crate::nt::context::InstanceContext;
 use crate::nt::disguise::*;
 use crate::nt::file::{Fo, Kind, OwnedFile};
-use crate::nt::layout::{FLT_IO_PARAMETER_BLOCK, QueryDirectoryParameters};
+use crate::nt::layout::FLT_IO_PARAMETER_BLOCK;
 use crate::nt::names::{ImageName, NameInfo};
 use crate::nt::pool::{PoolBox, TAG_OPEN_REPARSE};
 use crate::nt::status::nt_success;
 use crate::nt::stream::{self, StreamRef};
-use crate::nt::{disguise, hydrate, providers};
+use crate::nt::{direct, disguise, hydrate, providers};
 use core::ptr::NonNull;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_DISALLOW_FSFILTER_IO,
@@ -27,13 +27,12 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_PREOP_SUCCESS_WITH_CALLBACK, FLT_PREOP_SYNCHRONIZE, FLT_RELATED_OBJECTS,
     FLTFL_CALLBACK_DATA_FAST_IO_OPERATION, FLTFL_CALLBACK_DATA_IRP_OPERATION,
     FLTFL_POST_OPERATION_DRAINING, FltAddOpenReparseEntry, FltGetInstanceContext,
-    FltGetRequestorProcessId, FltIsDirectory, FltLockUserBuffer, FltRemoveOpenReparseEntry,
-    FltSetCallbackDataDirty, PFLT_CONTEXT,
+    FltGetRequestorProcessId, FltIsDirectory, FltLockUserBuffer, FltReleaseContext,
+    FltRemoveOpenReparseEntry, FltSetCallbackDataDirty, PFLT_CONTEXT,
 };
 use windows_sys::Wdk::Storage::FileSystem::{FILE_OPEN, OPEN_REPARSE_LIST_ENTRY};
 use windows_sys::Wdk::System::SystemServices::{
-    IRP_MN_QUERY_DIRECTORY, IRP_PAGING_IO, MdlMappingNoExecute, MmCached,
-    MmMapLockedPagesSpecifyCache, NormalPagePriority,
+    IRP_MN_QUERY_DIRECTORY, IRP_NOCACHE, IRP_PAGING_IO,
 };
 use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_ACCESS_DENIED, STATUS_BUFFER_OVERFLOW,
@@ -55,11 +54,57 @@ pub(super) mod read;
 pub(super) mod section;
 
 fn complete(data: &mut FLT_CALLBACK_DATA, status: NTSTATUS) -> FLT_PREOP_CALLBACK_STATUS {
+    complete_with(data, status, 0)
+}
+
+/// Completes the operation in its pre-operation with `status` and `information`.
+fn complete_with(
+    data: &mut FLT_CALLBACK_DATA,
+    status: NTSTATUS,
+    information: usize,
+) -> FLT_PREOP_CALLBACK_STATUS {
     data.IoStatus = IO_STATUS_BLOCK {
         Anonymous: IO_STATUS_BLOCK_0 { Status: status },
-        Information: 0,
+        Information: information,
     };
     FLT_PREOP_COMPLETE
+}
+
+/// A reference on an instance's context, released on drop unless handed on.
+struct InstanceRef(NonNull<InstanceContext>);
+
+impl InstanceRef {
+    /// The context of `instance`, referenced.
+    fn get(
+        instance: windows_sys::Wdk::Storage::FileSystem::Minifilters::PFLT_INSTANCE,
+    ) -> Option<Self> {
+        let mut context: PFLT_CONTEXT = core::ptr::null_mut();
+        // SAFETY: an instance of this filter (the operation's); a valid out pointer.
+        let status = unsafe { FltGetInstanceContext(instance, &mut context) };
+        if !nt_success(status) {
+            return None;
+        }
+        NonNull::new(context.cast::<InstanceContext>()).map(Self)
+    }
+
+    fn sector_size(&self) -> u32 {
+        // SAFETY: referenced while this value lives.
+        unsafe { self.0.as_ref() }.sector_size
+    }
+
+    /// Hands the reference on (to a pended read, which releases it).
+    fn into_raw(self) -> NonNull<InstanceContext> {
+        let ptr = self.0;
+        core::mem::forget(self);
+        ptr
+    }
+}
+
+impl Drop for InstanceRef {
+    fn drop(&mut self) {
+        // SAFETY: the reference `get` took, released once.
+        unsafe { FltReleaseContext(self.0.as_ptr().cast()) };
+    }
 }
 
 /// The file object an operation targets (0 if none).

@@ -1,6 +1,7 @@
 //! READ: a read of data a placeholder does not have yet pends until its provider
 //! delivers it (hydrate::pend_read; no thread waits); a paging read of missing data fails
-//! at once; the provider's own reads pass untouched.
+//! at once; a cached read of a placeholder that is not whole is served by the driver
+//! from disk (module `direct`); the provider's own reads pass untouched.
 
 use super::*;
 
@@ -45,7 +46,7 @@ pub(crate) unsafe extern "system" fn pre_read(
     };
     let whole = stream::handle_policy(objects.Instance, objects.FileObject)
         .is_some_and(|p| p >= Policy::Full);
-    let (placeholder, corrupt, missing) = hydrate::with_held(|held| {
+    let (placeholder, corrupt, missing, partial, size) = hydrate::with_held(|held| {
         stream.with_state(held, |s| {
             let file = Range {
                 start: 0,
@@ -58,6 +59,8 @@ pub(crate) unsafe extern "system" fn pre_read(
                 s.placeholder,
                 s.corrupt,
                 !read.is_empty() && !s.present.contains(needed),
+                !s.present.contains(file),
+                s.file_size,
             )
         })
     });
@@ -67,11 +70,14 @@ pub(crate) unsafe extern "system" fn pre_read(
     if corrupt {
         return complete(data_ref, STATUS_CLOUD_FILE_METADATA_CORRUPT);
     }
-    if !missing {
-        return FLT_PREOP_SUCCESS_NO_CALLBACK;
-    }
     if data_ref.Flags & FLTFL_CALLBACK_DATA_FAST_IO_OPERATION != 0 {
-        return FLT_PREOP_DISALLOW_FASTIO;
+        // A fast read copies from the cache, faulting pages in (clustered): while any data
+        // is missing it comes back as an IRP, which this driver serves or pends.
+        return if partial {
+            FLT_PREOP_DISALLOW_FASTIO
+        } else {
+            FLT_PREOP_SUCCESS_NO_CALLBACK
+        };
     }
     if data_ref.Flags & FLTFL_CALLBACK_DATA_IRP_OPERATION == 0 {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
@@ -79,9 +85,32 @@ pub(crate) unsafe extern "system" fn pre_read(
     // SAFETY: Iopb is valid during the operation (read_of succeeded).
     let irp_flags = unsafe { (*data_ref.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>()).IrpFlags };
     if irp_flags & IRP_PAGING_IO != 0 {
-        return complete(data_ref, PAGING_READ_OF_MISSING_DATA);
+        return if missing {
+            complete(data_ref, PAGING_READ_OF_MISSING_DATA)
+        } else {
+            FLT_PREOP_SUCCESS_NO_CALLBACK
+        };
     }
-    pend(data, objects, &stream, offset, length)
+    // A cached read of a placeholder not yet whole is served by the driver (module
+    // `direct`): through the cache its page-in would be widened over missing pages.
+    let serve = partial && irp_flags & IRP_NOCACHE == 0;
+    if !missing && !serve {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    let Some(instance) = InstanceRef::get(objects.Instance) else {
+        return complete(data_ref, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES);
+    };
+    if serve {
+        let status = direct::prepare(data);
+        if !nt_success(status) {
+            return complete(data_ref, status);
+        }
+    }
+    if !missing {
+        let (status, n) = direct::serve(data, objects.Instance, size, instance.sector_size());
+        return complete_with(data_ref, status, n);
+    }
+    pend(data, objects, &stream, offset, length, instance, serve)
 }
 
 /// What a paging read of data not on disk fails with.
@@ -95,6 +124,8 @@ fn pend(
     stream: &StreamRef,
     offset: u64,
     length: u64,
+    instance: InstanceRef,
+    serve: bool,
 ) -> FLT_PREOP_CALLBACK_STATUS {
     // SAFETY: live callback data (the caller's).
     let data_ref = unsafe { &mut *data };
@@ -106,8 +137,17 @@ fn pend(
         return complete(data_ref, STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING);
     };
     let size = hydrate::with_held(|held| stream.with_state(held, |s| s.file_size));
+    let sector = instance.sector_size();
+    let pass = |data_ref: &mut FLT_CALLBACK_DATA| {
+        if serve {
+            let (status, n) = direct::serve(data, objects.Instance, size, sector);
+            complete_with(data_ref, status, n)
+        } else {
+            FLT_PREOP_SUCCESS_NO_CALLBACK
+        }
+    };
     let Some(plan) = policy::plan(provider.hydration, Range::at(offset, length), size) else {
-        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+        return pass(data_ref);
     };
     // SAFETY: live callback data.
     let pid = unsafe { FltGetRequestorProcessId(data) };
@@ -115,22 +155,16 @@ fn pend(
     let Some(asker) = hydrate::Asker::new(pid, name.units(), image.units()) else {
         return complete(data_ref, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES);
     };
-    let mut instance: PFLT_CONTEXT = core::ptr::null_mut();
-    // SAFETY: the operation's instance; a valid out pointer.
-    let status = unsafe { FltGetInstanceContext(objects.Instance, &mut instance) };
-    let Some(instance) =
-        NonNull::new(instance.cast::<InstanceContext>()).filter(|_| nt_success(status))
-    else {
-        return complete(data_ref, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES);
-    };
     let target = hydrate::ReadTarget {
         data,
-        instance,
+        instance: instance.into_raw(),
+        instance_handle: objects.Instance,
         file_object: objects.FileObject as usize,
         plan,
+        serve,
     };
     match hydrate::pend_read(stream, &provider, target, asker) {
-        hydrate::Pend::Pass => FLT_PREOP_SUCCESS_NO_CALLBACK,
+        hydrate::Pend::Pass => pass(data_ref),
         hydrate::Pend::Complete(status) => complete(data_ref, status),
         hydrate::Pend::Pended => FLT_PREOP_PENDING,
     }
