@@ -133,6 +133,9 @@ pub(crate) struct FileObj {
     pub(crate) handle_contexts: Vec<(PFLT_INSTANCE, usize)>,
     /// The cache manager has been set up for it (after its first cached read).
     cache_map: bool,
+    /// Where the last cached read through it ended: a read starting there is sequential,
+    /// and the cache manager reads ahead of it.
+    last_read_end: Option<u64>,
     /// References the driver took (FltCreateFileEx2's file object, ObReferenceObject).
     pub(crate) driver_refs: usize,
 }
@@ -260,6 +263,7 @@ fn new_file_object(volume: PFLT_VOLUME, path: &str, access: u32, options: u32) -
                 instance: None,
                 handle_contexts: Vec::new(),
                 cache_map: false,
+                last_read_end: None,
                 driver_refs: 0,
             },
         );
@@ -911,6 +915,13 @@ fn cached_read(
         // FastIoRead answers only when everything is cached; otherwise (or when a filter
         // refused fast I/O) the I/O manager builds an IRP.
         if !done.refused && done.status != FAST_IO_FAILED {
+            // CcFastCopyRead schedules read-ahead as CcCopyRead does.
+            let file = with_kernel(|k| k.io.files.get(&fo).and_then(|f| f.file));
+            if let Some(file) = file
+                && done.status >= 0
+            {
+                read_ahead(fo, volume, file, offset, done.information);
+            }
             return finish_read(done, buffer);
         }
     }
@@ -1024,6 +1035,9 @@ fn fs_read(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
                 },
             );
             if done.0 != FAST_IO_FAILED {
+                if done.0 >= 0 {
+                    read_ahead(fo, volume, file, offset, done.1);
+                }
                 return done;
             }
         }
@@ -1093,9 +1107,61 @@ fn fill_cache(
 /// Internals describes the same clustering of data-page faults), and the cache manager's
 /// views are mapped-file sections, so CcCopyRead's faults are clustered alike. Modelled:
 /// a cached read's faults read the run of non-resident pages around each faulting page
-/// within its aligned 8-page (32 KiB) cluster, clipped at end of file. Not modelled: the
-/// cache manager's asynchronous read-ahead (CcScheduleReadAhead); see `read_ahead`.
+/// within its aligned 8-page (32 KiB) cluster, clipped at end of file. The cache
+/// manager's read-ahead on top of it is `read_ahead`.
 const CLUSTER_PAGES: u64 = 8;
+
+/// The cache manager's read-ahead granularity: 64 KiB, the default of
+/// CcSetReadAheadGranularity (ntifs.h, READ_AHEAD_GRANULARITY).
+const READ_AHEAD: u64 = 64 * 1024;
+
+/// The cache manager's read-ahead after a cached read of `n` bytes at `offset`: when the
+/// read continues the previous one through the same file object (sequential access), the
+/// next granule past its end is paged in, as CcScheduleReadAhead does from a worker thread
+/// (here in the reader's thread: the filters see the same paging reads). Its failures are
+/// nobody's: a page that could not be read is simply not cached.
+fn read_ahead(fo: usize, volume: PFLT_VOLUME, file: FileId, offset: u64, n: usize) {
+    let end = offset + n as u64;
+    let sequential = with_kernel(|k| {
+        let f = k.io.files.get_mut(&fo)?;
+        let previous = f.last_read_end.replace(end);
+        Some(previous == Some(offset))
+    })
+    .unwrap_or(false);
+    if !sequential || n == 0 {
+        return;
+    }
+    let size = with_kernel(|k| {
+        k.volumes
+            .iter()
+            .find(|v| v.handle == volume)
+            .and_then(|v| v.fs.node(file))
+            .map(|n| n.size)
+    })
+    .unwrap_or(0);
+    let from = end.div_ceil(PAGE);
+    let to = (end + READ_AHEAD).min(size).div_ceil(PAGE);
+    let resident = |page: u64| {
+        with_kernel(|k| {
+            k.io.streams
+                .get(&(volume, file))
+                .is_some_and(|s| s.pages.contains_key(&page))
+        })
+    };
+    let mut page = from;
+    while page < to {
+        if resident(page) {
+            page += 1;
+            continue;
+        }
+        let mut last = page + 1;
+        while last < to && !resident(last) {
+            last += 1;
+        }
+        let _ = page_in_run(fo, volume, file, page, last);
+        page = last;
+    }
+}
 
 /// One paging read of pages `first..last` into the stream's cache.
 fn page_in_run(
