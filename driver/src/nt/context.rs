@@ -92,6 +92,9 @@ pub(crate) struct StreamState {
     pub(crate) snapshot: u64,
     /// Number of the last snapshot whose write finished.
     pub(crate) persisted: u64,
+    /// A dehydration is dropping data: nothing is fetched for the stream until it is done
+    /// (a fetch would write data the dehydration then zeroes); waiters ask again after.
+    pub(crate) dehydrating: bool,
 }
 
 /// Proof that the fetch table's lock is held (only `hydrate` makes one).

@@ -418,9 +418,6 @@ pub(crate) fn dehydrate(provider: &ProviderRef, m: &msg::Dehydrate<'_>) -> Resul
     if flags.contains(PlaceholderFlags::PINNED) || attributes & ATTRIBUTE_PINNED != 0 {
         return Err(STATUS_CLOUD_FILE_PINNED);
     }
-    if hydrate::busy(&stream) {
-        return Err(STATUS_CLOUD_FILE_IN_USE);
-    }
     let range = op_range(m.range, size);
     let start = range.start.next_multiple_of(UNIT);
     let end = if range.end >= size {
@@ -429,18 +426,25 @@ pub(crate) fn dehydrate(provider: &ProviderRef, m: &msg::Dehydrate<'_>) -> Resul
         range.end - range.end % UNIT
     };
     if start >= end {
-        return Ok(());
+        return if hydrate::busy(&stream) {
+            Err(STATUS_CLOUD_FILE_IN_USE)
+        } else {
+            Ok(())
+        };
     }
     // Forget first, then free: a crash in between leaves data on disk that is not
-    // recorded (fetched again), never a record of data that is gone.
-    hydrate::with_held(|held| stream.with_state(held, |s| s.present.remove(Range { start, end })));
+    // recorded (fetched again), never a record of data that is gone. The check that
+    // nothing else uses the stream and the forgetting are one step (`begin_dehydration`),
+    // and no fetch starts until the zeroing is done.
+    hydrate::begin_dehydration(&stream, Range { start, end }, 1)?;
     let status = hydrate::persist(&stream, &managed.file);
-    if !nt_success(status) {
-        return Err(status);
-    }
-    managed.file.zero_range(start, end)?;
-    hydrate::changed(&stream);
-    Ok(())
+    let result = if nt_success(status) {
+        managed.file.zero_range(start, end)
+    } else {
+        Err(status)
+    };
+    hydrate::end_dehydration(&stream);
+    result
 }
 
 /// SET_PIN: records the pin state (attribute and blob); PINNED also fetches the whole

@@ -230,5 +230,6 @@ fn state_from(p: Option<&Placeholder<'_>>) -> Option<StreamState> {
         opens: 0,
         snapshot: 0,
         persisted: 0,
+        dehydrating: false,
     })
 }

@@ -87,8 +87,10 @@ pub(crate) fn inapplicable(expect: &Expect, op: &str) -> Option<String> {
 }
 
 /// The status expectation: `status`, `failed = true`, or STATUS_SUCCESS by default.
+/// `status = "any"` (format additions) checks no status.
 pub(crate) fn check_status(expect: &Expect, status: NTSTATUS) -> Option<String> {
     match (&expect.status, expect.failed) {
+        (Some(name), _) if name == ANY_STATUS => None,
         (Some(name), _) => match ntstatus::value(name) {
             None => Some(format!(
                 "expected status {name} is not an NTSTATUS name the runner knows"
@@ -108,6 +110,9 @@ pub(crate) fn check_status(expect: &Expect, status: NTSTATUS) -> Option<String> 
         )),
     }
 }
+
+/// `status = "any"`: the step's status is not checked (format additions).
+pub(crate) const ANY_STATUS: &str = "any";
 
 /// Attribute names without the FILE_ATTRIBUTE_ prefix.
 const ATTRIBUTES: [(&str, u32); 22] = [
@@ -338,6 +343,10 @@ pub(crate) fn check(
         problems.push(format!("malformed answer: {why}"));
     }
     let failed = seen.status < 0;
+    if failed && expect.status.as_deref() == Some(ANY_STATUS) {
+        // "any": the other expectations are checked only if the operation succeeded.
+        return problems;
+    }
     let unanswered = |field: &str| format!("cannot check {field}: the operation failed");
     if let Some(want) = &expect.data {
         match &seen.data {

@@ -50,13 +50,13 @@ use windows_sys::Wdk::System::SystemServices::{
     KeWaitForSingleObject, KernelMode,
 };
 use windows_sys::Win32::Foundation::{
-    NTSTATUS, STATUS_ALERTED, STATUS_CANCELLED, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES,
-    STATUS_CLOUD_FILE_INVALID_REQUEST, STATUS_CLOUD_FILE_METADATA_CORRUPT,
-    STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING, STATUS_CLOUD_FILE_PROVIDER_TERMINATED,
-    STATUS_CLOUD_FILE_REQUEST_ABORTED, STATUS_CLOUD_FILE_REQUEST_CANCELED,
-    STATUS_CLOUD_FILE_REQUEST_TIMEOUT, STATUS_CLOUD_FILE_UNSUCCESSFUL,
-    STATUS_INSUFFICIENT_RESOURCES, STATUS_PORT_DISCONNECTED, STATUS_SUCCESS,
-    STATUS_THREAD_IS_TERMINATING, STATUS_TIMEOUT, STATUS_USER_APC,
+    NTSTATUS, STATUS_ALERTED, STATUS_CANCELLED, STATUS_CLOUD_FILE_IN_USE,
+    STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES, STATUS_CLOUD_FILE_INVALID_REQUEST,
+    STATUS_CLOUD_FILE_METADATA_CORRUPT, STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING,
+    STATUS_CLOUD_FILE_PROVIDER_TERMINATED, STATUS_CLOUD_FILE_REQUEST_ABORTED,
+    STATUS_CLOUD_FILE_REQUEST_CANCELED, STATUS_CLOUD_FILE_REQUEST_TIMEOUT,
+    STATUS_CLOUD_FILE_UNSUCCESSFUL, STATUS_INSUFFICIENT_RESOURCES, STATUS_PORT_DISCONNECTED,
+    STATUS_SUCCESS, STATUS_THREAD_IS_TERMINATING, STATUS_TIMEOUT, STATUS_USER_APC,
 };
 use windows_sys::Win32::System::IO::{IO_STATUS_BLOCK, IO_STATUS_BLOCK_0};
 
@@ -315,6 +315,10 @@ impl Table {
         priority: u8,
     ) -> Result<(), NTSTATUS> {
         let k = key(stream);
+        if stream.with_state(&self.held, |s| s.dehydrating) {
+            // Asked for once the dehydration is done (`end_dehydration` settles again).
+            return Ok(());
+        }
         let mut cursor = need.start;
         while cursor < need.end {
             let gap = stream.with_state(&self.held, |s| {
@@ -1024,7 +1028,38 @@ pub(crate) fn with_held<R>(f: impl FnOnce(&Held) -> R) -> R {
     TABLE.with(|t| f(&t.held))
 }
 
-/// Whether any fetch of `stream` is outstanding (dehydration waits for none).
+/// Starts dropping `range` of `stream` (a dehydration), atomically against fetches and
+/// readers: refused with STATUS_CLOUD_FILE_IN_USE while a fetch of the stream is out or
+/// another handle than the dehydrating one (`own_opens`) is open — a read through it
+/// may be on its way to the disk; otherwise the range is no longer present, and until
+/// [`end_dehydration`] nothing is fetched for the stream.
+pub(crate) fn begin_dehydration(
+    stream: &StreamContext,
+    range: Range,
+    own_opens: u32,
+) -> Result<(), NTSTATUS> {
+    TABLE.with(|t| {
+        if t.fetches.iter().any(|f| f.request.stream == key(stream)) {
+            return Err(STATUS_CLOUD_FILE_IN_USE);
+        }
+        stream.with_state(&t.held, |s| {
+            if s.opens > own_opens || s.dehydrating {
+                return Err(STATUS_CLOUD_FILE_IN_USE);
+            }
+            s.dehydrating = true;
+            s.present.remove(range);
+            Ok(())
+        })
+    })
+}
+
+/// Ends a dehydration: fetches may start again, and operations that waited for it ask.
+pub(crate) fn end_dehydration(stream: &StreamContext) {
+    TABLE.with(|t| stream.with_state(&t.held, |s| s.dehydrating = false));
+    changed(stream);
+}
+
+/// Whether any fetch of `stream` is outstanding.
 pub(crate) fn busy(stream: &StreamContext) -> bool {
     TABLE.with(|t| t.fetches.iter().any(|f| f.request.stream == key(stream)))
 }
