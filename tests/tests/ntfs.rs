@@ -6,9 +6,10 @@ use cloudflt_tests::model::ntfs::{
     FILE_STAT_BASIC_INFORMATION_CLASS, FileId, Ntfs, OpenId, OpenReparseEntry, ROOT_ID,
 };
 use windows_sys::Wdk::Storage::FileSystem::{
-    self as fs, FILE_CREATE, FILE_DELETE_ON_CLOSE, FILE_DIRECTORY_FILE, FILE_NON_DIRECTORY_FILE,
-    FILE_OPEN, FILE_OPEN_IF, FILE_OPEN_REPARSE_POINT, FILE_OVERWRITE, FILE_OVERWRITE_IF,
-    FILE_SUPERSEDE, OPEN_REPARSE_POINT_REPARSE_IF_CHILD_NOT_EXISTS,
+    self as fs, FILE_CREATE, FILE_DELETE_ON_CLOSE, FILE_DIRECTORY_FILE, FILE_DISPOSITION_DELETE,
+    FILE_DISPOSITION_ON_CLOSE, FILE_DISPOSITION_POSIX_SEMANTICS, FILE_NON_DIRECTORY_FILE,
+    FILE_OPEN, FILE_OPEN_BY_FILE_ID, FILE_OPEN_IF, FILE_OPEN_REPARSE_POINT, FILE_OVERWRITE,
+    FILE_OVERWRITE_IF, FILE_SUPERSEDE, OPEN_REPARSE_POINT_REPARSE_IF_CHILD_NOT_EXISTS,
     OPEN_REPARSE_POINT_REPARSE_IF_DIRECTORY_FINAL_COMPONENT,
     REPARSE_DATA_EX_FLAG_GIVEN_TAG_OR_NONE,
 };
@@ -71,6 +72,27 @@ fn create(n: &mut Ntfs, r: &Req) -> Result<CreateOutcome, NTSTATUS> {
         open_reparse: &r.open_reparse,
         attributes: r.attributes,
         now: T0,
+        id_name: &[],
+    })
+}
+
+/// IRP_MJ_CREATE with FILE_OPEN_BY_FILE_ID and `name` as the file name's bytes.
+fn by_id(
+    n: &mut Ntfs,
+    name: &[u8],
+    disposition: u32,
+    options: u32,
+) -> Result<CreateOutcome, NTSTATUS> {
+    n.create(&CreateRequest {
+        path: "",
+        disposition,
+        options: options | FILE_OPEN_BY_FILE_ID,
+        desired_access: RW | DELETE,
+        share_access: ALL_SHARE,
+        open_reparse: &[],
+        attributes: 0,
+        now: T0,
+        id_name: name,
     })
 }
 
@@ -600,6 +622,227 @@ fn file_ids_are_unique_and_stable() {
     assert_eq!(n.lookup("\\c"), Some(b));
     let (status, out) = n.query_information(o, fs::FileInternalInformation, 8);
     assert_eq!((status, u64_at(&out, 0)), (STATUS_SUCCESS, b));
+}
+
+// ---- opens by file id ----
+
+#[test]
+fn an_open_by_id_reaches_the_file_wherever_it_was_renamed() {
+    let mut n = vol();
+    mkdir(&mut n, "\\d");
+    let (o, id) = mkfile(&mut n, "\\d\\a");
+    n.write(o, 0, b"first", T0).unwrap();
+    assert_eq!(n.rename(o, "\\b", false, T1), STATUS_SUCCESS);
+    n.cleanup(o);
+    let (_, other) = mkfile(&mut n, "\\d\\a");
+    assert_ne!(other, id);
+    let (h, got, info) = opened(by_id(&mut n, &id.to_le_bytes(), FILE_OPEN, 0));
+    assert_eq!((got, info), (id, FILE_OPENED_INFO));
+    assert_eq!(n.read(h, 0, 100).unwrap(), b"first");
+    assert_eq!(n.path_of(got).as_deref(), Some("\\b"));
+    // The 16-byte form: the same number padded with zeros; and either after the
+    // backslash a device name leaves in front of it.
+    let mut wide = id.to_le_bytes().to_vec();
+    wide.extend_from_slice(&[0; 8]);
+    let slash = |b: &[u8]| [&[b'\\', 0][..], b].concat();
+    for name in [wide.clone(), slash(&id.to_le_bytes()), slash(&wide)] {
+        let (_, got, _) = opened(by_id(&mut n, &name, FILE_OPEN, 0));
+        assert_eq!(got, id, "{name:?}");
+    }
+    // Directories by id, with the usual DIRECTORY_FILE / NON_DIRECTORY_FILE checks.
+    let dir = n.lookup("\\d").unwrap();
+    opened(by_id(
+        &mut n,
+        &dir.to_le_bytes(),
+        FILE_OPEN,
+        FILE_DIRECTORY_FILE,
+    ));
+    assert_eq!(
+        err(by_id(
+            &mut n,
+            &dir.to_le_bytes(),
+            FILE_OPEN,
+            FILE_NON_DIRECTORY_FILE
+        )),
+        STATUS_FILE_IS_A_DIRECTORY
+    );
+    assert_eq!(
+        err(by_id(
+            &mut n,
+            &id.to_le_bytes(),
+            FILE_OPEN,
+            FILE_DIRECTORY_FILE
+        )),
+        STATUS_NOT_A_DIRECTORY
+    );
+}
+
+#[test]
+fn an_open_by_id_honours_the_disposition_of_an_existing_file() {
+    let mut n = vol();
+    let (o, id) = mkfile(&mut n, "\\f");
+    n.write(o, 0, b"data", T0).unwrap();
+    n.cleanup(o);
+    let id = id.to_le_bytes();
+    assert_eq!(
+        err(by_id(&mut n, &id, FILE_CREATE, 0)),
+        STATUS_OBJECT_NAME_COLLISION
+    );
+    for (disposition, info) in [
+        (FILE_OPEN_IF, FILE_OPENED_INFO),
+        (FILE_OVERWRITE, FILE_OVERWRITTEN_INFO),
+        (FILE_OVERWRITE_IF, FILE_OVERWRITTEN_INFO),
+        (FILE_SUPERSEDE, FILE_SUPERSEDED_INFO),
+    ] {
+        let (h, _, got) = opened(by_id(&mut n, &id, disposition, 0));
+        assert_eq!(got, info, "disposition {disposition}");
+        n.cleanup(h);
+    }
+}
+
+#[test]
+fn an_unknown_id_is_invalid_parameter_whatever_the_disposition() {
+    let mut n = vol();
+    let (o, gone) = mkfile(&mut n, "\\gone");
+    assert_eq!(
+        n.set_information(o, fs::FileDispositionInformation, &[1], T1),
+        STATUS_SUCCESS
+    );
+    n.cleanup(o);
+    assert_eq!(n.lookup("\\gone"), None);
+    for disposition in [
+        FILE_SUPERSEDE,
+        FILE_OPEN,
+        FILE_CREATE,
+        FILE_OPEN_IF,
+        FILE_OVERWRITE,
+        FILE_OVERWRITE_IF,
+    ] {
+        for id in [gone, 0x0001_0000_0000_7777] {
+            assert_eq!(
+                err(by_id(&mut n, &id.to_le_bytes(), disposition, 0)),
+                STATUS_INVALID_PARAMETER,
+                "{id:#x}, disposition {disposition}"
+            );
+        }
+    }
+    // Neither 8 nor 16 bytes (with or without the backslash) is no id at all.
+    for name in [&b""[..], &[1, 2, 3, 4], &[0; 12], &[b'\\', 0, 5, 0, 0, 0]] {
+        assert_eq!(
+            err(by_id(&mut n, name, FILE_OPEN, 0)),
+            STATUS_INVALID_PARAMETER,
+            "{name:?}"
+        );
+    }
+    // 16 bytes that are not a padded reference: an object id, which the model keeps none
+    // of (and says so).
+    let mut object_id = [7u8; 16];
+    object_id[..8].copy_from_slice(&ROOT_ID.to_le_bytes());
+    assert_eq!(
+        err(by_id(&mut n, &object_id, FILE_OPEN, 0)),
+        STATUS_NOT_IMPLEMENTED
+    );
+}
+
+#[test]
+fn a_file_whose_name_a_posix_delete_removed_is_delete_pending_by_id() {
+    let mut n = vol();
+    let (o, id) = mkfile(&mut n, "\\p");
+    let (d, _, _) = opened(create(&mut n, &req("\\p", FILE_OPEN, 0)));
+    assert_eq!(
+        n.set_information(
+            d,
+            fs::FileDispositionInformationEx,
+            &(FILE_DISPOSITION_DELETE | FILE_DISPOSITION_POSIX_SEMANTICS).to_le_bytes(),
+            T1
+        ),
+        STATUS_SUCCESS
+    );
+    n.cleanup(d);
+    assert_eq!(
+        err(by_id(&mut n, &id.to_le_bytes(), FILE_OPEN, 0)),
+        STATUS_DELETE_PENDING
+    );
+    n.cleanup(o);
+}
+
+#[test]
+fn an_open_by_id_cannot_rename_or_delete_and_its_delete_on_close_deletes_nothing() {
+    let mut n = vol();
+    let (o, id) = mkfile(&mut n, "\\f");
+    n.cleanup(o);
+    let (h, _, _) = opened(by_id(&mut n, &id.to_le_bytes(), FILE_OPEN, 0));
+    assert_eq!(n.rename(h, "\\g", false, T1), STATUS_INVALID_PARAMETER);
+    assert_eq!(
+        n.set_information(h, fs::FileDispositionInformation, &[1], T1),
+        STATUS_INVALID_PARAMETER
+    );
+    assert_eq!(
+        n.set_information(
+            h,
+            fs::FileDispositionInformationEx,
+            &(FILE_DISPOSITION_DELETE | FILE_DISPOSITION_ON_CLOSE).to_le_bytes(),
+            T1
+        ),
+        STATUS_INVALID_PARAMETER
+    );
+    n.cleanup(h);
+    let (h, _, _) = opened(by_id(
+        &mut n,
+        &id.to_le_bytes(),
+        FILE_OPEN,
+        FILE_DELETE_ON_CLOSE,
+    ));
+    n.cleanup(h);
+    assert_eq!(n.lookup("\\f"), Some(id), "still there");
+    // Through its name, the same file renames and deletes as ever.
+    let (o, _, _) = opened(create(&mut n, &req("\\f", FILE_OPEN, 0)));
+    assert_eq!(n.rename(o, "\\g", false, T1), STATUS_SUCCESS);
+}
+
+#[test]
+fn by_id_a_reparse_point_reparses_unless_opened_as_itself() {
+    let mut n = vol();
+    let (o, id) = mkfile(&mut n, "\\tagged");
+    let stored = guid_buffer(TAG_D, GUID, b"data");
+    assert_eq!(set_reparse(&mut n, o, &stored), STATUS_SUCCESS);
+    n.cleanup(o);
+    match by_id(&mut n, &id.to_le_bytes(), FILE_OPEN, 0) {
+        Ok(CreateOutcome::Reparse {
+            tag,
+            buffer,
+            remaining,
+        }) => {
+            assert_eq!((tag, remaining), (TAG_D, 0), "nothing of the name is left");
+            assert_eq!(buffer, stored);
+        }
+        other => panic!("expected STATUS_REPARSE, got {other:?}"),
+    }
+    let (_, got, _) = opened(by_id(
+        &mut n,
+        &id.to_le_bytes(),
+        FILE_OPEN,
+        FILE_OPEN_REPARSE_POINT,
+    ));
+    assert_eq!(got, id);
+    // An open-reparse entry for the tag opens it too, as on the last component of a path.
+    let entry = [OpenReparseEntry {
+        tag: TAG_D,
+        flags: 0,
+        guid: Some(GUID),
+    }];
+    let got = n.create(&CreateRequest {
+        path: "",
+        disposition: FILE_OPEN,
+        options: FILE_OPEN_BY_FILE_ID,
+        desired_access: RW,
+        share_access: ALL_SHARE,
+        open_reparse: &entry,
+        attributes: 0,
+        now: T0,
+        id_name: &id.to_le_bytes(),
+    });
+    assert_eq!(opened(got).1, id);
 }
 
 #[test]

@@ -1,30 +1,33 @@
 //! The driver's own file operations, through FltMgr below its instance: opening by NT
-//! path, the reparse point, sizes, sparse ranges, attributes and non-cached writes.
+//! path or by file id, the reparse point, sizes, sparse ranges, attributes and
+//! non-cached writes.
 //!
-//! Everything here runs at PASSIVE_LEVEL and sends I/O only to the filters below
-//! cloudflt, so none of it re-enters cloudflt's own callbacks.
+//! Everything here runs at PASSIVE_LEVEL. I/O on an open file goes only to the filters
+//! below cloudflt, so none of it re-enters cloudflt's own callbacks; of the creates, only
+//! [`OwnedFile::open`]'s starts at the top of the stack (it says why).
 
 use core::ptr::NonNull;
 
 use windows_sys::Wdk::Foundation::{FILE_OBJECT, OBJECT_ATTRIBUTES};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLTFL_IO_OPERATION_DO_NOT_UPDATE_BYTE_OFFSET, FLTFL_IO_OPERATION_NON_CACHED, FltClose,
-    FltCreateFileEx2, FltFsControlFile, FltQueryInformationFile, FltReadFile,
-    FltSetInformationFile, FltTagFile, FltUntagFile, FltWriteFile, PFLT_FILTER, PFLT_INSTANCE,
+    FltCreateFileEx2, FltFsControlFile, FltGetVolumeFromInstance, FltGetVolumeName,
+    FltObjectDereference, FltQueryInformationFile, FltReadFile, FltSetInformationFile, FltTagFile,
+    FltUntagFile, FltWriteFile, PFLT_FILTER, PFLT_INSTANCE, PFLT_VOLUME,
 };
 use windows_sys::Wdk::Storage::FileSystem::{
-    FILE_BASIC_INFORMATION, FILE_DIRECTORY_FILE, FILE_NON_DIRECTORY_FILE, FILE_OPEN_REPARSE_POINT,
-    FILE_SYNCHRONOUS_IO_NONALERT, FileBasicInformation, FileDispositionInformation,
-    FileEndOfFileInformation,
+    FILE_BASIC_INFORMATION, FILE_DIRECTORY_FILE, FILE_NON_DIRECTORY_FILE, FILE_OPEN_BY_FILE_ID,
+    FILE_OPEN_REPARSE_POINT, FILE_SYNCHRONOUS_IO_NONALERT, FileBasicInformation,
+    FileDispositionInformation, FileEndOfFileInformation,
 };
 use windows_sys::Wdk::System::SystemServices::{
     FILE_ATTRIBUTE_TAG_INFORMATION, FILE_END_OF_FILE_INFORMATION, IO_IGNORE_SHARE_ACCESS_CHECK,
     ObfDereferenceObject,
 };
 use windows_sys::Win32::Foundation::{
-    HANDLE, NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, STATUS_CLOUD_FILE_INVALID_REQUEST,
-    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_NOT_A_REPARSE_POINT,
-    STATUS_REPARSE, UNICODE_STRING,
+    HANDLE, NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, STATUS_BUFFER_TOO_SMALL,
+    STATUS_CLOUD_FILE_INVALID_REQUEST, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER,
+    STATUS_NOT_A_REPARSE_POINT, STATUS_REPARSE, UNICODE_STRING,
 };
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 use windows_sys::Win32::System::Ioctl::{
@@ -124,6 +127,11 @@ impl OwnedFile {
     /// Opens (or creates, per `disposition`) `path` on `instance`'s volume, on the
     /// reparse point itself, ignoring other openers' sharing (the driver must be able to
     /// fill a file an application opened without write sharing).
+    ///
+    /// The create starts at the top of the volume's stack, so it passes cloudflt's own
+    /// pre-create and gets its open-reparse entry: directory placeholders on the way
+    /// open as directories instead of reparsing. (All later I/O on the file object goes
+    /// below `instance`.)
     pub(crate) fn open(
         filter: PFLT_FILTER,
         instance: PFLT_INSTANCE,
@@ -154,30 +162,137 @@ impl OwnedFile {
             Kind::Directory => FILE_DIRECTORY_FILE,
             Kind::Any => 0,
         };
+        Self::create(
+            filter,
+            None,
+            instance,
+            &object,
+            access,
+            disposition,
+            kind_option,
+            attributes,
+        )
+    }
+
+    /// Opens, with `access`, the file whose NTFS file id (FileInternalInformation) is
+    /// `file_id` on `instance`'s volume, and checks that it is that file.
+    ///
+    /// By id, the open reaches the file whatever its name is now: a rename between the
+    /// moment a name was taken and the open cannot make it open another file. It starts
+    /// below `instance`, so neither cloudflt nor any filter above it sees it (a filter
+    /// above that read the file in its own create path would wait on the fetch this open
+    /// serves), and FILE_OPEN_REPARSE_POINT opens the placeholder's own reparse point.
+    ///
+    /// The name is the volume's device name, a backslash and the 8-byte id, one of the
+    /// forms ZwCreateFile documents for FILE_OPEN_BY_FILE_ID
+    /// (`\device\HardDiskVolume1\<id>`); it needs no handle to the volume.
+    pub(crate) fn open_by_id(
+        filter: PFLT_FILTER,
+        instance: PFLT_INSTANCE,
+        file_id: u64,
+        access: u32,
+    ) -> Result<Self, NTSTATUS> {
+        if file_id == 0 {
+            // The stream's id was never learnt (FileInternalInformation failed when its
+            // context was made): no file can be named by it.
+            return Err(STATUS_CLOUD_FILE_INVALID_REQUEST);
+        }
+        let volume = Volume::of(instance)?;
+        let (mut name, device_bytes) = volume.name(SEPARATOR_BYTES + ID_BYTES)?;
+        let id_at = device_bytes
+            .checked_add(SEPARATOR_BYTES)
+            .ok_or(STATUS_INVALID_PARAMETER)?;
+        let name_bytes = id_at
+            .checked_add(ID_BYTES)
+            .ok_or(STATUS_INVALID_PARAMETER)?;
+        let buffer = name.as_mut_slice();
+        let separator = buffer
+            .get_mut(device_bytes..id_at)
+            .ok_or(STATUS_INVALID_PARAMETER)?;
+        copy(separator, &u16::from(b'\\').to_le_bytes());
+        let id = buffer
+            .get_mut(id_at..name_bytes)
+            .ok_or(STATUS_INVALID_PARAMETER)?;
+        copy(id, &file_id.to_le_bytes());
+        let length = u16::try_from(name_bytes).map_err(|_| STATUS_INVALID_PARAMETER)?;
+        let unicode = UNICODE_STRING {
+            Length: length,
+            MaximumLength: length,
+            // Pool memory (16-byte aligned, so aligned for UTF-16); only read by the call.
+            Buffer: name.as_slice().as_ptr().cast::<u16>().cast_mut(),
+        };
+        let object = OBJECT_ATTRIBUTES {
+            Length: core::mem::size_of::<OBJECT_ATTRIBUTES>() as u32,
+            RootDirectory: core::ptr::null_mut(),
+            ObjectName: &unicode,
+            // Case-insensitive for the device part; the id is not text and is not
+            // compared as such.
+            Attributes: OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE,
+            SecurityDescriptor: core::ptr::null(),
+            SecurityQualityOfService: core::ptr::null(),
+        };
+        let file = Self::create(
+            filter,
+            Some(instance),
+            instance,
+            &object,
+            access,
+            1, // FILE_OPEN
+            FILE_OPEN_BY_FILE_ID | FILE_NON_DIRECTORY_FILE,
+            0,
+        )?;
+        drop(volume);
+        // NTFS should never answer another file: its file reference carries the MFT
+        // record's sequence number (MFT_SEGMENT_REFERENCE in ntifs.h), so a record reused
+        // since is a different id. The bytes this handle writes must not land in the
+        // wrong file even if a file system did, so the open is checked, not trusted. A
+        // stream whose id leads elsewhere cannot be filled: the request is refused
+        // (STATUS_CLOUD_FILE_INVALID_REQUEST, "the cloud operation is invalid"), which
+        // fails its waiting reads.
+        if file.file_id()? != file_id {
+            return Err(STATUS_CLOUD_FILE_INVALID_REQUEST);
+        }
+        Ok(file)
+    }
+
+    /// FltCreateFileEx2 below `below` (`None`: from the top of the volume's stack), on
+    /// the reparse point itself, sharing with everyone and ignoring other openers' share
+    /// access; the driver's I/O on the result goes below `instance`.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the FltCreateFileEx2 parameters the two opens choose"
+    )]
+    fn create(
+        filter: PFLT_FILTER,
+        below: Option<PFLT_INSTANCE>,
+        instance: PFLT_INSTANCE,
+        object: &OBJECT_ATTRIBUTES,
+        access: u32,
+        disposition: u32,
+        options: u32,
+        attributes: u32,
+    ) -> Result<Self, NTSTATUS> {
         let mut handle: HANDLE = core::ptr::null_mut();
         let mut file_object: *mut FILE_OBJECT = core::ptr::null_mut();
         // SAFETY: IO_STATUS_BLOCK is plain data; zero is a valid pattern.
         let mut iosb: IO_STATUS_BLOCK = unsafe { core::mem::zeroed() };
-        // The create starts at the top of the volume's stack, so it passes cloudflt's own
-        // pre-create and gets its open-reparse entry: directory placeholders on the way
-        // open as directories instead of reparsing. (All later I/O on the file object
-        // goes below `instance`.)
         // SAFETY: all pointers outlive the call; PASSIVE_LEVEL (callers' contract);
-        // OBJ_KERNEL_HANDLE so the handle is not in the current process's table.
+        // OBJ_KERNEL_HANDLE (both callers) so the handle is not in the current process's
+        // table.
         let status = unsafe {
             FltCreateFileEx2(
                 filter,
-                0,
+                below.unwrap_or(0),
                 &mut handle,
                 &mut file_object,
                 access | 0x0010_0000, // SYNCHRONIZE
-                &object,
+                object,
                 &mut iosb,
                 core::ptr::null(),
                 attributes,
                 0x7, // FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE
                 disposition,
-                kind_option | FILE_OPEN_REPARSE_POINT | FILE_SYNCHRONOUS_IO_NONALERT,
+                options | FILE_OPEN_REPARSE_POINT | FILE_SYNCHRONOUS_IO_NONALERT,
                 core::ptr::null(),
                 0,
                 IO_IGNORE_SHARE_ACCESS_CHECK,
@@ -206,6 +321,67 @@ impl OwnedFile {
                 Err(STATUS_INSUFFICIENT_RESOURCES)
             }
         }
+    }
+}
+
+/// What an open by id appends to the volume's device name: a backslash, then the 8-byte
+/// file id.
+const SEPARATOR_BYTES: usize = 2;
+const ID_BYTES: usize = 8;
+
+/// A referenced volume (FltGetVolumeFromInstance), dereferenced on drop.
+struct Volume(PFLT_VOLUME);
+
+impl Volume {
+    fn of(instance: PFLT_INSTANCE) -> Result<Self, NTSTATUS> {
+        let mut volume: PFLT_VOLUME = 0;
+        // SAFETY: a live instance (the caller's stream context keeps it); a valid out
+        // pointer; PASSIVE_LEVEL.
+        let status = unsafe { FltGetVolumeFromInstance(instance, &mut volume) };
+        if nt_success(status) {
+            Ok(Self(volume))
+        } else {
+            Err(status)
+        }
+    }
+
+    /// The volume's device name (`\Device\HarddiskVolume1`) in a pool buffer with `extra`
+    /// bytes to spare after it, and its length in bytes.
+    fn name(&self, extra: usize) -> Result<(PoolBuf, usize), NTSTATUS> {
+        let mut needed = 0u32;
+        // SAFETY: the referenced volume; no buffer, a valid size pointer: the documented
+        // way to learn the size.
+        let status = unsafe { FltGetVolumeName(self.0, core::ptr::null_mut(), &mut needed) };
+        if status != STATUS_BUFFER_TOO_SMALL {
+            return Err(if nt_success(status) {
+                STATUS_INVALID_PARAMETER
+            } else {
+                status
+            });
+        }
+        let capacity = u16::try_from(needed).map_err(|_| STATUS_INVALID_PARAMETER)?;
+        let mut buffer = PoolBuf::zeroed(usize::from(capacity).saturating_add(extra))
+            .ok_or(STATUS_INSUFFICIENT_RESOURCES)?;
+        let mut unicode = UNICODE_STRING {
+            Length: 0,
+            MaximumLength: capacity,
+            // Pool memory, 16-byte aligned, at least `capacity` bytes.
+            Buffer: buffer.as_mut_slice().as_mut_ptr().cast::<u16>(),
+        };
+        // SAFETY: the referenced volume; a UNICODE_STRING over our buffer of
+        // MaximumLength bytes; PASSIVE_LEVEL.
+        let status = unsafe { FltGetVolumeName(self.0, &mut unicode, core::ptr::null_mut()) };
+        if !nt_success(status) {
+            return Err(status);
+        }
+        Ok((buffer, usize::from(unicode.Length)))
+    }
+}
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        // SAFETY: the reference FltGetVolumeFromInstance took, dropped once.
+        unsafe { FltObjectDereference(self.0 as *mut core::ffi::c_void) };
     }
 }
 

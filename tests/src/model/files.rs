@@ -43,6 +43,8 @@ const FO_SYNCHRONOUS_IO: u32 = 0x2;
 const FO_NO_INTERMEDIATE_BUFFERING: u32 = 0x8;
 const FO_CLEANUP_COMPLETE: u32 = 0x4000;
 const FO_HANDLE_CREATED: u32 = 0x0004_0000;
+/// `FILE_OPEN_BY_FILE_ID`: the create's file name is a binary file id.
+pub(crate) const FILE_OPEN_BY_FILE_ID: u32 = 0x2000;
 /// `FILE_SYNCHRONOUS_IO_ALERT | FILE_SYNCHRONOUS_IO_NONALERT`.
 const FILE_SYNCHRONOUS_IO: u32 = 0x30;
 const FILE_NO_INTERMEDIATE_BUFFERING: u32 = 0x8;
@@ -228,8 +230,10 @@ pub fn nt_path(path: &str) -> Result<String, NTSTATUS> {
 // File objects
 // ---------------------------------------------------------------------------------------
 
-fn new_file_object(volume: PFLT_VOLUME, path: &str, access: u32, options: u32) -> usize {
-    let name: Box<[u16]> = path.encode_utf16().collect();
+/// A new file object for a create of `name` (the units FILE_OBJECT.FileName holds: a path,
+/// or the binary id of an open by file id).
+fn new_file_object(volume: PFLT_VOLUME, name: &[u16], access: u32, options: u32) -> usize {
+    let name: Box<[u16]> = name.into();
     let mut fo: Box<FILE_OBJECT> = Box::default();
     fo.Type = 5; // IO_TYPE_FILE
     fo.Size = std::mem::size_of::<FILE_OBJECT>() as i16;
@@ -367,7 +371,8 @@ pub fn create(path: &str, params: &OpenParams) -> Result<Handle, NTSTATUS> {
     let mut path = path.to_string();
     for _ in 0..MAX_REPARSE {
         let (volume, rel) = resolve(&path)?;
-        match open_on_volume(volume, &rel, params, None)? {
+        let units: Vec<u16> = rel.encode_utf16().collect();
+        match open_on_volume(volume, &units, params, None, None)? {
             Opened::File(fo) => {
                 let pid = process::current_pid();
                 return Ok(Handle(add_handle(fo, pid, false)));
@@ -393,20 +398,28 @@ pub(crate) enum Opened {
     },
 }
 
-/// IRP_MJ_CREATE through the filters; on success a file object with the create's
-/// reference.
+/// IRP_MJ_CREATE through the filters (those below `instance` when a filter issues it) of
+/// `name` on `volume`; on success a file object with the create's reference.
+/// `related` is the file object of the OBJECT_ATTRIBUTES.RootDirectory handle, which the
+/// file object names in RelatedFileObject while the create is processed (the only time
+/// that field is valid).
 pub(crate) fn open_on_volume(
     volume: PFLT_VOLUME,
-    rel: &str,
+    name: &[u16],
     params: &OpenParams,
     instance: Option<PFLT_INSTANCE>,
+    related: Option<usize>,
 ) -> Result<Opened, NTSTATUS> {
-    let fo = new_file_object(volume, rel, params.access, params.options);
+    let fo = new_file_object(volume, name, params.access, params.options);
     with_kernel(|k| {
         if let Some(f) = k.io.files.get_mut(&fo) {
             f.instance = instance;
         }
     });
+    if let Some(related) = related {
+        // SAFETY: a live file object owned by the model, not yet shared.
+        unsafe { (*fo_ptr(fo)).RelatedFileObject = fo_ptr(related) };
+    }
     let mut security = IO_SECURITY_CONTEXT {
         SecurityQos: std::ptr::null_mut(),
         AccessState: std::ptr::null_mut(),
@@ -420,6 +433,8 @@ pub(crate) fn open_on_volume(
     req.params.Create.FileAttributes = params.attributes as u16;
     req.params.Create.ShareAccess = params.share as u16;
     let done = io::dispatch(&req, fs_create);
+    // SAFETY: the file object is still the model's (closed only below).
+    unsafe { (*fo_ptr(fo)).RelatedFileObject = std::ptr::null_mut() };
     let reparse = with_kernel(|k| k.io.reparse_result.remove(&fo));
     if done.status == STATUS_SUCCESS || (done.status >= 0 && done.status != STATUS_REPARSE) {
         let opened = with_kernel(|k| k.io.files.get(&fo).is_some_and(|f| f.open.is_some()));
@@ -628,13 +643,18 @@ fn fs_create(cbd: &mut Cbd, op: &FsCall) -> (NTSTATUS, usize) {
     let create = unsafe { cbd.iopb.Parameters.Create };
     // SAFETY: the file object lives until the create completes.
     let name = unsafe { &(*cbd.iopb.TargetFileObject).FileName };
-    let path = if name.Buffer.is_null() {
-        String::new()
+    let units: &[u16] = if name.Buffer.is_null() {
+        &[]
     } else {
         // SAFETY: FileName describes Length bytes at Buffer (the model's or a filter's).
-        let units =
-            unsafe { std::slice::from_raw_parts(name.Buffer, usize::from(name.Length) / 2) };
-        String::from_utf16_lossy(units)
+        unsafe { std::slice::from_raw_parts(name.Buffer, usize::from(name.Length) / 2) }
+    };
+    let path = String::from_utf16_lossy(units);
+    // Opened by file id, the name's bytes are the id: the file system reads them as such.
+    let id_name: Vec<u8> = if create.Options & FILE_OPEN_BY_FILE_ID != 0 {
+        units.iter().flat_map(|u| u.to_le_bytes()).collect()
+    } else {
+        Vec::new()
     };
     // SAFETY: the issuer's security context lives across the create.
     let access = unsafe { create.SecurityContext.as_ref() }.map_or(0, |s| s.DesiredAccess);
@@ -648,6 +668,7 @@ fn fs_create(cbd: &mut Cbd, op: &FsCall) -> (NTSTATUS, usize) {
         open_reparse: &op.open_reparse,
         attributes: u32::from(create.FileAttributes),
         now,
+        id_name: &id_name,
     };
     with_kernel(|k| {
         let Some(volume) = k.io.files.get(&fo).map(|f| f.volume) else {
@@ -1691,6 +1712,46 @@ pub fn with_volume<R>(
     })
 }
 
+/// A file a driver opened itself (FltCreateFileEx2) and still holds a handle to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelOpen {
+    /// The file it is open on.
+    pub file: Option<FileId>,
+    /// That file's volume-relative path now (after any rename); `None` once it has none.
+    pub path: Option<String>,
+    /// The instance the create started below (`None`: the top of the stack, where every
+    /// filter of the volume saw it).
+    pub below: Option<PFLT_INSTANCE>,
+    /// The create options the file system received (`FILE_OPEN_BY_FILE_ID`, …).
+    pub options: u32,
+    /// The access the create asked for.
+    pub access: u32,
+}
+
+/// The files drivers hold open through kernel handles (FltCreateFileEx2), for tests to
+/// see how a driver opened what it writes.
+pub fn kernel_opens() -> Vec<KernelOpen> {
+    with_kernel(|k| {
+        k.io.handles
+            .values()
+            .filter(|e| e.kernel)
+            .filter_map(|e| k.io.files.get(&e.file_object))
+            .map(|f| KernelOpen {
+                file: f.file,
+                path: f.file.and_then(|id| {
+                    k.volumes
+                        .iter()
+                        .find(|v| v.handle == f.volume)
+                        .and_then(|v| v.fs.path_of(id))
+                }),
+                below: f.instance,
+                options: f.options,
+                access: f.access,
+            })
+            .collect()
+    })
+}
+
 /// Handles open in process `pid`.
 pub fn handles_of(pid: u32) -> Vec<Handle> {
     with_kernel(|k| {
@@ -1734,7 +1795,8 @@ fn query_open_kind(path: &str, class: i32, length: usize, op: u8) -> (NTSTATUS, 
         Ok(v) => v,
         Err(status) => return (status, Vec::new()),
     };
-    let fo = new_file_object(volume, &rel, 0x0010_0080, 0x20);
+    let units: Vec<u16> = rel.encode_utf16().collect();
+    let fo = new_file_object(volume, &units, 0x0010_0080, 0x20);
     let mut buffer = vec![0u8; length];
     let mut returned = length as u32;
     let mut req = simple_request(op, 0, fo, volume, None);
@@ -1823,6 +1885,7 @@ fn fs_query_open(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
             open_reparse: &[],
             attributes: 0,
             now,
+            id_name: &[],
         };
         Some(match v.fs.create(&request) {
             Ok(CreateOutcome::Opened { open, .. }) => {

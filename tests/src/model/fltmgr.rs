@@ -1197,16 +1197,96 @@ pub unsafe extern "system" fn FltGetVolumeInstanceFromName(
     })
 }
 
-/// FltObjectDereference: drops a reference FltGetVolumeFromName or
-/// FltGetVolumeInstanceFromName gave out.
+/// FltGetVolumeFromInstance: the volume `instance` is attached to, referenced for the
+/// caller (FltObjectDereference releases it).
+///
+/// # Safety
+/// `ret` is writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn FltGetVolumeFromInstance(
+    instance: PFLT_INSTANCE,
+    ret: *mut PFLT_VOLUME,
+) -> NTSTATUS {
+    irql::check("FltGetVolumeFromInstance", APC_LEVEL);
+    if ret.is_null() {
+        return STATUS_INVALID_PARAMETER;
+    }
+    with_kernel(|k| {
+        let found = k.filter_of_instance(instance).and_then(|(f, pos)| {
+            let filter = k.filters.get(&f)?;
+            if filter.is_unregistered() {
+                return None;
+            }
+            filter.instances.get(pos).map(|i| (f, i.volume))
+        });
+        let Some((filter, volume)) = found else {
+            k.violation(
+                "FltGetVolumeFromInstance",
+                format!("{instance:#x} is not a live instance"),
+            );
+            return STATUS_INVALID_PARAMETER;
+        };
+        add_object_ref(k, volume, filter);
+        // SAFETY: checked non-null above.
+        unsafe { ret.write(volume) };
+        STATUS_SUCCESS
+    })
+}
+
+/// FltGetVolumeName: the volume's device name (`\Device\HarddiskVolumeN`) into the
+/// caller's buffer, or the bytes it needs (STATUS_BUFFER_TOO_SMALL) when the buffer is
+/// too small or not given; STATUS_INVALID_PARAMETER when neither is given.
+///
+/// # Safety
+/// `name` is NULL or a UNICODE_STRING whose Buffer holds MaximumLength bytes; `needed`
+/// is NULL or writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn FltGetVolumeName(
+    volume: PFLT_VOLUME,
+    name: *mut UNICODE_STRING,
+    needed: *mut u32,
+) -> NTSTATUS {
+    irql::check("FltGetVolumeName", APC_LEVEL);
+    if name.is_null() && needed.is_null() {
+        return STATUS_INVALID_PARAMETER;
+    }
+    let Some(device) = with_kernel(|k| k.volume_config(volume).map(|c| c.device_name)) else {
+        with_kernel(|k| k.violation("FltGetVolumeName", format!("{volume:#x} is not a volume")));
+        return STATUS_INVALID_PARAMETER;
+    };
+    let units: Vec<u16> = device.encode_utf16().collect();
+    let bytes = units.len() * 2;
+    if !needed.is_null() {
+        // SAFETY: the caller's out pointer.
+        unsafe { needed.write(bytes as u32) };
+    }
+    // SAFETY: NULL or the caller's UNICODE_STRING.
+    let Some(name) = (unsafe { name.as_mut() }) else {
+        return STATUS_BUFFER_TOO_SMALL;
+    };
+    if usize::from(name.MaximumLength) < bytes || name.Buffer.is_null() {
+        return STATUS_BUFFER_TOO_SMALL;
+    }
+    // SAFETY: the caller's buffer holds MaximumLength >= `bytes` bytes.
+    unsafe { std::ptr::copy_nonoverlapping(units.as_ptr(), name.Buffer, units.len()) };
+    name.Length = bytes as u16;
+    STATUS_SUCCESS
+}
+
+/// FltObjectDereference: drops a reference FltGetVolumeFromName,
+/// FltGetVolumeInstanceFromName or FltGetVolumeFromInstance gave out.
 #[unsafe(no_mangle)]
 pub extern "system" fn FltObjectDereference(object: *mut c_void) {
     irql::check("FltObjectDereference", APC_LEVEL);
-    with_kernel(|k| match k.object_refs.get_mut(&(object as isize)) {
+    with_kernel(|k| {
+        match k.object_refs.get_mut(&(object as isize)) {
         Some((_, n)) if *n > 0 => *n -= 1,
         _ => k.violation(
             "FltObjectDereference",
-            format!("{object:p} holds no reference from FltGetVolume(Instance)FromName"),
+            format!(
+                "{object:p} holds no reference from FltGetVolume(Instance)FromName or FltGetVolumeFromInstance"
+            ),
         ),
+    }
     });
 }

@@ -48,8 +48,21 @@ fn name_of(fo: *const FILE_OBJECT, format: u32) -> Option<String> {
         let f = k.io.files.get(&(fo as usize))?;
         let v = k.volumes.iter().find(|v| v.handle == f.volume)?;
         let device = v.config.device_name.clone();
+        let by_id = f.options & super::files::FILE_OPEN_BY_FILE_ID != 0;
         let rel = match f.file {
-            Some(id) if format == FLT_FILE_NAME_NORMALIZED => v.fs.path_of(id)?,
+            Some(id) if format == FLT_FILE_NAME_NORMALIZED || by_id => v.fs.path_of(id)?,
+            // Opened by id, FileName holds the id, not a name: an open file has the name
+            // the file system reports for it (above; NTFS answers FileNameInformation on
+            // an open by id with the file's path, maharmstone/btrfs src/tests/create.cpp
+            // "Check filename"). Before the file system opened it, FltMgr would have to
+            // open the id itself; the model does not, and says so.
+            None if by_id => {
+                k.violation(
+                    "FltGetFileNameInformation",
+                    "the name of a create by file id before the file system opened it is not modelled",
+                );
+                return None;
+            }
             _ => {
                 // SAFETY: a live file object; FileName is the model's or a filter's.
                 let name = unsafe { &(*fo).FileName };

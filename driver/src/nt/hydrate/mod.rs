@@ -63,7 +63,7 @@ use windows_sys::Win32::System::IO::{IO_STATUS_BLOCK, IO_STATUS_BLOCK_0};
 use super::context::{
     Held, InstanceContext, Present, STREAM_RANGES, StreamContext, StreamState, new_present,
 };
-use super::file::{Kind as OpenKind, OwnedFile, PoolBuf};
+use super::file::{OwnedFile, PoolBuf};
 use super::list::{List, Node};
 use super::pool::{PoolBox, tag};
 use super::providers::{self, ProviderRef};
@@ -673,9 +673,9 @@ fn fail(id: u64, status: NTSTATUS) {
     after.run();
 }
 
-/// Sends every FETCH_DATA of `stream` not sent yet, after opening the stream's writer
-/// (through `name`) if it has none.
-fn flush(stream: &StreamContext, provider: &ProviderRef, name: &[u16]) {
+/// Sends every FETCH_DATA of `stream` not sent yet, after opening the stream's writer if
+/// it has none.
+fn flush(stream: &StreamContext, provider: &ProviderRef) {
     let unsent = TABLE.with(|t| {
         t.fetches
             .iter()
@@ -684,7 +684,7 @@ fn flush(stream: &StreamContext, provider: &ProviderRef, name: &[u16]) {
     if !unsent {
         return;
     }
-    let opened = open_writer(stream, name);
+    let opened = open_writer(stream);
     loop {
         let next = TABLE.with(|t| {
             t.fetches
@@ -709,7 +709,12 @@ fn flush(stream: &StreamContext, provider: &ProviderRef, name: &[u16]) {
 }
 
 /// Opens the stream's writer if it has none (the first fetch of a round).
-fn open_writer(stream: &StreamContext, name: &[u16]) -> Result<(), NTSTATUS> {
+///
+/// By the stream's file id, below cloudflt's instance (`OwnedFile::open_by_id`): a name
+/// taken when a read came in may name another file by the time a later round opens
+/// its writer (the file renamed, a new one made at its old name), and the provider's
+/// bytes must land in the file the stream is.
+fn open_writer(stream: &StreamContext) -> Result<(), NTSTATUS> {
     let has = TABLE.with(|t| stream.with_state(&t.held, |s| s.writer.is_some()));
     if has {
         return Ok(());
@@ -717,14 +722,11 @@ fn open_writer(stream: &StreamContext, name: &[u16]) -> Result<(), NTSTATUS> {
     let Some(filter) = crate::nt::driver::filter() else {
         return Err(STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING);
     };
-    let file = OwnedFile::open(
+    let file = OwnedFile::open_by_id(
         filter,
         stream.instance,
-        name,
+        stream.file_id,
         0x0002 | 0x0100 | 0x0080, // FILE_WRITE_DATA | FILE_WRITE_ATTRIBUTES | FILE_READ_ATTRIBUTES
-        1,                        // FILE_OPEN
-        OpenKind::File,
-        0,
     )?;
     file.freeze_times()?;
     let extra = TABLE.with(|t| {
@@ -748,8 +750,6 @@ struct Linked {
     id: u64,
     /// The waiter's stream (it holds a reference).
     stream: NonNull<StreamContext>,
-    /// The waiter's file name, in its own pool buffer.
-    name: *const [u16],
     /// A read's callback data, queue and IRP context (null for a thread).
     data: *mut FLT_CALLBACK_DATA,
     queue: *mut FLT_CALLBACK_DATA_QUEUE,
@@ -759,18 +759,15 @@ struct Linked {
 }
 
 impl Linked {
-    /// The stream and name, for [`flush`].
+    /// The stream, for [`flush`].
     ///
     /// # Safety
     /// Only while the waiter cannot be freed: a read before [`queue`], a thread waiter
     /// before its own thread unlinks it.
-    unsafe fn stream_and_name<'a>(&self) -> (&'a StreamContext, &'a [u16]) {
-        // SAFETY: the caller's contract; the waiter's references and buffers live as long
-        // as it does, and nothing writes the name after the waiter is made.
-        let stream = unsafe { self.stream.as_ref() };
-        // SAFETY: as above.
-        let name = unsafe { &*self.name };
-        (stream, name)
+    unsafe fn stream<'a>(&self) -> &'a StreamContext {
+        // SAFETY: the caller's contract; the waiter's reference on the stream lives as
+        // long as it does.
+        unsafe { self.stream.as_ref() }
     }
 }
 
@@ -814,7 +811,6 @@ fn arm(node: PoolBox<Node<Waiter>>, provider: &ProviderRef, priority: u8) -> Arm
         let mut linked = Linked {
             id: w.id,
             stream: NonNull::from(stream),
-            name: core::ptr::from_ref(w.asker.name.get()),
             data: core::ptr::null_mut(),
             queue: core::ptr::null_mut(),
             csq: core::ptr::null_mut(),

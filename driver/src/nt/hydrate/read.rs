@@ -74,8 +74,8 @@ pub(crate) fn pend_read(
         }
         Armed::Linked(linked) => {
             // SAFETY: an Arming read, not yet queued.
-            let (stream, name) = unsafe { linked.stream_and_name() };
-            flush(stream, provider, name);
+            let stream = unsafe { linked.stream() };
+            flush(stream, provider);
             queue(linked);
             Pend::Pended
         }
@@ -187,8 +187,8 @@ pub(super) fn conclude(mut node: PoolBox<Node<Waiter>>, mut outcome: Outcome) {
                     }
                     Armed::Linked(linked) => {
                         // SAFETY: an Arming read, not yet queued.
-                        let (stream, name) = unsafe { linked.stream_and_name() };
-                        flush(stream, &provider, name);
+                        let stream = unsafe { linked.stream() };
+                        flush(stream, &provider);
                         queue(linked);
                         return;
                     }
@@ -284,6 +284,6 @@ pub(super) fn start_background(waiter: &Waiter, provider: &ProviderRef, whole: R
         true
     });
     if asked {
-        flush(stream, provider, waiter.asker.name.get());
+        flush(stream, provider);
     }
 }

@@ -57,7 +57,7 @@ pub(crate) fn ensure_range(target: &Target<'_>, range: Range) -> NTSTATUS {
             Armed::Failed(status) => return status,
             Armed::Linked(linked) => linked,
         };
-        flush(target.stream, &provider, target.name);
+        flush(target.stream, &provider);
         match wait_thread(linked.id, linked.event, target.data) {
             Outcome::Done(status) => return status,
             Outcome::Stalled => continue,
