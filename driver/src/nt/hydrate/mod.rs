@@ -666,6 +666,14 @@ fn send_failure(status: NTSTATUS) -> NTSTATUS {
     }
 }
 
+/// What a failed open of the stream's writer means for the reader.
+fn writer_failure(status: NTSTATUS) -> NTSTATUS {
+    match status {
+        STATUS_INSUFFICIENT_RESOURCES => STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES,
+        s => cloud_status(s),
+    }
+}
+
 /// Fails fetch `id` with `status` (outside the lock).
 fn fail(id: u64, status: NTSTATUS) {
     let mut after = After::new();
@@ -701,7 +709,8 @@ fn flush(stream: &StreamContext, provider: &ProviderRef) {
         };
         drop(buffer);
         if opened.is_err() {
-            fail(id, status);
+            // What the reader sees is a cloud-file status, whatever the open said.
+            fail(id, writer_failure(status));
         } else if !nt_success(status) || status == STATUS_TIMEOUT {
             fail(id, send_failure(status));
         }
