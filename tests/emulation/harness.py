@@ -163,6 +163,7 @@ STATUS_INVALID_INFO_CLASS = 0xC0000003
 STATUS_INVALID_BUFFER_SIZE = 0xC0000206
 STATUS_FLT_DO_NOT_ATTACH = 0xC01C000F
 STATUS_FLT_CONTEXT_ALLOCATION_NOT_FOUND = 0xC01C0016
+STATUS_INVALID_USER_BUFFER = 0xC00000E8
 STATUS_NAMES = {
     STATUS_SUCCESS: 'STATUS_SUCCESS',
     STATUS_BUFFER_OVERFLOW: 'STATUS_BUFFER_OVERFLOW',
@@ -172,6 +173,7 @@ STATUS_NAMES = {
     STATUS_REVISION_MISMATCH: 'STATUS_REVISION_MISMATCH',
     STATUS_INVALID_BUFFER_SIZE: 'STATUS_INVALID_BUFFER_SIZE',
     STATUS_FLT_DO_NOT_ATTACH: 'STATUS_FLT_DO_NOT_ATTACH',
+    STATUS_INVALID_USER_BUFFER: 'STATUS_INVALID_USER_BUFFER',
     0xC0000001: 'STATUS_UNSUCCESSFUL',
     0xC0000002: 'STATUS_NOT_IMPLEMENTED',
     0xC0000010: 'STATUS_INVALID_DEVICE_REQUEST',
@@ -192,12 +194,26 @@ NTFS_ATTRIBUTES = 0x03E702FF         # what a Windows 11 NTFS volume reports
 # u32 total size, u32 flags.
 CONNECT_MAGIC = b'CFLT'
 CONNECT_HEADER_SIZE = 16
+CONNECT_FLAG_MANAGEMENT = 0x1          # a management client: no body
+
+# Port messages (proto/src/msg.rs): a 16-byte header (u16 kind, u16 version, u32 length,
+# u64 request id), then the kind's fixed part; the reply (u16 version, 2 reserved, i32
+# status, u64 request id, u32 payload length, 4 reserved, payload) in the output buffer.
+PROTOCOL_VERSION = 1
+KIND_CLEAR_IMAGE_RULES = 0x0203        # fixed part: 8 reserved bytes
+REPLY_HEADER_SIZE = 24
+
+# ntddk.h / winnt.h
+MM_COPY_MEMORY_VIRTUAL = 0x2
+PAGE_READWRITE = 0x04
 
 # Handles the FltMgr model hands out: distinctive and unmapped, so a driver that
 # dereferences an opaque handle faults instead of reading something plausible.
 H_FILTER = 0xF17_0000_0001
 H_SERVER_PORT = 0xF17_0000_0002
 H_CLIENT_PORT = 0xF17_0000_0003
+H_MANAGER_PORT = 0xF17_0000_0004
+H_SECURE_BASE = 0xF17_0000_3000       # MmSecureVirtualMemory's handles
 H_VOLUME_BASE = 0xF17_0000_1000
 H_INSTANCE_BASE = 0xF17_0000_2000
 
@@ -249,6 +265,9 @@ class Harness:
         self.work_items_freed = set()
         self.timers = {}              # KTIMER addr -> queued (KeSetTimer since init/cancel)
         self.security_descriptors = {}  # addr -> freed?
+        self.secures = {}             # MmSecureVirtualMemory handle -> dict(addr, size, probe, phase, seq)
+        self.secure_refuses = False   # MmSecureVirtualMemory returns NULL (the range went bad)
+        self.secure_errors = []       # text
         self.registration = None      # snapshot taken inside FltRegisterFilter
         self.port = None              # snapshot taken inside FltCreateCommunicationPort
         self.fs_attributes = NTFS_ATTRIBUTES
@@ -395,6 +414,9 @@ class Harness:
             'KeCancelTimer': (1, self.KeCancelTimer),
             'KeFlushQueuedDpcs': (0, lambda: 0),
             'FltCbdqInitialize': (8, lambda *args: STATUS_SUCCESS),
+            'MmCopyMemory': (5, self.MmCopyMemory),
+            'MmSecureVirtualMemory': (3, self.MmSecureVirtualMemory),
+            'MmUnsecureVirtualMemory': (1, self.MmUnsecureVirtualMemory),
             'memset': (3, self.memset),
             'memcpy': (3, self.memmove),
             'memmove': (3, self.memmove),
@@ -668,6 +690,39 @@ class Harness:
         was = self.timers.get(timer, False)
         self.timers[timer] = False
         return 1 if was else 0
+
+    # ntddk.h: MmCopyMemory(TargetAddress, MM_COPY_ADDRESS SourceAddress, NumberOfBytes,
+    # Flags, *NumberOfBytesTransferred). The 8-byte union is passed by value, so the
+    # second argument is the source address itself.
+    def MmCopyMemory(self, target, source, length, flags, ptransferred):
+        if flags & 0xFFFFFFFF != MM_COPY_MEMORY_VIRTUAL:
+            return STATUS_INVALID_PARAMETER
+        self.write(target, self.read(source, length))
+        self.write(ptransferred, struct.pack('<Q', length))
+        return STATUS_SUCCESS
+
+    # ntddk.h: HANDLE MmSecureVirtualMemory(Address, Size, ProbeMode); NULL when the range
+    # cannot be secured (here: when the case says the provider already spoiled it).
+    def MmSecureVirtualMemory(self, addr, size, probe):
+        if self.secure_refuses:
+            return 0
+        handle = H_SECURE_BASE + 0x10 * (len(self.secures) + 1)
+        self.secures[handle] = {'addr': addr, 'size': size, 'probe': probe & 0xFFFFFFFF,
+                                'phase': self.phase, 'seq': len(self.calls) - 1, 'live': True}
+        return handle
+
+    # ntddk.h: VOID MmUnsecureVirtualMemory(SecureHandle). The secured bytes are kept as
+    # they are now, so a write after the unsecure shows.
+    def MmUnsecureVirtualMemory(self, handle):
+        entry = self.secures.get(handle)
+        if entry is None or not entry['live']:
+            self.secure_errors.append('%s: MmUnsecureVirtualMemory(0x%x) of no live secure handle'
+                                      % (self.phase, handle))
+            return 0
+        entry['live'] = False
+        entry['unsecured_seq'] = len(self.calls) - 1
+        entry['bytes_at_unsecure'] = self.read(entry['addr'], entry['size'])
+        return 0
 
     def KeBugCheckEx(self, code, p1, p2, p3, p4):
         self._end_run(self.emu, {'type': 'bugcheck', 'code': hex(code & 0xFFFFFFFF),
@@ -1100,7 +1155,127 @@ def run_checks(h):
                     problems.append('freed before the client port was closed')
             h.check(not problems, what, what, '; '.join(problems))
 
-    # 7. FilterUnload ------------------------------------------------------------------------
+    # 7. MessageNotify on a management connection ----------------------------------------------
+    # A management client connects, then sends ClearImageRules three times: with a good reply
+    # buffer, with one MmSecureVirtualMemory refuses (freed or protected by another thread of
+    # the provider), and with one too small for any reply.
+    mgr_cookie = None
+    what = 'ConnectNotify(management context) returned STATUS_SUCCESS and a non-pool cookie'
+    if not (callable_ok and port and h.is_code(port['connect'])):
+        h.check(False, '', what, 'not run: DriverEntry or the port failed')
+    else:
+        data = context_bytes(flags=CONNECT_FLAG_MANAGEMENT, body=b'')
+        buf = h.alloc(len(data), 'management-context')
+        h.write(buf, data)
+        out = h.alloc(8, 'management-cookie')
+        ret, err = h.call('ConnectNotify(management)', port['connect'],
+                          [H_MANAGER_PORT, port['cookie'], buf, len(data), out])
+        written = h.u64(out)
+        if err:
+            h.check(False, '', what, h.describe_error(err))
+        elif ret != STATUS_SUCCESS or not written or written in h.pool:
+            h.check(False, '', what, 'it returned %s, cookie 0x%x' % (status_name(ret), written))
+        else:
+            mgr_cookie = written
+            h.check(True, what)
+
+    def clear_rules(request_id):
+        return struct.pack('<HHIQ', KIND_CLEAR_IMAGE_RULES, PROTOCOL_VERSION, 24, request_id) + b'\0' * 8
+
+    msg_cases = [
+        # label, output length, MmSecureVirtualMemory refuses, expected status
+        ('good reply buffer', 0x100, False, STATUS_SUCCESS),
+        ('reply buffer gone bad', 0x100, True, STATUS_INVALID_USER_BUFFER),
+        ('reply buffer too small', REPLY_HEADER_SIZE - 1, False, STATUS_BUFFER_TOO_SMALL),
+    ]
+    for i, (label, out_len, refuse, want) in enumerate(msg_cases):
+        what = 'MessageNotify(ClearImageRules, %s) returned %s' % (label, status_name(want))
+        if mgr_cookie is None:
+            h.check(False, '', what, 'not run: no management connection')
+            continue
+        phase = 'MessageNotify(%s)' % label
+        request_id = 0x5150 + i
+        msg = clear_rules(request_id)
+        inp = h.alloc(len(msg), 'message-input')
+        h.write(inp, msg)
+        out = h.alloc(out_len, 'message-output')
+        h.write(out, b'\xAB' * out_len)      # what the provider's buffer held
+        pret = h.alloc(4, 'returned-length')
+        h.write(pret, struct.pack('<I', 0xFFFFFFFF))
+        h.secure_refuses = refuse
+        ret, err = h.call(phase, port['message'], [mgr_cookie, inp, len(msg), out, out_len, pret])
+        h.secure_refuses = False
+        calls = h.in_phase(phase)
+        if err:
+            h.check(False, '', what, h.describe_error(err))
+            continue
+        problems = []
+        if ret != want:
+            problems.append('it returned %s' % status_name(ret))
+        copies = [c for c in calls if c['api'] == 'MmCopyMemory']
+        if len(copies) != 1 or copies[0]['args'][1] != inp or copies[0]['args'][2] != len(msg):
+            problems.append('input not copied once with MmCopyMemory(input, %d)' % len(msg))
+        secures = [c for c in calls if c['api'] == 'MmSecureVirtualMemory']
+        unsecures = [c for c in calls if c['api'] == 'MmUnsecureVirtualMemory']
+        returned = h.u32(pret)
+        after = h.read(out, out_len)
+        if want == STATUS_BUFFER_TOO_SMALL:
+            if secures:
+                problems.append('MmSecureVirtualMemory called for a buffer no reply fits in')
+        elif len(secures) != 1:
+            problems.append('MmSecureVirtualMemory called %d times' % len(secures))
+        else:
+            s = secures[0]
+            if s['args'][0] != out or s['args'][1] != out_len or s['args'][2] & 0xFFFFFFFF != PAGE_READWRITE:
+                problems.append('MmSecureVirtualMemory(0x%x, %d, 0x%x), not (output 0x%x, %d, PAGE_READWRITE)'
+                                % (s['args'][0], s['args'][1], s['args'][2], out, out_len))
+            if copies and s['seq'] < copies[0]['seq']:
+                problems.append('the output was secured before the input was copied')
+        if want == STATUS_SUCCESS:
+            entry = h.secures.get(secures[0]['ret']) if len(secures) == 1 else None
+            if len(unsecures) != 1 or entry is None or unsecures[0]['args'][0] != secures[0]['ret']:
+                problems.append('MmUnsecureVirtualMemory called %d times, not once with the secure handle'
+                                % len(unsecures))
+            elif entry['bytes_at_unsecure'] != after:
+                problems.append('the output changed after MmUnsecureVirtualMemory')
+            version, _, status, rid, plen, _ = struct.unpack_from('<HHiQII', after)
+            if returned != REPLY_HEADER_SIZE:
+                problems.append('ReturnOutputBufferLength %d, not %d' % (returned, REPLY_HEADER_SIZE))
+            if (version, status, rid, plen) != (PROTOCOL_VERSION, 0, request_id, 0):
+                problems.append('reply version %d status 0x%x request id 0x%x payload %d'
+                                % (version, status & 0xFFFFFFFF, rid, plen))
+            if after[REPLY_HEADER_SIZE:] != b'\xAB' * (out_len - REPLY_HEADER_SIZE):
+                problems.append('bytes past the reply were written')
+        else:
+            if unsecures:
+                problems.append('MmUnsecureVirtualMemory called without a secure')
+            if after != b'\xAB' * out_len:
+                problems.append('the output buffer was written')
+            if returned != 0:
+                problems.append('ReturnOutputBufferLength %d, not 0' % returned)
+        if want == STATUS_SUCCESS:
+            ok_text = what + ': input copied with MmCopyMemory, output secured (PAGE_READWRITE), ' \
+                'reply written, then unsecured'
+        elif refuse:
+            ok_text = what + ' without writing the output or unsecuring anything'
+        else:
+            ok_text = what + ' without securing or writing the output'
+        h.check(not problems, ok_text, what, '; '.join(problems))
+
+    what = 'DisconnectNotify(management cookie) closed its client port'
+    if mgr_cookie is None:
+        h.check(False, '', what, 'not run: no management connection')
+    else:
+        phase = 'DisconnectNotify(management)'
+        ret, err = h.call(phase, port['disconnect'], [mgr_cookie])
+        close = [c for c in h.in_phase(phase) if c['api'] == 'FltCloseClientPort']
+        if err:
+            h.check(False, '', what, h.describe_error(err))
+        else:
+            h.check(len(close) == 1 and close[0].get('client_port') == H_MANAGER_PORT, what, what,
+                    'FltCloseClientPort calls: %s' % ['0x%x' % (c.get('client_port') or 0) for c in close])
+
+    # 8. FilterUnload ------------------------------------------------------------------------
     what = 'FilterUnload(0) returned STATUS_SUCCESS'
     if not (callable_ok and h.is_code(unload or 0)):
         h.check(False, '', what, 'not run: DriverEntry or the registration failed')
@@ -1132,7 +1307,9 @@ def run_checks(h):
     leaked = ['0x%x %r %d bytes from %s' % (a, tag_str(b['tag']), b['size'], b['phase']) for a, b in h.pool.items()]
     leaked += ['generic work item 0x%x from %s' % (a, phase) for a, phase in h.work_items.items()]
     leaked += ['timer 0x%x still queued' % t for t, queued in h.timers.items() if queued]
-    problems = (['leaked: ' + ', '.join(leaked)] if leaked else []) + h.pool_errors
+    leaked += ['user range 0x%x (%d bytes) secured in %s, never unsecured' % (e['addr'], e['size'], e['phase'])
+               for e in h.secures.values() if e['live']]
+    problems = (['leaked: ' + ', '.join(leaked)] if leaked else []) + h.pool_errors + h.secure_errors
     h.check(not problems,
             'all %d ExAllocatePool2 block(s) freed with their own tag, none overrun' % n_allocs,
             'every ExAllocatePool2 block freed once with its own tag', '; '.join(problems))

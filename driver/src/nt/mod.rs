@@ -11,7 +11,8 @@
 //! - `stream`: a placeholder's stream and stream-handle contexts; `hydrate`: fetches,
 //!   waiters, pended reads, transfers and the record; `disguise`: who sees what;
 //! - `providers`, `rules`, `reparse`, `names`, `file`, `queue`, `list`, `timer`,
-//!   `context`, `driver` (the driver state), `pool`, `sync`, `ntos`, `status`, `layout`.
+//!   `context`, `driver` (the driver state), `pool`, `sync`, `ntos`, `status`, `layout`,
+//!   `user` (the one way into a user-mode buffer: a secured write).
 //!
 //! [`status`] is the one table from engine and proto errors to NTSTATUS. [`layout`]
 //! defines the parameter block FltMgr passes every callback (windows-sys lays it out
@@ -44,6 +45,7 @@ mod rules;
 mod stream;
 mod sync;
 mod timer;
+mod user;
 
 pub use filter::driver_entry;
 pub use pool::{POOL_ALIGNMENT, POOL_FLAG_NON_PAGED, tag};

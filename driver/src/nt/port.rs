@@ -50,6 +50,7 @@ use super::pool::{PoolBox, TAG_CONNECTION};
 use super::providers::{self, Provider, ProviderRef};
 use super::status::{self, nt_success};
 use super::sync::SpinLock;
+use super::user::SecuredOutput;
 use super::{hydrate, placeholder, rules};
 use crate::engine::policy::Policy;
 
@@ -253,7 +254,15 @@ const MAX_PROVIDER_MESSAGE: usize = msg::HEADER_SIZE + 64 + msg::MAX_TRANSFER_LE
 
 /// MessageNotifyCallback: a provider's request. The input is copied with MmCopyMemory
 /// (which fails instead of faulting on a bad user address) before it is parsed; the
-/// answer is a [`Reply`] in the output buffer.
+/// answer is a [`Reply`] in the output buffer, which is secured ([`SecuredOutput`]) before
+/// the request is carried out and written only while it is secured.
+///
+/// Securing comes first so that a request is carried out only if its answer can be
+/// delivered: a provider whose reply buffer is already freed, decommitted or read-only
+/// (another of its threads can do that at any moment) gets STATUS_INVALID_USER_BUFFER
+/// and nothing was done, and once the range is secured its other threads can no longer
+/// free it or take away write access (their VirtualFree / VirtualProtect fails) until
+/// the reply is written and the range unsecured.
 ///
 /// # Safety
 /// Called by FltMgr at PASSIVE_LEVEL in the provider's process, with the cookie
@@ -298,6 +307,18 @@ unsafe extern "system" fn message_notify(
     if !nt_success(status) || copied != length {
         return STATUS_INVALID_USER_BUFFER;
     }
+    // Every reply has at least its header: a buffer that cannot hold one could never
+    // carry the answer, so nothing is carried out for it.
+    if output.is_null() || (output_len as usize) < msg::REPLY_HEADER_SIZE {
+        return STATUS_BUFFER_TOO_SMALL;
+    }
+    // The range no longer committed and writable (freed, decommitted, protected) is the
+    // provider's buffer gone bad: STATUS_INVALID_USER_BUFFER, "the supplied user buffer
+    // is not valid for the requested operation", as for an unreadable input above.
+    // SAFETY: PASSIVE_LEVEL, in the provider's process (this callback's contract).
+    let Some(mut out) = (unsafe { SecuredOutput::secure(output, output_len as usize) }) else {
+        return STATUS_INVALID_USER_BUFFER;
+    };
     let (request_id, status, payload) = if manager(connection_cookie).is_some() {
         manage(copy.as_slice())
     } else {
@@ -321,18 +342,15 @@ unsafe extern "system" fn message_notify(
     let Ok(len) = reply.encode(encoded.as_mut_slice()) else {
         return STATUS_INSUFFICIENT_RESOURCES;
     };
-    if output.is_null() || (output_len as usize) < len {
+    let Some(encoded) = encoded.as_slice().get(..len) else {
+        return STATUS_INSUFFICIENT_RESOURCES;
+    };
+    if !out.write(encoded) {
+        // A payload (GetInfo's blob, the rule list) longer than the buffer's room.
         return STATUS_BUFFER_TOO_SMALL;
     }
-    // SAFETY: FltMgr passes the provider's output buffer of `output_len` >= `len` bytes.
-    // KNOWN GAP: this is a user-mode address written without an exception guard, so a
-    // provider that unmaps its own reply buffer mid-call faults the kernel (input is
-    // copied with MmCopyMemory, which has no write counterpart). The fix is the small C
-    // `__try` shim DESIGN.md describes; until it exists only SYSTEM/Administrators (the
-    // port's security) can reach this.
-    unsafe {
-        core::ptr::copy_nonoverlapping(encoded.as_slice().as_ptr(), output.cast::<u8>(), len)
-    };
+    // Unsecured here, in the provider's context, before FltMgr completes the request.
+    drop(out);
     if !returned.is_null() {
         // SAFETY: FltMgr passes a writable ULONG.
         unsafe { returned.write(len as u32) };

@@ -25,6 +25,7 @@ pub mod process;
 pub mod symlink;
 pub mod sync;
 pub mod timer;
+pub mod vm;
 pub mod volume;
 pub mod waits;
 pub mod workitem;
@@ -80,6 +81,8 @@ pub(crate) struct Kernel {
     pub(crate) sync: sync::SyncState,
     pub(crate) work: workitem::WorkItems,
     pub(crate) timers: timer::Timers,
+    /// User-mode memory: VirtualAlloc's regions and MmSecureVirtualMemory's entries.
+    pub(crate) vm: vm::Vm,
     /// References FltGetVolumeFromName / FltGetVolumeInstanceFromName gave out and
     /// FltObjectDereference has not dropped yet: object → (filter, count).
     pub(crate) object_refs: HashMap<isize, (isize, usize)>,
@@ -109,6 +112,7 @@ impl Kernel {
             sync: sync::SyncState::default(),
             work: workitem::WorkItems::default(),
             timers: timer::Timers::default(),
+            vm: vm::Vm::default(),
             object_refs: HashMap::new(),
             symlinks: symlink::Links::default(),
             inject: HashMap::new(),

@@ -46,6 +46,7 @@ use super::fltlib::Completion;
 use super::irql::{self, APC_LEVEL, PASSIVE_LEVEL};
 use super::pool::Owner;
 use super::process;
+use super::vm::{self, MidCall};
 use super::waits::{self, WaitQueue};
 use super::{Machine, with_kernel};
 
@@ -1044,6 +1045,7 @@ pub(crate) fn message_notify(
     }
     let _in_flight = InFlight(server);
     let mut returned: u32 = 0;
+    let mark = vm::begin_message();
     let status = irql::at(PASSIVE_LEVEL, || {
         // SAFETY: the driver's MessageNotify with its connection cookie and the user
         // buffers exactly as the caller passed them.
@@ -1058,6 +1060,9 @@ pub(crate) fn message_notify(
             )
         }
     });
+    // What the callback wrote into user memory that was not writable, and what it left
+    // secured, is reported now: the call is over.
+    vm::end_message(mark);
     if returned > output_len {
         with_kernel(|k| {
             k.violation(
@@ -1138,11 +1143,15 @@ impl Machine {
 }
 
 /// MmCopyMemory with MM_COPY_MEMORY_VIRTUAL: how a MessageNotify callback copies the
-/// provider's buffer without an exception handler. The model's user buffers are always
-/// mapped, so the copy succeeds; the IRQL and flag rules are checked.
+/// provider's buffer without an exception handler. A source in user memory that is not
+/// readable in the current process (freed, decommitted, no-access: [`vm`]) ends the copy
+/// there with STATUS_ACCESS_VIOLATION and the bytes copied before it, as the documented
+/// "error status … NumberOfBytesTransferred" contract says; it never faults. The IRQL and
+/// flag rules are checked. A mid-call action armed for [`MidCall::AfterInputCopy`] runs
+/// when it returns.
 ///
 /// # Safety
-/// `target` is writable for `length` bytes of non-paged memory; the source is readable.
+/// `target` is writable for `length` bytes of non-paged memory.
 #[unsafe(no_mangle)]
 pub unsafe extern "system" fn MmCopyMemory(
     target: *const c_void,
@@ -1166,19 +1175,32 @@ pub unsafe extern "system" fn MmCopyMemory(
     }
     // SAFETY: VirtualAddress is the member MM_COPY_MEMORY_VIRTUAL selects.
     let from = unsafe { source.Anonymous.VirtualAddress };
+    let mut status = STATUS_SUCCESS;
+    let mut copied = length;
     if length > 0 {
-        if from.is_null() || target.is_null() {
-            // On Windows, an unmapped source fails the copy instead of faulting.
-            // SAFETY: checked non-null above.
-            unsafe { transferred.write(0) };
-            return windows_sys::Win32::Foundation::STATUS_ACCESS_VIOLATION;
-        }
-        // SAFETY: the caller's contract: both ranges are valid for `length` bytes.
-        unsafe {
-            std::ptr::copy_nonoverlapping(from.cast::<u8>(), target.cast_mut().cast::<u8>(), length)
+        copied = if from.is_null() || target.is_null() {
+            0
+        } else {
+            vm::readable_prefix(from as usize, length)
         };
+        if copied > 0 {
+            // SAFETY: the caller's contract for the target; the source's first `copied`
+            // bytes are readable memory of this process.
+            unsafe {
+                std::ptr::copy_nonoverlapping(
+                    from.cast::<u8>(),
+                    target.cast_mut().cast::<u8>(),
+                    copied,
+                )
+            };
+        }
+        if copied < length {
+            // On Windows an inaccessible source fails the copy instead of faulting.
+            status = windows_sys::Win32::Foundation::STATUS_ACCESS_VIOLATION;
+        }
     }
     // SAFETY: checked non-null above.
-    unsafe { transferred.write(length) };
-    STATUS_SUCCESS
+    unsafe { transferred.write(copied) };
+    vm::reach(MidCall::AfterInputCopy);
+    status
 }

@@ -233,8 +233,9 @@ impl super::Machine {
 
     /// Kills process `pid` (fault injection, and process exit): its threads waiting in
     /// FltSendMessage return STATUS_THREAD_IS_TERMINATING, the file I/O it has in flight
-    /// is cancelled, and every port or event handle it holds is closed, so its ports
-    /// disconnect and their pending FilterGetMessage calls fail.
+    /// is cancelled, every port or event handle it holds is closed, so its ports
+    /// disconnect and their pending FilterGetMessage calls fail, and its address space
+    /// goes (ranges it had secured are unsecured).
     pub fn kill_process(&self, pid: u32) {
         let known = with_kernel(|k| match k.processes.get_mut(pid) {
             Some(p) if pid != SYSTEM_PID => {
@@ -247,5 +248,6 @@ impl super::Machine {
         super::port::process_terminated(pid);
         super::files::cancel_process_io(pid);
         super::fltlib::close_process_handles(pid);
+        super::vm::process_exit(pid);
     }
 }
