@@ -12,4 +12,5 @@
 
 pub mod model;
 pub mod ntstatus;
+pub mod probe;
 pub mod scenario;

@@ -7,18 +7,16 @@
 //! offsets reads the wrong bytes in every scenario.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicIsize, Ordering};
 
 use cloudflt_tests::model::files::{self, IoMode, OpenParams};
-use cloudflt_tests::model::fltmgr::{FltRegisterFilter, FltStartFiltering, FltUnregisterFilter};
 use cloudflt_tests::model::process::{self, PHCM_APPLICATION_DEFAULT};
 use cloudflt_tests::model::{Machine, VolumeConfig};
-use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
+use cloudflt_tests::probe::{self, Operations};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_OPERATION_REGISTRATION, FLT_PREOP_CALLBACK_STATUS,
-    FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_REGISTRATION, FLT_RELATED_OBJECTS, PFLT_FILTER,
+    FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_RELATED_OBJECTS,
 };
-use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_SUCCESS};
+use windows_sys::Win32::Foundation::STATUS_SUCCESS;
 
 /// sizeof(FLT_IO_PARAMETER_BLOCK) on x64 and arm64.
 const IOPB_SIZE: usize = 72;
@@ -41,7 +39,6 @@ const FSCTL_GET_REPARSE_POINT: u32 = 0x0009_00A8;
 
 /// The parameter blocks the probe's pre-operations saw, as bytes, in order.
 static SEEN: Mutex<Vec<(u8, Vec<u8>)>> = Mutex::new(Vec::new());
-static FILTER: AtomicIsize = AtomicIsize::new(0);
 
 unsafe extern "system" fn pre(
     data: *mut FLT_CALLBACK_DATA,
@@ -56,15 +53,6 @@ unsafe extern "system" fn pre(
     FLT_PREOP_SUCCESS_NO_CALLBACK
 }
 
-unsafe extern "system" fn unload(_flags: u32) -> NTSTATUS {
-    FltUnregisterFilter(FILTER.load(Ordering::SeqCst));
-    STATUS_SUCCESS
-}
-
-struct Static<T>(T);
-// SAFETY: an immutable table read by the model only.
-unsafe impl<T> Sync for Static<T> {}
-
 const fn operation(major: u8) -> FLT_OPERATION_REGISTRATION {
     FLT_OPERATION_REGISTRATION {
         MajorFunction: major,
@@ -75,7 +63,7 @@ const fn operation(major: u8) -> FLT_OPERATION_REGISTRATION {
     }
 }
 
-static OPERATIONS: Static<[FLT_OPERATION_REGISTRATION; 9]> = Static([
+static OPERATIONS: Operations<9> = Operations([
     operation(IRP_MJ_CREATE),
     operation(IRP_MJ_READ),
     operation(IRP_MJ_WRITE),
@@ -97,21 +85,7 @@ static OPERATIONS: Static<[FLT_OPERATION_REGISTRATION; 9]> = Static([
 fn probe() -> (Machine, u32) {
     let machine = Machine::boot(&[VolumeConfig::ntfs(1)]);
     SEEN.lock().unwrap().clear();
-    let registration = FLT_REGISTRATION {
-        Size: std::mem::size_of::<FLT_REGISTRATION>() as u16,
-        Version: 0x0203,
-        OperationRegistration: OPERATIONS.0.as_ptr(),
-        FilterUnloadCallback: Some(unload),
-        ..Default::default()
-    };
-    // SAFETY: DRIVER_OBJECT is plain data; zero is valid.
-    let driver: &'static DRIVER_OBJECT = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
-    let mut filter: PFLT_FILTER = 0;
-    // SAFETY: a registration that outlives the call.
-    let status = unsafe { FltRegisterFilter(driver, &registration, &mut filter) };
-    assert_eq!(status, STATUS_SUCCESS);
-    FILTER.store(filter, Ordering::SeqCst);
-    assert_eq!(FltStartFiltering(filter), STATUS_SUCCESS);
+    probe::start(&OPERATIONS.0);
     let app = machine.spawn_process(
         "\\Device\\HarddiskVolume1\\app.exe",
         PHCM_APPLICATION_DEFAULT,

@@ -3,21 +3,20 @@
 //! MDL's system mapping: the model delivers only those writes to the caller and reports a
 //! write through the user-mode address, which kernel code cannot guard.
 
-use std::sync::atomic::{AtomicIsize, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use cloudflt_driver::nt::layout::FLT_IO_PARAMETER_BLOCK;
 use cloudflt_tests::model::files::{self, OpenParams};
 use cloudflt_tests::model::fltio::{FltLockUserBuffer, MmMapLockedPagesSpecifyCache};
-use cloudflt_tests::model::fltmgr::{FltRegisterFilter, FltStartFiltering, FltUnregisterFilter};
 use cloudflt_tests::model::process::{self, PHCM_APPLICATION_DEFAULT};
 use cloudflt_tests::model::{Machine, VolumeConfig};
-use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
+use cloudflt_tests::probe::{self, Operations};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_OPERATION_REGISTRATION, FLT_POSTOP_CALLBACK_STATUS,
     FLT_POSTOP_FINISHED_PROCESSING, FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_SUCCESS_NO_CALLBACK,
-    FLT_PREOP_SYNCHRONIZE, FLT_REGISTRATION, FLT_RELATED_OBJECTS, PFLT_FILTER,
+    FLT_PREOP_SYNCHRONIZE, FLT_RELATED_OBJECTS,
 };
-use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_NOT_SUPPORTED, STATUS_SUCCESS};
+use windows_sys::Win32::Foundation::{STATUS_NOT_SUPPORTED, STATUS_SUCCESS};
 
 /// The post-operation writes FileIndex through the caller's user-mode address.
 const THROUGH_USER_ADDRESS: u8 = 0;
@@ -27,7 +26,6 @@ const THROUGH_MDL: u8 = 1;
 const MAP_TWICE: u8 = 2;
 
 static MODE: AtomicU8 = AtomicU8::new(THROUGH_MDL);
-static FILTER: AtomicIsize = AtomicIsize::new(0);
 
 /// What the probe writes at FileIndex (offset 4) of the first entry.
 const MARK: u32 = 0xC10D_F17E;
@@ -81,15 +79,6 @@ unsafe extern "system" fn post_directory(
     FLT_POSTOP_FINISHED_PROCESSING
 }
 
-unsafe extern "system" fn unload(_flags: u32) -> NTSTATUS {
-    FltUnregisterFilter(FILTER.load(Ordering::SeqCst));
-    STATUS_SUCCESS
-}
-
-struct Static<T>(T);
-// SAFETY: immutable tables read by the model only.
-unsafe impl<T> Sync for Static<T> {}
-
 /// What FltLockUserBuffer answered a query-information pre-operation.
 static QUERY_LOCK_STATUS: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
@@ -102,7 +91,7 @@ unsafe extern "system" fn pre_query_information(
     FLT_PREOP_SUCCESS_NO_CALLBACK
 }
 
-static OPERATIONS: Static<[FLT_OPERATION_REGISTRATION; 3]> = Static([
+static OPERATIONS: Operations<3> = Operations([
     FLT_OPERATION_REGISTRATION {
         MajorFunction: 5, // IRP_MJ_QUERY_INFORMATION
         Flags: 0,
@@ -131,21 +120,7 @@ static OPERATIONS: Static<[FLT_OPERATION_REGISTRATION; 3]> = Static([
 fn list_with(mode: u8) -> (Machine, u32) {
     let machine = Machine::boot(&[VolumeConfig::ntfs(1)]);
     MODE.store(mode, Ordering::SeqCst);
-    let registration = FLT_REGISTRATION {
-        Size: std::mem::size_of::<FLT_REGISTRATION>() as u16,
-        Version: 0x0203,
-        OperationRegistration: OPERATIONS.0.as_ptr(),
-        FilterUnloadCallback: Some(unload),
-        ..Default::default()
-    };
-    // SAFETY: DRIVER_OBJECT is plain data; zero is valid.
-    let driver: &'static DRIVER_OBJECT = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
-    let mut filter: PFLT_FILTER = 0;
-    // SAFETY: a registration that outlives the call.
-    let status = unsafe { FltRegisterFilter(driver, &registration, &mut filter) };
-    assert_eq!(status, STATUS_SUCCESS);
-    FILTER.store(filter, Ordering::SeqCst);
-    assert_eq!(FltStartFiltering(filter), STATUS_SUCCESS);
+    probe::start(&OPERATIONS.0);
     let app = machine.spawn_process(
         "\\Device\\HarddiskVolume1\\app.exe",
         PHCM_APPLICATION_DEFAULT,

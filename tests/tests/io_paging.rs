@@ -5,21 +5,17 @@
 //! in exactly its own range would see these tests fail.
 
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicIsize, Ordering};
 
 use cloudflt_driver::nt::layout::FLT_IO_PARAMETER_BLOCK;
 use cloudflt_tests::model::files::{self, IoMode, OpenParams};
-use cloudflt_tests::model::fltmgr::{FltRegisterFilter, FltStartFiltering, FltUnregisterFilter};
 use cloudflt_tests::model::process::{self, PHCM_APPLICATION_DEFAULT};
 use cloudflt_tests::model::{Machine, VolumeConfig};
-use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
+use cloudflt_tests::probe::{self, END, Operations, op};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FLT_CALLBACK_DATA, FLT_OPERATION_REGISTRATION, FLT_PREOP_CALLBACK_STATUS,
-    FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_REGISTRATION, FLT_RELATED_OBJECTS, PFLT_FILTER,
+    FLT_CALLBACK_DATA, FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_SUCCESS_NO_CALLBACK,
+    FLT_RELATED_OBJECTS,
 };
-use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_SUCCESS};
 
-static FILTER: AtomicIsize = AtomicIsize::new(0);
 /// Paging reads seen, as (offset, length).
 static PAGING: Mutex<Vec<(u64, u32)>> = Mutex::new(Vec::new());
 
@@ -46,31 +42,7 @@ unsafe extern "system" fn pre_read(
     FLT_PREOP_SUCCESS_NO_CALLBACK
 }
 
-unsafe extern "system" fn unload(_flags: u32) -> NTSTATUS {
-    FltUnregisterFilter(FILTER.load(Ordering::SeqCst));
-    STATUS_SUCCESS
-}
-
-struct Static<T>(T);
-// SAFETY: immutable tables read by the model only.
-unsafe impl<T> Sync for Static<T> {}
-
-static OPERATIONS: Static<[FLT_OPERATION_REGISTRATION; 2]> = Static([
-    FLT_OPERATION_REGISTRATION {
-        MajorFunction: 3, // IRP_MJ_READ
-        Flags: 0,
-        PreOperation: Some(pre_read),
-        PostOperation: None,
-        Reserved1: std::ptr::null_mut(),
-    },
-    FLT_OPERATION_REGISTRATION {
-        MajorFunction: 0x80, // IRP_MJ_OPERATION_END
-        Flags: 0,
-        PreOperation: None,
-        PostOperation: None,
-        Reserved1: std::ptr::null_mut(),
-    },
-]);
+static OPERATIONS: Operations<2> = Operations([op(3 /* IRP_MJ_READ */, Some(pre_read), None), END]);
 
 /// A machine with the probe loaded and a 256 KiB file written; `reads` (offset, length)
 /// then run as cached reads through one handle. The paging reads the probe saw.
@@ -86,21 +58,7 @@ fn paging_reads_for(reads: &[(u64, usize)]) -> Vec<(u64, u32)> {
         files::write(f, 0, &vec![7u8; 256 * 1024], IoMode::NonCached).expect("write");
         files::close(f);
     });
-    let registration = FLT_REGISTRATION {
-        Size: std::mem::size_of::<FLT_REGISTRATION>() as u16,
-        Version: 0x0203,
-        OperationRegistration: OPERATIONS.0.as_ptr(),
-        FilterUnloadCallback: Some(unload),
-        ..Default::default()
-    };
-    // SAFETY: DRIVER_OBJECT is plain data; zero is valid.
-    let driver: &'static DRIVER_OBJECT = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
-    let mut filter: PFLT_FILTER = 0;
-    // SAFETY: a registration that outlives the call.
-    let status = unsafe { FltRegisterFilter(driver, &registration, &mut filter) };
-    assert_eq!(status, STATUS_SUCCESS);
-    FILTER.store(filter, Ordering::SeqCst);
-    assert_eq!(FltStartFiltering(filter), STATUS_SUCCESS);
+    probe::start(&OPERATIONS.0);
     PAGING.lock().expect("paging log").clear();
     process::run_as(app, || {
         let f = files::create("C:\\f.bin", &OpenParams::read_write(1)).expect("open f.bin");

@@ -13,16 +13,15 @@ use cloudflt_tests::model::fltio::{
     FltClose, FltCreateFileEx2, FltQueryInformationFile, FltReadFile, ObfDereferenceObject,
 };
 use cloudflt_tests::model::fltmgr::{
-    FltGetVolumeFromInstance, FltGetVolumeName, FltObjectDereference, FltRegisterFilter,
-    FltStartFiltering, FltUnregisterFilter,
+    FltGetVolumeFromInstance, FltGetVolumeName, FltObjectDereference,
 };
 use cloudflt_tests::model::process::{self, PHCM_APPLICATION_DEFAULT};
 use cloudflt_tests::model::{Machine, VolumeConfig};
-use windows_sys::Wdk::Foundation::{DRIVER_OBJECT, FILE_OBJECT, OBJECT_ATTRIBUTES};
+use cloudflt_tests::probe::{self, Operations};
+use windows_sys::Wdk::Foundation::{FILE_OBJECT, OBJECT_ATTRIBUTES};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_OPERATION_REGISTRATION, FLT_PREOP_CALLBACK_STATUS,
-    FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_REGISTRATION, FLT_RELATED_OBJECTS, PFLT_FILTER,
-    PFLT_INSTANCE, PFLT_VOLUME,
+    FLT_PREOP_SUCCESS_NO_CALLBACK, FLT_RELATED_OBJECTS, PFLT_INSTANCE, PFLT_VOLUME,
 };
 use windows_sys::Wdk::Storage::FileSystem::{
     FILE_DIRECTORY_FILE, FILE_NON_DIRECTORY_FILE, FILE_OPEN, FILE_OPEN_BY_FILE_ID,
@@ -34,7 +33,6 @@ use windows_sys::Win32::Foundation::{
 };
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
-static FILTER: AtomicIsize = AtomicIsize::new(0);
 static INSTANCE: AtomicIsize = AtomicIsize::new(0);
 /// Creates the probe's pre-create saw, and of those the ones by file id.
 static CREATES: AtomicUsize = AtomicUsize::new(0);
@@ -77,16 +75,7 @@ unsafe extern "system" fn pre_create(
     FLT_PREOP_SUCCESS_NO_CALLBACK
 }
 
-unsafe extern "system" fn unload(_flags: u32) -> NTSTATUS {
-    FltUnregisterFilter(FILTER.load(Ordering::SeqCst));
-    STATUS_SUCCESS
-}
-
-struct Static<T>(T);
-// SAFETY: an immutable table read by the model only.
-unsafe impl<T> Sync for Static<T> {}
-
-static OPERATIONS: Static<[FLT_OPERATION_REGISTRATION; 2]> = Static([
+static OPERATIONS: Operations<2> = Operations([
     FLT_OPERATION_REGISTRATION {
         MajorFunction: 0, // IRP_MJ_CREATE
         Flags: 0,
@@ -108,22 +97,7 @@ fn probe() -> (Machine, u32) {
     let machine = Machine::boot(&[VolumeConfig::ntfs(1)]);
     CREATES.store(0, Ordering::SeqCst);
     BY_ID_CREATES.store(0, Ordering::SeqCst);
-    let registration = FLT_REGISTRATION {
-        Size: std::mem::size_of::<FLT_REGISTRATION>() as u16,
-        Version: 0x0203,
-        OperationRegistration: OPERATIONS.0.as_ptr(),
-        FilterUnloadCallback: Some(unload),
-        InstanceSetupCallback: Some(setup),
-        ..Default::default()
-    };
-    // SAFETY: DRIVER_OBJECT is plain data; zero is valid.
-    let driver: &'static DRIVER_OBJECT = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
-    let mut filter: PFLT_FILTER = 0;
-    // SAFETY: a registration that outlives the call.
-    let status = unsafe { FltRegisterFilter(driver, &registration, &mut filter) };
-    assert_eq!(status, STATUS_SUCCESS);
-    FILTER.store(filter, Ordering::SeqCst);
-    assert_eq!(FltStartFiltering(filter), STATUS_SUCCESS);
+    probe::start_with(&OPERATIONS.0, Some(setup));
     let app = machine.spawn_process(
         "\\Device\\HarddiskVolume1\\app.exe",
         PHCM_APPLICATION_DEFAULT,
@@ -196,7 +170,7 @@ fn create(
     // SAFETY: every pointer outlives the call.
     let status = unsafe {
         FltCreateFileEx2(
-            FILTER.load(Ordering::SeqCst),
+            probe::filter(),
             below,
             &mut handle,
             &mut fo,
@@ -328,8 +302,7 @@ fn rename(app: u32, from: &str, to: &str) {
 
 fn finish(mut machine: Machine) {
     machine.assert_clean();
-    // SAFETY: the probe's unload callback, as FltMgr would call it.
-    assert_eq!(unsafe { unload(0) }, STATUS_SUCCESS);
+    assert_eq!(probe::stop(), STATUS_SUCCESS);
     machine.assert_clean();
 }
 
@@ -541,8 +514,7 @@ fn the_volume_of_an_instance_and_its_name() {
     // SAFETY: as above.
     let status = unsafe { FltGetVolumeFromInstance(instance(), &mut volume) };
     assert_eq!(status, STATUS_SUCCESS);
-    // SAFETY: the probe's unload callback, as FltMgr would call it.
-    assert_eq!(unsafe { unload(0) }, STATUS_SUCCESS);
+    assert_eq!(probe::stop(), STATUS_SUCCESS);
     let violations = machine.take_violations();
     assert!(
         violations

@@ -6,19 +6,18 @@
 //! gets it right sees the flag; the real driver passes.
 
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicIsize, AtomicU8, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
 use cloudflt_tests::model::files::{self, OpenParams};
-use cloudflt_tests::model::fltmgr::{FltRegisterFilter, FltStartFiltering, FltUnregisterFilter};
 use cloudflt_tests::model::io::{FltAddOpenReparseEntry, FltRemoveOpenReparseEntry};
 use cloudflt_tests::model::pool::{ExAllocatePool2, ExFreePoolWithTag};
 use cloudflt_tests::model::process::{self, PHCM_APPLICATION_DEFAULT};
 use cloudflt_tests::model::{Machine, Violation, VolumeConfig};
-use windows_sys::Wdk::Foundation::DRIVER_OBJECT;
+use cloudflt_tests::probe::{self, Operations};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_OPERATION_REGISTRATION, FLT_POSTOP_CALLBACK_STATUS,
     FLT_POSTOP_FINISHED_PROCESSING, FLT_PREOP_CALLBACK_STATUS, FLT_PREOP_SUCCESS_NO_CALLBACK,
-    FLT_PREOP_SUCCESS_WITH_CALLBACK, FLT_REGISTRATION, FLT_RELATED_OBJECTS, PFLT_FILTER,
+    FLT_PREOP_SUCCESS_WITH_CALLBACK, FLT_RELATED_OBJECTS,
 };
 use windows_sys::Wdk::Storage::FileSystem::{
     OPEN_REPARSE_LIST_ENTRY, OPEN_REPARSE_POINT_TAG_ENCOUNTERED,
@@ -43,7 +42,6 @@ const REMOVES_OTHER: u8 = 5;
 const RIGHT: u8 = 6;
 
 static MODE: AtomicU8 = AtomicU8::new(NONE);
-static FILTER: AtomicIsize = AtomicIsize::new(0);
 /// Flags of the entry as post-create found it (RIGHT).
 static SEEN_FLAGS: AtomicU32 = AtomicU32::new(u32::MAX);
 /// The entry NEVER_REMOVED left behind.
@@ -145,16 +143,7 @@ unsafe extern "system" fn post_create(
     FLT_POSTOP_FINISHED_PROCESSING
 }
 
-unsafe extern "system" fn unload(_flags: u32) -> NTSTATUS {
-    FltUnregisterFilter(FILTER.load(Ordering::SeqCst));
-    STATUS_SUCCESS
-}
-
-struct Static<T>(T);
-// SAFETY: an immutable table read by the model only.
-unsafe impl<T> Sync for Static<T> {}
-
-static OPERATIONS: Static<[FLT_OPERATION_REGISTRATION; 2]> = Static([
+static OPERATIONS: Operations<2> = Operations([
     FLT_OPERATION_REGISTRATION {
         MajorFunction: 0, // IRP_MJ_CREATE
         Flags: 0,
@@ -222,21 +211,7 @@ fn probe(mode: u8) -> (Machine, u32) {
         let h = files::create("C:\\plain", &OpenParams::read_write(2)).expect("create");
         files::close(h);
     });
-    let registration = FLT_REGISTRATION {
-        Size: std::mem::size_of::<FLT_REGISTRATION>() as u16,
-        Version: 0x0203,
-        OperationRegistration: OPERATIONS.0.as_ptr(),
-        FilterUnloadCallback: Some(unload),
-        ..Default::default()
-    };
-    // SAFETY: DRIVER_OBJECT is plain data; zero is valid.
-    let driver: &'static DRIVER_OBJECT = Box::leak(Box::new(unsafe { std::mem::zeroed() }));
-    let mut filter: PFLT_FILTER = 0;
-    // SAFETY: a registration that outlives the call.
-    let status = unsafe { FltRegisterFilter(driver, &registration, &mut filter) };
-    assert_eq!(status, STATUS_SUCCESS);
-    FILTER.store(filter, Ordering::SeqCst);
-    assert_eq!(FltStartFiltering(filter), STATUS_SUCCESS);
+    probe::start(&OPERATIONS.0);
     MODE.store(mode, Ordering::SeqCst);
     (machine, app)
 }
