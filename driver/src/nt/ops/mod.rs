@@ -107,6 +107,33 @@ impl Drop for InstanceRef {
     }
 }
 
+/// The operation, its objects and its placeholder's stream, for an operation on a
+/// placeholder by anyone but a provider (whose own I/O is never intercepted); `None`
+/// when it is to pass untouched.
+///
+/// # Safety
+/// `data` and `objects` are what FltMgr passed the pre-operation, valid for the call.
+unsafe fn placeholder_io<'a>(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+) -> Option<(
+    &'a mut FLT_CALLBACK_DATA,
+    &'a FLT_RELATED_OBJECTS,
+    StreamRef,
+)> {
+    // SAFETY: the caller's contract.
+    let data_ref = unsafe { data.as_mut() }?;
+    // SAFETY: as above.
+    let objects = unsafe { objects.as_ref() }?;
+    let stream = stream::get(objects.Instance, objects.FileObject)?;
+    // SAFETY: live callback data.
+    let pid = unsafe { FltGetRequestorProcessId(data) };
+    if providers::is_provider(pid as usize) {
+        return None;
+    }
+    Some((data_ref, objects, stream))
+}
+
 /// The file object an operation targets (0 if none).
 fn target_file_object(data: *const FLT_CALLBACK_DATA) -> usize {
     // SAFETY: live callback data.

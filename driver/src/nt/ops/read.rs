@@ -28,19 +28,10 @@ pub(crate) unsafe extern "system" fn pre_read(
     objects: *const FLT_RELATED_OBJECTS,
     _completion_context: *mut *mut core::ffi::c_void,
 ) -> FLT_PREOP_CALLBACK_STATUS {
-    // SAFETY: FltMgr passes valid callback data and related objects for the call.
-    let (Some(data_ref), Some(objects)) = (unsafe { data.as_mut() }, unsafe { objects.as_ref() })
-    else {
+    // SAFETY: FltMgr's callback data and related objects for the call.
+    let Some((data_ref, objects, stream)) = (unsafe { placeholder_io(data, objects) }) else {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     };
-    let Some(stream) = stream::get(objects.Instance, objects.FileObject) else {
-        return FLT_PREOP_SUCCESS_NO_CALLBACK;
-    };
-    // SAFETY: live callback data.
-    let pid = unsafe { FltGetRequestorProcessId(data) };
-    if providers::is_provider(pid as usize) {
-        return FLT_PREOP_SUCCESS_NO_CALLBACK;
-    }
     let Some((offset, length)) = read_of(data_ref) else {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     };

@@ -15,19 +15,10 @@ pub(crate) unsafe extern "system" fn pre_acquire_section(
     objects: *const FLT_RELATED_OBJECTS,
     _completion_context: *mut *mut core::ffi::c_void,
 ) -> FLT_PREOP_CALLBACK_STATUS {
-    // SAFETY: FltMgr passes valid callback data and related objects for the call.
-    let (Some(data_ref), Some(objects)) = (unsafe { data.as_mut() }, unsafe { objects.as_ref() })
-    else {
+    // SAFETY: FltMgr's callback data and related objects for the call.
+    let Some((data_ref, _, stream)) = (unsafe { placeholder_io(data, objects) }) else {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     };
-    let Some(stream) = stream::get(objects.Instance, objects.FileObject) else {
-        return FLT_PREOP_SUCCESS_NO_CALLBACK;
-    };
-    // SAFETY: live callback data.
-    let pid = unsafe { FltGetRequestorProcessId(data) };
-    if providers::is_provider(pid as usize) {
-        return FLT_PREOP_SUCCESS_NO_CALLBACK;
-    }
     let (placeholder, corrupt, size, full) = hydrate::with_held(|held| {
         stream.with_state(held, |s| {
             (
