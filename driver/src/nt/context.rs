@@ -5,11 +5,13 @@
 //! in a debugger instead of corrupting pool.
 
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FLT_CONTEXT_END, FLT_CONTEXT_REGISTRATION, FLT_INSTANCE_CONTEXT, FLT_STREAM_CONTEXT,
-    FLT_STREAMHANDLE_CONTEXT, PFLT_CONTEXT,
+    FLT_CALLBACK_DATA_QUEUE, FLT_CONTEXT_END, FLT_CONTEXT_REGISTRATION, FLT_INSTANCE_CONTEXT,
+    FLT_STREAM_CONTEXT, FLT_STREAMHANDLE_CONTEXT, FltGetInstanceContext, FltReleaseContext,
+    PFLT_CONTEXT,
 };
 
 use core::cell::UnsafeCell;
+use core::ptr::NonNull;
 
 use cloudflt_proto::PlaceholderFlags;
 use cloudflt_proto::placeholder::MAX_IDENTITY_LEN;
@@ -33,6 +35,58 @@ pub(crate) struct InstanceContext {
     pub(crate) fs_attributes: u32,
     /// Where this volume's pended reads wait, cancellably.
     pub(crate) queue: PendedQueue,
+}
+
+/// A reference on an instance's context (the wrapper every user of it goes through),
+/// released on drop.
+///
+/// # Invariants
+/// The pointer is a live instance context of this filter, referenced by this value.
+pub(crate) struct InstanceRef(NonNull<InstanceContext>);
+
+// SAFETY: a context reference may be used and released from any thread.
+unsafe impl Send for InstanceRef {}
+
+impl InstanceRef {
+    /// The context of `instance`, referenced; `None` if it has none.
+    pub(crate) fn get(instance: PFLT_INSTANCE) -> Option<Self> {
+        let mut context: PFLT_CONTEXT = core::ptr::null_mut();
+        // SAFETY: an instance of this filter; a valid out pointer.
+        let status = unsafe { FltGetInstanceContext(instance, &mut context) };
+        if status < 0 {
+            return None;
+        }
+        // INVARIANT: FltGetInstanceContext returned it referenced.
+        NonNull::new(context.cast::<InstanceContext>()).map(Self)
+    }
+
+    fn context(&self) -> &InstanceContext {
+        // SAFETY: referenced while this value lives (type invariant).
+        unsafe { self.0.as_ref() }
+    }
+
+    /// Sector size for non-cached I/O on the volume.
+    pub(crate) fn sector_size(&self) -> u32 {
+        self.context().sector_size
+    }
+
+    /// The volume's cancel-safe queue of pended reads (initialised at InstanceSetup,
+    /// before the context is published).
+    pub(crate) fn queue(&self) -> *mut FLT_CALLBACK_DATA_QUEUE {
+        self.context().queue.raw()
+    }
+
+    /// Refuses new pended reads (the instance is being torn down).
+    pub(crate) fn disable_queue(&self) {
+        self.context().queue.disable();
+    }
+}
+
+impl Drop for InstanceRef {
+    fn drop(&mut self) {
+        // SAFETY: the reference this value holds, released once.
+        unsafe { FltReleaseContext(self.0.as_ptr().cast()) };
+    }
 }
 
 /// Separate ranges a placeholder's record holds: as many as its reparse data can

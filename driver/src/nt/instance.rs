@@ -9,9 +9,9 @@ use core::mem::MaybeUninit;
 use windows_sys::Wdk::Foundation::NonPagedPoolNx;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_INSTANCE_CONTEXT, FLT_RELATED_OBJECTS, FLT_SET_CONTEXT_KEEP_IF_EXISTS,
-    FLT_VOLUME_PROPERTIES, FltAllocateContext, FltGetInstanceContext, FltGetVolumeProperties,
-    FltQueryVolumeInformation, FltReleaseContext, FltSetInstanceContext, PFLT_CONTEXT, PFLT_FILTER,
-    PFLT_INSTANCE, PFLT_VOLUME,
+    FLT_VOLUME_PROPERTIES, FltAllocateContext, FltGetVolumeProperties, FltQueryVolumeInformation,
+    FltReleaseContext, FltSetInstanceContext, PFLT_CONTEXT, PFLT_FILTER, PFLT_INSTANCE,
+    PFLT_VOLUME,
 };
 use windows_sys::Wdk::Storage::FileSystem::{
     FILE_FS_ATTRIBUTE_INFORMATION, FileFsAttributeInformation,
@@ -23,7 +23,7 @@ use windows_sys::Win32::Foundation::{
 use windows_sys::Win32::Storage::InstallableFileSystems::FLT_FILESYSTEM_TYPE;
 use windows_sys::Win32::System::IO::IO_STATUS_BLOCK;
 
-use super::context::{InstanceContext, TAG_INSTANCE_CONTEXT};
+use super::context::{InstanceContext, InstanceRef, TAG_INSTANCE_CONTEXT};
 use super::hydrate;
 use super::queue::PendedQueue;
 use super::status::nt_success;
@@ -93,16 +93,8 @@ pub(super) unsafe extern "system" fn instance_teardown_start(
     let Some(objects) = (unsafe { objects.as_ref() }) else {
         return;
     };
-    let mut context: PFLT_CONTEXT = core::ptr::null_mut();
-    // SAFETY: the instance being torn down; a valid out pointer.
-    let status = unsafe { FltGetInstanceContext(objects.Instance, &mut context) };
-    if nt_success(status) && !context.is_null() {
-        // SAFETY: our instance context, referenced by the get above.
-        unsafe { &*context.cast::<InstanceContext>() }
-            .queue
-            .disable();
-        // SAFETY: the reference the get gave, released once.
-        unsafe { FltReleaseContext(context) };
+    if let Some(context) = InstanceRef::get(objects.Instance) {
+        context.disable_queue();
     }
     hydrate::instance_gone(objects.Instance);
 }

@@ -61,7 +61,7 @@ use windows_sys::Win32::Foundation::{
 use windows_sys::Win32::System::IO::{IO_STATUS_BLOCK, IO_STATUS_BLOCK_0};
 
 use super::context::{
-    Held, InstanceContext, Present, STREAM_RANGES, StreamContext, StreamState, new_present,
+    Held, InstanceRef, Present, STREAM_RANGES, StreamContext, StreamState, new_present,
 };
 use super::file::{OwnedFile, PoolBuf};
 use super::list::{List, Node};
@@ -178,7 +178,7 @@ enum ReadState {
 
 struct PendedRead {
     data: *mut FLT_CALLBACK_DATA,
-    instance: InstanceHold,
+    instance: InstanceRef,
     csq: IO_CSQ_IRP_CONTEXT,
     state: ReadState,
     /// PROGRESSIVE: fetched after the read completes.
@@ -230,24 +230,6 @@ impl Waiter {
 unsafe impl Send for Waiter {}
 // SAFETY: as above.
 unsafe impl Send for Fetch {}
-
-/// A reference on an instance context, released on drop.
-struct InstanceHold(NonNull<InstanceContext>);
-
-impl InstanceHold {
-    fn queue(&self) -> *mut FLT_CALLBACK_DATA_QUEUE {
-        // SAFETY: referenced until this hold is dropped; the queue is initialised once
-        // at InstanceSetup before the context is published.
-        unsafe { self.0.as_ref() }.queue.raw()
-    }
-}
-
-impl Drop for InstanceHold {
-    fn drop(&mut self) {
-        // SAFETY: the reference given to this hold, released once.
-        unsafe { FltReleaseContext(self.0.as_ptr().cast()) };
-    }
-}
 
 /// What changed for a stream, for [`Table::settle`].
 #[derive(Clone, Copy, Default)]

@@ -18,8 +18,8 @@ pub(crate) enum Pend {
 /// What a pended read needs: its operation, its instance and its plan.
 pub(crate) struct ReadTarget {
     pub(crate) data: *mut FLT_CALLBACK_DATA,
-    /// The instance context, referenced by the caller; the read keeps that reference.
-    pub(crate) instance: NonNull<InstanceContext>,
+    /// The instance context; the read keeps the reference.
+    pub(crate) instance: InstanceRef,
     /// The instance the read came through.
     pub(crate) instance_handle: PFLT_INSTANCE,
     pub(crate) file_object: usize,
@@ -36,7 +36,7 @@ pub(crate) fn pend_read(
     target: ReadTarget,
     asker: Asker,
 ) -> Pend {
-    let instance = InstanceHold(target.instance);
+    let instance = target.instance;
     let waiter = Waiter {
         id: 0,
         stream: StreamHold::new(stream),
@@ -158,8 +158,7 @@ pub(super) fn conclude(mut node: PoolBox<Node<Waiter>>, mut outcome: Outcome) {
                 let served = (nt_success(status) && r.serve).then(|| {
                     let size = TABLE
                         .with(|t| node.value.stream.get().with_state(&t.held, |s| s.file_size));
-                    // SAFETY: the waiter holds a reference on the instance context.
-                    let sector = unsafe { r.instance.0.as_ref() }.sector_size;
+                    let sector = r.instance.sector_size();
                     crate::nt::direct::serve(data, r.instance_handle, size, sector)
                 });
                 // Freed first: completing may let the filter unload.

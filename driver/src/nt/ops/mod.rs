@@ -10,7 +10,7 @@ use crate::engine::policy::{self, Policy};
 use crate::engine::ranges::Range;
 use crate::engine::rewrite::{self, DirectoryClass, HiddenAttributes, QueryClass};
 use crate::engine::{syncroot, tagguard};
-use crate::nt::context::InstanceContext;
+use crate::nt::context::InstanceRef;
 use crate::nt::disguise::*;
 use crate::nt::file::{Fo, Kind, OwnedFile};
 use crate::nt::layout::FLT_IO_PARAMETER_BLOCK;
@@ -26,9 +26,8 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_PREOP_DISALLOW_FASTIO, FLT_PREOP_PENDING, FLT_PREOP_SUCCESS_NO_CALLBACK,
     FLT_PREOP_SUCCESS_WITH_CALLBACK, FLT_PREOP_SYNCHRONIZE, FLT_RELATED_OBJECTS,
     FLTFL_CALLBACK_DATA_FAST_IO_OPERATION, FLTFL_CALLBACK_DATA_IRP_OPERATION,
-    FLTFL_POST_OPERATION_DRAINING, FltAddOpenReparseEntry, FltGetInstanceContext,
-    FltGetRequestorProcessId, FltIsDirectory, FltLockUserBuffer, FltReleaseContext,
-    FltRemoveOpenReparseEntry, FltSetCallbackDataDirty, PFLT_CONTEXT,
+    FLTFL_POST_OPERATION_DRAINING, FltAddOpenReparseEntry, FltGetRequestorProcessId,
+    FltIsDirectory, FltLockUserBuffer, FltRemoveOpenReparseEntry, FltSetCallbackDataDirty,
 };
 use windows_sys::Wdk::Storage::FileSystem::{FILE_OPEN, OPEN_REPARSE_LIST_ENTRY};
 use windows_sys::Wdk::System::SystemServices::{
@@ -68,43 +67,6 @@ fn complete_with(
         Information: information,
     };
     FLT_PREOP_COMPLETE
-}
-
-/// A reference on an instance's context, released on drop unless handed on.
-struct InstanceRef(NonNull<InstanceContext>);
-
-impl InstanceRef {
-    /// The context of `instance`, referenced.
-    fn get(
-        instance: windows_sys::Wdk::Storage::FileSystem::Minifilters::PFLT_INSTANCE,
-    ) -> Option<Self> {
-        let mut context: PFLT_CONTEXT = core::ptr::null_mut();
-        // SAFETY: an instance of this filter (the operation's); a valid out pointer.
-        let status = unsafe { FltGetInstanceContext(instance, &mut context) };
-        if !nt_success(status) {
-            return None;
-        }
-        NonNull::new(context.cast::<InstanceContext>()).map(Self)
-    }
-
-    fn sector_size(&self) -> u32 {
-        // SAFETY: referenced while this value lives.
-        unsafe { self.0.as_ref() }.sector_size
-    }
-
-    /// Hands the reference on (to a pended read, which releases it).
-    fn into_raw(self) -> NonNull<InstanceContext> {
-        let ptr = self.0;
-        core::mem::forget(self);
-        ptr
-    }
-}
-
-impl Drop for InstanceRef {
-    fn drop(&mut self) {
-        // SAFETY: the reference `get` took, released once.
-        unsafe { FltReleaseContext(self.0.as_ptr().cast()) };
-    }
 }
 
 /// The operation, its objects and its placeholder's stream, for an operation on a

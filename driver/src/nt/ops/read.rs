@@ -148,7 +148,7 @@ fn pend(
     };
     let target = hydrate::ReadTarget {
         data,
-        instance: instance.into_raw(),
+        instance,
         instance_handle: objects.Instance,
         file_object: objects.FileObject as usize,
         plan,
