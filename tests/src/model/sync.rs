@@ -502,6 +502,19 @@ impl SyncState {
         if self.spin_locks.contains_key(&lock) {
             return Grant::Busy;
         }
+        // First come, first served: an in-stack queued spin lock is a FIFO queue of its
+        // acquirers by construction (each waits on its own KLOCK_QUEUE_HANDLE behind the
+        // one before it), and for an ordinary spin lock FIFO is one of the orders Windows
+        // may take. A thread arriving while others wait queues behind them instead of
+        // taking the lock the moment it is free.
+        let mine = self.blocked_on.get(&me).map(|b| b.since);
+        let ahead = self
+            .blocked_on
+            .iter()
+            .any(|(&t, b)| t != me && b.lock == lock && mine.is_none_or(|m| b.since < m));
+        if ahead {
+            return Grant::Busy;
+        }
         self.spin_locks.insert(lock, me);
         // A held x64 spin lock is non-zero, which KeTestSpinLock and debuggers read.
         // SAFETY: `lock` is the KSPIN_LOCK the caller passed to an acquire routine.

@@ -146,6 +146,9 @@ struct Fetch {
     stream: StreamHold,
     /// The encoded FETCH_DATA until a thread takes it to send it.
     message: Option<(PoolBuf, usize)>,
+    /// Taken to be sent: only now does its clock run (a fetch cannot time out before
+    /// the provider was asked) and would a cancellation mean anything to the provider.
+    sent: bool,
     /// Set when it is finished: how.
     outcome: NTSTATUS,
     /// The stream's writer, when this fetch was its last user.
@@ -320,13 +323,13 @@ impl Table {
                 },
             ) {
                 at = missing.end;
-                let due = now().saturating_add(provider.timeout);
                 let request = Request {
                     id: self.next_id(),
                     stream: k,
                     range: missing,
                     owner: provider.key(),
-                    deadline: due,
+                    // Set when the FETCH_DATA is sent (`flush`).
+                    deadline: i64::MAX,
                 };
                 let size = stream.with_state(&self.held, |s| s.file_size);
                 let message = encode_fetch(stream, provider, asker, &request, size, priority)
@@ -335,6 +338,7 @@ impl Table {
                     request,
                     stream: StreamHold::new(stream),
                     message: Some(message),
+                    sent: false,
                     outcome: STATUS_SUCCESS,
                     writer: None,
                 };
@@ -342,7 +346,6 @@ impl Table {
                     Node::new(fetch, TAG_FETCH).ok_or(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES)?;
                 stream.with_state(&self.held, |s| s.writer_users += 1);
                 self.fetches.push(node);
-                self.arm_alarm(due);
             }
             cursor = gap.end;
         }
@@ -518,9 +521,23 @@ impl After {
 
     /// Runs it all at PASSIVE_LEVEL with no lock held.
     fn run(mut self) {
+        // The operations waiting first: a provider slow to take a cancellation must not
+        // hold them up.
+        while let Some(node) = self.reads.take_first(|_| true) {
+            let outcome = match &node.value.kind {
+                WaitKind::Read(PendedRead {
+                    state: ReadState::Settled(outcome),
+                    ..
+                }) => *outcome,
+                _ => Outcome::Done(STATUS_CLOUD_FILE_UNSUCCESSFUL),
+            };
+            conclude(node, outcome);
+        }
         while let Some(mut node) = self.fetches.take_first(|_| true) {
             // A provider that died or failed the fetch itself needs no cancellation.
             let reason = match node.value.outcome {
+                // Never asked: nothing to cancel.
+                _ if !node.value.sent => None,
                 STATUS_CLOUD_FILE_REQUEST_TIMEOUT => Some(CancelReason::IoTimeout),
                 STATUS_CLOUD_FILE_REQUEST_CANCELED | STATUS_CLOUD_FILE_REQUEST_ABORTED => {
                     Some(CancelReason::IoAborted)
@@ -549,16 +566,6 @@ impl After {
                 None => {}
             }
             drop(node);
-        }
-        while let Some(node) = self.reads.take_first(|_| true) {
-            let outcome = match &node.value.kind {
-                WaitKind::Read(PendedRead {
-                    state: ReadState::Settled(outcome),
-                    ..
-                }) => *outcome,
-                _ => Outcome::Done(STATUS_CLOUD_FILE_UNSUCCESSFUL),
-            };
-            conclude(node, outcome);
         }
     }
 }
@@ -677,10 +684,17 @@ fn flush(stream: &StreamContext, provider: &ProviderRef) {
     let opened = open_writer(stream);
     loop {
         let next = TABLE.with(|t| {
-            t.fetches
+            let f = t
+                .fetches
                 .iter_mut()
-                .find(|f| f.request.stream == key(stream) && f.message.is_some())
-                .and_then(|f| Some((f.request.id, f.message.take()?)))
+                .find(|f| f.request.stream == key(stream) && f.message.is_some())?;
+            let message = f.message.take()?;
+            f.sent = true;
+            let due = now().saturating_add(provider.timeout);
+            f.request.deadline = due;
+            let id = f.request.id;
+            t.arm_alarm(due);
+            Some((id, message))
         });
         let Some((id, (buffer, len))) = next else {
             return;
@@ -869,6 +883,9 @@ fn expire() {
     send_outbox();
     loop {
         let mut after = After::new();
+        // Cancellations wait in the outbox until every expired fetch is failed and its
+        // readers completed.
+        after.defer_cancels = true;
         let more = TABLE.with(|t| {
             let at = now();
             for _ in 0..EXPIRE_BATCH {
@@ -896,9 +913,10 @@ fn expire() {
         });
         after.run();
         if !more {
-            return;
+            break;
         }
     }
+    send_outbox();
 }
 
 /// Sends the CANCEL_FETCH messages waiting in the outbox.
@@ -984,7 +1002,7 @@ pub(crate) fn failed(provider: &ProviderRef, message: &FetchFailed) -> NTSTATUS 
             for f in t
                 .fetches
                 .iter_mut()
-                .filter(|f| f.request.owner == provider.key())
+                .filter(|f| f.request.owner == provider.key() && f.sent)
             {
                 f.request.deadline = due;
             }

@@ -21,7 +21,11 @@ pub(crate) fn transfer(provider: &ProviderRef, message: &TransferData<'_>) -> NT
             s.file_size
         });
         let due = now().saturating_add(provider.timeout);
-        for f in t.fetches.iter_mut().filter(|f| f.request.owner == owner) {
+        for f in t
+            .fetches
+            .iter_mut()
+            .filter(|f| f.request.owner == owner && f.sent)
+        {
             f.request.deadline = due;
         }
         Some((stream, size))
