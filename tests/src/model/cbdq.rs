@@ -23,9 +23,10 @@ use windows_sys::Win32::Foundation::{
 use super::irql::{self, DISPATCH_LEVEL};
 use super::with_kernel;
 
-#[derive(Default)]
 pub(crate) struct Queue {
     enabled: bool,
+    /// The instance FltCbdqInitialize set it up for.
+    instance: PFLT_INSTANCE,
     /// Callback data in the queue, with the IRP context they were inserted with.
     members: HashMap<usize, usize>,
 }
@@ -116,6 +117,7 @@ pub unsafe extern "system" fn FltCbdqInitialize(
             cbdq as usize,
             Queue {
                 enabled: true,
+                instance,
                 members: HashMap::new(),
             },
         );
@@ -317,6 +319,24 @@ pub unsafe extern "system" fn FltCbdqRemoveNextIo(
             std::ptr::null_mut()
         }
     })
+}
+
+impl Queues {
+    /// The instance's teardown is over (teardown.rs): each queue set up for it that still
+    /// holds operations, with how many, for the report. Empty queues are forgotten: they
+    /// live in the filter's memory (an instance context, usually), which may now be
+    /// freed, so using one again is using a queue no FltCbdqInitialize set up. Queues
+    /// still holding operations are kept, so that those can still be removed or
+    /// cancelled.
+    pub(crate) fn instance_gone(&mut self, instance: PFLT_INSTANCE) -> Vec<(usize, usize)> {
+        self.queues
+            .retain(|_, q| q.instance != instance || !q.members.is_empty());
+        self.queues
+            .iter()
+            .filter(|(_, q)| q.instance == instance)
+            .map(|(addr, q)| (*addr, q.members.len()))
+            .collect()
+    }
 }
 
 /// FltCbdqEnable.

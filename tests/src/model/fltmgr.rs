@@ -4,7 +4,8 @@
 //! InstanceSetup accepted, and every context with its reference count. Checks what
 //! FltMgr and Driver Verifier check: registration layout and version, legal callback
 //! return values, context types and double releases, and at unregister the order rule
-//! (server ports closed first) and context leaks.
+//! (server ports closed first) and context leaks. How an instance is torn down (for a
+//! detach, and for each instance at unregister) is `teardown.rs`'s.
 
 use std::ffi::c_void;
 
@@ -16,9 +17,11 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_REGISTRATION, FLT_REGISTRATION_VERSION_0203, FLT_RELATED_OBJECTS,
     FLT_SET_CONTEXT_KEEP_IF_EXISTS, FLT_SET_CONTEXT_OPERATION, FLT_SET_CONTEXT_REPLACE_IF_EXISTS,
     FLT_STREAM_CONTEXT, FLT_STREAMHANDLE_CONTEXT, FLT_VOLUME_PROPERTIES,
-    FLTFL_FILTER_UNLOAD_MANDATORY, FLTFL_INSTANCE_SETUP_AUTOMATIC_ATTACHMENT, IRP_MJ_OPERATION_END,
-    PFLT_CONTEXT, PFLT_CONTEXT_CLEANUP_CALLBACK, PFLT_FILTER, PFLT_FILTER_UNLOAD_CALLBACK,
-    PFLT_INSTANCE, PFLT_INSTANCE_SETUP_CALLBACK, PFLT_POST_OPERATION_CALLBACK,
+    FLTFL_FILTER_UNLOAD_MANDATORY, FLTFL_INSTANCE_SETUP_AUTOMATIC_ATTACHMENT,
+    FLTFL_INSTANCE_TEARDOWN_FILTER_UNLOAD, FLTFL_INSTANCE_TEARDOWN_MANDATORY_FILTER_UNLOAD,
+    IRP_MJ_OPERATION_END, PFLT_CONTEXT, PFLT_CONTEXT_CLEANUP_CALLBACK, PFLT_FILTER,
+    PFLT_FILTER_UNLOAD_CALLBACK, PFLT_INSTANCE, PFLT_INSTANCE_QUERY_TEARDOWN_CALLBACK,
+    PFLT_INSTANCE_SETUP_CALLBACK, PFLT_INSTANCE_TEARDOWN_CALLBACK, PFLT_POST_OPERATION_CALLBACK,
     PFLT_PRE_OPERATION_CALLBACK, PFLT_VOLUME,
 };
 use windows_sys::Wdk::Storage::FileSystem::{FS_INFORMATION_CLASS, FileFsAttributeInformation};
@@ -89,10 +92,14 @@ pub(crate) struct Filter {
     pub(crate) info: RegistrationInfo,
     unload: PFLT_FILTER_UNLOAD_CALLBACK,
     instance_setup: PFLT_INSTANCE_SETUP_CALLBACK,
+    pub(crate) query_teardown: PFLT_INSTANCE_QUERY_TEARDOWN_CALLBACK,
+    pub(crate) teardown_start: PFLT_INSTANCE_TEARDOWN_CALLBACK,
+    pub(crate) teardown_complete: PFLT_INSTANCE_TEARDOWN_CALLBACK,
     started: bool,
     unregistered: bool,
-    /// FltUnregisterFilter has begun: no new operation reaches the filter's callbacks.
-    tearing_down: bool,
+    /// The flags of the FilterUnloadCallback running now, if one is: FltUnregisterFilter
+    /// called from it tears the instances down for that unload (teardown.rs).
+    pub(crate) unloading: Option<u32>,
     pub(crate) instances: Vec<Instance>,
 }
 
@@ -100,6 +107,8 @@ pub(crate) struct Instance {
     pub(crate) handle: PFLT_INSTANCE,
     pub(crate) volume: PFLT_VOLUME,
     pub(crate) context: Option<usize>,
+    /// Its teardown has begun (teardown.rs): no new operation, no new rundown reference.
+    pub(crate) tearing_down: bool,
 }
 
 pub(crate) struct Context {
@@ -113,11 +122,6 @@ pub(crate) struct Context {
 impl Filter {
     pub(crate) fn is_unregistered(&self) -> bool {
         self.unregistered
-    }
-
-    /// Whether new operations must bypass the filter (FltUnregisterFilter has begun).
-    pub(crate) fn is_tearing_down(&self) -> bool {
-        self.tearing_down || self.unregistered
     }
 }
 
@@ -139,6 +143,15 @@ impl Kernel {
                 false
             }
         }
+    }
+
+    /// Whether `instance` is attached and not being torn down: FltMgr grants operations
+    /// its rundown protection (io.rs).
+    pub(crate) fn instance_accepts_operations(&self, instance: PFLT_INSTANCE) -> bool {
+        self.filters
+            .values()
+            .flat_map(|f| f.instances.iter())
+            .any(|i| i.handle == instance && !i.tearing_down)
     }
 
     /// The configuration of the volume with this handle.
@@ -283,9 +296,12 @@ pub unsafe extern "system" fn FltRegisterFilter(
                 info,
                 unload: reg.FilterUnloadCallback,
                 instance_setup: reg.InstanceSetupCallback,
+                query_teardown: reg.InstanceQueryTeardownCallback,
+                teardown_start: reg.InstanceTeardownStartCallback,
+                teardown_complete: reg.InstanceTeardownCompleteCallback,
                 started: false,
                 unregistered: false,
-                tearing_down: false,
+                unloading: None,
                 instances: Vec::new(),
             },
         );
@@ -424,6 +440,7 @@ fn attach(
                 handle,
                 volume,
                 context: None,
+                tearing_down: false,
             });
         }
         handle
@@ -483,8 +500,9 @@ pub(crate) fn related(
     }
 }
 
-/// FltUnregisterFilter: disconnects every client, tears down every instance and checks
-/// that nothing of the filter is left.
+/// FltUnregisterFilter: disconnects every client, tears down every instance (each as
+/// `teardown.rs` does, for the unload's reason) and checks that nothing of the filter is
+/// left.
 #[unsafe(no_mangle)]
 pub extern "system" fn FltUnregisterFilter(filter: PFLT_FILTER) {
     irql::check("FltUnregisterFilter", PASSIVE_LEVEL);
@@ -538,81 +556,34 @@ pub extern "system" fn FltUnregisterFilter(filter: PFLT_FILTER) {
         }
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
-    // From here instances are torn down: operations that start now bypass the filter.
-    with_kernel(|k| {
-        if let Some(f) = k.filters.get_mut(&filter) {
-            f.tearing_down = true;
-        }
+    // Each instance is torn down as a detach would be, for the unload's reason: its
+    // teardown callbacks, the wait for the operations that hold it, its contexts
+    // (teardown.rs). An instance a detach is tearing down already is waited for.
+    let (instances, reason) = with_kernel(|k| {
+        let Some(f) = k.filters.get(&filter) else {
+            return (Vec::new(), 0);
+        };
+        // FLT_INSTANCE_TEARDOWN_FLAGS: a mandatory unload (FLTFL_FILTER_UNLOAD_MANDATORY)
+        // says so; otherwise, and for a FltUnregisterFilter outside FilterUnload (a
+        // DriverEntry failing after it registered), the filter is being unloaded.
+        let reason = if f
+            .unloading
+            .is_some_and(|flags| flags & FLTFL_FILTER_UNLOAD_MANDATORY != 0)
+        {
+            FLTFL_INSTANCE_TEARDOWN_MANDATORY_FILTER_UNLOAD
+        } else {
+            FLTFL_INSTANCE_TEARDOWN_FILTER_UNLOAD
+        };
+        let instances: Vec<PFLT_INSTANCE> = f.instances.iter().map(|i| i.handle).collect();
+        (instances, reason)
     });
-    // Instance teardown runs down the operations in flight at the filter's instances:
-    // FltUnregisterFilter does not return while one is still in a callback or pended (on
-    // Windows it would wait forever; the model gives up after a minute and reports it).
-    let instances: Vec<PFLT_INSTANCE> = with_kernel(|k| {
-        k.filters
-            .get(&filter)
-            .map(|f| f.instances.iter().map(|i| i.handle).collect())
-            .unwrap_or_default()
-    });
-    let started = std::time::Instant::now();
-    loop {
-        let pended = with_kernel(|k| {
-            k.io.ops
-                .values()
-                .filter(|o| instances.contains(&o.instance))
-                .count()
-        });
-        if pended == 0 {
-            break;
+    for instance in instances {
+        if !super::teardown::teardown("FltUnregisterFilter", filter, instance, reason) {
+            super::teardown::wait_removed(filter, instance);
         }
-        if started.elapsed() > std::time::Duration::from_secs(60) {
-            with_kernel(|k| {
-                k.violation(
-                    "FltUnregisterFilter",
-                    format!("{pended} operation(s) in flight never completed: unload hangs in instance teardown"),
-                )
-            });
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(2));
     }
     // FltMgr waits for the filter's queued work items and reports the unfreed ones.
     super::workitem::unregister(filter);
-    // Instance teardown: release the instance contexts FltMgr holds.
-    let instances = with_kernel(|k| {
-        k.filters
-            .get_mut(&filter)
-            .map(|f| std::mem::take(&mut f.instances))
-            .unwrap_or_default()
-    });
-    // Instance teardown also removes the stream and stream-handle contexts the filter set
-    // on files still open: FltMgr drops its own reference on each (a filter that still
-    // holds one has leaked it, and the check below says so).
-    let handles: Vec<PFLT_INSTANCE> = instances.iter().map(|i| i.handle).collect();
-    let attached: Vec<usize> = with_kernel(|k| {
-        let files =
-            k.io.files
-                .values()
-                .flat_map(|f| f.handle_contexts.iter().copied());
-        let streams =
-            k.io.streams
-                .values()
-                .flat_map(|s| s.contexts.iter().copied());
-        files
-            .chain(streams)
-            .filter(|(i, _)| handles.contains(i))
-            .map(|(_, c)| c)
-            .collect()
-    });
-    for context in attached {
-        super::contexts::FltDeleteContext(context as PFLT_CONTEXT);
-    }
-    for instance in instances {
-        if let Some(ptr) = instance.context
-            && let Some(cleanup) = with_kernel(|k| k.release("FltUnregisterFilter", ptr))
-        {
-            finish_release(ptr, cleanup);
-        }
-    }
     // FltUnregisterFilter returns only when the references on the filter's objects are
     // gone (contexts hold one): a callback finishing on another thread gets a moment to
     // drop what it holds; what is still held after that has leaked.
@@ -1048,8 +1019,17 @@ impl Machine {
             // No unload callback: FltMgr refuses to unload the filter.
             return windows_sys::Win32::Foundation::STATUS_FLT_DO_NOT_DETACH;
         };
+        let set_unloading = |flags: Option<u32>| {
+            with_kernel(|k| {
+                if let Some(f) = k.filters.get_mut(&filter) {
+                    f.unloading = flags;
+                }
+            })
+        };
+        set_unloading(Some(FLTFL_FILTER_UNLOAD_MANDATORY));
         // SAFETY: the driver's FilterUnloadCallback, called once at PASSIVE_LEVEL.
         let status = unsafe { unload(FLTFL_FILTER_UNLOAD_MANDATORY) };
+        set_unloading(None);
         with_kernel(|k| {
             if status >= 0 && k.filters.get(&filter).is_some_and(|f| !f.unregistered) {
                 k.violation(
@@ -1182,14 +1162,19 @@ pub unsafe extern "system" fn FltGetVolumeInstanceFromName(
         if !k.live_filter("FltGetVolumeInstanceFromName", filter) {
             return STATUS_INVALID_PARAMETER;
         }
-        let Some(instance) = k
+        let Some((instance, tearing_down)) = k
             .filters
             .get(&filter)
             .and_then(|f| f.instances.iter().find(|i| i.volume == volume))
-            .map(|i| i.handle)
+            .map(|i| (i.handle, i.tearing_down))
         else {
             return windows_sys::Win32::Foundation::STATUS_FLT_INSTANCE_NOT_FOUND;
         };
+        if tearing_down {
+            // The reference is a rundown reference, which an instance being torn down
+            // refuses (FltObjectReference).
+            return windows_sys::Win32::Foundation::STATUS_FLT_DELETING_OBJECT;
+        }
         add_object_ref(k, instance, filter);
         // SAFETY: checked non-null above.
         unsafe { ret.write(instance) };
@@ -1280,7 +1265,11 @@ pub extern "system" fn FltObjectDereference(object: *mut c_void) {
     irql::check("FltObjectDereference", APC_LEVEL);
     with_kernel(|k| {
         match k.object_refs.get_mut(&(object as isize)) {
-        Some((_, n)) if *n > 0 => *n -= 1,
+        Some((_, n)) if *n > 0 => {
+            *n -= 1;
+            // An instance's teardown waits for its rundown references.
+            k.wake(super::sync::Key::Instance(object as isize));
+        }
         _ => k.violation(
             "FltObjectDereference",
             format!(

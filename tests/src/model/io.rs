@@ -3,7 +3,10 @@
 //! reissue, dirty parameters, cancellation, and the request the file system finally sees.
 //!
 //! Owns: every live FLT_CALLBACK_DATA (keyed by its address) and what the model knows
-//! about it beyond the structure (requestor, stage, pend/resume slot, cancel state).
+//! about it beyond the structure (requestor, stage, pend/resume slot, cancel state), and
+//! the rundown protection it holds on the instances it is in (FltMgr takes it before it
+//! calls an instance's pre-operation, an instance being torn down refuses it, and the
+//! operation then passes that instance by; `teardown.rs` waits for it).
 //! Does not own: file objects and the file system work itself (`files.rs`).
 //!
 //! Checks what FltMgr and Driver Verifier check: legal callback return values for the
@@ -44,7 +47,8 @@ use super::irql::{self, APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
 use super::ntfs::OpenReparseEntry;
 use super::pool::Owner;
 use super::process;
-use super::{Kernel, with_kernel};
+use super::sync::Key;
+use super::{Kernel, Machine, with_kernel};
 
 /// `IRP_MJ_READ` etc. as the byte FltMgr puts in MajorFunction.
 pub(crate) mod major {
@@ -186,6 +190,12 @@ pub(crate) struct OpState {
     pub(crate) fs: FileSystem,
     /// The MDL FltLockUserBuffer built for the caller's buffer (fltio.rs).
     pub(crate) mdl: Option<LockedMdl>,
+    /// The instances whose rundown protection the operation holds: from the moment
+    /// FltMgr calls an instance's pre-operation until the operation no longer needs it
+    /// (the pre-operation returned, pended or not, with no post-operation owed; or the
+    /// post-operation returned, pended or not). Instance teardown waits for these
+    /// (teardown.rs).
+    pub(crate) held: Vec<PFLT_INSTANCE>,
 }
 
 /// An MDL FltMgr made for a METHOD_NEITHER buffer: its pages locked, and mapped into
@@ -418,6 +428,7 @@ pub(crate) fn dispatch(req: &Request, fs: FileSystem) -> Completion {
                 reissue: false,
                 fs,
                 mdl: None,
+                held: Vec::new(),
             },
         )
     });
@@ -429,14 +440,20 @@ pub(crate) fn dispatch(req: &Request, fs: FileSystem) -> Completion {
         if skipped(hook.flags, req) {
             continue;
         }
+        // An instance whose teardown began after the hooks were gathered refuses its
+        // rundown protection: the operation passes it by.
+        if !enter(addr, hook.instance) {
+            continue;
+        }
         let Some(pre) = hook.pre else {
             if hook.post.is_some() {
                 posts.push((*hook, 0, false));
+            } else {
+                release(addr, hook.instance);
             }
             continue;
         };
         cbd.iopb.TargetInstance = hook.instance;
-        set_stage(addr, Stage::Pre, hook.instance);
         let before = iopb_bytes(&cbd.iopb);
         let objects = related(hook, req.volume, cbd.iopb.TargetFileObject);
         let mut context: *mut c_void = std::ptr::null_mut();
@@ -496,6 +513,15 @@ pub(crate) fn dispatch(req: &Request, fs: FileSystem) -> Completion {
             );
         }
         cbd.data.Flags &= !FLTFL_CALLBACK_DATA_DIRTY;
+        // The pre-operation is over: unless the instance is owed a post-operation, the
+        // operation no longer needs it.
+        let owes_post = matches!(
+            status,
+            FLT_PREOP_SUCCESS_WITH_CALLBACK | FLT_PREOP_SYNCHRONIZE
+        ) && hook.post.is_some();
+        if !owes_post {
+            release(addr, hook.instance);
+        }
         match status {
             FLT_PREOP_SUCCESS_WITH_CALLBACK | FLT_PREOP_SYNCHRONIZE => {
                 let synchronize = status == FLT_PREOP_SYNCHRONIZE;
@@ -642,6 +668,7 @@ pub(crate) fn dispatch(req: &Request, fs: FileSystem) -> Completion {
             );
         }
         cbd.data.Flags &= !FLTFL_CALLBACK_DATA_DIRTY;
+        release(addr, hook.instance);
     }
     finish(addr);
     // SAFETY: reading the status field of the IO_STATUS_BLOCK union.
@@ -678,6 +705,9 @@ fn finish(addr: usize) {
     let mdl = with_kernel(|k| {
         k.io.tag_data.remove(&addr);
         let op = k.io.ops.remove(&addr)?;
+        for &instance in &op.held {
+            k.wake(Key::Instance(instance));
+        }
         if op.queued_in.is_some() {
             k.violation(
                 "FltCompletePendedPreOperation",
@@ -752,10 +782,15 @@ fn user_buffer(addr: usize) -> Option<Vec<u8>> {
 fn hooks(k: &mut super::Kernel, req: &Request) -> Vec<Hook> {
     let mut out = Vec::new();
     for (handle, filter) in &k.filters {
-        if filter.is_tearing_down() {
+        if filter.is_unregistered() {
             continue;
         }
-        let Some(instance) = filter.instances.iter().find(|i| i.volume == req.volume) else {
+        // An instance being torn down gets no new operations (teardown.rs).
+        let Some(instance) = filter
+            .instances
+            .iter()
+            .find(|i| i.volume == req.volume && !i.tearing_down)
+        else {
             continue;
         };
         // Generated I/O starts below the instance that issued it; one filter per
@@ -829,6 +864,59 @@ fn set_stage(addr: usize, stage: Stage, instance: PFLT_INSTANCE) -> Arc<Resume> 
         }
         None => Arc::new(Resume::default()),
     })
+}
+
+/// Takes the rundown protection of `instance` for the operation at `addr`, as FltMgr does
+/// before it calls the instance's pre-operation: refused (false) once the instance's
+/// teardown has begun. The operation is then in the instance's pre-operation.
+fn enter(addr: usize, instance: PFLT_INSTANCE) -> bool {
+    with_kernel(|k| {
+        if !k.instance_accepts_operations(instance) {
+            return false;
+        }
+        let Some(op) = k.io.ops.get_mut(&addr) else {
+            return false;
+        };
+        op.stage = Stage::Pre;
+        op.instance = instance;
+        op.held.push(instance);
+        true
+    })
+}
+
+/// The operation at `addr` no longer needs `instance`: its teardown may go on.
+fn release(addr: usize, instance: PFLT_INSTANCE) {
+    with_kernel(|k| {
+        if let Some(op) = k.io.ops.get_mut(&addr)
+            && let Some(at) = op.held.iter().position(|i| *i == instance)
+        {
+            op.held.swap_remove(at);
+        }
+        k.wake(Key::Instance(instance));
+    });
+}
+
+/// How many operations hold the rundown protection of `instance`: in its callbacks,
+/// pended by it (in a cancel-safe queue or not), or owing it a post-operation.
+pub(crate) fn holding(k: &Kernel, instance: PFLT_INSTANCE) -> usize {
+    k.io.ops
+        .values()
+        .filter(|o| o.held.contains(&instance))
+        .count()
+}
+
+impl Machine {
+    /// How many operations a filter holds pended now: its pre-operation returned
+    /// FLT_PREOP_PENDING, or its post-operation FLT_POSTOP_MORE_PROCESSING_REQUIRED, and
+    /// it has not completed them yet.
+    pub fn pended_operations(&self) -> usize {
+        with_kernel(|k| {
+            k.io.ops
+                .values()
+                .filter(|o| matches!(o.stage, Stage::PrePended | Stage::PostPended))
+                .count()
+        })
+    }
 }
 
 fn set_reissue(addr: usize, value: bool) {

@@ -24,6 +24,7 @@ pub mod port;
 pub mod process;
 pub mod symlink;
 pub mod sync;
+pub mod teardown;
 pub mod timer;
 pub mod vm;
 pub mod volume;
@@ -88,6 +89,9 @@ pub(crate) struct Kernel {
     pub(crate) object_refs: HashMap<isize, (isize, usize)>,
     /// Symbolic link objects of the object namespace, and their open handles.
     pub(crate) symlinks: symlink::Links,
+    /// How long an instance teardown waits for what Windows would wait for forever
+    /// before it reports the hang (teardown.rs).
+    pub(crate) teardown_limit: std::time::Duration,
     /// Injected failures: the next call of the API returns the status.
     inject: HashMap<&'static str, NTSTATUS>,
     next_handle: isize,
@@ -115,6 +119,7 @@ impl Kernel {
             vm: vm::Vm::default(),
             object_refs: HashMap::new(),
             symlinks: symlink::Links::default(),
+            teardown_limit: teardown::DEFAULT_WAIT_LIMIT,
             inject: HashMap::new(),
             next_handle: HANDLE_BASE,
         }

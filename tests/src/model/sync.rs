@@ -97,6 +97,11 @@ pub(crate) enum Key {
     Timers,
     /// A DPC routine returned: for KeFlushQueuedDpcs.
     DpcDone,
+    /// A filter instance, by handle: woken when an operation lets go of it (leaves its
+    /// callbacks, or no longer owes it a post-operation), a rundown reference on it is
+    /// dropped, or its teardown ends. For instance teardown (teardown.rs), which waits
+    /// for the instance's rundown as FltMgr does.
+    Instance(isize),
 }
 
 static NEXT_THREAD: AtomicU64 = AtomicU64::new(1);

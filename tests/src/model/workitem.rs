@@ -86,6 +86,8 @@ struct Entry {
 
 struct Running {
     filter: PFLT_FILTER,
+    /// The FltObject it was queued with.
+    object: usize,
     thread: u64,
     item: PFLT_GENERIC_WORKITEM,
 }
@@ -135,6 +137,16 @@ impl WorkItems {
 
     fn is_idle(&self) -> bool {
         self.critical.is_empty() && self.delayed.is_empty() && self.running.is_empty()
+    }
+
+    /// Items queued or running with `instance` as their FltObject: each holds a rundown
+    /// reference on the instance until its routine returns, which instance teardown waits
+    /// for (teardown.rs).
+    pub(crate) fn holding_instance(&self, instance: isize) -> usize {
+        let object = instance as usize;
+        let queued = self.critical.iter().chain(&self.delayed);
+        queued.filter(|e| e.object == object).count()
+            + self.running.iter().filter(|r| r.object == object).count()
     }
 }
 
@@ -280,6 +292,17 @@ pub extern "system" fn FltQueueGenericWorkItem(
         if k.work.draining.contains(&filter) {
             return Err(STATUS_FLT_DELETING_OBJECT);
         }
+        // Queueing takes a rundown reference on the FltObject, which an instance being
+        // torn down refuses (FltObjectReference).
+        let object_handle = object as isize;
+        let tearing_down = k
+            .filters
+            .values()
+            .flat_map(|f| f.instances.iter())
+            .any(|i| i.handle == object_handle && i.tearing_down);
+        if tearing_down {
+            return Err(STATUS_FLT_DELETING_OBJECT);
+        }
         let Some(it) = k.work.items.get_mut(&item) else {
             k.violation(
                 API,
@@ -415,6 +438,7 @@ fn next_entry(generation: u64) -> Option<Entry> {
             }
             work.running.push(Running {
                 filter: entry.filter,
+                object: entry.object,
                 thread: me,
                 item: entry.item,
             });
@@ -454,8 +478,10 @@ fn finished(generation: u64, item: PFLT_GENERIC_WORKITEM) {
                 .iter()
                 .position(|r| r.thread == me && r.item == item)
         {
-            k.work.running.remove(pos);
+            let running = k.work.running.remove(pos);
             k.wake(Key::WorkDone);
+            // Its rundown reference on an instance FltObject is gone.
+            k.wake(Key::Instance(running.object as isize));
         }
     }
 }
