@@ -94,7 +94,7 @@ const PRIORITY_BACKGROUND: u8 = 4;
 const EXPIRE_BATCH: usize = 32;
 /// How long a CANCEL_FETCH waits for the provider to take it: the fetch is already over
 /// in the driver, so a provider too busy to take the message learns it when its transfer
-/// is refused, and the alarm's work item is never held long (100 ns units).
+/// is refused, and the postman's work item is never held long (100 ns units).
 const CANCEL_TIMEOUT: i64 = 1000 * 10_000;
 
 const TAG_FETCH: u32 = tag(b"CFft");
@@ -246,7 +246,7 @@ struct Change {
 struct Table {
     fetches: List<Fetch>,
     waiters: List<Waiter>,
-    /// Finished fetches whose CANCEL_FETCH the alarm's work item sends, so that a thread
+    /// Finished fetches whose CANCEL_FETCH the postman's work item sends, so that a thread
     /// closing a handle never waits for a provider to take a message.
     outbox: List<Fetch>,
     next_id: u64,
@@ -266,6 +266,10 @@ static TABLE: SpinLock<Table> = SpinLock::new(Table {
 
 /// Fails expired fetches; set for the earliest deadline.
 static ALARM: Alarm = Alarm::new(expire);
+
+/// Sends the outbox's cancellations, on a work item of its own: a provider slow to take
+/// them must not hold up the alarm, whose work is to fail what has expired.
+static POSTMAN: Alarm = Alarm::new(send_outbox);
 
 /// Now, in 100 ns units of the interrupt clock (never goes back).
 fn now() -> i64 {
@@ -495,7 +499,7 @@ struct After {
     reads: List<Waiter>,
     /// Waiters to free (their references dropped with no lock held).
     spent: List<Waiter>,
-    /// Leave cancellations to the alarm's work item (the caller must not wait for the
+    /// Leave cancellations to the postman's work item (the caller must not wait for the
     /// provider: a cleanup, a cancel routine).
     defer_cancels: bool,
 }
@@ -547,15 +551,15 @@ impl After {
             match reason {
                 Some(reason) if !self.defer_cancels => send_cancel(node.value.request, reason),
                 Some(reason) => {
-                    // Closed here (PASSIVE_LEVEL); the rest waits in the outbox, unless the
-                    // alarm is stopping (unload), which sends what is left itself.
+                    // Closed here (PASSIVE_LEVEL); the rest waits in the outbox for the
+                    // postman, unless it is stopping (unload), which sends what is left.
                     drop(node.value.writer.take());
                     let back = TABLE.with(|t| {
-                        if !ALARM.is_running() {
+                        if !POSTMAN.is_running() {
                             return Some(node);
                         }
                         t.outbox.push(node);
-                        t.arm_alarm(now());
+                        POSTMAN.set(1);
                         None
                     });
                     if let Some(node) = back {
@@ -880,7 +884,6 @@ fn expire() {
     // The alarm went off: it is set for nothing until this sets it again (a setting made
     // meanwhile by a new fetch stays, as it is earlier than the MAX put here).
     TABLE.with(|t| t.alarm_due = i64::MAX);
-    send_outbox();
     loop {
         let mut after = After::new();
         // Cancellations wait in the outbox until every expired fetch is failed and its
@@ -913,10 +916,9 @@ fn expire() {
         });
         after.run();
         if !more {
-            break;
+            return;
         }
     }
-    send_outbox();
 }
 
 /// Sends the CANCEL_FETCH messages waiting in the outbox.
@@ -932,19 +934,30 @@ fn send_outbox() {
     }
 }
 
-/// Starts the alarm (DriverEntry, after FltRegisterFilter). The table outlives an unload
-/// in the image's statics, so what the alarm was set for is forgotten here.
+/// Starts the alarm and the postman (DriverEntry, after FltRegisterFilter). The table
+/// outlives an unload in the image's statics, so what the alarm was set for is forgotten
+/// here.
 pub(crate) fn start(
     filter: windows_sys::Wdk::Storage::FileSystem::Minifilters::PFLT_FILTER,
 ) -> NTSTATUS {
     TABLE.with(|t| t.alarm_due = i64::MAX);
-    ALARM.start(filter)
+    let status = ALARM.start(filter);
+    if !nt_success(status) {
+        return status;
+    }
+    let status = POSTMAN.start(filter);
+    if !nt_success(status) {
+        ALARM.stop();
+    }
+    status
 }
 
-/// Stops the alarm (teardown, before FltUnregisterFilter): no DPC or work item of the
-/// driver runs after this, and the cancellations it had not sent yet are sent here.
+/// Stops the alarm and the postman (teardown, before FltUnregisterFilter): no DPC or
+/// work item of the driver runs after this, and the cancellations not sent yet are sent
+/// here.
 pub(crate) fn stop() {
     ALARM.stop();
+    POSTMAN.stop();
     send_outbox();
 }
 
