@@ -210,6 +210,8 @@ fn test(root: &Path) -> Result<()> {
             ]),
         )
     })?;
+    // rustup does not add a toolchain file's targets to a toolchain already installed.
+    package::ensure_targets(root)?;
     for arch in package::Arch::ALL {
         group(&format!("clippy ({})", arch.triple()), &mut || {
             run(

@@ -72,7 +72,7 @@ pub(crate) fn package(root: &Path) -> Result<Vec<PathBuf>> {
 
 /// rust-toolchain.toml names both targets; rustup installs them on first use of the
 /// toolchain, but not when the toolchain was already installed without them.
-fn ensure_targets(root: &Path) -> Result<()> {
+pub(crate) fn ensure_targets(root: &Path) -> Result<()> {
     let installed = Command::new("rustup")
         .args(["target", "list", "--installed"])
         .current_dir(root)
