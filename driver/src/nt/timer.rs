@@ -8,7 +8,7 @@
 //! runs after unload.
 
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicBool, AtomicIsize, AtomicU8, Ordering};
+use core::sync::atomic::{AtomicIsize, AtomicU8, Ordering};
 
 use windows_sys::Wdk::Foundation::KDPC;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
@@ -23,7 +23,7 @@ use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_INSUFFICIENT_RESOURCES, ST
 use windows_sys::Win32::System::Kernel::NotificationTimer;
 
 use super::status::nt_success;
-use super::sync::Event;
+use super::sync::{Event, SpinLock};
 
 /// The work item is neither queued nor running.
 const IDLE: u8 = 0;
@@ -47,7 +47,9 @@ pub(crate) struct Alarm {
     item: AtomicIsize,
     filter: AtomicIsize,
     state: AtomicU8,
-    running: AtomicBool,
+    /// Started and not stopping. Tested and set under its lock together with the timer,
+    /// so that no setting can slip in after `stop` cancelled the timer.
+    running: SpinLock<bool>,
 }
 
 // SAFETY: the kernel objects are used only through the kernel's own synchronised calls;
@@ -66,7 +68,7 @@ impl Alarm {
             item: AtomicIsize::new(0),
             filter: AtomicIsize::new(0),
             state: AtomicU8::new(IDLE),
-            running: AtomicBool::new(false),
+            running: SpinLock::new(false),
         }
     }
 
@@ -103,33 +105,43 @@ impl Alarm {
         self.state.store(IDLE, Ordering::Release);
         self.filter.store(filter, Ordering::Release);
         self.item.store(item, Ordering::Release);
-        self.running.store(true, Ordering::Release);
+        self.running.with(|r| *r = true);
         STATUS_SUCCESS
     }
 
     /// Sets the alarm to go off in `relative` 100 ns units (at least one), replacing any
     /// earlier setting. IRQL <= DISPATCH_LEVEL. Ignored when not running.
     pub(crate) fn set(&self, relative: i64) {
-        if !self.running.load(Ordering::Acquire) {
-            return;
-        }
-        // SAFETY: initialised by `start` (running); a negative due time is relative.
-        unsafe { KeSetTimer(self.timer.get(), -relative.max(1), self.dpc.get()) };
+        self.running.with(|running| {
+            if *running {
+                // SAFETY: initialised by `start` (running); a negative due time is
+                // relative; legal at DISPATCH_LEVEL, where the lock holds us.
+                unsafe { KeSetTimer(self.timer.get(), -relative.max(1), self.dpc.get()) };
+            }
+        });
     }
 
     /// Whether it is started and not stopping.
     pub(crate) fn is_running(&self) -> bool {
-        self.running.load(Ordering::Acquire)
+        self.running.with(|r| *r)
     }
 
     /// Stops the alarm for good (teardown, PASSIVE_LEVEL): after this no DPC or work
     /// routine of it runs.
     pub(crate) fn stop(&self) {
-        if !self.running.swap(false, Ordering::AcqRel) {
+        // Under the lock `set` takes: once this returns, no setting can follow.
+        let was = self.running.with(|running| {
+            let was = *running;
+            *running = false;
+            if was {
+                // SAFETY: initialised by `start`; legal at DISPATCH_LEVEL.
+                unsafe { KeCancelTimer(self.timer.get()) };
+            }
+            was
+        });
+        if !was {
             return;
         }
-        // SAFETY: initialised by `start`.
-        unsafe { KeCancelTimer(self.timer.get()) };
         // SAFETY: PASSIVE_LEVEL; waits for DPCs already queued on any processor.
         unsafe { KeFlushQueuedDpcs() };
         // SAFETY: the initialised event; PASSIVE_LEVEL; set when the work item is done.
@@ -151,7 +163,7 @@ impl Alarm {
 
     /// The DPC: queues the work item, or asks the running one to go round again.
     fn fire(&'static self) {
-        if !self.running.load(Ordering::Acquire) {
+        if !self.is_running() {
             return;
         }
         let previous = self

@@ -1061,7 +1061,9 @@ pub(crate) fn begin_dehydration(
             return Err(STATUS_CLOUD_FILE_IN_USE);
         }
         stream.with_state(&t.held, |s| {
-            if s.opens > own_opens || s.dehydrating {
+            // A transfer still writing holds the writer even after its fetch was retired;
+            // it would record its range after the zeroing.
+            if s.opens > own_opens || s.dehydrating || s.writer_users > 0 {
                 return Err(STATUS_CLOUD_FILE_IN_USE);
             }
             s.dehydrating = true;
