@@ -208,6 +208,10 @@ pub(crate) struct StreamHandleContext {
     /// Whether the open sees cloudflt's placeholders as they are or disguised as ordinary
     /// files, decided at create in the requestor's context (engine::visibility).
     pub(crate) visibility: Visibility,
+    /// The open is counted in its stream's `opens` (it was a placeholder's open when it
+    /// was created): only such an open's cleanup takes the count down. A handle opened
+    /// before `convert` made the file a placeholder is not counted.
+    pub(crate) counted: bool,
 }
 
 pub(crate) const TAG_INSTANCE_CONTEXT: u32 = tag(b"CFic");

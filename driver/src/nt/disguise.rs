@@ -33,8 +33,7 @@ use super::ntos::{
 };
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_RELATED_OBJECTS, FLTFL_CALLBACK_DATA_IRP_OPERATION,
-    FLTFL_POST_OPERATION_DRAINING, FltGetRequestorProcessId, FltGetStreamHandleContext,
-    FltReleaseContext, FltSetCallbackDataDirty, PFLT_CONTEXT,
+    FLTFL_POST_OPERATION_DRAINING, FltGetRequestorProcessId, FltSetCallbackDataDirty,
 };
 use windows_sys::Win32::Foundation::{
     HANDLE, NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, STATUS_BUFFER_OVERFLOW,
@@ -42,7 +41,6 @@ use windows_sys::Win32::Foundation::{
 };
 use windows_sys::Win32::System::IO::{IO_STATUS_BLOCK, IO_STATUS_BLOCK_0};
 
-use super::context::StreamHandleContext;
 use super::layout::FLT_IO_PARAMETER_BLOCK;
 use super::providers;
 use super::status::nt_success;
@@ -206,18 +204,7 @@ pub(super) fn decide(
 /// The visibility recorded for an open; `None` when it has no stream-handle context
 /// (neither placeholder nor directory, or opened before the driver loaded).
 pub(super) fn visibility_of(objects: &FLT_RELATED_OBJECTS) -> Option<Visibility> {
-    let mut context: PFLT_CONTEXT = core::ptr::null_mut();
-    // SAFETY: a live file object; a valid out pointer.
-    let status =
-        unsafe { FltGetStreamHandleContext(objects.Instance, objects.FileObject, &mut context) };
-    if !nt_success(status) || context.is_null() {
-        return None;
-    }
-    // SAFETY: our stream-handle context, referenced by the get.
-    let v = unsafe { (*context.cast::<StreamHandleContext>()).visibility };
-    // SAFETY: the reference the get took, dropped once.
-    unsafe { FltReleaseContext(context) };
-    Some(v)
+    super::stream::HandleRef::get(objects.Instance, objects.FileObject).map(|h| h.visibility)
 }
 
 pub(super) fn disguised(objects: *const FLT_RELATED_OBJECTS) -> bool {

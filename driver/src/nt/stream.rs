@@ -134,8 +134,15 @@ pub(crate) fn open_added(stream: &StreamContext) {
     hydrate::with_held(|held| stream.with_state(held, |s| s.opens = s.opens.saturating_add(1)));
 }
 
-/// Counts an open's cleanup; true if it was the stream's last.
-pub(crate) fn close_open(stream: &StreamContext) -> bool {
+/// Counts an open's cleanup, if its create counted it; true if it was the stream's last.
+///
+/// An open the count never included (opened before the file became a placeholder)
+/// leaves it alone: taking the count low would let a dehydration go on while a handle
+/// still reads the file.
+pub(crate) fn close_open(stream: &StreamContext, handle: Option<&HandleRef>) -> bool {
+    if !handle.is_some_and(|h| h.counted) {
+        return false;
+    }
     hydrate::with_held(|held| {
         stream.with_state(held, |s| {
             s.opens = s.opens.saturating_sub(1);
@@ -144,12 +151,18 @@ pub(crate) fn close_open(stream: &StreamContext) -> bool {
     })
 }
 
-/// Records the open's effective policy in a stream-handle context.
+/// Records the open's effective policy in a stream-handle context. `counted`: the open
+/// was counted in its stream's opens ([`open_added`]).
+///
+/// A counted open whose context cannot be set stays counted: its stream then looks
+/// in use until it is torn down (dehydration refused), which loses nothing; the other
+/// way a dehydration could zero data under a reader.
 pub(crate) fn set_handle_context(
     filter: PFLT_FILTER,
     fo: Fo,
     policy: Option<Policy>,
     visibility: crate::engine::visibility::Visibility,
+    counted: bool,
 ) -> Result<(), NTSTATUS> {
     let mut context: PFLT_CONTEXT = core::ptr::null_mut();
     // SAFETY: the registered filter; a valid out pointer; non-paged pool.
@@ -173,6 +186,7 @@ pub(crate) fn set_handle_context(
                 signature: TAG_STREAMHANDLE_CONTEXT,
                 policy,
                 visibility,
+                counted,
             })
     };
     // SAFETY: a live file object; our initialised context.
@@ -194,22 +208,50 @@ pub(crate) fn set_handle_context(
     }
 }
 
+/// A referenced stream-handle context (what was decided for one open at its create),
+/// released on drop.
+///
+/// # Invariants
+/// The pointer is a live stream-handle context of this filter, referenced by this value.
+pub(crate) struct HandleRef(NonNull<StreamHandleContext>);
+
+impl HandleRef {
+    /// The context of the open `file_object`; `None` when it has none (neither a
+    /// placeholder nor a directory of a sync root, or opened before the driver loaded).
+    pub(crate) fn get(instance: PFLT_INSTANCE, file_object: *const FILE_OBJECT) -> Option<Self> {
+        let mut context: PFLT_CONTEXT = core::ptr::null_mut();
+        // SAFETY: a live file object; a valid out pointer.
+        let status = unsafe { FltGetStreamHandleContext(instance, file_object, &mut context) };
+        if !nt_success(status) {
+            return None;
+        }
+        // INVARIANT: FltGetStreamHandleContext returned it referenced.
+        NonNull::new(context.cast::<StreamHandleContext>()).map(Self)
+    }
+}
+
+impl core::ops::Deref for HandleRef {
+    type Target = StreamHandleContext;
+    fn deref(&self) -> &StreamHandleContext {
+        // SAFETY: referenced while this value lives (type invariant); never written after
+        // it was set.
+        unsafe { self.0.as_ref() }
+    }
+}
+
+impl Drop for HandleRef {
+    fn drop(&mut self) {
+        // SAFETY: the reference this value holds, released once.
+        unsafe { FltReleaseContext(self.0.as_ptr().cast()) };
+    }
+}
+
 /// The effective policy recorded for an open, if any.
 pub(crate) fn handle_policy(
     instance: PFLT_INSTANCE,
     file_object: *const FILE_OBJECT,
 ) -> Option<Policy> {
-    let mut context: PFLT_CONTEXT = core::ptr::null_mut();
-    // SAFETY: a live file object; a valid out pointer.
-    let status = unsafe { FltGetStreamHandleContext(instance, file_object, &mut context) };
-    if !nt_success(status) || context.is_null() {
-        return None;
-    }
-    // SAFETY: our stream-handle context, referenced by the get.
-    let policy = unsafe { (*context.cast::<StreamHandleContext>()).policy };
-    // SAFETY: the reference the get took, dropped once.
-    unsafe { FltReleaseContext(context) };
-    policy
+    HandleRef::get(instance, file_object).and_then(|h| h.policy)
 }
 
 /// The in-memory state for a decoded placeholder, or for reparse data with cloudflt's tag

@@ -21,7 +21,9 @@ pub(crate) unsafe extern "system" fn pre_cleanup(
     let Some(stream) = stream::get(objects.Instance, objects.FileObject) else {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     };
-    let last = stream::close_open(&stream);
+    let handle = stream::HandleRef::get(objects.Instance, objects.FileObject);
+    let last = stream::close_open(&stream, handle.as_ref());
+    drop(handle);
     hydrate::file_closed(&stream, objects.FileObject as usize, last);
     FLT_PREOP_SUCCESS_NO_CALLBACK
 }

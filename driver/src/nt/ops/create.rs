@@ -136,10 +136,11 @@ pub(crate) unsafe extern "system" fn post_create(
     if stream.is_none() && !is_directory(&fo) {
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
+    let counted = stream.is_some();
     if let Some(stream) = stream {
         stream::open_added(&stream);
     }
-    let placeholder = stream::get(objects.Instance, objects.FileObject).is_some();
+    let placeholder = counted;
     // The open's effective policy is fixed now (cfapi's rule): the provider's, as no
     // application policy exists yet. Its visibility too, in the requestor's context.
     let provider = NameInfo::normalized(data)
@@ -153,7 +154,7 @@ pub(crate) unsafe extern "system" fn post_create(
     let image = ImageName::of(data);
     let visibility = disguise::decide(data, image.units(), provider.as_ref().map(|p| p.pid));
     drop(provider);
-    if stream::set_handle_context(objects.Filter, fo, policy, visibility).is_err() {
+    if stream::set_handle_context(objects.Filter, fo, policy, visibility, counted).is_err() {
         debug_print!("cloudflt: no stream-handle context for an open");
     }
     FLT_POSTOP_FINISHED_PROCESSING
