@@ -85,7 +85,11 @@ pub fn transfer_is_valid(offset: u64, length: u64, size: u64) -> bool {
     };
     length > 0
         && offset.is_multiple_of(UNIT)
-        && end <= size.next_multiple_of(UNIT).max(size)
+        && end
+            <= size
+                .checked_next_multiple_of(UNIT)
+                .unwrap_or(u64::MAX)
+                .max(size)
         && (length.is_multiple_of(UNIT) || end == size)
 }
 

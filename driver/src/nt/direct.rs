@@ -21,7 +21,7 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
 };
 use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES, STATUS_END_OF_FILE,
-    STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS,
+    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_SUCCESS,
 };
 
 use super::buffer;
@@ -59,7 +59,11 @@ pub(crate) fn serve(
     // SAFETY: IRP_MJ_READ: the union holds the read parameters.
     let read = unsafe { iopb.Parameters.Read };
     let file_object = iopb.TargetFileObject;
-    let offset = u64::try_from(read.ByteOffset).unwrap_or(0);
+    // The pre-read passes reads with a negative offset down (read_of); one here is not a
+    // place in the file.
+    let Ok(offset) = u64::try_from(read.ByteOffset) else {
+        return (STATUS_INVALID_PARAMETER, 0);
+    };
     if offset >= size {
         return (STATUS_END_OF_FILE, 0);
     }
@@ -69,7 +73,11 @@ pub(crate) fn serve(
     };
     let sector = u64::from(sector.max(512));
     let start = offset - offset % sector;
-    let end = (offset + wanted).next_multiple_of(sector);
+    // `offset + wanted` <= size; rounding it up can still pass u64::MAX for a size the
+    // reparse data claims near it.
+    let Some(end) = (offset + wanted).checked_next_multiple_of(sector) else {
+        return (STATUS_INVALID_PARAMETER, 0);
+    };
     let Some(mut bounce) = usize::try_from(end - start).ok().and_then(PoolBuf::zeroed) else {
         return (STATUS_INSUFFICIENT_RESOURCES, 0);
     };

@@ -419,7 +419,10 @@ pub(crate) fn dehydrate(provider: &ProviderRef, m: &msg::Dehydrate<'_>) -> Resul
         return Err(STATUS_CLOUD_FILE_PINNED);
     }
     let range = op_range(m.range, size);
-    let start = range.start.next_multiple_of(UNIT);
+    let start = range
+        .start
+        .checked_next_multiple_of(UNIT)
+        .unwrap_or(u64::MAX);
     let end = if range.end >= size {
         size
     } else {

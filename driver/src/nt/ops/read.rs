@@ -12,7 +12,9 @@ fn read_of(data: &FLT_CALLBACK_DATA) -> Option<(u64, u64)> {
     let iopb = unsafe { data.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>().as_ref() }?;
     // SAFETY: IRP_MJ_READ: the union holds the read parameters.
     let read = unsafe { iopb.Parameters.Read };
-    let offset = u64::try_from(read.ByteOffset).unwrap_or(0);
+    // A negative offset (FILE_USE_FILE_POINTER_POSITION reaching a file system) is not a
+    // place in the file: the read goes down for NTFS to refuse, never served from 0.
+    let offset = u64::try_from(read.ByteOffset).ok()?;
     Some((offset, u64::from(read.Length)))
 }
 
@@ -35,8 +37,8 @@ pub(crate) unsafe extern "system" fn pre_read(
     let Some((offset, length)) = read_of(data_ref) else {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     };
-    let whole = stream::handle_policy(objects.Instance, objects.FileObject)
-        .is_some_and(|p| p >= Policy::Full);
+    let fixed = stream::handle_policy(objects.Instance, objects.FileObject);
+    let whole = fixed.is_some_and(|p| p >= Policy::Full);
     let (placeholder, corrupt, missing, partial, size) = hydrate::with_held(|held| {
         stream.with_state(held, |s| {
             let file = Range {
@@ -101,20 +103,31 @@ pub(crate) unsafe extern "system" fn pre_read(
         let (status, n) = direct::serve(data, objects.Instance, size, instance.sector_size());
         return complete_with(data_ref, status, n);
     }
-    pend(data, objects, &stream, offset, length, instance, serve)
+    pend(
+        data,
+        objects,
+        &stream,
+        (offset, length),
+        fixed,
+        instance,
+        serve,
+    )
 }
 
 /// What a paging read of data not on disk fails with.
 const PAGING_READ_OF_MISSING_DATA: NTSTATUS = STATUS_CLOUD_FILE_UNSUCCESSFUL;
 
 /// Pends a read of missing data until its provider delivers it (hydrate::pend_read):
-/// nothing in this thread or any other waits for the provider.
+/// nothing in this thread or any other waits for the provider. It is planned with the
+/// policy its open fixed at create (`fixed`), or the provider's when the open has none:
+/// a FULL open waits for the whole file even if the provider now says PARTIAL.
+#[allow(clippy::too_many_arguments)] // one read's facts, gathered by the pre-read
 fn pend(
     data: *mut FLT_CALLBACK_DATA,
     objects: &FLT_RELATED_OBJECTS,
     stream: &StreamRef,
-    offset: u64,
-    length: u64,
+    (offset, length): (u64, u64),
+    fixed: Option<Policy>,
     instance: InstanceRef,
     serve: bool,
 ) -> FLT_PREOP_CALLBACK_STATUS {
@@ -137,7 +150,8 @@ fn pend(
             FLT_PREOP_SUCCESS_NO_CALLBACK
         }
     };
-    let Some(plan) = policy::plan(provider.hydration, Range::at(offset, length), size) else {
+    let policy = fixed.unwrap_or(provider.hydration);
+    let Some(plan) = policy::plan(policy, Range::at(offset, length), size) else {
         return pass(data_ref);
     };
     // SAFETY: live callback data.
