@@ -267,9 +267,10 @@ static TABLE: SpinLock<Table> = SpinLock::new(Table {
 /// Fails expired fetches; set for the earliest deadline.
 static ALARM: Alarm = Alarm::new(expire);
 
-/// Sends the outbox's cancellations, on a work item of its own: a provider slow to take
-/// them must not hold up the alarm, whose work is to fail what has expired.
-static POSTMAN: Alarm = Alarm::new(send_outbox);
+/// Sends the outbox's cancellations and the fetches settlers made, on a work item of its
+/// own: a provider slow to take them must not hold up the alarm, whose work is to fail
+/// what has expired, nor the settler (see [`flush_later`]).
+static POSTMAN: Alarm = Alarm::new(deliver);
 
 /// Now, in 100 ns units of the interrupt clock (never goes back).
 fn now() -> i64 {
@@ -296,6 +297,35 @@ impl Table {
     /// Asks for the parts of `need` that are neither present nor asked for: a fetch per
     /// missing range, its FETCH_DATA encoded for whoever sends it next.
     fn ask(
+        &mut self,
+        stream: &StreamContext,
+        need: Range,
+        provider: &ProviderRef,
+        asker: &Asker,
+        priority: u8,
+    ) -> Result<(), NTSTATUS> {
+        let first = self.next_id;
+        let result = self.ask_each(stream, need, provider, asker, priority);
+        if result.is_err() {
+            // All or nothing: a fetch made before the failure would never be sent (whoever
+            // asked gives up) and never time out. Nobody waits on these yet, so they go
+            // as if never made. Dropping them here releases stream references the caller
+            // also holds (never the last one) and pool, both allowed at DISPATCH_LEVEL.
+            let k = key(stream);
+            while let Some(node) = self
+                .fetches
+                .take_first(|f| f.request.stream == k && !f.sent && f.request.id >= first)
+            {
+                stream.with_state(&self.held, |s| {
+                    s.writer_users = s.writer_users.saturating_sub(1);
+                });
+                drop(node);
+            }
+        }
+        result
+    }
+
+    fn ask_each(
         &mut self,
         stream: &StreamContext,
         need: Range,
@@ -717,6 +747,44 @@ fn flush(stream: &StreamContext, provider: &ProviderRef) {
     }
 }
 
+/// Has the postman send `stream`'s FETCH_DATA not sent yet, or sends them now if it is
+/// stopped (unload).
+///
+/// For fetches made where an operation is settled rather than where it was asked for:
+/// a settle runs in the provider's own TRANSFER_DATA or FETCH_FAILED call, a cleanup, a
+/// cancel routine or the alarm, none of which may wait for a provider to take a message
+/// (a provider that answers on one thread would wait on itself until the timeout).
+fn flush_later(stream: &StreamContext, provider: &ProviderRef) {
+    if POSTMAN.is_running() {
+        POSTMAN.set(1);
+    } else {
+        flush(stream, provider);
+    }
+}
+
+/// Sends every FETCH_DATA not sent yet (the postman's work item), stream by stream, each
+/// through its own provider; one whose provider is gone fails.
+fn flush_unsent() {
+    loop {
+        let next = TABLE.with(|t| {
+            let f = t.fetches.iter().find(|f| f.message.is_some())?;
+            Some((
+                StreamHold::new(f.stream.get()),
+                f.request.owner,
+                f.request.id,
+            ))
+        });
+        let Some((stream, owner, id)) = next else {
+            return;
+        };
+        match NonNull::new(owner as *mut providers::Provider).and_then(providers::by_cookie) {
+            // Takes every unsent message of the stream, so the loop moves on.
+            Some(provider) => flush(stream.get(), &provider),
+            None => fail(id, STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING),
+        }
+    }
+}
+
 /// Opens the stream's writer if it has none (the first fetch of a round).
 ///
 /// By the stream's file id, below cloudflt's instance (`OwnedFile::open_by_id`): a name
@@ -921,6 +989,13 @@ fn expire() {
     }
 }
 
+/// The postman's round: the cancellations in the outbox, then the fetches made by
+/// settlers ([`flush_later`]).
+fn deliver() {
+    send_outbox();
+    flush_unsent();
+}
+
 /// Sends the CANCEL_FETCH messages waiting in the outbox.
 fn send_outbox() {
     while let Some(node) = TABLE.with(|t| t.outbox.take_first(|_| true)) {
@@ -958,7 +1033,7 @@ pub(crate) fn start(
 pub(crate) fn stop() {
     ALARM.stop();
     POSTMAN.stop();
-    send_outbox();
+    deliver();
 }
 
 /// Fails every fetch matching `which` with `status`, in batches.
@@ -998,6 +1073,19 @@ pub(crate) fn instance_gone(
         |f| f.stream.get().instance == instance,
         STATUS_CLOUD_FILE_REQUEST_ABORTED,
     );
+    // Operations that wait with no fetch out (for a dehydration to end, or to ask again)
+    // are aborted too: teardown never waits on anything but its own I/O.
+    let mut after = After::new();
+    after.defer_cancels = true;
+    TABLE.with(|t| {
+        for w in t.waiters.iter_mut() {
+            if w.stream.get().instance == instance && w.is_open() {
+                decide(w, Outcome::Done(STATUS_CLOUD_FILE_REQUEST_ABORTED));
+            }
+        }
+        after.take_settled(&mut t.waiters);
+    });
+    after.run();
 }
 
 /// FETCH_FAILED from `provider`: the waiting operations fail with the provider's status,

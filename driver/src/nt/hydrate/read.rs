@@ -187,7 +187,7 @@ pub(super) fn conclude(mut node: PoolBox<Node<Waiter>>, mut outcome: Outcome) {
                     Armed::Linked(linked) => {
                         // SAFETY: an Arming read, not yet queued.
                         let stream = unsafe { linked.stream() };
-                        flush(stream, &provider);
+                        flush_later(stream, &provider);
                         queue(linked);
                         return;
                     }
@@ -271,6 +271,8 @@ pub(crate) unsafe extern "system" fn read_cancelled(
 }
 
 /// PROGRESSIVE: asks for the rest of the file after the read completed; nobody waits.
+/// Sent by the postman (see [`flush_later`]): this runs where a read is settled, which
+/// may be the provider's own TRANSFER_DATA call.
 pub(super) fn start_background(waiter: &Waiter, provider: &ProviderRef, whole: Range) {
     let stream = waiter.stream.get();
     let asked = TABLE.with(|t| {
@@ -283,6 +285,6 @@ pub(super) fn start_background(waiter: &Waiter, provider: &ProviderRef, whole: R
         true
     });
     if asked {
-        flush(stream, provider);
+        flush_later(stream, provider);
     }
 }

@@ -20,13 +20,18 @@ pub(crate) fn transfer(provider: &ProviderRef, message: &TransferData<'_>) -> NT
             s.writer_users += 1;
             s.file_size
         });
-        let due = now().saturating_add(provider.timeout);
-        for f in t
-            .fetches
-            .iter_mut()
-            .filter(|f| f.request.owner == owner && f.sent)
-        {
-            f.request.deadline = due;
+        // Progress restarts the clocks of the provider's sent fetches, but only a transfer
+        // that can be taken is progress: a provider answering with garbage for a live id
+        // must not keep its other fetches from timing out.
+        if policy::transfer_is_valid(message.offset, message.data.len() as u64, size) {
+            let due = now().saturating_add(provider.timeout);
+            for f in t
+                .fetches
+                .iter_mut()
+                .filter(|f| f.request.owner == owner && f.sent)
+            {
+                f.request.deadline = due;
+            }
         }
         Some((stream, size))
     });
