@@ -11,6 +11,7 @@ pub mod policy;
 pub mod ranges;
 pub mod requests;
 pub mod rewrite;
+pub mod stream;
 pub mod syncroot;
 pub mod tagguard;
 pub mod visibility;

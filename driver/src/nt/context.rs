@@ -23,6 +23,7 @@ use super::queue::PendedQueue;
 use super::sync::Event;
 use crate::engine::policy::Policy;
 use crate::engine::ranges::RangeSet;
+use crate::engine::stream::{Activity, Kind, Refused, step};
 use crate::engine::visibility::Visibility;
 
 /// Per-volume facts gathered at InstanceSetup.
@@ -125,19 +126,16 @@ pub(crate) struct StreamContext {
     state: UnsafeCell<StreamState>,
 }
 
-/// What changes as data arrives.
+/// What changes as data arrives: the one place a placeholder's state lives.
 pub(crate) struct StreamState {
-    /// Still carries cloudflt's reparse point (revert clears it).
-    pub(crate) placeholder: bool,
-    /// The reparse data did not decode: reads fail with METADATA_CORRUPT.
-    pub(crate) corrupt: bool,
+    /// A placeholder, one whose reparse data is corrupt, or one reverted.
+    kind: Kind,
     pub(crate) flags: PlaceholderFlags,
     pub(crate) file_size: u64,
     pub(crate) present: Present,
-    /// The driver's write handle while fetches are outstanding.
-    pub(crate) writer: Option<OwnedFile>,
-    /// Outstanding fetches and transfers using `writer`.
-    pub(crate) writer_users: u32,
+    /// What the data waits for: fetches and transfers out (with the driver's writer), a
+    /// dehydration zeroing, or nothing.
+    activity: Activity<OwnedFile>,
     /// File objects of the stream between their create and their cleanup.
     pub(crate) opens: u32,
     /// Number of the last snapshot taken of the state for the reparse data. A write of
@@ -146,9 +144,88 @@ pub(crate) struct StreamState {
     pub(crate) snapshot: u64,
     /// Number of the last snapshot whose write finished.
     pub(crate) persisted: u64,
-    /// A dehydration is dropping data: nothing is fetched for the stream until it is done
-    /// (a fetch would write data the dehydration then zeroes); waiters ask again after.
-    pub(crate) dehydrating: bool,
+}
+
+impl StreamState {
+    /// A stream's state as its reparse data says, with nothing under way.
+    pub(crate) fn new(
+        kind: Kind,
+        flags: PlaceholderFlags,
+        file_size: u64,
+        present: Present,
+    ) -> Self {
+        Self {
+            kind,
+            flags,
+            file_size,
+            present,
+            activity: Activity::Idle,
+            opens: 0,
+            snapshot: 0,
+            persisted: 0,
+        }
+    }
+
+    /// One more fetch or transfer of the stream (engine::stream::Activity::join).
+    pub(crate) fn join(&mut self) -> Result<(), Refused> {
+        step(&mut self.activity, Activity::Idle, |a| match a.join() {
+            Ok(next) => (next, Ok(())),
+            Err((same, why)) => (same, Err(why)),
+        })
+    }
+
+    /// A fetch or transfer is over: the writer, if it was the last (closed by the caller
+    /// outside the lock).
+    #[must_use]
+    pub(crate) fn leave(&mut self) -> Option<OwnedFile> {
+        step(&mut self.activity, Activity::Idle, Activity::leave)
+    }
+
+    /// The writer a fetch opened: kept, or given back to close.
+    #[must_use]
+    pub(crate) fn install(&mut self, writer: OwnedFile) -> Option<OwnedFile> {
+        step(&mut self.activity, Activity::Idle, |a| a.install(writer))
+    }
+
+    /// A dehydration starts zeroing (only with nothing out).
+    pub(crate) fn begin_zeroing(&mut self) -> Result<(), Refused> {
+        step(&mut self.activity, Activity::Idle, |a| {
+            match a.begin_zeroing() {
+                Ok(next) => (next, Ok(())),
+                Err((same, why)) => (same, Err(why)),
+            }
+        })
+    }
+
+    /// The dehydration's zeroing is done.
+    pub(crate) fn end_zeroing(&mut self) {
+        step(&mut self.activity, Activity::Idle, |a| {
+            (a.end_zeroing(), ())
+        });
+    }
+
+    /// The writer the stream's fetches share, if open.
+    pub(crate) fn writer(&self) -> Option<&OwnedFile> {
+        self.activity.writer()
+    }
+
+    pub(crate) fn is_zeroing(&self) -> bool {
+        self.activity.is_zeroing()
+    }
+
+    /// Still carries cloudflt's reparse point (its data corrupt or not): not reverted.
+    pub(crate) fn is_placeholder(&self) -> bool {
+        self.kind != Kind::Reverted
+    }
+
+    /// The reparse point is gone (revert): its data is all on disk.
+    pub(crate) fn revert(&mut self) {
+        self.kind = Kind::Reverted;
+    }
+
+    pub(crate) fn is_corrupt(&self) -> bool {
+        self.kind == Kind::Corrupt
+    }
 }
 
 /// Proof that the fetch table's lock is held (only `hydrate` makes one).

@@ -336,7 +336,7 @@ pub(crate) fn revert(provider: &ProviderRef, m: &msg::Revert<'_>) -> Result<(), 
     let (corrupt, full) = hydrate::with_held(|held| {
         stream.with_state(held, |s| {
             (
-                s.corrupt,
+                s.is_corrupt(),
                 s.present.contains(Range {
                     start: 0,
                     end: s.file_size,
@@ -352,7 +352,7 @@ pub(crate) fn revert(provider: &ProviderRef, m: &msg::Revert<'_>) -> Result<(), 
         return Err(STATUS_CLOUD_FILE_INVALID_REQUEST);
     }
     managed.file.untag()?;
-    hydrate::with_held(|held| stream.with_state(held, |s| s.placeholder = false));
+    hydrate::with_held(|held| stream.with_state(held, |s| s.revert()));
     managed.file.change_attributes(
         MISSING_DATA_ATTRIBUTES | ATTRIBUTE_PINNED | ATTRIBUTE_UNPINNED,
         0,
@@ -406,8 +406,9 @@ pub(crate) fn dehydrate(provider: &ProviderRef, m: &msg::Dehydrate<'_>) -> Resul
         m.path,
         FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES | FILE_WRITE_DATA,
     )?;
-    let (flags, size, corrupt) =
-        hydrate::with_held(|held| stream.with_state(held, |s| (s.flags, s.file_size, s.corrupt)));
+    let (flags, size, corrupt) = hydrate::with_held(|held| {
+        stream.with_state(held, |s| (s.flags, s.file_size, s.is_corrupt()))
+    });
     if corrupt {
         return Err(STATUS_CLOUD_FILE_METADATA_CORRUPT);
     }

@@ -24,6 +24,7 @@ use super::hydrate::{self};
 use super::status::nt_success;
 use crate::engine::policy::Policy;
 use crate::engine::ranges::Range;
+use crate::engine::stream::Kind;
 
 /// FILE_ATTRIBUTE_* bits the driver manages.
 const ATTRIBUTE_DIRECTORY: u32 = 0x10;
@@ -261,17 +262,15 @@ fn state_from(p: Option<&Placeholder<'_>>) -> Option<StreamState> {
     for r in p.iter().flat_map(|p| p.ranges.iter()) {
         present.insert(Range::at(r.offset, r.length));
     }
-    Some(StreamState {
-        placeholder: true,
-        corrupt: p.is_none(),
-        flags: p.map_or(PlaceholderFlags::EMPTY, |p| p.flags),
-        file_size: p.map_or(0, |p| p.file_size),
+    let kind = if p.is_some() {
+        Kind::Placeholder
+    } else {
+        Kind::Corrupt
+    };
+    Some(StreamState::new(
+        kind,
+        p.map_or(PlaceholderFlags::EMPTY, |p| p.flags),
+        p.map_or(0, |p| p.file_size),
         present,
-        writer: None,
-        writer_users: 0,
-        opens: 0,
-        snapshot: 0,
-        persisted: 0,
-        dehydrating: false,
-    })
+    ))
 }

@@ -316,9 +316,12 @@ impl Table {
                 .fetches
                 .take_first(|f| f.request.stream == k && !f.sent && f.request.id >= first)
             {
-                stream.with_state(&self.held, |s| {
-                    s.writer_users = s.writer_users.saturating_sub(1);
-                });
+                // Never a writer: if these were the only users, the stream was idle (no
+                // writer) when this hold of the lock began, and a writer is installed
+                // only under the lock.
+                let writer = stream.with_state(&self.held, |s| s.leave());
+                debug_assert!(writer.is_none());
+                core::mem::forget(writer);
                 drop(node);
             }
         }
@@ -334,7 +337,7 @@ impl Table {
         priority: u8,
     ) -> Result<(), NTSTATUS> {
         let k = key(stream);
-        if stream.with_state(&self.held, |s| s.dehydrating) {
+        if stream.with_state(&self.held, |s| s.is_zeroing()) {
             // Asked for once the dehydration is done (`end_dehydration` settles again).
             return Ok(());
         }
@@ -378,7 +381,10 @@ impl Table {
                 };
                 let node =
                     Node::new(fetch, TAG_FETCH).ok_or(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES)?;
-                stream.with_state(&self.held, |s| s.writer_users += 1);
+                // Not zeroing (checked above, under this hold of the lock): the join holds.
+                if stream.with_state(&self.held, |s| s.join()).is_err() {
+                    return Err(STATUS_CLOUD_FILE_IN_USE);
+                }
                 self.fetches.push(node);
             }
             cursor = gap.end;
@@ -393,14 +399,7 @@ impl Table {
         };
         let fetch = &mut node.value;
         fetch.outcome = status;
-        let writer = fetch.stream.get().with_state(&self.held, |s| {
-            s.writer_users = s.writer_users.saturating_sub(1);
-            if s.writer_users == 0 {
-                s.writer.take()
-            } else {
-                None
-            }
-        });
+        let writer = fetch.stream.get().with_state(&self.held, |s| s.leave());
         fetch.writer = writer;
         let stream = fetch.stream.key();
         let range = fetch.request.range;
@@ -431,10 +430,10 @@ impl Table {
                 continue;
             }
             let outcome = w.stream.get().with_state(held, |s| {
-                if s.corrupt {
+                if s.is_corrupt() {
                     return Some(Outcome::Done(STATUS_CLOUD_FILE_METADATA_CORRUPT));
                 }
-                if !s.placeholder {
+                if !s.is_placeholder() {
                     return Some(Outcome::Done(STATUS_SUCCESS));
                 }
                 let need = w.required.clip(Range {
@@ -792,7 +791,7 @@ fn flush_unsent() {
 /// its writer (the file renamed, a new one made at its old name), and the provider's
 /// bytes must land in the file the stream is.
 fn open_writer(stream: &StreamContext) -> Result<(), NTSTATUS> {
-    let has = TABLE.with(|t| stream.with_state(&t.held, |s| s.writer.is_some()));
+    let has = TABLE.with(|t| stream.with_state(&t.held, |s| s.writer().is_some()));
     if has {
         return Ok(());
     }
@@ -806,16 +805,7 @@ fn open_writer(stream: &StreamContext) -> Result<(), NTSTATUS> {
         0x0002 | 0x0100 | 0x0080, // FILE_WRITE_DATA | FILE_WRITE_ATTRIBUTES | FILE_READ_ATTRIBUTES
     )?;
     file.freeze_times()?;
-    let extra = TABLE.with(|t| {
-        stream.with_state(&t.held, |s| {
-            if s.writer.is_none() && s.writer_users > 0 {
-                s.writer = Some(file);
-                None
-            } else {
-                Some(file)
-            }
-        })
-    });
+    let extra = TABLE.with(|t| stream.with_state(&t.held, |s| s.install(file)));
     drop(extra);
     Ok(())
 }
@@ -867,14 +857,14 @@ fn arm(node: PoolBox<Node<Waiter>>, provider: &ProviderRef, priority: u8) -> Arm
         w.id = t.next_id();
         let stream = w.stream.get();
         let need = stream.with_state(&t.held, |s| {
-            if s.corrupt {
+            if s.is_corrupt() {
                 return Err(STATUS_CLOUD_FILE_METADATA_CORRUPT);
             }
             let need = w.required.clip(Range {
                 start: 0,
                 end: s.file_size,
             });
-            if !s.placeholder || s.present.contains(need) {
+            if !s.is_placeholder() || s.present.contains(need) {
                 return Err(STATUS_SUCCESS);
             }
             Ok(need)
@@ -1151,10 +1141,10 @@ pub(crate) fn begin_dehydration(
         stream.with_state(&t.held, |s| {
             // A transfer still writing holds the writer even after its fetch was retired;
             // it would record its range after the zeroing.
-            if s.opens > own_opens || s.dehydrating || s.writer_users > 0 {
+            if s.opens > own_opens {
                 return Err(STATUS_CLOUD_FILE_IN_USE);
             }
-            s.dehydrating = true;
+            s.begin_zeroing().map_err(|_| STATUS_CLOUD_FILE_IN_USE)?;
             s.present.remove(range);
             Ok(())
         })
@@ -1163,7 +1153,7 @@ pub(crate) fn begin_dehydration(
 
 /// Ends a dehydration: fetches may start again, and operations that waited for it ask.
 pub(crate) fn end_dehydration(stream: &StreamContext) {
-    TABLE.with(|t| stream.with_state(&t.held, |s| s.dehydrating = false));
+    TABLE.with(|t| stream.with_state(&t.held, |s| s.end_zeroing()));
     changed(stream);
 }
 

@@ -16,10 +16,10 @@ pub(crate) fn transfer(provider: &ProviderRef, message: &TransferData<'_>) -> NT
             .iter()
             .find(|f| f.request.id == id && f.request.owner == owner)?;
         let stream = StreamHold::new(fetch.stream.get());
-        let size = stream.get().with_state(&t.held, |s| {
-            s.writer_users += 1;
-            s.file_size
-        });
+        // The fetch itself is a user, so no dehydration can be zeroing: the join holds.
+        let size = stream
+            .get()
+            .with_state(&t.held, |s| s.join().ok().map(|()| s.file_size))?;
         // Progress restarts the clocks of the provider's sent fetches, but only a transfer
         // that can be taken is progress: a provider answering with garbage for a live id
         // must not keep its other fetches from timing out.
@@ -42,14 +42,7 @@ pub(crate) fn transfer(provider: &ProviderRef, message: &TransferData<'_>) -> NT
     let mut after = After::new();
     let writer = TABLE.with(|t| {
         let k = stream.key();
-        let writer = stream.get().with_state(&t.held, |s| {
-            s.writer_users = s.writer_users.saturating_sub(1);
-            if s.writer_users == 0 {
-                s.writer.take()
-            } else {
-                None
-            }
-        });
+        let writer = stream.get().with_state(&t.held, |s| s.leave());
         match result {
             Ok(recorded) => {
                 let change = Change {
@@ -132,11 +125,12 @@ fn write_and_record(
     let writer = TABLE.with(|t| {
         stream.with_state(&t.held, |s| {
             // The writer is pinned by this transfer's use count.
-            s.writer.as_ref().map(|w| w as *const OwnedFile)
+            s.writer().map(|w| w as *const OwnedFile)
         })
     });
     let writer = writer.ok_or(STATUS_CLOUD_FILE_INVALID_REQUEST)?;
-    // SAFETY: the writer stays open while `writer_users` counts this transfer.
+    // SAFETY: the writer stays open while the stream's activity counts this transfer as a
+    // user (joined above, left after this returns).
     let writer = unsafe { &*writer };
     writer.write_noncached(offset, &buffer)?;
     if offset.saturating_add(padded) > size {

@@ -49,8 +49,8 @@ pub(crate) unsafe extern "system" fn pre_read(
             // FULL opens need the whole file before even a byte is read.
             let needed = if whole { file } else { read };
             (
-                s.placeholder,
-                s.corrupt,
+                s.is_placeholder(),
+                s.is_corrupt(),
                 !read.is_empty() && !s.present.contains(needed),
                 !s.present.contains(file),
                 s.file_size,

@@ -22,8 +22,8 @@ pub(crate) unsafe extern "system" fn pre_acquire_section(
     let (placeholder, corrupt, size, full) = hydrate::with_held(|held| {
         stream.with_state(held, |s| {
             (
-                s.placeholder,
-                s.corrupt,
+                s.is_placeholder(),
+                s.is_corrupt(),
                 s.file_size,
                 s.present.contains(Range {
                     start: 0,
