@@ -42,6 +42,7 @@ mod queue;
 mod registration;
 mod reparse;
 mod rules;
+mod seh;
 mod stream;
 mod sync;
 mod timer;
