@@ -385,6 +385,33 @@ fn covers(covered: &[Range<u64>], range: &Range<u64>) -> bool {
         .any(|r| r.start <= range.start && r.end >= range.end)
 }
 
+/// A message buffer laid out so that a transfer's data starts on a page boundary: the
+/// driver writes the data to disk non-cached straight from this memory (it locks the
+/// pages instead of copying them), which needs the data aligned for the disk's DMA, and
+/// refuses a transfer whose data is not with STATUS_DATATYPE_MISALIGNMENT.
+struct PageAlignedData {
+    bytes: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl PageAlignedData {
+    const PAGE: usize = 4096;
+
+    /// Room for a message of `len` bytes whose data follows the transfer head.
+    fn new(len: usize) -> Self {
+        let bytes = vec![0u8; len + Self::PAGE];
+        let data_at = bytes.as_ptr() as usize + msg::TRANSFER_HEAD_LEN;
+        let start = (Self::PAGE - data_at % Self::PAGE) % Self::PAGE;
+        Self { bytes, start, len }
+    }
+
+    /// The message's bytes.
+    fn message(&mut self) -> &mut [u8] {
+        &mut self.bytes[self.start..self.start + self.len]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -433,32 +460,5 @@ mod tests {
         add_range(&mut covered, 8192..12288, &required);
         assert_eq!(covered, vec![4096..16384]);
         assert!(covers(&covered, &required));
-    }
-}
-
-/// A message buffer laid out so that a transfer's data starts on a page boundary: the
-/// driver writes the data to disk non-cached straight from this memory (it locks the
-/// pages instead of copying them), which needs the data aligned for the disk's DMA, and
-/// refuses a transfer whose data is not with STATUS_DATATYPE_MISALIGNMENT.
-struct PageAlignedData {
-    bytes: Vec<u8>,
-    start: usize,
-    len: usize,
-}
-
-impl PageAlignedData {
-    const PAGE: usize = 4096;
-
-    /// Room for a message of `len` bytes whose data follows the transfer head.
-    fn new(len: usize) -> Self {
-        let bytes = vec![0u8; len + Self::PAGE];
-        let data_at = bytes.as_ptr() as usize + msg::TRANSFER_HEAD_LEN;
-        let start = (Self::PAGE - data_at % Self::PAGE) % Self::PAGE;
-        Self { bytes, start, len }
-    }
-
-    /// The message's bytes.
-    fn message(&mut self) -> &mut [u8] {
-        &mut self.bytes[self.start..self.start + self.len]
     }
 }
