@@ -388,7 +388,7 @@ fn covers(covered: &[Range<u64>], range: &Range<u64>) -> bool {
 /// A message buffer laid out so that a transfer's data starts on a page boundary: the
 /// driver writes the data to disk non-cached straight from this memory (it locks the
 /// pages instead of copying them), which needs the data aligned for the disk's DMA, and
-/// refuses a transfer whose data is not with STATUS_DATATYPE_MISALIGNMENT.
+/// refuses a transfer whose data is not with STATUS_DATATYPE_MISALIGNMENT_ERROR.
 struct PageAlignedData {
     bytes: Vec<u8>,
     start: usize,

@@ -4,7 +4,7 @@
 //! turn comes), and only then settle the waiters.
 
 use cloudflt_proto::msg::TransferHead;
-use windows_sys::Win32::Foundation::STATUS_DATATYPE_MISALIGNMENT;
+use windows_sys::Win32::Foundation::STATUS_DATATYPE_MISALIGNMENT_ERROR;
 
 use super::*;
 use crate::nt::file::NONCACHED_BUFFER_ALIGNMENT;
@@ -148,7 +148,7 @@ fn write_and_record(
     if whole > 0 && !data.aligned_to(NONCACHED_BUFFER_ALIGNMENT) {
         // Written non-cached from where it lies, the data must start where a device's
         // DMA can take it; userlib lays its messages out so that it does.
-        return Err(Unwritten::Refused(STATUS_DATATYPE_MISALIGNMENT));
+        return Err(Unwritten::Refused(STATUS_DATATYPE_MISALIGNMENT_ERROR));
     }
     let last = if partial > 0 {
         let mut unit_buffer = PoolBuf::zeroed(unit).ok_or(no_memory)?;
