@@ -322,36 +322,6 @@ fn pe_checksum(data: &[u8], nt_offset: usize) -> Option<u32> {
     u32::try_from(sum + data.len() as u64).ok()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn checksum_ignores_its_own_field_and_adds_the_length() {
-        // A fake image: nt headers at 0x40, checksum field at 0x40+88 = 0x98.
-        let mut data = vec![0u8; 0x100];
-        data[0] = 1;
-        data[2] = 2;
-        let base = pe_checksum(&data, 0x40).unwrap();
-        assert_eq!(base, 3 + 0x100);
-        data[0x98..0x9c].copy_from_slice(&0xdead_beef_u32.to_le_bytes());
-        assert_eq!(
-            pe_checksum(&data, 0x40),
-            Some(base),
-            "the stored checksum does not count"
-        );
-        data[0x10] = 0xff;
-        assert_ne!(pe_checksum(&data, 0x40), Some(base));
-    }
-
-    #[test]
-    fn checksum_folds_carries() {
-        let data = vec![0xffu8; 0x200];
-        let sum = pe_checksum(&data, 0x40).unwrap();
-        assert!(sum <= 0xffff + 0x200);
-    }
-}
-
 /// The functions whose unwind data names an exception handler and carries a C scope
 /// table as `__C_specific_handler` reads it (`rt::seh`'s guarded copy and call): each
 /// described as `start: [begin, end) -> target`, checked to have one record whose try
@@ -440,4 +410,34 @@ fn seh_guards(pe: &PeFile64<'_>, machine: u16) -> Result<Vec<String>, String> {
         }
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn checksum_ignores_its_own_field_and_adds_the_length() {
+        // A fake image: nt headers at 0x40, checksum field at 0x40+88 = 0x98.
+        let mut data = vec![0u8; 0x100];
+        data[0] = 1;
+        data[2] = 2;
+        let base = pe_checksum(&data, 0x40).unwrap();
+        assert_eq!(base, 3 + 0x100);
+        data[0x98..0x9c].copy_from_slice(&0xdead_beef_u32.to_le_bytes());
+        assert_eq!(
+            pe_checksum(&data, 0x40),
+            Some(base),
+            "the stored checksum does not count"
+        );
+        data[0x10] = 0xff;
+        assert_ne!(pe_checksum(&data, 0x40), Some(base));
+    }
+
+    #[test]
+    fn checksum_folds_carries() {
+        let data = vec![0xffu8; 0x200];
+        let sum = pe_checksum(&data, 0x40).unwrap();
+        assert!(sum <= 0xffff + 0x200);
+    }
 }
