@@ -15,7 +15,10 @@
 )]
 
 use crate::connect::{ConnectionContext, PortContext};
-use crate::msg::{Header, KernelMessage, ManagementMessage, ProviderMessage, Reply};
+use crate::msg::{
+    Header, KernelMessage, ManagementMessage, ProviderMessage, Reply, TRANSFER_HEAD_LEN,
+    TransferData, TransferHead,
+};
 use crate::placeholder::{self, Placeholder};
 use crate::rules::{RuleList, RuleListEncoder};
 
@@ -79,6 +82,20 @@ pub fn fuzz_message(data: &[u8]) {
     let kernel = KernelMessage::decode(data);
     let provider = ProviderMessage::decode(data);
     let management = ManagementMessage::decode(data);
+    // The head-only decoder agrees with the whole one on every transfer.
+    let head = TransferHead::decode(&data[..data.len().min(TRANSFER_HEAD_LEN)], data.len());
+    match TransferData::decode(data) {
+        Ok(t) => assert_eq!(
+            head,
+            Ok(TransferHead {
+                request_id: t.request_id,
+                offset: t.offset,
+                flags: t.flags,
+                data_len: t.data.len(),
+            })
+        ),
+        Err(e) => assert_eq!(head.err(), Some(e), "the head decoder refuses alike"),
+    }
     match header {
         Err(e) => {
             assert_eq!(kernel.err(), Some(e), "header errors come first");

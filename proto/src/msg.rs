@@ -192,6 +192,12 @@ impl Header {
     /// Decodes and checks the header at the start of `bytes`: a known kind, this protocol
     /// version, and a length that covers the header and lies within `bytes`.
     pub fn decode(bytes: &[u8]) -> Result<Self, DecodeError> {
+        Self::decode_within(bytes, bytes.len())
+    }
+
+    /// [`Self::decode`] for a header at the start of `bytes` whose message lies in a
+    /// buffer of `available` bytes, of which `bytes` may hold only the first few.
+    fn decode_within(bytes: &[u8], available: usize) -> Result<Self, DecodeError> {
         let mut r = Reader::new(bytes);
         let kind = r.u16()?;
         let version = r.u16()?;
@@ -208,7 +214,7 @@ impl Header {
         if len > MAX_MESSAGE_LEN {
             return Err(DecodeError::TooLarge(Field::Message));
         }
-        if len > bytes.len() {
+        if len > available {
             return Err(DecodeError::Truncated);
         }
         Ok(Self {
@@ -578,6 +584,66 @@ impl<'a> TransferData<'a> {
     }
 }
 message!(TransferData<'a>, Kind::TransferData);
+
+/// Bytes of a [`TransferData`] before its data: the header and the fixed part. The data
+/// starts at this offset of the message.
+pub const TRANSFER_HEAD_LEN: usize = HEADER_SIZE + TRANSFER_FIXED;
+
+/// A [`TransferData`] decoded from its first [`TRANSFER_HEAD_LEN`] bytes alone: every
+/// field but the data, and the data's length.
+///
+/// For a reader that takes the data from where it lies rather than from a copy (the
+/// driver locks the provider's pages and writes them to disk straight from there): it
+/// accepts exactly the messages [`TransferData::decode`] accepts, given the head and the
+/// length of the buffer the whole message is in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TransferHead {
+    /// The fetch this data answers.
+    pub request_id: u64,
+    /// Where in the file the data goes.
+    pub offset: u64,
+    /// Flags.
+    pub flags: TransferFlags,
+    /// How many bytes of data follow the head, at most [`MAX_TRANSFER_LEN`].
+    pub data_len: usize,
+}
+
+impl TransferHead {
+    /// Decodes the head at the start of `head` (which needs only [`TRANSFER_HEAD_LEN`]
+    /// bytes) of a message in a buffer of `available` bytes.
+    pub fn decode(head: &[u8], available: usize) -> Result<Self, DecodeError> {
+        let prefix = head
+            .get(..TRANSFER_HEAD_LEN.min(head.len()))
+            .unwrap_or(head);
+        let header = Header::decode_within(prefix, available)?;
+        if header.kind != Kind::TransferData {
+            return Err(DecodeError::UnexpectedKind(header.kind.to_u16()));
+        }
+        let length = usize::try_from(header.length).map_err(|_| DecodeError::Truncated)?;
+        let fixed = prefix.get(HEADER_SIZE..).ok_or(DecodeError::Truncated)?;
+        // The fixed part must lie within the declared length, as the full decoder's
+        // reader over the body would find.
+        let body_len = length.saturating_sub(HEADER_SIZE);
+        let mut r = Reader::new(fixed.get(..body_len.min(fixed.len())).unwrap_or(fixed));
+        let offset = r.u64()?;
+        let bits = r.u32()?;
+        r.reserved(4)?;
+        let flags = TransferFlags::from_bits(bits).ok_or(DecodeError::BadFlags(bits))?;
+        let data_len = length.saturating_sub(TRANSFER_HEAD_LEN);
+        if data_len > MAX_TRANSFER_LEN {
+            return Err(DecodeError::TooLarge(Field::Data));
+        }
+        if !transfer_range_valid(offset, data_len) {
+            return Err(DecodeError::BadRange);
+        }
+        Ok(Self {
+            request_id: header.request_id,
+            offset,
+            flags,
+            data_len,
+        })
+    }
+}
 
 /// The data's end must not overflow a file offset.
 fn transfer_range_valid(offset: u64, len: usize) -> bool {
@@ -1652,6 +1718,51 @@ mod tests {
         assert_eq!(
             CancelFetch::decode(&good),
             Err(DecodeError::UnexpectedKind(Kind::FetchData.to_u16()))
+        );
+    }
+
+    #[test]
+    fn a_transfer_head_decodes_without_its_data() {
+        let data = std::vec![7u8; 8192];
+        let m = TransferData {
+            request_id: 9,
+            offset: 4096,
+            flags: TransferFlags::LAST,
+            data: &data,
+        };
+        let n = m.encoded_len();
+        let mut out = std::vec![0u8; n + 100];
+        assert_eq!(m.encode(&mut out), Ok(n));
+        let head = TransferHead {
+            request_id: 9,
+            offset: 4096,
+            flags: TransferFlags::LAST,
+            data_len: 8192,
+        };
+        // The head alone, in the message's own buffer or a longer one.
+        assert_eq!(TransferHead::decode(&out[..TRANSFER_HEAD_LEN], n), Ok(head));
+        assert_eq!(
+            TransferHead::decode(&out[..TRANSFER_HEAD_LEN], n + 100),
+            Ok(head)
+        );
+        // A buffer shorter than the declared length, another kind, a short head.
+        assert_eq!(
+            TransferHead::decode(&out[..TRANSFER_HEAD_LEN], n - 1),
+            Err(DecodeError::Truncated)
+        );
+        assert_eq!(
+            TransferHead::decode(&out[..20], n),
+            Err(DecodeError::Truncated)
+        );
+        let failed = FetchFailed {
+            request_id: 1,
+            status: -1,
+        };
+        let k = failed.encoded_len();
+        assert_eq!(failed.encode(&mut out), Ok(k));
+        assert_eq!(
+            TransferHead::decode(&out[..k], k),
+            Err(DecodeError::UnexpectedKind(Kind::FetchFailed.to_u16()))
         );
     }
 

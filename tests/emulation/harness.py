@@ -1212,9 +1212,11 @@ def run_checks(h):
         problems = []
         if ret != want:
             problems.append('it returned %s' % status_name(ret))
+        # The input is read by the image's own exception-guarded copy (cloudflt_seh_copy,
+        # emulated as code, no import): no kernel copy routine may be asked for it.
         copies = [c for c in calls if c['api'] == 'MmCopyMemory']
-        if len(copies) != 1 or copies[0]['args'][1] != inp or copies[0]['args'][2] != len(msg):
-            problems.append('input not copied once with MmCopyMemory(input, %d)' % len(msg))
+        if copies:
+            problems.append('input copied with MmCopyMemory, not the guarded copy')
         secures = [c for c in calls if c['api'] == 'MmSecureVirtualMemory']
         unsecures = [c for c in calls if c['api'] == 'MmUnsecureVirtualMemory']
         returned = h.u32(pret)
@@ -1254,7 +1256,7 @@ def run_checks(h):
             if returned != 0:
                 problems.append('ReturnOutputBufferLength %d, not 0' % returned)
         if want == STATUS_SUCCESS:
-            ok_text = what + ': input copied with MmCopyMemory, output secured (PAGE_READWRITE), ' \
+            ok_text = what + ': input read by the guarded copy, output secured (PAGE_READWRITE), ' \
                 'reply written, then unsecured'
         elif refuse:
             ok_text = what + ' without writing the output or unsecuring anything'

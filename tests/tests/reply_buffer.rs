@@ -4,8 +4,10 @@
 //!
 //! On Windows an unguarded kernel-mode store into such a buffer is a bug check; the
 //! driver must secure the buffer before it writes, refuse one it cannot secure with
-//! STATUS_INVALID_USER_BUFFER, carry out nothing for a request it cannot answer, and go
-//! on serving. The model reports any write into user memory that was not writable.
+//! STATUS_INVALID_USER_BUFFER, carry out nothing for a request it cannot answer, write
+//! the reply only under the exception guard (a secured page can still fail to page in),
+//! and go on serving. The model reports any write into user memory that was not
+//! writable. (The request's input going bad: `transfer_buffer.rs`.)
 
 use std::ffi::c_void;
 use std::sync::mpsc;
@@ -24,7 +26,7 @@ use cloudflt_tests::model::process;
 use cloudflt_tests::model::vm::{MidCall, PAGE_SIZE, VirtualAlloc, VirtualFree, VirtualProtect};
 use cloudflt_tests::model::{ClientId, Machine, VolumeConfig};
 use windows_sys::Win32::Foundation::{
-    ERROR_INSUFFICIENT_BUFFER, ERROR_INVALID_PARAMETER, ERROR_INVALID_USER_BUFFER,
+    ERROR_INSUFFICIENT_BUFFER, ERROR_INVALID_PARAMETER, ERROR_INVALID_USER_BUFFER, ERROR_SWAPERROR,
     STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS,
 };
 use windows_sys::Win32::System::Memory::{
@@ -354,6 +356,63 @@ fn a_reply_buffer_too_small_for_any_reply_is_refused_before_the_work() {
         (hresult_from_win32(ERROR_INSUFFICIENT_BUFFER), 0)
     );
     assert!(rules(admin).is_empty());
+    machine.disconnect(client);
+    assert_eq!(machine.unload_driver(), STATUS_SUCCESS);
+    machine.assert_clean();
+}
+
+#[test]
+fn a_secured_reply_page_that_cannot_be_paged_in_is_caught_by_the_guard_and_the_driver_serves_on() {
+    // The gap securing leaves: the range stays committed and writable, but a page of it
+    // cannot be read back from the paging file. The store into it raises an in-page error
+    // that only the exception guard catches.
+    let mut machine = boot();
+    let admin = machine.spawn_process(ADMIN_IMAGE, 0, true);
+    let client = machine
+        .connect(PORT_NAME, &management_context(), admin)
+        .unwrap();
+    let out = process::run_as(admin, page);
+    machine.fail_page_in(admin, out);
+    assert_eq!(
+        send(admin, client, &set_rule(5, "inpage.exe"), out, PAGE_SIZE),
+        (hresult_from_win32(ERROR_SWAPERROR), 0),
+        "the provider learns of the in-page error (STATUS_IN_PAGE_ERROR)"
+    );
+    // Securing came first and held, so the request was carried out; only its answer
+    // was lost, and the provider sees the rule when it asks.
+    assert_eq!(rules(admin), ["inpage.exe"]);
+    assert_eq!(machine.secured_ranges(admin), 0, "unsecured all the same");
+    machine.assert_clean();
+
+    // The driver goes on serving, into a good buffer.
+    let good = process::run_as(admin, page);
+    let (hr, returned) = send(admin, client, &set_rule(6, "next.exe"), good, PAGE_SIZE);
+    assert_eq!(hr, 0);
+    assert_eq!(reply_at(good, returned), (STATUS_SUCCESS, 6));
+    machine.disconnect(client);
+    assert_eq!(machine.unload_driver(), STATUS_SUCCESS);
+    machine.assert_clean();
+}
+
+#[test]
+fn a_reply_buffer_freed_right_before_the_guarded_write_cannot_be_and_the_reply_arrives() {
+    // The last moment a provider's other thread can try: the driver is about to copy
+    // the reply. The range is secured, so the free fails and the reply is delivered.
+    let mut machine = boot();
+    let admin = machine.spawn_process(ADMIN_IMAGE, 0, true);
+    let client = machine
+        .connect(PORT_NAME, &management_context(), admin)
+        .unwrap();
+    let out = process::run_as(admin, page);
+    let (tx, rx) = mpsc::channel();
+    machine.mid_call(admin, MidCall::BeforeUserWrite, move || {
+        tx.send(Spoil::ALL.map(|spoil| spoil.apply(out))).unwrap();
+    });
+    let (hr, returned) = send(admin, client, &set_rule(9, "late.exe"), out, PAGE_SIZE);
+    assert_eq!(hr, 0);
+    assert_eq!(reply_at(out, returned), (STATUS_SUCCESS, 9));
+    assert_eq!(rx.recv().unwrap(), [false; 4], "every spoiling call failed");
+    assert_eq!(rules(admin), ["late.exe"]);
     machine.disconnect(client);
     assert_eq!(machine.unload_driver(), STATUS_SUCCESS);
     machine.assert_clean();

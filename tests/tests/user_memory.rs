@@ -1,13 +1,14 @@
 //! The model's user-mode memory: VirtualAlloc / VirtualFree / VirtualProtect as a
 //! provider's threads call them, MmSecureVirtualMemory and MmUnsecureVirtualMemory as a
-//! driver does, MmCopyMemory on a source that went away, and the verifier checks around
-//! them made to fire by a tiny probe driver in this file whose MessageNotify writes its
-//! reply in one of several (mostly wrong) ways.
+//! driver does, MmCopyMemory on a source that went away, the exception guard
+//! (`cloudflt_seh_copy`, `cloudflt_seh_call3`) and the MDLs MmProbeAndLockPages locks,
+//! and the verifier checks around them made to fire by a tiny probe driver in this file
+//! whose MessageNotify writes its reply in one of several (mostly wrong) ways.
 //!
 //! Nothing here depends on the cloudflt driver: `reply_buffer.rs` runs the real one.
 
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicIsize, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicIsize, AtomicU8, AtomicUsize, Ordering};
 use std::sync::mpsc;
 
 use cloudflt_tests::model::fltlib::{FilterSendMessage, GetLastError, hresult_from_win32};
@@ -19,6 +20,10 @@ use cloudflt_tests::model::port::{
     FltCreateCommunicationPort, FltFreeSecurityDescriptor, MmCopyMemory,
 };
 use cloudflt_tests::model::process;
+use cloudflt_tests::model::seh::{
+    IoAllocateMdl, IoFreeMdl, MmProbeAndLockPages, MmUnlockPages, cloudflt_seh_call3,
+    cloudflt_seh_copy,
+};
 use cloudflt_tests::model::vm::{
     MidCall, MmSecureVirtualMemory, MmUnsecureVirtualMemory, PAGE_SIZE, VirtualAlloc, VirtualFree,
     VirtualProtect,
@@ -31,7 +36,8 @@ use windows_sys::Wdk::System::SystemServices::{
 };
 use windows_sys::Win32::Foundation::{
     ERROR_INVALID_ADDRESS, ERROR_INVALID_PARAMETER, ERROR_INVALID_USER_BUFFER, HANDLE, NTSTATUS,
-    STATUS_ACCESS_VIOLATION, STATUS_INVALID_USER_BUFFER, STATUS_SUCCESS, UNICODE_STRING,
+    STATUS_ACCESS_VIOLATION, STATUS_IN_PAGE_ERROR, STATUS_INVALID_USER_BUFFER, STATUS_SUCCESS,
+    UNICODE_STRING,
 };
 use windows_sys::Win32::System::Memory::{
     MEM_COMMIT, MEM_DECOMMIT, MEM_RELEASE, MEM_RESERVE, PAGE_NOACCESS, PAGE_READONLY,
@@ -45,6 +51,8 @@ static FILTER: AtomicIsize = AtomicIsize::new(0);
 static SERVER: AtomicIsize = AtomicIsize::new(0);
 static CLIENT: AtomicIsize = AtomicIsize::new(0);
 static MODE: AtomicU8 = AtomicU8::new(0);
+/// The MDL the probe left locked (Mode::LeavesLocked).
+static LEFT_MDL: AtomicUsize = AtomicUsize::new(0);
 
 /// How the probe's MessageNotify writes "pong" into the output buffer, after copying its
 /// input with MmCopyMemory.
@@ -60,6 +68,9 @@ enum Mode {
     LeavesSecured,
     /// Secured, written, unsecured twice.
     UnsecuresTwice,
+    /// Locks the output's pages in an MDL under the guard, answers, and leaves them
+    /// locked (and the MDL allocated).
+    LeavesLocked,
 }
 
 unsafe extern "system" fn unload(_flags: u32) -> NTSTATUS {
@@ -122,6 +133,22 @@ unsafe extern "system" fn message_notify(
         unsafe { returned.write(4) };
     };
     let mode = MODE.load(Ordering::SeqCst);
+    if mode == Mode::LeavesLocked as u8 {
+        let mdl = IoAllocateMdl(output, output_len, false, false, std::ptr::null_mut());
+        // SAFETY: a fresh MDL of the caller's output buffer, in its process.
+        let status = unsafe {
+            cloudflt_seh_call3(
+                MmProbeAndLockPages as *const c_void,
+                mdl as usize,
+                1,
+                1, // IoWriteAccess
+            )
+        };
+        assert_eq!(status, STATUS_SUCCESS);
+        LEFT_MDL.store(mdl as usize, Ordering::SeqCst);
+        write();
+        return STATUS_SUCCESS;
+    }
     if mode == Mode::Unguarded as u8 {
         write();
         return STATUS_SUCCESS;
@@ -600,5 +627,167 @@ fn a_range_left_secured_or_unsecured_twice_is_reported() {
     machine.disconnect(client);
     assert_eq!(machine.unload_driver(), STATUS_SUCCESS);
     machine.kill_process(pid);
+    machine.assert_clean();
+}
+
+/// The guard's way into MmProbeAndLockPages: `cloudflt_seh_call3` with its arguments.
+fn guarded_lock(mdl: *mut windows_sys::Wdk::Foundation::MDL, operation: i32) -> NTSTATUS {
+    // SAFETY: an MDL from IoAllocateMdl; the guard catches what the probe raises.
+    unsafe {
+        cloudflt_seh_call3(
+            MmProbeAndLockPages as *const c_void,
+            mdl as usize,
+            1, // UserMode
+            operation as usize,
+        )
+    }
+}
+
+#[test]
+fn the_guarded_copy_stops_at_the_first_page_it_cannot_touch_and_returns_the_exception() {
+    let mut machine = Machine::boot(&[VolumeConfig::ntfs(1)]);
+    let pid = machine.spawn_process("\\Device\\HarddiskVolume1\\provider.exe", 0, true);
+    process::run_as(pid, || {
+        let p = alloc(3);
+        // SAFETY: the first page is committed read-write memory of this process.
+        unsafe { std::ptr::write_bytes(p as *mut u8, 0xAB, PAGE_SIZE) };
+        assert_eq!(decommit(p + PAGE_SIZE, PAGE_SIZE), Ok(()));
+        let mut target = [0u8; 200];
+        // SAFETY: our own target of 200 bytes; the source is the model's user memory.
+        let status = unsafe {
+            cloudflt_seh_copy(target.as_mut_ptr(), (p + PAGE_SIZE - 96) as *const u8, 200)
+        };
+        assert_eq!(status, STATUS_ACCESS_VIOLATION, "the decommitted page");
+        assert_eq!(&target[..96], &[0xAB; 96], "the readable bytes before it");
+        assert_eq!(&target[96..], &[0u8; 104], "nothing after it");
+
+        // A store into a read-only page is refused the same way, and nothing lands.
+        assert_eq!(protect(p, PAGE_SIZE, PAGE_READONLY), Ok(PAGE_READWRITE));
+        let reply = [0x5Au8; 64];
+        // SAFETY: our own source; the destination is the model's user memory.
+        let status = unsafe { cloudflt_seh_copy(p as *mut u8, reply.as_ptr(), 64) };
+        assert_eq!(status, STATUS_ACCESS_VIOLATION);
+
+        // A page the pager cannot bring in raises an in-page error instead.
+        let last = p + 2 * PAGE_SIZE;
+        machine.fail_page_in(pid, last);
+        // SAFETY: as above.
+        let status = unsafe { cloudflt_seh_copy(target.as_mut_ptr(), last as *const u8, 200) };
+        assert_eq!(status, STATUS_IN_PAGE_ERROR);
+        // SAFETY: as above, from memory that is fine.
+        let status = unsafe { cloudflt_seh_copy(target.as_mut_ptr(), p as *const u8, 200) };
+        assert_eq!(
+            (status, target[199]),
+            (STATUS_SUCCESS, 0xAB),
+            "read-only reads"
+        );
+    });
+    // No write reached a page that was not writable: nothing to report.
+    machine.assert_clean();
+}
+
+#[test]
+fn mm_probe_and_lock_pages_raises_on_a_bad_range_a_bug_check_without_the_guard() {
+    let mut machine = Machine::boot(&[VolumeConfig::ntfs(1)]);
+    let pid = machine.spawn_process("\\Device\\HarddiskVolume1\\provider.exe", 0, true);
+    process::run_as(pid, || {
+        let p = alloc(1);
+        assert_eq!(free(p), Ok(()));
+        let mdl = IoAllocateMdl(p as *const c_void, 100, false, false, std::ptr::null_mut());
+        assert!(!mdl.is_null());
+        // No guard on the stack: Windows stops with KMODE_EXCEPTION_NOT_HANDLED.
+        // SAFETY: an MDL from IoAllocateMdl.
+        unsafe { MmProbeAndLockPages(mdl, 1, 0) };
+        // The guard catches the same raise, and nothing is locked.
+        assert_eq!(guarded_lock(mdl, 0), STATUS_ACCESS_VIOLATION);
+        // SAFETY: ours, not locked.
+        unsafe { IoFreeMdl(mdl) };
+    });
+    let found = machine.take_violations();
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(
+        fired(&found, "MmProbeAndLockPages", "KMODE_EXCEPTION_NOT_HANDLED"),
+        "{found:?}"
+    );
+    machine.assert_clean();
+}
+
+#[test]
+fn locked_pages_keep_their_bytes_whatever_the_process_does_and_unlock_cleanly() {
+    let mut machine = Machine::boot(&[VolumeConfig::ntfs(1)]);
+    let pid = machine.spawn_process("\\Device\\HarddiskVolume1\\provider.exe", 0, true);
+    process::run_as(pid, || {
+        let p = alloc(2);
+        // A kernel address probed for user mode is refused like a bad one.
+        let kernel = ExAllocatePool2(0x40, 64, u32::from_le_bytes(*b"Test"));
+        let mdl = IoAllocateMdl(kernel, 64, false, false, std::ptr::null_mut());
+        assert_eq!(guarded_lock(mdl, 0), STATUS_ACCESS_VIOLATION);
+        // SAFETY: ours, not locked; the pool block is ours.
+        unsafe { IoFreeMdl(mdl) };
+        ExFreePoolWithTag(kernel, u32::from_le_bytes(*b"Test"));
+        // A read-only page locks for reading, not for writing.
+        assert_eq!(protect(p, PAGE_SIZE, PAGE_READONLY), Ok(PAGE_READWRITE));
+        let mdl = IoAllocateMdl(
+            p as *const c_void,
+            2 * PAGE_SIZE as u32,
+            false,
+            false,
+            std::ptr::null_mut(),
+        );
+        assert_eq!(
+            guarded_lock(mdl, 1),
+            STATUS_ACCESS_VIOLATION,
+            "IoWriteAccess"
+        );
+        assert_eq!(guarded_lock(mdl, 0), STATUS_SUCCESS, "IoReadAccess");
+        // Locked: the process may free the range (only its mapping goes).
+        assert_eq!(free(p), Ok(()));
+        // SAFETY: locked above, unlocked and freed once.
+        unsafe { MmUnlockPages(mdl) };
+        // SAFETY: as above.
+        unsafe { IoFreeMdl(mdl) };
+    });
+    assert_eq!(machine.live_mdls(), 0);
+    machine.assert_clean();
+}
+
+#[test]
+fn mdl_misuse_is_caught() {
+    let (mut machine, pid, client) = boot(Mode::LeavesLocked);
+    let out = process::run_as(pid, || alloc(1));
+    assert_eq!(send(pid, client, out, 64), (0, 4));
+    let found = machine.take_violations();
+    assert!(
+        fired(&found, "MessageNotify", "PROCESS_HAS_LOCKED_PAGES"),
+        "{found:?}"
+    );
+    // Freed with its pages still locked.
+    let mdl = LEFT_MDL.load(Ordering::SeqCst) as *mut windows_sys::Wdk::Foundation::MDL;
+    // SAFETY: the probe's MDL.
+    unsafe { IoFreeMdl(mdl) };
+    let found = machine.take_violations();
+    assert!(fired(&found, "IoFreeMdl", "still locked"), "{found:?}");
+    // Unlocking what is not locked, freeing twice.
+    process::run_as(pid, || {
+        let mdl = IoAllocateMdl(out as *const c_void, 64, false, false, std::ptr::null_mut());
+        // SAFETY: an MDL from IoAllocateMdl (the misuse is the point).
+        unsafe { MmUnlockPages(mdl) };
+        // SAFETY: as above.
+        unsafe { IoFreeMdl(mdl) };
+        // SAFETY: as above.
+        unsafe { IoFreeMdl(mdl) };
+        // And one never freed, found at unload.
+        IoAllocateMdl(out as *const c_void, 64, false, false, std::ptr::null_mut());
+    });
+    let found = machine.take_violations();
+    assert!(fired(&found, "MmUnlockPages", "not locked"), "{found:?}");
+    assert!(fired(&found, "IoFreeMdl", "already freed"), "{found:?}");
+    machine.disconnect(client);
+    assert_eq!(machine.unload_driver(), STATUS_SUCCESS);
+    let found = machine.take_violations();
+    assert!(
+        fired(&found, "DriverUnload", "MDL(s) never freed"),
+        "{found:?}"
+    );
     machine.assert_clean();
 }

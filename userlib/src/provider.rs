@@ -286,9 +286,9 @@ impl Transfer {
                 },
                 data: piece,
             };
-            let mut bytes = vec![0u8; message.encoded_len()];
-            message.encode(&mut bytes)?;
-            self.shared.request(&bytes, 0)?;
+            let mut buffer = PageAlignedData::new(message.encoded_len());
+            message.encode(buffer.message())?;
+            self.shared.request(buffer.message(), 0)?;
             let piece_end = at + piece.len() as u64;
             add_range(&mut self.covered, at..piece_end, &self.required);
             at = piece_end;
@@ -383,6 +383,33 @@ fn covers(covered: &[Range<u64>], range: &Range<u64>) -> bool {
     covered
         .iter()
         .any(|r| r.start <= range.start && r.end >= range.end)
+}
+
+/// A message buffer laid out so that a transfer's data starts on a page boundary: the
+/// driver writes the data to disk non-cached straight from this memory (it locks the
+/// pages instead of copying them), which needs the data aligned for the disk's DMA, and
+/// refuses a transfer whose data is not with STATUS_DATATYPE_MISALIGNMENT_ERROR.
+struct PageAlignedData {
+    bytes: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl PageAlignedData {
+    const PAGE: usize = 4096;
+
+    /// Room for a message of `len` bytes whose data follows the transfer head.
+    fn new(len: usize) -> Self {
+        let bytes = vec![0u8; len + Self::PAGE];
+        let data_at = bytes.as_ptr() as usize + msg::TRANSFER_HEAD_LEN;
+        let start = (Self::PAGE - data_at % Self::PAGE) % Self::PAGE;
+        Self { bytes, start, len }
+    }
+
+    /// The message's bytes.
+    fn message(&mut self) -> &mut [u8] {
+        &mut self.bytes[self.start..self.start + self.len]
+    }
 }
 
 #[cfg(test)]

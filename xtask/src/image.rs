@@ -208,6 +208,20 @@ pub(crate) fn check(path: &Path, cert: &TestCertificate) -> Result<Report> {
         },
     );
 
+    let guards = seh_guards(&pe, machine);
+    push(
+        "SEH guards",
+        guards.as_ref().is_ok_and(|g| g.len() >= 2),
+        match &guards {
+            Ok(g) => format!(
+                "{} function(s) with a C scope table {{begin, end, 1, target}} inside them: {}",
+                g.len(),
+                g.join(", ")
+            ),
+            Err(why) => why.clone(),
+        },
+    );
+
     let security = directory_size(IMAGE_DIRECTORY_ENTRY_SECURITY);
     let signature = if security == 0 {
         Err("no certificate table: the image is unsigned".to_string())
@@ -306,6 +320,96 @@ fn pe_checksum(data: &[u8], nt_offset: usize) -> Option<u32> {
     }
     sum = (sum & 0xffff) + (sum >> 16);
     u32::try_from(sum + data.len() as u64).ok()
+}
+
+/// The functions whose unwind data names an exception handler and carries a C scope
+/// table as `__C_specific_handler` reads it (`rt::seh`'s guarded copy and call): each
+/// described as `start: [begin, end) -> target`, checked to have one record whose try
+/// range and jump target lie inside the function and whose filter is 1
+/// (EXCEPTION_EXECUTE_HANDLER). Read from `.pdata` / `.xdata`, x64 and arm64 layouts.
+fn seh_guards(pe: &PeFile64<'_>, machine: u16) -> Result<Vec<String>, String> {
+    let read = |rva: u32, len: usize| -> Option<&[u8]> {
+        pe.sections().find_map(|s| {
+            let (start, size) = s
+                .address()
+                .checked_sub(pe.relative_address_base())?
+                .try_into()
+                .ok()
+                .zip(Some(s.size()))?;
+            let start: u32 = start;
+            let off = rva.checked_sub(start)? as u64;
+            if off + len as u64 > size {
+                return None;
+            }
+            s.data().ok()?.get(off as usize..off as usize + len)
+        })
+    };
+    let u32_at = |rva: u32| read(rva, 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let pdata = pe
+        .sections()
+        .find(|s| s.name() == Ok(".pdata"))
+        .ok_or("no .pdata section")?;
+    let data = pdata.data().map_err(|e| e.to_string())?;
+    let x64 = machine == IMAGE_FILE_MACHINE_AMD64;
+    let entry = if x64 { 12 } else { 8 };
+    let mut found = Vec::new();
+    for e in data.chunks_exact(entry) {
+        let word = |i: usize| u32::from_le_bytes([e[i], e[i + 1], e[i + 2], e[i + 3]]);
+        let start = word(0);
+        // The handler data (scope table) and the function's end, per architecture.
+        let (end, table) = if x64 {
+            let (end, info) = (word(4), word(8));
+            let Some(head) = read(info, 4) else { continue };
+            // UNW_FLAG_EHANDLER; codes are two bytes each, padded to an even count.
+            if head[0] >> 3 & 1 == 0 {
+                continue;
+            }
+            let codes = (u32::from(head[2]) + 1) & !1;
+            (end, info + 4 + codes * 2 + 4)
+        } else {
+            let info = word(4);
+            if info & 3 != 0 {
+                continue; // packed unwind data: no handler
+            }
+            let Some(h) = u32_at(info) else { continue };
+            if h >> 20 & 1 == 0 {
+                continue; // no exception data
+            }
+            let length = (h & 0x3_ffff) * 4;
+            let (mut epilogues, mut words) = (h >> 22 & 0x1f, h >> 27 & 0x1f);
+            let mut at = info + 4;
+            if epilogues == 0 && words == 0 {
+                let Some(x) = u32_at(at) else { continue };
+                epilogues = x & 0xffff;
+                words = x >> 16 & 0xff;
+                at += 4;
+            }
+            if h >> 21 & 1 == 0 {
+                at += 4 * epilogues;
+            }
+            (start + length, at + 4 * words + 4)
+        };
+        let Some(count) = u32_at(table) else { continue };
+        let record: Vec<u32> = (0..4).filter_map(|i| u32_at(table + 4 + 4 * i)).collect();
+        if let [begin, stop, filter, target] = record[..] {
+            let inside = |rva: u32| (start..end).contains(&rva);
+            if count != 1
+                || filter != 1
+                || !inside(begin)
+                || !inside(target)
+                || begin >= stop
+                || stop > end
+            {
+                return Err(format!(
+                    "function at {start:#x}: scope table {count} x {record:x?} does not guard a range inside it"
+                ));
+            }
+            found.push(format!(
+                "{start:#x}: [{begin:#x}, {stop:#x}) -> {target:#x}"
+            ));
+        }
+    }
+    Ok(found)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLTFL_IO_OPERATION_DO_NOT_UPDATE_BYTE_OFFSET, FLTFL_IO_OPERATION_NON_CACHED, FltClose,
     FltCreateFileEx2, FltFsControlFile, FltGetVolumeFromInstance, FltGetVolumeName,
     FltObjectDereference, FltQueryInformationFile, FltReadFile, FltSetInformationFile, FltTagFile,
-    FltUntagFile, FltWriteFile, PFLT_FILTER, PFLT_INSTANCE, PFLT_VOLUME,
+    FltUntagFile, FltWriteFile, FltWriteFileEx, PFLT_FILTER, PFLT_INSTANCE, PFLT_VOLUME,
 };
 use windows_sys::Wdk::Storage::FileSystem::{
     FILE_BASIC_INFORMATION, FILE_DIRECTORY_FILE, FILE_NON_DIRECTORY_FILE, FILE_OPEN_BY_FILE_ID,
@@ -47,6 +47,11 @@ pub(crate) fn copy(dst: &mut [u8], src: &[u8]) {
         *d = *s;
     }
 }
+
+/// The alignment a non-cached I/O buffer needs here: 512 bytes, FILE_512_BYTE_ALIGNMENT,
+/// the strictest `AlignmentRequirement` wdm.h defines for a device, so a buffer aligned to
+/// it suits every disk under NTFS. (Pool buffers of a page or more are page aligned.)
+pub(crate) const NONCACHED_BUFFER_ALIGNMENT: usize = 512;
 
 /// Pool tag of the driver's I/O buffers.
 const TAG_BUFFER: u32 = tag(b"CFbf");
@@ -623,6 +628,45 @@ impl Fo {
                 &mut written,
                 None,
                 core::ptr::null(),
+            )
+        };
+        if !nt_success(status) {
+            return Err(status);
+        }
+        if written != length {
+            return Err(windows_sys::Win32::Foundation::STATUS_DISK_FULL);
+        }
+        Ok(())
+    }
+
+    /// Writes the first `length` bytes `pages` describes (a multiple of the sector size,
+    /// starting [`NONCACHED_BUFFER_ALIGNMENT`]-aligned) at `offset`, non-cached, straight
+    /// from those pages to disk: FltWriteFileEx with the MDL and no buffer.
+    pub(crate) fn write_noncached_pages(
+        &self,
+        offset: u64,
+        length: usize,
+        pages: &super::user::LockedUserPages,
+    ) -> Result<(), NTSTATUS> {
+        let at = i64::try_from(offset).map_err(|_| STATUS_INVALID_PARAMETER)?;
+        let length = u32::try_from(length).map_err(|_| STATUS_INVALID_PARAMETER)?;
+        let mut written = 0u32;
+        // SAFETY: the MDL's pages stay locked while `pages` lives, which outlasts this
+        // synchronous call; `length` is within it (the caller's contract, which FltMgr and
+        // the file system check against the MDL too); PASSIVE_LEVEL.
+        let status = unsafe {
+            FltWriteFileEx(
+                self.instance,
+                self.file_object(),
+                &at,
+                length,
+                core::ptr::null(),
+                FLTFL_IO_OPERATION_NON_CACHED | FLTFL_IO_OPERATION_DO_NOT_UPDATE_BYTE_OFFSET,
+                &mut written,
+                None,
+                core::ptr::null(),
+                core::ptr::null(),
+                pages.mdl(),
             )
         };
         if !nt_success(status) {

@@ -12,7 +12,8 @@
 //!   waiters, pended reads, transfers and the record; `disguise`: who sees what;
 //! - `providers`, `rules`, `reparse`, `names`, `file`, `queue`, `list`, `timer`,
 //!   `context`, `driver` (the driver state), `pool`, `sync`, `ntos`, `status`, `layout`,
-//!   `user` (the one way into a user-mode buffer: a secured write).
+//!   `user` (every touch of a provider's buffer: guarded copies, pages locked in an MDL,
+//!   the secured reply), `seh` (the exception guard those go through).
 //!
 //! [`status`] is the one table from engine and proto errors to NTSTATUS. [`layout`]
 //! defines the parameter block FltMgr passes every callback (windows-sys lays it out
@@ -42,6 +43,7 @@ mod queue;
 mod registration;
 mod reparse;
 mod rules;
+mod seh;
 mod stream;
 mod sync;
 mod timer;

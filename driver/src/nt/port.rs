@@ -36,9 +36,8 @@ use windows_sys::Win32::Foundation::{
 };
 use windows_sys::Win32::Security::PSECURITY_DESCRIPTOR;
 
-use windows_sys::Wdk::System::SystemServices::{
-    MM_COPY_ADDRESS, MM_COPY_ADDRESS_0, MM_COPY_MEMORY_VIRTUAL, MmCopyMemory, PsGetCurrentProcessId,
-};
+use cloudflt_proto::msg::{Kind, TRANSFER_HEAD_LEN, TransferHead};
+use windows_sys::Wdk::System::SystemServices::PsGetCurrentProcessId;
 use windows_sys::Win32::Foundation::{
     STATUS_BUFFER_TOO_SMALL, STATUS_CLOUD_FILE_INVALID_REQUEST,
     STATUS_CLOUD_FILE_PROVIDER_TERMINATED, STATUS_INVALID_USER_BUFFER,
@@ -50,8 +49,8 @@ use super::pool::{PoolBox, TAG_CONNECTION};
 use super::providers::{self, Provider, ProviderRef};
 use super::status::{self, nt_success};
 use super::sync::SpinLock;
-use super::user::SecuredOutput;
-use super::{hydrate, placeholder, rules};
+use super::user::{SecuredOutput, UserData};
+use super::{hydrate, placeholder, rules, seh};
 use crate::engine::policy::Policy;
 
 /// `FLT_PORT_ALL_ACCESS` from `fltKernel.h`: `FLT_PORT_CONNECT | STANDARD_RIGHTS_ALL`.
@@ -249,25 +248,30 @@ unsafe extern "system" fn disconnect_notify(connection_cookie: *const c_void) {
     unsafe { FltCloseClientPort(filter, &mut provider.client_port) };
 }
 
-/// Largest provider message: a transfer of 1 MiB plus its header.
+/// Largest provider message: a transfer of 1 MiB plus its header. A transfer's data is
+/// never copied; any other message is, whole, which this bounds.
 const MAX_PROVIDER_MESSAGE: usize = msg::HEADER_SIZE + 64 + msg::MAX_TRANSFER_LEN;
 
-/// MessageNotifyCallback: a provider's request. The input is copied with MmCopyMemory
-/// (which fails instead of faulting on a bad user address) before it is parsed; the
-/// answer is a [`Reply`] in the output buffer, which is secured ([`SecuredOutput`]) before
-/// the request is carried out and written only while it is secured.
+/// MessageNotifyCallback: a provider's request. The provider's buffers are touched only
+/// under the exception guard ([`seh`]): the input's head (and the whole of any message
+/// but a transfer) is copied into kernel memory before it is parsed, a transfer's data
+/// is locked in place and written to disk from there ([`UserData`]); the answer is a
+/// [`Reply`] in the output buffer, which is secured ([`SecuredOutput`]) before the
+/// request is carried out and written with a guarded copy.
 ///
 /// Securing comes first so that a request is carried out only if its answer can be
 /// delivered: a provider whose reply buffer is already freed, decommitted or read-only
 /// (another of its threads can do that at any moment) gets STATUS_INVALID_USER_BUFFER
 /// and nothing was done, and once the range is secured its other threads can no longer
 /// free it or take away write access (their VirtualFree / VirtualProtect fails) until
-/// the reply is written and the range unsecured.
+/// the reply is written and the range unsecured. Whatever else faults on a provider's
+/// buffer (its input freed mid-transfer, a page that cannot be paged in) ends the call
+/// with a status ([`seh::user_buffer_status`]) and the driver goes on.
 ///
 /// # Safety
 /// Called by FltMgr at PASSIVE_LEVEL in the provider's process, with the cookie
-/// ConnectNotify returned and the provider's buffers; `returned` is a valid out pointer
-/// or NULL.
+/// ConnectNotify returned and the provider's buffers (checked by FltMgr with
+/// ProbeForRead to lie in user space); `returned` is a valid out pointer or NULL.
 unsafe extern "system" fn message_notify(
     connection_cookie: *const c_void,
     input: *const c_void,
@@ -281,32 +285,40 @@ unsafe extern "system" fn message_notify(
         unsafe { returned.write(0) };
     }
     let length = input_len as usize;
-    if input.is_null() || !(msg::HEADER_SIZE..=MAX_PROVIDER_MESSAGE).contains(&length) {
+    let Some(input) = NonNull::new(input.cast_mut().cast::<u8>()) else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    if !(msg::HEADER_SIZE..=MAX_PROVIDER_MESSAGE).contains(&length) {
         return STATUS_INVALID_PARAMETER;
     }
-    let Some(mut copy) = PoolBuf::zeroed(length) else {
-        return STATUS_INSUFFICIENT_RESOURCES;
-    };
-    let mut copied = 0usize;
-    let source = MM_COPY_ADDRESS {
-        Anonymous: MM_COPY_ADDRESS_0 {
-            VirtualAddress: input.cast_mut(),
-        },
-    };
-    // SAFETY: the destination is our pool buffer of `length` bytes; MmCopyMemory checks
-    // the source and fails rather than faulting.
-    let status = unsafe {
-        MmCopyMemory(
-            copy.as_mut_slice().as_mut_ptr().cast(),
-            source,
-            length,
-            MM_COPY_MEMORY_VIRTUAL,
-            &mut copied,
-        )
-    };
-    if !nt_success(status) || copied != length {
-        return STATUS_INVALID_USER_BUFFER;
+    // The head: enough to tell a transfer, whose data stays where it is, from the rest.
+    let mut head = [0u8; TRANSFER_HEAD_LEN];
+    let head = head
+        .get_mut(..length.min(TRANSFER_HEAD_LEN))
+        .unwrap_or(&mut []);
+    // SAFETY: the input buffer of `length` >= `head.len()` bytes in this process (the
+    // callback's contract), read under the guard.
+    if let Err(code) = unsafe { seh::copy_from_user(head, input.as_ptr()) } {
+        return seh::user_buffer_status(code);
     }
+    let kind = match head {
+        [low, high, ..] => Kind::from_u16(u16::from_le_bytes([*low, *high])),
+        _ => None,
+    };
+    let transfer = kind == Some(Kind::TransferData) && manager(connection_cookie).is_none();
+    // Any other message is copied whole, as it is parsed and kept.
+    let copy = if transfer {
+        None
+    } else {
+        let Some(mut copy) = PoolBuf::zeroed(length) else {
+            return STATUS_INSUFFICIENT_RESOURCES;
+        };
+        // SAFETY: as for the head: `length` bytes of the input buffer, under the guard.
+        if let Err(code) = unsafe { seh::copy_from_user(copy.as_mut_slice(), input.as_ptr()) } {
+            return seh::user_buffer_status(code);
+        }
+        Some(copy)
+    };
     // Every reply has at least its header: a buffer that cannot hold one could never
     // carry the answer, so nothing is carried out for it.
     if output.is_null() || (output_len as usize) < msg::REPLY_HEADER_SIZE {
@@ -319,13 +331,34 @@ unsafe extern "system" fn message_notify(
     let Some(mut out) = (unsafe { SecuredOutput::secure(output, output_len as usize) }) else {
         return STATUS_INVALID_USER_BUFFER;
     };
-    let (request_id, status, payload) = if manager(connection_cookie).is_some() {
-        manage(copy.as_slice())
-    } else {
-        let Some(cookie) = NonNull::new(connection_cookie.cast_mut().cast::<Provider>()) else {
-            return STATUS_INVALID_PARAMETER;
-        };
-        serve(cookie, copy.as_slice())
+    let (request_id, status, payload) = match &copy {
+        Some(copy) if manager(connection_cookie).is_some() => manage(copy.as_slice()),
+        Some(copy) => {
+            let Some(cookie) = NonNull::new(connection_cookie.cast_mut().cast::<Provider>()) else {
+                return STATUS_INVALID_PARAMETER;
+            };
+            serve(cookie, copy.as_slice())
+        }
+        None => {
+            let Some(cookie) = NonNull::new(connection_cookie.cast_mut().cast::<Provider>()) else {
+                return STATUS_INVALID_PARAMETER;
+            };
+            match TransferHead::decode(head, length) {
+                Ok(transfer) => {
+                    // The data follows the head: TransferHead::decode checked that the
+                    // message's declared length, head and data, lies within `length`.
+                    let at = input.as_ptr().wrapping_add(TRANSFER_HEAD_LEN);
+                    let Some(at) = NonNull::new(at) else {
+                        return STATUS_INVALID_PARAMETER;
+                    };
+                    // SAFETY: `data_len` bytes at `at` are inside the input buffer (above),
+                    // used during this call on this thread only.
+                    let data = unsafe { UserData::new(at, transfer.data_len) };
+                    serve_transfer(cookie, &transfer, &data)
+                }
+                Err(_) => (0, STATUS_CLOUD_FILE_INVALID_REQUEST, None),
+            }
+        }
     };
     let body = payload
         .as_ref()
@@ -345,9 +378,13 @@ unsafe extern "system" fn message_notify(
     let Some(encoded) = encoded.as_slice().get(..len) else {
         return STATUS_INSUFFICIENT_RESOURCES;
     };
-    if !out.write(encoded) {
+    match out.write(encoded) {
+        Ok(true) => {}
         // A payload (GetInfo's blob, the rule list) longer than the buffer's room.
-        return STATUS_BUFFER_TOO_SMALL;
+        Ok(false) => return STATUS_BUFFER_TOO_SMALL,
+        // The request was carried out, but its answer could not be delivered (a page of
+        // the secured range could not be paged in): the provider learns only that.
+        Err(code) => return seh::user_buffer_status(code),
     }
     // Unsecured here, in the provider's context, before FltMgr completes the request.
     drop(out);
@@ -356,6 +393,20 @@ unsafe extern "system" fn message_notify(
         unsafe { returned.write(len as u32) };
     }
     STATUS_SUCCESS
+}
+
+/// A transfer on a provider connection, its data still in the provider's buffer: the
+/// reply's request id and status.
+fn serve_transfer(
+    cookie: NonNull<Provider>,
+    transfer: &TransferHead,
+    data: &UserData,
+) -> (u64, NTSTATUS, placeholder::Payload) {
+    let id = transfer.request_id;
+    match providers::by_cookie(cookie) {
+        Some(provider) => (id, hydrate::transfer(&provider, transfer, data), None),
+        None => (id, STATUS_CLOUD_FILE_PROVIDER_TERMINATED, None),
+    }
 }
 
 /// A message on a provider connection: the reply's request id, status and payload.
@@ -410,7 +461,9 @@ fn dispatch(
 ) -> (NTSTATUS, placeholder::Payload) {
     let done = |r: Result<(), NTSTATUS>| (r.err().unwrap_or(STATUS_SUCCESS), None);
     match message {
-        ProviderMessage::TransferData(m) => (hydrate::transfer(provider, m), None),
+        // Transfers are served from the provider's buffer (`serve_transfer`); one seen
+        // here is a message whose head changed between the two copies of it.
+        ProviderMessage::TransferData(_) => (STATUS_CLOUD_FILE_INVALID_REQUEST, None),
         ProviderMessage::FetchFailed(m) => (hydrate::failed(provider, m), None),
         ProviderMessage::CreatePlaceholder(m) => done(placeholder::create(provider, m)),
         ProviderMessage::Convert(m) => done(placeholder::convert(provider, m)),

@@ -29,3 +29,4 @@ static ALLOCATOR: wdk_alloc::WdkAllocator = wdk_alloc::WdkAllocator;
 
 #[cfg(not(feature = "wdk"))]
 mod lld;
+mod seh;

@@ -457,6 +457,76 @@ pub unsafe extern "system" fn FltWriteFile(
     }
 }
 
+/// FltWriteFileEx (synchronous): FltWriteFile, or with `mdl` the bytes of a locked MDL
+/// ([`super::seh`]) instead of a buffer. A non-cached write from an MDL must start its data
+/// on a 512-byte boundary (FILE_512_BYTE_ALIGNMENT: the model's disks declare the
+/// strictest AlignmentRequirement wdm.h defines) or it fails with
+/// STATUS_INVALID_PARAMETER, as the I/O manager fails misaligned non-cached I/O.
+///
+/// # Safety
+/// `buffer` must hold `length` bytes when `mdl` is NULL; `offset` and `written` NULL or
+/// valid.
+#[allow(clippy::too_many_arguments, reason = "the FltWriteFileEx parameters")]
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn FltWriteFileEx(
+    instance: PFLT_INSTANCE,
+    fo: *const FILE_OBJECT,
+    offset: *const i64,
+    length: u32,
+    buffer: *const c_void,
+    flags: u32,
+    written: *mut u32,
+    callback: PFLT_COMPLETED_ASYNC_IO_CALLBACK,
+    context: *const c_void,
+    _key: *const u32,
+    mdl: *const windows_sys::Wdk::Foundation::MDL,
+) -> NTSTATUS {
+    irql::check("FltWriteFileEx", PASSIVE_LEVEL);
+    if mdl.is_null() {
+        // SAFETY: the caller's contract, FltWriteFile's.
+        return unsafe {
+            FltWriteFile(
+                instance, fo, offset, length, buffer, flags, written, callback, context,
+            )
+        };
+    }
+    let bytes = with_kernel(|k| {
+        let bytes = k.mdl_bytes(mdl, length as usize);
+        if let Err(why) = &bytes {
+            k.violation("FltWriteFileEx", why.clone());
+        }
+        bytes.ok().map(|b| (b, k.mdl_address(mdl).unwrap_or(0)))
+    });
+    let Some((mut data, at)) = bytes else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    if flags & FLTFL_IO_OPERATION_NON_CACHED != 0 && at % 512 != 0 {
+        return STATUS_INVALID_PARAMETER;
+    }
+    // SAFETY: `offset` and `written` are NULL or valid, per the contract.
+    unsafe {
+        filter_io(
+            "FltWriteFileEx",
+            instance,
+            fo,
+            offset,
+            flags,
+            written,
+            callback,
+            |fo, volume, at| {
+                files::write_irp(
+                    fo,
+                    volume,
+                    at,
+                    &mut data,
+                    irp_flags_of(flags),
+                    Some(instance),
+                )
+            },
+        )
+    }
+}
+
 /// FltQueryInformationFile.
 ///
 /// # Safety

@@ -109,6 +109,9 @@ pub fn win32_from_nt(status: NTSTATUS) -> WIN32_ERROR {
         F::STATUS_UNSUCCESSFUL => F::ERROR_GEN_FAILURE,
         F::STATUS_PROCESS_IS_TERMINATING => F::ERROR_ACCESS_DENIED,
         F::STATUS_PENDING => F::ERROR_IO_PENDING,
+        // Exceptions a guarded access to a user buffer returns as statuses.
+        F::STATUS_ACCESS_VIOLATION | F::STATUS_DATATYPE_MISALIGNMENT => F::ERROR_NOACCESS,
+        F::STATUS_IN_PAGE_ERROR => F::ERROR_SWAPERROR,
         // The cloud-file family, which the driver answers with (ntstatus.h / winerror.h).
         F::STATUS_CLOUD_FILE_SYNC_ROOT_METADATA_CORRUPT => {
             F::ERROR_CLOUD_FILE_SYNC_ROOT_METADATA_CORRUPT

@@ -1051,6 +1051,7 @@ impl Machine {
                     ),
                 );
             }
+            k.check_mdls_at_unload("DriverUnload");
             let handles = k.io.handles.values().filter(|h| h.kernel).count();
             if handles > 0 {
                 k.violation(

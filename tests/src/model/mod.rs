@@ -22,6 +22,7 @@ pub mod ntfs;
 pub mod pool;
 pub mod port;
 pub mod process;
+pub mod seh;
 pub mod symlink;
 pub mod sync;
 pub mod teardown;
@@ -84,6 +85,8 @@ pub(crate) struct Kernel {
     pub(crate) timers: timer::Timers,
     /// User-mode memory: VirtualAlloc's regions and MmSecureVirtualMemory's entries.
     pub(crate) vm: vm::Vm,
+    /// MDLs IoAllocateMdl gave out, locked or not.
+    pub(crate) mdls: seh::Mdls,
     /// References FltGetVolumeFromName / FltGetVolumeInstanceFromName gave out and
     /// FltObjectDereference has not dropped yet: object → (filter, count).
     pub(crate) object_refs: HashMap<isize, (isize, usize)>,
@@ -117,6 +120,7 @@ impl Kernel {
             work: workitem::WorkItems::default(),
             timers: timer::Timers::default(),
             vm: vm::Vm::default(),
+            mdls: seh::Mdls::default(),
             object_refs: HashMap::new(),
             symlinks: symlink::Links::default(),
             teardown_limit: teardown::DEFAULT_WAIT_LIMIT,

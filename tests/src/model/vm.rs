@@ -66,9 +66,18 @@ const SECURE_BASE: usize = 0x7e5a_0000_0000;
 /// Where in a MessageNotify call a test's mid-call action runs ([`Machine::mid_call`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MidCall {
-    /// When the driver's MmCopyMemory (of the request's input) returns: the window
-    /// between reading the request and touching the reply buffer.
+    /// When the driver's first read of the request's input returns (a guarded copy, or
+    /// MmCopyMemory): the window between reading the request and touching the reply
+    /// buffer.
     AfterInputCopy,
+    /// On entry to the driver's MmProbeAndLockPages, before the range is examined.
+    BeforeProbe,
+    /// When the driver's MmProbeAndLockPages has locked a range, before it returns: the
+    /// pages are the MDL's now, whatever the process does with the addresses.
+    AfterLock,
+    /// On entry to the driver's guarded copy into user memory (the reply), before the
+    /// range is examined.
+    BeforeUserWrite,
     /// On entry to the driver's MmSecureVirtualMemory, before the range is examined.
     BeforeSecure,
     /// When the driver's MmSecureVirtualMemory has secured a range, before it returns:
@@ -118,6 +127,9 @@ struct Region {
     /// The bytes of each page that is not writable, as they were when it stopped being
     /// writable (or were last checked): page index -> bytes.
     guards: HashMap<usize, Vec<u8>>,
+    /// Pages whose contents the pager cannot read back ([`Machine::fail_page_in`]):
+    /// touching them raises STATUS_IN_PAGE_ERROR until they are decommitted or released.
+    bad_backing: std::collections::HashSet<usize>,
 }
 
 impl Region {
@@ -150,6 +162,10 @@ impl Region {
     /// checking it (a message per write found) when it becomes writable again.
     fn set(&mut self, index: usize, new: Page, found: &mut Vec<String>) {
         let old = self.pages[index];
+        if !matches!(new, Page::Committed(_)) {
+            // A page decommitted or released has no contents left to page in.
+            self.bad_backing.remove(&index);
+        }
         if old.writable() && !new.writable() {
             let bytes = self.page_bytes(index);
             self.guards.entry(index).or_insert(bytes);
@@ -329,6 +345,48 @@ pub(crate) fn readable_prefix(addr: usize, len: usize) -> usize {
     })
 }
 
+/// How many bytes from `addr` kernel code running in process `pid` may touch for reading
+/// (or, with `write`, writing), up to `len`, and the exception touching the next one
+/// raises: STATUS_ACCESS_VIOLATION for a page that is not mapped or not accessible so,
+/// STATUS_IN_PAGE_ERROR for one the pager cannot bring in. Memory the model did not hand
+/// out (heap, stacks, pool) is always accessible.
+pub(crate) fn accessible(
+    vm: &Vm,
+    pid: u32,
+    addr: usize,
+    len: usize,
+    write: bool,
+) -> (usize, Option<i32>) {
+    let mut at = addr;
+    let end = addr.saturating_add(len);
+    while at < end {
+        let next_page = (at / PAGE_SIZE + 1) * PAGE_SIZE;
+        let fault = match vm.lookup(pid, at) {
+            Lookup::Untracked => None,
+            Lookup::Unmapped => Some(F::STATUS_ACCESS_VIOLATION),
+            Lookup::Page(r, p) => {
+                let page = vm.regions[r].pages[p];
+                if !(if write {
+                    page.writable()
+                } else {
+                    page.readable()
+                }) {
+                    Some(F::STATUS_ACCESS_VIOLATION)
+                } else if vm.regions[r].bad_backing.contains(&p) {
+                    Some(F::STATUS_IN_PAGE_ERROR)
+                } else {
+                    None
+                }
+            }
+        };
+        if fault.is_some() {
+            return (at - addr, fault);
+        }
+        at = next_page.min(end);
+    }
+    (len, None)
+}
+
 thread_local! {
     /// The process of the MessageNotify call this thread is in, if any.
     static IN_MESSAGE: Cell<Option<u32>> = const { Cell::new(None) };
@@ -346,6 +404,7 @@ pub(crate) fn begin_message() -> u64 {
 pub(crate) fn end_message(mark: u64) {
     IN_MESSAGE.with(|c| c.set(None));
     let pid = process::current_pid();
+    super::seh::end_message(pid);
     let thread = std::thread::current().id();
     with_kernel(|k| {
         for message in k.vm.check_process(pid) {
@@ -473,6 +532,7 @@ pub extern "system" fn VirtualAlloc(
             len,
             pages,
             guards: HashMap::new(),
+            bad_backing: Default::default(),
         };
         if !page.writable() {
             region.guards = (0..len / PAGE_SIZE)
@@ -762,6 +822,27 @@ impl Machine {
                 at,
                 run: Box::new(action),
             })
+        });
+    }
+
+    /// Makes the page of process `pid` holding `addr` (a committed page VirtualAlloc
+    /// gave it) one whose contents the pager cannot read back — a bad block in the paging
+    /// file: the next kernel access to it raises STATUS_IN_PAGE_ERROR, as does every one
+    /// after until the page is decommitted or released. Securing the range does not help
+    /// (MmSecureVirtualMemory: "it does not protect against other types of exceptions");
+    /// only an exception guard does.
+    pub fn fail_page_in(&self, pid: u32, addr: usize) {
+        with_kernel(|k| {
+            let r =
+                k.vm.region_of(pid, addr)
+                    .expect("fail_page_in: not an address VirtualAlloc gave this process");
+            let region = &mut k.vm.regions[r];
+            let page = (addr - region.base) / PAGE_SIZE;
+            assert!(
+                matches!(region.pages[page], Page::Committed(_)),
+                "fail_page_in: the page is not committed"
+            );
+            region.bad_backing.insert(page);
         });
     }
 

@@ -36,7 +36,7 @@
 use core::ptr::NonNull;
 
 use cloudflt_proto::ByteRange as WireRange;
-use cloudflt_proto::msg::{CancelFetch, CancelReason, FetchData, FetchFailed, TransferData};
+use cloudflt_proto::msg::{CancelFetch, CancelReason, FetchData, FetchFailed};
 use cloudflt_proto::placeholder::RANGE_SIZE;
 use cloudflt_proto::{PlaceholderFlags, RangeList, Utf16};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{

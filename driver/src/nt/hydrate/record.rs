@@ -1,13 +1,32 @@
 //! Transfers and the record: a provider's bytes are written non-cached through the
-//! driver's own handle, recorded in the reparse data (one write of it at a time per
-//! stream, each from a snapshot taken when its turn comes), and only then settle the
-//! waiters.
+//! driver's own handle, straight from the provider's locked pages, recorded in the
+//! reparse data (one write of it at a time per stream, each from a snapshot taken when its
+//! turn comes), and only then settle the waiters.
+
+use cloudflt_proto::msg::TransferHead;
+use windows_sys::Win32::Foundation::STATUS_DATATYPE_MISALIGNMENT_ERROR;
 
 use super::*;
+use crate::nt::file::NONCACHED_BUFFER_ALIGNMENT;
+use crate::nt::user::UserData;
 
-/// TRANSFER_DATA from `provider`: writes the data, records it, settles the waiters.
-pub(crate) fn transfer(provider: &ProviderRef, message: &TransferData<'_>) -> NTSTATUS {
-    let id = message.request_id;
+/// Why a transfer did not record its range.
+#[derive(Clone, Copy)]
+enum Unwritten {
+    /// Nothing reached the disk because the provider's buffer could not be read or
+    /// locked (freed, decommitted or protected meanwhile, misaligned, an in-page error),
+    /// or no MDL or bounce unit could be allocated. The fetch is left as it was: the
+    /// provider gets the status and may send the same data again.
+    Refused(NTSTATUS),
+    /// The transfer breaks the rules, or writing or recording it failed: the fetch
+    /// fails, as the data on disk may be partial.
+    Failed(NTSTATUS),
+}
+
+/// TRANSFER_DATA from `provider`, its `data` still in the provider's buffer: writes the
+/// data, records it, settles the waiters.
+pub(crate) fn transfer(provider: &ProviderRef, head: &TransferHead, data: &UserData) -> NTSTATUS {
+    let id = head.request_id;
     let owner = provider.key();
     // Pin the request's stream and writer for the duration of the write.
     let pinned = TABLE.with(|t| {
@@ -23,7 +42,7 @@ pub(crate) fn transfer(provider: &ProviderRef, message: &TransferData<'_>) -> NT
         // Progress restarts the clocks of the provider's sent fetches, but only a transfer
         // that can be taken is progress: a provider answering with garbage for a live id
         // must not keep its other fetches from timing out.
-        if policy::transfer_is_valid(message.offset, message.data.len() as u64, size) {
+        if policy::transfer_is_valid(head.offset, data.len() as u64, size) {
             let due = now().saturating_add(provider.timeout);
             for f in t
                 .fetches
@@ -38,7 +57,7 @@ pub(crate) fn transfer(provider: &ProviderRef, message: &TransferData<'_>) -> NT
     let Some((stream, size)) = pinned else {
         return STATUS_CLOUD_FILE_INVALID_REQUEST;
     };
-    let result = write_and_record(stream.get(), message, size);
+    let result = write_and_record(stream.get(), head.offset, data, size);
     let mut after = After::new();
     let writer = TABLE.with(|t| {
         let k = stream.key();
@@ -78,12 +97,13 @@ pub(crate) fn transfer(provider: &ProviderRef, message: &TransferData<'_>) -> NT
                 // rest of a larger fetch is still coming.
                 t.settle(k, change, &mut after);
             }
-            Err(_) => t.finish(
+            Err(Unwritten::Failed(_)) => t.finish(
                 id,
                 STATUS_CLOUD_FILE_UNSUCCESSFUL,
                 Change::default(),
                 &mut after,
             ),
+            Err(Unwritten::Refused(_)) => {}
         }
         writer
     });
@@ -92,49 +112,90 @@ pub(crate) fn transfer(provider: &ProviderRef, message: &TransferData<'_>) -> NT
     drop(stream);
     match result {
         Ok(_) => STATUS_SUCCESS,
-        Err(status) => status,
+        Err(Unwritten::Refused(status) | Unwritten::Failed(status)) => status,
     }
 }
 
 /// Writes a transfer's bytes to disk and records them in the stream and the reparse
 /// data; the range recorded.
+///
+/// Whole 4 KiB units go from the provider's pages, locked under the exception guard, to
+/// a non-cached FltWriteFileEx with their MDL: no copy in pool. A partial last unit (a
+/// transfer may end off a unit boundary only at end of file) goes through a one-unit pool
+/// buffer instead: a non-cached write covers whole sectors, and the provider's buffer
+/// ends with the file. Everything that can fail on the provider's buffer is done before
+/// the first byte is written.
 fn write_and_record(
     stream: &StreamContext,
-    message: &TransferData<'_>,
+    offset: u64,
+    data: &UserData,
     size: u64,
-) -> Result<Range, NTSTATUS> {
-    let offset = message.offset;
-    let length = message.data.len() as u64;
+) -> Result<Range, Unwritten> {
+    let invalid = Unwritten::Failed(STATUS_CLOUD_FILE_INVALID_REQUEST);
+    let length = data.len() as u64;
     if !policy::transfer_is_valid(offset, length, size) {
-        return Err(STATUS_CLOUD_FILE_INVALID_REQUEST);
+        return Err(invalid);
     }
     // Bytes past end of file (an aligned tail) are not data.
     let useful = length.min(size.saturating_sub(offset));
-    let useful_len = usize::try_from(useful).map_err(|_| STATUS_CLOUD_FILE_INVALID_REQUEST)?;
-    let padded = useful.next_multiple_of(UNIT);
-    let mut buffer = usize::try_from(padded)
-        .ok()
-        .and_then(PoolBuf::zeroed)
-        .ok_or(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES)?;
-    if let (Some(dst), Some(src)) = (
-        buffer.as_mut_slice().get_mut(..useful_len),
-        message.data.get(..useful_len),
-    ) {
-        crate::nt::file::copy(dst, src);
+    let useful_len = usize::try_from(useful).map_err(|_| invalid)?;
+    let unit = usize::try_from(UNIT).map_err(|_| invalid)?;
+    let whole = useful_len - useful_len % unit;
+    let partial = useful_len - whole;
+    let no_memory = Unwritten::Refused(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES);
+    if whole > 0 && !data.aligned_to(NONCACHED_BUFFER_ALIGNMENT) {
+        // Written non-cached from where it lies, the data must start where a device's
+        // DMA can take it; userlib lays its messages out so that it does.
+        return Err(Unwritten::Refused(STATUS_DATATYPE_MISALIGNMENT_ERROR));
     }
+    let last = if partial > 0 {
+        let mut unit_buffer = PoolBuf::zeroed(unit).ok_or(no_memory)?;
+        let into = unit_buffer
+            .as_mut_slice()
+            .get_mut(..partial)
+            .ok_or(invalid)?;
+        data.copy_out(whole, into).map_err(Unwritten::Refused)?;
+        Some(unit_buffer)
+    } else {
+        None
+    };
+    let pages = if whole > 0 {
+        Some(data.lock(whole).map_err(|status| {
+            if status == STATUS_INSUFFICIENT_RESOURCES {
+                no_memory
+            } else {
+                Unwritten::Refused(status)
+            }
+        })?)
+    } else {
+        None
+    };
     let writer = TABLE.with(|t| {
         stream.with_state(&t.held, |s| {
             // The writer is pinned by this transfer's use count.
             s.writer().map(|w| w as *const OwnedFile)
         })
     });
-    let writer = writer.ok_or(STATUS_CLOUD_FILE_INVALID_REQUEST)?;
+    let writer = writer.ok_or(invalid)?;
     // SAFETY: the writer stays open while the stream's activity counts this transfer as a
-    // user (joined above, left after this returns).
+    // user (joined in `transfer`, left after this returns).
     let writer = unsafe { &*writer };
-    writer.write_noncached(offset, &buffer)?;
-    if offset.saturating_add(padded) > size {
-        writer.set_end_of_file(size)?;
+    if let Some(pages) = &pages {
+        writer
+            .write_noncached_pages(offset, whole, pages)
+            .map_err(Unwritten::Failed)?;
+    }
+    // Unlocked as soon as they are on disk.
+    drop(pages);
+    let mut written_end = offset.saturating_add(whole as u64);
+    if let Some(unit_buffer) = &last {
+        writer
+            .write_noncached(written_end, unit_buffer)
+            .map_err(Unwritten::Failed)?;
+        written_end = written_end.saturating_add(UNIT);
+    }
+    if written_end > size {
+        writer.set_end_of_file(size).map_err(Unwritten::Failed)?;
     }
     let range = Range {
         start: offset,
@@ -146,7 +207,7 @@ fn write_and_record(
     if nt_success(status) {
         Ok(range)
     } else {
-        Err(status)
+        Err(Unwritten::Failed(status))
     }
 }
 
