@@ -855,11 +855,20 @@ impl Ntfs {
         self.opens.get(&open).ok_or(STATUS_INVALID_PARAMETER)
     }
 
+    /// What [`Ntfs::read`] would return for file `id` (ground truth, no open needed).
+    pub fn read_file(&self, id: FileId, offset: u64, length: usize) -> Result<Vec<u8>, NTSTATUS> {
+        let f = self.files.get(&id).ok_or(STATUS_INVALID_PARAMETER)?;
+        self.read_of(f, offset, length)
+    }
+
     /// Reads `length` bytes at `offset`: STATUS_END_OF_FILE at or past end of file, short
     /// at the end; unallocated ranges read as zeros; a directory is
     /// STATUS_INVALID_DEVICE_REQUEST.
     pub fn read(&self, open: OpenId, offset: u64, length: usize) -> Result<Vec<u8>, NTSTATUS> {
-        let f = self.file(self.open_of(open)?.file);
+        self.read_of(self.file(self.open_of(open)?.file), offset, length)
+    }
+
+    fn read_of(&self, f: &File, offset: u64, length: usize) -> Result<Vec<u8>, NTSTATUS> {
         if f.directory {
             return Err(STATUS_INVALID_DEVICE_REQUEST);
         }
