@@ -463,6 +463,10 @@ fn build(
         })?;
         let mut files = Vec::new();
         for f in &p.files {
+            if f.dir == Some(true) {
+                // A remote directory: pending (`pending`), reported on the machine line.
+                continue;
+            }
             let bytes = match (&f.text, f.size, f.seed) {
                 (Some(text), None, None) => text.as_bytes().to_vec(),
                 (None, Some(size), Some(seed)) => content::seeded(seed, size),
