@@ -55,35 +55,34 @@ unsafe extern "system" fn pre(
     _: *mut *mut std::ffi::c_void,
 ) -> FLT_PREOP_CALLBACK_STATUS {
     // SAFETY: the callback data FltMgr passed, live for the call.
-    let (iopb, mode) = unsafe {
-        (
-            (*data).Iopb.cast::<FLT_IO_PARAMETER_BLOCK>(),
-            (*data).RequestorMode,
-        )
-    };
+    let data_ref = unsafe { &*data };
+    let mode = data_ref.RequestorMode;
     // SAFETY: its parameter block, live for the call.
-    let iopb = unsafe { &*iopb };
+    let iopb = unsafe { &*data_ref.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>() };
     let major = iopb.MajorFunction;
     let (offset, length, advance_only) = match major {
-        // SAFETY: IRP_MJ_WRITE: the union holds the write parameters.
-        IRP_MJ_WRITE => unsafe {
-            let w = iopb.Parameters.Write;
+        IRP_MJ_WRITE => {
+            // SAFETY: IRP_MJ_WRITE: the union holds the write parameters.
+            let w = unsafe { iopb.Parameters.Write };
             (w.ByteOffset as u64, w.Length, false)
-        },
-        // SAFETY: IRP_MJ_READ: the read parameters.
-        IRP_MJ_READ => unsafe {
-            let r = iopb.Parameters.Read;
+        }
+        IRP_MJ_READ => {
+            // SAFETY: IRP_MJ_READ: the read parameters.
+            let r = unsafe { iopb.Parameters.Read };
             (r.ByteOffset as u64, r.Length, false)
-        },
-        // SAFETY: IRP_MJ_SET_INFORMATION: the set parameters.
-        _ => unsafe {
-            let s = iopb.Parameters.SetFileInformation;
+        }
+        _ => {
+            // SAFETY: IRP_MJ_SET_INFORMATION: the set parameters.
+            let s = unsafe { iopb.Parameters.SetFileInformation };
             if s.FileInformationClass != FILE_END_OF_FILE_INFORMATION {
                 return FLT_PREOP_SUCCESS_NO_CALLBACK;
             }
-            let eof = s.InfoBuffer.cast::<i64>().read_unaligned();
-            (eof as u64, 0, s.Anonymous.Anonymous.AdvanceOnly != 0)
-        },
+            // SAFETY: FileEndOfFileInformation's buffer holds its 8-byte EndOfFile.
+            let eof = unsafe { s.InfoBuffer.cast::<i64>().read_unaligned() };
+            // SAFETY: for this class the union holds ReplaceIfExists/AdvanceOnly.
+            let advance_only = unsafe { s.Anonymous.Anonymous.AdvanceOnly } != 0;
+            (eof as u64, 0, advance_only)
+        }
     };
     if major == IRP_MJ_READ && iopb.IrpFlags & IRP_PAGING_IO == 0 {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;

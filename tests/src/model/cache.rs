@@ -110,7 +110,7 @@ pub(crate) enum Writer {
     /// The cache manager's lazy writer (a system thread).
     Lazy,
     /// The memory manager's mapped page writer (a system thread).
-    MappedPageWriter,
+    MappedPages,
     /// The file system flushing in the caller's thread (FlushFileBuffers, coherency).
     InPlace,
 }
@@ -163,7 +163,7 @@ pub(crate) fn flush_pages(
     let run = move || write_runs(fo, volume, file, &pages, writer);
     match writer {
         Writer::InPlace => run(),
-        Writer::Lazy | Writer::MappedPageWriter => {
+        Writer::Lazy | Writer::MappedPages => {
             let top = if writer == Writer::Lazy {
                 FSRTL_CACHE_TOP_LEVEL_IRP
             } else {
@@ -189,7 +189,7 @@ fn write_runs(
     writer: Writer,
 ) {
     let flags = match writer {
-        Writer::MappedPageWriter => irp::PAGING_IO | irp::NOCACHE,
+        Writer::MappedPages => irp::PAGING_IO | irp::NOCACHE,
         Writer::Lazy | Writer::InPlace => {
             irp::PAGING_IO | irp::NOCACHE | irp::SYNCHRONOUS_PAGING_IO
         }

@@ -841,7 +841,7 @@ fn write_back_after_last_cleanup(fo: usize) {
         let writer = if cached {
             Writer::Lazy
         } else {
-            Writer::MappedPageWriter
+            Writer::MappedPages
         };
         cache::flush_pages(fo, volume, file, None, writer);
     }
@@ -2042,7 +2042,9 @@ fn fs_control_neither(
 
 fn fs_fs_control(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
     // SAFETY: the FSCTL parameters of this operation.
-    let code = unsafe { cbd.iopb.Parameters.FileSystemControl.Buffered.FsControlCode };
+    let control = unsafe { cbd.iopb.Parameters.FileSystemControl };
+    // SAFETY: FsControlCode lies at the same offset in every method's member.
+    let code = unsafe { control.Buffered.FsControlCode };
     if code == FSCTL_READ_FILE_USN_DATA {
         return fs_read_usn(cbd);
     }
@@ -2093,8 +2095,10 @@ fn fs_fs_control(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
 
 /// FSCTL_READ_FILE_USN_DATA through Parameters.FileSystemControl.Neither.
 fn fs_read_usn(cbd: &mut Cbd) -> (NTSTATUS, usize) {
+    // SAFETY: the FSCTL parameters of this operation.
+    let control = unsafe { cbd.iopb.Parameters.FileSystemControl };
     // SAFETY: a METHOD_NEITHER FSCTL: the union holds the Neither parameters.
-    let c = unsafe { cbd.iopb.Parameters.FileSystemControl.Neither };
+    let c = unsafe { control.Neither };
     let fo = cbd.iopb.TargetFileObject as usize;
     let input = if c.InputBufferLength == 0 || c.InputBuffer.is_null() {
         Vec::new()
