@@ -105,6 +105,13 @@
 //!   as `connect` is); removing a rule that is not there is STATUS_NOT_FOUND. Like the
 //!   provider operations it needs the driver's port: differential mode's run without
 //!   the driver skips it.
+//! - The page's lifecycle additions: `set_size` opens as `write` does and sets
+//!   FileEndOfFileInformation; `overwrite` is CreateFile(CREATE_ALWAYS), i.e.
+//!   FILE_OVERWRITE_IF with GENERIC_READ|GENERIC_WRITE and FILE_ATTRIBUTE_NORMAL, one
+//!   cached write, close; `remote_write` changes the provider's remote content only;
+//!   `write` with `size` + `seed` writes the bytes a file of that seed holds at the
+//!   step's offset; `reboot` is `Host::reboot`. The rest is pending: `pending` holds the
+//!   one table of what and which issue.
 //! - At the end, handles still open are closed (the processes exit), providers disconnect
 //!   and drop what they kept, every provider callback has returned (or the step `exit`
 //!   fails after 60 s), then a driver left loaded is unloaded so its leaks are reported.
