@@ -4,7 +4,7 @@ use windows_sys::Win32::Foundation::{self as F, NTSTATUS};
 
 /// Every status a scenario may name. Values come from windows-sys, so a name here is
 /// always the documented value.
-pub const NAMES: [(&str, NTSTATUS); 77] = [
+pub const NAMES: [(&str, NTSTATUS); 78] = [
     ("STATUS_SUCCESS", F::STATUS_SUCCESS),
     ("STATUS_PENDING", F::STATUS_PENDING),
     ("STATUS_TIMEOUT", F::STATUS_TIMEOUT),
@@ -18,6 +18,7 @@ pub const NAMES: [(&str, NTSTATUS); 77] = [
     ("STATUS_INVALID_PARAMETER", F::STATUS_INVALID_PARAMETER),
     ("STATUS_END_OF_FILE", F::STATUS_END_OF_FILE),
     ("STATUS_ACCESS_DENIED", F::STATUS_ACCESS_DENIED),
+    ("STATUS_ACCESS_VIOLATION", F::STATUS_ACCESS_VIOLATION),
     ("STATUS_BUFFER_TOO_SMALL", F::STATUS_BUFFER_TOO_SMALL),
     ("STATUS_OBJECT_NAME_INVALID", F::STATUS_OBJECT_NAME_INVALID),
     ("STATUS_NOT_FOUND", F::STATUS_NOT_FOUND),

@@ -1319,3 +1319,446 @@ expect = { status = "STATUS_OBJECT_NAME_NOT_FOUND" }
         assert!(out.contains(line), "{line}\n{out}");
     }
 }
+
+/// The line of step `label` in the runner's output.
+fn line<'a>(out: &'a str, label: &str) -> &'a str {
+    let tag = format!("[{label}]");
+    out.lines()
+        .find(|l| l.contains(&tag))
+        .unwrap_or_else(|| panic!("no line for step {label}:\n{out}"))
+}
+
+#[test]
+fn every_pending_addition_is_parsed_and_fails_as_unsupported_with_its_issue() {
+    let (summary, out) = run(
+        "pending",
+        r#"
+[[process]]
+name = "app"
+image = 'C:\Tools\app.exe'
+
+[[provider]]
+name = "mirror"
+image = 'C:\Program Files\Mirror\mirror.exe'
+sync_root = 'C:\Cloud'
+notify = ["delete"]
+modifiers = ["validation_required"]
+in_sync_policy = ["track_file_last_write_time"]
+files = [{ path = "photos", dir = true }, { path = "a.bin", text = "remote" }]
+
+[[step]]
+do = "update"
+provider = "mirror"
+path = 'C:\Cloud\a.bin'
+if_unchanged = true
+
+[[step]]
+do = "set_in_sync"
+as = "app"
+path = 'C:\Cloud\a.bin'
+in_sync = true
+
+[[step]]
+do = "register"
+provider = "mirror"
+flags = ["update"]
+
+[[step]]
+do = "link"
+as = "app"
+path = 'C:\Cloud\a.bin'
+to = 'C:\Cloud\b.bin'
+
+[[step]]
+do = "remote_delete"
+provider = "mirror"
+path = "a.bin"
+
+[[step]]
+do = "rename"
+as = "app"
+path = 'C:\Cloud\a.bin'
+to = 'C:\Cloud\c.bin'
+replace = true
+
+[[step]]
+do = "create_placeholders"
+provider = "mirror"
+populate = false
+
+[[step]]
+do = "dehydrate"
+as = "app"
+path = 'C:\Cloud\a.bin'
+
+[[step]]
+do = "state"
+path = 'C:\Cloud'
+expect = { populated = true, registered = true }
+
+[[step]]
+do = "state"
+path = 'C:\Cloud'
+expect = { modified = "none" }
+
+[[step]]
+do = "provider_stats"
+provider = "mirror"
+expect = { populations = 0, deletes = 0, fetches = 0 }
+"#,
+    );
+    assert_eq!(summary.passed, 0, "{out}");
+    for (label, what, issue) in [
+        ("machine", "field `in_sync_policy`", 12),
+        ("machine", "field `modifiers`", 13),
+        ("machine", "field `notify`", 14),
+        ("machine", "directory entries in `files`", 15),
+        ("1", "`update`", 12),
+        ("2", "`set_in_sync`", 12),
+        ("3", "`register`", 13),
+        ("4", "`link`", 13),
+        ("5", "`remote_delete`", 14),
+        ("6", "`replace = true`", 14),
+        ("7", "`populate = false`", 15),
+        ("8", "`dehydrate` with `as`", 13),
+        ("9", "expectation `populated`", 15),
+        ("9", "expectation `registered`", 13),
+        ("10", "expectation `modified`", 12),
+        ("11", "expectation `populations`", 15),
+        ("11", "expectation `deletes`", 14),
+    ] {
+        let wanted = format!("{what} (issue {issue})");
+        assert!(
+            out.lines().any(|l| l.contains(&format!("[{label}]"))
+                && l.contains("unsupported")
+                && l.contains(&wanted)),
+            "step {label}: no `unsupported: {wanted}`:\n{out}"
+        );
+    }
+    // The table names only the issues the additions are split into, once each.
+    assert!(
+        scenario::pending::PENDING
+            .iter()
+            .all(|(_, n)| (12..=15).contains(n))
+    );
+}
+
+#[test]
+fn pending_fields_at_their_defaults_ask_for_nothing_and_misplaced_ones_are_invalid() {
+    let (summary, out) = run(
+        "defaults",
+        r#"
+[[process]]
+name = "app"
+image = 'C:\Tools\app.exe'
+
+[[provider]]
+name = "mirror"
+image = 'C:\Program Files\Mirror\mirror.exe'
+sync_root = 'C:\Cloud'
+elevated = true
+hard_links = "default"
+on_delete = "allow"
+modifiers = []
+
+[[step]]
+do = "create_file"
+as = "app"
+path = 'C:\Data\f.txt'
+text = "x"
+
+[[step]]
+do = "read"
+as = "app"
+path = 'C:\Data\f.txt'
+offset = 0
+length = 1
+replace = true
+
+[[step]]
+do = "write"
+as = "app"
+path = 'C:\Data\f.txt'
+offset = 0
+text = "y"
+in_sync = true
+"#,
+    );
+    assert_eq!(
+        summary,
+        Summary {
+            passed: 1,
+            failed: 2
+        },
+        "{out}"
+    );
+    assert!(!out.contains("[machine]"), "{out}");
+    assert!(line(&out, "2").contains("`read` takes no replace"), "{out}");
+    assert!(
+        line(&out, "3").contains("`write` takes no in_sync"),
+        "{out}"
+    );
+}
+
+#[test]
+fn set_size_overwrite_and_seeded_writes_show_in_state_size() {
+    let (summary, out) = run(
+        "sizes",
+        r#"
+[[process]]
+name = "app"
+image = 'C:\Tools\app.exe'
+
+[[step]]
+do = "create_file"
+as = "app"
+path = 'C:\Data\f.bin'
+size = 8192
+seed = 1
+
+[[step]]
+do = "set_size"
+as = "app"
+path = 'C:\Data\f.bin'
+size = 100
+
+[[step]]
+do = "state"
+path = 'C:\Data\f.bin'
+expect = { size = 100 }
+
+[[step]]
+do = "state"
+path = 'C:\Data\f.bin'
+expect = { size = 8192 }
+
+[[step]]
+do = "write"
+as = "app"
+path = 'C:\Data\f.bin'
+offset = 4096
+size = 10
+seed = 1
+expect = { bytes = 10 }
+
+[[step]]
+do = "read"
+as = "app"
+path = 'C:\Data\f.bin'
+offset = 4096
+length = 10
+expect = { data = "seed:1" }
+
+[[step]]
+do = "read"
+as = "app"
+path = 'C:\Data\f.bin'
+offset = 100
+length = 3996
+expect = { data = "zeros" }
+
+[[step]]
+do = "overwrite"
+as = "app"
+path = 'C:\Data\f.bin'
+text = "new"
+
+[[step]]
+do = "state"
+path = 'C:\Data\f.bin'
+expect = { size = 3 }
+
+[[step]]
+do = "write"
+as = "app"
+path = 'C:\Data\f.bin'
+offset = 0
+size = 10
+
+[[step]]
+do = "write"
+as = "app"
+path = 'C:\Data\f.bin'
+offset = 0
+text = "a"
+io = "paging"
+"#,
+    );
+    assert_eq!(
+        summary,
+        Summary {
+            passed: 8,
+            failed: 3
+        },
+        "{out}"
+    );
+    assert!(
+        line(&out, "4").contains("expected size 8192, NTFS holds end of file 100"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "10").contains("with `size` needs `seed`"),
+        "{out}"
+    );
+    assert!(
+        line(&out, "11").contains("io = cached, noncached or mapped"),
+        "{out}"
+    );
+}
+
+#[test]
+fn remote_write_changes_the_cloud_copy_only() {
+    let (summary, out) = run(
+        "remote-write",
+        r#"
+[[process]]
+name = "app"
+image = 'C:\Tools\app.exe'
+
+[[provider]]
+name = "mirror"
+image = 'C:\Program Files\Mirror\mirror.exe'
+sync_root = 'C:\Cloud'
+files = [{ path = "a.txt", text = "old" }]
+
+[[step]]
+do = "create_file"
+as = "app"
+path = 'C:\Cloud\a.txt'
+text = "new"
+
+[[step]]
+do = "read"
+as = "app"
+path = 'C:\Cloud\a.txt'
+offset = 0
+length = 3
+expect = { data = "remote" }
+
+[[step]]
+do = "remote_write"
+provider = "mirror"
+path = 'C:\Cloud\a.txt'
+text = "new"
+
+[[step]]
+do = "read"
+as = "app"
+path = 'C:\Cloud\a.txt'
+offset = 0
+length = 3
+expect = { data = "remote" }
+
+[[step]]
+do = "remote_write"
+provider = "mirror"
+path = "sub/b.txt"
+size = 10
+seed = 5
+
+[[step]]
+do = "state"
+path = 'C:\Cloud\sub\b.txt'
+expect = { status = "STATUS_OBJECT_NAME_NOT_FOUND" }
+
+[[step]]
+do = "remote_write"
+provider = "mirror"
+path = 'C:\Elsewhere\c.txt'
+text = "x"
+"#,
+    );
+    assert_eq!(
+        summary,
+        Summary {
+            passed: 5,
+            failed: 2
+        },
+        "{out}"
+    );
+    assert!(
+        line(&out, "2").contains("FAIL"),
+        "the old cloud copy differs:\n{out}"
+    );
+    assert!(line(&out, "7").contains("is not under provider"), "{out}");
+}
+
+#[test]
+fn reboot_ends_every_process_and_keeps_the_disk() {
+    let (summary, out) = run(
+        "reboot",
+        r#"
+[[process]]
+name = "app"
+image = 'C:\Tools\app.exe'
+
+[[provider]]
+name = "mirror"
+image = 'C:\Program Files\Mirror\mirror.exe'
+sync_root = 'C:\Cloud'
+
+[[step]]
+do = "create_file"
+as = "app"
+path = 'C:\Data\f.txt'
+text = "kept"
+
+[[step]]
+do = "open"
+as = "app"
+path = 'C:\Data\f.txt'
+handle = "h"
+options = ["write"]
+
+[[step]]
+do = "write"
+handle = "h"
+offset = 4
+text = " too"
+
+[[step]]
+do = "reboot"
+
+# the handle went with its process
+[[step]]
+do = "close"
+handle = "h"
+
+# the provider's process too: a step as it is refused until `connect` starts a new one
+[[step]]
+do = "create_file"
+as = "mirror"
+path = 'C:\Cloud\x.txt'
+text = "x"
+
+[[step]]
+do = "read"
+as = "app"
+path = 'C:\Data\f.txt'
+offset = 0
+length = 8
+expect = { data = "text:kept too" }
+
+[[step]]
+do = "provider_stats"
+provider = "mirror"
+expect = { fetches = 0 }
+
+[[step]]
+do = "reboot"
+as = "app"
+"#,
+    );
+    assert_eq!(
+        summary,
+        Summary {
+            passed: 6,
+            failed: 3
+        },
+        "{out}"
+    );
+    assert!(line(&out, "4").contains("ok"), "{out}");
+    assert!(line(&out, "5").contains("no handle named \"h\""), "{out}");
+    assert!(line(&out, "6").contains("process is dead"), "{out}");
+    assert!(line(&out, "9").contains("`reboot` takes no as"), "{out}");
+}

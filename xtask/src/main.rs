@@ -241,7 +241,10 @@ fn test(root: &Path) -> Result<()> {
         // Ordinary files must look the same with the driver loaded as without it.
         scenarios(
             root,
-            &[root.join("tests/scenarios/ordinary_files.toml")],
+            &[
+                root.join("tests/scenarios/ordinary_files.toml"),
+                root.join("tests/scenarios/ordinary_writes.toml"),
+            ],
             true,
         )
     })?;

@@ -22,12 +22,13 @@ use windows_sys::Wdk::Foundation::{FILE_OBJECT, IO_SECURITY_CONTEXT};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{PFLT_INSTANCE, PFLT_VOLUME};
 use windows_sys::Wdk::Storage::FileSystem::SyncTypeCreateSection;
 use windows_sys::Win32::Foundation::{
-    NTSTATUS, STATUS_ACCESS_DENIED, STATUS_END_OF_FILE, STATUS_INVALID_DEVICE_REQUEST,
-    STATUS_INVALID_HANDLE, STATUS_INVALID_PARAMETER, STATUS_IO_REPARSE_TAG_NOT_HANDLED,
-    STATUS_OBJECT_NAME_INVALID, STATUS_OBJECT_PATH_NOT_FOUND, STATUS_REPARSE, STATUS_SUCCESS,
-    UNICODE_STRING,
+    NTSTATUS, STATUS_ACCESS_DENIED, STATUS_ACCESS_VIOLATION, STATUS_END_OF_FILE,
+    STATUS_INVALID_DEVICE_REQUEST, STATUS_INVALID_HANDLE, STATUS_INVALID_PARAMETER,
+    STATUS_IO_REPARSE_TAG_NOT_HANDLED, STATUS_OBJECT_NAME_INVALID, STATUS_OBJECT_PATH_NOT_FOUND,
+    STATUS_REPARSE, STATUS_SUCCESS, UNICODE_STRING,
 };
 
+use super::cache::{self, Writer};
 use super::io::{self, Cbd, Completion, FsCall, Kind, OpState, Request, irp, major};
 use super::irql::{APC_LEVEL, PASSIVE_LEVEL};
 use super::ntfs::{CreateOutcome, CreateRequest, FileId, OpenId};
@@ -61,6 +62,10 @@ const TAG_MOUNT_POINT: u32 = 0xA000_0003;
 const TAG_SYMLINK: u32 = 0xA000_000C;
 /// How many reparses the I/O manager follows before it gives up (IO_MAX_REPARSE).
 const MAX_REPARSE: usize = 63;
+
+/// IoStatus.Information of a create that replaced the file's data (wdm.h).
+const FILE_SUPERSEDED: usize = 0;
+const FILE_OVERWRITTEN: usize = 3;
 
 /// A handle as NtCreateFile returns it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -147,8 +152,18 @@ pub(crate) struct Stream {
     pub(crate) file_objects: usize,
     /// FltMgr's stream contexts on this stream.
     pub(crate) contexts: Vec<(PFLT_INSTANCE, usize)>,
-    /// The cache manager's pages of this stream.
-    pages: BTreeMap<u64, Vec<u8>>,
+    /// The cache manager's pages of this stream (shared with mapped views: one data
+    /// section per stream).
+    pub(crate) pages: BTreeMap<u64, Vec<u8>>,
+    /// Pages changed in memory and not yet written back; `true` if changed through a
+    /// mapped view (`cache.rs`).
+    pub(crate) dirty: BTreeMap<u64, bool>,
+    /// A cache map was set up on the stream (a cached read or write through one of its
+    /// file objects): its dirty pages are the lazy writer's.
+    pub(crate) cached: bool,
+    /// The cache manager's valid data length: how far it knows the disk holds the
+    /// file's data (CcSetValidData advances it after the lazy writer wrote past it).
+    pub(crate) valid_data: u64,
 }
 
 pub(crate) struct HandleEntry {
@@ -333,6 +348,18 @@ fn close_file_object(addr: usize) {
     // SAFETY: allocated by Box::into_raw in new_file_object and removed from the table
     // above, so this is the only release.
     drop(unsafe { Box::from_raw(fo_ptr(addr)) });
+}
+
+/// A request as the I/O manager (or the cache and memory managers) issue it, from the
+/// calling thread's process: [`simple_request`] for `cache.rs`.
+pub(crate) fn request(
+    major: u8,
+    irp_flags: u32,
+    fo: usize,
+    volume: PFLT_VOLUME,
+    instance: Option<PFLT_INSTANCE>,
+) -> Request {
+    simple_request(major, irp_flags, fo, volume, instance)
 }
 
 fn simple_request(
@@ -690,6 +717,12 @@ fn fs_create(cbd: &mut Cbd, op: &FsCall) -> (NTSTATUS, usize) {
             }) => {
                 // A reissued create may succeed after an earlier attempt opened nothing;
                 // never two opens on one file object.
+                let size = k
+                    .volumes
+                    .iter()
+                    .find(|v| v.handle == volume)
+                    .and_then(|v| v.fs.node(id))
+                    .map_or(0, |n| n.size);
                 let scb = {
                     let next = &mut k.io.next_scb;
                     let stream = k.io.streams.entry((volume, id)).or_insert_with(|| {
@@ -699,8 +732,18 @@ fn fs_create(cbd: &mut Cbd, op: &FsCall) -> (NTSTATUS, usize) {
                             file_objects: 0,
                             contexts: Vec::new(),
                             pages: BTreeMap::new(),
+                            dirty: BTreeMap::new(),
+                            cached: false,
+                            valid_data: size,
                         }
                     });
+                    if information == FILE_OVERWRITTEN || information == FILE_SUPERSEDED {
+                        // The old data is gone: so are its pages, written back or not
+                        // (CcPurgeCacheSection of the whole stream).
+                        stream.pages.clear();
+                        stream.dirty.clear();
+                        stream.valid_data = 0;
+                    }
                     stream.file_objects += 1;
                     stream.scb
                 };
@@ -778,6 +821,30 @@ fn cleanup(fo: usize) {
     io::dispatch(&req, fs_cleanup);
     // SAFETY: a live file object owned by the model.
     unsafe { (*fo_ptr(fo)).Flags |= FO_CLEANUP_COMPLETE };
+    write_back_after_last_cleanup(fo);
+}
+
+/// After the last cleanup of a file, its dirty pages go to disk: the lazy writer's if
+/// the stream has a cache map, else the mapped page writer's (`cache.rs`).
+fn write_back_after_last_cleanup(fo: usize) {
+    let found = with_kernel(|k| {
+        let f = k.io.files.get(&fo)?;
+        let (volume, file) = (f.volume, f.file?);
+        let v = k.volumes.iter().find(|v| v.handle == volume)?;
+        if v.fs.node(file).is_some() && v.fs.open_count(file) > 0 {
+            return None;
+        }
+        let s = k.io.streams.get(&(volume, file))?;
+        (!s.dirty.is_empty()).then_some((volume, file, s.cached))
+    });
+    if let Some((volume, file, cached)) = found {
+        let writer = if cached {
+            Writer::Lazy
+        } else {
+            Writer::MappedPages
+        };
+        cache::flush_pages(fo, volume, file, None, writer);
+    }
 }
 
 fn fs_cleanup(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
@@ -789,12 +856,13 @@ fn fs_cleanup(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
         let (volume, open, file) = (f.volume, f.open, f.file);
         if let (Some(open), Some(v)) = (open, k.volumes.iter_mut().find(|v| v.handle == volume)) {
             v.fs.cleanup(open);
-            // A file deleted at cleanup takes its cached pages with it.
+            // A file deleted at cleanup takes its cached pages with it, written or not.
             if let Some(file) = file
                 && v.fs.node(file).is_none()
                 && let Some(s) = k.io.streams.get_mut(&(volume, file))
             {
                 s.pages.clear();
+                s.dirty.clear();
             }
         }
         (STATUS_SUCCESS, 0)
@@ -890,6 +958,30 @@ fn page_in(
     let end = (offset + length as u64).min(size);
     let first = offset / PAGE * PAGE;
     let last = end.div_ceil(PAGE) * PAGE;
+    let file = with_kernel(|k| k.io.files.get(&fo).and_then(|f| f.file));
+    if let Some(file) = file
+        && cache::has_dirty(volume, file, first / PAGE, last / PAGE)
+    {
+        // A changed page is resident: the view shows it, and only the other pages
+        // fault in.
+        fill_cache(fo, volume, file, offset, (end - offset) as usize)?;
+        return with_kernel(|k| {
+            let s =
+                k.io.streams
+                    .get(&(volume, file))
+                    .ok_or(STATUS_INVALID_PARAMETER)?;
+            let mut out = Vec::with_capacity((end - offset) as usize);
+            let mut at = offset;
+            while at < end {
+                let page = s.pages.get(&(at / PAGE)).ok_or(STATUS_INVALID_PARAMETER)?;
+                let from = (at % PAGE) as usize;
+                let take = (PAGE - at % PAGE).min(end - at) as usize;
+                out.extend_from_slice(&page[from..from + take]);
+                at += take as u64;
+            }
+            Ok(out)
+        });
+    }
     let mut buffer = vec![0u8; (last - first) as usize];
     let done = read_irp(
         fo,
@@ -1063,6 +1155,13 @@ fn fs_read(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
             }
         }
     }
+    if flags & irp::PAGING_IO == 0 {
+        // A non-cached read sees what the cache holds dirty: NTFS flushes it first.
+        let (first, last) = (offset / PAGE, (offset + length as u64).div_ceil(PAGE));
+        if cache::has_dirty(volume, file, first, last) {
+            cache::flush_pages(fo, volume, file, Some((first, last)), Writer::InPlace);
+        }
+    }
     let bytes = with_kernel(|k| {
         let v = k.volumes.iter().find(|v| v.handle == volume)?;
         Some(v.fs.read(open, offset, length))
@@ -1216,11 +1315,31 @@ fn page_in_run(
 }
 
 /// Drops the cached pages of a stream after the file system changed its data, as the
-/// file system's purge does; later cached reads page in again through the filters.
+/// file system's purge does; later cached reads page in again through the filters. A
+/// dirty page holds data the disk does not have yet and stays (see `cache.rs`).
 pub(crate) fn purge_cache(volume: PFLT_VOLUME, file: FileId) {
     with_kernel(|k| {
         if let Some(s) = k.io.streams.get_mut(&(volume, file)) {
-            s.pages.clear();
+            let dirty = &s.dirty;
+            s.pages.retain(|p, _| dirty.contains_key(p));
+        }
+    });
+}
+
+/// CcSetFileSizes after end of file came down to `eof`: the pages past it go, written
+/// back or not, and the page holding it reads zeros past it.
+fn truncate_cache(volume: PFLT_VOLUME, file: FileId, eof: u64) {
+    with_kernel(|k| {
+        if let Some(s) = k.io.streams.get_mut(&(volume, file)) {
+            let keep = eof.div_ceil(PAGE);
+            s.pages.retain(|p, _| *p < keep);
+            s.dirty.retain(|p, _| *p < keep);
+            if !eof.is_multiple_of(PAGE)
+                && let Some(page) = s.pages.get_mut(&(eof / PAGE))
+            {
+                page[(eof % PAGE) as usize..].fill(0);
+            }
+            s.valid_data = s.valid_data.min(eof);
         }
     });
 }
@@ -1235,7 +1354,8 @@ pub fn write(handle: Handle, offset: u64, data: &[u8], mode: IoMode) -> Result<u
     let flags = match mode {
         IoMode::Cached => 0,
         IoMode::NonCached => irp::NOCACHE,
-        IoMode::Paging | IoMode::Mapped => return Err(STATUS_INVALID_PARAMETER),
+        IoMode::Mapped => return mapped_write(fo, volume, offset, data),
+        IoMode::Paging => return Err(STATUS_INVALID_PARAMETER),
     };
     let mut buffer = data.to_vec();
     let done = write_irp(fo, volume, offset, &mut buffer, flags, None);
@@ -1243,6 +1363,107 @@ pub fn write(handle: Handle, offset: u64, data: &[u8], mode: IoMode) -> Result<u
         return Err(done.status);
     }
     Ok(done.information)
+}
+
+/// A write through a mapped view: section creation for read/write
+/// (AcquireForSectionSynchronization), the pages faulted in (paging reads, clustered as
+/// a fault is), changed in memory and left modified for the mapped page writer (see
+/// `cache.rs`), which writes them back once the file is closed. A view covers the file
+/// as it is: bytes past end of file in its last page are never written to the file, and
+/// a write past that page is an access violation.
+fn mapped_write(
+    fo: usize,
+    volume: PFLT_VOLUME,
+    offset: u64,
+    data: &[u8],
+) -> Result<usize, NTSTATUS> {
+    let file = with_kernel(|k| k.io.files.get(&fo).and_then(|f| f.file))
+        .ok_or(STATUS_INVALID_PARAMETER)?;
+    let status = acquire_for_section_as(fo, volume, PAGE_READWRITE);
+    if status < 0 {
+        return Err(status);
+    }
+    if data.is_empty() {
+        return Ok(0);
+    }
+    let size = size_of(volume, file).ok_or(STATUS_INVALID_PARAMETER)?;
+    let end = offset
+        .checked_add(data.len() as u64)
+        .ok_or(STATUS_INVALID_PARAMETER)?;
+    if end > size.div_ceil(PAGE) * PAGE {
+        return Err(STATUS_ACCESS_VIOLATION);
+    }
+    fill_cache(fo, volume, file, offset, data.len())?;
+    with_kernel(|k| {
+        let s =
+            k.io.streams
+                .get_mut(&(volume, file))
+                .ok_or(STATUS_INVALID_PARAMETER)?;
+        copy_into_pages(s, offset, data, true);
+        Ok(data.len())
+    })
+}
+
+/// Copies `data` into the stream's pages at `offset` (a missing page starts as zeros)
+/// and marks them dirty (`mapped`: through a view).
+fn copy_into_pages(s: &mut Stream, offset: u64, data: &[u8], mapped: bool) {
+    let end = offset + data.len() as u64;
+    let mut at = offset;
+    while at < end {
+        let page = at / PAGE;
+        let start = page * PAGE;
+        let to = end.min(start + PAGE);
+        let bytes = s
+            .pages
+            .entry(page)
+            .or_insert_with(|| vec![0; PAGE as usize]);
+        bytes[(at - start) as usize..(to - start) as usize]
+            .copy_from_slice(&data[(at - offset) as usize..(to - offset) as usize]);
+        let was = s.dirty.get(&page).copied().unwrap_or(false);
+        s.dirty.insert(page, was || mapped);
+        at = to;
+    }
+}
+
+/// End of file of `file` on `volume`, as NTFS holds it.
+pub(crate) fn size_of(volume: PFLT_VOLUME, file: FileId) -> Option<u64> {
+    with_kernel(|k| {
+        let v = k.volumes.iter().find(|v| v.handle == volume)?;
+        v.fs.node(file).map(|n| n.size)
+    })
+}
+
+/// A live file object of the stream (the lazy writer writes through the one the cache
+/// manager keeps referenced).
+pub(crate) fn any_file_object(volume: PFLT_VOLUME, file: FileId) -> Option<usize> {
+    with_kernel(|k| {
+        k.io.files
+            .iter()
+            .filter(|(_, f)| f.volume == volume && f.file == Some(file))
+            .map(|(addr, _)| *addr)
+            .min()
+    })
+}
+
+/// FlushFileBuffers: IRP_MJ_FLUSH_BUFFERS through the filters; the file system writes
+/// the file's dirty pages back in the caller's thread (CcFlushCache).
+pub fn flush(handle: Handle) -> NTSTATUS {
+    let Ok((fo, volume)) = handle_object(handle) else {
+        return STATUS_INVALID_HANDLE;
+    };
+    let req = simple_request(major::FLUSH_BUFFERS, irp::SYNCHRONOUS_API, fo, volume, None);
+    io::dispatch(&req, fs_flush).status
+}
+
+fn fs_flush(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
+    let fo = cbd.iopb.TargetFileObject as usize;
+    let Some((volume, file)) =
+        with_kernel(|k| k.io.files.get(&fo).and_then(|f| Some((f.volume, f.file?))))
+    else {
+        return (STATUS_INVALID_PARAMETER, 0);
+    };
+    cache::flush_pages(fo, volume, file, None, Writer::InPlace);
+    (STATUS_SUCCESS, 0)
 }
 
 pub(crate) fn write_irp(
@@ -1260,23 +1481,23 @@ pub(crate) fn write_irp(
     io::dispatch(&req, fs_write)
 }
 
-fn fs_write(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
+pub(crate) fn fs_write(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
     // SAFETY: the write parameters of this operation.
     let write = unsafe { cbd.iopb.Parameters.Write };
     let fo = cbd.iopb.TargetFileObject as usize;
+    let flags = cbd.iopb.IrpFlags;
     let offset = write.ByteOffset as u64;
     let length = write.Length as usize;
     let Some((volume, open, file)) = with_kernel(|k| {
         k.io.files
             .get(&fo)
-            .and_then(|f| Some((f.volume, f.open?, f.file?)))
+            .and_then(|f| Some((f.volume, f.open, f.file?)))
     }) else {
         return (STATUS_INVALID_PARAMETER, 0);
     };
     let sector = sector_size(volume);
-    if cbd.iopb.IrpFlags & irp::NOCACHE != 0
-        && (!offset.is_multiple_of(sector) || !(length as u64).is_multiple_of(sector))
-    {
+    let noncached = flags & (irp::NOCACHE | irp::PAGING_IO) != 0;
+    if noncached && (!offset.is_multiple_of(sector) || !(length as u64).is_multiple_of(sector)) {
         return (STATUS_INVALID_PARAMETER, 0);
     }
     let data = if length == 0 {
@@ -1286,9 +1507,41 @@ fn fs_write(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
         unsafe { std::slice::from_raw_parts(write.WriteBuffer.cast::<u8>(), length) }.to_vec()
     };
     let now = super::now();
+    if flags & irp::PAGING_IO != 0 {
+        // The cache or memory manager writing pages back: through the stream, even
+        // after the last cleanup; the mapped page writer's change is noted here.
+        let mapped = cache::IoGetTopLevelIrp() as usize == cache::FSRTL_MOD_WRITE_TOP_LEVEL_IRP;
+        let result = with_kernel(|k| {
+            let v = k.volumes.iter_mut().find(|v| v.handle == volume)?;
+            Some(v.fs.paging_write(file, offset, &data, mapped, now))
+        });
+        return match result {
+            None => (STATUS_INVALID_PARAMETER, 0),
+            Some(Ok(n)) => (STATUS_SUCCESS, n),
+            Some(Err(status)) => (status, 0),
+        };
+    }
+    let Some(open) = open else {
+        return (STATUS_INVALID_PARAMETER, 0);
+    };
+    if !noncached {
+        return cached_write(fo, volume, open, file, offset, &data, now);
+    }
+    // Non-cached: what the cache holds dirty over the range goes first, then the data,
+    // then the cache's stale copy (NTFS's flush and purge on its non-cached path).
+    let (first, last) = (offset / PAGE, (offset + length as u64).div_ceil(PAGE));
+    if cache::has_dirty(volume, file, first, last) {
+        cache::flush_pages(fo, volume, file, Some((first, last)), Writer::InPlace);
+    }
     let result = with_kernel(|k| {
         let v = k.volumes.iter_mut().find(|v| v.handle == volume)?;
-        Some(v.fs.write(open, offset, &data, now))
+        let r = v.fs.write(open, offset, &data, now);
+        if r.is_ok()
+            && let Some(s) = k.io.streams.get_mut(&(volume, file))
+        {
+            s.valid_data = s.valid_data.max(offset + length as u64);
+        }
+        Some(r)
     });
     purge_cache(volume, file);
     match result {
@@ -1298,9 +1551,86 @@ fn fs_write(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
     }
 }
 
+/// A cached write as NTFS and the cache manager do it (see `cache.rs`): the pages the
+/// write covers only in part that hold data on disk are paged in first; NTFS moves end
+/// of file and notes the change; the bytes are copied into the cache, dirty.
+fn cached_write(
+    fo: usize,
+    volume: PFLT_VOLUME,
+    open: OpenId,
+    file: FileId,
+    offset: u64,
+    data: &[u8],
+    now: i64,
+) -> (NTSTATUS, usize) {
+    if data.is_empty() {
+        return (STATUS_SUCCESS, 0);
+    }
+    let Some(end) = offset.checked_add(data.len() as u64) else {
+        return (STATUS_INVALID_PARAMETER, 0);
+    };
+    let Some(size) = size_of(volume, file) else {
+        return (STATUS_INVALID_PARAMETER, 0);
+    };
+    let resident = |page: u64| {
+        with_kernel(|k| {
+            k.io.streams
+                .get(&(volume, file))
+                .is_some_and(|s| s.pages.contains_key(&page))
+        })
+    };
+    let needs_read = |page: u64| {
+        let (start, stop) = (page * PAGE, ((page + 1) * PAGE).min(size));
+        start < size && !(offset <= start && end >= stop) && !resident(page)
+    };
+    let mut page = offset / PAGE;
+    let last = end.div_ceil(PAGE);
+    while page < last {
+        if !needs_read(page) {
+            page += 1;
+            continue;
+        }
+        let mut stop = page + 1;
+        while stop < last && needs_read(stop) {
+            stop += 1;
+        }
+        if let Err(status) = page_in_run(fo, volume, file, page, stop) {
+            return (status, 0);
+        }
+        page = stop;
+    }
+    let noted = with_kernel(|k| {
+        let v = k.volumes.iter_mut().find(|v| v.handle == volume)?;
+        Some(v.fs.cached_write(open, offset, end, now))
+    });
+    match noted {
+        None => return (STATUS_INVALID_PARAMETER, 0),
+        Some(Err(status)) => return (status, 0),
+        Some(Ok(())) => {}
+    }
+    with_kernel(|k| {
+        if let Some(f) = k.io.files.get_mut(&fo) {
+            f.cache_map = true;
+        }
+        if let Some(s) = k.io.streams.get_mut(&(volume, file)) {
+            s.cached = true;
+            copy_into_pages(s, offset, data, false);
+        }
+    });
+    (STATUS_SUCCESS, data.len())
+}
+
 /// Section creation for a mapped view: the FS-filter callback
 /// AcquireForSectionSynchronization, which a filter may fail.
 fn acquire_for_section(fo: usize, volume: PFLT_VOLUME) -> NTSTATUS {
+    acquire_for_section_as(fo, volume, PAGE_READONLY)
+}
+
+/// `PAGE_READONLY`, `PAGE_READWRITE`.
+const PAGE_READONLY: u32 = 0x02;
+const PAGE_READWRITE: u32 = 0x04;
+
+fn acquire_for_section_as(fo: usize, volume: PFLT_VOLUME, protection: u32) -> NTSTATUS {
     let mut req = simple_request(
         major::ACQUIRE_FOR_SECTION_SYNCHRONIZATION,
         0,
@@ -1311,7 +1641,7 @@ fn acquire_for_section(fo: usize, volume: PFLT_VOLUME) -> NTSTATUS {
     req.kind = Kind::FsFilter;
     req.params.AcquireForSectionSynchronization = AcquireForSectionSynchronizationParameters {
         SyncType: SyncTypeCreateSection,
-        PageProtection: 0x02, // PAGE_READONLY
+        PageProtection: protection,
         OutputInformation: std::ptr::null_mut(),
         Flags: 0,
         AllocationAttributes: 0x0800_0000, // SEC_COMMIT
@@ -1443,14 +1773,26 @@ pub(crate) fn set_information_on(
     io::dispatch(&req, fs_set_information).status
 }
 
+/// FileAllocationInformation, FileEndOfFileInformation.
+const FILE_ALLOCATION_INFORMATION: i32 = 19;
+const FILE_END_OF_FILE_INFORMATION: i32 = 20;
+
 /// FileRenameInformation, FileRenameInformationEx.
 const FILE_RENAME_INFORMATION: i32 = 10;
 const FILE_RENAME_INFORMATION_EX: i32 = 65;
 
-fn fs_set_information(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
+pub(crate) fn fs_set_information(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
     // SAFETY: the set parameters of this operation.
     let s = unsafe { cbd.iopb.Parameters.SetFileInformation };
     let fo = cbd.iopb.TargetFileObject as usize;
+    // SAFETY: FileEndOfFileInformation: the union holds ReplaceIfExists/AdvanceOnly.
+    let advance_only = unsafe { s.Anonymous.Anonymous.AdvanceOnly } != 0;
+    if s.FileInformationClass == FILE_END_OF_FILE_INFORMATION && advance_only {
+        // The cache manager's CcSetValidData: NTFS moves its valid data length (which
+        // the model does not keep: reads past it return the zeros the disk holds) and
+        // never end of file.
+        return (STATUS_SUCCESS, 0);
+    }
     let input = if s.Length == 0 || s.InfoBuffer.is_null() {
         Vec::new()
     } else {
@@ -1482,6 +1824,13 @@ fn fs_set_information(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
     });
     match result {
         Some((status, volume, Some(file))) => {
+            if status >= 0
+                && (s.FileInformationClass == FILE_END_OF_FILE_INFORMATION
+                    || s.FileInformationClass == FILE_ALLOCATION_INFORMATION)
+                && let Some(size) = size_of(volume, file)
+            {
+                truncate_cache(volume, file, size);
+            }
             purge_cache(volume, file);
             (status, 0)
         }
@@ -1622,9 +1971,18 @@ pub(crate) fn fs_control_on(
     instance: Option<PFLT_INSTANCE>,
     requestor_mode: i8,
 ) -> (NTSTATUS, Vec<u8>) {
+    if code == FSCTL_READ_FILE_USN_DATA {
+        return fs_control_neither(fo, volume, code, input, output, instance, requestor_mode);
+    }
     if code & 3 != 0 {
-        // Only METHOD_BUFFERED codes are modelled; the reparse and sparse FSCTLs are.
+        // Only METHOD_BUFFERED codes are modelled, and FSCTL_READ_FILE_USN_DATA.
         return (STATUS_INVALID_DEVICE_REQUEST, Vec::new());
+    }
+    if code == FSCTL_SET_ZERO_DATA
+        && let Some(file) = with_kernel(|k| k.io.files.get(&fo).and_then(|f| f.file))
+    {
+        // NTFS flushes (and then purges) the cached range before it zeroes the disk.
+        cache::flush_pages(fo, volume, file, None, Writer::InPlace);
     }
     let mut system = vec![0u8; input.len().max(output)];
     system[..input.len()].copy_from_slice(input);
@@ -1646,7 +2004,50 @@ pub(crate) fn fs_control_on(
     (done.status, system)
 }
 
+/// `FSCTL_READ_FILE_USN_DATA` (METHOD_NEITHER), `FSCTL_SET_ZERO_DATA`.
+const FSCTL_READ_FILE_USN_DATA: u32 = super::ntfs::usn::FSCTL_READ_FILE_USN_DATA;
+const FSCTL_SET_ZERO_DATA: u32 = 0x0009_80C8;
+
+/// A METHOD_NEITHER FSCTL: the file system gets the caller's buffers themselves
+/// (Parameters.FileSystemControl.Neither).
+fn fs_control_neither(
+    fo: usize,
+    volume: PFLT_VOLUME,
+    code: u32,
+    input: &[u8],
+    output: usize,
+    instance: Option<PFLT_INSTANCE>,
+    requestor_mode: i8,
+) -> (NTSTATUS, Vec<u8>) {
+    let mut input = input.to_vec();
+    let mut out = vec![0u8; output];
+    let mut req = simple_request(
+        major::FILE_SYSTEM_CONTROL,
+        irp::SYNCHRONOUS_API,
+        fo,
+        volume,
+        instance,
+    );
+    req.requestor_mode = requestor_mode;
+    req.minor = 0; // IRP_MN_USER_FS_REQUEST
+    req.params.FileSystemControl.Neither.OutputBufferLength = output as u32;
+    req.params.FileSystemControl.Neither.InputBufferLength = input.len() as u32;
+    req.params.FileSystemControl.Neither.FsControlCode = code;
+    req.params.FileSystemControl.Neither.InputBuffer = input.as_mut_ptr().cast();
+    req.params.FileSystemControl.Neither.OutputBuffer = out.as_mut_ptr().cast();
+    let done = io::dispatch(&req, fs_fs_control);
+    out.truncate(done.information.min(output));
+    (done.status, out)
+}
+
 fn fs_fs_control(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
+    // SAFETY: the FSCTL parameters of this operation.
+    let control = unsafe { cbd.iopb.Parameters.FileSystemControl };
+    // SAFETY: FsControlCode lies at the same offset in every method's member.
+    let code = unsafe { control.Buffered.FsControlCode };
+    if code == FSCTL_READ_FILE_USN_DATA {
+        return fs_read_usn(cbd);
+    }
     // SAFETY: the FSCTL parameters of this operation.
     let c = unsafe { cbd.iopb.Parameters.FileSystemControl };
     // SAFETY: the METHOD_BUFFERED member, the only method the model issues.
@@ -1688,6 +2089,46 @@ fn fs_fs_control(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
     if n > 0 {
         // SAFETY: SystemBuffer holds at least OutputBufferLength >= n bytes.
         unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), c.SystemBuffer.cast::<u8>(), n) };
+    }
+    (status, n)
+}
+
+/// FSCTL_READ_FILE_USN_DATA through Parameters.FileSystemControl.Neither.
+fn fs_read_usn(cbd: &mut Cbd) -> (NTSTATUS, usize) {
+    // SAFETY: the FSCTL parameters of this operation.
+    let control = unsafe { cbd.iopb.Parameters.FileSystemControl };
+    // SAFETY: a METHOD_NEITHER FSCTL: the union holds the Neither parameters.
+    let c = unsafe { control.Neither };
+    let fo = cbd.iopb.TargetFileObject as usize;
+    let input = if c.InputBufferLength == 0 || c.InputBuffer.is_null() {
+        Vec::new()
+    } else {
+        // SAFETY: InputBuffer holds InputBufferLength bytes (the issuer's).
+        unsafe {
+            std::slice::from_raw_parts(c.InputBuffer.cast::<u8>(), c.InputBufferLength as usize)
+        }
+        .to_vec()
+    };
+    let now = super::now();
+    let result = with_kernel(|k| {
+        let f = k.io.files.get(&fo)?;
+        let (volume, open) = (f.volume, f.open?);
+        let v = k.volumes.iter_mut().find(|v| v.handle == volume)?;
+        Some(v.fs.fsctl(
+            open,
+            FSCTL_READ_FILE_USN_DATA,
+            &input,
+            c.OutputBufferLength as usize,
+            now,
+        ))
+    });
+    let Some((status, bytes)) = result else {
+        return (STATUS_INVALID_PARAMETER, 0);
+    };
+    let n = bytes.len().min(c.OutputBufferLength as usize);
+    if n > 0 && !c.OutputBuffer.is_null() {
+        // SAFETY: OutputBuffer holds OutputBufferLength >= n bytes (the issuer's).
+        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), c.OutputBuffer.cast::<u8>(), n) };
     }
     (status, n)
 }

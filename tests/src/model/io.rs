@@ -56,6 +56,7 @@ pub(crate) mod major {
     pub(crate) const CLOSE: u8 = 2;
     pub(crate) const READ: u8 = 3;
     pub(crate) const WRITE: u8 = 4;
+    pub(crate) const FLUSH_BUFFERS: u8 = 9;
     pub(crate) const QUERY_INFORMATION: u8 = 5;
     pub(crate) const SET_INFORMATION: u8 = 6;
     pub(crate) const DIRECTORY_CONTROL: u8 = 12;
@@ -692,7 +693,7 @@ fn call_file_system(cbd: &mut Cbd, addr: usize, fs: FileSystem) {
         })
     });
     let Some(call) = call else { return };
-    let (status, information) = fs(cbd, &call);
+    let (status, information) = super::cache::as_file_system(addr, || fs(cbd, &call));
     cbd.data.IoStatus = status_block(status, information);
 }
 

@@ -9,6 +9,7 @@
 //! Callbacks into the driver are always made with the kernel lock released, since the
 //! driver calls back into the model from inside them.
 
+pub mod cache;
 pub mod cbdq;
 pub mod contexts;
 pub mod files;

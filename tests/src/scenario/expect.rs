@@ -4,7 +4,7 @@
 //! A field the operation cannot produce, or the information class does not carry, is a
 //! failure that says so: an expectation is never skipped.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_SUCCESS};
 use windows_sys::Win32::Storage::FileSystem as attr;
@@ -15,12 +15,52 @@ use super::format::{EntryExpect, Expect, Hydrated, Step, Tag};
 use super::ops::{Observation, tag_value};
 use crate::ntstatus;
 
-/// A provider's remote content, by sync root.
+/// A provider's remote content, by sync root. `remote_write` changes it while the
+/// provider serves it.
 pub(crate) struct RemoteRoot {
     /// The sync root, DOS form.
     pub sync_root: String,
     /// Paths relative to the sync root (`\`-separated) and their bytes.
-    pub files: Vec<(String, Vec<u8>)>,
+    files: RwLock<Vec<(String, Arc<[u8]>)>>,
+}
+
+impl RemoteRoot {
+    pub(crate) fn new(sync_root: String, files: Vec<(String, Vec<u8>)>) -> Self {
+        Self {
+            sync_root,
+            files: RwLock::new(files.into_iter().map(|(p, b)| (p, b.into())).collect()),
+        }
+    }
+
+    /// Every remote file, in order.
+    pub(crate) fn files(&self) -> Vec<(String, Arc<[u8]>)> {
+        self.files
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// The remote file at `rel` (compared case-insensitively).
+    pub(crate) fn get(&self, rel: &str) -> Option<(String, Arc<[u8]>)> {
+        self.files
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .find(|(p, _)| p.eq_ignore_ascii_case(rel))
+            .cloned()
+    }
+
+    /// The cloud copy of `rel` becomes `bytes` (a new remote file if there was none).
+    pub(crate) fn put(&self, rel: &str, bytes: Vec<u8>) {
+        let mut files = self
+            .files
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match files.iter_mut().find(|(p, _)| p.eq_ignore_ascii_case(rel)) {
+            Some(file) => file.1 = bytes.into(),
+            None => files.push((rel.to_string(), bytes.into())),
+        }
+    }
 }
 
 /// The expectation fields each operation can produce, beyond `status` / `failed`.
@@ -37,8 +77,33 @@ fn applicable(op: &str) -> &'static [&'static str] {
             "reparse_tag",
             "size",
         ],
-        "state" => &["placeholder", "hydrated", "pinned", "in_sync", "tag"],
-        "provider_stats" => &["fetches", "bytes_served", "cancels"],
+        // `modified`, `populated`, `registered` and the notification counts are the
+        // format's additions still pending (`pending`): they belong here, and fail as
+        // unsupported rather than as inapplicable.
+        "state" => &[
+            "placeholder",
+            "hydrated",
+            "pinned",
+            "in_sync",
+            "tag",
+            "size",
+            "modified",
+            "populated",
+            "registered",
+        ],
+        "provider_stats" => &[
+            "fetches",
+            "bytes_served",
+            "cancels",
+            "populations",
+            "validations",
+            "deletes",
+            "renames",
+            "dehydrates",
+            "opens",
+            "closes",
+        ],
+        "overwrite" => &["bytes"],
         _ => &[],
     }
 }
@@ -61,6 +126,16 @@ fn present(expect: &Expect) -> Vec<&'static str> {
         ("fetches", expect.fetches.is_some()),
         ("bytes_served", expect.bytes_served.is_some()),
         ("cancels", expect.cancels.is_some()),
+        ("modified", expect.modified.is_some()),
+        ("populated", expect.populated.is_some()),
+        ("registered", expect.registered.is_some()),
+        ("populations", expect.populations.is_some()),
+        ("validations", expect.validations.is_some()),
+        ("deletes", expect.deletes.is_some()),
+        ("renames", expect.renames.is_some()),
+        ("dehydrates", expect.dehydrates.is_some()),
+        ("opens", expect.opens.is_some()),
+        ("closes", expect.closes.is_some()),
     ]
     .into_iter()
     .filter_map(|(name, set)| set.then_some(name))
@@ -221,9 +296,7 @@ fn remote_range(
         let prefix = format!("{}\\", root.sync_root.trim_end_matches('\\').to_lowercase());
         if let Some(rel) = lower.strip_prefix(&prefix) {
             let file = root
-                .files
-                .iter()
-                .find(|(p, _)| p.to_lowercase() == rel)
+                .get(rel)
                 .ok_or_else(|| format!("the provider has no remote file {rel:?}"))?;
             let start = offset.min(file.1.len() as u64) as usize;
             let end = offset.saturating_add(length).min(file.1.len() as u64) as usize;
@@ -324,6 +397,15 @@ fn check_entry(
         match e.reparse_tag {
             None => problems.push(format!("{what}{layout_name} has no ReparsePointTag")),
             got => check_tag(&format!("{what}ReparsePointTag "), tag, got, problems),
+        }
+    }
+    if let Some(size) = want.size {
+        match e.size {
+            None => problems.push(format!("{what}{layout_name} has no EndOfFile")),
+            Some(got) if got != size => {
+                problems.push(format!("{what}expected size {size}, got {got}"));
+            }
+            _ => {}
         }
     }
 }
@@ -467,11 +549,21 @@ fn check_state(expect: &Expect, seen: &Observation, problems: &mut Vec<String>) 
             || expect.pinned.is_some()
             || expect.in_sync.is_some()
             || expect.tag.is_some()
+            || expect.size.is_some()
         {
             problems.push("cannot check the state: no such file on disk".into());
         }
         return;
     };
+    // End of file as NTFS holds it (format additions): the disk's, never the blob's.
+    if let Some(size) = expect.size
+        && size != state.size
+    {
+        problems.push(format!(
+            "expected size {size}, NTFS holds end of file {}",
+            state.size
+        ));
+    }
     // A placeholder's state is its blob: one that does not decode is reported whenever
     // the step asks about more than the raw tag.
     let blob = match &state.blob {
@@ -482,7 +574,7 @@ fn check_state(expect: &Expect, seen: &Observation, problems: &mut Vec<String>) 
                 && expect.hydrated.is_none()
                 && expect.pinned.is_none()
                 && expect.in_sync.is_none()
-                && expect.tag.is_some();
+                && (expect.tag.is_some() || expect.size.is_some());
             if !only_tag {
                 problems.push(format!(
                     "the placeholder's reparse data does not decode: {why}"

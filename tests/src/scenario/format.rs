@@ -109,6 +109,30 @@ pub struct ProviderSpec {
     /// The provider's remote content.
     #[serde(default)]
     pub files: Vec<RemoteFile>,
+    /// Hydration policy modifiers (format additions; see `pending`).
+    #[serde(default)]
+    pub modifiers: Vec<String>,
+    /// Extra in-sync triggers (format additions; see `pending`).
+    #[serde(default)]
+    pub in_sync_policy: Vec<String>,
+    /// `default` | `allowed` (format additions; see `pending`).
+    pub hard_links: Option<String>,
+    /// Who else may manage placeholders (format additions; see `pending`).
+    #[serde(default)]
+    pub management: Vec<String>,
+    /// Notifications the provider asks for (format additions; see `pending`).
+    #[serde(default)]
+    pub notify: Vec<String>,
+    /// How delete notifications are answered (format additions; see `pending`).
+    pub on_delete: Option<String>,
+    /// How rename notifications are answered (format additions; see `pending`).
+    pub on_rename: Option<String>,
+    /// How dehydrate notifications are answered (format additions; see `pending`).
+    pub on_dehydrate: Option<String>,
+    /// How VALIDATE_DATA is answered (format additions; see `pending`).
+    pub on_validate: Option<String>,
+    /// Whether the provider runs elevated (format additions; see `pending`).
+    pub elevated: Option<bool>,
 }
 
 fn default_hydration() -> String {
@@ -136,6 +160,8 @@ pub struct RemoteFile {
     pub seed: Option<u64>,
     /// Literal content.
     pub text: Option<String>,
+    /// An empty remote directory (format additions; see `pending`).
+    pub dir: Option<bool>,
 }
 
 /// A tag: `"cloudflt"` or a number (in TOML, an integer or a string such as `"0x1234"`).
@@ -174,6 +200,8 @@ pub struct EntryExpect {
     pub ea_size: Option<Tag>,
     /// ReparsePointTag field.
     pub reparse_tag: Option<Tag>,
+    /// EndOfFile field (format additions).
+    pub size: Option<u64>,
 }
 
 /// `expect` of a step.
@@ -216,6 +244,27 @@ pub struct Expect {
     pub bytes_served: Option<u64>,
     /// `provider_stats`: cancels received.
     pub cancels: Option<u64>,
+    /// `state`: ranges modified locally since last in sync (format additions; see
+    /// `pending`).
+    pub modified: Option<Hydrated>,
+    /// `state`: a directory placeholder's listing is complete (see `pending`).
+    pub populated: Option<bool>,
+    /// `state`: a registered sync root (see `pending`).
+    pub registered: Option<bool>,
+    /// `provider_stats`: FETCH_PLACEHOLDERS received (see `pending`).
+    pub populations: Option<u64>,
+    /// `provider_stats`: VALIDATE_DATA received (see `pending`).
+    pub validations: Option<u64>,
+    /// `provider_stats`: delete notifications (see `pending`).
+    pub deletes: Option<u64>,
+    /// `provider_stats`: rename notifications (see `pending`).
+    pub renames: Option<u64>,
+    /// `provider_stats`: dehydrate notifications (see `pending`).
+    pub dehydrates: Option<u64>,
+    /// `provider_stats`: open notifications (see `pending`).
+    pub opens: Option<u64>,
+    /// `provider_stats`: close notifications (see `pending`).
+    pub closes: Option<u64>,
 }
 
 /// One step (`[[step]]`, or inline inside `parallel` / `sequence`).
@@ -279,6 +328,23 @@ pub struct Step {
     pub remove: bool,
     /// `query`: the information buffer's length.
     pub buffer: Option<u64>,
+    /// `register`: CfRegisterSyncRoot flags (see `pending`).
+    #[serde(default)]
+    pub flags: Vec<String>,
+    /// `rename`: MOVEFILE_REPLACE_EXISTING (see `pending`).
+    pub replace: Option<bool>,
+    /// `create_placeholders`: mark what it creates populated (see `pending`).
+    pub populate: Option<bool>,
+    /// `update`: drop local data (see `pending`).
+    pub dehydrate: Option<bool>,
+    /// `update`: mark in sync (see `pending`).
+    pub mark_in_sync: Option<bool>,
+    /// `update`: clear in sync (see `pending`).
+    pub clear_in_sync: Option<bool>,
+    /// `update` / `set_in_sync`: only if unchanged (see `pending`).
+    pub if_unchanged: Option<bool>,
+    /// `set_in_sync`: the state to set (see `pending`).
+    pub in_sync: Option<bool>,
     /// Inner steps of `parallel` / `sequence`.
     #[serde(default)]
     pub steps: Vec<Step>,
@@ -288,8 +354,8 @@ pub struct Step {
     pub expect: Option<Expect>,
 }
 
-/// Every operation of format v1.
-pub const OPERATIONS: [&str; 30] = [
+/// Every operation of format v1 and its additions.
+pub const OPERATIONS: [&str; 40] = [
     "load_driver",
     "unload_driver",
     "connect",
@@ -320,4 +386,14 @@ pub const OPERATIONS: [&str; 30] = [
     "wait",
     "set_compat",
     "image_rule",
+    "register",
+    "unregister",
+    "reboot",
+    "set_size",
+    "overwrite",
+    "link",
+    "remote_write",
+    "remote_delete",
+    "update",
+    "set_in_sync",
 ];

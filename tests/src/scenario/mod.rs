@@ -105,6 +105,13 @@
 //!   as `connect` is); removing a rule that is not there is STATUS_NOT_FOUND. Like the
 //!   provider operations it needs the driver's port: differential mode's run without
 //!   the driver skips it.
+//! - The page's lifecycle additions: `set_size` opens as `write` does and sets
+//!   FileEndOfFileInformation; `overwrite` is CreateFile(CREATE_ALWAYS), i.e.
+//!   FILE_OVERWRITE_IF with GENERIC_READ|GENERIC_WRITE and FILE_ATTRIBUTE_NORMAL, one
+//!   cached write, close; `remote_write` changes the provider's remote content only;
+//!   `write` with `size` + `seed` writes the bytes a file of that seed holds at the
+//!   step's offset; `reboot` is `Host::reboot`. The rest is pending: `pending` holds the
+//!   one table of what and which issue.
 //! - At the end, handles still open are closed (the processes exit), providers disconnect
 //!   and drop what they kept, every provider callback has returned (or the step `exit`
 //!   fails after 60 s), then a driver left loaded is unloaded so its leaks are reported.
@@ -121,6 +128,7 @@
 //! The runner acts only as Windows would: it never does a cloudflt behaviour itself.
 
 pub mod format;
+pub mod pending;
 
 mod content;
 mod decode;
@@ -134,7 +142,9 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use windows_sys::Win32::Foundation::{STATUS_FLT_FILTER_NOT_FOUND, STATUS_IMAGE_ALREADY_LOADED};
+use windows_sys::Win32::Foundation::{
+    STATUS_FLT_FILTER_NOT_FOUND, STATUS_IMAGE_ALREADY_LOADED, STATUS_SUCCESS,
+};
 
 use crate::model::files;
 use crate::model::process::{
@@ -321,6 +331,18 @@ fn run_once(
             return Ok(Err(message));
         }
     };
+    // `[[provider]]` fields the runner cannot carry out yet fail the machine's line; the
+    // steps still run and report as usual.
+    for p in &scenario.provider {
+        for why in pending::provider(p) {
+            emit(&Record::new(
+                "machine",
+                "provider",
+                Outcome::Unsupported(why.clone()),
+                vec![format!("unsupported: {why}")],
+            ))?;
+        }
+    }
     let mut run = Run {
         world,
         host: Host {
@@ -402,6 +424,7 @@ fn build(
         .map_err(|s| format!("system root {root} is on no volume ({})", ntstatus::name(s)))?;
     machine.set_symbolic_link("\\SystemRoot", &root_nt);
     let mut pids = HashMap::new();
+    let mut boot = Vec::new();
     let mut remote = Vec::new();
     let image = |image: &str, who: &str| {
         files::nt_path(image).map_err(|s| {
@@ -424,6 +447,7 @@ fn build(
         if pids.insert(p.name.clone(), pid).is_some() {
             return Err(format!("two processes are named {:?}", p.name));
         }
+        boot.push((p.name.clone(), nt, compat));
     }
     let mut providers = Vec::new();
     for p in &scenario.provider {
@@ -446,6 +470,10 @@ fn build(
         })?;
         let mut files = Vec::new();
         for f in &p.files {
+            if f.dir == Some(true) {
+                // A remote directory: pending (`pending`), reported on the machine line.
+                continue;
+            }
             let bytes = match (&f.text, f.size, f.seed) {
                 (Some(text), None, None) => text.as_bytes().to_vec(),
                 (None, Some(size), Some(seed)) => content::seeded(seed, size),
@@ -461,32 +489,30 @@ fn build(
                 bytes,
             ));
         }
-        let root = Arc::new(RemoteRoot {
-            sync_root: p.sync_root.clone(),
-            files,
-        });
+        let root = Arc::new(RemoteRoot::new(p.sync_root.clone(), files));
         providers.push(Provider::new(p, nt, pid, root.clone())?);
         remote.push(root);
     }
     // Started last, so that the scenario's own processes keep the pids they would have
     // without it.
-    let admin = if steps.iter().any(needs_admin) {
+    let admin_image = if steps.iter().any(needs_admin) {
         let path = format!("{}\\System32\\{ADMIN_IMAGE}", root.trim_end_matches('\\'));
-        Some(machine.spawn_process(
-            &image(&path, "the administrator")?,
-            PHCM_APPLICATION_DEFAULT,
-            true,
-        ))
+        Some(image(&path, "the administrator")?)
     } else {
         None
     };
+    let admin = admin_image
+        .as_ref()
+        .map(|image| machine.spawn_process(image, PHCM_APPLICATION_DEFAULT, true));
     Ok(World {
-        pids,
+        pids: Mutex::new(pids),
+        boot,
+        admin_image,
         handles: Mutex::new(HashMap::new()),
         remote,
         providers,
         without_driver: pass == Pass::WithoutDriver,
-        admin,
+        admin: Mutex::new(admin),
     })
 }
 
@@ -504,9 +530,9 @@ struct Host {
     pass: Pass,
 }
 
-/// Whether a step loads or unloads the driver, itself or inside it.
+/// Whether a step loads or unloads the driver (or reboots), itself or inside it.
 fn needs_machine(step: &Step) -> bool {
-    matches!(step.op.as_str(), "load_driver" | "unload_driver")
+    matches!(step.op.as_str(), "load_driver" | "unload_driver" | "reboot")
         || step.steps.iter().any(needs_machine)
 }
 
@@ -542,6 +568,14 @@ impl Host {
                     ));
                 }
                 records
+            }
+            "reboot" => {
+                let outcome = match misplaced(step).or_else(|| no_fields(step)) {
+                    Some(why) => Outcome::Invalid(why),
+                    None => self.reboot(world),
+                };
+                let problems = self.problems_of(world, step, &outcome);
+                vec![Record::new(label, &step.op, outcome, problems)]
             }
             "load_driver" | "unload_driver" => {
                 let outcome = if self.pass == Pass::WithoutDriver {
@@ -638,6 +672,75 @@ impl Host {
             status,
             ..Observation::default()
         })
+    }
+
+    /// `reboot`: every process ends (the scenario's handles close as they exit,
+    /// providers' processes die as at `kill`), the driver is unloaded if loaded (its
+    /// leaks are the step's verifier findings), the lazy writer writes back what is
+    /// still dirty (shutdown), the driver is loaded again if it was, and the
+    /// `[[process]]` entries (and the runner's administrator) start again with new pids.
+    /// The disks keep their contents; providers' statistics and remote content stay;
+    /// each provider must `connect` again, from a new process.
+    ///
+    /// The model keeps one kernel across it (no fresh kernel state is built): after every
+    /// process has ended and the driver unloaded nothing of a boot is left in it that a
+    /// scenario can observe, except the disks, which are meant to stay.
+    fn reboot(&mut self, world: &World) -> Outcome {
+        world.close_all();
+        for p in &world.providers {
+            p.end_process();
+        }
+        let pids: Vec<u32> = world
+            .pids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .values()
+            .copied()
+            .chain(
+                *world
+                    .admin
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            )
+            .collect();
+        for pid in pids {
+            let alive =
+                crate::model::with_kernel(|k| k.processes.get(pid).is_some_and(|p| p.alive));
+            if alive {
+                self.machine.kill_process(pid);
+            }
+        }
+        let was_loaded = self.loaded;
+        let mut status = STATUS_SUCCESS;
+        if was_loaded {
+            self.loaded = false;
+            status = self.machine.unload_driver();
+        }
+        crate::model::cache::lazy_write_all();
+        if was_loaded && status >= 0 {
+            status = self.machine.load_driver(self.entry);
+            self.loaded = status >= 0;
+        }
+        let mut pids = world
+            .pids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (name, image, compat) in &world.boot {
+            pids.insert(
+                name.clone(),
+                self.machine.spawn_process(image, *compat, false),
+            );
+        }
+        if let Some(image) = &world.admin_image {
+            *world
+                .admin
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(
+                self.machine
+                    .spawn_process(image, PHCM_APPLICATION_DEFAULT, true),
+            );
+        }
+        Outcome::Observed(Observation::status(status))
     }
 
     /// The step's problems, and the verifier's findings since the last step.
@@ -739,15 +842,16 @@ impl World {
                 .collect(),
             "parallel" => self.parallel(label, step),
             _ => {
-                let outcome = if matches!(step.op.as_str(), "load_driver" | "unload_driver") {
-                    Outcome::Invalid(format!(
-                        "`{}` cannot run on a `parallel`'s thread: only one inner step of \
+                let outcome =
+                    if matches!(step.op.as_str(), "load_driver" | "unload_driver" | "reboot") {
+                        Outcome::Invalid(format!(
+                            "`{}` cannot run on a `parallel`'s thread: only one inner step of \
                          the outermost `parallel` around it may load or unload",
-                        step.op
-                    ))
-                } else {
-                    self.perform(step)
-                };
+                            step.op
+                        ))
+                    } else {
+                        self.perform(step)
+                    };
                 let problems = self.problems(step, &outcome);
                 vec![Record::new(label, &step.op, outcome, problems)]
             }
@@ -757,7 +861,7 @@ impl World {
     /// Runs a step that needs no machine-wide action.
     fn perform(&self, step: &Step) -> Outcome {
         if let Some(actor) = &step.actor
-            && !self.pids.contains_key(actor)
+            && self.pid_of_process(actor).is_none()
             && self.provider(actor).is_none()
         {
             return Outcome::Invalid(format!("`as = {actor:?}` names no process or provider"));
@@ -769,6 +873,9 @@ impl World {
         }
         if let Some(why) = misplaced(step) {
             return Outcome::Invalid(why);
+        }
+        if let Some(why) = pending::step(step) {
+            return Outcome::Unsupported(why);
         }
         match step.op.as_str() {
             "wait" => match step.ms {
@@ -790,6 +897,8 @@ impl World {
             | "get_reparse" | "set_reparse" | "delete_reparse" | "rename" | "delete" | "pin"
             | "unpin" | "state" | "set_compat" => self.perform_file_op(step),
             "image_rule" => self.image_rule(step),
+            "set_size" | "overwrite" => self.perform_file_op(step),
+            "remote_write" => self.remote_write(step),
             other => Outcome::Invalid(format!(
                 "unknown operation `{other}` (format v1 has: {})",
                 format::OPERATIONS.join(", ")
@@ -805,7 +914,15 @@ impl World {
             Outcome::Skipped => Vec::new(),
             Outcome::Observed(seen) => {
                 let target = self.target_path(step);
-                expect::check(step, seen, target.as_deref(), &self.remote)
+                let mut problems = expect::check(step, seen, target.as_deref(), &self.remote);
+                if let Some(expect) = &step.expect {
+                    problems.extend(
+                        pending::expectations(expect)
+                            .into_iter()
+                            .map(|why| format!("unsupported: {why}")),
+                    );
+                }
+                problems
             }
         }
     }
@@ -847,6 +964,26 @@ fn misplaced(step: &Step) -> Option<String> {
         ("image", step.image.is_some(), op == "image_rule"),
         ("visibility", step.visibility.is_some(), op == "image_rule"),
         ("remove", step.remove, op == "image_rule"),
+        ("flags", !step.flags.is_empty(), op == "register"),
+        ("replace", step.replace.is_some(), op == "rename"),
+        (
+            "populate",
+            step.populate.is_some(),
+            op == "create_placeholders",
+        ),
+        ("dehydrate", step.dehydrate.is_some(), op == "update"),
+        ("mark_in_sync", step.mark_in_sync.is_some(), op == "update"),
+        (
+            "clear_in_sync",
+            step.clear_in_sync.is_some(),
+            op == "update",
+        ),
+        (
+            "if_unchanged",
+            step.if_unchanged.is_some(),
+            matches!(op, "update" | "set_in_sync"),
+        ),
+        ("in_sync", step.in_sync.is_some(), op == "set_in_sync"),
     ];
     let wrong: Vec<&str> = fields
         .iter()
@@ -854,6 +991,19 @@ fn misplaced(step: &Step) -> Option<String> {
         .map(|(name, _, _)| *name)
         .collect();
     (!wrong.is_empty()).then(|| format!("`{op}` takes no {}", wrong.join(", ")))
+}
+
+/// `reboot` takes no fields but `expect` and `delay_ms`.
+fn no_fields(step: &Step) -> Option<String> {
+    let set = [
+        ("as", step.actor.is_some()),
+        ("path", step.path.is_some()),
+        ("handle", step.handle.is_some()),
+        ("provider", step.provider.is_some()),
+        ("steps", !step.steps.is_empty()),
+    ];
+    let wrong: Vec<&str> = set.iter().filter(|(_, s)| *s).map(|(n, _)| *n).collect();
+    (!wrong.is_empty()).then(|| format!("`{}` takes no {}", step.op, wrong.join(", ")))
 }
 
 /// Pairs the records of the two differential runs by label: a step fails if either run

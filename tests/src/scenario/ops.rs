@@ -17,8 +17,9 @@ use cloudflt_proto::{Placeholder, PlaceholderFlags};
 use windows_sys::Wdk::Storage::FileSystem::{
     self as fs, FILE_BASIC_INFORMATION, FILE_CREATE, FILE_DELETE_ON_CLOSE, FILE_DIRECTORY_FILE,
     FILE_NO_INTERMEDIATE_BUFFERING, FILE_NON_DIRECTORY_FILE, FILE_OPEN, FILE_OPEN_IF,
-    FILE_OPEN_REPARSE_POINT, FILE_RENAME_INFORMATION, FILE_SYNCHRONOUS_IO_NONALERT,
-    REPARSE_DATA_BUFFER, REPARSE_DATA_BUFFER_EX, REPARSE_DATA_EX_FLAG_GIVEN_TAG_OR_NONE,
+    FILE_OPEN_REPARSE_POINT, FILE_OVERWRITE_IF, FILE_RENAME_INFORMATION,
+    FILE_SYNCHRONOUS_IO_NONALERT, REPARSE_DATA_BUFFER, REPARSE_DATA_BUFFER_EX,
+    REPARSE_DATA_EX_FLAG_GIVEN_TAG_OR_NONE,
 };
 use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_NO_MORE_FILES, STATUS_NOT_FOUND, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_SUCCESS,
@@ -153,8 +154,13 @@ enum Target {
 /// Everything a step needs besides the machine itself: shared by the threads of a
 /// `parallel`.
 pub(crate) struct World {
-    /// Process names → pids (providers' processes are the providers' own business).
-    pub pids: HashMap<String, u32>,
+    /// Process names → pids (providers' processes are the providers' own business);
+    /// `reboot` starts them again under new pids.
+    pub pids: Mutex<HashMap<String, u32>>,
+    /// What starts each `[[process]]` (name, NT image, compatibility mode), and the
+    /// administrator's image: what `reboot` starts again.
+    pub boot: Vec<(String, String, i8)>,
+    pub admin_image: Option<String>,
     pub handles: Mutex<HashMap<String, Kept>>,
     /// The providers' remote content.
     pub remote: Vec<Arc<RemoteRoot>>,
@@ -164,7 +170,7 @@ pub(crate) struct World {
     pub without_driver: bool,
     /// The runner's own elevated administrator process, which runs `image_rule` steps
     /// without `as` (started only for scenarios that have such steps).
-    pub admin: Option<u32>,
+    pub admin: Mutex<Option<u32>>,
 }
 
 fn params(access: u32, disposition: u32, options: u32) -> OpenParams {
@@ -350,13 +356,22 @@ impl World {
     /// The pid of the process or provider `name` (a provider's current process, which
     /// must be running).
     pub(crate) fn pid_of(&self, name: &str) -> Result<u32, String> {
-        if let Some(pid) = self.pids.get(name) {
-            return Ok(*pid);
+        if let Some(pid) = self.pid_of_process(name) {
+            return Ok(pid);
         }
         match self.provider(name) {
             Some(p) => p.pid(),
             None => Err(format!("`as = {name:?}` names no process or provider")),
         }
+    }
+
+    /// The pid of the `[[process]]` named `name`.
+    pub(crate) fn pid_of_process(&self, name: &str) -> Option<u32> {
+        self.pids
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(name)
+            .copied()
     }
 
     /// The pid a step runs as: its `as`, or for a kept handle the process that opened it.
@@ -443,6 +458,8 @@ impl World {
             "close" => self.close(step),
             "read" => self.read(step),
             "write" => self.write(step),
+            "set_size" => self.set_size(step),
+            "overwrite" => self.overwrite(step),
             "list" => self.list(step),
             "query" => self.query(step),
             "get_reparse" => self.get_reparse(step),
@@ -530,6 +547,8 @@ impl World {
             Some(name) => self.pid_of(name)?,
             None => self
                 .admin
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .ok_or("the runner's administrator process is not running")?,
         };
         let done = process::run_as(pid, || {
@@ -664,14 +683,12 @@ impl World {
     fn write(&self, step: &Step) -> Result<Observation, String> {
         let (target, pid) = self.target(step)?;
         let offset = *need(&step.offset, "write", "offset")?;
-        let data = match (&step.text, &step.hex) {
-            (Some(text), None) => text.as_bytes().to_vec(),
-            (None, Some(hex)) => content::parse_hex(hex)?,
-            _ => return Err("`write` needs `text` or `hex` (one of them)".into()),
-        };
+        let data = content_of(step)?;
         let mode = match io_mode(step)? {
-            m @ (IoMode::Cached | IoMode::NonCached) => m,
-            _ => return Err("`write` takes io = cached or noncached".into()),
+            m @ (IoMode::Cached | IoMode::NonCached | IoMode::Mapped) => m,
+            IoMode::Paging => {
+                return Err("`write` takes io = cached, noncached or mapped".into());
+            }
         };
         let options = if mode == IoMode::NonCached {
             FILE_NON_DIRECTORY_FILE | FILE_NO_INTERMEDIATE_BUFFERING
@@ -689,6 +706,81 @@ impl World {
                 }
             })
         })
+    }
+
+    /// `set_size`: SetFileInformationByHandle(FileEndOfFileInfo) on a handle opened
+    /// for writing (GENERIC_READ | GENERIC_WRITE), or on the kept handle.
+    fn set_size(&self, step: &Step) -> Result<Observation, String> {
+        let (target, pid) = self.target(step)?;
+        let size = *need(&step.size, "set_size", "size")?;
+        let size = i64::try_from(size).map_err(|_| "size too large".to_string())?;
+        as_process(step, pid, || {
+            self.with_target(
+                &target,
+                &params(READ_WRITE, FILE_OPEN, FILE_NON_DIRECTORY_FILE),
+                |h| {
+                    Observation::status(files::set_information(
+                        h,
+                        fs::FileEndOfFileInformation,
+                        &size.to_le_bytes(),
+                    ))
+                },
+            )
+        })
+    }
+
+    /// `overwrite`: CreateFile(GENERIC_READ | GENERIC_WRITE, CREATE_ALWAYS, NORMAL),
+    /// which the I/O manager sends as FILE_OVERWRITE_IF, then one cached write of the
+    /// content at 0, then CloseHandle: how most editors save. The status is the first
+    /// failure.
+    fn overwrite(&self, step: &Step) -> Result<Observation, String> {
+        let path = need(&step.path, "overwrite", "path")?;
+        let pid = self
+            .actor(step)?
+            .ok_or("`overwrite` needs `as`".to_string())?;
+        if step.hex.is_some() {
+            return Err("`overwrite` takes `text` or `size` + `seed`".into());
+        }
+        let data = content_of(step)?;
+        as_process(step, pid, || {
+            match files::create(
+                path,
+                &params(READ_WRITE, FILE_OVERWRITE_IF, FILE_NON_DIRECTORY_FILE),
+            ) {
+                Err(status) => Observation::status(status),
+                Ok(h) => {
+                    let written = if data.is_empty() {
+                        Ok(0)
+                    } else {
+                        files::write(h, 0, &data, IoMode::Cached)
+                    };
+                    files::close(h);
+                    Observation {
+                        written: written.as_ref().ok().map(|n| *n as u64),
+                        ..Observation::status(status_of(&written))
+                    }
+                }
+            }
+        })
+    }
+
+    /// `remote_write`: the provider's cloud copy of `path` becomes the step's content
+    /// (a new remote file if there was none). Nothing local changes.
+    pub(crate) fn remote_write(&self, step: &Step) -> Outcome {
+        let Some(provider) = step.provider.as_deref().and_then(|p| self.provider(p)) else {
+            return Outcome::Invalid("`remote_write` needs `provider`".into());
+        };
+        let done = need(&step.path, "remote_write", "path").and_then(|path| {
+            if step.hex.is_some() {
+                return Err("`remote_write` takes `text` or `size` + `seed`".to_string());
+            }
+            let data = content_of(step)?;
+            provider.remote_write(path, data)
+        });
+        match done {
+            Ok(()) => Outcome::Observed(Observation::status(STATUS_SUCCESS)),
+            Err(why) => Outcome::Invalid(why),
+        }
     }
 
     fn list(&self, step: &Step) -> Result<Observation, String> {
@@ -999,6 +1091,35 @@ impl World {
             Ok(status) => Outcome::Observed(Observation::status(status)),
             Err(why) => Outcome::Invalid(why),
         }
+    }
+}
+
+/// The content a `write`, `overwrite` or `remote_write` step carries: `text`, `hex`, or
+/// `size` + `seed` (for `write`, the bytes a file created with that seed holds at the
+/// step's offset, as `data = "seed:N"` reads them).
+fn content_of(step: &Step) -> Result<Vec<u8>, String> {
+    let op = &step.op;
+    match (&step.text, &step.hex, step.size, step.seed) {
+        (Some(text), None, None, None) => Ok(text.as_bytes().to_vec()),
+        (None, Some(hex), None, None) => content::parse_hex(hex),
+        (None, None, Some(size), Some(seed)) => {
+            let offset = if op == "write" {
+                step.offset.unwrap_or(0)
+            } else {
+                0
+            };
+            Ok(content::seeded_range(
+                seed,
+                offset.saturating_add(size),
+                offset,
+                size,
+            ))
+        }
+        (None, None, Some(_), None) => Err(format!("`{op}` with `size` needs `seed`")),
+        (None, None, None, Some(_)) => Err(format!("`{op}`: `seed` goes with `size`")),
+        _ => Err(format!(
+            "`{op}` needs one of `text`, `hex` or `size` + `seed`"
+        )),
     }
 }
 

@@ -233,15 +233,8 @@ impl Inner {
     }
 
     /// The remote bytes a fetch asks for: by identity, else by path.
-    fn content(&self, request: &FetchRequest) -> Option<&[u8]> {
-        let by = |name: &str| {
-            let name = name.to_lowercase();
-            self.remote
-                .files
-                .iter()
-                .find(|(p, _)| p.to_lowercase() == name)
-                .map(|(_, bytes)| bytes.as_slice())
-        };
+    fn content(&self, request: &FetchRequest) -> Option<Arc<[u8]>> {
+        let by = |name: &str| self.remote.get(name).map(|(_, bytes)| bytes);
         std::str::from_utf8(&request.identity)
             .ok()
             .and_then(by)
@@ -592,25 +585,36 @@ impl Provider {
         }
     }
 
+    /// `remote_write`: the cloud copy of `path` (under the sync root, or root-relative)
+    /// becomes `bytes`; fetches answered from now on serve them.
+    pub(crate) fn remote_write(&self, path: &str, bytes: Vec<u8>) -> Result<(), String> {
+        let rel = self.relative(path)?;
+        if rel.is_empty() {
+            return Err(format!("{path} is the sync root itself, not a file"));
+        }
+        self.inner.remote.put(&rel, bytes);
+        Ok(())
+    }
+
+    /// The provider's process ends with the machine (`reboot`): as `kill`, if it runs.
+    pub(crate) fn end_process(&self) {
+        self.inner.kill();
+    }
+
     /// `create_placeholders`: directory placeholders for the parents first, then one
     /// in-sync placeholder per remote file, its identity the root-relative path. An
     /// existing directory placeholder is fine; the step's status is the first other
     /// failure.
     pub(crate) fn create_placeholders(&self, paths: Option<&[String]>) -> Result<NTSTATUS, String> {
-        let files: Vec<&(String, Vec<u8>)> = match paths {
-            None => self.inner.remote.files.iter().collect(),
+        let files: Vec<(String, Arc<[u8]>)> = match paths {
+            None => self.inner.remote.files(),
             Some(paths) => paths
                 .iter()
                 .map(|p| {
                     let rel = self.relative(p)?;
-                    self.inner
-                        .remote
-                        .files
-                        .iter()
-                        .find(|(f, _)| f.eq_ignore_ascii_case(&rel))
-                        .ok_or_else(|| {
-                            format!("{p} is not a remote file of provider {:?}", self.name)
-                        })
+                    self.inner.remote.get(&rel).ok_or_else(|| {
+                        format!("{p} is not a remote file of provider {:?}", self.name)
+                    })
                 })
                 .collect::<Result<_, _>>()?,
         };

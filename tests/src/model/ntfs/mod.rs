@@ -24,6 +24,7 @@ mod dir;
 mod layout;
 mod pattern;
 mod reparse;
+pub mod usn;
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -227,6 +228,11 @@ struct File {
     linked: bool,
     /// Upcased name -> child.
     children: BTreeMap<Vec<u16>, FileId>,
+    /// The USN of the file's newest change-journal record (0: none yet), kept in its
+    /// $STANDARD_INFORMATION; what FSCTL_READ_FILE_USN_DATA returns.
+    usn: i64,
+    /// `USN_REASON_*` accumulated since the file's last close record (see `usn`).
+    reasons: u32,
 }
 
 /// One open (the CCB).
@@ -252,7 +258,10 @@ const CHANGE_TIME: usize = 3;
 /// What it does not model: named streams, hard links, short (8.3) names, extended
 /// attributes, security descriptors and access checks (the I/O manager and FltMgr
 /// check granted access; [`Ntfs::granted_access`] gives the dispatcher what to check
-/// against), transactions, byte-range locks, oplocks and the USN journal.
+/// against), transactions, byte-range locks, oplocks, and of the USN change journal
+/// everything but each file's current USN (see `usn`): the journal's records are
+/// counted, not kept, so FSCTL_READ_USN_JOURNAL and FSCTL_QUERY_USN_JOURNAL are not
+/// answered.
 #[derive(Debug)]
 pub struct Ntfs {
     files: BTreeMap<FileId, File>,
@@ -264,6 +273,9 @@ pub struct Ntfs {
     next_open: OpenId,
     sector_size: u32,
     volume_serial: u64,
+    /// The change journal's last USN (MS-FSA Volume.LastUsn): each record written adds
+    /// its length, so USNs grow with every record on the volume.
+    last_usn: i64,
 }
 
 fn round_up(n: u64) -> u64 {
@@ -322,6 +334,8 @@ impl Ntfs {
             delete_pending: false,
             linked: true,
             children: BTreeMap::new(),
+            usn: 0,
+            reasons: 0,
         };
         Self {
             files: BTreeMap::from([(ROOT_ID, root)]),
@@ -333,6 +347,9 @@ impl Ntfs {
             // Format stamps a serial from the clock; derive it from `now` so a run is
             // reproducible.
             volume_serial: (now as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+            // A journal that has been running since setup: its USNs are far from zero,
+            // so a USN of 0 (a file with no record) never looks like a real one.
+            last_usn: usn::FIRST_USN,
         }
     }
 
@@ -514,25 +531,39 @@ impl Ntfs {
             _ => FILE_OPENED,
         };
         if replaces {
-            let supersede = req.disposition == FILE_SUPERSEDE;
+            let f = self.file(id);
+            let (had_data, had_reparse) = (f.size > 0, f.reparse.is_some());
+            let new = (req.attributes & SETTABLE_ATTRIBUTES) | FILE_ATTRIBUTE_ARCHIVE;
+            let attributes_change = new != f.attributes || f.sparse;
             let f = self.file_mut(id);
             f.size = 0;
             f.reserved = 0;
             f.clusters.clear();
             // The caller replaces the whole file it opened directly (it can only reach
             // a reparse point's data with FILE_OPEN_REPARSE_POINT or an open-reparse
-            // entry): the reparse point goes with the old contents (inference).
+            // entry): the reparse point goes with the old contents (inference; it
+            // follows from the attribute rule below, which clears REPARSE_POINT).
             f.reparse = None;
-            let new = (req.attributes & SETTABLE_ATTRIBUTES) | FILE_ATTRIBUTE_ARCHIVE;
-            if supersede {
-                f.attributes = new;
-                f.sparse = false;
-            } else {
-                f.attributes |= new;
-            }
+            // CreateFile's documentation for CREATE_ALWAYS (FILE_OVERWRITE_IF) on an
+            // existing file: it "clears the existing attributes, combines the specified
+            // file attributes and flags with FILE_ATTRIBUTE_ARCHIVE". FILE_OVERWRITE
+            // (TRUNCATE_EXISTING) and FILE_SUPERSEDE replace the same way: once the file
+            // exists NTFS handles the three alike (inference). SPARSE_FILE goes with the
+            // old stream, so OFFLINE, RECALL_ON_*, PINNED and the rest go unless asked.
+            f.attributes = new;
+            f.sparse = false;
             f.times[1] = req.now;
             f.times[WRITE_TIME] = req.now;
             f.times[CHANGE_TIME] = req.now;
+            if had_data {
+                self.post_usn(id, usn::DATA_TRUNCATION);
+            }
+            if had_reparse {
+                self.post_usn(id, usn::REPARSE_POINT_CHANGE);
+            }
+            if attributes_change {
+                self.post_usn(id, usn::BASIC_INFO_CHANGE);
+            }
         }
         let open = self.add_open(id, req);
         Ok(CreateOutcome::Opened {
@@ -657,8 +688,11 @@ impl Ntfs {
                 delete_pending: false,
                 linked: true,
                 children: BTreeMap::new(),
+                usn: 0,
+                reasons: 0,
             },
         );
+        self.post_usn(id, usn::FILE_CREATE);
         let p = self.file_mut(parent);
         p.children.insert(pattern::key(name), id);
         p.times[WRITE_TIME] = req.now;
@@ -701,6 +735,45 @@ impl Ntfs {
             },
         );
         id
+    }
+
+    /// Posts a change for `id` (see `usn`): a record, and a new USN for the file, when
+    /// `reason` adds to the reasons accumulated since its last close record.
+    fn post_usn(&mut self, id: FileId, reason: u32) {
+        let Some(f) = self.files.get(&id) else {
+            return;
+        };
+        if reason & !f.reasons == 0 {
+            return;
+        }
+        let length = usn::record_length(f.name.encode_utf16().count() * 2);
+        self.last_usn += length;
+        let last = self.last_usn;
+        let f = self.file_mut(id);
+        f.reasons |= reason;
+        f.usn = last;
+    }
+
+    /// The close record, written when the file's last open is cleaned up with reasons
+    /// accumulated (see `usn`).
+    fn close_usn(&mut self, id: FileId) {
+        let Some(f) = self.files.get(&id) else {
+            return;
+        };
+        if f.reasons == 0 {
+            return;
+        }
+        let length = usn::record_length(f.name.encode_utf16().count() * 2);
+        self.last_usn += length;
+        let last = self.last_usn;
+        let f = self.file_mut(id);
+        f.reasons = 0;
+        f.usn = last;
+    }
+
+    /// The file's current USN (0 if the journal holds no record of it yet).
+    pub fn usn(&self, id: FileId) -> Option<i64> {
+        self.files.get(&id).map(|f| f.usn)
     }
 
     /// IoCheckShareAccess against the opens still on the file. Opens without read,
@@ -757,8 +830,13 @@ impl Ntfs {
                 f.delete_pending = true;
             }
         }
-        if self.file(id).delete_pending && self.open_count(id) == 0 {
-            self.remove(id);
+        if self.open_count(id) == 0 {
+            if self.file(id).delete_pending {
+                self.post_usn(id, usn::FILE_DELETE);
+                self.remove(id);
+            } else {
+                self.close_usn(id);
+            }
         }
     }
 
@@ -777,11 +855,20 @@ impl Ntfs {
         self.opens.get(&open).ok_or(STATUS_INVALID_PARAMETER)
     }
 
+    /// What [`Ntfs::read`] would return for file `id` (ground truth, no open needed).
+    pub fn read_file(&self, id: FileId, offset: u64, length: usize) -> Result<Vec<u8>, NTSTATUS> {
+        let f = self.files.get(&id).ok_or(STATUS_INVALID_PARAMETER)?;
+        self.read_of(f, offset, length)
+    }
+
     /// Reads `length` bytes at `offset`: STATUS_END_OF_FILE at or past end of file, short
     /// at the end; unallocated ranges read as zeros; a directory is
     /// STATUS_INVALID_DEVICE_REQUEST.
     pub fn read(&self, open: OpenId, offset: u64, length: usize) -> Result<Vec<u8>, NTSTATUS> {
-        let f = self.file(self.open_of(open)?.file);
+        self.read_of(self.file(self.open_of(open)?.file), offset, length)
+    }
+
+    fn read_of(&self, f: &File, offset: u64, length: usize) -> Result<Vec<u8>, NTSTATUS> {
         if f.directory {
             return Err(STATUS_INVALID_DEVICE_REQUEST);
         }
@@ -824,6 +911,29 @@ impl Ntfs {
         let end = offset
             .checked_add(data.len() as u64)
             .ok_or(STATUS_INVALID_PARAMETER)?;
+        self.post_write(id, offset, end);
+        self.store(id, offset, data);
+        let f = self.file_mut(id);
+        f.size = f.size.max(end);
+        touch(f, &frozen, now);
+        Ok(data.len())
+    }
+
+    /// The reasons a write of `offset..end` posts: DATA_OVERWRITE for what lies inside
+    /// the current end of file, DATA_EXTEND for what lies past it.
+    fn post_write(&mut self, id: FileId, offset: u64, end: u64) {
+        let size = self.file(id).size;
+        if offset < size {
+            self.post_usn(id, usn::DATA_OVERWRITE);
+        }
+        if end > size {
+            self.post_usn(id, usn::DATA_EXTEND);
+        }
+    }
+
+    /// Puts `data` at `offset` in the file's clusters (allocating them), nothing else.
+    fn store(&mut self, id: FileId, offset: u64, data: &[u8]) {
+        let end = offset + data.len() as u64;
         let f = self.file_mut(id);
         let mut at = offset;
         while at < end {
@@ -838,8 +948,69 @@ impl Ntfs {
                 .copy_from_slice(&data[(at - offset) as usize..(to - offset) as usize]);
             at = to;
         }
+    }
+
+    /// A cached write of `offset..end` through `open`, as NTFS's cached-write path does
+    /// it before the data reaches the disk: end of file moves out to `end` if it lies
+    /// beyond (the new range reads as zeros until the data is written), the write's
+    /// reasons are posted and last-write and change time move (unless the handle froze
+    /// them). The bytes come later, with the lazy writer's paging write
+    /// ([`Ntfs::paging_write`]).
+    pub fn cached_write(
+        &mut self,
+        open: OpenId,
+        offset: u64,
+        end: u64,
+        now: i64,
+    ) -> Result<(), NTSTATUS> {
+        let o = self.open_of(open)?;
+        let (id, frozen) = (o.file, o.frozen);
+        if self.file(id).directory {
+            return Err(STATUS_INVALID_DEVICE_REQUEST);
+        }
+        if offset >= end {
+            return Ok(());
+        }
+        self.post_write(id, offset, end);
+        let f = self.file_mut(id);
         f.size = f.size.max(end);
         touch(f, &frozen, now);
+        Ok(())
+    }
+
+    /// A paging write of `data` at `offset` to file `id`, as the lazy writer or the
+    /// mapped page writer sends it: it reaches the file through its stream, whether or
+    /// not an open is left (paging I/O may follow the last cleanup). It never moves end
+    /// of file: what lies past it is dropped (NTFS trims paging writes at end of file).
+    /// `mapped`: a page the mapped page writer writes back, whose change NTFS notes here
+    /// (DATA_OVERWRITE, times, ARCHIVE; see `usn`); the lazy writer's data was noted at
+    /// the cached write. With no open left, the change's close record follows at once.
+    pub fn paging_write(
+        &mut self,
+        id: FileId,
+        offset: u64,
+        data: &[u8],
+        mapped: bool,
+        now: i64,
+    ) -> Result<usize, NTSTATUS> {
+        let Some(f) = self.files.get(&id) else {
+            return Err(STATUS_INVALID_PARAMETER);
+        };
+        if f.directory {
+            return Err(STATUS_INVALID_DEVICE_REQUEST);
+        }
+        let size = f.size;
+        if offset < size {
+            let keep = ((size - offset) as usize).min(data.len());
+            self.store(id, offset, &data[..keep]);
+            if mapped {
+                self.post_usn(id, usn::DATA_OVERWRITE);
+                touch(self.file_mut(id), &[false; 4], now);
+                if self.open_count(id) == 0 {
+                    self.close_usn(id);
+                }
+            }
+        }
         Ok(data.len())
     }
 
@@ -1031,6 +1202,9 @@ impl Ntfs {
         if changed && times[CHANGE_TIME] == 0 && !frozen_change {
             f.times[CHANGE_TIME] = now;
         }
+        if changed {
+            self.post_usn(id, usn::BASIC_INFO_CHANGE);
+        }
         Ok(())
     }
 
@@ -1041,6 +1215,12 @@ impl Ntfs {
             return Err(STATUS_INVALID_PARAMETER);
         }
         let eof = u64::try_from(eof).map_err(|_| STATUS_INVALID_PARAMETER)?;
+        let old = self.file(id).size;
+        if eof < old {
+            self.post_usn(id, usn::DATA_TRUNCATION);
+        } else if eof > old {
+            self.post_usn(id, usn::DATA_EXTEND);
+        }
         let f = self.file_mut(id);
         truncate(f, eof);
         f.size = eof;
@@ -1062,6 +1242,7 @@ impl Ntfs {
             truncate(f, size);
             f.size = size;
             touch(f, &frozen, now);
+            self.post_usn(id, usn::DATA_TRUNCATION);
         } else if f.sparse {
             // A sparse file allocates on write only.
             f.reserved = 0;
@@ -1185,6 +1366,7 @@ impl Ntfs {
         if parent != self.file(id).parent {
             self.may_add_child(parent)?;
         }
+        self.post_usn(id, usn::RENAME_OLD_NAME);
         let (old_parent, old_key) = (self.file(id).parent, pattern::key(&self.file(id).name));
         self.file_mut(old_parent).children.remove(&old_key);
         self.file_mut(parent).children.insert(key, id);
@@ -1200,6 +1382,7 @@ impl Ntfs {
         if !f.directory {
             f.attributes |= FILE_ATTRIBUTE_ARCHIVE;
         }
+        self.post_usn(id, usn::RENAME_NEW_NAME);
         Ok(())
     }
 
@@ -1217,7 +1400,8 @@ impl Ntfs {
     }
 
     /// IRP_MJ_FILE_SYSTEM_CONTROL: FSCTL_GET/SET/DELETE_REPARSE_POINT(_EX),
-    /// FSCTL_SET_SPARSE, FSCTL_SET_ZERO_DATA, FSCTL_QUERY_ALLOCATED_RANGES; anything else
+    /// FSCTL_SET_SPARSE, FSCTL_SET_ZERO_DATA, FSCTL_QUERY_ALLOCATED_RANGES,
+    /// FSCTL_READ_FILE_USN_DATA; anything else
     /// STATUS_INVALID_DEVICE_REQUEST. Returns the status and output bytes.
     ///
     /// There is no FSCTL_DELETE_REPARSE_POINT_EX: neither windows-sys 0.61 nor the
@@ -1250,6 +1434,7 @@ impl Ntfs {
             FSCTL_SET_SPARSE => done(self.set_sparse(id, input, now)),
             FSCTL_SET_ZERO_DATA => done(self.zero_data(open, input, now)),
             FSCTL_QUERY_ALLOCATED_RANGES => self.query_ranges(id, input, output_len),
+            usn::FSCTL_READ_FILE_USN_DATA => self.read_usn(id, input, output_len),
             _ => (STATUS_INVALID_DEVICE_REQUEST, Vec::new()),
         }
     }
@@ -1325,6 +1510,7 @@ impl Ntfs {
         let f = self.file_mut(id);
         f.reparse = Some(stored);
         f.times[CHANGE_TIME] = now;
+        self.post_usn(id, usn::REPARSE_POINT_CHANGE);
         Ok(())
     }
 
@@ -1352,6 +1538,7 @@ impl Ntfs {
         let f = self.file_mut(id);
         f.reparse = None;
         f.times[CHANGE_TIME] = now;
+        self.post_usn(id, usn::REPARSE_POINT_CHANGE);
         Ok(())
     }
 
@@ -1367,6 +1554,7 @@ impl Ntfs {
             // (everything up to end of file) already reflects.
             f.sparse = sparse;
             f.times[CHANGE_TIME] = now;
+            self.post_usn(id, usn::BASIC_INFO_CHANGE);
         }
         Ok(())
     }
@@ -1401,7 +1589,34 @@ impl Ntfs {
             }
         }
         touch(f, &frozen, now);
+        self.post_usn(id, usn::DATA_OVERWRITE);
         Ok(())
+    }
+
+    /// FSCTL_READ_FILE_USN_DATA (MS-FSA 2.1.5.10.27): the file's USN_RECORD_V2, or V3
+    /// if the READ_FILE_USN_DATA input asks for it only; a buffer too small for the
+    /// whole record is STATUS_BUFFER_TOO_SMALL (MS-FSCC 2.3.62). The name is the file's
+    /// own (the root's is empty).
+    fn read_usn(&self, id: FileId, input: &[u8], output_len: usize) -> (NTSTATUS, Vec<u8>) {
+        let Some(major) = usn::version(input) else {
+            return (STATUS_INVALID_PARAMETER, Vec::new());
+        };
+        let f = self.file(id);
+        let name = layout::utf16_bytes(&f.name);
+        let record = usn::encode(
+            &usn::Record {
+                id: f.id,
+                parent: f.parent,
+                usn: f.usn,
+                attributes: self.meta(f).attributes,
+                name: &name,
+            },
+            major,
+        );
+        if output_len < record.len() {
+            return (STATUS_BUFFER_TOO_SMALL, Vec::new());
+        }
+        (STATUS_SUCCESS, record)
     }
 
     fn query_ranges(&self, id: FileId, input: &[u8], output_len: usize) -> (NTSTATUS, Vec<u8>) {
