@@ -7,7 +7,7 @@ use cloudflt_proto::msg::TransferHead;
 use windows_sys::Win32::Foundation::STATUS_DATATYPE_MISALIGNMENT_ERROR;
 
 use super::*;
-use crate::nt::file::NONCACHED_BUFFER_ALIGNMENT;
+use crate::nt::file::{Fo, NONCACHED_BUFFER_ALIGNMENT};
 use crate::nt::user::UserData;
 
 /// Why a transfer did not record its range.
@@ -170,16 +170,15 @@ fn write_and_record(
     } else {
         None
     };
-    let writer = TABLE.with(|t| {
-        stream.with_state(&t.held, |s| {
-            // The writer is pinned by this transfer's use count.
-            s.writer().map(|w| w as *const OwnedFile)
-        })
-    });
-    let writer = writer.ok_or(invalid)?;
-    // SAFETY: the writer stays open while the stream's activity counts this transfer as a
-    // user (joined in `transfer`, left after this returns).
-    let writer = unsafe { &*writer };
+    // A copy of the writer's file object and instance, taken under the lock: never a
+    // pointer into the stream's state, whose transitions move the writer (in and out of
+    // its slot) under the lock while this thread writes. The handle stays open while the
+    // stream's activity counts this transfer as a user (joined in `transfer`, left after
+    // this returns).
+    let writer: Fo = TABLE
+        .with(|t| stream.with_state(&t.held, |s| s.writer().map(|w| **w)))
+        .ok_or(invalid)?;
+    let writer = &writer;
     if let Some(pages) = &pages {
         writer
             .write_noncached_pages(offset, whole, pages)
@@ -213,7 +212,7 @@ fn write_and_record(
 
 /// Writes the stream's current state into its reparse data (and the OFFLINE /
 /// RECALL_ON_DATA_ACCESS attributes), after any write of it already under way.
-pub(crate) fn persist(stream: &StreamContext, file: &OwnedFile) -> NTSTATUS {
+pub(crate) fn persist(stream: &StreamContext, file: &Fo) -> NTSTATUS {
     record(stream, file, None)
 }
 
@@ -221,7 +220,7 @@ pub(crate) fn persist(stream: &StreamContext, file: &OwnedFile) -> NTSTATUS {
 /// written, `added` is present in memory too. One write at a time per stream: the
 /// snapshot is taken when this thread's turn comes, so it holds every range recorded
 /// before it, and the record on disk only ever gets newer.
-fn record(stream: &StreamContext, file: &OwnedFile, added: Option<Range>) -> NTSTATUS {
+fn record(stream: &StreamContext, file: &Fo, added: Option<Range>) -> NTSTATUS {
     let mut snapshot = Snapshot::new();
     let seq = take_turn(stream, &mut snapshot, added);
     let status = snapshot.write(stream, file);
@@ -303,7 +302,7 @@ impl Snapshot {
         }
     }
 
-    fn write(&self, stream: &StreamContext, file: &OwnedFile) -> NTSTATUS {
+    fn write(&self, stream: &StreamContext, file: &Fo) -> NTSTATUS {
         let Some(present) = &self.present else {
             return STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES;
         };
