@@ -696,10 +696,17 @@ fn writer_failure(status: NTSTATUS) -> NTSTATUS {
     }
 }
 
-/// Fails fetch `id` with `status` (outside the lock).
-fn fail(id: u64, status: NTSTATUS) {
+/// Fails fetch `id`, whose FETCH_DATA the provider never took (the send failed or timed
+/// out, or was never tried), with `status`: no CANCEL_FETCH follows for a request the
+/// provider never received.
+fn fail_untaken(id: u64, status: NTSTATUS) {
     let mut after = After::new();
-    TABLE.with(|t| t.finish(id, status, Change::default(), &mut after));
+    TABLE.with(|t| {
+        if let Some(f) = t.fetches.iter_mut().find(|f| f.request.id == id) {
+            f.sent = false;
+        }
+        t.finish(id, status, Change::default(), &mut after);
+    });
     after.run();
 }
 
@@ -739,9 +746,9 @@ fn flush(stream: &StreamContext, provider: &ProviderRef) {
         drop(buffer);
         if opened.is_err() {
             // What the reader sees is a cloud-file status, whatever the open said.
-            fail(id, writer_failure(status));
+            fail_untaken(id, writer_failure(status));
         } else if !nt_success(status) || status == STATUS_TIMEOUT {
-            fail(id, send_failure(status));
+            fail_untaken(id, send_failure(status));
         }
     }
 }
@@ -779,7 +786,7 @@ fn flush_unsent() {
         match NonNull::new(owner as *mut providers::Provider).and_then(providers::by_cookie) {
             // Takes every unsent message of the stream, so the loop moves on.
             Some(provider) => flush(stream.get(), &provider),
-            None => fail(id, STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING),
+            None => fail_untaken(id, STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING),
         }
     }
 }
