@@ -161,7 +161,7 @@ unsafe extern "system" fn connect_notify(
     };
     let context = match PortContext::decode(bytes) {
         Ok(context) => context,
-        Err(error) => return status::connect_refusal(error),
+        Err(error) => return status::NtStatus::from(error).raw(),
     };
     // SAFETY: the server cookie is the driver state, alive while the server port is.
     let Some(driver) = (unsafe { server_cookie.cast::<Driver>().as_ref() }) else {

@@ -55,8 +55,8 @@ use windows_sys::Win32::Foundation::{
     STATUS_CLOUD_FILE_METADATA_CORRUPT, STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING,
     STATUS_CLOUD_FILE_PROVIDER_TERMINATED, STATUS_CLOUD_FILE_REQUEST_ABORTED,
     STATUS_CLOUD_FILE_REQUEST_CANCELED, STATUS_CLOUD_FILE_REQUEST_TIMEOUT,
-    STATUS_CLOUD_FILE_UNSUCCESSFUL, STATUS_INSUFFICIENT_RESOURCES, STATUS_PORT_DISCONNECTED,
-    STATUS_SUCCESS, STATUS_THREAD_IS_TERMINATING, STATUS_TIMEOUT, STATUS_USER_APC,
+    STATUS_CLOUD_FILE_UNSUCCESSFUL, STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS,
+    STATUS_THREAD_IS_TERMINATING, STATUS_TIMEOUT, STATUS_USER_APC,
 };
 use windows_sys::Win32::System::IO::{IO_STATUS_BLOCK, IO_STATUS_BLOCK_0};
 
@@ -67,7 +67,7 @@ use super::file::{OwnedFile, PoolBuf};
 use super::list::{List, Node};
 use super::pool::{PoolBox, tag};
 use super::providers::{self, ProviderRef};
-use super::status::nt_success;
+use super::status::{NtStatus, nt_success};
 use super::sync::{Event, SpinLock};
 use super::timer::Alarm;
 use crate::engine::policy::{self, Plan, UNIT};
@@ -150,7 +150,7 @@ struct Fetch {
     /// the provider was asked) and would a cancellation mean anything to the provider.
     sent: bool,
     /// Set when it is finished: how.
-    outcome: NTSTATUS,
+    outcome: NtStatus,
     /// The stream's writer, when this fetch was its last user.
     writer: Option<OwnedFile>,
 }
@@ -159,7 +159,7 @@ struct Fetch {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Outcome {
     /// With this status (success: its data is present).
-    Done(NTSTATUS),
+    Done(NtStatus),
     /// Part of its range is neither present nor asked for: it asks again.
     Stalled,
 }
@@ -240,7 +240,7 @@ struct Change {
     /// Just written and recorded (present even if a full range set could not keep it).
     recorded: Option<Range>,
     /// A fetch that failed, with the status its waiters fail with.
-    failed: Option<(Range, NTSTATUS)>,
+    failed: Option<(Range, NtStatus)>,
 }
 
 struct Table {
@@ -376,7 +376,7 @@ impl Table {
                     stream: StreamHold::new(stream),
                     message: Some(message),
                     sent: false,
-                    outcome: STATUS_SUCCESS,
+                    outcome: NtStatus::SUCCESS,
                     writer: None,
                 };
                 let node =
@@ -393,7 +393,7 @@ impl Table {
     }
 
     /// Retires fetch `id` with `status` and settles its stream's waiters.
-    fn finish(&mut self, id: u64, status: NTSTATUS, change: Change, after: &mut After) {
+    fn finish(&mut self, id: u64, status: NtStatus, change: Change, after: &mut After) {
         let Some(mut node) = self.fetches.take_first(|f| f.request.id == id) else {
             return;
         };
@@ -404,7 +404,7 @@ impl Table {
         let stream = fetch.stream.key();
         let range = fetch.request.range;
         after.fetches.push(node);
-        let change = if nt_success(status) {
+        let change = if status.is_success() {
             change
         } else {
             Change {
@@ -431,10 +431,12 @@ impl Table {
             }
             let outcome = w.stream.get().with_state(held, |s| {
                 if s.is_corrupt() {
-                    return Some(Outcome::Done(STATUS_CLOUD_FILE_METADATA_CORRUPT));
+                    return Some(Outcome::Done(NtStatus::from_raw(
+                        STATUS_CLOUD_FILE_METADATA_CORRUPT,
+                    )));
                 }
                 if !s.is_placeholder() {
-                    return Some(Outcome::Done(STATUS_SUCCESS));
+                    return Some(Outcome::Done(NtStatus::from_raw(STATUS_SUCCESS)));
                 }
                 let need = w.required.clip(Range {
                     start: 0,
@@ -448,7 +450,7 @@ impl Table {
                     fetches.iter().map(|f| &f.request),
                     stream,
                 ) {
-                    Verdict::Ready => Some(Outcome::Done(STATUS_SUCCESS)),
+                    Verdict::Ready => Some(Outcome::Done(NtStatus::from_raw(STATUS_SUCCESS))),
                     Verdict::Failed(status) => Some(Outcome::Done(status)),
                     Verdict::Stalled => Some(Outcome::Stalled),
                     Verdict::Waiting => None,
@@ -487,7 +489,7 @@ impl Table {
         {
             self.finish(
                 id,
-                STATUS_CLOUD_FILE_REQUEST_CANCELED,
+                NtStatus::from_raw(STATUS_CLOUD_FILE_REQUEST_CANCELED),
                 Change::default(),
                 after,
             );
@@ -562,13 +564,13 @@ impl After {
                     state: ReadState::Settled(outcome),
                     ..
                 }) => *outcome,
-                _ => Outcome::Done(STATUS_CLOUD_FILE_UNSUCCESSFUL),
+                _ => Outcome::Done(NtStatus::from_raw(STATUS_CLOUD_FILE_UNSUCCESSFUL)),
             };
             conclude(node, outcome);
         }
         while let Some(mut node) = self.fetches.take_first(|_| true) {
             // A provider that died or failed the fetch itself needs no cancellation.
-            let reason = match node.value.outcome {
+            let reason = match node.value.outcome.raw() {
                 // Never asked: nothing to cancel.
                 _ if !node.value.sent => None,
                 STATUS_CLOUD_FILE_REQUEST_TIMEOUT => Some(CancelReason::IoTimeout),
@@ -678,28 +680,10 @@ fn encode_fetch(
     Some((buffer, len))
 }
 
-/// What a failed FltSendMessage means for the reader.
-fn send_failure(status: NTSTATUS) -> NTSTATUS {
-    match status {
-        STATUS_TIMEOUT => STATUS_CLOUD_FILE_REQUEST_TIMEOUT,
-        STATUS_PORT_DISCONNECTED => STATUS_CLOUD_FILE_PROVIDER_TERMINATED,
-        STATUS_INSUFFICIENT_RESOURCES => STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES,
-        _ => STATUS_CLOUD_FILE_UNSUCCESSFUL,
-    }
-}
-
-/// What a failed open of the stream's writer means for the reader.
-fn writer_failure(status: NTSTATUS) -> NTSTATUS {
-    match status {
-        STATUS_INSUFFICIENT_RESOURCES => STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES,
-        s => cloud_status(s),
-    }
-}
-
 /// Fails fetch `id`, whose FETCH_DATA the provider never took (the send failed or timed
 /// out, or was never tried), with `status`: no CANCEL_FETCH follows for a request the
 /// provider never received.
-fn fail_untaken(id: u64, status: NTSTATUS) {
+fn fail_untaken(id: u64, status: NtStatus) {
     let mut after = After::new();
     TABLE.with(|t| {
         if let Some(f) = t.fetches.iter_mut().find(|f| f.request.id == id) {
@@ -746,9 +730,9 @@ fn flush(stream: &StreamContext, provider: &ProviderRef) {
         drop(buffer);
         if opened.is_err() {
             // What the reader sees is a cloud-file status, whatever the open said.
-            fail_untaken(id, writer_failure(status));
+            fail_untaken(id, NtStatus::from_writer_failure(status));
         } else if !nt_success(status) || status == STATUS_TIMEOUT {
-            fail_untaken(id, send_failure(status));
+            fail_untaken(id, NtStatus::from_send_failure(status));
         }
     }
 }
@@ -786,7 +770,10 @@ fn flush_unsent() {
         match NonNull::new(owner as *mut providers::Provider).and_then(providers::by_cookie) {
             // Takes every unsent message of the stream, so the loop moves on.
             Some(provider) => flush(stream.get(), &provider),
-            None => fail_untaken(id, STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING),
+            None => fail_untaken(
+                id,
+                NtStatus::from_raw(STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING),
+            ),
         }
     }
 }
@@ -924,7 +911,7 @@ pub(crate) fn file_closed(stream: &StreamContext, file_object: usize, last: bool
     TABLE.with(|t| {
         for w in t.waiters.iter_mut() {
             if w.stream.key() == k && w.file_object == file_object && w.is_open() {
-                decide(w, Outcome::Done(STATUS_CANCELLED));
+                decide(w, Outcome::Done(NtStatus::from_raw(STATUS_CANCELLED)));
             }
         }
         after.take_settled(&mut t.waiters);
@@ -965,7 +952,7 @@ fn expire() {
                 match expired {
                     Some(id) => t.finish(
                         id,
-                        STATUS_CLOUD_FILE_REQUEST_TIMEOUT,
+                        NtStatus::from_raw(STATUS_CLOUD_FILE_REQUEST_TIMEOUT),
                         Change::default(),
                         &mut after,
                     ),
@@ -996,7 +983,7 @@ fn deliver() {
 /// Sends the CANCEL_FETCH messages waiting in the outbox.
 fn send_outbox() {
     while let Some(node) = TABLE.with(|t| t.outbox.take_first(|_| true)) {
-        let reason = if node.value.outcome == STATUS_CLOUD_FILE_REQUEST_TIMEOUT {
+        let reason = if node.value.outcome.raw() == STATUS_CLOUD_FILE_REQUEST_TIMEOUT {
             CancelReason::IoTimeout
         } else {
             CancelReason::IoAborted
@@ -1034,7 +1021,7 @@ pub(crate) fn stop() {
 }
 
 /// Fails every fetch matching `which` with `status`, in batches.
-fn fail_all(which: impl Fn(&Fetch) -> bool, status: NTSTATUS) {
+fn fail_all(which: impl Fn(&Fetch) -> bool, status: NtStatus) {
     loop {
         let mut after = After::new();
         let more = TABLE.with(|t| {
@@ -1057,7 +1044,7 @@ fn fail_all(which: impl Fn(&Fetch) -> bool, status: NTSTATUS) {
 pub(crate) fn provider_gone(owner: usize) {
     fail_all(
         |f| f.request.owner == owner,
-        STATUS_CLOUD_FILE_PROVIDER_TERMINATED,
+        NtStatus::from_raw(STATUS_CLOUD_FILE_PROVIDER_TERMINATED),
     );
 }
 
@@ -1068,7 +1055,7 @@ pub(crate) fn instance_gone(
 ) {
     fail_all(
         |f| f.stream.get().instance == instance,
-        STATUS_CLOUD_FILE_REQUEST_ABORTED,
+        NtStatus::from_raw(STATUS_CLOUD_FILE_REQUEST_ABORTED),
     );
     // Operations that wait with no fetch out (for a dehydration to end, or to ask again)
     // are aborted too: teardown never waits on anything but its own I/O.
@@ -1077,7 +1064,10 @@ pub(crate) fn instance_gone(
     TABLE.with(|t| {
         for w in t.waiters.iter_mut() {
             if w.stream.get().instance == instance && w.is_open() {
-                decide(w, Outcome::Done(STATUS_CLOUD_FILE_REQUEST_ABORTED));
+                decide(
+                    w,
+                    Outcome::Done(NtStatus::from_raw(STATUS_CLOUD_FILE_REQUEST_ABORTED)),
+                );
             }
         }
         after.take_settled(&mut t.waiters);
@@ -1088,7 +1078,7 @@ pub(crate) fn instance_gone(
 /// FETCH_FAILED from `provider`: the waiting operations fail with the provider's status,
 /// or STATUS_CLOUD_FILE_UNSUCCESSFUL for one outside the cloud-file family.
 pub(crate) fn failed(provider: &ProviderRef, message: &FetchFailed) -> NTSTATUS {
-    let status = cloud_status(message.status);
+    let status = NtStatus::from_provider(message.status);
     let mut after = After::new();
     let known = TABLE.with(|t| {
         let known = t
@@ -1113,15 +1103,6 @@ pub(crate) fn failed(provider: &ProviderRef, message: &FetchFailed) -> NTSTATUS 
         STATUS_SUCCESS
     } else {
         STATUS_CLOUD_FILE_INVALID_REQUEST
-    }
-}
-
-/// A provider's failure status as the application will see it.
-pub(crate) fn cloud_status(status: NTSTATUS) -> NTSTATUS {
-    if (status as u32) & 0xFFFF_FF00 == 0xC000_CF00 {
-        status
-    } else {
-        STATUS_CLOUD_FILE_UNSUCCESSFUL
     }
 }
 

@@ -117,7 +117,10 @@ pub(super) fn queue(linked: Linked) {
             let required = w.required;
             let node = t.waiters.take_first(|w| w.id == id)?;
             t.abandon(stream, required, id, &mut after);
-            return Some((node, Outcome::Done(STATUS_CLOUD_FILE_REQUEST_ABORTED)));
+            return Some((
+                node,
+                Outcome::Done(NtStatus::from_raw(STATUS_CLOUD_FILE_REQUEST_ABORTED)),
+            ));
         }
         match r.state {
             ReadState::Arming(None) => {
@@ -149,13 +152,13 @@ pub(super) fn conclude(mut node: PoolBox<Node<Waiter>>, mut outcome: Outcome) {
                     return;
                 };
                 let data = r.data;
-                if nt_success(status)
+                if status.is_success()
                     && let Some(background) = r.background
                     && let Some(provider) = providers::for_path(node.value.asker.name.get())
                 {
                     start_background(&node.value, &provider, background);
                 }
-                let served = (nt_success(status) && r.serve).then(|| {
+                let served = (status.is_success() && r.serve).then(|| {
                     let size = TABLE
                         .with(|t| node.value.stream.get().with_state(&t.held, |s| s.file_size));
                     let sector = r.instance.sector_size();
@@ -165,13 +168,14 @@ pub(super) fn conclude(mut node: PoolBox<Node<Waiter>>, mut outcome: Outcome) {
                 drop(node);
                 match served {
                     Some((status, n)) => complete_served(data, status, n),
-                    None => complete_pended(data, status),
+                    None => complete_pended(data, status.raw()),
                 }
                 return;
             }
             Outcome::Stalled => {
                 let Some(provider) = providers::for_path(node.value.asker.name.get()) else {
-                    outcome = Outcome::Done(STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING);
+                    outcome =
+                        Outcome::Done(NtStatus::from_raw(STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING));
                     continue;
                 };
                 let WaitKind::Read(r) = &mut node.value.kind else {
@@ -182,7 +186,7 @@ pub(super) fn conclude(mut node: PoolBox<Node<Waiter>>, mut outcome: Outcome) {
                 match arm(node, &provider, PRIORITY_READ) {
                     Armed::Now(back, status) => {
                         node = back;
-                        outcome = Outcome::Done(status);
+                        outcome = Outcome::Done(NtStatus::from_raw(status));
                     }
                     Armed::Linked(linked) => {
                         // SAFETY: an Arming read, not yet queued.

@@ -91,7 +91,7 @@ pub(crate) fn transfer(provider: &ProviderRef, head: &TransferHead, data: &UserD
                     })
                     .map(|f| f.request.id)
                 {
-                    t.finish(done, STATUS_SUCCESS, change, &mut after);
+                    t.finish(done, NtStatus::SUCCESS, change, &mut after);
                 }
                 // Waiters whose range this transfer completed go on now, even while the
                 // rest of a larger fetch is still coming.
@@ -99,7 +99,7 @@ pub(crate) fn transfer(provider: &ProviderRef, head: &TransferHead, data: &UserD
             }
             Err(Unwritten::Failed(_)) => t.finish(
                 id,
-                STATUS_CLOUD_FILE_UNSUCCESSFUL,
+                NtStatus::from_raw(STATUS_CLOUD_FILE_UNSUCCESSFUL),
                 Change::default(),
                 &mut after,
             ),

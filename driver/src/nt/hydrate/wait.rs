@@ -59,7 +59,7 @@ pub(crate) fn ensure_range(target: &Target<'_>, range: Range) -> NTSTATUS {
         };
         flush(target.stream, &provider);
         match wait_thread(linked.id, linked.event, target.data) {
-            Outcome::Done(status) => return status,
+            Outcome::Done(status) => return status.raw(),
             Outcome::Stalled => continue,
         }
     }
@@ -90,11 +90,11 @@ fn wait_thread(
             };
             let outcome = match decided {
                 Some(outcome) => outcome,
-                None if gave_up => Outcome::Done(STATUS_CANCELLED),
+                None if gave_up => Outcome::Done(NtStatus::from_raw(STATUS_CANCELLED)),
                 None => return None,
             };
             let node = t.waiters.take_first(|w| w.id == id)?;
-            if outcome == Outcome::Done(STATUS_CANCELLED) {
+            if outcome == Outcome::Done(NtStatus::from_raw(STATUS_CANCELLED)) {
                 t.abandon(node.value.stream.key(), node.value.required, id, &mut after);
             }
             after.dispose(node);
