@@ -13,7 +13,9 @@ use windows_sys::Win32::Foundation::{
 /// NETWORK_QUERY_OPEN, QUERY_OPEN, ACQUIRE_FOR_SECTION_SYNCHRONIZATION, CLEANUP: the
 /// operations the driver acts on. WRITE and SET_INFORMATION (minifilter checklist) come
 /// with the write path; registered with nothing to do they only cost a callback per call.
-const EXPECTED_MAJORS: [u8; 9] = [0x00, 0x03, 0x0c, 0x05, 0x0d, 0xf2, 0xf9, 0xff, 0x12];
+const EXPECTED_MAJORS: [u8; 11] = [
+    0x00, 0x03, 0x04, 0x06, 0x0c, 0x05, 0x0d, 0xf2, 0xf9, 0xff, 0x12,
+];
 
 fn load(machine: &Machine) -> NTSTATUS {
     machine.load_driver(cloudflt_driver::nt::driver_entry)

@@ -16,3 +16,4 @@ pub mod syncroot;
 pub mod tagguard;
 pub mod visibility;
 pub mod volume;
+pub mod write;

@@ -173,6 +173,21 @@ impl<const N: usize> RangeSet<N> {
         self.insert_at(first, range);
     }
 
+    /// Records `range` as [`insert`](Self::insert) does, but only if no range has to be
+    /// forgotten for it; `false` (the set unchanged) otherwise. For what must never be
+    /// forgotten: a user's modified ranges.
+    pub fn try_insert(&mut self, range: Range) -> bool {
+        let joins = self
+            .iter()
+            .any(|r| r.end >= range.start && r.start <= range.end);
+        if range.is_empty() || joins || self.len < N {
+            self.insert(range);
+            true
+        } else {
+            false
+        }
+    }
+
     /// Puts `r` (separate from its neighbours) at `at`; when full, the smallest of the
     /// ranges and `r` is forgotten.
     fn insert_at(&mut self, mut at: usize, r: Range) {

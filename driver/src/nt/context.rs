@@ -22,7 +22,7 @@ use super::pool::{PoolBox, TAG_RANGES, tag};
 use super::queue::PendedQueue;
 use super::sync::Event;
 use crate::engine::policy::Policy;
-use crate::engine::ranges::RangeSet;
+use crate::engine::ranges::{Range, RangeSet};
 use crate::engine::stream::{Activity, Kind, Refused, step};
 use crate::engine::visibility::Visibility;
 
@@ -133,6 +133,16 @@ pub(crate) struct StreamState {
     pub(crate) flags: PlaceholderFlags,
     pub(crate) file_size: u64,
     pub(crate) present: Present,
+    /// Ranges a user changed since the file was last in sync (cfapi's MODIFIED range
+    /// class): always present, never forgotten, never fetched over.
+    pub(crate) modified: Present,
+    /// The file's local change counter: one more at every change a user makes (data,
+    /// size, overwrite), kept in the reparse data. A provider's `update` or
+    /// `set_in_sync` "if unchanged" compares it with the value it last saw.
+    pub(crate) changes: u64,
+    /// A section for writing was made for the stream (a writable mapped view): its
+    /// paging writes may carry changes made through a view, whoever writes them.
+    pub(crate) mapped_for_write: bool,
     /// What the data waits for: fetches and transfers out (with the driver's writer), a
     /// dehydration zeroing, or nothing.
     activity: Activity<OwnedFile>,
@@ -153,12 +163,17 @@ impl StreamState {
         flags: PlaceholderFlags,
         file_size: u64,
         present: Present,
+        modified: Present,
+        changes: u64,
     ) -> Self {
         Self {
             kind,
             flags,
             file_size,
             present,
+            modified,
+            changes,
+            mapped_for_write: false,
             activity: Activity::Idle,
             opens: 0,
             snapshot: 0,
@@ -225,6 +240,50 @@ impl StreamState {
 
     pub(crate) fn is_corrupt(&self) -> bool {
         self.kind == Kind::Corrupt
+    }
+
+    /// How many more separate ranges the on-disk record can take, with `pending` more
+    /// still to arrive (fetches out).
+    pub(crate) fn room(&self, pending: usize) -> usize {
+        STREAM_RANGES
+            .saturating_sub(self.present.len())
+            .saturating_sub(self.modified.len())
+            .saturating_sub(pending)
+    }
+
+    /// A user changed `range` (written, or zeros a new end of file added): present,
+    /// modified, no longer in sync, one more change. `false`, with nothing changed, when
+    /// the record cannot take one more modified range.
+    pub(crate) fn modify(&mut self, range: Range) -> bool {
+        if !range.is_empty() {
+            if !self.modified.try_insert(range) {
+                return false;
+            }
+            self.present.insert(range);
+        }
+        self.flags = self.flags.difference(PlaceholderFlags::IN_SYNC);
+        self.changes = self.changes.wrapping_add(1);
+        true
+    }
+
+    /// End of file moved to `size` (a user's truncation or extension): what lies past a
+    /// new, lower end is gone; what a higher one adds is the user's zeros.
+    pub(crate) fn resize(&mut self, size: u64) -> bool {
+        if size > self.file_size {
+            let added = Range {
+                start: self.file_size,
+                end: size,
+            };
+            if !self.modify(added) {
+                return false;
+            }
+        } else {
+            self.present.truncate(size);
+            self.modified.truncate(size);
+            let _ = self.modify(Range::default());
+        }
+        self.file_size = size;
+        true
     }
 }
 

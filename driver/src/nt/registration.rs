@@ -8,7 +8,7 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
 };
 use windows_sys::Wdk::System::SystemServices::{
     IRP_MJ_CLEANUP, IRP_MJ_CREATE, IRP_MJ_DIRECTORY_CONTROL, IRP_MJ_FILE_SYSTEM_CONTROL,
-    IRP_MJ_QUERY_INFORMATION, IRP_MJ_READ,
+    IRP_MJ_QUERY_INFORMATION, IRP_MJ_READ, IRP_MJ_SET_INFORMATION, IRP_MJ_WRITE,
 };
 
 use super::{context, ops};
@@ -32,6 +32,8 @@ unsafe impl Sync for Contexts {}
 pub(crate) const OPERATION_MAJORS: [u8; OPERATION_COUNT] = [
     IRP_MJ_CREATE as u8,
     IRP_MJ_READ as u8,
+    IRP_MJ_WRITE as u8,
+    IRP_MJ_SET_INFORMATION as u8,
     IRP_MJ_DIRECTORY_CONTROL as u8,
     IRP_MJ_QUERY_INFORMATION as u8,
     IRP_MJ_FILE_SYSTEM_CONTROL as u8,
@@ -40,7 +42,7 @@ pub(crate) const OPERATION_MAJORS: [u8; OPERATION_COUNT] = [
     IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION as u8,
     IRP_MJ_CLEANUP as u8,
 ];
-const OPERATION_COUNT: usize = 9;
+const OPERATION_COUNT: usize = 11;
 
 pub(super) static OPERATIONS: Operations = Operations(operations());
 
@@ -70,6 +72,10 @@ const fn operations() -> [FLT_OPERATION_REGISTRATION; OPERATION_COUNT + 1] {
             Some(ops::fs_control::post_fs_control)
         } else if major == IRP_MJ_QUERY_OPEN as u8 {
             Some(ops::query::post_query_open)
+        } else if major == IRP_MJ_WRITE as u8 {
+            Some(ops::write::post_write)
+        } else if major == IRP_MJ_SET_INFORMATION as u8 {
+            Some(ops::set_info::post_set_information)
         } else {
             None
         };
@@ -77,6 +83,10 @@ const fn operations() -> [FLT_OPERATION_REGISTRATION; OPERATION_COUNT + 1] {
             Some(ops::create::pre_create)
         } else if major == IRP_MJ_READ as u8 {
             Some(ops::read::pre_read)
+        } else if major == IRP_MJ_WRITE as u8 {
+            Some(ops::write::pre_write)
+        } else if major == IRP_MJ_SET_INFORMATION as u8 {
+            Some(ops::set_info::pre_set_information)
         } else if major == IRP_MJ_ACQUIRE_FOR_SECTION_SYNCHRONIZATION as u8 {
             Some(ops::section::pre_acquire_section)
         } else if major == IRP_MJ_FILE_SYSTEM_CONTROL as u8 {

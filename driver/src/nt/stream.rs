@@ -267,10 +267,13 @@ fn state_from(p: Option<&Placeholder<'_>>) -> Option<StreamState> {
     } else {
         Kind::Corrupt
     };
+    let modified = new_present()?;
     Some(StreamState::new(
         kind,
         p.map_or(PlaceholderFlags::EMPTY, |p| p.flags),
         p.map_or(0, |p| p.file_size),
         present,
+        modified,
+        0,
     ))
 }

@@ -175,20 +175,20 @@ impl UserData {
             .map_err(seh::user_buffer_status)
     }
 
-    /// Locks the first `len` bytes for reading: an MDL from IoAllocateMdl, probed and
-    /// locked (UserMode, IoReadAccess) under the guard. STATUS_INSUFFICIENT_RESOURCES if
-    /// no MDL could be had, the provider-facing status of the fault if the pages could not
-    /// be locked (nothing is left locked or allocated then).
-    pub(crate) fn lock(&self, len: usize) -> Result<LockedUserPages, NTSTATUS> {
+    /// Locks the `len` bytes from `from` on for reading: an MDL from IoAllocateMdl, probed
+    /// and locked (UserMode, IoReadAccess) under the guard. STATUS_INSUFFICIENT_RESOURCES
+    /// if no MDL could be had, the provider-facing status of the fault if the pages could
+    /// not be locked (nothing is left locked or allocated then).
+    pub(crate) fn lock_at(&self, from: usize, len: usize) -> Result<LockedUserPages, NTSTATUS> {
         let length = u32::try_from(len)
             .ok()
-            .filter(|&l| l > 0 && len <= self.len)
+            .filter(|&l| l > 0 && from.checked_add(len).is_some_and(|end| end <= self.len))
             .ok_or(windows_sys::Win32::Foundation::STATUS_INVALID_PARAMETER)?;
         // SAFETY: no memory is touched: IoAllocateMdl only records the range (it must be
         // at most 4 GiB less a page, which 1 MiB transfers are); no IRP; PASSIVE_LEVEL.
         let mdl = unsafe {
             IoAllocateMdl(
-                self.base.as_ptr().cast(),
+                self.base.as_ptr().wrapping_add(from).cast(),
                 length,
                 false,
                 false,

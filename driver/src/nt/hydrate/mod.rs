@@ -41,9 +41,9 @@ use cloudflt_proto::placeholder::RANGE_SIZE;
 use cloudflt_proto::{PlaceholderFlags, RangeList, Utf16};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_CALLBACK_DATA_QUEUE, FLT_PREOP_COMPLETE, FLT_PREOP_SUCCESS_NO_CALLBACK,
-    FltCancellableWaitForSingleObject, FltCbdqInsertIo, FltCbdqRemoveIo,
-    FltCompletePendedPreOperation, FltReferenceContext, FltReleaseContext, FltSendMessage,
-    PFLT_INSTANCE,
+    FLT_PREOP_SUCCESS_WITH_CALLBACK, FltCancellableWaitForSingleObject, FltCbdqInsertIo,
+    FltCbdqRemoveIo, FltCompletePendedPreOperation, FltReferenceContext, FltReleaseContext,
+    FltSendMessage, PFLT_INSTANCE,
 };
 use windows_sys::Wdk::System::SystemServices::{
     Executive, IO_CSQ_IRP_CONTEXT, KeAreAllApcsDisabled, KeQueryInterruptTimePrecise,
@@ -76,11 +76,14 @@ use crate::engine::requests::{self, Request, Verdict};
 use crate::engine::syncroot;
 
 mod asker;
+mod edit;
 mod read;
 mod record;
 mod wait;
 
 pub(crate) use asker::Asker;
+pub(crate) use edit::{Begin, Edit, Ended, begin_edit, end_edit, end_edit_later, mapped_write};
+use edit::{Busy, By};
 use read::conclude;
 pub(crate) use read::{Pend, ReadTarget, pend_read, read_cancelled};
 pub(crate) use record::{persist, transfer};
@@ -191,6 +194,9 @@ struct PendedRead {
     /// A cached read of a placeholder not yet whole: served by the driver from disk
     /// (`nt::direct`) once its data is present, never passed to the cache.
     serve: bool,
+    /// Not a read but an edit (and whether its open needs the whole file): once what it
+    /// needs is present it goes ([`edit::begin_edit`]) instead of passing.
+    edit: Option<(Edit, bool)>,
 }
 
 /// A thread waiting on its own event.
@@ -249,6 +255,11 @@ struct Table {
     /// Finished fetches whose CANCEL_FETCH the postman's work item sends, so that a thread
     /// closing a handle never waits for a provider to take a message.
     outbox: List<Fetch>,
+    /// Edits and transfers changing data right now ([`edit`]).
+    busy: List<Busy>,
+    /// Streams whose state changed where their reparse data could not be written (paging
+    /// writes): the postman writes it.
+    unpersisted: List<StreamHold>,
     next_id: u64,
     /// The deadline the alarm is set for (`i64::MAX`: not set).
     alarm_due: i64,
@@ -259,6 +270,8 @@ static TABLE: SpinLock<Table> = SpinLock::new(Table {
     fetches: List::new(),
     waiters: List::new(),
     outbox: List::new(),
+    busy: List::new(),
+    unpersisted: List::new(),
     next_id: 1,
     alarm_due: i64::MAX,
     held: Held(()),
@@ -978,6 +991,7 @@ fn expire() {
 fn deliver() {
     send_outbox();
     flush_unsent();
+    edit::persist_unpersisted();
 }
 
 /// Sends the CANCEL_FETCH messages waiting in the outbox.
@@ -1057,6 +1071,9 @@ pub(crate) fn instance_gone(
         |f| f.stream.get().instance == instance,
         NtStatus::from_raw(STATUS_CLOUD_FILE_REQUEST_ABORTED),
     );
+    // Changes of mapped pages not yet in the reparse data are written while the instance
+    // can still do I/O.
+    edit::persist_unpersisted();
     // Operations that wait with no fetch out (for a dehydration to end, or to ask again)
     // are aborted too: teardown never waits on anything but its own I/O.
     let mut after = After::new();

@@ -26,6 +26,8 @@ pub(crate) struct ReadTarget {
     pub(crate) plan: Plan,
     /// Served by the driver from disk once present (`nt::direct`), not passed down.
     pub(crate) serve: bool,
+    /// An edit (and whether its open needs the whole file) rather than a read.
+    pub(crate) edit: Option<(Edit, bool)>,
 }
 
 /// Pends an IRP read of missing data of `stream` until the provider delivers it, per
@@ -52,6 +54,7 @@ pub(crate) fn pend_read(
             background: target.plan.background,
             instance_handle: target.instance_handle,
             serve: target.serve,
+            edit: target.edit,
         }),
     };
     let Some(node) = Node::new(waiter, TAG_WAITER) else {
@@ -147,6 +150,38 @@ pub(super) fn queue(linked: Linked) {
 pub(super) fn conclude(mut node: PoolBox<Node<Waiter>>, mut outcome: Outcome) {
     loop {
         match outcome {
+            Outcome::Done(status) if status.is_success() && edit_of(&node).is_some() => {
+                let WaitKind::Read(r) = &node.value.kind else {
+                    return;
+                };
+                let data = r.data;
+                let Some((edit, whole)) = r.edit else { return };
+                match begin_edit(node.value.stream.get(), edit, whole) {
+                    Begin::Go(id) => {
+                        drop(node);
+                        // SAFETY: an operation the pre-operation pended, completed once
+                        // (out of its queue, its waiter gone); the context is the edit's
+                        // id, which its post-operation reads back.
+                        unsafe {
+                            FltCompletePendedPreOperation(
+                                data,
+                                FLT_PREOP_SUCCESS_WITH_CALLBACK,
+                                id as usize as *const core::ffi::c_void,
+                            )
+                        };
+                        return;
+                    }
+                    Begin::Fail(status) => {
+                        drop(node);
+                        complete_pended(data, status);
+                        return;
+                    }
+                    Begin::Need(range) => {
+                        node.value.required = range;
+                        outcome = Outcome::Stalled;
+                    }
+                }
+            }
             Outcome::Done(status) => {
                 let WaitKind::Read(r) = &node.value.kind else {
                     return;
@@ -202,6 +237,14 @@ pub(super) fn conclude(mut node: PoolBox<Node<Waiter>>, mut outcome: Outcome) {
                 }
             }
         }
+    }
+}
+
+/// The edit a pended operation is, if it is one.
+fn edit_of(node: &Node<Waiter>) -> Option<(Edit, bool)> {
+    match &node.value.kind {
+        WaitKind::Read(r) => r.edit,
+        WaitKind::Thread(_) => None,
     }
 }
 

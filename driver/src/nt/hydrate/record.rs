@@ -7,7 +7,11 @@ use cloudflt_proto::msg::TransferHead;
 use windows_sys::Win32::Foundation::STATUS_DATATYPE_MISALIGNMENT_ERROR;
 
 use super::*;
+use crate::engine::ranges::RangeSet;
+use crate::engine::write::free_parts;
 use crate::nt::file::{Fo, NONCACHED_BUFFER_ALIGNMENT};
+
+const TAG_TRANSFER_CLAIM: u32 = tag(b"CFtc");
 use crate::nt::user::UserData;
 
 /// Why a transfer did not record its range.
@@ -65,7 +69,7 @@ pub(crate) fn transfer(provider: &ProviderRef, head: &TransferHead, data: &UserD
         match result {
             Ok(recorded) => {
                 let change = Change {
-                    recorded: Some(recorded),
+                    recorded,
                     failed: None,
                 };
                 // Every fetch of this stream whose range is now on disk is done.
@@ -82,7 +86,7 @@ pub(crate) fn transfer(provider: &ProviderRef, head: &TransferHead, data: &UserD
                                 requests::verdict::<NTSTATUS, STREAM_RANGES>(
                                     r,
                                     &s.present,
-                                    Some(recorded),
+                                    recorded,
                                     None,
                                     core::iter::empty(),
                                     k,
@@ -116,12 +120,25 @@ pub(crate) fn transfer(provider: &ProviderRef, head: &TransferHead, data: &UserD
     }
 }
 
+/// Most separate parts one transfer writes (a transfer for a fetch has one: a fetch asks
+/// for a gap; more only when the provider sends more than asked over present data). A
+/// part left out stays missing and is asked for again.
+const MAX_PARTS: usize = 8;
+
+/// Most user edits a transfer's range may meet at once (each a range it must leave out).
+const MAX_BLOCKED: usize = 32;
+
 /// Writes a transfer's bytes to disk and records them in the stream and the reparse
-/// data; the range recorded.
+/// data; the range recorded, when it was written in one part.
+///
+/// Only the parts of the transfer that are neither present nor being changed by a user
+/// are written (`engine::write::free_parts`): nothing a user wrote, and nothing already
+/// on disk, is ever overwritten by a provider's bytes, whatever the provider sends. The
+/// parts are claimed busy while they are written, so no user edit goes over them.
 ///
 /// Whole 4 KiB units go from the provider's pages, locked under the exception guard, to
 /// a non-cached FltWriteFileEx with their MDL: no copy in pool. A partial last unit (a
-/// transfer may end off a unit boundary only at end of file) goes through a one-unit pool
+/// part may end off a unit boundary only at end of file) goes through a one-unit pool
 /// buffer instead: a non-cached write covers whole sectors, and the provider's buffer
 /// ends with the file. Everything that can fail on the provider's buffer is done before
 /// the first byte is written.
@@ -130,106 +147,218 @@ fn write_and_record(
     offset: u64,
     data: &UserData,
     size: u64,
-) -> Result<Range, Unwritten> {
+) -> Result<Option<Range>, Unwritten> {
     let invalid = Unwritten::Failed(STATUS_CLOUD_FILE_INVALID_REQUEST);
     let length = data.len() as u64;
-    if !policy::transfer_is_valid(offset, length, size) {
-        return Err(invalid);
-    }
+    let end = offset.checked_add(length).ok_or(invalid)?;
     // Bytes past end of file (an aligned tail) are not data.
-    let useful = length.min(size.saturating_sub(offset));
-    let useful_len = usize::try_from(useful).map_err(|_| invalid)?;
-    let unit = usize::try_from(UNIT).map_err(|_| invalid)?;
-    let whole = useful_len - useful_len % unit;
-    let partial = useful_len - whole;
+    let useful = Range {
+        start: offset,
+        end: end.min(size),
+    };
     let no_memory = Unwritten::Refused(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES);
-    if whole > 0 && !data.aligned_to(NONCACHED_BUFFER_ALIGNMENT) {
+    let Some(claim) = Node::new(
+        Busy {
+            id: 0,
+            stream: key(stream),
+            range: Range::default(),
+            by: By::Transfer,
+        },
+        TAG_TRANSFER_CLAIM,
+    ) else {
+        return Err(no_memory);
+    };
+    let mut claim = Some(claim);
+    let mut parts = [Range::default(); MAX_PARTS];
+    // Under one hold of the lock: the parts to write, claimed; a copy of the writer's
+    // file object and instance (never a pointer into the stream's state, whose
+    // transitions move the writer under the lock while this thread writes; the handle
+    // stays open while the stream's activity counts this transfer as a user).
+    let chosen = TABLE.with(|t| {
+        let k = key(stream);
+        let mut blocked: RangeSet<MAX_BLOCKED> = RangeSet::new();
+        let mut meeting = 0usize;
+        for b in t.busy.iter() {
+            if b.stream == k
+                && b.by == By::User
+                && b.range.start < useful.end
+                && useful.start < b.range.end
+            {
+                meeting += 1;
+                blocked.insert(b.range);
+            }
+        }
+        if meeting > MAX_BLOCKED {
+            // Too many edits at once to leave each out exactly: the provider may send
+            // the data again.
+            return Err(Unwritten::Refused(STATUS_CLOUD_FILE_IN_USE));
+        }
+        let (n, writer) = stream.with_state(&t.held, |s| {
+            // cfapi's alignment rule, against the file as it is now. A transfer may end
+            // off a unit boundary before end of file only where the rest of its last
+            // unit is present already (the provider's end of file, before a user made
+            // the file longer): that unit is not written.
+            let tail = Range {
+                start: end - end % UNIT,
+                end: (end - end % UNIT).saturating_add(UNIT).min(s.file_size),
+            };
+            let valid = policy::transfer_is_valid(offset, length, s.file_size)
+                || (offset.is_multiple_of(UNIT)
+                    && length > 0
+                    && end <= s.file_size
+                    && s.present.contains(tail));
+            if !valid {
+                return Err(invalid);
+            }
+            let n = free_parts(useful, &s.present, &blocked, s.file_size, &mut parts);
+            let writer = s.writer().map(|w| **w).ok_or(invalid)?;
+            Ok((n, writer))
+        })?;
+        let (first, last) = (
+            parts.first().copied(),
+            n.checked_sub(1).and_then(|i| parts.get(i)).copied(),
+        );
+        if let (Some(first), Some(last), Some(mut node)) = (first, last, claim.take()) {
+            node.value.id = t.next_id();
+            node.value.range = Range {
+                start: first.start,
+                end: last.end,
+            };
+            let id = node.value.id;
+            t.busy.push(node);
+            return Ok((n, writer, Some(id)));
+        }
+        Ok((n, writer, None))
+    });
+    drop(claim);
+    let (n, writer, claimed) = chosen?;
+    let parts = parts.get(..n).unwrap_or(&[]);
+    let result = write_parts(stream, &writer, offset, data, parts);
+    let result = result.and_then(|()| {
+        // Present once recorded: nobody reads the parts, or finishes a fetch for them,
+        // before the reparse data holds them.
+        let status = record(stream, &writer, parts);
+        if nt_success(status) {
+            Ok(())
+        } else {
+            Err(Unwritten::Failed(status))
+        }
+    });
+    if let Some(id) = claimed {
+        TABLE.with(|t| drop(t.busy.take_first(|b| b.id == id)));
+    }
+    result.map(|()| match parts {
+        [one] => Some(*one),
+        _ => None,
+    })
+}
+
+/// Writes `parts` of a transfer at `offset` from the provider's `data` through
+/// `writer`: every buffer locked or copied first, then the writes.
+fn write_parts(
+    stream: &StreamContext,
+    writer: &Fo,
+    offset: u64,
+    data: &UserData,
+    parts: &[Range],
+) -> Result<(), Unwritten> {
+    let invalid = Unwritten::Failed(STATUS_CLOUD_FILE_INVALID_REQUEST);
+    let no_memory = Unwritten::Refused(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES);
+    if parts.is_empty() {
+        return Ok(());
+    }
+    if !data.aligned_to(NONCACHED_BUFFER_ALIGNMENT) {
         // Written non-cached from where it lies, the data must start where a device's
         // DMA can take it; userlib lays its messages out so that it does.
         return Err(Unwritten::Refused(STATUS_DATATYPE_MISALIGNMENT_ERROR));
     }
-    let last = if partial > 0 {
-        let mut unit_buffer = PoolBuf::zeroed(unit).ok_or(no_memory)?;
-        let into = unit_buffer
-            .as_mut_slice()
-            .get_mut(..partial)
-            .ok_or(invalid)?;
-        data.copy_out(whole, into).map_err(Unwritten::Refused)?;
-        Some(unit_buffer)
-    } else {
-        None
-    };
-    let pages = if whole > 0 {
-        Some(data.lock(whole).map_err(|status| {
-            if status == STATUS_INSUFFICIENT_RESOURCES {
-                no_memory
-            } else {
-                Unwritten::Refused(status)
+    let unit = usize::try_from(UNIT).map_err(|_| invalid)?;
+    // Per part: its whole units' pages, and its partial last unit in pool.
+    let mut locked: [Option<crate::nt::user::LockedUserPages>; MAX_PARTS] =
+        [const { None }; MAX_PARTS];
+    let mut last: Option<(u64, PoolBuf)> = None;
+    // The partial last unit is copied before any page is locked: once locked, the
+    // provider's pages are written whatever it does to its buffer.
+    for p in parts {
+        let from = usize::try_from(p.start - offset).map_err(|_| invalid)?;
+        let len = usize::try_from(p.len()).map_err(|_| invalid)?;
+        let whole = len - len % unit;
+        let partial = len - whole;
+        if partial > 0 {
+            let mut unit_buffer = PoolBuf::zeroed(unit).ok_or(no_memory)?;
+            let into = unit_buffer
+                .as_mut_slice()
+                .get_mut(..partial)
+                .ok_or(invalid)?;
+            data.copy_out(from + whole, into)
+                .map_err(Unwritten::Refused)?;
+            last = Some((p.start + whole as u64, unit_buffer));
+        }
+    }
+    for (i, p) in parts.iter().enumerate() {
+        let from = usize::try_from(p.start - offset).map_err(|_| invalid)?;
+        let len = usize::try_from(p.len()).map_err(|_| invalid)?;
+        let whole = len - len % unit;
+        if whole > 0 {
+            let pages = data.lock_at(from, whole).map_err(|status| {
+                if status == STATUS_INSUFFICIENT_RESOURCES {
+                    no_memory
+                } else {
+                    Unwritten::Refused(status)
+                }
+            })?;
+            if let Some(slot) = locked.get_mut(i) {
+                *slot = Some(pages);
             }
-        })?)
-    } else {
-        None
-    };
-    // A copy of the writer's file object and instance, taken under the lock: never a
-    // pointer into the stream's state, whose transitions move the writer (in and out of
-    // its slot) under the lock while this thread writes. The handle stays open while the
-    // stream's activity counts this transfer as a user (joined in `transfer`, left after
-    // this returns).
-    let writer: Fo = TABLE
-        .with(|t| stream.with_state(&t.held, |s| s.writer().map(|w| **w)))
-        .ok_or(invalid)?;
-    let writer = &writer;
-    if let Some(pages) = &pages {
+        }
+    }
+    for (i, p) in parts.iter().enumerate() {
+        if let Some(Some(pages)) = locked.get(i) {
+            let whole = usize::try_from(p.len()).map_err(|_| invalid)?;
+            writer
+                .write_noncached_pages(p.start, whole - whole % unit, pages)
+                .map_err(Unwritten::Failed)?;
+        }
+        // Unlocked as soon as they are on disk.
+        if let Some(slot) = locked.get_mut(i) {
+            *slot = None;
+        }
+    }
+    if let Some((at, unit_buffer)) = &last {
         writer
-            .write_noncached_pages(offset, whole, pages)
+            .write_noncached(*at, unit_buffer)
             .map_err(Unwritten::Failed)?;
+        // The unit went past end of file: put it back where it is now (never lower:
+        // `free_parts` ends a partial part only at the current end of file, and no edit
+        // moving it can be on its way while that unit is missing).
+        let size = TABLE.with(|t| stream.with_state(&t.held, |s| s.file_size));
+        if at.saturating_add(UNIT) > size {
+            writer.set_end_of_file(size).map_err(Unwritten::Failed)?;
+        }
     }
-    // Unlocked as soon as they are on disk.
-    drop(pages);
-    let mut written_end = offset.saturating_add(whole as u64);
-    if let Some(unit_buffer) = &last {
-        writer
-            .write_noncached(written_end, unit_buffer)
-            .map_err(Unwritten::Failed)?;
-        written_end = written_end.saturating_add(UNIT);
-    }
-    if written_end > size {
-        writer.set_end_of_file(size).map_err(Unwritten::Failed)?;
-    }
-    let range = Range {
-        start: offset,
-        end: offset.saturating_add(useful),
-    };
-    // Present once recorded: nobody reads the range, or finishes a fetch for it, before
-    // the reparse data holds it.
-    let status = record(stream, writer, Some(range));
-    if nt_success(status) {
-        Ok(range)
-    } else {
-        Err(Unwritten::Failed(status))
-    }
+    Ok(())
 }
 
 /// Writes the stream's current state into its reparse data (and the OFFLINE /
 /// RECALL_ON_DATA_ACCESS attributes), after any write of it already under way.
 pub(crate) fn persist(stream: &StreamContext, file: &Fo) -> NTSTATUS {
-    record(stream, file, None)
+    record(stream, file, &[])
 }
 
 /// Writes the stream's state, with `added` present, into its reparse data; once that is
 /// written, `added` is present in memory too. One write at a time per stream: the
 /// snapshot is taken when this thread's turn comes, so it holds every range recorded
 /// before it, and the record on disk only ever gets newer.
-fn record(stream: &StreamContext, file: &Fo, added: Option<Range>) -> NTSTATUS {
+fn record(stream: &StreamContext, file: &Fo, added: &[Range]) -> NTSTATUS {
     let mut snapshot = Snapshot::new();
     let seq = take_turn(stream, &mut snapshot, added);
     let status = snapshot.write(stream, file);
     TABLE.with(|t| {
         stream.with_state(&t.held, |s| {
-            if nt_success(status)
-                && let Some(range) = added
-            {
-                s.present.insert(range);
+            if nt_success(status) {
+                for range in added {
+                    s.present.insert(*range);
+                }
             }
             // The turn passes on.
             s.persisted = seq;
@@ -242,7 +371,7 @@ fn record(stream: &StreamContext, file: &Fo, added: Option<Range>) -> NTSTATUS {
 /// Waits until no write of the stream's reparse data is under way (`snapshot` is ahead of
 /// `persisted` while one is), then takes the turn: numbers a new snapshot and fills
 /// `snapshot` from the state, with `added` present. Returns the snapshot's number.
-fn take_turn(stream: &StreamContext, snapshot: &mut Snapshot, added: Option<Range>) -> u64 {
+fn take_turn(stream: &StreamContext, snapshot: &mut Snapshot, added: &[Range]) -> u64 {
     loop {
         let taken = TABLE.with(|t| {
             stream.with_state(&t.held, |s| {
@@ -291,13 +420,13 @@ impl Snapshot {
         }
     }
 
-    fn fill(&mut self, s: &StreamState, added: Option<Range>) {
+    fn fill(&mut self, s: &StreamState, added: &[Range]) {
         self.flags = s.flags;
         self.size = s.file_size;
         if let Some(present) = &mut self.present {
             present.copy_from(&s.present);
-            if let Some(range) = added {
-                present.insert(range);
+            for range in added {
+                present.insert(*range);
             }
         }
     }

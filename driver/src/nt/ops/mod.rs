@@ -51,6 +51,8 @@ pub(super) mod fs_control;
 pub(super) mod query;
 pub(super) mod read;
 pub(super) mod section;
+pub(super) mod set_info;
+pub(super) mod write;
 
 fn complete(data: &mut FLT_CALLBACK_DATA, status: NTSTATUS) -> FLT_PREOP_CALLBACK_STATUS {
     complete_with(data, status, 0)

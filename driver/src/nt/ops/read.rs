@@ -167,6 +167,7 @@ fn pend(
         file_object: objects.FileObject as usize,
         plan,
         serve,
+        edit: None,
     };
     match hydrate::pend_read(stream, &provider, target, asker) {
         hydrate::Pend::Pass => pass(data_ref),

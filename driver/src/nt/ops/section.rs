@@ -19,8 +19,13 @@ pub(crate) unsafe extern "system" fn pre_acquire_section(
     let Some((data_ref, _, stream)) = (unsafe { placeholder_io(data, objects) }) else {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     };
+    let writable = section_is_writable(data_ref);
     let (placeholder, corrupt, size, full) = hydrate::with_held(|held| {
         stream.with_state(held, |s| {
+            // Pages changed through a writable view reach the disk by paging writes
+            // whoever writes them (the mapped page writer, or the lazy writer when the
+            // file is also cached): those are the user's changes.
+            s.mapped_for_write |= writable;
             (
                 s.is_placeholder(),
                 s.is_corrupt(),
@@ -44,6 +49,22 @@ pub(crate) unsafe extern "system" fn pre_acquire_section(
     } else {
         complete(data_ref, status)
     }
+}
+
+/// Whether the section is made for writing back to the file (PAGE_READWRITE or
+/// PAGE_EXECUTE_READWRITE; a copy-on-write view never writes the file).
+fn section_is_writable(data: &FLT_CALLBACK_DATA) -> bool {
+    // SAFETY: Iopb points at the operation's parameter block, valid during the operation.
+    let Some(iopb) = (unsafe { data.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>().as_ref() }) else {
+        return false;
+    };
+    // SAFETY: ACQUIRE_FOR_SECTION_SYNCHRONIZATION: the union holds its parameters.
+    let protection = unsafe {
+        iopb.Parameters
+            .AcquireForSectionSynchronization
+            .PageProtection
+    };
+    protection & (0x04 | 0x40) != 0
 }
 
 /// Makes all of a `size`-byte placeholder present for operation `data` (a section about

@@ -1,0 +1,283 @@
+//! Edits: a user's write or change of end of file on a placeholder. What an edit needs
+//! present first (engine::write) is fetched like a read's data, the edit pending in the
+//! same queue meanwhile; then it *goes*: it is registered as busy over its range (no
+//! transfer writes there while it is on its way to the file system, and it never goes
+//! over a range a transfer is writing), and its post-operation records what it changed
+//! (present, modified, not in sync, one more change, the new end of file) in memory and in
+//! the reparse data before the application sees it complete.
+
+use super::*;
+use crate::engine::write::{needed_before_resize, needed_before_write};
+use crate::nt::file::Fo;
+
+/// What a user changes.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) enum Edit {
+    /// Writes these bytes.
+    Write(Range),
+    /// Moves end of file here.
+    Resize(u64),
+}
+
+/// How an edit goes on.
+pub(crate) enum Begin {
+    /// Registered busy with this id: on to the file system, with a post-operation that
+    /// calls [`end_edit`].
+    Go(u64),
+    /// This range must be present first.
+    Need(Range),
+    /// Fail it with this status.
+    Fail(NTSTATUS),
+}
+
+/// Data being changed right now, by a user's edit (from its go to its post-operation)
+/// or a transfer (from the choice of its parts to their record): neither writes where
+/// the other is busy.
+pub(super) struct Busy {
+    pub(super) id: u64,
+    pub(super) stream: usize,
+    pub(super) range: Range,
+    pub(super) by: By,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum By {
+    User,
+    Transfer,
+}
+
+const TAG_BUSY: u32 = tag(b"CFbz");
+
+/// The range an edit occupies while it goes: a write's bytes; a resize's bytes between
+/// the two ends of file.
+fn footprint(edit: Edit, size: u64) -> Range {
+    match edit {
+        Edit::Write(r) => r,
+        Edit::Resize(new) => Range {
+            start: new.min(size),
+            end: new.max(size),
+        },
+    }
+}
+
+/// Decides whether `edit` may go now: with nothing missing that it needs (`whole`: the
+/// open is FULL or ALWAYS_FULL, so a write needs the whole file), no dehydration zeroing
+/// and no transfer writing where it would write, it is registered busy and goes.
+pub(crate) fn begin_edit(stream: &StreamContext, edit: Edit, whole: bool) -> Begin {
+    let Some(node) = Node::new(
+        Busy {
+            id: 0,
+            stream: key(stream),
+            range: Range::default(),
+            by: By::User,
+        },
+        TAG_BUSY,
+    ) else {
+        return Begin::Fail(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES);
+    };
+    let mut node = Some(node);
+    TABLE.with(|t| {
+        let k = key(stream);
+        let decided = stream.with_state(&t.held, |s| {
+            if s.is_corrupt() {
+                return Err(Begin::Fail(STATUS_CLOUD_FILE_METADATA_CORRUPT));
+            }
+            let range = footprint(edit, s.file_size);
+            if s.is_zeroing() {
+                // Asked for, and gone on, once the dehydration is over.
+                return Err(Begin::Need(range.align_out(UNIT, s.file_size.max(1))));
+            }
+            let needed = match edit {
+                Edit::Write(w) => needed_before_write(w, s.file_size, &s.present, whole),
+                Edit::Resize(new) => needed_before_resize(s.file_size, new, &s.present),
+            };
+            if let Some(needed) = needed {
+                return Err(Begin::Need(needed));
+            }
+            // Room for what the edit will record: it must never fail to record a change
+            // it let through.
+            if s.room(0) < 2 {
+                return Err(Begin::Fail(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES));
+            }
+            Ok(range)
+        });
+        let range = match decided {
+            Ok(range) => range,
+            Err(begin) => return begin,
+        };
+        // Over a transfer's parts: wait for them to be recorded.
+        let covered = range.align_out(UNIT, u64::MAX);
+        if let Some(b) = t
+            .busy
+            .iter()
+            .find(|b| b.stream == k && b.by == By::Transfer && overlaps(b.range, covered))
+        {
+            return Begin::Need(b.range);
+        }
+        let id = t.next_id();
+        let Some(mut node) = node.take() else {
+            return Begin::Fail(STATUS_CLOUD_FILE_UNSUCCESSFUL);
+        };
+        node.value.id = id;
+        node.value.range = range;
+        t.busy.push(node);
+        Begin::Go(id)
+    })
+}
+
+fn overlaps(a: Range, b: Range) -> bool {
+    a.start < b.end && b.start < a.end
+}
+
+/// How an edit that went ended, as its post-operation saw it.
+pub(crate) struct Ended {
+    /// It succeeded: these bytes were written (empty for a resize).
+    pub(crate) written: Option<Range>,
+    /// End of file after it.
+    pub(crate) size: u64,
+}
+
+/// The post-operation of edit `id`: records what it changed (if it succeeded) and writes
+/// the record through `file`; the edit stops being busy and operations waiting on the
+/// stream are looked at again. PASSIVE_LEVEL. Returns the status to complete the edit
+/// with: a change the record could not keep fails the operation (the bytes stay, and
+/// stay recorded in memory).
+pub(crate) fn end_edit(
+    stream: &StreamContext,
+    id: u64,
+    ended: Option<Ended>,
+    file: &Fo,
+) -> NTSTATUS {
+    let recorded = TABLE.with(|t| {
+        let ok = match &ended {
+            Some(e) => stream.with_state(&t.held, |s| {
+                let mut ok = true;
+                if e.size != s.file_size {
+                    ok &= s.resize(e.size);
+                }
+                if let Some(w) = e.written {
+                    ok &= s.modify(w.clip(Range {
+                        start: 0,
+                        end: s.file_size,
+                    }));
+                } else if e.size == s.file_size {
+                    // A resize to the same size still changed nothing on disk, but the
+                    // user asked: no longer in sync is the safe side.
+                    ok &= s.modify(Range::default());
+                }
+                ok
+            }),
+            None => true,
+        };
+        drop(t.busy.take_first(|b| b.id == id));
+        ok
+    });
+    let status = if ended.is_some() {
+        let status = persist(stream, file);
+        if recorded {
+            status
+        } else {
+            STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES
+        }
+    } else {
+        STATUS_SUCCESS
+    };
+    finish_present(stream);
+    status
+}
+
+/// Fetches of `stream` whose range is now all present are done, and its waiters are
+/// looked at again (an edit made data present, or stopped being busy).
+pub(super) fn finish_present(stream: &StreamContext) {
+    let k = key(stream);
+    let mut after = After::new();
+    TABLE.with(|t| {
+        while let Some(done) = t
+            .fetches
+            .iter()
+            .find(|f| {
+                f.request.stream == k
+                    && stream.with_state(&t.held, |s| {
+                        s.present.contains(f.request.range.clip(Range {
+                            start: 0,
+                            end: s.file_size,
+                        }))
+                    })
+            })
+            .map(|f| f.request.id)
+        {
+            t.finish(done, NtStatus::SUCCESS, Change::default(), &mut after);
+        }
+        t.settle(k, Change::default(), &mut after);
+    });
+    after.run();
+}
+
+/// An edit's post-operation that cannot run at PASSIVE_LEVEL (or runs while the instance
+/// drains): what it wrote is recorded in memory at once, the reparse data follows from
+/// the postman's work item, and the edit stops being busy.
+pub(crate) fn end_edit_later(stream: &StreamContext, id: u64, written: Option<Range>) {
+    TABLE.with(|t| drop(t.busy.take_first(|b| b.id == id)));
+    if let Some(w) = written {
+        mapped_write(stream, w);
+    }
+}
+
+/// A paging write the memory manager's mapped page writer (or any writer of a stream
+/// mapped for writing) sends: the pages a user changed through a view. Recorded as
+/// modified in memory at once (no lock of the file system may be taken here: the writer
+/// holds them); the reparse data follows from the postman's work item.
+pub(crate) fn mapped_write(stream: &StreamContext, write: Range) {
+    let queued = TABLE.with(|t| {
+        let changed = stream.with_state(&t.held, |s| {
+            if !s.is_placeholder() || s.is_corrupt() {
+                return false;
+            }
+            let w = write.clip(Range {
+                start: 0,
+                end: s.file_size,
+            });
+            // A write past end of file (its size not known here) is left to what the
+            // file system does with it: only what lies in the file is recorded.
+            // Nothing to do when those pages are already recorded as changed.
+            if s.modified.contains(w) && !s.flags.contains(PlaceholderFlags::IN_SYNC) {
+                return false;
+            }
+            // Present already (a mapped file is whole before it is mapped); a record
+            // that cannot take one more modified range still loses no data, and the
+            // file is no longer in sync either way.
+            let _ = s.modify(w) || s.modify(Range::default());
+            true
+        });
+        if !changed {
+            return false;
+        }
+        let Some(node) = Node::new(StreamHold::new(stream), TAG_BUSY) else {
+            return false;
+        };
+        t.unpersisted.push(node);
+        POSTMAN.set(1);
+        true
+    });
+    let _ = queued;
+}
+
+/// The postman's part: writes the reparse data of the streams whose state changed where
+/// it could not be written (paging writes), through a handle of its own.
+pub(super) fn persist_unpersisted() {
+    while let Some(node) = TABLE.with(|t| t.unpersisted.take_first(|_| true)) {
+        let stream = node.value.get();
+        if let Some(filter) = crate::nt::driver::filter()
+            && let Ok(file) = OwnedFile::open_by_id(
+                filter,
+                stream.instance,
+                stream.file_id,
+                0x0002 | 0x0100 | 0x0080, // FILE_WRITE_DATA | FILE_WRITE_ATTRIBUTES | FILE_READ_ATTRIBUTES
+            )
+        {
+            let _ = file.freeze_times();
+            let _ = persist(stream, &file);
+        }
+        drop(node);
+    }
+}
