@@ -52,7 +52,8 @@ use windows_sys::Wdk::System::SystemServices::{
 use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_ALERTED, STATUS_CANCELLED, STATUS_CLOUD_FILE_IN_USE,
     STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES, STATUS_CLOUD_FILE_INVALID_REQUEST,
-    STATUS_CLOUD_FILE_METADATA_CORRUPT, STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING,
+    STATUS_CLOUD_FILE_METADATA_CORRUPT, STATUS_CLOUD_FILE_NOT_IN_SYNC,
+    STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING,
     STATUS_CLOUD_FILE_PROVIDER_TERMINATED, STATUS_CLOUD_FILE_REQUEST_ABORTED,
     STATUS_CLOUD_FILE_REQUEST_CANCELED, STATUS_CLOUD_FILE_REQUEST_TIMEOUT,
     STATUS_CLOUD_FILE_UNSUCCESSFUL, STATUS_INSUFFICIENT_RESOURCES, STATUS_SUCCESS,
@@ -1129,8 +1130,10 @@ pub(crate) fn with_held<R>(f: impl FnOnce(&Held) -> R) -> R {
     TABLE.with(|t| f(&t.held))
 }
 
-/// Starts dropping `range` of `stream` (a dehydration), atomically against fetches and
-/// readers: refused with STATUS_CLOUD_FILE_IN_USE while a fetch of the stream is out or
+/// Starts dropping `range` of `stream` (a dehydration), atomically against fetches,
+/// edits and readers: refused with STATUS_CLOUD_FILE_NOT_IN_SYNC when the file is not in
+/// sync or holds a user's modified ranges, with STATUS_CLOUD_FILE_IN_USE while a fetch
+/// or an edit of the stream is out or
 /// another handle than the dehydrating one (`own_opens`) is open — a read through it
 /// may be on its way to the disk; otherwise the range is no longer present, and until
 /// [`end_dehydration`] nothing is fetched for the stream.
@@ -1140,7 +1143,17 @@ pub(crate) fn begin_dehydration(
     own_opens: u32,
 ) -> Result<(), NTSTATUS> {
     TABLE.with(|t| {
-        if t.fetches.iter().any(|f| f.request.stream == key(stream)) {
+        // A user's changes not yet taken by the provider are never dropped (cfapi:
+        // dehydrating a file that is not in sync fails).
+        let in_sync = stream.with_state(&t.held, |s| {
+            s.flags.contains(PlaceholderFlags::IN_SYNC) && s.modified.is_empty()
+        });
+        if !in_sync {
+            return Err(STATUS_CLOUD_FILE_NOT_IN_SYNC);
+        }
+        if t.fetches.iter().any(|f| f.request.stream == key(stream))
+            || t.busy.iter().any(|b| b.stream == key(stream))
+        {
             return Err(STATUS_CLOUD_FILE_IN_USE);
         }
         stream.with_state(&t.held, |s| {
