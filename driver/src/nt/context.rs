@@ -266,6 +266,23 @@ impl StreamState {
         true
     }
 
+    /// The file was overwritten (a create replaced its data): `size` bytes, all local and
+    /// modified, with `flags`, one change further.
+    pub(crate) fn replaced(&mut self, flags: PlaceholderFlags, size: u64) {
+        self.kind = Kind::Placeholder;
+        self.flags = flags;
+        self.present.truncate(0);
+        self.modified.truncate(0);
+        self.file_size = size;
+        let whole = Range {
+            start: 0,
+            end: size,
+        };
+        self.present.insert(whole);
+        self.modified.insert(whole);
+        self.changes = self.changes.wrapping_add(1);
+    }
+
     /// End of file moved to `size` (a user's truncation or extension): what lies past a
     /// new, lower end is gone; what a higher one adds is the user's zeros.
     pub(crate) fn resize(&mut self, size: u64) -> bool {

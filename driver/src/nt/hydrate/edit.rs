@@ -281,3 +281,33 @@ pub(super) fn persist_unpersisted() {
         drop(node);
     }
 }
+
+/// A create just overwrote or superseded the placeholder whose reparse data was `old`
+/// (NTFS dropped the reparse point with the data): the file, opened through `file`, is
+/// made a placeholder again with the same identity and pin state, wholly local (its
+/// data, if any, present and modified), not in sync and one change further, with no
+/// fetch. A stream context the file still has takes the same state.
+pub(crate) fn overwritten(file: &Fo, old: &[u8]) -> Result<(), NTSTATUS> {
+    let old = cloudflt_proto::Placeholder::decode_reparse(old)
+        .map_err(|_| STATUS_CLOUD_FILE_METADATA_CORRUPT)?;
+    let flags = old.flags.difference(PlaceholderFlags::IN_SYNC);
+    let size = file.size()?;
+    let whole = [WireRange::new(0, size)];
+    let ranges = if size > 0 {
+        RangeList::from_slice(&whole)
+    } else {
+        RangeList::EMPTY
+    };
+    let (blob, len) = crate::nt::reparse::encode_blob(flags, size, old.identity, ranges)?;
+    file.tag(blob.as_slice().get(..len).unwrap_or(&[]))?;
+    file.change_attributes(MISSING_DATA_ATTRIBUTES, 0)?;
+    if let Some(stream) = crate::nt::stream::get(file.instance, file.file_object) {
+        TABLE.with(|t| {
+            stream.with_state(&t.held, |s| {
+                s.replaced(flags, size);
+            })
+        });
+        changed(&stream);
+    }
+    Ok(())
+}

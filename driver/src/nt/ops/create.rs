@@ -3,6 +3,7 @@
 //! decides, once per open, how the opener sees placeholders (disguise).
 
 use super::*;
+use crate::nt::file::PoolBuf;
 
 /// cloudflt's open-reparse entry: placeholders open as themselves for every caller, with
 /// no STATUS_REPARSE; other tags are untouched (the entry names only cloudflt's tag and
@@ -19,6 +20,63 @@ fn open_reparse_entry() -> OPEN_REPARSE_LIST_ENTRY {
         Size: core::mem::size_of::<OPEN_REPARSE_LIST_ENTRY>() as u16,
         RemainingLength: 0,
     }
+}
+
+/// What a create carries from its pre- to its post-operation, in pool: cloudflt's
+/// open-reparse entry (first: its address is what FltMgr links), and for an overwrite or
+/// supersede of a placeholder the reparse data it had, to make the new file a placeholder
+/// again.
+#[repr(C)]
+struct CreateContext {
+    entry: OPEN_REPARSE_LIST_ENTRY,
+    overwritten: Option<(PoolBuf, usize)>,
+}
+
+/// CreateDisposition values that replace an existing file's data and attributes (NTFS
+/// drops its reparse point with them).
+const FILE_SUPERSEDE: u32 = 0;
+const FILE_OVERWRITE: u32 = 4;
+const FILE_OVERWRITE_IF: u32 = 5;
+/// IO_STATUS_BLOCK.Information of a create that replaced a file.
+const FILE_SUPERSEDED: usize = 0;
+const FILE_OVERWRITTEN: usize = 3;
+
+/// For a create that would overwrite or supersede a file in a connected sync root: the
+/// file's reparse data if it is a placeholder (read through an open of its own, on the
+/// reparse point, asking only to read attributes, so it meets no sharing conflict).
+fn placeholder_about_to_be_replaced(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: &FLT_RELATED_OBJECTS,
+) -> Option<(PoolBuf, usize)> {
+    // SAFETY: live callback data.
+    let data_ref = unsafe { data.as_ref() }?;
+    // SAFETY: its parameter block, valid during the operation.
+    let iopb = unsafe { data_ref.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>().as_ref() }?;
+    // SAFETY: IRP_MJ_CREATE: the union holds the create parameters.
+    let options = unsafe { iopb.Parameters.Create.Options };
+    let disposition = options >> 24;
+    if ![FILE_SUPERSEDE, FILE_OVERWRITE, FILE_OVERWRITE_IF].contains(&disposition) {
+        return None;
+    }
+    let name = NameInfo::normalized(data).ok()?;
+    providers::for_path(name.units())?;
+    let file = OwnedFile::open(
+        objects.Filter,
+        objects.Instance,
+        name.units(),
+        FILE_READ_ATTRIBUTES,
+        FILE_OPEN,
+        Kind::File,
+        0,
+    )
+    .ok()?;
+    let (buffer, len) = file.reparse_point().ok()??;
+    let placeholder =
+        cloudflt_proto::Placeholder::decode_reparse(buffer.as_slice().get(..len)?).ok()?;
+    (!placeholder
+        .flags
+        .contains(cloudflt_proto::PlaceholderFlags::DIRECTORY))
+    .then_some((buffer, len))
 }
 
 /// PreOperation of CREATE: adds cloudflt's open-reparse entry, so NTFS opens a
@@ -42,7 +100,12 @@ pub(crate) unsafe extern "system" fn pre_create(
     let Some(objects) = (unsafe { objects.as_ref() }) else {
         return FLT_PREOP_SUCCESS_WITH_CALLBACK;
     };
-    let Some(entry) = PoolBox::try_new(open_reparse_entry(), TAG_OPEN_REPARSE) else {
+    let overwritten = placeholder_about_to_be_replaced(data, objects);
+    let context = CreateContext {
+        entry: open_reparse_entry(),
+        overwritten,
+    };
+    let Some(entry) = PoolBox::try_new(context, TAG_OPEN_REPARSE) else {
         // No pool for the entry: the create goes down as if the driver had added none,
         // which is how it goes without the driver. An open that meets a placeholder then
         // stops at it with STATUS_REPARSE on cloudflt's tag, which the I/O manager has no
@@ -54,7 +117,7 @@ pub(crate) unsafe extern "system" fn pre_create(
     let entry = PoolBox::into_raw(entry);
     // SAFETY: a pre-create at PASSIVE_LEVEL; `entry` is a pool allocation that stays valid
     // until post_create (or the failure paths below) removes and frees it.
-    let status = unsafe { FltAddOpenReparseEntry(objects.Filter, data, entry.as_ptr()) };
+    let status = unsafe { FltAddOpenReparseEntry(objects.Filter, data, entry.as_ptr().cast()) };
     if !nt_success(status) {
         debug_print!("cloudflt: FltAddOpenReparseEntry failed with {status:#010x}");
         // SAFETY: from `into_raw` above with this tag; FltMgr did not link it.
@@ -66,24 +129,26 @@ pub(crate) unsafe extern "system" fn pre_create(
         Some(slot) => *slot = entry.as_ptr().cast(),
         // No slot would mean no way to reach the entry in post-create: unlinked and freed
         // now, the create goes on as if none had been added (see above).
-        None => release_open_reparse_entry(objects, data, entry),
+        None => drop(release_open_reparse_entry(objects, data, entry)),
     }
     FLT_PREOP_SUCCESS_WITH_CALLBACK
 }
 
-/// Takes cloudflt's open-reparse entry out of its create and frees it.
+/// Takes cloudflt's open-reparse entry out of its create and frees the create's
+/// context; what it carried for an overwrite is returned.
 fn release_open_reparse_entry(
     objects: &FLT_RELATED_OBJECTS,
     data: *const FLT_CALLBACK_DATA,
-    entry: NonNull<OPEN_REPARSE_LIST_ENTRY>,
-) {
-    // SAFETY: the entry pre_create added to this create for this filter, at IRQL <=
-    // APC_LEVEL (pre- and post-create run at PASSIVE_LEVEL, a draining post at <=
-    // APC_LEVEL).
-    unsafe { FltRemoveOpenReparseEntry(objects.Filter, data, entry.as_ptr()) };
+    entry: NonNull<CreateContext>,
+) -> Option<(PoolBuf, usize)> {
+    // SAFETY: the entry pre_create added to this create for this filter (the context's
+    // first field, `repr(C)`), at IRQL <= APC_LEVEL (pre- and post-create run at
+    // PASSIVE_LEVEL, a draining post at <= APC_LEVEL).
+    unsafe { FltRemoveOpenReparseEntry(objects.Filter, data, entry.as_ptr().cast()) };
     // SAFETY: from `PoolBox::into_raw` in pre_create with this tag; unlinked just now, so
     // nothing else can reach it.
-    drop(unsafe { PoolBox::from_raw(entry, TAG_OPEN_REPARSE) });
+    let mut context = unsafe { PoolBox::from_raw(entry, TAG_OPEN_REPARSE) };
+    context.overwritten.take()
 }
 
 /// PostOperation of CREATE: removes and frees the open-reparse entry pre_create added;
@@ -106,14 +171,11 @@ pub(crate) unsafe extern "system" fn post_create(
     // linked. A draining post gets a copy of the callback data, which is what it passes
     // on. Without the related objects (FltMgr always passes them) the entry cannot be
     // unlinked, and a linked entry must not go back to pool, so it stays allocated.
-    let entry = NonNull::new(
-        completion_context
-            .cast_mut()
-            .cast::<OPEN_REPARSE_LIST_ENTRY>(),
-    );
-    if let (Some(entry), Some(objects)) = (entry, objects) {
-        release_open_reparse_entry(objects, data, entry);
-    }
+    let entry = NonNull::new(completion_context.cast_mut().cast::<CreateContext>());
+    let overwritten = match (entry, objects) {
+        (Some(entry), Some(objects)) => release_open_reparse_entry(objects, data, entry),
+        _ => None,
+    };
     if flags & FLTFL_POST_OPERATION_DRAINING != 0 {
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
@@ -130,6 +192,19 @@ pub(crate) unsafe extern "system" fn post_create(
         instance: objects.Instance,
         file_object: objects.FileObject,
     };
+    if let Some((blob, len)) = &overwritten
+        && matches!(
+            data.IoStatus.Information,
+            FILE_SUPERSEDED | FILE_OVERWRITTEN
+        )
+    {
+        // NTFS dropped the reparse point with the old data: the file is made a
+        // placeholder again, wholly local, modified, not in sync, with no fetch.
+        if let Err(_status) = hydrate::overwritten(&fo, blob.as_slice().get(..*len).unwrap_or(&[]))
+        {
+            debug_print!("cloudflt: an overwritten placeholder stays ordinary: {_status:#010x}");
+        }
+    }
     // A failure leaves the file without context: its reads then find no placeholder
     // state and pass, which is what they did before the driver loaded.
     let stream = stream::attach(objects.Filter, fo).ok().flatten();
