@@ -75,6 +75,7 @@ use crate::engine::policy::{self, Plan, UNIT};
 use crate::engine::ranges::Range;
 use crate::engine::requests::{self, Request, Verdict};
 use crate::engine::syncroot;
+use crate::engine::write::widen_to_fit;
 
 mod asker;
 mod edit;
@@ -375,11 +376,36 @@ impl Table {
                     end: gap.end,
                 },
             ) {
-                at = missing.end;
+                // A record close to full: the fetch reaches over to a present neighbour
+                // (never over data present or asked for), so that the set never has to
+                // forget a range (engine::write::widen_to_fit).
+                let pending = self
+                    .fetches
+                    .iter()
+                    .filter(|f| f.request.stream == k)
+                    .count();
+                let widened = stream.with_state(&self.held, |s| {
+                    widen_to_fit(missing, &s.present, s.room(pending)).clip(Range {
+                        start: 0,
+                        end: s.file_size,
+                    })
+                });
+                let range = if widened != missing
+                    && requests::unrequested(
+                        self.fetches.iter().map(|f| &f.request),
+                        k,
+                        widened,
+                    ) == Some(widened)
+                {
+                    widened
+                } else {
+                    missing
+                };
+                at = range.end.max(missing.end);
                 let request = Request {
                     id: self.next_id(),
                     stream: k,
-                    range: missing,
+                    range,
                     owner: provider.key(),
                     // Set when the FETCH_DATA is sent (`flush`).
                     deadline: i64::MAX,
@@ -403,7 +429,7 @@ impl Table {
                 }
                 self.fetches.push(node);
             }
-            cursor = gap.end;
+            cursor = gap.end.max(at);
         }
         Ok(())
     }
