@@ -11,7 +11,7 @@ use cloudflt_proto::msg::{
     self, BasicInfo, Convert, ConvertFlags, CreatePlaceholder, Dehydrate, GetInfo, Hydrate,
     MAX_REPLY_PAYLOAD, Revert, SetPin,
 };
-use cloudflt_proto::{ByteRange, Placeholder, PlaceholderFlags, Utf16};
+use cloudflt_proto::{ByteRange, Placeholder, PlaceholderFlags, RangeList, Utf16};
 
 use crate::config::relative_path;
 use crate::{Connection, Error};
@@ -282,6 +282,13 @@ pub struct PlaceholderInfo {
     pub identity: Vec<u8>,
     /// The byte ranges present on disk, sorted and merged.
     pub ranges: Vec<Range<u64>>,
+    /// The byte ranges changed locally since the file was last in sync (cfapi's
+    /// CF_PLACEHOLDER_RANGE_INFO_MODIFIED), sorted and merged, each inside a range of
+    /// [`Self::ranges`].
+    pub modified: Vec<Range<u64>>,
+    /// The file's local change counter: it moves whenever the file changes other than at
+    /// the provider's request.
+    pub changes: u64,
     /// Whether it is marked in sync.
     pub in_sync: bool,
     /// Its pin state.
@@ -307,11 +314,9 @@ impl PlaceholderInfo {
         Ok(Self {
             file_size: placeholder.file_size,
             identity: placeholder.identity.to_vec(),
-            ranges: placeholder
-                .ranges
-                .iter()
-                .map(|r| r.offset..r.offset.saturating_add(r.length))
-                .collect(),
+            ranges: std_ranges(placeholder.ranges),
+            modified: std_ranges(placeholder.modified),
+            changes: placeholder.changes,
             in_sync: flags.contains(PlaceholderFlags::IN_SYNC),
             pin,
             always_full: flags.contains(PlaceholderFlags::ALWAYS_FULL),
@@ -340,6 +345,14 @@ impl PlaceholderInfo {
     pub fn is_fully_hydrated(&self) -> bool {
         self.hydrated_bytes() == self.file_size
     }
+}
+
+/// A range list of the protocol as `Range`s.
+fn std_ranges(ranges: RangeList<'_>) -> Vec<Range<u64>> {
+    ranges
+        .iter()
+        .map(|r| r.offset..r.offset.saturating_add(r.length))
+        .collect()
 }
 
 /// A range argument as the protocol's (offset, length) with length 0 = to end of file.
@@ -571,16 +584,21 @@ mod tests {
     #[test]
     fn info_decodes_the_blob_the_driver_stores() {
         let ranges = [ByteRange::new(0, 4096), ByteRange::new(8192, 100)];
+        let modified = [ByteRange::new(8200, 8)];
         let placeholder = Placeholder {
             flags: PlaceholderFlags::IN_SYNC | PlaceholderFlags::UNPINNED,
             file_size: 8292,
             identity: b"id",
-            ranges: cloudflt_proto::RangeList::from_slice(&ranges),
+            ranges: RangeList::from_slice(&ranges),
+            modified: RangeList::from_slice(&modified),
+            changes: 12,
         };
         let mut blob = vec![0u8; placeholder.encoded_len()];
         placeholder.encode(&mut blob).unwrap();
         let info = PlaceholderInfo::decode(&blob).unwrap();
         assert_eq!(info.ranges, vec![0..4096, 8192..8292]);
+        assert_eq!(info.modified, vec![8200..8208]);
+        assert_eq!(info.changes, 12);
         assert_eq!(info.pin, PinState::Unpinned);
         assert!(info.in_sync && !info.is_fully_hydrated());
         assert_eq!(info.hydrated_bytes(), 4196);

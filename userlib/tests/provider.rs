@@ -765,6 +765,8 @@ fn placeholder_management_is_one_round_trip_each() {
         file_size: 10_000,
         identity: b"id-a",
         ranges: RangeList::from_slice(&ranges),
+        modified: RangeList::EMPTY,
+        changes: 0,
     };
     let mut encoded = vec![0u8; blob.encoded_len()];
     blob.encode(&mut encoded).unwrap();

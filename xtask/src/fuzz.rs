@@ -143,11 +143,14 @@ fn seeds(target: &str) -> Result<Vec<Vec<u8>>> {
     let path = Utf16::from_units(&path);
     let image: Vec<u16> = "C:\\Windows\\notepad.exe".encode_utf16().collect();
     let ranges = [ByteRange::new(0, 4096), ByteRange::new(8192, 4096)];
+    let modified = [ByteRange::new(8192, 10)];
     let placeholder = Placeholder {
         flags: PlaceholderFlags::IN_SYNC | PlaceholderFlags::PINNED,
         file_size: 20_000,
         identity: b"identity",
         ranges: RangeList::from_slice(&ranges),
+        modified: RangeList::from_slice(&modified),
+        changes: 3,
     };
     Ok(match target {
         "placeholder" => vec![

@@ -1136,6 +1136,8 @@ sync_root = 'C:\Cloud'
             file_size: 16384,
             identity: b"p.bin",
             ranges: RangeList::from_slice(ranges),
+            modified: RangeList::EMPTY,
+            changes: 0,
         };
         let mut out = vec![0u8; p.reparse_len()];
         p.encode_reparse(&mut out).unwrap();
