@@ -73,6 +73,9 @@ fn placeholder_once(data: &[u8]) {
     }
 }
 
+/// Encodes a value into the buffer given, returning the bytes written.
+type Encoder<'a> = dyn Fn(&mut [u8]) -> Result<usize, crate::EncodeError> + 'a;
+
 /// A placeholder decoded from `data` (a bare blob, or `wrapped` in its reparse buffer)
 /// re-encodes: byte for byte when the blob is of the version the encoder writes; an
 /// older version (read, never written) to a blob that decodes to the same value, so
@@ -83,12 +86,11 @@ fn placeholder_reencodes(data: &[u8], p: &Placeholder<'_>, wrapped: bool) {
     } else {
         data
     };
-    let (len, encode): (usize, &dyn Fn(&mut [u8]) -> Result<usize, crate::EncodeError>) =
-        if wrapped {
-            (p.reparse_len(), &|out| p.encode_reparse(out))
-        } else {
-            (p.encoded_len(), &|out| p.encode(out))
-        };
+    let (len, encode): (usize, &Encoder<'_>) = if wrapped {
+        (p.reparse_len(), &|out| p.encode_reparse(out))
+    } else {
+        (p.encoded_len(), &|out| p.encode(out))
+    };
     if crate::wire::u16_at(blob, 4) == Some(placeholder::VERSION) {
         assert_eq!(len, data.len());
         reencodes_to(data, len, encode);
@@ -101,14 +103,22 @@ fn placeholder_reencodes(data: &[u8], p: &Placeholder<'_>, wrapped: bool) {
         return;
     }
     let mut scratch = [0u8; SCRATCH];
-    assert_eq!(encode(&mut scratch), Ok(len), "a decoded value must re-encode");
+    assert_eq!(
+        encode(&mut scratch),
+        Ok(len),
+        "a decoded value must re-encode"
+    );
     let again = &scratch[..len];
     let decoded = if wrapped {
         Placeholder::decode_reparse(again)
     } else {
         Placeholder::decode(again)
     };
-    assert_eq!(decoded, Ok(*p), "an older blob re-encodes to the same value");
+    assert_eq!(
+        decoded,
+        Ok(*p),
+        "an older blob re-encodes to the same value"
+    );
 }
 
 /// Every port message kind, through the header and the three direction dispatchers

@@ -636,7 +636,9 @@ mod tests {
 
     /// `count` one-byte ranges two bytes apart.
     fn sparse(count: usize) -> Vec<ByteRange> {
-        (0..count as u64).map(|i| ByteRange::new(i * 2, 1)).collect()
+        (0..count as u64)
+            .map(|i| ByteRange::new(i * 2, 1))
+            .collect()
     }
 
     #[test]
@@ -754,8 +756,16 @@ mod tests {
         let mut corrupt = v1_blob(0, 8292, b"id", &RANGES);
         corrupt[24] ^= 1;
         assert_eq!(Placeholder::decode(&corrupt), Err(DecodeError::BadChecksum));
-        let overlapping = v1_blob(0, 8292, b"", &[ByteRange::new(0, 10), ByteRange::new(5, 10)]);
-        assert_eq!(Placeholder::decode(&overlapping), Err(DecodeError::BadRange));
+        let overlapping = v1_blob(
+            0,
+            8292,
+            b"",
+            &[ByteRange::new(0, 10), ByteRange::new(5, 10)],
+        );
+        assert_eq!(
+            Placeholder::decode(&overlapping),
+            Err(DecodeError::BadRange)
+        );
     }
 
     #[test]
@@ -935,7 +945,11 @@ mod tests {
                 modified: RangeList::from_slice(&modified),
                 ..sample()
             };
-            assert_eq!(p.encode(&mut out), Err(EncodeError::BadRange), "{modified:?}");
+            assert_eq!(
+                p.encode(&mut out),
+                Err(EncodeError::BadRange),
+                "{modified:?}"
+            );
         }
         let unsorted = [ByteRange::new(8192, 1), ByteRange::new(0, 1)];
         let p = Placeholder {
@@ -965,7 +979,10 @@ mod tests {
             PlaceholderFlags::from_bits(bits & PlaceholderFlags::ALL.bits()).map(|f| f.bits())
         });
         let steps = proptest::collection::vec(
-            ((1u64..1 << 40, 1u64..1 << 40), (any::<bool>(), any::<u64>(), any::<u64>())),
+            (
+                (1u64..1 << 40, 1u64..1 << 40),
+                (any::<bool>(), any::<u64>(), any::<u64>()),
+            ),
             0..40,
         );
         (
