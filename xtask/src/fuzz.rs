@@ -17,8 +17,8 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use cloudflt_proto::msg::{
     BasicInfo, CancelFetch, CancelReason, Convert, ConvertFlags, CreatePlaceholder, Dehydrate,
-    FetchData, FetchFailed, GetInfo, Hydrate, PinState, Reply, Revert, SetPin, TransferData,
-    TransferFlags,
+    FetchData, FetchFailed, GetInfo, Hydrate, PinState, Reply, Revert, SetInSync, SetInSyncFlags,
+    SetPin, TransferData, TransferFlags, Update, UpdateFlags,
 };
 use cloudflt_proto::{
     ByteRange, ConnectionContext, HydrationPolicy, Placeholder, PlaceholderFlags, PopulationPolicy,
@@ -278,6 +278,34 @@ fn seeds(target: &str) -> Result<Vec<Vec<u8>>> {
                     let m = GetInfo {
                         request_id: 11,
                         path,
+                    };
+                    encoded(m.encoded_len(), |o| m.encode(o))?
+                },
+                {
+                    let m = Update {
+                        request_id: 12,
+                        path,
+                        flags: UpdateFlags::MARK_IN_SYNC
+                            .union(UpdateFlags::DEHYDRATE)
+                            .union(UpdateFlags::IF_UNCHANGED)
+                            .union(UpdateFlags::SET_IDENTITY),
+                        file_size: 20_000,
+                        basic: BasicInfo {
+                            last_write_time: 1,
+                            ..BasicInfo::default()
+                        },
+                        expected_changes: 3,
+                        identity: b"identity",
+                        dehydrate: RangeList::from_slice(&ranges),
+                    };
+                    encoded(m.encoded_len(), |o| m.encode(o))?
+                },
+                {
+                    let m = SetInSync {
+                        request_id: 13,
+                        path,
+                        flags: SetInSyncFlags::IN_SYNC.union(SetInSyncFlags::IF_UNCHANGED),
+                        expected_changes: 3,
                     };
                     encoded(m.encoded_len(), |o| m.encode(o))?
                 },
