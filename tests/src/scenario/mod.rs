@@ -892,6 +892,8 @@ impl World {
             | "convert"
             | "dehydrate"
             | "hydrate"
+            | "update"
+            | "set_in_sync"
             | "provider_stats" => self.perform_provider_op(step),
             "create_file" | "open" | "close" | "read" | "write" | "list" | "query"
             | "get_reparse" | "set_reparse" | "delete_reparse" | "rename" | "delete" | "pin"
