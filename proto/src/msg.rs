@@ -9,8 +9,8 @@
 //!   [`FetchData`], [`CancelFetch`] (together [`KernelMessage`]);
 //! - provider → kernel, as FilterSendMessage input: [`TransferData`], [`FetchFailed`],
 //!   [`CreatePlaceholder`], [`Convert`], [`Revert`], [`Hydrate`], [`Dehydrate`],
-//!   [`SetPin`], [`GetInfo`] (together [`ProviderMessage`]); the driver answers each in
-//!   FilterSendMessage's output buffer with a [`Reply`];
+//!   [`SetPin`], [`GetInfo`], [`Update`], [`SetInSync`] (together [`ProviderMessage`]);
+//!   the driver answers each in FilterSendMessage's output buffer with a [`Reply`];
 //! - management client → kernel, on a management connection
 //!   ([`PortContext::Management`](crate::PortContext::Management)) and only there:
 //!   [`SetImageRule`], [`RemoveImageRule`], [`ClearImageRules`], [`ListImageRules`]
@@ -38,7 +38,9 @@
 
 use crate::PROTOCOL_VERSION;
 use crate::error::{DecodeError, EncodeError, Field};
-use crate::placeholder::{ByteRange, MAX_BLOB_SIZE, MAX_IDENTITY_LEN, PlaceholderFlags};
+use crate::placeholder::{
+    ByteRange, MAX_BLOB_SIZE, MAX_IDENTITY_LEN, PlaceholderFlags, RANGE_SIZE, RangeList,
+};
 use crate::rules::{MAX_RULE_LIST_LEN, RuleVisibility, pattern_len, read_pattern_len};
 use crate::utf16::Utf16;
 use crate::wire::{Reader, Writer, len_u16};
@@ -62,8 +64,8 @@ pub const MAX_PRIORITY: u8 = 15;
 /// transfers are sent as several messages.
 pub const MAX_TRANSFER_LEN: usize = 1024 * 1024;
 
-/// Largest [`Reply`] payload: a placeholder blob ([`GetInfo`]) or the longest rule list
-/// ([`ListImageRules`]), whichever is larger.
+/// Largest [`Reply`] payload: a placeholder blob ([`GetInfo`], [`Hydrate`], [`Update`],
+/// [`SetInSync`]) or the longest rule list ([`ListImageRules`]), whichever is larger.
 pub const MAX_REPLY_PAYLOAD: usize = if MAX_BLOB_SIZE > MAX_RULE_LIST_LEN {
     MAX_BLOB_SIZE
 } else {
@@ -80,6 +82,8 @@ const CONVERT_FIXED: usize = 8;
 const PATH_ONLY_FIXED: usize = 8;
 const RANGE_OP_FIXED: usize = 24;
 const SET_PIN_FIXED: usize = 8;
+const UPDATE_FIXED: usize = 64;
+const SET_IN_SYNC_FIXED: usize = 16;
 const SET_RULE_FIXED: usize = 8;
 const PATTERN_ONLY_FIXED: usize = 8;
 const EMPTY_FIXED: usize = 8;
@@ -91,6 +95,15 @@ pub const MAX_KERNEL_MESSAGE_LEN: usize =
 
 /// Longest message a provider sends: a [`TransferData`] of [`MAX_TRANSFER_LEN`] bytes.
 pub const MAX_PROVIDER_MESSAGE_LEN: usize = HEADER_SIZE + TRANSFER_FIXED + MAX_TRANSFER_LEN;
+
+/// Most ranges one [`Update`] may ask to dehydrate: what fits in a message of
+/// [`MAX_PROVIDER_MESSAGE_LEN`] beside the longest path and identity (61,181).
+pub const MAX_UPDATE_RANGES: usize =
+    (MAX_PROVIDER_MESSAGE_LEN - HEADER_SIZE - UPDATE_FIXED - MAX_PATH_BYTES - MAX_IDENTITY_LEN)
+        / RANGE_SIZE;
+
+// The range count travels as a u16.
+const _: () = assert!(MAX_UPDATE_RANGES <= u16::MAX as usize);
 
 /// Largest value a header's length field may hold.
 const MAX_MESSAGE_LEN: usize = if MAX_KERNEL_MESSAGE_LEN > MAX_PROVIDER_MESSAGE_LEN {
@@ -127,6 +140,10 @@ pub enum Kind {
     SetPin = 0x0108,
     /// [`GetInfo`].
     GetInfo = 0x0109,
+    /// [`Update`].
+    Update = 0x010A,
+    /// [`SetInSync`].
+    SetInSync = 0x010B,
     /// [`SetImageRule`].
     SetImageRule = 0x0201,
     /// [`RemoveImageRule`].
@@ -152,6 +169,8 @@ impl Kind {
             0x0107 => Kind::Dehydrate,
             0x0108 => Kind::SetPin,
             0x0109 => Kind::GetInfo,
+            0x010A => Kind::Update,
+            0x010B => Kind::SetInSync,
             0x0201 => Kind::SetImageRule,
             0x0202 => Kind::RemoveImageRule,
             0x0203 => Kind::ClearImageRules,
@@ -938,7 +957,10 @@ path_only!(
 
 path_only!(
     /// Provider → kernel: report on a file. The [`Reply`] payload is the placeholder blob
-    /// as stored, or empty if the file is not a placeholder.
+    /// as stored (any version the driver reads: [`Placeholder::decode`] takes them all),
+    /// or empty if the file is not a placeholder.
+    ///
+    /// [`Placeholder::decode`]: crate::Placeholder::decode
     ///
     /// Fixed part (8 bytes): path length `u16`, 6 reserved. Then the path (UTF-16LE).
     GetInfo,
@@ -1002,7 +1024,9 @@ macro_rules! range_op {
 }
 
 range_op!(
-    /// Provider → kernel: fetch a range of a placeholder now.
+    /// Provider → kernel: fetch a range of a placeholder now. The [`Reply`] payload, on
+    /// success, is the placeholder blob as it is once the range is on disk, as for
+    /// [`GetInfo`]: the provider learns the file's change counter from it.
     ///
     /// Fixed part (24 bytes): offset `u64`, length `u64` (0 = to end of file), path length
     /// `u16`, 6 reserved. Then the path (UTF-16LE).
@@ -1087,6 +1111,297 @@ impl<'a> SetPin<'a> {
     }
 }
 message!(SetPin<'a>, Kind::SetPin);
+
+/// Flags of an [`Update`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct UpdateFlags(u32);
+
+impl UpdateFlags {
+    /// No flag set.
+    pub const EMPTY: Self = Self(0);
+    /// Mark the placeholder in sync once updated.
+    pub const MARK_IN_SYNC: Self = Self(1);
+    /// Mark it not in sync. Exclusive with [`Self::MARK_IN_SYNC`].
+    pub const CLEAR_IN_SYNC: Self = Self(2);
+    /// Drop local data: the [`Update::dehydrate`] ranges, or the whole file when there
+    /// are none.
+    pub const DEHYDRATE: Self = Self(4);
+    /// Fail, changing nothing, unless the file's change counter is still
+    /// [`Update::expected_changes`].
+    pub const IF_UNCHANGED: Self = Self(8);
+    /// Replace the provider's file identity with [`Update::identity`].
+    pub const SET_IDENTITY: Self = Self(16);
+    /// Every defined bit.
+    pub const ALL: Self = Self(31);
+
+    /// The flags for `bits`, or `None` if an undefined bit is set or both
+    /// [`Self::MARK_IN_SYNC`] and [`Self::CLEAR_IN_SYNC`] are.
+    pub const fn from_bits(bits: u32) -> Option<Self> {
+        let both = Self::MARK_IN_SYNC.0 | Self::CLEAR_IN_SYNC.0;
+        if bits & !Self::ALL.0 != 0 || bits & both == both {
+            None
+        } else {
+            Some(Self(bits))
+        }
+    }
+
+    /// The raw bits.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Whether every bit of `other` is set in `self`.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The bits of both. May produce the in-sync contradiction, which encoding refuses.
+    #[must_use]
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+}
+
+/// Whether ranges to dehydrate are usable: each non-empty, its end within `u64`, sorted
+/// and not overlapping (adjacent ranges are allowed).
+fn update_ranges_valid(ranges: impl Iterator<Item = ByteRange>) -> bool {
+    let mut next_allowed = 0u64;
+    for range in ranges {
+        let Some(end) = range.end() else {
+            return false;
+        };
+        if range.length == 0 || range.offset < next_allowed {
+            return false;
+        }
+        next_allowed = end;
+    }
+    true
+}
+
+/// Provider → kernel: update a placeholder from the cloud's copy, as cfapi's
+/// CfUpdatePlaceholder: its size, times and attributes, its in-sync state, its identity,
+/// and which local data to drop. The [`Reply`] payload, on success, is the placeholder
+/// blob as it is after the update, as for [`GetInfo`]: the provider learns the file's new
+/// change counter from it. With [`UpdateFlags::IF_UNCHANGED`], a file whose change counter
+/// is no longer [`Self::expected_changes`] is left as it was and the request fails (the
+/// driver answers STATUS_CLOUD_FILE_NOT_IN_SYNC, as cfapi does).
+///
+/// Fixed part (64 bytes): file size `u64`, creation, last access, last write and change
+/// times (4 × `i64`), attributes `u32`, flags `u32` ([`UpdateFlags`]), expected change
+/// counter `u64`, path length `u16`, identity length `u16`, dehydrate range count `u16`,
+/// 2 reserved. Then the ranges to dehydrate (count × 16 bytes: offset `u64`, length
+/// `u64`), the path (UTF-16LE), the identity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Update<'a> {
+    /// Echoed in the reply.
+    pub request_id: u64,
+    /// The placeholder, relative to the sync root.
+    pub path: Utf16<'a>,
+    /// What to do.
+    pub flags: UpdateFlags,
+    /// The cloud's size of the file: its new end of file.
+    pub file_size: u64,
+    /// New timestamps and attributes; a time of 0 leaves that time as it is.
+    pub basic: BasicInfo,
+    /// The change counter the provider last saw; checked only with
+    /// [`UpdateFlags::IF_UNCHANGED`].
+    pub expected_changes: u64,
+    /// The new identity, at most [`MAX_IDENTITY_LEN`] bytes; used with
+    /// [`UpdateFlags::SET_IDENTITY`] and empty without it.
+    pub identity: &'a [u8],
+    /// With [`UpdateFlags::DEHYDRATE`], the ranges to drop (none: the whole file); empty
+    /// without it. Each non-empty, sorted, not overlapping; at most
+    /// [`MAX_UPDATE_RANGES`].
+    pub dehydrate: RangeList<'a>,
+}
+
+impl<'a> Update<'a> {
+    fn body_len(&self) -> usize {
+        UPDATE_FIXED
+            .saturating_add(self.dehydrate.len().saturating_mul(RANGE_SIZE))
+            .saturating_add(self.path.byte_len())
+            .saturating_add(self.identity.len())
+    }
+
+    fn check(&self) -> Result<(), EncodeError> {
+        let bits = self.flags.bits();
+        let flags = UpdateFlags::from_bits(bits).ok_or(EncodeError::BadFlags(bits))?;
+        if (!self.identity.is_empty() && !flags.contains(UpdateFlags::SET_IDENTITY))
+            || (!self.dehydrate.is_empty() && !flags.contains(UpdateFlags::DEHYDRATE))
+        {
+            return Err(EncodeError::BadFlags(bits));
+        }
+        if self.dehydrate.len() > MAX_UPDATE_RANGES {
+            return Err(EncodeError::TooLarge(Field::Ranges));
+        }
+        if !update_ranges_valid(self.dehydrate.iter()) {
+            return Err(EncodeError::BadRange);
+        }
+        Ok(())
+    }
+
+    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        let path_len = str_len(&self.path, MAX_PATH_BYTES, Field::Path)?;
+        let identity_len = identity_len(self.identity)?;
+        let range_count = len_u16(self.dehydrate.len(), Field::Ranges)?;
+        w.u64(self.file_size)?;
+        w.i64(self.basic.creation_time)?;
+        w.i64(self.basic.last_access_time)?;
+        w.i64(self.basic.last_write_time)?;
+        w.i64(self.basic.change_time)?;
+        w.u32(self.basic.attributes)?;
+        w.u32(self.flags.bits())?;
+        w.u64(self.expected_changes)?;
+        w.u16(path_len)?;
+        w.u16(identity_len)?;
+        w.u16(range_count)?;
+        w.zeros(2)?;
+        for range in self.dehydrate.iter() {
+            w.u64(range.offset)?;
+            w.u64(range.length)?;
+        }
+        w.utf16(&self.path)?;
+        w.put(self.identity)
+    }
+
+    fn read_body(request_id: u64, r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let file_size = r.u64()?;
+        let basic = BasicInfo {
+            creation_time: r.i64()?,
+            last_access_time: r.i64()?,
+            last_write_time: r.i64()?,
+            change_time: r.i64()?,
+            attributes: r.u32()?,
+        };
+        let bits = r.u32()?;
+        let expected_changes = r.u64()?;
+        let path_len = read_len(r, MAX_PATH_BYTES, Field::Path)?;
+        let identity_len = read_len(r, MAX_IDENTITY_LEN, Field::Identity)?;
+        let range_count = read_len(r, MAX_UPDATE_RANGES, Field::Ranges)?;
+        r.reserved(2)?;
+        let flags = UpdateFlags::from_bits(bits).ok_or(DecodeError::BadFlags(bits))?;
+        if (identity_len != 0 && !flags.contains(UpdateFlags::SET_IDENTITY))
+            || (range_count != 0 && !flags.contains(UpdateFlags::DEHYDRATE))
+        {
+            return Err(DecodeError::BadFlags(bits));
+        }
+        let ranges = r.take(usize::from(range_count) * RANGE_SIZE)?;
+        let dehydrate = RangeList::from_le_bytes(ranges).ok_or(DecodeError::Truncated)?;
+        if !update_ranges_valid(dehydrate.iter()) {
+            return Err(DecodeError::BadRange);
+        }
+        Ok(Self {
+            request_id,
+            path: r.utf16(path_len, Field::Path)?,
+            flags,
+            file_size,
+            basic,
+            expected_changes,
+            identity: r.take(usize::from(identity_len))?,
+            dehydrate,
+        })
+    }
+}
+message!(Update<'a>, Kind::Update);
+
+/// Flags of a [`SetInSync`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct SetInSyncFlags(u32);
+
+impl SetInSyncFlags {
+    /// Mark the placeholder not in sync.
+    pub const NOT_IN_SYNC: Self = Self(0);
+    /// Mark it in sync (without this bit: not in sync).
+    pub const IN_SYNC: Self = Self(1);
+    /// Fail, changing nothing, unless the file's change counter is still
+    /// [`SetInSync::expected_changes`].
+    pub const IF_UNCHANGED: Self = Self(2);
+    /// Every defined bit.
+    pub const ALL: Self = Self(3);
+
+    /// The flags for `bits`, or `None` if an undefined bit is set.
+    pub const fn from_bits(bits: u32) -> Option<Self> {
+        if bits & !Self::ALL.0 != 0 {
+            None
+        } else {
+            Some(Self(bits))
+        }
+    }
+
+    /// The raw bits.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Whether every bit of `other` is set in `self`.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// The bits of both.
+    #[must_use]
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+}
+
+/// Provider → kernel: mark a placeholder in sync or not, as cfapi's CfSetInSyncState.
+/// The [`Reply`] payload, on success, is the placeholder blob as it is afterwards, as for
+/// [`GetInfo`]. With [`SetInSyncFlags::IF_UNCHANGED`], a file whose change counter is no
+/// longer [`Self::expected_changes`] is left as it was and the request fails
+/// (STATUS_CLOUD_FILE_NOT_IN_SYNC).
+///
+/// Fixed part (16 bytes): flags `u32` ([`SetInSyncFlags`]), path length `u16`, 2 reserved,
+/// expected change counter `u64`. Then the path (UTF-16LE).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetInSync<'a> {
+    /// Echoed in the reply.
+    pub request_id: u64,
+    /// The file or directory, relative to the sync root.
+    pub path: Utf16<'a>,
+    /// The state to set, and whether to check the change counter.
+    pub flags: SetInSyncFlags,
+    /// The change counter the provider last saw; checked only with
+    /// [`SetInSyncFlags::IF_UNCHANGED`].
+    pub expected_changes: u64,
+}
+
+impl<'a> SetInSync<'a> {
+    fn body_len(&self) -> usize {
+        SET_IN_SYNC_FIXED.saturating_add(self.path.byte_len())
+    }
+
+    fn check(&self) -> Result<(), EncodeError> {
+        if SetInSyncFlags::from_bits(self.flags.bits()).is_none() {
+            return Err(EncodeError::BadFlags(self.flags.bits()));
+        }
+        Ok(())
+    }
+
+    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        let path_len = str_len(&self.path, MAX_PATH_BYTES, Field::Path)?;
+        w.u32(self.flags.bits())?;
+        w.u16(path_len)?;
+        w.zeros(2)?;
+        w.u64(self.expected_changes)?;
+        w.utf16(&self.path)
+    }
+
+    fn read_body(request_id: u64, r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let bits = r.u32()?;
+        let path_len = read_len(r, MAX_PATH_BYTES, Field::Path)?;
+        r.reserved(2)?;
+        let expected_changes = r.u64()?;
+        let flags = SetInSyncFlags::from_bits(bits).ok_or(DecodeError::BadFlags(bits))?;
+        Ok(Self {
+            request_id,
+            path: r.utf16(path_len, Field::Path)?,
+            flags,
+            expected_changes,
+        })
+    }
+}
+message!(SetInSync<'a>, Kind::SetInSync);
 
 /// Management → kernel: set the image rule for a pattern, replacing the rule for the same
 /// pattern (compared case-insensitively) if there is one. The driver answers
@@ -1302,6 +1617,8 @@ dispatch!(
         Dehydrate(Dehydrate<'a>),
         SetPin(SetPin<'a>),
         GetInfo(GetInfo<'a>),
+        Update(Update<'a>),
+        SetInSync(SetInSync<'a>),
     }
 );
 
@@ -1330,7 +1647,9 @@ pub struct Reply<'a> {
     pub status: i32,
     /// The request id of the message answered.
     pub request_id: u64,
-    /// Kind-specific data, at most [`MAX_REPLY_PAYLOAD`] bytes ([`GetInfo`]: the blob).
+    /// Kind-specific data, at most [`MAX_REPLY_PAYLOAD`] bytes: the placeholder blob for
+    /// [`GetInfo`], and for [`Hydrate`], [`Update`] and [`SetInSync`] that succeeded; the
+    /// rule list for [`ListImageRules`]; empty otherwise.
     pub payload: &'a [u8],
 }
 
@@ -1410,6 +1729,7 @@ mod tests {
         image: Vec<u16>,
         identity: Vec<u8>,
         data: Vec<u8>,
+        ranges: Vec<ByteRange>,
     }
 
     /// Either direction, to round-trip both through one property.
@@ -1420,7 +1740,7 @@ mod tests {
         Management(ManagementMessage<'a>),
     }
 
-    const KINDS: usize = 15;
+    const KINDS: usize = 17;
 
     /// One of `options`, chosen by `n`.
     fn pick<T: Copy>(options: &[T], n: u32) -> T {
@@ -1527,8 +1847,61 @@ mod tests {
             13 => Any::Management(ManagementMessage::ClearImageRules(ClearImageRules {
                 request_id: p.request_id,
             })),
-            _ => Any::Management(ManagementMessage::ListImageRules(ListImageRules {
+            14 => Any::Management(ManagementMessage::ListImageRules(ListImageRules {
                 request_id: p.request_id,
+            })),
+            15 => {
+                let flags = pick(
+                    &[
+                        UpdateFlags::EMPTY,
+                        UpdateFlags::MARK_IN_SYNC,
+                        UpdateFlags::CLEAR_IN_SYNC.union(UpdateFlags::DEHYDRATE),
+                        UpdateFlags::IF_UNCHANGED.union(UpdateFlags::SET_IDENTITY),
+                        UpdateFlags::MARK_IN_SYNC
+                            .union(UpdateFlags::DEHYDRATE)
+                            .union(UpdateFlags::IF_UNCHANGED)
+                            .union(UpdateFlags::SET_IDENTITY),
+                    ],
+                    p.small,
+                );
+                Any::Provider(ProviderMessage::Update(Update {
+                    request_id: p.request_id,
+                    path,
+                    flags,
+                    file_size: p.a,
+                    basic: BasicInfo {
+                        creation_time: p.times[0],
+                        last_access_time: p.times[1],
+                        last_write_time: p.times[2],
+                        change_time: p.times[3],
+                        attributes: p.small,
+                    },
+                    expected_changes: p.c,
+                    identity: if flags.contains(UpdateFlags::SET_IDENTITY) {
+                        &p.identity
+                    } else {
+                        &[]
+                    },
+                    dehydrate: if flags.contains(UpdateFlags::DEHYDRATE) {
+                        RangeList::from_slice(&p.ranges)
+                    } else {
+                        RangeList::EMPTY
+                    },
+                }))
+            }
+            _ => Any::Provider(ProviderMessage::SetInSync(SetInSync {
+                request_id: p.request_id,
+                path,
+                flags: pick(
+                    &[
+                        SetInSyncFlags::NOT_IN_SYNC,
+                        SetInSyncFlags::IN_SYNC,
+                        SetInSyncFlags::IF_UNCHANGED,
+                        SetInSyncFlags::ALL,
+                    ],
+                    p.small,
+                ),
+                expected_changes: p.c,
             })),
         }
     }
@@ -1580,6 +1953,7 @@ mod tests {
             proptest::collection::vec(any::<u16>(), 0..=MAX_IMAGE_BYTES / 2),
             proptest::collection::vec(any::<u8>(), 0..=MAX_IDENTITY_LEN),
             proptest::collection::vec(any::<u8>(), 0..5000),
+            proptest::collection::vec((0u64..1 << 40, 1u64..1 << 40), 0..20),
         )
             .prop_map(
                 |(
@@ -1589,7 +1963,18 @@ mod tests {
                     image,
                     identity,
                     data,
+                    steps,
                 )| {
+                    // Sorted, non-overlapping ranges; a gap of 0 makes them adjacent.
+                    let mut at = 0u64;
+                    let ranges = steps
+                        .into_iter()
+                        .map(|(gap, length)| {
+                            let range = ByteRange::new(at + gap, length);
+                            at += gap + length;
+                            range
+                        })
+                        .collect();
                     Parts {
                         which,
                         request_id,
@@ -1603,6 +1988,7 @@ mod tests {
                         image,
                         identity,
                         data,
+                        ranges,
                     }
                 },
             )
@@ -1859,6 +2245,230 @@ mod tests {
             CancelFetch::decode(&out[..n]),
             Err(DecodeError::BadValue(Field::Reason))
         );
+    }
+
+    fn update<'a>(path: &'a [u16], ranges: &'a [ByteRange]) -> Update<'a> {
+        Update {
+            request_id: 0x55,
+            path: Utf16::from_units(path),
+            flags: UpdateFlags::MARK_IN_SYNC
+                .union(UpdateFlags::DEHYDRATE)
+                .union(UpdateFlags::IF_UNCHANGED)
+                .union(UpdateFlags::SET_IDENTITY),
+            file_size: 20_000,
+            basic: BasicInfo {
+                creation_time: 1,
+                last_access_time: 2,
+                last_write_time: 3,
+                change_time: 4,
+                attributes: 0x80,
+            },
+            expected_changes: 9,
+            identity: b"new-id",
+            dehydrate: RangeList::from_slice(ranges),
+        }
+    }
+
+    #[test]
+    fn an_update_has_the_documented_layout() {
+        let path = units("d\\f");
+        let ranges = [ByteRange::new(0, 4096), ByteRange::new(4096, 100)];
+        let m = update(&path, &ranges);
+        let mut out = [0u8; 200];
+        let n = m.encoded_len();
+        assert_eq!(m.encode(&mut out), Ok(n));
+        assert_eq!(n, 16 + 64 + 32 + 6 + 6);
+        assert_eq!(&out[..4], &[0x0A, 1, 1, 0], "kind 0x010A, version 1");
+        let body = &out[16..n];
+        assert_eq!(&body[..8], &20_000u64.to_le_bytes());
+        assert_eq!(&body[8..16], &1i64.to_le_bytes());
+        assert_eq!(&body[32..40], &4i64.to_le_bytes());
+        assert_eq!(&body[40..44], &0x80u32.to_le_bytes());
+        assert_eq!(&body[44..48], &29u32.to_le_bytes());
+        assert_eq!(&body[48..56], &9u64.to_le_bytes());
+        assert_eq!(&body[56..64], &[6, 0, 6, 0, 2, 0, 0, 0]);
+        assert_eq!(&body[64 + 16..64 + 24], &4096u64.to_le_bytes());
+        assert_eq!(&body[64 + 24..64 + 32], &100u64.to_le_bytes());
+        assert_eq!(&body[96..98], &[b'd', 0]);
+        assert_eq!(&body[102..108], b"new-id");
+        assert_eq!(
+            ProviderMessage::decode(&out[..n]),
+            Ok(ProviderMessage::Update(m))
+        );
+        // With no range, DEHYDRATE means the whole file.
+        let whole = Update {
+            dehydrate: RangeList::EMPTY,
+            ..m
+        };
+        let n = whole.encoded_len();
+        assert_eq!(whole.encode(&mut out), Ok(n));
+        assert_eq!(&out[16 + 60..16 + 62], &[0, 0]);
+        assert!(
+            Update::decode(&out[..n])
+                .is_ok_and(|u| u.dehydrate.is_empty() && u.flags.contains(UpdateFlags::DEHYDRATE))
+        );
+    }
+
+    #[test]
+    fn an_update_refuses_contradictions_and_bad_ranges() {
+        let path = units("f");
+        let ranges = [ByteRange::new(0, 4096), ByteRange::new(8192, 100)];
+        let good = {
+            let m = update(&path, &ranges);
+            let mut out = std::vec![0u8; m.encoded_len()];
+            assert_eq!(m.encode(&mut out), Ok(out.len()));
+            out
+        };
+        let patched = |offset: usize, bytes: &[u8]| {
+            let mut bad = good.clone();
+            bad[offset..offset + bytes.len()].copy_from_slice(bytes);
+            ProviderMessage::decode(&bad).map(|_| ())
+        };
+        let flags = 16 + 44;
+        assert_eq!(
+            patched(flags, &[3]),
+            Err(DecodeError::BadFlags(3)),
+            "MARK and CLEAR"
+        );
+        assert_eq!(patched(flags, &[32]), Err(DecodeError::BadFlags(32)));
+        assert_eq!(
+            patched(flags, &[1 | 4 | 8]),
+            Err(DecodeError::BadFlags(13)),
+            "an identity without SET_IDENTITY"
+        );
+        assert_eq!(
+            patched(flags, &[1 | 8 | 16]),
+            Err(DecodeError::BadFlags(25)),
+            "ranges without DEHYDRATE"
+        );
+        assert_eq!(
+            patched(16 + 62, &[1]),
+            Err(DecodeError::BadValue(Field::Reserved))
+        );
+        assert_eq!(
+            patched(16 + 60, &[0xff, 0xff]),
+            Err(DecodeError::TooLarge(Field::Ranges))
+        );
+        let second = 16 + 64 + 16;
+        assert_eq!(
+            patched(second, &100u64.to_le_bytes()),
+            Err(DecodeError::BadRange),
+            "overlapping"
+        );
+        assert_eq!(
+            patched(second, &4096u64.to_le_bytes()),
+            Ok(()),
+            "adjacent ranges are fine"
+        );
+        assert_eq!(
+            patched(second + 8, &0u64.to_le_bytes()),
+            Err(DecodeError::BadRange),
+            "empty"
+        );
+        assert_eq!(
+            patched(second + 8, &u64::MAX.to_le_bytes()),
+            Err(DecodeError::BadRange),
+            "overflowing"
+        );
+
+        let mut out = [0u8; 300];
+        let both = Update {
+            flags: UpdateFlags::MARK_IN_SYNC.union(UpdateFlags::CLEAR_IN_SYNC),
+            identity: b"",
+            dehydrate: RangeList::EMPTY,
+            ..update(&path, &ranges)
+        };
+        assert_eq!(both.encode(&mut out), Err(EncodeError::BadFlags(3)));
+        let stray_identity = Update {
+            flags: UpdateFlags::DEHYDRATE,
+            ..update(&path, &ranges)
+        };
+        assert_eq!(
+            stray_identity.encode(&mut out),
+            Err(EncodeError::BadFlags(4))
+        );
+        let unsorted = [ByteRange::new(8192, 1), ByteRange::new(0, 1)];
+        assert_eq!(
+            update(&path, &unsorted).encode(&mut out),
+            Err(EncodeError::BadRange)
+        );
+        let too_many = std::vec![ByteRange::new(0, 1); MAX_UPDATE_RANGES + 1];
+        assert_eq!(
+            update(&path, &too_many).encode(&mut out),
+            Err(EncodeError::TooLarge(Field::Ranges))
+        );
+        assert_eq!(
+            Update {
+                identity: &[0; MAX_IDENTITY_LEN + 1],
+                ..update(&path, &ranges)
+            }
+            .encode(&mut std::vec![0u8; 8192]),
+            Err(EncodeError::TooLarge(Field::Identity))
+        );
+    }
+
+    #[test]
+    fn the_largest_update_fits_a_provider_message() {
+        let path = std::vec![0x41u16; MAX_PATH_BYTES / 2];
+        let identity = [3u8; MAX_IDENTITY_LEN];
+        let ranges: Vec<ByteRange> = (0..MAX_UPDATE_RANGES as u64)
+            .map(|i| ByteRange::new(i * 2, 1))
+            .collect();
+        let m = Update {
+            identity: &identity,
+            ..update(&path, &ranges)
+        };
+        let n = m.encoded_len();
+        assert!(n <= MAX_PROVIDER_MESSAGE_LEN && n + RANGE_SIZE > MAX_PROVIDER_MESSAGE_LEN);
+        let mut out = std::vec![0u8; n];
+        assert_eq!(m.encode(&mut out), Ok(n));
+        assert_eq!(Update::decode(&out), Ok(m));
+    }
+
+    #[test]
+    fn set_in_sync_has_the_documented_layout_and_refuses_undefined_flags() {
+        let path = units("dir");
+        let m = SetInSync {
+            request_id: 3,
+            path: Utf16::from_units(&path),
+            flags: SetInSyncFlags::IN_SYNC.union(SetInSyncFlags::IF_UNCHANGED),
+            expected_changes: 0x0102_0304,
+        };
+        let mut out = [0u8; 64];
+        let n = m.encoded_len();
+        assert_eq!(m.encode(&mut out), Ok(n));
+        assert_eq!(n, 16 + 16 + 6);
+        assert_eq!(&out[..2], &[0x0B, 1], "kind 0x010B");
+        assert_eq!(&out[16..24], &[3, 0, 0, 0, 6, 0, 0, 0]);
+        assert_eq!(&out[24..32], &0x0102_0304u64.to_le_bytes());
+        assert_eq!(&out[32..34], &[b'd', 0]);
+        assert_eq!(
+            ProviderMessage::decode(&out[..n]),
+            Ok(ProviderMessage::SetInSync(m))
+        );
+        let mut bad = out;
+        bad[16] = 4;
+        assert_eq!(SetInSync::decode(&bad[..n]), Err(DecodeError::BadFlags(4)));
+        let mut bad = out;
+        bad[22] = 1;
+        assert_eq!(
+            SetInSync::decode(&bad[..n]),
+            Err(DecodeError::BadValue(Field::Reserved))
+        );
+        assert_eq!(
+            SetInSync {
+                flags: SetInSyncFlags(4),
+                ..m
+            }
+            .encode(&mut out),
+            Err(EncodeError::BadFlags(4))
+        );
+        // A management connection does not take them.
+        assert_eq!(
+            ManagementMessage::decode(&out[..n]),
+            Err(DecodeError::UnexpectedKind(0x010B))
+        );
+        assert!(!Kind::Update.is_management() && !Kind::SetInSync.is_from_kernel());
     }
 
     #[test]

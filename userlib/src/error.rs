@@ -115,7 +115,9 @@ cloud_errors! {
     /// The file is not a placeholder.
     NotACloudFile = STATUS_NOT_A_CLOUD_FILE / ERROR_NOT_A_CLOUD_FILE,
         "the file is not a cloud file";
-    /// The file is not in sync with the cloud.
+    /// The file is not in sync with the cloud: it changed locally since the change
+    /// counter a conditional request (`if_unchanged`) named, or an update would drop data
+    /// changed locally and not synced yet.
     NotInSync = STATUS_CLOUD_FILE_NOT_IN_SYNC / ERROR_CLOUD_FILE_NOT_IN_SYNC,
         "the cloud file is not in sync";
     /// A provider is already connected for this sync root (or one overlapping it).

@@ -8,8 +8,8 @@
 //! [`fetch_data`](SyncProvider::fetch_data) receives a [`FetchRequest`] (with the
 //! requesting process) and answers through a [`Transfer`], which enforces cfapi's 4 KiB
 //! alignment rule before anything is sent. The [`Connection`] it gets back manages
-//! placeholders (create, convert, revert, hydrate, dehydrate, pin, info) and disconnects
-//! when dropped. Every failure is one typed [`Error`] whose [`Error::status`] is the
+//! placeholders (create, convert, revert, hydrate, dehydrate, pin, update, set in sync,
+//! info) and disconnects when dropped. Every failure is one typed [`Error`] whose [`Error::status`] is the
 //! NTSTATUS the driver uses.
 //!
 //! ```no_run
@@ -64,7 +64,10 @@ pub use cloudflt_proto::{HydrationPolicy, PopulationPolicy};
 pub use config::SyncRootConfig;
 pub use connection::{Connection, SyncRoot};
 pub use error::Error;
-pub use placeholder::{ConvertOptions, FileTimes, PinState, PlaceholderInfo, PlaceholderSpec};
+pub use placeholder::{
+    ConvertOptions, Dehydration, FileTimes, PinState, PlaceholderInfo, PlaceholderSpec,
+    UpdateOptions,
+};
 pub use provider::{
     CancelFetch, CancelReason, FetchRequest, RequestingProcess, SyncProvider, TRANSFER_ALIGNMENT,
     Transfer,

@@ -1,6 +1,15 @@
 //! Placeholder management: creating, converting, reverting, hydrating, dehydrating,
-//! pinning and inspecting placeholders — each one FilterSendMessage round trip to the
-//! driver, which does the work itself (never a user-mode FSCTL).
+//! pinning, updating, marking in sync and inspecting placeholders — each one
+//! FilterSendMessage round trip to the driver, which does the work itself (never a
+//! user-mode FSCTL).
+//!
+//! The requests that change a placeholder's data or state and answer with its new state
+//! ([`Connection::hydrate`], [`Connection::update`], [`Connection::set_in_sync`]) return a
+//! [`PlaceholderInfo`] whose [`changes`](PlaceholderInfo::changes) is the file's change
+//! counter at that moment. Passing it back as `if_unchanged` makes the next update or
+//! in-sync change conditional: the driver refuses it with [`Error::NotInSync`], changing
+//! nothing, if the file changed locally meanwhile (cfapi's
+//! `CF_UPDATE_FLAG_VERIFY_IN_SYNC` and USN check, with one counter).
 //!
 //! Paths are relative to the connection's sync root, with `\` or `/` separators.
 
@@ -9,9 +18,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use cloudflt_proto::msg::{
     self, BasicInfo, Convert, ConvertFlags, CreatePlaceholder, Dehydrate, GetInfo, Hydrate,
-    MAX_REPLY_PAYLOAD, Revert, SetPin,
+    MAX_REPLY_PAYLOAD, Revert, SetInSync, SetInSyncFlags, SetPin, Update, UpdateFlags,
 };
-use cloudflt_proto::{ByteRange, Placeholder, PlaceholderFlags, Utf16};
+use cloudflt_proto::{ByteRange, Placeholder, PlaceholderFlags, RangeList, Utf16};
 
 use crate::config::relative_path;
 use crate::{Connection, Error};
@@ -262,6 +271,212 @@ pub struct ConvertOptions {
     pub dehydrate: bool,
 }
 
+/// Which local data [`Connection::update`] drops.
+///
+/// ```
+/// use cloudflt::Dehydration;
+/// let first_page = Dehydration::Ranges(vec![0..4096]);
+/// assert_ne!(first_page, Dehydration::All);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Dehydration {
+    /// Keep every byte on disk.
+    #[default]
+    None,
+    /// Drop the whole file's data.
+    All,
+    /// Drop these ranges (in any order; overlapping ones are merged). The driver drops
+    /// the whole 4 KiB units inside them, as [`Connection::dehydrate`] does.
+    Ranges(Vec<Range<u64>>),
+}
+
+/// How [`Connection::update`] changes a placeholder: cfapi's CfUpdatePlaceholder, from the
+/// cloud's current copy of the file.
+///
+/// ```
+/// use cloudflt::{Dehydration, FileTimes, UpdateOptions};
+///
+/// // The cloud copy grew to 2 MiB: take its size, drop the stale local data, and mark
+/// // it in sync — unless the file changed locally since the provider saw change 7.
+/// let options = UpdateOptions::new(2 << 20)
+///     .times(FileTimes::all(std::time::SystemTime::now()))
+///     .dehydrate(Dehydration::All)
+///     .mark_in_sync(true)
+///     .if_unchanged(7);
+/// assert_eq!(options.if_unchanged, Some(7));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct UpdateOptions {
+    /// The cloud's size of the file: its new end of file.
+    pub size: u64,
+    /// New timestamps; a time left 0 keeps the file's own. Attributes are left as they
+    /// are.
+    pub times: FileTimes,
+    /// Mark the placeholder in sync once updated.
+    pub mark_in_sync: bool,
+    /// Mark it not in sync. Exclusive with `mark_in_sync`.
+    pub clear_in_sync: bool,
+    /// Which local data to drop.
+    pub dehydrate: Dehydration,
+    /// Update only if the file's change counter ([`PlaceholderInfo::changes`]) is still
+    /// this; otherwise nothing changes and the update fails with [`Error::NotInSync`].
+    pub if_unchanged: Option<u64>,
+    /// A new identity for the file (≤ 4 KiB); `None` keeps the current one.
+    pub identity: Option<Vec<u8>>,
+}
+
+impl UpdateOptions {
+    /// An update to `size` bytes that changes nothing else.
+    ///
+    /// ```
+    /// let options = cloudflt::UpdateOptions::new(10);
+    /// assert!(!options.mark_in_sync && options.identity.is_none());
+    /// ```
+    pub fn new(size: u64) -> Self {
+        Self {
+            size,
+            times: FileTimes::default(),
+            mark_in_sync: false,
+            clear_in_sync: false,
+            dehydrate: Dehydration::None,
+            if_unchanged: None,
+            identity: None,
+        }
+    }
+
+    /// Sets the timestamps (0 keeps a time as it is).
+    ///
+    /// ```
+    /// let times = cloudflt::FileTimes::all(std::time::SystemTime::now());
+    /// assert_eq!(cloudflt::UpdateOptions::new(1).times(times).times, times);
+    /// ```
+    #[must_use]
+    pub fn times(mut self, times: FileTimes) -> Self {
+        self.times = times;
+        self
+    }
+
+    /// Marks the placeholder in sync once updated (or not: then its state is kept,
+    /// unless [`Self::clear_in_sync`] is set).
+    ///
+    /// ```
+    /// assert!(cloudflt::UpdateOptions::new(1).mark_in_sync(true).mark_in_sync);
+    /// ```
+    #[must_use]
+    pub fn mark_in_sync(mut self, mark: bool) -> Self {
+        self.mark_in_sync = mark;
+        self
+    }
+
+    /// Marks the placeholder not in sync once updated.
+    ///
+    /// ```
+    /// assert!(cloudflt::UpdateOptions::new(1).clear_in_sync(true).clear_in_sync);
+    /// ```
+    #[must_use]
+    pub fn clear_in_sync(mut self, clear: bool) -> Self {
+        self.clear_in_sync = clear;
+        self
+    }
+
+    /// Sets which local data to drop.
+    ///
+    /// ```
+    /// use cloudflt::{Dehydration, UpdateOptions};
+    /// let options = UpdateOptions::new(1).dehydrate(Dehydration::All);
+    /// assert_eq!(options.dehydrate, Dehydration::All);
+    /// ```
+    #[must_use]
+    pub fn dehydrate(mut self, dehydrate: Dehydration) -> Self {
+        self.dehydrate = dehydrate;
+        self
+    }
+
+    /// Makes the update conditional on the file's change counter still being `changes`.
+    ///
+    /// ```
+    /// assert_eq!(cloudflt::UpdateOptions::new(1).if_unchanged(3).if_unchanged, Some(3));
+    /// ```
+    #[must_use]
+    pub fn if_unchanged(mut self, changes: u64) -> Self {
+        self.if_unchanged = Some(changes);
+        self
+    }
+
+    /// Replaces the file's identity.
+    ///
+    /// ```
+    /// let options = cloudflt::UpdateOptions::new(1).identity(b"v2".to_vec());
+    /// assert_eq!(options.identity.as_deref(), Some(&b"v2"[..]));
+    /// ```
+    #[must_use]
+    pub fn identity(mut self, identity: Vec<u8>) -> Self {
+        self.identity = Some(identity);
+        self
+    }
+
+    /// The protocol's flags and ranges to dehydrate (sorted and merged), or why the
+    /// options cannot be sent.
+    fn wire(&self) -> Result<(UpdateFlags, Vec<ByteRange>), Error> {
+        if self.mark_in_sync && self.clear_in_sync {
+            return Err(Error::InvalidArgument(
+                "an update cannot both mark and clear the in-sync state".into(),
+            ));
+        }
+        let mut flags = UpdateFlags::EMPTY;
+        let set = |flags: UpdateFlags, on: bool, flag: UpdateFlags| {
+            if on { flags.union(flag) } else { flags }
+        };
+        flags = set(flags, self.mark_in_sync, UpdateFlags::MARK_IN_SYNC);
+        flags = set(flags, self.clear_in_sync, UpdateFlags::CLEAR_IN_SYNC);
+        flags = set(
+            flags,
+            self.if_unchanged.is_some(),
+            UpdateFlags::IF_UNCHANGED,
+        );
+        flags = set(flags, self.identity.is_some(), UpdateFlags::SET_IDENTITY);
+        let ranges = match &self.dehydrate {
+            Dehydration::None => Vec::new(),
+            Dehydration::All => {
+                flags = flags.union(UpdateFlags::DEHYDRATE);
+                Vec::new()
+            }
+            Dehydration::Ranges(ranges) => {
+                flags = flags.union(UpdateFlags::DEHYDRATE);
+                merged(ranges)?
+            }
+        };
+        Ok((flags, ranges))
+    }
+}
+
+/// `ranges` sorted, overlapping and adjacent ones merged, as protocol ranges; an empty
+/// range or an empty list is refused (an empty list on the wire means the whole file).
+fn merged(ranges: &[Range<u64>]) -> Result<Vec<ByteRange>, Error> {
+    if ranges.is_empty() {
+        return Err(Error::InvalidArgument(
+            "no range to dehydrate (Dehydration::All drops the whole file)".into(),
+        ));
+    }
+    if ranges.iter().any(|r| r.start >= r.end) {
+        return Err(Error::InvalidArgument("empty range".into()));
+    }
+    let mut sorted = ranges.to_vec();
+    sorted.sort_by_key(|r| r.start);
+    let mut out: Vec<Range<u64>> = Vec::with_capacity(sorted.len());
+    for range in sorted {
+        match out.last_mut() {
+            Some(last) if range.start <= last.end => last.end = last.end.max(range.end),
+            _ => out.push(range),
+        }
+    }
+    Ok(out
+        .into_iter()
+        .map(|r| ByteRange::new(r.start, r.end - r.start))
+        .collect())
+}
+
 /// What the driver knows about a placeholder, decoded from its reparse data.
 ///
 /// ```no_run
@@ -282,6 +497,15 @@ pub struct PlaceholderInfo {
     pub identity: Vec<u8>,
     /// The byte ranges present on disk, sorted and merged.
     pub ranges: Vec<Range<u64>>,
+    /// The byte ranges changed locally since the file was last in sync (cfapi's
+    /// CF_PLACEHOLDER_RANGE_INFO_MODIFIED), sorted and merged, each inside a range of
+    /// [`Self::ranges`].
+    pub modified: Vec<Range<u64>>,
+    /// The file's local change counter: it moves whenever the file changes other than at
+    /// the provider's request. Pass it back as `if_unchanged`
+    /// ([`UpdateOptions::if_unchanged`], [`Connection::set_in_sync`]) to act only if
+    /// nothing changed since this answer.
+    pub changes: u64,
     /// Whether it is marked in sync.
     pub in_sync: bool,
     /// Its pin state.
@@ -307,11 +531,9 @@ impl PlaceholderInfo {
         Ok(Self {
             file_size: placeholder.file_size,
             identity: placeholder.identity.to_vec(),
-            ranges: placeholder
-                .ranges
-                .iter()
-                .map(|r| r.offset..r.offset.saturating_add(r.length))
-                .collect(),
+            ranges: std_ranges(placeholder.ranges),
+            modified: std_ranges(placeholder.modified),
+            changes: placeholder.changes,
             in_sync: flags.contains(PlaceholderFlags::IN_SYNC),
             pin,
             always_full: flags.contains(PlaceholderFlags::ALWAYS_FULL),
@@ -340,6 +562,14 @@ impl PlaceholderInfo {
     pub fn is_fully_hydrated(&self) -> bool {
         self.hydrated_bytes() == self.file_size
     }
+}
+
+/// A range list of the protocol as `Range`s.
+fn std_ranges(ranges: RangeList<'_>) -> Vec<Range<u64>> {
+    ranges
+        .iter()
+        .map(|r| r.offset..r.offset.saturating_add(r.length))
+        .collect()
 }
 
 /// A range argument as the protocol's (offset, length) with length 0 = to end of file.
@@ -464,22 +694,33 @@ impl Connection {
     }
 
     /// Has the driver fetch `range` of a placeholder now (`..` for all of it); returns once
-    /// it is on disk.
+    /// it is on disk, with the placeholder's state then (its change counter included).
     ///
     /// ```no_run
     /// # fn f(connection: cloudflt::Connection) -> Result<(), cloudflt::Error> {
-    /// connection.hydrate("video.mp4", 0..1 << 20)?; // the first MiB
+    /// let info = connection.hydrate("video.mp4", 0..1 << 20)?; // the first MiB
+    /// assert!(info.hydrated_bytes() >= 1 << 20);
     /// # Ok(()) }
     /// ```
-    pub fn hydrate(&self, path: &str, range: impl RangeBounds<u64>) -> Result<(), Error> {
-        let path = relative_path(path, false)?;
+    pub fn hydrate(
+        &self,
+        path: &str,
+        range: impl RangeBounds<u64>,
+    ) -> Result<PlaceholderInfo, Error> {
+        let units = relative_path(path, false)?;
         let message = Hydrate {
             request_id: self.next_request_id(),
-            path: Utf16::from_units(&path),
+            path: Utf16::from_units(&units),
             range: op_range(range)?,
         };
         let bytes = encode(&msg::ProviderMessage::Hydrate(message))?;
-        self.shared.request(&bytes, 0).map(drop)
+        let blob = self.shared.request(&bytes, MAX_REPLY_PAYLOAD)?;
+        if blob.is_empty() {
+            // A driver that does not return the blob with HYDRATE yet (before issue 12):
+            // the state is asked for separately, which a concurrent change may overtake.
+            return self.info(path);
+        }
+        PlaceholderInfo::decode(&blob)
     }
 
     /// Drops `range` of a placeholder's local data (`..` for all of it). Pinned and
@@ -517,6 +758,83 @@ impl Connection {
         };
         let bytes = encode(&msg::ProviderMessage::SetPin(message))?;
         self.shared.request(&bytes, 0).map(drop)
+    }
+
+    /// Updates a placeholder from the cloud's copy (cfapi's CfUpdatePlaceholder): its size
+    /// and times, its in-sync state, its identity, and the local data to drop; returns its
+    /// state afterwards. With [`UpdateOptions::if_unchanged`], a file that changed locally
+    /// since that change counter is left alone and the update fails with
+    /// [`Error::NotInSync`]; so does dropping data that was changed locally and not
+    /// synced ([`PlaceholderInfo::modified`]). A file in use fails with [`Error::InUse`].
+    ///
+    /// ```no_run
+    /// # fn f(connection: cloudflt::Connection) -> Result<(), cloudflt::Error> {
+    /// use cloudflt::{Dehydration, Error, UpdateOptions};
+    ///
+    /// let seen = connection.info("report.pdf")?;
+    /// let options = UpdateOptions::new(200_000)
+    ///     .dehydrate(Dehydration::All)
+    ///     .mark_in_sync(true)
+    ///     .if_unchanged(seen.changes);
+    /// match connection.update("report.pdf", &options) {
+    ///     Ok(info) => println!("now change {}", info.changes),
+    ///     Err(Error::NotInSync) => println!("changed locally: upload it first"),
+    ///     Err(e) => return Err(e),
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn update(&self, path: &str, options: &UpdateOptions) -> Result<PlaceholderInfo, Error> {
+        let path = relative_path(path, true)?;
+        let (flags, ranges) = options.wire()?;
+        let message = Update {
+            request_id: self.next_request_id(),
+            path: Utf16::from_units(&path),
+            flags,
+            file_size: options.size,
+            basic: options.times.basic(0),
+            expected_changes: options.if_unchanged.unwrap_or(0),
+            identity: options.identity.as_deref().unwrap_or_default(),
+            dehydrate: RangeList::from_slice(&ranges),
+        };
+        let bytes = encode(&msg::ProviderMessage::Update(message))?;
+        let blob = self.shared.request(&bytes, MAX_REPLY_PAYLOAD)?;
+        PlaceholderInfo::decode(&blob)
+    }
+
+    /// Marks a placeholder in sync or not (cfapi's CfSetInSyncState); returns its state
+    /// afterwards. With `if_unchanged`, a file whose change counter moved on since that
+    /// value is left alone and the call fails with [`Error::NotInSync`].
+    ///
+    /// ```no_run
+    /// # fn f(connection: cloudflt::Connection) -> Result<(), cloudflt::Error> {
+    /// // Uploaded what change 12 held: in sync, unless it changed again meanwhile.
+    /// let info = connection.set_in_sync("notes.txt", true, Some(12))?;
+    /// assert!(info.in_sync);
+    /// # Ok(()) }
+    /// ```
+    pub fn set_in_sync(
+        &self,
+        path: &str,
+        in_sync: bool,
+        if_unchanged: Option<u64>,
+    ) -> Result<PlaceholderInfo, Error> {
+        let path = relative_path(path, true)?;
+        let mut flags = SetInSyncFlags::NOT_IN_SYNC;
+        if in_sync {
+            flags = flags.union(SetInSyncFlags::IN_SYNC);
+        }
+        if if_unchanged.is_some() {
+            flags = flags.union(SetInSyncFlags::IF_UNCHANGED);
+        }
+        let message = SetInSync {
+            request_id: self.next_request_id(),
+            path: Utf16::from_units(&path),
+            flags,
+            expected_changes: if_unchanged.unwrap_or(0),
+        };
+        let bytes = encode(&msg::ProviderMessage::SetInSync(message))?;
+        let blob = self.shared.request(&bytes, MAX_REPLY_PAYLOAD)?;
+        PlaceholderInfo::decode(&blob)
     }
 
     /// What the driver records for a placeholder; [`Error::NotACloudFile`] for an
@@ -571,19 +889,59 @@ mod tests {
     #[test]
     fn info_decodes_the_blob_the_driver_stores() {
         let ranges = [ByteRange::new(0, 4096), ByteRange::new(8192, 100)];
+        let modified = [ByteRange::new(8200, 8)];
         let placeholder = Placeholder {
             flags: PlaceholderFlags::IN_SYNC | PlaceholderFlags::UNPINNED,
             file_size: 8292,
             identity: b"id",
-            ranges: cloudflt_proto::RangeList::from_slice(&ranges),
+            ranges: RangeList::from_slice(&ranges),
+            modified: RangeList::from_slice(&modified),
+            changes: 12,
         };
         let mut blob = vec![0u8; placeholder.encoded_len()];
         placeholder.encode(&mut blob).unwrap();
         let info = PlaceholderInfo::decode(&blob).unwrap();
         assert_eq!(info.ranges, vec![0..4096, 8192..8292]);
+        assert_eq!(info.modified, vec![8200..8208]);
+        assert_eq!(info.changes, 12);
         assert_eq!(info.pin, PinState::Unpinned);
         assert!(info.in_sync && !info.is_fully_hydrated());
         assert_eq!(info.hydrated_bytes(), 4196);
+    }
+
+    #[test]
+    fn update_options_become_flags_and_merged_ranges() {
+        let (flags, ranges) = UpdateOptions::new(10)
+            .mark_in_sync(true)
+            .if_unchanged(0)
+            .identity(Vec::new())
+            .dehydrate(Dehydration::Ranges(vec![
+                8192..9000,
+                0..4096,
+                4096..5000,
+                100..200,
+            ]))
+            .wire()
+            .unwrap();
+        assert_eq!(flags.bits(), 1 | 4 | 8 | 16);
+        assert_eq!(ranges, [ByteRange::new(0, 5000), ByteRange::new(8192, 808)]);
+        let (flags, ranges) = UpdateOptions::new(10)
+            .clear_in_sync(true)
+            .dehydrate(Dehydration::All)
+            .wire()
+            .unwrap();
+        assert_eq!((flags.bits(), ranges.len()), (2 | 4, 0));
+        assert_eq!(UpdateOptions::new(10).wire().unwrap().0, UpdateFlags::EMPTY);
+        for refused in [
+            UpdateOptions::new(1).mark_in_sync(true).clear_in_sync(true),
+            UpdateOptions::new(1).dehydrate(Dehydration::Ranges(Vec::new())),
+            UpdateOptions::new(1).dehydrate(Dehydration::Ranges(std::iter::once(5..5).collect())),
+        ] {
+            assert!(
+                matches!(refused.wire(), Err(Error::InvalidArgument(_))),
+                "{refused:?}"
+            );
+        }
     }
 
     #[test]

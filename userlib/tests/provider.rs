@@ -14,8 +14,9 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use cloudflt::{
-    CancelFetch, CancelReason, ConvertOptions, Error, FetchRequest, FileTimes, HydrationPolicy,
-    PinState, PlaceholderSpec, PopulationPolicy, SyncProvider, SyncRoot, SyncRootConfig, Transfer,
+    CancelFetch, CancelReason, ConvertOptions, Dehydration, Error, FetchRequest, FileTimes,
+    HydrationPolicy, PinState, PlaceholderSpec, PopulationPolicy, SyncProvider, SyncRoot,
+    SyncRootConfig, Transfer, UpdateOptions,
 };
 use cloudflt_proto::msg::{self, KernelMessage, ProviderMessage, Reply, TransferFlags};
 use cloudflt_proto::{
@@ -31,8 +32,9 @@ use cloudflt_tests::model::{Machine, VolumeConfig};
 use windows_sys::Wdk::Foundation::{DRIVER_OBJECT, OBJECT_ATTRIBUTES};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{FLT_REGISTRATION, PFLT_PORT};
 use windows_sys::Win32::Foundation::{
-    NTSTATUS, STATUS_CLOUD_FILE_ALREADY_CONNECTED, STATUS_CLOUD_FILE_INVALID_REQUEST,
-    STATUS_CLOUD_FILE_NETWORK_UNAVAILABLE, STATUS_CLOUD_FILE_REQUEST_TIMEOUT,
+    NTSTATUS, STATUS_CLOUD_FILE_ALREADY_CONNECTED, STATUS_CLOUD_FILE_IN_USE,
+    STATUS_CLOUD_FILE_INVALID_REQUEST, STATUS_CLOUD_FILE_NETWORK_UNAVAILABLE,
+    STATUS_CLOUD_FILE_NOT_IN_SYNC, STATUS_CLOUD_FILE_REQUEST_TIMEOUT,
     STATUS_CLOUD_FILE_UNSUCCESSFUL, STATUS_PORT_DISCONNECTED, STATUS_SUCCESS, UNICODE_STRING,
 };
 
@@ -60,8 +62,11 @@ static REPLY_STATUS: AtomicI32 = AtomicI32::new(STATUS_SUCCESS);
 struct Seen {
     context: Option<Context>,
     messages: Vec<(u32, Received)>,
-    /// The reply payload for GET_INFO.
+    /// The reply payload for GET_INFO, UPDATE and SET_IN_SYNC.
     info_blob: Vec<u8>,
+    /// The reply payload for HYDRATE: none, as from a driver before issue 12, unless a
+    /// test sets one.
+    hydrate_blob: Vec<u8>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -106,6 +111,21 @@ enum Received {
     Dehydrate(String, ByteRange),
     SetPin(String, PinState),
     GetInfo(String),
+    Update {
+        path: String,
+        flags: u32,
+        size: u64,
+        last_write_time: i64,
+        attributes: u32,
+        expected_changes: u64,
+        identity: Vec<u8>,
+        dehydrate: Vec<ByteRange>,
+    },
+    SetInSync {
+        path: String,
+        flags: u32,
+        expected_changes: u64,
+    },
 }
 
 static SEEN: Mutex<Option<Seen>> = Mutex::new(None);
@@ -202,13 +222,31 @@ unsafe extern "system" fn message_notify(
         ProviderMessage::Dehydrate(m) => Received::Dehydrate(text(m.path), m.range),
         ProviderMessage::SetPin(m) => Received::SetPin(text(m.path), m.state),
         ProviderMessage::GetInfo(m) => Received::GetInfo(text(m.path)),
+        ProviderMessage::Update(m) => Received::Update {
+            path: text(m.path),
+            flags: m.flags.bits(),
+            size: m.file_size,
+            last_write_time: m.basic.last_write_time,
+            attributes: m.basic.attributes,
+            expected_changes: m.expected_changes,
+            identity: m.identity.to_vec(),
+            dehydrate: m.dehydrate.iter().collect(),
+        },
+        ProviderMessage::SetInSync(m) => Received::SetInSync {
+            path: text(m.path),
+            flags: m.flags.bits(),
+            expected_changes: m.expected_changes,
+        },
         other => panic!("unexpected message {other:?}"),
     };
     let pid = PsGetCurrentProcessId() as usize as u32;
     let payload = seen(|s| {
         s.messages.push((pid, received.clone()));
         match received {
-            Received::GetInfo(_) => s.info_blob.clone(),
+            Received::GetInfo(_) | Received::Update { .. } | Received::SetInSync { .. } => {
+                s.info_blob.clone()
+            }
+            Received::Hydrate(..) => s.hydrate_blob.clone(),
             _ => Vec::new(),
         }
     });
@@ -765,6 +803,8 @@ fn placeholder_management_is_one_round_trip_each() {
         file_size: 10_000,
         identity: b"id-a",
         ranges: RangeList::from_slice(&ranges),
+        modified: RangeList::EMPTY,
+        changes: 0,
     };
     let mut encoded = vec![0u8; blob.encoded_len()];
     blob.encode(&mut encoded).unwrap();
@@ -832,6 +872,8 @@ fn placeholder_management_is_one_round_trip_each() {
                 identity: b"id-full".to_vec(),
             },
             Received::Hydrate(r"docs\a.txt".into(), ByteRange::new(0, 0)),
+            // No blob in HYDRATE's reply: the library asks for the state.
+            Received::GetInfo(r"docs\a.txt".into()),
             Received::Dehydrate(r"docs\a.txt".into(), ByteRange::new(4096, 4096)),
             Received::SetPin("docs".into(), PinState::Unpinned),
             Received::Revert(r"docs\full.bin".into()),
@@ -843,6 +885,120 @@ fn placeholder_management_is_one_round_trip_each() {
     seen(|s| s.info_blob.clear());
     let e = process::run_as(pid, || connection.info("plain.txt")).unwrap_err();
     assert!(matches!(e, Error::NotACloudFile), "{e}");
+
+    process::run_as(pid, || connection.disconnect()).unwrap();
+    assert_eq!(machine.unload_driver(), STATUS_SUCCESS);
+    machine.assert_clean();
+}
+
+#[test]
+fn update_set_in_sync_and_hydrate_answer_with_the_placeholders_state() {
+    let mut machine = boot();
+    let pid = machine.spawn_process(PROVIDER_IMAGE, 0, true);
+    let (provider, _relayed) = relay();
+    let connection = process::run_as(pid, || SyncRoot::connect(config(), provider).unwrap());
+    let ranges = [ByteRange::new(0, 8192)];
+    let modified = [ByteRange::new(4096, 10)];
+    let blob = |changes: u64| {
+        let p = Placeholder {
+            flags: PlaceholderFlags::IN_SYNC,
+            file_size: 9000,
+            identity: b"v2",
+            ranges: RangeList::from_slice(&ranges),
+            modified: RangeList::from_slice(&modified),
+            changes,
+        };
+        let mut encoded = vec![0u8; p.encoded_len()];
+        p.encode(&mut encoded).unwrap();
+        encoded
+    };
+    seen(|s| {
+        s.info_blob = blob(5);
+        s.hydrate_blob = blob(4);
+    });
+    let times = FileTimes {
+        last_write_time: 77,
+        ..FileTimes::default()
+    };
+    let (hydrated, updated, marked) = process::run_as(pid, || {
+        let hydrated = connection.hydrate("f.bin", 0..100).unwrap();
+        let options = UpdateOptions::new(9000)
+            .times(times)
+            .mark_in_sync(true)
+            .dehydrate(Dehydration::Ranges(vec![4096..8192, 0..4096]))
+            .if_unchanged(hydrated.changes)
+            .identity(b"v2".to_vec());
+        let updated = connection.update("f.bin", &options).unwrap();
+        let marked = connection
+            .set_in_sync("f.bin", false, Some(updated.changes))
+            .unwrap();
+        connection.set_in_sync("dir", true, None).unwrap();
+        connection
+            .update("f.bin", &UpdateOptions::new(1).dehydrate(Dehydration::All))
+            .unwrap();
+        // Refused before sending.
+        let both = UpdateOptions::new(1).mark_in_sync(true).clear_in_sync(true);
+        assert!(matches!(
+            connection.update("f.bin", &both),
+            Err(Error::InvalidArgument(_))
+        ));
+        (hydrated, updated, marked)
+    });
+    assert_eq!(hydrated.changes, 4);
+    assert_eq!(updated.changes, 5);
+    assert_eq!(updated.modified, vec![4096..4106]);
+    assert_eq!(updated.identity, b"v2");
+    assert_eq!(marked.ranges, vec![0..8192]);
+    let received: Vec<Received> = messages().into_iter().map(|(_, m)| m).collect();
+    assert_eq!(
+        received,
+        vec![
+            Received::Hydrate("f.bin".into(), ByteRange::new(0, 100)),
+            Received::Update {
+                path: "f.bin".into(),
+                flags: 1 | 4 | 8 | 16,
+                size: 9000,
+                last_write_time: 77,
+                attributes: 0,
+                expected_changes: 4,
+                identity: b"v2".to_vec(),
+                dehydrate: vec![ByteRange::new(0, 8192)],
+            },
+            Received::SetInSync {
+                path: "f.bin".into(),
+                flags: 2,
+                expected_changes: 5,
+            },
+            Received::SetInSync {
+                path: "dir".into(),
+                flags: 1,
+                expected_changes: 0,
+            },
+            Received::Update {
+                path: "f.bin".into(),
+                flags: 4,
+                size: 1,
+                last_write_time: 0,
+                attributes: 0,
+                expected_changes: 0,
+                identity: vec![],
+                dehydrate: vec![],
+            },
+        ]
+    );
+
+    // The driver's refusal of a stale change counter, and of a file in use.
+    REPLY_STATUS.store(STATUS_CLOUD_FILE_NOT_IN_SYNC, Ordering::SeqCst);
+    let e = process::run_as(pid, || connection.set_in_sync("f.bin", true, Some(1))).unwrap_err();
+    assert!(matches!(e, Error::NotInSync), "{e}");
+    REPLY_STATUS.store(STATUS_CLOUD_FILE_IN_USE, Ordering::SeqCst);
+    let e = process::run_as(pid, || {
+        connection.update("f.bin", &UpdateOptions::new(1).if_unchanged(1))
+    })
+    .unwrap_err();
+    assert!(matches!(e, Error::InUse), "{e}");
+    REPLY_STATUS.store(STATUS_SUCCESS, Ordering::SeqCst);
+    seen(|s| s.hydrate_blob.clear());
 
     process::run_as(pid, || connection.disconnect()).unwrap();
     assert_eq!(machine.unload_driver(), STATUS_SUCCESS);

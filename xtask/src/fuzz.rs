@@ -17,8 +17,8 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use cloudflt_proto::msg::{
     BasicInfo, CancelFetch, CancelReason, Convert, ConvertFlags, CreatePlaceholder, Dehydrate,
-    FetchData, FetchFailed, GetInfo, Hydrate, PinState, Reply, Revert, SetPin, TransferData,
-    TransferFlags,
+    FetchData, FetchFailed, GetInfo, Hydrate, PinState, Reply, Revert, SetInSync, SetInSyncFlags,
+    SetPin, TransferData, TransferFlags, Update, UpdateFlags,
 };
 use cloudflt_proto::{
     ByteRange, ConnectionContext, HydrationPolicy, Placeholder, PlaceholderFlags, PopulationPolicy,
@@ -143,11 +143,14 @@ fn seeds(target: &str) -> Result<Vec<Vec<u8>>> {
     let path = Utf16::from_units(&path);
     let image: Vec<u16> = "C:\\Windows\\notepad.exe".encode_utf16().collect();
     let ranges = [ByteRange::new(0, 4096), ByteRange::new(8192, 4096)];
+    let modified = [ByteRange::new(8192, 10)];
     let placeholder = Placeholder {
         flags: PlaceholderFlags::IN_SYNC | PlaceholderFlags::PINNED,
         file_size: 20_000,
         identity: b"identity",
         ranges: RangeList::from_slice(&ranges),
+        modified: RangeList::from_slice(&modified),
+        changes: 3,
     };
     Ok(match target {
         "placeholder" => vec![
@@ -275,6 +278,34 @@ fn seeds(target: &str) -> Result<Vec<Vec<u8>>> {
                     let m = GetInfo {
                         request_id: 11,
                         path,
+                    };
+                    encoded(m.encoded_len(), |o| m.encode(o))?
+                },
+                {
+                    let m = Update {
+                        request_id: 12,
+                        path,
+                        flags: UpdateFlags::MARK_IN_SYNC
+                            .union(UpdateFlags::DEHYDRATE)
+                            .union(UpdateFlags::IF_UNCHANGED)
+                            .union(UpdateFlags::SET_IDENTITY),
+                        file_size: 20_000,
+                        basic: BasicInfo {
+                            last_write_time: 1,
+                            ..BasicInfo::default()
+                        },
+                        expected_changes: 3,
+                        identity: b"identity",
+                        dehydrate: RangeList::from_slice(&ranges),
+                    };
+                    encoded(m.encoded_len(), |o| m.encode(o))?
+                },
+                {
+                    let m = SetInSync {
+                        request_id: 13,
+                        path,
+                        flags: SetInSyncFlags::IN_SYNC.union(SetInSyncFlags::IF_UNCHANGED),
+                        expected_changes: 3,
                     };
                     encoded(m.encoded_len(), |o| m.encode(o))?
                 },

@@ -16,8 +16,8 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
 use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_CLOUD_FILE_DEHYDRATION_DISALLOWED, STATUS_CLOUD_FILE_IN_USE,
     STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES, STATUS_CLOUD_FILE_INVALID_REQUEST,
-    STATUS_CLOUD_FILE_METADATA_CORRUPT, STATUS_CLOUD_FILE_PINNED, STATUS_INVALID_PARAMETER,
-    UNICODE_STRING,
+    STATUS_CLOUD_FILE_METADATA_CORRUPT, STATUS_CLOUD_FILE_NOT_SUPPORTED, STATUS_CLOUD_FILE_PINNED,
+    STATUS_INVALID_PARAMETER, UNICODE_STRING,
 };
 
 use super::context::StreamContext;
@@ -527,6 +527,21 @@ pub(crate) fn info(provider: &ProviderRef, m: &msg::GetInfo<'_>) -> Result<Paylo
         super::file::copy(dst, src);
     }
     Ok(Some((out, blob_len)))
+}
+
+/// UPDATE: not implemented yet (issue 12's driver half); the reply's payload will be the
+/// blob as updated.
+pub(crate) fn update(_provider: &ProviderRef, _m: &msg::Update<'_>) -> Result<Payload, NTSTATUS> {
+    Err(STATUS_CLOUD_FILE_NOT_SUPPORTED)
+}
+
+/// SET_IN_SYNC: not implemented yet (issue 12's driver half); the reply's payload will be
+/// the blob as changed.
+pub(crate) fn set_in_sync(
+    _provider: &ProviderRef,
+    _m: &msg::SetInSync<'_>,
+) -> Result<Payload, NTSTATUS> {
+    Err(STATUS_CLOUD_FILE_NOT_SUPPORTED)
 }
 
 fn reparse_tag(bytes: &[u8]) -> Option<u32> {

@@ -475,6 +475,14 @@ fn dispatch(
             Ok(payload) => (STATUS_SUCCESS, payload),
             Err(status) => (status, None),
         },
+        ProviderMessage::Update(m) => match placeholder::update(provider, m) {
+            Ok(payload) => (STATUS_SUCCESS, payload),
+            Err(status) => (status, None),
+        },
+        ProviderMessage::SetInSync(m) => match placeholder::set_in_sync(provider, m) {
+            Ok(payload) => (STATUS_SUCCESS, payload),
+            Err(status) => (status, None),
+        },
         _ => (STATUS_CLOUD_FILE_INVALID_REQUEST, None),
     }
 }

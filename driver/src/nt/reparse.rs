@@ -20,6 +20,8 @@ pub(crate) fn encode_blob(
         file_size: size,
         identity,
         ranges,
+        modified: RangeList::EMPTY,
+        changes: 0,
     };
     let mut blob = PoolBuf::zeroed(placeholder.encoded_len())
         .ok_or(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES)?;

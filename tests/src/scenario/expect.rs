@@ -77,9 +77,9 @@ fn applicable(op: &str) -> &'static [&'static str] {
             "reparse_tag",
             "size",
         ],
-        // `modified`, `populated`, `registered` and the notification counts are the
-        // format's additions still pending (`pending`): they belong here, and fail as
-        // unsupported rather than as inapplicable.
+        // `populated`, `registered` and the notification counts are the format's
+        // additions still pending (`pending`): they belong here, and fail as unsupported
+        // rather than as inapplicable.
         "state" => &[
             "placeholder",
             "hydrated",
@@ -550,6 +550,7 @@ fn check_state(expect: &Expect, seen: &Observation, problems: &mut Vec<String>) 
             || expect.in_sync.is_some()
             || expect.tag.is_some()
             || expect.size.is_some()
+            || expect.modified.is_some()
         {
             problems.push("cannot check the state: no such file on disk".into());
         }
@@ -572,6 +573,7 @@ fn check_state(expect: &Expect, seen: &Observation, problems: &mut Vec<String>) 
         Some(Err(why)) => {
             let only_tag = expect.placeholder.is_none()
                 && expect.hydrated.is_none()
+                && expect.modified.is_none()
                 && expect.pinned.is_none()
                 && expect.in_sync.is_none()
                 && (expect.tag.is_some() || expect.size.is_some());
@@ -646,28 +648,56 @@ fn check_state(expect: &Expect, seen: &Observation, problems: &mut Vec<String>) 
             (_, Some(blob)) => (&blob.ranges, "the placeholder records"),
             (None, None) => (&state.allocated, "NTFS has allocated"),
         };
-        let ok = match want {
-            Hydrated::Word(w) if w == "all" => state.size == 0 || *hydrated == [(0, state.size)],
-            Hydrated::Word(w) if w == "none" => hydrated.is_empty(),
-            Hydrated::Word(w) => {
-                problems.push(format!("hydrated {w:?} is not \"all\", \"none\" or ranges"));
-                true
-            }
-            Hydrated::Ranges(ranges) => {
-                ranges.iter().map(|[o, l]| (*o, *l)).collect::<Vec<_>>() == *hydrated
-            }
-        };
-        if !ok {
-            problems.push(format!(
-                "expected hydrated {}, {source} {:?} of {} bytes",
-                match want {
-                    Hydrated::Word(w) => w.clone(),
-                    Hydrated::Ranges(r) => format!("{r:?}"),
-                },
-                hydrated,
-                state.size
-            ));
+        check_ranges("hydrated", want, hydrated, source, state.size, problems);
+    }
+    if let Some(want) = &expect.modified {
+        // Only a placeholder records local changes.
+        match (&state.blob, blob) {
+            (Some(_), None) => {}
+            (_, Some(blob)) => check_ranges(
+                "modified",
+                want,
+                &blob.modified,
+                "the placeholder records",
+                state.size,
+                problems,
+            ),
+            (None, None) => problems.push(format!(
+                "cannot check modified: not a placeholder (tag {:#010x})",
+                state.tag
+            )),
         }
+    }
+}
+
+/// Compares ranges an expectation names (`"all"`, `"none"` or `[offset, length]` pairs,
+/// merged as the runner merges what it reads) with the merged ranges `got` of a file of
+/// `size` bytes, which `source` holds.
+fn check_ranges(
+    field: &str,
+    want: &Hydrated,
+    got: &[(u64, u64)],
+    source: &str,
+    size: u64,
+    problems: &mut Vec<String>,
+) {
+    let ok = match want {
+        Hydrated::Word(w) if w == "all" => size == 0 || got == [(0, size)],
+        Hydrated::Word(w) if w == "none" => got.is_empty(),
+        Hydrated::Word(w) => {
+            problems.push(format!("{field} {w:?} is not \"all\", \"none\" or ranges"));
+            true
+        }
+        Hydrated::Ranges(ranges) => ranges.iter().map(|[o, l]| (*o, *l)).collect::<Vec<_>>() == got,
+    };
+    if !ok {
+        problems.push(format!(
+            "expected {field} {}, {source} {got:?} of {size} bytes",
+            match want {
+                Hydrated::Word(w) => w.clone(),
+                Hydrated::Ranges(r) => format!("{r:?}"),
+            },
+        ));
     }
 }
 

@@ -892,6 +892,8 @@ impl World {
             | "convert"
             | "dehydrate"
             | "hydrate"
+            | "update"
+            | "set_in_sync"
             | "provider_stats" => self.perform_provider_op(step),
             "create_file" | "open" | "close" | "read" | "write" | "list" | "query"
             | "get_reparse" | "set_reparse" | "delete_reparse" | "rename" | "delete" | "pin"
@@ -1131,11 +1133,17 @@ sync_root = 'C:\Cloud'
     }
 
     fn placeholder(ranges: &[ByteRange]) -> Vec<u8> {
+        modified_placeholder(ranges, &[])
+    }
+
+    fn modified_placeholder(ranges: &[ByteRange], modified: &[ByteRange]) -> Vec<u8> {
         let p = Placeholder {
             flags: PlaceholderFlags::IN_SYNC,
             file_size: 16384,
             identity: b"p.bin",
             ranges: RangeList::from_slice(ranges),
+            modified: RangeList::from_slice(modified),
+            changes: 3,
         };
         let mut out = vec![0u8; p.reparse_len()];
         p.encode_reparse(&mut out).unwrap();
@@ -1236,5 +1244,83 @@ expect = { placeholder = true, hydrated = [[0, 4096]] }
             "{:?}",
             found[1]
         );
+    }
+
+    #[test]
+    fn modified_ranges_read_from_the_blob_and_compare_as_hydrated_ones_do() {
+        let found = problems(
+            || {
+                craft(
+                    r"C:\Cloud\p.bin",
+                    &modified_placeholder(
+                        &[ByteRange::new(0, 4096)],
+                        &[ByteRange::new(10, 5), ByteRange::new(100, 1)],
+                    ),
+                );
+                craft(r"C:\Cloud\q.bin", &placeholder(&[ByteRange::new(0, 4096)]));
+            },
+            r#"
+[[step]]
+do = "state"
+path = 'C:\Cloud\p.bin'
+expect = { modified = [[10, 5], [100, 1]], hydrated = [[0, 4096]] }
+
+[[step]]
+do = "state"
+path = 'C:\Cloud\p.bin'
+expect = { modified = "none" }
+
+[[step]]
+do = "state"
+path = 'C:\Cloud\q.bin'
+expect = { modified = "none" }
+
+[[step]]
+do = "state"
+path = 'C:\Cloud\q.bin'
+expect = { modified = "some" }
+"#,
+        );
+        assert_eq!(found[0], Vec::<String>::new());
+        assert_eq!(
+            found[1],
+            ["expected modified none, the placeholder records [(10, 5), (100, 1)] of 16384 bytes"]
+        );
+        assert_eq!(found[2], Vec::<String>::new());
+        assert_eq!(
+            found[3],
+            ["modified \"some\" is not \"all\", \"none\" or ranges"]
+        );
+    }
+
+    #[test]
+    fn set_in_sync_as_a_process_is_pending_and_misplaced_update_fields_are_invalid() {
+        let found = problems(
+            || {},
+            r#"
+[[step]]
+do = "set_in_sync"
+as = "mirror"
+path = 'C:\Cloud\p.bin'
+in_sync = true
+
+[[step]]
+do = "state"
+path = 'C:\Cloud\p.bin'
+mark_in_sync = true
+
+[[step]]
+do = "set_in_sync"
+provider = "mirror"
+path = 'C:\Cloud\p.bin'
+dehydrate = true
+"#,
+        );
+        assert_eq!(
+            found[0],
+            ["unsupported: `set_in_sync` with `as` (issue 13)"]
+        );
+        assert_eq!(found[1], ["invalid step: `state` takes no mark_in_sync"]);
+        assert_eq!(found[2], ["invalid step: `set_in_sync` takes no dehydrate"]);
     }
 }

@@ -41,7 +41,7 @@ use super::content;
 use super::decode::{self, Entry, Info};
 use super::expect::RemoteRoot;
 use super::format::{Compat, Step, Tag};
-use super::provider::{self, Provider, ProviderStats};
+use super::provider::{self, Provider, ProviderStats, UpdateStep};
 use crate::model::files::{self, Handle, IoMode, OpenParams};
 use crate::model::process::{self, SYSTEM_PID};
 
@@ -86,6 +86,8 @@ pub(crate) struct Blob {
     pub file_size: u64,
     /// Recorded ranges as `(offset, length)`, merged, cut at the end of file NTFS holds.
     pub ranges: Vec<(u64, u64)>,
+    /// Ranges recorded as modified locally since last in sync, in the same form.
+    pub modified: Vec<(u64, u64)>,
 }
 
 impl GroundState {
@@ -1058,7 +1060,8 @@ impl World {
     }
 
     /// Runs a provider operation (`connect`, `disconnect`, `kill`, `create_placeholders`,
-    /// `convert`, `hydrate`, `dehydrate`, `provider_stats`) on the calling thread.
+    /// `convert`, `hydrate`, `dehydrate`, `update`, `set_in_sync`, `provider_stats`) on the
+    /// calling thread.
     pub(crate) fn perform_provider_op(&self, step: &Step) -> Outcome {
         if self.without_driver {
             return Outcome::Skipped;
@@ -1078,6 +1081,22 @@ impl World {
             "convert" => path().and_then(|p| provider.convert(p)),
             "hydrate" | "dehydrate" => path().and_then(|p| {
                 provider.hydrate_or_dehydrate(step.op == "dehydrate", p, step.offset, step.length)
+            }),
+            "update" => path().and_then(|p| {
+                let flag = |v: Option<bool>| v.unwrap_or(false);
+                provider.update(
+                    p,
+                    UpdateStep {
+                        dehydrate: flag(step.dehydrate),
+                        mark_in_sync: flag(step.mark_in_sync),
+                        clear_in_sync: flag(step.clear_in_sync),
+                        if_unchanged: flag(step.if_unchanged),
+                    },
+                )
+            }),
+            "set_in_sync" => path().and_then(|p| {
+                let in_sync = need(&step.in_sync, "set_in_sync", "in_sync")?;
+                provider.set_in_sync(p, *in_sync, step.if_unchanged.unwrap_or(false))
             }),
             "provider_stats" => {
                 return Outcome::Observed(Observation {
@@ -1148,6 +1167,7 @@ fn blob(reparse: &[u8], size: u64) -> Result<Blob, String> {
         pinned: p.flags.contains(PlaceholderFlags::PINNED),
         file_size: p.file_size,
         ranges: cut(p.ranges.iter().map(|r| (r.offset, r.length)), size),
+        modified: cut(p.modified.iter().map(|r| (r.offset, r.length)), size),
     })
 }
 

@@ -17,10 +17,7 @@ use super::format::{Expect, ProviderSpec, Step};
 /// field; `provider.F` a `[[provider]]` field; `files.dir` a directory entry in a
 /// provider's `files`.
 pub const PENDING: &[(&str, u32)] = &[
-    // Issue 12: writes, in-sync state, CfUpdatePlaceholder.
-    ("do:update", 12),
-    ("do:set_in_sync", 12),
-    ("expect.modified", 12),
+    // Issue 12: the provider's InSync policy (cfapi's CF_INSYNC_POLICY).
     ("provider.in_sync_policy", 12),
     // Issue 13: registration, users and rights, hard links, validation.
     ("do:register", 13),
@@ -36,6 +33,8 @@ pub const PENDING: &[(&str, u32)] = &[
     // A dehydration someone other than the provider asks for: who may do it is the
     // management and rights model of issue 13.
     ("step.dehydrate_as", 13),
+    // The same for marking a placeholder in sync or not.
+    ("step.set_in_sync_as", 13),
     // Issue 14: notifications, remote deletes, replacing renames.
     ("do:remote_delete", 14),
     ("step.replace", 14),
@@ -83,6 +82,11 @@ pub(crate) fn step(step: &Step) -> Option<String> {
             "step.dehydrate_as",
             step.op == "dehydrate" && step.actor.is_some(),
             "`dehydrate` with `as`",
+        ),
+        (
+            "step.set_in_sync_as",
+            step.op == "set_in_sync" && step.actor.is_some(),
+            "`set_in_sync` with `as`",
         ),
     ];
     fields

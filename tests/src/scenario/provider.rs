@@ -29,17 +29,24 @@
 //!   FETCH_DATA callbacks a live process received, `bytes_served` the bytes of successful
 //!   `Transfer::write` calls, `cancels` the CANCEL_FETCH_DATA callbacks.
 //!
+//! For `if_unchanged`, a provider keeps what a sync engine keeps: per file, the change
+//! counter the driver last reported to it — 0 for a placeholder it created, then the
+//! counter in the answer to each `hydrate`, `update` and `set_in_sync` it made — and
+//! passes that.
+//!
 //! A process that died runs no more code: the transfers it kept and its connections are
 //! forgotten (never dropped, which would send FETCH_FAILED or close handles), and its
 //! callbacks still running stop before their next call.
 
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use cloudflt::{
-    CancelFetch, Connection, ConvertOptions, Error, FetchRequest, HydrationPolicy, PlaceholderSpec,
-    PopulationPolicy, SyncProvider, SyncRoot, SyncRootConfig, TRANSFER_ALIGNMENT, Transfer,
+    CancelFetch, Connection, ConvertOptions, Dehydration, Error, FetchRequest, HydrationPolicy,
+    PlaceholderInfo, PlaceholderSpec, PopulationPolicy, SyncProvider, SyncRoot, SyncRootConfig,
+    TRANSFER_ALIGNMENT, Transfer, UpdateOptions,
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_OBJECT_NAME_COLLISION, STATUS_SUCCESS};
 
@@ -425,6 +432,18 @@ pub(crate) struct Provider {
     population: PopulationPolicy,
     timeout: Duration,
     inner: Arc<Inner>,
+    /// Per file (root-relative, lower case), the change counter the driver last reported
+    /// to this provider.
+    changes: Mutex<HashMap<String, u64>>,
+}
+
+/// What an `update` step asks for besides the remote copy's size.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct UpdateStep {
+    pub dehydrate: bool,
+    pub mark_in_sync: bool,
+    pub clear_in_sync: bool,
+    pub if_unchanged: bool,
 }
 
 impl Provider {
@@ -457,7 +476,27 @@ impl Provider {
                 running: Mutex::new(0),
                 idle: Condvar::new(),
             }),
+            changes: Mutex::new(HashMap::new()),
         })
+    }
+
+    /// The change counter the driver last reported for `rel` (0 if it never did).
+    fn last_changes(&self, rel: &str) -> u64 {
+        lock(&self.changes)
+            .get(&rel.to_lowercase())
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Keeps the change counter an answer about `rel` carried; the answer's status.
+    fn remember(&self, rel: &str, result: Result<PlaceholderInfo, Error>) -> NTSTATUS {
+        match result {
+            Ok(info) => {
+                lock(&self.changes).insert(rel.to_lowercase(), info.changes);
+                STATUS_SUCCESS
+            }
+            Err(e) => status_of(&e),
+        }
     }
 
     /// The provider's name.
@@ -639,6 +678,11 @@ impl Provider {
                     .in_sync(true),
             );
         }
+        let mut changes = lock(&self.changes);
+        for spec in &specs {
+            changes.insert(spec.path.to_lowercase(), 0);
+        }
+        drop(changes);
         self.with_connection(|c| {
             let results = c.create_placeholders(&specs);
             specs
@@ -679,15 +723,49 @@ impl Provider {
     ) -> Result<NTSTATUS, String> {
         let rel = self.relative(path)?;
         let start = offset.unwrap_or(0);
-        self.with_connection(|c| {
-            let result = match (length, dehydrate) {
-                (None, false) => c.hydrate(&rel, start..),
-                (None, true) => c.dehydrate(&rel, start..),
-                (Some(l), false) => c.hydrate(&rel, start..start.saturating_add(l)),
-                (Some(l), true) => c.dehydrate(&rel, start..start.saturating_add(l)),
-            };
-            status(result)
+        let end = length.map(|l| start.saturating_add(l));
+        self.with_connection(|c| match (end, dehydrate) {
+            (None, false) => self.remember(&rel, c.hydrate(&rel, start..)),
+            (None, true) => status(c.dehydrate(&rel, start..)),
+            (Some(end), false) => self.remember(&rel, c.hydrate(&rel, start..end)),
+            (Some(end), true) => status(c.dehydrate(&rel, start..end)),
         })
+    }
+
+    /// `update`: CfUpdatePlaceholder from the remote copy's current size. The remote
+    /// copies carry no times, so the file's own are kept (times of 0).
+    pub(crate) fn update(&self, path: &str, step: UpdateStep) -> Result<NTSTATUS, String> {
+        let rel = self.relative(path)?;
+        let (_, remote) = self.inner.remote.get(&rel).ok_or_else(|| {
+            format!(
+                "{path} is not a remote file of provider {:?}: `update` takes the remote \
+                 copy's size",
+                self.name
+            )
+        })?;
+        let mut options = UpdateOptions::new(remote.len() as u64)
+            .mark_in_sync(step.mark_in_sync)
+            .clear_in_sync(step.clear_in_sync);
+        if step.dehydrate {
+            options = options.dehydrate(Dehydration::All);
+        }
+        if step.if_unchanged {
+            options = options.if_unchanged(self.last_changes(&rel));
+        }
+        self.with_connection(|c| self.remember(&rel, c.update(&rel, &options)))
+    }
+
+    /// `set_in_sync`: CfSetInSyncState, with the change counter last reported if
+    /// `if_unchanged`.
+    pub(crate) fn set_in_sync(
+        &self,
+        path: &str,
+        in_sync: bool,
+        if_unchanged: bool,
+    ) -> Result<NTSTATUS, String> {
+        let rel = self.relative(path)?;
+        let expected = if_unchanged.then(|| self.last_changes(&rel));
+        self.with_connection(|c| self.remember(&rel, c.set_in_sync(&rel, in_sync, expected)))
     }
 
     /// The process exits at the end of the scenario: its connections disconnect, the
