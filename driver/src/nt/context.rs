@@ -91,7 +91,7 @@ impl Drop for InstanceRef {
 }
 
 /// Separate ranges a placeholder's record holds: as many as its reparse data can
-/// (cloudflt_proto's MAX_RANGES, 765), so memory never forgets what the disk could record.
+/// (cloudflt_proto's MAX_RANGES, 764, present and modified together), so memory never forgets what the disk could record.
 /// Beyond that the smallest range is forgotten (fetched again if read, never invented);
 /// a read whose range was just written still completes (hydrate's `recorded`).
 pub(crate) const STREAM_RANGES: usize = cloudflt_proto::placeholder::MAX_RANGES;
@@ -268,7 +268,7 @@ impl StreamState {
 
     /// The file was overwritten (a create replaced its data): `size` bytes, all local and
     /// modified, with `flags`, one change further.
-    pub(crate) fn replaced(&mut self, flags: PlaceholderFlags, size: u64) {
+    pub(crate) fn replaced(&mut self, flags: PlaceholderFlags, size: u64, changes: u64) {
         self.kind = Kind::Placeholder;
         self.flags = flags;
         self.present.truncate(0);
@@ -280,7 +280,7 @@ impl StreamState {
         };
         self.present.insert(whole);
         self.modified.insert(whole);
-        self.changes = self.changes.wrapping_add(1);
+        self.changes = changes;
     }
 
     /// End of file moved to `size` (a user's truncation or extension): what lies past a

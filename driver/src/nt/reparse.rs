@@ -8,21 +8,26 @@ use windows_sys::Win32::Foundation::{
 
 use super::file::PoolBuf;
 
-/// A placeholder blob, encoded into a pool buffer (it may be up to 16 KiB).
+/// A new placeholder's blob (nothing modified, no change yet), encoded into a pool
+/// buffer (it may be up to 16 KiB).
 pub(crate) fn encode_blob(
     flags: PlaceholderFlags,
     size: u64,
     identity: &[u8],
     ranges: RangeList<'_>,
 ) -> Result<(PoolBuf, usize), NTSTATUS> {
-    let placeholder = Placeholder {
+    encode(&Placeholder {
         flags,
         file_size: size,
         identity,
         ranges,
         modified: RangeList::EMPTY,
         changes: 0,
-    };
+    })
+}
+
+/// `placeholder`'s blob, encoded into a pool buffer.
+pub(crate) fn encode(placeholder: &Placeholder<'_>) -> Result<(PoolBuf, usize), NTSTATUS> {
     let mut blob = PoolBuf::zeroed(placeholder.encoded_len())
         .ok_or(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES)?;
     let len = placeholder

@@ -267,13 +267,16 @@ fn state_from(p: Option<&Placeholder<'_>>) -> Option<StreamState> {
     } else {
         Kind::Corrupt
     };
-    let modified = new_present()?;
+    let mut modified = new_present()?;
+    for r in p.iter().flat_map(|p| p.modified.iter()) {
+        modified.insert(Range::at(r.offset, r.length));
+    }
     Some(StreamState::new(
         kind,
         p.map_or(PlaceholderFlags::EMPTY, |p| p.flags),
         p.map_or(0, |p| p.file_size),
         present,
         modified,
-        0,
+        p.map_or(0, |p| p.changes),
     ))
 }

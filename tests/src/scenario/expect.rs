@@ -542,6 +542,27 @@ fn holds(held: &[(u64, u64)], (start, length): (u64, u64)) -> bool {
         .any(|(s, l)| *s <= start && s + l >= start + length)
 }
 
+/// The parts of `(start, length)` outside every range of `others` (sorted, disjoint).
+fn outside((start, length): (u64, u64), others: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let end = start + length;
+    let mut parts = Vec::new();
+    let mut at = start;
+    for &(s, l) in others {
+        let e = s + l;
+        if e <= at || s >= end {
+            continue;
+        }
+        if s > at {
+            parts.push((at, s - at));
+        }
+        at = at.max(e);
+    }
+    if at < end {
+        parts.push((at, end - at));
+    }
+    parts
+}
+
 fn check_state(expect: &Expect, seen: &Observation, problems: &mut Vec<String>) {
     let Some(state) = &seen.state else {
         if expect.placeholder.is_some()
@@ -585,12 +606,14 @@ fn check_state(expect: &Expect, seen: &Observation, problems: &mut Vec<String>) 
             None
         }
     };
-    // Never report data as present that is not on disk.
+    // Never report data as present that is not on disk. The parts recorded as modified
+    // are the user's own (written, or the zeros a longer end of file added, which NTFS
+    // keeps sparse), so only the provider's data must be allocated.
     if let Some(blob) = blob {
         let missing: Vec<(u64, u64)> = blob
             .ranges
             .iter()
-            .copied()
+            .flat_map(|r| outside(*r, &blob.modified))
             .filter(|r| !holds(&state.allocated, *r))
             .collect();
         if !missing.is_empty() {

@@ -298,13 +298,21 @@ pub(crate) fn overwritten(file: &Fo, old: &[u8]) -> Result<(), NTSTATUS> {
     } else {
         RangeList::EMPTY
     };
-    let (blob, len) = crate::nt::reparse::encode_blob(flags, size, old.identity, ranges)?;
+    let changes = old.changes.wrapping_add(1);
+    let (blob, len) = crate::nt::reparse::encode(&cloudflt_proto::Placeholder {
+        flags,
+        file_size: size,
+        identity: old.identity,
+        ranges,
+        modified: ranges,
+        changes,
+    })?;
     file.tag(blob.as_slice().get(..len).unwrap_or(&[]))?;
     file.change_attributes(MISSING_DATA_ATTRIBUTES, 0)?;
     if let Some(stream) = crate::nt::stream::get(file.instance, file.file_object) {
         TABLE.with(|t| {
             stream.with_state(&t.held, |s| {
-                s.replaced(flags, size);
+                s.replaced(flags, size, changes);
             })
         });
         changed(&stream);

@@ -391,11 +391,8 @@ impl Table {
                     })
                 });
                 let range = if widened != missing
-                    && requests::unrequested(
-                        self.fetches.iter().map(|f| &f.request),
-                        k,
-                        widened,
-                    ) == Some(widened)
+                    && requests::unrequested(self.fetches.iter().map(|f| &f.request), k, widened)
+                        == Some(widened)
                 {
                     widened
                 } else {

@@ -408,7 +408,37 @@ fn take_turn(stream: &StreamContext, snapshot: &mut Snapshot, added: &[Range]) -
 struct Snapshot {
     flags: PlaceholderFlags,
     size: u64,
+    changes: u64,
     present: Option<Present>,
+    modified: Option<Present>,
+}
+
+/// `set` in its on-disk form (offset and length, little-endian, per range), in pool;
+/// `Ok(None)` for an empty set.
+fn wire_ranges(set: &Present) -> Result<Option<PoolBuf>, NTSTATUS> {
+    let count = set.len();
+    if count == 0 {
+        return Ok(None);
+    }
+    let mut buffer = PoolBuf::zeroed(count.saturating_mul(RANGE_SIZE))
+        .ok_or(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES)?;
+    for (chunk, r) in buffer
+        .as_mut_slice()
+        .chunks_exact_mut(RANGE_SIZE)
+        .zip(set.iter())
+    {
+        let (offset, length) = chunk.split_at_mut(8);
+        offset.copy_from_slice(&r.start.to_le_bytes());
+        length.copy_from_slice(&r.len().to_le_bytes());
+    }
+    Ok(Some(buffer))
+}
+
+fn as_list(wire: &Option<PoolBuf>) -> Option<RangeList<'_>> {
+    match wire {
+        Some(buffer) => RangeList::from_le_bytes(buffer.as_slice()),
+        None => Some(RangeList::EMPTY),
+    }
 }
 
 impl Snapshot {
@@ -416,62 +446,69 @@ impl Snapshot {
         Self {
             flags: PlaceholderFlags::EMPTY,
             size: 0,
+            changes: 0,
             present: new_present(),
+            modified: new_present(),
         }
     }
 
     fn fill(&mut self, s: &StreamState, added: &[Range]) {
         self.flags = s.flags;
         self.size = s.file_size;
+        self.changes = s.changes;
         if let Some(present) = &mut self.present {
             present.copy_from(&s.present);
             for range in added {
                 present.insert(*range);
             }
+            // Present and modified share the record's budget: over it, the smallest
+            // present ranges holding nothing modified are left out of the record (their
+            // data stays on disk and is fetched again after a restart, never invented).
+            while present.len() + s.modified.len() > STREAM_RANGES {
+                let smallest = present
+                    .iter()
+                    .filter(|r| s.modified.first_gap(*r) == Some(*r))
+                    .min_by_key(|r| r.len());
+                match smallest {
+                    Some(r) => present.remove(r),
+                    None => break,
+                }
+            }
+        }
+        if let Some(modified) = &mut self.modified {
+            modified.copy_from(&s.modified);
         }
     }
 
     fn write(&self, stream: &StreamContext, file: &Fo) -> NTSTATUS {
-        let Some(present) = &self.present else {
+        let (Some(present), Some(modified)) = (&self.present, &self.modified) else {
             return STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES;
         };
-        // The ranges in their on-disk form, built in pool.
-        let count = present.len();
-        let wire = if count == 0 {
-            None
-        } else {
-            let Some(mut buffer) = PoolBuf::zeroed(count.saturating_mul(RANGE_SIZE)) else {
-                return STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES;
-            };
-            for (chunk, r) in buffer
-                .as_mut_slice()
-                .chunks_exact_mut(RANGE_SIZE)
-                .zip(present.iter())
-            {
-                let (offset, length) = chunk.split_at_mut(8);
-                offset.copy_from_slice(&r.start.to_le_bytes());
-                length.copy_from_slice(&r.len().to_le_bytes());
-            }
-            Some(buffer)
+        let (wire_present, wire_modified) = match (wire_ranges(present), wire_ranges(modified)) {
+            (Ok(p), Ok(m)) => (p, m),
+            (Err(status), _) | (_, Err(status)) => return status,
         };
-        let ranges = match &wire {
-            Some(buffer) => RangeList::from_le_bytes(buffer.as_slice()),
-            None => Some(RangeList::EMPTY),
-        };
-        let Some(ranges) = ranges else {
+        let (Some(ranges), Some(modified_list)) = (as_list(&wire_present), as_list(&wire_modified))
+        else {
             return STATUS_CLOUD_FILE_INVALID_REQUEST;
         };
         let full = present.bytes() >= self.size;
-        let result =
-            crate::nt::reparse::encode_blob(self.flags, self.size, stream.identity(), ranges)
-                .and_then(|(blob, len)| file.tag(blob.as_slice().get(..len).unwrap_or(&[])))
-                .and_then(|()| {
-                    if full {
-                        file.change_attributes(MISSING_DATA_ATTRIBUTES, 0)
-                    } else {
-                        file.change_attributes(0, MISSING_DATA_ATTRIBUTES)
-                    }
-                });
+        let result = crate::nt::reparse::encode(&cloudflt_proto::Placeholder {
+            flags: self.flags,
+            file_size: self.size,
+            identity: stream.identity(),
+            ranges,
+            modified: modified_list,
+            changes: self.changes,
+        })
+        .and_then(|(blob, len)| file.tag(blob.as_slice().get(..len).unwrap_or(&[])))
+        .and_then(|()| {
+            if full {
+                file.change_attributes(MISSING_DATA_ATTRIBUTES, 0)
+            } else {
+                file.change_attributes(0, MISSING_DATA_ATTRIBUTES)
+            }
+        });
         match result {
             Ok(()) => STATUS_SUCCESS,
             Err(status) => status,
