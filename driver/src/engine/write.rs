@@ -89,13 +89,28 @@ pub fn needed_before_resize<const N: usize>(
 /// gap to its nearer present neighbour, so that what arrives merges with it. The gap is
 /// fetched too (never a range already present, so nothing is fetched twice); the count
 /// of ranges does not grow.
-pub fn widen_to_fit<const N: usize>(want: Range, present: &RangeSet<N>, room: usize) -> Range {
+pub fn widen_to_fit<const N: usize>(
+    want: Range,
+    present: &RangeSet<N>,
+    coming: impl Iterator<Item = Range> + Clone,
+    room: usize,
+) -> Range {
     // Two: the new range itself, and one for a split a dehydration may need.
     if room >= 2 || want.is_empty() {
         return want;
     }
-    let before = present.iter().filter(|r| r.end <= want.start).last();
-    let after = present.iter().find(|r| r.start >= want.end);
+    // Neighbours: present ranges, and ranges already asked for (`coming`), which will
+    // be present and merge with what this fetch brings.
+    let before = present
+        .iter()
+        .chain(coming.clone())
+        .filter(|r| r.end <= want.start)
+        .max_by_key(|r| r.end);
+    let after = present
+        .iter()
+        .chain(coming)
+        .filter(|r| r.start >= want.end)
+        .min_by_key(|r| r.start);
     match (before, after) {
         (Some(b), Some(a)) if want.start - b.end <= a.start - want.end => Range {
             start: b.end,
@@ -289,15 +304,30 @@ mod tests {
     fn a_full_record_widens_fetches_to_a_neighbour() {
         let s = set(&[(0, 4096), (16384, 20480)]);
         let want = R(8192, 12288);
-        assert_eq!(widen_to_fit(want, &s, 10), want);
+        assert_eq!(widen_to_fit(want, &s, core::iter::empty(), 10), want);
         // Nearer to the left neighbour.
-        assert_eq!(widen_to_fit(want, &s, 1), R(4096, 12288));
+        assert_eq!(
+            widen_to_fit(want, &s, core::iter::empty(), 1),
+            R(4096, 12288)
+        );
         // Nearer to the right one.
-        assert_eq!(widen_to_fit(R(12288, 14336), &s, 0), R(12288, 16384));
+        assert_eq!(
+            widen_to_fit(R(12288, 14336), &s, core::iter::empty(), 0),
+            R(12288, 16384)
+        );
         // Nothing to the right.
-        assert_eq!(widen_to_fit(R(24576, 28672), &s, 0), R(20480, 28672));
+        assert_eq!(
+            widen_to_fit(R(24576, 28672), &s, core::iter::empty(), 0),
+            R(20480, 28672)
+        );
         // Never over a present range: the result starts or ends at a neighbour.
-        let w = widen_to_fit(R(8192, 12288), &s, 0);
+        let w = widen_to_fit(R(8192, 12288), &s, core::iter::empty(), 0);
         assert!(s.first_gap(w) == Some(w));
+        // A range already asked for is a neighbour too.
+        let asked = [R(12288, 14336)];
+        assert_eq!(
+            widen_to_fit(R(24576, 28672), &set(&[]), asked.iter().copied(), 0),
+            R(14336, 28672)
+        );
     }
 }

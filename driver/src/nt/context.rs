@@ -105,6 +105,10 @@ pub(crate) fn new_present() -> Option<Present> {
     unsafe { PoolBox::try_zeroed(TAG_RANGES) }
 }
 
+/// Ranges transfers wrote while a write of the reparse data was under way, waiting to be
+/// taken by the next one (`hydrate::record`'s group commit).
+pub(crate) type Batch = RangeSet<32>;
+
 /// Per-stream state of a placeholder, attached the first time it is opened (or touched by
 /// a provider request) from the reparse data on disk.
 ///
@@ -154,6 +158,10 @@ pub(crate) struct StreamState {
     pub(crate) snapshot: u64,
     /// Number of the last snapshot whose write finished.
     pub(crate) persisted: u64,
+    /// Written by transfers, waiting for the next snapshot to record them.
+    pub(crate) batch: Batch,
+    /// Number of the last snapshot whose write failed (0: none).
+    pub(crate) failed_snapshot: u64,
 }
 
 impl StreamState {
@@ -178,6 +186,8 @@ impl StreamState {
             opens: 0,
             snapshot: 0,
             persisted: 0,
+            batch: Batch::new(),
+            failed_snapshot: 0,
         }
     }
 
@@ -240,6 +250,12 @@ impl StreamState {
 
     pub(crate) fn is_corrupt(&self) -> bool {
         self.kind == Kind::Corrupt
+    }
+
+    /// How many more ranges the batch of transfers waiting for a record can surely take
+    /// (each may be a separate range).
+    pub(crate) fn batch_room(&self) -> usize {
+        32usize.saturating_sub(self.batch.len())
     }
 
     /// How many more separate ranges the on-disk record can take, with `pending` more

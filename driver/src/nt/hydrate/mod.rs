@@ -384,8 +384,13 @@ impl Table {
                     .iter()
                     .filter(|f| f.request.stream == k)
                     .count();
+                let fetches = &self.fetches;
+                let coming = fetches
+                    .iter()
+                    .filter(|f| f.request.stream == k)
+                    .map(|f| f.request.range);
                 let widened = stream.with_state(&self.held, |s| {
-                    widen_to_fit(missing, &s.present, s.room(pending)).clip(Range {
+                    widen_to_fit(missing, &s.present, coming, s.room(pending)).clip(Range {
                         start: 0,
                         end: s.file_size,
                     })
@@ -464,8 +469,24 @@ impl Table {
             held,
             ..
         } = self;
+        // A transfer that recorded one range (and nothing failed) can decide only the
+        // waiters that need part of it: any other waiter's missing data and the fetches
+        // asking for it are as they were. Skipping them keeps a storm of a thousand
+        // readers of one file linear, not quadratic, in the transfers.
+        let only = match change {
+            Change {
+                recorded: Some(r),
+                failed: None,
+            } => Some(r),
+            _ => None,
+        };
         for w in waiters.iter_mut() {
             if w.stream.key() != stream || !w.is_open() {
+                continue;
+            }
+            if let Some(r) = only
+                && (w.required.end <= r.start || r.end <= w.required.start)
+            {
                 continue;
             }
             let outcome = w.stream.get().with_state(held, |s| {

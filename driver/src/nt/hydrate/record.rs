@@ -9,6 +9,7 @@ use windows_sys::Win32::Foundation::STATUS_DATATYPE_MISALIGNMENT_ERROR;
 use super::*;
 use crate::engine::ranges::RangeSet;
 use crate::engine::write::free_parts;
+use crate::nt::context::Batch;
 use crate::nt::file::{Fo, NONCACHED_BUFFER_ALIGNMENT};
 
 const TAG_TRANSFER_CLAIM: u32 = tag(b"CFtc");
@@ -78,6 +79,10 @@ pub(crate) fn transfer(provider: &ProviderRef, head: &TransferHead, data: &UserD
                     .iter()
                     .find(|f| {
                         f.request.stream == k
+                            // Only a fetch this transfer touched can have become whole.
+                            && recorded.is_none_or(|r| {
+                                f.request.range.start < r.end && r.start < f.request.range.end
+                            })
                             && stream.get().with_state(&t.held, |s| {
                                 let r = f.request.range.clip(Range {
                                     start: 0,
@@ -347,60 +352,94 @@ pub(crate) fn persist(stream: &StreamContext, file: &Fo) -> NTSTATUS {
 
 /// Writes the stream's state, with `added` present, into its reparse data; once that is
 /// written, `added` is present in memory too. One write at a time per stream: the
-/// snapshot is taken when this thread's turn comes, so it holds every range recorded
+/// snapshot is taken when its writer's turn comes, so it holds every range recorded
 /// before it, and the record on disk only ever gets newer.
+///
+/// Group commit: a transfer that finds a write under way leaves its ranges in the
+/// stream's batch and waits; the next writer takes the whole batch into its snapshot, so
+/// a thousand transfers of one file cost a handful of reparse-data writes, not a
+/// thousand in turn. A waiter's ranges are recorded when they are present once the
+/// write that took them is done (present only after a successful write).
 fn record(stream: &StreamContext, file: &Fo, added: &[Range]) -> NTSTATUS {
     let mut snapshot = Snapshot::new();
-    let seq = take_turn(stream, &mut snapshot, added);
-    let status = snapshot.write(stream, file);
-    TABLE.with(|t| {
-        stream.with_state(&t.held, |s| {
-            if nt_success(status) {
-                for range in added {
-                    s.present.insert(*range);
-                }
-            }
-            // The turn passes on.
-            s.persisted = seq;
-        });
-        stream.turn.set();
-    });
-    status
-}
-
-/// Waits until no write of the stream's reparse data is under way (`snapshot` is ahead of
-/// `persisted` while one is), then takes the turn: numbers a new snapshot and fills
-/// `snapshot` from the state, with `added` present. Returns the snapshot's number.
-fn take_turn(stream: &StreamContext, snapshot: &mut Snapshot, added: &[Range]) -> u64 {
+    let mut queued: Option<u64> = None;
     loop {
-        let taken = TABLE.with(|t| {
+        let step = TABLE.with(|t| {
             stream.with_state(&t.held, |s| {
-                if s.snapshot != s.persisted {
-                    // Reset under the lock the writer sets it under: no wake-up is lost.
-                    stream.turn.reset();
-                    return None;
+                if let Some(need) = queued
+                    && s.persisted.wrapping_sub(need) < u64::MAX / 2
+                {
+                    // The write that took the batch: its failure is this thread's.
+                    return Turn::Done(if s.failed_snapshot == need {
+                        STATUS_CLOUD_FILE_UNSUCCESSFUL
+                    } else {
+                        STATUS_SUCCESS
+                    });
                 }
-                s.snapshot = s.snapshot.wrapping_add(1);
-                snapshot.fill(s, added);
-                Some(s.snapshot)
+                if s.snapshot == s.persisted {
+                    s.snapshot = s.snapshot.wrapping_add(1);
+                    // Queued: this thread's ranges are in the batch already.
+                    snapshot.fill(s, if queued.is_some() { &[] } else { added });
+                    return Turn::Write(s.snapshot);
+                }
+                if queued.is_none() && !added.is_empty() && s.batch_room() >= added.len() {
+                    for r in added {
+                        s.batch.insert(*r);
+                    }
+                    queued = Some(s.snapshot.wrapping_add(1));
+                }
+                // Reset under the lock the writer sets it under: no wake-up is lost.
+                stream.turn.reset();
+                Turn::Wait
             })
         });
-        if let Some(seq) = taken {
-            return seq;
+        match step {
+            Turn::Done(status) => return status,
+            Turn::Write(seq) => {
+                let status = snapshot.write(stream, file);
+                TABLE.with(|t| {
+                    stream.with_state(&t.held, |s| {
+                        if nt_success(status) {
+                            for range in added.iter().copied().chain(snapshot.batch.iter()) {
+                                s.present.insert(range);
+                            }
+                        } else {
+                            s.failed_snapshot = seq;
+                        }
+                        // The turn passes on.
+                        s.persisted = seq;
+                    });
+                    stream.turn.set();
+                });
+                return status;
+            }
+            Turn::Wait => {
+                // SAFETY: the stream's initialised event (the caller holds a reference
+                // on the context); PASSIVE_LEVEL (transfers and the provider's
+                // requests); no timeout: the writer under way sets it when its disk
+                // write is done.
+                unsafe {
+                    KeWaitForSingleObject(
+                        stream.turn.object(),
+                        Executive,
+                        KernelMode as i8,
+                        false,
+                        core::ptr::null(),
+                    )
+                };
+            }
         }
-        // SAFETY: the stream's initialised event (the caller holds a reference on the
-        // context); PASSIVE_LEVEL (transfers and the provider's requests); no timeout:
-        // the writer before this one sets it when its disk write is done.
-        unsafe {
-            KeWaitForSingleObject(
-                stream.turn.object(),
-                Executive,
-                KernelMode as i8,
-                false,
-                core::ptr::null(),
-            )
-        };
     }
+}
+
+/// What a thread recording ranges does next.
+enum Turn {
+    /// Its ranges were taken by a write that is done: recorded or not.
+    Done(NTSTATUS),
+    /// Write this snapshot.
+    Write(u64),
+    /// Wait for the write under way.
+    Wait,
 }
 
 /// A copy of the state to encode with no lock held; its ranges in pool (a full set is
@@ -411,6 +450,9 @@ struct Snapshot {
     changes: u64,
     present: Option<Present>,
     modified: Option<Present>,
+    /// The ranges other transfers left in the stream's batch, taken with this snapshot:
+    /// present once it is written.
+    batch: Batch,
 }
 
 /// `set` in its on-disk form (offset and length, little-endian, per range), in pool;
@@ -449,17 +491,21 @@ impl Snapshot {
             changes: 0,
             present: new_present(),
             modified: new_present(),
+            batch: Batch::new(),
         }
     }
 
-    fn fill(&mut self, s: &StreamState, added: &[Range]) {
+    /// Takes the state, with `added` and the stream's batch present; the batch moves
+    /// into the snapshot.
+    fn fill(&mut self, s: &mut StreamState, added: &[Range]) {
+        self.batch = core::mem::take(&mut s.batch);
         self.flags = s.flags;
         self.size = s.file_size;
         self.changes = s.changes;
         if let Some(present) = &mut self.present {
             present.copy_from(&s.present);
-            for range in added {
-                present.insert(*range);
+            for range in added.iter().copied().chain(self.batch.iter()) {
+                present.insert(range);
             }
             // Present and modified share the record's budget: over it, the smallest
             // present ranges holding nothing modified are left out of the record (their
