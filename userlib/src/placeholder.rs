@@ -715,11 +715,6 @@ impl Connection {
         };
         let bytes = encode(&msg::ProviderMessage::Hydrate(message))?;
         let blob = self.shared.request(&bytes, MAX_REPLY_PAYLOAD)?;
-        if blob.is_empty() {
-            // A driver that does not return the blob with HYDRATE yet (before issue 12):
-            // the state is asked for separately, which a concurrent change may overtake.
-            return self.info(path);
-        }
         PlaceholderInfo::decode(&blob)
     }
 

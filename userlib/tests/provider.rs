@@ -808,7 +808,10 @@ fn placeholder_management_is_one_round_trip_each() {
     };
     let mut encoded = vec![0u8; blob.encoded_len()];
     blob.encode(&mut encoded).unwrap();
-    seen(|s| s.info_blob = encoded);
+    seen(|s| {
+        s.hydrate_blob = encoded.clone();
+        s.info_blob = encoded;
+    });
 
     let info = process::run_as(pid, || {
         let results = connection.create_placeholders(&[
@@ -871,9 +874,8 @@ fn placeholder_management_is_one_round_trip_each() {
                 flags: 3,
                 identity: b"id-full".to_vec(),
             },
+            // HYDRATE's reply carries the blob: no second request.
             Received::Hydrate(r"docs\a.txt".into(), ByteRange::new(0, 0)),
-            // No blob in HYDRATE's reply: the library asks for the state.
-            Received::GetInfo(r"docs\a.txt".into()),
             Received::Dehydrate(r"docs\a.txt".into(), ByteRange::new(4096, 4096)),
             Received::SetPin("docs".into(), PinState::Unpinned),
             Received::Revert(r"docs\full.bin".into()),

@@ -16,8 +16,9 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
 use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_CLOUD_FILE_DEHYDRATION_DISALLOWED, STATUS_CLOUD_FILE_IN_USE,
     STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES, STATUS_CLOUD_FILE_INVALID_REQUEST,
-    STATUS_CLOUD_FILE_METADATA_CORRUPT, STATUS_CLOUD_FILE_NOT_SUPPORTED, STATUS_CLOUD_FILE_PINNED,
-    STATUS_INVALID_PARAMETER, UNICODE_STRING,
+    STATUS_CLOUD_FILE_METADATA_CORRUPT, STATUS_CLOUD_FILE_NOT_IN_SYNC,
+    STATUS_CLOUD_FILE_NOT_SUPPORTED, STATUS_CLOUD_FILE_PINNED, STATUS_INVALID_PARAMETER,
+    UNICODE_STRING,
 };
 
 use super::context::StreamContext;
@@ -385,14 +386,15 @@ fn open_placeholder(
     Ok((managed, stream))
 }
 
-/// HYDRATE: fetches a range now; returns once it is on disk.
-pub(crate) fn hydrate(provider: &ProviderRef, m: &msg::Hydrate<'_>) -> Result<(), NTSTATUS> {
+/// HYDRATE: fetches a range now; returns once it is on disk, with the blob as it is
+/// then (the provider learns the file's change counter).
+pub(crate) fn hydrate(provider: &ProviderRef, m: &msg::Hydrate<'_>) -> Result<Payload, NTSTATUS> {
     let (managed, stream) = open_placeholder(provider, m.path, FILE_READ_ATTRIBUTES)?;
     let size = hydrate::with_held(|held| stream.with_state(held, |s| s.file_size));
     let range = op_range(m.range, size);
     let status = hydrate::ensure_range(&managed.target(&stream, provider), range);
     if nt_success(status) {
-        Ok(())
+        blob_payload(&managed.file)
     } else {
         Err(status)
     }
@@ -419,7 +421,19 @@ pub(crate) fn dehydrate(provider: &ProviderRef, m: &msg::Dehydrate<'_>) -> Resul
     if flags.contains(PlaceholderFlags::PINNED) || attributes & ATTRIBUTE_PINNED != 0 {
         return Err(STATUS_CLOUD_FILE_PINNED);
     }
-    let range = op_range(m.range, size);
+    drop_range(&managed, &stream, op_range(m.range, size), size, false)
+}
+
+/// Drops the whole 4 KiB units of `range` of a `size`-byte placeholder (the tail unit
+/// too when the range reaches end of file): forgotten first, then freed, atomically
+/// against fetches, edits and other opens (`hydrate::begin_dehydration`).
+fn drop_range(
+    managed: &Managed,
+    stream: &StreamContext,
+    range: Range,
+    size: u64,
+    marking_in_sync: bool,
+) -> Result<(), NTSTATUS> {
     let start = range
         .start
         .checked_next_multiple_of(UNIT)
@@ -430,7 +444,7 @@ pub(crate) fn dehydrate(provider: &ProviderRef, m: &msg::Dehydrate<'_>) -> Resul
         range.end - range.end % UNIT
     };
     if start >= end {
-        return if hydrate::busy(&stream) {
+        return if hydrate::busy(stream) {
             Err(STATUS_CLOUD_FILE_IN_USE)
         } else {
             Ok(())
@@ -440,14 +454,14 @@ pub(crate) fn dehydrate(provider: &ProviderRef, m: &msg::Dehydrate<'_>) -> Resul
     // recorded (fetched again), never a record of data that is gone. The check that
     // nothing else uses the stream and the forgetting are one step (`begin_dehydration`),
     // and no fetch starts until the zeroing is done.
-    hydrate::begin_dehydration(&stream, Range { start, end }, 1)?;
-    let status = hydrate::persist(&stream, &managed.file);
+    hydrate::begin_dehydration(stream, Range { start, end }, 1, marking_in_sync)?;
+    let status = hydrate::persist(stream, &managed.file);
     let result = if nt_success(status) {
         managed.file.zero_range(start, end)
     } else {
         Err(status)
     };
-    hydrate::end_dehydration(&stream);
+    hydrate::end_dehydration(stream);
     result
 }
 
@@ -507,7 +521,13 @@ pub(crate) fn info(provider: &ProviderRef, m: &msg::GetInfo<'_>) -> Result<Paylo
         Kind::Any,
         0,
     )?;
-    let Some((buffer, len)) = managed.file.reparse_point()? else {
+    blob_payload(&managed.file)
+}
+
+/// The blob `file` carries as stored, as a reply payload; none for a file that is not
+/// a placeholder.
+fn blob_payload(file: &OwnedFile) -> Result<Payload, NTSTATUS> {
+    let Some((buffer, len)) = file.reparse_point()? else {
         return Ok(None);
     };
     let bytes = buffer.as_slice().get(..len).unwrap_or(&[]);
@@ -529,19 +549,155 @@ pub(crate) fn info(provider: &ProviderRef, m: &msg::GetInfo<'_>) -> Result<Paylo
     Ok(Some((out, blob_len)))
 }
 
-/// UPDATE: not implemented yet (issue 12's driver half); the reply's payload will be the
-/// blob as updated.
-pub(crate) fn update(_provider: &ProviderRef, _m: &msg::Update<'_>) -> Result<Payload, NTSTATUS> {
-    Err(STATUS_CLOUD_FILE_NOT_SUPPORTED)
+/// UPDATE (CfUpdatePlaceholder): the cloud copy's new size, times and attributes,
+/// MARK_IN_SYNC / CLEAR_IN_SYNC, DEHYDRATE of ranges or all, and the "if unchanged"
+/// precondition on the file's change counter. Nothing a user changed is ever dropped:
+/// see `hydrate::check_provider_change`. The reply is the blob as it is afterwards.
+pub(crate) fn update(provider: &ProviderRef, m: &msg::Update<'_>) -> Result<Payload, NTSTATUS> {
+    use cloudflt_proto::msg::UpdateFlags;
+    if m.flags.contains(UpdateFlags::SET_IDENTITY) {
+        // The identity is fixed in the stream's context for its life; replacing it is
+        // not supported yet (the provider may revert and create the placeholder anew).
+        return Err(STATUS_CLOUD_FILE_NOT_SUPPORTED);
+    }
+    let (managed, stream) = open_placeholder(
+        provider,
+        m.path,
+        FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES | FILE_WRITE_DATA,
+    )?;
+    let mark = m.flags.contains(UpdateFlags::MARK_IN_SYNC);
+    let dehydrate = m.flags.contains(UpdateFlags::DEHYDRATE);
+    let change = hydrate::ProviderChange {
+        expected: m
+            .flags
+            .contains(UpdateFlags::IF_UNCHANGED)
+            .then_some(m.expected_changes),
+        mark_in_sync: mark,
+        dehydrate,
+        size: m.file_size,
+    };
+    let seen = hydrate::check_provider_change(&stream, &change)?;
+    if dehydrate {
+        let (flags, size) =
+            hydrate::with_held(|held| stream.with_state(held, |s| (s.flags, s.file_size)));
+        if flags.contains(PlaceholderFlags::ALWAYS_FULL) || provider.hydration == Policy::AlwaysFull
+        {
+            return Err(STATUS_CLOUD_FILE_DEHYDRATION_DISALLOWED);
+        }
+        let (attributes, _) = managed.file.attribute_tag()?;
+        if flags.contains(PlaceholderFlags::PINNED) || attributes & ATTRIBUTE_PINNED != 0 {
+            return Err(STATUS_CLOUD_FILE_PINNED);
+        }
+        // Dropped before the size moves: nothing of the old data is left to mix with
+        // the new cloud copy's.
+        if m.dehydrate.is_empty() {
+            drop_range(
+                &managed,
+                &stream,
+                Range {
+                    start: 0,
+                    end: size,
+                },
+                size,
+                mark,
+            )?;
+        } else {
+            for r in m.dehydrate.iter() {
+                drop_range(&managed, &stream, op_range(r, size), size, mark)?;
+            }
+        }
+    }
+    let size = hydrate::with_held(|held| stream.with_state(held, |s| s.file_size));
+    if m.file_size != size {
+        hydrate::cloud_resize(&stream, &managed.file, m.file_size)?;
+    }
+    let in_sync = if mark {
+        Some(true)
+    } else if m.flags.contains(UpdateFlags::CLEAR_IN_SYNC) {
+        Some(false)
+    } else {
+        None
+    };
+    hydrate::provider_mark(&stream, seen, in_sync)?;
+    let basic = FILE_BASIC_INFORMATION {
+        CreationTime: m.basic.creation_time,
+        LastAccessTime: m.basic.last_access_time,
+        LastWriteTime: m.basic.last_write_time,
+        ChangeTime: m.basic.change_time,
+        // Only what a provider may set; 0 leaves the attributes as they are.
+        FileAttributes: m.basic.attributes & PROVIDER_ATTRIBUTES,
+    };
+    if basic.CreationTime | basic.LastAccessTime | basic.LastWriteTime | basic.ChangeTime != 0
+        || basic.FileAttributes != 0
+    {
+        managed.file.set_basic(&basic)?;
+    }
+    let status = hydrate::persist(&stream, &managed.file);
+    if !nt_success(status) {
+        return Err(status);
+    }
+    blob_payload(&managed.file)
 }
 
-/// SET_IN_SYNC: not implemented yet (issue 12's driver half); the reply's payload will be
-/// the blob as changed.
+/// SET_IN_SYNC (CfSetInSyncState): marks a file or directory placeholder in sync (a
+/// file's modified ranges are then the provider's) or not, if its change counter is
+/// still the one the provider names (when it names one). The reply is the blob as it is
+/// afterwards.
 pub(crate) fn set_in_sync(
-    _provider: &ProviderRef,
-    _m: &msg::SetInSync<'_>,
+    provider: &ProviderRef,
+    m: &msg::SetInSync<'_>,
 ) -> Result<Payload, NTSTATUS> {
-    Err(STATUS_CLOUD_FILE_NOT_SUPPORTED)
+    use cloudflt_proto::msg::SetInSyncFlags;
+    let in_sync = m.flags.contains(SetInSyncFlags::IN_SYNC);
+    let expected = m
+        .flags
+        .contains(SetInSyncFlags::IF_UNCHANGED)
+        .then_some(m.expected_changes);
+    let managed = open_managed(
+        provider,
+        m.path,
+        FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES,
+        FILE_OPEN,
+        Kind::Any,
+        0,
+    )?;
+    let filter = crate::nt::driver::filter().ok_or(STATUS_CLOUD_FILE_INVALID_REQUEST)?;
+    if let Some(stream) = attach(filter, *managed.file)? {
+        let seen = hydrate::with_held(|held| stream.with_state(held, |s| s.changes));
+        if expected.is_some_and(|e| e != seen) {
+            return Err(STATUS_CLOUD_FILE_NOT_IN_SYNC);
+        }
+        hydrate::provider_mark(&stream, seen, Some(in_sync))?;
+        let status = hydrate::persist(&stream, &managed.file);
+        if !nt_success(status) {
+            return Err(status);
+        }
+        return blob_payload(&managed.file);
+    }
+    // A directory placeholder: no stream state, its blob is all there is.
+    let (buffer, len) = managed
+        .file
+        .reparse_point()?
+        .ok_or(STATUS_CLOUD_FILE_NOT_A_CLOUD_FILE)?;
+    let old = Placeholder::decode_reparse(buffer.as_slice().get(..len).unwrap_or(&[]))
+        .map_err(|_| STATUS_CLOUD_FILE_NOT_A_CLOUD_FILE)?;
+    if expected.is_some_and(|e| e != old.changes) {
+        return Err(STATUS_CLOUD_FILE_NOT_IN_SYNC);
+    }
+    let flags = if in_sync {
+        old.flags.union(PlaceholderFlags::IN_SYNC)
+    } else {
+        old.flags.difference(PlaceholderFlags::IN_SYNC)
+    };
+    let (blob, blob_len) = super::reparse::encode(&Placeholder {
+        flags,
+        changes: old.changes.wrapping_add(1),
+        ..old
+    })?;
+    managed
+        .file
+        .tag(blob.as_slice().get(..blob_len).unwrap_or(&[]))?;
+    blob_payload(&managed.file)
 }
 
 fn reparse_tag(bytes: &[u8]) -> Option<u32> {

@@ -468,7 +468,10 @@ fn dispatch(
         ProviderMessage::CreatePlaceholder(m) => done(placeholder::create(provider, m)),
         ProviderMessage::Convert(m) => done(placeholder::convert(provider, m)),
         ProviderMessage::Revert(m) => done(placeholder::revert(provider, m)),
-        ProviderMessage::Hydrate(m) => done(placeholder::hydrate(provider, m)),
+        ProviderMessage::Hydrate(m) => match placeholder::hydrate(provider, m) {
+            Ok(payload) => (STATUS_SUCCESS, payload),
+            Err(status) => (status, None),
+        },
         ProviderMessage::Dehydrate(m) => done(placeholder::dehydrate(provider, m)),
         ProviderMessage::SetPin(m) => done(placeholder::set_pin(provider, m)),
         ProviderMessage::GetInfo(m) => match placeholder::info(provider, m) {

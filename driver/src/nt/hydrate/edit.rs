@@ -319,3 +319,114 @@ pub(crate) fn overwritten(file: &Fo, old: &[u8]) -> Result<(), NTSTATUS> {
     }
     Ok(())
 }
+
+/// What a provider's UPDATE asks of a file's state (checked before anything changes).
+pub(crate) struct ProviderChange {
+    /// `if_unchanged`: the change counter the provider last saw.
+    pub(crate) expected: Option<u64>,
+    pub(crate) mark_in_sync: bool,
+    pub(crate) dehydrate: bool,
+    /// The cloud copy's size.
+    pub(crate) size: u64,
+}
+
+/// Checks a provider's UPDATE against the file as it is: a stale `expected` counter, or a
+/// change that would drop a user's modified data (dehydrating a file with modified
+/// ranges, or one not in sync unless the update marks it in sync; a new size below a
+/// modified range, or growing a file whose last, partial unit holds one), fails with
+/// STATUS_CLOUD_FILE_NOT_IN_SYNC; a size change while a fetch or an edit of the file is
+/// out, with STATUS_CLOUD_FILE_IN_USE. Returns the change counter seen, which
+/// [`provider_mark`] compares again.
+pub(crate) fn check_provider_change(
+    stream: &StreamContext,
+    change: &ProviderChange,
+) -> Result<u64, NTSTATUS> {
+    TABLE.with(|t| {
+        let k = key(stream);
+        let out =
+            t.fetches.iter().any(|f| f.request.stream == k) || t.busy.iter().any(|b| b.stream == k);
+        stream.with_state(&t.held, |s| {
+            if s.is_corrupt() {
+                return Err(STATUS_CLOUD_FILE_METADATA_CORRUPT);
+            }
+            if change.expected.is_some_and(|e| e != s.changes) {
+                return Err(STATUS_CLOUD_FILE_NOT_IN_SYNC);
+            }
+            let in_sync = s.flags.contains(PlaceholderFlags::IN_SYNC);
+            if change.dehydrate && (!s.modified.is_empty() || (!in_sync && !change.mark_in_sync)) {
+                return Err(STATUS_CLOUD_FILE_NOT_IN_SYNC);
+            }
+            if change.size != s.file_size {
+                let lost_modified = s.modified.iter().any(|r| r.end > change.size);
+                let tail = Range {
+                    start: s.file_size - s.file_size % UNIT,
+                    end: s.file_size,
+                };
+                let grown_over_modified = change.size > s.file_size
+                    && !tail.is_empty()
+                    && s.modified.first_gap(tail) != Some(tail);
+                if lost_modified || grown_over_modified {
+                    return Err(STATUS_CLOUD_FILE_NOT_IN_SYNC);
+                }
+                if out {
+                    return Err(STATUS_CLOUD_FILE_IN_USE);
+                }
+            }
+            Ok(s.changes)
+        })
+    })
+}
+
+/// The cloud copy's size became `size` (a provider's UPDATE, checked by
+/// [`check_provider_change`]): end of file moves on disk through `file`; what a lower end
+/// cuts off is gone, and what a higher one adds is missing (the cloud's data, fetched
+/// when read), as is the old last unit if it was partial — its end was the old cloud
+/// end of file, its rest now the cloud's data.
+pub(crate) fn cloud_resize(stream: &StreamContext, file: &Fo, size: u64) -> Result<(), NTSTATUS> {
+    file.set_end_of_file(size)?;
+    TABLE.with(|t| {
+        stream.with_state(&t.held, |s| {
+            if size > s.file_size {
+                let tail = Range {
+                    start: s.file_size - s.file_size % UNIT,
+                    end: s.file_size,
+                };
+                s.present.remove(tail);
+            } else {
+                s.present.truncate(size);
+                s.modified.truncate(size);
+            }
+            s.file_size = size;
+        })
+    });
+    Ok(())
+}
+
+/// The in-sync part of a provider's UPDATE or SET_IN_SYNC: marks the file in sync (its
+/// modified ranges are the provider's now) or not, and counts one more change. Refused
+/// with STATUS_CLOUD_FILE_NOT_IN_SYNC when the counter moved since `seen` (a user's
+/// change arrived meanwhile: marking in sync would drop it from the provider's view).
+/// Returns the new counter.
+pub(crate) fn provider_mark(
+    stream: &StreamContext,
+    seen: u64,
+    in_sync: Option<bool>,
+) -> Result<u64, NTSTATUS> {
+    TABLE.with(|t| {
+        stream.with_state(&t.held, |s| {
+            if s.changes != seen {
+                return Err(STATUS_CLOUD_FILE_NOT_IN_SYNC);
+            }
+            match in_sync {
+                Some(true) => {
+                    s.flags = s.flags.union(PlaceholderFlags::IN_SYNC);
+                    s.modified.truncate(0);
+                }
+                Some(false) => s.flags = s.flags.difference(PlaceholderFlags::IN_SYNC),
+                None => {}
+            }
+            s.changes = s.changes.wrapping_add(1);
+            Ok(s.changes)
+        })
+    })
+}

@@ -85,7 +85,8 @@ mod wait;
 
 pub(crate) use asker::Asker;
 pub(crate) use edit::{
-    Begin, Edit, Ended, begin_edit, end_edit, end_edit_later, mapped_write, overwritten,
+    Begin, Edit, Ended, ProviderChange, begin_edit, check_provider_change, cloud_resize, end_edit,
+    end_edit_later, mapped_write, overwritten, provider_mark,
 };
 use edit::{Busy, By};
 use read::conclude;
@@ -1187,12 +1188,16 @@ pub(crate) fn begin_dehydration(
     stream: &StreamContext,
     range: Range,
     own_opens: u32,
+    marking_in_sync: bool,
 ) -> Result<(), NTSTATUS> {
     TABLE.with(|t| {
         // A user's changes not yet taken by the provider are never dropped (cfapi:
         // dehydrating a file that is not in sync fails).
+        // An UPDATE that marks the file in sync as it dehydrates says the data is the
+        // cloud's; modified ranges are never dropped.
         let in_sync = stream.with_state(&t.held, |s| {
-            s.flags.contains(PlaceholderFlags::IN_SYNC) && s.modified.is_empty()
+            (marking_in_sync || s.flags.contains(PlaceholderFlags::IN_SYNC))
+                && s.modified.is_empty()
         });
         if !in_sync {
             return Err(STATUS_CLOUD_FILE_NOT_IN_SYNC);
