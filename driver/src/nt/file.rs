@@ -610,6 +610,23 @@ impl Fo {
         }
     }
 
+    /// Writes the file's dirty cached and mapped pages back (FltFlushBuffers), so that
+    /// what the disk holds is what a reader through the cache sees.
+    pub(crate) fn flush(&self) -> Result<(), NTSTATUS> {
+        // SAFETY: a referenced file object of `instance`'s volume; PASSIVE_LEVEL.
+        let status = unsafe {
+            windows_sys::Wdk::Storage::FileSystem::Minifilters::FltFlushBuffers(
+                self.instance,
+                self.file_object(),
+            )
+        };
+        if nt_success(status) {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    }
+
     /// Writes `buffer` (sector-aligned length, page-aligned memory) at `offset`,
     /// non-cached, straight to disk.
     pub(crate) fn write_noncached(&self, offset: u64, buffer: &PoolBuf) -> Result<(), NTSTATUS> {

@@ -408,6 +408,9 @@ pub(crate) fn dehydrate(provider: &ProviderRef, m: &msg::Dehydrate<'_>) -> Resul
         m.path,
         FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES | FILE_WRITE_DATA,
     )?;
+    // Pages changed through a view and not yet written are recorded as they are
+    // written: first, so that the in-sync check sees them and the zeroing finds none.
+    managed.file.flush()?;
     let (flags, size, corrupt) = hydrate::with_held(|held| {
         stream.with_state(held, |s| (s.flags, s.file_size, s.is_corrupt()))
     });
@@ -565,6 +568,8 @@ pub(crate) fn update(provider: &ProviderRef, m: &msg::Update<'_>) -> Result<Payl
         m.path,
         FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES | FILE_WRITE_DATA,
     )?;
+    // As for DEHYDRATE: what views changed is written, and recorded, first.
+    managed.file.flush()?;
     let mark = m.flags.contains(UpdateFlags::MARK_IN_SYNC);
     let dehydrate = m.flags.contains(UpdateFlags::DEHYDRATE);
     let change = hydrate::ProviderChange {
@@ -663,6 +668,9 @@ pub(crate) fn set_in_sync(
     )?;
     let filter = crate::nt::driver::filter().ok_or(STATUS_CLOUD_FILE_INVALID_REQUEST)?;
     if let Some(stream) = attach(filter, *managed.file)? {
+        // What views changed is written, and recorded, before the counter is read: the
+        // provider marks in sync what the disk then holds.
+        managed.file.flush()?;
         let seen = hydrate::with_held(|held| stream.with_state(held, |s| s.changes));
         if expected.is_some_and(|e| e != seen) {
             return Err(STATUS_CLOUD_FILE_NOT_IN_SYNC);

@@ -63,8 +63,9 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::PFLT_VOLUME;
 
 /// `FSRTL_CACHE_TOP_LEVEL_IRP`: the lazy writer (and read-ahead) is the top level.
 pub const FSRTL_CACHE_TOP_LEVEL_IRP: usize = 0x2;
-/// `FSRTL_MOD_WRITE_TOP_LEVEL_IRP`: the mapped (modified) page writer is the top level.
-pub const FSRTL_MOD_WRITE_TOP_LEVEL_IRP: usize = 0x4;
+/// `FSRTL_MOD_WRITE_TOP_LEVEL_IRP`: the mapped (modified) page writer is the top level
+/// (ntifs.h: FSP 1, CACHE 2, MOD_WRITE 3, FAST_IO 4).
+pub const FSRTL_MOD_WRITE_TOP_LEVEL_IRP: usize = 0x3;
 
 thread_local! {
     /// The thread's top-level IRP (ETHREAD.TopLevelIrp): 0 for a request that enters the

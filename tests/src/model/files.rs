@@ -1455,6 +1455,21 @@ pub fn flush(handle: Handle) -> NTSTATUS {
     io::dispatch(&req, fs_flush).status
 }
 
+/// FltFlushBuffers: IRP_MJ_FLUSH_BUFFERS from a filter, below `instance`.
+pub(crate) fn flush_below(fo: usize, instance: PFLT_INSTANCE) -> NTSTATUS {
+    let Some(volume) = with_kernel(|k| k.io.files.get(&fo).map(|f| f.volume)) else {
+        return STATUS_INVALID_PARAMETER;
+    };
+    let req = simple_request(
+        major::FLUSH_BUFFERS,
+        irp::SYNCHRONOUS_API,
+        fo,
+        volume,
+        Some(instance),
+    );
+    io::dispatch(&req, fs_flush).status
+}
+
 fn fs_flush(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
     let fo = cbd.iopb.TargetFileObject as usize;
     let Some((volume, file)) =

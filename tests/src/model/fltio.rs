@@ -1017,6 +1017,14 @@ pub unsafe extern "system" fn FltDoCompletionProcessingWhenSafe(
         // SAFETY: the caller's out pointer.
         unsafe { ret.write(FLT_POSTOP_MORE_PROCESSING_REQUIRED) };
     }
+    // FltMgr pends the post-operation itself before it queues the work item: the worker
+    // may complete it before the post-operation has even returned.
+    with_kernel(|k| {
+        if let Some(op) = k.io.ops.get_mut(&(data as usize)) {
+            op.stage = io::Stage::PostPended;
+            op.deferred_post = true;
+        }
+    });
     std::thread::spawn(move || {
         let objects = FLT_RELATED_OBJECTS {
             Size: std::mem::size_of::<FLT_RELATED_OBJECTS>() as u16,
@@ -1044,6 +1052,17 @@ pub unsafe extern "system" fn FltDoCompletionProcessingWhenSafe(
         })
     });
     true
+}
+
+/// FltFlushBuffers: the file's dirty pages written back, below `instance`, in the
+/// calling thread (the file system's CcFlushCache).
+#[unsafe(no_mangle)]
+pub extern "system" fn FltFlushBuffers(
+    instance: PFLT_INSTANCE,
+    fo: *const FILE_OBJECT,
+) -> NTSTATUS {
+    irql::check("FltFlushBuffers", PASSIVE_LEVEL);
+    files::flush_below(fo as usize, instance)
 }
 
 /// SeLocateProcessImageName: the image path in NT form, in pool the caller frees with

@@ -187,6 +187,10 @@ pub(crate) struct OpState {
     pub(crate) open_reparse_head: Option<Box<[usize; 2]>>,
     /// Set by FltReissueSynchronousIo: the file system is to be called again.
     pub(crate) reissue: bool,
+    /// Set by FltDoCompletionProcessingWhenSafe when it queued the safe callback: FltMgr
+    /// itself marks the post-operation pended before its worker can run, so the worker's
+    /// FltCompletePendedPostOperation may come before the post-operation has returned.
+    pub(crate) deferred_post: bool,
     /// Who answers when FltMgr lets the operation through (again, on reissue).
     pub(crate) fs: FileSystem,
     /// The MDL FltLockUserBuffer built for the caller's buffer (fltio.rs).
@@ -427,6 +431,7 @@ pub(crate) fn dispatch(req: &Request, fs: FileSystem) -> Completion {
                 open_reparse: Vec::new(),
                 open_reparse_head: None,
                 reissue: false,
+                deferred_post: false,
                 fs,
                 mdl: None,
                 held: Vec::new(),
@@ -648,7 +653,17 @@ pub(crate) fn dispatch(req: &Request, fs: FileSystem) -> Completion {
         match status {
             FLT_POSTOP_FINISHED_PROCESSING => {}
             FLT_POSTOP_MORE_PROCESSING_REQUIRED => {
-                let resume = set_stage(addr, Stage::PostPended, hook.instance);
+                // Pended already by FltDoCompletionProcessingWhenSafe (and maybe even
+                // completed by its worker): only waited for here.
+                let deferred = with_kernel(|k| {
+                    k.io.ops.get_mut(&addr).and_then(|op| {
+                        std::mem::take(&mut op.deferred_post).then(|| op.resume.clone())
+                    })
+                });
+                let resume = match deferred {
+                    Some(resume) => resume,
+                    None => set_stage(addr, Stage::PostPended, hook.instance),
+                };
                 resume.wait();
             }
             FLT_POSTOP_DISALLOW_FSFILTER_IO if req.major == major::QUERY_OPEN => {

@@ -430,3 +430,25 @@ pub(crate) fn provider_mark(
         })
     })
 }
+
+/// A section for writing is being made for `stream` (a writable mapped view): the file
+/// leaves in-sync now, in the reparse data too (through `file`, at PASSIVE_LEVEL with no
+/// file system lock held), since what the view changes arrives later as paging writes,
+/// recorded as modified by [`mapped_write`] and written by the postman. A file already
+/// out of sync is left as it is.
+pub(crate) fn mapped_for_writing(stream: &StreamContext, file: &Fo) -> NTSTATUS {
+    let changed = TABLE.with(|t| {
+        stream.with_state(&t.held, |s| {
+            if !s.flags.contains(PlaceholderFlags::IN_SYNC) {
+                return false;
+            }
+            let _ = s.modify(Range::default());
+            true
+        })
+    });
+    if changed {
+        persist(stream, file)
+    } else {
+        STATUS_SUCCESS
+    }
+}

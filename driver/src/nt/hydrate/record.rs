@@ -215,6 +215,12 @@ fn write_and_record(
             if !valid {
                 return Err(invalid);
             }
+            // Within the file as it is now: a truncation or an overwrite since the fetch
+            // was pinned leaves less of it.
+            let useful = useful.clip(Range {
+                start: 0,
+                end: s.file_size,
+            });
             let n = free_parts(useful, &s.present, &blocked, s.file_size, &mut parts);
             let writer = s.writer().map(|w| **w).ok_or(invalid)?;
             Ok((n, writer))
@@ -401,7 +407,10 @@ fn record(stream: &StreamContext, file: &Fo, added: &[Range]) -> NTSTATUS {
                     stream.with_state(&t.held, |s| {
                         if nt_success(status) {
                             for range in added.iter().copied().chain(snapshot.batch.iter()) {
-                                s.present.insert(range);
+                                s.present.insert(range.clip(Range {
+                                    start: 0,
+                                    end: s.file_size,
+                                }));
                             }
                         } else {
                             s.failed_snapshot = seq;
@@ -507,6 +516,9 @@ impl Snapshot {
             for range in added.iter().copied().chain(self.batch.iter()) {
                 present.insert(range);
             }
+            // Nothing past end of file is a range of the file (a transfer recorded as the
+            // file shrank).
+            present.truncate(s.file_size);
             // Present and modified share the record's budget: over it, the smallest
             // present ranges holding nothing modified are left out of the record (their
             // data stays on disk and is fetched again after a restart, never invented).

@@ -1,6 +1,9 @@
 //! ACQUIRE_FOR_SECTION_SYNCHRONIZATION: a placeholder about to be mapped (or run) is
 //! hydrated whole first, in the mapping thread, since page faults on it must never wait
-//! for a provider.
+//! for a provider. A view made for writing takes the file out of sync at once: what is
+//! changed through it reaches the driver only as the mapped page writer's paging writes,
+//! where the reparse data cannot be written (the writer holds the file system's locks),
+//! so the changed ranges follow from the postman; the in-sync state must not wait.
 
 use super::*;
 
@@ -37,18 +40,33 @@ pub(crate) unsafe extern "system" fn pre_acquire_section(
             )
         })
     });
-    if !placeholder || full {
+    if !placeholder {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     }
     if corrupt {
         return complete(data_ref, STATUS_CLOUD_FILE_METADATA_CORRUPT);
     }
-    let status = fetch_whole(data, &stream, size);
-    if nt_success(status) {
-        FLT_PREOP_SUCCESS_NO_CALLBACK
-    } else {
-        complete(data_ref, status)
+    if !full {
+        let status = fetch_whole(data, &stream, size);
+        if !nt_success(status) {
+            return complete(data_ref, status);
+        }
     }
+    if writable {
+        // SAFETY: FltMgr's related objects for the call (placeholder_io checked them).
+        let objects = unsafe { &*objects };
+        let status = hydrate::mapped_for_writing(
+            &stream,
+            &Fo {
+                instance: objects.Instance,
+                file_object: objects.FileObject,
+            },
+        );
+        if !nt_success(status) {
+            return complete(data_ref, status);
+        }
+    }
+    FLT_PREOP_SUCCESS_NO_CALLBACK
 }
 
 /// Whether the section is made for writing back to the file (PAGE_READWRITE or

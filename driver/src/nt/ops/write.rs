@@ -9,10 +9,10 @@
 //!   its new end of file, in memory and in the reparse data, before the application sees
 //!   the write complete.
 //! - Paging writes never wait: the lazy writer's carry bytes already recorded by their
-//!   cached write; the mapped page writer's (and any paging write of a stream mapped for
-//!   writing) carry a user's changes made through a view, recorded as modified on the
-//!   spot and written into the reparse data by the postman (the writer holds the file
-//!   system's locks, which writing the reparse data would need).
+//!   cached write; the mapped page writer's (and the lazy writer's for a stream mapped
+//!   for writing) carry a user's changes made through a view, recorded as modified on
+//!   the spot and written into the reparse data by the postman (the writer holds the
+//!   file system's locks, which writing the reparse data would need).
 //! - Fast I/O writes are refused for placeholders, so that every write comes as an IRP
 //!   this callback can hold.
 
@@ -22,8 +22,9 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLTFL_POST_OPERATION_DRAINING, FltDoCompletionProcessingWhenSafe,
 };
 
-/// `FSRTL_MOD_WRITE_TOP_LEVEL_IRP`: the top-level IRP of the mapped page writer's thread.
-const FSRTL_MOD_WRITE_TOP_LEVEL_IRP: usize = 0x4;
+/// The top-level IRP value of the mapped page writer's thread (ntifs.h: FSP 1, CACHE 2,
+/// MOD_WRITE 3, FAST_IO 4).
+const FSRTL_MOD_WRITE_TOP_LEVEL_IRP: usize = 0x3;
 
 /// ByteOffset of a write to end of file (FILE_WRITE_TO_END_OF_FILE in its low part, -1
 /// in its high part).
@@ -90,6 +91,11 @@ pub(crate) unsafe extern "system" fn pre_write(
     if irp_flags & IRP_PAGING_IO != 0 {
         // SAFETY: no preconditions; reads the current thread's top-level IRP.
         let top = unsafe { IoGetTopLevelIrp() } as usize;
+        // The mapped page writer carries only pages changed through views. Any other
+        // paging write (the lazy writer's, a flush's) carries cached writes, recorded
+        // when they were made, and, for a stream mapped for writing, pages changed
+        // through its views: those are recorded now. A provider's request flushes the
+        // file first (`placeholder`), so its own later I/O finds nothing dirty.
         if top == FSRTL_MOD_WRITE_TOP_LEVEL_IRP || mapped {
             hydrate::mapped_write(&stream, Range::at(offset, length));
         }
