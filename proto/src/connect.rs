@@ -31,8 +31,7 @@
 //! | 20 | 2 | sync root path length in bytes |
 //! | 22 | 1 | hydration policy ([`HydrationPolicy`]) |
 //! | 23 | 1 | population policy ([`PopulationPolicy`]) |
-//! | 24 | 2 | body flags, none defined: must be zero |
-//! | 26 | 2 | reserved, zero |
+//! | 24 | 4 | in-sync policy ([`InSyncPolicy`], cfapi's CF_INSYNC_POLICY values); bits outside [`InSyncPolicy::ALL`] are refused |
 //! | 28 | 4 | provider timeout in milliseconds; 0 = [`DEFAULT_TIMEOUT_MS`], ≤ [`MAX_TIMEOUT_MS`] |
 //! | 32 | … | provider name, provider version, sync root path (UTF-16LE, in that order) |
 //!
@@ -122,6 +121,79 @@ impl PopulationPolicy {
     }
 }
 
+/// Which changes besides data and size clear a placeholder's in-sync state: cfapi's
+/// CF_INSYNC_POLICY, with the same values. Data and size changes always clear it.
+///
+/// Bits 10 to 23 are cfapi's reserved tracking bits (its TRACK_*_ALL values set them);
+/// they are accepted and track nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct InSyncPolicy(u32);
+
+impl InSyncPolicy {
+    /// Only data and size changes clear in-sync.
+    pub const NONE: Self = Self(0);
+    /// A file's creation time changes.
+    pub const TRACK_FILE_CREATION_TIME: Self = Self(0x1);
+    /// A file's read-only attribute is set or cleared.
+    pub const TRACK_FILE_READONLY_ATTRIBUTE: Self = Self(0x2);
+    /// A file's hidden attribute is set or cleared.
+    pub const TRACK_FILE_HIDDEN_ATTRIBUTE: Self = Self(0x4);
+    /// A file's system attribute is set or cleared.
+    pub const TRACK_FILE_SYSTEM_ATTRIBUTE: Self = Self(0x8);
+    /// A directory's creation time changes.
+    pub const TRACK_DIRECTORY_CREATION_TIME: Self = Self(0x10);
+    /// A directory's read-only attribute is set or cleared.
+    pub const TRACK_DIRECTORY_READONLY_ATTRIBUTE: Self = Self(0x20);
+    /// A directory's hidden attribute is set or cleared.
+    pub const TRACK_DIRECTORY_HIDDEN_ATTRIBUTE: Self = Self(0x40);
+    /// A directory's system attribute is set or cleared.
+    pub const TRACK_DIRECTORY_SYSTEM_ATTRIBUTE: Self = Self(0x80);
+    /// A file's last-write time is set.
+    pub const TRACK_FILE_LAST_WRITE_TIME: Self = Self(0x100);
+    /// A directory's last-write time is set.
+    pub const TRACK_DIRECTORY_LAST_WRITE_TIME: Self = Self(0x200);
+    /// cfapi's TRACK_FILE_ALL.
+    pub const TRACK_FILE_ALL: Self = Self(0x0055_550f);
+    /// cfapi's TRACK_DIRECTORY_ALL.
+    pub const TRACK_DIRECTORY_ALL: Self = Self(0x00aa_aaf0);
+    /// cfapi's TRACK_ALL.
+    pub const TRACK_ALL: Self = Self(0x00ff_ffff);
+    /// Changes made by the provider's own process never clear in-sync.
+    pub const PRESERVE_INSYNC_FOR_SYNC_ENGINE: Self = Self(0x8000_0000);
+    /// Every bit a context may carry.
+    pub const ALL: Self = Self(0x80ff_ffff);
+
+    /// The policy for `bits`, or `None` if a bit outside [`Self::ALL`] is set.
+    pub const fn from_bits(bits: u32) -> Option<Self> {
+        if bits & !Self::ALL.0 != 0 {
+            None
+        } else {
+            Some(Self(bits))
+        }
+    }
+
+    /// The raw bits.
+    pub const fn bits(self) -> u32 {
+        self.0
+    }
+
+    /// Whether every bit of `other` is set in `self`.
+    pub const fn contains(self, other: Self) -> bool {
+        self.0 & other.0 == other.0
+    }
+
+    /// Whether any bit of `other` is set in `self`.
+    pub const fn intersects(self, other: Self) -> bool {
+        self.0 & other.0 != 0
+    }
+
+    /// The bits of both.
+    #[must_use]
+    pub const fn union(self, other: Self) -> Self {
+        Self(self.0 | other.0)
+    }
+}
+
 /// A connection context: who the provider is and which sync root it serves, how.
 ///
 /// Decoding borrows the strings from the context bytes.
@@ -137,6 +209,8 @@ pub struct ConnectionContext<'a> {
     pub hydration: HydrationPolicy,
     /// The provider's population policy.
     pub population: PopulationPolicy,
+    /// Which attribute and time changes clear in-sync, besides data changes.
+    pub in_sync: InSyncPolicy,
     /// How long the driver waits for the provider, in milliseconds; 0 means
     /// [`DEFAULT_TIMEOUT_MS`]. At most [`MAX_TIMEOUT_MS`].
     pub timeout_ms: u32,
@@ -296,8 +370,7 @@ impl<'a> ConnectionContext<'a> {
         let root_len = r.u16()?;
         let hydration = r.u8()?;
         let population = r.u8()?;
-        let flags = r.u16()?;
-        r.reserved(2)?;
+        let in_sync = r.u32()?;
         let timeout_ms = r.u32()?;
         if usize::from(name_len) > MAX_NAME_BYTES {
             return Err(DecodeError::TooLarge(Field::ProviderName));
@@ -309,9 +382,7 @@ impl<'a> ConnectionContext<'a> {
             .ok_or(DecodeError::BadValue(Field::HydrationPolicy))?;
         let population = PopulationPolicy::from_u8(population)
             .ok_or(DecodeError::BadValue(Field::PopulationPolicy))?;
-        if flags != 0 {
-            return Err(DecodeError::BadFlags(flags.into()));
-        }
+        let in_sync = InSyncPolicy::from_bits(in_sync).ok_or(DecodeError::BadFlags(in_sync))?;
         if timeout_ms > MAX_TIMEOUT_MS {
             return Err(DecodeError::BadValue(Field::Timeout));
         }
@@ -328,6 +399,7 @@ impl<'a> ConnectionContext<'a> {
             sync_root,
             hydration,
             population,
+            in_sync,
             timeout_ms,
         })
     }
@@ -379,8 +451,7 @@ impl<'a> ConnectionContext<'a> {
         w.u16(len_u16(self.sync_root.byte_len(), Field::SyncRootPath)?)?;
         w.u8(self.hydration as u8)?;
         w.u8(self.population as u8)?;
-        w.u16(0)?;
-        w.u16(0)?;
+        w.u32(self.in_sync.bits())?;
         w.u32(self.timeout_ms)?;
         w.utf16(&self.provider_name)?;
         w.utf16(&self.provider_version)?;
@@ -421,6 +492,7 @@ mod tests {
             sync_root: Utf16::from_units(ROOT),
             hydration: HydrationPolicy::Progressive,
             population: PopulationPolicy::Full,
+            in_sync: InSyncPolicy::TRACK_FILE_READONLY_ATTRIBUTE,
             timeout_ms: 0,
         }
     }
@@ -517,10 +589,13 @@ mod tests {
             body(23, &[2]),
             err(DecodeError::BadValue(Field::PopulationPolicy))
         );
-        assert_eq!(body(24, &[1, 0]), err(DecodeError::BadFlags(1)));
         assert_eq!(
-            body(26, &[0, 1]),
-            err(DecodeError::BadValue(Field::Reserved))
+            body(24, &0x0100_0000u32.to_le_bytes()),
+            err(DecodeError::BadFlags(0x0100_0000))
+        );
+        assert_eq!(
+            body(24, &InSyncPolicy::TRACK_ALL.bits().to_le_bytes()),
+            Ok(())
         );
         assert_eq!(
             body(28, &(MAX_TIMEOUT_MS + 1).to_le_bytes()),
@@ -683,6 +758,7 @@ mod tests {
             root in units(600),
             hydration in (0u8..4).prop_filter_map("a policy", HydrationPolicy::from_u8),
             population in (0u8..2).prop_filter_map("a policy", PopulationPolicy::from_u8),
+            in_sync in any::<u32>().prop_filter_map("a policy", InSyncPolicy::from_bits),
             timeout_ms in 0..=MAX_TIMEOUT_MS,
         ) {
             let root: Vec<u16> = core::iter::once(u16::from(b'\\')).chain(root).collect();
@@ -692,6 +768,7 @@ mod tests {
                 sync_root: Utf16::from_units(&root),
                 hydration,
                 population,
+                in_sync,
                 timeout_ms,
             };
             let bytes = encoded(&ctx);

@@ -40,7 +40,7 @@ pub mod utf16;
 mod wire;
 
 pub use connect::{
-    ConnectError, ConnectionContext, HydrationPolicy, PopulationPolicy, PortContext,
+    ConnectError, ConnectionContext, HydrationPolicy, InSyncPolicy, PopulationPolicy, PortContext,
 };
 pub use error::{DecodeError, EncodeError, Field};
 pub use placeholder::{ByteRange, Placeholder, PlaceholderFlags, RangeList};

@@ -37,6 +37,7 @@ fn context_for(version: u16, root: &str) -> Vec<u8> {
         sync_root: Utf16::from_units(&root),
         hydration: HydrationPolicy::Full,
         population: PopulationPolicy::Full,
+        in_sync: cloudflt_proto::InSyncPolicy::NONE,
         timeout_ms: 0,
     };
     let mut out = vec![0; ctx.encoded_len()];

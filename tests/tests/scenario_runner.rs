@@ -1409,7 +1409,6 @@ expect = { populations = 0, deletes = 0, fetches = 0 }
     );
     assert_eq!(summary.passed, 0, "{out}");
     for (label, what, issue) in [
-        ("machine", "field `in_sync_policy`", 12),
         ("machine", "field `modifiers`", 13),
         ("machine", "field `notify`", 14),
         ("machine", "directory entries in `files`", 15),

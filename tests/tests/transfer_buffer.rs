@@ -65,6 +65,7 @@ fn provider_context() -> Vec<u8> {
         sync_root: Utf16::from_units(&root),
         hydration: HydrationPolicy::Full,
         population: PopulationPolicy::Full,
+        in_sync: cloudflt_proto::InSyncPolicy::NONE,
         timeout_ms: 0,
     };
     let mut out = vec![0u8; context.encoded_len()];

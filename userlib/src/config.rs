@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cloudflt_proto::connect::{DEFAULT_TIMEOUT_MS, MAX_NAME_UNITS, MAX_TIMEOUT_MS};
-use cloudflt_proto::{ConnectionContext, HydrationPolicy, PopulationPolicy, Utf16};
+use cloudflt_proto::{ConnectionContext, HydrationPolicy, InSyncPolicy, PopulationPolicy, Utf16};
 
 use crate::{Error, sys};
 
@@ -29,6 +29,7 @@ pub struct SyncRootConfig {
     provider_version: String,
     hydration: HydrationPolicy,
     population: PopulationPolicy,
+    in_sync: InSyncPolicy,
     timeout: Duration,
 }
 
@@ -52,6 +53,7 @@ impl SyncRootConfig {
             provider_version: provider_version.into(),
             hydration: HydrationPolicy::Progressive,
             population: PopulationPolicy::Full,
+            in_sync: InSyncPolicy::NONE,
             timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS.into()),
         }
     }
@@ -81,6 +83,23 @@ impl SyncRootConfig {
     #[must_use]
     pub fn population(mut self, policy: PopulationPolicy) -> Self {
         self.population = policy;
+        self
+    }
+
+    /// Sets the in-sync policy: which attribute and time changes, besides data and size
+    /// changes (which always do), take a placeholder out of sync — cfapi's
+    /// CF_INSYNC_POLICY. With [`InSyncPolicy::PRESERVE_INSYNC_FOR_SYNC_ENGINE`], the
+    /// provider's own process changes attributes and times without clearing in-sync.
+    ///
+    /// ```
+    /// use cloudflt::{InSyncPolicy, SyncRootConfig};
+    /// let config = SyncRootConfig::new(r"C:\Cloud", "P", "1")
+    ///     .in_sync(InSyncPolicy::TRACK_FILE_LAST_WRITE_TIME);
+    /// assert_eq!(config.in_sync_policy(), InSyncPolicy::TRACK_FILE_LAST_WRITE_TIME);
+    /// ```
+    #[must_use]
+    pub fn in_sync(mut self, policy: InSyncPolicy) -> Self {
+        self.in_sync = policy;
         self
     }
 
@@ -129,6 +148,16 @@ impl SyncRootConfig {
         self.population
     }
 
+    /// The in-sync policy.
+    ///
+    /// ```
+    /// let config = cloudflt::SyncRootConfig::new(r"C:\Cloud", "P", "1");
+    /// assert_eq!(config.in_sync_policy(), cloudflt::InSyncPolicy::NONE);
+    /// ```
+    pub fn in_sync_policy(&self) -> InSyncPolicy {
+        self.in_sync
+    }
+
     /// The request timeout.
     ///
     /// ```
@@ -166,6 +195,7 @@ impl SyncRootConfig {
             sync_root: Utf16::from_units(&root),
             hydration: self.hydration,
             population: self.population,
+            in_sync: self.in_sync,
             timeout_ms,
         };
         let mut out = vec![0u8; context.encoded_len()];

@@ -59,7 +59,7 @@ mod sys;
 
 pub use cloudflt_proto::PROTOCOL_VERSION;
 pub use cloudflt_proto::port::PORT_NAME;
-pub use cloudflt_proto::{HydrationPolicy, PopulationPolicy};
+pub use cloudflt_proto::{HydrationPolicy, InSyncPolicy, PopulationPolicy};
 
 pub use config::SyncRootConfig;
 pub use connection::{Connection, SyncRoot};

@@ -166,6 +166,7 @@ fn seeds(target: &str) -> Result<Vec<Vec<u8>>> {
                 sync_root: Utf16::from_units(&root),
                 hydration: HydrationPolicy::Progressive,
                 population: PopulationPolicy::Full,
+                in_sync: cloudflt_proto::InSyncPolicy::NONE,
                 timeout_ms: 1000,
             };
             vec![encoded(ctx.encoded_len(), |o| ctx.encode(o))?]

@@ -374,6 +374,10 @@ pub(crate) struct StreamHandleContext {
     /// The open's effective hydration policy (cfapi fixes it at open), or `None` when no
     /// provider served the file then (the provider's policy applies at read time).
     pub(crate) policy: Option<Policy>,
+    /// The in-sync policy of the provider that served the file's sync root at the open
+    /// (none when no provider did): which attribute and time changes made through this
+    /// open take the placeholder out of sync.
+    pub(crate) in_sync: cloudflt_proto::InSyncPolicy,
     /// Whether the open sees cloudflt's placeholders as they are or disguised as ordinary
     /// files, decided at create in the requestor's context (engine::visibility).
     pub(crate) visibility: Visibility,

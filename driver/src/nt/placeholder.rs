@@ -682,9 +682,20 @@ pub(crate) fn set_in_sync(
         }
         return blob_payload(&managed.file);
     }
-    // A directory placeholder: no stream state, its blob is all there is.
-    let (buffer, len) = managed
-        .file
+    directory_mark(&managed.file, in_sync, expected)?;
+    blob_payload(&managed.file)
+}
+
+/// Marks the directory placeholder open as `file` in sync or not, one change further
+/// (a directory has no stream state: its reparse data is all there is). Refused with
+/// STATUS_CLOUD_FILE_NOT_IN_SYNC when `expected` is given and the counter moved, and
+/// with STATUS_CLOUD_FILE_NOT_A_CLOUD_FILE when the directory is not cloudflt's.
+pub(crate) fn directory_mark(
+    file: &crate::nt::file::Fo,
+    in_sync: bool,
+    expected: Option<u64>,
+) -> Result<(), NTSTATUS> {
+    let (buffer, len) = file
         .reparse_point()?
         .ok_or(STATUS_CLOUD_FILE_NOT_A_CLOUD_FILE)?;
     let old = Placeholder::decode_reparse(buffer.as_slice().get(..len).unwrap_or(&[]))
@@ -702,10 +713,7 @@ pub(crate) fn set_in_sync(
         changes: old.changes.wrapping_add(1),
         ..old
     })?;
-    managed
-        .file
-        .tag(blob.as_slice().get(..blob_len).unwrap_or(&[]))?;
-    blob_payload(&managed.file)
+    file.tag(blob.as_slice().get(..blob_len).unwrap_or(&[]))
 }
 
 fn reparse_tag(bytes: &[u8]) -> Option<u32> {

@@ -201,6 +201,7 @@ unsafe extern "system" fn connect_notify(
         pid,
         context.sync_root.units(),
         hydration,
+        context.in_sync,
         context.effective_timeout_ms(),
     );
     let Some(provider) = PoolBox::try_new(provider, TAG_CONNECTION) else {

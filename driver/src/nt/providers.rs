@@ -8,6 +8,7 @@
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use cloudflt_proto::InSyncPolicy;
 use cloudflt_proto::port::MAX_CONNECTIONS;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{PFLT_FILTER, PFLT_PORT};
 use windows_sys::Wdk::System::SystemServices::{Executive, KeWaitForSingleObject, KernelMode};
@@ -30,6 +31,8 @@ pub(crate) struct Provider {
     root: [u16; MAX_PATH],
     root_len: usize,
     pub(crate) hydration: Policy,
+    /// Which attribute and time changes take its placeholders out of sync.
+    pub(crate) in_sync: InSyncPolicy,
     /// Provider request timeout, 100 ns units.
     pub(crate) timeout: i64,
     /// Set once DisconnectNotify has begun: no new request may be sent to it.
@@ -49,6 +52,7 @@ impl Provider {
         pid: usize,
         root: impl Iterator<Item = u16>,
         hydration: Policy,
+        in_sync: InSyncPolicy,
         timeout_ms: u32,
     ) -> Self {
         let mut stored = [0u16; MAX_PATH];
@@ -71,6 +75,7 @@ impl Provider {
             root: stored,
             root_len: len,
             hydration,
+            in_sync,
             timeout: i64::from(timeout_ms).saturating_mul(10_000),
             gone: core::sync::atomic::AtomicBool::new(false),
             refs: AtomicUsize::new(1),

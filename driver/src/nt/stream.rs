@@ -162,6 +162,7 @@ pub(crate) fn set_handle_context(
     filter: PFLT_FILTER,
     fo: Fo,
     policy: Option<Policy>,
+    in_sync: cloudflt_proto::InSyncPolicy,
     visibility: crate::engine::visibility::Visibility,
     counted: bool,
 ) -> Result<(), NTSTATUS> {
@@ -186,6 +187,7 @@ pub(crate) fn set_handle_context(
             .write(StreamHandleContext {
                 signature: TAG_STREAMHANDLE_CONTEXT,
                 policy,
+                in_sync,
                 visibility,
                 counted,
             })

@@ -17,8 +17,6 @@ use super::format::{Expect, ProviderSpec, Step};
 /// field; `provider.F` a `[[provider]]` field; `files.dir` a directory entry in a
 /// provider's `files`.
 pub const PENDING: &[(&str, u32)] = &[
-    // Issue 12: the provider's InSync policy (cfapi's CF_INSYNC_POLICY).
-    ("provider.in_sync_policy", 12),
     // Issue 13: registration, users and rights, hard links, validation.
     ("do:register", 13),
     ("do:unregister", 13),
@@ -123,7 +121,6 @@ pub(crate) fn expectations(expect: &Expect) -> Vec<String> {
 pub(crate) fn provider(p: &ProviderSpec) -> Vec<String> {
     let is = |v: &Option<String>, default: &str| v.as_deref().is_some_and(|v| v != default);
     let fields = [
-        ("in_sync_policy", !p.in_sync_policy.is_empty()),
         ("elevated", p.elevated == Some(false)),
         ("management", !p.management.is_empty()),
         ("hard_links", is(&p.hard_links, "default")),

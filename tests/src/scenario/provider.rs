@@ -45,8 +45,8 @@ use std::time::{Duration, Instant};
 
 use cloudflt::{
     CancelFetch, Connection, ConvertOptions, Dehydration, Error, FetchRequest, HydrationPolicy,
-    PlaceholderInfo, PlaceholderSpec, PopulationPolicy, SyncProvider, SyncRoot, SyncRootConfig,
-    TRANSFER_ALIGNMENT, Transfer, UpdateOptions,
+    InSyncPolicy, PlaceholderInfo, PlaceholderSpec, PopulationPolicy, SyncProvider, SyncRoot,
+    SyncRootConfig, TRANSFER_ALIGNMENT, Transfer, UpdateOptions,
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_OBJECT_NAME_COLLISION, STATUS_SUCCESS};
 
@@ -121,6 +121,37 @@ fn hydration(text: &str) -> Result<HydrationPolicy, String> {
                 "hydration {other:?} is not partial, progressive, full or always_full"
             ));
         }
+    })
+}
+
+/// `in_sync_policy`: cfapi's CF_INSYNC_POLICY names without the prefix, lower case.
+fn in_sync_policy(names: &[String]) -> Result<InSyncPolicy, String> {
+    names.iter().try_fold(InSyncPolicy::NONE, |policy, name| {
+        let bit = match name.as_str() {
+            "none" => InSyncPolicy::NONE,
+            "track_file_creation_time" => InSyncPolicy::TRACK_FILE_CREATION_TIME,
+            "track_file_readonly_attribute" => InSyncPolicy::TRACK_FILE_READONLY_ATTRIBUTE,
+            "track_file_hidden_attribute" => InSyncPolicy::TRACK_FILE_HIDDEN_ATTRIBUTE,
+            "track_file_system_attribute" => InSyncPolicy::TRACK_FILE_SYSTEM_ATTRIBUTE,
+            "track_directory_creation_time" => InSyncPolicy::TRACK_DIRECTORY_CREATION_TIME,
+            "track_directory_readonly_attribute" => {
+                InSyncPolicy::TRACK_DIRECTORY_READONLY_ATTRIBUTE
+            }
+            "track_directory_hidden_attribute" => InSyncPolicy::TRACK_DIRECTORY_HIDDEN_ATTRIBUTE,
+            "track_directory_system_attribute" => InSyncPolicy::TRACK_DIRECTORY_SYSTEM_ATTRIBUTE,
+            "track_file_last_write_time" => InSyncPolicy::TRACK_FILE_LAST_WRITE_TIME,
+            "track_directory_last_write_time" => InSyncPolicy::TRACK_DIRECTORY_LAST_WRITE_TIME,
+            "track_file_all" => InSyncPolicy::TRACK_FILE_ALL,
+            "track_directory_all" => InSyncPolicy::TRACK_DIRECTORY_ALL,
+            "track_all" => InSyncPolicy::TRACK_ALL,
+            "preserve_insync_for_sync_engine" => InSyncPolicy::PRESERVE_INSYNC_FOR_SYNC_ENGINE,
+            other => {
+                return Err(format!(
+                    "in_sync_policy {other:?} is not a CF_INSYNC_POLICY name"
+                ));
+            }
+        };
+        Ok(policy.union(bit))
     })
 }
 
@@ -430,6 +461,7 @@ pub(crate) struct Provider {
     sync_root: String,
     hydration: HydrationPolicy,
     population: PopulationPolicy,
+    in_sync: InSyncPolicy,
     timeout: Duration,
     inner: Arc<Inner>,
     /// Per file (root-relative, lower case), the change counter the driver last reported
@@ -461,6 +493,7 @@ impl Provider {
             sync_root: spec.sync_root.clone(),
             hydration: hydration(&spec.hydration).map_err(what)?,
             population: population(&spec.population).map_err(what)?,
+            in_sync: in_sync_policy(&spec.in_sync_policy).map_err(what)?,
             timeout: Duration::from_millis(spec.timeout_ms),
             inner: Arc::new(Inner {
                 name: spec.name.clone(),
@@ -530,6 +563,7 @@ impl Provider {
         SyncRootConfig::new(&self.sync_root, &self.name, VERSION)
             .hydration(self.hydration)
             .population(self.population)
+            .in_sync(self.in_sync)
             .timeout(self.timeout)
     }
 

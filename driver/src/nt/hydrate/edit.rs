@@ -431,6 +431,26 @@ pub(crate) fn provider_mark(
     })
 }
 
+/// A change the root's in-sync policy tracks (an attribute or a time a user set) was
+/// made to `stream` through `file`: the file leaves in-sync and counts one more change,
+/// in memory and in its reparse data. Called at PASSIVE_LEVEL with no file system lock
+/// held (the set-information's synchronized post-operation).
+pub(crate) fn tracked_change(stream: &StreamContext, file: &Fo) -> NTSTATUS {
+    let placeholder = TABLE.with(|t| {
+        stream.with_state(&t.held, |s| {
+            if !s.is_placeholder() || s.is_corrupt() {
+                return false;
+            }
+            s.modify(Range::default())
+        })
+    });
+    if placeholder {
+        persist(stream, file)
+    } else {
+        STATUS_SUCCESS
+    }
+}
+
 /// A section for writing is being made for `stream` (a writable mapped view): the file
 /// leaves in-sync now, in the reparse data too (through `file`, at PASSIVE_LEVEL with no
 /// file system lock held), since what the view changes arrives later as paging writes,

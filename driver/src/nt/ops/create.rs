@@ -226,10 +226,14 @@ pub(crate) unsafe extern "system" fn post_create(
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
     let policy = provider.as_ref().map(|p| p.hydration);
+    let in_sync = provider
+        .as_ref()
+        .map_or_else(Default::default, |p| p.in_sync);
     let image = ImageName::of(data);
     let visibility = disguise::decide(data, image.units(), provider.as_ref().map(|p| p.pid));
     drop(provider);
-    if stream::set_handle_context(objects.Filter, fo, policy, visibility, counted).is_err() {
+    if stream::set_handle_context(objects.Filter, fo, policy, in_sync, visibility, counted).is_err()
+    {
         debug_print!("cloudflt: no stream-handle context for an open");
     }
     FLT_POSTOP_FINISHED_PROCESSING

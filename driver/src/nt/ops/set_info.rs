@@ -6,11 +6,30 @@
 //! extension adds present, modified zeros — and clears in-sync before the caller sees it.
 //! The cache manager's own AdvanceOnly end-of-file updates (paging I/O) pass: they never
 //! move end of file.
+//!
+//! FileBasicInformation: a change the sync root's in-sync policy tracks (cfapi's
+//! CF_INSYNC_POLICY: the creation or last-write time set to another value, the
+//! read-only, hidden or system attribute set or cleared, each for files or for
+//! directories) takes the placeholder out of sync. The pre-operation compares the
+//! request with the file's current basic information and synchronizes only a tracked
+//! change; the post-operation, once the file system applied it, clears in-sync and
+//! counts the change in the reparse data before the caller sees success. The policy is
+//! the one the open was made under (its stream-handle context). With
+//! PRESERVE_INSYNC_FOR_SYNC_ENGINE a provider's own process changes them freely.
 
 use super::*;
+use crate::nt::context::StreamHandleContext;
 use crate::nt::hydrate::{Edit, Ended};
+use crate::nt::status::STATUS_CLOUD_FILE_NOT_A_CLOUD_FILE;
+use cloudflt_proto::InSyncPolicy;
+use windows_sys::Wdk::Storage::FileSystem::FILE_BASIC_INFORMATION;
+use windows_sys::Win32::Foundation::STATUS_SUCCESS;
+use windows_sys::Win32::Storage::FileSystem::{
+    FILE_ATTRIBUTE_HIDDEN, FILE_ATTRIBUTE_READONLY, FILE_ATTRIBUTE_SYSTEM,
+};
 
 /// FILE_INFORMATION_CLASS values.
+const FILE_BASIC_INFORMATION_CLASS: i32 = 4;
 const FILE_ALLOCATION_INFORMATION: i32 = 19;
 const FILE_END_OF_FILE_INFORMATION: i32 = 20;
 
@@ -40,6 +59,165 @@ fn new_size_of(data: &FLT_CALLBACK_DATA, size: u64) -> Option<u64> {
     Some(value)
 }
 
+/// The policy bits a FileBasicInformation request `new` trips, given the file's
+/// `current` basic information: the creation and last-write times it sets to another
+/// value (0 leaves a time alone; -1 and -2 only stop or resume its updates), and the
+/// read-only, hidden and system attributes it sets or clears (attributes of 0 are left
+/// alone). `directory` picks the directory bits.
+pub(crate) fn tracked_bits(
+    new: &FILE_BASIC_INFORMATION,
+    current: &FILE_BASIC_INFORMATION,
+    directory: bool,
+) -> InSyncPolicy {
+    let mut file = 0u32;
+    if new.CreationTime > 0 && new.CreationTime != current.CreationTime {
+        file |= InSyncPolicy::TRACK_FILE_CREATION_TIME.bits();
+    }
+    if new.LastWriteTime > 0 && new.LastWriteTime != current.LastWriteTime {
+        file |= InSyncPolicy::TRACK_FILE_LAST_WRITE_TIME.bits();
+    }
+    if new.FileAttributes != 0 {
+        let flipped = (new.FileAttributes ^ current.FileAttributes)
+            & (FILE_ATTRIBUTE_READONLY | FILE_ATTRIBUTE_HIDDEN | FILE_ATTRIBUTE_SYSTEM);
+        for (attribute, bit) in [
+            (
+                FILE_ATTRIBUTE_READONLY,
+                InSyncPolicy::TRACK_FILE_READONLY_ATTRIBUTE,
+            ),
+            (
+                FILE_ATTRIBUTE_HIDDEN,
+                InSyncPolicy::TRACK_FILE_HIDDEN_ATTRIBUTE,
+            ),
+            (
+                FILE_ATTRIBUTE_SYSTEM,
+                InSyncPolicy::TRACK_FILE_SYSTEM_ATTRIBUTE,
+            ),
+        ] {
+            if flipped & attribute != 0 {
+                file |= bit.bits();
+            }
+        }
+    }
+    // Each directory bit is its file bit shifted left by 4 (cfapi's layout).
+    let bits = if directory { file << 4 } else { file };
+    InSyncPolicy::from_bits(bits).unwrap_or_default()
+}
+
+/// The pre-operation's part for FileBasicInformation: `Some` when the request is a
+/// change the open's in-sync policy tracks, synchronized so that its post-operation
+/// takes the file out of sync.
+///
+/// # Safety
+/// FltMgr's arguments for this pre-operation.
+unsafe fn pre_basic(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+) -> Option<FLT_PREOP_CALLBACK_STATUS> {
+    // SAFETY: the caller's contract.
+    let data_ref = unsafe { data.as_ref() }?;
+    // SAFETY: as above.
+    let objects = unsafe { objects.as_ref() }?;
+    if data_ref.Flags & FLTFL_CALLBACK_DATA_IRP_OPERATION == 0 {
+        return None;
+    }
+    // SAFETY: Iopb points at the operation's parameter block, valid during the operation.
+    let iopb = unsafe { data_ref.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>().as_ref() }?;
+    // SAFETY: IRP_MJ_SET_INFORMATION: the union holds its parameters.
+    let set = unsafe { iopb.Parameters.SetFileInformation };
+    if set.FileInformationClass != FILE_BASIC_INFORMATION_CLASS
+        || (set.Length as usize) < core::mem::size_of::<FILE_BASIC_INFORMATION>()
+        || set.InfoBuffer.is_null()
+    {
+        return None;
+    }
+    let handle = stream::HandleRef::get(objects.Instance, objects.FileObject)?;
+    let policy = tracked_policy(&handle, data)?;
+    // SAFETY: the caller's buffer of at least the structure's size (checked); it may be
+    // unaligned in a user's buffer.
+    let new = unsafe {
+        set.InfoBuffer
+            .cast::<FILE_BASIC_INFORMATION>()
+            .read_unaligned()
+    };
+    let fo = Fo {
+        instance: objects.Instance,
+        file_object: objects.FileObject,
+    };
+    let directory = match stream::get(objects.Instance, objects.FileObject) {
+        Some(stream) => {
+            let placeholder =
+                hydrate::with_held(|held| stream.with_state(held, |s| s.is_placeholder()));
+            if !placeholder {
+                return None;
+            }
+            false
+        }
+        // No stream state: a directory of a sync root, a placeholder or not (the
+        // post-operation looks).
+        None => true,
+    };
+    let current = fo.basic().ok()?;
+    if !policy.intersects(tracked_bits(&new, &current, directory)) {
+        return None;
+    }
+    Some(FLT_PREOP_SYNCHRONIZE)
+}
+
+/// The in-sync policy that applies to a change through the open `handle` by the
+/// requestor of `data`; `None` when it tracks nothing.
+fn tracked_policy(
+    handle: &StreamHandleContext,
+    data: *mut FLT_CALLBACK_DATA,
+) -> Option<InSyncPolicy> {
+    let policy = handle.in_sync;
+    if !policy.intersects(InSyncPolicy::TRACK_ALL) {
+        return None;
+    }
+    if policy.contains(InSyncPolicy::PRESERVE_INSYNC_FOR_SYNC_ENGINE) {
+        // SAFETY: live callback data.
+        let pid = unsafe { FltGetRequestorProcessId(data) };
+        if providers::is_provider(pid as usize) {
+            return None;
+        }
+    }
+    Some(policy)
+}
+
+/// The post-operation's part for a tracked FileBasicInformation change, at
+/// PASSIVE_LEVEL in the requestor's thread (synchronized).
+fn post_basic(data: &mut FLT_CALLBACK_DATA, objects: &FLT_RELATED_OBJECTS) {
+    // SAFETY: the status block of the completed operation.
+    let status = unsafe { data.IoStatus.Anonymous.Status };
+    if !nt_success(status) {
+        return;
+    }
+    let fo = Fo {
+        instance: objects.Instance,
+        file_object: objects.FileObject,
+    };
+    let recorded = match stream::get(objects.Instance, objects.FileObject) {
+        Some(stream) => hydrate::tracked_change(&stream, &fo),
+        None => match crate::nt::placeholder::directory_mark(&fo, false, None) {
+            Ok(()) => STATUS_SUCCESS,
+            // An ordinary directory of the sync root: nothing is in sync or not.
+            Err(STATUS_CLOUD_FILE_NOT_A_CLOUD_FILE) => STATUS_SUCCESS,
+            Err(status) => status,
+        },
+    };
+    if !nt_success(recorded) {
+        // The attributes are set, the record could not say so: the caller learns it.
+        data.IoStatus.Anonymous.Status = recorded;
+    }
+}
+
+/// The information class of a SET_INFORMATION.
+fn class_of(data: &FLT_CALLBACK_DATA) -> Option<i32> {
+    // SAFETY: Iopb points at the operation's parameter block, valid during the operation.
+    let iopb = unsafe { data.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>().as_ref() }?;
+    // SAFETY: IRP_MJ_SET_INFORMATION: the union holds its parameters.
+    Some(unsafe { iopb.Parameters.SetFileInformation }.FileInformationClass)
+}
+
 /// PreOperation of SET_INFORMATION.
 ///
 /// # Safety
@@ -49,6 +227,10 @@ pub(crate) unsafe extern "system" fn pre_set_information(
     objects: *const FLT_RELATED_OBJECTS,
     completion_context: *mut *mut core::ffi::c_void,
 ) -> FLT_PREOP_CALLBACK_STATUS {
+    // SAFETY: FltMgr's arguments for this pre-operation.
+    if let Some(status) = unsafe { pre_basic(data, objects) } {
+        return status;
+    }
     // SAFETY: FltMgr's callback data and related objects for the call.
     let Some((data_ref, objects, stream)) = (unsafe { placeholder_io(data, objects) }) else {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
@@ -93,6 +275,20 @@ pub(crate) unsafe extern "system" fn post_set_information(
     context: *const core::ffi::c_void,
     flags: u32,
 ) -> FLT_POSTOP_CALLBACK_STATUS {
+    // SAFETY: FltMgr's live callback data.
+    let d = unsafe { data.as_mut() };
+    // SAFETY: FltMgr's live related objects.
+    let o = unsafe { objects.as_ref() };
+    if let (Some(d), Some(o)) = (d, o)
+        && class_of(d) == Some(FILE_BASIC_INFORMATION_CLASS)
+    {
+        // Synchronized (pre_basic): PASSIVE_LEVEL, the requestor's thread; a draining
+        // post-operation has nothing to record.
+        if flags & FLTFL_POST_OPERATION_DRAINING == 0 {
+            post_basic(d, o);
+        }
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
     // SAFETY: FltMgr's arguments.
     unsafe { super::write::post_edit(data, objects, context, flags, post_set_safe) }
 }
