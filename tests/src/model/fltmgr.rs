@@ -193,6 +193,8 @@ impl Kernel {
             return None;
         }
         let ctx = self.contexts.remove(&ptr)?;
+        // Still the filter's until finish_release has freed it.
+        self.contexts_freeing += 1;
         Some((ctx.cleanup, ctx.context_type))
     }
 }
@@ -212,6 +214,7 @@ pub(crate) fn finish_release(ptr: usize, cleanup: (PFLT_CONTEXT_CLEANUP_CALLBACK
             Ok(block) => k.check_freed_timers("FltReleaseContext", ptr, block.size),
             Err(message) => k.violation("FltReleaseContext", message),
         }
+        k.contexts_freeing = k.contexts_freeing.saturating_sub(1);
     });
 }
 
@@ -585,11 +588,15 @@ pub extern "system" fn FltUnregisterFilter(filter: PFLT_FILTER) {
     // FltMgr waits for the filter's queued work items and reports the unfreed ones.
     super::workitem::unregister(filter);
     // FltUnregisterFilter returns only when the references on the filter's objects are
-    // gone (contexts hold one): a callback finishing on another thread gets a moment to
-    // drop what it holds; what is still held after that has leaked.
+    // gone (contexts hold one until they are freed, their cleanup callback run): a
+    // callback finishing on another thread gets a moment to drop what it holds, a
+    // context whose last reference another thread just dropped (a handle closed as the
+    // unload began) is freed first; what is still held after that has leaked.
     let settle = std::time::Instant::now();
     while settle.elapsed() < std::time::Duration::from_secs(2)
-        && with_kernel(|k| k.contexts.values().any(|c| c.filter == filter))
+        && with_kernel(|k| {
+            k.contexts_freeing > 0 || k.contexts.values().any(|c| c.filter == filter)
+        })
     {
         std::thread::sleep(std::time::Duration::from_millis(2));
     }
@@ -1280,3 +1287,4 @@ pub extern "system" fn FltObjectDereference(object: *mut c_void) {
     }
     });
 }
+

@@ -71,6 +71,9 @@ pub(crate) struct Kernel {
     pub(crate) pool: pool::Pool,
     pub(crate) filters: HashMap<isize, fltmgr::Filter>,
     pub(crate) contexts: HashMap<usize, fltmgr::Context>,
+    /// Contexts whose last reference is gone but whose cleanup callback and free have
+    /// not finished (`fltmgr::finish_release`): FltUnregisterFilter waits for them too.
+    pub(crate) contexts_freeing: usize,
     pub(crate) security_descriptors: HashMap<usize, u32>,
     pub(crate) server_ports: HashMap<isize, port::ServerPort>,
     pub(crate) client_ports: HashMap<isize, port::ClientPort>,
@@ -107,6 +110,7 @@ impl Kernel {
             pool: pool::Pool::default(),
             filters: HashMap::new(),
             contexts: HashMap::new(),
+            contexts_freeing: 0,
             security_descriptors: HashMap::new(),
             server_ports: HashMap::new(),
             client_ports: HashMap::new(),
