@@ -1287,4 +1287,3 @@ pub extern "system" fn FltObjectDereference(object: *mut c_void) {
     }
     });
 }
-

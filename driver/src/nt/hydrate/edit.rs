@@ -266,20 +266,49 @@ pub(crate) fn mapped_write(stream: &StreamContext, write: Range) {
 /// it could not be written (paging writes), through a handle of its own.
 pub(super) fn persist_unpersisted() {
     while let Some(node) = TABLE.with(|t| t.unpersisted.take_first(|_| true)) {
-        let stream = node.value.get();
-        if let Some(filter) = crate::nt::driver::filter()
-            && let Ok(file) = OwnedFile::open_by_id(
-                filter,
-                stream.instance,
-                stream.file_id,
-                0x0002 | 0x0100 | 0x0080, // FILE_WRITE_DATA | FILE_WRITE_ATTRIBUTES | FILE_READ_ATTRIBUTES
-            )
-        {
-            let _ = file.freeze_times();
-            let _ = persist(stream, &file);
-        }
+        persist_by_id(node.value.get());
         drop(node);
     }
+}
+
+/// Writes the stream's state into its reparse data through a handle of the driver's own
+/// (opened by id, below the instance, its times frozen).
+fn persist_by_id(stream: &StreamContext) {
+    if let Some(filter) = crate::nt::driver::filter()
+        && let Ok(file) = OwnedFile::open_by_id(
+            filter,
+            stream.instance,
+            stream.file_id,
+            0x0002 | 0x0100 | 0x0080, // FILE_WRITE_DATA | FILE_WRITE_ATTRIBUTES | FILE_READ_ATTRIBUTES
+        )
+    {
+        let _ = file.freeze_times();
+        let _ = persist(stream, &file);
+    }
+}
+
+/// The last handle of `stream` is closing (pre-cleanup: PASSIVE_LEVEL, no file system
+/// lock held). If the stream was ever mapped for writing, what its views changed and the
+/// memory manager has not written yet is flushed now, through `file` (the flush's
+/// paging writes are recorded as modified by [`mapped_write`]), and the stream's record
+/// is written before the close completes: a provider that looks at the file once the
+/// application has closed it finds the modified ranges on disk, not only later, when the
+/// postman has run. Best effort: a failed flush leaves it to the mapped page writer and
+/// the postman, which lose nothing either.
+pub(crate) fn closing(stream: &StreamContext, file: &Fo) {
+    let mapped = TABLE.with(|t| {
+        stream.with_state(&t.held, |s| {
+            s.mapped_for_write && s.is_placeholder() && !s.is_corrupt()
+        })
+    });
+    if !mapped {
+        return;
+    }
+    let _ = file.flush();
+    // Written here even if the postman holds the stream's node already: one write at a
+    // time per stream, each with the newest state (`record`), so this one is not done
+    // before the flushed pages are on disk as modified.
+    persist_by_id(stream);
 }
 
 /// A create just overwrote or superseded the placeholder whose reparse data was `old`

@@ -85,8 +85,9 @@ mod wait;
 
 pub(crate) use asker::Asker;
 pub(crate) use edit::{
-    Begin, Edit, Ended, ProviderChange, begin_edit, check_provider_change, cloud_resize, end_edit,
-    end_edit_later, mapped_for_writing, mapped_write, overwritten, provider_mark, tracked_change,
+    Begin, Edit, Ended, ProviderChange, begin_edit, check_provider_change, closing, cloud_resize,
+    end_edit, end_edit_later, mapped_for_writing, mapped_write, overwritten, provider_mark,
+    tracked_change,
 };
 use edit::{Busy, By};
 use read::conclude;

@@ -1,5 +1,6 @@
 //! CLEANUP: the last handle of a file object closed — operations waiting through it give
-//! up, and on the stream's last cleanup with nobody waiting, background fills stop.
+//! up, and on the stream's last cleanup with nobody waiting, background fills stop; a
+//! stream mapped for writing has what its views changed flushed and recorded.
 
 use super::*;
 
@@ -24,6 +25,15 @@ pub(crate) unsafe extern "system" fn pre_cleanup(
     let handle = stream::HandleRef::get(objects.Instance, objects.FileObject);
     let last = stream::close_open(&stream, handle.as_ref());
     drop(handle);
+    if last {
+        hydrate::closing(
+            &stream,
+            &Fo {
+                instance: objects.Instance,
+                file_object: objects.FileObject,
+            },
+        );
+    }
     hydrate::file_closed(&stream, objects.FileObject as usize, last);
     FLT_PREOP_SUCCESS_NO_CALLBACK
 }
