@@ -53,6 +53,16 @@ pub enum Field {
     RuleVisibility,
     /// A list of image rules.
     Rules,
+    /// A sync root's identity in a registration.
+    SyncRootIdentity,
+    /// The hydration policy modifiers of a registration.
+    HydrationModifiers,
+    /// The hard-link policy of a registration.
+    HardLinkPolicy,
+    /// The placeholder-management policy of a registration.
+    ManagementPolicy,
+    /// The in-sync policy of a registration.
+    InSyncPolicy,
 }
 
 impl fmt::Display for Field {
@@ -79,6 +89,11 @@ impl fmt::Display for Field {
             Field::Pattern => "image rule pattern",
             Field::RuleVisibility => "image rule visibility",
             Field::Rules => "image rule list",
+            Field::SyncRootIdentity => "sync root identity",
+            Field::HydrationModifiers => "hydration policy modifiers",
+            Field::HardLinkPolicy => "hard-link policy",
+            Field::ManagementPolicy => "placeholder management policy",
+            Field::InSyncPolicy => "in-sync policy",
         })
     }
 }

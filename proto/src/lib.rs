@@ -11,6 +11,7 @@
 //! - [`msg`]: port messages in both directions and the driver's replies;
 //! - [`rules`]: the administrator's image rules as management messages carry them;
 //! - [`placeholder`]: the reparse data that makes a file a placeholder;
+//! - [`registration`]: a sync root's registration, as requested and as kept;
 //! - [`reparse`], [`port`]: constants both sides share.
 #![no_std]
 #![deny(missing_docs)]
@@ -34,6 +35,7 @@ pub mod fuzz;
 pub mod msg;
 pub mod placeholder;
 pub mod port;
+pub mod registration;
 pub mod reparse;
 pub mod rules;
 pub mod utf16;

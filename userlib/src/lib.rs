@@ -55,6 +55,7 @@ mod connection;
 mod error;
 mod placeholder;
 mod provider;
+pub mod registration;
 mod sys;
 
 pub use cloudflt_proto::PROTOCOL_VERSION;
