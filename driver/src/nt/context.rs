@@ -121,10 +121,6 @@ pub(crate) struct StreamContext {
     pub(crate) instance: PFLT_INSTANCE,
     /// NTFS file id (FileInternalInformation), for the provider.
     pub(crate) file_id: u64,
-    /// The provider's identity for the file (up to 4 KiB, so in a pool buffer of its own,
-    /// freed with the context).
-    identity: Option<PoolBuf>,
-    identity_len: usize,
     /// Set when a write of the reparse data ends: the next writer's turn (`hydrate`).
     pub(crate) turn: Event,
     state: UnsafeCell<StreamState>,
@@ -162,6 +158,10 @@ pub(crate) struct StreamState {
     pub(crate) batch: Batch,
     /// Number of the last snapshot whose write failed (0: none).
     pub(crate) failed_snapshot: u64,
+    /// The provider's identity for the file (up to 4 KiB, so in a pool buffer of its own,
+    /// exactly its length; `None` when empty). In the state, not the context's fixed
+    /// part, because the provider may replace it (UPDATE with SET_IDENTITY).
+    identity: Option<PoolBuf>,
 }
 
 impl StreamState {
@@ -188,7 +188,19 @@ impl StreamState {
             persisted: 0,
             batch: Batch::new(),
             failed_snapshot: 0,
+            identity: None,
         }
+    }
+
+    /// The provider's identity for the file.
+    pub(crate) fn identity(&self) -> &[u8] {
+        self.identity.as_ref().map_or(&[], PoolBuf::as_slice)
+    }
+
+    /// Replaces the identity, returning the old buffer (to be dropped by the caller,
+    /// after the lock).
+    pub(crate) fn set_identity(&mut self, identity: Option<PoolBuf>) -> Option<PoolBuf> {
+        core::mem::replace(&mut self.identity, identity)
     }
 
     /// One more fetch or transfer of the stream (engine::stream::Activity::join).
@@ -320,6 +332,18 @@ impl StreamState {
     }
 }
 
+/// A pool copy of `identity` (at most [`MAX_IDENTITY_LEN`] bytes are kept), `Ok(None)`
+/// when it is empty, `Err` when pool is exhausted.
+pub(crate) fn identity_buffer(identity: &[u8]) -> Result<Option<PoolBuf>, ()> {
+    let identity = identity.get(..MAX_IDENTITY_LEN).unwrap_or(identity);
+    if identity.is_empty() {
+        return Ok(None);
+    }
+    let mut buffer = PoolBuf::zeroed(identity.len()).ok_or(())?;
+    super::file::copy(buffer.as_mut_slice(), identity);
+    Ok(Some(buffer))
+}
+
 /// Proof that the fetch table's lock is held (only `hydrate` makes one).
 pub(crate) struct Held(pub(super) ());
 
@@ -329,33 +353,16 @@ impl StreamContext {
         instance: PFLT_INSTANCE,
         file_id: u64,
         identity: &[u8],
-        state: StreamState,
+        mut state: StreamState,
     ) -> Option<Self> {
-        let identity = identity.get(..MAX_IDENTITY_LEN).unwrap_or(identity);
-        let buffer = if identity.is_empty() {
-            None
-        } else {
-            let mut buffer = PoolBuf::zeroed(identity.len())?;
-            super::file::copy(buffer.as_mut_slice(), identity);
-            Some(buffer)
-        };
+        let _ = state.set_identity(identity_buffer(identity).ok()?);
         Some(Self {
             signature: TAG_STREAM_CONTEXT,
             instance,
             file_id,
-            identity: buffer,
-            identity_len: identity.len(),
             turn: Event::uninit(),
             state: UnsafeCell::new(state),
         })
-    }
-
-    /// The provider's identity for the file.
-    pub(crate) fn identity(&self) -> &[u8] {
-        self.identity
-            .as_ref()
-            .and_then(|b| b.as_slice().get(..self.identity_len))
-            .unwrap_or(&[])
     }
 
     /// Runs `f` on the hydration state; `Held` shows the fetch table's lock is held, which

@@ -16,9 +16,8 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
 use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_CLOUD_FILE_DEHYDRATION_DISALLOWED, STATUS_CLOUD_FILE_IN_USE,
     STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES, STATUS_CLOUD_FILE_INVALID_REQUEST,
-    STATUS_CLOUD_FILE_METADATA_CORRUPT, STATUS_CLOUD_FILE_NOT_IN_SYNC,
-    STATUS_CLOUD_FILE_NOT_SUPPORTED, STATUS_CLOUD_FILE_PINNED, STATUS_INVALID_PARAMETER,
-    UNICODE_STRING,
+    STATUS_CLOUD_FILE_METADATA_CORRUPT, STATUS_CLOUD_FILE_NOT_IN_SYNC, STATUS_CLOUD_FILE_PINNED,
+    STATUS_INVALID_PARAMETER, UNICODE_STRING,
 };
 
 use super::context::StreamContext;
@@ -558,11 +557,15 @@ fn blob_payload(file: &OwnedFile) -> Result<Payload, NTSTATUS> {
 /// see `hydrate::check_provider_change`. The reply is the blob as it is afterwards.
 pub(crate) fn update(provider: &ProviderRef, m: &msg::Update<'_>) -> Result<Payload, NTSTATUS> {
     use cloudflt_proto::msg::UpdateFlags;
-    if m.flags.contains(UpdateFlags::SET_IDENTITY) {
-        // The identity is fixed in the stream's context for its life; replacing it is
-        // not supported yet (the provider may revert and create the placeholder anew).
-        return Err(STATUS_CLOUD_FILE_NOT_SUPPORTED);
-    }
+    // Copied first: a failure here changes nothing.
+    let identity = if m.flags.contains(UpdateFlags::SET_IDENTITY) {
+        Some(
+            crate::nt::context::identity_buffer(m.identity)
+                .map_err(|()| STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES)?,
+        )
+    } else {
+        None
+    };
     let (managed, stream) = open_placeholder(
         provider,
         m.path,
@@ -636,6 +639,11 @@ pub(crate) fn update(provider: &ProviderRef, m: &msg::Update<'_>) -> Result<Payl
         || basic.FileAttributes != 0
     {
         managed.file.set_basic(&basic)?;
+    }
+    if let Some(identity) = identity {
+        // Fetches asked from now on carry the new identity; the record takes it below.
+        let old = hydrate::with_held(|held| stream.with_state(held, |s| s.set_identity(identity)));
+        drop(old);
     }
     let status = hydrate::persist(&stream, &managed.file);
     if !nt_success(status) {

@@ -415,7 +415,18 @@ impl Table {
                     deadline: i64::MAX,
                 };
                 let size = stream.with_state(&self.held, |s| s.file_size);
-                let message = encode_fetch(stream, provider, asker, &request, size, priority)
+                let message = stream
+                    .with_state(&self.held, |s| {
+                        encode_fetch(
+                            stream,
+                            s.identity(),
+                            provider,
+                            asker,
+                            &request,
+                            size,
+                            priority,
+                        )
+                    })
                     .ok_or(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES)?;
                 let fetch = Fetch {
                     request,
@@ -719,6 +730,7 @@ fn send_within(provider: &ProviderRef, message: &[u8], within: i64) -> NTSTATUS 
 /// FETCH_DATA for `request`, encoded into pool.
 fn encode_fetch(
     stream: &StreamContext,
+    identity: &[u8],
     provider: &ProviderRef,
     asker: &Asker,
     request: &Request,
@@ -735,7 +747,7 @@ fn encode_fetch(
         requestor_pid: asker.pid,
         requestor_image: Utf16::from_units(asker.image.get()),
         path: Utf16::from_units(relative),
-        identity: stream.identity(),
+        identity,
     };
     let mut buffer = PoolBuf::zeroed(message.encoded_len())?;
     let len = message.encode(buffer.as_mut_slice()).ok()?;

@@ -402,7 +402,7 @@ fn record(stream: &StreamContext, file: &Fo, added: &[Range]) -> NTSTATUS {
         match step {
             Turn::Done(status) => return status,
             Turn::Write(seq) => {
-                let status = snapshot.write(stream, file);
+                let status = snapshot.write(file);
                 TABLE.with(|t| {
                     stream.with_state(&t.held, |s| {
                         if nt_success(status) {
@@ -462,6 +462,8 @@ struct Snapshot {
     /// The ranges other transfers left in the stream's batch, taken with this snapshot:
     /// present once it is written.
     batch: Batch,
+    /// The provider's identity as it was (`Err`: no pool to copy it).
+    identity: Result<Option<PoolBuf>, ()>,
 }
 
 /// `set` in its on-disk form (offset and length, little-endian, per range), in pool;
@@ -501,6 +503,7 @@ impl Snapshot {
             present: new_present(),
             modified: new_present(),
             batch: Batch::new(),
+            identity: Ok(None),
         }
     }
 
@@ -511,6 +514,8 @@ impl Snapshot {
         self.flags = s.flags;
         self.size = s.file_size;
         self.changes = s.changes;
+        // Non-paged pool, so allowed under the lock; a few bytes to 4 KiB, once a write.
+        self.identity = crate::nt::context::identity_buffer(s.identity());
         if let Some(present) = &mut self.present {
             present.copy_from(&s.present);
             for range in added.iter().copied().chain(self.batch.iter()) {
@@ -538,8 +543,10 @@ impl Snapshot {
         }
     }
 
-    fn write(&self, stream: &StreamContext, file: &Fo) -> NTSTATUS {
-        let (Some(present), Some(modified)) = (&self.present, &self.modified) else {
+    fn write(&self, file: &Fo) -> NTSTATUS {
+        let (Some(present), Some(modified), Ok(identity)) =
+            (&self.present, &self.modified, &self.identity)
+        else {
             return STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES;
         };
         let (wire_present, wire_modified) = match (wire_ranges(present), wire_ranges(modified)) {
@@ -554,7 +561,7 @@ impl Snapshot {
         let result = crate::nt::reparse::encode(&cloudflt_proto::Placeholder {
             flags: self.flags,
             file_size: self.size,
-            identity: stream.identity(),
+            identity: identity.as_ref().map_or(&[], PoolBuf::as_slice),
             ranges,
             modified: modified_list,
             changes: self.changes,
