@@ -1066,6 +1066,13 @@ impl Machine {
                     format!("{handles} kernel file handle(s) never closed (FltClose)"),
                 );
             }
+            let keys = k.registry.open_handles();
+            if keys > 0 {
+                k.violation(
+                    "DriverUnload",
+                    format!("{keys} registry key handle(s) never closed (ZwClose)"),
+                );
+            }
             let referenced = k.io.files.values().filter(|f| f.driver_refs > 0).count();
             if referenced > 0 {
                 k.violation(

@@ -23,6 +23,7 @@ pub mod ntfs;
 pub mod pool;
 pub mod port;
 pub mod process;
+pub mod registry;
 pub mod seh;
 pub mod symlink;
 pub mod sync;
@@ -96,6 +97,7 @@ pub(crate) struct Kernel {
     pub(crate) object_refs: HashMap<isize, (isize, usize)>,
     /// Symbolic link objects of the object namespace, and their open handles.
     pub(crate) symlinks: symlink::Links,
+    pub(crate) registry: registry::Registry,
     /// How long an instance teardown waits for what Windows would wait for forever
     /// before it reports the hang (teardown.rs).
     pub(crate) teardown_limit: std::time::Duration,
@@ -128,6 +130,7 @@ impl Kernel {
             mdls: seh::Mdls::default(),
             object_refs: HashMap::new(),
             symlinks: symlink::Links::default(),
+            registry: registry::Registry::default(),
             teardown_limit: teardown::DEFAULT_WAIT_LIMIT,
             inject: HashMap::new(),
             next_handle: HANDLE_BASE,

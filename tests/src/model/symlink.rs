@@ -124,10 +124,12 @@ pub unsafe extern "system" fn ZwQuerySymbolicLinkObject(
     STATUS_SUCCESS
 }
 
-/// ZwClose, for the handles of this module.
+/// ZwClose, for the handles of this module and of registry keys (`registry.rs`).
 #[unsafe(no_mangle)]
 pub extern "system" fn ZwClose(handle: HANDLE) -> NTSTATUS {
-    let known = with_kernel(|k| k.symlinks.open.remove(&(handle as isize)).is_some());
+    let known = with_kernel(|k| {
+        k.symlinks.open.remove(&(handle as isize)).is_some() || super::registry::close(k, handle)
+    });
     if known {
         STATUS_SUCCESS
     } else {
@@ -160,6 +162,13 @@ pub unsafe extern "system" fn MmGetSystemRoutineAddress(
         "ZwClose" => ZwClose as *mut std::ffi::c_void,
         "ZwOpenSymbolicLinkObject" => ZwOpenSymbolicLinkObject as *mut std::ffi::c_void,
         "ZwQuerySymbolicLinkObject" => ZwQuerySymbolicLinkObject as *mut std::ffi::c_void,
+        "ZwCreateKey" => super::registry::ZwCreateKey as *mut std::ffi::c_void,
+        "ZwOpenKey" => super::registry::ZwOpenKey as *mut std::ffi::c_void,
+        "ZwSetValueKey" => super::registry::ZwSetValueKey as *mut std::ffi::c_void,
+        "ZwQueryValueKey" => super::registry::ZwQueryValueKey as *mut std::ffi::c_void,
+        "ZwEnumerateValueKey" => super::registry::ZwEnumerateValueKey as *mut std::ffi::c_void,
+        "ZwDeleteValueKey" => super::registry::ZwDeleteValueKey as *mut std::ffi::c_void,
+        "ZwFlushKey" => super::registry::ZwFlushKey as *mut std::ffi::c_void,
         "RtlQueryProcessPlaceholderCompatibilityMode" => {
             super::process::RtlQueryProcessPlaceholderCompatibilityMode as *mut std::ffi::c_void
         }
