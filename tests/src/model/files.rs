@@ -1623,15 +1623,44 @@ fn cached_write(
         Some(Err(status)) => return (status, 0),
         Some(Ok(())) => {}
     }
-    with_kernel(|k| {
-        if let Some(f) = k.io.files.get_mut(&fo) {
-            f.cache_map = true;
-        }
-        if let Some(s) = k.io.streams.get_mut(&(volume, file)) {
+    // The copy lands only in pages that hold the file's data: a partly written page
+    // another thread's purge dropped since it was paged in is paged in again (CcCopyWrite
+    // copies into a mapped view, faulting each page in under its lock; a page is never
+    // made up of zeros the file does not hold).
+    loop {
+        let copied = with_kernel(|k| {
+            if let Some(f) = k.io.files.get_mut(&fo) {
+                f.cache_map = true;
+            }
+            let Some(s) = k.io.streams.get_mut(&(volume, file)) else {
+                return true;
+            };
+            let dropped = (offset / PAGE..end.div_ceil(PAGE)).any(|page| {
+                let (start, stop) = (page * PAGE, ((page + 1) * PAGE).min(size));
+                start < size && !(offset <= start && end >= stop) && !s.pages.contains_key(&page)
+            });
+            if dropped {
+                return false;
+            }
             s.cached = true;
             copy_into_pages(s, offset, data, false);
+            true
+        });
+        if copied {
+            break;
         }
-    });
+        let mut page = offset / PAGE;
+        while page < last {
+            if !needs_read(page) {
+                page += 1;
+                continue;
+            }
+            if let Err(status) = page_in_run(fo, volume, file, page, page + 1) {
+                return (status, 0);
+            }
+            page += 1;
+        }
+    }
     (STATUS_SUCCESS, data.len())
 }
 
