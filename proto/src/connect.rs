@@ -121,77 +121,44 @@ impl PopulationPolicy {
     }
 }
 
-/// Which changes besides data and size clear a placeholder's in-sync state: cfapi's
-/// CF_INSYNC_POLICY, with the same values. Data and size changes always clear it.
-///
-/// Bits 10 to 23 are cfapi's reserved tracking bits (its TRACK_*_ALL values set them);
-/// they are accepted and track nothing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct InSyncPolicy(u32);
-
-impl InSyncPolicy {
-    /// Only data and size changes clear in-sync.
-    pub const NONE: Self = Self(0);
-    /// A file's creation time changes.
-    pub const TRACK_FILE_CREATION_TIME: Self = Self(0x1);
-    /// A file's read-only attribute is set or cleared.
-    pub const TRACK_FILE_READONLY_ATTRIBUTE: Self = Self(0x2);
-    /// A file's hidden attribute is set or cleared.
-    pub const TRACK_FILE_HIDDEN_ATTRIBUTE: Self = Self(0x4);
-    /// A file's system attribute is set or cleared.
-    pub const TRACK_FILE_SYSTEM_ATTRIBUTE: Self = Self(0x8);
-    /// A directory's creation time changes.
-    pub const TRACK_DIRECTORY_CREATION_TIME: Self = Self(0x10);
-    /// A directory's read-only attribute is set or cleared.
-    pub const TRACK_DIRECTORY_READONLY_ATTRIBUTE: Self = Self(0x20);
-    /// A directory's hidden attribute is set or cleared.
-    pub const TRACK_DIRECTORY_HIDDEN_ATTRIBUTE: Self = Self(0x40);
-    /// A directory's system attribute is set or cleared.
-    pub const TRACK_DIRECTORY_SYSTEM_ATTRIBUTE: Self = Self(0x80);
-    /// A file's last-write time is set.
-    pub const TRACK_FILE_LAST_WRITE_TIME: Self = Self(0x100);
-    /// A directory's last-write time is set.
-    pub const TRACK_DIRECTORY_LAST_WRITE_TIME: Self = Self(0x200);
-    /// cfapi's TRACK_FILE_ALL.
-    pub const TRACK_FILE_ALL: Self = Self(0x0055_550f);
-    /// cfapi's TRACK_DIRECTORY_ALL.
-    pub const TRACK_DIRECTORY_ALL: Self = Self(0x00aa_aaf0);
-    /// cfapi's TRACK_ALL.
-    pub const TRACK_ALL: Self = Self(0x00ff_ffff);
-    /// Changes made by the provider's own process never clear in-sync.
-    pub const PRESERVE_INSYNC_FOR_SYNC_ENGINE: Self = Self(0x8000_0000);
-    /// Every bit a context may carry.
-    pub const ALL: Self = Self(0x80ff_ffff);
-
-    /// The policy for `bits`, or `None` if a bit outside [`Self::ALL`] is set.
-    pub const fn from_bits(bits: u32) -> Option<Self> {
-        if bits & !Self::ALL.0 != 0 {
-            None
-        } else {
-            Some(Self(bits))
-        }
-    }
-
-    /// The raw bits.
-    pub const fn bits(self) -> u32 {
-        self.0
-    }
-
-    /// Whether every bit of `other` is set in `self`.
-    pub const fn contains(self, other: Self) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    /// Whether any bit of `other` is set in `self`.
-    pub const fn intersects(self, other: Self) -> bool {
-        self.0 & other.0 != 0
-    }
-
-    /// The bits of both.
-    #[must_use]
-    pub const fn union(self, other: Self) -> Self {
-        Self(self.0 | other.0)
-    }
+flags! {
+    /// Which changes besides data and size clear a placeholder's in-sync state: cfapi's
+    /// CF_INSYNC_POLICY, with the same values. Data and size changes always clear it.
+    ///
+    /// Bits 10 to 23 are cfapi's reserved tracking bits (its TRACK_*_ALL values set them);
+    /// they are accepted and track nothing.
+    InSyncPolicy(u32) {
+        /// Only data and size changes clear in-sync.
+        NONE = 0,
+        /// A file's creation time changes.
+        TRACK_FILE_CREATION_TIME = 0x1,
+        /// A file's read-only attribute is set or cleared.
+        TRACK_FILE_READONLY_ATTRIBUTE = 0x2,
+        /// A file's hidden attribute is set or cleared.
+        TRACK_FILE_HIDDEN_ATTRIBUTE = 0x4,
+        /// A file's system attribute is set or cleared.
+        TRACK_FILE_SYSTEM_ATTRIBUTE = 0x8,
+        /// A directory's creation time changes.
+        TRACK_DIRECTORY_CREATION_TIME = 0x10,
+        /// A directory's read-only attribute is set or cleared.
+        TRACK_DIRECTORY_READONLY_ATTRIBUTE = 0x20,
+        /// A directory's hidden attribute is set or cleared.
+        TRACK_DIRECTORY_HIDDEN_ATTRIBUTE = 0x40,
+        /// A directory's system attribute is set or cleared.
+        TRACK_DIRECTORY_SYSTEM_ATTRIBUTE = 0x80,
+        /// A file's last-write time is set.
+        TRACK_FILE_LAST_WRITE_TIME = 0x100,
+        /// A directory's last-write time is set.
+        TRACK_DIRECTORY_LAST_WRITE_TIME = 0x200,
+        /// cfapi's TRACK_FILE_ALL.
+        TRACK_FILE_ALL = 0x0055_550f,
+        /// cfapi's TRACK_DIRECTORY_ALL.
+        TRACK_DIRECTORY_ALL = 0x00aa_aaf0,
+        /// cfapi's TRACK_ALL.
+        TRACK_ALL = 0x00ff_ffff,
+        /// Changes made by the provider's own process never clear in-sync.
+        PRESERVE_INSYNC_FOR_SYNC_ENGINE = 0x8000_0000,
+    } all = 0x80ff_ffff
 }
 
 /// A connection context: who the provider is and which sync root it serves, how.

@@ -26,6 +26,8 @@
 #![cfg_attr(test, allow(clippy::indexing_slicing))]
 #![forbid(unsafe_code)]
 
+#[macro_use]
+mod bits;
 pub mod connect;
 pub mod crc32;
 pub mod error;

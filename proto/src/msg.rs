@@ -502,36 +502,14 @@ impl CancelFetch {
 }
 message!(CancelFetch, Kind::CancelFetch);
 
-/// Flags of a [`TransferData`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct TransferFlags(u32);
-
-impl TransferFlags {
-    /// No flag set.
-    pub const EMPTY: Self = Self(0);
-    /// No more data follows for this fetch.
-    pub const LAST: Self = Self(1);
-    /// Every defined bit.
-    pub const ALL: Self = Self(1);
-
-    /// The flags for `bits`, or `None` if an undefined bit is set.
-    pub const fn from_bits(bits: u32) -> Option<Self> {
-        if bits & !Self::ALL.0 != 0 {
-            None
-        } else {
-            Some(Self(bits))
-        }
-    }
-
-    /// The raw bits.
-    pub const fn bits(self) -> u32 {
-        self.0
-    }
-
-    /// Whether every bit of `other` is set in `self`.
-    pub const fn contains(self, other: Self) -> bool {
-        self.0 & other.0 == other.0
-    }
+flags! {
+    /// Flags of a [`TransferData`].
+    TransferFlags(u32) {
+        /// No flag set.
+        EMPTY = 0,
+        /// No more data follows for this fetch.
+        LAST = 1,
+    } all = 1
 }
 
 /// Provider → kernel: data for a fetch.
@@ -809,44 +787,16 @@ impl<'a> CreatePlaceholder<'a> {
 }
 message!(CreatePlaceholder<'a>, Kind::CreatePlaceholder);
 
-/// Flags of a [`Convert`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct ConvertFlags(u32);
-
-impl ConvertFlags {
-    /// No flag set.
-    pub const EMPTY: Self = Self(0);
-    /// Mark the placeholder in sync.
-    pub const IN_SYNC: Self = Self(1);
-    /// Drop the local data after converting, leaving a dehydrated placeholder.
-    pub const DEHYDRATE: Self = Self(2);
-    /// Every defined bit.
-    pub const ALL: Self = Self(3);
-
-    /// The flags for `bits`, or `None` if an undefined bit is set.
-    pub const fn from_bits(bits: u32) -> Option<Self> {
-        if bits & !Self::ALL.0 != 0 {
-            None
-        } else {
-            Some(Self(bits))
-        }
-    }
-
-    /// The raw bits.
-    pub const fn bits(self) -> u32 {
-        self.0
-    }
-
-    /// Whether every bit of `other` is set in `self`.
-    pub const fn contains(self, other: Self) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    /// The bits of both.
-    #[must_use]
-    pub const fn union(self, other: Self) -> Self {
-        Self(self.0 | other.0)
-    }
+flags! {
+    /// Flags of a [`Convert`].
+    ConvertFlags(u32) {
+        /// No flag set.
+        EMPTY = 0,
+        /// Mark the placeholder in sync.
+        IN_SYNC = 1,
+        /// Drop the local data after converting, leaving a dehydrated placeholder.
+        DEHYDRATE = 2,
+    } all = 3
 }
 
 /// Provider → kernel: turn a full file into a placeholder.
@@ -1304,45 +1254,17 @@ impl<'a> Update<'a> {
 }
 message!(Update<'a>, Kind::Update);
 
-/// Flags of a [`SetInSync`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub struct SetInSyncFlags(u32);
-
-impl SetInSyncFlags {
-    /// Mark the placeholder not in sync.
-    pub const NOT_IN_SYNC: Self = Self(0);
-    /// Mark it in sync (without this bit: not in sync).
-    pub const IN_SYNC: Self = Self(1);
-    /// Fail, changing nothing, unless the file's change counter is still
-    /// [`SetInSync::expected_changes`].
-    pub const IF_UNCHANGED: Self = Self(2);
-    /// Every defined bit.
-    pub const ALL: Self = Self(3);
-
-    /// The flags for `bits`, or `None` if an undefined bit is set.
-    pub const fn from_bits(bits: u32) -> Option<Self> {
-        if bits & !Self::ALL.0 != 0 {
-            None
-        } else {
-            Some(Self(bits))
-        }
-    }
-
-    /// The raw bits.
-    pub const fn bits(self) -> u32 {
-        self.0
-    }
-
-    /// Whether every bit of `other` is set in `self`.
-    pub const fn contains(self, other: Self) -> bool {
-        self.0 & other.0 == other.0
-    }
-
-    /// The bits of both.
-    #[must_use]
-    pub const fn union(self, other: Self) -> Self {
-        Self(self.0 | other.0)
-    }
+flags! {
+    /// Flags of a [`SetInSync`].
+    SetInSyncFlags(u32) {
+        /// Mark the placeholder not in sync.
+        NOT_IN_SYNC = 0,
+        /// Mark it in sync (without this bit: not in sync).
+        IN_SYNC = 1,
+        /// Fail, changing nothing, unless the file's change counter is still
+        /// [`SetInSync::expected_changes`].
+        IF_UNCHANGED = 2,
+    } all = 3
 }
 
 /// Provider → kernel: mark a placeholder in sync or not, as cfapi's CfSetInSyncState.

@@ -67,42 +67,7 @@ pub const MAX_SIZE: usize = FIXED_SIZE
     + MAX_IDENTITY_LEN
     + MAX_SYNC_ROOT_IDENTITY_LEN;
 
-macro_rules! bits {
-    ($(#[$doc:meta])* $ty:ident($int:ty) { $($(#[$fdoc:meta])* $name:ident = $value:expr,)* } all = $all:expr) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-        pub struct $ty($int);
-
-        impl $ty {
-            $($(#[$fdoc])* pub const $name: Self = Self($value);)*
-            /// Every defined bit.
-            pub const ALL: Self = Self($all);
-
-            /// The value for `bits`, or `None` if an undefined bit is set.
-            pub const fn from_bits(bits: $int) -> Option<Self> {
-                if bits & !$all != 0 { None } else { Some(Self(bits)) }
-            }
-
-            /// The raw bits.
-            pub const fn bits(self) -> $int {
-                self.0
-            }
-
-            /// Whether every bit of `other` is set in `self`.
-            pub const fn contains(self, other: Self) -> bool {
-                self.0 & other.0 == other.0
-            }
-
-            /// The bits of both.
-            #[must_use]
-            pub const fn union(self, other: Self) -> Self {
-                Self(self.0 | other.0)
-            }
-        }
-    };
-}
-
-bits! {
+flags! {
     /// cfapi's CF_HYDRATION_POLICY_MODIFIER values.
     HydrationModifiers(u16) {
         /// No modifier.
@@ -118,7 +83,7 @@ bits! {
     } all = 0xF
 }
 
-bits! {
+flags! {
     /// cfapi's CF_HARDLINK_POLICY values.
     HardLinkPolicy(u32) {
         /// Hard links to placeholders are refused.
@@ -128,7 +93,7 @@ bits! {
     } all = 0x1
 }
 
-bits! {
+flags! {
     /// cfapi's CF_PLACEHOLDER_MANAGEMENT_POLICY values: who besides the provider may
     /// manage placeholders.
     ManagementPolicy(u32) {
@@ -143,7 +108,7 @@ bits! {
     } all = 0x7
 }
 
-bits! {
+flags! {
     /// The register flags that describe the root, kept in the record (cfapi's
     /// CF_REGISTER_FLAG values; UPDATE is a request flag, see [`RegisterFlags`]).
     RootFlags(u32) {
@@ -156,7 +121,7 @@ bits! {
     } all = 0x6
 }
 
-bits! {
+flags! {
     /// The flags of a REGISTER request (cfapi's CF_REGISTER_FLAG values).
     RegisterFlags(u32) {
         /// No flag.

@@ -13,4 +13,5 @@
 pub mod model;
 pub mod ntstatus;
 pub mod probe;
+pub mod rig;
 pub mod scenario;

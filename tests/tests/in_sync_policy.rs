@@ -13,12 +13,11 @@ use cloudflt::{
     SyncRoot, SyncRootConfig, Transfer,
 };
 use cloudflt_tests::model::files::{self, OpenParams};
-use cloudflt_tests::model::process::{self, PHCM_APPLICATION_DEFAULT};
-use cloudflt_tests::model::{Machine, VolumeConfig};
+use cloudflt_tests::model::process;
+use cloudflt_tests::rig::{ROOT, Rig};
 use windows_sys::Wdk::Storage::FileSystem::{FILE_DIRECTORY_FILE, FileBasicInformation};
 use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_SUCCESS};
 
-const ROOT: &str = "C:\\Cloud";
 const FILE_ATTRIBUTE_READONLY: u32 = 0x1;
 const FILE_ATTRIBUTE_HIDDEN: u32 = 0x2;
 const FILE_ATTRIBUTE_NORMAL: u32 = 0x80;
@@ -32,7 +31,7 @@ impl SyncProvider for Idle {
 }
 
 struct World {
-    machine: Machine,
+    rig: Rig,
     provider: u32,
     app: u32,
     connection: Connection,
@@ -41,32 +40,9 @@ struct World {
 /// A machine with the driver, a provider connected with `policy`, and in-sync
 /// placeholders `a.bin`, `b.bin` and directory `docs`.
 fn world(policy: InSyncPolicy) -> World {
-    let machine = Machine::boot(&[VolumeConfig::ntfs(1)]);
-    assert_eq!(
-        machine.load_driver(cloudflt_driver::nt::driver_entry),
-        STATUS_SUCCESS
-    );
-    let provider = machine.spawn_process(
-        "\\Device\\HarddiskVolume1\\Sync\\provider.exe",
-        PHCM_APPLICATION_DEFAULT,
-        true,
-    );
-    let app = machine.spawn_process(
-        "\\Device\\HarddiskVolume1\\Apps\\app.exe",
-        PHCM_APPLICATION_DEFAULT,
-        false,
-    );
+    let rig = Rig::new();
+    let (provider, app) = (rig.provider, rig.app);
     let connection = process::run_as(provider, || {
-        let root = files::create(
-            ROOT,
-            &OpenParams {
-                disposition: 2, // FILE_CREATE
-                options: FILE_DIRECTORY_FILE,
-                ..OpenParams::default()
-            },
-        )
-        .expect("the sync root");
-        files::close(root);
         let config = SyncRootConfig::new(ROOT, "policy", "1")
             .hydration(HydrationPolicy::Partial)
             .in_sync(policy)
@@ -87,7 +63,7 @@ fn world(policy: InSyncPolicy) -> World {
         connection
     });
     World {
-        machine,
+        rig,
         provider,
         app,
         connection,
@@ -139,16 +115,8 @@ impl World {
     }
 
     fn finish(self) {
-        let World {
-            mut machine,
-            provider,
-            connection,
-            ..
-        } = self;
-        process::run_as(provider, || connection.disconnect()).expect("disconnect");
-        machine.assert_clean();
-        assert_eq!(machine.unload_driver(), STATUS_SUCCESS);
-        machine.assert_clean();
+        process::run_as(self.provider, || self.connection.disconnect()).expect("disconnect");
+        self.rig.unload();
     }
 }
 
@@ -301,5 +269,29 @@ fn the_providers_own_changes_clear_in_sync_unless_it_asked_to_be_exempt() {
         STATUS_SUCCESS
     );
     assert!(!w.state("b.bin").0);
+    w.finish();
+}
+
+#[test]
+fn a_directorys_last_write_time_is_tracked_by_its_own_bit() {
+    // TRACK_DIRECTORY_LAST_WRITE_TIME is 0x200, not the file bit 0x100 shifted as the
+    // attribute and creation-time bits are.
+    let w = world(InSyncPolicy::TRACK_DIRECTORY_LAST_WRITE_TIME);
+    let (times, _) = w.basic("docs");
+    let (_, before) = w.state("a.bin");
+    // The file bit is not set: a file's new last-write time leaves it in sync.
+    assert_eq!(
+        w.set_basic(w.app, "a.bin", [0, 0, times[2] + 10_000_000, 0], 0),
+        STATUS_SUCCESS
+    );
+    assert_eq!(w.state("a.bin"), (true, before));
+    assert_eq!(
+        w.set_basic(w.app, "docs", [0, 0, times[2] + 10_000_000, 0], 0),
+        STATUS_SUCCESS
+    );
+    assert!(
+        !w.state("docs").0,
+        "a directory's new last-write time: not in sync"
+    );
     w.finish();
 }

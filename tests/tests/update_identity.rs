@@ -12,12 +12,9 @@ use cloudflt::{
     Transfer, UpdateOptions,
 };
 use cloudflt_tests::model::files::{self, IoMode, OpenParams};
-use cloudflt_tests::model::process::{self, PHCM_APPLICATION_DEFAULT};
-use cloudflt_tests::model::{Machine, VolumeConfig};
-use windows_sys::Wdk::Storage::FileSystem::FILE_DIRECTORY_FILE;
+use cloudflt_tests::model::process;
+use cloudflt_tests::rig::{ROOT, Rig};
 use windows_sys::Win32::Foundation::STATUS_SUCCESS;
-
-const ROOT: &str = "C:\\Cloud";
 const SIZE: u64 = 3 * 4096;
 
 /// Serves every fetch with a byte derived from the identity it carries, and reports the
@@ -52,21 +49,8 @@ fn read_page(app: u32, page: u64) -> Vec<u8> {
 
 #[test]
 fn a_new_identity_reaches_the_record_and_every_later_fetch() {
-    let mut machine = Machine::boot(&[VolumeConfig::ntfs(1)]);
-    assert_eq!(
-        machine.load_driver(cloudflt_driver::nt::driver_entry),
-        STATUS_SUCCESS
-    );
-    let provider = machine.spawn_process(
-        "\\Device\\HarddiskVolume1\\Sync\\provider.exe",
-        PHCM_APPLICATION_DEFAULT,
-        true,
-    );
-    let app = machine.spawn_process(
-        "\\Device\\HarddiskVolume1\\Apps\\app.exe",
-        PHCM_APPLICATION_DEFAULT,
-        false,
-    );
+    let mut rig = Rig::new();
+    let (provider, app) = (rig.provider, rig.app);
     let (send, identities) = mpsc::channel();
     let connect = |send: Sender<Vec<u8>>| {
         process::run_as(provider, || {
@@ -76,18 +60,6 @@ fn a_new_identity_reaches_the_record_and_every_later_fetch() {
             SyncRoot::connect(config, ByIdentity(Mutex::new(send))).expect("connect")
         })
     };
-    process::run_as(provider, || {
-        let root = files::create(
-            ROOT,
-            &OpenParams {
-                disposition: 2, // FILE_CREATE
-                options: FILE_DIRECTORY_FILE,
-                ..OpenParams::default()
-            },
-        )
-        .expect("the sync root");
-        files::close(root);
-    });
     let connection = connect(send.clone());
     process::run_as(provider, || {
         let made = connection.create_placeholders(&[PlaceholderSpec::file("a.bin", SIZE)
@@ -129,10 +101,10 @@ fn a_new_identity_reaches_the_record_and_every_later_fetch() {
 
     // The record on disk has it: after a reload, fetches still carry it.
     process::run_as(provider, || connection.disconnect()).expect("disconnect");
-    machine.assert_clean();
-    assert_eq!(machine.unload_driver(), STATUS_SUCCESS);
+    rig.machine.assert_clean();
+    assert_eq!(rig.machine.unload_driver(), STATUS_SUCCESS);
     assert_eq!(
-        machine.load_driver(cloudflt_driver::nt::driver_entry),
+        rig.machine.load_driver(cloudflt_driver::nt::driver_entry),
         STATUS_SUCCESS
     );
     let connection = connect(send);
@@ -149,7 +121,5 @@ fn a_new_identity_reaches_the_record_and_every_later_fetch() {
     );
     assert_eq!(read_page(app, 0), vec![b'1'; 4096], "present data is kept");
     process::run_as(provider, || connection.disconnect()).expect("disconnect");
-    machine.assert_clean();
-    assert_eq!(machine.unload_driver(), STATUS_SUCCESS);
-    machine.assert_clean();
+    rig.unload();
 }

@@ -18,14 +18,12 @@ use cloudflt::{
     Transfer,
 };
 use cloudflt_tests::model::files::{self, IoMode, KernelOpen, OpenParams};
-use cloudflt_tests::model::process::{self, PHCM_APPLICATION_DEFAULT};
-use cloudflt_tests::model::{Machine, VolumeConfig};
+use cloudflt_tests::model::process;
+use cloudflt_tests::rig::{ROOT, Rig};
 use windows_sys::Wdk::Storage::FileSystem::{
-    FILE_DIRECTORY_FILE, FILE_OPEN_BY_FILE_ID, FILE_OPEN_REPARSE_POINT, FileRenameInformation,
+    FILE_OPEN_BY_FILE_ID, FILE_OPEN_REPARSE_POINT, FileRenameInformation,
 };
 use windows_sys::Win32::Foundation::STATUS_SUCCESS;
-
-const ROOT: &str = "C:\\Cloud";
 /// Three pages and a tail: the read's page first, the rest in the background round.
 const SIZE: usize = 3 * 4096 + 100;
 /// How long a step waits for the driver before the test fails (nothing is timed).
@@ -113,33 +111,10 @@ fn read_all(app: u32, path: &str) -> Vec<u8> {
 
 #[test]
 fn a_rename_racing_a_fetch_cannot_send_the_providers_bytes_into_another_file() {
-    let mut machine = Machine::boot(&[VolumeConfig::ntfs(1)]);
-    assert_eq!(
-        machine.load_driver(cloudflt_driver::nt::driver_entry),
-        STATUS_SUCCESS
-    );
-    let provider = machine.spawn_process(
-        "\\Device\\HarddiskVolume1\\Sync\\provider.exe",
-        PHCM_APPLICATION_DEFAULT,
-        true,
-    );
-    let app = machine.spawn_process(
-        "\\Device\\HarddiskVolume1\\Apps\\app.exe",
-        PHCM_APPLICATION_DEFAULT,
-        false,
-    );
+    let rig = Rig::new();
+    let (provider, app) = (rig.provider, rig.app);
     let (send, fetches) = mpsc::channel();
     let connection = process::run_as(provider, || {
-        let root = files::create(
-            ROOT,
-            &OpenParams {
-                disposition: 2, // FILE_CREATE
-                options: FILE_DIRECTORY_FILE,
-                ..OpenParams::default()
-            },
-        )
-        .expect("the sync root");
-        files::close(root);
         let config = SyncRootConfig::new(ROOT, "gate", "1")
             .hydration(HydrationPolicy::Progressive)
             .timeout(Duration::from_secs(120));
@@ -229,7 +204,5 @@ fn a_rename_racing_a_fetch_cannot_send_the_providers_bytes_into_another_file() {
         fetches.try_recv().is_err(),
         "no fetch beyond the two rounds"
     );
-    machine.assert_clean();
-    assert_eq!(machine.unload_driver(), STATUS_SUCCESS);
-    machine.assert_clean();
+    rig.unload();
 }

@@ -69,38 +69,47 @@ pub(crate) fn tracked_bits(
     current: &FILE_BASIC_INFORMATION,
     directory: bool,
 ) -> InSyncPolicy {
-    let mut file = 0u32;
-    if new.CreationTime > 0 && new.CreationTime != current.CreationTime {
-        file |= InSyncPolicy::TRACK_FILE_CREATION_TIME.bits();
-    }
-    if new.LastWriteTime > 0 && new.LastWriteTime != current.LastWriteTime {
-        file |= InSyncPolicy::TRACK_FILE_LAST_WRITE_TIME.bits();
-    }
-    if new.FileAttributes != 0 {
-        let flipped = (new.FileAttributes ^ current.FileAttributes)
-            & (FILE_ATTRIBUTE_READONLY | FILE_ATTRIBUTE_HIDDEN | FILE_ATTRIBUTE_SYSTEM);
-        for (attribute, bit) in [
-            (
-                FILE_ATTRIBUTE_READONLY,
-                InSyncPolicy::TRACK_FILE_READONLY_ATTRIBUTE,
-            ),
-            (
-                FILE_ATTRIBUTE_HIDDEN,
-                InSyncPolicy::TRACK_FILE_HIDDEN_ATTRIBUTE,
-            ),
-            (
-                FILE_ATTRIBUTE_SYSTEM,
-                InSyncPolicy::TRACK_FILE_SYSTEM_ATTRIBUTE,
-            ),
-        ] {
-            if flipped & attribute != 0 {
-                file |= bit.bits();
-            }
-        }
-    }
-    // Each directory bit is its file bit shifted left by 4 (cfapi's layout).
-    let bits = if directory { file << 4 } else { file };
-    InSyncPolicy::from_bits(bits).unwrap_or_default()
+    let changed_time = |new: i64, current: i64| new > 0 && new != current;
+    let flipped = if new.FileAttributes == 0 {
+        0
+    } else {
+        new.FileAttributes ^ current.FileAttributes
+    };
+    // (changed, the file bit, the directory bit): cfapi lays most directory bits 4 above
+    // their file bits, but not the last-write time's (0x100 and 0x200).
+    let triggers = [
+        (
+            changed_time(new.CreationTime, current.CreationTime),
+            InSyncPolicy::TRACK_FILE_CREATION_TIME,
+            InSyncPolicy::TRACK_DIRECTORY_CREATION_TIME,
+        ),
+        (
+            changed_time(new.LastWriteTime, current.LastWriteTime),
+            InSyncPolicy::TRACK_FILE_LAST_WRITE_TIME,
+            InSyncPolicy::TRACK_DIRECTORY_LAST_WRITE_TIME,
+        ),
+        (
+            flipped & FILE_ATTRIBUTE_READONLY != 0,
+            InSyncPolicy::TRACK_FILE_READONLY_ATTRIBUTE,
+            InSyncPolicy::TRACK_DIRECTORY_READONLY_ATTRIBUTE,
+        ),
+        (
+            flipped & FILE_ATTRIBUTE_HIDDEN != 0,
+            InSyncPolicy::TRACK_FILE_HIDDEN_ATTRIBUTE,
+            InSyncPolicy::TRACK_DIRECTORY_HIDDEN_ATTRIBUTE,
+        ),
+        (
+            flipped & FILE_ATTRIBUTE_SYSTEM != 0,
+            InSyncPolicy::TRACK_FILE_SYSTEM_ATTRIBUTE,
+            InSyncPolicy::TRACK_DIRECTORY_SYSTEM_ATTRIBUTE,
+        ),
+    ];
+    triggers
+        .into_iter()
+        .filter(|(changed, _, _)| *changed)
+        .fold(InSyncPolicy::NONE, |bits, (_, file, dir)| {
+            bits.union(if directory { dir } else { file })
+        })
 }
 
 /// The pre-operation's part for FileBasicInformation: `Some` when the request is a
