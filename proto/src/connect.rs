@@ -33,7 +33,10 @@
 //! | 23 | 1 | population policy ([`PopulationPolicy`]) |
 //! | 24 | 4 | in-sync policy ([`InSyncPolicy`], cfapi's CF_INSYNC_POLICY values); bits outside [`InSyncPolicy::ALL`] are refused |
 //! | 28 | 4 | provider timeout in milliseconds; 0 = [`DEFAULT_TIMEOUT_MS`], ≤ [`MAX_TIMEOUT_MS`] |
-//! | 32 | … | provider name, provider version, sync root path (UTF-16LE, in that order) |
+//! | 32 | 16 | provider id (a GUID in Windows byte order), used when the connect registers the root |
+//! | 48 | 4 | connect flags ([`ConnectFlags`], cfapi's CF_CONNECT_FLAGS values) |
+//! | 52 | 4 | reserved, zero |
+//! | 56 | … | provider name, provider version, sync root path (UTF-16LE, in that order) |
 //!
 //! The sync root path is in NT form (`\Device\HarddiskVolume1\Users\u\Cloud`); its length
 //! is bounded only by [`MAX_SIZE`]. The body must fill the context exactly.
@@ -49,7 +52,7 @@ pub const MAGIC: [u8; 4] = *b"CFLT";
 pub const HEADER_SIZE: usize = 16;
 
 /// Size of the version-1 body's fixed part, after the header.
-pub const BODY_FIXED_SIZE: usize = 16;
+pub const BODY_FIXED_SIZE: usize = 40;
 
 /// Largest connection context the driver accepts. Filter Manager caps the context at
 /// 64 KiB (a USHORT EA value length); staying below keeps the kernel copy small.
@@ -161,6 +164,22 @@ flags! {
     } all = 0x80ff_ffff
 }
 
+flags! {
+    /// cfapi's CF_CONNECT_FLAGS: what a provider asks of its connection.
+    ConnectFlags(u32) {
+        /// No flag.
+        NONE = 0,
+        /// Every request carries the requesting process's image path and command line.
+        REQUIRE_PROCESS_INFO = 0x2,
+        /// Every request carries the file's full path (with its volume), not only the
+        /// root-relative one.
+        REQUIRE_FULL_FILE_PATH = 0x4,
+        /// The provider's own process never hydrates implicitly: its reads of missing
+        /// data fail instead of asking itself.
+        BLOCK_SELF_IMPLICIT_HYDRATION = 0x8,
+    } all = 0xe
+}
+
 /// A connection context: who the provider is and which sync root it serves, how.
 ///
 /// Decoding borrows the strings from the context bytes.
@@ -181,6 +200,11 @@ pub struct ConnectionContext<'a> {
     /// How long the driver waits for the provider, in milliseconds; 0 means
     /// [`DEFAULT_TIMEOUT_MS`]. At most [`MAX_TIMEOUT_MS`].
     pub timeout_ms: u32,
+    /// The provider's GUID, recorded if this connect registers the root (userlib
+    /// derives it from the name when none is given; all zero means none).
+    pub provider_id: [u8; 16],
+    /// What the provider asks of this connection.
+    pub connect_flags: ConnectFlags,
 }
 
 /// Why a connection context was refused.
@@ -339,6 +363,11 @@ impl<'a> ConnectionContext<'a> {
         let population = r.u8()?;
         let in_sync = r.u32()?;
         let timeout_ms = r.u32()?;
+        let provider_id: [u8; 16] = r.array()?;
+        let connect_flags = r.u32()?;
+        let connect_flags =
+            ConnectFlags::from_bits(connect_flags).ok_or(DecodeError::BadFlags(connect_flags))?;
+        r.reserved(4)?;
         if usize::from(name_len) > MAX_NAME_BYTES {
             return Err(DecodeError::TooLarge(Field::ProviderName));
         }
@@ -368,6 +397,8 @@ impl<'a> ConnectionContext<'a> {
             population,
             in_sync,
             timeout_ms,
+            provider_id,
+            connect_flags,
         })
     }
 
@@ -420,6 +451,9 @@ impl<'a> ConnectionContext<'a> {
         w.u8(self.population as u8)?;
         w.u32(self.in_sync.bits())?;
         w.u32(self.timeout_ms)?;
+        w.put(&self.provider_id)?;
+        w.u32(self.connect_flags.bits())?;
+        w.u32(0)?;
         w.utf16(&self.provider_name)?;
         w.utf16(&self.provider_version)?;
         w.utf16(&self.sync_root)?;
@@ -461,6 +495,8 @@ mod tests {
             population: PopulationPolicy::Full,
             in_sync: InSyncPolicy::TRACK_FILE_READONLY_ATTRIBUTE,
             timeout_ms: 0,
+            provider_id: [0; 16],
+            connect_flags: ConnectFlags::NONE,
         }
     }
 
@@ -473,11 +509,11 @@ mod tests {
     #[test]
     fn round_trips_with_the_documented_layout() {
         let bytes = encoded(&sample());
-        assert_eq!(bytes.len(), 32 + 2 * (3 + 1 + 6));
+        assert_eq!(bytes.len(), 56 + 2 * (3 + 1 + 6));
         assert_eq!(&bytes[..4], b"CFLT");
         assert_eq!(&bytes[16..22], &[6, 0, 2, 0, 12, 0]);
         assert_eq!(bytes[22], 1, "PROGRESSIVE");
-        assert_eq!(&bytes[32..34], &[b'm', 0]);
+        assert_eq!(&bytes[56..58], &[b'm', 0]);
         let decoded = ConnectionContext::decode(&bytes);
         assert_eq!(decoded, Ok(sample()));
         assert_eq!(
@@ -583,10 +619,16 @@ mod tests {
             err(DecodeError::TooLarge(Field::ProviderVersion))
         );
         assert_eq!(
-            body(40, &[b'C', 0]),
+            body(64, &[b'C', 0]),
             err(DecodeError::BadValue(Field::SyncRootPath)),
             "a DOS path is not an NT path"
         );
+        assert_eq!(
+            body(48, &1u32.to_le_bytes()),
+            err(DecodeError::BadFlags(1)),
+            "bit 0 is no connect flag"
+        );
+        assert_eq!(body(52, &[1]), err(DecodeError::BadValue(Field::Reserved)));
     }
 
     #[test]
@@ -603,6 +645,8 @@ mod tests {
         );
         let ctx = ConnectionContext {
             timeout_ms: MAX_TIMEOUT_MS + 1,
+            provider_id: [0; 16],
+            connect_flags: ConnectFlags::NONE,
             ..sample()
         };
         assert_eq!(
@@ -737,6 +781,8 @@ mod tests {
                 population,
                 in_sync,
                 timeout_ms,
+                provider_id: [0; 16],
+                connect_flags: ConnectFlags::NONE,
             };
             let bytes = encoded(&ctx);
             prop_assert_eq!(ConnectionContext::decode(&bytes), Ok(ctx));

@@ -41,6 +41,7 @@ use crate::error::{DecodeError, EncodeError, Field};
 use crate::placeholder::{
     ByteRange, MAX_BLOB_SIZE, MAX_IDENTITY_LEN, PlaceholderFlags, RANGE_SIZE, RangeList,
 };
+use crate::registration::{RegisterFlags, Registration};
 use crate::rules::{MAX_RULE_LIST_LEN, RuleVisibility, pattern_len, read_pattern_len};
 use crate::utf16::Utf16;
 use crate::wire::{Reader, Writer, len_u16};
@@ -87,6 +88,7 @@ const SET_IN_SYNC_FIXED: usize = 16;
 const SET_RULE_FIXED: usize = 8;
 const PATTERN_ONLY_FIXED: usize = 8;
 const EMPTY_FIXED: usize = 8;
+const REGISTER_FIXED: usize = 8;
 
 /// Longest message the driver sends: a [`FetchData`] with every variable part at its limit.
 /// A provider's FilterGetMessage buffer needs this plus the 16-byte FILTER_MESSAGE_HEADER.
@@ -152,6 +154,14 @@ pub enum Kind {
     ClearImageRules = 0x0203,
     /// [`ListImageRules`].
     ListImageRules = 0x0204,
+    /// Control → kernel: register a sync root (or update its registration).
+    RegisterSyncRoot = 0x0301,
+    /// Control → kernel: unregister a sync root.
+    UnregisterSyncRoot = 0x0302,
+    /// Control → kernel: the registration of the root a path lies under.
+    GetSyncRootInfo = 0x0303,
+    /// Control → kernel: the registered sync roots.
+    ListSyncRoots = 0x0304,
 }
 
 impl Kind {
@@ -175,6 +185,10 @@ impl Kind {
             0x0202 => Kind::RemoveImageRule,
             0x0203 => Kind::ClearImageRules,
             0x0204 => Kind::ListImageRules,
+            0x0301 => Kind::RegisterSyncRoot,
+            0x0302 => Kind::UnregisterSyncRoot,
+            0x0303 => Kind::GetSyncRootInfo,
+            0x0304 => Kind::ListSyncRoots,
             _ => return None,
         })
     }
@@ -190,8 +204,15 @@ impl Kind {
     }
 
     /// Whether this kind is a management message, which only a management connection
-    /// may send.
+    /// may send: the image rules (administrators only) and the sync-root registrations
+    /// (any user, for roots the user may write).
     pub const fn is_management(self) -> bool {
+        matches!(self.to_u16() >> 8, 0x02 | 0x03)
+    }
+
+    /// Whether this kind is an image-rule message, which only an administrator's
+    /// management connection may send.
+    pub const fn is_image_rule(self) -> bool {
         self.to_u16() >> 8 == 0x02
     }
 }
@@ -1464,6 +1485,226 @@ no_parameters!(
     Kind::ListImageRules
 );
 
+/// Control → kernel: register a sync root, cfapi's CfRegisterSyncRoot. The reply has no
+/// payload.
+///
+/// Fixed part (8 bytes): register flags `u32` ([`RegisterFlags`]), 4 reserved. Then the
+/// registration record ([`Registration`], self-sized), which must end the message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegisterSyncRoot<'a> {
+    /// Echoed in the reply.
+    pub request_id: u64,
+    /// UPDATE and the root flags asked for.
+    pub flags: RegisterFlags,
+    /// What is registered.
+    pub registration: Registration<'a>,
+}
+
+impl<'a> RegisterSyncRoot<'a> {
+    fn body_len(&self) -> usize {
+        REGISTER_FIXED.saturating_add(self.registration.encoded_len())
+    }
+
+    fn check(&self) -> Result<(), EncodeError> {
+        Ok(())
+    }
+
+    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        w.u32(self.flags.bits())?;
+        w.zeros(4)?;
+        w.put_with(self.registration.encoded_len(), |out| {
+            self.registration.encode(out)
+        })
+    }
+
+    fn read_body(request_id: u64, r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let flags = r.u32()?;
+        let flags = RegisterFlags::from_bits(flags).ok_or(DecodeError::BadFlags(flags))?;
+        r.reserved(4)?;
+        let rest = r.rest();
+        let registration = Registration::decode(rest)?;
+        r.take(rest.len())?;
+        Ok(Self {
+            request_id,
+            flags,
+            registration,
+        })
+    }
+}
+message!(RegisterSyncRoot<'a>, Kind::RegisterSyncRoot);
+
+/// Declares a control request that names one path.
+///
+/// Fixed part (8 bytes): path length in bytes `u16`, 6 reserved. Then the path
+/// (UTF-16LE, NT form).
+macro_rules! path_request {
+    ($(#[$doc:meta])* $ty:ident, $kind:expr) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct $ty<'a> {
+            /// Echoed in the reply.
+            pub request_id: u64,
+            /// An NT path.
+            pub path: Utf16<'a>,
+        }
+
+        impl<'a> $ty<'a> {
+            fn body_len(&self) -> usize {
+                PATH_ONLY_FIXED.saturating_add(self.path.byte_len())
+            }
+
+            fn check(&self) -> Result<(), EncodeError> {
+                Ok(())
+            }
+
+            fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+                w.u16(len_u16(self.path.byte_len(), Field::Path)?)?;
+                w.zeros(6)?;
+                w.utf16(&self.path)
+            }
+
+            fn read_body(request_id: u64, r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+                let len = r.u16()?;
+                r.reserved(6)?;
+                Ok(Self {
+                    request_id,
+                    path: r.utf16(len, Field::Path)?,
+                })
+            }
+        }
+        message!($ty<'a>, $kind);
+    };
+}
+
+path_request!(
+    /// Control → kernel: unregister the sync root at `path`, cfapi's
+    /// CfUnregisterSyncRoot. A provider connected to it is disconnected from it first.
+    UnregisterSyncRoot,
+    Kind::UnregisterSyncRoot
+);
+
+path_request!(
+    /// Control → kernel: the registration of the sync root `path` is or lies under, cfapi's
+    /// CfGetSyncRootInfoByPath. The [`Reply`] payload is a [`SyncRootInfo`].
+    GetSyncRootInfo,
+    Kind::GetSyncRootInfo
+);
+
+no_parameters!(
+    /// Control → kernel: the registered sync roots. The [`Reply`] payload is a
+    /// [`SyncRootList`].
+    ///
+    /// Fixed part (8 bytes): reserved.
+    ListSyncRoots,
+    Kind::ListSyncRoots
+);
+
+/// [`SyncRootInfo`] flag: a provider is connected to the root.
+pub const ROOT_INFO_CONNECTED: u32 = 1;
+
+/// The payload of a [`GetSyncRootInfo`] reply: 8 bytes — flags `u32`
+/// ([`ROOT_INFO_CONNECTED`]), the connected provider's process id `u32` (0 when none) —
+/// then the root's registration record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncRootInfo<'a> {
+    /// [`ROOT_INFO_CONNECTED`] or 0.
+    pub flags: u32,
+    /// The connected provider's process, 0 when none.
+    pub provider_pid: u32,
+    /// The registration.
+    pub registration: Registration<'a>,
+}
+
+impl<'a> SyncRootInfo<'a> {
+    /// Size of the part before the record.
+    pub const FIXED: usize = 8;
+
+    /// Decodes a reply payload.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let flags = r.u32()?;
+        if flags & !ROOT_INFO_CONNECTED != 0 {
+            return Err(DecodeError::BadFlags(flags));
+        }
+        let provider_pid = r.u32()?;
+        let registration = Registration::decode(r.rest())?;
+        Ok(Self {
+            flags,
+            provider_pid,
+            registration,
+        })
+    }
+
+    /// The payload's length.
+    pub fn encoded_len(&self) -> usize {
+        Self::FIXED.saturating_add(self.registration.encoded_len())
+    }
+
+    /// Encodes the payload into `out`, returning [`Self::encoded_len`].
+    pub fn encode(&self, out: &mut [u8]) -> Result<usize, EncodeError> {
+        let len = self.encoded_len();
+        let mut w = Writer::new(out, len)?;
+        w.u32(self.flags)?;
+        w.u32(self.provider_pid)?;
+        w.put_with(self.registration.encoded_len(), |o| {
+            self.registration.encode(o)
+        })?;
+        Ok(w.finish())
+    }
+}
+
+/// The payload of a [`ListSyncRoots`] reply: a count `u32`, 4 reserved, then per root its
+/// path length in bytes `u16` and the path (UTF-16LE, NT form).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncRootList<'a> {
+    count: u32,
+    entries: &'a [u8],
+}
+
+impl<'a> SyncRootList<'a> {
+    /// Decodes a reply payload, checking every entry.
+    pub fn decode(bytes: &'a [u8]) -> Result<Self, DecodeError> {
+        let mut r = Reader::new(bytes);
+        let count = r.u32()?;
+        r.reserved(4)?;
+        let entries = r.rest();
+        let mut check = Reader::new(entries);
+        for _ in 0..count {
+            let len = check.u16()?;
+            check.utf16(len, Field::SyncRootPath)?;
+        }
+        check.finish()?;
+        Ok(Self { count, entries })
+    }
+
+    /// The roots' paths.
+    pub fn iter(&self) -> impl Iterator<Item = Utf16<'a>> + 'a {
+        let mut r = Reader::new(self.entries);
+        (0..self.count).map_while(move |_| {
+            let len = r.u16().ok()?;
+            r.utf16(len, Field::SyncRootPath).ok()
+        })
+    }
+
+    /// Writes a list of `paths` into `out`, returning the length written; `None` when it
+    /// does not fit.
+    pub fn encode<'p>(paths: impl Iterator<Item = &'p [u16]>, out: &mut [u8]) -> Option<usize> {
+        let mut w = Writer::whole(out);
+        w.zeros(8).ok()?;
+        let mut count = 0u32;
+        for path in paths {
+            let bytes = u16::try_from(path.len().checked_mul(2)?).ok()?;
+            w.u16(bytes).ok()?;
+            for unit in path {
+                w.u16(*unit).ok()?;
+            }
+            count = count.checked_add(1)?;
+        }
+        w.patch_u32(0, count).ok()?;
+        Some(w.finish())
+    }
+}
+
 /// Declares a message enum that dispatches on the header's kind.
 macro_rules! dispatch {
     ($(#[$doc:meta])* $name:ident { $($variant:ident($ty:ty)),* $(,)? }) => {
@@ -1551,6 +1792,10 @@ dispatch!(
         RemoveImageRule(RemoveImageRule<'a>),
         ClearImageRules(ClearImageRules),
         ListImageRules(ListImageRules),
+        RegisterSyncRoot(RegisterSyncRoot<'a>),
+        UnregisterSyncRoot(UnregisterSyncRoot<'a>),
+        GetSyncRootInfo(GetSyncRootInfo<'a>),
+        ListSyncRoots(ListSyncRoots),
     }
 );
 
@@ -2686,5 +2931,85 @@ mod tests {
             prop_assert_eq!(Reply::decode(&out), Ok(reply));
             prop_assert!(Reply::decode(&out[..cut.index(out.len())]).is_err());
         }
+    }
+}
+
+#[cfg(test)]
+mod sync_root_tests {
+    extern crate std;
+
+    use super::*;
+    use crate::connect::{HydrationPolicy, InSyncPolicy, PopulationPolicy};
+    use crate::registration::{HardLinkPolicy, HydrationModifiers, ManagementPolicy, RootFlags};
+    use std::vec;
+
+    const ROOT: &[u16] = &[b'\\' as u16, b'D' as u16, b'\\' as u16, b'C' as u16];
+    const NAME: &[u16] = &[b'm' as u16];
+
+    fn registration() -> Registration<'static> {
+        Registration {
+            provider_name: Utf16::from_units(NAME),
+            provider_version: Utf16::EMPTY,
+            provider_id: [7; 16],
+            sync_root: Utf16::from_units(ROOT),
+            sync_root_identity: b"account",
+            root_file_identity: b"root",
+            hydration: HydrationPolicy::Full,
+            modifiers: HydrationModifiers::VALIDATION_REQUIRED,
+            population: PopulationPolicy::AlwaysFull,
+            in_sync: InSyncPolicy::NONE,
+            hard_links: HardLinkPolicy::ALLOWED,
+            management: ManagementPolicy::DEFAULT,
+            flags: RootFlags::MARK_IN_SYNC_ON_ROOT,
+        }
+    }
+
+    #[test]
+    fn a_register_request_round_trips_and_is_a_management_message() {
+        let m = RegisterSyncRoot {
+            request_id: 9,
+            flags: RegisterFlags::UPDATE,
+            registration: registration(),
+        };
+        let mut out = vec![0u8; m.encoded_len()];
+        assert_eq!(m.encode(&mut out), Ok(out.len()));
+        assert_eq!(
+            ManagementMessage::decode(&out),
+            Ok(ManagementMessage::RegisterSyncRoot(m))
+        );
+        assert!(Kind::RegisterSyncRoot.is_management());
+        assert!(!Kind::RegisterSyncRoot.is_image_rule());
+        assert!(Kind::SetImageRule.is_image_rule());
+        // A byte past the record is refused, not ignored.
+        let mut longer = out.clone();
+        longer.push(0);
+        let total = u32::try_from(longer.len()).unwrap_or(0);
+        longer[4..8].copy_from_slice(&total.to_le_bytes());
+        assert!(RegisterSyncRoot::decode(&longer).is_err());
+    }
+
+    #[test]
+    fn info_and_list_payloads_round_trip() {
+        let info = SyncRootInfo {
+            flags: ROOT_INFO_CONNECTED,
+            provider_pid: 1234,
+            registration: registration(),
+        };
+        let mut out = vec![0u8; info.encoded_len()];
+        assert_eq!(info.encode(&mut out), Ok(out.len()));
+        assert_eq!(SyncRootInfo::decode(&out), Ok(info));
+        let mut list = vec![0u8; 64];
+        let other: &[u16] = &[b'\\' as u16, b'E' as u16];
+        let len = SyncRootList::encode([ROOT, other].into_iter(), &mut list).unwrap_or(0);
+        let decoded = SyncRootList::decode(&list[..len]);
+        let paths: vec::Vec<vec::Vec<u16>> = decoded
+            .map(|l| l.iter().map(|p| p.units().collect()).collect())
+            .unwrap_or_default();
+        assert_eq!(paths, vec![ROOT.to_vec(), other.to_vec()]);
+        // Too small a buffer is a refusal, never a truncated list.
+        assert_eq!(
+            SyncRootList::encode([ROOT].into_iter(), &mut [0u8; 10]),
+            None
+        );
     }
 }

@@ -130,6 +130,23 @@ impl<'a> Writer<'a> {
         Ok(())
     }
 
+    /// Lets `encode` write `len` bytes in place (a nested record with its own encoder);
+    /// it must write exactly `len`.
+    pub(crate) fn put_with(
+        &mut self,
+        len: usize,
+        encode: impl FnOnce(&mut [u8]) -> Result<usize, EncodeError>,
+    ) -> Result<(), EncodeError> {
+        let err = self.too_small();
+        let end = self.pos.checked_add(len).ok_or(err)?;
+        let dst = self.out.get_mut(self.pos..end).ok_or(err)?;
+        if encode(dst)? != len {
+            return Err(err);
+        }
+        self.pos = end;
+        Ok(())
+    }
+
     /// Writing past the length given to [`Writer::new`] is an encoder bug (its length
     /// computation and its writes disagree); it is still an error, not a panic.
     fn too_small(&self) -> EncodeError {

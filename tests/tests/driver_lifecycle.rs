@@ -39,6 +39,8 @@ fn context_for(version: u16, root: &str) -> Vec<u8> {
         population: PopulationPolicy::Full,
         in_sync: cloudflt_proto::InSyncPolicy::NONE,
         timeout_ms: 0,
+        provider_id: [0; 16],
+        connect_flags: cloudflt_proto::connect::ConnectFlags::NONE,
     };
     let mut out = vec![0; ctx.encoded_len()];
     ctx.encode(&mut out).unwrap();

@@ -34,19 +34,14 @@
 //! ```
 
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
 
-use cloudflt_proto::PortContext;
-use cloudflt_proto::connect::HEADER_SIZE;
-use cloudflt_proto::msg::{
-    ClearImageRules, ListImageRules, REPLY_HEADER_SIZE, RemoveImageRule, Reply, SetImageRule,
-};
-use cloudflt_proto::port::PORT_NAME;
+use cloudflt_proto::msg::{ClearImageRules, ListImageRules, RemoveImageRule, SetImageRule};
 use cloudflt_proto::rules::{MAX_PATTERN_UNITS, MAX_RULE_LIST_LEN, RuleList, RuleVisibility};
-use cloudflt_proto::{DecodeError, EncodeError, Field, Utf16};
+use cloudflt_proto::{DecodeError, Field, Utf16};
 use windows_sys::Win32::Foundation::STATUS_NOT_FOUND;
 
-use crate::{Error, config, sys};
+use crate::registration::{Control, encode};
+use crate::{Error, config};
 
 /// What the programs a rule matches see of placeholders.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -74,20 +69,16 @@ impl Visibility {
 /// or a pattern longer than the driver keeps is an [`Error::InvalidArgument`].
 #[derive(Debug)]
 pub struct ImageRules {
-    port: sys::Handle,
-    next_id: AtomicU64,
+    control: Control,
 }
 
 impl ImageRules {
     /// Connects to the driver as a management client. Only SYSTEM and elevated
-    /// Administrators are admitted: anyone else gets the port's refusal, an
-    /// [`Error::Port`] carrying `E_ACCESSDENIED`.
+    /// Administrators may change rules: the driver answers anyone else's requests with
+    /// [`Error::AccessDenied`].
     pub fn connect() -> Result<Self, Error> {
-        let mut context = [0u8; HEADER_SIZE];
-        PortContext::Management.encode(&mut context)?;
         Ok(Self {
-            port: sys::connect_port(PORT_NAME, &context)?,
-            next_id: AtomicU64::new(1),
+            control: Control::connect()?,
         })
     }
 
@@ -160,31 +151,12 @@ impl ImageRules {
     }
 
     fn next_request_id(&self) -> u64 {
-        self.next_id.fetch_add(1, Ordering::Relaxed)
+        self.control.next_request_id()
     }
 
-    /// Sends an encoded management message and waits for the driver's [`Reply`]; its
-    /// payload (at most `payload_capacity` bytes), or the failure it carries.
     fn request(&self, message: &[u8], payload_capacity: usize) -> Result<Vec<u8>, Error> {
-        let mut out = vec![0u8; REPLY_HEADER_SIZE + payload_capacity];
-        let returned = sys::send(&self.port, message, &mut out)?;
-        let reply = Reply::decode(out.get(..returned).unwrap_or_default())?;
-        if reply.status < 0 {
-            return Err(Error::from_status(reply.status));
-        }
-        Ok(reply.payload.to_vec())
+        self.control.request(message, payload_capacity)
     }
-}
-
-/// A message encoded into a buffer of its length.
-fn encode(
-    len: usize,
-    encode: impl FnOnce(&mut [u8]) -> Result<usize, EncodeError>,
-) -> Result<Vec<u8>, Error> {
-    let mut out = vec![0u8; len];
-    let written = encode(&mut out)?;
-    out.truncate(written);
-    Ok(out)
 }
 
 /// Characters no file name may hold (besides the separators, which make a path).

@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use cloudflt_proto::connect::{DEFAULT_TIMEOUT_MS, MAX_NAME_UNITS, MAX_TIMEOUT_MS};
+use cloudflt_proto::connect::{ConnectFlags, DEFAULT_TIMEOUT_MS, MAX_NAME_UNITS, MAX_TIMEOUT_MS};
 use cloudflt_proto::{ConnectionContext, HydrationPolicy, InSyncPolicy, PopulationPolicy, Utf16};
 
 use crate::{Error, sys};
@@ -31,6 +31,8 @@ pub struct SyncRootConfig {
     population: PopulationPolicy,
     in_sync: InSyncPolicy,
     timeout: Duration,
+    provider_id: Option<[u8; 16]>,
+    connect_flags: ConnectFlags,
 }
 
 impl SyncRootConfig {
@@ -55,6 +57,8 @@ impl SyncRootConfig {
             population: PopulationPolicy::Full,
             in_sync: InSyncPolicy::NONE,
             timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS.into()),
+            provider_id: None,
+            connect_flags: ConnectFlags::NONE,
         }
     }
 
@@ -118,6 +122,35 @@ impl SyncRootConfig {
         self
     }
 
+    /// Sets the provider's GUID (Windows byte order), recorded when connecting registers
+    /// the root; without it, the one
+    /// [`provider_id_from_name`](crate::registration::provider_id_from_name) derives.
+    #[must_use]
+    pub fn provider_id(mut self, id: [u8; 16]) -> Self {
+        self.provider_id = Some(id);
+        self
+    }
+
+    /// Sets the connect flags (cfapi's CF_CONNECT_FLAGS): process information or full
+    /// paths in every request, or no implicit hydration by the provider's own process.
+    ///
+    /// ```
+    /// use cloudflt::{ConnectFlags, SyncRootConfig};
+    /// let config = SyncRootConfig::new(r"C:\Cloud", "P", "1")
+    ///     .connect_flags(ConnectFlags::REQUIRE_PROCESS_INFO);
+    /// assert!(config.connect_flags_value().contains(ConnectFlags::REQUIRE_PROCESS_INFO));
+    /// ```
+    #[must_use]
+    pub fn connect_flags(mut self, flags: ConnectFlags) -> Self {
+        self.connect_flags = flags;
+        self
+    }
+
+    /// The connect flags.
+    pub fn connect_flags_value(&self) -> ConnectFlags {
+        self.connect_flags
+    }
+
     /// The sync root path as given.
     ///
     /// ```
@@ -168,6 +201,29 @@ impl SyncRootConfig {
         self.timeout
     }
 
+    /// The registration connecting makes for a root not registered yet: this
+    /// configuration's path, provider and policies, everything else at its default.
+    ///
+    /// ```
+    /// use cloudflt::{HydrationPolicy, SyncRootConfig};
+    /// let config = SyncRootConfig::new(r"C:\Cloud", "P", "1").hydration(HydrationPolicy::Full);
+    /// assert_eq!(config.registration().path(), std::path::Path::new(r"C:\Cloud"));
+    /// ```
+    pub fn registration(&self) -> crate::registration::SyncRootRegistration {
+        crate::registration::SyncRootRegistration::new(
+            self.path.clone(),
+            self.provider_name.clone(),
+            self.provider_version.clone(),
+        )
+        .hydration(self.hydration)
+        .population(self.population)
+        .in_sync(self.in_sync)
+        .provider_id(
+            self.provider_id
+                .unwrap_or_else(|| crate::registration::provider_id_from_name(&self.provider_name)),
+        )
+    }
+
     /// The connection context for this configuration with the sync root at `nt_root`.
     pub(crate) fn context(&self, nt_root: &str) -> Result<Vec<u8>, Error> {
         let name: Vec<u16> = self.provider_name.encode_utf16().collect();
@@ -197,6 +253,10 @@ impl SyncRootConfig {
             population: self.population,
             in_sync: self.in_sync,
             timeout_ms,
+            provider_id: self
+                .provider_id
+                .unwrap_or_else(|| crate::registration::provider_id_from_name(&self.provider_name)),
+            connect_flags: self.connect_flags,
         };
         let mut out = vec![0u8; context.encoded_len()];
         let written = context.encode(&mut out)?;

@@ -51,6 +51,10 @@ impl SyncRoot {
     ///
     /// The sync root path is turned into NT form (QueryDosDeviceW) and sent with the
     /// provider's name, version, policies and timeout in the connection context. The
+    /// driver registers a root not registered yet from `config` (see
+    /// [`SyncRootConfig::registration`]); a registered one keeps the policies it was
+    /// registered with (`config`'s are not used: change them with
+    /// [`SyncRoot::register`] and [`RegisterFlags::UPDATE`](crate::registration::RegisterFlags::UPDATE)). The
     /// driver refuses a root that another provider serves or that overlaps one
     /// ([`Error::AlreadyConnected`]); an unreachable driver is an [`Error::Port`].
     ///

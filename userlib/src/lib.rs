@@ -59,6 +59,7 @@ pub mod registration;
 mod sys;
 
 pub use cloudflt_proto::PROTOCOL_VERSION;
+pub use cloudflt_proto::connect::ConnectFlags;
 pub use cloudflt_proto::port::PORT_NAME;
 pub use cloudflt_proto::{HydrationPolicy, InSyncPolicy, PopulationPolicy};
 

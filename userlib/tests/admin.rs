@@ -73,6 +73,8 @@ fn provider_context(root: &str) -> Vec<u8> {
         population: PopulationPolicy::Full,
         in_sync: cloudflt_proto::InSyncPolicy::NONE,
         timeout_ms: 0,
+        provider_id: [0; 16],
+        connect_flags: cloudflt_proto::connect::ConnectFlags::NONE,
     };
     let mut out = vec![0u8; context.encoded_len()];
     assert_eq!(context.encode(&mut out), Ok(out.len()));

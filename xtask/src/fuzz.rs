@@ -168,6 +168,8 @@ fn seeds(target: &str) -> Result<Vec<Vec<u8>>> {
                 population: PopulationPolicy::Full,
                 in_sync: cloudflt_proto::InSyncPolicy::NONE,
                 timeout_ms: 1000,
+                provider_id: [0; 16],
+                connect_flags: cloudflt_proto::connect::ConnectFlags::NONE,
             };
             vec![encoded(ctx.encoded_len(), |o| ctx.encode(o))?]
         }

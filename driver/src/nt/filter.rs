@@ -31,6 +31,7 @@ use super::instance;
 use super::pool::{PoolBox, TAG_DRIVER};
 use super::port;
 use super::registration;
+use super::roots;
 use super::status::nt_success;
 
 /// DriverEntry: registers the filter, creates the port, starts filtering.
@@ -43,7 +44,7 @@ use super::status::nt_success;
 /// `DriverEntry` of the image, or the kernel model on a host).
 pub unsafe fn driver_entry(
     driver_object: *mut DRIVER_OBJECT,
-    _registry_path: *const UNICODE_STRING,
+    registry_path: *const UNICODE_STRING,
 ) -> NTSTATUS {
     // Each load resolves \SystemRoot afresh (the statics outlive an unload where the image
     // stays mapped, as in the kernel model).
@@ -84,6 +85,14 @@ pub unsafe fn driver_entry(
         unpublish_and_teardown();
         return status;
     }
+    // The registered sync roots, before the port lets anyone ask about them.
+    // SAFETY: the I/O manager's UNICODE_STRING, valid during DriverEntry.
+    let service_key = unsafe { registry_path.as_ref() }
+        .filter(|s| !s.Buffer.is_null())
+        // SAFETY: `Length` bytes of UTF-16 at `Buffer`, as the I/O manager passes them.
+        .map(|s| unsafe { core::slice::from_raw_parts(s.Buffer, usize::from(s.Length / 2)) })
+        .unwrap_or(&[]);
+    roots::start(service_key);
     let status = match port::create(state.filter, raw.as_ptr()) {
         Ok(server_port) => {
             state.server_port.store(server_port, Ordering::Release);
@@ -138,6 +147,7 @@ fn teardown(state: PoolBox<Driver>) {
         // every callback, connection and instance is gone.
         unsafe { FltUnregisterFilter(state.filter) };
     }
+    roots::stop();
     drop(state);
 }
 

@@ -42,6 +42,7 @@ mod providers;
 mod queue;
 mod registration;
 mod reparse;
+mod roots;
 mod rules;
 mod seh;
 mod stream;

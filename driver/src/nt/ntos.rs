@@ -116,3 +116,119 @@ pub(crate) unsafe fn RtlQueryProcessPlaceholderCompatibilityMode() -> i8 {
 pub(crate) unsafe fn RtlQueryThreadPlaceholderCompatibilityMode() -> i8 {
     query_mode(b"RtlQueryThreadPlaceholderCompatibilityMode")
 }
+
+type CreateKey = unsafe extern "system" fn(
+    *mut HANDLE,
+    u32,
+    *const OBJECT_ATTRIBUTES,
+    u32,
+    *const UNICODE_STRING,
+    u32,
+    *mut u32,
+) -> NTSTATUS;
+type SetValueKey = unsafe extern "system" fn(
+    HANDLE,
+    *const UNICODE_STRING,
+    u32,
+    u32,
+    *const core::ffi::c_void,
+    u32,
+) -> NTSTATUS;
+type DeleteValueKey = unsafe extern "system" fn(HANDLE, *const UNICODE_STRING) -> NTSTATUS;
+type EnumerateValueKey =
+    unsafe extern "system" fn(HANDLE, u32, i32, *mut core::ffi::c_void, u32, *mut u32) -> NTSTATUS;
+type FlushKey = unsafe extern "system" fn(HANDLE) -> NTSTATUS;
+
+/// Looks `name` up and casts it to `F`, or answers STATUS_NOT_IMPLEMENTED.
+macro_rules! call {
+    ($name:literal as $ty:ty, ($($arg:expr),*)) => {{
+        let f = routine($name);
+        if f.is_null() {
+            return STATUS_NOT_IMPLEMENTED;
+        }
+        // SAFETY: the ntoskrnl export of this name has this signature (wdm.h).
+        let f: $ty = unsafe { core::mem::transmute::<*mut core::ffi::c_void, $ty>(f) };
+        // SAFETY: the caller's contract, which is the routine's.
+        unsafe { f($($arg),*) }
+    }};
+}
+
+/// ZwCreateKey (opens the key if it exists).
+///
+/// # Safety
+/// As ZwCreateKey; PASSIVE_LEVEL.
+#[allow(non_snake_case, reason = "the kernel routine's name")]
+pub(crate) unsafe fn ZwCreateKey(
+    handle: *mut HANDLE,
+    access: u32,
+    attributes: *const OBJECT_ATTRIBUTES,
+    disposition: *mut u32,
+) -> NTSTATUS {
+    call!(
+        b"ZwCreateKey" as CreateKey,
+        (
+            handle,
+            access,
+            attributes,
+            0,
+            core::ptr::null(),
+            0, // REG_OPTION_NON_VOLATILE
+            disposition
+        )
+    )
+}
+
+/// ZwSetValueKey.
+///
+/// # Safety
+/// As ZwSetValueKey; PASSIVE_LEVEL.
+#[allow(non_snake_case, reason = "the kernel routine's name")]
+pub(crate) unsafe fn ZwSetValueKey(
+    key: HANDLE,
+    name: *const UNICODE_STRING,
+    kind: u32,
+    data: *const core::ffi::c_void,
+    size: u32,
+) -> NTSTATUS {
+    call!(
+        b"ZwSetValueKey" as SetValueKey,
+        (key, name, 0, kind, data, size)
+    )
+}
+
+/// ZwDeleteValueKey.
+///
+/// # Safety
+/// As ZwDeleteValueKey; PASSIVE_LEVEL.
+#[allow(non_snake_case, reason = "the kernel routine's name")]
+pub(crate) unsafe fn ZwDeleteValueKey(key: HANDLE, name: *const UNICODE_STRING) -> NTSTATUS {
+    call!(b"ZwDeleteValueKey" as DeleteValueKey, (key, name))
+}
+
+/// ZwEnumerateValueKey.
+///
+/// # Safety
+/// As ZwEnumerateValueKey; PASSIVE_LEVEL.
+#[allow(non_snake_case, reason = "the kernel routine's name")]
+pub(crate) unsafe fn ZwEnumerateValueKey(
+    key: HANDLE,
+    index: u32,
+    class: i32,
+    buffer: *mut core::ffi::c_void,
+    length: u32,
+    result: *mut u32,
+) -> NTSTATUS {
+    call!(
+        b"ZwEnumerateValueKey" as EnumerateValueKey,
+        (key, index, class, buffer, length, result)
+    )
+}
+
+/// ZwFlushKey.
+///
+/// # Safety
+/// As ZwFlushKey; PASSIVE_LEVEL.
+#[allow(non_snake_case, reason = "the kernel routine's name")]
+pub(crate) unsafe fn ZwFlushKey(key: HANDLE) -> NTSTATUS {
+    call!(b"ZwFlushKey" as FlushKey, (key))
+}

@@ -195,7 +195,7 @@ pub(crate) fn create(
     m: &msg::CreatePlaceholder<'_>,
 ) -> Result<(), NTSTATUS> {
     let directory = m.flags.contains(PlaceholderFlags::DIRECTORY);
-    let always_full = provider.hydration == Policy::AlwaysFull;
+    let always_full = provider.hydration() == Policy::AlwaysFull;
     let mut flags = m.flags;
     if always_full {
         flags = flags.union(PlaceholderFlags::ALWAYS_FULL);
@@ -286,7 +286,7 @@ pub(crate) fn convert(provider: &ProviderRef, m: &msg::Convert<'_>) -> Result<()
         return Err(STATUS_CLOUD_FILE_INVALID_REQUEST);
     }
     let size = file.size()?;
-    let always_full = provider.hydration == Policy::AlwaysFull;
+    let always_full = provider.hydration() == Policy::AlwaysFull;
     let dehydrate = m.flags.contains(ConvertFlags::DEHYDRATE);
     if dehydrate && always_full {
         return Err(STATUS_CLOUD_FILE_DEHYDRATION_DISALLOWED);
@@ -416,7 +416,7 @@ pub(crate) fn dehydrate(provider: &ProviderRef, m: &msg::Dehydrate<'_>) -> Resul
     if corrupt {
         return Err(STATUS_CLOUD_FILE_METADATA_CORRUPT);
     }
-    if flags.contains(PlaceholderFlags::ALWAYS_FULL) || provider.hydration == Policy::AlwaysFull {
+    if flags.contains(PlaceholderFlags::ALWAYS_FULL) || provider.hydration() == Policy::AlwaysFull {
         return Err(STATUS_CLOUD_FILE_DEHYDRATION_DISALLOWED);
     }
     let (attributes, _) = managed.file.attribute_tag()?;
@@ -588,7 +588,8 @@ pub(crate) fn update(provider: &ProviderRef, m: &msg::Update<'_>) -> Result<Payl
     if dehydrate {
         let (flags, size) =
             hydrate::with_held(|held| stream.with_state(held, |s| (s.flags, s.file_size)));
-        if flags.contains(PlaceholderFlags::ALWAYS_FULL) || provider.hydration == Policy::AlwaysFull
+        if flags.contains(PlaceholderFlags::ALWAYS_FULL)
+            || provider.hydration() == Policy::AlwaysFull
         {
             return Err(STATUS_CLOUD_FILE_DEHYDRATION_DISALLOWED);
         }

@@ -24,6 +24,8 @@ pub const fn tag(name: &[u8; 4]) -> u32 {
 pub(crate) const TAG_DRIVER: u32 = tag(b"CFdr");
 /// A provider connection.
 pub(crate) const TAG_CONNECTION: u32 = tag(b"CFcn");
+/// A registered sync root.
+pub(crate) const TAG_ROOT: u32 = tag(b"CFrt");
 /// A stream's set of present ranges, and snapshots of it.
 pub(crate) const TAG_RANGES: u32 = tag(b"CFrs");
 /// The OPEN_REPARSE_LIST_ENTRY a create carries from pre- to post-create.

@@ -39,8 +39,9 @@ use windows_sys::Win32::Security::PSECURITY_DESCRIPTOR;
 use cloudflt_proto::msg::{Kind, TRANSFER_HEAD_LEN, TransferHead};
 use windows_sys::Wdk::System::SystemServices::PsGetCurrentProcessId;
 use windows_sys::Win32::Foundation::{
-    STATUS_BUFFER_TOO_SMALL, STATUS_CLOUD_FILE_INVALID_REQUEST,
-    STATUS_CLOUD_FILE_PROVIDER_TERMINATED, STATUS_INVALID_USER_BUFFER,
+    STATUS_BUFFER_TOO_SMALL, STATUS_CLOUD_FILE_ALREADY_CONNECTED,
+    STATUS_CLOUD_FILE_INVALID_REQUEST, STATUS_CLOUD_FILE_PROVIDER_TERMINATED,
+    STATUS_INVALID_USER_BUFFER,
 };
 
 use super::driver::Driver;
@@ -50,8 +51,7 @@ use super::providers::{self, Provider, ProviderRef};
 use super::status::{self, nt_success};
 use super::sync::SpinLock;
 use super::user::{SecuredOutput, UserData};
-use super::{hydrate, placeholder, rules, seh};
-use crate::engine::policy::Policy;
+use super::{hydrate, placeholder, roots, rules, seh};
 
 /// `FLT_PORT_ALL_ACCESS` from `fltKernel.h`: `FLT_PORT_CONNECT | STANDARD_RIGHTS_ALL`.
 const FLT_PORT_ALL_ACCESS: u32 = 0x0001 | 0x001F_0000;
@@ -190,8 +190,14 @@ unsafe extern "system" fn connect_notify(
             return STATUS_SUCCESS;
         }
     };
-    let Some(hydration) = Policy::from_wire(context.hydration as u8) else {
-        return STATUS_INVALID_PARAMETER;
+    // The root's registration decides its policies; a root not registered yet is
+    // registered from the context first (connecting without registering keeps working).
+    let policies = match roots::for_connect(&context, |_| Ok(())) {
+        Ok(policies) => policies,
+        // Another root inside or around this one: as before registrations existed, a
+        // connect that would give files two providers is "already connected".
+        Err(STATUS_CLOUD_FILE_INVALID_REQUEST) => return STATUS_CLOUD_FILE_ALREADY_CONNECTED,
+        Err(status) => return status,
     };
     // SAFETY: no preconditions; the current process is the connecting provider.
     let pid = unsafe { PsGetCurrentProcessId() } as usize;
@@ -200,8 +206,8 @@ unsafe extern "system" fn connect_notify(
         client_port,
         pid,
         context.sync_root.units(),
-        hydration,
-        context.in_sync,
+        policies.hydration,
+        policies.in_sync,
         context.effective_timeout_ms(),
     );
     let Some(provider) = PoolBox::try_new(provider, TAG_CONNECTION) else {
@@ -443,6 +449,20 @@ fn manage(bytes: &[u8]) -> (u64, NTSTATUS, placeholder::Payload) {
             rules::clear();
             (STATUS_SUCCESS, None)
         }
+        ManagementMessage::RegisterSyncRoot(m) => done(roots::register(&m, |_| Ok(()))),
+        ManagementMessage::UnregisterSyncRoot(m) => done(with_path(&m.path, |path| {
+            roots::unregister(path, |_| Ok(()))
+        })),
+        ManagementMessage::GetSyncRootInfo(m) => {
+            match with_path(&m.path, |path| roots::info(path).map(Some)) {
+                Ok(payload) => (STATUS_SUCCESS, payload),
+                Err(status) => (status, None),
+            }
+        }
+        ManagementMessage::ListSyncRoots(_) => match roots::list() {
+            Ok(payload) => (STATUS_SUCCESS, Some(payload)),
+            Err(status) => (status, None),
+        },
         ManagementMessage::ListImageRules(_) => match PoolBuf::zeroed(MAX_RULE_LIST_LEN) {
             Some(mut list) => match rules::list(list.as_mut_slice()) {
                 Ok(len) => (STATUS_SUCCESS, Some((list, len))),
@@ -453,6 +473,24 @@ fn manage(bytes: &[u8]) -> (u64, NTSTATUS, placeholder::Payload) {
         _ => (STATUS_CLOUD_FILE_INVALID_REQUEST, None),
     };
     (message.request_id(), status, payload)
+}
+
+/// Runs `f` on `path` (a message's UTF-16 path) copied into an array: a path longer than
+/// any root is no root (STATUS_CLOUD_FILE_NOT_UNDER_SYNC_ROOT).
+fn with_path<R>(
+    path: &cloudflt_proto::Utf16<'_>,
+    f: impl FnOnce(&[u16]) -> Result<R, NTSTATUS>,
+) -> Result<R, NTSTATUS> {
+    let mut units = [0u16; crate::engine::syncroot::MAX_PATH];
+    let mut len = 0;
+    for unit in path.units() {
+        let slot = units
+            .get_mut(len)
+            .ok_or(windows_sys::Win32::Foundation::STATUS_CLOUD_FILE_NOT_UNDER_SYNC_ROOT)?;
+        *slot = unit;
+        len += 1;
+    }
+    f(units.get(..len).unwrap_or(&[]))
 }
 
 /// Carries out one provider message: its status and reply payload.

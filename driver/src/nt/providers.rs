@@ -30,9 +30,12 @@ pub(crate) struct Provider {
     pub(crate) pid: usize,
     root: [u16; MAX_PATH],
     root_len: usize,
-    pub(crate) hydration: Policy,
-    /// Which attribute and time changes take its placeholders out of sync.
-    pub(crate) in_sync: InSyncPolicy,
+    /// The root's hydration policy ([`Policy`] as its wire value), from its registration;
+    /// an UPDATE of the registration replaces it ([`refresh`]).
+    hydration: core::sync::atomic::AtomicU8,
+    /// Which attribute and time changes take its placeholders out of sync (bits of
+    /// [`InSyncPolicy`]), likewise.
+    in_sync: core::sync::atomic::AtomicU32,
     /// Provider request timeout, 100 ns units.
     pub(crate) timeout: i64,
     /// Set once DisconnectNotify has begun: no new request may be sent to it.
@@ -41,6 +44,11 @@ pub(crate) struct Provider {
     refs: AtomicUsize,
     /// Signalled when `refs` drops to zero.
     drained: Event,
+    /// Set (under the table lock) when its root was unregistered under it ([`detach`]).
+    detached: core::sync::atomic::AtomicBool,
+    /// Signalled when [`detach`] has finished with it: DisconnectNotify waits for that
+    /// before it frees the object.
+    retired: Event,
 }
 
 impl Provider {
@@ -74,13 +82,25 @@ impl Provider {
             pid,
             root: stored,
             root_len: len,
-            hydration,
-            in_sync,
+            hydration: core::sync::atomic::AtomicU8::new(hydration as u8),
+            in_sync: core::sync::atomic::AtomicU32::new(in_sync.bits()),
             timeout: i64::from(timeout_ms).saturating_mul(10_000),
             gone: core::sync::atomic::AtomicBool::new(false),
             refs: AtomicUsize::new(1),
             drained: Event::uninit(),
+            detached: core::sync::atomic::AtomicBool::new(false),
+            retired: Event::uninit(),
         }
+    }
+
+    /// The root's hydration policy now.
+    pub(crate) fn hydration(&self) -> Policy {
+        Policy::from_wire(self.hydration.load(Ordering::Acquire)).unwrap_or(Policy::Progressive)
+    }
+
+    /// The root's in-sync policy now.
+    pub(crate) fn in_sync(&self) -> InSyncPolicy {
+        InSyncPolicy::from_bits(self.in_sync.load(Ordering::Acquire)).unwrap_or_default()
     }
 
     /// Whether DisconnectNotify has begun for it.
@@ -157,6 +177,7 @@ pub(crate) fn register(provider: NonNull<Provider>) -> Result<(), NTSTATUS> {
     // SAFETY: the caller's live pool object, not yet shared.
     let p = unsafe { provider.as_ref() };
     p.drained.init();
+    p.retired.init();
     let root = p.root();
     if p.root_len > MAX_PATH || !syncroot::is_valid(root) {
         return Err(refusal(RootError::InvalidPath));
@@ -196,9 +217,31 @@ pub(crate) fn unregister(provider: NonNull<Provider>, gone: impl FnOnce()) {
             None => false,
         },
     );
-    if !removed {
+    if removed {
+        retire(provider, gone);
         return;
     }
+    // SAFETY: the caller's object, freed only after this returns.
+    let p = unsafe { provider.as_ref() };
+    if p.detached.load(Ordering::Acquire) {
+        // Its root was unregistered and `detach` took it out: wait until it is done.
+        // SAFETY: an initialised event in a live object; PASSIVE_LEVEL; `detach` waits
+        // only for the provider's own requests, which have its timeout.
+        unsafe {
+            KeWaitForSingleObject(
+                p.retired.object(),
+                Executive,
+                KernelMode as i8,
+                false,
+                core::ptr::null(),
+            )
+        };
+    }
+}
+
+/// The rest of [`unregister`] for a provider just taken out of the table: marks it gone,
+/// runs `gone`, drops the table's reference and waits for the others.
+fn retire(provider: NonNull<Provider>, gone: impl FnOnce()) {
     // SAFETY: still allocated (the caller frees it after this returns).
     unsafe { provider.as_ref() }
         .gone
@@ -255,4 +298,68 @@ pub(crate) fn by_cookie(provider: NonNull<Provider>) -> Option<ProviderRef> {
             .find(|p| **p == provider)
             .map(|p| ProviderRef::take(*p))
     })
+}
+
+/// An UPDATE of the registration of the root at `root`: its connected provider (if any)
+/// applies the new policies from now on (opens already made keep theirs, as cfapi fixes
+/// an open's policy at create).
+pub(crate) fn refresh(root: &[u16], policies: &super::roots::Policies) {
+    TABLE.with(|table| {
+        for p in table.0.iter().flatten() {
+            // SAFETY: registered providers are alive while in the table.
+            let provider = unsafe { p.as_ref() };
+            if syncroot::under(provider.root(), root).is_some_and(<[u16]>::is_empty) {
+                provider
+                    .hydration
+                    .store(policies.hydration as u8, Ordering::Release);
+                provider
+                    .in_sync
+                    .store(policies.in_sync.bits(), Ordering::Release);
+            }
+        }
+    });
+}
+
+/// The process of the provider connected to the root at `root`.
+pub(crate) fn pid_of_root(root: &[u16]) -> Option<usize> {
+    TABLE.with(|table| {
+        table.0.iter().flatten().find_map(|p| {
+            // SAFETY: registered providers are alive while in the table.
+            let provider = unsafe { p.as_ref() };
+            syncroot::under(provider.root(), root)
+                .is_some_and(<[u16]>::is_empty)
+                .then_some(provider.pid)
+        })
+    })
+}
+
+/// The root at `root` was unregistered: its provider, if one is connected, is cut off as
+/// if it had disconnected (its outstanding requests fail, no new one reaches it, its
+/// messages are refused), but its connection stays until it closes it, when
+/// DisconnectNotify frees it. PASSIVE_LEVEL.
+pub(crate) fn detach(root: &[u16]) {
+    // Found and taken out under one hold of the lock: the provider cannot disconnect
+    // (and its memory be reused) in between.
+    let found = TABLE.with(|table| {
+        let slot = table.0.iter_mut().find(|s| {
+            s.is_some_and(|p| {
+                // SAFETY: registered providers are alive while in the table.
+                let provider = unsafe { p.as_ref() };
+                syncroot::under(provider.root(), root).is_some_and(<[u16]>::is_empty)
+            })
+        })?;
+        let taken = slot.take()?;
+        // SAFETY: alive: DisconnectNotify cannot free it before it sees this flag.
+        unsafe { taken.as_ref() }
+            .detached
+            .store(true, Ordering::Release);
+        Some(taken)
+    });
+    if let Some(provider) = found {
+        retire(provider, || {
+            super::hydrate::provider_gone(provider.as_ptr() as usize);
+        });
+        // SAFETY: DisconnectNotify frees it only after this signal.
+        unsafe { provider.as_ref() }.retired.set();
+    }
 }

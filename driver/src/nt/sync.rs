@@ -1,5 +1,6 @@
-//! The two kernel synchronisation objects the driver uses: a spin lock that owns the data
-//! it protects, and a notification event.
+//! The kernel synchronisation objects the driver uses: a spin lock that owns the data it
+//! protects, a notification event, and a gate (a synchronization event) for the rare
+//! operations that must not interleave across I/O.
 //!
 //! Everything the hydration path shares between threads (provider table, outstanding
 //! fetches, placeholder state of each stream) is small and only touched for a few
@@ -10,10 +11,10 @@ use core::cell::UnsafeCell;
 
 use windows_sys::Wdk::Foundation::KEVENT;
 use windows_sys::Wdk::System::SystemServices::{
-    KLOCK_QUEUE_HANDLE, KeAcquireInStackQueuedSpinLock, KeInitializeEvent,
-    KeReleaseInStackQueuedSpinLock, KeResetEvent, KeSetEvent,
+    Executive, KLOCK_QUEUE_HANDLE, KeAcquireInStackQueuedSpinLock, KeInitializeEvent,
+    KeReleaseInStackQueuedSpinLock, KeResetEvent, KeSetEvent, KeWaitForSingleObject, KernelMode,
 };
-use windows_sys::Win32::System::Kernel::NotificationEvent;
+use windows_sys::Win32::System::Kernel::{NotificationEvent, SynchronizationEvent};
 
 /// A value reachable only with its spin lock held (IRQL raised to DISPATCH_LEVEL), so the
 /// closure given to [`SpinLock::with`] must not wait, allocate paged memory or call
@@ -96,5 +97,56 @@ impl Event {
     /// The dispatcher object, for the wait functions.
     pub(crate) fn object(&self) -> *const core::ffi::c_void {
         self.0.get().cast_const().cast()
+    }
+}
+
+/// A gate one thread at a time passes, at PASSIVE_LEVEL: a synchronization event that is
+/// signalled while nobody holds it (the kernel releases one waiter per signal). For
+/// operations that must not interleave and that wait on I/O (a spin lock cannot be held
+/// across I/O).
+pub(crate) struct Gate(UnsafeCell<KEVENT>);
+
+// SAFETY: as for `Event`.
+unsafe impl Sync for Gate {}
+// SAFETY: as above.
+unsafe impl Send for Gate {}
+
+impl Gate {
+    /// A gate not yet initialised: call [`Gate::init`] once it is at its final address.
+    pub(crate) const fn uninit() -> Self {
+        // SAFETY: as for `Event::uninit`.
+        Self(UnsafeCell::new(unsafe { core::mem::zeroed() }))
+    }
+
+    /// Initialises it open.
+    pub(crate) fn init(&self) {
+        // SAFETY: the gate lives at this address for as long as it is used (a static).
+        unsafe { KeInitializeEvent(self.0.get(), SynchronizationEvent, true) };
+    }
+
+    /// Waits until the gate is free and holds it until the guard drops. PASSIVE_LEVEL.
+    pub(crate) fn enter(&self) -> GateGuard<'_> {
+        // SAFETY: an initialised event; PASSIVE_LEVEL (the caller's contract); no
+        // timeout: holders only do bounded kernel work (registry and file-system calls).
+        unsafe {
+            KeWaitForSingleObject(
+                self.0.get().cast_const().cast(),
+                Executive,
+                KernelMode as i8,
+                false,
+                core::ptr::null(),
+            )
+        };
+        GateGuard(self)
+    }
+}
+
+/// Holds a [`Gate`]; opens it when dropped.
+pub(crate) struct GateGuard<'a>(&'a Gate);
+
+impl Drop for GateGuard<'_> {
+    fn drop(&mut self) {
+        // SAFETY: an initialised event; Wait = FALSE.
+        unsafe { KeSetEvent(self.0.0.get(), 0, false) };
     }
 }

@@ -77,9 +77,9 @@ fn applicable(op: &str) -> &'static [&'static str] {
             "reparse_tag",
             "size",
         ],
-        // `populated`, `registered` and the notification counts are the format's
-        // additions still pending (`pending`): they belong here, and fail as unsupported
-        // rather than as inapplicable.
+        // `populated` and the notification counts are the format's additions still
+        // pending (`pending`): they belong here, and fail as unsupported rather than as
+        // inapplicable.
         "state" => &[
             "placeholder",
             "hydrated",
@@ -577,6 +577,15 @@ fn check_state(expect: &Expect, seen: &Observation, problems: &mut Vec<String>) 
         }
         return;
     };
+    if let Some(want) = expect.registered {
+        let is = state.registered.unwrap_or(false);
+        if want != is {
+            problems.push(format!(
+                "expected registered = {want}, the driver says it is{} a registered sync root",
+                if is { "" } else { " not" }
+            ));
+        }
+    }
     // End of file as NTFS holds it (format additions): the disk's, never the blob's.
     if let Some(size) = expect.size
         && size != state.size

@@ -400,9 +400,12 @@ fn volumes(scenario: &Scenario) -> Result<Vec<VolumeConfig>, String> {
         .collect()
 }
 
-/// Whether a step, or one inside it, is an `image_rule` without `as`.
+/// Whether a step, or one inside it, needs the runner's administrator: an `image_rule`
+/// without `as`, or a `state` that asks whether a path is a registered sync root.
 fn needs_admin(step: &Step) -> bool {
-    (step.op == "image_rule" && step.actor.is_none()) || step.steps.iter().any(needs_admin)
+    (step.op == "image_rule" && step.actor.is_none())
+        || step.expect.as_ref().is_some_and(|e| e.registered.is_some())
+        || step.steps.iter().any(needs_admin)
 }
 
 /// The booted machine's processes, directories and remote content; the runner's
@@ -886,6 +889,8 @@ impl World {
                 None => Outcome::Invalid("`wait` needs `ms`".into()),
             },
             "connect"
+            | "register"
+            | "unregister"
             | "disconnect"
             | "kill"
             | "create_placeholders"

@@ -74,6 +74,10 @@ pub(crate) struct GroundState {
     /// For a file carrying cloudflt's tag: its reparse blob decoded, or why it does not
     /// decode.
     pub blob: Option<Result<Blob, String>>,
+    /// Whether the path is a registered sync root, as CfGetSyncRootInfoByPath tells it
+    /// (asked only when a step expects it; with the driver unloaded nothing answers, so
+    /// it is not one).
+    pub registered: Option<bool>,
 }
 
 /// What a placeholder's reparse blob records.
@@ -1047,6 +1051,24 @@ impl World {
                 size: node.size,
                 attributes: node.attributes,
                 blob,
+                registered: None,
+            })
+        });
+        let wants_registered = step.expect.as_ref().is_some_and(|e| e.registered.is_some());
+        let found = found.map(|state| {
+            state.map(|mut state| {
+                if wants_registered {
+                    let admin = *self
+                        .admin
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    // Asked by the runner's administrator process; none running (no
+                    // driver loaded) means nothing answers.
+                    state.registered = Some(
+                        admin.is_some_and(|pid| process::run_as(pid, || is_registered_root(path))),
+                    );
+                }
+                state
             })
         });
         Outcome::Observed(match found {
@@ -1075,6 +1097,8 @@ impl World {
         let path = || need(&step.path, &step.op, "path");
         let result = match step.op.as_str() {
             "connect" => Ok(provider.connect()),
+            "register" => provider.register(&step.flags),
+            "unregister" => Ok(provider.unregister()),
             "disconnect" => provider.disconnect(),
             "kill" => provider.kill(),
             "create_placeholders" => provider.create_placeholders(step.paths.as_deref()),
@@ -1216,4 +1240,16 @@ pub(crate) fn make_directory(path: &str) -> Result<(), NTSTATUS> {
 /// Runs `f` as the System process: what the machine does while it boots.
 pub(crate) fn as_system<R>(f: impl FnOnce() -> R) -> R {
     process::run_as(SYSTEM_PID, f)
+}
+
+/// Whether `path` is itself a registered sync root, asked of the driver the way
+/// CfGetSyncRootInfoByPath asks.
+fn is_registered_root(path: &str) -> bool {
+    let Ok(nt) = files::nt_path(path) else {
+        return false;
+    };
+    match cloudflt::SyncRoot::info(&nt) {
+        Ok(info) => info.nt_root.eq_ignore_ascii_case(nt.trim_end_matches('\\')),
+        Err(_) => false,
+    }
 }

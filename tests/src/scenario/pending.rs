@@ -18,10 +18,7 @@ use super::format::{Expect, ProviderSpec, Step};
 /// provider's `files`.
 pub const PENDING: &[(&str, u32)] = &[
     // Issue 13: registration, users and rights, hard links, validation.
-    ("do:register", 13),
-    ("do:unregister", 13),
     ("do:link", 13),
-    ("expect.registered", 13),
     ("provider.elevated", 13),
     ("provider.management", 13),
     ("provider.hard_links", 13),

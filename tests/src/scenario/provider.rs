@@ -50,6 +50,8 @@ use cloudflt::{
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_OBJECT_NAME_COLLISION, STATUS_SUCCESS};
 
+use cloudflt::registration::{RegisterFlags, SyncRootRegistration};
+
 use super::expect::RemoteRoot;
 use super::format::ProviderSpec;
 use crate::model::process::{self, PHCM_APPLICATION_DEFAULT};
@@ -567,16 +569,79 @@ impl Provider {
             .timeout(self.timeout)
     }
 
+    /// What `register` records, and `connect` on a root not registered yet.
+    fn registration(&self) -> SyncRootRegistration {
+        SyncRootRegistration::new(&self.sync_root, &self.name, VERSION)
+            .hydration(self.hydration)
+            .population(self.population)
+            .in_sync(self.in_sync)
+    }
+
+    /// The running process, or a new one of the same identity after `kill`.
+    fn life(&self) -> Arc<Life> {
+        let mut live = lock(&self.inner.live);
+        if !live.life.alive() {
+            live.life = Life::new(spawn_process(&self.image));
+        }
+        live.life.clone()
+    }
+
+    /// `register`: CfRegisterSyncRoot from the provider's process with `flags` (the
+    /// format's names).
+    pub(crate) fn register(&self, flags: &[String]) -> Result<NTSTATUS, String> {
+        let mut bits = RegisterFlags::NONE;
+        for flag in flags {
+            bits = bits.union(match flag.as_str() {
+                "update" => RegisterFlags::UPDATE,
+                "disable_on_demand_population_on_root" => {
+                    RegisterFlags::DISABLE_ON_DEMAND_POPULATION_ON_ROOT
+                }
+                "mark_in_sync_on_root" => RegisterFlags::MARK_IN_SYNC_ON_ROOT,
+                other => return Err(format!("unknown register flag {other:?}")),
+            });
+        }
+        let life = self.life();
+        let registration = self.registration();
+        Ok(
+            match process::run_as(life.pid, || SyncRoot::register(&registration, bits)) {
+                Ok(()) => STATUS_SUCCESS,
+                Err(e) => status_of(&e),
+            },
+        )
+    }
+
+    /// `unregister`: CfUnregisterSyncRoot from the provider's process.
+    pub(crate) fn unregister(&self) -> NTSTATUS {
+        let life = self.life();
+        match process::run_as(life.pid, || SyncRoot::unregister(&self.sync_root)) {
+            Ok(()) => STATUS_SUCCESS,
+            Err(e) => status_of(&e),
+        }
+    }
+
     /// `connect`: from the running process, or after `kill` from a new process of the
-    /// same identity.
+    /// same identity. A root not registered yet is registered first, with every
+    /// registration field of the provider (the format's "on a root not registered yet
+    /// it registers first").
     pub(crate) fn connect(&self) -> NTSTATUS {
-        let life = {
-            let mut live = lock(&self.inner.live);
-            if !live.life.alive() {
-                live.life = Life::new(spawn_process(&self.image));
+        let life = self.life();
+        let registration = self.registration();
+        let registered = process::run_as(life.pid, || {
+            match SyncRoot::info(&self.sync_root) {
+                Err(cloudflt::Error::NotUnderSyncRoot) => {
+                    match SyncRoot::register(&registration, RegisterFlags::NONE) {
+                        Ok(()) => Ok(()),
+                        // Registered meanwhile: connected as registered.
+                        Err(e) if status_of(&e) == STATUS_OBJECT_NAME_COLLISION => Ok(()),
+                        Err(e) => Err(e),
+                    }
+                }
+                _ => Ok(()),
             }
-            live.life.clone()
-        };
+        });
+        if let Err(e) = registered {
+            return status_of(&e);
+        }
         let handler = Handler {
             inner: self.inner.clone(),
             life: life.clone(),

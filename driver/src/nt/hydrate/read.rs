@@ -209,8 +209,9 @@ pub(super) fn conclude(mut node: PoolBox<Node<Waiter>>, mut outcome: Outcome) {
             }
             Outcome::Stalled => {
                 let Some(provider) = providers::for_path(node.value.asker.name.get()) else {
-                    outcome =
-                        Outcome::Done(NtStatus::from_raw(STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING));
+                    outcome = Outcome::Done(NtStatus::from_raw(
+                        crate::nt::roots::no_provider_status(node.value.asker.name.get()),
+                    ));
                     continue;
                 };
                 let WaitKind::Read(r) = &mut node.value.kind else {

@@ -24,7 +24,7 @@ pub(crate) struct Target<'a> {
 /// thread.
 pub(crate) fn ensure_range(target: &Target<'_>, range: Range) -> NTSTATUS {
     let Some(provider) = providers::for_path(target.name) else {
-        return STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING;
+        return crate::nt::roots::no_provider_status(target.name);
     };
     loop {
         let Some(asker) = Asker::new(target.requestor_pid, target.name, target.requestor_image)

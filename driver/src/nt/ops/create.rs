@@ -218,17 +218,25 @@ pub(crate) unsafe extern "system" fn post_create(
     let placeholder = counted;
     // The open's effective policy is fixed now (cfapi's rule): the provider's, as no
     // application policy exists yet. Its visibility too, in the requestor's context.
-    let provider = NameInfo::normalized(data)
-        .ok()
+    let name = NameInfo::normalized(data).ok();
+    let provider = name
+        .as_ref()
         .and_then(|name| providers::for_path(name.units()));
     if !placeholder && provider.is_none() {
         // A directory outside every connected sync root: nothing to disguise in it.
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
-    let policy = provider.as_ref().map(|p| p.hydration);
-    let in_sync = provider
-        .as_ref()
-        .map_or_else(Default::default, |p| p.in_sync);
+    // The root's registered policies apply whether or not its provider is connected (a
+    // FULL root stays FULL while its provider is away); a placeholder outside every
+    // registered root has none.
+    let registered = name.as_ref().and_then(|name| roots::policies(name.units()));
+    let policy = registered
+        .map(|r| r.hydration)
+        .or_else(|| provider.as_ref().map(|p| p.hydration()));
+    let in_sync = registered
+        .map(|r| r.in_sync)
+        .or_else(|| provider.as_ref().map(|p| p.in_sync()))
+        .unwrap_or_default();
     let image = ImageName::of(data);
     let visibility = disguise::decide(data, image.units(), provider.as_ref().map(|p| p.pid));
     drop(provider);

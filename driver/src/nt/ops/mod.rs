@@ -18,7 +18,7 @@ use crate::nt::names::{ImageName, NameInfo};
 use crate::nt::pool::{PoolBox, TAG_OPEN_REPARSE};
 use crate::nt::status::nt_success;
 use crate::nt::stream::{self, StreamRef};
-use crate::nt::{direct, disguise, hydrate, providers};
+use crate::nt::{direct, disguise, hydrate, providers, roots};
 use core::ptr::NonNull;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_DISALLOW_FSFILTER_IO,
@@ -36,8 +36,8 @@ use windows_sys::Wdk::System::SystemServices::{
 use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_ACCESS_DENIED, STATUS_BUFFER_OVERFLOW,
     STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES, STATUS_CLOUD_FILE_METADATA_CORRUPT,
-    STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING, STATUS_CLOUD_FILE_UNSUCCESSFUL,
-    STATUS_INSUFFICIENT_RESOURCES, STATUS_NOT_A_REPARSE_POINT, STATUS_REPARSE,
+    STATUS_CLOUD_FILE_UNSUCCESSFUL, STATUS_INSUFFICIENT_RESOURCES, STATUS_NOT_A_REPARSE_POINT,
+    STATUS_REPARSE,
 };
 use windows_sys::Win32::Storage::FileSystem::FILE_READ_ATTRIBUTES;
 use windows_sys::Win32::System::IO::{IO_STATUS_BLOCK, IO_STATUS_BLOCK_0};

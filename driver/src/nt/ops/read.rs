@@ -39,7 +39,7 @@ pub(crate) unsafe extern "system" fn pre_read(
     };
     let fixed = stream::handle_policy(objects.Instance, objects.FileObject);
     let whole = fixed.is_some_and(|p| p >= Policy::Full);
-    let (placeholder, corrupt, missing, partial, size) = hydrate::with_held(|held| {
+    let (placeholder, corrupt, missing, read_missing, partial, size) = hydrate::with_held(|held| {
         stream.with_state(held, |s| {
             let file = Range {
                 start: 0,
@@ -52,6 +52,7 @@ pub(crate) unsafe extern "system" fn pre_read(
                 s.is_placeholder(),
                 s.is_corrupt(),
                 !read.is_empty() && !s.present.contains(needed),
+                !read.is_empty() && !s.present.contains(read),
                 !s.present.contains(file),
                 s.file_size,
             )
@@ -78,7 +79,9 @@ pub(crate) unsafe extern "system" fn pre_read(
     // SAFETY: Iopb is valid during the operation (read_of succeeded).
     let irp_flags = unsafe { (*data_ref.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>()).IrpFlags };
     if irp_flags & IRP_PAGING_IO != 0 {
-        return if missing {
+        // The memory manager's page-in (of a view or the cache) asks only for its pages:
+        // the FULL rule was applied where the view or the cached read began.
+        return if read_missing {
             complete(data_ref, PAGING_READ_OF_MISSING_DATA)
         } else {
             FLT_PREOP_SUCCESS_NO_CALLBACK
@@ -138,7 +141,7 @@ fn pend(
         Err(status) => return complete(data_ref, status),
     };
     let Some(provider) = providers::for_path(name.units()) else {
-        return complete(data_ref, STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING);
+        return complete(data_ref, roots::no_provider_status(name.units()));
     };
     let size = hydrate::with_held(|held| stream.with_state(held, |s| s.file_size));
     let sector = instance.sector_size();
@@ -150,7 +153,7 @@ fn pend(
             FLT_PREOP_SUCCESS_NO_CALLBACK
         }
     };
-    let policy = fixed.unwrap_or(provider.hydration);
+    let policy = fixed.unwrap_or(provider.hydration());
     let Some(plan) = policy::plan(policy, Range::at(offset, length), size) else {
         return pass(data_ref);
     };

@@ -163,7 +163,7 @@ fn pend(
         Err(status) => return hydrate::Pend::Complete(status),
     };
     let Some(provider) = providers::for_path(name.units()) else {
-        return hydrate::Pend::Complete(STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING);
+        return hydrate::Pend::Complete(roots::no_provider_status(name.units()));
     };
     let Some(instance) = InstanceRef::get(objects.Instance) else {
         return hydrate::Pend::Complete(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES);
