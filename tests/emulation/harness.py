@@ -216,6 +216,15 @@ H_SERVER_PORT = 0xF17_0000_0002
 H_CLIENT_PORT = 0xF17_0000_0003
 H_MANAGER_PORT = 0xF17_0000_0004
 H_SECURE_BASE = 0xF17_0000_3000       # MmSecureVirtualMemory's handles
+H_PROCESS = 0xF17_0000_5000           # the calling process's EPROCESS (an administrator's)
+H_TOKEN = 0xF17_0000_5800             # its primary token
+# The ntoskrnl exports the driver looks up with MmGetSystemRoutineAddress that the
+# harness models; any other name is not found (NULL), as for a routine the kernel lacks.
+DYNAMIC_ROUTINES = ('ZwCreateKey', 'ZwSetValueKey', 'ZwDeleteValueKey', 'ZwEnumerateValueKey',
+                    'ZwFlushKey', 'ZwClose')
+STATUS_NO_MORE_ENTRIES = 0x8000001A
+STATUS_OBJECT_NAME_NOT_FOUND = 0xC0000034
+STATUS_INVALID_HANDLE = 0xC0000008
 H_VOLUME_BASE = 0xF17_0000_1000
 H_INSTANCE_BASE = 0xF17_0000_2000
 
@@ -267,6 +276,11 @@ class Harness:
         self.work_items_freed = set()
         self.timers = {}              # KTIMER addr -> queued (KeSetTimer since init/cancel)
         self.security_descriptors = {}  # addr -> freed?
+        self.registry = {}            # key path (upper case) -> {value name (upper): bytes}
+        self.key_handles = {}         # handle -> key path, while open
+        self.file_handles = {}        # FltCreateFileEx2 handle -> (path, flags), while open
+        self.next_handle = 0xF17_0000_4000
+        self.token_refs = 0           # PsReferencePrimaryToken references not yet released
         self.secures = {}             # MmSecureVirtualMemory handle -> dict(addr, size, probe, phase, seq)
         self.secure_refuses = False   # MmSecureVirtualMemory returns NULL (the range went bad)
         self.secure_errors = []       # text
@@ -402,6 +416,19 @@ class Harness:
             'ExFreePoolWithTag': (2, self.ExFreePoolWithTag),
             'KeBugCheckEx': (5, self.KeBugCheckEx),
             'PsGetCurrentProcessId': (0, lambda: PROVIDER_PID),
+            'MmGetSystemRoutineAddress': (1, self.MmGetSystemRoutineAddress),
+            'ZwCreateKey': (7, self.ZwCreateKey),
+            'ZwSetValueKey': (6, self.ZwSetValueKey),
+            'ZwDeleteValueKey': (2, self.ZwDeleteValueKey),
+            'ZwEnumerateValueKey': (6, self.ZwEnumerateValueKey),
+            'ZwFlushKey': (1, self.ZwFlushKey),
+            'ZwClose': (1, self.ZwClose),
+            'FltCreateFileEx2': (16, self.FltCreateFileEx2),
+            'FltClose': (1, self.FltClose),
+            'IoGetCurrentProcess': (0, lambda: H_PROCESS),
+            'PsReferencePrimaryToken': (1, self.PsReferencePrimaryToken),
+            'PsDereferencePrimaryToken': (1, self.PsDereferencePrimaryToken),
+            'SeTokenIsAdmin': (1, lambda token: 1 if token == H_TOKEN else 0),
             'KeAcquireInStackQueuedSpinLock': (2, self.KeAcquireInStackQueuedSpinLock),
             'KeReleaseInStackQueuedSpinLock': (1, self.KeReleaseInStackQueuedSpinLock),
             'KeInitializeEvent': (3, self.KeInitializeEvent),
@@ -518,6 +545,103 @@ class Harness:
         }
         self.write(pport, struct.pack('<Q', H_SERVER_PORT))
         return STATUS_SUCCESS
+
+    def MmGetSystemRoutineAddress(self, name):
+        routine = self.read_unicode_string(name)
+        self.calls[-1]['routine'] = routine
+        if routine not in DYNAMIC_ROUTINES:
+            return 0
+        # speakeasy resolves a call through this address as ntoskrnl.<routine>, which the
+        # catch-all hook sends to the model of that name.
+        return self.emu.get_proc('ntoskrnl', routine)
+
+    def _handle(self):
+        self.next_handle += 8
+        return self.next_handle
+
+    def _oa_name(self, oa):
+        raw = self.read(oa, SIZEOF_OBJECT_ATTRIBUTES)
+        name_ptr = struct.unpack_from('<Q', raw, OA_OBJECT_NAME)[0]
+        return self.read_unicode_string(name_ptr) if name_ptr else None
+
+    def ZwCreateKey(self, phandle, access, oa, title, cls, options, pdisposition):
+        path = self._oa_name(oa)
+        if path is None:
+            return STATUS_INVALID_PARAMETER
+        key = path.upper()
+        created = key not in self.registry
+        self.registry.setdefault(key, {})
+        h = self._handle()
+        self.key_handles[h] = key
+        self.write(phandle, struct.pack('<Q', h))
+        if pdisposition:
+            self.write(pdisposition, struct.pack('<I', 1 if created else 2))
+        return STATUS_SUCCESS
+
+    def ZwSetValueKey(self, h, name, title, kind, data, size):
+        key = self.key_handles.get(h)
+        if key is None:
+            return STATUS_INVALID_HANDLE
+        self.registry[key][self.read_unicode_string(name).upper()] = (kind, self.read(data, size))
+        return STATUS_SUCCESS
+
+    def ZwDeleteValueKey(self, h, name):
+        key = self.key_handles.get(h)
+        if key is None:
+            return STATUS_INVALID_HANDLE
+        return (STATUS_SUCCESS if self.registry[key].pop(self.read_unicode_string(name).upper(), None)
+                is not None else STATUS_OBJECT_NAME_NOT_FOUND)
+
+    def ZwEnumerateValueKey(self, h, index, cls, buf, length, presult):
+        key = self.key_handles.get(h)
+        if key is None:
+            return STATUS_INVALID_HANDLE
+        values = list(self.registry[key].values())
+        if index >= len(values):
+            return STATUS_NO_MORE_ENTRIES
+        if cls != 2:     # only KEY_VALUE_PARTIAL_INFORMATION is modelled
+            return STATUS_INVALID_PARAMETER
+        kind, data = values[index]
+        info = struct.pack('<III', 0, kind, len(data)) + data
+        if presult:
+            self.write(presult, struct.pack('<I', len(info)))
+        if length < 12:
+            return STATUS_BUFFER_TOO_SMALL
+        self.write(buf, info[:length])
+        return STATUS_SUCCESS if length >= len(info) else STATUS_BUFFER_OVERFLOW
+
+    def ZwFlushKey(self, h):
+        return STATUS_SUCCESS if h in self.key_handles else STATUS_INVALID_HANDLE
+
+    def ZwClose(self, h):
+        if self.key_handles.pop(h, None) is None:
+            return STATUS_INVALID_HANDLE
+        return STATUS_SUCCESS
+
+    def FltCreateFileEx2(self, flt, instance, phandle, pfo, access, oa, iosb, alloc, attrs,
+                         share, disposition, options, ea, ealen, flags, dctx):
+        path = self._oa_name(oa)
+        h = self._handle()
+        self.file_handles[h] = (path, flags)
+        self.calls[-1]['path'] = path
+        self.write(phandle, struct.pack('<Q', h))
+        if iosb:
+            self.write(iosb, struct.pack('<QQ', STATUS_SUCCESS, 1))    # FILE_OPENED
+        return STATUS_SUCCESS
+
+    def FltClose(self, h):
+        self.file_handles.pop(h, None)
+        return STATUS_SUCCESS
+
+    def PsReferencePrimaryToken(self, process):
+        if process != H_PROCESS:
+            return 0
+        self.token_refs += 1
+        return H_TOKEN
+
+    def PsDereferencePrimaryToken(self, token):
+        self.token_refs -= 1
+        return 0
 
     def FltCloseClientPort(self, flt, pclient):
         client = self.u64(pclient)
@@ -936,24 +1060,35 @@ def run_checks(h):
                 % (port['name'], port['attributes'], port['max_connections']),
                 'port \\CloudFltPort, OBJ_KERNEL_HANDLE, MaxConnections > 0, callbacks in the image',
                 '; '.join(problems))
-        sds = list(h.security_descriptors.items())
+        # The descriptor is the driver's own self-relative one: SYSTEM and Administrators
+        # FLT_PORT_ALL_ACCESS, Authenticated Users FLT_PORT_CONNECT, nothing else.
         problems = []
-        if len(sd_builds) != 1:
-            problems.append('FltBuildDefaultSecurityDescriptor called %d times' % len(sd_builds))
-        if not sds or port['sd'] != sds[0][0]:
-            problems.append('SecurityDescriptor 0x%x is not the built one (%s)'
-                            % (port['sd'], ', '.join('0x%x' % s for s, _ in sds) or 'none built'))
-        elif sds[0][1]['access'] != FLT_PORT_ALL_ACCESS:
-            problems.append('descriptor built for access 0x%x' % sds[0][1]['access'])
-        frees = [c for c in sd_frees if sds and c['args'][0] == sds[0][0]]
-        if len(frees) != 1 or len(sd_frees) != 1:
-            problems.append('FltFreeSecurityDescriptor called %d times (%d on the built descriptor)'
-                            % (len(sd_frees), len(frees)))
-        elif frees[0]['seq'] < create[0]['seq']:
-            problems.append('descriptor freed before the port was created')
+        try:
+            sd = h.read(port['sd'], 20)
+            rev, _, control, owner, group, sacl, dacl = struct.unpack('<BBHIIII', sd)
+            if rev != 1 or control != 0x8004 or dacl == 0:
+                problems.append('revision %d, control 0x%x, DACL at %d' % (rev, control, dacl))
+            else:
+                _, _, acl_size, count, _ = struct.unpack('<BBHHH', h.read(port['sd'] + dacl, 8))
+                acl = h.read(port['sd'] + dacl, acl_size)
+                aces, at = [], 8
+                for _ in range(count):
+                    kind, _, size, mask = struct.unpack_from('<BBHI', acl, at)
+                    aces.append((kind, mask, bytes(acl[at + 8:at + size])))
+                    at += size
+                want = [(0, FLT_PORT_ALL_ACCESS, bytes([1, 1, 0, 0, 0, 0, 0, 5, 18, 0, 0, 0])),
+                        (0, FLT_PORT_ALL_ACCESS,
+                         bytes([1, 2, 0, 0, 0, 0, 0, 5, 32, 0, 0, 0, 0x20, 2, 0, 0])),
+                        (0, 1, bytes([1, 1, 0, 0, 0, 0, 0, 5, 11, 0, 0, 0]))]
+                if aces != want:
+                    problems.append('ACEs %r' % aces)
+        except Exception as e:    # unreadable descriptor
+            problems.append('descriptor 0x%x unreadable: %s' % (port['sd'], e))
+        if sd_builds or sd_frees:
+            problems.append('FltBuildDefaultSecurityDescriptor/FltFreeSecurityDescriptor called')
         h.check(not problems,
-                'port secured by the FltBuildDefaultSecurityDescriptor(FLT_PORT_ALL_ACCESS) result, freed after creation',
-                'the port uses the built FLT_PORT_ALL_ACCESS descriptor, freed once after FltCreateCommunicationPort',
+                'port secured by the driver\'s descriptor: SYSTEM and Administrators FLT_PORT_ALL_ACCESS, Authenticated Users FLT_PORT_CONNECT',
+                'a self-relative DACL: SYSTEM, Administrators all access; Authenticated Users connect',
                 '; '.join(problems))
 
     # 4. FltStartFiltering --------------------------------------------------------------
@@ -1065,11 +1200,12 @@ def run_checks(h):
     # 6. ConnectNotify / DisconnectNotify --------------------------------------------------
     def connect_body(name='mirror', version='1.0', root='\\Device\\HarddiskVolume1\\Cloud',
                      hydration=1, population=0, timeout_ms=0):
-        # proto::connect body: three byte lengths, two policy bytes, flags, reserved,
-        # timeout, then the three UTF-16LE strings.
+        # proto::connect body: three byte lengths, hydration and population bytes, the
+        # in-sync policy, the timeout, the provider id (16 bytes), the connect flags, 4
+        # reserved, then the three UTF-16LE strings.
         strings = [x.encode('utf-16-le') for x in (name, version, root)]
-        fixed = struct.pack('<HHHBBHHI', len(strings[0]), len(strings[1]), len(strings[2]),
-                            hydration, population, 0, 0, timeout_ms)
+        fixed = struct.pack('<HHHBBII16sII', len(strings[0]), len(strings[1]), len(strings[2]),
+                            hydration, population, 0, timeout_ms, bytes(range(16)), 0, 0)
         return fixed + b''.join(strings)
 
     def context_bytes(magic=CONNECT_MAGIC, version=1, header=CONNECT_HEADER_SIZE, flags=0, body=None):
@@ -1300,7 +1436,11 @@ def run_checks(h):
                 problems.append('FltUnregisterFilter calls: %s' % ['0x%x' % c['args'][0] for c in unreg])
             if close and unreg and close[0]['seq'] > unreg[0]['seq']:
                 problems.append('the port was closed after the filter was unregistered')
-            late = [c for c in calls if unreg and c['seq'] > unreg[0]['seq'] and c['api'] != 'ExFreePoolWithTag']
+            # After FltUnregisterFilter the driver may only free what it owns: pool, and
+            # the spin lock of a table of its own it empties (the registered sync roots).
+            own = ('ExFreePoolWithTag', 'KeAcquireInStackQueuedSpinLock',
+                   'KeReleaseInStackQueuedSpinLock')
+            late = [c for c in calls if unreg and c['seq'] > unreg[0]['seq'] and c['api'] not in own]
             if late:
                 problems.append('calls after FltUnregisterFilter: %s' % ', '.join(c['api'] for c in late))
             h.check(not problems, 'FltCloseCommunicationPort(server port) before FltUnregisterFilter(filter)',
@@ -1317,6 +1457,17 @@ def run_checks(h):
     h.check(not problems,
             'all %d ExAllocatePool2 block(s) freed with their own tag, none overrun' % n_allocs,
             'every ExAllocatePool2 block freed once with its own tag', '; '.join(problems))
+    # Registry keys, files and tokens the driver opened are closed and released.
+    lookups = [c.get('routine') for c in h.find('MmGetSystemRoutineAddress')]
+    left = ['key %s' % k for k in h.key_handles.values()] + \
+           ['file %s' % p for p, _ in h.file_handles.values()]
+    if h.token_refs:
+        left.append('%d token reference(s)' % h.token_refs)
+    h.check(not left and 'ZwCreateKey' in lookups,
+            'the sync-root store was opened through MmGetSystemRoutineAddress and every key, '
+            'file and token handle was closed (%d registry value(s) written)'
+            % sum(len(v) for v in h.registry.values()),
+            'ZwCreateKey looked up; every handle closed', ', '.join(left) or 'ZwCreateKey never looked up')
     h.check(not h.unexpected and not h.hook_errors,
             'no unexpected API called (%d calls, all modelled)' % len(h.calls),
             'only modelled APIs called',

@@ -1,9 +1,10 @@
 //! The real driver's DriverEntry, InstanceSetup, port and unload, run through the model.
 
 use cloudflt_proto::port::{MAX_CONNECTIONS, PORT_NAME};
+use cloudflt_tests::model::files::{self, OpenParams};
 use cloudflt_tests::model::{Caller, Machine, VolumeConfig};
 use windows_sys::Win32::Foundation::{
-    NTSTATUS, STATUS_ACCESS_DENIED, STATUS_CLOUD_FILE_ALREADY_CONNECTED,
+    NTSTATUS, STATUS_CLOUD_FILE_ACCESS_DENIED, STATUS_CLOUD_FILE_ALREADY_CONNECTED,
     STATUS_FLT_INSTANCE_ALTITUDE_COLLISION, STATUS_INFO_LENGTH_MISMATCH,
     STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_BUFFER_SIZE, STATUS_INVALID_PARAMETER,
     STATUS_NOT_SUPPORTED, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_REVISION_MISMATCH, STATUS_SUCCESS,
@@ -126,8 +127,17 @@ fn instance_setup_attaches_to_local_ntfs_with_reparse_points_only() {
 }
 
 #[test]
-fn the_port_is_admin_only_and_admits_only_a_decodable_context() {
+fn the_port_admits_users_and_only_a_decodable_context() {
     let mut machine = Machine::boot(&[VolumeConfig::ntfs(1)]);
+    // The roots exist, made at boot: writable by SYSTEM and Administrators only.
+    for dir in [r"C:\Cloud", r"C:\Cloud2"] {
+        let params = OpenParams {
+            disposition: 2, // FILE_CREATE
+            options: 0x21,  // FILE_DIRECTORY_FILE | FILE_SYNCHRONOUS_IO_NONALERT
+            ..OpenParams::default()
+        };
+        files::close(files::create(dir, &params).expect("the root is created"));
+    }
     assert_eq!(load(&machine), STATUS_SUCCESS);
     let ports = machine.ports();
     assert_eq!(ports.len(), 1);
@@ -136,14 +146,19 @@ fn the_port_is_admin_only_and_admits_only_a_decodable_context() {
         ports[0].access, 0x001F_0001,
         "FLT_PORT_ALL_ACCESS for SYSTEM and Administrators"
     );
+    assert_eq!(
+        ports[0].authenticated, 0x0001,
+        "FLT_PORT_CONNECT for Authenticated Users"
+    );
     assert_eq!(ports[0].max_connections, MAX_CONNECTIONS as usize);
 
     let good = context(cloudflt_proto::PROTOCOL_VERSION);
     let user = machine.spawn_caller(Caller::StandardUser);
     let admin = machine.spawn_caller(Caller::Administrator);
+    // A standard user reaches the driver, which refuses it a root it may not write.
     assert_eq!(
         machine.connect(PORT_NAME, &good, user),
-        Err(STATUS_ACCESS_DENIED)
+        Err(STATUS_CLOUD_FILE_ACCESS_DENIED)
     );
     assert_eq!(
         machine.connect(PORT_NAME, &[], admin),
@@ -231,7 +246,8 @@ fn the_port_is_admin_only_and_admits_only_a_decodable_context() {
 
 #[test]
 fn driver_entry_failures_undo_everything() {
-    // Allocation 1 is the driver state; 2 is the port's security descriptor.
+    // Allocation 1 is the driver state; 2 is the next one DriverEntry makes (the port's
+    // descriptor is a static now, so a later one).
     for (nth, expected) in [
         (1, STATUS_INSUFFICIENT_RESOURCES),
         (2, STATUS_INSUFFICIENT_RESOURCES),

@@ -312,7 +312,7 @@ fn a_port_without_kernel_handle_or_descriptor_is_caught() {
         "{v:?}"
     );
     assert!(
-        fired(&v, "FltCreateCommunicationPort", "no security descriptor"),
+        fired(&v, "FltCreateCommunicationPort", "open to everyone"),
         "{v:?}"
     );
     machine.unload_driver();

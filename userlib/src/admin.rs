@@ -16,8 +16,8 @@
 //!
 //! Rules are held by the driver in memory, at most
 //! [`MAX_RULES`](cloudflt_proto::rules::MAX_RULES), until it unloads; a tool that wants
-//! them back after a restart sets them again. Only SYSTEM and Administrators can connect
-//! ([`ImageRules::connect`]), the same as for providers.
+//! them back after a restart sets them again. Only SYSTEM and elevated Administrators
+//! may list or change them ([`ImageRules::connect`]).
 //!
 //! ```no_run
 //! use cloudflt::admin::{ImageRules, Visibility};
@@ -73,9 +73,9 @@ pub struct ImageRules {
 }
 
 impl ImageRules {
-    /// Connects to the driver as a management client. Only SYSTEM and elevated
-    /// Administrators may change rules: the driver answers anyone else's requests with
-    /// [`Error::AccessDenied`].
+    /// Connects to the driver as a management client. Any user may connect, but only
+    /// SYSTEM and elevated Administrators may list or change rules: the driver answers
+    /// anyone else's requests with [`Error::Status`] carrying STATUS_ACCESS_DENIED.
     pub fn connect() -> Result<Self, Error> {
         Ok(Self {
             control: Control::connect()?,

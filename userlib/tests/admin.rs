@@ -24,7 +24,7 @@ use cloudflt_tests::model::port::ClientId;
 use cloudflt_tests::model::process;
 use cloudflt_tests::model::{Machine, VolumeConfig};
 use windows_sys::Win32::Foundation::{
-    E_ACCESSDENIED, NTSTATUS, STATUS_ACCESS_DENIED, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES,
+    NTSTATUS, STATUS_ACCESS_DENIED, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES,
     STATUS_CLOUD_FILE_INVALID_REQUEST, STATUS_CONNECTION_COUNT_LIMIT, STATUS_INVALID_PARAMETER,
     STATUS_NOT_FOUND, STATUS_OBJECT_NAME_INVALID, STATUS_SUCCESS,
 };
@@ -225,16 +225,27 @@ fn bad_images_are_refused_before_anything_is_sent() {
 fn only_an_elevated_process_can_manage_rules() {
     let mut machine = boot();
     let user = machine.spawn_process(APP_IMAGE, 0, false);
-    process::run_as(user, || match ImageRules::connect() {
-        Err(Error::Port { hresult, .. }) => assert_eq!(hresult, E_ACCESSDENIED),
-        other => panic!("a standard user connected: {other:?}"),
+    let admin = administrator(&machine);
+    // A standard user may connect (sync engines run as the signed-in user), but every
+    // change to the rules, and the list, is refused: rules are an administrator's.
+    process::run_as(user, || {
+        let rules = ImageRules::connect().expect("a standard user connects");
+        for refused in [
+            rules.set("app.exe", Visibility::Expose).err(),
+            rules.remove("app.exe").err(),
+            rules.clear().err(),
+            rules.list().err(),
+        ] {
+            assert!(
+                matches!(refused, Some(Error::Status(STATUS_ACCESS_DENIED))),
+                "{refused:?}"
+            );
+        }
     });
-    assert_eq!(
-        machine
-            .connect(PORT_NAME, &management_context(), user)
-            .err(),
-        Some(STATUS_ACCESS_DENIED)
-    );
+    // Nothing changed: the administrator sees no rule.
+    process::run_as(admin, || {
+        assert!(ImageRules::connect().unwrap().list().unwrap().is_empty());
+    });
     assert_eq!(machine.unload_driver(), STATUS_SUCCESS);
     machine.assert_clean();
 }
@@ -313,6 +324,16 @@ fn each_kind_of_connection_sends_only_its_own_messages() {
     let admin = administrator(&machine);
     let provider = machine.spawn_process(PROVIDER_IMAGE, 0, true);
     let root = format!(r"{VOLUME}\Cloud");
+    // A sync root is a directory that exists: the driver checks its rights.
+    process::run_as(provider, || {
+        let params = OpenParams {
+            disposition: 2, // FILE_CREATE
+            options: 0x21,  // FILE_DIRECTORY_FILE | FILE_SYNCHRONOUS_IO_NONALERT
+            ..OpenParams::default()
+        };
+        files::close(files::create(r"C:\Cloud", &params).expect("the root is created"));
+        files::close(files::create(r"C:\Other", &params).expect("the root is created"));
+    });
     let served = machine
         .connect(PORT_NAME, &provider_context(&root), provider)
         .unwrap();

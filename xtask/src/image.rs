@@ -19,14 +19,14 @@ use crate::sign::TestCertificate;
 /// resolve in kernel mode and the image fails to load.
 const KERNEL_MODULES: [&str; 3] = ["ntoskrnl.exe", "hal.dll", "fltmgr.sys"];
 
-/// FltMgr routines the minifilter's lifetime depends on.
-const REQUIRED_FLTMGR: [&str; 7] = [
+/// FltMgr routines the minifilter's lifetime depends on. (The port's security
+/// descriptor is a static the driver builds, not FltBuildDefaultSecurityDescriptor's: it
+/// also admits Authenticated Users.)
+const REQUIRED_FLTMGR: [&str; 5] = [
     "FltRegisterFilter",
     "FltStartFiltering",
     "FltUnregisterFilter",
-    "FltBuildDefaultSecurityDescriptor",
     "FltCreateCommunicationPort",
-    "FltFreeSecurityDescriptor",
     "FltCloseCommunicationPort",
 ];
 

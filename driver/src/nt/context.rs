@@ -140,6 +140,9 @@ pub(crate) struct StreamState {
     /// size, overwrite), kept in the reparse data. A provider's `update` or
     /// `set_in_sync` "if unchanged" compares it with the value it last saw.
     pub(crate) changes: u64,
+    /// `changes` as the last record this context wrote (or was read from) has it: while
+    /// they differ, the context knows of changes its record on disk does not hold yet.
+    pub(crate) recorded_changes: u64,
     /// A section for writing was made for the stream (a writable mapped view): its
     /// paging writes may carry changes made through a view, whoever writes them.
     pub(crate) mapped_for_write: bool,
@@ -181,6 +184,7 @@ impl StreamState {
             present,
             modified,
             changes,
+            recorded_changes: changes,
             mapped_for_write: false,
             activity: Activity::Idle,
             opens: 0,

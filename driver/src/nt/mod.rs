@@ -44,6 +44,7 @@ mod registration;
 mod reparse;
 mod roots;
 mod rules;
+mod security;
 mod seh;
 mod stream;
 mod sync;

@@ -27,14 +27,13 @@ use cloudflt_proto::port::{MAX_CONNECTIONS, PORT_NAME_UTF16};
 use cloudflt_proto::rules::MAX_RULE_LIST_LEN;
 use windows_sys::Wdk::Foundation::OBJECT_ATTRIBUTES;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FltBuildDefaultSecurityDescriptor, FltCloseClientPort, FltCreateCommunicationPort,
-    FltFreeSecurityDescriptor, PFLT_FILTER, PFLT_PORT,
+    FltCloseClientPort, FltCreateCommunicationPort, PFLT_FILTER, PFLT_PORT,
 };
 use windows_sys::Win32::Foundation::{
-    NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, STATUS_CONNECTION_COUNT_LIMIT,
-    STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER, STATUS_SUCCESS, UNICODE_STRING,
+    NTSTATUS, OBJ_CASE_INSENSITIVE, OBJ_KERNEL_HANDLE, STATUS_ACCESS_DENIED,
+    STATUS_CONNECTION_COUNT_LIMIT, STATUS_INSUFFICIENT_RESOURCES, STATUS_INVALID_PARAMETER,
+    STATUS_SUCCESS, UNICODE_STRING,
 };
-use windows_sys::Win32::Security::PSECURITY_DESCRIPTOR;
 
 use cloudflt_proto::msg::{Kind, TRANSFER_HEAD_LEN, TransferHead};
 use windows_sys::Wdk::System::SystemServices::PsGetCurrentProcessId;
@@ -51,10 +50,7 @@ use super::providers::{self, Provider, ProviderRef};
 use super::status::{self, nt_success};
 use super::sync::SpinLock;
 use super::user::{SecuredOutput, UserData};
-use super::{hydrate, placeholder, roots, rules, seh};
-
-/// `FLT_PORT_ALL_ACCESS` from `fltKernel.h`: `FLT_PORT_CONNECT | STANDARD_RIGHTS_ALL`.
-const FLT_PORT_ALL_ACCESS: u32 = 0x0001 | 0x001F_0000;
+use super::{hydrate, placeholder, roots, rules, security, seh};
 
 /// The port name, in static memory because the `UNICODE_STRING` points at it.
 static PORT_NAME: [u16; PORT_NAME_UTF16.len()] = PORT_NAME_UTF16;
@@ -63,9 +59,10 @@ static PORT_NAME: [u16; PORT_NAME_UTF16.len()] = PORT_NAME_UTF16;
 /// STATUS_CONNECTION_COUNT_LIMIT. (Rules are set rarely, by an administrator's tool.)
 const MAX_MANAGERS: usize = 4;
 
-/// A management connection's slot: the filter and the connection's client port while it
-/// is connected, `None` while the slot is free.
-struct ManagerSlot(SpinLock<Option<(PFLT_FILTER, PFLT_PORT)>>);
+/// A management connection's slot: the filter, the connection's client port and whether
+/// its process is an administrator's while it is connected, `None` while the slot is
+/// free.
+struct ManagerSlot(SpinLock<Option<(PFLT_FILTER, PFLT_PORT, bool)>>);
 
 /// The management connections. Static, so that a slot's address is a connection cookie
 /// that no pool object (a provider's cookie) can equal.
@@ -79,18 +76,13 @@ fn manager(connection_cookie: *const c_void) -> Option<&'static ManagerSlot> {
         .find(|slot| core::ptr::eq(*slot, connection_cookie.cast()))
 }
 
-/// Creates the server port, reachable by SYSTEM and Administrators only.
+/// Creates the server port: SYSTEM and Administrators have every right, Authenticated
+/// Users may connect ([`security::PORT_DESCRIPTOR`]).
 ///
 /// `driver` becomes the ServerPortCookie, so it must outlive the port. The image rules
 /// start empty with each port: they belong to this load of the driver.
 pub(super) fn create(filter: PFLT_FILTER, driver: *const Driver) -> Result<PFLT_PORT, NTSTATUS> {
     rules::clear();
-    let mut descriptor: PSECURITY_DESCRIPTOR = core::ptr::null_mut();
-    // SAFETY: `descriptor` is a valid out pointer; PASSIVE_LEVEL (DriverEntry).
-    let status = unsafe { FltBuildDefaultSecurityDescriptor(&mut descriptor, FLT_PORT_ALL_ACCESS) };
-    if !nt_success(status) {
-        return Err(status);
-    }
     let byte_len = (PORT_NAME.len() * 2) as u16;
     let name = UNICODE_STRING {
         Length: byte_len,
@@ -105,7 +97,8 @@ pub(super) fn create(filter: PFLT_FILTER, driver: *const Driver) -> Result<PFLT_
         // A kernel handle: the port must not show up in (or be closable from) whichever
         // process context DriverEntry happens to run in.
         Attributes: OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE,
-        SecurityDescriptor: descriptor.cast_const().cast(),
+        // The port keeps its own copy of the security it is created with.
+        SecurityDescriptor: security::PORT_DESCRIPTOR.0.as_ptr().cast(),
         SecurityQualityOfService: core::ptr::null(),
     };
     let mut port: PFLT_PORT = 0;
@@ -124,9 +117,6 @@ pub(super) fn create(filter: PFLT_FILTER, driver: *const Driver) -> Result<PFLT_
             MAX_CONNECTIONS,
         )
     };
-    // SAFETY: built by FltBuildDefaultSecurityDescriptor above; the port keeps its own
-    // copy of the security it was created with.
-    unsafe { FltFreeSecurityDescriptor(descriptor) };
     if nt_success(status) {
         Ok(port)
     } else {
@@ -173,11 +163,12 @@ unsafe extern "system" fn connect_notify(
     let context = match context {
         PortContext::Provider(context) => context,
         PortContext::Management => {
+            let admin = security::caller_is_admin();
             let Some(slot) = MANAGERS.iter().find(|slot| {
                 slot.0.with(|held| {
                     let free = held.is_none();
                     if free {
-                        *held = Some((driver.filter(), client_port));
+                        *held = Some((driver.filter(), client_port, admin));
                     }
                     free
                 })
@@ -192,7 +183,9 @@ unsafe extern "system" fn connect_notify(
     };
     // The root's registration decides its policies; a root not registered yet is
     // registered from the context first (connecting without registering keeps working).
-    let policies = match roots::for_connect(&context, |_| Ok(())) {
+    let filter = driver.filter();
+    let policies = match roots::for_connect(&context, |root| security::may_write_root(filter, root))
+    {
         Ok(policies) => policies,
         // Another root inside or around this one: as before registrations existed, a
         // connect that would give files two providers is "already connected".
@@ -236,7 +229,7 @@ unsafe extern "system" fn connect_notify(
 unsafe extern "system" fn disconnect_notify(connection_cookie: *const c_void) {
     if let Some(slot) = manager(connection_cookie) {
         // Taken under the lock, closed after it: FltCloseClientPort needs PASSIVE_LEVEL.
-        if let Some((filter, mut client_port)) = slot.0.with(Option::take) {
+        if let Some((filter, mut client_port, _)) = slot.0.with(Option::take) {
             // SAFETY: this connection's client port, closed exactly once (the take above
             // emptied the slot).
             unsafe { FltCloseClientPort(filter, &mut client_port) };
@@ -339,7 +332,15 @@ unsafe extern "system" fn message_notify(
         return STATUS_INVALID_USER_BUFFER;
     };
     let (request_id, status, payload) = match &copy {
-        Some(copy) if manager(connection_cookie).is_some() => manage(copy.as_slice()),
+        Some(copy) if let Some(slot) = manager(connection_cookie) => {
+            let held = slot
+                .0
+                .with(|held| held.map(|(filter, _, admin)| (filter, admin)));
+            match held {
+                Some((filter, admin)) => manage(copy.as_slice(), filter, admin),
+                None => (0, STATUS_CLOUD_FILE_INVALID_REQUEST, None),
+            }
+        }
         Some(copy) => {
             let Some(cookie) = NonNull::new(connection_cookie.cast_mut().cast::<Provider>()) else {
                 return STATUS_INVALID_PARAMETER;
@@ -437,10 +438,19 @@ fn serve(cookie: NonNull<Provider>, bytes: &[u8]) -> (u64, NTSTATUS, placeholder
 /// A message on a management connection: the reply's request id, status and payload.
 /// Provider messages are refused like undecodable ones: a management client serves no
 /// sync root.
-fn manage(bytes: &[u8]) -> (u64, NTSTATUS, placeholder::Payload) {
+///
+/// Image rules are an administrator's (`admin`: the connection's process token, taken at
+/// connect); anyone else's are refused with STATUS_ACCESS_DENIED. Sync-root registrations
+/// are anyone's, for roots the caller may write ([`security::may_write_root`], in the
+/// caller's context).
+fn manage(bytes: &[u8], filter: PFLT_FILTER, admin: bool) -> (u64, NTSTATUS, placeholder::Payload) {
     let Ok(message) = ManagementMessage::decode(bytes) else {
         return (0, STATUS_CLOUD_FILE_INVALID_REQUEST, None);
     };
+    if message.kind().is_image_rule() && !admin {
+        return (message.request_id(), STATUS_ACCESS_DENIED, None);
+    }
+    let may_write = |root: &[u16]| security::may_write_root(filter, root);
     let done = |r: Result<(), NTSTATUS>| (r.err().unwrap_or(STATUS_SUCCESS), None);
     let (status, payload) = match message {
         ManagementMessage::SetImageRule(m) => done(rules::set(m.pattern, m.visibility)),
@@ -449,9 +459,9 @@ fn manage(bytes: &[u8]) -> (u64, NTSTATUS, placeholder::Payload) {
             rules::clear();
             (STATUS_SUCCESS, None)
         }
-        ManagementMessage::RegisterSyncRoot(m) => done(roots::register(&m, |_| Ok(()))),
+        ManagementMessage::RegisterSyncRoot(m) => done(roots::register(&m, may_write)),
         ManagementMessage::UnregisterSyncRoot(m) => done(with_path(&m.path, |path| {
-            roots::unregister(path, |_| Ok(()))
+            roots::unregister(path, may_write)
         })),
         ManagementMessage::GetSyncRootInfo(m) => {
             match with_path(&m.path, |path| roots::info(path).map(Some)) {

@@ -664,6 +664,9 @@ fn add_handle(fo: usize, pid: u32, kernel: bool) -> isize {
     })
 }
 
+/// IoStatus.Information of a create that made a new file (FILE_CREATED).
+const FILE_CREATED_INFO: usize = 2;
+
 fn fs_create(cbd: &mut Cbd, op: &FsCall) -> (NTSTATUS, usize) {
     let fo = cbd.iopb.TargetFileObject as usize;
     // SAFETY: the parameters of a create, set by the issuer (or a filter, dirty).
@@ -715,6 +718,21 @@ fn fs_create(cbd: &mut Cbd, op: &FsCall) -> (NTSTATUS, usize) {
                 id,
                 information,
             }) => {
+                if information == FILE_CREATED_INFO {
+                    // A new file's DACL comes from its creator's token.
+                    let elevated = k
+                        .processes
+                        .get(super::process::current_pid())
+                        .is_none_or(|p| p.elevated);
+                    let writers = if elevated {
+                        super::ntfs::Writers::Administrators
+                    } else {
+                        super::ntfs::Writers::StandardUser
+                    };
+                    if let Some(v) = k.volumes.iter_mut().find(|v| v.handle == volume) {
+                        v.fs.set_writers(id, writers);
+                    }
+                }
                 // A reissued create may succeed after an earlier attempt opened nothing;
                 // never two opens on one file object.
                 let size = k

@@ -39,6 +39,7 @@ use super::io::{self, irp};
 use super::irql::{self, APC_LEVEL, DISPATCH_LEVEL, PASSIVE_LEVEL};
 use super::process;
 use super::with_kernel;
+use windows_sys::Wdk::System::SystemServices::IO_FORCE_ACCESS_CHECK;
 
 /// `FSCTL_SET_REPARSE_POINT`, `FSCTL_SET_REPARSE_POINT_EX`, `FSCTL_DELETE_REPARSE_POINT`.
 const FSCTL_SET_REPARSE_POINT: u32 = 0x0009_00A4;
@@ -104,7 +105,7 @@ pub unsafe extern "system" fn FltCreateFileEx2(
     options: u32,
     _ea: *const c_void,
     _ea_length: u32,
-    _flags: u32,
+    flags: u32,
     _driver_context: *const IO_DRIVER_CREATE_CONTEXT,
 ) -> NTSTATUS {
     irql::check("FltCreateFileEx2", PASSIVE_LEVEL);
@@ -161,6 +162,13 @@ pub unsafe extern "system" fn FltCreateFileEx2(
             // asks filters to target their own volume.
             return STATUS_INVALID_PARAMETER;
         }
+    }
+    if flags & IO_FORCE_ACCESS_CHECK != 0
+        && let Some(status) = forced_access_check(volume, &rel, access, disposition)
+    {
+        // SAFETY: checked non-null above.
+        unsafe { iosb.write(io::status_block(status, 0)) };
+        return status;
     }
     let params = OpenParams {
         access,
@@ -1252,4 +1260,50 @@ pub extern "system" fn FltFreeDeferredIoWorkItem(item: PFLT_DEFERRED_IO_WORKITEM
             }
         }
     });
+}
+
+/// IO_FORCE_ACCESS_CHECK: the open is checked against the file's DACL with the calling
+/// thread's token, as for a user-mode caller (the I/O manager's access check). The model
+/// keeps only who may write a file ([`Writers`](super::ntfs::Writers)); everyone may read.
+/// `None` when the open may go on (the file system then reports a missing file as
+/// usual), or the status it fails with.
+///
+/// Only opens of an existing file are modelled: a create that could make one is a
+/// violation to report, not a guess.
+fn forced_access_check(
+    volume: PFLT_VOLUME,
+    rel: &[u16],
+    access: u32,
+    disposition: u32,
+) -> Option<NTSTATUS> {
+    /// Rights the model's DACLs grant writers only: FILE_WRITE_DATA, FILE_APPEND_DATA,
+    /// FILE_WRITE_EA, FILE_WRITE_ATTRIBUTES, DELETE, WRITE_DAC, WRITE_OWNER,
+    /// GENERIC_ALL, GENERIC_WRITE.
+    const WRITE_RIGHTS: u32 =
+        0x2 | 0x4 | 0x10 | 0x100 | 0x1_0000 | 0x4_0000 | 0x8_0000 | 0x1000_0000 | 0x4000_0000;
+    const FILE_OPEN: u32 = 1;
+    with_kernel(|k| {
+        if disposition != FILE_OPEN {
+            k.violation(
+                "FltCreateFileEx2",
+                "IO_FORCE_ACCESS_CHECK with a disposition that may create: not modelled",
+            );
+            return Some(STATUS_NOT_SUPPORTED);
+        }
+        if access & WRITE_RIGHTS == 0 {
+            return None;
+        }
+        let elevated = k
+            .processes
+            .get(super::process::current_pid())
+            .is_some_and(|p| p.elevated);
+        let path = String::from_utf16_lossy(rel);
+        let writers = k
+            .volumes
+            .iter()
+            .find(|v| v.handle == volume)
+            .and_then(|v| v.fs.lookup(&path).and_then(|id| v.fs.writers(id)))?;
+        let allowed = elevated || writers == super::ntfs::Writers::StandardUser;
+        (!allowed).then_some(windows_sys::Win32::Foundation::STATUS_ACCESS_DENIED)
+    })
 }

@@ -74,8 +74,10 @@ pub(crate) struct ServerPort {
     disconnect: PFLT_DISCONNECT_NOTIFY,
     message: PFLT_MESSAGE_NOTIFY,
     max_connections: usize,
-    /// Access the descriptor grants (FLT_PORT_ALL_ACCESS to SYSTEM and Administrators).
+    /// Access the descriptor grants SYSTEM and Administrators.
     access: u32,
+    /// Access it grants Authenticated Users (every logged-on user, elevated or not).
+    authenticated: u32,
     /// MessageNotify callbacks running now: FltUnregisterFilter waits for them (FltMgr
     /// holds rundown protection on the filter across each).
     pub(crate) calls_in_flight: usize,
@@ -560,15 +562,23 @@ pub unsafe extern "system" fn FltCreateCommunicationPort(
         if oa.Attributes & OBJ_KERNEL_HANDLE == 0 {
             k.violation("FltCreateCommunicationPort", "port handle created without OBJ_KERNEL_HANDLE: it lands in the current process's handle table");
         }
-        let access = match k
-            .security_descriptors
-            .get(&(oa.SecurityDescriptor as usize))
-        {
-            Some(access) => *access,
-            None => {
-                k.violation("FltCreateCommunicationPort", "no security descriptor from FltBuildDefaultSecurityDescriptor: the port would be open to everyone");
-                0
-            }
+        // Either a descriptor FltBuildDefaultSecurityDescriptor made (SYSTEM and
+        // Administrators), or a self-relative one the driver built itself, whose DACL is
+        // read as the object manager would.
+        let sd = oa.SecurityDescriptor as usize;
+        let (access, authenticated) = match k.security_descriptors.get(&sd) {
+            Some(access) => (*access, 0),
+            // SAFETY: the caller's descriptor; its own lengths bound every read.
+            None => match unsafe { self_relative_dacl(oa.SecurityDescriptor.cast()) } {
+                Ok(grants) => grants,
+                Err(why) => {
+                    k.violation(
+                        "FltCreateCommunicationPort",
+                        format!("the port's security descriptor: {why}"),
+                    );
+                    (0, 0)
+                }
+            },
         };
         if k.server_ports
             .values()
@@ -589,6 +599,7 @@ pub unsafe extern "system" fn FltCreateCommunicationPort(
                 message,
                 max_connections: max_connections as usize,
                 access,
+                authenticated,
                 calls_in_flight: 0,
             },
         );
@@ -843,7 +854,10 @@ pub(crate) fn connect(name: &str, context: &[u8]) -> Result<PFLT_PORT, NTSTATUS>
             .iter()
             .find(|(_, p)| !p.closed && p.name.eq_ignore_ascii_case(name))?;
         let server = *server;
-        let granted = elevated && port.access & FLT_PORT_CONNECT != 0;
+        // SYSTEM and elevated administrators hold the Administrators group; every
+        // process of a logged-on user (the model's processes) is an Authenticated User.
+        let granted = (elevated && port.access & FLT_PORT_CONNECT != 0)
+            || port.authenticated & FLT_PORT_CONNECT != 0;
         let open = k
             .client_ports
             .values()
@@ -1087,8 +1101,10 @@ pub struct PortView {
     pub closed: bool,
     /// MaxConnections.
     pub max_connections: usize,
-    /// Access the default descriptor grants; 0 if created without one.
+    /// Access the descriptor grants SYSTEM and Administrators; 0 if created without one.
     pub access: u32,
+    /// Access it grants Authenticated Users.
+    pub authenticated: u32,
     /// Open client connections.
     pub connections: usize,
     /// The process of each open connection, in connection order.
@@ -1106,6 +1122,7 @@ impl Machine {
                     closed: p.closed,
                     max_connections: p.max_connections,
                     access: p.access,
+                    authenticated: p.authenticated,
                     connections: k
                         .client_ports
                         .values()
@@ -1203,4 +1220,70 @@ pub unsafe extern "system" fn MmCopyMemory(
     unsafe { transferred.write(copied) };
     vm::reach(MidCall::AfterInputCopy);
     status
+}
+
+/// The grants of a self-relative SECURITY_DESCRIPTOR's DACL, as (SYSTEM and
+/// Administrators, Authenticated Users): the ACCESS_ALLOWED ACEs for S-1-5-18 and
+/// S-1-5-32-544 (which must agree) and for S-1-5-11. A descriptor that is not
+/// self-relative, has no DACL or a NULL DACL (open to everyone), an ACE of another type or
+/// for another SID, or lengths that do not hold, is refused with why.
+///
+/// # Safety
+/// `sd` is NULL or readable for the lengths its own headers declare (at most 64 KiB).
+unsafe fn self_relative_dacl(sd: *const u8) -> Result<(u32, u32), String> {
+    const SE_DACL_PRESENT: u16 = 0x0004;
+    const SE_SELF_RELATIVE: u16 = 0x8000;
+    if sd.is_null() {
+        return Err("none: the port would be open to everyone".into());
+    }
+    // SAFETY: the header's 20 bytes (the caller's contract).
+    let head = unsafe { std::slice::from_raw_parts(sd, 20) };
+    let control = u16::from_le_bytes([head[2], head[3]]);
+    let dacl = u32::from_le_bytes([head[16], head[17], head[18], head[19]]) as usize;
+    if head[0] != 1 || control & SE_SELF_RELATIVE == 0 {
+        return Err("not a self-relative revision-1 descriptor".into());
+    }
+    if control & SE_DACL_PRESENT == 0 || dacl == 0 {
+        return Err("no DACL, or a NULL DACL: open to everyone".into());
+    }
+    // SAFETY: the DACL's offset within the descriptor (the caller's contract).
+    let acl_at = unsafe { sd.add(dacl) };
+    // SAFETY: the ACL header at that offset.
+    let acl_head = unsafe { std::slice::from_raw_parts(acl_at, 8) };
+    let acl_size = usize::from(u16::from_le_bytes([acl_head[2], acl_head[3]]));
+    let count = usize::from(u16::from_le_bytes([acl_head[4], acl_head[5]]));
+    if !(8..=0x1_0000).contains(&acl_size) {
+        return Err(format!("an ACL of {acl_size} bytes"));
+    }
+    // SAFETY: the whole ACL, as its header sizes it.
+    let acl = unsafe { std::slice::from_raw_parts(acl_at, acl_size) };
+    let (mut system, mut admins, mut users) = (None, None, 0u32);
+    let mut at = 8;
+    for _ in 0..count {
+        let ace = acl.get(at..at + 8).ok_or("an ACE past the ACL")?;
+        let size = usize::from(u16::from_le_bytes([ace[2], ace[3]]));
+        if ace[0] != 0 {
+            return Err(format!(
+                "an ACE of type {} (only ACCESS_ALLOWED is modelled)",
+                ace[0]
+            ));
+        }
+        let mask = u32::from_le_bytes([ace[4], ace[5], ace[6], ace[7]]);
+        let sid = acl.get(at + 8..at + size).ok_or("an ACE past the ACL")?;
+        match sid {
+            [1, 1, 0, 0, 0, 0, 0, 5, 18, 0, 0, 0] => system = Some(mask),
+            [1, 2, 0, 0, 0, 0, 0, 5, 32, 0, 0, 0, 0x20, 2, 0, 0] => admins = Some(mask),
+            [1, 1, 0, 0, 0, 0, 0, 5, 11, 0, 0, 0] => users = mask,
+            other => {
+                return Err(format!(
+                    "an ACE for a SID the model does not know: {other:?}"
+                ));
+            }
+        }
+        at += size;
+    }
+    match (system, admins) {
+        (Some(s), Some(a)) if s == a => Ok((a, users)),
+        _ => Err("SYSTEM and Administrators must both be granted the same access".into()),
+    }
 }

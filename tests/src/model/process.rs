@@ -57,11 +57,18 @@ impl Process {
     pub fn eprocess(&self) -> *mut c_void {
         (EPROCESS_BASE + self.pid as usize * 0x1000) as *mut c_void
     }
+
+    /// Its primary token object (an address of its own, next to the EPROCESS).
+    pub fn token(&self) -> *mut c_void {
+        (EPROCESS_BASE + self.pid as usize * 0x1000 + 0x800) as *mut c_void
+    }
 }
 
 pub(crate) struct Processes {
     pub(crate) table: Vec<Process>,
     next_pid: u32,
+    /// References PsReferencePrimaryToken handed out and not yet released, per pid.
+    pub(crate) token_refs: std::collections::HashMap<u32, usize>,
 }
 
 impl Default for Processes {
@@ -75,6 +82,7 @@ impl Default for Processes {
                 alive: true,
             }],
             next_pid: 1000,
+            token_refs: std::collections::HashMap::new(),
         }
     }
 }
@@ -156,6 +164,75 @@ pub extern "system" fn PsGetCurrentProcessId() -> HANDLE {
 #[unsafe(no_mangle)]
 pub extern "system" fn IoGetCurrentProcess() -> *mut c_void {
     current_eprocess()
+}
+
+/// PsReferencePrimaryToken: the process's primary token, referenced (release it with
+/// PsDereferencePrimaryToken).
+#[unsafe(no_mangle)]
+pub extern "system" fn PsReferencePrimaryToken(process: *mut c_void) -> *mut c_void {
+    with_kernel(|k| {
+        let Some((pid, token)) = k.processes.by_eprocess(process).map(|p| (p.pid, p.token()))
+        else {
+            k.violation(
+                "PsReferencePrimaryToken",
+                format!("{process:p} is not a process object"),
+            );
+            return std::ptr::null_mut();
+        };
+        *k.processes.token_refs.entry(pid).or_default() += 1;
+        token
+    })
+}
+
+/// PsDereferencePrimaryToken.
+#[unsafe(no_mangle)]
+pub extern "system" fn PsDereferencePrimaryToken(token: *const c_void) {
+    with_kernel(|k| {
+        let pid = k
+            .processes
+            .table
+            .iter()
+            .find(|p| p.token().cast_const() == token)
+            .map(|p| p.pid);
+        let held = pid.and_then(|pid| k.processes.token_refs.get_mut(&pid).filter(|n| **n > 0));
+        match held {
+            Some(n) => *n -= 1,
+            None => k.violation(
+                "PsDereferencePrimaryToken",
+                format!("{token:p} is not a token referenced by PsReferencePrimaryToken, or is released twice"),
+            ),
+        }
+    });
+}
+
+/// SeTokenIsAdmin: whether the token holds the Administrators group enabled — an
+/// elevated administrator's (or SYSTEM's); a standard user's, or a filtered token under
+/// UAC, does not.
+#[unsafe(no_mangle)]
+pub extern "system" fn SeTokenIsAdmin(token: *const c_void) -> bool {
+    with_kernel(|k| {
+        let held = k
+            .processes
+            .table
+            .iter()
+            .find(|p| p.token().cast_const() == token)
+            .map(|p| {
+                (
+                    p.elevated,
+                    k.processes.token_refs.get(&p.pid).copied().unwrap_or(0),
+                )
+            });
+        match held {
+            Some((elevated, refs)) if refs > 0 => elevated,
+            _ => {
+                k.violation(
+                    "SeTokenIsAdmin",
+                    format!("{token:p} is not a referenced token"),
+                );
+                false
+            }
+        }
+    })
 }
 
 /// PsGetProcessId.

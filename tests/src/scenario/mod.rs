@@ -461,8 +461,9 @@ fn build(
                 p.name
             ));
         }
-        // A sync provider runs elevated, as the port's default descriptor requires.
-        let pid = machine.spawn_process(&nt, PHCM_APPLICATION_DEFAULT, true);
+        // A sync provider runs elevated unless `elevated = false`: then as the standard
+        // user the `[[process]]` entries run as.
+        let pid = machine.spawn_process(&nt, PHCM_APPLICATION_DEFAULT, p.elevated != Some(false));
         crate::model::process::run_as(pid, || ops::make_directory(&p.sync_root)).map_err(|s| {
             format!(
                 "{}: cannot create the sync root {}: {}",

@@ -19,7 +19,6 @@ use super::format::{Expect, ProviderSpec, Step};
 pub const PENDING: &[(&str, u32)] = &[
     // Issue 13: registration, users and rights, hard links, validation.
     ("do:link", 13),
-    ("provider.elevated", 13),
     ("provider.management", 13),
     ("provider.hard_links", 13),
     ("provider.modifiers", 13),

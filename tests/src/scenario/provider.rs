@@ -321,12 +321,12 @@ fn kill_process(pid: u32) {
     fltlib::close_process_handles(pid);
 }
 
-/// `Machine::spawn_process` for the same reason: a provider process (elevated, default
-/// compatibility mode) running `image`.
-fn spawn_process(image: &str) -> u32 {
+/// `Machine::spawn_process` for the same reason: a provider process (elevated or the
+/// standard user's, default compatibility mode) running `image`.
+fn spawn_process(image: &str, elevated: bool) -> u32 {
     with_kernel(|k| {
         k.processes
-            .spawn(image.to_owned(), PHCM_APPLICATION_DEFAULT, true)
+            .spawn(image.to_owned(), PHCM_APPLICATION_DEFAULT, elevated)
     })
 }
 
@@ -465,6 +465,8 @@ pub(crate) struct Provider {
     population: PopulationPolicy,
     in_sync: InSyncPolicy,
     timeout: Duration,
+    /// Whether its processes run elevated (`elevated = false`: the standard user).
+    elevated: bool,
     inner: Arc<Inner>,
     /// Per file (root-relative, lower case), the change counter the driver last reported
     /// to this provider.
@@ -497,6 +499,7 @@ impl Provider {
             population: population(&spec.population).map_err(what)?,
             in_sync: in_sync_policy(&spec.in_sync_policy).map_err(what)?,
             timeout: Duration::from_millis(spec.timeout_ms),
+            elevated: spec.elevated != Some(false),
             inner: Arc::new(Inner {
                 name: spec.name.clone(),
                 behaviour: Behaviour::parse(&spec.behaviour).map_err(what)?,
@@ -581,7 +584,7 @@ impl Provider {
     fn life(&self) -> Arc<Life> {
         let mut live = lock(&self.inner.live);
         if !live.life.alive() {
-            live.life = Life::new(spawn_process(&self.image));
+            live.life = Life::new(spawn_process(&self.image, self.elevated));
         }
         live.life.clone()
     }
@@ -620,28 +623,11 @@ impl Provider {
     }
 
     /// `connect`: from the running process, or after `kill` from a new process of the
-    /// same identity. A root not registered yet is registered first, with every
-    /// registration field of the provider (the format's "on a root not registered yet
-    /// it registers first").
+    /// same identity. On a root not registered yet the driver registers it first from the
+    /// connection (the provider's name, id and policies), as the format says.
     pub(crate) fn connect(&self) -> NTSTATUS {
         let life = self.life();
-        let registration = self.registration();
-        let registered = process::run_as(life.pid, || {
-            match SyncRoot::info(&self.sync_root) {
-                Err(cloudflt::Error::NotUnderSyncRoot) => {
-                    match SyncRoot::register(&registration, RegisterFlags::NONE) {
-                        Ok(()) => Ok(()),
-                        // Registered meanwhile: connected as registered.
-                        Err(e) if status_of(&e) == STATUS_OBJECT_NAME_COLLISION => Ok(()),
-                        Err(e) => Err(e),
-                    }
-                }
-                _ => Ok(()),
-            }
-        });
-        if let Err(e) = registered {
-            return status_of(&e);
-        }
+
         let handler = Handler {
             inner: self.inner.clone(),
             life: life.clone(),

@@ -283,8 +283,68 @@ fn persist_by_id(stream: &StreamContext) {
         )
     {
         let _ = file.freeze_times();
-        let _ = persist(stream, &file);
+        // The open holds the file's stream, so the context attached to it cannot change
+        // meanwhile. `stream` may be an older one: the stream was torn down after the
+        // paging write this runs for (the postman holds a reference on the context, not
+        // on the stream), and a later open attached another context from the record on
+        // disk, which has gone on since (a truncation, an update, a set_in_sync…). Its
+        // state must never be written over that context's record.
+        let Ok(Some(live)) = crate::nt::stream::attach(filter, *file) else {
+            return;
+        };
+        if core::ptr::eq::<StreamContext>(&*live, stream) || adopt(stream, &live) {
+            let _ = persist(&live, &file);
+        }
     }
+}
+
+/// `old` is no longer its file's stream context, `live` is: what `old` recorded in
+/// memory but never wrote to disk (a mapped writer's pages, recorded as modified after
+/// its last record) is recorded in `live` too, where it is still present there (data
+/// `live` truncated or dehydrated since is not the user's any more); `old` is never
+/// written again. True when `live` took something, so that its record is to be written.
+fn adopt(old: &StreamContext, live: &StreamContext) -> bool {
+    let Some(mut unrecorded) = super::new_present() else {
+        return false;
+    };
+    let pending = TABLE.with(|t| {
+        old.with_state(&t.held, |s| {
+            let pending = s.changes != s.recorded_changes;
+            if pending {
+                unrecorded.copy_from(&s.modified);
+                s.recorded_changes = s.changes;
+            }
+            pending
+        })
+    });
+    if !pending {
+        return false;
+    }
+    let Some(mut parts) = super::new_present() else {
+        return false;
+    };
+    TABLE.with(|t| {
+        live.with_state(&t.held, |s| {
+            let file = Range {
+                start: 0,
+                end: s.file_size,
+            };
+            for m in unrecorded.iter() {
+                for p in s.present.iter() {
+                    let part = m.clip(p).clip(file);
+                    if !part.is_empty() && !s.modified.contains(part) {
+                        parts.insert(part);
+                    }
+                }
+            }
+            for part in parts.iter() {
+                // As in `mapped_write`: a record that cannot take it still says the file
+                // is not in sync.
+                let _ = s.modify(part) || s.modify(Range::default());
+            }
+        })
+    });
+    true
 }
 
 /// The last handle of `stream` is closing (pre-cleanup: PASSIVE_LEVEL, no file system

@@ -406,6 +406,7 @@ fn record(stream: &StreamContext, file: &Fo, added: &[Range]) -> NTSTATUS {
                 TABLE.with(|t| {
                     stream.with_state(&t.held, |s| {
                         if nt_success(status) {
+                            s.recorded_changes = snapshot.changes;
                             for range in added.iter().copied().chain(snapshot.batch.iter()) {
                                 s.present.insert(range.clip(Range {
                                     start: 0,

@@ -175,6 +175,19 @@ pub struct Node {
     pub delete_pending: bool,
 }
 
+/// The part of a file's DACL the model keeps: who may write it (FILE_WRITE_DATA /
+/// FILE_ADD_FILE, WRITE_DAC). Everyone may read. What the scenario format fixes: a file
+/// that exists at boot or that an elevated process (or SYSTEM) created is writable by
+/// SYSTEM and Administrators only; one a standard user created is writable by that user
+/// too (the inherited CREATOR OWNER grant). There is one standard user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Writers {
+    /// SYSTEM and Administrators.
+    Administrators,
+    /// The standard user, SYSTEM and Administrators.
+    StandardUser,
+}
+
 /// IoStatus.Information after a successful create (wdm.h; windows-sys has them only
 /// under a feature this crate does not enable).
 const FILE_SUPERSEDED: u32 = 0;
@@ -233,6 +246,8 @@ struct File {
     usn: i64,
     /// `USN_REASON_*` accumulated since the file's last close record (see `usn`).
     reasons: u32,
+    /// Who its DACL lets write it (see [`Writers`]).
+    writers: Writers,
 }
 
 /// One open (the CCB).
@@ -336,6 +351,7 @@ impl Ntfs {
             children: BTreeMap::new(),
             usn: 0,
             reasons: 0,
+            writers: Writers::Administrators,
         };
         Self {
             files: BTreeMap::from([(ROOT_ID, root)]),
@@ -690,6 +706,7 @@ impl Ntfs {
                 children: BTreeMap::new(),
                 usn: 0,
                 reasons: 0,
+                writers: Writers::Administrators,
             },
         );
         self.post_usn(id, usn::FILE_CREATE);
@@ -1665,6 +1682,19 @@ impl Ntfs {
             at = *self.file(at).children.get(&pattern::key(p))?;
         }
         Some(at)
+    }
+
+    /// Who may write the file (its DACL, see [`Writers`]).
+    pub fn writers(&self, id: FileId) -> Option<Writers> {
+        self.files.get(&id).map(|f| f.writers)
+    }
+
+    /// Sets who may write the file: the DACL a create gives a new file from its
+    /// creator's token.
+    pub fn set_writers(&mut self, id: FileId, writers: Writers) {
+        if let Some(f) = self.files.get_mut(&id) {
+            f.writers = writers;
+        }
     }
 
     /// The file an open refers to.
