@@ -35,14 +35,23 @@
 //! | 28 | 4 | provider timeout in milliseconds; 0 = [`DEFAULT_TIMEOUT_MS`], ≤ [`MAX_TIMEOUT_MS`] |
 //! | 32 | 16 | provider id (a GUID in Windows byte order), used when the connect registers the root |
 //! | 48 | 4 | connect flags ([`ConnectFlags`], cfapi's CF_CONNECT_FLAGS values) |
-//! | 52 | 4 | reserved, zero |
+//! | 52 | 2 | hydration policy modifiers ([`HydrationModifiers`]), used when the connect registers the root; STREAMING_ALLOWED with VALIDATION_REQUIRED is refused |
+//! | 54 | 2 | reserved, zero |
 //! | 56 | … | provider name, provider version, sync root path (UTF-16LE, in that order) |
 //!
 //! The sync root path is in NT form (`\Device\HarddiskVolume1\Users\u\Cloud`); its length
 //! is bounded only by [`MAX_SIZE`]. The body must fill the context exactly.
 
 use crate::error::{DecodeError, EncodeError, Field};
+use crate::registration::HydrationModifiers;
 use crate::utf16::Utf16;
+
+/// cfapi refuses STREAMING_ALLOWED together with VALIDATION_REQUIRED.
+fn modifiers_valid(m: HydrationModifiers) -> bool {
+    !m.contains(
+        HydrationModifiers::STREAMING_ALLOWED.union(HydrationModifiers::VALIDATION_REQUIRED),
+    )
+}
 use crate::wire::{self, Reader, Writer, len_u16};
 
 /// The four bytes every connection context starts with.
@@ -205,6 +214,8 @@ pub struct ConnectionContext<'a> {
     pub provider_id: [u8; 16],
     /// What the provider asks of this connection.
     pub connect_flags: ConnectFlags,
+    /// The hydration policy modifiers, recorded if this connect registers the root.
+    pub modifiers: HydrationModifiers,
 }
 
 /// Why a connection context was refused.
@@ -367,7 +378,10 @@ impl<'a> ConnectionContext<'a> {
         let connect_flags = r.u32()?;
         let connect_flags =
             ConnectFlags::from_bits(connect_flags).ok_or(DecodeError::BadFlags(connect_flags))?;
-        r.reserved(4)?;
+        let modifiers = HydrationModifiers::from_bits(r.u16()?)
+            .filter(|m| modifiers_valid(*m))
+            .ok_or(DecodeError::BadValue(Field::HydrationModifiers))?;
+        r.reserved(2)?;
         if usize::from(name_len) > MAX_NAME_BYTES {
             return Err(DecodeError::TooLarge(Field::ProviderName));
         }
@@ -399,6 +413,7 @@ impl<'a> ConnectionContext<'a> {
             timeout_ms,
             provider_id,
             connect_flags,
+            modifiers,
         })
     }
 
@@ -453,7 +468,11 @@ impl<'a> ConnectionContext<'a> {
         w.u32(self.timeout_ms)?;
         w.put(&self.provider_id)?;
         w.u32(self.connect_flags.bits())?;
-        w.u32(0)?;
+        if !modifiers_valid(self.modifiers) {
+            return Err(EncodeError::BadValue(Field::HydrationModifiers));
+        }
+        w.u16(self.modifiers.bits())?;
+        w.u16(0)?;
         w.utf16(&self.provider_name)?;
         w.utf16(&self.provider_version)?;
         w.utf16(&self.sync_root)?;
@@ -497,6 +516,7 @@ mod tests {
             timeout_ms: 0,
             provider_id: [0; 16],
             connect_flags: ConnectFlags::NONE,
+            modifiers: HydrationModifiers::NONE,
         }
     }
 
@@ -647,6 +667,7 @@ mod tests {
             timeout_ms: MAX_TIMEOUT_MS + 1,
             provider_id: [0; 16],
             connect_flags: ConnectFlags::NONE,
+            modifiers: HydrationModifiers::NONE,
             ..sample()
         };
         assert_eq!(
@@ -783,6 +804,7 @@ mod tests {
                 timeout_ms,
                 provider_id: [0; 16],
                 connect_flags: ConnectFlags::NONE,
+            modifiers: HydrationModifiers::NONE,
             };
             let bytes = encoded(&ctx);
             prop_assert_eq!(ConnectionContext::decode(&bytes), Ok(ctx));

@@ -6,10 +6,11 @@
 //!
 //! Traffic in each direction:
 //! - kernel → provider, with FltSendMessage and no reply beyond Filter Manager's own:
-//!   [`FetchData`], [`CancelFetch`] (together [`KernelMessage`]);
+//!   [`FetchData`], [`CancelFetch`], [`ValidateData`] (together [`KernelMessage`]);
 //! - provider → kernel, as FilterSendMessage input: [`TransferData`], [`FetchFailed`],
 //!   [`CreatePlaceholder`], [`Convert`], [`Revert`], [`Hydrate`], [`Dehydrate`],
-//!   [`SetPin`], [`GetInfo`], [`Update`], [`SetInSync`] (together [`ProviderMessage`]);
+//!   [`SetPin`], [`GetInfo`], [`Update`], [`SetInSync`], [`RetrieveData`], [`AckData`]
+//!   (together [`ProviderMessage`]);
 //!   the driver answers each in FilterSendMessage's output buffer with a [`Reply`];
 //! - management client → kernel, on a management connection
 //!   ([`PortContext::Management`](crate::PortContext::Management)) and only there:
@@ -65,19 +66,23 @@ pub const MAX_PRIORITY: u8 = 15;
 /// transfers are sent as several messages.
 pub const MAX_TRANSFER_LEN: usize = 1024 * 1024;
 
-/// Largest [`Reply`] payload: a placeholder blob ([`GetInfo`], [`Hydrate`], [`Update`],
+/// Largest [`Reply`] payload: the bytes a [`RetrieveData`] reads back (at most
+/// [`MAX_TRANSFER_LEN`]), a placeholder blob ([`GetInfo`], [`Hydrate`], [`Update`],
 /// [`SetInSync`]) or the longest rule list ([`ListImageRules`]), whichever is larger.
-pub const MAX_REPLY_PAYLOAD: usize = if MAX_BLOB_SIZE > MAX_RULE_LIST_LEN {
-    MAX_BLOB_SIZE
-} else {
-    MAX_RULE_LIST_LEN
-};
+/// A client sizes its reply buffer for the message it sends, not for this.
+pub const MAX_REPLY_PAYLOAD: usize = max(MAX_TRANSFER_LEN, max(MAX_BLOB_SIZE, MAX_RULE_LIST_LEN));
+
+const fn max(a: usize, b: usize) -> usize {
+    if a > b { a } else { b }
+}
 
 /// Fixed part sizes, after the header.
 const FETCH_FIXED: usize = 48;
 const CANCEL_FIXED: usize = 24;
 const TRANSFER_FIXED: usize = 16;
 const FAILED_FIXED: usize = 8;
+const RETRIEVE_FIXED: usize = 16;
+const ACK_FIXED: usize = 24;
 const CREATE_FIXED: usize = 56;
 const CONVERT_FIXED: usize = 8;
 const PATH_ONLY_FIXED: usize = 8;
@@ -124,6 +129,8 @@ pub enum Kind {
     FetchData = 0x0001,
     /// [`CancelFetch`].
     CancelFetch = 0x0002,
+    /// [`ValidateData`].
+    ValidateData = 0x0003,
     /// [`TransferData`].
     TransferData = 0x0101,
     /// [`FetchFailed`].
@@ -146,6 +153,10 @@ pub enum Kind {
     Update = 0x010A,
     /// [`SetInSync`].
     SetInSync = 0x010B,
+    /// [`RetrieveData`].
+    RetrieveData = 0x010C,
+    /// [`AckData`].
+    AckData = 0x010D,
     /// [`SetImageRule`].
     SetImageRule = 0x0201,
     /// [`RemoveImageRule`].
@@ -170,6 +181,7 @@ impl Kind {
         Some(match v {
             0x0001 => Kind::FetchData,
             0x0002 => Kind::CancelFetch,
+            0x0003 => Kind::ValidateData,
             0x0101 => Kind::TransferData,
             0x0102 => Kind::FetchFailed,
             0x0103 => Kind::CreatePlaceholder,
@@ -181,6 +193,8 @@ impl Kind {
             0x0109 => Kind::GetInfo,
             0x010A => Kind::Update,
             0x010B => Kind::SetInSync,
+            0x010C => Kind::RetrieveData,
+            0x010D => Kind::AckData,
             0x0201 => Kind::SetImageRule,
             0x0202 => Kind::RemoveImageRule,
             0x0203 => Kind::ClearImageRules,
@@ -450,6 +464,183 @@ message!(FetchData<'a>, Kind::FetchData);
 fn required_range_valid(range: ByteRange, file_size: u64) -> bool {
     range.length > 0 && range.end().is_some_and(|end| end <= file_size)
 }
+
+/// Kernel → provider: the data of a fetch is on disk; read it back ([`RetrieveData`]) and
+/// say whether it is right ([`AckData`]). Sent only for a sync root registered with
+/// VALIDATION_REQUIRED, once the fetch's whole range has been transferred; the reads
+/// waiting on the fetch complete only for the ranges the provider acknowledges.
+///
+/// The header's request id is the fetch's. The body is [`FetchData`]'s, with `range` in
+/// place of `required`: the range to validate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ValidateData<'a> {
+    /// The fetch whose data this is.
+    pub request_id: u64,
+    /// The NTFS file id of the placeholder.
+    pub file_id: u64,
+    /// The placeholder's file size.
+    pub file_size: u64,
+    /// The bytes to validate: non-empty and within the file size.
+    pub range: ByteRange,
+    /// Priority hint, 0 (lowest) to [`MAX_PRIORITY`].
+    pub priority: u8,
+    /// The process whose I/O caused the fetch.
+    pub requestor_pid: u32,
+    /// Its image path (possibly empty).
+    pub requestor_image: Utf16<'a>,
+    /// The placeholder's path relative to the sync root.
+    pub path: Utf16<'a>,
+    /// The provider's file identity from the placeholder.
+    pub identity: &'a [u8],
+}
+
+impl<'a> ValidateData<'a> {
+    fn as_fetch(&self) -> FetchData<'a> {
+        FetchData {
+            request_id: self.request_id,
+            file_id: self.file_id,
+            file_size: self.file_size,
+            required: self.range,
+            priority: self.priority,
+            requestor_pid: self.requestor_pid,
+            requestor_image: self.requestor_image,
+            path: self.path,
+            identity: self.identity,
+        }
+    }
+
+    fn body_len(&self) -> usize {
+        self.as_fetch().body_len()
+    }
+
+    fn check(&self) -> Result<(), EncodeError> {
+        self.as_fetch().check()
+    }
+
+    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        self.as_fetch().write_body(w)
+    }
+
+    fn read_body(request_id: u64, r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        let f = FetchData::read_body(request_id, r)?;
+        Ok(Self {
+            request_id,
+            file_id: f.file_id,
+            file_size: f.file_size,
+            range: f.required,
+            priority: f.priority,
+            requestor_pid: f.requestor_pid,
+            requestor_image: f.requestor_image,
+            path: f.path,
+            identity: f.identity,
+        })
+    }
+}
+message!(ValidateData<'a>, Kind::ValidateData);
+
+/// Provider → kernel: read back bytes of a fetch being validated, as they are on disk.
+/// The reply's payload is the bytes (fewer only where the range passes end of file).
+///
+/// The header's request id is the fetch's. Fixed part (16 bytes): offset `u64`, length
+/// `u64`; the range must lie within the one [`ValidateData`] named and be at most
+/// [`MAX_TRANSFER_LEN`] long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RetrieveData {
+    /// The fetch being validated.
+    pub request_id: u64,
+    /// The bytes wanted.
+    pub range: ByteRange,
+}
+
+impl RetrieveData {
+    fn body_len(&self) -> usize {
+        RETRIEVE_FIXED
+    }
+
+    fn check(&self) -> Result<(), EncodeError> {
+        if !retrieve_range_valid(self.range) {
+            return Err(EncodeError::BadRange);
+        }
+        Ok(())
+    }
+
+    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        w.u64(self.range.offset)?;
+        w.u64(self.range.length)
+    }
+
+    fn read_body(request_id: u64, r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let range = ByteRange::new(r.u64()?, r.u64()?);
+        if !retrieve_range_valid(range) {
+            return Err(DecodeError::BadRange);
+        }
+        Ok(Self { request_id, range })
+    }
+}
+message!(RetrieveData, Kind::RetrieveData);
+
+/// A retrieval asks for at least one byte, at most one transfer's worth.
+fn retrieve_range_valid(range: ByteRange) -> bool {
+    range.length > 0 && range.length <= MAX_TRANSFER_LEN as u64 && range.end().is_some()
+}
+
+/// Provider → kernel: the verdict on (part of) a fetch being validated.
+///
+/// The header's request id is the fetch's. Fixed part (24 bytes): offset `u64`, length
+/// `u64`, status `i32`, 4 reserved. A success status (zero) acknowledges the range: it is
+/// recorded as present and the reads waiting for it complete. A failure refuses it: the
+/// reads waiting on the fetch fail with STATUS_CLOUD_FILE_VALIDATION_FAILED and the range
+/// stays missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct AckData {
+    /// The fetch being validated.
+    pub request_id: u64,
+    /// The range judged: non-empty.
+    pub range: ByteRange,
+    /// STATUS_SUCCESS to acknowledge, a failure (negative) to refuse.
+    pub status: i32,
+}
+
+impl AckData {
+    fn body_len(&self) -> usize {
+        ACK_FIXED
+    }
+
+    fn check(&self) -> Result<(), EncodeError> {
+        if self.range.length == 0 || self.range.end().is_none() {
+            return Err(EncodeError::BadRange);
+        }
+        if self.status > 0 {
+            return Err(EncodeError::BadValue(Field::Status));
+        }
+        Ok(())
+    }
+
+    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        w.u64(self.range.offset)?;
+        w.u64(self.range.length)?;
+        w.i32(self.status)?;
+        w.zeros(4)
+    }
+
+    fn read_body(request_id: u64, r: &mut Reader<'_>) -> Result<Self, DecodeError> {
+        let range = ByteRange::new(r.u64()?, r.u64()?);
+        let status = r.i32()?;
+        r.reserved(4)?;
+        if range.length == 0 || range.end().is_none() {
+            return Err(DecodeError::BadRange);
+        }
+        if status > 0 {
+            return Err(DecodeError::BadValue(Field::Status));
+        }
+        Ok(Self {
+            request_id,
+            range,
+            status,
+        })
+    }
+}
+message!(AckData, Kind::AckData);
 
 /// Why the driver cancelled a fetch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -1765,6 +1956,7 @@ dispatch!(
     KernelMessage {
         FetchData(FetchData<'a>),
         CancelFetch(CancelFetch),
+        ValidateData(ValidateData<'a>),
     }
 );
 
@@ -1782,6 +1974,8 @@ dispatch!(
         GetInfo(GetInfo<'a>),
         Update(Update<'a>),
         SetInSync(SetInSync<'a>),
+        RetrieveData(RetrieveData),
+        AckData(AckData),
     }
 );
 
@@ -1907,7 +2101,7 @@ mod tests {
         Management(ManagementMessage<'a>),
     }
 
-    const KINDS: usize = 17;
+    const KINDS: usize = 20;
 
     /// One of `options`, chosen by `n`.
     fn pick<T: Copy>(options: &[T], n: u32) -> T {
@@ -2056,6 +2250,33 @@ mod tests {
                     },
                 }))
             }
+            17 => Any::Kernel(KernelMessage::ValidateData(ValidateData {
+                request_id: p.request_id,
+                file_id: p.c,
+                file_size: size,
+                range: required,
+                priority: (p.small % 16) as u8,
+                requestor_pid: p.small,
+                requestor_image: Utf16::from_units(&p.image),
+                path,
+                identity: &p.identity,
+            })),
+            18 => Any::Provider(ProviderMessage::RetrieveData(RetrieveData {
+                request_id: p.request_id,
+                range: ByteRange::new(
+                    p.b.min(u64::MAX - MAX_TRANSFER_LEN as u64),
+                    1 + p.c % MAX_TRANSFER_LEN as u64,
+                ),
+            })),
+            19 => Any::Provider(ProviderMessage::AckData(AckData {
+                request_id: p.request_id,
+                range: ByteRange::new(p.b / 2, 1 + p.c / 2),
+                status: if p.small.is_multiple_of(2) {
+                    0
+                } else {
+                    p.status | i32::MIN
+                },
+            })),
             _ => Any::Provider(ProviderMessage::SetInSync(SetInSync {
                 request_id: p.request_id,
                 path,
@@ -2814,6 +3035,63 @@ mod tests {
             .encode(&mut out),
             Err(EncodeError::TooLarge(Field::Pattern))
         );
+    }
+
+    #[test]
+    fn validation_messages_refuse_what_the_driver_could_not_act_on() {
+        let mut out = [0u8; 64];
+        let retrieve = RetrieveData {
+            request_id: 3,
+            range: ByteRange::new(4096, MAX_TRANSFER_LEN as u64),
+        };
+        let n = HEADER_SIZE + RETRIEVE_FIXED;
+        assert_eq!(retrieve.encode(&mut out), Ok(n));
+        assert_eq!(
+            ProviderMessage::decode(&out[..n]),
+            Ok(ProviderMessage::RetrieveData(retrieve))
+        );
+        // More than one transfer's worth, nothing, or past the end of any file.
+        for range in [
+            ByteRange::new(0, MAX_TRANSFER_LEN as u64 + 1),
+            ByteRange::new(0, 0),
+            ByteRange::new(u64::MAX, 2),
+        ] {
+            assert_eq!(
+                RetrieveData { range, ..retrieve }.encode(&mut out),
+                Err(EncodeError::BadRange)
+            );
+        }
+        let ack = AckData {
+            request_id: 3,
+            range: ByteRange::new(0, 4096),
+            status: 0,
+        };
+        let n = HEADER_SIZE + ACK_FIXED;
+        assert_eq!(ack.encode(&mut out), Ok(n));
+        assert_eq!(AckData::decode(&out[..n]), Ok(ack));
+        // A positive status is neither an acknowledgement nor a refusal.
+        let mut bad = out;
+        bad[32..36].copy_from_slice(&1i32.to_le_bytes());
+        assert_eq!(
+            AckData::decode(&bad[..n]),
+            Err(DecodeError::BadValue(Field::Status))
+        );
+        let mut bad = out;
+        bad[36] = 1;
+        assert_eq!(
+            AckData::decode(&bad[..n]),
+            Err(DecodeError::BadValue(Field::Reserved))
+        );
+        assert_eq!(
+            AckData {
+                range: ByteRange::new(5, 0),
+                ..ack
+            }
+            .encode(&mut out),
+            Err(EncodeError::BadRange)
+        );
+        assert!(!Kind::ValidateData.is_management() && Kind::ValidateData.is_from_kernel());
+        assert!(!Kind::AckData.is_from_kernel() && !Kind::RetrieveData.is_management());
     }
 
     #[test]

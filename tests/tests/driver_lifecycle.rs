@@ -42,6 +42,7 @@ fn context_for(version: u16, root: &str) -> Vec<u8> {
         timeout_ms: 0,
         provider_id: [0; 16],
         connect_flags: cloudflt_proto::connect::ConnectFlags::NONE,
+        modifiers: cloudflt_proto::registration::HydrationModifiers::NONE,
     };
     let mut out = vec![0; ctx.encoded_len()];
     ctx.encode(&mut out).unwrap();

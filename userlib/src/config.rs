@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cloudflt_proto::connect::{ConnectFlags, DEFAULT_TIMEOUT_MS, MAX_NAME_UNITS, MAX_TIMEOUT_MS};
+use cloudflt_proto::registration::HydrationModifiers;
 use cloudflt_proto::{ConnectionContext, HydrationPolicy, InSyncPolicy, PopulationPolicy, Utf16};
 
 use crate::{Error, sys};
@@ -33,6 +34,7 @@ pub struct SyncRootConfig {
     timeout: Duration,
     provider_id: Option<[u8; 16]>,
     connect_flags: ConnectFlags,
+    modifiers: HydrationModifiers,
 }
 
 impl SyncRootConfig {
@@ -59,6 +61,7 @@ impl SyncRootConfig {
             timeout: Duration::from_millis(DEFAULT_TIMEOUT_MS.into()),
             provider_id: None,
             connect_flags: ConnectFlags::NONE,
+            modifiers: HydrationModifiers::NONE,
         }
     }
 
@@ -218,10 +221,33 @@ impl SyncRootConfig {
         .hydration(self.hydration)
         .population(self.population)
         .in_sync(self.in_sync)
+        .modifiers(self.modifiers)
         .provider_id(
             self.provider_id
                 .unwrap_or_else(|| crate::registration::provider_id_from_name(&self.provider_name)),
         )
+    }
+
+    /// Sets the hydration policy modifiers, recorded when connecting registers the root
+    /// (a root registered with [`SyncRoot::register`](crate::SyncRoot::register) keeps
+    /// its own). STREAMING_ALLOWED with VALIDATION_REQUIRED is refused at connect
+    /// ([`Error::InvalidArgument`]).
+    ///
+    /// ```
+    /// use cloudflt::SyncRootConfig;
+    /// use cloudflt::registration::HydrationModifiers;
+    /// let config = SyncRootConfig::new(r"C:\Cloud", "P", "1")
+    ///     .modifiers(HydrationModifiers::VALIDATION_REQUIRED);
+    /// assert_eq!(config.modifiers_value(), HydrationModifiers::VALIDATION_REQUIRED);
+    /// ```
+    pub fn modifiers(mut self, modifiers: HydrationModifiers) -> Self {
+        self.modifiers = modifiers;
+        self
+    }
+
+    /// The hydration policy modifiers.
+    pub fn modifiers_value(&self) -> HydrationModifiers {
+        self.modifiers
     }
 
     /// The connection context for this configuration with the sync root at `nt_root`.
@@ -257,7 +283,15 @@ impl SyncRootConfig {
                 .provider_id
                 .unwrap_or_else(|| crate::registration::provider_id_from_name(&self.provider_name)),
             connect_flags: self.connect_flags,
+            modifiers: self.modifiers,
         };
+        if self.modifiers.contains(
+            HydrationModifiers::STREAMING_ALLOWED.union(HydrationModifiers::VALIDATION_REQUIRED),
+        ) {
+            return Err(Error::InvalidArgument(
+                "STREAMING_ALLOWED and VALIDATION_REQUIRED exclude each other".into(),
+            ));
+        }
         let mut out = vec![0u8; context.encoded_len()];
         let written = context.encode(&mut out)?;
         out.truncate(written);

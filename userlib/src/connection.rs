@@ -19,7 +19,7 @@ use cloudflt_proto::port::PORT_NAME;
 
 use crate::Error;
 use crate::config::{self, SyncRootConfig};
-use crate::provider::{CancelFetch, FetchRequest, SyncProvider, Transfer};
+use crate::provider::{CancelFetch, FetchRequest, SyncProvider, Transfer, Validation};
 use crate::sys::{self, MessageReader, Received};
 
 /// Connects sync roots: the entry point of the library.
@@ -308,6 +308,12 @@ fn dispatch(shared: &Arc<Shared>, provider: &Arc<dyn SyncProvider + Send + Sync>
             // If no thread can be started, the closure is dropped with the transfer in
             // it, which fails the fetch at once.
             sys::spawn(move || provider.fetch_data(request, transfer))
+        }
+        Ok(KernelMessage::ValidateData(m)) => {
+            let request = FetchRequest::from_validation(&m);
+            let validation = Validation::new(shared.clone(), &request);
+            // Unstarted, the validation is dropped and refuses its range at once.
+            sys::spawn(move || provider.validate_data(request, validation))
         }
         Ok(KernelMessage::CancelFetch(m)) => {
             let cancel = CancelFetch::from_message(&m);

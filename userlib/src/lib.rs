@@ -72,5 +72,5 @@ pub use placeholder::{
 };
 pub use provider::{
     CancelFetch, CancelReason, FetchRequest, RequestingProcess, SyncProvider, TRANSFER_ALIGNMENT,
-    Transfer,
+    Transfer, Validation, ValidationRequest,
 };

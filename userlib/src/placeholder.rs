@@ -17,9 +17,10 @@ use std::ops::{Bound, Range, RangeBounds};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use cloudflt_proto::msg::{
-    self, BasicInfo, Convert, ConvertFlags, CreatePlaceholder, Dehydrate, GetInfo, Hydrate,
-    MAX_REPLY_PAYLOAD, Revert, SetInSync, SetInSyncFlags, SetPin, Update, UpdateFlags,
+    self, BasicInfo, Convert, ConvertFlags, CreatePlaceholder, Dehydrate, GetInfo, Hydrate, Revert,
+    SetInSync, SetInSyncFlags, SetPin, Update, UpdateFlags,
 };
+use cloudflt_proto::placeholder::MAX_BLOB_SIZE;
 use cloudflt_proto::{ByteRange, Placeholder, PlaceholderFlags, RangeList, Utf16};
 
 use crate::config::relative_path;
@@ -714,7 +715,7 @@ impl Connection {
             range: op_range(range)?,
         };
         let bytes = encode(&msg::ProviderMessage::Hydrate(message))?;
-        let blob = self.shared.request(&bytes, MAX_REPLY_PAYLOAD)?;
+        let blob = self.shared.request(&bytes, MAX_BLOB_SIZE)?;
         PlaceholderInfo::decode(&blob)
     }
 
@@ -792,7 +793,7 @@ impl Connection {
             dehydrate: RangeList::from_slice(&ranges),
         };
         let bytes = encode(&msg::ProviderMessage::Update(message))?;
-        let blob = self.shared.request(&bytes, MAX_REPLY_PAYLOAD)?;
+        let blob = self.shared.request(&bytes, MAX_BLOB_SIZE)?;
         PlaceholderInfo::decode(&blob)
     }
 
@@ -828,7 +829,7 @@ impl Connection {
             expected_changes: if_unchanged.unwrap_or(0),
         };
         let bytes = encode(&msg::ProviderMessage::SetInSync(message))?;
-        let blob = self.shared.request(&bytes, MAX_REPLY_PAYLOAD)?;
+        let blob = self.shared.request(&bytes, MAX_BLOB_SIZE)?;
         PlaceholderInfo::decode(&blob)
     }
 
@@ -848,7 +849,7 @@ impl Connection {
             path: Utf16::from_units(&path),
         };
         let bytes = encode(&msg::ProviderMessage::GetInfo(message))?;
-        let blob = self.shared.request(&bytes, MAX_REPLY_PAYLOAD)?;
+        let blob = self.shared.request(&bytes, MAX_BLOB_SIZE)?;
         if blob.is_empty() {
             return Err(Error::NotACloudFile);
         }

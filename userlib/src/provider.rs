@@ -10,7 +10,10 @@
 use std::ops::Range;
 use std::sync::Arc;
 
-use cloudflt_proto::msg::{self, FetchFailed, MAX_TRANSFER_LEN, TransferData, TransferFlags};
+use cloudflt_proto::ByteRange;
+use cloudflt_proto::msg::{
+    self, AckData, FetchFailed, MAX_TRANSFER_LEN, RetrieveData, TransferData, TransferFlags,
+};
 
 use crate::Error;
 use crate::connection::Shared;
@@ -68,6 +71,175 @@ pub trait SyncProvider {
     fn cancel_fetch(&self, cancel: CancelFetch) {
         let _ = cancel;
     }
+
+    /// Only for a sync root registered with
+    /// [`HydrationModifiers::VALIDATION_REQUIRED`](crate::registration::HydrationModifiers): the data
+    /// of a fetch is on disk, and the reads waiting for it complete only for the ranges
+    /// acknowledged here. Read the bytes back with [`Validation::read`] (they are what
+    /// NTFS holds, not what was sent), then [`Validation::acknowledge`] what is right
+    /// and [`Validation::refuse`] what is not: a refusal fails the waiting reads with
+    /// STATUS_CLOUD_FILE_VALIDATION_FAILED and leaves the range missing, to be fetched
+    /// again by the next read.
+    ///
+    /// The default acknowledges the whole range without reading it.
+    ///
+    /// ```
+    /// use cloudflt::{FetchRequest, SyncProvider, Transfer, Validation, ValidationRequest};
+    ///
+    /// /// Refuses any data that is not all 0x5A.
+    /// struct Checked;
+    /// impl SyncProvider for Checked {
+    ///     fn fetch_data(&self, _request: FetchRequest, transfer: Transfer) {
+    ///         let _ = transfer.fail(cloudflt::Error::NetworkUnavailable);
+    ///     }
+    ///     fn validate_data(&self, request: ValidationRequest, validation: Validation) {
+    ///         let range = request.range.clone();
+    ///         match validation.read(range.clone()) {
+    ///             Ok(bytes) if bytes.iter().all(|b| *b == 0x5A) => {
+    ///                 let _ = validation.acknowledge(range);
+    ///             }
+    ///             _ => {
+    ///                 let _ = validation.refuse(range, cloudflt::Error::ValidationFailed);
+    ///             }
+    ///         }
+    ///     }
+    /// }
+    /// ```
+    fn validate_data(&self, request: ValidationRequest, validation: Validation) {
+        let _ = validation.acknowledge(request.range);
+    }
+}
+
+/// The data of a fetch to validate (VALIDATE_DATA): the fields of the
+/// [`FetchRequest`] it was written for, with the range to validate.
+pub type ValidationRequest = FetchRequest;
+
+/// The answer channel of one validation: read the data back, then acknowledge or refuse
+/// it, range by range.
+///
+/// Dropping a validation that left part of its range unjudged refuses that part with
+/// STATUS_CLOUD_FILE_VALIDATION_FAILED, so the reads waiting for it do not wait for the
+/// timeout.
+#[derive(Debug)]
+pub struct Validation {
+    shared: Arc<Shared>,
+    request_id: u64,
+    range: Range<u64>,
+    /// What of `range` has been acknowledged or refused, merged and sorted.
+    judged: Vec<Range<u64>>,
+}
+
+impl Validation {
+    pub(crate) fn new(shared: Arc<Shared>, request: &ValidationRequest) -> Self {
+        Self {
+            shared,
+            request_id: request.request_id,
+            range: request.range.clone(),
+            judged: Vec::new(),
+        }
+    }
+
+    /// The bytes of `range` as they are on disk (RETRIEVE_DATA), read in pieces of at
+    /// most one transfer's worth. `range` must lie within the range to validate
+    /// ([`Error::OutOfRange`] otherwise, checked here).
+    ///
+    /// ```no_run
+    /// # fn f(validation: cloudflt::Validation) -> Result<(), cloudflt::Error> {
+    /// let head = validation.read(0..4096)?;
+    /// assert_eq!(head.len(), 4096);
+    /// # Ok(()) }
+    /// ```
+    pub fn read(&self, range: Range<u64>) -> Result<Vec<u8>, Error> {
+        self.check(&range)?;
+        let mut out = Vec::with_capacity(usize::try_from(range.end - range.start).unwrap_or(0));
+        let mut at = range.start;
+        while at < range.end {
+            let len = (range.end - at).min(MAX_TRANSFER_LEN as u64);
+            let message = RetrieveData {
+                request_id: self.request_id,
+                range: ByteRange::new(at, len),
+            };
+            let mut bytes = vec![0u8; message.encoded_len()];
+            message.encode(&mut bytes)?;
+            let piece = self.shared.request(&bytes, len as usize)?;
+            if piece.is_empty() {
+                break;
+            }
+            at += piece.len() as u64;
+            out.extend_from_slice(&piece);
+        }
+        Ok(out)
+    }
+
+    /// Acknowledges `range`: it is recorded as present and the reads waiting for it
+    /// complete.
+    pub fn acknowledge(mut self, range: Range<u64>) -> Result<(), Error> {
+        self.judge(range, 0)
+    }
+
+    /// Refuses `range`: the reads waiting on the fetch fail with
+    /// STATUS_CLOUD_FILE_VALIDATION_FAILED, whatever `error` says (its status is sent,
+    /// the driver answers readers with the validation status).
+    pub fn refuse(mut self, range: Range<u64>, error: Error) -> Result<(), Error> {
+        let status = error.status();
+        self.judge(
+            range,
+            if status < 0 {
+                status
+            } else {
+                Error::ValidationFailed.status()
+            },
+        )
+    }
+
+    /// Acknowledges `range` and keeps the validation for the rest.
+    pub fn acknowledge_part(&mut self, range: Range<u64>) -> Result<(), Error> {
+        self.judge(range, 0)
+    }
+
+    fn check(&self, range: &Range<u64>) -> Result<(), Error> {
+        if range.start >= range.end || range.start < self.range.start || range.end > self.range.end
+        {
+            return Err(Error::OutOfRange {
+                offset: range.start,
+                length: range.end.saturating_sub(range.start),
+                file_size: self.range.end,
+            });
+        }
+        Ok(())
+    }
+
+    fn judge(&mut self, range: Range<u64>, status: i32) -> Result<(), Error> {
+        self.check(&range)?;
+        let within = self.range.clone();
+        add_range(&mut self.judged, range.clone(), &within);
+        send_ack(&self.shared, self.request_id, range, status)
+    }
+}
+
+fn send_ack(shared: &Shared, request_id: u64, range: Range<u64>, status: i32) -> Result<(), Error> {
+    let message = AckData {
+        request_id,
+        range: ByteRange::new(range.start, range.end - range.start),
+        status,
+    };
+    let mut bytes = vec![0u8; message.encoded_len()];
+    message.encode(&mut bytes)?;
+    shared.request(&bytes, 0).map(drop)
+}
+
+impl Drop for Validation {
+    fn drop(&mut self) {
+        if !covers(&self.judged, &self.range) {
+            // Unjudged data never completes a read; saying so spares the timeout.
+            let _ = send_ack(
+                &self.shared,
+                self.request_id,
+                self.range.clone(),
+                Error::ValidationFailed.status(),
+            );
+        }
+    }
 }
 
 /// The process whose I/O made the driver fetch.
@@ -112,6 +284,8 @@ pub struct FetchRequest {
     pub file_size: u64,
     /// The bytes the waiting I/O needs, never empty, within the file.
     pub required: Range<u64>,
+    /// For a [`ValidationRequest`], the bytes to validate; for a fetch, `required`.
+    pub range: Range<u64>,
     /// The placeholder's path relative to the sync root, `\`-separated.
     pub path: String,
     /// The file identity the provider gave the placeholder.
@@ -123,12 +297,28 @@ pub struct FetchRequest {
 }
 
 impl FetchRequest {
+    pub(crate) fn from_validation(m: &msg::ValidateData<'_>) -> Self {
+        let fetch = msg::FetchData {
+            request_id: m.request_id,
+            file_id: m.file_id,
+            file_size: m.file_size,
+            required: m.range,
+            priority: m.priority,
+            requestor_pid: m.requestor_pid,
+            requestor_image: m.requestor_image,
+            path: m.path,
+            identity: m.identity,
+        };
+        Self::from_message(&fetch)
+    }
+
     pub(crate) fn from_message(m: &msg::FetchData<'_>) -> Self {
         Self {
             request_id: m.request_id,
             file_id: m.file_id,
             file_size: m.file_size,
             required: m.required.offset..m.required.offset.saturating_add(m.required.length),
+            range: m.required.offset..m.required.offset.saturating_add(m.required.length),
             path: m.path.chars_lossy().collect(),
             identity: m.identity.to_vec(),
             process: RequestingProcess {

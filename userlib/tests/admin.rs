@@ -75,6 +75,7 @@ fn provider_context(root: &str) -> Vec<u8> {
         timeout_ms: 0,
         provider_id: [0; 16],
         connect_flags: cloudflt_proto::connect::ConnectFlags::NONE,
+        modifiers: cloudflt_proto::registration::HydrationModifiers::NONE,
     };
     let mut out = vec![0u8; context.encoded_len()];
     assert_eq!(context.encode(&mut out), Ok(out.len()));

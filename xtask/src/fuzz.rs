@@ -170,6 +170,7 @@ fn seeds(target: &str) -> Result<Vec<Vec<u8>>> {
                 timeout_ms: 1000,
                 provider_id: [0; 16],
                 connect_flags: cloudflt_proto::connect::ConnectFlags::NONE,
+                modifiers: cloudflt_proto::registration::HydrationModifiers::NONE,
             };
             vec![encoded(ctx.encoded_len(), |o| ctx.encode(o))?]
         }

@@ -161,6 +161,16 @@ pub(crate) struct StreamState {
     pub(crate) batch: Batch,
     /// Number of the last snapshot whose write failed (0: none).
     pub(crate) failed_snapshot: u64,
+    /// Written by transfers of a root that requires validation, not yet acknowledged by
+    /// the provider (ACK_DATA): on disk, neither present nor recorded, so nothing reads
+    /// them (VALIDATION_REQUIRED).
+    pub(crate) unvalidated: Batch,
+    /// Written by transfers of a root that allows streaming: present in memory, so the
+    /// reads of this context are served, but never recorded in the reparse data
+    /// (STREAMING_ALLOWED): once the context is gone they are missing again and fetched
+    /// anew. Recorded after all as soon as a user's change makes the record hold
+    /// modified ranges, which must lie in present ones.
+    pub(crate) streamed: Batch,
     /// The provider's identity for the file (up to 4 KiB, so in a pool buffer of its own,
     /// exactly its length; `None` when empty). In the state, not the context's fixed
     /// part, because the provider may replace it (UPDATE with SET_IDENTITY).
@@ -192,6 +202,8 @@ impl StreamState {
             persisted: 0,
             batch: Batch::new(),
             failed_snapshot: 0,
+            unvalidated: Batch::new(),
+            streamed: Batch::new(),
             identity: None,
         }
     }

@@ -199,8 +199,7 @@ unsafe extern "system" fn connect_notify(
         client_port,
         pid,
         context.sync_root.units(),
-        policies.hydration,
-        policies.in_sync,
+        &policies,
         context.effective_timeout_ms(),
     );
     let Some(provider) = PoolBox::try_new(provider, TAG_CONNECTION) else {
@@ -535,6 +534,11 @@ fn dispatch(
             Ok(payload) => (STATUS_SUCCESS, payload),
             Err(status) => (status, None),
         },
+        ProviderMessage::RetrieveData(m) => match hydrate::retrieve(provider, m) {
+            Ok(payload) => (STATUS_SUCCESS, payload),
+            Err(status) => (status, None),
+        },
+        ProviderMessage::AckData(m) => (hydrate::acknowledge(provider, m), None),
         _ => (STATUS_CLOUD_FILE_INVALID_REQUEST, None),
     }
 }

@@ -10,6 +10,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use cloudflt_proto::InSyncPolicy;
 use cloudflt_proto::port::MAX_CONNECTIONS;
+use cloudflt_proto::registration::HydrationModifiers;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{PFLT_FILTER, PFLT_PORT};
 use windows_sys::Wdk::System::SystemServices::{Executive, KeWaitForSingleObject, KernelMode};
 use windows_sys::Win32::Foundation::{
@@ -36,6 +37,8 @@ pub(crate) struct Provider {
     /// Which attribute and time changes take its placeholders out of sync (bits of
     /// [`InSyncPolicy`]), likewise.
     in_sync: core::sync::atomic::AtomicU32,
+    /// The root's hydration policy modifiers (bits of [`HydrationModifiers`]), likewise.
+    modifiers: core::sync::atomic::AtomicU32,
     /// Provider request timeout, 100 ns units.
     pub(crate) timeout: i64,
     /// Set once DisconnectNotify has begun: no new request may be sent to it.
@@ -59,8 +62,7 @@ impl Provider {
         client_port: PFLT_PORT,
         pid: usize,
         root: impl Iterator<Item = u16>,
-        hydration: Policy,
-        in_sync: InSyncPolicy,
+        policies: &super::roots::Policies,
         timeout_ms: u32,
     ) -> Self {
         let mut stored = [0u16; MAX_PATH];
@@ -82,8 +84,9 @@ impl Provider {
             pid,
             root: stored,
             root_len: len,
-            hydration: core::sync::atomic::AtomicU8::new(hydration as u8),
-            in_sync: core::sync::atomic::AtomicU32::new(in_sync.bits()),
+            hydration: core::sync::atomic::AtomicU8::new(policies.hydration as u8),
+            in_sync: core::sync::atomic::AtomicU32::new(policies.in_sync.bits()),
+            modifiers: core::sync::atomic::AtomicU32::new(u32::from(policies.modifiers.bits())),
             timeout: i64::from(timeout_ms).saturating_mul(10_000),
             gone: core::sync::atomic::AtomicBool::new(false),
             refs: AtomicUsize::new(1),
@@ -101,6 +104,14 @@ impl Provider {
     /// The root's in-sync policy now.
     pub(crate) fn in_sync(&self) -> InSyncPolicy {
         InSyncPolicy::from_bits(self.in_sync.load(Ordering::Acquire)).unwrap_or_default()
+    }
+
+    /// The root's hydration policy modifiers now.
+    pub(crate) fn modifiers(&self) -> HydrationModifiers {
+        u16::try_from(self.modifiers.load(Ordering::Acquire))
+            .ok()
+            .and_then(HydrationModifiers::from_bits)
+            .unwrap_or(HydrationModifiers::NONE)
     }
 
     /// Whether DisconnectNotify has begun for it.
@@ -315,6 +326,9 @@ pub(crate) fn refresh(root: &[u16], policies: &super::roots::Policies) {
                 provider
                     .in_sync
                     .store(policies.in_sync.bits(), Ordering::Release);
+                provider
+                    .modifiers
+                    .store(u32::from(policies.modifiers.bits()), Ordering::Release);
             }
         }
     });

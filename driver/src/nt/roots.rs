@@ -365,7 +365,7 @@ pub(crate) fn for_connect(
         sync_root_identity: &[],
         root_file_identity: &[],
         hydration: context.hydration,
-        modifiers: HydrationModifiers::NONE,
+        modifiers: context.modifiers,
         population: context.population,
         in_sync: context.in_sync,
         hard_links: HardLinkPolicy::NONE,

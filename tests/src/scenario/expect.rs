@@ -741,6 +741,7 @@ fn check_stats(expect: &Expect, seen: &Observation, problems: &mut Vec<String>) 
         ("fetches", expect.fetches, stats.fetches),
         ("bytes_served", expect.bytes_served, stats.bytes_served),
         ("cancels", expect.cancels, stats.cancels),
+        ("validations", expect.validations, stats.validations),
     ] {
         if let Some(want) = want
             && want != got

@@ -21,9 +21,6 @@ pub const PENDING: &[(&str, u32)] = &[
     ("do:link", 13),
     ("provider.management", 13),
     ("provider.hard_links", 13),
-    ("provider.modifiers", 13),
-    ("provider.on_validate", 13),
-    ("expect.validations", 13),
     // A dehydration someone other than the provider asks for: who may do it is the
     // management and rights model of issue 13.
     ("step.dehydrate_as", 13),

@@ -46,11 +46,11 @@ use std::time::{Duration, Instant};
 use cloudflt::{
     CancelFetch, Connection, ConvertOptions, Dehydration, Error, FetchRequest, HydrationPolicy,
     InSyncPolicy, PlaceholderInfo, PlaceholderSpec, PopulationPolicy, SyncProvider, SyncRoot,
-    SyncRootConfig, TRANSFER_ALIGNMENT, Transfer, UpdateOptions,
+    SyncRootConfig, TRANSFER_ALIGNMENT, Transfer, UpdateOptions, Validation, ValidationRequest,
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_OBJECT_NAME_COLLISION, STATUS_SUCCESS};
 
-use cloudflt::registration::{RegisterFlags, SyncRootRegistration};
+use cloudflt::registration::{HydrationModifiers, RegisterFlags, SyncRootRegistration};
 
 use super::expect::RemoteRoot;
 use super::format::ProviderSpec;
@@ -165,12 +165,71 @@ fn population(text: &str) -> Result<PopulationPolicy, String> {
     })
 }
 
+/// The `modifiers` of a `[[provider]]`.
+fn modifiers(names: &[String]) -> Result<HydrationModifiers, String> {
+    let mut bits = HydrationModifiers::NONE;
+    for name in names {
+        bits = bits.union(match name.as_str() {
+            "validation_required" => HydrationModifiers::VALIDATION_REQUIRED,
+            "streaming_allowed" => HydrationModifiers::STREAMING_ALLOWED,
+            "auto_dehydration_allowed" => HydrationModifiers::AUTO_DEHYDRATION_ALLOWED,
+            other => {
+                return Err(format!(
+                    "modifier {other:?} is not validation_required, streaming_allowed or \
+                     auto_dehydration_allowed"
+                ));
+            }
+        });
+    }
+    Ok(bits)
+}
+
+/// How a provider answers a request it may allow or refuse (`on_validate`, and the
+/// notifications' `on_delete`, `on_rename`, `on_dehydrate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// `allow`.
+    Allow,
+    /// `deny:STATUS`.
+    Deny(NTSTATUS),
+    /// `delay:MS`, then allow.
+    Delay(Duration),
+    /// `hang`: never answers.
+    Hang,
+}
+
+impl Answer {
+    pub(crate) fn parse(field: &str, text: Option<&str>) -> Result<Self, String> {
+        let Some(text) = text else {
+            return Ok(Self::Allow);
+        };
+        match text.split_once(':') {
+            None if text == "allow" => Ok(Self::Allow),
+            None if text == "hang" => Ok(Self::Hang),
+            Some(("delay", ms)) => ms
+                .replace('_', "")
+                .parse::<u64>()
+                .map(|ms| Self::Delay(Duration::from_millis(ms)))
+                .map_err(|_| format!("{field} {text:?}: {ms:?} is not a number")),
+            Some(("deny", name)) => match ntstatus::value(name) {
+                Some(status) if status < 0 => Ok(Self::Deny(status)),
+                Some(_) => Err(format!("{field} {text:?}: {name} is not a failure status")),
+                None => Err(format!("{field} {text:?}: unknown status {name}")),
+            },
+            _ => Err(format!(
+                "{field} {text:?} is not allow, deny:STATUS, delay:MS or hang"
+            )),
+        }
+    }
+}
+
 /// What a provider saw.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub(crate) struct ProviderStats {
     pub fetches: u64,
     pub bytes_served: u64,
     pub cancels: u64,
+    pub validations: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -203,6 +262,8 @@ struct Life {
     alive: AtomicBool,
     /// Transfers a `hang` provider keeps without answering.
     hung: Mutex<Vec<Transfer>>,
+    /// Validations an `on_validate = "hang"` provider keeps without answering.
+    hung_validations: Mutex<Vec<Validation>>,
     /// Bytes served by this process under `crash_after`; held while serving, so that
     /// concurrent fetches count one after the other.
     served: Mutex<u64>,
@@ -214,6 +275,7 @@ impl Life {
             pid,
             alive: AtomicBool::new(true),
             hung: Mutex::new(Vec::new()),
+            hung_validations: Mutex::new(Vec::new()),
             served: Mutex::new(0),
         })
     }
@@ -243,8 +305,10 @@ struct Live {
 struct Inner {
     name: String,
     behaviour: Behaviour,
+    on_validate: Answer,
     remote: Arc<RemoteRoot>,
     fetches: AtomicU64,
+    validations: AtomicU64,
     bytes_served: AtomicU64,
     cancels: AtomicU64,
     live: Mutex<Live>,
@@ -297,6 +361,9 @@ impl Inner {
         kill_process(life.pid);
         for transfer in lock(&life.hung).drain(..) {
             std::mem::forget(transfer);
+        }
+        for validation in lock(&life.hung_validations).drain(..) {
+            std::mem::forget(validation);
         }
         for connection in connections {
             // The message loop ends once its FilterGetMessage fails on the closed port;
@@ -374,6 +441,48 @@ impl SyncProvider for Handler {
         let _running = self.inner.running();
         if self.life.alive() {
             self.inner.cancels.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// `on_validate`: reads the data back (RETRIEVE_DATA) and acknowledges it, after
+    /// `delay`; refuses it with `deny`; keeps it unanswered with `hang`. Data that does
+    /// not read back whole is refused, as a provider comparing it would.
+    fn validate_data(&self, request: ValidationRequest, validation: Validation) {
+        let _running = self.inner.running();
+        if !self.life.alive() {
+            std::mem::forget(validation);
+            return;
+        }
+        self.inner.validations.fetch_add(1, Ordering::SeqCst);
+        let range = request.range.clone();
+        match self.inner.on_validate {
+            Answer::Deny(status) => {
+                let _ = validation.refuse(range, Error::from_status(status));
+                return;
+            }
+            Answer::Hang => {
+                let mut hung = lock(&self.life.hung_validations);
+                if self.life.alive() {
+                    hung.push(validation);
+                } else {
+                    std::mem::forget(validation);
+                }
+                return;
+            }
+            Answer::Delay(delay) => std::thread::sleep(delay),
+            Answer::Allow => {}
+        }
+        if !self.life.alive() {
+            std::mem::forget(validation);
+            return;
+        }
+        match validation.read(range.clone()) {
+            Ok(bytes) if bytes.len() as u64 == range.end - range.start => {
+                let _ = validation.acknowledge(range);
+            }
+            _ => {
+                let _ = validation.refuse(range, Error::ValidationFailed);
+            }
         }
     }
 }
@@ -464,6 +573,7 @@ pub(crate) struct Provider {
     hydration: HydrationPolicy,
     population: PopulationPolicy,
     in_sync: InSyncPolicy,
+    modifiers: HydrationModifiers,
     timeout: Duration,
     /// Whether its processes run elevated (`elevated = false`: the standard user).
     elevated: bool,
@@ -498,13 +608,17 @@ impl Provider {
             hydration: hydration(&spec.hydration).map_err(what)?,
             population: population(&spec.population).map_err(what)?,
             in_sync: in_sync_policy(&spec.in_sync_policy).map_err(what)?,
+            modifiers: modifiers(&spec.modifiers).map_err(what)?,
             timeout: Duration::from_millis(spec.timeout_ms),
             elevated: spec.elevated != Some(false),
             inner: Arc::new(Inner {
                 name: spec.name.clone(),
                 behaviour: Behaviour::parse(&spec.behaviour).map_err(what)?,
+                on_validate: Answer::parse("on_validate", spec.on_validate.as_deref())
+                    .map_err(what)?,
                 remote,
                 fetches: AtomicU64::new(0),
+                validations: AtomicU64::new(0),
                 bytes_served: AtomicU64::new(0),
                 cancels: AtomicU64::new(0),
                 live: Mutex::new(Live {
@@ -561,6 +675,7 @@ impl Provider {
             fetches: self.inner.fetches.load(Ordering::SeqCst),
             bytes_served: self.inner.bytes_served.load(Ordering::SeqCst),
             cancels: self.inner.cancels.load(Ordering::SeqCst),
+            validations: self.inner.validations.load(Ordering::SeqCst),
         }
     }
 
@@ -569,6 +684,7 @@ impl Provider {
             .hydration(self.hydration)
             .population(self.population)
             .in_sync(self.in_sync)
+            .modifiers(self.modifiers)
             .timeout(self.timeout)
     }
 
@@ -578,6 +694,7 @@ impl Provider {
             .hydration(self.hydration)
             .population(self.population)
             .in_sync(self.in_sync)
+            .modifiers(self.modifiers)
     }
 
     /// The running process, or a new one of the same identity after `kill`.

@@ -38,6 +38,7 @@ use core::ptr::NonNull;
 use cloudflt_proto::ByteRange as WireRange;
 use cloudflt_proto::msg::{CancelFetch, CancelReason, FetchData, FetchFailed};
 use cloudflt_proto::placeholder::RANGE_SIZE;
+use cloudflt_proto::registration::HydrationModifiers;
 use cloudflt_proto::{PlaceholderFlags, RangeList, Utf16};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_CALLBACK_DATA_QUEUE, FLT_PREOP_COMPLETE, FLT_PREOP_SUCCESS_NO_CALLBACK,
@@ -81,6 +82,7 @@ mod asker;
 mod edit;
 mod read;
 mod record;
+mod validate;
 mod wait;
 
 pub(crate) use asker::Asker;
@@ -92,7 +94,8 @@ pub(crate) use edit::{
 use edit::{Busy, By};
 use read::conclude;
 pub(crate) use read::{Pend, ReadTarget, pend_read, read_cancelled};
-pub(crate) use record::{persist, transfer};
+pub(crate) use record::{drop_streamed, persist, transfer};
+pub(crate) use validate::{acknowledge, retrieve};
 pub(crate) use wait::{Target, ensure_range};
 
 /// Priority hints: a reader waits, background fills do not.
@@ -149,12 +152,45 @@ fn key(stream: &StreamContext) -> usize {
     stream as *const StreamContext as usize
 }
 
+/// What the transfers of a fetch do with its data: the root's hydration modifiers when
+/// the fetch was asked for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Keep {
+    /// Record it in the reparse data, then settle the waiters.
+    Record,
+    /// VALIDATION_REQUIRED: write it, ask the provider to validate it (VALIDATE_DATA),
+    /// and record it only for the ranges it acknowledges ([`validate`]).
+    Validate,
+    /// STREAMING_ALLOWED: write it and serve it, never record it.
+    Stream,
+}
+
+impl Keep {
+    fn of(provider: &ProviderRef) -> Self {
+        let modifiers = provider.modifiers();
+        if modifiers.contains(HydrationModifiers::VALIDATION_REQUIRED) {
+            Self::Validate
+        } else if modifiers.contains(HydrationModifiers::STREAMING_ALLOWED) {
+            Self::Stream
+        } else {
+            Self::Record
+        }
+    }
+}
+
 /// A fetch outstanding with a provider.
 struct Fetch {
     request: Request,
     stream: StreamHold,
-    /// The encoded FETCH_DATA until a thread takes it to send it.
+    /// The encoded FETCH_DATA until a thread takes it to send it (then, once its data is
+    /// written, the VALIDATE_DATA of a fetch to validate).
     message: Option<(PoolBuf, usize)>,
+    keep: Keep,
+    /// A fetch to validate keeps its FETCH_DATA once sent: its VALIDATE_DATA is the same
+    /// body under another kind.
+    sent_message: Option<(PoolBuf, usize)>,
+    /// Its VALIDATE_DATA was made: it waits for the provider's ACK_DATA.
+    validating: bool,
     /// Taken to be sent: only now does its clock run (a fetch cannot time out before
     /// the provider was asked) and would a cancellation mean anything to the provider.
     sent: bool,
@@ -432,6 +468,9 @@ impl Table {
                     request,
                     stream: StreamHold::new(stream),
                     message: Some(message),
+                    keep: Keep::of(provider),
+                    sent_message: None,
+                    validating: false,
                     sent: false,
                     outcome: NtStatus::SUCCESS,
                     writer: None,
@@ -456,7 +495,15 @@ impl Table {
         };
         let fetch = &mut node.value;
         fetch.outcome = status;
-        let writer = fetch.stream.get().with_state(&self.held, |s| s.leave());
+        let range = fetch.request.range;
+        let writer = fetch.stream.get().with_state(&self.held, |s| {
+            if !status.is_success() {
+                // Data a failed fetch wrote but nobody validated is never read: the next
+                // fetch of the range writes and validates it again.
+                s.unvalidated.remove(range);
+            }
+            s.leave()
+        });
         fetch.writer = writer;
         let stream = fetch.stream.key();
         let range = fetch.request.range;
@@ -801,7 +848,23 @@ fn flush(stream: &StreamContext, provider: &ProviderRef) {
             Ok(()) => send(provider, buffer.as_slice().get(..len).unwrap_or(&[])),
             Err(status) => status,
         };
-        drop(buffer);
+        let sent = opened.is_ok() && nt_success(status) && status != STATUS_TIMEOUT;
+        if sent {
+            // A fetch to validate keeps its FETCH_DATA for its VALIDATE_DATA.
+            let mut buffer = Some(buffer);
+            TABLE.with(|t| {
+                if let Some(f) = t
+                    .fetches
+                    .iter_mut()
+                    .find(|f| f.request.id == id && f.keep == Keep::Validate && !f.validating)
+                {
+                    f.sent_message = buffer.take().map(|b| (b, len));
+                }
+            });
+            drop(buffer);
+        } else {
+            drop(buffer);
+        }
         if opened.is_err() {
             // What the reader sees is a cloud-file status, whatever the open said.
             fail_untaken(id, NtStatus::from_writer_failure(status));
@@ -870,7 +933,9 @@ fn open_writer(stream: &StreamContext) -> Result<(), NTSTATUS> {
         filter,
         stream.instance,
         stream.file_id,
-        0x0002 | 0x0100 | 0x0080, // FILE_WRITE_DATA | FILE_WRITE_ATTRIBUTES | FILE_READ_ATTRIBUTES
+        // FILE_READ_DATA (validation reads back what it wrote) | FILE_WRITE_DATA |
+        // FILE_WRITE_ATTRIBUTES | FILE_READ_ATTRIBUTES
+        0x0001 | 0x0002 | 0x0100 | 0x0080,
     )?;
     file.freeze_times()?;
     let extra = TABLE.with(|t| stream.with_state(&t.held, |s| s.install(file)));
@@ -1228,6 +1293,8 @@ pub(crate) fn begin_dehydration(
             }
             s.begin_zeroing().map_err(|_| STATUS_CLOUD_FILE_IN_USE)?;
             s.present.remove(range);
+            s.streamed.remove(range);
+            s.unvalidated.remove(range);
             Ok(())
         })
     })

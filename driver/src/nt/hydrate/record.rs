@@ -39,6 +39,7 @@ pub(crate) fn transfer(provider: &ProviderRef, head: &TransferHead, data: &UserD
             .fetches
             .iter()
             .find(|f| f.request.id == id && f.request.owner == owner)?;
+        let keep = fetch.keep;
         let stream = StreamHold::new(fetch.stream.get());
         // The fetch itself is a user, so no dehydration can be zeroing: the join holds.
         let size = stream
@@ -57,17 +58,21 @@ pub(crate) fn transfer(provider: &ProviderRef, head: &TransferHead, data: &UserD
                 f.request.deadline = due;
             }
         }
-        Some((stream, size))
+        Some((stream, size, keep))
     });
-    let Some((stream, size)) = pinned else {
+    let Some((stream, size, keep)) = pinned else {
         return STATUS_CLOUD_FILE_INVALID_REQUEST;
     };
-    let result = write_and_record(stream.get(), head.offset, data, size);
+    let result = write_and_record(stream.get(), head.offset, data, size, keep);
     let mut after = After::new();
+    let mut validations = false;
     let writer = TABLE.with(|t| {
         let k = stream.key();
         let writer = stream.get().with_state(&t.held, |s| s.leave());
         match result {
+            Ok(_) if keep == Keep::Validate => {
+                validations = validate::start(t, stream.get(), owner, &mut after);
+            }
             Ok(recorded) => {
                 let change = Change {
                     recorded,
@@ -118,6 +123,10 @@ pub(crate) fn transfer(provider: &ProviderRef, head: &TransferHead, data: &UserD
     });
     drop(writer);
     after.run();
+    if validations {
+        // Sent by the postman: this thread is the provider's, inside its TRANSFER_DATA.
+        flush_later(stream.get(), provider);
+    }
     drop(stream);
     match result {
         Ok(_) => STATUS_SUCCESS,
@@ -152,6 +161,7 @@ fn write_and_record(
     offset: u64,
     data: &UserData,
     size: u64,
+    keep: Keep,
 ) -> Result<Option<Range>, Unwritten> {
     let invalid = Unwritten::Failed(STATUS_CLOUD_FILE_INVALID_REQUEST);
     let length = data.len() as u64;
@@ -245,14 +255,19 @@ fn write_and_record(
     let (n, writer, claimed) = chosen?;
     let parts = parts.get(..n).unwrap_or(&[]);
     let result = write_parts(stream, &writer, offset, data, parts);
-    let result = result.and_then(|()| {
+    let result = result.and_then(|()| match keep {
+        Keep::Validate => hold_for_validation(stream, parts),
+        Keep::Stream if stream_only(stream, parts) => Ok(()),
         // Present once recorded: nobody reads the parts, or finishes a fetch for them,
-        // before the reparse data holds them.
-        let status = record(stream, &writer, parts);
-        if nt_success(status) {
-            Ok(())
-        } else {
-            Err(Unwritten::Failed(status))
+        // before the reparse data holds them. (Streamed data the stream cannot keep track
+        // of is recorded: on disk, it is the provider's.)
+        Keep::Record | Keep::Stream => {
+            let status = record(stream, &writer, parts);
+            if nt_success(status) {
+                Ok(())
+            } else {
+                Err(Unwritten::Failed(status))
+            }
         }
     });
     if let Some(id) = claimed {
@@ -262,6 +277,95 @@ fn write_and_record(
         [one] => Some(*one),
         _ => None,
     })
+}
+
+/// VALIDATION_REQUIRED: `parts`, just written, wait for the provider's acknowledgement,
+/// neither present nor recorded. A stream that cannot keep track of them refuses the
+/// transfer (the provider may send it again): they are not validated, so never read.
+fn hold_for_validation(stream: &StreamContext, parts: &[Range]) -> Result<(), Unwritten> {
+    TABLE.with(|t| {
+        stream.with_state(&t.held, |s| {
+            let mut kept = s.unvalidated;
+            for p in parts {
+                if !kept.try_insert(*p) {
+                    return Err(Unwritten::Refused(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES));
+                }
+            }
+            s.unvalidated = kept;
+            Ok(())
+        })
+    })
+}
+
+/// STREAMING_ALLOWED: `parts`, just written, are present for this context's readers but
+/// never recorded; `false` when the stream cannot keep track of one more streamed range
+/// (the caller records them instead).
+fn stream_only(stream: &StreamContext, parts: &[Range]) -> bool {
+    TABLE.with(|t| {
+        stream.with_state(&t.held, |s| {
+            let mut streamed = s.streamed;
+            for p in parts {
+                if !streamed.try_insert(*p) {
+                    return false;
+                }
+            }
+            s.streamed = streamed;
+            let file = Range {
+                start: 0,
+                end: s.file_size,
+            };
+            for p in parts {
+                s.present.insert(p.clip(file));
+            }
+            true
+        })
+    })
+}
+
+/// The stream's last handle closed: streamed data (STREAMING_ALLOWED) is dropped from
+/// the disk, so that nothing the provider streamed outlives the opens that read it.
+/// Zeroed as a dehydration is (nothing fetched or read meanwhile: `begin_zeroing`), and
+/// only while no fetch, transfer or edit is out and no user's change is on record;
+/// otherwise the streamed data stays, on disk and present, and is recorded with the next
+/// record (a user's change makes it part of the file). Best effort: a range that cannot
+/// be zeroed stays on disk unrecorded, which no read ever serves.
+pub(crate) fn drop_streamed(stream: &StreamContext) {
+    let k = key(stream);
+    let taken = TABLE.with(|t| {
+        if t.fetches.iter().any(|f| f.request.stream == k) || t.busy.iter().any(|b| b.stream == k) {
+            return None;
+        }
+        stream.with_state(&t.held, |s| {
+            if s.streamed.is_empty() || !s.is_placeholder() || !s.modified.is_empty() {
+                return None;
+            }
+            s.begin_zeroing().ok()?;
+            let set = core::mem::take(&mut s.streamed);
+            for r in set.iter() {
+                s.present.remove(r);
+            }
+            Some(set)
+        })
+    });
+    let Some(set) = taken else {
+        return;
+    };
+    if let Some(filter) = crate::nt::driver::filter()
+        && let Ok(file) = OwnedFile::open_by_id(
+            filter,
+            stream.instance,
+            stream.file_id,
+            0x0002 | 0x0100 | 0x0080, // FILE_WRITE_DATA | FILE_WRITE_ATTRIBUTES | FILE_READ_ATTRIBUTES
+        )
+    {
+        // The file's times stay as the user left them.
+        if file.freeze_times().is_ok() {
+            for r in set.iter() {
+                let _ = file.zero_range(r.start, r.end);
+            }
+        }
+    }
+    end_dehydration(stream);
 }
 
 /// Writes `parts` of a transfer at `offset` from the provider's `data` through
@@ -366,7 +470,7 @@ pub(crate) fn persist(stream: &StreamContext, file: &Fo) -> NTSTATUS {
 /// a thousand transfers of one file cost a handful of reparse-data writes, not a
 /// thousand in turn. A waiter's ranges are recorded when they are present once the
 /// write that took them is done (present only after a successful write).
-fn record(stream: &StreamContext, file: &Fo, added: &[Range]) -> NTSTATUS {
+pub(super) fn record(stream: &StreamContext, file: &Fo, added: &[Range]) -> NTSTATUS {
     let mut snapshot = Snapshot::new();
     let mut queued: Option<u64> = None;
     loop {
@@ -521,6 +625,16 @@ impl Snapshot {
             present.copy_from(&s.present);
             for range in added.iter().copied().chain(self.batch.iter()) {
                 present.insert(range);
+            }
+            // Streamed data is never recorded, unless the record holds a user's changes:
+            // those lie in present ranges, whole units of them (the edit fetched its
+            // partial units, perhaps as streamed data), so it all goes in.
+            if s.modified.is_empty() {
+                for r in s.streamed.iter() {
+                    present.remove(r);
+                }
+            } else {
+                s.streamed = Batch::new();
             }
             // Nothing past end of file is a range of the file (a transfer recorded as the
             // file shrank).

@@ -1,6 +1,7 @@
 //! CLEANUP: the last handle of a file object closed — operations waiting through it give
 //! up, and on the stream's last cleanup with nobody waiting, background fills stop; a
-//! stream mapped for writing has what its views changed flushed and recorded.
+//! stream mapped for writing has what its views changed flushed and recorded; streamed
+//! data is dropped from the disk.
 
 use super::*;
 
@@ -35,5 +36,8 @@ pub(crate) unsafe extern "system" fn pre_cleanup(
         );
     }
     hydrate::file_closed(&stream, objects.FileObject as usize, last);
+    if last {
+        hydrate::drop_streamed(&stream);
+    }
     FLT_PREOP_SUCCESS_NO_CALLBACK
 }
