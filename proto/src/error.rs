@@ -63,6 +63,10 @@ pub enum Field {
     ManagementPolicy,
     /// The in-sync policy of a registration.
     InSyncPolicy,
+    /// The requesting process's command line.
+    CommandLine,
+    /// The sync root directory's file identity.
+    RootFileIdentity,
 }
 
 impl fmt::Display for Field {
@@ -94,6 +98,8 @@ impl fmt::Display for Field {
             Field::HardLinkPolicy => "hard-link policy",
             Field::ManagementPolicy => "placeholder management policy",
             Field::InSyncPolicy => "in-sync policy",
+            Field::CommandLine => "requestor command line",
+            Field::RootFileIdentity => "root file identity",
         })
     }
 }

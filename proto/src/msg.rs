@@ -42,7 +42,7 @@ use crate::error::{DecodeError, EncodeError, Field};
 use crate::placeholder::{
     ByteRange, MAX_BLOB_SIZE, MAX_IDENTITY_LEN, PlaceholderFlags, RANGE_SIZE, RangeList,
 };
-use crate::registration::{RegisterFlags, Registration};
+use crate::registration::{MAX_SYNC_ROOT_IDENTITY_LEN, RegisterFlags, Registration};
 use crate::rules::{MAX_RULE_LIST_LEN, RuleVisibility, pattern_len, read_pattern_len};
 use crate::utf16::Utf16;
 use crate::wire::{Reader, Writer, len_u16};
@@ -77,7 +77,7 @@ const fn max(a: usize, b: usize) -> usize {
 }
 
 /// Fixed part sizes, after the header.
-const FETCH_FIXED: usize = 48;
+const FETCH_FIXED: usize = 56;
 const CANCEL_FIXED: usize = 24;
 const TRANSFER_FIXED: usize = 16;
 const FAILED_FIXED: usize = 8;
@@ -97,8 +97,14 @@ const REGISTER_FIXED: usize = 8;
 
 /// Longest message the driver sends: a [`FetchData`] with every variable part at its limit.
 /// A provider's FilterGetMessage buffer needs this plus the 16-byte FILTER_MESSAGE_HEADER.
-pub const MAX_KERNEL_MESSAGE_LEN: usize =
-    HEADER_SIZE + FETCH_FIXED + MAX_IMAGE_BYTES + MAX_PATH_BYTES + MAX_IDENTITY_LEN;
+pub const MAX_KERNEL_MESSAGE_LEN: usize = HEADER_SIZE
+    + FETCH_FIXED
+    + MAX_IMAGE_BYTES
+    + MAX_PATH_BYTES
+    + MAX_IDENTITY_LEN
+    + MAX_COMMAND_LINE_BYTES
+    + MAX_SYNC_ROOT_IDENTITY_LEN
+    + MAX_IDENTITY_LEN;
 
 /// Longest message a provider sends: a [`TransferData`] of [`MAX_TRANSFER_LEN`] bytes.
 pub const MAX_PROVIDER_MESSAGE_LEN: usize = HEADER_SIZE + TRANSFER_FIXED + MAX_TRANSFER_LEN;
@@ -357,12 +363,32 @@ macro_rules! message {
     };
 }
 
+flags! {
+    /// Flags of a [`FetchData`] (and [`ValidateData`]): what the provider's connect flags
+    /// asked the request to carry.
+    RequestFlags(u8) {
+        /// No flag set.
+        EMPTY = 0,
+        /// `path` is the placeholder's full NT path (REQUIRE_FULL_FILE_PATH), not the path
+        /// relative to the sync root.
+        FULL_PATH = 1,
+        /// The requestor's command line is carried (REQUIRE_PROCESS_INFO): the process's
+        /// own, or `UNKNOWN` when the driver could not read it, as cfapi says.
+        PROCESS_INFO = 2,
+    } all = 3
+}
+
+/// Longest requestor command line, in bytes: 32,767 UTF-16 units, Windows' limit.
+pub const MAX_COMMAND_LINE_BYTES: usize = 32_767 * 2;
+
 /// Kernel → provider: bring a range of a placeholder's data.
 ///
-/// Fixed part (48 bytes): file id `u64`, file size `u64`, required offset `u64`, required
-/// length `u64`, priority `u8`, 3 reserved, requestor pid `u32`, requestor image length
-/// `u16`, path length `u16`, identity length `u16`, 2 reserved. Then the requestor image
-/// (UTF-16LE), the path (UTF-16LE), the identity.
+/// Fixed part (56 bytes): file id `u64`, file size `u64`, required offset `u64`, required
+/// length `u64`, priority `u8`, flags `u8` ([`RequestFlags`]), 2 reserved, requestor pid
+/// `u32`, requestor image length `u16`, path length `u16`, identity length `u16`,
+/// command line length `u16`, sync-root identity length `u32`, root file identity length
+/// `u16`, 2 reserved. Then the requestor image (UTF-16LE), the path (UTF-16LE), the
+/// identity, the command line (UTF-16LE), the sync-root identity, the root file identity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FetchData<'a> {
     /// Identifies this fetch; transfers, failures and cancellations name it.
@@ -380,10 +406,22 @@ pub struct FetchData<'a> {
     /// That process's image path, at most [`MAX_IMAGE_BYTES`] bytes (may be truncated
     /// by the driver to fit).
     pub requestor_image: Utf16<'a>,
-    /// The placeholder's path relative to the sync root, at most [`MAX_PATH_BYTES`].
+    /// The placeholder's path relative to the sync root (its full NT path with
+    /// [`RequestFlags::FULL_PATH`]), at most [`MAX_PATH_BYTES`].
     pub path: Utf16<'a>,
     /// The provider's file identity from the placeholder, at most [`MAX_IDENTITY_LEN`].
     pub identity: &'a [u8],
+    /// What the request carries besides.
+    pub flags: RequestFlags,
+    /// With [`RequestFlags::PROCESS_INFO`], the requestor's command line, at most
+    /// [`MAX_COMMAND_LINE_BYTES`]; empty otherwise.
+    pub requestor_command_line: Utf16<'a>,
+    /// The sync root's identity from its registration, at most
+    /// [`MAX_SYNC_ROOT_IDENTITY_LEN`] (empty when it has none).
+    pub sync_root_identity: &'a [u8],
+    /// The root directory's file identity from the registration, when the request is
+    /// about the root itself; at most [`MAX_IDENTITY_LEN`].
+    pub root_file_identity: &'a [u8],
 }
 
 impl<'a> FetchData<'a> {
@@ -392,6 +430,9 @@ impl<'a> FetchData<'a> {
             .saturating_add(self.requestor_image.byte_len())
             .saturating_add(self.path.byte_len())
             .saturating_add(self.identity.len())
+            .saturating_add(self.requestor_command_line.byte_len())
+            .saturating_add(self.sync_root_identity.len())
+            .saturating_add(self.root_file_identity.len())
     }
 
     fn check(&self) -> Result<(), EncodeError> {
@@ -412,20 +453,38 @@ impl<'a> FetchData<'a> {
         )?;
         let path_len = str_len(&self.path, MAX_PATH_BYTES, Field::Path)?;
         let identity_len = identity_len(self.identity)?;
+        let command_line_len = str_len(
+            &self.requestor_command_line,
+            MAX_COMMAND_LINE_BYTES,
+            Field::CommandLine,
+        )?;
+        if self.sync_root_identity.len() > MAX_SYNC_ROOT_IDENTITY_LEN {
+            return Err(EncodeError::TooLarge(Field::SyncRootIdentity));
+        }
+        if self.root_file_identity.len() > MAX_IDENTITY_LEN {
+            return Err(EncodeError::TooLarge(Field::RootFileIdentity));
+        }
         w.u64(self.file_id)?;
         w.u64(self.file_size)?;
         w.u64(self.required.offset)?;
         w.u64(self.required.length)?;
         w.u8(self.priority)?;
-        w.zeros(3)?;
+        w.u8(self.flags.bits())?;
+        w.zeros(2)?;
         w.u32(self.requestor_pid)?;
         w.u16(image_len)?;
         w.u16(path_len)?;
         w.u16(identity_len)?;
+        w.u16(command_line_len)?;
+        w.u32(self.sync_root_identity.len() as u32)?;
+        w.u16(self.root_file_identity.len() as u16)?;
         w.zeros(2)?;
         w.utf16(&self.requestor_image)?;
         w.utf16(&self.path)?;
-        w.put(self.identity)
+        w.put(self.identity)?;
+        w.utf16(&self.requestor_command_line)?;
+        w.put(self.sync_root_identity)?;
+        w.put(self.root_file_identity)
     }
 
     fn read_body(request_id: u64, r: &mut Reader<'a>) -> Result<Self, DecodeError> {
@@ -433,11 +492,19 @@ impl<'a> FetchData<'a> {
         let file_size = r.u64()?;
         let required = ByteRange::new(r.u64()?, r.u64()?);
         let priority = r.u8()?;
-        r.reserved(3)?;
+        let bits = r.u8()?;
+        let flags = RequestFlags::from_bits(bits).ok_or(DecodeError::BadFlags(u32::from(bits)))?;
+        r.reserved(2)?;
         let requestor_pid = r.u32()?;
         let image_len = read_len(r, MAX_IMAGE_BYTES, Field::RequestorImage)?;
         let path_len = read_len(r, MAX_PATH_BYTES, Field::Path)?;
         let identity_len = read_len(r, MAX_IDENTITY_LEN, Field::Identity)?;
+        let command_line_len = read_len(r, MAX_COMMAND_LINE_BYTES, Field::CommandLine)?;
+        let root_identity_len = r.u32()?;
+        if root_identity_len as usize > MAX_SYNC_ROOT_IDENTITY_LEN {
+            return Err(DecodeError::TooLarge(Field::SyncRootIdentity));
+        }
+        let root_file_identity_len = read_len(r, MAX_IDENTITY_LEN, Field::RootFileIdentity)?;
         r.reserved(2)?;
         if priority > MAX_PRIORITY {
             return Err(DecodeError::BadValue(Field::Priority));
@@ -455,6 +522,10 @@ impl<'a> FetchData<'a> {
             requestor_image: r.utf16(image_len, Field::RequestorImage)?,
             path: r.utf16(path_len, Field::Path)?,
             identity: r.take(usize::from(identity_len))?,
+            flags,
+            requestor_command_line: r.utf16(command_line_len, Field::CommandLine)?,
+            sync_root_identity: r.take(root_identity_len as usize)?,
+            root_file_identity: r.take(usize::from(root_file_identity_len))?,
         })
     }
 }
@@ -492,10 +563,19 @@ pub struct ValidateData<'a> {
     pub path: Utf16<'a>,
     /// The provider's file identity from the placeholder.
     pub identity: &'a [u8],
+    /// As [`FetchData::flags`].
+    pub flags: RequestFlags,
+    /// As [`FetchData::requestor_command_line`].
+    pub requestor_command_line: Utf16<'a>,
+    /// As [`FetchData::sync_root_identity`].
+    pub sync_root_identity: &'a [u8],
+    /// As [`FetchData::root_file_identity`].
+    pub root_file_identity: &'a [u8],
 }
 
 impl<'a> ValidateData<'a> {
-    fn as_fetch(&self) -> FetchData<'a> {
+    /// The fetch this validates, as the provider received it.
+    pub fn as_fetch(&self) -> FetchData<'a> {
         FetchData {
             request_id: self.request_id,
             file_id: self.file_id,
@@ -506,6 +586,10 @@ impl<'a> ValidateData<'a> {
             requestor_image: self.requestor_image,
             path: self.path,
             identity: self.identity,
+            flags: self.flags,
+            requestor_command_line: self.requestor_command_line,
+            sync_root_identity: self.sync_root_identity,
+            root_file_identity: self.root_file_identity,
         }
     }
 
@@ -533,6 +617,10 @@ impl<'a> ValidateData<'a> {
             requestor_image: f.requestor_image,
             path: f.path,
             identity: f.identity,
+            flags: f.flags,
+            requestor_command_line: f.requestor_command_line,
+            sync_root_identity: f.sync_root_identity,
+            root_file_identity: f.root_file_identity,
         })
     }
 }
@@ -2126,6 +2214,10 @@ mod tests {
                 requestor_image: Utf16::from_units(&p.image),
                 path,
                 identity: &p.identity,
+                flags: RequestFlags::from_bits((p.small % 4) as u8).unwrap_or(RequestFlags::EMPTY),
+                requestor_command_line: Utf16::from_units(&p.image),
+                sync_root_identity: &p.data,
+                root_file_identity: &p.identity,
             })),
             1 => Any::Kernel(KernelMessage::CancelFetch(CancelFetch {
                 request_id: p.request_id,
@@ -2260,6 +2352,10 @@ mod tests {
                 requestor_image: Utf16::from_units(&p.image),
                 path,
                 identity: &p.identity,
+                flags: RequestFlags::from_bits((p.small % 4) as u8).unwrap_or(RequestFlags::EMPTY),
+                requestor_command_line: Utf16::from_units(&p.path),
+                sync_root_identity: &p.data,
+                root_file_identity: &[],
             })),
             18 => Any::Provider(ProviderMessage::RetrieveData(RetrieveData {
                 request_id: p.request_id,
@@ -2393,6 +2489,10 @@ mod tests {
             requestor_image: Utf16::EMPTY,
             path: Utf16::from_units(path),
             identity,
+            flags: RequestFlags::EMPTY,
+            requestor_command_line: Utf16::from_units(&[]),
+            sync_root_identity: &[],
+            root_file_identity: &[],
         }
     }
 

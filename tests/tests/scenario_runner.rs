@@ -265,6 +265,10 @@ fn send_fetch(path: Vec<u16>, identity: Vec<u8>, file_size: u64) {
             requestor_image: Utf16::from_units(&image),
             path: Utf16::from_units(&path),
             identity: &identity,
+            flags: msg::RequestFlags::EMPTY,
+            requestor_command_line: Utf16::from_units(&[]),
+            sync_root_identity: &[],
+            root_file_identity: &[],
         });
         let mut bytes = vec![0u8; message.encoded_len()];
         message.encode(&mut bytes).unwrap();

@@ -245,7 +245,11 @@ impl Drop for Validation {
 /// The process whose I/O made the driver fetch.
 ///
 /// ```
-/// let who = cloudflt::RequestingProcess { pid: 1234, image: r"\Device\HarddiskVolume1\app.exe".into() };
+/// let who = cloudflt::RequestingProcess {
+///     pid: 1234,
+///     image: r"\Device\HarddiskVolume1\app.exe".into(),
+///     command_line: None,
+/// };
 /// assert!(who.image.ends_with("app.exe"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -254,6 +258,9 @@ pub struct RequestingProcess {
     pub pid: u32,
     /// Its image path in NT form, possibly cut short by the driver.
     pub image: String,
+    /// With [`ConnectFlags::REQUIRE_PROCESS_INFO`](crate::ConnectFlags), its command
+    /// line (`UNKNOWN` when the driver could not read it, as cfapi says).
+    pub command_line: Option<String>,
 }
 
 /// A request for a placeholder's data.
@@ -286,8 +293,17 @@ pub struct FetchRequest {
     pub required: Range<u64>,
     /// For a [`ValidationRequest`], the bytes to validate; for a fetch, `required`.
     pub range: Range<u64>,
-    /// The placeholder's path relative to the sync root, `\`-separated.
+    /// The placeholder's path relative to the sync root, `\`-separated; with
+    /// [`ConnectFlags::REQUIRE_FULL_FILE_PATH`](crate::ConnectFlags) its full NT path
+    /// (`\Device\HarddiskVolume3\Users\me\Cloud\a.txt`), and `path_is_full` set.
     pub path: String,
+    /// Whether `path` is the full NT path.
+    pub path_is_full: bool,
+    /// The sync root's identity, as registered (empty when it has none).
+    pub sync_root_identity: Vec<u8>,
+    /// The sync root directory's file identity, for a request about the root itself
+    /// (empty otherwise).
+    pub root_file_identity: Vec<u8>,
     /// The file identity the provider gave the placeholder.
     pub identity: Vec<u8>,
     /// Who caused the fetch.
@@ -298,18 +314,7 @@ pub struct FetchRequest {
 
 impl FetchRequest {
     pub(crate) fn from_validation(m: &msg::ValidateData<'_>) -> Self {
-        let fetch = msg::FetchData {
-            request_id: m.request_id,
-            file_id: m.file_id,
-            file_size: m.file_size,
-            required: m.range,
-            priority: m.priority,
-            requestor_pid: m.requestor_pid,
-            requestor_image: m.requestor_image,
-            path: m.path,
-            identity: m.identity,
-        };
-        Self::from_message(&fetch)
+        Self::from_message(&m.as_fetch())
     }
 
     pub(crate) fn from_message(m: &msg::FetchData<'_>) -> Self {
@@ -321,11 +326,18 @@ impl FetchRequest {
             range: m.required.offset..m.required.offset.saturating_add(m.required.length),
             path: m.path.chars_lossy().collect(),
             identity: m.identity.to_vec(),
+            path_is_full: m.flags.contains(msg::RequestFlags::FULL_PATH),
             process: RequestingProcess {
                 pid: m.requestor_pid,
                 image: m.requestor_image.chars_lossy().collect(),
+                command_line: m
+                    .flags
+                    .contains(msg::RequestFlags::PROCESS_INFO)
+                    .then(|| m.requestor_command_line.chars_lossy().collect()),
             },
             priority: m.priority,
+            sync_root_identity: m.sync_root_identity.to_vec(),
+            root_file_identity: m.root_file_identity.to_vec(),
         }
     }
 }

@@ -369,6 +369,10 @@ fn fetch(request_id: u64, file_size: u64, required: ByteRange) -> KernelMessage<
         requestor_image: Utf16::from_units(image),
         path: Utf16::from_units(path),
         identity: b"server/docs/report.txt",
+        flags: msg::RequestFlags::EMPTY,
+        requestor_command_line: Utf16::from_units(&[]),
+        sync_root_identity: &[],
+        root_file_identity: &[],
     })
 }
 

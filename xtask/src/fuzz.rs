@@ -197,6 +197,10 @@ fn seeds(target: &str) -> Result<Vec<Vec<u8>>> {
                         requestor_image: Utf16::from_units(&image),
                         path,
                         identity: b"identity",
+                        flags: cloudflt_proto::msg::RequestFlags::EMPTY,
+                        requestor_command_line: Utf16::from_units(&[]),
+                        sync_root_identity: &[],
+                        root_file_identity: &[],
                     };
                     encoded(m.encoded_len(), |o| m.encode(o))?
                 },

@@ -98,3 +98,78 @@ impl Drop for ImageName {
         }
     }
 }
+
+/// ProcessCommandLineInformation: a UNICODE_STRING followed by the text it points to.
+const PROCESS_COMMAND_LINE_INFORMATION: i32 = 60;
+
+/// The most of a command line read for a provider (its wire limit).
+const MAX_COMMAND_LINE: usize = cloudflt_proto::msg::MAX_COMMAND_LINE_BYTES;
+
+/// A requesting process's command line (REQUIRE_PROCESS_INFO), in pool; freed on drop.
+pub(crate) struct CommandLine(Option<(super::file::PoolBuf, usize)>);
+
+impl CommandLine {
+    /// The command line of the current process, if it is `pid` (the requesting
+    /// process's thread is the one in the pre-operation); empty when it cannot be read
+    /// (another process's thread, no pool, a routine the kernel lacks). PASSIVE_LEVEL.
+    pub(crate) fn of_current(pid: u32) -> Self {
+        // SAFETY: no preconditions.
+        let current = unsafe { windows_sys::Wdk::System::SystemServices::PsGetCurrentProcessId() };
+        if current as usize != pid as usize {
+            return Self(None);
+        }
+        let header = core::mem::size_of::<UNICODE_STRING>();
+        let Some(mut buffer) = super::file::PoolBuf::zeroed(header + MAX_COMMAND_LINE) else {
+            return Self(None);
+        };
+        let mut returned = 0u32;
+        let length = u32::try_from(buffer.as_slice().len()).unwrap_or(u32::MAX);
+        // SAFETY: our pool buffer of `length` bytes; PASSIVE_LEVEL (the callers'); the
+        // current-process pseudo handle.
+        let status = unsafe {
+            super::ntos::ZwQueryInformationProcess(
+                -1isize as windows_sys::Win32::Foundation::HANDLE,
+                PROCESS_COMMAND_LINE_INFORMATION,
+                buffer.as_mut_slice().as_mut_ptr().cast(),
+                length,
+                &mut returned,
+            )
+        };
+        if !nt_success(status) {
+            return Self(None);
+        }
+        // The string's text follows its header in the same buffer; only that is taken,
+        // by offset, never by the pointer the header holds.
+        let bytes = buffer.as_slice();
+        let len = match bytes {
+            [low, high, ..] => usize::from(u16::from_le_bytes([*low, *high])),
+            _ => 0,
+        };
+        let start = header;
+        let end = start.saturating_add(len).min(bytes.len());
+        let units = (end - start) / 2;
+        // Move the text to the start so that `units()` can read it as u16.
+        buffer
+            .as_mut_slice()
+            .copy_within(start..start + units * 2, 0);
+        Self(Some((buffer, units)))
+    }
+
+    /// The command line's UTF-16 units (empty when unread).
+    pub(crate) fn units(&self) -> &[u16] {
+        match &self.0 {
+            Some((buffer, units)) => {
+                let bytes = buffer.as_slice();
+                // SAFETY: pool memory is 16-byte aligned and holds `units` UTF-16 units
+                // at its start (moved there above), within the buffer.
+                unsafe {
+                    core::slice::from_raw_parts(
+                        bytes.as_ptr().cast::<u16>(),
+                        (*units).min(bytes.len() / 2),
+                    )
+                }
+            }
+            None => &[],
+        }
+    }
+}

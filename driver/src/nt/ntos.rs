@@ -87,6 +87,32 @@ pub(crate) unsafe fn ZwQuerySymbolicLinkObject(
     unsafe { f(handle, target, returned) }
 }
 
+type QueryProcess =
+    unsafe extern "system" fn(HANDLE, i32, *mut core::ffi::c_void, u32, *mut u32) -> NTSTATUS;
+
+/// ZwQueryInformationProcess.
+///
+/// # Safety
+/// As ZwQueryInformationProcess: `info` points to `length` writable bytes; PASSIVE_LEVEL.
+#[allow(non_snake_case, reason = "the kernel routine's name")]
+pub(crate) unsafe fn ZwQueryInformationProcess(
+    process: HANDLE,
+    class: i32,
+    info: *mut core::ffi::c_void,
+    length: u32,
+    returned: *mut u32,
+) -> NTSTATUS {
+    let f = routine(b"ZwQueryInformationProcess");
+    if f.is_null() {
+        return STATUS_NOT_IMPLEMENTED;
+    }
+    // SAFETY: ntoskrnl's ZwQueryInformationProcess has this signature.
+    let f: QueryProcess =
+        unsafe { core::mem::transmute::<*mut core::ffi::c_void, QueryProcess>(f) };
+    // SAFETY: the caller's contract.
+    unsafe { f(process, class, info, length, returned) }
+}
+
 fn query_mode(name: &[u8]) -> i8 {
     let f = routine(name);
     if f.is_null() {

@@ -194,13 +194,16 @@ unsafe extern "system" fn connect_notify(
     };
     // SAFETY: no preconditions; the current process is the connecting provider.
     let pid = unsafe { PsGetCurrentProcessId() } as usize;
+    let record = with_path(&context.sync_root, |root| Ok(roots::record_of(root)))
+        .ok()
+        .flatten();
     let provider = Provider::new(
         driver.filter(),
         client_port,
         pid,
-        context.sync_root.units(),
+        &context,
         &policies,
-        context.effective_timeout_ms(),
+        record,
     );
     let Some(provider) = PoolBox::try_new(provider, TAG_CONNECTION) else {
         return STATUS_INSUFFICIENT_RESOURCES;

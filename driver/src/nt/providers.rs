@@ -9,14 +9,16 @@ use core::ptr::NonNull;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
 use cloudflt_proto::InSyncPolicy;
+use cloudflt_proto::connect::ConnectFlags;
 use cloudflt_proto::port::MAX_CONNECTIONS;
-use cloudflt_proto::registration::HydrationModifiers;
+use cloudflt_proto::registration::{HydrationModifiers, Registration};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{PFLT_FILTER, PFLT_PORT};
 use windows_sys::Wdk::System::SystemServices::{Executive, KeWaitForSingleObject, KernelMode};
 use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_CLOUD_FILE_ALREADY_CONNECTED, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES,
 };
 
+use super::file::PoolBuf;
 use super::status;
 use super::sync::{Event, SpinLock};
 use crate::engine::policy::Policy;
@@ -39,6 +41,13 @@ pub(crate) struct Provider {
     in_sync: core::sync::atomic::AtomicU32,
     /// The root's hydration policy modifiers (bits of [`HydrationModifiers`]), likewise.
     modifiers: core::sync::atomic::AtomicU32,
+    /// What the provider asked of its connection (REQUIRE_PROCESS_INFO,
+    /// REQUIRE_FULL_FILE_PATH, BLOCK_SELF_IMPLICIT_HYDRATION).
+    pub(crate) connect_flags: ConnectFlags,
+    /// A copy of its root's registration record, for the identities every request
+    /// quotes; replaced by an UPDATE of the registration ([`refresh`]). A leaf lock:
+    /// nothing is taken under it.
+    record: SpinLock<Record>,
     /// Provider request timeout, 100 ns units.
     pub(crate) timeout: i64,
     /// Set once DisconnectNotify has begun: no new request may be sent to it.
@@ -61,10 +70,13 @@ impl Provider {
         filter: PFLT_FILTER,
         client_port: PFLT_PORT,
         pid: usize,
-        root: impl Iterator<Item = u16>,
+        context: &cloudflt_proto::ConnectionContext<'_>,
         policies: &super::roots::Policies,
-        timeout_ms: u32,
+        record: Option<(PoolBuf, usize)>,
     ) -> Self {
+        let root = context.sync_root.units();
+        let connect_flags = context.connect_flags;
+        let timeout_ms = context.effective_timeout_ms();
         let mut stored = [0u16; MAX_PATH];
         let mut len = 0;
         for unit in root {
@@ -87,6 +99,8 @@ impl Provider {
             hydration: core::sync::atomic::AtomicU8::new(policies.hydration as u8),
             in_sync: core::sync::atomic::AtomicU32::new(policies.in_sync.bits()),
             modifiers: core::sync::atomic::AtomicU32::new(u32::from(policies.modifiers.bits())),
+            connect_flags,
+            record: SpinLock::new(Record(record)),
             timeout: i64::from(timeout_ms).saturating_mul(10_000),
             gone: core::sync::atomic::AtomicBool::new(false),
             refs: AtomicUsize::new(1),
@@ -104,6 +118,22 @@ impl Provider {
     /// The root's in-sync policy now.
     pub(crate) fn in_sync(&self) -> InSyncPolicy {
         InSyncPolicy::from_bits(self.in_sync.load(Ordering::Acquire)).unwrap_or_default()
+    }
+
+    /// Runs `f` with the root's sync-root identity and root file identity as its
+    /// registration has them now (empty when it has none or the copy is missing).
+    pub(crate) fn with_identities<R>(&self, f: impl FnOnce(&[u8], &[u8]) -> R) -> R {
+        self.record.with(|record| {
+            let registration = record
+                .0
+                .as_ref()
+                .and_then(|(buffer, len)| buffer.as_slice().get(..*len))
+                .and_then(|bytes| Registration::decode(bytes).ok());
+            match registration {
+                Some(r) => f(r.sync_root_identity, r.root_file_identity),
+                None => f(&[], &[]),
+            }
+        })
     }
 
     /// The root's hydration policy modifiers now.
@@ -124,6 +154,12 @@ impl Provider {
         self.root.get(..self.root_len).unwrap_or(&[])
     }
 }
+
+/// A registration record in pool and its length.
+struct Record(Option<(PoolBuf, usize)>);
+
+// SAFETY: a pool buffer, usable from any thread; reached only under its lock.
+unsafe impl Send for Record {}
 
 type Slots = [Option<NonNull<Provider>>; MAX_CONNECTIONS as usize];
 
@@ -314,8 +350,13 @@ pub(crate) fn by_cookie(provider: NonNull<Provider>) -> Option<ProviderRef> {
 /// An UPDATE of the registration of the root at `root`: its connected provider (if any)
 /// applies the new policies from now on (opens already made keep theirs, as cfapi fixes
 /// an open's policy at create).
-pub(crate) fn refresh(root: &[u16], policies: &super::roots::Policies) {
-    TABLE.with(|table| {
+pub(crate) fn refresh(
+    root: &[u16],
+    policies: &super::roots::Policies,
+    mut record: Option<(PoolBuf, usize)>,
+) {
+    let old = TABLE.with(|table| {
+        let mut old = None;
         for p in table.0.iter().flatten() {
             // SAFETY: registered providers are alive while in the table.
             let provider = unsafe { p.as_ref() };
@@ -329,9 +370,29 @@ pub(crate) fn refresh(root: &[u16], policies: &super::roots::Policies) {
                 provider
                     .modifiers
                     .store(u32::from(policies.modifiers.bits()), Ordering::Release);
+                if let Some(new) = record.take() {
+                    old = provider.record.with(|r| r.0.replace(new));
+                }
             }
         }
+        old
     });
+    // Freed with no lock held.
+    drop(old);
+    drop(record);
+}
+
+/// Whether `pid` is a provider that asked for BLOCK_SELF_IMPLICIT_HYDRATION.
+pub(crate) fn blocks_self_hydration(pid: usize) -> bool {
+    TABLE.with(|table| {
+        table.0.iter().flatten().any(|p| {
+            // SAFETY: registered providers are alive while in the table.
+            let p = unsafe { p.as_ref() };
+            p.pid == pid
+                && p.connect_flags
+                    .contains(ConnectFlags::BLOCK_SELF_IMPLICIT_HYDRATION)
+        })
+    })
 }
 
 /// The process of the provider connected to the root at `root`.

@@ -342,7 +342,8 @@ fn publish(root: PoolBox<Root>, existing: Option<NonNull<Root>>) {
                 drop(unsafe { PoolBox::from_raw(old, TAG_ROOT) });
             }
             // SAFETY: `raw` is published and alive (only the gate holder removes it).
-            providers::refresh(unsafe { raw.as_ref() }.path(), &policies);
+            let root = unsafe { raw.as_ref() };
+            providers::refresh(root.path(), &policies, copy_record(root));
         }
         // Unreachable under the gate; never leak.
         // SAFETY: not published.
@@ -394,6 +395,22 @@ pub(crate) fn for_connect(
     Key::open()?.store(root.path(), root.record())?;
     publish(root, None);
     Ok(policies)
+}
+
+/// A copy of `root`'s record in pool; `None` when pool is exhausted.
+fn copy_record(root: &Root) -> Option<(PoolBuf, usize)> {
+    let record = root.record();
+    let mut copy = PoolBuf::zeroed(record.len().max(1))?;
+    crate::nt::file::copy(copy.as_mut_slice().get_mut(..record.len())?, record);
+    Some((copy, record.len()))
+}
+
+/// A copy of the registration record of the root at exactly `path`, for its provider.
+pub(crate) fn record_of(path: &[u16]) -> Option<(PoolBuf, usize)> {
+    TABLE.with(|table| {
+        // SAFETY: alive while in the table (the lock is held).
+        exact(table, path).and_then(|r| copy_record(unsafe { r.as_ref() }))
+    })
 }
 
 /// UNREGISTER: the root at exactly `path` stops being one. Its value is deleted from the

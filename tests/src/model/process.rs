@@ -50,6 +50,8 @@ pub struct Process {
     pub elevated: bool,
     /// False once it has exited or been killed.
     pub alive: bool,
+    /// Its command line, as its PEB holds it (the image, quoted).
+    pub command_line: String,
 }
 
 impl Process {
@@ -80,6 +82,8 @@ impl Default for Processes {
                 compat: PHCM_APPLICATION_DEFAULT,
                 elevated: true,
                 alive: true,
+                // The System process has no PEB: nothing to read.
+                command_line: String::new(),
             }],
             next_pid: 1000,
             token_refs: std::collections::HashMap::new(),
@@ -93,6 +97,7 @@ impl Processes {
         let pid = self.next_pid;
         self.table.push(Process {
             pid,
+            command_line: format!("\"{image}\""),
             image,
             compat,
             elevated,
@@ -259,6 +264,70 @@ pub extern "system" fn RtlQueryProcessPlaceholderCompatibilityMode() -> i8 {
         return PHCM_ERROR_NO_PEB;
     }
     with_kernel(|k| k.processes.get(pid).map_or(PHCM_ERROR_NO_PEB, |p| p.compat))
+}
+
+/// ProcessCommandLineInformation.
+const PROCESS_COMMAND_LINE_INFORMATION: i32 = 60;
+
+/// ZwQueryInformationProcess, for what drivers ask of it here: the current process's
+/// command line (ProcessCommandLineInformation, Windows 8.1 and later) through the
+/// current-process pseudo handle. The answer is a UNICODE_STRING followed by the text
+/// it points to; a buffer too small gets STATUS_INFO_LENGTH_MISMATCH and the size
+/// needed. Any other handle or class is refused as Windows refuses what it does not
+/// know (the model has no process handles).
+///
+/// # Safety
+/// `info` points to `length` writable bytes; `returned` is writable or null.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn ZwQueryInformationProcess(
+    process: windows_sys::Win32::Foundation::HANDLE,
+    class: i32,
+    info: *mut c_void,
+    length: u32,
+    returned: *mut u32,
+) -> windows_sys::Win32::Foundation::NTSTATUS {
+    use windows_sys::Win32::Foundation::{
+        STATUS_INFO_LENGTH_MISMATCH, STATUS_INVALID_HANDLE, STATUS_INVALID_INFO_CLASS,
+        STATUS_SUCCESS, UNICODE_STRING,
+    };
+    super::irql::check("ZwQueryInformationProcess", super::irql::PASSIVE_LEVEL);
+    if process as isize != -1 {
+        return STATUS_INVALID_HANDLE;
+    }
+    if class != PROCESS_COMMAND_LINE_INFORMATION {
+        return STATUS_INVALID_INFO_CLASS;
+    }
+    let pid = current_pid();
+    let text: Vec<u16> = with_kernel(|k| {
+        k.processes
+            .get(pid)
+            .map(|p| p.command_line.encode_utf16().collect())
+            .unwrap_or_default()
+    });
+    let header = std::mem::size_of::<UNICODE_STRING>();
+    let needed = header + text.len() * 2;
+    if !returned.is_null() {
+        // SAFETY: the caller's contract.
+        unsafe { returned.write(needed as u32) };
+    }
+    if (length as usize) < needed {
+        return STATUS_INFO_LENGTH_MISMATCH;
+    }
+    let at = info.cast::<u8>();
+    // SAFETY: `header` < `needed` <= `length` bytes at `info` (the caller's contract).
+    let text_at = unsafe { at.add(header) };
+    // SAFETY: the text fits after the header within `needed` bytes; distinct buffers.
+    unsafe { std::ptr::copy_nonoverlapping(text.as_ptr().cast::<u8>(), text_at, text.len() * 2) };
+    let bytes = (text.len() * 2) as u16;
+    // SAFETY: the header's bytes at the start of the caller's buffer.
+    unsafe {
+        at.cast::<UNICODE_STRING>().write_unaligned(UNICODE_STRING {
+            Length: bytes,
+            MaximumLength: bytes,
+            Buffer: text_at.cast(),
+        })
+    };
+    STATUS_SUCCESS
 }
 
 /// RtlQueryThreadPlaceholderCompatibilityMode: the calling thread's mode.

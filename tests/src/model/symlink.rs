@@ -172,6 +172,9 @@ pub unsafe extern "system" fn MmGetSystemRoutineAddress(
         "RtlQueryProcessPlaceholderCompatibilityMode" => {
             super::process::RtlQueryProcessPlaceholderCompatibilityMode as *mut std::ffi::c_void
         }
+        "ZwQueryInformationProcess" => {
+            super::process::ZwQueryInformationProcess as *mut std::ffi::c_void
+        }
         "RtlQueryThreadPlaceholderCompatibilityMode" => {
             super::process::RtlQueryThreadPlaceholderCompatibilityMode as *mut std::ffi::c_void
         }

@@ -46,18 +46,31 @@ pub(crate) struct Asker {
     /// The file's normalized NT path.
     pub(super) name: Units,
     pub(super) image: Units,
+    /// Its command line, when the provider asked for process info and it could be
+    /// read (`None`: the provider is told `UNKNOWN`).
+    pub(super) command_line: Option<Units>,
 }
 
 impl Asker {
     /// Copies what the provider is told; `None` when pool is exhausted.
-    pub(crate) fn new(pid: u32, name: &[u16], image: &[u16]) -> Option<Self> {
+    pub(crate) fn new(
+        pid: u32,
+        name: &[u16],
+        image: &[u16],
+        command_line: Option<&[u16]>,
+    ) -> Option<Self> {
         let image = image
             .get(..cloudflt_proto::msg::MAX_IMAGE_BYTES / 2)
             .unwrap_or(image);
+        let command_line = match command_line {
+            Some(units) if !units.is_empty() => Some(Units::copy(units)?),
+            _ => None,
+        };
         Some(Self {
             pid,
             name: Units::copy(name)?,
             image: Units::copy(image)?,
+            command_line,
         })
     }
 }

@@ -36,7 +36,8 @@
 use core::ptr::NonNull;
 
 use cloudflt_proto::ByteRange as WireRange;
-use cloudflt_proto::msg::{CancelFetch, CancelReason, FetchData, FetchFailed};
+use cloudflt_proto::connect::ConnectFlags;
+use cloudflt_proto::msg::{CancelFetch, CancelReason, FetchData, FetchFailed, RequestFlags};
 use cloudflt_proto::placeholder::RANGE_SIZE;
 use cloudflt_proto::registration::HydrationModifiers;
 use cloudflt_proto::{PlaceholderFlags, RangeList, Utf16};
@@ -784,21 +785,46 @@ fn encode_fetch(
     size: u64,
     priority: u8,
 ) -> Option<(PoolBuf, usize)> {
-    let relative = syncroot::under(provider.root(), asker.name.get()).unwrap_or(&[]);
-    let message = FetchData {
-        request_id: request.id,
-        file_id: stream.file_id,
-        file_size: size,
-        required: WireRange::new(request.range.start, request.range.len()),
-        priority,
-        requestor_pid: asker.pid,
-        requestor_image: Utf16::from_units(asker.image.get()),
-        path: Utf16::from_units(relative),
-        identity,
+    let wants = provider.connect_flags;
+    let mut flags = RequestFlags::EMPTY;
+    // REQUIRE_FULL_FILE_PATH: the NT path the operation named; otherwise the path below
+    // the root.
+    let path = if wants.contains(ConnectFlags::REQUIRE_FULL_FILE_PATH) {
+        flags = flags.union(RequestFlags::FULL_PATH);
+        asker.name.get()
+    } else {
+        syncroot::under(provider.root(), asker.name.get()).unwrap_or(&[])
     };
-    let mut buffer = PoolBuf::zeroed(message.encoded_len())?;
-    let len = message.encode(buffer.as_mut_slice()).ok()?;
-    Some((buffer, len))
+    // REQUIRE_PROCESS_INFO: the command line read in the requesting thread, or UNKNOWN
+    // as cfapi says when it cannot be read.
+    const UNKNOWN: [u16; 7] = [85, 78, 75, 78, 79, 87, 78];
+    let command_line: &[u16] = if wants.contains(ConnectFlags::REQUIRE_PROCESS_INFO) {
+        flags = flags.union(RequestFlags::PROCESS_INFO);
+        asker.command_line.as_ref().map_or(&UNKNOWN, |c| c.get())
+    } else {
+        &[]
+    };
+    provider.with_identities(|sync_root_identity, _root_file_identity| {
+        let message = FetchData {
+            request_id: request.id,
+            file_id: stream.file_id,
+            file_size: size,
+            required: WireRange::new(request.range.start, request.range.len()),
+            priority,
+            requestor_pid: asker.pid,
+            requestor_image: Utf16::from_units(asker.image.get()),
+            path: Utf16::from_units(path),
+            identity,
+            flags,
+            requestor_command_line: Utf16::from_units(command_line),
+            sync_root_identity,
+            // A fetch is about a file's data, never the root directory's.
+            root_file_identity: &[],
+        };
+        let mut buffer = PoolBuf::zeroed(message.encoded_len())?;
+        let len = message.encode(buffer.as_mut_slice()).ok()?;
+        Some((buffer, len))
+    })
 }
 
 /// Fails fetch `id`, whose FETCH_DATA the provider never took (the send failed or timed

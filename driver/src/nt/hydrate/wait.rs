@@ -27,8 +27,15 @@ pub(crate) fn ensure_range(target: &Target<'_>, range: Range) -> NTSTATUS {
         return crate::nt::roots::no_provider_status(target.name);
     };
     loop {
-        let Some(asker) = Asker::new(target.requestor_pid, target.name, target.requestor_image)
-        else {
+        // Threads that wait here are the provider's own requests, a section being
+        // mapped or a pin: no command line is read for them (the provider is told
+        // UNKNOWN when it asked for one).
+        let Some(asker) = Asker::new(
+            target.requestor_pid,
+            target.name,
+            target.requestor_image,
+            None,
+        ) else {
             return STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES;
         };
         let waiter = Waiter {

@@ -14,11 +14,12 @@ use crate::nt::context::InstanceRef;
 use crate::nt::disguise::*;
 use crate::nt::file::{Fo, Kind, OwnedFile};
 use crate::nt::layout::FLT_IO_PARAMETER_BLOCK;
-use crate::nt::names::{ImageName, NameInfo};
+use crate::nt::names::{CommandLine, ImageName, NameInfo};
 use crate::nt::pool::{PoolBox, TAG_OPEN_REPARSE};
 use crate::nt::status::nt_success;
 use crate::nt::stream::{self, StreamRef};
 use crate::nt::{direct, disguise, hydrate, providers, roots};
+use cloudflt_proto::connect::ConnectFlags;
 use core::ptr::NonNull;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_POSTOP_CALLBACK_STATUS, FLT_POSTOP_DISALLOW_FSFILTER_IO,

@@ -32,7 +32,8 @@ pub(crate) unsafe extern "system" fn pre_read(
 ) -> FLT_PREOP_CALLBACK_STATUS {
     // SAFETY: FltMgr's callback data and related objects for the call.
     let Some((data_ref, objects, stream)) = (unsafe { placeholder_io(data, objects) }) else {
-        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+        // SAFETY: as above.
+        return unsafe { provider_read(data, objects) };
     };
     let Some((offset, length)) = read_of(data_ref) else {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
@@ -117,6 +118,64 @@ pub(crate) unsafe extern "system" fn pre_read(
     )
 }
 
+/// A read that is not intercepted: every read but a provider's own of a placeholder's
+/// missing data passes. A provider connected with BLOCK_SELF_IMPLICIT_HYDRATION has its
+/// own (non-paging) reads of data not present refused with
+/// STATUS_CLOUD_FILE_ACCESS_DENIED: it said it never reads data implicitly, so such a
+/// read (an antivirus scan in its process, a bug) gets a precise failure instead of what
+/// NTFS holds there. Without the flag a provider's own I/O passes untouched, as DESIGN.md
+/// decides: the provider reads its files as NTFS holds them and never fetches from
+/// itself.
+///
+/// # Safety
+/// `data` and `objects` are what FltMgr passed the pre-operation, valid for the call.
+unsafe fn provider_read(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    // SAFETY: the caller's contract.
+    let (Some(data_ref), Some(objects)) = (unsafe { data.as_mut() }, unsafe { objects.as_ref() })
+    else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    if data_ref.Flags & FLTFL_CALLBACK_DATA_IRP_OPERATION == 0 {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    // SAFETY: Iopb is valid during the operation.
+    let irp_flags = unsafe { (*data_ref.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>()).IrpFlags };
+    if irp_flags & IRP_PAGING_IO != 0 {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    // SAFETY: live callback data.
+    let pid = unsafe { FltGetRequestorProcessId(data) };
+    if !providers::blocks_self_hydration(pid as usize) {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    let (Some(stream), Some((offset, length))) = (
+        stream::get(objects.Instance, objects.FileObject),
+        read_of(data_ref),
+    ) else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    let missing = hydrate::with_held(|held| {
+        stream.with_state(held, |s| {
+            let read = Range::at(offset, length).clip(Range {
+                start: 0,
+                end: s.file_size,
+            });
+            s.is_placeholder() && !read.is_empty() && !s.present.contains(read)
+        })
+    });
+    if missing {
+        complete(
+            data_ref,
+            windows_sys::Win32::Foundation::STATUS_CLOUD_FILE_ACCESS_DENIED,
+        )
+    } else {
+        FLT_PREOP_SUCCESS_NO_CALLBACK
+    }
+}
+
 /// What a paging read of data not on disk fails with.
 const PAGING_READ_OF_MISSING_DATA: NTSTATUS = STATUS_CLOUD_FILE_UNSUCCESSFUL;
 
@@ -160,7 +219,16 @@ fn pend(
     // SAFETY: live callback data.
     let pid = unsafe { FltGetRequestorProcessId(data) };
     let image = ImageName::of(data);
-    let Some(asker) = hydrate::Asker::new(pid, name.units(), image.units()) else {
+    let command_line = provider
+        .connect_flags
+        .contains(ConnectFlags::REQUIRE_PROCESS_INFO)
+        .then(|| CommandLine::of_current(pid));
+    let Some(asker) = hydrate::Asker::new(
+        pid,
+        name.units(),
+        image.units(),
+        command_line.as_ref().map(CommandLine::units),
+    ) else {
         return complete(data_ref, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES);
     };
     let target = hydrate::ReadTarget {

@@ -171,7 +171,16 @@ fn pend(
     // SAFETY: live callback data.
     let pid = unsafe { FltGetRequestorProcessId(data) };
     let image = ImageName::of(data);
-    let Some(asker) = hydrate::Asker::new(pid, name.units(), image.units()) else {
+    let command_line = provider
+        .connect_flags
+        .contains(ConnectFlags::REQUIRE_PROCESS_INFO)
+        .then(|| CommandLine::of_current(pid));
+    let Some(asker) = hydrate::Asker::new(
+        pid,
+        name.units(),
+        image.units(),
+        command_line.as_ref().map(CommandLine::units),
+    ) else {
         return hydrate::Pend::Complete(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES);
     };
     let target = hydrate::ReadTarget {
