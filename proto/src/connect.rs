@@ -648,7 +648,7 @@ mod tests {
             err(DecodeError::BadFlags(1)),
             "bit 0 is no connect flag"
         );
-        assert_eq!(body(52, &[1]), err(DecodeError::BadValue(Field::Reserved)));
+        assert_eq!(body(54, &[1]), err(DecodeError::BadValue(Field::Reserved)));
     }
 
     #[test]

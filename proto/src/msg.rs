@@ -2503,14 +2503,19 @@ mod tests {
         let mut out = [0u8; 200];
         let n = m.encoded_len();
         assert_eq!(m.encode(&mut out), Ok(n));
-        assert_eq!(n, 16 + 48 + 14 + 5);
+        assert_eq!(n, 16 + 56 + 14 + 5);
         assert_eq!(&out[..4], &[1, 0, 1, 0], "kind FETCH_DATA, version 1");
         assert_eq!(&out[4..8], &(n as u32).to_le_bytes());
         assert_eq!(&out[8..16], &0x1122_3344_5566_7788u64.to_le_bytes());
         assert_eq!(&out[16 + 16..16 + 24], &4096u64.to_le_bytes());
         assert_eq!(out[16 + 32], 7);
         assert_eq!(&out[16 + 40..16 + 48], &[0, 0, 14, 0, 5, 0, 0, 0]);
-        assert_eq!(&out[64..66], &[b'a', 0]);
+        assert_eq!(
+            &out[16 + 48..16 + 56],
+            &[0; 8],
+            "no command line or root identities"
+        );
+        assert_eq!(&out[72..74], &[b'a', 0]);
         assert_eq!(&out[n - 5..n], b"ident");
         let decoded = FetchData::decode(&out[..n]);
         assert_eq!(decoded, Ok(m));
@@ -2557,9 +2562,22 @@ mod tests {
             patched(16 + 32, &[16]),
             Err(DecodeError::BadValue(Field::Priority))
         );
+        assert_eq!(patched(16 + 33, &[0x80]), Err(DecodeError::BadFlags(0x80)));
         assert_eq!(
-            patched(16 + 33, &[1]),
+            patched(16 + 34, &[1]),
             Err(DecodeError::BadValue(Field::Reserved))
+        );
+        assert_eq!(
+            patched(16 + 54, &[0, 1]),
+            Err(DecodeError::BadValue(Field::Reserved))
+        );
+        assert_eq!(
+            patched(16 + 48, &[1, 0, 1, 0]),
+            Err(DecodeError::TooLarge(Field::SyncRootIdentity))
+        );
+        assert_eq!(
+            patched(16 + 52, &[1, 16]),
+            Err(DecodeError::TooLarge(Field::RootFileIdentity))
         );
         assert_eq!(
             patched(16 + 24, &[0; 8]),
@@ -2966,8 +2984,14 @@ mod tests {
         let mut out = std::vec![0u8; MAX_KERNEL_MESSAGE_LEN + 64];
         let image = [0x42u16; MAX_IMAGE_BYTES / 2];
         let identity = [1u8; MAX_IDENTITY_LEN];
+        let command_line = std::vec![0x43u16; MAX_COMMAND_LINE_BYTES / 2];
+        let root_identity = std::vec![2u8; MAX_SYNC_ROOT_IDENTITY_LEN];
         let biggest = FetchData {
             requestor_image: Utf16::from_units(&image),
+            flags: RequestFlags::FULL_PATH.union(RequestFlags::PROCESS_INFO),
+            requestor_command_line: Utf16::from_units(&command_line),
+            sync_root_identity: &root_identity,
+            root_file_identity: &identity,
             ..fetch(max_path, &identity)
         };
         assert_eq!(biggest.encoded_len(), MAX_KERNEL_MESSAGE_LEN);

@@ -1346,7 +1346,6 @@ name = "mirror"
 image = 'C:\Program Files\Mirror\mirror.exe'
 sync_root = 'C:\Cloud'
 notify = ["delete"]
-modifiers = ["validation_required"]
 in_sync_policy = ["track_file_last_write_time"]
 files = [{ path = "photos", dir = true }, { path = "a.bin", text = "remote" }]
 
@@ -1413,7 +1412,6 @@ expect = { populations = 0, deletes = 0, fetches = 0 }
     );
     assert_eq!(summary.passed, 0, "{out}");
     for (label, what, issue) in [
-        ("machine", "field `modifiers`", 13),
         ("machine", "field `notify`", 14),
         ("machine", "directory entries in `files`", 15),
         ("2", "`set_in_sync` with `as`", 13),

@@ -299,7 +299,9 @@ impl Error {
     /// The NTSTATUS this error stands for: the driver's own status for the cloud-file
     /// variants and [`Error::Status`]; the status inside a port HRESULT when it carries one;
     /// `STATUS_CLOUD_FILE_INVALID_REQUEST` for requests the library refused before sending
-    /// (what the driver would have answered); `STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING`
+    /// (the driver answers a management request it cannot decode with the same; a
+    /// malformed connection context, which never leaves the library either, it would
+    /// refuse with STATUS_INVALID_PARAMETER); `STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING`
     /// once disconnected; `STATUS_CLOUD_FILE_UNSUCCESSFUL` otherwise.
     ///
     /// ```
