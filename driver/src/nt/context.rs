@@ -171,6 +171,12 @@ pub(crate) struct StreamState {
     /// anew. Recorded after all as soon as a user's change makes the record hold
     /// modified ranges, which must lie in present ones.
     pub(crate) streamed: Batch,
+    /// Written by a fetch that then failed before its data was validated (refused,
+    /// timed out, cancelled): never present, never read, and zeroed off the disk at the
+    /// stream's last cleanup with the streamed data, so that what the provider refused
+    /// does not lie in the file for whoever reads it without the driver. Best effort: a
+    /// range the set cannot take stays on disk, unrecorded.
+    pub(crate) discarded: Batch,
     /// The provider's identity for the file (up to 4 KiB, so in a pool buffer of its own,
     /// exactly its length; `None` when empty). In the state, not the context's fixed
     /// part, because the provider may replace it (UPDATE with SET_IDENTITY).
@@ -204,6 +210,7 @@ impl StreamState {
             failed_snapshot: 0,
             unvalidated: Batch::new(),
             streamed: Batch::new(),
+            discarded: Batch::new(),
             identity: None,
         }
     }

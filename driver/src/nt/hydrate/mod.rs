@@ -500,7 +500,18 @@ impl Table {
         let writer = fetch.stream.get().with_state(&self.held, |s| {
             if !status.is_success() {
                 // Data a failed fetch wrote but nobody validated is never read: the next
-                // fetch of the range writes and validates it again.
+                // fetch of the range writes and validates it again, and the last cleanup
+                // zeroes what is still not present then (`drop_streamed`).
+                let StreamState {
+                    unvalidated,
+                    discarded,
+                    ..
+                } = &mut *s;
+                for part in unvalidated.iter().map(|r| r.clip(range)) {
+                    if !part.is_empty() {
+                        let _ = discarded.try_insert(part);
+                    }
+                }
                 s.unvalidated.remove(range);
             }
             s.leave()
@@ -876,8 +887,12 @@ fn flush(stream: &StreamContext, provider: &ProviderRef) {
         };
         let sent = opened.is_ok() && nt_success(status) && status != STATUS_TIMEOUT;
         if sent {
-            // A fetch to validate keeps its FETCH_DATA for its VALIDATE_DATA.
+            // A fetch to validate keeps its FETCH_DATA for its VALIDATE_DATA. The provider
+            // may have transferred all of the fetch's data before the send returned (it
+            // runs on other threads): the validation it then could not start begins here,
+            // and this loop's next turn sends it.
             let mut buffer = Some(buffer);
+            let mut after = After::new();
             TABLE.with(|t| {
                 if let Some(f) = t
                     .fetches
@@ -885,9 +900,11 @@ fn flush(stream: &StreamContext, provider: &ProviderRef) {
                     .find(|f| f.request.id == id && f.keep == Keep::Validate && !f.validating)
                 {
                     f.sent_message = buffer.take().map(|b| (b, len));
+                    validate::start(t, stream, provider.key(), &mut after);
                 }
             });
             drop(buffer);
+            after.run();
         } else {
             drop(buffer);
         }
@@ -1321,6 +1338,7 @@ pub(crate) fn begin_dehydration(
             s.present.remove(range);
             s.streamed.remove(range);
             s.unvalidated.remove(range);
+            s.discarded.remove(range);
             Ok(())
         })
     })

@@ -323,12 +323,14 @@ fn stream_only(stream: &StreamContext, parts: &[Range]) -> bool {
 }
 
 /// The stream's last handle closed: streamed data (STREAMING_ALLOWED) is dropped from
-/// the disk, so that nothing the provider streamed outlives the opens that read it.
+/// the disk, so that nothing the provider streamed outlives the opens that read it, and
+/// so is data a failed validation left there (`StreamState::discarded`), where it is
+/// still not present.
 /// Zeroed as a dehydration is (nothing fetched or read meanwhile: `begin_zeroing`), and
-/// only while no fetch, transfer or edit is out and no user's change is on record;
-/// otherwise the streamed data stays, on disk and present, and is recorded with the next
-/// record (a user's change makes it part of the file). Best effort: a range that cannot
-/// be zeroed stays on disk unrecorded, which no read ever serves.
+/// only while no fetch, transfer or edit is out; streamed data only while no user's
+/// change is on record: otherwise it stays, on disk and present, and is recorded with
+/// the next record (a user's change makes it part of the file). Best effort: a range
+/// that cannot be zeroed stays on disk unrecorded, which no read ever serves.
 pub(crate) fn drop_streamed(stream: &StreamContext) {
     let k = key(stream);
     let taken = TABLE.with(|t| {
@@ -336,13 +338,31 @@ pub(crate) fn drop_streamed(stream: &StreamContext) {
             return None;
         }
         stream.with_state(&t.held, |s| {
-            if s.streamed.is_empty() || !s.is_placeholder() || !s.modified.is_empty() {
+            let streamed = !s.streamed.is_empty() && s.modified.is_empty();
+            if !(streamed || !s.discarded.is_empty()) || !s.is_placeholder() {
                 return None;
             }
             s.begin_zeroing().ok()?;
-            let set = core::mem::take(&mut s.streamed);
+            let mut set = if streamed {
+                core::mem::take(&mut s.streamed)
+            } else {
+                Batch::new()
+            };
             for r in set.iter() {
                 s.present.remove(r);
+            }
+            // What a failed validation wrote, where nothing present has replaced it
+            // since; a part the set cannot take stays on disk, unrecorded and unread.
+            let discarded = core::mem::take(&mut s.discarded);
+            for r in discarded.iter() {
+                let mut at = r.start;
+                while let Some(gap) = s.present.first_gap(Range {
+                    start: at,
+                    end: r.end,
+                }) {
+                    let _ = set.try_insert(gap);
+                    at = gap.end;
+                }
             }
             Some(set)
         })

@@ -26,8 +26,8 @@ const ACK_PARTS: usize = 8;
 
 /// Turns every fetch of `stream` from `owner` whose range is now all on disk (present or
 /// held back) into a validation: its VALIDATE_DATA is left for [`flush`] to send. `true`
-/// when one was made. A fetch whose FETCH_DATA was not kept (no pool when it was sent)
-/// fails with STATUS_CLOUD_FILE_VALIDATION_FAILED: its data cannot be validated.
+/// when one was made. A fetch whose FETCH_DATA is still in the post (sent, not yet given
+/// back to the fetch) waits: `flush` calls this again when it gives it back.
 pub(super) fn start(
     t: &mut Table,
     stream: &StreamContext,
@@ -43,6 +43,8 @@ pub(super) fn start(
                 && f.keep == Keep::Validate
                 && f.sent
                 && !f.validating
+                // Its FETCH_DATA is back from the post (see `flush`).
+                && f.sent_message.is_some()
                 && stream.with_state(&t.held, |s| on_disk(s, f.request.range))
         });
         let Some(id) = ready.map(|f| f.request.id) else {
