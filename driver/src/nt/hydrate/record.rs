@@ -339,7 +339,7 @@ pub(crate) fn drop_streamed(stream: &StreamContext) {
         }
         stream.with_state(&t.held, |s| {
             let streamed = !s.streamed.is_empty() && s.modified.is_empty();
-            if !(streamed || !s.discarded.is_empty()) || !s.is_placeholder() {
+            if !s.is_placeholder() || (!streamed && s.discarded.is_empty()) {
                 return None;
             }
             s.begin_zeroing().ok()?;
