@@ -36,14 +36,15 @@
 //! | 32 | 16 | provider id (a GUID in Windows byte order), used when the connect registers the root |
 //! | 48 | 4 | connect flags ([`ConnectFlags`], cfapi's CF_CONNECT_FLAGS values) |
 //! | 52 | 2 | hydration policy modifiers ([`HydrationModifiers`]), used when the connect registers the root; STREAMING_ALLOWED with VALIDATION_REQUIRED is refused |
-//! | 54 | 2 | reserved, zero |
+//! | 54 | 1 | placeholder management policy ([`ManagementPolicy`]), used when the connect registers the root |
+//! | 55 | 1 | hard-link policy ([`HardLinkPolicy`]), used when the connect registers the root |
 //! | 56 | … | provider name, provider version, sync root path (UTF-16LE, in that order) |
 //!
 //! The sync root path is in NT form (`\Device\HarddiskVolume1\Users\u\Cloud`); its length
 //! is bounded only by [`MAX_SIZE`]. The body must fill the context exactly.
 
 use crate::error::{DecodeError, EncodeError, Field};
-use crate::registration::HydrationModifiers;
+use crate::registration::{HardLinkPolicy, HydrationModifiers, ManagementPolicy};
 use crate::utf16::Utf16;
 
 /// cfapi refuses STREAMING_ALLOWED together with VALIDATION_REQUIRED.
@@ -216,6 +217,11 @@ pub struct ConnectionContext<'a> {
     pub connect_flags: ConnectFlags,
     /// The hydration policy modifiers, recorded if this connect registers the root.
     pub modifiers: HydrationModifiers,
+    /// Who besides the provider may manage placeholders, recorded if this connect
+    /// registers the root.
+    pub management: ManagementPolicy,
+    /// The hard-link policy, recorded if this connect registers the root.
+    pub hard_links: HardLinkPolicy,
 }
 
 /// Why a connection context was refused.
@@ -381,7 +387,10 @@ impl<'a> ConnectionContext<'a> {
         let modifiers = HydrationModifiers::from_bits(r.u16()?)
             .filter(|m| modifiers_valid(*m))
             .ok_or(DecodeError::BadValue(Field::HydrationModifiers))?;
-        r.reserved(2)?;
+        let management = ManagementPolicy::from_bits(u32::from(r.u8()?))
+            .ok_or(DecodeError::BadValue(Field::ManagementPolicy))?;
+        let hard_links = HardLinkPolicy::from_bits(u32::from(r.u8()?))
+            .ok_or(DecodeError::BadValue(Field::HardLinkPolicy))?;
         if usize::from(name_len) > MAX_NAME_BYTES {
             return Err(DecodeError::TooLarge(Field::ProviderName));
         }
@@ -414,6 +423,8 @@ impl<'a> ConnectionContext<'a> {
             provider_id,
             connect_flags,
             modifiers,
+            management,
+            hard_links,
         })
     }
 
@@ -472,7 +483,13 @@ impl<'a> ConnectionContext<'a> {
             return Err(EncodeError::BadValue(Field::HydrationModifiers));
         }
         w.u16(self.modifiers.bits())?;
-        w.u16(0)?;
+        // Both fit a byte: every defined bit is below 0x8.
+        let management = u8::try_from(self.management.bits())
+            .map_err(|_| EncodeError::BadValue(Field::ManagementPolicy))?;
+        let hard_links = u8::try_from(self.hard_links.bits())
+            .map_err(|_| EncodeError::BadValue(Field::HardLinkPolicy))?;
+        w.u8(management)?;
+        w.u8(hard_links)?;
         w.utf16(&self.provider_name)?;
         w.utf16(&self.provider_version)?;
         w.utf16(&self.sync_root)?;
@@ -517,6 +534,8 @@ mod tests {
             provider_id: [0; 16],
             connect_flags: ConnectFlags::NONE,
             modifiers: HydrationModifiers::NONE,
+            management: ManagementPolicy::DEFAULT,
+            hard_links: HardLinkPolicy::NONE,
         }
     }
 
@@ -540,6 +559,20 @@ mod tests {
             decoded.map(|d| (d.sync_root.eq_str("\\D\\Clo"), d.effective_timeout_ms())),
             Ok((true, DEFAULT_TIMEOUT_MS))
         );
+        let policies = ConnectionContext {
+            modifiers: HydrationModifiers::AUTO_DEHYDRATION_ALLOWED,
+            management: ManagementPolicy::UPDATE_UNRESTRICTED
+                .union(ManagementPolicy::CREATE_UNRESTRICTED),
+            hard_links: HardLinkPolicy::ALLOWED,
+            ..sample()
+        };
+        let bytes = encoded(&policies);
+        assert_eq!(
+            &bytes[52..56],
+            &[4, 0, 5, 1],
+            "modifiers, management, hard links"
+        );
+        assert_eq!(ConnectionContext::decode(&bytes), Ok(policies));
     }
 
     #[test]
@@ -648,7 +681,14 @@ mod tests {
             err(DecodeError::BadFlags(1)),
             "bit 0 is no connect flag"
         );
-        assert_eq!(body(54, &[1]), err(DecodeError::BadValue(Field::Reserved)));
+        assert_eq!(
+            body(54, &[8]),
+            err(DecodeError::BadValue(Field::ManagementPolicy))
+        );
+        assert_eq!(
+            body(55, &[2]),
+            err(DecodeError::BadValue(Field::HardLinkPolicy))
+        );
     }
 
     #[test]
@@ -668,6 +708,8 @@ mod tests {
             provider_id: [0; 16],
             connect_flags: ConnectFlags::NONE,
             modifiers: HydrationModifiers::NONE,
+            management: ManagementPolicy::DEFAULT,
+            hard_links: HardLinkPolicy::NONE,
             ..sample()
         };
         assert_eq!(
@@ -805,6 +847,8 @@ mod tests {
                 provider_id: [0; 16],
                 connect_flags: ConnectFlags::NONE,
             modifiers: HydrationModifiers::NONE,
+            management: ManagementPolicy::DEFAULT,
+            hard_links: HardLinkPolicy::NONE,
             };
             let bytes = encoded(&ctx);
             prop_assert_eq!(ConnectionContext::decode(&bytes), Ok(ctx));

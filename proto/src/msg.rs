@@ -179,6 +179,10 @@ pub enum Kind {
     GetSyncRootInfo = 0x0303,
     /// Control → kernel: the registered sync roots.
     ListSyncRoots = 0x0304,
+    /// [`DehydrateByPath`].
+    DehydrateByPath = 0x0401,
+    /// [`SetInSyncByPath`].
+    SetInSyncByPath = 0x0402,
 }
 
 impl Kind {
@@ -209,6 +213,8 @@ impl Kind {
             0x0302 => Kind::UnregisterSyncRoot,
             0x0303 => Kind::GetSyncRootInfo,
             0x0304 => Kind::ListSyncRoots,
+            0x0401 => Kind::DehydrateByPath,
+            0x0402 => Kind::SetInSyncByPath,
             _ => return None,
         })
     }
@@ -224,10 +230,11 @@ impl Kind {
     }
 
     /// Whether this kind is a management message, which only a management connection
-    /// may send: the image rules (administrators only) and the sync-root registrations
-    /// (any user, for roots the user may write).
+    /// may send: the image rules (administrators only), the sync-root registrations
+    /// (any user, for roots the user may write) and the placeholder operations of
+    /// processes other than the provider (as the root's policies allow).
     pub const fn is_management(self) -> bool {
-        matches!(self.to_u16() >> 8, 0x02 | 0x03)
+        matches!(self.to_u16() >> 8, 0x02..=0x04)
     }
 
     /// Whether this kind is an image-rule message, which only an administrator's
@@ -1625,6 +1632,112 @@ impl<'a> SetInSync<'a> {
 }
 message!(SetInSync<'a>, Kind::SetInSync);
 
+/// Control → kernel: a process other than the sync root's provider drops a range of a
+/// placeholder's local data (cfapi's CfDehydratePlaceholder called by an application or
+/// the system). The driver allows it only under a root registered with
+/// [`HydrationModifiers::AUTO_DEHYDRATION_ALLOWED`](crate::registration::HydrationModifiers)
+/// (STATUS_CLOUD_FILE_DEHYDRATION_DISALLOWED otherwise), and, as for the provider's
+/// [`Dehydrate`], only on an in-sync file with nothing modified.
+///
+/// The layout of [`Dehydrate`], with the file's full NT path instead of a root-relative
+/// one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DehydrateByPath<'a> {
+    /// Echoed in the reply.
+    pub request_id: u64,
+    /// The file's NT path (`\Device\HarddiskVolume3\Cloud\a.bin`).
+    pub path: Utf16<'a>,
+    /// The bytes to drop; a length of 0 means to end of file.
+    pub range: ByteRange,
+}
+
+impl<'a> DehydrateByPath<'a> {
+    fn as_provider_message(&self) -> Dehydrate<'a> {
+        Dehydrate {
+            request_id: self.request_id,
+            path: self.path,
+            range: self.range,
+        }
+    }
+
+    fn body_len(&self) -> usize {
+        self.as_provider_message().body_len()
+    }
+
+    fn check(&self) -> Result<(), EncodeError> {
+        self.as_provider_message().check()
+    }
+
+    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        self.as_provider_message().write_body(w)
+    }
+
+    fn read_body(request_id: u64, r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        Dehydrate::read_body(request_id, r).map(|m| Self {
+            request_id,
+            path: m.path,
+            range: m.range,
+        })
+    }
+}
+message!(DehydrateByPath<'a>, Kind::DehydrateByPath);
+
+/// Control → kernel: a process other than the sync root's provider marks a placeholder
+/// in sync or not (cfapi's CfSetInSyncState called by an application). The driver allows
+/// it only under a root whose management policy is
+/// [`ManagementPolicy::UPDATE_UNRESTRICTED`](crate::registration::ManagementPolicy)
+/// (STATUS_CLOUD_FILE_CONNECTED_PROVIDER_ONLY otherwise). Marking in sync this way
+/// never forgets the file's modified ranges: only the provider, which uploads them, may.
+/// The [`Reply`] payload, on success, is the placeholder blob as it is afterwards.
+///
+/// The layout of [`SetInSync`], with the file's full NT path instead of a root-relative
+/// one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetInSyncByPath<'a> {
+    /// Echoed in the reply.
+    pub request_id: u64,
+    /// The file's or directory's NT path.
+    pub path: Utf16<'a>,
+    /// The state to set, and whether to check the change counter.
+    pub flags: SetInSyncFlags,
+    /// The change counter the caller last saw; checked only with
+    /// [`SetInSyncFlags::IF_UNCHANGED`].
+    pub expected_changes: u64,
+}
+
+impl<'a> SetInSyncByPath<'a> {
+    fn as_provider_message(&self) -> SetInSync<'a> {
+        SetInSync {
+            request_id: self.request_id,
+            path: self.path,
+            flags: self.flags,
+            expected_changes: self.expected_changes,
+        }
+    }
+
+    fn body_len(&self) -> usize {
+        self.as_provider_message().body_len()
+    }
+
+    fn check(&self) -> Result<(), EncodeError> {
+        self.as_provider_message().check()
+    }
+
+    fn write_body(&self, w: &mut Writer<'_>) -> Result<(), EncodeError> {
+        self.as_provider_message().write_body(w)
+    }
+
+    fn read_body(request_id: u64, r: &mut Reader<'a>) -> Result<Self, DecodeError> {
+        SetInSync::read_body(request_id, r).map(|m| Self {
+            request_id,
+            path: m.path,
+            flags: m.flags,
+            expected_changes: m.expected_changes,
+        })
+    }
+}
+message!(SetInSyncByPath<'a>, Kind::SetInSyncByPath);
+
 /// Management → kernel: set the image rule for a pattern, replacing the rule for the same
 /// pattern (compared case-insensitively) if there is one. The driver answers
 /// STATUS_OBJECT_NAME_INVALID for a pattern that is not well formed and
@@ -2078,6 +2191,8 @@ dispatch!(
         UnregisterSyncRoot(UnregisterSyncRoot<'a>),
         GetSyncRootInfo(GetSyncRootInfo<'a>),
         ListSyncRoots(ListSyncRoots),
+        DehydrateByPath(DehydrateByPath<'a>),
+        SetInSyncByPath(SetInSyncByPath<'a>),
     }
 );
 
@@ -2189,7 +2304,7 @@ mod tests {
         Management(ManagementMessage<'a>),
     }
 
-    const KINDS: usize = 20;
+    const KINDS: usize = 23;
 
     /// One of `options`, chosen by `n`.
     fn pick<T: Copy>(options: &[T], n: u32) -> T {
@@ -2372,6 +2487,17 @@ mod tests {
                 } else {
                     p.status | i32::MIN
                 },
+            })),
+            20 => Any::Management(ManagementMessage::DehydrateByPath(DehydrateByPath {
+                request_id: p.request_id,
+                path,
+                range,
+            })),
+            21 => Any::Management(ManagementMessage::SetInSyncByPath(SetInSyncByPath {
+                request_id: p.request_id,
+                path,
+                flags: pick(&[SetInSyncFlags::IN_SYNC, SetInSyncFlags::ALL], p.small),
+                expected_changes: p.c,
             })),
             _ => Any::Provider(ProviderMessage::SetInSync(SetInSync {
                 request_id: p.request_id,

@@ -43,6 +43,8 @@ fn context_for(version: u16, root: &str) -> Vec<u8> {
         provider_id: [0; 16],
         connect_flags: cloudflt_proto::connect::ConnectFlags::NONE,
         modifiers: cloudflt_proto::registration::HydrationModifiers::NONE,
+        management: cloudflt_proto::registration::ManagementPolicy::DEFAULT,
+        hard_links: cloudflt_proto::registration::HardLinkPolicy::NONE,
     };
     let mut out = vec![0; ctx.encoded_len()];
     ctx.encode(&mut out).unwrap();

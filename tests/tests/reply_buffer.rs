@@ -147,6 +147,8 @@ fn provider_context(root: &str) -> Vec<u8> {
         provider_id: [0; 16],
         connect_flags: cloudflt_proto::connect::ConnectFlags::NONE,
         modifiers: cloudflt_proto::registration::HydrationModifiers::NONE,
+        management: cloudflt_proto::registration::ManagementPolicy::DEFAULT,
+        hard_links: cloudflt_proto::registration::HardLinkPolicy::NONE,
     };
     let mut out = vec![0u8; context.encoded_len()];
     assert_eq!(context.encode(&mut out), Ok(out.len()));
@@ -417,6 +419,74 @@ fn a_reply_buffer_freed_right_before_the_guarded_write_cannot_be_and_the_reply_a
     assert_eq!(reply_at(out, returned), (STATUS_SUCCESS, 9));
     assert_eq!(rx.recv().unwrap(), [false; 4], "every spoiling call failed");
     assert_eq!(rules(admin), ["late.exe"]);
+    machine.disconnect(client);
+    assert_eq!(machine.unload_driver(), STATUS_SUCCESS);
+    machine.assert_clean();
+}
+
+/// A registration breaking CF_SYNC_REGISTRATION's rules is refused with cfapi's
+/// E_INVALIDARG (STATUS_INVALID_PARAMETER) even when a client other than userlib, which
+/// refuses it before sending, hands it over; any other message that does not decode is
+/// an invalid request. Both replies name the request.
+#[test]
+fn a_hand_made_registration_breaking_the_rules_is_an_invalid_parameter() {
+    use cloudflt_proto::msg::RegisterSyncRoot;
+    use cloudflt_proto::registration::{
+        HardLinkPolicy, HydrationModifiers, ManagementPolicy, RegisterFlags, Registration,
+        RootFlags,
+    };
+    let mut machine = boot();
+    let admin = machine.spawn_process(ADMIN_IMAGE, 0, true);
+    let client = machine
+        .connect(PORT_NAME, &management_context(), admin)
+        .unwrap();
+    let out = process::run_as(admin, page);
+    let name: Vec<u16> = "P".encode_utf16().collect();
+    let root: Vec<u16> = r"\Device\HarddiskVolume1\Cloud".encode_utf16().collect();
+    let message = RegisterSyncRoot {
+        request_id: 41,
+        flags: RegisterFlags::NONE,
+        registration: Registration {
+            provider_name: Utf16::from_units(&name),
+            provider_version: Utf16::EMPTY,
+            provider_id: [1; 16],
+            sync_root: Utf16::from_units(&root),
+            sync_root_identity: &[],
+            root_file_identity: &[],
+            hydration: HydrationPolicy::Full,
+            modifiers: HydrationModifiers::VALIDATION_REQUIRED,
+            population: PopulationPolicy::Full,
+            in_sync: cloudflt_proto::InSyncPolicy::NONE,
+            hard_links: HardLinkPolicy::NONE,
+            management: ManagementPolicy::DEFAULT,
+            flags: RootFlags::NONE,
+        },
+    };
+    let mut bytes = vec![0u8; message.encoded_len()];
+    assert_eq!(message.encode(&mut bytes), Ok(bytes.len()));
+    // The record follows the header (16) and the flags and reserved field (8); its
+    // modifiers are at 34: STREAMING_ALLOWED joins VALIDATION_REQUIRED.
+    assert_eq!(&bytes[16 + 8 + 34..16 + 8 + 36], &[1, 0]);
+    bytes[16 + 8 + 34] = 3;
+    let (hr, returned) = send(admin, client, &bytes, out, PAGE_SIZE);
+    assert_eq!(hr, 0);
+    assert_eq!(
+        reply_at(out, returned),
+        (windows_sys::Win32::Foundation::STATUS_INVALID_PARAMETER, 41)
+    );
+
+    // An image rule with a reserved byte set: an invalid request.
+    let mut rule = set_rule(42, "x.exe");
+    rule[16 + 6] = 1;
+    let (hr, returned) = send(admin, client, &rule, out, PAGE_SIZE);
+    assert_eq!(hr, 0);
+    assert_eq!(
+        reply_at(out, returned),
+        (
+            windows_sys::Win32::Foundation::STATUS_CLOUD_FILE_INVALID_REQUEST,
+            42
+        )
+    );
     machine.disconnect(client);
     assert_eq!(machine.unload_driver(), STATUS_SUCCESS);
     machine.assert_clean();

@@ -70,6 +70,8 @@ fn provider_context() -> Vec<u8> {
         provider_id: [0; 16],
         connect_flags: cloudflt_proto::connect::ConnectFlags::NONE,
         modifiers: cloudflt_proto::registration::HydrationModifiers::NONE,
+        management: cloudflt_proto::registration::ManagementPolicy::DEFAULT,
+        hard_links: cloudflt_proto::registration::HardLinkPolicy::NONE,
     };
     let mut out = vec![0u8; context.encoded_len()];
     assert_eq!(context.encode(&mut out), Ok(out.len()));

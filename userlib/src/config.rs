@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cloudflt_proto::connect::{ConnectFlags, DEFAULT_TIMEOUT_MS, MAX_NAME_UNITS, MAX_TIMEOUT_MS};
-use cloudflt_proto::registration::HydrationModifiers;
+use cloudflt_proto::registration::{HardLinkPolicy, HydrationModifiers, ManagementPolicy};
 use cloudflt_proto::{ConnectionContext, HydrationPolicy, InSyncPolicy, PopulationPolicy, Utf16};
 
 use crate::{Error, sys};
@@ -35,6 +35,8 @@ pub struct SyncRootConfig {
     provider_id: Option<[u8; 16]>,
     connect_flags: ConnectFlags,
     modifiers: HydrationModifiers,
+    management: ManagementPolicy,
+    hard_links: HardLinkPolicy,
 }
 
 impl SyncRootConfig {
@@ -62,6 +64,8 @@ impl SyncRootConfig {
             provider_id: None,
             connect_flags: ConnectFlags::NONE,
             modifiers: HydrationModifiers::NONE,
+            management: ManagementPolicy::DEFAULT,
+            hard_links: HardLinkPolicy::NONE,
         }
     }
 
@@ -250,6 +254,45 @@ impl SyncRootConfig {
         self.modifiers
     }
 
+    /// Sets who besides the provider may manage the root's placeholders, recorded when
+    /// connecting registers the root (a root registered with
+    /// [`SyncRoot::register`](crate::SyncRoot::register) keeps its own).
+    ///
+    /// ```
+    /// use cloudflt::SyncRootConfig;
+    /// use cloudflt::registration::ManagementPolicy;
+    /// let config = SyncRootConfig::new(r"C:\Cloud", "P", "1")
+    ///     .management(ManagementPolicy::UPDATE_UNRESTRICTED);
+    /// assert_eq!(config.management_value(), ManagementPolicy::UPDATE_UNRESTRICTED);
+    /// ```
+    pub fn management(mut self, policy: ManagementPolicy) -> Self {
+        self.management = policy;
+        self
+    }
+
+    /// Who besides the provider may manage placeholders.
+    pub fn management_value(&self) -> ManagementPolicy {
+        self.management
+    }
+
+    /// Sets the hard-link policy, recorded when connecting registers the root.
+    ///
+    /// ```
+    /// use cloudflt::SyncRootConfig;
+    /// use cloudflt::registration::HardLinkPolicy;
+    /// let config = SyncRootConfig::new(r"C:\Cloud", "P", "1").hard_links(HardLinkPolicy::ALLOWED);
+    /// assert_eq!(config.hard_links_value(), HardLinkPolicy::ALLOWED);
+    /// ```
+    pub fn hard_links(mut self, policy: HardLinkPolicy) -> Self {
+        self.hard_links = policy;
+        self
+    }
+
+    /// The hard-link policy.
+    pub fn hard_links_value(&self) -> HardLinkPolicy {
+        self.hard_links
+    }
+
     /// The connection context for this configuration with the sync root at `nt_root`.
     pub(crate) fn context(&self, nt_root: &str) -> Result<Vec<u8>, Error> {
         let name: Vec<u16> = self.provider_name.encode_utf16().collect();
@@ -284,6 +327,8 @@ impl SyncRootConfig {
                 .unwrap_or_else(|| crate::registration::provider_id_from_name(&self.provider_name)),
             connect_flags: self.connect_flags,
             modifiers: self.modifiers,
+            management: self.management,
+            hard_links: self.hard_links,
         };
         if self.modifiers.contains(
             HydrationModifiers::STREAMING_ALLOWED.union(HydrationModifiers::VALIDATION_REQUIRED),

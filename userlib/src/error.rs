@@ -298,10 +298,10 @@ fn phcm_meaning(code: i8) -> &'static str {
 impl Error {
     /// The NTSTATUS this error stands for: the driver's own status for the cloud-file
     /// variants and [`Error::Status`]; the status inside a port HRESULT when it carries one;
-    /// `STATUS_CLOUD_FILE_INVALID_REQUEST` for requests the library refused before sending
-    /// (the driver answers a management request it cannot decode with the same; a
-    /// malformed connection context, which never leaves the library either, it would
-    /// refuse with STATUS_INVALID_PARAMETER); `STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING`
+    /// `STATUS_CLOUD_FILE_INVALID_REQUEST` for transfers the library refused before
+    /// sending (misaligned or out of range, as the driver would); `STATUS_INVALID_PARAMETER`
+    /// (cfapi's E_INVALIDARG) for arguments it refused before sending, as the driver
+    /// refuses a registration or a connection context that breaks the same rules; `STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING`
     /// once disconnected; `STATUS_CLOUD_FILE_UNSUCCESSFUL` otherwise.
     ///
     /// ```
@@ -321,10 +321,12 @@ impl Error {
                 carried => carried.status(),
             },
             Error::Disconnected => F::STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING,
-            Error::Alignment { .. }
-            | Error::OutOfRange { .. }
-            | Error::InvalidArgument(_)
-            | Error::Encode(_) => F::STATUS_CLOUD_FILE_INVALID_REQUEST,
+            Error::Alignment { .. } | Error::OutOfRange { .. } => {
+                F::STATUS_CLOUD_FILE_INVALID_REQUEST
+            }
+            // cfapi answers arguments that break its rules (CF_SYNC_REGISTRATION's
+            // lengths, STREAMING_ALLOWED with VALIDATION_REQUIRED) with E_INVALIDARG.
+            Error::InvalidArgument(_) | Error::Encode(_) => F::STATUS_INVALID_PARAMETER,
             _ => F::STATUS_CLOUD_FILE_UNSUCCESSFUL,
         }
     }

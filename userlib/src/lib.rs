@@ -49,6 +49,7 @@
 extern crate cloudflt_tests as _;
 
 pub mod admin;
+pub mod app;
 pub mod compat;
 mod config;
 mod connection;

@@ -519,7 +519,7 @@ pub struct PlaceholderInfo {
 
 impl PlaceholderInfo {
     /// Decodes the placeholder blob the driver returned.
-    fn decode(blob: &[u8]) -> Result<Self, Error> {
+    pub(crate) fn decode(blob: &[u8]) -> Result<Self, Error> {
         let placeholder = Placeholder::decode(blob)?;
         let flags = placeholder.flags;
         let pin = if flags.contains(PlaceholderFlags::PINNED) {
@@ -574,7 +574,7 @@ fn std_ranges(ranges: RangeList<'_>) -> Vec<Range<u64>> {
 }
 
 /// A range argument as the protocol's (offset, length) with length 0 = to end of file.
-fn op_range(range: impl RangeBounds<u64>) -> Result<ByteRange, Error> {
+pub(crate) fn op_range(range: impl RangeBounds<u64>) -> Result<ByteRange, Error> {
     let start = match range.start_bound() {
         Bound::Included(&s) => s,
         Bound::Excluded(&s) => s.saturating_add(1),

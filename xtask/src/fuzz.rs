@@ -171,6 +171,8 @@ fn seeds(target: &str) -> Result<Vec<Vec<u8>>> {
                 provider_id: [0; 16],
                 connect_flags: cloudflt_proto::connect::ConnectFlags::NONE,
                 modifiers: cloudflt_proto::registration::HydrationModifiers::NONE,
+                management: cloudflt_proto::registration::ManagementPolicy::DEFAULT,
+                hard_links: cloudflt_proto::registration::HardLinkPolicy::NONE,
             };
             vec![encoded(ctx.encoded_len(), |o| ctx.encode(o))?]
         }

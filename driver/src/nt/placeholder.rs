@@ -7,6 +7,7 @@
 //! STATUS_CLOUD_FILE_METADATA_CORRUPT rather than return zeros.
 
 use cloudflt_proto::msg::{self, ConvertFlags, PinState};
+use cloudflt_proto::registration::HydrationModifiers;
 use cloudflt_proto::{Placeholder, PlaceholderFlags, RangeList, reparse};
 use windows_sys::Wdk::Storage::FileSystem::FILE_BASIC_INFORMATION;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
@@ -14,10 +15,11 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     PFLT_INSTANCE, PFLT_VOLUME,
 };
 use windows_sys::Win32::Foundation::{
-    NTSTATUS, STATUS_CLOUD_FILE_DEHYDRATION_DISALLOWED, STATUS_CLOUD_FILE_IN_USE,
-    STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES, STATUS_CLOUD_FILE_INVALID_REQUEST,
-    STATUS_CLOUD_FILE_METADATA_CORRUPT, STATUS_CLOUD_FILE_NOT_IN_SYNC, STATUS_CLOUD_FILE_PINNED,
-    STATUS_INVALID_PARAMETER, UNICODE_STRING,
+    NTSTATUS, STATUS_CLOUD_FILE_CONNECTED_PROVIDER_ONLY, STATUS_CLOUD_FILE_DEHYDRATION_DISALLOWED,
+    STATUS_CLOUD_FILE_IN_USE, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES,
+    STATUS_CLOUD_FILE_INVALID_REQUEST, STATUS_CLOUD_FILE_METADATA_CORRUPT,
+    STATUS_CLOUD_FILE_NOT_IN_SYNC, STATUS_CLOUD_FILE_NOT_UNDER_SYNC_ROOT, STATUS_CLOUD_FILE_PINNED,
+    STATUS_INVALID_PARAMETER, STATUS_OBJECT_NAME_INVALID, UNICODE_STRING,
 };
 
 use super::context::StreamContext;
@@ -25,6 +27,7 @@ use super::file::{Kind, OwnedFile, PoolBuf};
 use super::hydrate::{self, MISSING_DATA_ATTRIBUTES, Target};
 use super::providers::ProviderRef;
 use super::reparse::encode_blob;
+use super::roots;
 use super::status::{STATUS_CLOUD_FILE_NOT_A_CLOUD_FILE, nt_success};
 use super::stream::{StreamRef, attach};
 use crate::engine::policy::{Policy, UNIT};
@@ -172,6 +175,62 @@ fn open_managed(
         path_len,
         _volume: volume,
     })
+}
+
+/// A full NT path a management client names, in pool memory.
+struct PathBuffer {
+    units: PoolBuf,
+    len: usize,
+}
+
+impl PathBuffer {
+    /// `path` copied, if it is absolute (`\Device\Volume\...`) with no empty, `.` or
+    /// `..` component (which would let a path that looks under one root open a file
+    /// elsewhere): STATUS_OBJECT_NAME_INVALID otherwise.
+    fn of(path: cloudflt_proto::Utf16<'_>) -> Result<Self, NTSTATUS> {
+        let mut units = path.units();
+        if units.next() != Some(u16::from(b'\\')) {
+            return Err(STATUS_OBJECT_NAME_INVALID);
+        }
+        let len = checked_relative(units)
+            .map_err(|_| STATUS_OBJECT_NAME_INVALID)?
+            .saturating_add(1);
+        let mut buffer = PoolBuf::zeroed(len.saturating_mul(2))
+            .ok_or(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES)?;
+        for (chunk, unit) in buffer.as_mut_slice().chunks_exact_mut(2).zip(path.units()) {
+            super::file::copy(chunk, &unit.to_le_bytes());
+        }
+        Ok(Self { units: buffer, len })
+    }
+
+    fn units(&self) -> &[u16] {
+        let bytes = self.units.as_slice();
+        // SAFETY: pool memory (16-byte aligned) of an even length, `len` units long.
+        let units =
+            unsafe { core::slice::from_raw_parts(bytes.as_ptr().cast::<u16>(), bytes.len() / 2) };
+        units.get(..self.len).unwrap_or(&[])
+    }
+
+    /// Opens the file below the driver's instance (the caller's rights were checked
+    /// before), as a provider's requests are.
+    fn open(self, filter: PFLT_FILTER, access: u32, kind: Kind) -> Result<Managed, NTSTATUS> {
+        let volume = VolumeInstance::of(filter, self.units())?;
+        let file = OwnedFile::open(
+            filter,
+            volume.instance,
+            self.units(),
+            access,
+            FILE_OPEN,
+            kind,
+            0,
+        )?;
+        Ok(Managed {
+            file,
+            path: self.units,
+            path_len: self.len,
+            _volume: volume,
+        })
+    }
 }
 
 /// A reply payload: the bytes to return (GET_INFO) or none.
@@ -399,14 +458,53 @@ pub(crate) fn hydrate(provider: &ProviderRef, m: &msg::Hydrate<'_>) -> Result<Pa
     }
 }
 
+/// What a dehydration opens its file with.
+const DEHYDRATE_ACCESS: u32 = FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES | FILE_WRITE_DATA;
+
 /// DEHYDRATE: drops the whole 4 KiB units of a range (the tail unit too when the range
 /// reaches end of file), unless the file is pinned, always full, or being filled.
 pub(crate) fn dehydrate(provider: &ProviderRef, m: &msg::Dehydrate<'_>) -> Result<(), NTSTATUS> {
-    let (managed, stream) = open_placeholder(
-        provider,
-        m.path,
-        FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES | FILE_WRITE_DATA,
-    )?;
+    let (managed, stream) = open_placeholder(provider, m.path, DEHYDRATE_ACCESS)?;
+    dehydrate_open(&managed, &stream, provider.hydration(), m.range)
+}
+
+/// DEHYDRATE_BY_PATH: a dehydration asked for by a process other than the provider
+/// (cfapi's CfDehydratePlaceholder from an application or the system), in that
+/// process's context. Allowed only under a root registered with
+/// AUTO_DEHYDRATION_ALLOWED ("without this flag, the platform is not allowed to call
+/// CfDehydratePlaceholder directly"; STATUS_CLOUD_FILE_DEHYDRATION_DISALLOWED), on a file
+/// the caller may see ([`security::may_see`]); then as the provider's own, which keeps
+/// it to in-sync files with nothing modified ("on any in-sync cloud file placeholder"),
+/// so it never drops a byte the cloud does not hold. No provider need be connected: the
+/// platform dehydrates "without the help of sync providers".
+///
+/// [`security::may_see`]: super::security::may_see
+pub(crate) fn dehydrate_by_path(
+    filter: PFLT_FILTER,
+    m: &msg::DehydrateByPath<'_>,
+) -> Result<(), NTSTATUS> {
+    let path = PathBuffer::of(m.path)?;
+    let policies = roots::policies(path.units()).ok_or(STATUS_CLOUD_FILE_NOT_UNDER_SYNC_ROOT)?;
+    if !policies
+        .modifiers
+        .contains(HydrationModifiers::AUTO_DEHYDRATION_ALLOWED)
+    {
+        return Err(STATUS_CLOUD_FILE_DEHYDRATION_DISALLOWED);
+    }
+    super::security::may_see(filter, path.units())?;
+    let managed = path.open(filter, DEHYDRATE_ACCESS, Kind::File)?;
+    let stream = attach(filter, *managed.file)?.ok_or(STATUS_CLOUD_FILE_NOT_A_CLOUD_FILE)?;
+    dehydrate_open(&managed, &stream, policies.hydration, m.range)
+}
+
+/// A dehydration of the placeholder open as `managed`, under a root whose hydration
+/// policy is `hydration`.
+fn dehydrate_open(
+    managed: &Managed,
+    stream: &StreamContext,
+    hydration: Policy,
+    range: cloudflt_proto::ByteRange,
+) -> Result<(), NTSTATUS> {
     // Pages changed through a view and not yet written are recorded as they are
     // written: first, so that the in-sync check sees them and the zeroing finds none.
     managed.file.flush()?;
@@ -416,14 +514,14 @@ pub(crate) fn dehydrate(provider: &ProviderRef, m: &msg::Dehydrate<'_>) -> Resul
     if corrupt {
         return Err(STATUS_CLOUD_FILE_METADATA_CORRUPT);
     }
-    if flags.contains(PlaceholderFlags::ALWAYS_FULL) || provider.hydration() == Policy::AlwaysFull {
+    if flags.contains(PlaceholderFlags::ALWAYS_FULL) || hydration == Policy::AlwaysFull {
         return Err(STATUS_CLOUD_FILE_DEHYDRATION_DISALLOWED);
     }
     let (attributes, _) = managed.file.attribute_tag()?;
     if flags.contains(PlaceholderFlags::PINNED) || attributes & ATTRIBUTE_PINNED != 0 {
         return Err(STATUS_CLOUD_FILE_PINNED);
     }
-    drop_range(&managed, &stream, op_range(m.range, size), size, false)
+    drop_range(managed, stream, op_range(range, size), size, false)
 }
 
 /// Drops the whole 4 KiB units of `range` of a `size`-byte placeholder (the tail unit
@@ -627,7 +725,7 @@ pub(crate) fn update(provider: &ProviderRef, m: &msg::Update<'_>) -> Result<Payl
     } else {
         None
     };
-    hydrate::provider_mark(&stream, seen, in_sync)?;
+    hydrate::provider_mark(&stream, seen, in_sync, true)?;
     let basic = FILE_BASIC_INFORMATION {
         CreationTime: m.basic.creation_time,
         LastAccessTime: m.basic.last_access_time,
@@ -670,12 +768,68 @@ pub(crate) fn set_in_sync(
     let managed = open_managed(
         provider,
         m.path,
-        FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES,
+        SET_IN_SYNC_ACCESS,
         FILE_OPEN,
         Kind::Any,
         0,
     )?;
     let filter = crate::nt::driver::filter().ok_or(STATUS_CLOUD_FILE_INVALID_REQUEST)?;
+    set_in_sync_open(filter, &managed, in_sync, expected, Marker::Provider)
+}
+
+/// What marking a placeholder in sync opens it with.
+const SET_IN_SYNC_ACCESS: u32 = FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES;
+
+/// Who marks a placeholder in sync.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Marker {
+    /// The root's provider: marking in sync says the cloud holds what the disk does, so
+    /// the modified ranges are forgotten.
+    Provider,
+    /// Another process, as the root's management policy allows: the state changes, the
+    /// modified ranges stay (only the provider knows they were uploaded), so nothing a
+    /// user changed can be dehydrated on another process's word.
+    Other,
+}
+
+/// SET_IN_SYNC_BY_PATH: a process other than the provider marks a placeholder in sync or
+/// not (cfapi's CfSetInSyncState from an application), in its own context. Allowed only
+/// under a root whose management policy is UPDATE_UNRESTRICTED ("anyone may update
+/// placeholders"; STATUS_CLOUD_FILE_CONNECTED_PROVIDER_ONLY otherwise), on a file or
+/// directory the caller may see; marking in sync keeps the file's modified ranges
+/// ([`Marker::Other`]).
+pub(crate) fn set_in_sync_by_path(
+    filter: PFLT_FILTER,
+    m: &msg::SetInSyncByPath<'_>,
+) -> Result<Payload, NTSTATUS> {
+    use cloudflt_proto::msg::SetInSyncFlags;
+    use cloudflt_proto::registration::ManagementPolicy;
+    let path = PathBuffer::of(m.path)?;
+    let policies = roots::policies(path.units()).ok_or(STATUS_CLOUD_FILE_NOT_UNDER_SYNC_ROOT)?;
+    if !policies
+        .management
+        .contains(ManagementPolicy::UPDATE_UNRESTRICTED)
+    {
+        return Err(STATUS_CLOUD_FILE_CONNECTED_PROVIDER_ONLY);
+    }
+    super::security::may_see(filter, path.units())?;
+    let managed = path.open(filter, SET_IN_SYNC_ACCESS, Kind::Any)?;
+    let in_sync = m.flags.contains(SetInSyncFlags::IN_SYNC);
+    let expected = m
+        .flags
+        .contains(SetInSyncFlags::IF_UNCHANGED)
+        .then_some(m.expected_changes);
+    set_in_sync_open(filter, &managed, in_sync, expected, Marker::Other)
+}
+
+/// Marks the placeholder open as `managed` in sync or not, for `marker`.
+fn set_in_sync_open(
+    filter: PFLT_FILTER,
+    managed: &Managed,
+    in_sync: bool,
+    expected: Option<u64>,
+    marker: Marker,
+) -> Result<Payload, NTSTATUS> {
     if let Some(stream) = attach(filter, *managed.file)? {
         // What views changed is written, and recorded, before the counter is read: the
         // provider marks in sync what the disk then holds.
@@ -684,7 +838,7 @@ pub(crate) fn set_in_sync(
         if expected.is_some_and(|e| e != seen) {
             return Err(STATUS_CLOUD_FILE_NOT_IN_SYNC);
         }
-        hydrate::provider_mark(&stream, seen, Some(in_sync))?;
+        hydrate::provider_mark(&stream, seen, Some(in_sync), marker == Marker::Provider)?;
         let status = hydrate::persist(&stream, &managed.file);
         if !nt_success(status) {
             return Err(status);

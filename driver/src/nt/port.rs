@@ -22,7 +22,7 @@ use core::ffi::c_void;
 use core::ptr::NonNull;
 
 use cloudflt_proto::PortContext;
-use cloudflt_proto::msg::{self, ManagementMessage, ProviderMessage, Reply};
+use cloudflt_proto::msg::{self, Header, ManagementMessage, ProviderMessage, Reply};
 use cloudflt_proto::port::{MAX_CONNECTIONS, PORT_NAME_UTF16};
 use cloudflt_proto::rules::MAX_RULE_LIST_LEN;
 use windows_sys::Wdk::Foundation::OBJECT_ATTRIBUTES;
@@ -446,8 +446,20 @@ fn serve(cookie: NonNull<Provider>, bytes: &[u8]) -> (u64, NTSTATUS, placeholder
 /// are anyone's, for roots the caller may write ([`security::may_write_root`], in the
 /// caller's context).
 fn manage(bytes: &[u8], filter: PFLT_FILTER, admin: bool) -> (u64, NTSTATUS, placeholder::Payload) {
-    let Ok(message) = ManagementMessage::decode(bytes) else {
-        return (0, STATUS_CLOUD_FILE_INVALID_REQUEST, None);
+    let message = match ManagementMessage::decode(bytes) {
+        Ok(message) => message,
+        // A registration that breaks CF_SYNC_REGISTRATION's rules (a name too long, an
+        // identity over its limit, STREAMING_ALLOWED with VALIDATION_REQUIRED): cfapi's
+        // E_INVALIDARG. Anything else that does not decode is an invalid request.
+        Err(_) => {
+            let header = Header::decode(bytes).ok();
+            let status = if header.is_some_and(|h| h.kind == Kind::RegisterSyncRoot) {
+                STATUS_INVALID_PARAMETER
+            } else {
+                STATUS_CLOUD_FILE_INVALID_REQUEST
+            };
+            return (header.map_or(0, |h| h.request_id), status, None);
+        }
     };
     if message.kind().is_image_rule() && !admin {
         return (message.request_id(), STATUS_ACCESS_DENIED, None);
@@ -467,6 +479,15 @@ fn manage(bytes: &[u8], filter: PFLT_FILTER, admin: bool) -> (u64, NTSTATUS, pla
         })),
         ManagementMessage::GetSyncRootInfo(m) => {
             match with_path(&m.path, |path| roots::info(path).map(Some)) {
+                Ok(payload) => (STATUS_SUCCESS, payload),
+                Err(status) => (status, None),
+            }
+        }
+        // Placeholder operations of processes other than the provider: the root's
+        // policies say whether they may, checked in the caller's context.
+        ManagementMessage::DehydrateByPath(m) => done(placeholder::dehydrate_by_path(filter, &m)),
+        ManagementMessage::SetInSyncByPath(m) => {
+            match placeholder::set_in_sync_by_path(filter, &m) {
                 Ok(payload) => (STATUS_SUCCESS, payload),
                 Err(status) => (status, None),
             }

@@ -369,8 +369,8 @@ pub(crate) fn for_connect(
         modifiers: context.modifiers,
         population: context.population,
         in_sync: context.in_sync,
-        hard_links: HardLinkPolicy::NONE,
-        management: ManagementPolicy::DEFAULT,
+        hard_links: context.hard_links,
+        management: context.management,
         flags: RootFlags::NONE,
     };
     let root = Root::new(&registration)?;

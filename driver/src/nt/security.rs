@@ -17,8 +17,8 @@
 use windows_sys::Wdk::Foundation::OBJECT_ATTRIBUTES;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{FltClose, FltCreateFileEx2, PFLT_FILTER};
 use windows_sys::Wdk::Storage::FileSystem::{
-    FILE_DIRECTORY_FILE, FILE_OPEN, FILE_SYNCHRONOUS_IO_NONALERT, PsDereferencePrimaryToken,
-    PsReferencePrimaryToken, SeTokenIsAdmin,
+    FILE_DIRECTORY_FILE, FILE_OPEN, FILE_OPEN_REPARSE_POINT, FILE_SYNCHRONOUS_IO_NONALERT,
+    PsDereferencePrimaryToken, PsReferencePrimaryToken, SeTokenIsAdmin,
 };
 use windows_sys::Wdk::System::SystemServices::{IO_FORCE_ACCESS_CHECK, IoGetCurrentProcess};
 use windows_sys::Win32::Foundation::{
@@ -123,8 +123,9 @@ const WRITE_DAC: u32 = 0x0004_0000;
 /// WRITE_DATA or WRITE_DAC, as cfapi asks of a sync root's registrant. Runs in the
 /// caller's context at PASSIVE_LEVEL; the open starts at the top of the volume's stack.
 pub(crate) fn may_write_root(filter: PFLT_FILTER, root: &[u16]) -> Result<(), NTSTATUS> {
-    match open_checked(filter, root, FILE_WRITE_DATA) {
-        Err(STATUS_ACCESS_DENIED) => match open_checked(filter, root, WRITE_DAC) {
+    let directory = FILE_DIRECTORY_FILE;
+    match open_checked(filter, root, FILE_WRITE_DATA, directory) {
+        Err(STATUS_ACCESS_DENIED) => match open_checked(filter, root, WRITE_DAC, directory) {
             Err(STATUS_ACCESS_DENIED) => Err(STATUS_CLOUD_FILE_ACCESS_DENIED),
             other => other,
         },
@@ -132,9 +133,31 @@ pub(crate) fn may_write_root(filter: PFLT_FILTER, root: &[u16]) -> Result<(), NT
     }
 }
 
-/// Opens and closes the directory `path` with `access`, checked as for a user-mode
-/// caller (IO_FORCE_ACCESS_CHECK).
-fn open_checked(filter: PFLT_FILTER, path: &[u16], access: u32) -> Result<(), NTSTATUS> {
+/// FILE_READ_ATTRIBUTES.
+const FILE_READ_ATTRIBUTES: u32 = 0x0080;
+
+/// Whether the caller (this thread's token) may open the file or directory `path` (an NT
+/// path) to read its attributes: what a process other than the provider must be able to
+/// do to a placeholder before the driver acts on it for that process, as the root's
+/// policies allow (AUTO_DEHYDRATION_ALLOWED, UPDATE_UNRESTRICTED). The policy is the
+/// provider's consent; this keeps a caller from acting on what it cannot even see.
+/// Opened as a reparse point: the check touches no data. STATUS_CLOUD_FILE_ACCESS_DENIED
+/// when refused; the open's own failure (a missing file) otherwise.
+pub(crate) fn may_see(filter: PFLT_FILTER, path: &[u16]) -> Result<(), NTSTATUS> {
+    match open_checked(filter, path, FILE_READ_ATTRIBUTES, FILE_OPEN_REPARSE_POINT) {
+        Err(STATUS_ACCESS_DENIED) => Err(STATUS_CLOUD_FILE_ACCESS_DENIED),
+        other => other,
+    }
+}
+
+/// Opens and closes `path` with `access` and the create `options`, checked as for a
+/// user-mode caller (IO_FORCE_ACCESS_CHECK).
+fn open_checked(
+    filter: PFLT_FILTER,
+    path: &[u16],
+    access: u32,
+    options: u32,
+) -> Result<(), NTSTATUS> {
     let bytes =
         u16::try_from(path.len().saturating_mul(2)).map_err(|_| STATUS_INVALID_PARAMETER)?;
     let name = UNICODE_STRING {
@@ -169,7 +192,7 @@ fn open_checked(filter: PFLT_FILTER, path: &[u16], access: u32) -> Result<(), NT
             0,
             0x7, // FILE_SHARE_READ | FILE_SHARE_WRITE | FILE_SHARE_DELETE
             FILE_OPEN,
-            FILE_DIRECTORY_FILE | FILE_SYNCHRONOUS_IO_NONALERT,
+            options | FILE_SYNCHRONOUS_IO_NONALERT,
             core::ptr::null(),
             0,
             IO_FORCE_ACCESS_CHECK,

@@ -535,6 +535,70 @@ impl World {
         }
     }
 
+    /// `dehydrate` or `set_in_sync` with `as`: asked for by a process rather than the
+    /// provider, through the provider library's `app` functions on a thread of that
+    /// process (cfapi's CfDehydratePlaceholder / CfSetInSyncState from an application);
+    /// the root's registration decides whether it may. `if_unchanged` compares with the
+    /// counter the path's provider last saw, as the provider's own step does. Like the
+    /// provider operations it needs the driver's port, so the run without the driver of
+    /// differential mode skips it.
+    pub(crate) fn perform_app_op(&self, step: &Step) -> Outcome {
+        if self.without_driver {
+            return Outcome::Skipped;
+        }
+        match self.try_app_op(step) {
+            Ok(status) => Outcome::Observed(Observation::status(status)),
+            Err(why) => Outcome::Invalid(why),
+        }
+    }
+
+    fn try_app_op(&self, step: &Step) -> Result<NTSTATUS, String> {
+        let name = need(&step.actor, &step.op, "as")?;
+        let path = need(&step.path, &step.op, "path")?;
+        if step.provider.is_some() {
+            return Err(format!("`{}` takes `as` or `provider`, not both", step.op));
+        }
+        let pid = self.pid_of(name)?;
+        // The provider whose root holds the path, for `if_unchanged`.
+        let owner = self.providers.iter().find_map(|p| {
+            p.relative(path)
+                .ok()
+                .filter(|_| path.contains(':'))
+                .map(|rel| (p, rel))
+        });
+        let done = match step.op.as_str() {
+            "dehydrate" => {
+                let start = step.offset.unwrap_or(0);
+                let end = step.length.map(|l| start.saturating_add(l));
+                process::run_as(pid, || match end {
+                    None => cloudflt::app::dehydrate(path, start..),
+                    Some(end) => cloudflt::app::dehydrate(path, start..end),
+                })
+            }
+            "set_in_sync" => {
+                let in_sync = *need(&step.in_sync, "set_in_sync", "in_sync")?;
+                let expected = match (step.if_unchanged.unwrap_or(false), &owner) {
+                    (false, _) => None,
+                    (true, Some((p, rel))) => Some(p.last_changes(rel)),
+                    (true, None) => {
+                        return Err(format!(
+                            "`if_unchanged` compares with what the provider saw, and {path} \
+                             is under no provider's sync root"
+                        ));
+                    }
+                };
+                process::run_as(pid, || {
+                    cloudflt::app::set_in_sync(path, in_sync, expected).map(drop)
+                })
+            }
+            other => return Err(format!("`{other}` takes no `as`")),
+        };
+        Ok(match done {
+            Ok(()) => STATUS_SUCCESS,
+            Err(e) => provider::status_of(&e),
+        })
+    }
+
     fn try_image_rule(&self, step: &Step) -> Result<NTSTATUS, String> {
         let image = need(&step.image, "image_rule", "image")?;
         let visibility = match (step.remove, step.visibility.as_deref()) {

@@ -17,16 +17,12 @@ use super::format::{Expect, ProviderSpec, Step};
 /// field; `provider.F` a `[[provider]]` field; `files.dir` a directory entry in a
 /// provider's `files`.
 pub const PENDING: &[(&str, u32)] = &[
-    // Issue 13: registration, users and rights, hard links, validation.
-    ("do:link", 13),
-    ("provider.management", 13),
-    ("provider.hard_links", 13),
-    // A dehydration someone other than the provider asks for: who may do it is the
-    // management and rights model of issue 13.
-    ("step.dehydrate_as", 13),
-    // The same for marking a placeholder in sync or not.
-    ("step.set_in_sync_as", 13),
-    // Issue 14: notifications, remote deletes, replacing renames.
+    // Issue 14: notifications, remote deletes, replacing renames; hard links, which
+    // issue 14 names ("hard links can make one placeholder reachable from outside its
+    // root") with the renames out of a root: the hard-link policy is recorded by
+    // registration (issue 13) but enforced only with them.
+    ("do:link", 14),
+    ("provider.hard_links", 14),
     ("do:remote_delete", 14),
     ("step.replace", 14),
     ("provider.notify", 14),
@@ -68,16 +64,6 @@ pub(crate) fn step(step: &Step) -> Option<String> {
             "step.populate",
             step.populate == Some(false),
             "`populate = false`",
-        ),
-        (
-            "step.dehydrate_as",
-            step.op == "dehydrate" && step.actor.is_some(),
-            "`dehydrate` with `as`",
-        ),
-        (
-            "step.set_in_sync_as",
-            step.op == "set_in_sync" && step.actor.is_some(),
-            "`set_in_sync` with `as`",
         ),
     ];
     fields

@@ -50,7 +50,9 @@ use cloudflt::{
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_OBJECT_NAME_COLLISION, STATUS_SUCCESS};
 
-use cloudflt::registration::{HydrationModifiers, RegisterFlags, SyncRootRegistration};
+use cloudflt::registration::{
+    HydrationModifiers, ManagementPolicy, RegisterFlags, SyncRootRegistration,
+};
 
 use super::expect::RemoteRoot;
 use super::format::ProviderSpec;
@@ -177,6 +179,24 @@ fn modifiers(names: &[String]) -> Result<HydrationModifiers, String> {
                 return Err(format!(
                     "modifier {other:?} is not validation_required, streaming_allowed or \
                      auto_dehydration_allowed"
+                ));
+            }
+        });
+    }
+    Ok(bits)
+}
+
+/// The format's `management` names: who besides the provider may manage placeholders.
+fn management(names: &[String]) -> Result<ManagementPolicy, String> {
+    let mut bits = ManagementPolicy::DEFAULT;
+    for name in names {
+        bits = bits.union(match name.as_str() {
+            "create" => ManagementPolicy::CREATE_UNRESTRICTED,
+            "convert" => ManagementPolicy::CONVERT_TO_UNRESTRICTED,
+            "update" => ManagementPolicy::UPDATE_UNRESTRICTED,
+            other => {
+                return Err(format!(
+                    "management {other:?} is not create, convert or update"
                 ));
             }
         });
@@ -574,6 +594,7 @@ pub(crate) struct Provider {
     population: PopulationPolicy,
     in_sync: InSyncPolicy,
     modifiers: HydrationModifiers,
+    management: ManagementPolicy,
     timeout: Duration,
     /// Whether its processes run elevated (`elevated = false`: the standard user).
     elevated: bool,
@@ -609,6 +630,7 @@ impl Provider {
             population: population(&spec.population).map_err(what)?,
             in_sync: in_sync_policy(&spec.in_sync_policy).map_err(what)?,
             modifiers: modifiers(&spec.modifiers).map_err(what)?,
+            management: management(&spec.management).map_err(what)?,
             timeout: Duration::from_millis(spec.timeout_ms),
             elevated: spec.elevated != Some(false),
             inner: Arc::new(Inner {
@@ -633,7 +655,7 @@ impl Provider {
     }
 
     /// The change counter the driver last reported for `rel` (0 if it never did).
-    fn last_changes(&self, rel: &str) -> u64 {
+    pub(crate) fn last_changes(&self, rel: &str) -> u64 {
         lock(&self.changes)
             .get(&rel.to_lowercase())
             .copied()
@@ -685,6 +707,7 @@ impl Provider {
             .population(self.population)
             .in_sync(self.in_sync)
             .modifiers(self.modifiers)
+            .management(self.management)
             .timeout(self.timeout)
     }
 
@@ -695,6 +718,7 @@ impl Provider {
             .population(self.population)
             .in_sync(self.in_sync)
             .modifiers(self.modifiers)
+            .management(self.management)
     }
 
     /// The running process, or a new one of the same identity after `kill`.

@@ -491,15 +491,17 @@ pub(crate) fn cloud_resize(stream: &StreamContext, file: &Fo, size: u64) -> Resu
     Ok(())
 }
 
-/// The in-sync part of a provider's UPDATE or SET_IN_SYNC: marks the file in sync (its
-/// modified ranges are the provider's now) or not, and counts one more change. Refused
-/// with STATUS_CLOUD_FILE_NOT_IN_SYNC when the counter moved since `seen` (a user's
-/// change arrived meanwhile: marking in sync would drop it from the provider's view).
-/// Returns the new counter.
+/// The in-sync part of an UPDATE or SET_IN_SYNC: marks the file in sync or not, and
+/// counts one more change. Marked in sync by the provider (`forget_modified`), its
+/// modified ranges are the provider's now and forgotten; by another process, they stay.
+/// Refused with STATUS_CLOUD_FILE_NOT_IN_SYNC when the counter moved since `seen` (a
+/// user's change arrived meanwhile: marking in sync would drop it from the provider's
+/// view). Returns the new counter.
 pub(crate) fn provider_mark(
     stream: &StreamContext,
     seen: u64,
     in_sync: Option<bool>,
+    forget_modified: bool,
 ) -> Result<u64, NTSTATUS> {
     TABLE.with(|t| {
         stream.with_state(&t.held, |s| {
@@ -509,7 +511,9 @@ pub(crate) fn provider_mark(
             match in_sync {
                 Some(true) => {
                     s.flags = s.flags.union(PlaceholderFlags::IN_SYNC);
-                    s.modified.truncate(0);
+                    if forget_modified {
+                        s.modified.truncate(0);
+                    }
                 }
                 Some(false) => s.flags = s.flags.difference(PlaceholderFlags::IN_SYNC),
                 None => {}
