@@ -38,12 +38,15 @@
 //! | 52 | 2 | hydration policy modifiers ([`HydrationModifiers`]), used when the connect registers the root; STREAMING_ALLOWED with VALIDATION_REQUIRED is refused |
 //! | 54 | 1 | placeholder management policy ([`ManagementPolicy`]), used when the connect registers the root |
 //! | 55 | 1 | hard-link policy ([`HardLinkPolicy`]), used when the connect registers the root |
-//! | 56 | … | provider name, provider version, sync root path (UTF-16LE, in that order) |
+//! | 56 | 4 | notifications the provider asks for ([`NotifySet`]); bits outside [`NotifySet::ALL`] are refused |
+//! | 60 | 4 | reserved, zero |
+//! | 64 | … | provider name, provider version, sync root path (UTF-16LE, in that order) |
 //!
 //! The sync root path is in NT form (`\Device\HarddiskVolume1\Users\u\Cloud`); its length
 //! is bounded only by [`MAX_SIZE`]. The body must fill the context exactly.
 
 use crate::error::{DecodeError, EncodeError, Field};
+use crate::msg::NotifySet;
 use crate::registration::{HardLinkPolicy, HydrationModifiers, ManagementPolicy};
 use crate::utf16::Utf16;
 
@@ -62,7 +65,7 @@ pub const MAGIC: [u8; 4] = *b"CFLT";
 pub const HEADER_SIZE: usize = 16;
 
 /// Size of the version-1 body's fixed part, after the header.
-pub const BODY_FIXED_SIZE: usize = 40;
+pub const BODY_FIXED_SIZE: usize = 48;
 
 /// Largest connection context the driver accepts. Filter Manager caps the context at
 /// 64 KiB (a USHORT EA value length); staying below keeps the kernel copy small.
@@ -222,6 +225,8 @@ pub struct ConnectionContext<'a> {
     pub management: ManagementPolicy,
     /// The hard-link policy, recorded if this connect registers the root.
     pub hard_links: HardLinkPolicy,
+    /// The notifications the provider asks for on this connection.
+    pub notifications: NotifySet,
 }
 
 /// Why a connection context was refused.
@@ -391,6 +396,10 @@ impl<'a> ConnectionContext<'a> {
             .ok_or(DecodeError::BadValue(Field::ManagementPolicy))?;
         let hard_links = HardLinkPolicy::from_bits(u32::from(r.u8()?))
             .ok_or(DecodeError::BadValue(Field::HardLinkPolicy))?;
+        let notifications = r.u32()?;
+        let notifications = NotifySet::from_bits(notifications)
+            .ok_or(DecodeError::BadValue(Field::Notifications))?;
+        r.reserved(4)?;
         if usize::from(name_len) > MAX_NAME_BYTES {
             return Err(DecodeError::TooLarge(Field::ProviderName));
         }
@@ -425,6 +434,7 @@ impl<'a> ConnectionContext<'a> {
             modifiers,
             management,
             hard_links,
+            notifications,
         })
     }
 
@@ -490,6 +500,8 @@ impl<'a> ConnectionContext<'a> {
             .map_err(|_| EncodeError::BadValue(Field::HardLinkPolicy))?;
         w.u8(management)?;
         w.u8(hard_links)?;
+        w.u32(self.notifications.bits())?;
+        w.zeros(4)?;
         w.utf16(&self.provider_name)?;
         w.utf16(&self.provider_version)?;
         w.utf16(&self.sync_root)?;
@@ -536,6 +548,7 @@ mod tests {
             modifiers: HydrationModifiers::NONE,
             management: ManagementPolicy::DEFAULT,
             hard_links: HardLinkPolicy::NONE,
+            notifications: NotifySet::NONE,
         }
     }
 
@@ -548,11 +561,11 @@ mod tests {
     #[test]
     fn round_trips_with_the_documented_layout() {
         let bytes = encoded(&sample());
-        assert_eq!(bytes.len(), 56 + 2 * (3 + 1 + 6));
+        assert_eq!(bytes.len(), 64 + 2 * (3 + 1 + 6));
         assert_eq!(&bytes[..4], b"CFLT");
         assert_eq!(&bytes[16..22], &[6, 0, 2, 0, 12, 0]);
         assert_eq!(bytes[22], 1, "PROGRESSIVE");
-        assert_eq!(&bytes[56..58], &[b'm', 0]);
+        assert_eq!(&bytes[64..66], &[b'm', 0]);
         let decoded = ConnectionContext::decode(&bytes);
         assert_eq!(decoded, Ok(sample()));
         assert_eq!(
@@ -573,6 +586,13 @@ mod tests {
             "modifiers, management, hard links"
         );
         assert_eq!(ConnectionContext::decode(&bytes), Ok(policies));
+        let notified = ConnectionContext {
+            notifications: NotifySet::DELETE.union(NotifySet::RENAME_COMPLETION),
+            ..sample()
+        };
+        let bytes = encoded(&notified);
+        assert_eq!(&bytes[56..64], &[0x90, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(ConnectionContext::decode(&bytes), Ok(notified));
     }
 
     #[test]
@@ -672,7 +692,7 @@ mod tests {
             err(DecodeError::TooLarge(Field::ProviderVersion))
         );
         assert_eq!(
-            body(64, &[b'C', 0]),
+            body(72, &[b'C', 0]),
             err(DecodeError::BadValue(Field::SyncRootPath)),
             "a DOS path is not an NT path"
         );
@@ -689,6 +709,11 @@ mod tests {
             body(55, &[2]),
             err(DecodeError::BadValue(Field::HardLinkPolicy))
         );
+        assert_eq!(
+            body(56, &0x100u32.to_le_bytes()),
+            err(DecodeError::BadValue(Field::Notifications))
+        );
+        assert_eq!(body(60, &[1]), err(DecodeError::BadValue(Field::Reserved)));
     }
 
     #[test]
@@ -710,6 +735,7 @@ mod tests {
             modifiers: HydrationModifiers::NONE,
             management: ManagementPolicy::DEFAULT,
             hard_links: HardLinkPolicy::NONE,
+            notifications: NotifySet::NONE,
             ..sample()
         };
         assert_eq!(
@@ -849,6 +875,7 @@ mod tests {
             modifiers: HydrationModifiers::NONE,
             management: ManagementPolicy::DEFAULT,
             hard_links: HardLinkPolicy::NONE,
+            notifications: NotifySet::NONE,
             };
             let bytes = encoded(&ctx);
             prop_assert_eq!(ConnectionContext::decode(&bytes), Ok(ctx));

@@ -31,7 +31,7 @@ pub enum Field {
     Ranges,
     /// A fetch priority (0–15).
     Priority,
-    /// A cancellation reason.
+    /// A cancellation's or a dehydration's reason.
     Reason,
     /// A pin state.
     PinState,
@@ -67,6 +67,12 @@ pub enum Field {
     CommandLine,
     /// The sync root directory's file identity.
     RootFileIdentity,
+    /// A notification's kind.
+    NotifyKind,
+    /// A rename's target (or a rename completion's source) path.
+    TargetPath,
+    /// The notifications a provider asks for.
+    Notifications,
 }
 
 impl fmt::Display for Field {
@@ -82,7 +88,7 @@ impl fmt::Display for Field {
             Field::Payload => "reply payload",
             Field::Ranges => "hydrated ranges",
             Field::Priority => "priority",
-            Field::Reason => "cancel reason",
+            Field::Reason => "cancel or dehydration reason",
             Field::PinState => "pin state",
             Field::HydrationPolicy => "hydration policy",
             Field::PopulationPolicy => "population policy",
@@ -100,6 +106,9 @@ impl fmt::Display for Field {
             Field::InSyncPolicy => "in-sync policy",
             Field::CommandLine => "requestor command line",
             Field::RootFileIdentity => "root file identity",
+            Field::NotifyKind => "notification kind",
+            Field::TargetPath => "rename target path",
+            Field::Notifications => "notifications",
         })
     }
 }

@@ -95,9 +95,8 @@ const PATTERN_ONLY_FIXED: usize = 8;
 const EMPTY_FIXED: usize = 8;
 const REGISTER_FIXED: usize = 8;
 
-/// Longest message the driver sends: a [`FetchData`] with every variable part at its limit.
-/// A provider's FilterGetMessage buffer needs this plus the 16-byte FILTER_MESSAGE_HEADER.
-pub const MAX_KERNEL_MESSAGE_LEN: usize = HEADER_SIZE
+/// Longest [`FetchData`] (and [`ValidateData`]): every variable part at its limit.
+const MAX_FETCH_LEN: usize = HEADER_SIZE
     + FETCH_FIXED
     + MAX_IMAGE_BYTES
     + MAX_PATH_BYTES
@@ -105,6 +104,15 @@ pub const MAX_KERNEL_MESSAGE_LEN: usize = HEADER_SIZE
     + MAX_COMMAND_LINE_BYTES
     + MAX_SYNC_ROOT_IDENTITY_LEN
     + MAX_IDENTITY_LEN;
+
+/// Longest message the driver sends: a [`FetchData`] or a [`Notify`] (which carries a
+/// second path) with every variable part at its limit. A provider's FilterGetMessage
+/// buffer needs this plus the 16-byte FILTER_MESSAGE_HEADER.
+pub const MAX_KERNEL_MESSAGE_LEN: usize = if MAX_FETCH_LEN > notify::MAX_NOTIFY_LEN {
+    MAX_FETCH_LEN
+} else {
+    notify::MAX_NOTIFY_LEN
+};
 
 /// Longest message a provider sends: a [`TransferData`] of [`MAX_TRANSFER_LEN`] bytes.
 pub const MAX_PROVIDER_MESSAGE_LEN: usize = HEADER_SIZE + TRANSFER_FIXED + MAX_TRANSFER_LEN;
@@ -137,6 +145,8 @@ pub enum Kind {
     CancelFetch = 0x0002,
     /// [`ValidateData`].
     ValidateData = 0x0003,
+    /// [`Notify`].
+    Notify = 0x0004,
     /// [`TransferData`].
     TransferData = 0x0101,
     /// [`FetchFailed`].
@@ -163,6 +173,8 @@ pub enum Kind {
     RetrieveData = 0x010C,
     /// [`AckData`].
     AckData = 0x010D,
+    /// [`AckNotify`].
+    AckNotify = 0x010E,
     /// [`SetImageRule`].
     SetImageRule = 0x0201,
     /// [`RemoveImageRule`].
@@ -192,6 +204,7 @@ impl Kind {
             0x0001 => Kind::FetchData,
             0x0002 => Kind::CancelFetch,
             0x0003 => Kind::ValidateData,
+            0x0004 => Kind::Notify,
             0x0101 => Kind::TransferData,
             0x0102 => Kind::FetchFailed,
             0x0103 => Kind::CreatePlaceholder,
@@ -205,6 +218,7 @@ impl Kind {
             0x010B => Kind::SetInSync,
             0x010C => Kind::RetrieveData,
             0x010D => Kind::AckData,
+            0x010E => Kind::AckNotify,
             0x0201 => Kind::SetImageRule,
             0x0202 => Kind::RemoveImageRule,
             0x0203 => Kind::ClearImageRules,
@@ -2098,6 +2112,12 @@ impl<'a> SyncRootList<'a> {
 }
 
 /// Declares a message enum that dispatches on the header's kind.
+mod notify;
+pub use notify::{
+    AckNotify, CloseFlags, DehydrateCompletionFlags, DehydrateFlags, DehydrationReason,
+    DeleteFlags, Notify, NotifyKind, NotifySet, OpenFlags, RenameFlags,
+};
+
 macro_rules! dispatch {
     ($(#[$doc:meta])* $name:ident { $($variant:ident($ty:ty)),* $(,)? }) => {
         $(#[$doc])*
@@ -2158,6 +2178,7 @@ dispatch!(
         FetchData(FetchData<'a>),
         CancelFetch(CancelFetch),
         ValidateData(ValidateData<'a>),
+        Notify(Notify<'a>),
     }
 );
 
@@ -2177,6 +2198,7 @@ dispatch!(
         SetInSync(SetInSync<'a>),
         RetrieveData(RetrieveData),
         AckData(AckData),
+        AckNotify(AckNotify),
     }
 );
 
@@ -2304,7 +2326,20 @@ mod tests {
         Management(ManagementMessage<'a>),
     }
 
-    const KINDS: usize = 23;
+    const KINDS: usize = 25;
+
+    /// The flags a notification of `kind` may carry.
+    fn kind_flags(kind: NotifyKind) -> u32 {
+        match kind {
+            NotifyKind::OpenCompletion => OpenFlags::ALL.bits(),
+            NotifyKind::CloseCompletion => CloseFlags::ALL.bits(),
+            NotifyKind::Dehydrate => DehydrateFlags::ALL.bits(),
+            NotifyKind::DehydrateCompletion => DehydrateCompletionFlags::ALL.bits(),
+            NotifyKind::Delete => DeleteFlags::ALL.bits(),
+            NotifyKind::Rename => RenameFlags::ALL.bits(),
+            _ => 0,
+        }
+    }
 
     /// One of `options`, chosen by `n`.
     fn pick<T: Copy>(options: &[T], n: u32) -> T {
@@ -2492,6 +2527,47 @@ mod tests {
                 request_id: p.request_id,
                 path,
                 range,
+            })),
+            22 => {
+                let kind = pick(&NotifyKind::ALL, p.small);
+                let flags = p.small >> 8 & kind_flags(kind);
+                let reason = if matches!(
+                    kind,
+                    NotifyKind::Dehydrate | NotifyKind::DehydrateCompletion
+                ) {
+                    pick(
+                        &[
+                            DehydrationReason::UserManual,
+                            DehydrationReason::SystemLowSpace,
+                            DehydrationReason::SystemInactivity,
+                            DehydrationReason::SystemOsUpgrade,
+                        ],
+                        p.small >> 16,
+                    )
+                } else {
+                    DehydrationReason::None
+                };
+                Any::Kernel(KernelMessage::Notify(Notify {
+                    request_id: p.request_id,
+                    kind,
+                    flags,
+                    reason,
+                    file_id: p.a,
+                    file_size: p.b,
+                    requestor_pid: p.small,
+                    requestor_image: Utf16::from_units(&p.image),
+                    request_flags: RequestFlags::from_bits((p.small >> 24) as u8 & 3)
+                        .unwrap_or(RequestFlags::EMPTY),
+                    path,
+                    target_path: Utf16::from_units(&p.image),
+                    identity: &p.identity,
+                    requestor_command_line: Utf16::from_units(&p.path),
+                    sync_root_identity: &p.data,
+                }))
+            }
+            23 => Any::Provider(ProviderMessage::AckNotify(AckNotify {
+                request_id: p.request_id,
+                status: p.status,
             })),
             21 => Any::Management(ManagementMessage::SetInSyncByPath(SetInSyncByPath {
                 request_id: p.request_id,
@@ -3120,7 +3196,8 @@ mod tests {
             root_file_identity: &identity,
             ..fetch(max_path, &identity)
         };
-        assert_eq!(biggest.encoded_len(), MAX_KERNEL_MESSAGE_LEN);
+        assert_eq!(biggest.encoded_len(), MAX_FETCH_LEN);
+        const { assert!(MAX_FETCH_LEN <= MAX_KERNEL_MESSAGE_LEN) };
         let n = biggest.encoded_len();
         assert_eq!(biggest.encode(&mut out), Ok(n));
         assert_eq!(FetchData::decode(&out[..n]), Ok(biggest));

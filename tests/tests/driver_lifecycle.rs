@@ -45,6 +45,7 @@ fn context_for(version: u16, root: &str) -> Vec<u8> {
         modifiers: cloudflt_proto::registration::HydrationModifiers::NONE,
         management: cloudflt_proto::registration::ManagementPolicy::DEFAULT,
         hard_links: cloudflt_proto::registration::HardLinkPolicy::NONE,
+        notifications: cloudflt_proto::msg::NotifySet::NONE,
     };
     let mut out = vec![0; ctx.encoded_len()];
     ctx.encode(&mut out).unwrap();

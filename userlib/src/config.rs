@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use cloudflt_proto::connect::{ConnectFlags, DEFAULT_TIMEOUT_MS, MAX_NAME_UNITS, MAX_TIMEOUT_MS};
+use cloudflt_proto::msg::NotifySet;
 use cloudflt_proto::registration::{HardLinkPolicy, HydrationModifiers, ManagementPolicy};
 use cloudflt_proto::{ConnectionContext, HydrationPolicy, InSyncPolicy, PopulationPolicy, Utf16};
 
@@ -293,8 +294,13 @@ impl SyncRootConfig {
         self.hard_links
     }
 
-    /// The connection context for this configuration with the sync root at `nt_root`.
-    pub(crate) fn context(&self, nt_root: &str) -> Result<Vec<u8>, Error> {
+    /// The connection context for this configuration with the sync root at `nt_root`,
+    /// asking for `notifications`.
+    pub(crate) fn context(
+        &self,
+        nt_root: &str,
+        notifications: NotifySet,
+    ) -> Result<Vec<u8>, Error> {
         let name: Vec<u16> = self.provider_name.encode_utf16().collect();
         let version: Vec<u16> = self.provider_version.encode_utf16().collect();
         let root: Vec<u16> = nt_root.encode_utf16().collect();
@@ -329,6 +335,7 @@ impl SyncRootConfig {
             modifiers: self.modifiers,
             management: self.management,
             hard_links: self.hard_links,
+            notifications,
         };
         if self.modifiers.contains(
             HydrationModifiers::STREAMING_ALLOWED.union(HydrationModifiers::VALIDATION_REQUIRED),
@@ -465,7 +472,7 @@ mod tests {
     fn a_timeout_beyond_the_protocol_limit_is_refused() {
         let config = SyncRootConfig::new(r"C:\Cloud", "P", "1").timeout(Duration::from_secs(7200));
         assert!(matches!(
-            config.context(r"\Device\HarddiskVolume1\Cloud"),
+            config.context(r"\Device\HarddiskVolume1\Cloud", NotifySet::NONE),
             Err(Error::InvalidArgument(_))
         ));
     }

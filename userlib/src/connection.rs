@@ -19,6 +19,7 @@ use cloudflt_proto::port::PORT_NAME;
 
 use crate::Error;
 use crate::config::{self, SyncRootConfig};
+use crate::notify::{Ack, Notified};
 use crate::provider::{CancelFetch, FetchRequest, SyncProvider, Transfer, Validation};
 use crate::sys::{self, MessageReader, Received};
 
@@ -73,7 +74,7 @@ impl SyncRoot {
         provider: impl SyncProvider + Send + Sync + 'static,
     ) -> Result<Connection, Error> {
         let nt_root = config::nt_root(config.path())?;
-        let context = config.context(&nt_root)?;
+        let context = config.context(&nt_root, provider.notifications())?;
         let port = sys::connect_port(PORT_NAME, &context)?;
         let reader = MessageReader::new(&port, MAX_KERNEL_MESSAGE_LEN)?;
         let stop = Arc::new(sys::create_event(true)?);
@@ -318,6 +319,18 @@ fn dispatch(shared: &Arc<Shared>, provider: &Arc<dyn SyncProvider + Send + Sync>
         Ok(KernelMessage::CancelFetch(m)) => {
             let cancel = CancelFetch::from_message(&m);
             sys::spawn(move || provider.cancel_fetch(cancel))
+        }
+        Ok(KernelMessage::Notify(m)) => {
+            // A blocking kind's ack is made before the worker: unstarted, it is dropped
+            // and refuses at once.
+            let ack = m
+                .kind
+                .blocks()
+                .then(|| Ack::new(shared.clone(), m.request_id));
+            let Some(notified) = Notified::of(&m) else {
+                return;
+            };
+            sys::spawn(move || notified.deliver(&*provider, ack))
         }
         Ok(_) | Err(_) => return,
     };

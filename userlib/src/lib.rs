@@ -54,6 +54,7 @@ pub mod compat;
 mod config;
 mod connection;
 mod error;
+pub mod notify;
 mod placeholder;
 mod provider;
 pub mod registration;

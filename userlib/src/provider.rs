@@ -17,6 +17,10 @@ use cloudflt_proto::msg::{
 
 use crate::Error;
 use crate::connection::Shared;
+use crate::notify::{
+    Ack, CloseCompletion, DehydrateCompletion, DehydrateNotification, DeleteCompletion,
+    DeleteNotification, NotifySet, OpenCompletion, RenameCompletion, RenameNotification,
+};
 
 pub use cloudflt_proto::msg::CancelReason;
 
@@ -107,6 +111,83 @@ pub trait SyncProvider {
     /// ```
     fn validate_data(&self, request: ValidationRequest, validation: Validation) {
         let _ = validation.acknowledge(request.range);
+    }
+
+    /// The notifications this provider wants (cfapi: the NOTIFY_* callbacks of its
+    /// registration table), asked for when it connects; the driver sends no other. The
+    /// default is none, so the `notify_*` and `*_completed` callbacks below are never
+    /// called unless this names them.
+    ///
+    /// ```
+    /// use cloudflt::notify::{Ack, DeleteNotification, NotifySet};
+    /// use cloudflt::{FetchRequest, SyncProvider, Transfer};
+    ///
+    /// /// Keeps everything under `locked\` from being deleted.
+    /// struct Guard;
+    /// impl SyncProvider for Guard {
+    ///     fn fetch_data(&self, _request: FetchRequest, transfer: Transfer) {
+    ///         let _ = transfer.fail(cloudflt::Error::NetworkUnavailable);
+    ///     }
+    ///     fn notifications(&self) -> NotifySet {
+    ///         NotifySet::DELETE
+    ///     }
+    ///     fn notify_delete(&self, delete: DeleteNotification, ack: Ack) {
+    ///         let _ = if delete.file.path.starts_with("locked\\") {
+    ///             ack.refuse(cloudflt::Error::InUse)
+    ///         } else {
+    ///             ack.allow()
+    ///         };
+    ///     }
+    /// }
+    /// ```
+    fn notifications(&self) -> NotifySet {
+        NotifySet::NONE
+    }
+
+    /// A file or directory of the root is about to be deleted (or its delete undone):
+    /// the deleting thread waits for `ack`. The default allows.
+    fn notify_delete(&self, delete: DeleteNotification, ack: Ack) {
+        let _ = delete;
+        let _ = ack.allow();
+    }
+
+    /// A file or directory of the root was deleted. The default does nothing.
+    fn delete_completed(&self, completion: DeleteCompletion) {
+        let _ = completion;
+    }
+
+    /// A file or directory is about to be renamed into, within or out of the root: the
+    /// renaming thread waits for `ack`. The default allows.
+    fn notify_rename(&self, rename: RenameNotification, ack: Ack) {
+        let _ = rename;
+        let _ = ack.allow();
+    }
+
+    /// A file or directory was renamed. The default does nothing.
+    fn rename_completed(&self, completion: RenameCompletion) {
+        let _ = completion;
+    }
+
+    /// A placeholder is about to lose its local data at someone else's request (a user,
+    /// the system): the dehydration waits for `ack`. The default allows.
+    fn notify_dehydrate(&self, dehydrate: DehydrateNotification, ack: Ack) {
+        let _ = dehydrate;
+        let _ = ack.allow();
+    }
+
+    /// A dehydration ended. The default does nothing.
+    fn dehydrate_completed(&self, completion: DehydrateCompletion) {
+        let _ = completion;
+    }
+
+    /// A file of the root was opened. The default does nothing.
+    fn file_opened(&self, open: OpenCompletion) {
+        let _ = open;
+    }
+
+    /// The last handle of a file of the root was closed. The default does nothing.
+    fn file_closed(&self, close: CloseCompletion) {
+        let _ = close;
     }
 }
 

@@ -78,6 +78,7 @@ fn provider_context(root: &str) -> Vec<u8> {
         modifiers: cloudflt_proto::registration::HydrationModifiers::NONE,
         management: cloudflt_proto::registration::ManagementPolicy::DEFAULT,
         hard_links: cloudflt_proto::registration::HardLinkPolicy::NONE,
+        notifications: cloudflt_proto::msg::NotifySet::NONE,
     };
     let mut out = vec![0u8; context.encoded_len()];
     assert_eq!(context.encode(&mut out), Ok(out.len()));

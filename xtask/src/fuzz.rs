@@ -173,6 +173,7 @@ fn seeds(target: &str) -> Result<Vec<Vec<u8>>> {
                 modifiers: cloudflt_proto::registration::HydrationModifiers::NONE,
                 management: cloudflt_proto::registration::ManagementPolicy::DEFAULT,
                 hard_links: cloudflt_proto::registration::HardLinkPolicy::NONE,
+                notifications: cloudflt_proto::msg::NotifySet::NONE,
             };
             vec![encoded(ctx.encoded_len(), |o| ctx.encode(o))?]
         }
