@@ -533,9 +533,10 @@ pub extern "system" fn FltUnregisterFilter(filter: PFLT_FILTER) {
         });
     }
     super::port::disconnect_all(filter);
-    // FltMgr holds rundown protection on the filter across each MessageNotify: unregistering
-    // waits for the callbacks still running on providers' threads (a minute at most in the
-    // model, then it is reported as the hang it would be).
+    // FltMgr holds rundown protection on the filter across each MessageNotify and
+    // DisconnectNotify: unregistering waits for the callbacks still running on other
+    // threads — providers' messages, a killed provider's disconnect — (a minute at most in
+    // the model, then it is reported as the hang it would be).
     let started = std::time::Instant::now();
     loop {
         let running: usize = with_kernel(|k| {
@@ -552,7 +553,10 @@ pub extern "system" fn FltUnregisterFilter(filter: PFLT_FILTER) {
             with_kernel(|k| {
                 k.violation(
                     "FltUnregisterFilter",
-                    format!("{running} MessageNotify call(s) never returned: unload hangs"),
+                    format!(
+                        "{running} MessageNotify / DisconnectNotify call(s) never returned: \
+                         unload hangs"
+                    ),
                 )
             });
             break;

@@ -78,8 +78,9 @@ pub(crate) struct ServerPort {
     access: u32,
     /// Access it grants Authenticated Users (every logged-on user, elevated or not).
     authenticated: u32,
-    /// MessageNotify callbacks running now: FltUnregisterFilter waits for them (FltMgr
-    /// holds rundown protection on the filter across each).
+    /// MessageNotify and DisconnectNotify callbacks running now: FltUnregisterFilter
+    /// waits for them (FltMgr holds rundown protection on the filter across each, so an
+    /// unload waits for a disconnect that a killed provider's handle began).
     pub(crate) calls_in_flight: usize,
 }
 
@@ -958,10 +959,12 @@ fn disconnect(client: PFLT_PORT) {
         }
         c.disconnected = true;
         let (cookie, server) = (c.cookie, c.server);
-        let callback = k.server_ports.get(&server).and_then(|s| s.disconnect);
-        Some((callback, cookie))
+        let port = k.server_ports.get_mut(&server)?;
+        let callback = port.disconnect;
+        port.calls_in_flight += 1;
+        Some((callback, cookie, server))
     });
-    let Some((callback, cookie)) = plan else {
+    let Some((callback, cookie, server)) = plan else {
         return;
     };
     if let Some(callback) = callback {
@@ -969,6 +972,11 @@ fn disconnect(client: PFLT_PORT) {
         // SAFETY: the driver's DisconnectNotify with the cookie its ConnectNotify gave.
         unsafe { callback(cookie as *const c_void) };
     }
+    with_kernel(|k| {
+        if let Some(port) = k.server_ports.get_mut(&server) {
+            port.calls_in_flight = port.calls_in_flight.saturating_sub(1);
+        }
+    });
     with_kernel(|k| {
         if k.client_ports.get(&client).is_some_and(|c| !c.closed) {
             k.violation(

@@ -203,24 +203,37 @@ pub(crate) fn acknowledge(provider: &ProviderRef, m: &AckData) -> NTSTATUS {
         end,
     }
     .clip(pinned.range);
-    let status = if judged.is_empty() {
-        STATUS_CLOUD_FILE_INVALID_REQUEST
+    let (status, conclusion) = if judged.is_empty() {
+        (STATUS_CLOUD_FILE_INVALID_REQUEST, None)
     } else if m.status < 0 {
-        conclude_validation(
-            m.request_id,
-            NtStatus::from_raw(STATUS_CLOUD_FILE_VALIDATION_FAILED),
-        );
-        STATUS_SUCCESS
+        (
+            STATUS_SUCCESS,
+            Some(NtStatus::from_raw(STATUS_CLOUD_FILE_VALIDATION_FAILED)),
+        )
     } else {
-        record_acknowledged(&pinned, m.request_id, judged)
+        match record_acknowledged(&pinned, judged) {
+            Ok(true) => (STATUS_SUCCESS, Some(NtStatus::SUCCESS)),
+            Ok(false) => (STATUS_SUCCESS, None),
+            Err(status) => (
+                status,
+                Some(NtStatus::from_raw(STATUS_CLOUD_FILE_UNSUCCESSFUL)),
+            ),
+        }
     };
+    let range = pinned.range;
+    // The stream is let go of before the waiters hear: a reader whose read completes
+    // may close the file and dehydrate it at once, and must not find the stream still
+    // held by this request (STATUS_CLOUD_FILE_IN_USE).
     unpin(pinned);
+    if let Some(outcome) = conclusion {
+        conclude_validation(m.request_id, outcome, range);
+    }
     status
 }
 
-/// Records the held-back ranges within `judged`, a few per write, then completes the
-/// fetch if all of its range is present.
-fn record_acknowledged(pinned: &Pinned, id: u64, judged: Range) -> NTSTATUS {
+/// Records the held-back ranges within `judged`, a few per write: whether all of the
+/// fetch's range is present now, or why the record failed.
+fn record_acknowledged(pinned: &Pinned, judged: Range) -> Result<bool, NTSTATUS> {
     let stream = pinned.stream.get();
     loop {
         let mut parts = [Range::default(); ACK_PARTS];
@@ -245,8 +258,7 @@ fn record_acknowledged(pinned: &Pinned, id: u64, judged: Range) -> NTSTATUS {
         }
         let status = super::record::record(stream, &pinned.writer, parts);
         if !nt_success(status) {
-            conclude_validation(id, NtStatus::from_raw(STATUS_CLOUD_FILE_UNSUCCESSFUL));
-            return status;
+            return Err(status);
         }
         TABLE.with(|t| {
             stream.with_state(&t.held, |s| {
@@ -256,33 +268,28 @@ fn record_acknowledged(pinned: &Pinned, id: u64, judged: Range) -> NTSTATUS {
             })
         });
     }
-    let mut after = After::new();
-    TABLE.with(|t| {
-        let whole = stream.with_state(&t.held, |s| {
+    Ok(TABLE.with(|t| {
+        stream.with_state(&t.held, |s| {
             s.present.contains(pinned.range.clip(Range {
                 start: 0,
                 end: s.file_size,
             }))
-        });
-        if whole {
-            t.finish(
-                id,
-                NtStatus::SUCCESS,
-                Change {
-                    recorded: Some(pinned.range),
-                    failed: None,
-                },
-                &mut after,
-            );
-        }
-    });
-    after.run();
-    STATUS_SUCCESS
+        })
+    }))
 }
 
-/// Ends validation `id` with `status` (a failure): its waiters fail with it.
-fn conclude_validation(id: u64, status: NtStatus) {
+/// Ends validation `id` with `outcome`: success once all of `range` is recorded (its
+/// waiters go on), or a failure its waiters fail with.
+fn conclude_validation(id: u64, outcome: NtStatus, range: Range) {
+    let change = if outcome.is_success() {
+        Change {
+            recorded: Some(range),
+            failed: None,
+        }
+    } else {
+        Change::default()
+    };
     let mut after = After::new();
-    TABLE.with(|t| t.finish(id, status, Change::default(), &mut after));
+    TABLE.with(|t| t.finish(id, outcome, change, &mut after));
     after.run();
 }
