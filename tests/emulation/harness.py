@@ -1200,12 +1200,15 @@ def run_checks(h):
     # 6. ConnectNotify / DisconnectNotify --------------------------------------------------
     def connect_body(name='mirror', version='1.0', root='\\Device\\HarddiskVolume1\\Cloud',
                      hydration=1, population=0, timeout_ms=0):
-        # proto::connect body: three byte lengths, hydration and population bytes, the
-        # in-sync policy, the timeout, the provider id (16 bytes), the connect flags, 4
-        # reserved, then the three UTF-16LE strings.
+        # proto::connect body (48 bytes fixed): three byte lengths, hydration and
+        # population bytes, the in-sync policy, the timeout, the provider id (16 bytes),
+        # the connect flags, the hydration modifiers (u16), the management and hard-link
+        # policies (a byte each), the notifications asked for (u32), 4 reserved, then the
+        # three UTF-16LE strings.
         strings = [x.encode('utf-16-le') for x in (name, version, root)]
-        fixed = struct.pack('<HHHBBII16sII', len(strings[0]), len(strings[1]), len(strings[2]),
-                            hydration, population, 0, timeout_ms, bytes(range(16)), 0, 0)
+        fixed = struct.pack('<HHHBBII16sIHBBII', len(strings[0]), len(strings[1]), len(strings[2]),
+                            hydration, population, 0, timeout_ms, bytes(range(16)), 0, 0, 0, 0,
+                            0, 0)
         return fixed + b''.join(strings)
 
     def context_bytes(magic=CONNECT_MAGIC, version=1, header=CONNECT_HEADER_SIZE, flags=0, body=None):

@@ -26,13 +26,13 @@ use windows_sys::Win32::Foundation::{
 };
 
 use super::driver::{DRIVER, Driver};
-use super::hydrate;
 use super::instance;
 use super::pool::{PoolBox, TAG_DRIVER};
 use super::port;
 use super::registration;
 use super::roots;
 use super::status::nt_success;
+use super::{hydrate, notify};
 
 /// DriverEntry: registers the filter, creates the port, starts filtering.
 ///
@@ -81,6 +81,11 @@ pub unsafe fn driver_entry(
     // DriverEntry returns; shared access only (type invariant).
     let state = unsafe { raw.as_ref() };
     let status = hydrate::start(state.filter);
+    if !nt_success(status) {
+        unpublish_and_teardown();
+        return status;
+    }
+    let status = notify::start(state.filter);
     if !nt_success(status) {
         unpublish_and_teardown();
         return status;
@@ -142,6 +147,7 @@ fn teardown(state: PoolBox<Driver>) {
     // No DPC or work item of the driver may outlive it; fetches still outstanding are
     // failed by the instances' teardown and the providers' disconnect below.
     hydrate::stop();
+    notify::stop();
     if state.filter != 0 {
         // SAFETY: the filter registered by DriverEntry, unregistered once; returns after
         // every callback, connection and instance is gone.

@@ -33,6 +33,7 @@ mod hydrate;
 mod instance;
 mod list;
 mod names;
+mod notify;
 mod ntos;
 mod ops;
 mod placeholder;

@@ -50,7 +50,7 @@ use super::providers::{self, Provider, ProviderRef};
 use super::status::{self, nt_success};
 use super::sync::SpinLock;
 use super::user::{SecuredOutput, UserData};
-use super::{hydrate, placeholder, roots, rules, security, seh};
+use super::{hydrate, notify, placeholder, roots, rules, security, seh};
 
 /// The port name, in static memory because the `UNICODE_STRING` points at it.
 static PORT_NAME: [u16; PORT_NAME_UTF16.len()] = PORT_NAME_UTF16;
@@ -241,7 +241,10 @@ unsafe extern "system" fn disconnect_notify(connection_cookie: *const c_void) {
     let Some(ptr) = NonNull::new(connection_cookie.cast_mut().cast::<Provider>()) else {
         return;
     };
-    providers::unregister(ptr, || hydrate::provider_gone(ptr.as_ptr() as usize));
+    providers::unregister(ptr, || {
+        hydrate::provider_gone(ptr.as_ptr() as usize);
+        notify::provider_gone(ptr.as_ptr() as usize);
+    });
     // SAFETY: the cookie is the `PoolBox::into_raw` of ConnectNotify, handed back once,
     // and no reference to it is left.
     let mut provider = unsafe { PoolBox::from_raw(ptr, TAG_CONNECTION) };
@@ -532,6 +535,12 @@ fn dispatch(
     message: &ProviderMessage<'_>,
 ) -> (NTSTATUS, placeholder::Payload) {
     let done = |r: Result<(), NTSTATUS>| (r.err().unwrap_or(STATUS_SUCCESS), None);
+    // Any valid message of the provider restarts the clocks of its notifications, as
+    // cfapi's rule has it (fetches restart theirs where they are served).
+    notify::restart(
+        provider.key(),
+        super::timer::now().saturating_add(provider.timeout),
+    );
     match message {
         // Transfers are served from the provider's buffer (`serve_transfer`); one seen
         // here is a message whose head changed between the two copies of it.
@@ -563,6 +572,7 @@ fn dispatch(
             Err(status) => (status, None),
         },
         ProviderMessage::AckData(m) => (hydrate::acknowledge(provider, m), None),
+        ProviderMessage::AckNotify(m) => (notify::acknowledge(provider, m), None),
         _ => (STATUS_CLOUD_FILE_INVALID_REQUEST, None),
     }
 }

@@ -10,6 +10,7 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 
 use cloudflt_proto::InSyncPolicy;
 use cloudflt_proto::connect::ConnectFlags;
+use cloudflt_proto::msg::NotifySet;
 use cloudflt_proto::port::MAX_CONNECTIONS;
 use cloudflt_proto::registration::{HydrationModifiers, Registration};
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{PFLT_FILTER, PFLT_PORT};
@@ -44,6 +45,8 @@ pub(crate) struct Provider {
     /// What the provider asked of its connection (REQUIRE_PROCESS_INFO,
     /// REQUIRE_FULL_FILE_PATH, BLOCK_SELF_IMPLICIT_HYDRATION).
     pub(crate) connect_flags: ConnectFlags,
+    /// The notifications it asked for at connect ([`crate::nt::notify`]).
+    pub(crate) notifications: NotifySet,
     /// A copy of its root's registration record, for the identities every request
     /// quotes; replaced by an UPDATE of the registration ([`refresh`]). A leaf lock:
     /// nothing is taken under it.
@@ -100,6 +103,7 @@ impl Provider {
             in_sync: core::sync::atomic::AtomicU32::new(policies.in_sync.bits()),
             modifiers: core::sync::atomic::AtomicU32::new(u32::from(policies.modifiers.bits())),
             connect_flags,
+            notifications: context.notifications,
             record: SpinLock::new(Record(record)),
             timeout: i64::from(timeout_ms).saturating_mul(10_000),
             gone: core::sync::atomic::AtomicBool::new(false),
@@ -178,6 +182,28 @@ static TABLE: SpinLock<Table> = SpinLock::new(Table([None; MAX_CONNECTIONS as us
 pub(crate) struct ProviderRef(NonNull<Provider>);
 
 impl ProviderRef {
+    /// FltSendMessage without a reply, waiting at most `within` (100 ns units) for the
+    /// provider to take `message`. PASSIVE_LEVEL.
+    pub(crate) fn send_within(&self, message: &[u8], within: i64) -> NTSTATUS {
+        let timeout = -within.max(1);
+        let Ok(length) = u32::try_from(message.len()) else {
+            return windows_sys::Win32::Foundation::STATUS_CLOUD_FILE_INVALID_REQUEST;
+        };
+        // SAFETY: the reference keeps the client port open; the buffer outlives the call;
+        // PASSIVE_LEVEL; a negative (relative) timeout.
+        unsafe {
+            windows_sys::Wdk::Storage::FileSystem::Minifilters::FltSendMessage(
+                self.filter,
+                &self.client_port,
+                message.as_ptr().cast(),
+                length,
+                core::ptr::null_mut(),
+                core::ptr::null_mut(),
+                &timeout,
+            )
+        }
+    }
+
     /// Takes a reference; called with the table lock held, so the provider is registered.
     fn take(ptr: NonNull<Provider>) -> Self {
         // SAFETY: a registered provider is alive while the table holds it.
@@ -433,6 +459,7 @@ pub(crate) fn detach(root: &[u16]) {
     if let Some(provider) = found {
         retire(provider, || {
             super::hydrate::provider_gone(provider.as_ptr() as usize);
+            super::notify::provider_gone(provider.as_ptr() as usize);
         });
         // SAFETY: DisconnectNotify frees it only after this signal.
         unsafe { provider.as_ref() }.retired.set();

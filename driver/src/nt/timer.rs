@@ -25,6 +25,16 @@ use windows_sys::Win32::System::Kernel::NotificationTimer;
 use super::status::nt_success;
 use super::sync::{Event, SpinLock};
 
+/// Now, in 100 ns units of the interrupt clock (never goes back): what deadlines are
+/// measured in.
+pub(crate) fn now() -> i64 {
+    // SAFETY: no preconditions; the QPC out pointer is optional.
+    let t = unsafe {
+        windows_sys::Wdk::System::SystemServices::KeQueryInterruptTimePrecise(core::ptr::null_mut())
+    };
+    i64::try_from(t).unwrap_or(i64::MAX)
+}
+
 /// The work item is neither queued nor running.
 const IDLE: u8 = 0;
 /// Queued or running.

@@ -742,6 +742,7 @@ fn check_stats(expect: &Expect, seen: &Observation, problems: &mut Vec<String>) 
         ("bytes_served", expect.bytes_served, stats.bytes_served),
         ("cancels", expect.cancels, stats.cancels),
         ("validations", expect.validations, stats.validations),
+        ("deletes", expect.deletes, stats.deletes),
     ] {
         if let Some(want) = want
             && want != got

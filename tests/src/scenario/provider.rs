@@ -50,6 +50,7 @@ use cloudflt::{
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_OBJECT_NAME_COLLISION, STATUS_SUCCESS};
 
+use cloudflt::notify::{Ack, DeleteNotification, NotifySet};
 use cloudflt::registration::{
     HydrationModifiers, ManagementPolicy, RegisterFlags, SyncRootRegistration,
 };
@@ -186,6 +187,26 @@ fn modifiers(names: &[String]) -> Result<HydrationModifiers, String> {
     Ok(bits)
 }
 
+/// The format's `notify` names: each asks for its notification and its completion.
+fn notifications(names: &[String]) -> Result<NotifySet, String> {
+    let mut set = NotifySet::NONE;
+    for name in names {
+        set = set.union(match name.as_str() {
+            "delete" => NotifySet::DELETE.union(NotifySet::DELETE_COMPLETION),
+            "rename" => NotifySet::RENAME.union(NotifySet::RENAME_COMPLETION),
+            "dehydrate" => NotifySet::DEHYDRATE.union(NotifySet::DEHYDRATE_COMPLETION),
+            "open" => NotifySet::OPEN_COMPLETION,
+            "close" => NotifySet::CLOSE_COMPLETION,
+            other => {
+                return Err(format!(
+                    "notify {other:?} is not delete, rename, dehydrate, open or close"
+                ));
+            }
+        });
+    }
+    Ok(set)
+}
+
 /// The format's `management` names: who besides the provider may manage placeholders.
 fn management(names: &[String]) -> Result<ManagementPolicy, String> {
     let mut bits = ManagementPolicy::DEFAULT;
@@ -250,6 +271,8 @@ pub(crate) struct ProviderStats {
     pub bytes_served: u64,
     pub cancels: u64,
     pub validations: u64,
+    /// NOTIFY_DELETE received (one per delete or undelete asked about).
+    pub deletes: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -284,6 +307,8 @@ struct Life {
     hung: Mutex<Vec<Transfer>>,
     /// Validations an `on_validate = "hang"` provider keeps without answering.
     hung_validations: Mutex<Vec<Validation>>,
+    /// Notifications an `on_… = "hang"` provider keeps without answering.
+    hung_acks: Mutex<Vec<Ack>>,
     /// Bytes served by this process under `crash_after`; held while serving, so that
     /// concurrent fetches count one after the other.
     served: Mutex<u64>,
@@ -296,6 +321,7 @@ impl Life {
             alive: AtomicBool::new(true),
             hung: Mutex::new(Vec::new()),
             hung_validations: Mutex::new(Vec::new()),
+            hung_acks: Mutex::new(Vec::new()),
             served: Mutex::new(0),
         })
     }
@@ -326,9 +352,13 @@ struct Inner {
     name: String,
     behaviour: Behaviour,
     on_validate: Answer,
+    /// The notifications asked for at connect (`notify`).
+    notifications: NotifySet,
+    on_delete: Answer,
     remote: Arc<RemoteRoot>,
     fetches: AtomicU64,
     validations: AtomicU64,
+    deletes: AtomicU64,
     bytes_served: AtomicU64,
     cancels: AtomicU64,
     live: Mutex<Live>,
@@ -385,6 +415,9 @@ impl Inner {
         for validation in lock(&life.hung_validations).drain(..) {
             std::mem::forget(validation);
         }
+        for ack in lock(&life.hung_acks).drain(..) {
+            std::mem::forget(ack);
+        }
         for connection in connections {
             // The message loop ends once its FilterGetMessage fails on the closed port;
             // waiting for it keeps its last calls inside this machine.
@@ -424,6 +457,22 @@ struct Handler {
 }
 
 impl SyncProvider for Handler {
+    fn notifications(&self) -> NotifySet {
+        self.inner.notifications
+    }
+
+    /// `on_delete`: counted, then answered as the field says.
+    fn notify_delete(&self, delete: DeleteNotification, ack: Ack) {
+        let _ = delete;
+        let _running = self.inner.running();
+        if !self.life.alive() {
+            std::mem::forget(ack);
+            return;
+        }
+        self.inner.deletes.fetch_add(1, Ordering::SeqCst);
+        self.answer(self.inner.on_delete, ack);
+    }
+
     fn fetch_data(&self, request: FetchRequest, transfer: Transfer) {
         let _running = self.inner.running();
         if !self.life.alive() {
@@ -508,6 +557,34 @@ impl SyncProvider for Handler {
 }
 
 impl Handler {
+    /// Answers a notification as `answer` says: allow, refuse with its status, allow
+    /// after a delay, or keep the ack unanswered until the process ends.
+    fn answer(&self, answer: Answer, ack: Ack) {
+        match answer {
+            Answer::Allow => {
+                let _ = ack.allow();
+            }
+            Answer::Deny(status) => {
+                let _ = ack.refuse(Error::from_status(status));
+            }
+            Answer::Delay(delay) => {
+                std::thread::sleep(delay);
+                if self.life.alive() {
+                    let _ = ack.allow();
+                } else {
+                    std::mem::forget(ack);
+                }
+            }
+            Answer::Hang => {
+                let mut hung = lock(&self.life.hung_acks);
+                if self.life.alive() {
+                    hung.push(ack);
+                } else {
+                    std::mem::forget(ack);
+                }
+            }
+        }
+    }
     /// Answers a fetch with the remote content (see the module comment); `budget` is the
     /// process's served count and its `crash_after` limit.
     fn serve(
@@ -638,9 +715,12 @@ impl Provider {
                 behaviour: Behaviour::parse(&spec.behaviour).map_err(what)?,
                 on_validate: Answer::parse("on_validate", spec.on_validate.as_deref())
                     .map_err(what)?,
+                notifications: notifications(&spec.notify).map_err(what)?,
+                on_delete: Answer::parse("on_delete", spec.on_delete.as_deref()).map_err(what)?,
                 remote,
                 fetches: AtomicU64::new(0),
                 validations: AtomicU64::new(0),
+                deletes: AtomicU64::new(0),
                 bytes_served: AtomicU64::new(0),
                 cancels: AtomicU64::new(0),
                 live: Mutex::new(Live {
@@ -698,6 +778,7 @@ impl Provider {
             bytes_served: self.inner.bytes_served.load(Ordering::SeqCst),
             cancels: self.inner.cancels.load(Ordering::SeqCst),
             validations: self.inner.validations.load(Ordering::SeqCst),
+            deletes: self.inner.deletes.load(Ordering::SeqCst),
         }
     }
 

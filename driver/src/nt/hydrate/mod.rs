@@ -45,11 +45,10 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_CALLBACK_DATA_QUEUE, FLT_PREOP_COMPLETE, FLT_PREOP_SUCCESS_NO_CALLBACK,
     FLT_PREOP_SUCCESS_WITH_CALLBACK, FltCancellableWaitForSingleObject, FltCbdqInsertIo,
     FltCbdqRemoveIo, FltCompletePendedPreOperation, FltReferenceContext, FltReleaseContext,
-    FltSendMessage, PFLT_INSTANCE,
+    PFLT_INSTANCE,
 };
 use windows_sys::Wdk::System::SystemServices::{
-    Executive, IO_CSQ_IRP_CONTEXT, KeAreAllApcsDisabled, KeQueryInterruptTimePrecise,
-    KeWaitForSingleObject, KernelMode,
+    Executive, IO_CSQ_IRP_CONTEXT, KeAreAllApcsDisabled, KeWaitForSingleObject, KernelMode,
 };
 use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_ALERTED, STATUS_CANCELLED, STATUS_CLOUD_FILE_IN_USE,
@@ -328,12 +327,7 @@ static ALARM: Alarm = Alarm::new(expire);
 /// what has expired, nor the settler (see [`flush_later`]).
 static POSTMAN: Alarm = Alarm::new(deliver);
 
-/// Now, in 100 ns units of the interrupt clock (never goes back).
-fn now() -> i64 {
-    // SAFETY: no preconditions; the QPC out pointer is optional.
-    let t = unsafe { KeQueryInterruptTimePrecise(core::ptr::null_mut()) };
-    i64::try_from(t).unwrap_or(i64::MAX)
-}
+use super::timer::now;
 
 impl Table {
     fn next_id(&mut self) -> u64 {
@@ -761,29 +755,11 @@ fn send_cancel(request: Request, reason: CancelReason) {
 
 /// FltSendMessage without a reply, bounded by the provider's timeout.
 fn send(provider: &ProviderRef, message: &[u8]) -> NTSTATUS {
-    send_within(provider, message, provider.timeout)
+    provider.send_within(message, provider.timeout)
 }
 
-/// FltSendMessage without a reply, waiting at most `within` (100 ns units) for the
-/// provider to take it.
 fn send_within(provider: &ProviderRef, message: &[u8], within: i64) -> NTSTATUS {
-    let timeout = -within.max(1);
-    let Ok(length) = u32::try_from(message.len()) else {
-        return STATUS_CLOUD_FILE_INVALID_REQUEST;
-    };
-    // SAFETY: the reference keeps the client port open; the buffer outlives the call;
-    // PASSIVE_LEVEL; a negative (relative) timeout.
-    unsafe {
-        FltSendMessage(
-            provider.filter,
-            &provider.client_port,
-            message.as_ptr().cast(),
-            length,
-            core::ptr::null_mut(),
-            core::ptr::null_mut(),
-            &timeout,
-        )
-    }
+    provider.send_within(message, within)
 }
 
 /// FETCH_DATA for `request`, encoded into pool.

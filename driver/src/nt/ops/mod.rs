@@ -49,6 +49,7 @@ pub(super) mod cleanup;
 pub(super) mod create;
 pub(super) mod dir_control;
 pub(super) mod fs_control;
+pub(super) mod namespace;
 pub(super) mod query;
 pub(super) mod read;
 pub(super) mod section;

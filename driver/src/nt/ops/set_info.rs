@@ -240,6 +240,10 @@ pub(crate) unsafe extern "system" fn pre_set_information(
     if let Some(status) = unsafe { pre_basic(data, objects) } {
         return status;
     }
+    // SAFETY: as above.
+    if let Some(status) = unsafe { super::namespace::pre_delete(data, objects) } {
+        return status;
+    }
     // SAFETY: FltMgr's callback data and related objects for the call.
     let Some((data_ref, objects, stream)) = (unsafe { placeholder_io(data, objects) }) else {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
