@@ -4,7 +4,7 @@ use windows_sys::Win32::Foundation::{self as F, NTSTATUS};
 
 /// Every status a scenario may name. Values come from windows-sys, so a name here is
 /// always the documented value.
-pub const NAMES: [(&str, NTSTATUS); 78] = [
+pub const NAMES: [(&str, NTSTATUS); 79] = [
     ("STATUS_SUCCESS", F::STATUS_SUCCESS),
     ("STATUS_PENDING", F::STATUS_PENDING),
     ("STATUS_TIMEOUT", F::STATUS_TIMEOUT),
@@ -22,6 +22,7 @@ pub const NAMES: [(&str, NTSTATUS); 78] = [
     ("STATUS_BUFFER_TOO_SMALL", F::STATUS_BUFFER_TOO_SMALL),
     ("STATUS_OBJECT_NAME_INVALID", F::STATUS_OBJECT_NAME_INVALID),
     ("STATUS_NOT_FOUND", F::STATUS_NOT_FOUND),
+    ("STATUS_NOT_SAME_DEVICE", F::STATUS_NOT_SAME_DEVICE),
     (
         "STATUS_OBJECT_NAME_NOT_FOUND",
         F::STATUS_OBJECT_NAME_NOT_FOUND,

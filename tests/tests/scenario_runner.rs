@@ -1345,7 +1345,7 @@ image = 'C:\Tools\app.exe'
 name = "mirror"
 image = 'C:\Program Files\Mirror\mirror.exe'
 sync_root = 'C:\Cloud'
-notify = ["delete", "rename"]
+notify = ["delete", "rename", "dehydrate"]
 in_sync_policy = ["track_file_last_write_time"]
 files = [{ path = "photos", dir = true }, { path = "a.bin", text = "remote" }]
 
@@ -1412,11 +1412,10 @@ expect = { populations = 0, deletes = 0, fetches = 0 }
     );
     assert_eq!(summary.passed, 0, "{out}");
     for (label, what, issue) in [
-        ("machine", "notification \"rename\"", 14),
+        ("machine", "notification \"dehydrate\"", 14),
         ("machine", "directory entries in `files`", 15),
         ("4", "`link`", 14),
         ("5", "`remote_delete`", 14),
-        ("6", "`replace = true`", 14),
         ("7", "`populate = false`", 15),
         ("9", "expectation `populated`", 15),
         ("11", "expectation `populations`", 15),
@@ -1441,7 +1440,7 @@ expect = { populations = 0, deletes = 0, fetches = 0 }
         "`registered` is checked now:\n{out}"
     );
     // Issue 13's `set_in_sync` and `dehydrate` with `as` run too.
-    for label in ["1", "2", "8", "10"] {
+    for label in ["1", "2", "6", "8", "10"] {
         assert!(
             out.lines()
                 .any(|l| l.contains(&format!("[{label}]")) && !l.contains("unsupported")),

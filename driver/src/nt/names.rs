@@ -1,14 +1,16 @@
 //! Names FltMgr and the kernel give the driver: a file's normalized name (released on
 //! drop) and a requesting process's image path (freed on drop).
 
+use windows_sys::Wdk::Foundation::FILE_OBJECT;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_CALLBACK_DATA;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_FILE_NAME_INFORMATION, FLT_FILE_NAME_NORMALIZED, FLT_FILE_NAME_QUERY_DEFAULT,
-    FltGetFileNameInformation, FltGetRequestorProcess, FltReleaseFileNameInformation,
+    FltGetDestinationFileNameInformation, FltGetFileNameInformation, FltGetRequestorProcess,
+    FltReleaseFileNameInformation, PFLT_INSTANCE,
 };
 use windows_sys::Wdk::Storage::FileSystem::SeLocateProcessImageName;
 use windows_sys::Wdk::System::SystemServices::ExFreePool;
-use windows_sys::Win32::Foundation::{NTSTATUS, UNICODE_STRING};
+use windows_sys::Win32::Foundation::{HANDLE, NTSTATUS, UNICODE_STRING};
 
 use super::status::nt_success;
 
@@ -25,6 +27,37 @@ impl NameInfo {
         let status = unsafe {
             FltGetFileNameInformation(
                 data,
+                FLT_FILE_NAME_NORMALIZED | FLT_FILE_NAME_QUERY_DEFAULT,
+                &mut name,
+            )
+        };
+        if !nt_success(status) {
+            return Err(status);
+        }
+        Ok(Self(name))
+    }
+
+    /// The normalized name a rename (or hard link) of `file_object` to `target` (a
+    /// FILE_RENAME_INFORMATION's RootDirectory, FileName and FileNameLength) would give
+    /// it, or FltMgr's failure. PASSIVE_LEVEL, in the pre-operation.
+    pub(crate) fn destination(
+        instance: PFLT_INSTANCE,
+        file_object: *const FILE_OBJECT,
+        root_directory: HANDLE,
+        target: *const u16,
+        target_bytes: u32,
+    ) -> Result<Self, NTSTATUS> {
+        let mut name: *mut FLT_FILE_NAME_INFORMATION = core::ptr::null_mut();
+        // SAFETY: the live instance and file object of the operation; the caller's name
+        // buffer of `target_bytes` bytes (checked by the caller against the request's
+        // length); PASSIVE_LEVEL; a valid out pointer.
+        let status = unsafe {
+            FltGetDestinationFileNameInformation(
+                instance,
+                file_object,
+                root_directory,
+                target,
+                target_bytes,
                 FLT_FILE_NAME_NORMALIZED | FLT_FILE_NAME_QUERY_DEFAULT,
                 &mut name,
             )

@@ -389,7 +389,28 @@ pub(crate) fn revert(provider: &ProviderRef, m: &msg::Revert<'_>) -> Result<(), 
     )?;
     let filter = crate::nt::driver::filter().ok_or(STATUS_CLOUD_FILE_INVALID_REQUEST)?;
     let stream = attach(filter, *managed.file)?.ok_or(STATUS_CLOUD_FILE_NOT_A_CLOUD_FILE)?;
-    if hydrate::busy(&stream) {
+    revert_open(&managed.file, &stream)
+}
+
+/// A placeholder that left every sync root (a rename out, issue 14) becomes an ordinary
+/// file: opened by its id below the driver, reverted as REVERT does (so only if all of
+/// its data is present). PASSIVE_LEVEL.
+pub(crate) fn revert_moved_out(stream: &StreamContext) -> Result<(), NTSTATUS> {
+    let filter = crate::nt::driver::filter().ok_or(STATUS_CLOUD_FILE_INVALID_REQUEST)?;
+    let file = OwnedFile::open_by_id(
+        filter,
+        stream.instance,
+        stream.file_id,
+        FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES | FILE_WRITE_DATA,
+    )?;
+    revert_open(&file, stream)
+}
+
+/// Reverts the placeholder open as `file` with stream `stream`: refused while it is
+/// being filled or edited (IN_USE), corrupt (METADATA_CORRUPT) or not all present
+/// (INVALID_REQUEST: reverting would turn the missing data into zeros).
+fn revert_open(file: &OwnedFile, stream: &StreamContext) -> Result<(), NTSTATUS> {
+    if hydrate::busy(stream) {
         return Err(STATUS_CLOUD_FILE_IN_USE);
     }
     let (corrupt, full) = hydrate::with_held(|held| {
@@ -410,9 +431,9 @@ pub(crate) fn revert(provider: &ProviderRef, m: &msg::Revert<'_>) -> Result<(), 
         // Reverting would turn the missing data into zeros.
         return Err(STATUS_CLOUD_FILE_INVALID_REQUEST);
     }
-    managed.file.untag()?;
+    file.untag()?;
     hydrate::with_held(|held| stream.with_state(held, |s| s.revert()));
-    managed.file.change_attributes(
+    file.change_attributes(
         MISSING_DATA_ATTRIBUTES | ATTRIBUTE_PINNED | ATTRIBUTE_UNPINNED,
         0,
     )?;

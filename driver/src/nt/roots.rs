@@ -261,6 +261,13 @@ fn exact(table: &Table, path: &[u16]) -> Option<NonNull<Root>> {
     })
 }
 
+/// Which registered root `path` is or lies under, as a key that tells roots apart (no
+/// two registered roots share one while both are registered); `None` outside every
+/// root.
+pub(crate) fn root_of(path: &[u16]) -> Option<usize> {
+    TABLE.with(|table| containing(table, path).map(|r| r.as_ptr() as usize))
+}
+
 /// The policies of the registered root `path` is or lies under.
 pub(crate) fn policies(path: &[u16]) -> Option<Policies> {
     TABLE.with(|table| {

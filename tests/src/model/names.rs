@@ -229,6 +229,86 @@ pub unsafe extern "system" fn FltGetFileNameInformationUnsafe(
     get("FltGetFileNameInformationUnsafe", fo, options, out, false)
 }
 
+/// FltGetDestinationFileNameInformation: the name a rename or hard link of `fo` would
+/// give it, from the FILE_RENAME_INFORMATION / FILE_LINK_INFORMATION target. The model
+/// takes full targets (`\??\C:\…`, `C:\…`, `\Device\…`) as its NtSetInformationFile
+/// does; a target relative to a RootDirectory handle is not modelled (a violation). The
+/// normalized name takes the case NTFS stored for the existing parent components and
+/// the last component as given; a parent that does not exist is
+/// STATUS_OBJECT_PATH_NOT_FOUND, as FltMgr's normalization reports it.
+///
+/// # Safety
+/// `fo` must be a live file object; `name` `length` bytes of UTF-16; `out` writable.
+#[unsafe(no_mangle)]
+pub unsafe extern "system" fn FltGetDestinationFileNameInformation(
+    _instance: PFLT_INSTANCE,
+    fo: *const FILE_OBJECT,
+    root_directory: windows_sys::Win32::Foundation::HANDLE,
+    name: *const u16,
+    length: u32,
+    options: u32,
+    out: *mut *mut FLT_FILE_NAME_INFORMATION,
+) -> NTSTATUS {
+    irql::check("FltGetDestinationFileNameInformation", APC_LEVEL);
+    let live = with_kernel(|k| k.io.files.contains_key(&(fo as usize)));
+    if !live || out.is_null() || (name.is_null() && length > 0) {
+        return STATUS_INVALID_PARAMETER;
+    }
+    if !root_directory.is_null() {
+        with_kernel(|k| {
+            k.violation(
+                "FltGetDestinationFileNameInformation",
+                "a target relative to a RootDirectory handle is not modelled",
+            )
+        });
+        return STATUS_NOT_SUPPORTED;
+    }
+    let format = options & 0xff;
+    if format != FLT_FILE_NAME_NORMALIZED && format != FLT_FILE_NAME_OPENED {
+        return STATUS_NOT_SUPPORTED;
+    }
+    // SAFETY: `length` bytes of UTF-16 at `name` (the caller's contract).
+    let units = unsafe { std::slice::from_raw_parts(name, length as usize / 2) };
+    let target = String::from_utf16_lossy(units);
+    let Ok((volume, rel)) = super::files::resolve(&target) else {
+        return windows_sys::Win32::Foundation::STATUS_OBJECT_NAME_INVALID;
+    };
+    let full = with_kernel(|k| {
+        let v = k.volumes.iter().find(|v| v.handle == volume)?;
+        let device = v.config.device_name.clone();
+        let (parent, last) = rel.rsplit_once('\\')?;
+        let parent = if parent.is_empty() { "\\" } else { parent };
+        let parent = if format == FLT_FILE_NAME_NORMALIZED {
+            v.fs.lookup(parent).and_then(|id| v.fs.path_of(id))?
+        } else {
+            parent.to_string()
+        };
+        let joined = if parent.ends_with('\\') {
+            format!("{parent}{last}")
+        } else {
+            format!("{parent}\\{last}")
+        };
+        Some(format!("{device}{joined}"))
+    });
+    let Some(full) = full else {
+        return windows_sys::Win32::Foundation::STATUS_OBJECT_PATH_NOT_FOUND;
+    };
+    let volume_chars = full
+        .match_indices('\\')
+        .nth(2)
+        .map_or(full.len(), |(i, _)| i);
+    match allocate(&full, volume_chars) {
+        Ok(info) => {
+            // SAFETY: just allocated.
+            unsafe { (*info).Format = format };
+            // SAFETY: checked non-null above.
+            unsafe { out.write(info) };
+            STATUS_SUCCESS
+        }
+        Err(status) => status,
+    }
+}
+
 fn known(api: &'static str, info: *const FLT_FILE_NAME_INFORMATION) -> bool {
     with_kernel(|k| {
         if k.names.refs.contains_key(&(info as usize)) {

@@ -743,6 +743,7 @@ fn check_stats(expect: &Expect, seen: &Observation, problems: &mut Vec<String>) 
         ("cancels", expect.cancels, stats.cancels),
         ("validations", expect.validations, stats.validations),
         ("deletes", expect.deletes, stats.deletes),
+        ("renames", expect.renames, stats.renames),
     ] {
         if let Some(want) = want
             && want != got

@@ -1030,6 +1030,8 @@ impl World {
         let at_length = std::mem::offset_of!(FILE_RENAME_INFORMATION, FileNameLength);
         let at_name = std::mem::offset_of!(FILE_RENAME_INFORMATION, FileName);
         let mut input = vec![0u8; at_name];
+        // ReplaceIfExists (MOVEFILE_REPLACE_EXISTING).
+        input[0] = u8::from(step.replace == Some(true));
         put_u32(&mut input, at_length, name.len() as u32);
         input.extend_from_slice(&name);
         as_process(step, pid, || {

@@ -24,16 +24,12 @@ pub const PENDING: &[(&str, u32)] = &[
     ("do:link", 14),
     ("provider.hard_links", 14),
     ("do:remote_delete", 14),
-    ("step.replace", 14),
-    // `notify = ["delete"]`, `on_delete` and `deletes` run; the other notifications not
-    // yet.
-    ("notify.rename", 14),
+    // `notify = ["delete", "rename"]`, `on_delete`, `on_rename`, `deletes` and `renames`
+    // run; the other notifications not yet.
     ("notify.dehydrate", 14),
     ("notify.open", 14),
     ("notify.close", 14),
-    ("provider.on_rename", 14),
     ("provider.on_dehydrate", 14),
-    ("expect.renames", 14),
     ("expect.dehydrates", 14),
     ("expect.opens", 14),
     ("expect.closes", 14),

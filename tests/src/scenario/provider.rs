@@ -50,7 +50,7 @@ use cloudflt::{
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_OBJECT_NAME_COLLISION, STATUS_SUCCESS};
 
-use cloudflt::notify::{Ack, DeleteNotification, NotifySet};
+use cloudflt::notify::{Ack, DeleteNotification, NotifySet, RenameNotification};
 use cloudflt::registration::{
     HydrationModifiers, ManagementPolicy, RegisterFlags, SyncRootRegistration,
 };
@@ -273,6 +273,8 @@ pub(crate) struct ProviderStats {
     pub validations: u64,
     /// NOTIFY_DELETE received (one per delete or undelete asked about).
     pub deletes: u64,
+    /// NOTIFY_RENAME received (one per rename asked about).
+    pub renames: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -355,10 +357,12 @@ struct Inner {
     /// The notifications asked for at connect (`notify`).
     notifications: NotifySet,
     on_delete: Answer,
+    on_rename: Answer,
     remote: Arc<RemoteRoot>,
     fetches: AtomicU64,
     validations: AtomicU64,
     deletes: AtomicU64,
+    renames: AtomicU64,
     bytes_served: AtomicU64,
     cancels: AtomicU64,
     live: Mutex<Live>,
@@ -471,6 +475,18 @@ impl SyncProvider for Handler {
         }
         self.inner.deletes.fetch_add(1, Ordering::SeqCst);
         self.answer(self.inner.on_delete, ack);
+    }
+
+    /// `on_rename`: counted, then answered as the field says.
+    fn notify_rename(&self, rename: RenameNotification, ack: Ack) {
+        let _ = rename;
+        let _running = self.inner.running();
+        if !self.life.alive() {
+            std::mem::forget(ack);
+            return;
+        }
+        self.inner.renames.fetch_add(1, Ordering::SeqCst);
+        self.answer(self.inner.on_rename, ack);
     }
 
     fn fetch_data(&self, request: FetchRequest, transfer: Transfer) {
@@ -717,10 +733,12 @@ impl Provider {
                     .map_err(what)?,
                 notifications: notifications(&spec.notify).map_err(what)?,
                 on_delete: Answer::parse("on_delete", spec.on_delete.as_deref()).map_err(what)?,
+                on_rename: Answer::parse("on_rename", spec.on_rename.as_deref()).map_err(what)?,
                 remote,
                 fetches: AtomicU64::new(0),
                 validations: AtomicU64::new(0),
                 deletes: AtomicU64::new(0),
+                renames: AtomicU64::new(0),
                 bytes_served: AtomicU64::new(0),
                 cancels: AtomicU64::new(0),
                 live: Mutex::new(Live {
@@ -779,6 +797,7 @@ impl Provider {
             cancels: self.inner.cancels.load(Ordering::SeqCst),
             validations: self.inner.validations.load(Ordering::SeqCst),
             deletes: self.inner.deletes.load(Ordering::SeqCst),
+            renames: self.inner.renames.load(Ordering::SeqCst),
         }
     }
 

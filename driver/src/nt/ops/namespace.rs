@@ -1,7 +1,21 @@
 //! What users do to the namespace of a sync root, as the provider hears of it (issue 14):
-//! the pre-operation side of deletes (FileDispositionInformation and
-//! FileDispositionInformationEx, POSIX semantics included), which asks the provider for
-//! its verdict (`nt::notify`) when it asked for NOTIFY_DELETE.
+//! deletes (FileDispositionInformation and FileDispositionInformationEx, POSIX semantics
+//! included) and renames (FileRenameInformation and FileRenameInformationEx), each
+//! asking the provider for its verdict (`nt::notify`) when it asked for NOTIFY_DELETE or
+//! NOTIFY_RENAME.
+//!
+//! Renames of placeholders also keep every placeholder where a provider serves it:
+//!
+//! - a file renamed out of every sync root (a move out, the recycle bin included) is
+//!   hydrated fully first, in the renaming thread, and arrives as an ordinary file (its
+//!   tag removed once the rename succeeded); if the hydration fails, the rename fails
+//!   with its status and the file stays where it was;
+//! - a rename into another registered root, and a directory placeholder renamed out of
+//!   its root, fail with STATUS_NOT_SAME_DEVICE, as a move across volumes does: a
+//!   placeholder is its root's and no other provider could serve it, and a directory's
+//!   placeholders would be left where none is served. Callers that can copy (Explorer,
+//!   MoveFileEx with MOVEFILE_COPY_ALLOWED) then copy and delete, which reads every file
+//!   through its provider and leaves nothing unreachable.
 //!
 //! Scope, as cfapi's: placeholders — files and directories carrying cloudflt's tag —
 //! under a sync root whose provider is connected ("a placeholder file or directory
@@ -12,7 +26,7 @@
 use super::*;
 use crate::nt::notify::{self, Subject};
 use cloudflt_proto::Placeholder;
-use cloudflt_proto::msg::{DehydrationReason, DeleteFlags, NotifyKind};
+use cloudflt_proto::msg::{DehydrationReason, DeleteFlags, NotifyKind, RenameFlags};
 
 /// FileDispositionInformation, FileDispositionInformationEx.
 const FILE_DISPOSITION_INFORMATION: i32 = 13;
@@ -119,3 +133,192 @@ pub(super) unsafe fn pre_delete(
 
 /// FILE_ATTRIBUTE_DIRECTORY.
 const FILE_ATTRIBUTE_DIRECTORY: u32 = 0x10;
+
+/// FileRenameInformation, FileRenameInformationEx.
+pub(super) const FILE_RENAME_INFORMATION: i32 = 10;
+pub(super) const FILE_RENAME_INFORMATION_EX: i32 = 65;
+
+/// The completion context of a rename whose file left every sync root: the
+/// post-operation reverts it to an ordinary file.
+pub(super) const MOVED_OUT: usize = 1;
+
+/// FILE_RENAME_INFORMATION (x64 and arm64 layout): ReplaceIfExists or Flags at 0,
+/// RootDirectory at 8, FileNameLength at 16, FileName at 20.
+struct RenameTarget {
+    root_directory: windows_sys::Win32::Foundation::HANDLE,
+    name: *const u16,
+    name_bytes: u32,
+}
+
+fn rename_target_of(data: &FLT_CALLBACK_DATA) -> Option<RenameTarget> {
+    // SAFETY: Iopb points at the operation's parameter block, valid during the operation.
+    let iopb = unsafe { data.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>().as_ref() }?;
+    // SAFETY: IRP_MJ_SET_INFORMATION: the union holds its parameters.
+    let set = unsafe { iopb.Parameters.SetFileInformation };
+    let class = set.FileInformationClass;
+    if class != FILE_RENAME_INFORMATION && class != FILE_RENAME_INFORMATION_EX {
+        return None;
+    }
+    if set.InfoBuffer.is_null() || (set.Length as usize) < 20 {
+        return None;
+    }
+    let base = set.InfoBuffer.cast::<u8>();
+    // The offsets are within the caller's buffer of at least 20 bytes (checked).
+    let (root_at, length_at) = (base.wrapping_add(8), base.wrapping_add(16));
+    // SAFETY: RootDirectory, inside the buffer; it may be unaligned in a user's buffer.
+    let root_directory = unsafe {
+        root_at
+            .cast::<windows_sys::Win32::Foundation::HANDLE>()
+            .read_unaligned()
+    };
+    // SAFETY: FileNameLength, inside the buffer, read unaligned likewise.
+    let name_bytes = unsafe { length_at.cast::<u32>().read_unaligned() };
+    if u64::from(name_bytes) > u64::from(set.Length) - 20 {
+        return None;
+    }
+    Some(RenameTarget {
+        root_directory,
+        // Within the caller's buffer (checked above).
+        name: base.wrapping_add(20).cast::<u16>(),
+        name_bytes,
+    })
+}
+
+/// The pre-operation's part for a rename of a placeholder: `Some` with how the
+/// operation goes on (refused, or synchronized so that the post-operation reverts a file
+/// moved out of its root); `None` to let it go on untouched.
+///
+/// # Safety
+/// FltMgr's arguments for the SET_INFORMATION pre-operation.
+pub(super) unsafe fn pre_rename(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    completion_context: *mut *mut core::ffi::c_void,
+) -> Option<FLT_PREOP_CALLBACK_STATUS> {
+    // SAFETY: the caller's contract.
+    let data_ref = unsafe { data.as_mut() }?;
+    // SAFETY: as above.
+    let objects = unsafe { objects.as_ref() }?;
+    if data_ref.Flags & FLTFL_CALLBACK_DATA_IRP_OPERATION == 0 {
+        return None;
+    }
+    let target = rename_target_of(data_ref)?;
+    let fo = Fo {
+        instance: objects.Instance,
+        file_object: objects.FileObject,
+    };
+    let (attributes, tag) = fo.attribute_tag().ok()?;
+    if tag != cloudflt_proto::reparse::TAG {
+        return None;
+    }
+    let directory = attributes & FILE_ATTRIBUTE_DIRECTORY != 0;
+    let source = NameInfo::normalized(data).ok()?;
+    let destination = match NameInfo::destination(
+        objects.Instance,
+        objects.FileObject,
+        target.root_directory,
+        target.name,
+        target.name_bytes,
+    ) {
+        Ok(name) => name,
+        // The file system would refuse it too; let it say why.
+        Err(_) => return None,
+    };
+    let from = roots::root_of(source.units());
+    let to = roots::root_of(destination.units());
+    let moved_out = from.is_some() && to.is_none();
+    if to.is_some() && from != to || moved_out && directory {
+        return Some(complete(
+            data_ref,
+            windows_sys::Win32::Foundation::STATUS_NOT_SAME_DEVICE,
+        ));
+    }
+    // The provider of the root the placeholder is in; with none connected nobody is
+    // asked (a move out still needs one to fetch what is missing).
+    let provider = providers::for_path(source.units());
+    if let Some(provider) = &provider
+        && provider.notifications.wants(NotifyKind::Rename)
+    {
+        let mut flags = RenameFlags::SOURCE_IN_SCOPE;
+        if directory {
+            flags = flags.union(RenameFlags::IS_DIRECTORY);
+        }
+        if syncroot::under(provider.root(), destination.units()).is_some() {
+            flags = flags.union(RenameFlags::TARGET_IN_SCOPE);
+        }
+        let blob = fo.reparse_point().ok().flatten();
+        let identity = blob
+            .as_ref()
+            .and_then(|(buffer, len)| buffer.as_slice().get(..*len))
+            .and_then(|bytes| Placeholder::decode_reparse(bytes).ok())
+            .map_or(&[][..], |p| p.identity);
+        // SAFETY: live callback data.
+        let pid = unsafe { FltGetRequestorProcessId(data) };
+        let image = ImageName::of(data);
+        let command_line = provider
+            .connect_flags
+            .contains(ConnectFlags::REQUIRE_PROCESS_INFO)
+            .then(|| CommandLine::of_current(pid));
+        let subject = Subject {
+            kind: NotifyKind::Rename,
+            flags: flags.bits(),
+            reason: DehydrationReason::None,
+            file_id: fo.file_id().unwrap_or(0),
+            file_size: if directory { 0 } else { fo.size().unwrap_or(0) },
+            name: source.units(),
+            target: destination.units(),
+            identity,
+            requestor_pid: pid,
+            requestor_image: image.units(),
+            command_line: command_line.as_ref().map(CommandLine::units),
+        };
+        if let Err(status) = notify::ask(provider, &subject, data) {
+            return Some(complete(data_ref, status));
+        }
+    }
+    if !moved_out {
+        return None;
+    }
+    // A file leaving every root: all of it on disk first, or the rename fails.
+    let stream = stream::get(objects.Instance, objects.FileObject)?;
+    let size = hydrate::with_held(|held| stream.with_state(held, |s| s.file_size));
+    let status = hydrate::ensure_range(
+        &hydrate::Target {
+            stream: &stream,
+            name: source.units(),
+            // SAFETY: live callback data.
+            requestor_pid: unsafe { FltGetRequestorProcessId(data) },
+            requestor_image: ImageName::of(data).units(),
+            data,
+            file_object: objects.FileObject as usize,
+        },
+        Range {
+            start: 0,
+            end: size,
+        },
+    );
+    if !nt_success(status) {
+        return Some(complete(data_ref, status));
+    }
+    // SAFETY: FltMgr's out pointer for this pre-operation.
+    unsafe { completion_context.write(MOVED_OUT as *mut core::ffi::c_void) };
+    Some(FLT_PREOP_SYNCHRONIZE)
+}
+
+/// The post-operation of a rename that took a file out of every sync root (synchronized:
+/// PASSIVE_LEVEL, the renaming thread): the file, all present, becomes an ordinary file.
+/// If that fails the rename stands and the file keeps its tag with all its data (read
+/// as it is wherever it lies), which is reported to the caller as the failure.
+pub(super) fn post_moved_out(data: &mut FLT_CALLBACK_DATA, objects: &FLT_RELATED_OBJECTS) {
+    // SAFETY: the status block of the completed operation.
+    let status = unsafe { data.IoStatus.Anonymous.Status };
+    if !nt_success(status) {
+        return;
+    }
+    let Some(stream) = stream::get(objects.Instance, objects.FileObject) else {
+        return;
+    };
+    if let Err(failed) = crate::nt::placeholder::revert_moved_out(&stream) {
+        data.IoStatus.Anonymous.Status = failed;
+    }
+}

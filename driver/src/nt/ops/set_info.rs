@@ -244,6 +244,11 @@ pub(crate) unsafe extern "system" fn pre_set_information(
     if let Some(status) = unsafe { super::namespace::pre_delete(data, objects) } {
         return status;
     }
+    // SAFETY: as above.
+    if let Some(status) = unsafe { super::namespace::pre_rename(data, objects, completion_context) }
+    {
+        return status;
+    }
     // SAFETY: FltMgr's callback data and related objects for the call.
     let Some((data_ref, objects, stream)) = (unsafe { placeholder_io(data, objects) }) else {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
@@ -289,9 +294,26 @@ pub(crate) unsafe extern "system" fn post_set_information(
     flags: u32,
 ) -> FLT_POSTOP_CALLBACK_STATUS {
     // SAFETY: FltMgr's live callback data.
-    let d = unsafe { data.as_mut() };
+    let mut d = unsafe { data.as_mut() };
     // SAFETY: FltMgr's live related objects.
     let o = unsafe { objects.as_ref() };
+    if let (Some(d), Some(o)) = (d.as_deref_mut(), o)
+        && matches!(
+            class_of(d),
+            Some(
+                super::namespace::FILE_RENAME_INFORMATION
+                    | super::namespace::FILE_RENAME_INFORMATION_EX
+            )
+        )
+    {
+        // Synchronized (pre_rename): PASSIVE_LEVEL, the renaming thread.
+        if context as usize == super::namespace::MOVED_OUT
+            && flags & FLTFL_POST_OPERATION_DRAINING == 0
+        {
+            super::namespace::post_moved_out(d, o);
+        }
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
     if let (Some(d), Some(o)) = (d, o)
         && class_of(d) == Some(FILE_BASIC_INFORMATION_CLASS)
     {
