@@ -1345,7 +1345,7 @@ image = 'C:\Tools\app.exe'
 name = "mirror"
 image = 'C:\Program Files\Mirror\mirror.exe'
 sync_root = 'C:\Cloud'
-notify = ["delete", "rename", "dehydrate"]
+notify = ["delete", "rename", "open"]
 in_sync_policy = ["track_file_last_write_time"]
 files = [{ path = "photos", dir = true }, { path = "a.bin", text = "remote" }]
 
@@ -1412,7 +1412,7 @@ expect = { populations = 0, deletes = 0, fetches = 0 }
     );
     assert_eq!(summary.passed, 0, "{out}");
     for (label, what, issue) in [
-        ("machine", "notification \"dehydrate\"", 14),
+        ("machine", "notification \"open\"", 14),
         ("machine", "directory entries in `files`", 15),
         ("4", "`link`", 14),
         ("5", "`remote_delete`", 14),

@@ -114,6 +114,24 @@ impl ImageName {
         }
     }
 
+    /// The image path of the process whose thread this is (a management request's
+    /// caller, in its MessageNotify). PASSIVE_LEVEL.
+    pub(crate) fn of_current() -> Self {
+        // SAFETY: no preconditions; the current process, alive while its thread runs.
+        let process = unsafe { windows_sys::Wdk::System::SystemServices::IoGetCurrentProcess() };
+        if process == 0 {
+            return Self(core::ptr::null_mut());
+        }
+        let mut name: *mut UNICODE_STRING = core::ptr::null_mut();
+        // SAFETY: a live process object; PASSIVE_LEVEL; a valid out pointer.
+        let status = unsafe { SeLocateProcessImageName(process, &mut name) };
+        if nt_success(status) {
+            Self(name)
+        } else {
+            Self(core::ptr::null_mut())
+        }
+    }
+
     pub(crate) fn units(&self) -> &[u16] {
         // SAFETY: the string SeLocateProcessImageName allocated.
         match unsafe { self.0.as_ref() } {

@@ -12,7 +12,7 @@
 //!   (any valid message of the provider restarts the clocks of all its notifications, as
 //!   for fetches: [`restart`]); STATUS_CLOUD_FILE_PROVIDER_TERMINATED when it
 //!   disconnected meanwhile.
-//! - Completions, opens and closes (sent without waiting) come next (issue 14).
+//! - [`tell`] sends a completion, and does not wait for an answer.
 //! - Deadlines are a kernel timer ([`Alarm`]) set for the earliest one; nothing polls.
 //!
 //! Which kinds a provider gets is its choice at connect ([`Provider::notifications`]);
@@ -158,6 +158,26 @@ fn encode(provider: &ProviderRef, subject: &Subject<'_>, id: u64) -> Option<(Poo
         let len = message.encode(buffer.as_mut_slice()).ok()?;
         Some((buffer, len))
     })
+}
+
+/// How long a completion may wait for the provider to take it (100 ns units): it only
+/// informs, and the operation it reports is over.
+const TELL_TIMEOUT: i64 = 10_000_000;
+
+/// Sends `subject` (a completion, an open or a close) if `provider` asked for its kind,
+/// without waiting for an answer. Best effort: a provider that cannot take it within a
+/// second misses it. PASSIVE_LEVEL.
+pub(crate) fn tell(provider: &ProviderRef, subject: &Subject<'_>) {
+    if !provider.notifications.wants(subject.kind) || subject.kind.blocks() {
+        return;
+    }
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+    if let Some((buffer, len)) = encode(provider, subject, id) {
+        let _ = provider.send_within(
+            buffer.as_slice().get(..len).unwrap_or(&[]),
+            provider.timeout.min(TELL_TIMEOUT),
+        );
+    }
 }
 
 /// Asks `provider` about `subject` (a delete, rename or dehydration) if it asked for its

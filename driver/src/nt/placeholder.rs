@@ -515,7 +515,58 @@ pub(crate) fn dehydrate_by_path(
     super::security::may_see(filter, path.units())?;
     let managed = path.open(filter, DEHYDRATE_ACCESS, Kind::File)?;
     let stream = attach(filter, *managed.file)?.ok_or(STATUS_CLOUD_FILE_NOT_A_CLOUD_FILE)?;
-    dehydrate_open(&managed, &stream, policies.hydration, m.range)
+    // The root's provider, if one is connected and asked, hears of it first and may
+    // refuse (NOTIFY_DEHYDRATE, a user's request), and of the outcome after.
+    let provider = super::providers::for_path(managed.path());
+    let identity = hydrate::with_held(|held| {
+        stream.with_state(held, |s| super::context::identity_buffer(s.identity()))
+    })
+    .map_err(|()| STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES)?;
+    // SAFETY: no preconditions.
+    let pid = unsafe { windows_sys::Wdk::System::SystemServices::PsGetCurrentProcessId() } as usize
+        as u32;
+    let image = super::names::ImageName::of_current();
+    let command_line = provider
+        .as_ref()
+        .filter(|p| {
+            p.connect_flags
+                .contains(cloudflt_proto::connect::ConnectFlags::REQUIRE_PROCESS_INFO)
+        })
+        .map(|_| super::names::CommandLine::of_current(pid));
+    let size = hydrate::with_held(|held| stream.with_state(held, |s| s.file_size));
+    let subject = |kind, flags| super::notify::Subject {
+        kind,
+        flags,
+        reason: msg::DehydrationReason::UserManual,
+        file_id: stream.file_id,
+        file_size: size,
+        name: managed.path(),
+        target: &[],
+        identity: identity.as_ref().map_or(&[][..], PoolBuf::as_slice),
+        requestor_pid: pid,
+        requestor_image: image.units(),
+        command_line: command_line.as_ref().map(super::names::CommandLine::units),
+    };
+    if let Some(provider) = &provider {
+        super::notify::ask(
+            provider,
+            &subject(msg::NotifyKind::Dehydrate, 0),
+            core::ptr::null(),
+        )?;
+    }
+    let result = dehydrate_open(&managed, &stream, policies.hydration, m.range);
+    if let Some(provider) = &provider {
+        let flags = if result.is_ok() {
+            msg::DehydrateCompletionFlags::DEHYDRATED.bits()
+        } else {
+            0
+        };
+        super::notify::tell(
+            provider,
+            &subject(msg::NotifyKind::DehydrateCompletion, flags),
+        );
+    }
+    result
 }
 
 /// A dehydration of the placeholder open as `managed`, under a root whose hydration

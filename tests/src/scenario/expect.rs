@@ -744,6 +744,7 @@ fn check_stats(expect: &Expect, seen: &Observation, problems: &mut Vec<String>) 
         ("validations", expect.validations, stats.validations),
         ("deletes", expect.deletes, stats.deletes),
         ("renames", expect.renames, stats.renames),
+        ("dehydrates", expect.dehydrates, stats.dehydrates),
     ] {
         if let Some(want) = want
             && want != got

@@ -50,7 +50,9 @@ use cloudflt::{
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_OBJECT_NAME_COLLISION, STATUS_SUCCESS};
 
-use cloudflt::notify::{Ack, DeleteNotification, NotifySet, RenameNotification};
+use cloudflt::notify::{
+    Ack, DehydrateNotification, DeleteNotification, NotifySet, RenameNotification,
+};
 use cloudflt::registration::{
     HydrationModifiers, ManagementPolicy, RegisterFlags, SyncRootRegistration,
 };
@@ -275,6 +277,8 @@ pub(crate) struct ProviderStats {
     pub deletes: u64,
     /// NOTIFY_RENAME received (one per rename asked about).
     pub renames: u64,
+    /// NOTIFY_DEHYDRATE received (one per dehydration someone else asked for).
+    pub dehydrates: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -358,11 +362,13 @@ struct Inner {
     notifications: NotifySet,
     on_delete: Answer,
     on_rename: Answer,
+    on_dehydrate: Answer,
     remote: Arc<RemoteRoot>,
     fetches: AtomicU64,
     validations: AtomicU64,
     deletes: AtomicU64,
     renames: AtomicU64,
+    dehydrates: AtomicU64,
     bytes_served: AtomicU64,
     cancels: AtomicU64,
     live: Mutex<Live>,
@@ -487,6 +493,18 @@ impl SyncProvider for Handler {
         }
         self.inner.renames.fetch_add(1, Ordering::SeqCst);
         self.answer(self.inner.on_rename, ack);
+    }
+
+    /// `on_dehydrate`: counted, then answered as the field says.
+    fn notify_dehydrate(&self, dehydrate: DehydrateNotification, ack: Ack) {
+        let _ = dehydrate;
+        let _running = self.inner.running();
+        if !self.life.alive() {
+            std::mem::forget(ack);
+            return;
+        }
+        self.inner.dehydrates.fetch_add(1, Ordering::SeqCst);
+        self.answer(self.inner.on_dehydrate, ack);
     }
 
     fn fetch_data(&self, request: FetchRequest, transfer: Transfer) {
@@ -734,11 +752,14 @@ impl Provider {
                 notifications: notifications(&spec.notify).map_err(what)?,
                 on_delete: Answer::parse("on_delete", spec.on_delete.as_deref()).map_err(what)?,
                 on_rename: Answer::parse("on_rename", spec.on_rename.as_deref()).map_err(what)?,
+                on_dehydrate: Answer::parse("on_dehydrate", spec.on_dehydrate.as_deref())
+                    .map_err(what)?,
                 remote,
                 fetches: AtomicU64::new(0),
                 validations: AtomicU64::new(0),
                 deletes: AtomicU64::new(0),
                 renames: AtomicU64::new(0),
+                dehydrates: AtomicU64::new(0),
                 bytes_served: AtomicU64::new(0),
                 cancels: AtomicU64::new(0),
                 live: Mutex::new(Live {
@@ -798,6 +819,7 @@ impl Provider {
             validations: self.inner.validations.load(Ordering::SeqCst),
             deletes: self.inner.deletes.load(Ordering::SeqCst),
             renames: self.inner.renames.load(Ordering::SeqCst),
+            dehydrates: self.inner.dehydrates.load(Ordering::SeqCst),
         }
     }
 

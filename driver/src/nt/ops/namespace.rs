@@ -138,9 +138,19 @@ const FILE_ATTRIBUTE_DIRECTORY: u32 = 0x10;
 pub(super) const FILE_RENAME_INFORMATION: i32 = 10;
 pub(super) const FILE_RENAME_INFORMATION_EX: i32 = 65;
 
-/// The completion context of a rename whose file left every sync root: the
-/// post-operation reverts it to an ordinary file.
-pub(super) const MOVED_OUT: usize = 1;
+/// What the post-operation of a rename has to do, handed over as its completion
+/// context (a pool block the post-operation frees).
+pub(super) struct RenameAfter {
+    /// The file left every sync root: it becomes an ordinary file.
+    moved_out: bool,
+    /// The provider asked for NOTIFY_RENAME_COMPLETION: it is told, with the former
+    /// name (copied here, in pool: `len` units).
+    complete: bool,
+    source: Option<crate::nt::file::PoolBuf>,
+    source_len: usize,
+}
+
+const TAG_RENAME: u32 = crate::nt::pool::tag(b"CFrn");
 
 /// FILE_RENAME_INFORMATION (x64 and arm64 layout): ReplaceIfExists or Flags at 0,
 /// RootDirectory at 8, FileNameLength at 16, FileName at 20.
@@ -276,8 +286,28 @@ pub(super) unsafe fn pre_rename(
             return Some(complete(data_ref, status));
         }
     }
-    if !moved_out {
+    let completion = provider
+        .as_ref()
+        .is_some_and(|p| p.notifications.wants(NotifyKind::RenameCompletion));
+    if !moved_out && !completion {
         return None;
+    }
+    let after = RenameAfter {
+        moved_out,
+        complete: completion,
+        source: copy_units(source.units()),
+        source_len: source.units().len(),
+    };
+    let Some(after) = PoolBox::try_new(after, TAG_RENAME) else {
+        // Nothing to revert with: the move out is refused rather than leave a
+        // placeholder where no provider serves it.
+        return moved_out.then(|| complete(data_ref, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES));
+    };
+    if !moved_out {
+        // SAFETY: FltMgr's out pointer for this pre-operation; the post-operation takes
+        // the block back.
+        unsafe { completion_context.write(PoolBox::into_raw(after).as_ptr().cast()) };
+        return Some(FLT_PREOP_SYNCHRONIZE);
     }
     // A file leaving every root: all of it on disk first, or the rename fails.
     let stream = stream::get(objects.Instance, objects.FileObject)?;
@@ -300,25 +330,91 @@ pub(super) unsafe fn pre_rename(
     if !nt_success(status) {
         return Some(complete(data_ref, status));
     }
-    // SAFETY: FltMgr's out pointer for this pre-operation.
-    unsafe { completion_context.write(MOVED_OUT as *mut core::ffi::c_void) };
+    // SAFETY: FltMgr's out pointer for this pre-operation; the post-operation takes the
+    // block back.
+    unsafe { completion_context.write(PoolBox::into_raw(after).as_ptr().cast()) };
     Some(FLT_PREOP_SYNCHRONIZE)
 }
 
-/// The post-operation of a rename that took a file out of every sync root (synchronized:
-/// PASSIVE_LEVEL, the renaming thread): the file, all present, becomes an ordinary file.
-/// If that fails the rename stands and the file keeps its tag with all its data (read
-/// as it is wherever it lies), which is reported to the caller as the failure.
-pub(super) fn post_moved_out(data: &mut FLT_CALLBACK_DATA, objects: &FLT_RELATED_OBJECTS) {
-    // SAFETY: the status block of the completed operation.
-    let status = unsafe { data.IoStatus.Anonymous.Status };
-    if !nt_success(status) {
-        return;
+/// `units` copied into pool (`None` when empty or out of pool: the completion then
+/// carries no source).
+fn copy_units(units: &[u16]) -> Option<crate::nt::file::PoolBuf> {
+    let mut buffer = crate::nt::file::PoolBuf::zeroed(units.len().checked_mul(2)?)?;
+    for (pair, unit) in buffer.as_mut_slice().chunks_exact_mut(2).zip(units) {
+        pair.copy_from_slice(&unit.to_le_bytes());
     }
-    let Some(stream) = stream::get(objects.Instance, objects.FileObject) else {
+    Some(buffer)
+}
+
+/// The post-operation of a rename `pre_rename` synchronized (PASSIVE_LEVEL, the
+/// renaming thread), with its context: a file that left every sync root, all present,
+/// becomes an ordinary file (if that fails the rename stands and the file keeps its tag
+/// with all its data, and the caller learns the failure); a provider that asked is told
+/// the rename is done. `draining`: the instance is going away, only the context is freed.
+///
+/// # Safety
+/// `context` is the completion context `pre_rename` wrote for this operation.
+pub(super) unsafe fn post_rename(
+    data: &mut FLT_CALLBACK_DATA,
+    objects: &FLT_RELATED_OBJECTS,
+    context: *const core::ffi::c_void,
+    draining: bool,
+) {
+    let Some(ptr) = NonNull::new(context.cast_mut().cast::<RenameAfter>()) else {
         return;
     };
-    if let Err(failed) = crate::nt::placeholder::revert_moved_out(&stream) {
+    // SAFETY: the block `pre_rename` handed over, taken back once.
+    let after = unsafe { PoolBox::from_raw(ptr, TAG_RENAME) };
+    // SAFETY: the status block of the completed operation.
+    let status = unsafe { data.IoStatus.Anonymous.Status };
+    if draining || !nt_success(status) {
+        return;
+    }
+    if after.moved_out
+        && let Some(stream) = stream::get(objects.Instance, objects.FileObject)
+        && let Err(failed) = crate::nt::placeholder::revert_moved_out(&stream)
+    {
         data.IoStatus.Anonymous.Status = failed;
     }
+    if !after.complete {
+        return;
+    }
+    let Ok(name) = NameInfo::normalized(data) else {
+        return;
+    };
+    let source = after.source.as_ref().map_or(&[][..], |b| {
+        let bytes = b.as_slice();
+        // SAFETY: pool memory (16-byte aligned) holding `source_len` units.
+        unsafe { core::slice::from_raw_parts(bytes.as_ptr().cast::<u16>(), after.source_len) }
+    });
+    // The provider of the root the file was in (it is still there, unless it moved out).
+    let Some(provider) = providers::for_path(source) else {
+        return;
+    };
+    let fo = Fo {
+        instance: objects.Instance,
+        file_object: objects.FileObject,
+    };
+    let directory = fo
+        .attribute_tag()
+        .is_ok_and(|(attributes, _)| attributes & FILE_ATTRIBUTE_DIRECTORY != 0);
+    // SAFETY: live callback data.
+    let pid = unsafe { FltGetRequestorProcessId(data) };
+    let image = ImageName::of(data);
+    notify::tell(
+        &provider,
+        &Subject {
+            kind: NotifyKind::RenameCompletion,
+            flags: 0,
+            reason: DehydrationReason::None,
+            file_id: fo.file_id().unwrap_or(0),
+            file_size: if directory { 0 } else { fo.size().unwrap_or(0) },
+            name: name.units(),
+            target: source,
+            identity: &[],
+            requestor_pid: pid,
+            requestor_image: image.units(),
+            command_line: None,
+        },
+    );
 }

@@ -307,11 +307,10 @@ pub(crate) unsafe extern "system" fn post_set_information(
         )
     {
         // Synchronized (pre_rename): PASSIVE_LEVEL, the renaming thread.
-        if context as usize == super::namespace::MOVED_OUT
-            && flags & FLTFL_POST_OPERATION_DRAINING == 0
-        {
-            super::namespace::post_moved_out(d, o);
-        }
+        // SAFETY: the context pre_rename wrote for this operation.
+        unsafe {
+            super::namespace::post_rename(d, o, context, flags & FLTFL_POST_OPERATION_DRAINING != 0)
+        };
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
     if let (Some(d), Some(o)) = (d, o)
