@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cloudflt::notify::{
-    Ack, DehydrateCompletion, DehydrateNotification, DehydrationReason, DeleteNotification,
-    NotifySet, RenameCompletion, RenameNotification,
+    Ack, DehydrateCompletion, DehydrateNotification, DehydrationReason, DeleteCompletion,
+    DeleteNotification, NotifySet, RenameCompletion, RenameNotification,
 };
 use cloudflt::registration::HydrationModifiers;
 use cloudflt::{
@@ -47,6 +47,7 @@ impl SyncProvider for Listen {
 
     fn notifications(&self) -> NotifySet {
         NotifySet::DELETE
+            .union(NotifySet::DELETE_COMPLETION)
             .union(NotifySet::RENAME)
             .union(NotifySet::RENAME_COMPLETION)
             .union(NotifySet::DEHYDRATE)
@@ -63,6 +64,10 @@ impl SyncProvider for Listen {
             String::from_utf8_lossy(&delete.file.identity)
         ));
         ack.allow().expect("allowed");
+    }
+
+    fn delete_completed(&self, completion: DeleteCompletion) {
+        self.log(format!("deleted {}", completion.file.path));
     }
 
     fn notify_rename(&self, rename: RenameNotification, ack: Ack) {
@@ -224,8 +229,11 @@ fn renames_and_dehydrations_are_asked_about_then_completed() {
     });
     assert_eq!(status, STATUS_SUCCESS);
     assert_eq!(
-        lines(1),
-        ["delete c.bin dir=false undelete=false size=8192 identity=\"id-a\""]
+        lines(2),
+        [
+            "delete c.bin dir=false undelete=false size=8192 identity=\"id-a\"",
+            "deleted c.bin",
+        ]
     );
     process::run_as(rig.provider, || connection.disconnect()).expect("disconnect");
     rig.unload();

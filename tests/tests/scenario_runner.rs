@@ -1412,7 +1412,6 @@ expect = { populations = 0, deletes = 0, fetches = 0 }
     );
     assert_eq!(summary.passed, 0, "{out}");
     for (label, what, issue) in [
-        ("machine", "notification \"open\"", 14),
         ("machine", "directory entries in `files`", 15),
         ("4", "`link`", 14),
         ("5", "`remote_delete`", 14),

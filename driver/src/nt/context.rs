@@ -415,6 +415,10 @@ pub(crate) struct StreamHandleContext {
     /// was created): only such an open's cleanup takes the count down. A handle opened
     /// before `convert` made the file a placeholder is not counted.
     pub(crate) counted: bool,
+    /// The provider ([`ProviderRef::key`](crate::nt::providers::ProviderRef)) that asked
+    /// to hear when this open of one of its placeholders closes
+    /// (NOTIFY_FILE_CLOSE_COMPLETION); 0 for none.
+    pub(crate) notify_close: usize,
 }
 
 pub(crate) const TAG_INSTANCE_CONTEXT: u32 = tag(b"CFic");

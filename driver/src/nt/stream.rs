@@ -165,6 +165,7 @@ pub(crate) fn set_handle_context(
     in_sync: cloudflt_proto::InSyncPolicy,
     visibility: crate::engine::visibility::Visibility,
     counted: bool,
+    notify_close: usize,
 ) -> Result<(), NTSTATUS> {
     let mut context: PFLT_CONTEXT = core::ptr::null_mut();
     // SAFETY: the registered filter; a valid out pointer; non-paged pool.
@@ -190,6 +191,7 @@ pub(crate) fn set_handle_context(
                 in_sync,
                 visibility,
                 counted,
+                notify_close,
             })
     };
     // SAFETY: a live file object; our initialised context.

@@ -745,6 +745,8 @@ fn check_stats(expect: &Expect, seen: &Observation, problems: &mut Vec<String>) 
         ("deletes", expect.deletes, stats.deletes),
         ("renames", expect.renames, stats.renames),
         ("dehydrates", expect.dehydrates, stats.dehydrates),
+        ("opens", expect.opens, stats.opens),
+        ("closes", expect.closes, stats.closes),
     ] {
         if let Some(want) = want
             && want != got

@@ -24,12 +24,6 @@ pub const PENDING: &[(&str, u32)] = &[
     ("do:link", 14),
     ("provider.hard_links", 14),
     ("do:remote_delete", 14),
-    // `notify = ["delete", "rename", "dehydrate"]` with their answers and counters run;
-    // opens and closes not yet.
-    ("notify.open", 14),
-    ("notify.close", 14),
-    ("expect.opens", 14),
-    ("expect.closes", 14),
     // Issue 15: population.
     ("step.populate", 15),
     ("files.dir", 15),

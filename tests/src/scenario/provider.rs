@@ -51,7 +51,8 @@ use cloudflt::{
 use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_OBJECT_NAME_COLLISION, STATUS_SUCCESS};
 
 use cloudflt::notify::{
-    Ack, DehydrateNotification, DeleteNotification, NotifySet, RenameNotification,
+    Ack, CloseCompletion, DehydrateNotification, DeleteNotification, NotifySet, OpenCompletion,
+    RenameNotification,
 };
 use cloudflt::registration::{
     HydrationModifiers, ManagementPolicy, RegisterFlags, SyncRootRegistration,
@@ -279,6 +280,10 @@ pub(crate) struct ProviderStats {
     pub renames: u64,
     /// NOTIFY_DEHYDRATE received (one per dehydration someone else asked for).
     pub dehydrates: u64,
+    /// NOTIFY_FILE_OPEN_COMPLETION received.
+    pub opens: u64,
+    /// NOTIFY_FILE_CLOSE_COMPLETION received.
+    pub closes: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -369,6 +374,8 @@ struct Inner {
     deletes: AtomicU64,
     renames: AtomicU64,
     dehydrates: AtomicU64,
+    opens: AtomicU64,
+    closes: AtomicU64,
     bytes_served: AtomicU64,
     cancels: AtomicU64,
     live: Mutex<Live>,
@@ -493,6 +500,20 @@ impl SyncProvider for Handler {
         }
         self.inner.renames.fetch_add(1, Ordering::SeqCst);
         self.answer(self.inner.on_rename, ack);
+    }
+
+    fn file_opened(&self, open: OpenCompletion) {
+        let _ = open;
+        if self.life.alive() {
+            self.inner.opens.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn file_closed(&self, close: CloseCompletion) {
+        let _ = close;
+        if self.life.alive() {
+            self.inner.closes.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     /// `on_dehydrate`: counted, then answered as the field says.
@@ -760,6 +781,8 @@ impl Provider {
                 deletes: AtomicU64::new(0),
                 renames: AtomicU64::new(0),
                 dehydrates: AtomicU64::new(0),
+                opens: AtomicU64::new(0),
+                closes: AtomicU64::new(0),
                 bytes_served: AtomicU64::new(0),
                 cancels: AtomicU64::new(0),
                 live: Mutex::new(Live {
@@ -820,6 +843,8 @@ impl Provider {
             deletes: self.inner.deletes.load(Ordering::SeqCst),
             renames: self.inner.renames.load(Ordering::SeqCst),
             dehydrates: self.inner.dehydrates.load(Ordering::SeqCst),
+            opens: self.inner.opens.load(Ordering::SeqCst),
+            closes: self.inner.closes.load(Ordering::SeqCst),
         }
     }
 

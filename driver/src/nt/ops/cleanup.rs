@@ -12,7 +12,7 @@ use super::*;
 /// # Safety
 /// Called by FltMgr with valid callback data.
 pub(crate) unsafe extern "system" fn pre_cleanup(
-    _data: *mut FLT_CALLBACK_DATA,
+    data: *mut FLT_CALLBACK_DATA,
     objects: *const FLT_RELATED_OBJECTS,
     _completion_context: *mut *mut core::ffi::c_void,
 ) -> FLT_PREOP_CALLBACK_STATUS {
@@ -25,7 +25,14 @@ pub(crate) unsafe extern "system" fn pre_cleanup(
     };
     let handle = stream::HandleRef::get(objects.Instance, objects.FileObject);
     let last = stream::close_open(&stream, handle.as_ref());
+    let notify_close = handle.as_ref().map_or(0, |h| h.notify_close);
     drop(handle);
+    if notify_close != 0 {
+        super::namespace::closed(data, objects, notify_close, &stream, last);
+    }
+    if last {
+        super::namespace::last_closed(data, objects, &stream);
+    }
     if last {
         hydrate::closing(
             &stream,

@@ -239,12 +239,40 @@ pub(crate) unsafe extern "system" fn post_create(
         .unwrap_or_default();
     let image = ImageName::of(data);
     let visibility = disguise::decide(data, image.units(), provider.as_ref().map(|p| p.pid));
+    let notify_close = match (
+        &provider,
+        &name,
+        &stream_of_placeholder(objects, placeholder),
+    ) {
+        (Some(provider), Some(name), Some(stream)) => {
+            super::namespace::opened(data, provider, name.units(), stream, image.units())
+        }
+        _ => 0,
+    };
     drop(provider);
-    if stream::set_handle_context(objects.Filter, fo, policy, in_sync, visibility, counted).is_err()
+    if stream::set_handle_context(
+        objects.Filter,
+        fo,
+        policy,
+        in_sync,
+        visibility,
+        counted,
+        notify_close,
+    )
+    .is_err()
     {
         debug_print!("cloudflt: no stream-handle context for an open");
     }
     FLT_POSTOP_FINISHED_PROCESSING
+}
+
+/// The stream context of the placeholder file just opened (`None` for a directory or
+/// an ordinary file).
+fn stream_of_placeholder(objects: &FLT_RELATED_OBJECTS, placeholder: bool) -> Option<StreamRef> {
+    if !placeholder {
+        return None;
+    }
+    stream::get(objects.Instance, objects.FileObject)
 }
 
 /// Whether a successful create opened a directory: the opens that can list. Asked of the

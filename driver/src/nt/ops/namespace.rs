@@ -418,3 +418,161 @@ pub(super) unsafe fn post_rename(
         },
     );
 }
+
+/// Access rights that make an open one cfapi reports (opened "for read/write/delete
+/// access"): FILE_READ_DATA, FILE_WRITE_DATA, FILE_APPEND_DATA, FILE_EXECUTE, DELETE,
+/// GENERIC_ALL / WRITE / READ (mapped already by the I/O manager, kept for safety).
+const DATA_ACCESS: u32 =
+    0x1 | 0x2 | 0x4 | 0x20 | 0x0001_0000 | 0x1000_0000 | 0x4000_0000 | 0x8000_0000;
+
+/// A placeholder file of `provider`'s root was opened (post-create, PASSIVE_LEVEL): if
+/// the open reads, writes or deletes and the provider asked, it hears of it
+/// (NOTIFY_FILE_OPEN_COMPLETION). The provider's own opens are not reported. Returns the
+/// provider's key when it asked to hear of the open's close, 0 otherwise.
+pub(super) fn opened(
+    data: &FLT_CALLBACK_DATA,
+    provider: &crate::nt::providers::ProviderRef,
+    name: &[u16],
+    stream: &crate::nt::context::StreamContext,
+    image: &[u16],
+) -> usize {
+    let wants = provider.notifications;
+    if !wants.wants(NotifyKind::OpenCompletion) && !wants.wants(NotifyKind::CloseCompletion) {
+        return 0;
+    }
+    // SAFETY: live callback data.
+    let pid = unsafe { FltGetRequestorProcessId(data) };
+    if pid as usize == provider.pid {
+        return 0;
+    }
+    // SAFETY: Iopb points at the operation's parameter block, valid during the operation.
+    let Some(iopb) = (unsafe { data.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>().as_ref() }) else {
+        return 0;
+    };
+    // SAFETY: IRP_MJ_CREATE: the union holds its parameters.
+    let security = unsafe { iopb.Parameters.Create.SecurityContext };
+    // SAFETY: the I/O manager's security context for the create, live during it.
+    let access = unsafe { security.as_ref() }.map_or(0, |c| c.DesiredAccess);
+    if access & DATA_ACCESS == 0 {
+        return 0;
+    }
+    if wants.wants(NotifyKind::OpenCompletion) {
+        let size = hydrate::with_held(|held| stream.with_state(held, |s| s.file_size));
+        notify::tell(
+            provider,
+            &Subject {
+                kind: NotifyKind::OpenCompletion,
+                flags: 0,
+                reason: DehydrationReason::None,
+                file_id: stream.file_id,
+                file_size: size,
+                name,
+                target: &[],
+                identity: &[],
+                requestor_pid: pid,
+                requestor_image: image,
+                command_line: None,
+            },
+        );
+    }
+    if wants.wants(NotifyKind::CloseCompletion) {
+        provider.key()
+    } else {
+        0
+    }
+}
+
+/// An open `opened` reported is closing (pre-cleanup, PASSIVE_LEVEL): its provider, if
+/// still connected, hears of it (NOTIFY_FILE_CLOSE_COMPLETION), with DELETED when this
+/// is the file's last open and it is to be deleted.
+pub(super) fn closed(
+    data: *const FLT_CALLBACK_DATA,
+    objects: &FLT_RELATED_OBJECTS,
+    owner: usize,
+    stream: &crate::nt::context::StreamContext,
+    last: bool,
+) {
+    let Some(provider) = NonNull::new(owner as *mut crate::nt::providers::Provider)
+        .and_then(crate::nt::providers::by_cookie)
+    else {
+        return;
+    };
+    let Ok(name) = NameInfo::normalized(data) else {
+        return;
+    };
+    let fo = Fo {
+        instance: objects.Instance,
+        file_object: objects.FileObject,
+    };
+    let deleted = last && fo.delete_pending().unwrap_or(false);
+    let size = hydrate::with_held(|held| stream.with_state(held, |s| s.file_size));
+    // SAFETY: live callback data.
+    let pid = unsafe { FltGetRequestorProcessId(data.cast_mut()) };
+    let image = ImageName::of(data);
+    notify::tell(
+        &provider,
+        &Subject {
+            kind: NotifyKind::CloseCompletion,
+            flags: if deleted {
+                cloudflt_proto::msg::CloseFlags::DELETED.bits()
+            } else {
+                0
+            },
+            reason: DehydrationReason::None,
+            file_id: stream.file_id,
+            file_size: size,
+            name: name.units(),
+            target: &[],
+            identity: &[],
+            requestor_pid: pid,
+            requestor_image: image.units(),
+            command_line: None,
+        },
+    );
+}
+
+/// The last open of a placeholder file is closing (pre-cleanup, PASSIVE_LEVEL): if its
+/// delete is pending the file system deletes it now, and the root's provider, if it
+/// asked, hears the delete is done (NOTIFY_DELETE_COMPLETION).
+pub(super) fn last_closed(
+    data: *const FLT_CALLBACK_DATA,
+    objects: &FLT_RELATED_OBJECTS,
+    stream: &crate::nt::context::StreamContext,
+) {
+    let fo = Fo {
+        instance: objects.Instance,
+        file_object: objects.FileObject,
+    };
+    if !fo.delete_pending().unwrap_or(false) {
+        return;
+    }
+    let Ok(name) = NameInfo::normalized(data) else {
+        return;
+    };
+    let Some(provider) = providers::for_path(name.units()) else {
+        return;
+    };
+    if !provider.notifications.wants(NotifyKind::DeleteCompletion) {
+        return;
+    }
+    let size = hydrate::with_held(|held| stream.with_state(held, |s| s.file_size));
+    // SAFETY: live callback data.
+    let pid = unsafe { FltGetRequestorProcessId(data.cast_mut()) };
+    let image = ImageName::of(data);
+    notify::tell(
+        &provider,
+        &Subject {
+            kind: NotifyKind::DeleteCompletion,
+            flags: 0,
+            reason: DehydrationReason::None,
+            file_id: stream.file_id,
+            file_size: size,
+            name: name.units(),
+            target: &[],
+            identity: &[],
+            requestor_pid: pid,
+            requestor_image: image.units(),
+            command_line: None,
+        },
+    );
+}
