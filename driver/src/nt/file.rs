@@ -546,6 +546,20 @@ impl Fo {
         )
     }
 
+    /// Clears the delete-on-close this open was created with (FileDispositionInformationEx
+    /// with FILE_DISPOSITION_ON_CLOSE and no FILE_DISPOSITION_DELETE), leaving the file's
+    /// own disposition alone.
+    pub(crate) fn keep_on_close(&self) -> Result<(), NTSTATUS> {
+        const FILE_DISPOSITION_ON_CLOSE: u32 = 0x8;
+        const FILE_DISPOSITION_INFORMATION_EX: i32 = 64;
+        set(
+            self.instance,
+            self.file_object(),
+            &FILE_DISPOSITION_ON_CLOSE,
+            FILE_DISPOSITION_INFORMATION_EX,
+        )
+    }
+
     pub(crate) fn set_sparse(&self) -> Result<(), NTSTATUS> {
         let set_sparse: u8 = 1;
         self.fs_control(

@@ -168,7 +168,10 @@ const TELL_TIMEOUT: i64 = 10_000_000;
 /// without waiting for an answer. Best effort: a provider that cannot take it within a
 /// second misses it. PASSIVE_LEVEL.
 pub(crate) fn tell(provider: &ProviderRef, subject: &Subject<'_>) {
-    if !provider.notifications.wants(subject.kind) || subject.kind.blocks() {
+    if !provider.notifications.wants(subject.kind)
+        || subject.kind.blocks()
+        || subject.requestor_pid as usize == provider.pid
+    {
         return;
     }
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
@@ -196,7 +199,9 @@ pub(crate) fn ask(
     if !provider.notifications.wants(subject.kind) || !subject.kind.blocks() {
         return Ok(());
     }
-    if subject.requestor_pid == SYSTEM_PID {
+    // The provider's own operations on its placeholders are its own business (its I/O
+    // passes untouched, DESIGN.md): it is not asked about them.
+    if subject.requestor_pid == SYSTEM_PID || subject.requestor_pid as usize == provider.pid {
         return Ok(());
     }
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);

@@ -487,6 +487,38 @@ pub(crate) fn open_on_volume(
     })
 }
 
+/// FltCancelFileOpen: a filter's post-create undoes a create the file system completed
+/// — the file system sees the open's cleanup now (so a delete-on-close the filter left
+/// set deletes the file, as on Windows), and the I/O manager then frees the file object
+/// when the filter fails the create. Outside a post-create of that file object it is a
+/// violation.
+#[unsafe(no_mangle)]
+pub extern "system" fn FltCancelFileOpen(
+    _instance: windows_sys::Wdk::Storage::FileSystem::Minifilters::PFLT_INSTANCE,
+    fo: *const windows_sys::Wdk::Foundation::FILE_OBJECT,
+) {
+    super::irql::check("FltCancelFileOpen", super::irql::PASSIVE_LEVEL);
+    let open = with_kernel(|k| {
+        k.io.files
+            .get_mut(&(fo as usize))
+            .and_then(|f| f.open.take().map(|o| (o, f.volume)))
+    });
+    let Some((open, volume)) = open else {
+        with_kernel(|k| {
+            k.violation(
+                "FltCancelFileOpen",
+                format!("{fo:p} is not a file object the file system opened"),
+            )
+        });
+        return;
+    };
+    with_kernel(|k| {
+        if let Some(v) = k.volumes.iter_mut().find(|v| v.handle == volume) {
+            v.fs.cleanup(open);
+        }
+    });
+}
+
 fn discard_failed(fo: usize) {
     let open = with_kernel(|k| {
         k.io.files

@@ -179,6 +179,7 @@ pub(crate) unsafe extern "system" fn post_create(
     if flags & FLTFL_POST_OPERATION_DRAINING != 0 {
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
+    let data_ptr = data;
     // SAFETY: FltMgr passes valid callback data for the call.
     let (Some(data), Some(objects)) = (unsafe { data.as_ref() }, objects) else {
         return FLT_POSTOP_FINISHED_PROCESSING;
@@ -209,6 +210,27 @@ pub(crate) unsafe extern "system" fn post_create(
     // state and pass, which is what they did before the driver loaded.
     let stream = stream::attach(objects.Filter, fo).ok().flatten();
     if stream.is_none() && !is_directory(&fo) {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    if let Some(stream) = &stream
+        && let Some(refused) = super::namespace::delete_on_close_refused(data, objects, stream)
+    {
+        // The provider refused the delete this open asks for: the open is undone with
+        // its delete-on-close cleared, so nothing is deleted, and the create fails.
+        let _ = fo.keep_on_close();
+        // SAFETY: the instance and file object of this successful create, in its
+        // post-operation at PASSIVE_LEVEL.
+        unsafe {
+            windows_sys::Wdk::Storage::FileSystem::Minifilters::FltCancelFileOpen(
+                objects.Instance,
+                objects.FileObject,
+            )
+        };
+        // SAFETY: FltMgr's live callback data; its status is ours to set now.
+        if let Some(d) = unsafe { data_ptr.as_mut() } {
+            d.IoStatus.Anonymous.Status = refused;
+            d.IoStatus.Information = 0;
+        }
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
     let counted = stream.is_some();

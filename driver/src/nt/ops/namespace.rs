@@ -576,3 +576,66 @@ pub(super) fn last_closed(
         },
     );
 }
+
+/// FILE_DELETE_ON_CLOSE in a create's options.
+const FILE_DELETE_ON_CLOSE: u32 = 0x1000;
+
+/// A create that opened placeholder `stream` with FILE_DELETE_ON_CLOSE is a delete: its
+/// provider, if it asked, is asked first (post-create, PASSIVE_LEVEL, the opener's
+/// thread). `Some` with the status the create fails with when it refused or was silent;
+/// the caller then undoes the open without deleting anything.
+pub(super) fn delete_on_close_refused(
+    data: &FLT_CALLBACK_DATA,
+    objects: &FLT_RELATED_OBJECTS,
+    stream: &crate::nt::context::StreamContext,
+) -> Option<NTSTATUS> {
+    // SAFETY: Iopb points at the operation's parameter block, valid during the operation.
+    let iopb = unsafe { data.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>().as_ref() }?;
+    // SAFETY: IRP_MJ_CREATE: the union holds its parameters.
+    let options = unsafe { iopb.Parameters.Create.Options } & 0x00FF_FFFF;
+    if options & FILE_DELETE_ON_CLOSE == 0 {
+        return None;
+    }
+    let placeholder = hydrate::with_held(|held| stream.with_state(held, |s| s.is_placeholder()));
+    if !placeholder {
+        return None;
+    }
+    let name = NameInfo::normalized(data).ok()?;
+    let provider = providers::for_path(name.units())?;
+    if !provider.notifications.wants(NotifyKind::Delete) {
+        return None;
+    }
+    // SAFETY: live callback data.
+    let pid = unsafe { FltGetRequestorProcessId(data) };
+    let image = ImageName::of(data);
+    let command_line = provider
+        .connect_flags
+        .contains(ConnectFlags::REQUIRE_PROCESS_INFO)
+        .then(|| CommandLine::of_current(pid));
+    let (size, identity) = hydrate::with_held(|held| {
+        stream.with_state(held, |s| {
+            (
+                s.file_size,
+                crate::nt::context::identity_buffer(s.identity()),
+            )
+        })
+    });
+    let identity = identity.ok().flatten();
+    let subject = Subject {
+        kind: NotifyKind::Delete,
+        flags: DeleteFlags::NONE.bits(),
+        reason: DehydrationReason::None,
+        file_id: stream.file_id,
+        file_size: size,
+        name: name.units(),
+        target: &[],
+        identity: identity
+            .as_ref()
+            .map_or(&[][..], crate::nt::file::PoolBuf::as_slice),
+        requestor_pid: pid,
+        requestor_image: image.units(),
+        command_line: command_line.as_ref().map(CommandLine::units),
+    };
+    let _ = objects;
+    notify::ask(&provider, &subject, data).err()
+}
