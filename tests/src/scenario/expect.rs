@@ -50,6 +50,17 @@ impl RemoteRoot {
             .cloned()
     }
 
+    /// The cloud copy of `rel` is removed; false if there was none.
+    pub(crate) fn remove(&self, rel: &str) -> bool {
+        let mut files = self
+            .files
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = files.len();
+        files.retain(|(p, _)| !p.eq_ignore_ascii_case(rel));
+        files.len() != before
+    }
+
     /// The cloud copy of `rel` becomes `bytes` (a new remote file if there was none).
     pub(crate) fn put(&self, rel: &str, bytes: Vec<u8>) {
         let mut files = self

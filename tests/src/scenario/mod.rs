@@ -908,6 +908,7 @@ impl World {
             "image_rule" => self.image_rule(step),
             "set_size" | "overwrite" => self.perform_file_op(step),
             "remote_write" => self.remote_write(step),
+            "remote_delete" => self.remote_delete(step),
             other => Outcome::Invalid(format!(
                 "unknown operation `{other}` (format v1 has: {})",
                 format::OPERATIONS.join(", ")

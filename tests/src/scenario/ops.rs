@@ -853,6 +853,18 @@ impl World {
         }
     }
 
+    /// `remote_delete`: the provider's cloud copy of `path` is removed. Nothing local
+    /// changes.
+    pub(crate) fn remote_delete(&self, step: &Step) -> Outcome {
+        let Some(provider) = step.provider.as_deref().and_then(|p| self.provider(p)) else {
+            return Outcome::Invalid("`remote_delete` needs `provider`".into());
+        };
+        match need(&step.path, "remote_delete", "path").and_then(|p| provider.remote_delete(p)) {
+            Ok(()) => Outcome::Observed(Observation::status(STATUS_SUCCESS)),
+            Err(why) => Outcome::Invalid(why),
+        }
+    }
+
     fn list(&self, step: &Step) -> Result<Observation, String> {
         let (target, pid) = self.target(step)?;
         let class = step

@@ -23,7 +23,6 @@ pub const PENDING: &[(&str, u32)] = &[
     // registration (issue 13) but enforced only with them.
     ("do:link", 14),
     ("provider.hard_links", 14),
-    ("do:remote_delete", 14),
     // Issue 15: population.
     ("step.populate", 15),
     ("files.dir", 15),

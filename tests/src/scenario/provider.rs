@@ -1008,6 +1008,21 @@ impl Provider {
         Ok(())
     }
 
+    /// `remote_delete`: the cloud copy of `path` (under the sync root, or root-relative)
+    /// is removed; fetches of it fail from now on (STATUS_CLOUD_FILE_UNSUCCESSFUL, as for
+    /// any content the provider does not have). Nothing local changes.
+    pub(crate) fn remote_delete(&self, path: &str) -> Result<(), String> {
+        let rel = self.relative(path)?;
+        if self.inner.remote.remove(&rel) {
+            Ok(())
+        } else {
+            Err(format!(
+                "{path} is not a remote file of provider {:?}",
+                self.name
+            ))
+        }
+    }
+
     /// The provider's process ends with the machine (`reboot`): as `kill`, if it runs.
     pub(crate) fn end_process(&self) {
         self.inner.kill();
