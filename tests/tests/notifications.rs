@@ -238,3 +238,82 @@ fn renames_and_dehydrations_are_asked_about_then_completed() {
     process::run_as(rig.provider, || connection.disconnect()).expect("disconnect");
     rig.unload();
 }
+
+/// Answers deletes late: after `pings` valid requests on its connection, 100 ms apart
+/// (each restarts the clock, cfapi's rule), or after the same silence without them.
+struct Late {
+    connection: Arc<Mutex<Option<cloudflt::Connection>>>,
+    pings: usize,
+}
+
+impl SyncProvider for Late {
+    fn fetch_data(&self, _request: FetchRequest, transfer: Transfer) {
+        let _ = transfer.fail(cloudflt::Error::NetworkUnavailable);
+    }
+
+    fn notifications(&self) -> NotifySet {
+        NotifySet::DELETE
+    }
+
+    fn notify_delete(&self, _delete: DeleteNotification, ack: Ack) {
+        for _ in 0..6 {
+            std::thread::sleep(Duration::from_millis(100));
+            if self.pings > 0
+                && let Some(connection) = self.connection.lock().unwrap().as_ref()
+            {
+                let _ = connection.info("b.bin");
+            }
+        }
+        let _ = ack.allow();
+    }
+}
+
+/// Deletes `C:\Cloud\a.bin` with a provider whose timeout is 300 ms and that answers
+/// after 600 ms, pinging its connection meanwhile or not: the delete's status.
+fn late_delete(pings: usize) -> i32 {
+    let rig = Rig::new();
+    let slot = Arc::new(Mutex::new(None));
+    let connection = process::run_as(rig.provider, || {
+        let config = SyncRootConfig::new(ROOT, "late", "1").timeout(Duration::from_millis(300));
+        SyncRoot::connect(
+            config,
+            Late {
+                connection: slot.clone(),
+                pings,
+            },
+        )
+        .expect("connect")
+    });
+    process::run_as(rig.provider, || {
+        let made = connection.create_placeholders(&[
+            PlaceholderSpec::file("a.bin", SIZE).in_sync(true),
+            PlaceholderSpec::file("b.bin", SIZE).in_sync(true),
+        ]);
+        assert!(made.iter().all(Result::is_ok), "{made:?}");
+    });
+    *slot.lock().unwrap() = Some(connection);
+    let status = process::run_as(rig.app, || {
+        let h = files::create("C:\\Cloud\\a.bin", &reparse_open()).expect("open");
+        let status = files::set_information(h, 13, &[1]);
+        files::close(h);
+        status
+    });
+    let connection = slot.lock().unwrap().take().expect("still there");
+    process::run_as(rig.provider, || connection.disconnect()).expect("disconnect");
+    rig.unload();
+    status
+}
+
+#[test]
+fn any_valid_message_of_the_provider_restarts_a_notification_clock() {
+    assert_eq!(
+        late_delete(0),
+        windows_sys::Win32::Foundation::STATUS_CLOUD_FILE_REQUEST_TIMEOUT,
+        "600 ms of silence is past the 300 ms timeout"
+    );
+    assert_eq!(
+        late_delete(6),
+        STATUS_SUCCESS,
+        "a request every 100 ms keeps it alive"
+    );
+}

@@ -417,7 +417,18 @@ fn serve_transfer(
 ) -> (u64, NTSTATUS, placeholder::Payload) {
     let id = transfer.request_id;
     match providers::by_cookie(cookie) {
-        Some(provider) => (id, hydrate::transfer(&provider, transfer, data), None),
+        Some(provider) => {
+            let status = hydrate::transfer(&provider, transfer, data);
+            if nt_success(status) {
+                // A transfer taken is a valid message: the clocks of the provider's
+                // notifications restart too.
+                notify::restart(
+                    provider.key(),
+                    super::timer::now().saturating_add(provider.timeout),
+                );
+            }
+            (id, status, None)
+        }
         None => (id, STATUS_CLOUD_FILE_PROVIDER_TERMINATED, None),
     }
 }
