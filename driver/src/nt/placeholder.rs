@@ -547,6 +547,29 @@ pub(crate) fn dehydrate_by_path(
         requestor_image: image.units(),
         command_line: command_line.as_ref().map(super::names::CommandLine::units),
     };
+    // What would refuse the dehydration anyway is said first: the provider is asked only
+    // about one that can happen (cached writes are flushed and recorded before the check,
+    // as the dehydration itself does).
+    managed.file.flush()?;
+    let (flags, modified, in_sync) = hydrate::with_held(|held| {
+        stream.with_state(held, |s| {
+            (
+                s.flags,
+                !s.modified.is_empty(),
+                s.flags.contains(PlaceholderFlags::IN_SYNC),
+            )
+        })
+    });
+    if flags.contains(PlaceholderFlags::ALWAYS_FULL) || policies.hydration == Policy::AlwaysFull {
+        return Err(STATUS_CLOUD_FILE_DEHYDRATION_DISALLOWED);
+    }
+    let (attributes, _) = managed.file.attribute_tag()?;
+    if flags.contains(PlaceholderFlags::PINNED) || attributes & ATTRIBUTE_PINNED != 0 {
+        return Err(STATUS_CLOUD_FILE_PINNED);
+    }
+    if modified || !in_sync {
+        return Err(STATUS_CLOUD_FILE_NOT_IN_SYNC);
+    }
     if let Some(provider) = &provider {
         super::notify::ask(
             provider,

@@ -27,6 +27,7 @@ use super::*;
 use crate::nt::notify::{self, Subject};
 use cloudflt_proto::Placeholder;
 use cloudflt_proto::msg::{DehydrationReason, DeleteFlags, NotifyKind, RenameFlags};
+use windows_sys::Win32::Foundation::STATUS_SUCCESS;
 
 /// FileDispositionInformation, FileDispositionInformationEx.
 const FILE_DISPOSITION_INFORMATION: i32 = 13;
@@ -311,22 +312,35 @@ pub(super) unsafe fn pre_rename(
     }
     // A file leaving every root: all of it on disk first, or the rename fails.
     let stream = stream::get(objects.Instance, objects.FileObject)?;
-    let size = hydrate::with_held(|held| stream.with_state(held, |s| s.file_size));
-    let status = hydrate::ensure_range(
-        &hydrate::Target {
-            stream: &stream,
-            name: source.units(),
-            // SAFETY: live callback data.
-            requestor_pid: unsafe { FltGetRequestorProcessId(data) },
-            requestor_image: ImageName::of(data).units(),
-            data,
-            file_object: objects.FileObject as usize,
-        },
-        Range {
-            start: 0,
-            end: size,
-        },
-    );
+    let (size, whole) = hydrate::with_held(|held| {
+        stream.with_state(held, |s| {
+            let file = Range {
+                start: 0,
+                end: s.file_size,
+            };
+            (s.file_size, s.present.contains(file))
+        })
+    });
+    // All on disk already: nothing to fetch, so no provider is needed.
+    let status = if whole {
+        STATUS_SUCCESS
+    } else {
+        hydrate::ensure_range(
+            &hydrate::Target {
+                stream: &stream,
+                name: source.units(),
+                // SAFETY: live callback data.
+                requestor_pid: unsafe { FltGetRequestorProcessId(data) },
+                requestor_image: ImageName::of(data).units(),
+                data,
+                file_object: objects.FileObject as usize,
+            },
+            Range {
+                start: 0,
+                end: size,
+            },
+        )
+    };
     if !nt_success(status) {
         return Some(complete(data_ref, status));
     }
