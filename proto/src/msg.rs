@@ -2328,19 +2328,6 @@ mod tests {
 
     const KINDS: usize = 25;
 
-    /// The flags a notification of `kind` may carry.
-    fn kind_flags(kind: NotifyKind) -> u32 {
-        match kind {
-            NotifyKind::OpenCompletion => OpenFlags::ALL.bits(),
-            NotifyKind::CloseCompletion => CloseFlags::ALL.bits(),
-            NotifyKind::Dehydrate => DehydrateFlags::ALL.bits(),
-            NotifyKind::DehydrateCompletion => DehydrateCompletionFlags::ALL.bits(),
-            NotifyKind::Delete => DeleteFlags::ALL.bits(),
-            NotifyKind::Rename => RenameFlags::ALL.bits(),
-            _ => 0,
-        }
-    }
-
     /// One of `options`, chosen by `n`.
     fn pick<T: Copy>(options: &[T], n: u32) -> T {
         options[n as usize % options.len()]
@@ -2530,7 +2517,7 @@ mod tests {
             })),
             22 => {
                 let kind = pick(&NotifyKind::ALL, p.small);
-                let flags = p.small >> 8 & kind_flags(kind);
+                let flags = p.small >> 8 & kind.flags_allowed();
                 let reason = if matches!(
                     kind,
                     NotifyKind::Dehydrate | NotifyKind::DehydrateCompletion

@@ -100,25 +100,18 @@ pub(crate) struct ImageName(*mut UNICODE_STRING);
 impl ImageName {
     pub(crate) fn of(data: *const FLT_CALLBACK_DATA) -> Self {
         // SAFETY: live callback data.
-        let process = unsafe { FltGetRequestorProcess(data) };
-        if process == 0 {
-            return Self(core::ptr::null_mut());
-        }
-        let mut name: *mut UNICODE_STRING = core::ptr::null_mut();
-        // SAFETY: a live process object; PASSIVE_LEVEL; a valid out pointer.
-        let status = unsafe { SeLocateProcessImageName(process, &mut name) };
-        if nt_success(status) {
-            Self(name)
-        } else {
-            Self(core::ptr::null_mut())
-        }
+        Self::of_process(unsafe { FltGetRequestorProcess(data) })
     }
 
     /// The image path of the process whose thread this is (a management request's
     /// caller, in its MessageNotify). PASSIVE_LEVEL.
     pub(crate) fn of_current() -> Self {
         // SAFETY: no preconditions; the current process, alive while its thread runs.
-        let process = unsafe { windows_sys::Wdk::System::SystemServices::IoGetCurrentProcess() };
+        Self::of_process(unsafe { windows_sys::Wdk::System::SystemServices::IoGetCurrentProcess() })
+    }
+
+    /// The image path of `process` (0: none), empty when it cannot be read.
+    fn of_process(process: windows_sys::Wdk::Foundation::PEPROCESS) -> Self {
         if process == 0 {
             return Self(core::ptr::null_mut());
         }

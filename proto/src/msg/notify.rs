@@ -79,7 +79,7 @@ impl NotifyKind {
     }
 
     /// The flags this kind may carry (cfapi's CF_CALLBACK_*_FLAGS of its parameters).
-    const fn flags_allowed(self) -> u32 {
+    pub(super) const fn flags_allowed(self) -> u32 {
         match self {
             NotifyKind::OpenCompletion => OpenFlags::ALL.bits(),
             NotifyKind::CloseCompletion => CloseFlags::ALL.bits(),

@@ -101,11 +101,7 @@ pub(super) unsafe fn pre_delete(
         flags = flags.union(DeleteFlags::IS_UNDELETE);
     }
     let blob = fo.reparse_point().ok().flatten();
-    let identity = blob
-        .as_ref()
-        .and_then(|(buffer, len)| buffer.as_slice().get(..*len))
-        .and_then(|bytes| Placeholder::decode_reparse(bytes).ok())
-        .map_or(&[][..], |p| p.identity);
+    let identity = identity_in(blob.as_ref());
     // SAFETY: live callback data.
     let pid = unsafe { FltGetRequestorProcessId(data) };
     let image = ImageName::of(data);
@@ -130,6 +126,14 @@ pub(super) unsafe fn pre_delete(
         Ok(()) => None,
         Err(status) => Some(complete(data_ref, status)),
     }
+}
+
+/// The provider's file identity in a placeholder's reparse data (empty when it does not
+/// decode).
+fn identity_in(blob: Option<&(crate::nt::file::PoolBuf, usize)>) -> &[u8] {
+    blob.and_then(|(buffer, len)| buffer.as_slice().get(..*len))
+        .and_then(|bytes| Placeholder::decode_reparse(bytes).ok())
+        .map_or(&[][..], |p| p.identity)
 }
 
 /// FILE_ATTRIBUTE_DIRECTORY.
@@ -258,11 +262,7 @@ pub(super) unsafe fn pre_rename(
             flags = flags.union(RenameFlags::TARGET_IN_SCOPE);
         }
         let blob = fo.reparse_point().ok().flatten();
-        let identity = blob
-            .as_ref()
-            .and_then(|(buffer, len)| buffer.as_slice().get(..*len))
-            .and_then(|bytes| Placeholder::decode_reparse(bytes).ok())
-            .map_or(&[][..], |p| p.identity);
+        let identity = identity_in(blob.as_ref());
         // SAFETY: live callback data.
         let pid = unsafe { FltGetRequestorProcessId(data) };
         let image = ImageName::of(data);
