@@ -1515,3 +1515,151 @@ fn attributes_report_normal_when_none() {
     );
     assert_eq!(n.node(id).unwrap().attributes, FILE_ATTRIBUTE_NORMAL);
 }
+
+/// FileStandardInformation's NumberOfLinks (offset 16).
+fn links_of(n: &Ntfs, open: OpenId) -> u32 {
+    let (status, b) = n.query_information(open, fs::FileStandardInformation, 24);
+    assert_eq!(status, STATUS_SUCCESS);
+    u32_at(&b, 16)
+}
+
+/// The names a listing of `dir` shows (without `.` and `..`).
+fn listed(n: &mut Ntfs, dir: &'static str) -> Vec<String> {
+    let (d, _, _) = opened(create(n, &req(dir, FILE_OPEN, FILE_DIRECTORY_FILE)));
+    let (status, b) = n.query_directory(d, fs::FileNamesInformation, None, true, false, 4096);
+    n.cleanup(d);
+    assert_eq!(status, STATUS_SUCCESS);
+    let mut names = Vec::new();
+    let mut at = 0;
+    loop {
+        let len = u32_at(&b, at + 8) as usize;
+        let units: Vec<u16> = b[at + 12..at + 12 + len]
+            .chunks_exact(2)
+            .map(|c| u16::from_le_bytes([c[0], c[1]]))
+            .collect();
+        let name = String::from_utf16_lossy(&units);
+        if name != "." && name != ".." {
+            names.push(name);
+        }
+        let next = u32_at(&b, at) as usize;
+        if next == 0 {
+            break;
+        }
+        at += next;
+    }
+    names
+}
+
+#[test]
+fn a_hard_link_is_a_second_name_of_the_same_file() {
+    let mut n = vol();
+    mkdir(&mut n, "\\d");
+    let (o, id) = mkfile(&mut n, "\\d\\a");
+    assert_eq!(n.write(o, 0, b"both names", T0), Ok(10));
+    assert_eq!(n.link(o, "\\d\\Second", false, T1), STATUS_SUCCESS);
+    assert_eq!(n.lookup("\\d\\second"), Some(id));
+    assert_eq!(links_of(&n, o), 2);
+    assert_eq!(listed(&mut n, "\\d"), ["a", "Second"]);
+    assert_eq!(n.names_of(id), ["\\d\\a", "\\d\\Second"]);
+    let (b, bid, _) = opened(create(&mut n, &req("\\d\\SECOND", FILE_OPEN, 0)));
+    assert_eq!(bid, id);
+    assert_eq!(n.read(b, 0, 10).unwrap(), b"both names");
+    // An open reports the name it came through, as the directory holds it.
+    assert_eq!(n.path_of_open(b).as_deref(), Some("\\d\\Second"));
+    assert_eq!(n.path_of_open(o).as_deref(), Some("\\d\\a"));
+    assert_eq!(n.normalize("\\D\\SECOND").as_deref(), Some("\\d\\Second"));
+    n.cleanup(o);
+    n.cleanup(b);
+}
+
+#[test]
+fn deleting_one_name_keeps_the_file_under_the_others() {
+    let mut n = vol();
+    let (o, id) = mkfile(&mut n, "\\a");
+    assert_eq!(n.link(o, "\\b", false, T1), STATUS_SUCCESS);
+    n.cleanup(o);
+    let (a, _, _) = opened(create(&mut n, &req("\\a", FILE_OPEN, 0)));
+    assert_eq!(
+        n.set_information(a, fs::FileDispositionInformation, &[1], T1),
+        STATUS_SUCCESS
+    );
+    // The other name still opens while the delete of this one is pending.
+    let (b, _, _) = opened(create(&mut n, &req("\\b", FILE_OPEN, 0)));
+    assert_eq!(
+        err(create(&mut n, &req("\\a", FILE_OPEN, 0))),
+        STATUS_DELETE_PENDING
+    );
+    n.cleanup(a);
+    n.cleanup(b);
+    assert_eq!(n.lookup("\\a"), None);
+    assert_eq!(n.lookup("\\b"), Some(id));
+    assert!(!n.node(id).unwrap().delete_pending);
+    // The last name takes the file with it.
+    let (b, _, _) = opened(create(&mut n, &req("\\b", FILE_OPEN, FILE_DELETE_ON_CLOSE)));
+    assert_eq!(links_of(&n, b), 1);
+    n.cleanup(b);
+    assert!(n.node(id).is_none());
+}
+
+#[test]
+fn a_posix_delete_of_one_name_removes_it_at_once() {
+    let mut n = vol();
+    let (o, id) = mkfile(&mut n, "\\a");
+    assert_eq!(n.link(o, "\\b", false, T1), STATUS_SUCCESS);
+    let flags = FILE_DISPOSITION_DELETE | FILE_DISPOSITION_POSIX_SEMANTICS;
+    assert_eq!(
+        n.set_information(
+            o,
+            fs::FileDispositionInformationEx,
+            &flags.to_le_bytes(),
+            T1
+        ),
+        STATUS_SUCCESS
+    );
+    assert_eq!(n.lookup("\\a"), None);
+    assert_eq!(n.lookup("\\b"), Some(id));
+    assert!(!n.node(id).unwrap().delete_pending);
+    // The open lost its name: it can no longer rename.
+    assert_eq!(n.rename(o, "\\c", false, T1), STATUS_INVALID_PARAMETER);
+    n.cleanup(o);
+    assert_eq!(n.lookup("\\b"), Some(id));
+}
+
+#[test]
+fn link_rules() {
+    let mut n = vol();
+    let (d, _) = mkdir(&mut n, "\\d");
+    assert_eq!(n.link(d, "\\e", false, T1), STATUS_FILE_IS_A_DIRECTORY);
+    let (o, id) = mkfile(&mut n, "\\a");
+    let (x, xid) = mkfile(&mut n, "\\x");
+    assert_eq!(
+        n.link(o, "\\missing\\b", false, T1),
+        STATUS_OBJECT_PATH_NOT_FOUND
+    );
+    assert_eq!(n.link(o, "\\x", false, T1), STATUS_OBJECT_NAME_COLLISION);
+    assert_eq!(n.link(o, "\\A", true, T1), STATUS_OBJECT_NAME_COLLISION);
+    // Replacing an open file is refused; once closed it goes.
+    assert_eq!(n.link(o, "\\x", true, T1), STATUS_ACCESS_DENIED);
+    n.cleanup(x);
+    assert_eq!(n.link(o, "\\x", true, T1), STATUS_SUCCESS);
+    assert!(n.node(xid).is_none());
+    assert_eq!(n.lookup("\\x"), Some(id));
+    // Renaming one name moves that name only.
+    let (b, _, _) = opened(create(&mut n, &req("\\x", FILE_OPEN, 0)));
+    assert_eq!(n.rename(b, "\\d\\moved", false, T1), STATUS_SUCCESS);
+    assert_eq!(n.lookup("\\x"), None);
+    assert_eq!(n.lookup("\\a"), Some(id));
+    assert_eq!(n.lookup("\\d\\moved"), Some(id));
+    assert_eq!(n.path_of_open(b).as_deref(), Some("\\d\\moved"));
+    // A file being deleted gains no name.
+    assert_eq!(
+        n.set_information(o, fs::FileDispositionInformation, &[1], T1),
+        STATUS_SUCCESS
+    );
+    assert_eq!(n.link(b, "\\c", false, T1), STATUS_DELETE_PENDING);
+    n.cleanup(b);
+    n.cleanup(d);
+    n.cleanup(o);
+    assert_eq!(n.lookup("\\a"), None);
+    assert_eq!(n.lookup("\\d\\moved"), Some(id));
+}

@@ -1874,6 +1874,10 @@ const FILE_END_OF_FILE_INFORMATION: i32 = 20;
 /// FileRenameInformation, FileRenameInformationEx.
 const FILE_RENAME_INFORMATION: i32 = 10;
 const FILE_RENAME_INFORMATION_EX: i32 = 65;
+/// FileLinkInformation, FileLinkInformationEx: the same layout as the rename classes
+/// (FILE_LINK_INFORMATION(_EX)), FILE_LINK_REPLACE_IF_EXISTS being bit 0 of Flags.
+const FILE_LINK_INFORMATION: i32 = 11;
+const FILE_LINK_INFORMATION_EX: i32 = 72;
 
 pub(crate) fn fs_set_information(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
     // SAFETY: the set parameters of this operation.
@@ -1894,22 +1898,34 @@ pub(crate) fn fs_set_information(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize)
         unsafe { std::slice::from_raw_parts(s.InfoBuffer.cast::<u8>(), s.Length as usize) }.to_vec()
     };
     let now = super::now();
-    let rename = if s.FileInformationClass == FILE_RENAME_INFORMATION
-        || s.FileInformationClass == FILE_RENAME_INFORMATION_EX
-    {
-        match rename_target(&input, s.FileInformationClass) {
+    let class = s.FileInformationClass;
+    let names = matches!(
+        class,
+        FILE_RENAME_INFORMATION
+            | FILE_RENAME_INFORMATION_EX
+            | FILE_LINK_INFORMATION
+            | FILE_LINK_INFORMATION_EX
+    );
+    let rename = if names {
+        match rename_target(&input, class) {
             Ok(t) => Some(t),
             Err(status) => return (status, 0),
         }
     } else {
         None
     };
+    let link = matches!(class, FILE_LINK_INFORMATION | FILE_LINK_INFORMATION_EX);
     let result = with_kernel(|k| {
         let f = k.io.files.get(&fo)?;
         let (volume, open, file) = (f.volume, f.open?, f.file);
         let v = k.volumes.iter_mut().find(|v| v.handle == volume)?;
         let status = match &rename {
-            Some((path, replace)) => v.fs.rename(open, path, *replace, now),
+            // The I/O manager's check: a name on another volume cannot be given.
+            Some((target, _, _)) if *target != volume => {
+                windows_sys::Win32::Foundation::STATUS_NOT_SAME_DEVICE
+            }
+            Some((_, path, replace)) if link => v.fs.link(open, path, *replace, now),
+            Some((_, path, replace)) => v.fs.rename(open, path, *replace, now),
             None => {
                 v.fs.set_information(open, s.FileInformationClass, &input, now)
             }
@@ -1935,11 +1951,11 @@ pub(crate) fn fs_set_information(cbd: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize)
 
 /// FILE_RENAME_INFORMATION: ReplaceIfExists (or Flags), RootDirectory, FileNameLength,
 /// FileName. The model takes a full path (`\??\C:\…`, `C:\…`) on the same volume.
-fn rename_target(input: &[u8], class: i32) -> Result<(String, bool), NTSTATUS> {
+fn rename_target(input: &[u8], class: i32) -> Result<(PFLT_VOLUME, String, bool), NTSTATUS> {
     if input.len() < 20 {
         return Err(windows_sys::Win32::Foundation::STATUS_INFO_LENGTH_MISMATCH);
     }
-    let replace = if class == FILE_RENAME_INFORMATION_EX {
+    let replace = if class == FILE_RENAME_INFORMATION_EX || class == FILE_LINK_INFORMATION_EX {
         u32::from_le_bytes([input[0], input[1], input[2], input[3]]) & 1 != 0
     } else {
         input[0] != 0
@@ -1951,8 +1967,8 @@ fn rename_target(input: &[u8], class: i32) -> Result<(String, bool), NTSTATUS> {
         .map(|c| u16::from_le_bytes([c[0], c[1]]))
         .collect();
     let path = String::from_utf16_lossy(&units);
-    let (_, rel) = resolve(&path).map_err(|_| STATUS_OBJECT_NAME_INVALID)?;
-    Ok((rel, replace))
+    let (volume, rel) = resolve(&path).map_err(|_| STATUS_OBJECT_NAME_INVALID)?;
+    Ok((volume, rel, replace))
 }
 
 /// NtQueryDirectoryFile.

@@ -50,7 +50,12 @@ fn name_of(fo: *const FILE_OBJECT, format: u32) -> Option<String> {
         let device = v.config.device_name.clone();
         let by_id = f.options & super::files::FILE_OPEN_BY_FILE_ID != 0;
         let rel = match f.file {
-            Some(id) if format == FLT_FILE_NAME_NORMALIZED || by_id => v.fs.path_of(id)?,
+            // An open file's name is the name it came through (one of several for a
+            // file with hard links).
+            Some(id) if format == FLT_FILE_NAME_NORMALIZED || by_id => f
+                .open
+                .and_then(|open| v.fs.path_of_open(open))
+                .or_else(|| v.fs.path_of(id))?,
             // Opened by id, FileName holds the id, not a name: an open file has the name
             // the file system reports for it (above; NTFS answers FileNameInformation on
             // an open by id with the file's path, maharmstone/btrfs src/tests/create.cpp
@@ -77,8 +82,8 @@ fn name_of(fo: *const FILE_OBJECT, format: u32) -> Option<String> {
                 };
                 if format != FLT_FILE_NAME_NORMALIZED {
                     opened
-                } else if let Some(id) = v.fs.lookup(&opened) {
-                    v.fs.path_of(id)?
+                } else if let Some(normalized) = v.fs.normalize(&opened) {
+                    normalized
                 } else {
                     // Not there yet (pre-create of a new file): normalize the parent.
                     let (parent, last) = opened.rsplit_once('\\')?;

@@ -127,7 +127,7 @@ impl Ntfs {
         let dots = dir != ROOT_ID;
         let from = match position {
             Position::Start if dots => return Some((Position::AfterDot, ".".into(), dir)),
-            Position::AfterDot => return Some((Position::AfterDotDot, "..".into(), d.parent)),
+            Position::AfterDot => return Some((Position::AfterDotDot, "..".into(), d.parent())),
             Position::Start | Position::AfterDotDot => None,
             Position::After(key) => Some(key),
         };
@@ -138,6 +138,14 @@ impl Ntfs {
                 .range::<Vec<u16>, _>((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded)),
         };
         let (key, &id) = rest.next()?;
-        Some((Position::After(key.clone()), self.file(id).name.clone(), id))
+        // The name of this entry: a file with hard links has one per entry.
+        let name = self
+            .file(id)
+            .names
+            .iter()
+            .find(|l| l.parent == dir && l.key() == *key)?
+            .name
+            .clone();
+        Some((Position::After(key.clone()), name, id))
     }
 }

@@ -51,6 +51,7 @@ use windows_sys::Win32::Foundation::{
     STATUS_NOT_A_REPARSE_POINT, STATUS_NOT_IMPLEMENTED, STATUS_OBJECT_NAME_COLLISION,
     STATUS_OBJECT_NAME_INVALID, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_OBJECT_PATH_NOT_FOUND,
     STATUS_REPARSE_ATTRIBUTE_CONFLICT, STATUS_SHARING_VIOLATION, STATUS_SUCCESS,
+    STATUS_TOO_MANY_LINKS,
 };
 use windows_sys::Win32::Storage::FileSystem::{
     DELETE, FILE_APPEND_DATA, FILE_ATTRIBUTE_ARCHIVE, FILE_ATTRIBUTE_DIRECTORY,
@@ -222,8 +223,11 @@ const FILE_MAXIMUM_INFORMATION: i32 = 84;
 #[derive(Debug)]
 struct File {
     id: FileId,
-    parent: FileId,
-    name: String,
+    /// Its names, in the order they were made (the first is the one FileNameInformation
+    /// of an open by id reports). A directory has one; a file has one per hard link;
+    /// none once a POSIX-semantics delete removed the last while opens remain. The root
+    /// has none (it is nobody's child).
+    names: Vec<Link>,
     directory: bool,
     /// Stored attribute bits (SETTABLE_ATTRIBUTES only).
     attributes: u32,
@@ -237,8 +241,9 @@ struct File {
     clusters: BTreeMap<u64, Vec<u8>>,
     reparse: Option<Vec<u8>>,
     delete_pending: bool,
-    /// False once a POSIX-semantics delete removed the name while opens remain.
-    linked: bool,
+    /// The name a pending delete removes (the one the deleting open came through): with
+    /// other names left the file stays, reachable through them.
+    delete_link: Option<Link>,
     /// Upcased name -> child.
     children: BTreeMap<Vec<u16>, FileId>,
     /// The USN of the file's newest change-journal record (0: none yet), kept in its
@@ -250,10 +255,58 @@ struct File {
     writers: Writers,
 }
 
+impl File {
+    /// The directory of its first name (ROOT_ID for the root and for a file with no
+    /// name left).
+    fn parent(&self) -> FileId {
+        self.names.first().map_or(ROOT_ID, |l| l.parent)
+    }
+
+    /// Its first name (empty for the root and for a file with no name left).
+    fn first_name(&self) -> &str {
+        self.names.first().map_or("", |l| l.name.as_str())
+    }
+
+    fn linked(&self) -> bool {
+        !self.names.is_empty()
+    }
+
+    fn has_name(&self, link: &Link) -> bool {
+        self.names.iter().any(|l| l.is(link))
+    }
+}
+
+/// One name of a file: an entry of directory `parent` (NTFS's $FILE_NAME attribute and
+/// its index entry).
+#[derive(Debug, Clone)]
+struct Link {
+    parent: FileId,
+    /// As created (case kept).
+    name: String,
+}
+
+impl Link {
+    fn key(&self) -> Vec<u16> {
+        pattern::key(&self.name)
+    }
+
+    /// The same directory entry (names compare case-insensitively).
+    fn is(&self, other: &Link) -> bool {
+        self.parent == other.parent && self.key() == other.key()
+    }
+}
+
+/// NTFS's limit on the names of one file (FileLinkInformation past it is
+/// STATUS_TOO_MANY_LINKS).
+const MAX_LINKS: usize = 1024;
+
 /// One open (the CCB).
 #[derive(Debug)]
 struct Open {
     file: FileId,
+    /// The name it came through (None for an open by id, and for the root): the name a
+    /// rename moves, a delete removes and FltMgr reports for it.
+    link: Option<Link>,
     access: u32,
     share: u32,
     delete_on_close: bool,
@@ -270,7 +323,7 @@ const CHANGE_TIME: usize = 3;
 
 /// One NTFS volume's contents.
 ///
-/// What it does not model: named streams, hard links, short (8.3) names, extended
+/// What it does not model: named streams, short (8.3) names, extended
 /// attributes, security descriptors and access checks (the I/O manager and FltMgr
 /// check granted access; [`Ntfs::granted_access`] gives the dispatcher what to check
 /// against), transactions, byte-range locks, oplocks, and of the USN change journal
@@ -335,8 +388,7 @@ impl Ntfs {
     pub fn new(sector_size: u32, now: i64) -> Self {
         let root = File {
             id: ROOT_ID,
-            parent: ROOT_ID,
-            name: String::new(),
+            names: Vec::new(),
             directory: true,
             // The root of a formatted NTFS volume is hidden and system.
             attributes: FILE_ATTRIBUTE_HIDDEN | FILE_ATTRIBUTE_SYSTEM,
@@ -347,7 +399,7 @@ impl Ntfs {
             clusters: BTreeMap::new(),
             reparse: None,
             delete_pending: false,
-            linked: true,
+            delete_link: None,
             children: BTreeMap::new(),
             usn: 0,
             reasons: 0,
@@ -421,7 +473,8 @@ impl Ntfs {
             tag: f.reparse.as_deref().map_or(0, reparse::tag_of),
             directory: f.directory,
             delete_pending: f.delete_pending,
-            links: 1,
+            // A file a POSIX delete unlinked still counts the name it had (inference).
+            links: f.names.len().max(1) as u32,
         }
     }
 
@@ -469,6 +522,7 @@ impl Ntfs {
         }
         let (parts, trailing) = split_path(req.path)?;
         let mut current = ROOT_ID;
+        let mut link = None;
         for (i, part) in parts.iter().enumerate() {
             let last = i + 1 == parts.len();
             let Some(&child) = self.file(current).children.get(&pattern::key(part)) else {
@@ -493,19 +547,32 @@ impl Ntfs {
             if !last && !c.directory {
                 return Err(STATUS_OBJECT_PATH_NOT_FOUND);
             }
+            let key = pattern::key(part);
+            link = c
+                .names
+                .iter()
+                .find(|l| l.parent == current && l.key() == key)
+                .cloned();
             current = child;
         }
-        self.open_existing(current, trailing, req)
+        self.open_existing(current, link, trailing, req)
     }
 
     fn open_existing(
         &mut self,
         id: FileId,
+        link: Option<Link>,
         trailing: bool,
         req: &CreateRequest<'_>,
     ) -> Result<CreateOutcome, NTSTATUS> {
         let f = self.file(id);
-        if f.delete_pending {
+        // A pending delete closes the name it removes; a file with other names stays
+        // open through them (inference: NTFS keeps delete-pending on the link).
+        let closed = match (&f.delete_link, &link) {
+            (Some(pending), Some(through)) if f.names.len() > 1 => pending.is(through),
+            _ => true,
+        };
+        if f.delete_pending && closed {
             return Err(STATUS_DELETE_PENDING);
         }
         if req.disposition == FILE_CREATE {
@@ -581,7 +648,7 @@ impl Ntfs {
                 self.post_usn(id, usn::BASIC_INFO_CHANGE);
             }
         }
-        let open = self.add_open(id, req);
+        let open = self.add_open(id, link, req);
         Ok(CreateOutcome::Opened {
             open,
             id,
@@ -651,7 +718,7 @@ impl Ntfs {
                 remaining: 0,
             });
         }
-        let outcome = self.open_existing(id, false, req)?;
+        let outcome = self.open_existing(id, None, false, req)?;
         if let CreateOutcome::Opened { open, .. } = &outcome
             && let Some(o) = self.opens.get_mut(open)
         {
@@ -691,8 +758,10 @@ impl Ntfs {
             id,
             File {
                 id,
-                parent,
-                name: name.to_owned(),
+                names: vec![Link {
+                    parent,
+                    name: name.to_owned(),
+                }],
                 directory,
                 attributes,
                 sparse: false,
@@ -702,7 +771,7 @@ impl Ntfs {
                 clusters: BTreeMap::new(),
                 reparse: None,
                 delete_pending: false,
-                linked: true,
+                delete_link: None,
                 children: BTreeMap::new(),
                 usn: 0,
                 reasons: 0,
@@ -714,7 +783,11 @@ impl Ntfs {
         p.children.insert(pattern::key(name), id);
         p.times[WRITE_TIME] = req.now;
         p.times[CHANGE_TIME] = req.now;
-        let open = self.add_open(id, req);
+        let link = Link {
+            parent,
+            name: name.to_owned(),
+        };
+        let open = self.add_open(id, Some(link), req);
         Ok(CreateOutcome::Opened {
             open,
             id,
@@ -737,13 +810,14 @@ impl Ntfs {
         Ok(())
     }
 
-    fn add_open(&mut self, file: FileId, req: &CreateRequest<'_>) -> OpenId {
+    fn add_open(&mut self, file: FileId, link: Option<Link>, req: &CreateRequest<'_>) -> OpenId {
         let id = self.next_open;
         self.next_open += 1;
         self.opens.insert(
             id,
             Open {
                 file,
+                link,
                 access: req.desired_access,
                 share: req.share_access,
                 delete_on_close: req.options & FILE_DELETE_ON_CLOSE != 0,
@@ -763,7 +837,7 @@ impl Ntfs {
         if reason & !f.reasons == 0 {
             return;
         }
-        let length = usn::record_length(f.name.encode_utf16().count() * 2);
+        let length = usn::record_length(f.first_name().encode_utf16().count() * 2);
         self.last_usn += length;
         let last = self.last_usn;
         let f = self.file_mut(id);
@@ -780,7 +854,7 @@ impl Ntfs {
         if f.reasons == 0 {
             return;
         }
-        let length = usn::record_length(f.name.encode_utf16().count() * 2);
+        let length = usn::record_length(f.first_name().encode_utf16().count() * 2);
         self.last_usn += length;
         let last = self.last_usn;
         let f = self.file_mut(id);
@@ -845,10 +919,22 @@ impl Ntfs {
             // A directory that filled up since the open stays (NTFS re-checks here).
             if !f.directory || f.children.is_empty() {
                 f.delete_pending = true;
+                f.delete_link = o.link.clone();
             }
         }
         if self.open_count(id) == 0 {
-            if self.file(id).delete_pending {
+            let f = self.file(id);
+            if f.delete_pending && f.names.len() > 1 {
+                // One name of several goes; the file stays under the others.
+                if let Some(link) = f.delete_link.clone() {
+                    self.unlink(id, &link);
+                }
+                let f = self.file_mut(id);
+                f.delete_pending = false;
+                f.delete_link = None;
+                self.post_usn(id, usn::HARD_LINK_CHANGE);
+                self.close_usn(id);
+            } else if f.delete_pending {
                 self.post_usn(id, usn::FILE_DELETE);
                 self.remove(id);
             } else {
@@ -857,14 +943,35 @@ impl Ntfs {
         }
     }
 
+    /// Removes one name of `id` (its directory entry and its $FILE_NAME); the file
+    /// itself stays, with its other names or with none.
+    fn unlink(&mut self, id: FileId, link: &Link) {
+        let f = self.file_mut(id);
+        f.names.retain(|l| !l.is(link));
+        if let Some(p) = self.files.get_mut(&link.parent) {
+            p.children.remove(&link.key());
+        }
+    }
+
+    /// A name that a replacing rename or link takes over: with other names left only
+    /// this one goes, else the file.
+    fn replace_name(&mut self, id: FileId, link: &Link) {
+        if self.file(id).names.len() > 1 {
+            self.unlink(id, link);
+            self.post_usn(id, usn::HARD_LINK_CHANGE);
+        } else {
+            self.remove(id);
+        }
+    }
+
     fn remove(&mut self, id: FileId) {
         let Some(f) = self.files.remove(&id) else {
             return;
         };
-        if f.linked
-            && let Some(p) = self.files.get_mut(&f.parent)
-        {
-            p.children.remove(&pattern::key(&f.name));
+        for link in &f.names {
+            if let Some(p) = self.files.get_mut(&link.parent) {
+                p.children.remove(&link.key());
+            }
         }
     }
 
@@ -1297,13 +1404,23 @@ impl Ntfs {
             return Ok(());
         }
         let posix = delete && flags & FILE_DISPOSITION_POSIX_SEMANTICS != 0;
+        let link = self.opens[&open].link.clone();
         let f = self.file_mut(id);
         f.delete_pending = delete;
-        if posix && f.linked {
-            // The name goes now; the file lives on until its last open is cleaned up.
-            f.linked = false;
-            let (parent, key) = (f.parent, pattern::key(&f.name));
-            self.file_mut(parent).children.remove(&key);
+        f.delete_link = if delete { link.clone() } else { None };
+        if posix
+            && let Some(link) = link
+            && f.has_name(&link)
+        {
+            // The name goes now; the file lives on until its last open is cleaned up,
+            // or for good under the names it still has.
+            self.unlink(id, &link);
+            let f = self.file_mut(id);
+            if f.linked() {
+                f.delete_pending = false;
+                f.delete_link = None;
+                self.post_usn(id, usn::HARD_LINK_CHANGE);
+            }
         }
         Ok(())
     }
@@ -1331,13 +1448,82 @@ impl Ntfs {
     ) -> Result<(), NTSTATUS> {
         let o = self.open_of(open)?;
         let id = o.file;
-        // Opened by id: no link to rename (see `open_by_id`).
-        if o.by_id || id == ROOT_ID || !self.file(id).linked {
-            return Err(STATUS_INVALID_PARAMETER);
-        }
+        // Opened by id: no link to rename (see `open_by_id`); a name a POSIX delete
+        // removed is gone.
+        let old = match &o.link {
+            Some(link) if !o.by_id && id != ROOT_ID && self.file(id).has_name(link) => link.clone(),
+            _ => return Err(STATUS_INVALID_PARAMETER),
+        };
         if self.file(id).delete_pending {
             return Err(STATUS_DELETE_PENDING);
         }
+        let (parent, name) = self.new_name(new_path)?;
+        let name = name.as_str();
+        // A directory cannot move under itself.
+        let mut up = parent;
+        loop {
+            if up == id {
+                return Err(STATUS_INVALID_PARAMETER);
+            }
+            if up == ROOT_ID {
+                break;
+            }
+            up = self.file(up).parent();
+        }
+        let f = self.file(id);
+        if f.directory && self.has_open_below(id) {
+            return Err(STATUS_ACCESS_DENIED);
+        }
+        let new = Link {
+            parent,
+            name: name.to_owned(),
+        };
+        let key = new.key();
+        if let Some(&target) = self.file(parent).children.get(&key)
+            && !(target == id && new.is(&old))
+        {
+            if target == id {
+                // Onto another name of the same file (inference: refused, as no
+                // documented NTFS answer says otherwise).
+                return Err(STATUS_OBJECT_NAME_COLLISION);
+            }
+            self.may_replace(target, replace)?;
+            self.replace_name(target, &new);
+        }
+        if parent != old.parent {
+            self.may_add_child(parent)?;
+        }
+        self.post_usn(id, usn::RENAME_OLD_NAME);
+        self.file_mut(old.parent).children.remove(&old.key());
+        self.file_mut(parent).children.insert(key, id);
+        for p in [old.parent, parent] {
+            let p = self.file_mut(p);
+            p.times[WRITE_TIME] = now;
+            p.times[CHANGE_TIME] = now;
+        }
+        // Every open through the old name now names the new one.
+        for o in self.opens.values_mut() {
+            if o.file == id && o.link.as_ref().is_some_and(|l| l.is(&old)) {
+                o.link = Some(new.clone());
+            }
+        }
+        let f = self.file_mut(id);
+        for l in &mut f.names {
+            if l.is(&old) {
+                *l = new.clone();
+            }
+        }
+        f.times[CHANGE_TIME] = now;
+        if !f.directory {
+            f.attributes |= FILE_ATTRIBUTE_ARCHIVE;
+        }
+        self.post_usn(id, usn::RENAME_NEW_NAME);
+        Ok(())
+    }
+
+    /// The directory and last component of a rename's or link's new path: every
+    /// directory on the way must exist.
+    fn new_name(&self, new_path: &str) -> Result<(FileId, String), NTSTATUS> {
         let (parts, _) = split_path(new_path)?;
         let Some((name, dirs)) = parts.split_last() else {
             return Err(STATUS_OBJECT_NAME_INVALID);
@@ -1349,65 +1535,131 @@ impl Ntfs {
                 _ => return Err(STATUS_OBJECT_PATH_NOT_FOUND),
             }
         }
-        // A directory cannot move under itself.
-        let mut up = parent;
-        loop {
-            if up == id {
-                return Err(STATUS_INVALID_PARAMETER);
-            }
-            if up == ROOT_ID {
-                break;
-            }
-            up = self.file(up).parent;
+        Ok((parent, (*name).to_owned()))
+    }
+
+    /// Whether an existing `target` may give its name to a rename or link: only when
+    /// the caller asked to replace, and never a directory, a read-only file or an open
+    /// one.
+    fn may_replace(&self, target: FileId, replace: bool) -> Result<(), NTSTATUS> {
+        let t = self.file(target);
+        if !replace {
+            return Err(STATUS_OBJECT_NAME_COLLISION);
         }
-        let f = self.file(id);
-        if f.directory && self.has_open_below(id) {
+        if t.directory || t.attributes & FILE_ATTRIBUTE_READONLY != 0 || self.open_count(target) > 0
+        {
             return Err(STATUS_ACCESS_DENIED);
         }
-        let key = pattern::key(name);
-        if let Some(&target) = self.file(parent).children.get(&key)
-            && target != id
-        {
-            let t = self.file(target);
-            if !replace {
+        Ok(())
+    }
+
+    /// FileLinkInformation(Ex) resolved by the I/O manager: `new_path` becomes another
+    /// name of the open's file (CreateHardLink). A directory cannot have one
+    /// (STATUS_FILE_IS_A_DIRECTORY), a file being deleted cannot gain one
+    /// (STATUS_DELETE_PENDING), NTFS stops at 1024 names (STATUS_TOO_MANY_LINKS), and an
+    /// existing name is replaced only when asked, as a rename's.
+    pub fn link(&mut self, open: OpenId, new_path: &str, replace: bool, now: i64) -> NTSTATUS {
+        match self.link_inner(open, new_path, replace, now) {
+            Ok(()) => STATUS_SUCCESS,
+            Err(status) => status,
+        }
+    }
+
+    fn link_inner(
+        &mut self,
+        open: OpenId,
+        new_path: &str,
+        replace: bool,
+        now: i64,
+    ) -> Result<(), NTSTATUS> {
+        let id = self.open_of(open)?.file;
+        let f = self.file(id);
+        if f.directory {
+            return Err(STATUS_FILE_IS_A_DIRECTORY);
+        }
+        if f.delete_pending || !f.linked() {
+            return Err(STATUS_DELETE_PENDING);
+        }
+        if f.names.len() >= MAX_LINKS {
+            return Err(STATUS_TOO_MANY_LINKS);
+        }
+        let (parent, name) = self.new_name(new_path)?;
+        let new = Link { parent, name };
+        if let Some(&target) = self.file(parent).children.get(&new.key()) {
+            if target == id {
                 return Err(STATUS_OBJECT_NAME_COLLISION);
             }
-            if t.directory
-                || t.attributes & FILE_ATTRIBUTE_READONLY != 0
-                || self.open_count(target) > 0
-            {
-                return Err(STATUS_ACCESS_DENIED);
-            }
-            self.remove(target);
+            self.may_replace(target, replace)?;
+            self.replace_name(target, &new);
         }
-        if parent != self.file(id).parent {
-            self.may_add_child(parent)?;
-        }
-        self.post_usn(id, usn::RENAME_OLD_NAME);
-        let (old_parent, old_key) = (self.file(id).parent, pattern::key(&self.file(id).name));
-        self.file_mut(old_parent).children.remove(&old_key);
-        self.file_mut(parent).children.insert(key, id);
-        for p in [old_parent, parent] {
-            let p = self.file_mut(p);
-            p.times[WRITE_TIME] = now;
-            p.times[CHANGE_TIME] = now;
-        }
+        self.may_add_child(parent)?;
+        self.file_mut(parent).children.insert(new.key(), id);
+        let p = self.file_mut(parent);
+        p.times[WRITE_TIME] = now;
+        p.times[CHANGE_TIME] = now;
         let f = self.file_mut(id);
-        f.parent = parent;
-        f.name = (*name).to_owned();
+        f.names.push(new);
         f.times[CHANGE_TIME] = now;
-        if !f.directory {
-            f.attributes |= FILE_ATTRIBUTE_ARCHIVE;
-        }
-        self.post_usn(id, usn::RENAME_NEW_NAME);
+        self.post_usn(id, usn::HARD_LINK_CHANGE);
         Ok(())
+    }
+
+    /// The volume-relative path an open came through (its link), as FltMgr reports an
+    /// opened file's name; `None` once that name is gone. An open by id reports the
+    /// file's first name.
+    pub fn path_of_open(&self, open: OpenId) -> Option<String> {
+        let o = self.opens.get(&open)?;
+        match &o.link {
+            Some(link) if self.file(o.file).has_name(link) => {
+                let dir = self.path_of(link.parent)?;
+                Some(format!("{}\\{}", dir.trim_end_matches('\\'), link.name))
+            }
+            Some(_) => None,
+            None => self.path_of(o.file),
+        }
+    }
+
+    /// `path` with each component as the directory holds it (the case it was created
+    /// with), without following reparse points: what a normalized name of a file
+    /// opened by that path shows. `None` if it does not exist.
+    pub fn normalize(&self, path: &str) -> Option<String> {
+        let (parts, _) = split_path(path).ok()?;
+        let mut at = ROOT_ID;
+        let mut out = String::new();
+        for p in parts {
+            let key = pattern::key(p);
+            let child = *self.file(at).children.get(&key)?;
+            let link = self
+                .file(child)
+                .names
+                .iter()
+                .find(|l| l.parent == at && l.key() == key)?;
+            out.push('\\');
+            out.push_str(&link.name);
+            at = child;
+        }
+        Some(if out.is_empty() { "\\".into() } else { out })
+    }
+
+    /// Every name of `id`, as volume-relative paths (first the first).
+    pub fn names_of(&self, id: FileId) -> Vec<String> {
+        let Some(f) = self.files.get(&id) else {
+            return Vec::new();
+        };
+        f.names
+            .iter()
+            .filter_map(|l| {
+                let dir = self.path_of(l.parent)?;
+                Some(format!("{}\\{}", dir.trim_end_matches('\\'), l.name))
+            })
+            .collect()
     }
 
     fn has_open_below(&self, dir: FileId) -> bool {
         self.opens.values().any(|o| {
             let mut at = o.file;
             while at != ROOT_ID {
-                at = self.file(at).parent;
+                at = self.file(at).parent();
                 if at == dir {
                     return true;
                 }
@@ -1619,11 +1871,11 @@ impl Ntfs {
             return (STATUS_INVALID_PARAMETER, Vec::new());
         };
         let f = self.file(id);
-        let name = layout::utf16_bytes(&f.name);
+        let name = layout::utf16_bytes(f.first_name());
         let record = usn::encode(
             &usn::Record {
                 id: f.id,
-                parent: f.parent,
+                parent: f.parent(),
                 usn: f.usn,
                 attributes: self.meta(f).attributes,
                 name: &name,
@@ -1708,8 +1960,8 @@ impl Ntfs {
         let m = self.meta(f);
         Some(Node {
             id,
-            parent: f.parent,
-            name: f.name.clone(),
+            parent: f.parent(),
+            name: f.first_name().to_owned(),
             directory: f.directory,
             attributes: m.attributes,
             times: f.times,
@@ -1754,11 +2006,9 @@ impl Ntfs {
         }
         let mut parts = Vec::new();
         while f.id != ROOT_ID {
-            if !f.linked {
-                return None;
-            }
-            parts.push(f.name.as_str());
-            f = self.files.get(&f.parent)?;
+            let link = f.names.first()?;
+            parts.push(link.name.as_str());
+            f = self.files.get(&link.parent)?;
         }
         parts.reverse();
         Some(parts.iter().map(|p| format!("\\{p}")).collect())
