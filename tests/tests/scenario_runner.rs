@@ -1414,7 +1414,6 @@ expect = { populations = 0, deletes = 0, fetches = 0 }
     assert_eq!(summary.passed, 1, "{out}");
     for (label, what, issue) in [
         ("machine", "directory entries in `files`", 15),
-        ("4", "`link`", 14),
         ("7", "`populate = false`", 15),
         ("9", "expectation `populated`", 15),
         ("11", "expectation `populations`", 15),
@@ -1438,8 +1437,8 @@ expect = { populations = 0, deletes = 0, fetches = 0 }
         !out.lines().any(|l| l.contains("expectation `registered`")),
         "`registered` is checked now:\n{out}"
     );
-    // Issue 13's `set_in_sync` and `dehydrate` with `as` run too.
-    for label in ["1", "2", "5", "6", "8", "10"] {
+    // Issue 13's `set_in_sync` and `dehydrate` with `as`, and issue 14's `link`, run too.
+    for label in ["1", "2", "4", "5", "6", "8", "10"] {
         assert!(
             out.lines()
                 .any(|l| l.contains(&format!("[{label}]")) && !l.contains("unsupported")),

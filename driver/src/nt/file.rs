@@ -458,6 +458,16 @@ impl Fo {
         u64::try_from(info.EndOfFile).map_err(|_| STATUS_INVALID_PARAMETER)
     }
 
+    /// How many names (hard links) the file has (FileStandardInformation's
+    /// NumberOfLinks).
+    pub(crate) fn links(&self) -> Result<u32, NTSTATUS> {
+        // SAFETY: plain data; zero is valid.
+        let mut info: windows_sys::Wdk::Storage::FileSystem::FILE_STANDARD_INFORMATION =
+            unsafe { core::mem::zeroed() };
+        query(self.instance, self.file_object(), &mut info, 5)?;
+        Ok(info.NumberOfLinks)
+    }
+
     /// Whether the file is to be deleted when its last handle closes
     /// (FileStandardInformation's DeletePending).
     pub(crate) fn delete_pending(&self) -> Result<bool, NTSTATUS> {

@@ -16,10 +16,11 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
 };
 use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_CLOUD_FILE_CONNECTED_PROVIDER_ONLY, STATUS_CLOUD_FILE_DEHYDRATION_DISALLOWED,
-    STATUS_CLOUD_FILE_IN_USE, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES,
-    STATUS_CLOUD_FILE_INVALID_REQUEST, STATUS_CLOUD_FILE_METADATA_CORRUPT,
-    STATUS_CLOUD_FILE_NOT_IN_SYNC, STATUS_CLOUD_FILE_NOT_UNDER_SYNC_ROOT, STATUS_CLOUD_FILE_PINNED,
-    STATUS_INVALID_PARAMETER, STATUS_OBJECT_NAME_INVALID, UNICODE_STRING,
+    STATUS_CLOUD_FILE_IN_USE, STATUS_CLOUD_FILE_INCOMPATIBLE_HARDLINKS,
+    STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES, STATUS_CLOUD_FILE_INVALID_REQUEST,
+    STATUS_CLOUD_FILE_METADATA_CORRUPT, STATUS_CLOUD_FILE_NOT_IN_SYNC,
+    STATUS_CLOUD_FILE_NOT_UNDER_SYNC_ROOT, STATUS_CLOUD_FILE_PINNED, STATUS_INVALID_PARAMETER,
+    STATUS_OBJECT_NAME_INVALID, UNICODE_STRING,
 };
 
 use super::context::StreamContext;
@@ -644,6 +645,13 @@ fn drop_range(
         } else {
             Ok(())
         };
+    }
+    // A file with more than one name keeps its data: a name may lie outside every sync
+    // root (hard-link policy ALLOWED hydrates the file before it gets one, `ops::namespace`),
+    // and no path outside a root may reach missing data. Telling where every name lies
+    // would take opening each parent by id; refusing is what keeps every byte reachable.
+    if managed.file.links()? > 1 {
+        return Err(STATUS_CLOUD_FILE_INCOMPATIBLE_HARDLINKS);
     }
     // Forget first, then free: a crash in between leaves data on disk that is not
     // recorded (fetched again), never a record of data that is gone. The check that

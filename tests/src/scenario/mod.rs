@@ -903,8 +903,8 @@ impl World {
             | "set_in_sync"
             | "provider_stats" => self.perform_provider_op(step),
             "create_file" | "open" | "close" | "read" | "write" | "list" | "query"
-            | "get_reparse" | "set_reparse" | "delete_reparse" | "rename" | "delete" | "pin"
-            | "unpin" | "state" | "set_compat" => self.perform_file_op(step),
+            | "get_reparse" | "set_reparse" | "delete_reparse" | "rename" | "link" | "delete"
+            | "pin" | "unpin" | "state" | "set_compat" => self.perform_file_op(step),
             "image_rule" => self.image_rule(step),
             "set_size" | "overwrite" => self.perform_file_op(step),
             "remote_write" => self.remote_write(step),

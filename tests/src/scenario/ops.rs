@@ -471,6 +471,7 @@ impl World {
             "get_reparse" => self.get_reparse(step),
             "set_reparse" | "delete_reparse" => self.set_or_delete_reparse(step),
             "rename" => self.rename(step),
+            "link" => self.link(step),
             "delete" => self.delete(step),
             "pin" | "unpin" => self.pin(step),
             "set_compat" => self.set_compat(step),
@@ -1049,6 +1050,31 @@ impl World {
         as_process(step, pid, || {
             self.with_target(&target, &delete_params(), |h| {
                 Observation::status(files::set_information(h, fs::FileRenameInformation, &input))
+            })
+        })
+    }
+
+    /// `link`, as CreateHardLink does it: the existing file opened for its attributes
+    /// (its reparse point itself, not followed), then FileLinkInformation naming `to`
+    /// in the NT form (`\??\C:\…`), never replacing.
+    fn link(&self, step: &Step) -> Result<Observation, String> {
+        let (target, pid) = self.target(step)?;
+        let to = need(&step.to, "link", "to")?;
+        let name = utf16(&format!("\\??\\{to}"));
+        let at_length = std::mem::offset_of!(FILE_RENAME_INFORMATION, FileNameLength);
+        let at_name = std::mem::offset_of!(FILE_RENAME_INFORMATION, FileName);
+        // FILE_LINK_INFORMATION has FILE_RENAME_INFORMATION's layout.
+        let mut input = vec![0u8; at_name];
+        put_u32(&mut input, at_length, name.len() as u32);
+        input.extend_from_slice(&name);
+        let open = params(
+            FILE_WRITE_ATTRIBUTES | SYNCHRONIZE,
+            FILE_OPEN,
+            FILE_OPEN_REPARSE_POINT,
+        );
+        as_process(step, pid, || {
+            self.with_target(&target, &open, |h| {
+                Observation::status(files::set_information(h, fs::FileLinkInformation, &input))
             })
         })
     }

@@ -17,12 +17,6 @@ use super::format::{Expect, ProviderSpec, Step};
 /// field; `provider.F` a `[[provider]]` field; `files.dir` a directory entry in a
 /// provider's `files`.
 pub const PENDING: &[(&str, u32)] = &[
-    // Issue 14: notifications, remote deletes, replacing renames; hard links, which
-    // issue 14 names ("hard links can make one placeholder reachable from outside its
-    // root") with the renames out of a root: the hard-link policy is recorded by
-    // registration (issue 13) but enforced only with them.
-    ("do:link", 14),
-    ("provider.hard_links", 14),
     // Issue 15: population.
     ("step.populate", 15),
     ("files.dir", 15),

@@ -55,7 +55,7 @@ use cloudflt::notify::{
     RenameNotification,
 };
 use cloudflt::registration::{
-    HydrationModifiers, ManagementPolicy, RegisterFlags, SyncRootRegistration,
+    HardLinkPolicy, HydrationModifiers, ManagementPolicy, RegisterFlags, SyncRootRegistration,
 };
 
 use super::expect::RemoteRoot;
@@ -188,6 +188,15 @@ fn modifiers(names: &[String]) -> Result<HydrationModifiers, String> {
         });
     }
     Ok(bits)
+}
+
+/// The format's `hard_links`: `default` (none in the sync root) or `allowed`.
+fn hard_links(text: Option<&str>) -> Result<HardLinkPolicy, String> {
+    Ok(match text.unwrap_or("default") {
+        "default" => HardLinkPolicy::NONE,
+        "allowed" => HardLinkPolicy::ALLOWED,
+        other => return Err(format!("hard_links {other:?} is not default or allowed")),
+    })
 }
 
 /// The format's `notify` names: each asks for its notification and its completion.
@@ -727,6 +736,7 @@ pub(crate) struct Provider {
     in_sync: InSyncPolicy,
     modifiers: HydrationModifiers,
     management: ManagementPolicy,
+    hard_links: HardLinkPolicy,
     timeout: Duration,
     /// Whether its processes run elevated (`elevated = false`: the standard user).
     elevated: bool,
@@ -763,6 +773,7 @@ impl Provider {
             in_sync: in_sync_policy(&spec.in_sync_policy).map_err(what)?,
             modifiers: modifiers(&spec.modifiers).map_err(what)?,
             management: management(&spec.management).map_err(what)?,
+            hard_links: hard_links(spec.hard_links.as_deref()).map_err(what)?,
             timeout: Duration::from_millis(spec.timeout_ms),
             elevated: spec.elevated != Some(false),
             inner: Arc::new(Inner {
@@ -855,6 +866,7 @@ impl Provider {
             .in_sync(self.in_sync)
             .modifiers(self.modifiers)
             .management(self.management)
+            .hard_links(self.hard_links)
             .timeout(self.timeout)
     }
 
@@ -866,6 +878,7 @@ impl Provider {
             .in_sync(self.in_sync)
             .modifiers(self.modifiers)
             .management(self.management)
+            .hard_links(self.hard_links)
     }
 
     /// The running process, or a new one of the same identity after `kill`.

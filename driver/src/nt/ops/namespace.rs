@@ -27,7 +27,8 @@ use super::*;
 use crate::nt::notify::{self, Subject};
 use cloudflt_proto::Placeholder;
 use cloudflt_proto::msg::{DehydrationReason, DeleteFlags, NotifyKind, RenameFlags};
-use windows_sys::Win32::Foundation::STATUS_SUCCESS;
+use cloudflt_proto::registration::HardLinkPolicy;
+use windows_sys::Win32::Foundation::{STATUS_CLOUD_FILE_INCOMPATIBLE_HARDLINKS, STATUS_SUCCESS};
 
 /// FileDispositionInformation, FileDispositionInformationEx.
 const FILE_DISPOSITION_INFORMATION: i32 = 13;
@@ -165,13 +166,15 @@ struct RenameTarget {
     name_bytes: u32,
 }
 
-fn rename_target_of(data: &FLT_CALLBACK_DATA) -> Option<RenameTarget> {
+/// The new name a SET_INFORMATION of one of `classes` gives (a rename's or a hard
+/// link's: FILE_LINK_INFORMATION(_EX) has FILE_RENAME_INFORMATION's layout); `None`
+/// for another class or a buffer too short.
+fn rename_target_of(data: &FLT_CALLBACK_DATA, classes: [i32; 2]) -> Option<RenameTarget> {
     // SAFETY: Iopb points at the operation's parameter block, valid during the operation.
     let iopb = unsafe { data.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>().as_ref() }?;
     // SAFETY: IRP_MJ_SET_INFORMATION: the union holds its parameters.
     let set = unsafe { iopb.Parameters.SetFileInformation };
-    let class = set.FileInformationClass;
-    if class != FILE_RENAME_INFORMATION && class != FILE_RENAME_INFORMATION_EX {
+    if !classes.contains(&set.FileInformationClass) {
         return None;
     }
     if set.InfoBuffer.is_null() || (set.Length as usize) < 20 {
@@ -217,7 +220,10 @@ pub(super) unsafe fn pre_rename(
     if data_ref.Flags & FLTFL_CALLBACK_DATA_IRP_OPERATION == 0 {
         return None;
     }
-    let target = rename_target_of(data_ref)?;
+    let target = rename_target_of(
+        data_ref,
+        [FILE_RENAME_INFORMATION, FILE_RENAME_INFORMATION_EX],
+    )?;
     let fo = Fo {
         instance: objects.Instance,
         file_object: objects.FileObject,
@@ -311,7 +317,38 @@ pub(super) unsafe fn pre_rename(
         return Some(FLT_PREOP_SYNCHRONIZE);
     }
     // A file leaving every root: all of it on disk first, or the rename fails.
-    let stream = stream::get(objects.Instance, objects.FileObject)?;
+    let status = hydrate_whole(data, objects, source.units());
+    if !nt_success(status) {
+        return Some(complete(data_ref, status));
+    }
+    // SAFETY: FltMgr's out pointer for this pre-operation; the post-operation takes the
+    // block back.
+    unsafe { completion_context.write(PoolBox::into_raw(after).as_ptr().cast()) };
+    Some(FLT_PREOP_SYNCHRONIZE)
+}
+
+/// Brings every byte of the placeholder file `objects.FileObject` (named `name`) onto
+/// disk, in the requesting thread, before it becomes reachable where no provider serves
+/// it: STATUS_SUCCESS once all of it is present (at once when it already was: no
+/// provider is needed then), or the fetch's failure. A file with no stream context
+/// (opened before the driver loaded) gets one from its reparse data first; one that
+/// cannot be had fails (STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES) rather than let a
+/// placeholder through unhydrated.
+fn hydrate_whole(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: &FLT_RELATED_OBJECTS,
+    name: &[u16],
+) -> NTSTATUS {
+    let fo = Fo {
+        instance: objects.Instance,
+        file_object: objects.FileObject,
+    };
+    let stream = match stream::attach(objects.Filter, fo) {
+        Ok(Some(stream)) => stream,
+        // Not a placeholder file after all: nothing is missing.
+        Ok(None) => return STATUS_SUCCESS,
+        Err(_) => return STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES,
+    };
     let (size, whole) = hydrate::with_held(|held| {
         stream.with_state(held, |s| {
             let file = Range {
@@ -321,33 +358,105 @@ pub(super) unsafe fn pre_rename(
             (s.file_size, s.present.contains(file))
         })
     });
-    // All on disk already: nothing to fetch, so no provider is needed.
-    let status = if whole {
-        STATUS_SUCCESS
-    } else {
-        hydrate::ensure_range(
-            &hydrate::Target {
-                stream: &stream,
-                name: source.units(),
-                // SAFETY: live callback data.
-                requestor_pid: unsafe { FltGetRequestorProcessId(data) },
-                requestor_image: ImageName::of(data).units(),
-                data,
-                file_object: objects.FileObject as usize,
-            },
-            Range {
-                start: 0,
-                end: size,
-            },
-        )
-    };
-    if !nt_success(status) {
-        return Some(complete(data_ref, status));
+    if whole {
+        return STATUS_SUCCESS;
     }
-    // SAFETY: FltMgr's out pointer for this pre-operation; the post-operation takes the
-    // block back.
-    unsafe { completion_context.write(PoolBox::into_raw(after).as_ptr().cast()) };
-    Some(FLT_PREOP_SYNCHRONIZE)
+    hydrate::ensure_range(
+        &hydrate::Target {
+            stream: &stream,
+            name,
+            // SAFETY: live callback data.
+            requestor_pid: unsafe { FltGetRequestorProcessId(data) },
+            requestor_image: ImageName::of(data).units(),
+            data,
+            file_object: objects.FileObject as usize,
+        },
+        Range {
+            start: 0,
+            end: size,
+        },
+    )
+}
+
+/// FileLinkInformation, FileLinkInformationEx.
+const FILE_LINK_INFORMATION: i32 = 11;
+const FILE_LINK_INFORMATION_EX: i32 = 72;
+
+/// The pre-operation's part for a new hard link (FileLinkInformation(Ex),
+/// CreateHardLink) whose file or new name lies in a sync root, under the root's
+/// hard-link policy (cfapi's CF_HARDLINK_POLICY): `Some` with the status that refuses it,
+/// `None` to let it go on.
+///
+/// - DEFAULT (NONE): no hard link in a sync root, from it or into it
+///   (STATUS_CLOUD_FILE_INCOMPATIBLE_HARDLINKS), whoever asks, the provider included: a
+///   root's files have one name each.
+/// - ALLOWED: links within the root, and a name in the root for a file from outside,
+///   go on; a name outside every root for a placeholder of the root is given only once
+///   the file is wholly on disk (hydrated in the linking thread; the fetch's failure
+///   fails the link), so no path outside a root ever reaches missing data. Such a file
+///   is not dehydrated again while it has more than one name (`placeholder`).
+/// - A link between two sync roots is refused under either policy (each root's files
+///   are its provider's).
+///
+/// # Safety
+/// FltMgr's arguments for the SET_INFORMATION pre-operation.
+pub(super) unsafe fn pre_link(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+) -> Option<FLT_PREOP_CALLBACK_STATUS> {
+    // SAFETY: the caller's contract.
+    let data_ref = unsafe { data.as_mut() }?;
+    // SAFETY: as above.
+    let objects = unsafe { objects.as_ref() }?;
+    if data_ref.Flags & FLTFL_CALLBACK_DATA_IRP_OPERATION == 0 {
+        return None;
+    }
+    let target = rename_target_of(data_ref, [FILE_LINK_INFORMATION, FILE_LINK_INFORMATION_EX])?;
+    let destination = match NameInfo::destination(
+        objects.Instance,
+        objects.FileObject,
+        target.root_directory,
+        target.name,
+        target.name_bytes,
+    ) {
+        Ok(name) => name,
+        // The file system would refuse it too; let it say why.
+        Err(_) => return None,
+    };
+    let source = match NameInfo::normalized(data) {
+        Ok(name) => name,
+        // Where the file is cannot be told: a link that may touch a root is refused.
+        Err(status) => return Some(complete(data_ref, status)),
+    };
+    let from = roots::root_of(source.units());
+    let to = roots::root_of(destination.units());
+    let refuse = Some(STATUS_CLOUD_FILE_INCOMPATIBLE_HARDLINKS);
+    let verdict = match (from, to) {
+        (None, None) => None,
+        (Some(a), Some(b)) if a != b => refuse,
+        _ => {
+            let in_root = if from.is_some() {
+                &source
+            } else {
+                &destination
+            };
+            match roots::policies(in_root.units()) {
+                Some(p) if p.hard_links.contains(HardLinkPolicy::ALLOWED) => {
+                    if from.is_some() && to.is_none() {
+                        // Out of the root: all of the file on disk first.
+                        let status = hydrate_whole(data, objects, source.units());
+                        (!nt_success(status)).then_some(status)
+                    } else {
+                        None
+                    }
+                }
+                // Unregistered since `root_of`: outside every root now.
+                None => None,
+                Some(_) => refuse,
+            }
+        }
+    };
+    verdict.map(|status| complete(data_ref, status))
 }
 
 /// `units` copied into pool (`None` when empty or out of pool: the completion then

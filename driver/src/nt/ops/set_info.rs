@@ -245,6 +245,10 @@ pub(crate) unsafe extern "system" fn pre_set_information(
         return status;
     }
     // SAFETY: as above.
+    if let Some(status) = unsafe { super::namespace::pre_link(data, objects) } {
+        return status;
+    }
+    // SAFETY: as above.
     if let Some(status) = unsafe { super::namespace::pre_rename(data, objects, completion_context) }
     {
         return status;
