@@ -204,6 +204,19 @@ impl PathBuffer {
         Ok(Self { units: buffer, len })
     }
 
+    /// A copy of a name FltMgr gave (a normalized name: absolute, no `.` or `..`).
+    fn copy(units: &[u16]) -> Result<Self, NTSTATUS> {
+        let mut buffer = PoolBuf::zeroed(units.len().saturating_mul(2))
+            .ok_or(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES)?;
+        for (chunk, unit) in buffer.as_mut_slice().chunks_exact_mut(2).zip(units) {
+            super::file::copy(chunk, &unit.to_le_bytes());
+        }
+        Ok(Self {
+            units: buffer,
+            len: units.len(),
+        })
+    }
+
     fn units(&self) -> &[u16] {
         let bytes = self.units.as_slice();
         // SAFETY: pool memory (16-byte aligned) of an even length, `len` units long.
@@ -487,7 +500,7 @@ const DEHYDRATE_ACCESS: u32 = FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES | FIL
 /// reaches end of file), unless the file is pinned, always full, or being filled.
 pub(crate) fn dehydrate(provider: &ProviderRef, m: &msg::Dehydrate<'_>) -> Result<(), NTSTATUS> {
     let (managed, stream) = open_placeholder(provider, m.path, DEHYDRATE_ACCESS)?;
-    dehydrate_open(&managed, &stream, provider.hydration(), m.range)
+    dehydrate_open(&managed, &stream, provider.hydration(), m.range, 0)
 }
 
 /// DEHYDRATE_BY_PATH: a dehydration asked for by a process other than the provider
@@ -505,7 +518,50 @@ pub(crate) fn dehydrate_by_path(
     filter: PFLT_FILTER,
     m: &msg::DehydrateByPath<'_>,
 ) -> Result<(), NTSTATUS> {
-    let path = PathBuffer::of(m.path)?;
+    dehydrate_for_user(filter, PathBuffer::of(m.path)?, m.range, 0)
+}
+
+/// A user's "Free up space": FILE_ATTRIBUTE_UNPINNED newly set on the placeholder file
+/// `name` by a process other than a provider (post-operation of the SET_INFORMATION, in
+/// that process's thread). cfapi: "without [AUTO_DEHYDRATION_ALLOWED] … the only
+/// supported way to dehydrate a cloud file placeholder is to clear the file's pinned
+/// attribute and set the file's unpinned attribute. At that point, the actual
+/// dehydration will be performed asynchronously by the sync engine"; with it "the
+/// platform [may] dehydrate in-sync cloud file placeholders without the help of sync
+/// providers". So under AUTO_DEHYDRATION_ALLOWED the driver dehydrates the whole file
+/// as a dehydration that process asked for ([`dehydrate_by_path`]: in sync and
+/// unmodified only, put to the provider first when it asked for NOTIFY_DEHYDRATE); under
+/// any other root the attribute is all that changes and the sync engine acts on it.
+/// What refuses the dehydration (not in sync, modified, vetoed, in use) leaves the file
+/// whole and is returned for the caller to drop: the attribute change stands.
+///
+/// `idle_handle`: the caller's own handle is one of the file's opens and can neither
+/// read nor write (`attrib +U` opens for its attributes only), so it is no reason to
+/// refuse as another handle would be.
+pub(crate) fn dehydrate_unpinned(
+    filter: PFLT_FILTER,
+    name: &[u16],
+    idle_handle: bool,
+) -> Result<(), NTSTATUS> {
+    dehydrate_for_user(
+        filter,
+        PathBuffer::copy(name)?,
+        cloudflt_proto::ByteRange {
+            offset: 0,
+            length: 0,
+        },
+        u32::from(idle_handle),
+    )
+}
+
+/// The dehydration of [`dehydrate_by_path`], of the file at `path`, with `idle_opens`
+/// opens besides the driver's own that cannot read or write.
+fn dehydrate_for_user(
+    filter: PFLT_FILTER,
+    path: PathBuffer,
+    range: cloudflt_proto::ByteRange,
+    idle_opens: u32,
+) -> Result<(), NTSTATUS> {
     let policies = roots::policies(path.units()).ok_or(STATUS_CLOUD_FILE_NOT_UNDER_SYNC_ROOT)?;
     if !policies
         .modifiers
@@ -578,7 +634,7 @@ pub(crate) fn dehydrate_by_path(
             core::ptr::null(),
         )?;
     }
-    let result = dehydrate_open(&managed, &stream, policies.hydration, m.range);
+    let result = dehydrate_open(&managed, &stream, policies.hydration, range, idle_opens);
     if let Some(provider) = &provider {
         let flags = if result.is_ok() {
             msg::DehydrateCompletionFlags::DEHYDRATED.bits()
@@ -600,6 +656,7 @@ fn dehydrate_open(
     stream: &StreamContext,
     hydration: Policy,
     range: cloudflt_proto::ByteRange,
+    idle_opens: u32,
 ) -> Result<(), NTSTATUS> {
     // Pages changed through a view and not yet written are recorded as they are
     // written: first, so that the in-sync check sees them and the zeroing finds none.
@@ -617,7 +674,14 @@ fn dehydrate_open(
     if flags.contains(PlaceholderFlags::PINNED) || attributes & ATTRIBUTE_PINNED != 0 {
         return Err(STATUS_CLOUD_FILE_PINNED);
     }
-    drop_range(managed, stream, op_range(range, size), size, false)
+    drop_range(
+        managed,
+        stream,
+        op_range(range, size),
+        size,
+        false,
+        idle_opens,
+    )
 }
 
 /// Drops the whole 4 KiB units of `range` of a `size`-byte placeholder (the tail unit
@@ -629,6 +693,7 @@ fn drop_range(
     range: Range,
     size: u64,
     marking_in_sync: bool,
+    idle_opens: u32,
 ) -> Result<(), NTSTATUS> {
     let start = range
         .start
@@ -657,7 +722,12 @@ fn drop_range(
     // recorded (fetched again), never a record of data that is gone. The check that
     // nothing else uses the stream and the forgetting are one step (`begin_dehydration`),
     // and no fetch starts until the zeroing is done.
-    hydrate::begin_dehydration(stream, Range { start, end }, 1, marking_in_sync)?;
+    hydrate::begin_dehydration(
+        stream,
+        Range { start, end },
+        1 + idle_opens,
+        marking_in_sync,
+    )?;
     let status = hydrate::persist(stream, &managed.file);
     let result = if nt_success(status) {
         managed.file.zero_range(start, end)
@@ -810,10 +880,11 @@ pub(crate) fn update(provider: &ProviderRef, m: &msg::Update<'_>) -> Result<Payl
                 },
                 size,
                 mark,
+                0,
             )?;
         } else {
             for r in m.dehydrate.iter() {
-                drop_range(&managed, &stream, op_range(r, size), size, mark)?;
+                drop_range(&managed, &stream, op_range(r, size), size, mark, 0)?;
             }
         }
     }

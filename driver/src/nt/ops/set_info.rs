@@ -112,15 +112,27 @@ pub(crate) fn tracked_bits(
         })
 }
 
+/// What the post-operation of a synchronized FileBasicInformation does, as bits of its
+/// completion context (a value, not a pointer): take the file out of sync (a tracked
+/// change), and dehydrate it (UNPINNED newly set by a user, see
+/// `placeholder::dehydrate_unpinned`).
+const AFTER_TRACKED: usize = 0x1;
+const AFTER_UNPINNED: usize = 0x2;
+
+/// FILE_ATTRIBUTE_UNPINNED.
+const FILE_ATTRIBUTE_UNPINNED: u32 = 0x0010_0000;
+
 /// The pre-operation's part for FileBasicInformation: `Some` when the request is a
-/// change the open's in-sync policy tracks, synchronized so that its post-operation
-/// takes the file out of sync.
+/// change the open's in-sync policy tracks, or sets UNPINNED on a placeholder file for
+/// a process other than a provider, synchronized so that its post-operation takes the
+/// file out of sync or dehydrates it (`AFTER_*` in the completion context).
 ///
 /// # Safety
 /// FltMgr's arguments for this pre-operation.
 unsafe fn pre_basic(
     data: *mut FLT_CALLBACK_DATA,
     objects: *const FLT_RELATED_OBJECTS,
+    completion_context: *mut *mut core::ffi::c_void,
 ) -> Option<FLT_PREOP_CALLBACK_STATUS> {
     // SAFETY: the caller's contract.
     let data_ref = unsafe { data.as_ref() }?;
@@ -140,7 +152,6 @@ unsafe fn pre_basic(
         return None;
     }
     let handle = stream::HandleRef::get(objects.Instance, objects.FileObject)?;
-    let policy = tracked_policy(&handle, data)?;
     // SAFETY: the caller's buffer of at least the structure's size (checked); it may be
     // unaligned in a user's buffer.
     let new = unsafe {
@@ -166,9 +177,26 @@ unsafe fn pre_basic(
         None => true,
     };
     let current = fo.basic().ok()?;
-    if !policy.intersects(tracked_bits(&new, &current, directory)) {
+    let mut after = 0;
+    if tracked_policy(&handle, data)
+        .is_some_and(|policy| policy.intersects(tracked_bits(&new, &current, directory)))
+    {
+        after |= AFTER_TRACKED;
+    }
+    // SAFETY: live callback data.
+    let pid = unsafe { FltGetRequestorProcessId(data) };
+    if !directory
+        && new.FileAttributes & FILE_ATTRIBUTE_UNPINNED != 0
+        && current.FileAttributes & FILE_ATTRIBUTE_UNPINNED == 0
+        && !providers::is_provider(pid as usize)
+    {
+        after |= AFTER_UNPINNED;
+    }
+    if after == 0 {
         return None;
     }
+    // SAFETY: FltMgr's out pointer for this pre-operation; a value, never dereferenced.
+    unsafe { completion_context.write(after as *mut core::ffi::c_void) };
     Some(FLT_PREOP_SYNCHRONIZE)
 }
 
@@ -192,14 +220,33 @@ fn tracked_policy(
     Some(policy)
 }
 
-/// The post-operation's part for a tracked FileBasicInformation change, at
-/// PASSIVE_LEVEL in the requestor's thread (synchronized).
-fn post_basic(data: &mut FLT_CALLBACK_DATA, objects: &FLT_RELATED_OBJECTS) {
+/// The post-operation's part for a FileBasicInformation change `pre_basic`
+/// synchronized, at PASSIVE_LEVEL in the requestor's thread, with its `AFTER_*` bits.
+fn post_basic(data: &mut FLT_CALLBACK_DATA, objects: &FLT_RELATED_OBJECTS, after: usize) {
     // SAFETY: the status block of the completed operation.
     let status = unsafe { data.IoStatus.Anonymous.Status };
     if !nt_success(status) {
         return;
     }
+    if after & AFTER_TRACKED != 0 {
+        post_tracked(data, objects);
+    }
+    if after & AFTER_UNPINNED != 0
+        && let Ok(name) = NameInfo::normalized(data)
+    {
+        // SAFETY: the live file object of the operation (FltMgr's related objects).
+        let idle = unsafe { objects.FileObject.as_ref() }
+            .is_some_and(|fo| !fo.ReadAccess && !fo.WriteAccess)
+            && stream::HandleRef::get(objects.Instance, objects.FileObject)
+                .is_some_and(|h| h.counted);
+        // The attribute is set whatever becomes of the dehydration (a file not in sync,
+        // a provider's veto, a root without AUTO_DEHYDRATION_ALLOWED keep the data).
+        let _ = crate::nt::placeholder::dehydrate_unpinned(objects.Filter, name.units(), idle);
+    }
+}
+
+/// A tracked change went through: the file is out of sync.
+fn post_tracked(data: &mut FLT_CALLBACK_DATA, objects: &FLT_RELATED_OBJECTS) {
     let fo = Fo {
         instance: objects.Instance,
         file_object: objects.FileObject,
@@ -237,7 +284,7 @@ pub(crate) unsafe extern "system" fn pre_set_information(
     completion_context: *mut *mut core::ffi::c_void,
 ) -> FLT_PREOP_CALLBACK_STATUS {
     // SAFETY: FltMgr's arguments for this pre-operation.
-    if let Some(status) = unsafe { pre_basic(data, objects) } {
+    if let Some(status) = unsafe { pre_basic(data, objects, completion_context) } {
         return status;
     }
     // SAFETY: as above.
@@ -323,7 +370,7 @@ pub(crate) unsafe extern "system" fn post_set_information(
         // Synchronized (pre_basic): PASSIVE_LEVEL, the requestor's thread; a draining
         // post-operation has nothing to record.
         if flags & FLTFL_POST_OPERATION_DRAINING == 0 {
-            post_basic(d, o);
+            post_basic(d, o, context as usize);
         }
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
