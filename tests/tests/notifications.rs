@@ -131,9 +131,16 @@ fn reparse_open() -> OpenParams {
 
 /// Renames `from` to `to` as the application: the status.
 fn rename(rig: &Rig, from: &str, to: &str) -> i32 {
+    rename_with(rig, from, to, false)
+}
+
+/// Renames `from` to `to` as the application, replacing what is there if `replace`.
+fn rename_with(rig: &Rig, from: &str, to: &str, replace: bool) -> i32 {
+    let mut input = rename_input(to);
+    input[0] = u8::from(replace);
     process::run_as(rig.app, || {
         let h = files::create(from, &reparse_open()).expect("open");
-        let status = files::set_information(h, 10, &rename_input(to));
+        let status = files::set_information(h, 10, &input);
         files::close(h);
         status
     })
@@ -156,6 +163,9 @@ fn renames_and_dehydrations_are_asked_about_then_completed() {
                 .in_sync(true)
                 .identity(b"id-a".to_vec()),
             PlaceholderSpec::file("b.bin", SIZE).in_sync(true),
+            PlaceholderSpec::file("d.bin", SIZE)
+                .in_sync(true)
+                .identity(b"id-d".to_vec()),
         ]);
         assert!(made.iter().all(Result::is_ok), "{made:?}");
     });
@@ -233,6 +243,29 @@ fn renames_and_dehydrations_are_asked_about_then_completed() {
         [
             "delete c.bin dir=false undelete=false size=8192 identity=\"id-a\"",
             "deleted c.bin",
+        ]
+    );
+
+    // A rename that replaces a placeholder deletes it: asked about both, told of both.
+    assert_eq!(
+        rename_with(&rig, "C:\\Cloud\\b.bin", "C:\\Cloud\\d.bin", true),
+        STATUS_SUCCESS
+    );
+    let mut seen = lines(4);
+    assert_eq!(
+        seen[..2],
+        [
+            "rename b.bin -> \\Device\\HarddiskVolume1\\Cloud\\d.bin source_in=true target_in=true",
+            "delete d.bin dir=false undelete=false size=8192 identity=\"id-d\"",
+        ]
+    );
+    // The two completions come from the library's workers, in either order.
+    seen[2..].sort();
+    assert_eq!(
+        seen[2..],
+        [
+            "deleted d.bin",
+            "renamed d.bin from \\Device\\HarddiskVolume1\\Cloud\\b.bin",
         ]
     );
     process::run_as(rig.provider, || connection.disconnect()).expect("disconnect");

@@ -149,6 +149,10 @@ pub(super) const FILE_RENAME_INFORMATION_EX: i32 = 65;
 pub(super) struct RenameAfter {
     /// The file left every sync root: it becomes an ordinary file.
     moved_out: bool,
+    /// The rename replaces a placeholder file whose provider asked for
+    /// NOTIFY_DELETE_COMPLETION: its file id, to tell of its deletion once the rename
+    /// is done.
+    replaced: Option<u64>,
     /// The provider asked for NOTIFY_RENAME_COMPLETION: it is told, with the former
     /// name (copied here, in pool: `len` units).
     complete: bool,
@@ -161,6 +165,8 @@ const TAG_RENAME: u32 = crate::nt::pool::tag(b"CFrn");
 /// FILE_RENAME_INFORMATION (x64 and arm64 layout): ReplaceIfExists or Flags at 0,
 /// RootDirectory at 8, FileNameLength at 16, FileName at 20.
 struct RenameTarget {
+    /// ReplaceIfExists (FILE_RENAME_REPLACE_IF_EXISTS in the _EX classes' Flags).
+    replace: bool,
     root_directory: windows_sys::Win32::Foundation::HANDLE,
     name: *const u16,
     name_bytes: u32,
@@ -174,7 +180,8 @@ fn rename_target_of(data: &FLT_CALLBACK_DATA, classes: [i32; 2]) -> Option<Renam
     let iopb = unsafe { data.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>().as_ref() }?;
     // SAFETY: IRP_MJ_SET_INFORMATION: the union holds its parameters.
     let set = unsafe { iopb.Parameters.SetFileInformation };
-    if !classes.contains(&set.FileInformationClass) {
+    let class = set.FileInformationClass;
+    if !classes.contains(&class) {
         return None;
     }
     if set.InfoBuffer.is_null() || (set.Length as usize) < 20 {
@@ -194,7 +201,15 @@ fn rename_target_of(data: &FLT_CALLBACK_DATA, classes: [i32; 2]) -> Option<Renam
     if u64::from(name_bytes) > u64::from(set.Length) - 20 {
         return None;
     }
+    let replace = if class == FILE_RENAME_INFORMATION || class == FILE_LINK_INFORMATION {
+        // SAFETY: ReplaceIfExists, the first byte of the buffer (checked above).
+        unsafe { base.read() != 0 }
+    } else {
+        // SAFETY: Flags, the first four bytes of the buffer (checked above), unaligned.
+        unsafe { base.cast::<u32>().read_unaligned() & 0x1 != 0 }
+    };
     Some(RenameTarget {
+        replace,
         root_directory,
         // Within the caller's buffer (checked above).
         name: base.wrapping_add(20).cast::<u16>(),
@@ -229,11 +244,11 @@ pub(super) unsafe fn pre_rename(
         file_object: objects.FileObject,
     };
     let (attributes, tag) = fo.attribute_tag().ok()?;
-    if tag != cloudflt_proto::reparse::TAG {
+    let placeholder = tag == cloudflt_proto::reparse::TAG;
+    if !placeholder && !target.replace {
         return None;
     }
     let directory = attributes & FILE_ATTRIBUTE_DIRECTORY != 0;
-    let source = NameInfo::normalized(data).ok()?;
     let destination = match NameInfo::destination(
         objects.Instance,
         objects.FileObject,
@@ -245,6 +260,25 @@ pub(super) unsafe fn pre_rename(
         // The file system would refuse it too; let it say why.
         Err(_) => return None,
     };
+    if !placeholder {
+        // An ordinary file put in place of a placeholder: only the one it replaces is
+        // the provider's business.
+        let replaced = match ask_replaced(data, objects, destination.units()) {
+            Ok(replaced) => replaced?,
+            Err(status) => return Some(complete(data_ref, status)),
+        };
+        return synchronize_after(
+            completion_context,
+            RenameAfter {
+                moved_out: false,
+                replaced: Some(replaced),
+                complete: false,
+                source: None,
+                source_len: 0,
+            },
+        );
+    }
+    let source = NameInfo::normalized(data).ok()?;
     let from = roots::root_of(source.units());
     let to = roots::root_of(destination.units());
     let moved_out = from.is_some() && to.is_none();
@@ -293,14 +327,23 @@ pub(super) unsafe fn pre_rename(
             return Some(complete(data_ref, status));
         }
     }
+    let replaced = if target.replace {
+        match ask_replaced(data, objects, destination.units()) {
+            Ok(replaced) => replaced,
+            Err(status) => return Some(complete(data_ref, status)),
+        }
+    } else {
+        None
+    };
     let completion = provider
         .as_ref()
         .is_some_and(|p| p.notifications.wants(NotifyKind::RenameCompletion));
-    if !moved_out && !completion {
+    if !moved_out && !completion && replaced.is_none() {
         return None;
     }
     let after = RenameAfter {
         moved_out,
+        replaced,
         complete: completion,
         source: copy_units(source.units()),
         source_len: source.units().len(),
@@ -325,6 +368,86 @@ pub(super) unsafe fn pre_rename(
     // block back.
     unsafe { completion_context.write(PoolBox::into_raw(after).as_ptr().cast()) };
     Some(FLT_PREOP_SYNCHRONIZE)
+}
+
+/// Hands `after` to the post-operation of a rename (synchronized); without pool for it
+/// the rename goes on with nothing to tell afterwards (only completions are lost).
+fn synchronize_after(
+    completion_context: *mut *mut core::ffi::c_void,
+    after: RenameAfter,
+) -> Option<FLT_PREOP_CALLBACK_STATUS> {
+    let after = PoolBox::try_new(after, TAG_RENAME)?;
+    // SAFETY: FltMgr's out pointer for this pre-operation; the post-operation takes the
+    // block back.
+    unsafe { completion_context.write(PoolBox::into_raw(after).as_ptr().cast()) };
+    Some(FLT_PREOP_SYNCHRONIZE)
+}
+
+/// A rename that replaces an existing name deletes the file there: when that is a
+/// placeholder file whose provider asked for NOTIFY_DELETE, the provider is asked
+/// first, as for any delete of it (its refusal or silence fails the rename, and nothing
+/// moves). `Ok(Some(file id))` when its provider asked to hear of the deletion after
+/// (NOTIFY_DELETE_COMPLETION); `Ok(None)` when nothing is to be told (no file there, an
+/// ordinary file, a directory — which NTFS never replaces — no provider, or the
+/// provider's own rename).
+fn ask_replaced(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: &FLT_RELATED_OBJECTS,
+    destination: &[u16],
+) -> Result<Option<u64>, NTSTATUS> {
+    let Some(provider) = providers::for_path(destination) else {
+        return Ok(None);
+    };
+    let wants = provider.notifications;
+    if !wants.wants(NotifyKind::Delete) && !wants.wants(NotifyKind::DeleteCompletion) {
+        return Ok(None);
+    }
+    // SAFETY: live callback data.
+    let pid = unsafe { FltGetRequestorProcessId(data) };
+    if pid as usize == provider.pid {
+        return Ok(None);
+    }
+    let there = match crate::nt::file::OwnedFile::open(
+        objects.Filter,
+        objects.Instance,
+        destination,
+        FILE_READ_ATTRIBUTES,
+        windows_sys::Wdk::Storage::FileSystem::FILE_OPEN,
+        crate::nt::file::Kind::File,
+        0,
+    ) {
+        Ok(file) => file,
+        // Nothing there (or a directory): nothing of the provider's is replaced.
+        Err(_) => return Ok(None),
+    };
+    let (_, tag) = there.attribute_tag()?;
+    if tag != cloudflt_proto::reparse::TAG {
+        return Ok(None);
+    }
+    let file_id = there.file_id().unwrap_or(0);
+    if wants.wants(NotifyKind::Delete) {
+        let blob = there.reparse_point().ok().flatten();
+        let image = ImageName::of(data);
+        let command_line = provider
+            .connect_flags
+            .contains(ConnectFlags::REQUIRE_PROCESS_INFO)
+            .then(|| CommandLine::of_current(pid));
+        let subject = Subject {
+            kind: NotifyKind::Delete,
+            flags: DeleteFlags::NONE.bits(),
+            reason: DehydrationReason::None,
+            file_id,
+            file_size: there.size().unwrap_or(0),
+            name: destination,
+            target: &[],
+            identity: identity_in(blob.as_ref()),
+            requestor_pid: pid,
+            requestor_image: image.units(),
+            command_line: command_line.as_ref().map(CommandLine::units),
+        };
+        notify::ask(&provider, &subject, data)?;
+    }
+    Ok(wants.wants(NotifyKind::DeleteCompletion).then_some(file_id))
 }
 
 /// Brings every byte of the placeholder file `objects.FileObject` (named `name`) onto
@@ -493,6 +616,9 @@ pub(super) unsafe fn post_rename(
     if draining || !nt_success(status) {
         return;
     }
+    if let Some(file_id) = after.replaced {
+        tell_replaced(data, file_id);
+    }
     if after.moved_out
         && let Some(stream) = stream::get(objects.Instance, objects.FileObject)
         && let Err(failed) = crate::nt::placeholder::revert_moved_out(&stream)
@@ -534,6 +660,37 @@ pub(super) unsafe fn post_rename(
             file_size: if directory { 0 } else { fo.size().unwrap_or(0) },
             name: name.units(),
             target: source,
+            identity: &[],
+            requestor_pid: pid,
+            requestor_image: image.units(),
+            command_line: None,
+        },
+    );
+}
+
+/// A rename replaced a placeholder file whose provider asked to hear of its deletion:
+/// it is told (NOTIFY_DELETE_COMPLETION, with the name the file had, which the renamed
+/// file now has).
+fn tell_replaced(data: &FLT_CALLBACK_DATA, file_id: u64) {
+    let Ok(name) = NameInfo::normalized(data) else {
+        return;
+    };
+    let Some(provider) = providers::for_path(name.units()) else {
+        return;
+    };
+    // SAFETY: live callback data.
+    let pid = unsafe { FltGetRequestorProcessId(core::ptr::from_ref(data).cast_mut()) };
+    let image = ImageName::of(data);
+    notify::tell(
+        &provider,
+        &Subject {
+            kind: NotifyKind::DeleteCompletion,
+            flags: 0,
+            reason: DehydrationReason::None,
+            file_id,
+            file_size: 0,
+            name: name.units(),
+            target: &[],
             identity: &[],
             requestor_pid: pid,
             requestor_image: image.units(),
