@@ -272,6 +272,74 @@ fn renames_and_dehydrations_are_asked_about_then_completed() {
     rig.unload();
 }
 
+#[test]
+fn directory_and_posix_deletes_are_completed_when_the_name_goes() {
+    let rig = Rig::new();
+    let seen = Arc::new(Seen::default());
+    let connection = process::run_as(rig.provider, || {
+        let config = SyncRootConfig::new(ROOT, "listen", "1").timeout(Duration::from_secs(30));
+        SyncRoot::connect(config, Listen(seen.clone())).expect("connect")
+    });
+    process::run_as(rig.provider, || {
+        let made = connection.create_placeholders(&[
+            PlaceholderSpec::directory("dir"),
+            PlaceholderSpec::file("p.bin", SIZE).in_sync(true),
+        ]);
+        assert!(made.iter().all(Result::is_ok), "{made:?}");
+    });
+    let lines = |n: usize| {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while seen.0.lock().unwrap().len() < n && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        // Anything late shows up too.
+        std::thread::sleep(Duration::from_millis(50));
+        std::mem::take(&mut *seen.0.lock().unwrap())
+    };
+    let dir_open = OpenParams {
+        options: FILE_OPEN_REPARSE_POINT | 0x1, // FILE_DIRECTORY_FILE
+        ..reparse_open()
+    };
+
+    // A directory placeholder: asked; told only once its last handle is gone.
+    let second = process::run_as(rig.app, || {
+        let first = files::create("C:\\Cloud\\dir", &dir_open).expect("open");
+        let second = files::create("C:\\Cloud\\dir", &dir_open).expect("open");
+        assert_eq!(files::set_information(first, 13, &[1]), STATUS_SUCCESS);
+        files::close(first);
+        second
+    });
+    assert_eq!(
+        lines(1),
+        ["delete dir dir=true undelete=false size=0 identity=\"\""]
+    );
+    process::run_as(rig.app, || files::close(second));
+    assert_eq!(lines(1), ["deleted dir"]);
+
+    // POSIX semantics: the name goes at once, and so does the completion, while the
+    // deleting handle is still open.
+    let flags: u32 = 0x1 | 0x2; // FILE_DISPOSITION_DELETE | FILE_DISPOSITION_POSIX_SEMANTICS
+    let h = process::run_as(rig.app, || {
+        let h = files::create("C:\\Cloud\\p.bin", &reparse_open()).expect("open");
+        assert_eq!(
+            files::set_information(h, 64, &flags.to_le_bytes()),
+            STATUS_SUCCESS
+        );
+        h
+    });
+    assert_eq!(
+        lines(2),
+        [
+            "delete p.bin dir=false undelete=false size=8192 identity=\"\"",
+            "deleted p.bin",
+        ]
+    );
+    process::run_as(rig.app, || files::close(h));
+    assert!(lines(0).is_empty(), "told twice");
+    process::run_as(rig.provider, || connection.disconnect()).expect("disconnect");
+    rig.unload();
+}
+
 /// Answers deletes late: after `pings` valid requests on its connection, 100 ms apart
 /// (each restarts the clock, cfapi's rule), or after the same silence without them.
 struct Late {

@@ -76,6 +76,8 @@ const fn operations() -> [FLT_OPERATION_REGISTRATION; OPERATION_COUNT + 1] {
             Some(ops::write::post_write)
         } else if major == IRP_MJ_SET_INFORMATION as u8 {
             Some(ops::set_info::post_set_information)
+        } else if major == IRP_MJ_CLEANUP as u8 {
+            Some(ops::cleanup::post_cleanup)
         } else {
             None
         };

@@ -14,14 +14,17 @@ use super::*;
 pub(crate) unsafe extern "system" fn pre_cleanup(
     data: *mut FLT_CALLBACK_DATA,
     objects: *const FLT_RELATED_OBJECTS,
-    _completion_context: *mut *mut core::ffi::c_void,
+    completion_context: *mut *mut core::ffi::c_void,
 ) -> FLT_PREOP_CALLBACK_STATUS {
     // SAFETY: FltMgr passes valid related objects for the duration of the call.
     let Some(objects) = (unsafe { objects.as_ref() }) else {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     };
     let Some(stream) = stream::get(objects.Instance, objects.FileObject) else {
-        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+        // SAFETY: FltMgr's arguments for this pre-operation.
+        return unsafe {
+            super::namespace::pre_cleanup_directory(data, objects, completion_context)
+        };
     };
     let handle = stream::HandleRef::get(objects.Instance, objects.FileObject);
     let last = stream::close_open(&stream, handle.as_ref());
@@ -47,4 +50,33 @@ pub(crate) unsafe extern "system" fn pre_cleanup(
         hydrate::drop_streamed(&stream);
     }
     FLT_PREOP_SUCCESS_NO_CALLBACK
+}
+
+/// PostOperation of CLEANUP: only for the directory placeholders `pre_cleanup`
+/// synchronized (a delete pending, a provider to tell once it happened).
+///
+/// # Safety
+/// Called by FltMgr with valid callback data.
+pub(crate) unsafe extern "system" fn post_cleanup(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    context: *const core::ffi::c_void,
+    flags: u32,
+) -> FLT_POSTOP_CALLBACK_STATUS {
+    // SAFETY: FltMgr's live callback data.
+    let d = unsafe { data.as_ref() };
+    // SAFETY: FltMgr's live related objects.
+    let o = unsafe { objects.as_ref() };
+    if let (Some(d), Some(o)) = (d, o) {
+        // SAFETY: the context pre_cleanup_directory wrote for this operation.
+        unsafe {
+            super::namespace::post_cleanup_directory(
+                d,
+                o,
+                context,
+                flags & FLTFL_POST_OPERATION_DRAINING != 0,
+            )
+        };
+    }
+    FLT_POSTOP_FINISHED_PROCESSING
 }

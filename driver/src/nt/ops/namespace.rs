@@ -32,13 +32,24 @@ use windows_sys::Win32::Foundation::{STATUS_CLOUD_FILE_INCOMPATIBLE_HARDLINKS, S
 
 /// FileDispositionInformation, FileDispositionInformationEx.
 const FILE_DISPOSITION_INFORMATION: i32 = 13;
-const FILE_DISPOSITION_INFORMATION_EX: i32 = 64;
+pub(super) const FILE_DISPOSITION_INFORMATION_EX: i32 = 64;
 /// FILE_DISPOSITION_DELETE in FileDispositionInformationEx's flags.
 const FILE_DISPOSITION_DELETE: u32 = 0x1;
 
-/// Whether a SET_INFORMATION sets (`Some(true)`) or clears (`Some(false)`) a file's
-/// disposition; `None` for any other class or a buffer too short.
-fn disposition_of(data: &FLT_CALLBACK_DATA) -> Option<bool> {
+/// FILE_DISPOSITION_POSIX_SEMANTICS: the name goes at once, not at the last cleanup.
+const FILE_DISPOSITION_POSIX_SEMANTICS: u32 = 0x2;
+
+/// A SET_INFORMATION that changes a file's disposition: sets it (delete) or clears it,
+/// and with POSIX semantics or not.
+#[derive(Clone, Copy)]
+struct Disposition {
+    delete: bool,
+    posix: bool,
+}
+
+/// The disposition a SET_INFORMATION sets or clears; `None` for any other class or a
+/// buffer too short.
+fn disposition_of(data: &FLT_CALLBACK_DATA) -> Option<Disposition> {
     // SAFETY: Iopb points at the operation's parameter block, valid during the operation.
     let iopb = unsafe { data.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>().as_ref() }?;
     // SAFETY: IRP_MJ_SET_INFORMATION: the union holds its parameters.
@@ -47,15 +58,20 @@ fn disposition_of(data: &FLT_CALLBACK_DATA) -> Option<bool> {
         return None;
     }
     match set.FileInformationClass {
-        FILE_DISPOSITION_INFORMATION if set.Length >= 1 => {
+        FILE_DISPOSITION_INFORMATION if set.Length >= 1 => Some(Disposition {
             // SAFETY: the caller's buffer of at least one byte (checked): DeleteFile.
-            Some(unsafe { set.InfoBuffer.cast::<u8>().read() } != 0)
-        }
+            delete: unsafe { set.InfoBuffer.cast::<u8>().read() } != 0,
+            posix: false,
+        }),
         FILE_DISPOSITION_INFORMATION_EX if set.Length >= 4 => {
             // SAFETY: the caller's buffer of at least four bytes (checked): Flags; it
             // may be unaligned in a user's buffer.
             let flags = unsafe { set.InfoBuffer.cast::<u32>().read_unaligned() };
-            Some(flags & FILE_DISPOSITION_DELETE != 0)
+            let delete = flags & FILE_DISPOSITION_DELETE != 0;
+            Some(Disposition {
+                delete,
+                posix: delete && flags & FILE_DISPOSITION_POSIX_SEMANTICS != 0,
+            })
         }
         _ => None,
     }
@@ -63,13 +79,16 @@ fn disposition_of(data: &FLT_CALLBACK_DATA) -> Option<bool> {
 
 /// The pre-operation's part for a delete (or undelete) of a placeholder whose provider
 /// asked for NOTIFY_DELETE: `Some` with how the operation ends when the provider refused
-/// or did not answer; `None` to let it go on.
+/// or did not answer; `None` to let it go on. A POSIX-semantics delete removes the name
+/// at once, so a provider that asked for NOTIFY_DELETE_COMPLETION is told when the
+/// operation succeeded (the post-operation, `post_delete`), not at the last cleanup.
 ///
 /// # Safety
 /// FltMgr's arguments for the SET_INFORMATION pre-operation.
 pub(super) unsafe fn pre_delete(
     data: *mut FLT_CALLBACK_DATA,
     objects: *const FLT_RELATED_OBJECTS,
+    completion_context: *mut *mut core::ffi::c_void,
 ) -> Option<FLT_PREOP_CALLBACK_STATUS> {
     // SAFETY: the caller's contract.
     let data_ref = unsafe { data.as_mut() }?;
@@ -78,7 +97,8 @@ pub(super) unsafe fn pre_delete(
     if data_ref.Flags & FLTFL_CALLBACK_DATA_IRP_OPERATION == 0 {
         return None;
     }
-    let delete = disposition_of(data_ref)?;
+    let disposition = disposition_of(data_ref)?;
+    let delete = disposition.delete;
     let fo = Fo {
         instance: objects.Instance,
         file_object: objects.FileObject,
@@ -90,10 +110,14 @@ pub(super) unsafe fn pre_delete(
     let name = NameInfo::normalized(data).ok()?;
     // No provider connected: nobody to ask, the delete proceeds.
     let provider = providers::for_path(name.units())?;
-    if !provider.notifications.wants(NotifyKind::Delete) {
-        return None;
-    }
     let directory = attributes & FILE_ATTRIBUTE_DIRECTORY != 0;
+    let told_after =
+        disposition.posix && provider.notifications.wants(NotifyKind::DeleteCompletion);
+    if !provider.notifications.wants(NotifyKind::Delete) {
+        return told_after
+            .then(|| after_deletion(completion_context, &fo, directory, name.units()))
+            .flatten();
+    }
     let mut flags = DeleteFlags::NONE;
     if directory {
         flags = flags.union(DeleteFlags::IS_DIRECTORY);
@@ -124,8 +148,202 @@ pub(super) unsafe fn pre_delete(
         command_line: command_line.as_ref().map(CommandLine::units),
     };
     match notify::ask(&provider, &subject, data) {
+        Ok(()) if told_after => after_deletion(completion_context, &fo, directory, name.units()),
         Ok(()) => None,
         Err(status) => Some(complete(data_ref, status)),
+    }
+}
+
+/// A deletion to tell the provider of once it has happened
+/// (NOTIFY_DELETE_COMPLETION), handed from a pre-operation to its post-operation: the
+/// file's id, size and name (copied into pool).
+pub(super) struct Deletion {
+    file_id: u64,
+    file_size: u64,
+    name: crate::nt::file::PoolBuf,
+    name_len: usize,
+}
+
+const TAG_DELETION: u32 = crate::nt::pool::tag(b"CFdl");
+
+impl Deletion {
+    fn new(file_id: u64, file_size: u64, name: &[u16]) -> Option<PoolBox<Self>> {
+        let deletion = Self {
+            file_id,
+            file_size,
+            name: copy_units(name)?,
+            name_len: name.len(),
+        };
+        PoolBox::try_new(deletion, TAG_DELETION)
+    }
+
+    /// Takes back the block a pre-operation handed over as its completion context.
+    ///
+    /// # Safety
+    /// `context` is null or a block [`Deletion::new`] made and a pre-operation handed
+    /// over, taken back once.
+    unsafe fn take(context: *const core::ffi::c_void) -> Option<PoolBox<Self>> {
+        let ptr = NonNull::new(context.cast_mut().cast::<Self>())?;
+        // SAFETY: the caller's contract.
+        Some(unsafe { PoolBox::from_raw(ptr, TAG_DELETION) })
+    }
+
+    /// Tells the provider of the root the file was in, if it asked.
+    fn tell(&self, data: *const FLT_CALLBACK_DATA) {
+        let name = pool_units(&self.name, self.name_len);
+        let Some(provider) = providers::for_path(name) else {
+            return;
+        };
+        if !provider.notifications.wants(NotifyKind::DeleteCompletion) {
+            return;
+        }
+        // SAFETY: live callback data.
+        let pid = unsafe { FltGetRequestorProcessId(data.cast_mut()) };
+        let image = ImageName::of(data);
+        notify::tell(
+            &provider,
+            &Subject {
+                kind: NotifyKind::DeleteCompletion,
+                flags: 0,
+                reason: DehydrationReason::None,
+                file_id: self.file_id,
+                file_size: self.file_size,
+                name,
+                target: &[],
+                identity: &[],
+                requestor_pid: pid,
+                requestor_image: image.units(),
+                command_line: None,
+            },
+        );
+    }
+}
+
+/// `len` units of a pool copy made by `copy_units`.
+fn pool_units(buffer: &crate::nt::file::PoolBuf, len: usize) -> &[u16] {
+    let bytes = buffer.as_slice();
+    let len = len.min(bytes.len() / 2);
+    // SAFETY: pool memory (16-byte aligned, so aligned for u16) of at least `len` units.
+    unsafe { core::slice::from_raw_parts(bytes.as_ptr().cast::<u16>(), len) }
+}
+
+/// Synchronizes a POSIX delete so that its post-operation tells of it; without pool
+/// the delete goes on untold.
+fn after_deletion(
+    completion_context: *mut *mut core::ffi::c_void,
+    fo: &Fo,
+    directory: bool,
+    name: &[u16],
+) -> Option<FLT_PREOP_CALLBACK_STATUS> {
+    let size = if directory { 0 } else { fo.size().unwrap_or(0) };
+    let deletion = Deletion::new(fo.file_id().unwrap_or(0), size, name)?;
+    // SAFETY: FltMgr's out pointer for this pre-operation; the post-operation takes the
+    // block back.
+    unsafe { completion_context.write(PoolBox::into_raw(deletion).as_ptr().cast()) };
+    Some(FLT_PREOP_SYNCHRONIZE)
+}
+
+/// The post-operation of a POSIX delete `pre_delete` synchronized: the name is gone if
+/// it succeeded, and the provider is told.
+///
+/// # Safety
+/// `context` is the completion context `pre_delete` wrote for this operation.
+pub(super) unsafe fn post_delete(
+    data: &FLT_CALLBACK_DATA,
+    context: *const core::ffi::c_void,
+    draining: bool,
+) {
+    // SAFETY: the caller's contract.
+    let Some(deletion) = (unsafe { Deletion::take(context) }) else {
+        return;
+    };
+    // SAFETY: the status block of the completed operation.
+    let status = unsafe { data.IoStatus.Anonymous.Status };
+    if !draining && nt_success(status) {
+        deletion.tell(data);
+    }
+}
+
+/// Pre-cleanup of a file object with no stream context: when it is a directory
+/// placeholder whose delete is pending, and its root's provider asked for
+/// NOTIFY_DELETE_COMPLETION, the cleanup is synchronized so that its post-operation
+/// (`post_cleanup_directory`) can see whether the directory went. (A placeholder file's
+/// deletion is told from its stream's last cleanup, `last_closed`.)
+///
+/// # Safety
+/// FltMgr's arguments for the CLEANUP pre-operation.
+pub(super) unsafe fn pre_cleanup_directory(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: &FLT_RELATED_OBJECTS,
+    completion_context: *mut *mut core::ffi::c_void,
+) -> FLT_PREOP_CALLBACK_STATUS {
+    // Only opens the driver took note of: in a sync root, or of a placeholder.
+    if stream::HandleRef::get(objects.Instance, objects.FileObject).is_none() {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    let fo = Fo {
+        instance: objects.Instance,
+        file_object: objects.FileObject,
+    };
+    let Ok((attributes, tag)) = fo.attribute_tag() else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    if tag != cloudflt_proto::reparse::TAG
+        || attributes & FILE_ATTRIBUTE_DIRECTORY == 0
+        || !fo.delete_pending().unwrap_or(false)
+    {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    let Ok(name) = NameInfo::normalized(data) else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    let wanted = providers::for_path(name.units())
+        .is_some_and(|p| p.notifications.wants(NotifyKind::DeleteCompletion));
+    let file_id = fo.file_id().unwrap_or(0);
+    if !wanted || file_id == 0 {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    }
+    let Some(deletion) = Deletion::new(file_id, 0, name.units()) else {
+        return FLT_PREOP_SUCCESS_NO_CALLBACK;
+    };
+    // SAFETY: FltMgr's out pointer for this pre-operation; the post-operation takes the
+    // block back.
+    unsafe { completion_context.write(PoolBox::into_raw(deletion).as_ptr().cast()) };
+    FLT_PREOP_SYNCHRONIZE
+}
+
+/// Post-cleanup of a delete-pending directory placeholder (synchronized: PASSIVE_LEVEL,
+/// the closing thread): the directory went if its id no longer opens
+/// (STATUS_INVALID_PARAMETER, NTFS's answer for an id no file has); then its provider is
+/// told. While other handles keep it, the id still opens (or is delete pending) and the
+/// last of them tells.
+///
+/// # Safety
+/// `context` is the completion context `pre_cleanup_directory` wrote.
+pub(super) unsafe fn post_cleanup_directory(
+    data: &FLT_CALLBACK_DATA,
+    objects: &FLT_RELATED_OBJECTS,
+    context: *const core::ffi::c_void,
+    draining: bool,
+) {
+    // SAFETY: the caller's contract.
+    let Some(deletion) = (unsafe { Deletion::take(context) }) else {
+        return;
+    };
+    if draining {
+        return;
+    }
+    let gone = matches!(
+        crate::nt::file::OwnedFile::open_by_id(
+            objects.Filter,
+            objects.Instance,
+            deletion.file_id,
+            FILE_READ_ATTRIBUTES,
+        ),
+        Err(windows_sys::Win32::Foundation::STATUS_INVALID_PARAMETER)
+    );
+    if gone {
+        deletion.tell(data);
     }
 }
 
@@ -631,11 +849,10 @@ pub(super) unsafe fn post_rename(
     let Ok(name) = NameInfo::normalized(data) else {
         return;
     };
-    let source = after.source.as_ref().map_or(&[][..], |b| {
-        let bytes = b.as_slice();
-        // SAFETY: pool memory (16-byte aligned) holding `source_len` units.
-        unsafe { core::slice::from_raw_parts(bytes.as_ptr().cast::<u16>(), after.source_len) }
-    });
+    let source = after
+        .source
+        .as_ref()
+        .map_or(&[][..], |b| pool_units(b, after.source_len));
     // The provider of the root the file was in (it is still there, unless it moved out).
     let Some(provider) = providers::for_path(source) else {
         return;

@@ -288,7 +288,8 @@ pub(crate) unsafe extern "system" fn pre_set_information(
         return status;
     }
     // SAFETY: as above.
-    if let Some(status) = unsafe { super::namespace::pre_delete(data, objects) } {
+    if let Some(status) = unsafe { super::namespace::pre_delete(data, objects, completion_context) }
+    {
         return status;
     }
     // SAFETY: as above.
@@ -361,6 +362,19 @@ pub(crate) unsafe extern "system" fn post_set_information(
         // SAFETY: the context pre_rename wrote for this operation.
         unsafe {
             super::namespace::post_rename(d, o, context, flags & FLTFL_POST_OPERATION_DRAINING != 0)
+        };
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
+    if let Some(d) = d.as_deref()
+        && matches!(
+            class_of(d),
+            Some(super::namespace::FILE_DISPOSITION_INFORMATION_EX)
+        )
+    {
+        // Synchronized (pre_delete, a POSIX delete): PASSIVE_LEVEL, the deleting thread.
+        // SAFETY: the context pre_delete wrote for this operation.
+        unsafe {
+            super::namespace::post_delete(d, context, flags & FLTFL_POST_OPERATION_DRAINING != 0)
         };
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
