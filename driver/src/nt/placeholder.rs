@@ -518,7 +518,7 @@ pub(crate) fn dehydrate_by_path(
     filter: PFLT_FILTER,
     m: &msg::DehydrateByPath<'_>,
 ) -> Result<(), NTSTATUS> {
-    dehydrate_for_user(filter, PathBuffer::of(m.path)?, m.range, 0)
+    dehydrate_for_user(filter, PathBuffer::of(m.path)?, m.range, 0, false)
 }
 
 /// A user's "Free up space": FILE_ATTRIBUTE_UNPINNED newly set on the placeholder file
@@ -530,8 +530,11 @@ pub(crate) fn dehydrate_by_path(
 /// platform [may] dehydrate in-sync cloud file placeholders without the help of sync
 /// providers". So under AUTO_DEHYDRATION_ALLOWED the driver dehydrates the whole file
 /// as a dehydration that process asked for ([`dehydrate_by_path`]: in sync and
-/// unmodified only, put to the provider first when it asked for NOTIFY_DEHYDRATE); under
-/// any other root the attribute is all that changes and the sync engine acts on it.
+/// unmodified only, put to the provider first when it asked for NOTIFY_DEHYDRATE).
+/// Without the modifier it does so only with the provider's help: when the connected
+/// provider asked for NOTIFY_DEHYDRATE, it is asked (a user's request, USER_MANUAL) and
+/// its ACK_DEHYDRATE allowing it is its consent; otherwise the attribute is all that
+/// changes and the sync engine acts on it as cfapi says.
 /// What refuses the dehydration (not in sync, modified, vetoed, in use) leaves the file
 /// whole and is returned for the caller to drop: the attribute change stands.
 ///
@@ -551,22 +554,29 @@ pub(crate) fn dehydrate_unpinned(
             length: 0,
         },
         u32::from(idle_handle),
+        true,
     )
 }
 
 /// The dehydration of [`dehydrate_by_path`], of the file at `path`, with `idle_opens`
-/// opens besides the driver's own that cannot read or write.
+/// opens besides the driver's own that cannot read or write. `by_consent`: without
+/// AUTO_DEHYDRATION_ALLOWED it may still go on when the connected provider asked for
+/// NOTIFY_DEHYDRATE (and then allows it), see [`dehydrate_unpinned`].
 fn dehydrate_for_user(
     filter: PFLT_FILTER,
     path: PathBuffer,
     range: cloudflt_proto::ByteRange,
     idle_opens: u32,
+    by_consent: bool,
 ) -> Result<(), NTSTATUS> {
     let policies = roots::policies(path.units()).ok_or(STATUS_CLOUD_FILE_NOT_UNDER_SYNC_ROOT)?;
-    if !policies
+    let automatic = policies
         .modifiers
-        .contains(HydrationModifiers::AUTO_DEHYDRATION_ALLOWED)
-    {
+        .contains(HydrationModifiers::AUTO_DEHYDRATION_ALLOWED);
+    let consent = by_consent
+        && super::providers::for_path(path.units())
+            .is_some_and(|p| p.notifications.wants(msg::NotifyKind::Dehydrate));
+    if !automatic && !consent {
         return Err(STATUS_CLOUD_FILE_DEHYDRATION_DISALLOWED);
     }
     super::security::may_see(filter, path.units())?;
@@ -626,6 +636,13 @@ fn dehydrate_for_user(
     }
     if modified || !in_sync {
         return Err(STATUS_CLOUD_FILE_NOT_IN_SYNC);
+    }
+    // Consent needs someone to give it: the provider that asked may have gone since.
+    let asked = provider
+        .as_ref()
+        .is_some_and(|p| p.notifications.wants(msg::NotifyKind::Dehydrate));
+    if !automatic && !asked {
+        return Err(STATUS_CLOUD_FILE_DEHYDRATION_DISALLOWED);
     }
     if let Some(provider) = &provider {
         super::notify::ask(
@@ -856,6 +873,12 @@ pub(crate) fn update(provider: &ProviderRef, m: &msg::Update<'_>) -> Result<Payl
         size: m.file_size,
     };
     let seen = hydrate::check_provider_change(&stream, &change)?;
+    // A larger cloud copy leaves the new end missing: a file with more than one name
+    // (one may lie outside every root, see `drop_range`) cannot take it.
+    let old_size = hydrate::with_held(|held| stream.with_state(held, |s| s.file_size));
+    if m.file_size > old_size && managed.file.links()? > 1 {
+        return Err(STATUS_CLOUD_FILE_INCOMPATIBLE_HARDLINKS);
+    }
     if dehydrate {
         let (flags, size) =
             hydrate::with_held(|held| stream.with_state(held, |s| (s.flags, s.file_size)));

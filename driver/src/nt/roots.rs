@@ -268,6 +268,17 @@ pub(crate) fn root_of(path: &[u16]) -> Option<usize> {
     TABLE.with(|table| containing(table, path).map(|r| r.as_ptr() as usize))
 }
 
+/// Whether `path` is a registered root or encloses one (a directory whose rename would
+/// move a root).
+pub(crate) fn any_at_or_below(path: &[u16]) -> bool {
+    TABLE.with(|table| {
+        table.0.iter().flatten().any(|r| {
+            // SAFETY: registered roots are alive while in the table (the lock is held).
+            syncroot::under(path, unsafe { r.as_ref() }.path()).is_some()
+        })
+    })
+}
+
 /// The policies of the registered root `path` is or lies under.
 pub(crate) fn policies(path: &[u16]) -> Option<Policies> {
     TABLE.with(|table| {

@@ -1048,6 +1048,12 @@ impl World {
         put_u32(&mut input, at_length, name.len() as u32);
         input.extend_from_slice(&name);
         as_process(step, pid, || {
+            // Explorer's delete is a rename into `X:\$Recycle.Bin\<sid>\`, which the shell
+            // creates on the volume the first time the user recycles there.
+            // (A failure shows as the rename's own: the path is not found.)
+            if in_recycle_bin(to) {
+                let _ = make_parents(to);
+            }
             self.with_target(&target, &delete_params(), |h| {
                 Observation::status(files::set_information(h, fs::FileRenameInformation, &input))
             })
@@ -1307,6 +1313,18 @@ fn delete_params() -> OpenParams {
         FILE_OPEN,
         FILE_OPEN_REPARSE_POINT,
     )
+}
+
+/// Whether `path` (`C:\…`) names something in a volume's recycle bin
+/// (`C:\$Recycle.Bin\<sid>\…`).
+fn in_recycle_bin(path: &str) -> bool {
+    let mut parts = path.split('\\');
+    parts.next();
+    parts
+        .next()
+        .is_some_and(|p| p.eq_ignore_ascii_case("$Recycle.Bin"))
+        && parts.next().is_some_and(|sid| !sid.is_empty())
+        && parts.next().is_some()
 }
 
 /// Creates the missing directories above `path`, as `mkdir -p` would, each through the

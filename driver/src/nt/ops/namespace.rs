@@ -463,10 +463,10 @@ pub(super) unsafe fn pre_rename(
     };
     let (attributes, tag) = fo.attribute_tag().ok()?;
     let placeholder = tag == cloudflt_proto::reparse::TAG;
-    if !placeholder && !target.replace {
+    let directory = attributes & FILE_ATTRIBUTE_DIRECTORY != 0;
+    if !placeholder && !target.replace && !directory {
         return None;
     }
-    let directory = attributes & FILE_ATTRIBUTE_DIRECTORY != 0;
     let destination = match NameInfo::destination(
         objects.Instance,
         objects.FileObject,
@@ -478,7 +478,13 @@ pub(super) unsafe fn pre_rename(
         // The file system would refuse it too; let it say why.
         Err(_) => return None,
     };
+    if directory && let Some(refused) = directory_refused(data, destination.units()) {
+        return Some(complete(data_ref, refused));
+    }
     if !placeholder {
+        if !target.replace {
+            return None;
+        }
         // An ordinary file put in place of a placeholder: only the one it replaces is
         // the provider's business.
         let replaced = match ask_replaced(data, objects, destination.units()) {
@@ -586,6 +592,33 @@ pub(super) unsafe fn pre_rename(
     // block back.
     unsafe { completion_context.write(PoolBox::into_raw(after).as_ptr().cast()) };
     Some(FLT_PREOP_SYNCHRONIZE)
+}
+
+/// Whether a directory's rename to `destination` must be refused, and with what:
+///
+/// - a directory that is a registered sync root or holds one: STATUS_ACCESS_DENIED. The
+///   registration names the folder; moving it would leave every placeholder below
+///   outside any root, served by nobody (cfapi's way to move a root is to unregister it
+///   first);
+/// - any directory of a sync root, placeholder or not, leaving that root (moved out, or
+///   into another root): STATUS_NOT_SAME_DEVICE, as a move across volumes. A directory
+///   may hold placeholders at any depth, and they would be left where no provider
+///   serves them; Explorer and MoveFileEx(MOVEFILE_COPY_ALLOWED) then copy and delete,
+///   reading every file through its provider.
+///
+/// `None` lets the rename go on (within its root, into a root from outside, or nowhere
+/// near one).
+fn directory_refused(data: *mut FLT_CALLBACK_DATA, destination: &[u16]) -> Option<NTSTATUS> {
+    let source = match NameInfo::normalized(data) {
+        Ok(name) => name,
+        Err(status) => return Some(status),
+    };
+    if roots::any_at_or_below(source.units()) {
+        return Some(windows_sys::Win32::Foundation::STATUS_ACCESS_DENIED);
+    }
+    let from = roots::root_of(source.units())?;
+    (roots::root_of(destination) != Some(from))
+        .then_some(windows_sys::Win32::Foundation::STATUS_NOT_SAME_DEVICE)
 }
 
 /// Hands `after` to the post-operation of a rename (synchronized); without pool for it
