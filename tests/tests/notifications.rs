@@ -284,6 +284,7 @@ fn directory_and_posix_deletes_are_completed_when_the_name_goes() {
         let made = connection.create_placeholders(&[
             PlaceholderSpec::directory("dir"),
             PlaceholderSpec::file("p.bin", SIZE).in_sync(true),
+            PlaceholderSpec::file("q.bin", SIZE).in_sync(true),
         ]);
         assert!(made.iter().all(Result::is_ok), "{made:?}");
     });
@@ -336,6 +337,21 @@ fn directory_and_posix_deletes_are_completed_when_the_name_goes() {
     );
     process::run_as(rig.app, || files::close(h));
     assert!(lines(0).is_empty(), "told twice");
+
+    // Delete-on-close: asked at the open, told when its cleanup deletes the file.
+    let doc = OpenParams {
+        options: FILE_OPEN_REPARSE_POINT | 0x1000, // FILE_DELETE_ON_CLOSE
+        ..reparse_open()
+    };
+    let h = process::run_as(rig.app, || {
+        files::create("C:\\Cloud\\q.bin", &doc).expect("open")
+    });
+    assert_eq!(
+        lines(1),
+        ["delete q.bin dir=false undelete=false size=8192 identity=\"\""]
+    );
+    process::run_as(rig.app, || files::close(h));
+    assert_eq!(lines(1), ["deleted q.bin"]);
     process::run_as(rig.provider, || connection.disconnect()).expect("disconnect");
     rig.unload();
 }

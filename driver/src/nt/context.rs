@@ -123,6 +123,9 @@ pub(crate) struct StreamContext {
     pub(crate) file_id: u64,
     /// Set when a write of the reparse data ends: the next writer's turn (`hydrate`).
     pub(crate) turn: Event,
+    /// The provider was told the file is deleted (a POSIX delete, whose name went with
+    /// the call): its last cleanup tells nobody again.
+    pub(crate) deletion_told: core::sync::atomic::AtomicBool,
     state: UnsafeCell<StreamState>,
 }
 
@@ -384,6 +387,7 @@ impl StreamContext {
             instance,
             file_id,
             turn: Event::uninit(),
+            deletion_told: core::sync::atomic::AtomicBool::new(false),
             state: UnsafeCell::new(state),
         })
     }
@@ -419,6 +423,11 @@ pub(crate) struct StreamHandleContext {
     /// to hear when this open of one of its placeholders closes
     /// (NOTIFY_FILE_CLOSE_COMPLETION); 0 for none.
     pub(crate) notify_close: usize,
+    /// The open will set its file's delete disposition at its cleanup
+    /// (FILE_DELETE_ON_CLOSE at create, or FileDispositionInformationEx with ON_CLOSE
+    /// since): the file system sets it only inside that cleanup, after cloudflt's
+    /// pre-cleanup has looked.
+    pub(crate) delete_on_close: core::sync::atomic::AtomicBool,
 }
 
 pub(crate) const TAG_INSTANCE_CONTEXT: u32 = tag(b"CFic");

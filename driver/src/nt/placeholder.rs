@@ -364,6 +364,18 @@ pub(crate) fn convert(provider: &ProviderRef, m: &msg::Convert<'_>) -> Result<()
     if dehydrate && always_full {
         return Err(STATUS_CLOUD_FILE_DEHYDRATION_DISALLOWED);
     }
+    // A file with other names becomes a placeholder only where the root allows hard
+    // links, and never a dehydrated one: a name may lie outside every root (see
+    // `drop_range`).
+    if file.links()? > 1 {
+        let allowed = roots::policies(managed.path()).is_some_and(|p| {
+            p.hard_links
+                .contains(cloudflt_proto::registration::HardLinkPolicy::ALLOWED)
+        });
+        if !allowed || dehydrate {
+            return Err(STATUS_CLOUD_FILE_INCOMPATIBLE_HARDLINKS);
+        }
+    }
     let mut flags = PlaceholderFlags::EMPTY;
     if m.flags.contains(ConvertFlags::IN_SYNC) {
         flags = flags.union(PlaceholderFlags::IN_SYNC);
@@ -573,7 +585,13 @@ fn dehydrate_for_user(
     let automatic = policies
         .modifiers
         .contains(HydrationModifiers::AUTO_DEHYDRATION_ALLOWED);
+    // SAFETY: no preconditions.
+    let pid = unsafe { windows_sys::Wdk::System::SystemServices::PsGetCurrentProcessId() } as usize
+        as u32;
+    // Consent is the provider's answer: a request of the System process is never put to
+    // it (`notify::ask`), so it cannot rest on one.
     let consent = by_consent
+        && pid != crate::engine::visibility::SYSTEM_PID
         && super::providers::for_path(path.units())
             .is_some_and(|p| p.notifications.wants(msg::NotifyKind::Dehydrate));
     if !automatic && !consent {
@@ -589,9 +607,6 @@ fn dehydrate_for_user(
         stream.with_state(held, |s| super::context::identity_buffer(s.identity()))
     })
     .map_err(|()| STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES)?;
-    // SAFETY: no preconditions.
-    let pid = unsafe { windows_sys::Wdk::System::SystemServices::PsGetCurrentProcessId() } as usize
-        as u32;
     let image = super::names::ImageName::of_current();
     let command_line = provider
         .as_ref()
@@ -638,9 +653,10 @@ fn dehydrate_for_user(
         return Err(STATUS_CLOUD_FILE_NOT_IN_SYNC);
     }
     // Consent needs someone to give it: the provider that asked may have gone since.
-    let asked = provider
-        .as_ref()
-        .is_some_and(|p| p.notifications.wants(msg::NotifyKind::Dehydrate));
+    let asked = pid != crate::engine::visibility::SYSTEM_PID
+        && provider
+            .as_ref()
+            .is_some_and(|p| p.notifications.wants(msg::NotifyKind::Dehydrate));
     if !automatic && !asked {
         return Err(STATUS_CLOUD_FILE_DEHYDRATION_DISALLOWED);
     }

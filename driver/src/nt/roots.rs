@@ -268,6 +268,11 @@ pub(crate) fn root_of(path: &[u16]) -> Option<usize> {
     TABLE.with(|table| containing(table, path).map(|r| r.as_ptr() as usize))
 }
 
+/// Whether no sync root is registered at all (nothing any rename could move).
+pub(crate) fn none_registered() -> bool {
+    TABLE.with(|table| table.0.iter().all(Option::is_none))
+}
+
 /// Whether `path` is a registered root or encloses one (a directory whose rename would
 /// move a root).
 pub(crate) fn any_at_or_below(path: &[u16]) -> bool {

@@ -94,7 +94,7 @@ pub(crate) use edit::{
 use edit::{Busy, By};
 use read::conclude;
 pub(crate) use read::{Pend, ReadTarget, pend_read, read_cancelled};
-pub(crate) use record::{drop_streamed, persist, transfer};
+pub(crate) use record::{drop_streamed, keep_streamed, persist, transfer};
 pub(crate) use validate::{acknowledge, retrieve};
 pub(crate) use wait::{Target, ensure_range};
 

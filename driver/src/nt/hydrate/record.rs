@@ -322,6 +322,37 @@ fn stream_only(stream: &StreamContext, parts: &[Range]) -> bool {
     })
 }
 
+/// Streamed data (STREAMING_ALLOWED) becomes the file's for good: recorded in its
+/// reparse data and never dropped at the last close. For a placeholder that is about to
+/// be reachable where no provider serves it (a hard link out of its root), whose
+/// streamed bytes would otherwise be zeroed under the new name. The status of the
+/// record; on failure the ranges stay present in memory and are fetched again after a
+/// restart (never invented).
+pub(crate) fn keep_streamed(stream: &StreamContext) -> NTSTATUS {
+    let any = TABLE.with(|t| {
+        stream.with_state(&t.held, |s| {
+            let any = !s.streamed.is_empty();
+            s.streamed = Batch::new();
+            any
+        })
+    });
+    if !any {
+        return STATUS_SUCCESS;
+    }
+    let Some(filter) = crate::nt::driver::filter() else {
+        return STATUS_CLOUD_FILE_UNSUCCESSFUL;
+    };
+    match OwnedFile::open_by_id(
+        filter,
+        stream.instance,
+        stream.file_id,
+        0x0100 | 0x0080, // FILE_WRITE_ATTRIBUTES | FILE_READ_ATTRIBUTES
+    ) {
+        Ok(file) => record(stream, &file, &[]),
+        Err(status) => status,
+    }
+}
+
 /// The stream's last handle closed: streamed data (STREAMING_ALLOWED) is dropped from
 /// the disk, so that nothing the provider streamed outlives the opens that read it, and
 /// so is data a failed validation left there (`StreamState::discarded`), where it is

@@ -29,13 +29,19 @@ pub(crate) unsafe extern "system" fn pre_cleanup(
     let handle = stream::HandleRef::get(objects.Instance, objects.FileObject);
     let last = stream::close_open(&stream, handle.as_ref());
     let notify_close = handle.as_ref().map_or(0, |h| h.notify_close);
+    let delete_on_close = handle.as_ref().is_some_and(|h| {
+        h.delete_on_close
+            .load(core::sync::atomic::Ordering::Relaxed)
+    });
     drop(handle);
     if notify_close != 0 {
-        super::namespace::closed(data, objects, notify_close, &stream, last);
+        super::namespace::closed(data, objects, notify_close, &stream, last, delete_on_close);
     }
-    if last {
-        super::namespace::last_closed(data, objects, &stream);
-    }
+    let deletion = if last {
+        super::namespace::last_closed(data, objects, &stream, delete_on_close)
+    } else {
+        None
+    };
     if last {
         hydrate::closing(
             &stream,
@@ -49,11 +55,19 @@ pub(crate) unsafe extern "system" fn pre_cleanup(
     if last {
         hydrate::drop_streamed(&stream);
     }
-    FLT_PREOP_SUCCESS_NO_CALLBACK
+    match deletion {
+        Some(deletion) => {
+            // SAFETY: FltMgr's out pointer for this pre-operation; the post-operation
+            // takes the block back.
+            unsafe { completion_context.write(PoolBox::into_raw(deletion).as_ptr().cast()) };
+            FLT_PREOP_SYNCHRONIZE
+        }
+        None => FLT_PREOP_SUCCESS_NO_CALLBACK,
+    }
 }
 
-/// PostOperation of CLEANUP: only for the directory placeholders `pre_cleanup`
-/// synchronized (a delete pending, a provider to tell once it happened).
+/// PostOperation of CLEANUP: only for the placeholders `pre_cleanup` synchronized (a
+/// delete pending, a provider to tell once it happened).
 ///
 /// # Safety
 /// Called by FltMgr with valid callback data.
@@ -70,7 +84,7 @@ pub(crate) unsafe extern "system" fn post_cleanup(
     if let (Some(d), Some(o)) = (d, o) {
         // SAFETY: the context pre_cleanup_directory wrote for this operation.
         unsafe {
-            super::namespace::post_cleanup_directory(
+            super::namespace::post_cleanup_deletion(
                 d,
                 o,
                 context,

@@ -284,6 +284,12 @@ pub(crate) unsafe extern "system" fn post_create(
     .is_err()
     {
         debug_print!("cloudflt: no stream-handle context for an open");
+    } else if super::namespace::deletes_on_close(data)
+        && let Some(handle) = stream::HandleRef::get(objects.Instance, objects.FileObject)
+    {
+        handle
+            .delete_on_close
+            .store(true, core::sync::atomic::Ordering::Relaxed);
     }
     FLT_POSTOP_FINISHED_PROCESSING
 }

@@ -38,6 +38,9 @@ const FILE_DISPOSITION_DELETE: u32 = 0x1;
 
 /// FILE_DISPOSITION_POSIX_SEMANTICS: the name goes at once, not at the last cleanup.
 const FILE_DISPOSITION_POSIX_SEMANTICS: u32 = 0x2;
+/// FILE_DISPOSITION_ON_CLOSE: only the handle's delete-on-close changes; nothing goes
+/// until its cleanup.
+const FILE_DISPOSITION_ON_CLOSE: u32 = 0x8;
 
 /// A SET_INFORMATION that changes a file's disposition: sets it (delete) or clears it,
 /// and with POSIX semantics or not.
@@ -45,6 +48,8 @@ const FILE_DISPOSITION_POSIX_SEMANTICS: u32 = 0x2;
 struct Disposition {
     delete: bool,
     posix: bool,
+    /// Only the handle's delete-on-close changes (FILE_DISPOSITION_ON_CLOSE).
+    on_close: bool,
 }
 
 /// The disposition a SET_INFORMATION sets or clears; `None` for any other class or a
@@ -62,6 +67,7 @@ fn disposition_of(data: &FLT_CALLBACK_DATA) -> Option<Disposition> {
             // SAFETY: the caller's buffer of at least one byte (checked): DeleteFile.
             delete: unsafe { set.InfoBuffer.cast::<u8>().read() } != 0,
             posix: false,
+            on_close: false,
         }),
         FILE_DISPOSITION_INFORMATION_EX if set.Length >= 4 => {
             // SAFETY: the caller's buffer of at least four bytes (checked): Flags; it
@@ -70,7 +76,10 @@ fn disposition_of(data: &FLT_CALLBACK_DATA) -> Option<Disposition> {
             let delete = flags & FILE_DISPOSITION_DELETE != 0;
             Some(Disposition {
                 delete,
-                posix: delete && flags & FILE_DISPOSITION_POSIX_SEMANTICS != 0,
+                posix: delete
+                    && flags & FILE_DISPOSITION_POSIX_SEMANTICS != 0
+                    && flags & FILE_DISPOSITION_ON_CLOSE == 0,
+                on_close: flags & FILE_DISPOSITION_ON_CLOSE != 0,
             })
         }
         _ => None,
@@ -99,6 +108,16 @@ pub(super) unsafe fn pre_delete(
     }
     let disposition = disposition_of(data_ref)?;
     let delete = disposition.delete;
+    if disposition.on_close
+        && let Some(handle) = stream::HandleRef::get(objects.Instance, objects.FileObject)
+    {
+        // What the cleanup will do (a refusal below fails the request, and the flag
+        // only makes the cleanup look: `post_cleanup_deletion` tells of a file only once
+        // it is gone).
+        handle
+            .delete_on_close
+            .store(delete, core::sync::atomic::Ordering::Relaxed);
+    }
     let fo = Fo {
         instance: objects.Instance,
         file_object: objects.FileObject,
@@ -244,12 +263,14 @@ fn after_deletion(
 }
 
 /// The post-operation of a POSIX delete `pre_delete` synchronized: the name is gone if
-/// it succeeded, and the provider is told.
+/// it succeeded, and the provider is told (once: the file's last cleanup does not tell
+/// again).
 ///
 /// # Safety
 /// `context` is the completion context `pre_delete` wrote for this operation.
 pub(super) unsafe fn post_delete(
     data: &FLT_CALLBACK_DATA,
+    objects: &FLT_RELATED_OBJECTS,
     context: *const core::ffi::c_void,
     draining: bool,
 ) {
@@ -259,16 +280,23 @@ pub(super) unsafe fn post_delete(
     };
     // SAFETY: the status block of the completed operation.
     let status = unsafe { data.IoStatus.Anonymous.Status };
-    if !draining && nt_success(status) {
-        deletion.tell(data);
+    if draining || !nt_success(status) {
+        return;
     }
+    if let Some(stream) = stream::get(objects.Instance, objects.FileObject) {
+        stream
+            .deletion_told
+            .store(true, core::sync::atomic::Ordering::Relaxed);
+    }
+    deletion.tell(data);
 }
 
 /// Pre-cleanup of a file object with no stream context: when it is a directory
-/// placeholder whose delete is pending, and its root's provider asked for
-/// NOTIFY_DELETE_COMPLETION, the cleanup is synchronized so that its post-operation
-/// (`post_cleanup_directory`) can see whether the directory went. (A placeholder file's
-/// deletion is told from its stream's last cleanup, `last_closed`.)
+/// placeholder whose delete is pending (or that this open deletes on close), and its
+/// root's provider asked for NOTIFY_DELETE_COMPLETION, the cleanup is synchronized so
+/// that its post-operation (`post_cleanup_deletion`) can see whether the directory
+/// went. (A placeholder file's is looked at from its stream's last cleanup,
+/// `last_closed`.)
 ///
 /// # Safety
 /// FltMgr's arguments for the CLEANUP pre-operation.
@@ -278,9 +306,13 @@ pub(super) unsafe fn pre_cleanup_directory(
     completion_context: *mut *mut core::ffi::c_void,
 ) -> FLT_PREOP_CALLBACK_STATUS {
     // Only opens the driver took note of: in a sync root, or of a placeholder.
-    if stream::HandleRef::get(objects.Instance, objects.FileObject).is_none() {
+    let Some(handle) = stream::HandleRef::get(objects.Instance, objects.FileObject) else {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
-    }
+    };
+    let on_close = handle
+        .delete_on_close
+        .load(core::sync::atomic::Ordering::Relaxed);
+    drop(handle);
     let fo = Fo {
         instance: objects.Instance,
         file_object: objects.FileObject,
@@ -290,7 +322,7 @@ pub(super) unsafe fn pre_cleanup_directory(
     };
     if tag != cloudflt_proto::reparse::TAG
         || attributes & FILE_ATTRIBUTE_DIRECTORY == 0
-        || !fo.delete_pending().unwrap_or(false)
+        || !(on_close || fo.delete_pending().unwrap_or(false))
     {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     }
@@ -312,15 +344,16 @@ pub(super) unsafe fn pre_cleanup_directory(
     FLT_PREOP_SYNCHRONIZE
 }
 
-/// Post-cleanup of a delete-pending directory placeholder (synchronized: PASSIVE_LEVEL,
-/// the closing thread): the directory went if its id no longer opens
-/// (STATUS_INVALID_PARAMETER, NTFS's answer for an id no file has); then its provider is
-/// told. While other handles keep it, the id still opens (or is delete pending) and the
-/// last of them tells.
+/// Post-cleanup of a delete-pending placeholder, file or directory (synchronized:
+/// PASSIVE_LEVEL, the closing thread): it went if its id no longer opens
+/// (STATUS_INVALID_PARAMETER, NTFS's answer for an id no file has, or
+/// STATUS_FILE_DELETED); then its provider is told. While other handles keep it, the id
+/// still opens (or is delete pending) and the last of them tells.
 ///
 /// # Safety
-/// `context` is the completion context `pre_cleanup_directory` wrote.
-pub(super) unsafe fn post_cleanup_directory(
+/// `context` is the completion context `pre_cleanup_directory` or `last_closed`'s
+/// caller wrote.
+pub(super) unsafe fn post_cleanup_deletion(
     data: &FLT_CALLBACK_DATA,
     objects: &FLT_RELATED_OBJECTS,
     context: *const core::ffi::c_void,
@@ -340,7 +373,8 @@ pub(super) unsafe fn post_cleanup_directory(
             deletion.file_id,
             FILE_READ_ATTRIBUTES,
         ),
-        Err(windows_sys::Win32::Foundation::STATUS_INVALID_PARAMETER)
+        Err(windows_sys::Win32::Foundation::STATUS_INVALID_PARAMETER
+            | windows_sys::Win32::Foundation::STATUS_FILE_DELETED)
     );
     if gone {
         deletion.tell(data);
@@ -461,7 +495,12 @@ pub(super) unsafe fn pre_rename(
         instance: objects.Instance,
         file_object: objects.FileObject,
     };
-    let (attributes, tag) = fo.attribute_tag().ok()?;
+    // What the file is decides what protects it: unknown, the rename fails (it could be
+    // a placeholder leaving its root) rather than go unchecked.
+    let (attributes, tag) = match fo.attribute_tag() {
+        Ok(found) => found,
+        Err(status) => return Some(complete(data_ref, status)),
+    };
     let placeholder = tag == cloudflt_proto::reparse::TAG;
     let directory = attributes & FILE_ATTRIBUTE_DIRECTORY != 0;
     if !placeholder && !target.replace && !directory {
@@ -475,9 +514,13 @@ pub(super) unsafe fn pre_rename(
         target.name_bytes,
     ) {
         Ok(name) => name,
-        // The file system would refuse it too; let it say why.
+        // The file system refuses such a target too (a missing parent, a bad name);
+        // for a placeholder or a directory the rename fails with that status rather
+        // than go on unchecked.
+        Err(status) if placeholder || directory => return Some(complete(data_ref, status)),
         Err(_) => return None,
     };
+    let source_id = fo.file_id().unwrap_or(0);
     if directory && let Some(refused) = directory_refused(data, destination.units()) {
         return Some(complete(data_ref, refused));
     }
@@ -487,7 +530,7 @@ pub(super) unsafe fn pre_rename(
         }
         // An ordinary file put in place of a placeholder: only the one it replaces is
         // the provider's business.
-        let replaced = match ask_replaced(data, objects, destination.units()) {
+        let replaced = match ask_replaced(data, objects, destination.units(), source_id) {
             Ok(replaced) => replaced?,
             Err(status) => return Some(complete(data_ref, status)),
         };
@@ -502,7 +545,10 @@ pub(super) unsafe fn pre_rename(
             },
         );
     }
-    let source = NameInfo::normalized(data).ok()?;
+    let source = match NameInfo::normalized(data) {
+        Ok(name) => name,
+        Err(status) => return Some(complete(data_ref, status)),
+    };
     let from = roots::root_of(source.units());
     let to = roots::root_of(destination.units());
     let moved_out = from.is_some() && to.is_none();
@@ -552,7 +598,7 @@ pub(super) unsafe fn pre_rename(
         }
     }
     let replaced = if target.replace {
-        match ask_replaced(data, objects, destination.units()) {
+        match ask_replaced(data, objects, destination.units(), source_id) {
             Ok(replaced) => replaced,
             Err(status) => return Some(complete(data_ref, status)),
         }
@@ -609,6 +655,9 @@ pub(super) unsafe fn pre_rename(
 /// `None` lets the rename go on (within its root, into a root from outside, or nowhere
 /// near one).
 fn directory_refused(data: *mut FLT_CALLBACK_DATA, destination: &[u16]) -> Option<NTSTATUS> {
+    if roots::none_registered() {
+        return None;
+    }
     let source = match NameInfo::normalized(data) {
         Ok(name) => name,
         Err(status) => return Some(status),
@@ -639,12 +688,13 @@ fn synchronize_after(
 /// first, as for any delete of it (its refusal or silence fails the rename, and nothing
 /// moves). `Ok(Some(file id))` when its provider asked to hear of the deletion after
 /// (NOTIFY_DELETE_COMPLETION); `Ok(None)` when nothing is to be told (no file there, an
-/// ordinary file, a directory — which NTFS never replaces — no provider, or the
-/// provider's own rename).
+/// ordinary file, a directory — which NTFS never replaces — the file itself under
+/// another case of its name, no provider, or the provider's own rename).
 fn ask_replaced(
     data: *mut FLT_CALLBACK_DATA,
     objects: &FLT_RELATED_OBJECTS,
     destination: &[u16],
+    source_id: u64,
 ) -> Result<Option<u64>, NTSTATUS> {
     let Some(provider) = providers::for_path(destination) else {
         return Ok(None);
@@ -676,6 +726,11 @@ fn ask_replaced(
         return Ok(None);
     }
     let file_id = there.file_id().unwrap_or(0);
+    // The file itself under another case of its name (a case-only rename), or another
+    // of its own hard links: nothing is deleted.
+    if file_id == source_id && file_id != 0 {
+        return Ok(None);
+    }
     if wants.wants(NotifyKind::Delete) {
         let blob = there.reparse_point().ok().flatten();
         let image = ImageName::of(data);
@@ -703,11 +758,14 @@ fn ask_replaced(
 
 /// Brings every byte of the placeholder file `objects.FileObject` (named `name`) onto
 /// disk, in the requesting thread, before it becomes reachable where no provider serves
-/// it: STATUS_SUCCESS once all of it is present (at once when it already was: no
-/// provider is needed then), or the fetch's failure. A file with no stream context
-/// (opened before the driver loaded) gets one from its reparse data first; one that
-/// cannot be had fails (STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES) rather than let a
-/// placeholder through unhydrated.
+/// it: STATUS_SUCCESS once all of it is present and recorded (at once when it already
+/// was: no provider is needed then), or the fetch's failure. Data streamed under
+/// STREAMING_ALLOWED is recorded too, so that the last close does not drop it from under
+/// the new name. A file with no stream context (opened before the driver loaded) gets
+/// one from its reparse data first; one that cannot be had fails with why, rather than
+/// let a placeholder through unhydrated. A thread of the System process (a file server,
+/// a kernel component) is never made to wait on the provider: when data is missing its
+/// operation fails at once (STATUS_CLOUD_FILE_NOT_SUPPORTED).
 fn hydrate_whole(
     data: *mut FLT_CALLBACK_DATA,
     objects: &FLT_RELATED_OBJECTS,
@@ -721,7 +779,7 @@ fn hydrate_whole(
         Ok(Some(stream)) => stream,
         // Not a placeholder file after all: nothing is missing.
         Ok(None) => return STATUS_SUCCESS,
-        Err(_) => return STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES,
+        Err(status) => return status,
     };
     let (size, whole) = hydrate::with_held(|held| {
         stream.with_state(held, |s| {
@@ -732,29 +790,36 @@ fn hydrate_whole(
             (s.file_size, s.present.contains(file))
         })
     });
-    if whole {
-        return STATUS_SUCCESS;
+    // SAFETY: live callback data.
+    let requestor_pid = unsafe { FltGetRequestorProcessId(data) };
+    if !whole {
+        if requestor_pid == crate::engine::visibility::SYSTEM_PID {
+            return windows_sys::Win32::Foundation::STATUS_CLOUD_FILE_NOT_SUPPORTED;
+        }
+        let status = hydrate::ensure_range(
+            &hydrate::Target {
+                stream: &stream,
+                name,
+                requestor_pid,
+                requestor_image: ImageName::of(data).units(),
+                data,
+                file_object: objects.FileObject as usize,
+            },
+            Range {
+                start: 0,
+                end: size,
+            },
+        );
+        if !nt_success(status) {
+            return status;
+        }
     }
-    hydrate::ensure_range(
-        &hydrate::Target {
-            stream: &stream,
-            name,
-            // SAFETY: live callback data.
-            requestor_pid: unsafe { FltGetRequestorProcessId(data) },
-            requestor_image: ImageName::of(data).units(),
-            data,
-            file_object: objects.FileObject as usize,
-        },
-        Range {
-            start: 0,
-            end: size,
-        },
-    )
+    hydrate::keep_streamed(&stream)
 }
 
 /// FileLinkInformation, FileLinkInformationEx.
-const FILE_LINK_INFORMATION: i32 = 11;
-const FILE_LINK_INFORMATION_EX: i32 = 72;
+pub(super) const FILE_LINK_INFORMATION: i32 = 11;
+pub(super) const FILE_LINK_INFORMATION_EX: i32 = 72;
 
 /// The pre-operation's part for a new hard link (FileLinkInformation(Ex),
 /// CreateHardLink) whose file or new name lies in a sync root, under the root's
@@ -777,6 +842,7 @@ const FILE_LINK_INFORMATION_EX: i32 = 72;
 pub(super) unsafe fn pre_link(
     data: *mut FLT_CALLBACK_DATA,
     objects: *const FLT_RELATED_OBJECTS,
+    completion_context: *mut *mut core::ffi::c_void,
 ) -> Option<FLT_PREOP_CALLBACK_STATUS> {
     // SAFETY: the caller's contract.
     let data_ref = unsafe { data.as_mut() }?;
@@ -805,9 +871,20 @@ pub(super) unsafe fn pre_link(
     let from = roots::root_of(source.units());
     let to = roots::root_of(destination.units());
     let refuse = Some(STATUS_CLOUD_FILE_INCOMPATIBLE_HARDLINKS);
+    let fo = Fo {
+        instance: objects.Instance,
+        file_object: objects.FileObject,
+    };
+    let foreign = || {
+        // A placeholder reached through a name outside every root (one a link out of
+        // another root made) belongs to that root: no root takes it in.
+        fo.attribute_tag()
+            .map_or(true, |(_, tag)| tag == cloudflt_proto::reparse::TAG)
+    };
     let verdict = match (from, to) {
         (None, None) => None,
         (Some(a), Some(b)) if a != b => refuse,
+        (None, Some(_)) if foreign() => refuse,
         _ => {
             let in_root = if from.is_some() {
                 &source
@@ -830,7 +907,32 @@ pub(super) unsafe fn pre_link(
             }
         }
     };
-    verdict.map(|status| complete(data_ref, status))
+    if let Some(status) = verdict {
+        return Some(complete(data_ref, status));
+    }
+    if !target.replace || to.is_none() {
+        return None;
+    }
+    // A link that replaces a placeholder deletes it, as a replacing rename does.
+    match ask_replaced(
+        data,
+        objects,
+        destination.units(),
+        fo.file_id().unwrap_or(0),
+    ) {
+        Ok(Some(replaced)) => synchronize_after(
+            completion_context,
+            RenameAfter {
+                moved_out: false,
+                replaced: Some(replaced),
+                complete: false,
+                source: None,
+                source_len: 0,
+            },
+        ),
+        Ok(None) => None,
+        Err(status) => Some(complete(data_ref, status)),
+    }
 }
 
 /// `units` copied into pool (`None` when empty or out of pool: the completion then
@@ -1021,6 +1123,7 @@ pub(super) fn closed(
     owner: usize,
     stream: &crate::nt::context::StreamContext,
     last: bool,
+    delete_on_close: bool,
 ) {
     let Some(provider) = NonNull::new(owner as *mut crate::nt::providers::Provider)
         .and_then(crate::nt::providers::by_cookie)
@@ -1034,7 +1137,7 @@ pub(super) fn closed(
         instance: objects.Instance,
         file_object: objects.FileObject,
     };
-    let deleted = last && fo.delete_pending().unwrap_or(false);
+    let deleted = last && (delete_on_close || fo.delete_pending().unwrap_or(false));
     let size = hydrate::with_held(|held| stream.with_state(held, |s| s.file_size));
     // SAFETY: live callback data.
     let pid = unsafe { FltGetRequestorProcessId(data.cast_mut()) };
@@ -1064,51 +1167,55 @@ pub(super) fn closed(
 /// The last open of a placeholder file is closing (pre-cleanup, PASSIVE_LEVEL): if its
 /// delete is pending the file system deletes it now, and the root's provider, if it
 /// asked, hears the delete is done (NOTIFY_DELETE_COMPLETION).
+///
+/// `delete_on_close`: this open deletes the file at its cleanup. `Some` with what to
+/// tell once the file is gone (`post_cleanup_deletion` looks), when its provider asked.
 pub(super) fn last_closed(
     data: *const FLT_CALLBACK_DATA,
     objects: &FLT_RELATED_OBJECTS,
     stream: &crate::nt::context::StreamContext,
-) {
+    delete_on_close: bool,
+) -> Option<PoolBox<Deletion>> {
     let fo = Fo {
         instance: objects.Instance,
         file_object: objects.FileObject,
     };
-    if !fo.delete_pending().unwrap_or(false) {
-        return;
+    if !delete_on_close && !fo.delete_pending().unwrap_or(false) {
+        return None;
     }
-    let Ok(name) = NameInfo::normalized(data) else {
-        return;
-    };
-    let Some(provider) = providers::for_path(name.units()) else {
-        return;
-    };
+    if stream
+        .deletion_told
+        .load(core::sync::atomic::Ordering::Relaxed)
+    {
+        return None;
+    }
+    // With other names left only one name goes (and which one is not this open's to
+    // say): the placeholder itself is not deleted.
+    if fo.links().unwrap_or(1) > 1 {
+        return None;
+    }
+    let name = NameInfo::normalized(data).ok()?;
+    let provider = providers::for_path(name.units())?;
     if !provider.notifications.wants(NotifyKind::DeleteCompletion) {
-        return;
+        return None;
     }
     let size = hydrate::with_held(|held| stream.with_state(held, |s| s.file_size));
-    // SAFETY: live callback data.
-    let pid = unsafe { FltGetRequestorProcessId(data.cast_mut()) };
-    let image = ImageName::of(data);
-    notify::tell(
-        &provider,
-        &Subject {
-            kind: NotifyKind::DeleteCompletion,
-            flags: 0,
-            reason: DehydrationReason::None,
-            file_id: stream.file_id,
-            file_size: size,
-            name: name.units(),
-            target: &[],
-            identity: &[],
-            requestor_pid: pid,
-            requestor_image: image.units(),
-            command_line: None,
-        },
-    );
+    Deletion::new(stream.file_id, size, name.units())
 }
 
 /// FILE_DELETE_ON_CLOSE in a create's options.
 const FILE_DELETE_ON_CLOSE: u32 = 0x1000;
+
+/// Whether a create asks for FILE_DELETE_ON_CLOSE.
+pub(super) fn deletes_on_close(data: &FLT_CALLBACK_DATA) -> bool {
+    // SAFETY: Iopb points at the operation's parameter block, valid during the operation.
+    let Some(iopb) = (unsafe { data.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>().as_ref() }) else {
+        return false;
+    };
+    // SAFETY: IRP_MJ_CREATE: the union holds its parameters.
+    let options = unsafe { iopb.Parameters.Create.Options } & 0x00FF_FFFF;
+    options & FILE_DELETE_ON_CLOSE != 0
+}
 
 /// A create that opened placeholder `stream` with FILE_DELETE_ON_CLOSE is a delete: its
 /// provider, if it asked, is asked first (post-create, PASSIVE_LEVEL, the opener's
@@ -1119,11 +1226,7 @@ pub(super) fn delete_on_close_refused(
     objects: &FLT_RELATED_OBJECTS,
     stream: &crate::nt::context::StreamContext,
 ) -> Option<NTSTATUS> {
-    // SAFETY: Iopb points at the operation's parameter block, valid during the operation.
-    let iopb = unsafe { data.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>().as_ref() }?;
-    // SAFETY: IRP_MJ_CREATE: the union holds its parameters.
-    let options = unsafe { iopb.Parameters.Create.Options } & 0x00FF_FFFF;
-    if options & FILE_DELETE_ON_CLOSE == 0 {
+    if !deletes_on_close(data) {
         return None;
     }
     let placeholder = hydrate::with_held(|held| stream.with_state(held, |s| s.is_placeholder()));

@@ -293,7 +293,7 @@ pub(crate) unsafe extern "system" fn pre_set_information(
         return status;
     }
     // SAFETY: as above.
-    if let Some(status) = unsafe { super::namespace::pre_link(data, objects) } {
+    if let Some(status) = unsafe { super::namespace::pre_link(data, objects, completion_context) } {
         return status;
     }
     // SAFETY: as above.
@@ -355,17 +355,20 @@ pub(crate) unsafe extern "system" fn post_set_information(
             Some(
                 super::namespace::FILE_RENAME_INFORMATION
                     | super::namespace::FILE_RENAME_INFORMATION_EX
+                    | super::namespace::FILE_LINK_INFORMATION
+                    | super::namespace::FILE_LINK_INFORMATION_EX
             )
         )
     {
-        // Synchronized (pre_rename): PASSIVE_LEVEL, the renaming thread.
-        // SAFETY: the context pre_rename wrote for this operation.
+        // Synchronized (pre_rename, or pre_link for a link that replaced a
+        // placeholder): PASSIVE_LEVEL, the requesting thread.
+        // SAFETY: the context pre_rename or pre_link wrote for this operation.
         unsafe {
             super::namespace::post_rename(d, o, context, flags & FLTFL_POST_OPERATION_DRAINING != 0)
         };
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
-    if let Some(d) = d.as_deref()
+    if let (Some(d), Some(o)) = (d.as_deref(), o)
         && matches!(
             class_of(d),
             Some(super::namespace::FILE_DISPOSITION_INFORMATION_EX)
@@ -374,7 +377,7 @@ pub(crate) unsafe extern "system" fn post_set_information(
         // Synchronized (pre_delete, a POSIX delete): PASSIVE_LEVEL, the deleting thread.
         // SAFETY: the context pre_delete wrote for this operation.
         unsafe {
-            super::namespace::post_delete(d, context, flags & FLTFL_POST_OPERATION_DRAINING != 0)
+            super::namespace::post_delete(d, o, context, flags & FLTFL_POST_OPERATION_DRAINING != 0)
         };
         return FLT_POSTOP_FINISHED_PROCESSING;
     }

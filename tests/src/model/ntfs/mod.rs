@@ -1488,6 +1488,9 @@ impl Ntfs {
                 return Err(STATUS_OBJECT_NAME_COLLISION);
             }
             self.may_replace(target, replace)?;
+            if parent != old.parent {
+                self.may_add_child(parent)?;
+            }
             self.replace_name(target, &new);
         }
         if parent != old.parent {
@@ -1590,6 +1593,7 @@ impl Ntfs {
                 return Err(STATUS_OBJECT_NAME_COLLISION);
             }
             self.may_replace(target, replace)?;
+            self.may_add_child(parent)?;
             self.replace_name(target, &new);
         }
         self.may_add_child(parent)?;
