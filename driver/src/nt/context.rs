@@ -154,6 +154,10 @@ pub(crate) struct StreamState {
     activity: Activity<OwnedFile>,
     /// File objects of the stream between their create and their cleanup.
     pub(crate) opens: u32,
+    /// Renames and hard links taking the file where no provider serves it, between the
+    /// pre-operation that found it whole and the post-operation: while any is out the
+    /// file's data may not be dropped nor its size grown (`hydrate::begin_move_out`).
+    pub(crate) moving_out: u32,
     /// Number of the last snapshot taken of the state for the reparse data. A write of
     /// the reparse data is under way while it is ahead of `persisted` (one at a time per
     /// stream: see `hydrate::record`).
@@ -207,6 +211,7 @@ impl StreamState {
             mapped_for_write: false,
             activity: Activity::Idle,
             opens: 0,
+            moving_out: 0,
             snapshot: 0,
             persisted: 0,
             batch: Batch::new(),

@@ -423,6 +423,10 @@ pub(crate) fn revert(provider: &ProviderRef, m: &msg::Revert<'_>) -> Result<(), 
 /// its data is present). PASSIVE_LEVEL.
 pub(crate) fn revert_moved_out(stream: &StreamContext) -> Result<(), NTSTATUS> {
     let filter = crate::nt::driver::filter().ok_or(STATUS_CLOUD_FILE_INVALID_REQUEST)?;
+    // Reverted already: another rename out of the same file got there first.
+    if !hydrate::with_held(|held| stream.with_state(held, |s| s.is_placeholder())) {
+        return Ok(());
+    }
     let file = OwnedFile::open_by_id(
         filter,
         stream.instance,
@@ -457,7 +461,13 @@ fn revert_open(file: &OwnedFile, stream: &StreamContext) -> Result<(), NTSTATUS>
         // Reverting would turn the missing data into zeros.
         return Err(STATUS_CLOUD_FILE_INVALID_REQUEST);
     }
-    file.untag()?;
+    match file.untag() {
+        Ok(()) => {}
+        // Another revert of the same file (two renames out at once) took the tag first:
+        // the file is what this one would make it.
+        Err(windows_sys::Win32::Foundation::STATUS_NOT_A_REPARSE_POINT) => {}
+        Err(status) => return Err(status),
+    }
     hydrate::with_held(|held| stream.with_state(held, |s| s.revert()));
     file.change_attributes(
         MISSING_DATA_ATTRIBUTES | ATTRIBUTE_PINNED | ATTRIBUTE_UNPINNED,

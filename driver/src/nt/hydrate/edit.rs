@@ -461,6 +461,10 @@ pub(crate) fn check_provider_change(
                     return Err(STATUS_CLOUD_FILE_IN_USE);
                 }
             }
+            // A file on its way out of its root (`begin_move_out`) takes no missing data.
+            if s.moving_out > 0 && (change.dehydrate || change.size > s.file_size) {
+                return Err(STATUS_CLOUD_FILE_IN_USE);
+            }
             Ok(s.changes)
         })
     })

@@ -682,6 +682,13 @@ impl After {
 
     /// Runs it all at PASSIVE_LEVEL with no lock held.
     fn run(mut self) {
+        // The writers the finished fetches leave are closed before anyone waiting goes
+        // on: a reader that closes its handle and deletes or replaces the file must find
+        // no handle of the driver's still open on it (a delete would wait for it, a
+        // replacing rename would be refused). A close is quick; no provider is involved.
+        for node in self.fetches.iter_mut() {
+            drop(node.writer.take());
+        }
         // The operations waiting first: a provider slow to take a cancellation must not
         // hold them up.
         while let Some(node) = self.reads.take_first(|_| true) {
@@ -1299,6 +1306,11 @@ pub(crate) fn begin_dehydration(
         if !in_sync {
             return Err(STATUS_CLOUD_FILE_NOT_IN_SYNC);
         }
+        // Reverted since the dehydrating open was made (moved out of its root while the
+        // provider was asked): an ordinary file keeps its data.
+        if !stream.with_state(&t.held, |s| s.is_placeholder()) {
+            return Err(crate::nt::status::STATUS_CLOUD_FILE_NOT_A_CLOUD_FILE);
+        }
         if t.fetches.iter().any(|f| f.request.stream == key(stream))
             || t.busy.iter().any(|b| b.stream == key(stream))
         {
@@ -1306,8 +1318,9 @@ pub(crate) fn begin_dehydration(
         }
         stream.with_state(&t.held, |s| {
             // A transfer still writing holds the writer even after its fetch was retired;
-            // it would record its range after the zeroing.
-            if s.opens > own_opens {
+            // it would record its range after the zeroing. A file on its way out of its
+            // root keeps its data.
+            if s.opens > own_opens || s.moving_out > 0 {
                 return Err(STATUS_CLOUD_FILE_IN_USE);
             }
             s.begin_zeroing().map_err(|_| STATUS_CLOUD_FILE_IN_USE)?;
@@ -1318,6 +1331,36 @@ pub(crate) fn begin_dehydration(
             Ok(())
         })
     })
+}
+
+/// A rename or hard link is about to take the file where no provider serves it: if all
+/// of it is present now, no dehydration and no growth of its size can happen until
+/// [`end_move_out`] (both are refused with STATUS_CLOUD_FILE_IN_USE), and `true`;
+/// `false` when something is missing (a dehydration got in since it was fetched: fetch
+/// again). Checked and marked under one hold of the lock, so nothing slips in between.
+pub(crate) fn begin_move_out(stream: &StreamContext) -> bool {
+    TABLE.with(|t| {
+        stream.with_state(&t.held, |s| {
+            let whole = s.present.contains(Range {
+                start: 0,
+                end: s.file_size,
+            });
+            // Not while a dehydration zeroes: its ranges are gone from `present` already,
+            // but this keeps the rule plain.
+            if !whole || s.is_zeroing() {
+                return false;
+            }
+            s.moving_out = s.moving_out.saturating_add(1);
+            true
+        })
+    })
+}
+
+/// The rename or link [`begin_move_out`] marked is over (done or not).
+pub(crate) fn end_move_out(stream: &StreamContext) {
+    TABLE.with(|t| {
+        stream.with_state(&t.held, |s| s.moving_out = s.moving_out.saturating_sub(1));
+    });
 }
 
 /// Ends a dehydration: fetches may start again, and operations that waited for it ask.

@@ -537,6 +537,11 @@ pub(super) fn record(stream: &StreamContext, file: &Fo, added: &[Range]) -> NTST
                         STATUS_SUCCESS
                     });
                 }
+                // Reverted (moved out of its root): an ordinary file now, never tagged
+                // again.
+                if !s.is_placeholder() {
+                    return Turn::Done(crate::nt::status::STATUS_CLOUD_FILE_NOT_A_CLOUD_FILE);
+                }
                 if s.snapshot == s.persisted {
                     s.snapshot = s.snapshot.wrapping_add(1);
                     // Queued: this thread's ranges are in the batch already.

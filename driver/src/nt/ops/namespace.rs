@@ -28,7 +28,9 @@ use crate::nt::notify::{self, Subject};
 use cloudflt_proto::Placeholder;
 use cloudflt_proto::msg::{DehydrationReason, DeleteFlags, NotifyKind, RenameFlags};
 use cloudflt_proto::registration::HardLinkPolicy;
-use windows_sys::Win32::Foundation::{STATUS_CLOUD_FILE_INCOMPATIBLE_HARDLINKS, STATUS_SUCCESS};
+use windows_sys::Win32::Foundation::{
+    STATUS_CLOUD_FILE_IN_USE, STATUS_CLOUD_FILE_INCOMPATIBLE_HARDLINKS,
+};
 
 /// FileDispositionInformation, FileDispositionInformationEx.
 const FILE_DISPOSITION_INFORMATION: i32 = 13;
@@ -401,6 +403,9 @@ pub(super) const FILE_RENAME_INFORMATION_EX: i32 = 65;
 pub(super) struct RenameAfter {
     /// The file left every sync root: it becomes an ordinary file.
     moved_out: bool,
+    /// The pre-operation marked the stream as on its way out (`hydrate::begin_move_out`):
+    /// the post-operation ends the mark, whatever the outcome.
+    moving: bool,
     /// The rename replaces a placeholder file whose provider asked for
     /// NOTIFY_DELETE_COMPLETION: its file id, to tell of its deletion once the rename
     /// is done.
@@ -538,6 +543,7 @@ pub(super) unsafe fn pre_rename(
             completion_context,
             RenameAfter {
                 moved_out: false,
+                moving: false,
                 replaced: Some(replaced),
                 complete: false,
                 source: None,
@@ -613,12 +619,13 @@ pub(super) unsafe fn pre_rename(
     }
     let after = RenameAfter {
         moved_out,
+        moving: false,
         replaced,
         complete: completion,
         source: copy_units(source.units()),
         source_len: source.units().len(),
     };
-    let Some(after) = PoolBox::try_new(after, TAG_RENAME) else {
+    let Some(mut after) = PoolBox::try_new(after, TAG_RENAME) else {
         // Nothing to revert with: the move out is refused rather than leave a
         // placeholder where no provider serves it.
         return moved_out.then(|| complete(data_ref, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES));
@@ -630,9 +637,9 @@ pub(super) unsafe fn pre_rename(
         return Some(FLT_PREOP_SYNCHRONIZE);
     }
     // A file leaving every root: all of it on disk first, or the rename fails.
-    let status = hydrate_whole(data, objects, source.units());
-    if !nt_success(status) {
-        return Some(complete(data_ref, status));
+    match hydrate_whole(data, objects, source.units()) {
+        Ok(marked) => after.moving = marked,
+        Err(status) => return Some(complete(data_ref, status)),
     }
     // SAFETY: FltMgr's out pointer for this pre-operation; the post-operation takes the
     // block back.
@@ -766,11 +773,17 @@ fn ask_replaced(
 /// let a placeholder through unhydrated. A thread of the System process (a file server,
 /// a kernel component) is never made to wait on the provider: when data is missing its
 /// operation fails at once (STATUS_CLOUD_FILE_NOT_SUPPORTED).
+///
+/// `Ok(true)`: the stream is marked as on its way out (`hydrate::begin_move_out`: no
+/// dehydration, no growth until the caller's post-operation ends the mark);
+/// `Ok(false)`: not a placeholder file, nothing to keep.
 fn hydrate_whole(
     data: *mut FLT_CALLBACK_DATA,
     objects: &FLT_RELATED_OBJECTS,
     name: &[u16],
-) -> NTSTATUS {
+) -> Result<bool, NTSTATUS> {
+    /// Fetches in a row that a dehydration may undo before the file is marked.
+    const ATTEMPTS: usize = 3;
     let fo = Fo {
         instance: objects.Instance,
         file_object: objects.FileObject,
@@ -778,24 +791,23 @@ fn hydrate_whole(
     let stream = match stream::attach(objects.Filter, fo) {
         Ok(Some(stream)) => stream,
         // Not a placeholder file after all: nothing is missing.
-        Ok(None) => return STATUS_SUCCESS,
-        Err(status) => return status,
+        Ok(None) => return Ok(false),
+        Err(status) => return Err(status),
     };
-    let (size, whole) = hydrate::with_held(|held| {
-        stream.with_state(held, |s| {
-            let file = Range {
-                start: 0,
-                end: s.file_size,
-            };
-            (s.file_size, s.present.contains(file))
-        })
-    });
     // SAFETY: live callback data.
     let requestor_pid = unsafe { FltGetRequestorProcessId(data) };
-    if !whole {
-        if requestor_pid == crate::engine::visibility::SYSTEM_PID {
-            return windows_sys::Win32::Foundation::STATUS_CLOUD_FILE_NOT_SUPPORTED;
+    for _ in 0..ATTEMPTS {
+        let status = hydrate::keep_streamed(&stream);
+        if !nt_success(status) {
+            return Err(status);
         }
+        if hydrate::begin_move_out(&stream) {
+            return Ok(true);
+        }
+        if requestor_pid == crate::engine::visibility::SYSTEM_PID {
+            return Err(windows_sys::Win32::Foundation::STATUS_CLOUD_FILE_NOT_SUPPORTED);
+        }
+        let size = hydrate::with_held(|held| stream.with_state(held, |s| s.file_size));
         let status = hydrate::ensure_range(
             &hydrate::Target {
                 stream: &stream,
@@ -811,10 +823,11 @@ fn hydrate_whole(
             },
         );
         if !nt_success(status) {
-            return status;
+            return Err(status);
         }
     }
-    hydrate::keep_streamed(&stream)
+    // Dehydrated again after every fetch: someone keeps dropping it.
+    Err(STATUS_CLOUD_FILE_IN_USE)
 }
 
 /// FileLinkInformation, FileLinkInformationEx.
@@ -892,15 +905,7 @@ pub(super) unsafe fn pre_link(
                 &destination
             };
             match roots::policies(in_root.units()) {
-                Some(p) if p.hard_links.contains(HardLinkPolicy::ALLOWED) => {
-                    if from.is_some() && to.is_none() {
-                        // Out of the root: all of the file on disk first.
-                        let status = hydrate_whole(data, objects, source.units());
-                        (!nt_success(status)).then_some(status)
-                    } else {
-                        None
-                    }
-                }
+                Some(p) if p.hard_links.contains(HardLinkPolicy::ALLOWED) => None,
                 // Unregistered since `root_of`: outside every root now.
                 None => None,
                 Some(_) => refuse,
@@ -910,29 +915,49 @@ pub(super) unsafe fn pre_link(
     if let Some(status) = verdict {
         return Some(complete(data_ref, status));
     }
-    if !target.replace || to.is_none() {
+    // Unregistered since `root_of` leaves `policies` None: the link is let go above.
+    let link_out = from.is_some() && to.is_none() && roots::policies(source.units()).is_some();
+    let replacing = target.replace && to.is_some();
+    if !link_out && !replacing {
         return None;
     }
-    // A link that replaces a placeholder deletes it, as a replacing rename does.
-    match ask_replaced(
-        data,
-        objects,
-        destination.units(),
-        fo.file_id().unwrap_or(0),
-    ) {
-        Ok(Some(replaced)) => synchronize_after(
-            completion_context,
-            RenameAfter {
-                moved_out: false,
-                replaced: Some(replaced),
-                complete: false,
-                source: None,
-                source_len: 0,
-            },
-        ),
-        Ok(None) => None,
-        Err(status) => Some(complete(data_ref, status)),
+    let after = RenameAfter {
+        moved_out: false,
+        moving: false,
+        replaced: None,
+        complete: false,
+        source: None,
+        source_len: 0,
+    };
+    let Some(mut after) = PoolBox::try_new(after, TAG_RENAME) else {
+        return Some(complete(data_ref, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES));
+    };
+    if link_out {
+        // Out of the root: all of the file on disk first, and kept there until the
+        // link is made (the post-operation ends the mark).
+        match hydrate_whole(data, objects, source.units()) {
+            Ok(marked) => after.moving = marked,
+            Err(status) => return Some(complete(data_ref, status)),
+        }
+    } else {
+        // A link that replaces a placeholder deletes it, as a replacing rename does.
+        match ask_replaced(
+            data,
+            objects,
+            destination.units(),
+            fo.file_id().unwrap_or(0),
+        ) {
+            Ok(replaced) => after.replaced = replaced,
+            Err(status) => return Some(complete(data_ref, status)),
+        }
     }
+    if !after.moving && after.replaced.is_none() {
+        return None;
+    }
+    // SAFETY: FltMgr's out pointer for this pre-operation; the post-operation takes the
+    // block back.
+    unsafe { completion_context.write(PoolBox::into_raw(after).as_ptr().cast()) };
+    Some(FLT_PREOP_SYNCHRONIZE)
 }
 
 /// `units` copied into pool (`None` when empty or out of pool: the completion then
@@ -964,6 +989,13 @@ pub(super) unsafe fn post_rename(
     };
     // SAFETY: the block `pre_rename` handed over, taken back once.
     let after = unsafe { PoolBox::from_raw(ptr, TAG_RENAME) };
+    // Ends the pre-operation's mark when this function returns, after the revert.
+    let moving = MoveOut(
+        after
+            .moving
+            .then(|| stream::get(objects.Instance, objects.FileObject))
+            .flatten(),
+    );
     // SAFETY: the status block of the completed operation.
     let status = unsafe { data.IoStatus.Anonymous.Status };
     if draining || !nt_success(status) {
@@ -977,6 +1009,10 @@ pub(super) unsafe fn post_rename(
         && let Err(failed) = crate::nt::placeholder::revert_moved_out(&stream)
     {
         data.IoStatus.Anonymous.Status = failed;
+        // Still a placeholder, wholly on disk, where no provider serves it: the mark
+        // stays for the stream's life, so that no dehydration or growth ever takes
+        // data from it there.
+        moving.keep();
     }
     if !after.complete {
         return;
@@ -1018,6 +1054,24 @@ pub(super) unsafe fn post_rename(
             command_line: None,
         },
     );
+}
+
+/// Ends a `hydrate::begin_move_out` mark when dropped.
+struct MoveOut(Option<stream::StreamRef>);
+
+impl MoveOut {
+    /// Leaves the mark in place (the stream reference is released as usual).
+    fn keep(mut self) {
+        drop(self.0.take());
+    }
+}
+
+impl Drop for MoveOut {
+    fn drop(&mut self) {
+        if let Some(stream) = &self.0 {
+            hydrate::end_move_out(stream);
+        }
+    }
 }
 
 /// A rename replaced a placeholder file whose provider asked to hear of its deletion:
