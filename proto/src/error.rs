@@ -73,6 +73,8 @@ pub enum Field {
     TargetPath,
     /// The notifications a provider asks for.
     Notifications,
+    /// The entries of a population batch.
+    Entries,
 }
 
 impl fmt::Display for Field {
@@ -109,6 +111,7 @@ impl fmt::Display for Field {
             Field::NotifyKind => "notification kind",
             Field::TargetPath => "rename target path",
             Field::Notifications => "notifications",
+            Field::Entries => "placeholder entries",
         })
     }
 }

@@ -147,6 +147,10 @@ pub enum Kind {
     ValidateData = 0x0003,
     /// [`Notify`].
     Notify = 0x0004,
+    /// [`FetchPlaceholders`].
+    FetchPlaceholders = 0x0005,
+    /// [`CancelFetchPlaceholders`].
+    CancelFetchPlaceholders = 0x0006,
     /// [`TransferData`].
     TransferData = 0x0101,
     /// [`FetchFailed`].
@@ -175,6 +179,8 @@ pub enum Kind {
     AckData = 0x010D,
     /// [`AckNotify`].
     AckNotify = 0x010E,
+    /// [`TransferPlaceholders`].
+    TransferPlaceholders = 0x010F,
     /// [`SetImageRule`].
     SetImageRule = 0x0201,
     /// [`RemoveImageRule`].
@@ -205,6 +211,8 @@ impl Kind {
             0x0002 => Kind::CancelFetch,
             0x0003 => Kind::ValidateData,
             0x0004 => Kind::Notify,
+            0x0005 => Kind::FetchPlaceholders,
+            0x0006 => Kind::CancelFetchPlaceholders,
             0x0101 => Kind::TransferData,
             0x0102 => Kind::FetchFailed,
             0x0103 => Kind::CreatePlaceholder,
@@ -219,6 +227,7 @@ impl Kind {
             0x010C => Kind::RetrieveData,
             0x010D => Kind::AckData,
             0x010E => Kind::AckNotify,
+            0x010F => Kind::TransferPlaceholders,
             0x0201 => Kind::SetImageRule,
             0x0202 => Kind::RemoveImageRule,
             0x0203 => Kind::ClearImageRules,
@@ -2112,6 +2121,12 @@ impl<'a> SyncRootList<'a> {
 }
 
 /// Declares a message enum that dispatches on the header's kind.
+mod population;
+pub use population::{
+    CancelFetchPlaceholders, FetchPlaceholders, MAX_BATCH_ENTRIES, MAX_ENTRY_NAME_BYTES,
+    MAX_PATTERN_BYTES, PlaceholderEntries, PlaceholderEntry, PopulationFlags, TransferPlaceholders,
+    TransferPlaceholdersResult,
+};
 mod notify;
 pub use notify::{
     AckNotify, CloseFlags, DehydrateCompletionFlags, DehydrateFlags, DehydrationReason,
@@ -2179,6 +2194,8 @@ dispatch!(
         CancelFetch(CancelFetch),
         ValidateData(ValidateData<'a>),
         Notify(Notify<'a>),
+        FetchPlaceholders(FetchPlaceholders<'a>),
+        CancelFetchPlaceholders(CancelFetchPlaceholders),
     }
 );
 
@@ -2199,6 +2216,7 @@ dispatch!(
         RetrieveData(RetrieveData),
         AckData(AckData),
         AckNotify(AckNotify),
+        TransferPlaceholders(TransferPlaceholders<'a>),
     }
 );
 
@@ -2326,7 +2344,7 @@ mod tests {
         Management(ManagementMessage<'a>),
     }
 
-    const KINDS: usize = 25;
+    const KINDS: usize = 28;
 
     /// One of `options`, chosen by `n`.
     fn pick<T: Copy>(options: &[T], n: u32) -> T {
@@ -2556,6 +2574,42 @@ mod tests {
                 request_id: p.request_id,
                 status: p.status,
             })),
+            25 => Any::Kernel(KernelMessage::FetchPlaceholders(FetchPlaceholders {
+                request_id: p.request_id,
+                file_id: p.a,
+                priority: (p.small % 16) as u8,
+                flags: pick(&[RequestFlags::EMPTY, RequestFlags::FULL_PATH], p.small),
+                requestor_pid: p.small,
+                requestor_image: Utf16::from_units(&p.image),
+                path,
+                pattern: Utf16::from_units(&p.image[..p.image.len().min(255)]),
+                identity: &p.identity,
+                requestor_command_line: Utf16::from_units(&[]),
+                sync_root_identity: &p.data,
+                root_file_identity: &p.identity,
+            })),
+            26 => Any::Kernel(KernelMessage::CancelFetchPlaceholders(
+                CancelFetchPlaceholders {
+                    request_id: p.request_id,
+                    reason: pick(&[CancelReason::IoAborted, CancelReason::IoTimeout], p.small),
+                },
+            )),
+            27 => Any::Provider(ProviderMessage::TransferPlaceholders(
+                TransferPlaceholders {
+                    request_id: p.request_id,
+                    status: p.status,
+                    flags: pick(
+                        &[
+                            PopulationFlags::EMPTY,
+                            PopulationFlags::STOP_ON_ERROR,
+                            PopulationFlags::ALL,
+                        ],
+                        p.small,
+                    ),
+                    total: p.c,
+                    entries: PlaceholderEntries::from_slice(&[]),
+                },
+            )),
             21 => Any::Management(ManagementMessage::SetInSyncByPath(SetInSyncByPath {
                 request_id: p.request_id,
                 path,

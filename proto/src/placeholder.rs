@@ -115,14 +115,21 @@ impl PlaceholderFlags {
     pub const ALWAYS_FULL: Self = Self(8);
     /// The placeholder is a directory.
     pub const DIRECTORY: Self = Self(16);
+    /// A directory placeholder whose listing is not complete yet: it is filled from the
+    /// provider the first time it is listed or a name under it is opened (population
+    /// FULL). Its absence means populated, so directories written before population
+    /// existed read as complete.
+    pub const NOT_POPULATED: Self = Self(32);
     /// Every defined bit.
-    pub const ALL: Self = Self(31);
+    pub const ALL: Self = Self(63);
 
-    /// The flags for `bits`, or `None` if an undefined bit is set or both
-    /// [`Self::PINNED`] and [`Self::UNPINNED`] are.
+    /// The flags for `bits`, or `None` if an undefined bit is set, both
+    /// [`Self::PINNED`] and [`Self::UNPINNED`] are, or [`Self::NOT_POPULATED`] is without
+    /// [`Self::DIRECTORY`].
     pub const fn from_bits(bits: u16) -> Option<Self> {
         let both_pins = Self::PINNED.0 | Self::UNPINNED.0;
-        if bits & !Self::ALL.0 != 0 || bits & both_pins == both_pins {
+        let file_not_populated = bits & Self::NOT_POPULATED.0 != 0 && bits & Self::DIRECTORY.0 == 0;
+        if bits & !Self::ALL.0 != 0 || bits & both_pins == both_pins || file_not_populated {
             None
         } else {
             Some(Self(bits))
@@ -826,7 +833,12 @@ mod tests {
         assert_eq!(patched(0, b"X", false), Err(DecodeError::BadMagic));
         assert_eq!(patched(4, &[3, 0], false), Err(DecodeError::BadVersion(3)));
         assert_eq!(patched(4, &[0, 0], false), Err(DecodeError::BadVersion(0)));
-        assert_eq!(patched(6, &[32, 0], false), Err(DecodeError::BadFlags(32)));
+        assert_eq!(patched(6, &[64, 0], false), Err(DecodeError::BadFlags(64)));
+        assert_eq!(
+            patched(6, &[32, 0], false),
+            Err(DecodeError::BadFlags(32)),
+            "NOT_POPULATED is a directory's"
+        );
         assert_eq!(patched(6, &[6, 0], false), Err(DecodeError::BadFlags(6)));
         assert_eq!(patched(40, b"x", false), Err(DecodeError::BadChecksum));
         assert_eq!(
