@@ -1853,6 +1853,21 @@ pub(crate) fn set_information_on(
     input: &[u8],
     instance: Option<PFLT_INSTANCE>,
 ) -> NTSTATUS {
+    // A rename or link names its target, which the I/O manager (IopOpenLinkOrRenameTarget,
+    // and FltMgr for a filter's FltSetInformationFile) opens before any filter sees the
+    // request: a target on another volume fails there with STATUS_NOT_SAME_DEVICE, and
+    // no filter ever sees it (fs_set_information keeps the check for direct callers).
+    if matches!(
+        class,
+        FILE_RENAME_INFORMATION
+            | FILE_RENAME_INFORMATION_EX
+            | FILE_LINK_INFORMATION
+            | FILE_LINK_INFORMATION_EX
+    ) && let Ok((target, _, _)) = rename_target(input, class)
+        && target != volume
+    {
+        return windows_sys::Win32::Foundation::STATUS_NOT_SAME_DEVICE;
+    }
     let mut buffer = input.to_vec();
     let mut req = simple_request(
         major::SET_INFORMATION,
