@@ -83,6 +83,8 @@ impl SyncRoot {
             next_id: AtomicU64::new(1),
             serving: Mutex::new(true),
             stopped: Condvar::new(),
+            callbacks: Mutex::new(0),
+            callbacks_done: Condvar::new(),
         });
         let provider: Arc<dyn SyncProvider + Send + Sync> = Arc::new(provider);
         let thread = sys::spawn({
@@ -162,6 +164,33 @@ impl Connection {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// Waits up to `timeout` until every callback for the messages received so far has
+    /// returned (fetches, validations, cancellations, notifications: each runs on a
+    /// worker, after the operation that caused it may have completed — a close
+    /// completion arrives as the closing thread returns); whether they all have. For a
+    /// provider that reads what its callbacks recorded, or finishes before it stops.
+    ///
+    /// ```no_run
+    /// # fn f(connection: cloudflt::Connection) {
+    /// if connection.wait_for_callbacks(std::time::Duration::from_secs(2)) {
+    ///     // every notification received so far has been handled
+    /// }
+    /// # }
+    /// ```
+    pub fn wait_for_callbacks(&self, timeout: Duration) -> bool {
+        let n = self
+            .shared
+            .callbacks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (n, _) = self
+            .shared
+            .callbacks_done
+            .wait_timeout_while(n, timeout, |n| *n > 0)
+            .unwrap_or_else(PoisonError::into_inner);
+        *n == 0
+    }
+
     /// Waits up to `timeout` for the message loop to end; whether it has.
     ///
     /// ```no_run
@@ -239,6 +268,32 @@ pub(crate) struct Shared {
     /// True while the message loop runs.
     serving: Mutex<bool>,
     stopped: Condvar,
+    /// Callbacks handed to a worker and not yet returned (see
+    /// [`Connection::wait_for_callbacks`]).
+    callbacks: Mutex<usize>,
+    callbacks_done: Condvar,
+}
+
+impl Shared {
+    /// One more callback is on its way to a worker.
+    fn callback_started(&self) {
+        *self
+            .callbacks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) += 1;
+    }
+
+    /// A callback returned (or never started).
+    fn callback_ended(&self) {
+        let mut n = self
+            .callbacks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            self.callbacks_done.notify_all();
+        }
+    }
 }
 
 impl Shared {
@@ -297,9 +352,22 @@ fn message_loop(
     shared.stopped.notify_all();
 }
 
-/// Hands one message from the driver to the provider, on a worker thread.
+/// Ends a callback's count when dropped: when its worker returns (or unwinds), or
+/// when it never starts.
+struct Finished(Arc<Shared>);
+
+impl Drop for Finished {
+    fn drop(&mut self) {
+        self.0.callback_ended();
+    }
+}
+
+/// Hands one message from the driver to the provider, on a worker thread (counted in
+/// `Shared::callbacks` until it returns).
 fn dispatch(shared: &Arc<Shared>, provider: &Arc<dyn SyncProvider + Send + Sync>, bytes: &[u8]) {
     let provider = provider.clone();
+    shared.callback_started();
+    let done = Finished(shared.clone());
     // A message that does not decode (a driver speaking another protocol version) has no
     // request anyone could answer; the driver's timeout deals with it.
     let spawned = match KernelMessage::decode(bytes) {
@@ -308,17 +376,26 @@ fn dispatch(shared: &Arc<Shared>, provider: &Arc<dyn SyncProvider + Send + Sync>
             let transfer = Transfer::new(shared.clone(), &request);
             // If no thread can be started, the closure is dropped with the transfer in
             // it, which fails the fetch at once.
-            sys::spawn(move || provider.fetch_data(request, transfer))
+            sys::spawn(move || {
+                provider.fetch_data(request, transfer);
+                drop(done);
+            })
         }
         Ok(KernelMessage::ValidateData(m)) => {
             let request = FetchRequest::from_validation(&m);
             let validation = Validation::new(shared.clone(), &request);
             // Unstarted, the validation is dropped and refuses its range at once.
-            sys::spawn(move || provider.validate_data(request, validation))
+            sys::spawn(move || {
+                provider.validate_data(request, validation);
+                drop(done);
+            })
         }
         Ok(KernelMessage::CancelFetch(m)) => {
             let cancel = CancelFetch::from_message(&m);
-            sys::spawn(move || provider.cancel_fetch(cancel))
+            sys::spawn(move || {
+                provider.cancel_fetch(cancel);
+                drop(done);
+            })
         }
         Ok(KernelMessage::Notify(m)) => {
             // A blocking kind's ack is made before the worker: unstarted, it is dropped
@@ -330,7 +407,10 @@ fn dispatch(shared: &Arc<Shared>, provider: &Arc<dyn SyncProvider + Send + Sync>
             let Some(notified) = Notified::of(&m) else {
                 return;
             };
-            sys::spawn(move || notified.deliver(&*provider, ack))
+            sys::spawn(move || {
+                notified.deliver(&*provider, ack);
+                drop(done);
+            })
         }
         Ok(_) | Err(_) => return,
     };

@@ -71,6 +71,14 @@ pub(crate) const PIECE: u64 = 64 * 1024;
 /// How long the runner waits for a dead or exiting provider's threads to end.
 const EXIT_WAIT: Duration = Duration::from_secs(60);
 
+/// How long `provider_stats` waits for callbacks still running (a provider that hangs
+/// on purpose is read as it is after this).
+const CALLBACKS_WAIT: Duration = Duration::from_millis(500);
+
+/// How long `provider_stats` lets a message the driver just delivered reach the
+/// provider's message loop and its worker.
+const DELIVERY_SETTLE: Duration = Duration::from_millis(20);
+
 /// The provider's version in its connection context.
 const VERSION: &str = "1.0";
 
@@ -846,6 +854,18 @@ impl Provider {
 
     /// What the provider saw.
     pub(crate) fn stats(&self) -> ProviderStats {
+        // What the provider received is counted once its callbacks ran: notifications
+        // and cancellations reach their worker after the operation that caused them
+        // returned (a completion is delivered as the closing thread returns, and the
+        // provider's message loop hands it to a worker a moment later). A short settle
+        // lets a message just delivered reach its worker, then the workers finish.
+        let connections = lock(&self.inner.live).connections.clone();
+        if !connections.is_empty() {
+            std::thread::sleep(DELIVERY_SETTLE);
+        }
+        for connection in connections {
+            connection.wait_for_callbacks(CALLBACKS_WAIT);
+        }
         ProviderStats {
             fetches: self.inner.fetches.load(Ordering::SeqCst),
             bytes_served: self.inner.bytes_served.load(Ordering::SeqCst),
