@@ -164,20 +164,20 @@ impl Connection {
             .unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Waits up to `timeout` until every callback for the messages received so far has
-    /// returned (fetches, validations, cancellations, notifications: each runs on a
-    /// worker, after the operation that caused it may have completed — a close
-    /// completion arrives as the closing thread returns); whether they all have. For a
+    /// Waits up to `timeout` until every completion notification received so far (file
+    /// open and close, and the delete, rename and dehydrate completions: the driver sends
+    /// them without waiting, so each reaches its worker just after the operation it
+    /// reports returned) has been handled by the provider; whether all have. For a
     /// provider that reads what its callbacks recorded, or finishes before it stops.
     ///
     /// ```no_run
     /// # fn f(connection: cloudflt::Connection) {
-    /// if connection.wait_for_callbacks(std::time::Duration::from_secs(2)) {
-    ///     // every notification received so far has been handled
+    /// if connection.wait_for_completions(std::time::Duration::from_secs(2)) {
+    ///     // every completion received so far has been handled
     /// }
     /// # }
     /// ```
-    pub fn wait_for_callbacks(&self, timeout: Duration) -> bool {
+    pub fn wait_for_completions(&self, timeout: Duration) -> bool {
         let n = self
             .shared
             .callbacks
@@ -268,8 +268,8 @@ pub(crate) struct Shared {
     /// True while the message loop runs.
     serving: Mutex<bool>,
     stopped: Condvar,
-    /// Callbacks handed to a worker and not yet returned (see
-    /// [`Connection::wait_for_callbacks`]).
+    /// Completion notifications handed to a worker and not yet handled (see
+    /// [`Connection::wait_for_completions`]).
     callbacks: Mutex<usize>,
     callbacks_done: Condvar,
 }
@@ -362,12 +362,10 @@ impl Drop for Finished {
     }
 }
 
-/// Hands one message from the driver to the provider, on a worker thread (counted in
-/// `Shared::callbacks` until it returns).
+/// Hands one message from the driver to the provider, on a worker thread (a completion
+/// notification counted in `Shared::callbacks` until it is handled).
 fn dispatch(shared: &Arc<Shared>, provider: &Arc<dyn SyncProvider + Send + Sync>, bytes: &[u8]) {
     let provider = provider.clone();
-    shared.callback_started();
-    let done = Finished(shared.clone());
     // A message that does not decode (a driver speaking another protocol version) has no
     // request anyone could answer; the driver's timeout deals with it.
     let spawned = match KernelMessage::decode(bytes) {
@@ -376,26 +374,17 @@ fn dispatch(shared: &Arc<Shared>, provider: &Arc<dyn SyncProvider + Send + Sync>
             let transfer = Transfer::new(shared.clone(), &request);
             // If no thread can be started, the closure is dropped with the transfer in
             // it, which fails the fetch at once.
-            sys::spawn(move || {
-                provider.fetch_data(request, transfer);
-                drop(done);
-            })
+            sys::spawn(move || provider.fetch_data(request, transfer))
         }
         Ok(KernelMessage::ValidateData(m)) => {
             let request = FetchRequest::from_validation(&m);
             let validation = Validation::new(shared.clone(), &request);
             // Unstarted, the validation is dropped and refuses its range at once.
-            sys::spawn(move || {
-                provider.validate_data(request, validation);
-                drop(done);
-            })
+            sys::spawn(move || provider.validate_data(request, validation))
         }
         Ok(KernelMessage::CancelFetch(m)) => {
             let cancel = CancelFetch::from_message(&m);
-            sys::spawn(move || {
-                provider.cancel_fetch(cancel);
-                drop(done);
-            })
+            sys::spawn(move || provider.cancel_fetch(cancel))
         }
         Ok(KernelMessage::Notify(m)) => {
             // A blocking kind's ack is made before the worker: unstarted, it is dropped
@@ -407,6 +396,10 @@ fn dispatch(shared: &Arc<Shared>, provider: &Arc<dyn SyncProvider + Send + Sync>
             let Some(notified) = Notified::of(&m) else {
                 return;
             };
+            let done = (!m.kind.blocks()).then(|| {
+                shared.callback_started();
+                Finished(shared.clone())
+            });
             sys::spawn(move || {
                 notified.deliver(&*provider, ack);
                 drop(done);

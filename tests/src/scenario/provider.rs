@@ -71,8 +71,7 @@ pub(crate) const PIECE: u64 = 64 * 1024;
 /// How long the runner waits for a dead or exiting provider's threads to end.
 const EXIT_WAIT: Duration = Duration::from_secs(60);
 
-/// How long `provider_stats` waits for callbacks still running (a provider that hangs
-/// on purpose is read as it is after this).
+/// How long `provider_stats` waits for completion callbacks still running.
 const CALLBACKS_WAIT: Duration = Duration::from_millis(500);
 
 /// How long `provider_stats` lets a message the driver just delivered reach the
@@ -854,17 +853,18 @@ impl Provider {
 
     /// What the provider saw.
     pub(crate) fn stats(&self) -> ProviderStats {
-        // What the provider received is counted once its callbacks ran: notifications
-        // and cancellations reach their worker after the operation that caused them
-        // returned (a completion is delivered as the closing thread returns, and the
-        // provider's message loop hands it to a worker a moment later). A short settle
-        // lets a message just delivered reach its worker, then the workers finish.
+        // Completions (opens, closes) are counted once their callbacks ran: the driver
+        // sends them without waiting, so they reach their worker just after the
+        // operation that caused them returned (delivered as the closing thread returns,
+        // handed to a worker a moment later). A short settle lets a message just
+        // delivered reach its worker, then those workers finish. Fetches, cancellations
+        // and the blocking notifications are read as they are.
         let connections = lock(&self.inner.live).connections.clone();
         if !connections.is_empty() {
             std::thread::sleep(DELIVERY_SETTLE);
         }
         for connection in connections {
-            connection.wait_for_callbacks(CALLBACKS_WAIT);
+            connection.wait_for_completions(CALLBACKS_WAIT);
         }
         ProviderStats {
             fetches: self.inner.fetches.load(Ordering::SeqCst),
