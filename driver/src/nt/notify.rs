@@ -50,7 +50,7 @@ const TAG_NOTIFICATION: u32 = tag(b"CFnt");
 
 /// The System process, whose threads are the system's own: their operations are not
 /// held up for a user-mode verdict.
-const SYSTEM_PID: u32 = 4;
+use crate::engine::visibility::SYSTEM_PID;
 
 /// What a notification is about.
 pub(crate) struct Subject<'a> {

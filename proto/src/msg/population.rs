@@ -634,19 +634,24 @@ mod tests {
         assert_eq!(names, ["a.txt", "photos"]);
     }
 
+    /// A batch of `list`, the whole directory, with `status`.
+    fn one_batch<'a>(list: &'a [PlaceholderEntry<'a>], status: i32) -> TransferPlaceholders<'a> {
+        TransferPlaceholders {
+            request_id: 1,
+            status,
+            flags: PopulationFlags::EMPTY,
+            total: list.len() as u64,
+            entries: PlaceholderEntries::from_slice(list),
+        }
+    }
+
     #[test]
     fn bad_entries_are_refused_both_ways() {
         let base = units("ok");
         for bad in ["", ".", "..", "a\\b"] {
             let name = units(bad);
             let list = [entry(&name, b"", PlaceholderFlags::EMPTY)];
-            let batch = TransferPlaceholders {
-                request_id: 1,
-                status: 0,
-                flags: PopulationFlags::EMPTY,
-                total: 1,
-                entries: PlaceholderEntries::from_slice(&list),
-            };
+            let batch = one_batch(&list, 0);
             let mut out = vec![0u8; batch.encoded_len()];
             assert_eq!(
                 batch.encode(&mut out),
@@ -660,13 +665,7 @@ mod tests {
             PlaceholderFlags::PINNED.union(PlaceholderFlags::UNPINNED),
         ] {
             let list = [entry(&base, b"", flags)];
-            let batch = TransferPlaceholders {
-                request_id: 1,
-                status: 0,
-                flags: PopulationFlags::EMPTY,
-                total: 1,
-                entries: PlaceholderEntries::from_slice(&list),
-            };
+            let batch = one_batch(&list, 0);
             let mut out = vec![0u8; batch.encoded_len()];
             assert!(matches!(
                 batch.encode(&mut out),
@@ -675,26 +674,14 @@ mod tests {
         }
         // A failure carries no entry.
         let list = [entry(&base, b"", PlaceholderFlags::EMPTY)];
-        let batch = TransferPlaceholders {
-            request_id: 1,
-            status: -1,
-            flags: PopulationFlags::EMPTY,
-            total: 1,
-            entries: PlaceholderEntries::from_slice(&list),
-        };
+        let batch = one_batch(&list, -1);
         let mut out = vec![0u8; batch.encoded_len()];
         assert_eq!(
             batch.encode(&mut out),
             Err(EncodeError::BadValue(Field::Status))
         );
         // A declared count the bytes do not hold.
-        let ok = TransferPlaceholders {
-            request_id: 1,
-            status: 0,
-            flags: PopulationFlags::EMPTY,
-            total: 1,
-            entries: PlaceholderEntries::from_slice(&list[..]),
-        };
+        let ok = one_batch(&list, 0);
         let mut out = vec![0u8; ok.encoded_len()];
         assert_eq!(ok.encode(&mut out), Ok(out.len()));
         out[HEADER_SIZE + 16..HEADER_SIZE + 20].copy_from_slice(&2u32.to_le_bytes());

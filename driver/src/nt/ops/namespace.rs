@@ -146,8 +146,25 @@ pub(super) unsafe fn pre_delete(
     if !delete {
         flags = flags.union(DeleteFlags::IS_UNDELETE);
     }
-    let blob = fo.reparse_point().ok().flatten();
-    let identity = identity_in(blob.as_ref());
+    match ask_delete(&provider, &fo, name.units(), flags, data) {
+        Ok(()) if told_after => after_deletion(completion_context, &fo, directory, name.units()),
+        Ok(()) => None,
+        Err(status) => Some(complete(data_ref, status)),
+    }
+}
+
+/// Asks `provider` about the delete of the placeholder open as `file`, named `name`
+/// (NOTIFY_DELETE with its id, size and identity, and `flags`), for the requestor of
+/// `data`: `Ok` to go on, or the status the operation fails with.
+fn ask_delete(
+    provider: &crate::nt::providers::ProviderRef,
+    file: &Fo,
+    name: &[u16],
+    flags: DeleteFlags,
+    data: *mut FLT_CALLBACK_DATA,
+) -> Result<(), NTSTATUS> {
+    let directory = flags.contains(DeleteFlags::IS_DIRECTORY);
+    let blob = file.reparse_point().ok().flatten();
     // SAFETY: live callback data.
     let pid = unsafe { FltGetRequestorProcessId(data) };
     let image = ImageName::of(data);
@@ -159,25 +176,26 @@ pub(super) unsafe fn pre_delete(
         kind: NotifyKind::Delete,
         flags: flags.bits(),
         reason: DehydrationReason::None,
-        file_id: fo.file_id().unwrap_or(0),
-        file_size: if directory { 0 } else { fo.size().unwrap_or(0) },
-        name: name.units(),
+        file_id: file.file_id().unwrap_or(0),
+        file_size: if directory {
+            0
+        } else {
+            file.size().unwrap_or(0)
+        },
+        name,
         target: &[],
-        identity,
+        identity: identity_in(blob.as_ref()),
         requestor_pid: pid,
         requestor_image: image.units(),
         command_line: command_line.as_ref().map(CommandLine::units),
     };
-    match notify::ask(&provider, &subject, data) {
-        Ok(()) if told_after => after_deletion(completion_context, &fo, directory, name.units()),
-        Ok(()) => None,
-        Err(status) => Some(complete(data_ref, status)),
-    }
+    notify::ask(provider, &subject, data)
 }
 
 /// A deletion to tell the provider of once it has happened
-/// (NOTIFY_DELETE_COMPLETION), handed from a pre-operation to its post-operation: the
-/// file's id, size and name (copied into pool).
+/// (NOTIFY_DELETE_COMPLETION), handed from a pre-operation to its post-operation (or
+/// carried in a rename's [`RenameAfter`]): the file's id, size and name (copied into
+/// pool).
 pub(super) struct Deletion {
     file_id: u64,
     file_size: u64,
@@ -407,9 +425,8 @@ pub(super) struct RenameAfter {
     /// the post-operation ends the mark, whatever the outcome.
     moving: bool,
     /// The rename replaces a placeholder file whose provider asked for
-    /// NOTIFY_DELETE_COMPLETION: its file id, to tell of its deletion once the rename
-    /// is done.
-    replaced: Option<u64>,
+    /// NOTIFY_DELETE_COMPLETION: what to tell of its deletion once the rename is done.
+    replaced: Option<PoolBox<Deletion>>,
     /// The provider asked for NOTIFY_RENAME_COMPLETION: it is told, with the former
     /// name (copied here, in pool: `len` units).
     complete: bool,
@@ -693,7 +710,7 @@ fn synchronize_after(
 /// A rename that replaces an existing name deletes the file there: when that is a
 /// placeholder file whose provider asked for NOTIFY_DELETE, the provider is asked
 /// first, as for any delete of it (its refusal or silence fails the rename, and nothing
-/// moves). `Ok(Some(file id))` when its provider asked to hear of the deletion after
+/// moves). `Ok(Some(deletion))` when its provider asked to hear of the deletion after
 /// (NOTIFY_DELETE_COMPLETION); `Ok(None)` when nothing is to be told (no file there, an
 /// ordinary file, a directory — which NTFS never replaces — the file itself under
 /// another case of its name, no provider, or the provider's own rename).
@@ -702,7 +719,7 @@ fn ask_replaced(
     objects: &FLT_RELATED_OBJECTS,
     destination: &[u16],
     source_id: u64,
-) -> Result<Option<u64>, NTSTATUS> {
+) -> Result<Option<PoolBox<Deletion>>, NTSTATUS> {
     let Some(provider) = providers::for_path(destination) else {
         return Ok(None);
     };
@@ -739,28 +756,12 @@ fn ask_replaced(
         return Ok(None);
     }
     if wants.wants(NotifyKind::Delete) {
-        let blob = there.reparse_point().ok().flatten();
-        let image = ImageName::of(data);
-        let command_line = provider
-            .connect_flags
-            .contains(ConnectFlags::REQUIRE_PROCESS_INFO)
-            .then(|| CommandLine::of_current(pid));
-        let subject = Subject {
-            kind: NotifyKind::Delete,
-            flags: DeleteFlags::NONE.bits(),
-            reason: DehydrationReason::None,
-            file_id,
-            file_size: there.size().unwrap_or(0),
-            name: destination,
-            target: &[],
-            identity: identity_in(blob.as_ref()),
-            requestor_pid: pid,
-            requestor_image: image.units(),
-            command_line: command_line.as_ref().map(CommandLine::units),
-        };
-        notify::ask(&provider, &subject, data)?;
+        ask_delete(&provider, &there, destination, DeleteFlags::NONE, data)?;
     }
-    Ok(wants.wants(NotifyKind::DeleteCompletion).then_some(file_id))
+    if !wants.wants(NotifyKind::DeleteCompletion) {
+        return Ok(None);
+    }
+    Ok(Deletion::new(file_id, 0, destination))
 }
 
 /// Brings every byte of the placeholder file `objects.FileObject` (named `name`) onto
@@ -1001,8 +1002,8 @@ pub(super) unsafe fn post_rename(
     if draining || !nt_success(status) {
         return;
     }
-    if let Some(file_id) = after.replaced {
-        tell_replaced(data, file_id);
+    if let Some(replaced) = &after.replaced {
+        replaced.tell(data);
     }
     if after.moved_out
         && let Some(stream) = stream::get(objects.Instance, objects.FileObject)
@@ -1072,37 +1073,6 @@ impl Drop for MoveOut {
             hydrate::end_move_out(stream);
         }
     }
-}
-
-/// A rename replaced a placeholder file whose provider asked to hear of its deletion:
-/// it is told (NOTIFY_DELETE_COMPLETION, with the name the file had, which the renamed
-/// file now has).
-fn tell_replaced(data: &FLT_CALLBACK_DATA, file_id: u64) {
-    let Ok(name) = NameInfo::normalized(data) else {
-        return;
-    };
-    let Some(provider) = providers::for_path(name.units()) else {
-        return;
-    };
-    // SAFETY: live callback data.
-    let pid = unsafe { FltGetRequestorProcessId(core::ptr::from_ref(data).cast_mut()) };
-    let image = ImageName::of(data);
-    notify::tell(
-        &provider,
-        &Subject {
-            kind: NotifyKind::DeleteCompletion,
-            flags: 0,
-            reason: DehydrationReason::None,
-            file_id,
-            file_size: 0,
-            name: name.units(),
-            target: &[],
-            identity: &[],
-            requestor_pid: pid,
-            requestor_image: image.units(),
-            command_line: None,
-        },
-    );
 }
 
 /// Access rights that make an open one cfapi reports (opened "for read/write/delete
