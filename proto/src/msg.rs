@@ -1411,14 +1411,22 @@ impl UpdateFlags {
     pub const IF_UNCHANGED: Self = Self(8);
     /// Replace the provider's file identity with [`Update::identity`].
     pub const SET_IDENTITY: Self = Self(16);
+    /// A directory (or, with an empty path, the sync root): its listing is complete, do
+    /// not populate it on demand any more (cfapi's CF_UPDATE_FLAG_DISABLE_ON_DEMAND_POPULATION).
+    pub const DISABLE_ON_DEMAND_POPULATION: Self = Self(32);
+    /// A directory (or the root): populate it on demand again, at the next listing or
+    /// open beneath it (CF_UPDATE_FLAG_ENABLE_ON_DEMAND_POPULATION). Exclusive with
+    /// [`Self::DISABLE_ON_DEMAND_POPULATION`].
+    pub const ENABLE_ON_DEMAND_POPULATION: Self = Self(64);
     /// Every defined bit.
-    pub const ALL: Self = Self(31);
+    pub const ALL: Self = Self(127);
 
-    /// The flags for `bits`, or `None` if an undefined bit is set or both
-    /// [`Self::MARK_IN_SYNC`] and [`Self::CLEAR_IN_SYNC`] are.
+    /// The flags for `bits`, or `None` if an undefined bit is set, or both
+    /// [`Self::MARK_IN_SYNC`] and [`Self::CLEAR_IN_SYNC`] are, or both population flags.
     pub const fn from_bits(bits: u32) -> Option<Self> {
         let both = Self::MARK_IN_SYNC.0 | Self::CLEAR_IN_SYNC.0;
-        if bits & !Self::ALL.0 != 0 || bits & both == both {
+        let population = Self::DISABLE_ON_DEMAND_POPULATION.0 | Self::ENABLE_ON_DEMAND_POPULATION.0;
+        if bits & !Self::ALL.0 != 0 || bits & both == both || bits & population == population {
             None
         } else {
             Some(Self(bits))
@@ -2124,8 +2132,8 @@ impl<'a> SyncRootList<'a> {
 mod population;
 pub use population::{
     CancelFetchPlaceholders, FetchPlaceholders, MAX_BATCH_ENTRIES, MAX_ENTRY_NAME_BYTES,
-    MAX_PATTERN_BYTES, PlaceholderEntries, PlaceholderEntry, PopulationFlags, TransferPlaceholders,
-    TransferPlaceholdersResult,
+    MAX_PATTERN_BYTES, PlaceholderEntries, PlaceholderEntry, PopulationFlags,
+    TRANSFER_PLACEHOLDERS_FIXED, TransferPlaceholders, TransferPlaceholdersResult,
 };
 mod notify;
 pub use notify::{

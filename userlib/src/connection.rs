@@ -20,6 +20,7 @@ use cloudflt_proto::port::PORT_NAME;
 use crate::Error;
 use crate::config::{self, SyncRootConfig};
 use crate::notify::{Ack, Notified};
+use crate::populate::{CancelPopulation, Population, PopulationRequest};
 use crate::provider::{CancelFetch, FetchRequest, SyncProvider, Transfer, Validation};
 use crate::sys::{self, MessageReader, Received};
 
@@ -385,6 +386,16 @@ fn dispatch(shared: &Arc<Shared>, provider: &Arc<dyn SyncProvider + Send + Sync>
         Ok(KernelMessage::CancelFetch(m)) => {
             let cancel = CancelFetch::from_message(&m);
             sys::spawn(move || provider.cancel_fetch(cancel))
+        }
+        Ok(KernelMessage::FetchPlaceholders(m)) => {
+            let request = PopulationRequest::from_message(&m);
+            let population = Population::new(shared.clone(), &request);
+            // Unstarted, the population is dropped and fails at once.
+            sys::spawn(move || provider.fetch_placeholders(request, population))
+        }
+        Ok(KernelMessage::CancelFetchPlaceholders(m)) => {
+            let cancel = CancelPopulation::from_message(&m);
+            sys::spawn(move || provider.cancel_fetch_placeholders(cancel))
         }
         Ok(KernelMessage::Notify(m)) => {
             // A blocking kind's ack is made before the worker: unstarted, it is dropped

@@ -56,6 +56,7 @@ mod connection;
 mod error;
 pub mod notify;
 mod placeholder;
+mod populate;
 mod provider;
 pub mod registration;
 mod sys;
@@ -72,6 +73,7 @@ pub use placeholder::{
     ConvertOptions, Dehydration, FileTimes, PinState, PlaceholderInfo, PlaceholderSpec,
     UpdateOptions,
 };
+pub use populate::{CancelPopulation, EntryError, Population, PopulationRequest};
 pub use provider::{
     CancelFetch, CancelReason, FetchRequest, RequestingProcess, SyncProvider, TRANSFER_ALIGNMENT,
     Transfer, Validation, ValidationRequest,

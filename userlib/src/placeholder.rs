@@ -90,7 +90,7 @@ impl FileTimes {
         }
     }
 
-    fn basic(&self, attributes: u32) -> BasicInfo {
+    pub(crate) fn basic(&self, attributes: u32) -> BasicInfo {
         BasicInfo {
             creation_time: self.creation_time,
             last_access_time: self.last_access_time,
@@ -137,6 +137,11 @@ pub struct PlaceholderSpec {
     pub in_sync: bool,
     /// The pin state to start with.
     pub pin: PinState,
+    /// For a directory: not populated yet, so that the driver asks the provider for its
+    /// entries the first time it is listed or a name beneath it is opened
+    /// ([`SyncProvider::fetch_placeholders`](crate::SyncProvider::fetch_placeholders));
+    /// a directory created without it is complete as it is.
+    pub populate_on_demand: bool,
 }
 
 impl PlaceholderSpec {
@@ -155,6 +160,7 @@ impl PlaceholderSpec {
             identity: Vec::new(),
             in_sync: false,
             pin: PinState::Unspecified,
+            populate_on_demand: false,
         }
     }
 
@@ -242,13 +248,29 @@ impl PlaceholderSpec {
         self.attributes & FILE_ATTRIBUTE_DIRECTORY != 0
     }
 
-    fn flags(&self) -> PlaceholderFlags {
+    /// For a directory, whether it is populated on demand (see
+    /// [`populate_on_demand`](Self::populate_on_demand)); ignored for a file.
+    ///
+    /// ```
+    /// let spec = cloudflt::PlaceholderSpec::directory("photos").on_demand(true);
+    /// assert!(spec.populate_on_demand);
+    /// ```
+    #[must_use]
+    pub fn on_demand(mut self, on_demand: bool) -> Self {
+        self.populate_on_demand = on_demand;
+        self
+    }
+
+    pub(crate) fn flags(&self) -> PlaceholderFlags {
         let mut flags = PlaceholderFlags::EMPTY;
         if self.in_sync {
             flags = flags | PlaceholderFlags::IN_SYNC;
         }
         if self.is_directory() {
             flags = flags | PlaceholderFlags::DIRECTORY;
+            if self.populate_on_demand {
+                flags = flags | PlaceholderFlags::NOT_POPULATED;
+            }
         }
         match self.pin {
             PinState::Pinned => flags | PlaceholderFlags::PINNED,
@@ -795,6 +817,42 @@ impl Connection {
         let bytes = encode(&msg::ProviderMessage::Update(message))?;
         let blob = self.shared.request(&bytes, MAX_BLOB_SIZE)?;
         PlaceholderInfo::decode(&blob)
+    }
+
+    /// Marks a directory placeholder (or, with an empty path, the sync root itself)
+    /// populated or not (cfapi's CfUpdatePlaceholder with
+    /// CF_UPDATE_FLAG_DISABLE_ON_DEMAND_POPULATION / ENABLE_ON_DEMAND_POPULATION): a
+    /// directory that is not populated is filled from
+    /// [`SyncProvider::fetch_placeholders`](crate::SyncProvider::fetch_placeholders) the
+    /// next time it is listed or a name beneath it is opened; a populated one never asks.
+    ///
+    /// ```no_run
+    /// # fn f(connection: cloudflt::Connection) -> Result<(), cloudflt::Error> {
+    /// // Everything under the root was created up front: never ask for it.
+    /// connection.set_populated("", true)?;
+    /// // The server's "photos" changed: ask again at the next listing.
+    /// connection.set_populated("photos", false)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn set_populated(&self, path: &str, populated: bool) -> Result<(), Error> {
+        let path = relative_path(path, true)?;
+        let flags = if populated {
+            UpdateFlags::DISABLE_ON_DEMAND_POPULATION
+        } else {
+            UpdateFlags::ENABLE_ON_DEMAND_POPULATION
+        };
+        let message = Update {
+            request_id: self.next_request_id(),
+            path: Utf16::from_units(&path),
+            flags,
+            file_size: 0,
+            basic: BasicInfo::default(),
+            expected_changes: 0,
+            identity: &[],
+            dehydrate: RangeList::EMPTY,
+        };
+        let bytes = encode(&msg::ProviderMessage::Update(message))?;
+        self.shared.request(&bytes, MAX_BLOB_SIZE).map(drop)
     }
 
     /// Marks a placeholder in sync or not (cfapi's CfSetInSyncState); returns its state

@@ -21,6 +21,7 @@ use crate::notify::{
     Ack, CloseCompletion, DehydrateCompletion, DehydrateNotification, DeleteCompletion,
     DeleteNotification, NotifySet, OpenCompletion, RenameCompletion, RenameNotification,
 };
+use crate::populate::{CancelPopulation, Population, PopulationRequest};
 
 pub use cloudflt_proto::msg::CancelReason;
 
@@ -188,6 +189,46 @@ pub trait SyncProvider {
     /// The last handle of a file of the root was closed. The default does nothing.
     fn file_closed(&self, close: CloseCompletion) {
         let _ = close;
+    }
+
+    /// Under population policy FULL, a directory placeholder that is not populated (or
+    /// the sync root, until marked populated) is being listed, or a name beneath it
+    /// opened: send its entries through `population` ([`Population::send`]), or
+    /// [`Population::fail`]. The listing or open waits for the directory's total, within
+    /// the root's timeout; concurrent listers of one directory share one request.
+    ///
+    /// The default adds nothing: it completes the population with no entry and leaves
+    /// the directory not populated, so a provider that creates its placeholders up front
+    /// lists what it created (and is asked again at the next listing).
+    ///
+    /// ```
+    /// use cloudflt::{FetchRequest, PlaceholderSpec, Population, PopulationRequest, SyncProvider, Transfer};
+    ///
+    /// /// Every directory holds one file, `readme.txt`, and one subdirectory, `more`.
+    /// struct Endless;
+    /// impl SyncProvider for Endless {
+    ///     fn fetch_data(&self, _request: FetchRequest, transfer: Transfer) {
+    ///         let _ = transfer.fail(cloudflt::Error::NetworkUnavailable);
+    ///     }
+    ///     fn fetch_placeholders(&self, _request: PopulationRequest, mut population: Population) {
+    ///         population.disable_on_demand_population(true);
+    ///         let entries = [
+    ///             PlaceholderSpec::file("readme.txt", 12),
+    ///             PlaceholderSpec::directory("more").on_demand(true),
+    ///         ];
+    ///         let _ = population.send(&entries, 2);
+    ///     }
+    /// }
+    /// ```
+    fn fetch_placeholders(&self, request: PopulationRequest, mut population: Population) {
+        let _ = request;
+        let _ = population.send(&[], 0);
+    }
+
+    /// The driver no longer waits for a population (everyone gave up, or the root's
+    /// timeout passed); its later batches are refused. The default does nothing.
+    fn cancel_fetch_placeholders(&self, cancel: CancelPopulation) {
+        let _ = cancel;
     }
 }
 

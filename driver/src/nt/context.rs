@@ -433,6 +433,10 @@ pub(crate) struct StreamHandleContext {
     /// since): the file system sets it only inside that cleanup, after cloudflt's
     /// pre-cleanup has looked.
     pub(crate) delete_on_close: core::sync::atomic::AtomicBool,
+    /// A directory open in a sync root whose population policy is FULL: its first
+    /// directory query makes sure the directory is populated first (issue 15), and
+    /// clears this once it is.
+    pub(crate) populate: core::sync::atomic::AtomicBool,
 }
 
 pub(crate) const TAG_INSTANCE_CONTEXT: u32 = tag(b"CFic");

@@ -28,6 +28,7 @@ use windows_sys::Win32::Foundation::{
 use super::driver::{DRIVER, Driver};
 use super::instance;
 use super::pool::{PoolBox, TAG_DRIVER};
+use super::populate;
 use super::port;
 use super::registration;
 use super::roots;
@@ -90,6 +91,11 @@ pub unsafe fn driver_entry(
         unpublish_and_teardown();
         return status;
     }
+    let status = populate::start(state.filter);
+    if !nt_success(status) {
+        unpublish_and_teardown();
+        return status;
+    }
     // The registered sync roots, before the port lets anyone ask about them.
     // SAFETY: the I/O manager's UNICODE_STRING, valid during DriverEntry.
     let service_key = unsafe { registry_path.as_ref() }
@@ -148,6 +154,7 @@ fn teardown(state: PoolBox<Driver>) {
     // failed by the instances' teardown and the providers' disconnect below.
     hydrate::stop();
     notify::stop();
+    populate::stop();
     if state.filter != 0 {
         // SAFETY: the filter registered by DriverEntry, unregistered once; returns after
         // every callback, connection and instance is gone.

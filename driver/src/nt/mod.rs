@@ -38,6 +38,7 @@ mod ntos;
 mod ops;
 mod placeholder;
 mod pool;
+mod populate;
 mod port;
 mod providers;
 mod queue;

@@ -4,9 +4,9 @@
 use windows_sys::Wdk::Foundation::FILE_OBJECT;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_CALLBACK_DATA;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
-    FLT_FILE_NAME_INFORMATION, FLT_FILE_NAME_NORMALIZED, FLT_FILE_NAME_QUERY_DEFAULT,
-    FltGetDestinationFileNameInformation, FltGetFileNameInformation, FltGetRequestorProcess,
-    FltReleaseFileNameInformation, PFLT_INSTANCE,
+    FLT_FILE_NAME_INFORMATION, FLT_FILE_NAME_NORMALIZED, FLT_FILE_NAME_OPENED,
+    FLT_FILE_NAME_QUERY_DEFAULT, FltGetDestinationFileNameInformation, FltGetFileNameInformation,
+    FltGetRequestorProcess, FltReleaseFileNameInformation, PFLT_INSTANCE,
 };
 use windows_sys::Wdk::Storage::FileSystem::SeLocateProcessImageName;
 use windows_sys::Wdk::System::SystemServices::ExFreePool;
@@ -21,15 +21,22 @@ impl NameInfo {
     /// The normalized name of the file `data` targets, or FltMgr's failure. PASSIVE_LEVEL
     /// (a pre-operation or a synchronised post-operation).
     pub(crate) fn normalized(data: *const FLT_CALLBACK_DATA) -> Result<Self, NTSTATUS> {
+        Self::get(data, FLT_FILE_NAME_NORMALIZED)
+    }
+
+    /// The name the file `data` targets was opened by (FLT_FILE_NAME_OPENED: no
+    /// normalization, so it can be had in a pre-create whatever exists yet; short names
+    /// are left as they were given). PASSIVE_LEVEL.
+    pub(crate) fn opened(data: *const FLT_CALLBACK_DATA) -> Result<Self, NTSTATUS> {
+        Self::get(data, FLT_FILE_NAME_OPENED)
+    }
+
+    fn get(data: *const FLT_CALLBACK_DATA, format: u32) -> Result<Self, NTSTATUS> {
         let mut name: *mut FLT_FILE_NAME_INFORMATION = core::ptr::null_mut();
         // SAFETY: live callback data at PASSIVE_LEVEL (the callers' contract); a valid out
         // pointer.
         let status = unsafe {
-            FltGetFileNameInformation(
-                data,
-                FLT_FILE_NAME_NORMALIZED | FLT_FILE_NAME_QUERY_DEFAULT,
-                &mut name,
-            )
+            FltGetFileNameInformation(data, format | FLT_FILE_NAME_QUERY_DEFAULT, &mut name)
         };
         if !nt_success(status) {
             return Err(status);

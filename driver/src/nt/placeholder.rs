@@ -73,13 +73,13 @@ impl Managed {
 }
 
 /// The instance of this filter on the volume `path` (an NT path) is on, referenced.
-struct VolumeInstance {
+pub(crate) struct VolumeInstance {
     volume: PFLT_VOLUME,
-    instance: PFLT_INSTANCE,
+    pub(crate) instance: PFLT_INSTANCE,
 }
 
 impl VolumeInstance {
-    fn of(filter: PFLT_FILTER, path: &[u16]) -> Result<Self, NTSTATUS> {
+    pub(crate) fn of(filter: PFLT_FILTER, path: &[u16]) -> Result<Self, NTSTATUS> {
         // `\Device\Name\...`: the volume is the first two components.
         let mut separators = 0;
         let end = path
@@ -871,6 +871,11 @@ fn blob_payload(file: &OwnedFile) -> Result<Payload, NTSTATUS> {
 /// see `hydrate::check_provider_change`. The reply is the blob as it is afterwards.
 pub(crate) fn update(provider: &ProviderRef, m: &msg::Update<'_>) -> Result<Payload, NTSTATUS> {
     use cloudflt_proto::msg::UpdateFlags;
+    let population =
+        UpdateFlags::DISABLE_ON_DEMAND_POPULATION.union(UpdateFlags::ENABLE_ON_DEMAND_POPULATION);
+    if m.flags.bits() & population.bits() != 0 {
+        return update_directory(provider, m);
+    }
     // Copied first: a failure here changes nothing.
     let identity = if m.flags.contains(UpdateFlags::SET_IDENTITY) {
         Some(
@@ -1069,6 +1074,51 @@ fn set_in_sync_open(
         return blob_payload(&managed.file);
     }
     directory_mark(&managed.file, in_sync, expected)?;
+    blob_payload(&managed.file)
+}
+
+/// UPDATE with DISABLE_ON_DEMAND_POPULATION or ENABLE_ON_DEMAND_POPULATION (issue 15):
+/// a directory placeholder (or, with an empty path, the sync root) is marked populated or
+/// not, and in sync or not with MARK_IN_SYNC / CLEAR_IN_SYNC; no other flag applies to a
+/// directory (STATUS_CLOUD_FILE_INVALID_REQUEST). The reply is the directory's blob as it
+/// is after (none for the root, which has no reparse data).
+fn update_directory(provider: &ProviderRef, m: &msg::Update<'_>) -> Result<Payload, NTSTATUS> {
+    use cloudflt_proto::msg::UpdateFlags;
+    let allowed = UpdateFlags::DISABLE_ON_DEMAND_POPULATION
+        .union(UpdateFlags::ENABLE_ON_DEMAND_POPULATION)
+        .union(UpdateFlags::MARK_IN_SYNC)
+        .union(UpdateFlags::CLEAR_IN_SYNC);
+    if m.flags.bits() & !allowed.bits() != 0 {
+        return Err(STATUS_CLOUD_FILE_INVALID_REQUEST);
+    }
+    let populated = m.flags.contains(UpdateFlags::DISABLE_ON_DEMAND_POPULATION);
+    let in_sync = if m.flags.contains(UpdateFlags::MARK_IN_SYNC) {
+        Some(true)
+    } else if m.flags.contains(UpdateFlags::CLEAR_IN_SYNC) {
+        Some(false)
+    } else {
+        None
+    };
+    if m.path.units().next().is_none() {
+        // The root: its state is in its registration.
+        if in_sync.is_some() {
+            return Err(STATUS_CLOUD_FILE_INVALID_REQUEST);
+        }
+        super::roots::set_root_populated(provider.root(), populated)?;
+        return Ok(None);
+    }
+    let managed = open_managed(
+        provider,
+        m.path,
+        FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES,
+        FILE_OPEN,
+        Kind::Directory,
+        0,
+    )?;
+    super::populate::mark_open(&managed.file, populated)?;
+    if let Some(in_sync) = in_sync {
+        directory_mark(&managed.file, in_sync, None)?;
+    }
     blob_payload(&managed.file)
 }
 

@@ -244,6 +244,7 @@ unsafe extern "system" fn disconnect_notify(connection_cookie: *const c_void) {
     providers::unregister(ptr, || {
         hydrate::provider_gone(ptr.as_ptr() as usize);
         notify::provider_gone(ptr.as_ptr() as usize);
+        super::populate::provider_gone(ptr.as_ptr() as usize);
     });
     // SAFETY: the cookie is the `PoolBox::into_raw` of ConnectNotify, handed back once,
     // and no reference to it is left.
@@ -422,10 +423,9 @@ fn serve_transfer(
             if nt_success(status) {
                 // A transfer taken is a valid message: the clocks of the provider's
                 // notifications restart too.
-                notify::restart(
-                    provider.key(),
-                    super::timer::now().saturating_add(provider.timeout),
-                );
+                let due = super::timer::now().saturating_add(provider.timeout);
+                notify::restart(provider.key(), due);
+                super::populate::restart(provider.key(), due);
             }
             (id, status, None)
         }
@@ -548,10 +548,9 @@ fn dispatch(
     let done = |r: Result<(), NTSTATUS>| (r.err().unwrap_or(STATUS_SUCCESS), None);
     // Any valid message of the provider restarts the clocks of its notifications, as
     // cfapi's rule has it (fetches restart theirs where they are served).
-    notify::restart(
-        provider.key(),
-        super::timer::now().saturating_add(provider.timeout),
-    );
+    let due = super::timer::now().saturating_add(provider.timeout);
+    notify::restart(provider.key(), due);
+    super::populate::restart(provider.key(), due);
     match message {
         // Transfers are served from the provider's buffer (`serve_transfer`); one seen
         // here is a message whose head changed between the two copies of it.
@@ -584,6 +583,10 @@ fn dispatch(
         },
         ProviderMessage::AckData(m) => (hydrate::acknowledge(provider, m), None),
         ProviderMessage::AckNotify(m) => (notify::acknowledge(provider, m), None),
+        ProviderMessage::TransferPlaceholders(m) => match super::populate::transfer(provider, m) {
+            Ok(payload) => (STATUS_SUCCESS, payload),
+            Err(status) => (status, None),
+        },
         _ => (STATUS_CLOUD_FILE_INVALID_REQUEST, None),
     }
 }

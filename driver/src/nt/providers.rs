@@ -460,6 +460,7 @@ pub(crate) fn detach(root: &[u16]) {
         retire(provider, || {
             super::hydrate::provider_gone(provider.as_ptr() as usize);
             super::notify::provider_gone(provider.as_ptr() as usize);
+            super::populate::provider_gone(provider.as_ptr() as usize);
         });
         // SAFETY: DisconnectNotify frees it only after this signal.
         unsafe { provider.as_ref() }.retired.set();

@@ -268,6 +268,19 @@ pub(crate) fn root_of(path: &[u16]) -> Option<usize> {
     TABLE.with(|table| containing(table, path).map(|r| r.as_ptr() as usize))
 }
 
+/// The path of the registered root `path` is or lies under, copied into `out`: its
+/// length in units, `None` outside every root.
+pub(crate) fn root_path(path: &[u16], out: &mut [u16; MAX_PATH]) -> Option<usize> {
+    TABLE.with(|table| {
+        // SAFETY: registered roots are alive while in the table (the lock is held).
+        let root = unsafe { containing(table, path)?.as_ref() }.path();
+        for (slot, unit) in out.iter_mut().zip(root) {
+            *slot = *unit;
+        }
+        Some(root.len().min(MAX_PATH))
+    })
+}
+
 /// Whether no sync root is registered at all (nothing any rename could move).
 pub(crate) fn none_registered() -> bool {
     TABLE.with(|table| table.0.iter().all(Option::is_none))
@@ -434,6 +447,52 @@ pub(crate) fn record_of(path: &[u16]) -> Option<(PoolBuf, usize)> {
         // SAFETY: alive while in the table (the lock is held).
         exact(table, path).and_then(|r| copy_record(unsafe { r.as_ref() }))
     })
+}
+
+/// Whether the registered root at exactly `path` is populated: its record carries
+/// DISABLE_ON_DEMAND_POPULATION_ON_ROOT (registered so, or marked since by
+/// [`set_root_populated`]). `None` when `path` is no registered root.
+pub(crate) fn root_populated(path: &[u16]) -> Option<bool> {
+    TABLE.with(|table| {
+        exact(table, path).map(|r| {
+            // SAFETY: alive while in the table (the lock is held).
+            unsafe { r.as_ref() }
+                .policies
+                .flags
+                .contains(RootFlags::DISABLE_ON_DEMAND_POPULATION_ON_ROOT)
+        })
+    })
+}
+
+/// Records whether the registered root at exactly `path` is populated (issue 15): its
+/// record's DISABLE_ON_DEMAND_POPULATION_ON_ROOT is set or cleared, stored and
+/// published as a REGISTER with UPDATE is, so the root's state survives reload and
+/// reboot like the rest of its registration. The root's directory has no reparse data
+/// of its own (see the module comment), so this is where its population state lives.
+pub(crate) fn set_root_populated(path: &[u16], populated: bool) -> Result<(), NTSTATUS> {
+    let _gate = GATE.enter();
+    let (existing, (record, len)) = TABLE
+        .with(|table| {
+            let found = exact(table, path)?;
+            // SAFETY: alive while in the table (the lock is held).
+            Some((found, copy_record(unsafe { found.as_ref() })?))
+        })
+        .ok_or(status::STATUS_CLOUD_FILE_NOT_A_CLOUD_SYNC_ROOT)?;
+    let mut registration = Registration::decode(record.as_slice().get(..len).unwrap_or(&[]))
+        .map_err(|_| STATUS_CLOUD_FILE_INVALID_REQUEST)?;
+    let flag = RootFlags::DISABLE_ON_DEMAND_POPULATION_ON_ROOT;
+    if registration.flags.contains(flag) == populated {
+        return Ok(());
+    }
+    registration.flags = if populated {
+        registration.flags.union(flag)
+    } else {
+        RootFlags::from_bits(registration.flags.bits() & !flag.bits()).unwrap_or(RootFlags::NONE)
+    };
+    let root = Root::new(&registration)?;
+    Key::open()?.store(root.path(), root.record())?;
+    publish(root, Some(existing));
+    Ok(())
 }
 
 /// UNREGISTER: the root at exactly `path` stops being one. Its value is deleted from the

@@ -193,6 +193,7 @@ pub(crate) fn set_handle_context(
                 counted,
                 notify_close,
                 delete_on_close: core::sync::atomic::AtomicBool::new(false),
+                populate: core::sync::atomic::AtomicBool::new(false),
             })
     };
     // SAFETY: a live file object; our initialised context.

@@ -269,6 +269,12 @@ pub struct PlaceholderEntry<'a> {
 }
 
 impl<'a> PlaceholderEntry<'a> {
+    /// The bytes this entry takes in a batch (what a sender splits batches by, to stay
+    /// within [`MAX_PROVIDER_MESSAGE_LEN`]).
+    pub fn encoded_len(&self) -> usize {
+        self.wire_len()
+    }
+
     fn wire_len(&self) -> usize {
         ENTRY_FIXED
             .saturating_add(self.name.byte_len())
@@ -432,8 +438,8 @@ impl core::fmt::Debug for PlaceholderEntries<'_> {
     }
 }
 
-/// Fixed part of a [`TransferPlaceholders`].
-const TRANSFER_PLACEHOLDERS_FIXED: usize = 24;
+/// Fixed part of a [`TransferPlaceholders`]: what a batch costs besides its entries.
+pub const TRANSFER_PLACEHOLDERS_FIXED: usize = 24;
 
 /// Provider → kernel: a batch of the population named by the header's request id.
 ///

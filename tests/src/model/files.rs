@@ -394,12 +394,16 @@ fn fs_noop(_: &mut Cbd, _: &FsCall) -> (NTSTATUS, usize) {
 // ---------------------------------------------------------------------------------------
 
 /// Opens or creates `path` as the calling thread's process (NtCreateFile, UserMode).
+/// RequestorMode values.
+pub(crate) const KERNEL_MODE: i8 = 0;
+pub(crate) const USER_MODE: i8 = 1;
+
 pub fn create(path: &str, params: &OpenParams) -> Result<Handle, NTSTATUS> {
     let mut path = path.to_string();
     for _ in 0..MAX_REPARSE {
         let (volume, rel) = resolve(&path)?;
         let units: Vec<u16> = rel.encode_utf16().collect();
-        match open_on_volume(volume, &units, params, None, None)? {
+        match open_on_volume(volume, &units, params, None, None, USER_MODE)? {
             Opened::File(fo) => {
                 let pid = process::current_pid();
                 return Ok(Handle(add_handle(fo, pid, false)));
@@ -429,13 +433,17 @@ pub(crate) enum Opened {
 /// `name` on `volume`; on success a file object with the create's reference.
 /// `related` is the file object of the OBJECT_ATTRIBUTES.RootDirectory handle, which the
 /// file object names in RelatedFileObject while the create is processed (the only time
-/// that field is valid).
+/// that field is valid). `mode` is the create's RequestorMode: an application's
+/// NtCreateFile is UserMode; FltCreateFile(Ex2) is KernelMode wherever in the stack it
+/// starts (its documentation: the create is issued as a kernel-mode request, access
+/// checks only with IO_FORCE_ACCESS_CHECK).
 pub(crate) fn open_on_volume(
     volume: PFLT_VOLUME,
     name: &[u16],
     params: &OpenParams,
     instance: Option<PFLT_INSTANCE>,
     related: Option<usize>,
+    mode: i8,
 ) -> Result<Opened, NTSTATUS> {
     let fo = new_file_object(volume, name, params.access, params.options);
     with_kernel(|k| {
@@ -454,6 +462,7 @@ pub(crate) fn open_on_volume(
         FullCreateOptions: params.options,
     };
     let mut req = simple_request(major::CREATE, irp::SYNCHRONOUS_API, fo, volume, instance);
+    req.requestor_mode = mode;
     // The parameters start zeroed (simple_request); writing a union member is safe.
     req.params.Create.SecurityContext = &mut security;
     req.params.Create.Options = (params.disposition << 24) | (params.options & 0x00FF_FFFF);

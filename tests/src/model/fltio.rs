@@ -178,7 +178,7 @@ pub unsafe extern "system" fn FltCreateFileEx2(
         attributes: file_attributes,
     };
     let below = (instance != 0).then_some(instance);
-    let opened = files::open_on_volume(volume, &rel, &params, below, related);
+    let opened = files::open_on_volume(volume, &rel, &params, below, related, files::KERNEL_MODE);
     let (status, info) = match opened {
         Ok(Opened::File(fo)) => {
             let h = files::add_kernel_handle(fo);

@@ -22,14 +22,82 @@ pub(crate) struct RemoteRoot {
     pub sync_root: String,
     /// Paths relative to the sync root (`\`-separated) and their bytes.
     files: RwLock<Vec<(String, Arc<[u8]>)>>,
+    /// Remote directories named as such (`dir = true`); the parents of every file and
+    /// directory are remote directories too.
+    dirs: Vec<String>,
 }
 
+/// One entry of a remote directory: its name, and its size (`None` for a directory).
+pub(crate) type RemoteEntry = (String, Option<u64>);
+
 impl RemoteRoot {
-    pub(crate) fn new(sync_root: String, files: Vec<(String, Vec<u8>)>) -> Self {
+    pub(crate) fn new(sync_root: String, files: Vec<(String, Vec<u8>)>, dirs: Vec<String>) -> Self {
         Self {
             sync_root,
             files: RwLock::new(files.into_iter().map(|(p, b)| (p, b.into())).collect()),
+            dirs,
         }
+    }
+
+    /// The remote directories named as such.
+    pub(crate) fn dirs(&self) -> Vec<String> {
+        self.dirs.clone()
+    }
+
+    /// Whether `rel` is a remote directory (named, or a parent of a remote entry).
+    pub(crate) fn is_dir(&self, rel: &str) -> bool {
+        let under = |p: &str| {
+            p.len() > rel.len()
+                && p.is_char_boundary(rel.len())
+                && p[..rel.len()].eq_ignore_ascii_case(rel)
+                && p[rel.len()..].starts_with('\\')
+        };
+        rel.is_empty()
+            || self
+                .dirs
+                .iter()
+                .any(|d| d.eq_ignore_ascii_case(rel) || under(d))
+            || self.files().iter().any(|(p, _)| under(p))
+    }
+
+    /// The entries of the remote directory `rel` (empty: the root), in name order:
+    /// files with their sizes, and subdirectories (named ones, and the parents of deeper
+    /// entries), each once.
+    pub(crate) fn listing(&self, rel: &str) -> Vec<RemoteEntry> {
+        let prefix = if rel.is_empty() {
+            String::new()
+        } else {
+            format!("{rel}\\")
+        };
+        let child = |p: &str| -> Option<String> {
+            let rest = p
+                .get(..prefix.len())
+                .filter(|head| head.eq_ignore_ascii_case(&prefix))
+                .and_then(|_| p.get(prefix.len()..))?;
+            (!rest.is_empty()).then(|| rest.to_string())
+        };
+        let mut entries: Vec<RemoteEntry> = Vec::new();
+        let mut add = |name: String, size: Option<u64>| {
+            if !entries.iter().any(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+                entries.push((name, size));
+            }
+        };
+        for (path, bytes) in self.files() {
+            if let Some(rest) = child(&path) {
+                match rest.split_once('\\') {
+                    Some((dir, _)) => add(dir.to_string(), None),
+                    None => add(rest, Some(bytes.len() as u64)),
+                }
+            }
+        }
+        for dir in &self.dirs {
+            if let Some(rest) = child(dir) {
+                let name = rest.split_once('\\').map_or(rest.as_str(), |(d, _)| d);
+                add(name.to_string(), None);
+            }
+        }
+        entries.sort_by_key(|(n, _)| n.to_lowercase());
+        entries
     }
 
     /// Every remote file, in order.
@@ -88,9 +156,6 @@ fn applicable(op: &str) -> &'static [&'static str] {
             "reparse_tag",
             "size",
         ],
-        // `populated` and the notification counts are the format's additions still
-        // pending (`pending`): they belong here, and fail as unsupported rather than as
-        // inapplicable.
         "state" => &[
             "placeholder",
             "hydrated",
@@ -583,11 +648,18 @@ fn check_state(expect: &Expect, seen: &Observation, problems: &mut Vec<String>) 
             || expect.tag.is_some()
             || expect.size.is_some()
             || expect.modified.is_some()
+            || expect.populated.is_some()
         {
             problems.push("cannot check the state: no such file on disk".into());
         }
         return;
     };
+    if let Some(want) = expect.populated {
+        let is = state.populated.unwrap_or(false);
+        if want != is {
+            problems.push(format!("expected populated = {want}, got {is}"));
+        }
+    }
     if let Some(want) = expect.registered {
         let is = state.registered.unwrap_or(false);
         if want != is {
@@ -758,6 +830,7 @@ fn check_stats(expect: &Expect, seen: &Observation, problems: &mut Vec<String>) 
         ("dehydrates", expect.dehydrates, stats.dehydrates),
         ("opens", expect.opens, stats.opens),
         ("closes", expect.closes, stats.closes),
+        ("populations", expect.populations, stats.populations),
     ] {
         if let Some(want) = want
             && want != got

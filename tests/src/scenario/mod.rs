@@ -401,10 +401,14 @@ fn volumes(scenario: &Scenario) -> Result<Vec<VolumeConfig>, String> {
 }
 
 /// Whether a step, or one inside it, needs the runner's administrator: an `image_rule`
-/// without `as`, or a `state` that asks whether a path is a registered sync root.
+/// without `as`, or a `state` that asks whether a path is a registered sync root or a
+/// populated one.
 fn needs_admin(step: &Step) -> bool {
     (step.op == "image_rule" && step.actor.is_none())
-        || step.expect.as_ref().is_some_and(|e| e.registered.is_some())
+        || step
+            .expect
+            .as_ref()
+            .is_some_and(|e| e.registered.is_some() || e.populated.is_some())
         || step.steps.iter().any(needs_admin)
 }
 
@@ -473,9 +477,16 @@ fn build(
             )
         })?;
         let mut files = Vec::new();
+        let mut dirs = Vec::new();
         for f in &p.files {
             if f.dir == Some(true) {
-                // A remote directory: pending (`pending`), reported on the machine line.
+                if f.text.is_some() || f.size.is_some() || f.seed.is_some() {
+                    return Err(format!(
+                        "{}: remote directory {:?} takes no `text`, `size` or `seed`",
+                        p.name, f.path
+                    ));
+                }
+                dirs.push(f.path.replace('/', "\\").trim_matches('\\').to_string());
                 continue;
             }
             let bytes = match (&f.text, f.size, f.seed) {
@@ -493,7 +504,7 @@ fn build(
                 bytes,
             ));
         }
-        let root = Arc::new(RemoteRoot::new(p.sync_root.clone(), files));
+        let root = Arc::new(RemoteRoot::new(p.sync_root.clone(), files, dirs));
         providers.push(Provider::new(p, nt, pid, root.clone())?);
         remote.push(root);
     }

@@ -78,6 +78,11 @@ pub(crate) struct GroundState {
     /// (asked only when a step expects it; with the driver unloaded nothing answers, so
     /// it is not one).
     pub registered: Option<bool>,
+    /// Whether it is a directory whose listing is complete (asked only when a step
+    /// expects it): a directory placeholder without NOT_POPULATED in its reparse data,
+    /// or a registered sync root whose registration says so, as CfGetSyncRootInfoByPath
+    /// tells it.
+    pub populated: Option<bool>,
 }
 
 /// What a placeholder's reparse blob records.
@@ -92,6 +97,8 @@ pub(crate) struct Blob {
     pub ranges: Vec<(u64, u64)>,
     /// Ranges recorded as modified locally since last in sync, in the same form.
     pub modified: Vec<(u64, u64)>,
+    /// A directory placeholder whose listing is complete (no NOT_POPULATED).
+    pub populated_directory: bool,
 }
 
 impl GroundState {
@@ -1162,9 +1169,11 @@ impl World {
                 attributes: node.attributes,
                 blob,
                 registered: None,
+                populated: None,
             })
         });
         let wants_registered = step.expect.as_ref().is_some_and(|e| e.registered.is_some());
+        let wants_populated = step.expect.as_ref().is_some_and(|e| e.populated.is_some());
         let found = found.map(|state| {
             state.map(|mut state| {
                 if wants_registered {
@@ -1177,6 +1186,19 @@ impl World {
                     state.registered = Some(
                         admin.is_some_and(|pid| process::run_as(pid, || is_registered_root(path))),
                     );
+                }
+                if wants_populated {
+                    state.populated = Some(match &state.blob {
+                        Some(Ok(blob)) => blob.populated_directory,
+                        Some(Err(_)) => false,
+                        None => {
+                            let admin = *self
+                                .admin
+                                .lock()
+                                .unwrap_or_else(std::sync::PoisonError::into_inner);
+                            admin.is_some_and(|pid| process::run_as(pid, || root_populated(path)))
+                        }
+                    });
                 }
                 state
             })
@@ -1211,7 +1233,9 @@ impl World {
             "unregister" => Ok(provider.unregister()),
             "disconnect" => provider.disconnect(),
             "kill" => provider.kill(),
-            "create_placeholders" => provider.create_placeholders(step.paths.as_deref()),
+            "create_placeholders" => {
+                provider.create_placeholders(step.paths.as_deref(), step.populate != Some(false))
+            }
             "convert" => path().and_then(|p| provider.convert(p)),
             "hydrate" | "dehydrate" => path().and_then(|p| {
                 provider.hydrate_or_dehydrate(step.op == "dehydrate", p, step.offset, step.length)
@@ -1302,6 +1326,8 @@ fn blob(reparse: &[u8], size: u64) -> Result<Blob, String> {
         file_size: p.file_size,
         ranges: cut(p.ranges.iter().map(|r| (r.offset, r.length)), size),
         modified: cut(p.modified.iter().map(|r| (r.offset, r.length)), size),
+        populated_directory: p.flags.contains(PlaceholderFlags::DIRECTORY)
+            && !p.flags.contains(PlaceholderFlags::NOT_POPULATED),
     })
 }
 
@@ -1362,6 +1388,24 @@ pub(crate) fn make_directory(path: &str) -> Result<(), NTSTATUS> {
 /// Runs `f` as the System process: what the machine does while it boots.
 pub(crate) fn as_system<R>(f: impl FnOnce() -> R) -> R {
     process::run_as(SYSTEM_PID, f)
+}
+
+/// Whether `path` is itself a registered sync root marked populated
+/// (DISABLE_ON_DEMAND_POPULATION_ON_ROOT in its registration), asked of the driver the
+/// way CfGetSyncRootInfoByPath asks.
+fn root_populated(path: &str) -> bool {
+    let Ok(nt) = files::nt_path(path) else {
+        return false;
+    };
+    match cloudflt::SyncRoot::info(&nt) {
+        Ok(info) => {
+            info.nt_root.eq_ignore_ascii_case(nt.trim_end_matches('\\'))
+                && info.flags.contains(
+                    cloudflt::registration::RootFlags::DISABLE_ON_DEMAND_POPULATION_ON_ROOT,
+                )
+        }
+        Err(_) => false,
+    }
 }
 
 /// Whether `path` is itself a registered sync root, asked of the driver the way

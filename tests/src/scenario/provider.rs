@@ -44,9 +44,10 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use cloudflt::{
-    CancelFetch, Connection, ConvertOptions, Dehydration, Error, FetchRequest, HydrationPolicy,
-    InSyncPolicy, PlaceholderInfo, PlaceholderSpec, PopulationPolicy, SyncProvider, SyncRoot,
-    SyncRootConfig, TRANSFER_ALIGNMENT, Transfer, UpdateOptions, Validation, ValidationRequest,
+    CancelFetch, CancelPopulation, Connection, ConvertOptions, Dehydration, Error, FetchRequest,
+    HydrationPolicy, InSyncPolicy, PlaceholderInfo, PlaceholderSpec, Population, PopulationPolicy,
+    PopulationRequest, SyncProvider, SyncRoot, SyncRootConfig, TRANSFER_ALIGNMENT, Transfer,
+    UpdateOptions, Validation, ValidationRequest,
 };
 use windows_sys::Win32::Foundation::{NTSTATUS, STATUS_OBJECT_NAME_COLLISION, STATUS_SUCCESS};
 
@@ -67,6 +68,10 @@ use crate::ntstatus;
 /// Bytes per `Transfer::write` of a normal answer: 64 KiB, aligned, several messages
 /// per large fetch, as cfapi samples transfer in chunks.
 pub(crate) const PIECE: u64 = 64 * 1024;
+
+/// Entries per TRANSFER_PLACEHOLDERS batch of a population: several batches for a
+/// directory of some size, as a provider paging through a server listing sends them.
+pub(crate) const POPULATION_BATCH: usize = 256;
 
 /// How long the runner waits for a dead or exiting provider's threads to end.
 const EXIT_WAIT: Duration = Duration::from_secs(60);
@@ -300,6 +305,8 @@ pub(crate) struct ProviderStats {
     pub opens: u64,
     /// NOTIFY_FILE_CLOSE_COMPLETION received.
     pub closes: u64,
+    /// FETCH_PLACEHOLDERS received.
+    pub populations: u64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -336,6 +343,8 @@ struct Life {
     hung_validations: Mutex<Vec<Validation>>,
     /// Notifications an `on_… = "hang"` provider keeps without answering.
     hung_acks: Mutex<Vec<Ack>>,
+    /// Populations a `hang` provider keeps without answering.
+    hung_populations: Mutex<Vec<Population>>,
     /// Bytes served by this process under `crash_after`; held while serving, so that
     /// concurrent fetches count one after the other.
     served: Mutex<u64>,
@@ -349,6 +358,7 @@ impl Life {
             hung: Mutex::new(Vec::new()),
             hung_validations: Mutex::new(Vec::new()),
             hung_acks: Mutex::new(Vec::new()),
+            hung_populations: Mutex::new(Vec::new()),
             served: Mutex::new(0),
         })
     }
@@ -392,6 +402,7 @@ struct Inner {
     dehydrates: AtomicU64,
     opens: AtomicU64,
     closes: AtomicU64,
+    populations: AtomicU64,
     bytes_served: AtomicU64,
     cancels: AtomicU64,
     live: Mutex<Live>,
@@ -450,6 +461,9 @@ impl Inner {
         }
         for ack in lock(&life.hung_acks).drain(..) {
             std::mem::forget(ack);
+        }
+        for population in lock(&life.hung_populations).drain(..) {
+            std::mem::forget(population);
         }
         for connection in connections {
             // The message loop ends once its FilterGetMessage fails on the closed port;
@@ -578,6 +592,54 @@ impl SyncProvider for Handler {
     }
 
     fn cancel_fetch(&self, _cancel: CancelFetch) {
+        let _running = self.inner.running();
+        if self.life.alive() {
+            self.inner.cancels.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// A population: answered from the remote listing of the directory as `behaviour`
+    /// says (`crash_after` counts fetched bytes; a population transfers none, so the
+    /// process dies on it only once its budget is spent, `crash_after:0` at once).
+    fn fetch_placeholders(&self, request: PopulationRequest, population: Population) {
+        let _running = self.inner.running();
+        if !self.life.alive() {
+            std::mem::forget(population);
+            return;
+        }
+        self.inner.populations.fetch_add(1, Ordering::SeqCst);
+        match self.inner.behaviour {
+            Behaviour::Normal => self.populate(&request, population),
+            Behaviour::Delay(delay) => {
+                std::thread::sleep(delay);
+                self.populate(&request, population);
+            }
+            Behaviour::Fail(status) => {
+                let _ = population.fail(Error::from_status(status));
+            }
+            Behaviour::CrashAfter(limit) => {
+                let served = lock(&self.life.served);
+                if *served >= limit {
+                    drop(served);
+                    std::mem::forget(population);
+                    self.inner.kill();
+                } else {
+                    drop(served);
+                    self.populate(&request, population);
+                }
+            }
+            Behaviour::Hang => {
+                let mut hung = lock(&self.life.hung_populations);
+                if self.life.alive() {
+                    hung.push(population);
+                } else {
+                    std::mem::forget(population);
+                }
+            }
+        }
+    }
+
+    fn cancel_fetch_placeholders(&self, _cancel: CancelPopulation) {
         let _running = self.inner.running();
         if self.life.alive() {
             self.inner.cancels.fetch_add(1, Ordering::SeqCst);
@@ -725,6 +787,61 @@ impl Handler {
         self.life.release(transfer);
     }
 
+    /// Answers a population with the remote listing of its directory, in batches of
+    /// [`POPULATION_BATCH`]: files as in-sync placeholders of their remote size,
+    /// directories as in-sync directory placeholders populated on demand in turn, each
+    /// identified by its root-relative path; the directory is then complete
+    /// (DISABLE_ON_DEMAND_POPULATION). A directory with no remote counterpart completes
+    /// empty.
+    fn populate(&self, request: &PopulationRequest, mut population: Population) {
+        let rel = if request.path_is_full {
+            request
+                .path
+                .split_once(&*self.inner.remote.sync_root)
+                .map_or(String::new(), |(_, r)| r.trim_matches('\\').to_string())
+        } else {
+            request.path.clone()
+        };
+        let entries: Vec<PlaceholderSpec> = self
+            .inner
+            .remote
+            .listing(&rel)
+            .into_iter()
+            .map(|(name, size)| {
+                let path = if rel.is_empty() {
+                    name.clone()
+                } else {
+                    format!("{rel}\\{name}")
+                };
+                let spec = match size {
+                    Some(size) => PlaceholderSpec::file(name, size),
+                    None => PlaceholderSpec::directory(name).on_demand(true),
+                };
+                spec.identity(path.into_bytes()).in_sync(true)
+            })
+            .collect();
+        population.disable_on_demand_population(true);
+        let total = entries.len() as u64;
+        if entries.is_empty() {
+            let _ = population.send(&[], 0);
+        }
+        for batch in entries.chunks(POPULATION_BATCH) {
+            if !self.life.alive() {
+                std::mem::forget(population);
+                return;
+            }
+            if population.send(batch, total).is_err() {
+                // Refused (cancelled, timed out): nothing more to send.
+                break;
+            }
+        }
+        if self.life.alive() {
+            drop(population);
+        } else {
+            std::mem::forget(population);
+        }
+    }
+
     /// `crash_after`: this process dies now, from its own thread.
     fn crash(&self, transfer: Transfer) {
         std::mem::forget(transfer);
@@ -751,6 +868,9 @@ pub(crate) struct Provider {
     /// Per file (root-relative, lower case), the change counter the driver last reported
     /// to this provider.
     changes: Mutex<HashMap<String, u64>>,
+    /// The root was registered with `disable_on_demand_population_on_root` by its last
+    /// `register` step.
+    registered_populated: AtomicBool,
 }
 
 /// What an `update` step asks for besides the remote copy's size.
@@ -801,6 +921,7 @@ impl Provider {
                 dehydrates: AtomicU64::new(0),
                 opens: AtomicU64::new(0),
                 closes: AtomicU64::new(0),
+                populations: AtomicU64::new(0),
                 bytes_served: AtomicU64::new(0),
                 cancels: AtomicU64::new(0),
                 live: Mutex::new(Live {
@@ -811,6 +932,7 @@ impl Provider {
                 idle: Condvar::new(),
             }),
             changes: Mutex::new(HashMap::new()),
+            registered_populated: AtomicBool::new(false),
         })
     }
 
@@ -876,6 +998,7 @@ impl Provider {
             dehydrates: self.inner.dehydrates.load(Ordering::SeqCst),
             opens: self.inner.opens.load(Ordering::SeqCst),
             closes: self.inner.closes.load(Ordering::SeqCst),
+            populations: self.inner.populations.load(Ordering::SeqCst),
         }
     }
 
@@ -928,7 +1051,13 @@ impl Provider {
         let registration = self.registration();
         Ok(
             match process::run_as(life.pid, || SyncRoot::register(&registration, bits)) {
-                Ok(()) => STATUS_SUCCESS,
+                Ok(()) => {
+                    self.registered_populated.store(
+                        bits.contains(RegisterFlags::DISABLE_ON_DEMAND_POPULATION_ON_ROOT),
+                        Ordering::SeqCst,
+                    );
+                    STATUS_SUCCESS
+                }
                 Err(e) => status_of(&e),
             },
         )
@@ -1062,51 +1191,90 @@ impl Provider {
     }
 
     /// `create_placeholders`: directory placeholders for the parents first, then one
-    /// in-sync placeholder per remote file, its identity the root-relative path. An
-    /// existing directory placeholder is fine; the step's status is the first other
-    /// failure.
-    pub(crate) fn create_placeholders(&self, paths: Option<&[String]>) -> Result<NTSTATUS, String> {
-        let files: Vec<(String, Arc<[u8]>)> = match paths {
-            None => self.inner.remote.files(),
+    /// in-sync placeholder per remote file (and remote directory), its identity the
+    /// root-relative path. An existing directory placeholder is fine; the step's status is
+    /// the first other failure.
+    ///
+    /// With `populate` (the format's default) the root and every directory created are
+    /// marked populated, so nothing is asked for later; without it only the listed paths
+    /// (and their parents) are created, every directory among them not populated, and the
+    /// root is made not populated unless it was registered with
+    /// `disable_on_demand_population_on_root`.
+    pub(crate) fn create_placeholders(
+        &self,
+        paths: Option<&[String]>,
+        populate: bool,
+    ) -> Result<NTSTATUS, String> {
+        // (path, size): `None` for a directory.
+        let wanted: Vec<(String, Option<u64>)> = match paths {
+            None => {
+                let mut all: Vec<(String, Option<u64>)> = self
+                    .inner
+                    .remote
+                    .files()
+                    .into_iter()
+                    .map(|(rel, bytes)| (rel, Some(bytes.len() as u64)))
+                    .collect();
+                all.extend(self.inner.remote.dirs().into_iter().map(|d| (d, None)));
+                all
+            }
             Some(paths) => paths
                 .iter()
                 .map(|p| {
                     let rel = self.relative(p)?;
-                    self.inner.remote.get(&rel).ok_or_else(|| {
-                        format!("{p} is not a remote file of provider {:?}", self.name)
-                    })
+                    if let Some((rel, bytes)) = self.inner.remote.get(&rel) {
+                        return Ok((rel, Some(bytes.len() as u64)));
+                    }
+                    if !rel.is_empty() && self.inner.remote.is_dir(&rel) {
+                        return Ok((rel, None));
+                    }
+                    Err(format!(
+                        "{p} is not a remote file or directory of provider {:?}",
+                        self.name
+                    ))
                 })
                 .collect::<Result<_, _>>()?,
         };
+        let directory = |dir: &str| {
+            PlaceholderSpec::directory(dir.to_string())
+                .identity(dir.as_bytes().to_vec())
+                .in_sync(true)
+                .on_demand(!populate)
+        };
         let mut specs = Vec::new();
         let mut directories: Vec<String> = Vec::new();
-        for (rel, bytes) in files {
+        for (rel, size) in wanted {
             let parts: Vec<&str> = rel.split('\\').collect();
-            for i in 1..parts.len() {
+            let last = if size.is_some() {
+                parts.len()
+            } else {
+                parts.len() + 1
+            };
+            for i in 1..last {
                 let dir = parts[..i].join("\\");
                 if !directories.iter().any(|d| d.eq_ignore_ascii_case(&dir)) {
-                    specs.push(
-                        PlaceholderSpec::directory(dir.clone())
-                            .identity(dir.as_bytes().to_vec())
-                            .in_sync(true),
-                    );
+                    specs.push(directory(&dir));
                     directories.push(dir);
                 }
             }
-            specs.push(
-                PlaceholderSpec::file(rel.clone(), bytes.len() as u64)
-                    .identity(rel.as_bytes().to_vec())
-                    .in_sync(true),
-            );
+            if let Some(size) = size {
+                specs.push(
+                    PlaceholderSpec::file(rel.clone(), size)
+                        .identity(rel.as_bytes().to_vec())
+                        .in_sync(true),
+                );
+            }
         }
         let mut changes = lock(&self.changes);
         for spec in &specs {
             changes.insert(spec.path.to_lowercase(), 0);
         }
         drop(changes);
+        let root_populated = populate || self.registered_populated.load(Ordering::SeqCst);
+        let on_demand = self.population == PopulationPolicy::Full;
         self.with_connection(|c| {
             let results = c.create_placeholders(&specs);
-            specs
+            let created = specs
                 .iter()
                 .zip(results)
                 .find_map(|(spec, r)| match r {
@@ -1118,7 +1286,19 @@ impl Provider {
                     }
                     _ => None,
                 })
-                .unwrap_or(STATUS_SUCCESS)
+                .unwrap_or(STATUS_SUCCESS);
+            // The root's state matters only where directories are populated on demand.
+            let marked = if on_demand {
+                c.set_populated("", root_populated)
+                    .map_or_else(|e| status_of(&e), |()| STATUS_SUCCESS)
+            } else {
+                STATUS_SUCCESS
+            };
+            if created == STATUS_SUCCESS {
+                marked
+            } else {
+                created
+            }
         })
     }
 

@@ -79,6 +79,81 @@ fn placeholder_about_to_be_replaced(
     .then_some((buffer, len))
 }
 
+/// FILE_OPEN_BY_FILE_ID: the create names a file id, not a path.
+const FILE_OPEN_BY_FILE_ID: u32 = 0x2000;
+/// KPROCESSOR_MODE KernelMode.
+const KERNEL_MODE: i8 = 0;
+
+/// Issue 15: an open (or create) of a name beneath a directory that is not populated
+/// yet, in a root populated on demand, first has the provider populate the directories
+/// on its way (`populate::ensure_path`), in the requestor's thread: `Some(status)` to
+/// fail the create with (the population failed; no provider is connected:
+/// STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING).
+///
+/// Not for kernel-mode creates (the driver's own opens, issued at the top of the stack,
+/// and other components' — which run in system threads that must not wait on user
+/// mode), opens by file id (no name to be beneath anything), the System process or a
+/// provider (whose own operations never populate).
+fn populate_beneath(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: &FLT_RELATED_OBJECTS,
+) -> Option<NTSTATUS> {
+    if roots::none_registered() {
+        return None;
+    }
+    // SAFETY: live callback data.
+    let d = unsafe { data.as_ref() }?;
+    if d.RequestorMode == KERNEL_MODE {
+        return None;
+    }
+    // SAFETY: its parameter block, valid during the operation.
+    let iopb = unsafe { d.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>().as_ref() }?;
+    // SAFETY: IRP_MJ_CREATE: the union holds the create parameters.
+    let options = unsafe { iopb.Parameters.Create.Options };
+    if options & FILE_OPEN_BY_FILE_ID != 0 {
+        return None;
+    }
+    // SAFETY: live callback data.
+    let pid = unsafe { FltGetRequestorProcessId(data) };
+    if pid == crate::engine::visibility::SYSTEM_PID || providers::is_provider(pid as usize) {
+        return None;
+    }
+    let name = NameInfo::opened(data).ok()?;
+    let units = name.units();
+    // `dir\` names `dir` itself.
+    let end = units
+        .iter()
+        .rposition(|u| *u != u16::from(b'\\'))
+        .map_or(0, |i| i + 1);
+    let target = units.get(..end)?;
+    let population = roots::policies(target)?.population;
+    if population != cloudflt_proto::PopulationPolicy::Full {
+        return None;
+    }
+    let result = match providers::for_path(target) {
+        Some(provider) => {
+            let image = ImageName::of(data);
+            let command_line = provider
+                .connect_flags
+                .contains(ConnectFlags::REQUIRE_PROCESS_INFO)
+                .then(|| CommandLine::of_current(pid));
+            let who = crate::nt::populate::Requestor {
+                pid,
+                image: image.units(),
+                command_line: command_line.as_ref().map(CommandLine::units),
+            };
+            crate::nt::populate::ensure_path(&provider, objects.Instance, target, &who, data)
+        }
+        None => {
+            let cut = target.iter().rposition(|u| *u == u16::from(b'\\'))?;
+            let parent = target.get(..cut)?;
+            roots::root_of(parent)?;
+            super::dir_control::unpopulated_without_provider(objects, parent)
+        }
+    };
+    result.err()
+}
+
 /// PreOperation of CREATE: adds cloudflt's open-reparse entry, so NTFS opens a
 /// placeholder instead of returning STATUS_REPARSE.
 ///
@@ -100,6 +175,12 @@ pub(crate) unsafe extern "system" fn pre_create(
     let Some(objects) = (unsafe { objects.as_ref() }) else {
         return FLT_PREOP_SUCCESS_WITH_CALLBACK;
     };
+    if let Some(status) = populate_beneath(data, objects) {
+        // SAFETY: FltMgr's live callback data, ours to complete in the pre-operation.
+        if let Some(d) = unsafe { data.as_mut() } {
+            return complete(d, status);
+        }
+    }
     let overwritten = placeholder_about_to_be_replaced(data, objects);
     let context = CreateContext {
         entry: open_reparse_entry(),
@@ -244,14 +325,18 @@ pub(crate) unsafe extern "system" fn post_create(
     let provider = name
         .as_ref()
         .and_then(|name| providers::for_path(name.units()));
-    if !placeholder && provider.is_none() {
-        // A directory outside every connected sync root: nothing to disguise in it.
-        return FLT_POSTOP_FINISHED_PROCESSING;
-    }
     // The root's registered policies apply whether or not its provider is connected (a
     // FULL root stays FULL while its provider is away); a placeholder outside every
     // registered root has none.
     let registered = name.as_ref().and_then(|name| roots::policies(name.units()));
+    // A directory of a root populated on demand: its first listing may have to wait for
+    // the provider (issue 15), or fail while none is connected.
+    let populate = !placeholder
+        && registered.is_some_and(|r| r.population == cloudflt_proto::PopulationPolicy::Full);
+    if !placeholder && provider.is_none() && !populate {
+        // A directory outside every connected sync root: nothing to disguise in it.
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
     let policy = registered
         .map(|r| r.hydration)
         .or_else(|| provider.as_ref().map(|p| p.hydration()));
@@ -284,12 +369,20 @@ pub(crate) unsafe extern "system" fn post_create(
     .is_err()
     {
         debug_print!("cloudflt: no stream-handle context for an open");
-    } else if super::namespace::deletes_on_close(data)
+    } else if let deletes = super::namespace::deletes_on_close(data)
+        && (deletes || populate)
         && let Some(handle) = stream::HandleRef::get(objects.Instance, objects.FileObject)
     {
-        handle
-            .delete_on_close
-            .store(true, core::sync::atomic::Ordering::Relaxed);
+        if deletes {
+            handle
+                .delete_on_close
+                .store(true, core::sync::atomic::Ordering::Relaxed);
+        }
+        if populate {
+            handle
+                .populate
+                .store(true, core::sync::atomic::Ordering::Relaxed);
+        }
     }
     FLT_POSTOP_FINISHED_PROCESSING
 }

@@ -25,6 +25,16 @@ pub(crate) unsafe extern "system" fn pre_directory_control(
     if !is_irp(d) || u32::from(iopb.MinorFunction) != IRP_MN_QUERY_DIRECTORY {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     }
+    // SAFETY: DIRECTORY_CONTROL: the union holds the directory-control parameters.
+    let control = unsafe { iopb.Parameters.DirectoryControl };
+    // SAFETY: IRP_MN_QUERY_DIRECTORY (checked above): its member is the one in use.
+    let pattern = unsafe { control.QueryDirectory }.FileName;
+    if let Some(status) = populate_first(data, objects, pattern) {
+        // SAFETY: FltMgr's live callback data, ours to complete in the pre-operation.
+        if let Some(d) = unsafe { data.as_mut() } {
+            return complete(d, status);
+        }
+    }
     if !disguised(objects) {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     }
@@ -34,6 +44,90 @@ pub(crate) unsafe extern "system" fn pre_directory_control(
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     }
     FLT_PREOP_SYNCHRONIZE
+}
+
+/// Issue 15: the first query of a directory open in a root populated on demand makes
+/// sure the directory is populated, in the requestor's thread, before the file system
+/// lists it: `Some(status)` to fail the query with (the population failed, timed out or
+/// was cancelled; no provider is connected to fill it:
+/// STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING). Providers' own listings and the System
+/// process's never ask (nothing of the system waits on user mode): they see what is on
+/// disk.
+fn populate_first(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+    pattern: *mut windows_sys::Win32::Foundation::UNICODE_STRING,
+) -> Option<NTSTATUS> {
+    // SAFETY: FltMgr passes valid related objects for the call.
+    let objects = unsafe { objects.as_ref() }?;
+    let handle = stream::HandleRef::get(objects.Instance, objects.FileObject)?;
+    if !handle.populate.load(core::sync::atomic::Ordering::Relaxed) {
+        return None;
+    }
+    // SAFETY: live callback data.
+    let pid = unsafe { FltGetRequestorProcessId(data) };
+    if pid == crate::engine::visibility::SYSTEM_PID || providers::is_provider(pid as usize) {
+        return None;
+    }
+    let name = NameInfo::normalized(data).ok()?;
+    let result = match providers::for_path(name.units()) {
+        Some(provider) => {
+            const STAR: [u16; 1] = [b'*' as u16];
+            // SAFETY: the query's file name, if any, valid during the operation.
+            let asked = unsafe { pattern.as_ref() }
+                .filter(|p| !p.Buffer.is_null() && p.Length > 0)
+                // SAFETY: Length bytes at Buffer, per UNICODE_STRING.
+                .map(|p| unsafe {
+                    core::slice::from_raw_parts(p.Buffer, usize::from(p.Length) / 2)
+                });
+            let image = ImageName::of(data);
+            let command_line = provider
+                .connect_flags
+                .contains(ConnectFlags::REQUIRE_PROCESS_INFO)
+                .then(|| CommandLine::of_current(pid));
+            let who = crate::nt::populate::Requestor {
+                pid,
+                image: image.units(),
+                command_line: command_line.as_ref().map(CommandLine::units),
+            };
+            crate::nt::populate::ensure(
+                &provider,
+                objects.Instance,
+                name.units(),
+                asked.unwrap_or(&STAR),
+                &who,
+                data,
+            )
+        }
+        None => unpopulated_without_provider(objects, name.units()),
+    };
+    match result {
+        Ok(()) => {
+            handle
+                .populate
+                .store(false, core::sync::atomic::Ordering::Relaxed);
+            None
+        }
+        Err(status) => Some(status),
+    }
+}
+
+/// With no provider connected to its root: fails with
+/// STATUS_CLOUD_FILE_PROVIDER_NOT_RUNNING if the directory `path` is not populated (its
+/// listing would be incomplete), succeeds otherwise.
+pub(super) fn unpopulated_without_provider(
+    objects: &FLT_RELATED_OBJECTS,
+    path: &[u16],
+) -> Result<(), NTSTATUS> {
+    let mut root = [0u16; syncroot::MAX_PATH];
+    let Some(len) = roots::root_path(path, &mut root) else {
+        return Ok(());
+    };
+    let root = root.get(..len).unwrap_or(&[]);
+    match crate::nt::populate::state(objects.Filter, objects.Instance, root, path) {
+        crate::nt::populate::State::Unpopulated { .. } => Err(roots::no_provider_status(path)),
+        _ => Ok(()),
+    }
 }
 
 /// PostOperation of DIRECTORY_CONTROL (synchronised): disguises the listing.
