@@ -37,7 +37,8 @@ fn context_for(version: u16, root: &str) -> Vec<u8> {
         provider_version: Utf16::EMPTY,
         sync_root: Utf16::from_units(&root),
         hydration: HydrationPolicy::Full,
-        population: PopulationPolicy::Full,
+        // This port-level provider answers fetches only: it asks for no population.
+        population: PopulationPolicy::AlwaysFull,
         in_sync: cloudflt_proto::InSyncPolicy::NONE,
         timeout_ms: 0,
         provider_id: [0; 16],

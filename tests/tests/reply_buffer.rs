@@ -141,7 +141,8 @@ fn provider_context(root: &str) -> Vec<u8> {
         provider_version: Utf16::EMPTY,
         sync_root: Utf16::from_units(&root),
         hydration: HydrationPolicy::Full,
-        population: PopulationPolicy::Full,
+        // This port-level provider answers fetches only: it asks for no population.
+        population: PopulationPolicy::AlwaysFull,
         in_sync: cloudflt_proto::InSyncPolicy::NONE,
         timeout_ms: 0,
         provider_id: [0; 16],
@@ -456,7 +457,8 @@ fn a_hand_made_registration_breaking_the_rules_is_an_invalid_parameter() {
             root_file_identity: &[],
             hydration: HydrationPolicy::Full,
             modifiers: HydrationModifiers::VALIDATION_REQUIRED,
-            population: PopulationPolicy::Full,
+            // This port-level provider answers fetches only: it asks for no population.
+            population: PopulationPolicy::AlwaysFull,
             in_sync: cloudflt_proto::InSyncPolicy::NONE,
             hard_links: HardLinkPolicy::NONE,
             management: ManagementPolicy::DEFAULT,
