@@ -301,6 +301,9 @@ fn run(
         }
     }
     println!("{created} of {} placeholders created", specs.len());
+    // The whole tree was created up front: the root is complete, and no listing of it
+    // needs to ask (its directories were created complete too).
+    connection.set_populated("", true)?;
 
     while !STOP.load(Ordering::SeqCst) {
         if connection.wait_closed(Duration::from_millis(250)) {

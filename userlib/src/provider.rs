@@ -197,9 +197,9 @@ pub trait SyncProvider {
     /// [`Population::fail`]. The listing or open waits for the directory's total, within
     /// the root's timeout; concurrent listers of one directory share one request.
     ///
-    /// The default adds nothing: it completes the population with no entry and leaves
-    /// the directory not populated, so a provider that creates its placeholders up front
-    /// lists what it created (and is asked again at the next listing).
+    /// The default adds nothing and marks the directory populated: a provider that creates
+    /// its placeholders up front lists what it created, and each directory is asked about
+    /// once.
     ///
     /// ```
     /// use cloudflt::{FetchRequest, PlaceholderSpec, Population, PopulationRequest, SyncProvider, Transfer};
@@ -222,6 +222,7 @@ pub trait SyncProvider {
     /// ```
     fn fetch_placeholders(&self, request: PopulationRequest, mut population: Population) {
         let _ = request;
+        population.disable_on_demand_population(true);
         let _ = population.send(&[], 0);
     }
 

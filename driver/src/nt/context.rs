@@ -433,6 +433,9 @@ pub(crate) struct StreamHandleContext {
     /// since): the file system sets it only inside that cleanup, after cloudflt's
     /// pre-cleanup has looked.
     pub(crate) delete_on_close: core::sync::atomic::AtomicBool,
+    /// The open was made by the provider connected to the root the file lies in: its
+    /// I/O passes untouched (a provider serving another root is an application there).
+    pub(crate) by_provider: bool,
     /// A directory open in a sync root whose population policy is FULL: its first
     /// directory query makes sure the directory is populated first (issue 15), and
     /// clears this once it is.

@@ -197,6 +197,18 @@ impl OwnedFile {
         file_id: u64,
         access: u32,
     ) -> Result<Self, NTSTATUS> {
+        Self::open_kind_by_id(filter, instance, file_id, access, Kind::File)
+    }
+
+    /// As [`OwnedFile::open_by_id`], for a file of `kind` (a directory, for a population
+    /// that follows its directory wherever it is renamed).
+    pub(crate) fn open_kind_by_id(
+        filter: PFLT_FILTER,
+        instance: PFLT_INSTANCE,
+        file_id: u64,
+        access: u32,
+        kind: Kind,
+    ) -> Result<Self, NTSTATUS> {
         if file_id == 0 {
             // The stream's id was never learnt (FileInternalInformation failed when its
             // context was made): no file can be named by it.
@@ -243,7 +255,12 @@ impl OwnedFile {
             &object,
             access,
             1, // FILE_OPEN
-            FILE_OPEN_BY_FILE_ID | FILE_NON_DIRECTORY_FILE,
+            FILE_OPEN_BY_FILE_ID
+                | match kind {
+                    Kind::File => FILE_NON_DIRECTORY_FILE,
+                    Kind::Directory => FILE_DIRECTORY_FILE,
+                    Kind::Any => 0,
+                },
             0,
         )?;
         drop(volume);

@@ -6,7 +6,8 @@ use windows_sys::Wdk::Storage::FileSystem::Minifilters::FLT_CALLBACK_DATA;
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_FILE_NAME_INFORMATION, FLT_FILE_NAME_NORMALIZED, FLT_FILE_NAME_OPENED,
     FLT_FILE_NAME_QUERY_DEFAULT, FltGetDestinationFileNameInformation, FltGetFileNameInformation,
-    FltGetRequestorProcess, FltReleaseFileNameInformation, PFLT_INSTANCE,
+    FltGetFileNameInformationUnsafe, FltGetRequestorProcess, FltReleaseFileNameInformation,
+    PFLT_INSTANCE,
 };
 use windows_sys::Wdk::Storage::FileSystem::SeLocateProcessImageName;
 use windows_sys::Wdk::System::SystemServices::ExFreePool;
@@ -29,6 +30,26 @@ impl NameInfo {
     /// are left as they were given). PASSIVE_LEVEL.
     pub(crate) fn opened(data: *const FLT_CALLBACK_DATA) -> Result<Self, NTSTATUS> {
         Self::get(data, FLT_FILE_NAME_OPENED)
+    }
+
+    /// The normalized name of a file the driver opened itself (`fo` on `instance`),
+    /// outside any operation on it. PASSIVE_LEVEL.
+    pub(crate) fn of_file(fo: &super::file::Fo) -> Result<Self, NTSTATUS> {
+        let mut name: *mut FLT_FILE_NAME_INFORMATION = core::ptr::null_mut();
+        // SAFETY: a referenced file object of an open the driver holds, on `instance`'s
+        // volume; PASSIVE_LEVEL; a valid out pointer.
+        let status = unsafe {
+            FltGetFileNameInformationUnsafe(
+                fo.file_object,
+                fo.instance,
+                FLT_FILE_NAME_NORMALIZED | FLT_FILE_NAME_QUERY_DEFAULT,
+                &mut name,
+            )
+        };
+        if !nt_success(status) {
+            return Err(status);
+        }
+        Ok(Self(name))
     }
 
     fn get(data: *const FLT_CALLBACK_DATA, format: u32) -> Result<Self, NTSTATUS> {

@@ -1107,6 +1107,8 @@ fn update_directory(provider: &ProviderRef, m: &msg::Update<'_>) -> Result<Paylo
         super::roots::set_root_populated(provider.root(), populated)?;
         return Ok(None);
     }
+    // A file is no directory to populate: the request is invalid for it.
+    const STATUS_NOT_A_DIRECTORY: NTSTATUS = 0xC000_0103_u32 as NTSTATUS;
     let managed = open_managed(
         provider,
         m.path,
@@ -1114,7 +1116,14 @@ fn update_directory(provider: &ProviderRef, m: &msg::Update<'_>) -> Result<Paylo
         FILE_OPEN,
         Kind::Directory,
         0,
-    )?;
+    )
+    .map_err(|status| {
+        if status == STATUS_NOT_A_DIRECTORY {
+            STATUS_CLOUD_FILE_INVALID_REQUEST
+        } else {
+            status
+        }
+    })?;
     super::populate::mark_open(&managed.file, populated)?;
     if let Some(in_sync) = in_sync {
         directory_mark(&managed.file, in_sync, None)?;

@@ -47,12 +47,14 @@ use windows_sys::Win32::Foundation::{
     NTSTATUS, STATUS_ALERTED, STATUS_CANCELLED, STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES,
     STATUS_CLOUD_FILE_INVALID_REQUEST, STATUS_CLOUD_FILE_PROVIDER_TERMINATED,
     STATUS_CLOUD_FILE_REQUEST_ABORTED, STATUS_CLOUD_FILE_REQUEST_TIMEOUT,
-    STATUS_OBJECT_NAME_COLLISION, STATUS_OBJECT_NAME_NOT_FOUND, STATUS_OBJECT_PATH_NOT_FOUND,
-    STATUS_SUCCESS, STATUS_THREAD_IS_TERMINATING, STATUS_TIMEOUT, STATUS_USER_APC,
+    STATUS_CLOUD_FILE_UNSUCCESSFUL, STATUS_OBJECT_NAME_COLLISION, STATUS_OBJECT_NAME_NOT_FOUND,
+    STATUS_OBJECT_PATH_NOT_FOUND, STATUS_SUCCESS, STATUS_THREAD_IS_TERMINATING, STATUS_TIMEOUT,
+    STATUS_USER_APC,
 };
 
 use super::file::{Kind, OwnedFile, PoolBuf};
 use super::list::{List, Node};
+use super::names::{CommandLine, ImageName, NameInfo};
 use super::placeholder::Payload;
 use super::pool::tag;
 use super::providers::ProviderRef;
@@ -70,14 +72,15 @@ const PRIORITY_POPULATE: u8 = 12;
 const FILE_READ_ATTRIBUTES: u32 = 0x80;
 const FILE_WRITE_ATTRIBUTES: u32 = 0x100;
 const FILE_OPEN: u32 = 1;
-const STATUS_NOT_A_DIRECTORY: NTSTATUS = 0xC000_0103_u32 as NTSTATUS;
 
-/// Who wants the directory filled: the process whose query or open caused it.
-pub(crate) struct Requestor<'a> {
+/// Who wants a directory filled: the operation (a query or a create) and its requestor.
+/// What the provider is told about the requestor (image, command line) is read only when a
+/// population is actually sent.
+#[derive(Clone, Copy)]
+pub(crate) struct Asking {
+    /// The operation whose cancellation ends the wait.
+    pub(crate) data: *const FLT_CALLBACK_DATA,
     pub(crate) pid: u32,
-    pub(crate) image: &'a [u16],
-    /// Read in the requesting thread when the provider asked for process information.
-    pub(crate) command_line: Option<&'a [u16]>,
 }
 
 /// One population in flight.
@@ -103,14 +106,7 @@ struct Population {
     completing: bool,
     /// What the provider is to be told when the population is unlinked.
     cancel: Option<CancelReason>,
-    /// The directory's path relative to the root (empty: the root), in pool.
-    relative: PoolBuf,
-    relative_len: usize,
 }
-
-// SAFETY: the pool buffer it owns is usable and freed from any thread; the table is only
-// reached under its lock.
-unsafe impl Send for Population {}
 
 struct Table {
     populations: List<Population>,
@@ -145,15 +141,18 @@ pub(crate) enum State {
     Settled,
     /// Not there (yet): a parent may have to be populated first.
     Missing,
-    /// Not populated: its id and its reparse data (none for the root).
+    /// Not populated: its id, its reparse data (none for the root) and its normalized
+    /// name as the file system has it now (none for the root, or when it could not be
+    /// had: the name looked up is used then).
     Unpopulated {
         file_id: u64,
         blob: Option<(PoolBuf, usize)>,
+        name: Option<NameInfo>,
     },
 }
 
-/// The population state of the directory at `path` (a normalized NT path under `root`,
-/// or the root itself), read below cloudflt. PASSIVE_LEVEL.
+/// The population state of the directory at `path` (an NT path under `root`, or the root
+/// itself), read below cloudflt. PASSIVE_LEVEL.
 pub(crate) fn state(
     filter: PFLT_FILTER,
     instance: PFLT_INSTANCE,
@@ -186,52 +185,75 @@ pub(crate) fn state(
         return State::Unpopulated {
             file_id,
             blob: None,
+            name: None,
         };
     }
     let Ok(Some((blob, len))) = file.reparse_point() else {
         return State::Settled;
     };
-    let unpopulated = Placeholder::decode_reparse(blob.as_slice().get(..len).unwrap_or(&[]))
-        .is_ok_and(|p| {
-            p.flags
-                .contains(PlaceholderFlags::DIRECTORY.union(PlaceholderFlags::NOT_POPULATED))
-        });
-    if unpopulated {
-        State::Unpopulated {
-            file_id,
-            blob: Some((blob, len)),
-        }
-    } else {
-        State::Settled
+    if !not_populated(blob.as_slice().get(..len).unwrap_or(&[])) {
+        return State::Settled;
+    }
+    State::Unpopulated {
+        file_id,
+        blob: Some((blob, len)),
+        name: NameInfo::of_file(&file).ok(),
     }
 }
 
-/// Makes sure the directory at `path` (normalized, under `provider`'s root or the root
-/// itself) is populated before the caller's query or open goes on: populates it if it is
-/// not, waiting for the provider. `data` is the operation whose cancellation ends the
-/// wait. PASSIVE_LEVEL, in the requestor's thread.
+/// Whether reparse data `bytes` is cloudflt's for a directory that is not populated.
+pub(crate) fn not_populated(bytes: &[u8]) -> bool {
+    Placeholder::decode_reparse(bytes).is_ok_and(|p| {
+        p.flags
+            .contains(PlaceholderFlags::DIRECTORY.union(PlaceholderFlags::NOT_POPULATED))
+    })
+}
+
+/// Makes sure the directory at `path` (under `provider`'s root or the root itself) is
+/// populated before the caller's query or open goes on: populates it if it is not,
+/// waiting for the provider. PASSIVE_LEVEL, in the requestor's thread.
 pub(crate) fn ensure(
     provider: &ProviderRef,
     instance: PFLT_INSTANCE,
     path: &[u16],
     pattern: &[u16],
-    who: &Requestor<'_>,
-    data: *const FLT_CALLBACK_DATA,
+    asking: Asking,
 ) -> Result<(), NTSTATUS> {
     let filter = crate::nt::driver::filter().ok_or(STATUS_CLOUD_FILE_INVALID_REQUEST)?;
     match state(filter, instance, provider.root(), path) {
-        State::Unpopulated { file_id, blob } => {
+        State::Unpopulated {
+            file_id,
+            blob,
+            name,
+        } => {
             let identity = blob
                 .as_ref()
                 .and_then(|(b, len)| b.as_slice().get(..*len))
                 .and_then(|bytes| Placeholder::decode_reparse(bytes).ok())
                 .map_or(&[][..], |p| p.identity);
-            populate(
-                provider, instance, file_id, path, identity, pattern, who, data,
-            )
+            // The name the file system has for it now (a name opened with another case,
+            // or through a short name, is what the provider would not know).
+            let path = name.as_ref().map_or(path, NameInfo::units);
+            let directory = Directory {
+                instance,
+                file_id,
+                path,
+                identity,
+            };
+            populate(provider, filter, &directory, pattern, asking)
         }
         State::Settled | State::Missing => Ok(()),
     }
+}
+
+/// The directory a population is for.
+struct Directory<'a> {
+    instance: PFLT_INSTANCE,
+    file_id: u64,
+    /// Its normalized NT path.
+    path: &'a [u16],
+    /// Its file identity (empty for the root).
+    identity: &'a [u8],
 }
 
 /// Makes sure every not-populated directory on the way to `target` (a name under
@@ -243,8 +265,7 @@ pub(crate) fn ensure_path(
     provider: &ProviderRef,
     instance: PFLT_INSTANCE,
     target: &[u16],
-    who: &Requestor<'_>,
-    data: *const FLT_CALLBACK_DATA,
+    asking: Asking,
 ) -> Result<(), NTSTATUS> {
     const STAR: [u16; 1] = [b'*' as u16];
     let filter = crate::nt::driver::filter().ok_or(STATUS_CLOUD_FILE_INVALID_REQUEST)?;
@@ -265,7 +286,7 @@ pub(crate) fn ensure_path(
     };
     match state(filter, instance, root, parent) {
         State::Settled => return Ok(()),
-        State::Unpopulated { .. } => return ensure(provider, instance, parent, &STAR, who, data),
+        State::Unpopulated { .. } => return ensure(provider, instance, parent, &STAR, asking),
         State::Missing => {}
     }
     // Each directory from the root down to the parent, by prefix.
@@ -275,7 +296,7 @@ pub(crate) fn ensure_path(
         match state(filter, instance, root, directory) {
             State::Missing => return Ok(()),
             State::Settled => {}
-            State::Unpopulated { .. } => ensure(provider, instance, directory, &STAR, who, data)?,
+            State::Unpopulated { .. } => ensure(provider, instance, directory, &STAR, asking)?,
         }
         if end >= parent_len {
             return Ok(());
@@ -289,36 +310,28 @@ pub(crate) fn ensure_path(
     }
 }
 
-/// Populates the directory `file_id` at `path`: joins the population in flight for it,
-/// or starts one, and waits for its outcome.
-#[allow(clippy::too_many_arguments)]
+/// Populates `directory`: joins the population in flight for it, or starts one, and
+/// waits for its outcome.
 fn populate(
     provider: &ProviderRef,
-    instance: PFLT_INSTANCE,
-    file_id: u64,
-    path: &[u16],
-    identity: &[u8],
+    filter: PFLT_FILTER,
+    directory: &Directory<'_>,
     pattern: &[u16],
-    who: &Requestor<'_>,
-    data: *const FLT_CALLBACK_DATA,
+    asking: Asking,
 ) -> Result<(), NTSTATUS> {
     let owner = provider.key();
-    let volume = instance as usize;
+    let volume = directory.instance as usize;
+    let file_id = directory.file_id;
+    let same = |p: &Population| {
+        p.owner == owner && p.instance == volume && p.file_id == file_id && p.outcome.is_none()
+    };
     let joined = TABLE.with(|t| {
-        let p = t.populations.iter_mut().find(|p| {
-            p.owner == owner && p.instance == volume && p.file_id == file_id && p.outcome.is_none()
-        })?;
+        let p = t.populations.iter_mut().find(|p| same(p))?;
         p.waiters += 1;
         Some((p.id, p.event.object()))
     });
     if let Some((id, event)) = joined {
-        return wait(provider, id, event, data);
-    }
-    let relative = syncroot::under(provider.root(), path).unwrap_or(&[]);
-    let mut copy = PoolBuf::zeroed(relative.len().saturating_mul(2).max(2))
-        .ok_or(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES)?;
-    for (chunk, unit) in copy.as_mut_slice().chunks_exact_mut(2).zip(relative) {
-        super::file::copy(chunk, &unit.to_le_bytes());
+        return wait(provider, id, event, asking.data);
     }
     let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let node = Node::new(
@@ -335,8 +348,6 @@ fn populate(
             failed: false,
             completing: false,
             cancel: None,
-            relative: copy,
-            relative_len: relative.len(),
         },
         TAG_POPULATION,
     )
@@ -348,32 +359,35 @@ fn populate(
     // unless another thread linked one for the same directory meanwhile: then that one
     // is joined.
     let raced = TABLE.with(|t| {
-        if let Some(p) = t.populations.iter_mut().find(|p| {
-            p.owner == owner && p.instance == volume && p.file_id == file_id && p.outcome.is_none()
-        }) {
+        if let Some(p) = t.populations.iter_mut().find(|p| same(p)) {
             p.waiters += 1;
             return Some((p.id, p.event.object()));
         }
         let mut node = node;
         node.value.deadline = due;
         t.populations.push(node);
+        arm(t, due);
         None
     });
     if let Some((other, other_event)) = raced {
-        return wait(provider, other, other_event, data);
+        return wait(provider, other, other_event, asking.data);
+    }
+    // A provider that went away after it was looked up is not told of it by
+    // `provider_gone`, which ran before the link: nobody would answer.
+    if provider.is_gone() {
+        decide(id, STATUS_CLOUD_FILE_PROVIDER_TERMINATED, None);
+        return wait(provider, id, event, asking.data);
     }
     // A population that completed between the caller's look and the link marked the
     // directory before it was decided: looked at again, nothing is asked twice.
-    let filter = crate::nt::driver::filter().ok_or(STATUS_CLOUD_FILE_INVALID_REQUEST)?;
     if !matches!(
-        state(filter, instance, provider.root(), path),
+        state(filter, directory.instance, provider.root(), directory.path),
         State::Unpopulated { .. }
     ) {
         decide(id, STATUS_SUCCESS, None);
-        return wait(provider, id, event, data);
+        return wait(provider, id, event, asking.data);
     }
-    arm(due);
-    let sent = match encode(provider, id, file_id, path, identity, pattern, who) {
+    let sent = match encode(provider, id, directory, pattern, asking) {
         Some((buffer, len)) => provider.send_within(
             buffer.as_slice().get(..len).unwrap_or(&[]),
             provider.timeout,
@@ -384,53 +398,58 @@ fn populate(
         // Never taken: nobody will answer it.
         decide(id, NtStatus::from_send_failure(sent).raw(), None);
     }
-    wait(provider, id, event, data)
+    wait(provider, id, event, asking.data)
 }
 
-/// FETCH_PLACEHOLDERS for the directory, as `provider` asked to be told (its path
-/// relative to the root or full, the requestor's command line), encoded into pool.
+/// FETCH_PLACEHOLDERS for `directory`, as `provider` asked to be told (its path relative
+/// to the root or full, the requestor's command line), encoded into pool. The requestor's
+/// image and command line are read now, in its thread.
 fn encode(
     provider: &ProviderRef,
     id: u64,
-    file_id: u64,
-    path: &[u16],
-    identity: &[u8],
+    directory: &Directory<'_>,
     pattern: &[u16],
-    who: &Requestor<'_>,
+    asking: Asking,
 ) -> Option<(PoolBuf, usize)> {
     let wants = provider.connect_flags;
     let mut flags = RequestFlags::EMPTY;
-    let relative = syncroot::under(provider.root(), path).unwrap_or(&[]);
+    let relative = syncroot::under(provider.root(), directory.path).unwrap_or(&[]);
     let is_root = relative.is_empty();
     let shown = if wants.contains(ConnectFlags::REQUIRE_FULL_FILE_PATH) {
         flags = flags.union(RequestFlags::FULL_PATH);
-        path
+        directory.path
     } else {
         relative
     };
     const UNKNOWN: [u16; 7] = [85, 78, 75, 78, 79, 87, 78];
-    let command_line: &[u16] = if wants.contains(ConnectFlags::REQUIRE_PROCESS_INFO) {
-        flags = flags.union(RequestFlags::PROCESS_INFO);
-        match who.command_line {
-            Some(units) if !units.is_empty() => units,
-            _ => &UNKNOWN,
+    let read = wants
+        .contains(ConnectFlags::REQUIRE_PROCESS_INFO)
+        .then(|| CommandLine::of_current(asking.pid));
+    let command_line: &[u16] = match &read {
+        Some(line) => {
+            flags = flags.union(RequestFlags::PROCESS_INFO);
+            match line.units() {
+                [] => &UNKNOWN,
+                units => units,
+            }
         }
-    } else {
-        &[]
+        None => &[],
     };
-    let image = who.image.get(..MAX_IMAGE_BYTES / 2).unwrap_or(who.image);
+    let image = ImageName::of(asking.data);
+    let image = image.units();
+    let image = image.get(..MAX_IMAGE_BYTES / 2).unwrap_or(image);
     let pattern = pattern.get(..msg::MAX_PATTERN_BYTES / 2).unwrap_or(pattern);
     provider.with_identities(|sync_root_identity, root_file_identity| {
         let message = FetchPlaceholders {
             request_id: id,
-            file_id,
+            file_id: directory.file_id,
             priority: PRIORITY_POPULATE,
             flags,
-            requestor_pid: who.pid,
+            requestor_pid: asking.pid,
             requestor_image: Utf16::from_units(image),
             path: Utf16::from_units(shown),
             pattern: Utf16::from_units(pattern),
-            identity,
+            identity: directory.identity,
             requestor_command_line: Utf16::from_units(command_line),
             sync_root_identity,
             root_file_identity: if is_root { root_file_identity } else { &[] },
@@ -441,8 +460,11 @@ fn encode(
     })
 }
 
-/// Waits for population `id` (joined by this thread, with `event`) to be decided; the
-/// last waiter to leave unlinks it, and sends the cancellation it calls for.
+/// Waits for population `id` (joined by this thread, with `event`) to be decided. A
+/// waiter whose operation is cancelled leaves at once; the last one to leave an undecided
+/// population cancels it (unless a batch is completing it). The population is unlinked by
+/// whoever makes it both decided and unwaited-for ([`reap`]), who also sends the
+/// cancellation it calls for.
 fn wait(
     provider: &ProviderRef,
     id: u64,
@@ -451,7 +473,7 @@ fn wait(
 ) -> Result<(), NTSTATUS> {
     loop {
         // SAFETY: the population's initialised event, alive while this thread is one of
-        // its waiters (it is unlinked only by the last one); PASSIVE_LEVEL; no timeout
+        // its waiters (it is unlinked only once it has none); PASSIVE_LEVEL; no timeout
         // (the alarm ends populations that take too long); the callback data (if any) is
         // the operation this thread serves.
         let status = unsafe { FltCancellableWaitForSingleObject(event, core::ptr::null(), data) };
@@ -459,12 +481,12 @@ fn wait(
             status,
             STATUS_CANCELLED | STATUS_THREAD_IS_TERMINATING | STATUS_USER_APC | STATUS_ALERTED
         );
-        let left = TABLE.with(|t| {
+        let verdict = TABLE.with(|t| {
             let p = t.populations.iter_mut().find(|p| p.id == id)?;
             let verdict = match p.outcome {
                 Some(outcome) => outcome,
                 None if gave_up => {
-                    if p.waiters == 1 {
+                    if p.waiters == 1 && !p.completing {
                         // Nobody waits any more: the provider may stop.
                         p.outcome = Some(STATUS_CANCELLED);
                         p.cancel = Some(CancelReason::IoAborted);
@@ -475,24 +497,31 @@ fn wait(
                 None => return None,
             };
             p.waiters -= 1;
-            Some((verdict, p.waiters == 0))
+            Some(verdict)
         });
-        let Some((verdict, last)) = left else {
+        let Some(verdict) = verdict else {
             continue;
         };
-        if last {
-            let node = TABLE.with(|t| t.populations.take_first(|p| p.id == id));
-            if let Some(reason) = node.as_ref().and_then(|n| n.value.cancel) {
-                tell_cancel(provider, id, reason);
-            }
-            drop(node);
-        }
+        reap(provider, id);
         return if nt_success(verdict) {
             Ok(())
         } else {
             Err(verdict)
         };
     }
+}
+
+/// Unlinks population `id` if it is decided and nobody waits for it, and sends the
+/// cancellation its decision calls for.
+fn reap(provider: &ProviderRef, id: u64) {
+    let node = TABLE.with(|t| {
+        t.populations
+            .take_first(|p| p.id == id && p.waiters == 0 && p.outcome.is_some())
+    });
+    if let Some(reason) = node.as_ref().and_then(|n| n.value.cancel) {
+        tell_cancel(provider, id, reason);
+    }
+    drop(node);
 }
 
 /// CANCEL_FETCH_PLACEHOLDERS for population `id`: best effort, a second at most.
@@ -540,17 +569,11 @@ fn decide_all(which: impl Fn(&Population) -> bool, status: NTSTATUS, cancel: Opt
     });
 }
 
-/// Sets the alarm for `due` if it is set for later.
-fn arm(due: i64) {
-    let set = TABLE.with(|t| {
-        if due < t.alarm_due {
-            t.alarm_due = due;
-            true
-        } else {
-            false
-        }
-    });
-    if set {
+/// Sets the alarm for `due` if it is set for later; called with the table locked, so that
+/// two settings cannot cross (the later one would win).
+fn arm(t: &mut Table, due: i64) {
+    if due < t.alarm_due {
+        t.alarm_due = due;
         ALARM.set(due.saturating_sub(now()));
     }
 }
@@ -558,7 +581,7 @@ fn arm(due: i64) {
 /// The alarm: populations past their deadline time out (their provider is told by the
 /// last waiter to leave); it is set again for the earliest deadline left.
 fn expire() {
-    let next = TABLE.with(|t| {
+    TABLE.with(|t| {
         t.alarm_due = i64::MAX;
         let at = now();
         let mut next = i64::MAX;
@@ -575,11 +598,10 @@ fn expire() {
                 next = next.min(p.deadline);
             }
         }
-        next
+        if next != i64::MAX {
+            arm(t, next);
+        }
     });
-    if next != i64::MAX {
-        arm(next);
-    }
 }
 
 /// Any valid message of the provider `owner` restarts the clocks of its populations.
@@ -607,39 +629,67 @@ pub(crate) fn provider_gone(owner: usize) {
 
 /// TRANSFER_PLACEHOLDERS from `provider`: one batch of one of its populations. The reply
 /// payload is each processed entry's status ([`TransferPlaceholdersResult`]). A batch for
-/// a population that is over (completed, failed, timed out, cancelled) or not the
-/// provider's is refused with STATUS_CLOUD_FILE_INVALID_REQUEST, and nothing is created.
+/// a population that is over (completed, failed, timed out, cancelled — before or while
+/// the batch is processed) or not the provider's is refused with
+/// STATUS_CLOUD_FILE_INVALID_REQUEST, and nothing more is created.
+///
+/// The entries go into the directory found by its file id for each batch, under the name
+/// it has then: a directory renamed while it is populated gets its own entries where it
+/// now is, never another directory that took its old name. One that is gone, or left the
+/// sync root, ends the population (STATUS_CLOUD_FILE_UNSUCCESSFUL for its waiters).
 pub(crate) fn transfer(
     provider: &ProviderRef,
     m: &TransferPlaceholders<'_>,
 ) -> Result<Payload, NTSTATUS> {
     let owner = provider.key();
-    let open = |p: &Population| {
-        p.id == m.request_id && p.owner == owner && p.outcome.is_none() && !p.completing
-    };
-    // The directory's path, copied out in two steps: its length under the lock, the
-    // units into a buffer allocated outside it (room for one more component).
-    let relative_len = TABLE
+    let id = m.request_id;
+    let open =
+        |p: &Population| p.id == id && p.owner == owner && p.outcome.is_none() && !p.completing;
+    let still_open = || TABLE.with(|t| t.populations.iter().any(&open));
+    let (instance, file_id) = TABLE
         .with(|t| {
             t.populations
                 .iter()
                 .find(|p| open(p))
-                .map(|p| p.relative_len)
+                .map(|p| (p.instance, p.file_id))
         })
         .ok_or(STATUS_CLOUD_FILE_INVALID_REQUEST)?;
+    if m.status < 0 {
+        decide(id, NtStatus::from_provider(m.status).raw(), None);
+        reap(provider, id);
+        return Ok(None);
+    }
+    let filter = crate::nt::driver::filter().ok_or(STATUS_CLOUD_FILE_INVALID_REQUEST)?;
+    let directory = OwnedFile::open_kind_by_id(
+        filter,
+        instance as PFLT_INSTANCE,
+        file_id,
+        FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES,
+        Kind::Directory,
+    );
+    let located = directory.and_then(|directory| {
+        let name = NameInfo::of_file(&directory)?;
+        Ok((directory, name))
+    });
+    let Some((directory, name)) = located
+        .ok()
+        .filter(|(_, name)| syncroot::under(provider.root(), name.units()).is_some())
+    else {
+        decide(
+            id,
+            STATUS_CLOUD_FILE_UNSUCCESSFUL,
+            Some(CancelReason::IoAborted),
+        );
+        reap(provider, id);
+        return Err(STATUS_CLOUD_FILE_INVALID_REQUEST);
+    };
+    let relative = syncroot::under(provider.root(), name.units()).unwrap_or(&[]);
+    let relative_len = relative.len();
     const MAX_NAME: usize = msg::MAX_ENTRY_NAME_BYTES / 2;
     let mut path = PoolBuf::zeroed((relative_len + 1 + MAX_NAME) * 2)
         .ok_or(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES)?;
-    let copied = TABLE.with(|t| {
-        let p = t.populations.iter().find(|p| open(p))?;
-        let from = p.relative.as_slice().get(..relative_len * 2)?;
-        super::file::copy(path.as_mut_slice().get_mut(..relative_len * 2)?, from);
-        Some(())
-    });
-    copied.ok_or(STATUS_CLOUD_FILE_INVALID_REQUEST)?;
-    if m.status < 0 {
-        decide(m.request_id, NtStatus::from_provider(m.status).raw(), None);
-        return Ok(None);
+    for (chunk, unit) in path.as_mut_slice().chunks_exact_mut(2).zip(relative) {
+        super::file::copy(chunk, &unit.to_le_bytes());
     }
     // The reply: each processed entry's status, written as it is known.
     let header = TransferPlaceholdersResult::encoded_len(0);
@@ -648,6 +698,10 @@ pub(crate) fn transfer(
     let mut processed = 0usize;
     let mut failed = false;
     for entry in m.entries.iter() {
+        // Timed out or cancelled meanwhile: nothing more is made for it.
+        if !still_open() {
+            return Err(STATUS_CLOUD_FILE_INVALID_REQUEST);
+        }
         let status = match create_entry(provider, &mut path, relative_len, &entry) {
             Ok(()) => STATUS_SUCCESS,
             Err(status) => status,
@@ -681,22 +735,46 @@ pub(crate) fn transfer(
         }
         Some((complete, p.failed))
     });
-    if let Some((true, any_failed)) = complete {
-        let status = if m
+    let Some((complete, any_failed)) = complete else {
+        return Err(STATUS_CLOUD_FILE_INVALID_REQUEST);
+    };
+    if complete {
+        let marked = if m
             .flags
             .contains(PopulationFlags::DISABLE_ON_DEMAND_POPULATION)
             && !any_failed
         {
-            mark(provider, path_units(&path, relative_len), true)
+            if relative_len == 0 {
+                roots::set_root_populated(provider.root(), true)
+            } else {
+                mark_open(&directory, true)
+            }
         } else {
             Ok(())
         };
-        decide(m.request_id, status.err().unwrap_or(STATUS_SUCCESS), None);
+        decide_completing(id, marked.err().unwrap_or(STATUS_SUCCESS));
+        reap(provider, id);
+        marked?;
     }
     Ok(Some((
         reply,
         TransferPlaceholdersResult::encoded_len(processed),
     )))
+}
+
+/// Decides population `id`, which a batch is completing, with `status`.
+fn decide_completing(id: u64, status: NTSTATUS) {
+    TABLE.with(|t| {
+        if let Some(p) = t
+            .populations
+            .iter_mut()
+            .find(|p| p.id == id && p.outcome.is_none())
+        {
+            p.outcome = Some(status);
+            p.completing = false;
+            p.event.set();
+        }
+    });
 }
 
 /// The first `len` units of `path`.
@@ -746,51 +824,6 @@ fn create_entry(
         identity: entry.identity,
     };
     super::placeholder::create(provider, &create)
-}
-
-/// Marks the directory at `relative` (under `provider`'s root; empty: the root) populated
-/// or not: the root in its registration record, a directory placeholder in its reparse
-/// data. A directory that is not a placeholder is refused with
-/// STATUS_CLOUD_FILE_NOT_A_CLOUD_FILE.
-pub(crate) fn mark(
-    provider: &ProviderRef,
-    relative: &[u16],
-    populated: bool,
-) -> Result<(), NTSTATUS> {
-    if relative.is_empty() {
-        return roots::set_root_populated(provider.root(), populated);
-    }
-    let filter = crate::nt::driver::filter().ok_or(STATUS_CLOUD_FILE_INVALID_REQUEST)?;
-    let root = provider.root();
-    let mut full = PoolBuf::zeroed((root.len() + 1 + relative.len()) * 2)
-        .ok_or(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES)?;
-    for (chunk, unit) in full.as_mut_slice().chunks_exact_mut(2).zip(
-        root.iter()
-            .copied()
-            .chain(core::iter::once(u16::from(b'\\')))
-            .chain(relative.iter().copied()),
-    ) {
-        super::file::copy(chunk, &unit.to_le_bytes());
-    }
-    let path = path_units(&full, root.len() + 1 + relative.len());
-    let volume = super::placeholder::VolumeInstance::of(filter, root)?;
-    let file = OwnedFile::open(
-        filter,
-        volume.instance,
-        path,
-        FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES,
-        FILE_OPEN,
-        Kind::Directory,
-        0,
-    )
-    .map_err(|status| {
-        if status == STATUS_NOT_A_DIRECTORY {
-            STATUS_CLOUD_FILE_INVALID_REQUEST
-        } else {
-            status
-        }
-    })?;
-    mark_open(&file, populated)
 }
 
 /// Sets or clears NOT_POPULATED in the reparse data of the directory placeholder open as

@@ -469,8 +469,16 @@ pub(crate) fn root_populated(path: &[u16]) -> Option<bool> {
 /// published as a REGISTER with UPDATE is, so the root's state survives reload and
 /// reboot like the rest of its registration. The root's directory has no reparse data
 /// of its own (see the module comment), so this is where its population state lives.
+///
+/// Called with a provider reference held (a provider's UPDATE or its last population
+/// batch), which UNREGISTER waits to drain while it holds the gate: so the gate is waited
+/// for a bounded time, and a registration busy that long refuses with
+/// STATUS_CLOUD_FILE_IN_USE (nothing changed).
 pub(crate) fn set_root_populated(path: &[u16], populated: bool) -> Result<(), NTSTATUS> {
-    let _gate = GATE.enter();
+    const GATE_WAIT: i64 = 10_000_000;
+    let _gate = GATE
+        .enter_within(GATE_WAIT)
+        .ok_or(windows_sys::Win32::Foundation::STATUS_CLOUD_FILE_IN_USE)?;
     let (existing, (record, len)) = TABLE
         .with(|table| {
             let found = exact(table, path)?;

@@ -152,8 +152,9 @@ pub(crate) fn close_open(stream: &StreamContext, handle: Option<&HandleRef>) -> 
     })
 }
 
-/// Records the open's effective policy in a stream-handle context. `counted`: the open
-/// was counted in its stream's opens ([`open_added`]).
+/// Records what post-create decided about an open in its stream-handle context
+/// (`handle`, whose `signature` is set here). `handle.counted`: the open was counted in
+/// its stream's opens ([`open_added`]).
 ///
 /// A counted open whose context cannot be set stays counted: its stream then looks
 /// in use until it is torn down (dehydration refused), which loses nothing; the other
@@ -161,11 +162,7 @@ pub(crate) fn close_open(stream: &StreamContext, handle: Option<&HandleRef>) -> 
 pub(crate) fn set_handle_context(
     filter: PFLT_FILTER,
     fo: Fo,
-    policy: Option<Policy>,
-    in_sync: cloudflt_proto::InSyncPolicy,
-    visibility: crate::engine::visibility::Visibility,
-    counted: bool,
-    notify_close: usize,
+    handle: StreamHandleContext,
 ) -> Result<(), NTSTATUS> {
     let mut context: PFLT_CONTEXT = core::ptr::null_mut();
     // SAFETY: the registered filter; a valid out pointer; non-paged pool.
@@ -187,13 +184,7 @@ pub(crate) fn set_handle_context(
             .cast::<StreamHandleContext>()
             .write(StreamHandleContext {
                 signature: TAG_STREAMHANDLE_CONTEXT,
-                policy,
-                in_sync,
-                visibility,
-                counted,
-                notify_close,
-                delete_on_close: core::sync::atomic::AtomicBool::new(false),
-                populate: core::sync::atomic::AtomicBool::new(false),
+                ..handle
             })
     };
     // SAFETY: a live file object; our initialised context.

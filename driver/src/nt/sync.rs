@@ -139,6 +139,25 @@ impl Gate {
         };
         GateGuard(self)
     }
+
+    /// As [`Gate::enter`], giving up after `within` (100 ns units): for a holder of
+    /// something the gate's holder may be waiting for (a provider reference, which
+    /// unregistering waits to drain while it holds the gate). PASSIVE_LEVEL.
+    pub(crate) fn enter_within(&self, within: i64) -> Option<GateGuard<'_>> {
+        let timeout = -within.max(1);
+        // SAFETY: an initialised event; PASSIVE_LEVEL (the caller's contract); a
+        // negative (relative) timeout.
+        let status = unsafe {
+            KeWaitForSingleObject(
+                self.0.get().cast_const().cast(),
+                Executive,
+                KernelMode as i8,
+                false,
+                &timeout,
+            )
+        };
+        (status == windows_sys::Win32::Foundation::STATUS_SUCCESS).then_some(GateGuard(self))
+    }
 }
 
 /// Holds a [`Gate`]; opens it when dropped.

@@ -294,6 +294,21 @@ impl Machine {
         status
     }
 
+    /// Pool bytes outstanding (every tag, the driver's and FltMgr's on its behalf).
+    pub fn pool_live(&self) -> usize {
+        with_kernel(|k| k.pool.live())
+    }
+
+    /// The most pool bytes outstanding at once since [`Machine::reset_pool_peak`].
+    pub fn pool_peak(&self) -> usize {
+        with_kernel(|k| k.pool.peak())
+    }
+
+    /// Starts measuring [`Machine::pool_peak`] from what is outstanding now.
+    pub fn reset_pool_peak(&self) {
+        with_kernel(|k| k.pool.reset_peak());
+    }
+
     /// Pool bytes outstanding under `tag`.
     pub fn pool_bytes(&self, tag: [u8; 4]) -> usize {
         with_kernel(|k| k.pool.bytes_with_tag(u32::from_le_bytes(tag)))

@@ -53,6 +53,10 @@ pub(crate) struct Pool {
     blocks: HashMap<usize, Block>,
     /// Allocations left until the injected failure; `None` for no failure.
     fail_in: Option<usize>,
+    /// Bytes outstanding now, and the most outstanding at once since the last
+    /// [`Pool::reset_peak`]: what a test of a memory bound reads.
+    live: usize,
+    peak: usize,
 }
 
 impl Pool {
@@ -66,6 +70,21 @@ impl Pool {
             .filter(|b| b.tag == tag)
             .map(|b| b.size)
             .sum()
+    }
+
+    /// Bytes outstanding now.
+    pub(crate) fn live(&self) -> usize {
+        self.live
+    }
+
+    /// The most bytes outstanding at once since the last reset.
+    pub(crate) fn peak(&self) -> usize {
+        self.peak
+    }
+
+    /// Starts measuring the peak from what is outstanding now.
+    pub(crate) fn reset_peak(&mut self) {
+        self.peak = self.live;
     }
 
     pub(crate) fn outstanding(&self) -> Vec<Block> {
@@ -102,6 +121,8 @@ impl Pool {
             return None;
         }
         self.blocks.insert(ptr as usize, Block { tag, size, owner });
+        self.live += size;
+        self.peak = self.peak.max(self.live);
         Some(ptr)
     }
 
@@ -132,6 +153,7 @@ impl Pool {
             ));
         }
         self.blocks.remove(&(ptr as usize));
+        self.live -= block.size;
         let layout =
             Layout::from_size_align(block.size.max(1), ALIGN).map_err(|e| e.to_string())?;
         // SAFETY: allocated by `allocate` with this layout and removed from the table, so

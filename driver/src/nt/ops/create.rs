@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::nt::file::PoolBuf;
+use core::sync::atomic::AtomicBool;
 
 /// cloudflt's open-reparse entry: placeholders open as themselves for every caller, with
 /// no STATUS_REPARSE; other tags are untouched (the entry names only cloudflt's tag and
@@ -115,7 +116,7 @@ fn populate_beneath(
     }
     // SAFETY: live callback data.
     let pid = unsafe { FltGetRequestorProcessId(data) };
-    if pid == crate::engine::visibility::SYSTEM_PID || providers::is_provider(pid as usize) {
+    if pid == crate::engine::visibility::SYSTEM_PID {
         return None;
     }
     let name = NameInfo::opened(data).ok()?;
@@ -131,19 +132,15 @@ fn populate_beneath(
         return None;
     }
     let result = match providers::for_path(target) {
-        Some(provider) => {
-            let image = ImageName::of(data);
-            let command_line = provider
-                .connect_flags
-                .contains(ConnectFlags::REQUIRE_PROCESS_INFO)
-                .then(|| CommandLine::of_current(pid));
-            let who = crate::nt::populate::Requestor {
-                pid,
-                image: image.units(),
-                command_line: command_line.as_ref().map(CommandLine::units),
-            };
-            crate::nt::populate::ensure_path(&provider, objects.Instance, target, &who, data)
-        }
+        // The root's own provider: its operations never populate. (The provider of
+        // another root is an application here.)
+        Some(provider) if provider.pid == pid as usize => return None,
+        Some(provider) => crate::nt::populate::ensure_path(
+            &provider,
+            objects.Instance,
+            target,
+            crate::nt::populate::Asking { data, pid },
+        ),
         None => {
             let cut = target.iter().rposition(|u| *u == u16::from(b'\\'))?;
             let parent = target.get(..cut)?;
@@ -329,10 +326,13 @@ pub(crate) unsafe extern "system" fn post_create(
     // FULL root stays FULL while its provider is away); a placeholder outside every
     // registered root has none.
     let registered = name.as_ref().and_then(|name| roots::policies(name.units()));
-    // A directory of a root populated on demand: its first listing may have to wait for
-    // the provider (issue 15), or fail while none is connected.
+    // A directory of a root populated on demand that is not populated: its first listing
+    // waits for the provider (issue 15), or fails while none is connected.
     let populate = !placeholder
-        && registered.is_some_and(|r| r.population == cloudflt_proto::PopulationPolicy::Full);
+        && registered.is_some_and(|r| r.population == cloudflt_proto::PopulationPolicy::Full)
+        && name
+            .as_ref()
+            .is_some_and(|name| directory_unpopulated(&fo, name.units()));
     if !placeholder && provider.is_none() && !populate {
         // A directory outside every connected sync root: nothing to disguise in it.
         return FLT_POSTOP_FINISHED_PROCESSING;
@@ -356,35 +356,45 @@ pub(crate) unsafe extern "system" fn post_create(
         }
         _ => 0,
     };
+    // SAFETY: live callback data.
+    let pid = unsafe { FltGetRequestorProcessId(data_ptr) };
+    let by_provider = provider.as_ref().is_some_and(|p| p.pid == pid as usize);
     drop(provider);
-    if stream::set_handle_context(
-        objects.Filter,
-        fo,
+    let handle = crate::nt::context::StreamHandleContext {
+        signature: 0,
         policy,
         in_sync,
         visibility,
         counted,
         notify_close,
-    )
-    .is_err()
-    {
+        delete_on_close: AtomicBool::new(super::namespace::deletes_on_close(data)),
+        populate: AtomicBool::new(populate),
+        by_provider,
+    };
+    if stream::set_handle_context(objects.Filter, fo, handle).is_err() {
         debug_print!("cloudflt: no stream-handle context for an open");
-    } else if let deletes = super::namespace::deletes_on_close(data)
-        && (deletes || populate)
-        && let Some(handle) = stream::HandleRef::get(objects.Instance, objects.FileObject)
-    {
-        if deletes {
-            handle
-                .delete_on_close
-                .store(true, core::sync::atomic::Ordering::Relaxed);
-        }
-        if populate {
-            handle
-                .populate
-                .store(true, core::sync::atomic::Ordering::Relaxed);
-        }
     }
     FLT_POSTOP_FINISHED_PROCESSING
+}
+
+/// Whether the directory just opened as `fo` (normalized name `name`) is not populated:
+/// the sync root by its registration, any other directory by its reparse data (read
+/// only when it carries cloudflt's tag).
+fn directory_unpopulated(fo: &Fo, name: &[u16]) -> bool {
+    if let Some(populated) = roots::root_populated(name) {
+        return !populated;
+    }
+    const FILE_ATTRIBUTE_REPARSE_POINT: u32 = 0x400;
+    let ours = fo.attribute_tag().is_ok_and(|(attributes, tag)| {
+        attributes & FILE_ATTRIBUTE_REPARSE_POINT != 0 && tag == cloudflt_proto::reparse::TAG
+    });
+    ours && fo
+        .reparse_point()
+        .ok()
+        .flatten()
+        .is_some_and(|(blob, len)| {
+            crate::nt::populate::not_populated(blob.as_slice().get(..len).unwrap_or(&[]))
+        })
 }
 
 /// The stream context of the placeholder file just opened (`None` for a directory or

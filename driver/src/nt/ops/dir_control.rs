@@ -64,13 +64,21 @@ fn populate_first(
     if !handle.populate.load(core::sync::atomic::Ordering::Relaxed) {
         return None;
     }
+    // A kernel-mode query (another driver's, possibly holding its own locks) does not
+    // wait on user mode: it sees what is on disk.
+    // SAFETY: live callback data.
+    if unsafe { data.as_ref() }.is_none_or(|d| d.RequestorMode == 0) {
+        return None;
+    }
     // SAFETY: live callback data.
     let pid = unsafe { FltGetRequestorProcessId(data) };
-    if pid == crate::engine::visibility::SYSTEM_PID || providers::is_provider(pid as usize) {
+    if pid == crate::engine::visibility::SYSTEM_PID {
         return None;
     }
     let name = NameInfo::normalized(data).ok()?;
     let result = match providers::for_path(name.units()) {
+        // The root's own provider lists what is there.
+        Some(provider) if provider.pid == pid as usize => return None,
         Some(provider) => {
             const STAR: [u16; 1] = [b'*' as u16];
             // SAFETY: the query's file name, if any, valid during the operation.
@@ -80,23 +88,12 @@ fn populate_first(
                 .map(|p| unsafe {
                     core::slice::from_raw_parts(p.Buffer, usize::from(p.Length) / 2)
                 });
-            let image = ImageName::of(data);
-            let command_line = provider
-                .connect_flags
-                .contains(ConnectFlags::REQUIRE_PROCESS_INFO)
-                .then(|| CommandLine::of_current(pid));
-            let who = crate::nt::populate::Requestor {
-                pid,
-                image: image.units(),
-                command_line: command_line.as_ref().map(CommandLine::units),
-            };
             crate::nt::populate::ensure(
                 &provider,
                 objects.Instance,
                 name.units(),
                 asked.unwrap_or(&STAR),
-                &who,
-                data,
+                crate::nt::populate::Asking { data, pid },
             )
         }
         None => unpopulated_without_provider(objects, name.units()),

@@ -94,10 +94,17 @@ unsafe fn placeholder_io<'a>(
     let stream = stream::get(objects.Instance, objects.FileObject)?;
     // SAFETY: live callback data.
     let pid = unsafe { FltGetRequestorProcessId(data) };
-    if providers::is_provider(pid as usize) {
+    if providers::is_provider(pid as usize) && opened_by_provider(objects) {
         return None;
     }
     Some((data_ref, objects, stream))
+}
+
+/// Whether the open the operation goes through was made by the provider of the root its
+/// file lies in (its handle context says so; an open the driver has no context for, made
+/// before it loaded, keeps the rule it had: a provider's I/O passes).
+fn opened_by_provider(objects: &FLT_RELATED_OBJECTS) -> bool {
+    stream::HandleRef::get(objects.Instance, objects.FileObject).is_none_or(|h| h.by_provider)
 }
 
 /// The file object an operation targets (0 if none).

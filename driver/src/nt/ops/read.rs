@@ -148,7 +148,8 @@ unsafe fn provider_read(
     }
     // SAFETY: live callback data.
     let pid = unsafe { FltGetRequestorProcessId(data) };
-    if !providers::blocks_self_hydration(pid as usize) {
+    // Only in its own root: in another provider's root it is an application.
+    if !providers::blocks_self_hydration(pid as usize) || !super::opened_by_provider(objects) {
         return FLT_PREOP_SUCCESS_NO_CALLBACK;
     }
     let (Some(stream), Some((offset, length))) = (

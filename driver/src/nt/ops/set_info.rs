@@ -188,7 +188,7 @@ unsafe fn pre_basic(
     if !directory
         && new.FileAttributes & FILE_ATTRIBUTE_UNPINNED != 0
         && current.FileAttributes & FILE_ATTRIBUTE_UNPINNED == 0
-        && !providers::is_provider(pid as usize)
+        && !(handle.by_provider && providers::is_provider(pid as usize))
     {
         after |= AFTER_UNPINNED;
     }
@@ -213,7 +213,7 @@ fn tracked_policy(
     if policy.contains(InSyncPolicy::PRESERVE_INSYNC_FOR_SYNC_ENGINE) {
         // SAFETY: live callback data.
         let pid = unsafe { FltGetRequestorProcessId(data) };
-        if providers::is_provider(pid as usize) {
+        if handle.by_provider && providers::is_provider(pid as usize) {
             return None;
         }
     }
