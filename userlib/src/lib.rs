@@ -34,6 +34,13 @@
 //! # Ok::<(), cloudflt::Error>(())
 //! ```
 //!
+//! A provider with a large tree need not create it up front: directories created with
+//! [`PlaceholderSpec::on_demand`] (and the sync root, until it is marked with
+//! [`Connection::set_populated`]) are filled the first time anyone lists them or opens a
+//! name beneath them, through [`fetch_placeholders`](SyncProvider::fetch_placeholders)
+//! and the [`Population`] it is handed — one request per directory, however many
+//! processes look at once.
+//!
 //! Any program, provider or not, can say whether it wants to see placeholders as what
 //! they are or as ordinary files with [`compat`], Windows' placeholder compatibility
 //! modes for the process or one thread. An administrator decides it for programs that do

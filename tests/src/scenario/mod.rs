@@ -26,8 +26,13 @@
 //!   disconnects) and nothing of the dead process sends anything afterwards.
 //!   `create_placeholders` (`paths` are remote paths, or DOS paths under the sync root)
 //!   creates directory placeholders for the parents first (an existing one is fine), then
-//!   in-sync file placeholders of the remote size; the identity of every placeholder is
-//!   its root-relative path. `convert` is `Connection::convert` in sync, data kept, same
+//!   in-sync file placeholders of the remote size (and directory placeholders for the
+//!   remote directories named); the identity of every placeholder is its root-relative
+//!   path. With the default `populate = true` it then marks the root populated
+//!   (`Connection::set_populated("", true)`; `paths = []` does only that), and every
+//!   directory it made is complete; with `populate = false` every directory it makes,
+//!   parents included, is not populated, and so is the root (marked so) unless the last
+//!   `register` named `disable_on_demand_population_on_root`. `convert` is `Connection::convert` in sync, data kept, same
 //!   identity. `hydrate` / `dehydrate` take `offset` and `length` as the range (no
 //!   `length`: to the end of file; neither: the whole file). Provider steps on a provider
 //!   that is not connected are invalid. How fetches are answered, and what
@@ -110,8 +115,11 @@
 //!   FILE_OVERWRITE_IF with GENERIC_READ|GENERIC_WRITE and FILE_ATTRIBUTE_NORMAL, one
 //!   cached write, close; `remote_write` changes the provider's remote content only;
 //!   `write` with `size` + `seed` writes the bytes a file of that seed holds at the
-//!   step's offset; `reboot` is `Host::reboot`. The rest is pending: `pending` holds the
-//!   one table of what and which issue.
+//!   step's offset; `reboot` is `Host::reboot`. Populations are answered from the remote
+//!   listing of the directory asked for (see `provider`); `state.populated` is read from
+//!   the directory's reparse data, and for a registered root from its registration as
+//!   CfGetSyncRootInfoByPath returns it (asked by the runner's administrator). Nothing is
+//!   pending; `pending` holds the table where an addition not yet built would be.
 //! - At the end, handles still open are closed (the processes exit), providers disconnect
 //!   and drop what they kept, every provider callback has returned (or the step `exit`
 //!   fails after 60 s), then a driver left loaded is unloaded so its leaks are reported.

@@ -27,7 +27,20 @@
 //!   `kill`). A new process after `connect` starts counting from zero.
 //! - `provider_stats` counts over every process of the provider: `fetches` is the
 //!   FETCH_DATA callbacks a live process received, `bytes_served` the bytes of successful
-//!   `Transfer::write` calls, `cancels` the CANCEL_FETCH_DATA callbacks.
+//!   `Transfer::write` calls, `cancels` the CANCEL_FETCH_DATA and CANCEL_FETCH_PLACEHOLDERS
+//!   callbacks, `populations` the FETCH_PLACEHOLDERS callbacks.
+//!
+//! How a provider serves a population (FETCH_PLACEHOLDERS):
+//! - the entries are the remote listing of the directory asked for: its remote files (in
+//!   sync, their remote size) and directories (named with `dir = true`, or parents of
+//!   deeper remote entries; each not populated in turn), identified by their
+//!   root-relative path, in batches of [`POPULATION_BATCH`], the directory marked
+//!   complete (DISABLE_ON_DEMAND_POPULATION); a directory with no remote counterpart
+//!   completes empty;
+//! - `behaviour` applies as to fetches: `delay:MS` before answering, `fail:STATUS` fails
+//!   the population with that status, `hang` keeps it unanswered, `crash_after:BYTES`
+//!   kills the process at a population only once its process has served BYTES (a
+//!   population transfers no file data; `crash_after:0` dies at the first one).
 //!
 //! For `if_unchanged`, a provider keeps what a sync engine keeps: per file, the change
 //! counter the driver last reported to it — 0 for a placeholder it created, then the
