@@ -179,6 +179,55 @@ impl OwnedFile {
         )
     }
 
+    /// Opens (or creates, per `disposition`) `name`, one component, in the directory open
+    /// as `directory` (its handle as the RootDirectory): the file system finds it from
+    /// that open, wherever the directory is now — a rename of the directory or of a
+    /// parent meanwhile cannot send it elsewhere. Issued at the top of the volume's stack,
+    /// as [`OwnedFile::open`] is.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn open_in(
+        filter: PFLT_FILTER,
+        instance: PFLT_INSTANCE,
+        directory: &OwnedFile,
+        name: &[u16],
+        access: u32,
+        disposition: u32,
+        kind: Kind,
+        attributes: u32,
+    ) -> Result<Self, NTSTATUS> {
+        let bytes =
+            u16::try_from(name.len().saturating_mul(2)).map_err(|_| STATUS_INVALID_PARAMETER)?;
+        let unicode = UNICODE_STRING {
+            Length: bytes,
+            MaximumLength: bytes,
+            // Only read by the call.
+            Buffer: name.as_ptr().cast_mut(),
+        };
+        let object = OBJECT_ATTRIBUTES {
+            Length: core::mem::size_of::<OBJECT_ATTRIBUTES>() as u32,
+            RootDirectory: directory.handle,
+            ObjectName: &unicode,
+            Attributes: OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE,
+            SecurityDescriptor: core::ptr::null(),
+            SecurityQualityOfService: core::ptr::null(),
+        };
+        let kind_option = match kind {
+            Kind::File => FILE_NON_DIRECTORY_FILE,
+            Kind::Directory => FILE_DIRECTORY_FILE,
+            Kind::Any => 0,
+        };
+        Self::create(
+            filter,
+            None,
+            instance,
+            &object,
+            access,
+            disposition,
+            kind_option,
+            attributes,
+        )
+    }
+
     /// Opens, with `access`, the file whose NTFS file id (FileInternalInformation) is
     /// `file_id` on `instance`'s volume, and checks that it is that file.
     ///

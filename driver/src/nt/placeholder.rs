@@ -267,6 +267,104 @@ pub(crate) fn create(
     provider: &ProviderRef,
     m: &msg::CreatePlaceholder<'_>,
 ) -> Result<(), NTSTATUS> {
+    let new = NewPlaceholder {
+        file_size: m.file_size,
+        basic: m.basic,
+        flags: m.flags,
+        identity: m.identity,
+    };
+    let managed = open_managed(
+        provider,
+        m.path,
+        CREATE_ACCESS,
+        FILE_CREATE,
+        new.kind(),
+        new.attributes(),
+    )?;
+    make(provider, &managed, &new)
+}
+
+/// What a new placeholder is made of (a CREATE_PLACEHOLDER's, or a population entry's).
+pub(crate) struct NewPlaceholder<'a> {
+    pub(crate) file_size: u64,
+    pub(crate) basic: msg::BasicInfo,
+    pub(crate) flags: PlaceholderFlags,
+    pub(crate) identity: &'a [u8],
+}
+
+impl NewPlaceholder<'_> {
+    fn kind(&self) -> Kind {
+        if self.flags.contains(PlaceholderFlags::DIRECTORY) {
+            Kind::Directory
+        } else {
+            Kind::File
+        }
+    }
+
+    /// The attributes the provider may set.
+    fn attributes(&self) -> u32 {
+        self.basic.attributes & PROVIDER_ATTRIBUTES
+    }
+}
+
+/// What a new placeholder is created with.
+const CREATE_ACCESS: u32 = FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES | FILE_WRITE_DATA | DELETE;
+
+/// A population's entry (issue 15): `name`, one component, created in the directory open
+/// as `directory` (whose normalized name is `directory_name`) relative to that open, so
+/// that it lands in that directory wherever it is now.
+pub(crate) fn create_in(
+    provider: &ProviderRef,
+    directory: &OwnedFile,
+    directory_name: &[u16],
+    name: &[u16],
+    new: &NewPlaceholder<'_>,
+) -> Result<(), NTSTATUS> {
+    let filter = crate::nt::driver::filter().ok_or(STATUS_CLOUD_FILE_INVALID_REQUEST)?;
+    let volume = VolumeInstance::of(filter, provider.root())?;
+    let file = OwnedFile::open_in(
+        filter,
+        volume.instance,
+        directory,
+        name,
+        CREATE_ACCESS,
+        FILE_CREATE,
+        new.kind(),
+        new.attributes(),
+    )?;
+    // Its full name, for the fetch an ALWAYS_FULL root makes at once.
+    let path_len = directory_name
+        .len()
+        .saturating_add(1)
+        .saturating_add(name.len());
+    let mut path = PoolBuf::zeroed(path_len * 2).ok_or(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES)?;
+    let units = directory_name
+        .iter()
+        .copied()
+        .chain(core::iter::once(u16::from(b'\\')))
+        .chain(name.iter().copied());
+    for (chunk, unit) in path.as_mut_slice().chunks_exact_mut(2).zip(units) {
+        super::file::copy(chunk, &unit.to_le_bytes());
+    }
+    let managed = Managed {
+        file,
+        path,
+        path_len,
+        _volume: volume,
+    };
+    make(provider, &managed, new)
+}
+
+/// Makes the file just created as `managed` the placeholder `new` describes: sparse, its
+/// size, the provider's times and attributes, OFFLINE + RECALL_ON_DATA_ACCESS while empty,
+/// tagged with its blob; deleted again if any of it fails. Under ALWAYS_FULL the file is
+/// then hydrated.
+fn make(
+    provider: &ProviderRef,
+    managed: &Managed,
+    new: &NewPlaceholder<'_>,
+) -> Result<(), NTSTATUS> {
+    let m = new;
     let directory = m.flags.contains(PlaceholderFlags::DIRECTORY);
     let always_full = provider.hydration() == Policy::AlwaysFull;
     let mut flags = m.flags;
@@ -274,19 +372,7 @@ pub(crate) fn create(
         flags = flags.union(PlaceholderFlags::ALWAYS_FULL);
     }
     let size = if directory { 0 } else { m.file_size };
-    let attributes = m.basic.attributes & PROVIDER_ATTRIBUTES;
-    let managed = open_managed(
-        provider,
-        m.path,
-        FILE_READ_ATTRIBUTES | FILE_WRITE_ATTRIBUTES | FILE_WRITE_DATA | DELETE,
-        FILE_CREATE,
-        if directory {
-            Kind::Directory
-        } else {
-            Kind::File
-        },
-        attributes,
-    )?;
+    let attributes = new.attributes();
     let file = &managed.file;
     let made = (|| {
         if !directory {
@@ -318,7 +404,7 @@ pub(crate) fn create(
         return Err(status);
     }
     if always_full && !directory && size > 0 {
-        hydrate_all(provider, &managed, size)?;
+        hydrate_all(provider, managed, size)?;
     }
     Ok(())
 }

@@ -683,14 +683,7 @@ pub(crate) fn transfer(
         reap(provider, id);
         return Err(STATUS_CLOUD_FILE_INVALID_REQUEST);
     };
-    let relative = syncroot::under(provider.root(), name.units()).unwrap_or(&[]);
-    let relative_len = relative.len();
-    const MAX_NAME: usize = msg::MAX_ENTRY_NAME_BYTES / 2;
-    let mut path = PoolBuf::zeroed((relative_len + 1 + MAX_NAME) * 2)
-        .ok_or(STATUS_CLOUD_FILE_INSUFFICIENT_RESOURCES)?;
-    for (chunk, unit) in path.as_mut_slice().chunks_exact_mut(2).zip(relative) {
-        super::file::copy(chunk, &unit.to_le_bytes());
-    }
+    let is_root = syncroot::under(provider.root(), name.units()).is_some_and(<[u16]>::is_empty);
     // The reply: each processed entry's status, written as it is known.
     let header = TransferPlaceholdersResult::encoded_len(0);
     let mut reply = PoolBuf::zeroed(TransferPlaceholdersResult::encoded_len(m.entries.len()))
@@ -702,7 +695,7 @@ pub(crate) fn transfer(
         if !still_open() {
             return Err(STATUS_CLOUD_FILE_INVALID_REQUEST);
         }
-        let status = match create_entry(provider, &mut path, relative_len, &entry) {
+        let status = match create_entry(provider, &directory, name.units(), &entry) {
             Ok(()) => STATUS_SUCCESS,
             Err(status) => status,
         };
@@ -744,7 +737,7 @@ pub(crate) fn transfer(
             .contains(PopulationFlags::DISABLE_ON_DEMAND_POPULATION)
             && !any_failed
         {
-            if relative_len == 0 {
+            if is_root {
                 roots::set_root_populated(provider.root(), true)
             } else {
                 mark_open(&directory, true)
@@ -777,53 +770,35 @@ fn decide_completing(id: u64, status: NTSTATUS) {
     });
 }
 
-/// The first `len` units of `path`.
-fn path_units(path: &PoolBuf, len: usize) -> &[u16] {
-    let bytes = path.as_slice();
-    // SAFETY: pool memory (16-byte aligned) of an even length.
-    let units =
-        unsafe { core::slice::from_raw_parts(bytes.as_ptr().cast::<u16>(), bytes.len() / 2) };
-    units.get(..len).unwrap_or(&[])
-}
-
-/// Creates one entry of a batch in the directory whose relative path is the first
-/// `relative_len` units of `path` (the entry's name is appended after them), as
-/// CREATE_PLACEHOLDER would.
+/// Creates one entry of a batch in `directory` (normalized name `directory_name`), as
+/// CREATE_PLACEHOLDER would, relative to that open.
 fn create_entry(
     provider: &ProviderRef,
-    path: &mut PoolBuf,
-    relative_len: usize,
+    directory: &OwnedFile,
+    directory_name: &[u16],
     entry: &msg::PlaceholderEntry<'_>,
 ) -> Result<(), NTSTATUS> {
-    let mut len = relative_len;
-    {
-        let bytes = path.as_mut_slice();
-        if relative_len > 0 {
-            super::file::copy(
-                bytes
-                    .get_mut(len * 2..len * 2 + 2)
-                    .ok_or(STATUS_CLOUD_FILE_INVALID_REQUEST)?,
-                &u16::from(b'\\').to_le_bytes(),
-            );
-            len += 1;
-        }
-        for unit in entry.name.units() {
-            let slot = bytes
-                .get_mut(len * 2..len * 2 + 2)
-                .ok_or(STATUS_CLOUD_FILE_INVALID_REQUEST)?;
-            super::file::copy(slot, &unit.to_le_bytes());
-            len += 1;
-        }
+    // The name, contiguous (the message holds it unaligned); checked at decode to be one
+    // component of at most MAX_ENTRY_NAME_BYTES.
+    let mut name = [0u16; msg::MAX_ENTRY_NAME_BYTES / 2];
+    let mut len = 0;
+    for unit in entry.name.units() {
+        *name.get_mut(len).ok_or(STATUS_CLOUD_FILE_INVALID_REQUEST)? = unit;
+        len += 1;
     }
-    let create = msg::CreatePlaceholder {
-        request_id: 0,
+    let new = super::placeholder::NewPlaceholder {
         file_size: entry.file_size,
         basic: entry.basic,
         flags: entry.flags,
-        path: Utf16::from_units(path_units(path, len)),
         identity: entry.identity,
     };
-    super::placeholder::create(provider, &create)
+    super::placeholder::create_in(
+        provider,
+        directory,
+        directory_name,
+        name.get(..len).unwrap_or(&[]),
+        &new,
+    )
 }
 
 /// Sets or clears NOT_POPULATED in the reparse data of the directory placeholder open as

@@ -720,9 +720,34 @@ fn fs_create(cbd: &mut Cbd, op: &FsCall) -> (NTSTATUS, usize) {
         // SAFETY: FileName describes Length bytes at Buffer (the model's or a filter's).
         unsafe { std::slice::from_raw_parts(name.Buffer, usize::from(name.Length) / 2) }
     };
-    let path = String::from_utf16_lossy(units);
+    let by_id = create.Options & FILE_OPEN_BY_FILE_ID != 0;
+    // A name relative to RelatedFileObject (a RootDirectory handle) is resolved from that
+    // directory's open, wherever the directory is now.
+    // SAFETY: the file object lives until the create completes.
+    let related = unsafe { (*cbd.iopb.TargetFileObject).RelatedFileObject } as usize;
+    let path = if !by_id && related != 0 {
+        let base = with_kernel(|k| {
+            let open = k.io.files.get(&related)?.open?;
+            let volume = k.io.files.get(&fo)?.volume;
+            k.volumes
+                .iter()
+                .find(|v| v.handle == volume)?
+                .fs
+                .path_of_open(open)
+        });
+        match base {
+            Some(base) => format!(
+                "{}\\{}",
+                base.trim_end_matches('\\'),
+                String::from_utf16_lossy(units)
+            ),
+            None => return (STATUS_INVALID_PARAMETER, 0),
+        }
+    } else {
+        String::from_utf16_lossy(units)
+    };
     // Opened by file id, the name's bytes are the id: the file system reads them as such.
-    let id_name: Vec<u8> = if create.Options & FILE_OPEN_BY_FILE_ID != 0 {
+    let id_name: Vec<u8> = if by_id {
         units.iter().flat_map(|u| u.to_le_bytes()).collect()
     } else {
         Vec::new()

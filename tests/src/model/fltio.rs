@@ -131,13 +131,7 @@ pub unsafe extern "system" fn FltCreateFileEx2(
     let target = if options & files::FILE_OPEN_BY_FILE_ID != 0 {
         by_id_target(oa.RootDirectory as isize, units(name))
     } else if !oa.RootDirectory.is_null() {
-        with_kernel(|k| {
-            k.violation(
-                "FltCreateFileEx2",
-                "a name relative to RootDirectory is not modelled (only opens by file id take a RootDirectory)",
-            )
-        });
-        Err(STATUS_NOT_SUPPORTED)
+        relative_target(oa.RootDirectory as isize, units(name))
     } else {
         files::resolve(&unicode(name)).map(|(volume, rel)| Target {
             volume,
@@ -208,6 +202,33 @@ struct Target {
     volume: PFLT_VOLUME,
     name: Vec<u16>,
     related: Option<usize>,
+}
+
+/// The volume and name of a create relative to the directory open as `root` (a kernel
+/// handle, or one of the calling process): the name is what the file system receives,
+/// relative to RelatedFileObject, which the file system resolves from that directory's
+/// open — wherever the directory is now, as NTFS resolves it from its FCB, not from a
+/// path. A name that starts with a backslash is not relative (STATUS_INVALID_PARAMETER,
+/// as the object manager answers it).
+fn relative_target(root: isize, name: &[u16]) -> Result<Target, NTSTATUS> {
+    if name.first() == Some(&u16::from(b'\\')) {
+        return Err(STATUS_INVALID_PARAMETER);
+    }
+    let pid = process::current_pid();
+    let fo = with_kernel(|k| {
+        k.io.handles
+            .get(&root)
+            .filter(|h| h.kernel || h.pid == pid)
+            .map(|h| h.file_object)
+    })
+    .ok_or(STATUS_INVALID_HANDLE)?;
+    let volume =
+        with_kernel(|k| k.io.files.get(&fo).map(|f| f.volume)).ok_or(STATUS_INVALID_HANDLE)?;
+    Ok(Target {
+        volume,
+        name: name.to_vec(),
+        related: Some(fo),
+    })
 }
 
 /// The volume and file-system name of an open by file id (ZwCreateFile,

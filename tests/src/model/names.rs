@@ -80,6 +80,17 @@ fn name_of(fo: *const FILE_OBJECT, format: u32) -> Option<String> {
                     };
                     String::from_utf16_lossy(units)
                 };
+                // Relative to a RootDirectory: FltMgr names it from that directory's name.
+                // SAFETY: a live file object; RelatedFileObject is valid during its create.
+                let related = unsafe { (*fo).RelatedFileObject } as usize;
+                let opened = match (related != 0)
+                    .then(|| k.io.files.get(&related)?.open)
+                    .flatten()
+                    .and_then(|open| v.fs.path_of_open(open))
+                {
+                    Some(base) => format!("{}\\{opened}", base.trim_end_matches('\\')),
+                    None => opened,
+                };
                 if format != FLT_FILE_NAME_NORMALIZED {
                     opened
                 } else if let Some(normalized) = v.fs.normalize(&opened) {

@@ -31,8 +31,8 @@
 //!   path. With the default `populate = true` it then marks the root populated
 //!   (`Connection::set_populated("", true)`; `paths = []` does only that), and every
 //!   directory it made is complete; with `populate = false` every directory it makes,
-//!   parents included, is not populated, and so is the root (marked so) unless the last
-//!   `register` named `disable_on_demand_population_on_root`. `convert` is `Connection::convert` in sync, data kept, same
+//!   parents included, is not populated, and the root's state is left as it is (a root
+//!   registered without `disable_on_demand_population_on_root` starts not populated). `convert` is `Connection::convert` in sync, data kept, same
 //!   identity. `hydrate` / `dehydrate` take `offset` and `length` as the range (no
 //!   `length`: to the end of file; neither: the whole file). Provider steps on a provider
 //!   that is not connected are invalid. How fetches are answered, and what

@@ -31,7 +31,8 @@
 //!   callbacks, `populations` the FETCH_PLACEHOLDERS callbacks.
 //!
 //! How a provider serves a population (FETCH_PLACEHOLDERS):
-//! - the entries are the remote listing of the directory asked for: its remote files (in
+//! - the entries are the remote listing of the directory asked for (the one its identity
+//!   names, else the one at its path): its remote files (in
 //!   sync, their remote size) and directories (named with `dir = true`, or parents of
 //!   deeper remote entries; each not populated in turn), identified by their
 //!   root-relative path, in batches of [`POPULATION_BATCH`], the directory marked
@@ -807,7 +808,15 @@ impl Handler {
     /// (DISABLE_ON_DEMAND_POPULATION). A directory with no remote counterpart completes
     /// empty.
     fn populate(&self, request: &PopulationRequest, mut population: Population) {
-        let rel = if request.path_is_full {
+        // The directory's identity names its remote directory (its root-relative path
+        // when it was made), wherever it has been renamed to since; the root has none.
+        let by_identity = std::str::from_utf8(&request.identity)
+            .ok()
+            .filter(|id| !id.is_empty())
+            .map(str::to_string);
+        let rel = if let Some(id) = by_identity {
+            id
+        } else if request.path_is_full {
             request
                 .path
                 .split_once(&*self.inner.remote.sync_root)
@@ -881,9 +890,6 @@ pub(crate) struct Provider {
     /// Per file (root-relative, lower case), the change counter the driver last reported
     /// to this provider.
     changes: Mutex<HashMap<String, u64>>,
-    /// The root was registered with `disable_on_demand_population_on_root` by its last
-    /// `register` step.
-    registered_populated: AtomicBool,
 }
 
 /// What an `update` step asks for besides the remote copy's size.
@@ -945,7 +951,6 @@ impl Provider {
                 idle: Condvar::new(),
             }),
             changes: Mutex::new(HashMap::new()),
-            registered_populated: AtomicBool::new(false),
         })
     }
 
@@ -1064,13 +1069,7 @@ impl Provider {
         let registration = self.registration();
         Ok(
             match process::run_as(life.pid, || SyncRoot::register(&registration, bits)) {
-                Ok(()) => {
-                    self.registered_populated.store(
-                        bits.contains(RegisterFlags::DISABLE_ON_DEMAND_POPULATION_ON_ROOT),
-                        Ordering::SeqCst,
-                    );
-                    STATUS_SUCCESS
-                }
+                Ok(()) => STATUS_SUCCESS,
                 Err(e) => status_of(&e),
             },
         )
@@ -1211,8 +1210,7 @@ impl Provider {
     /// With `populate` (the format's default) the root and every directory created are
     /// marked populated, so nothing is asked for later; without it only the listed paths
     /// (and their parents) are created, every directory among them not populated, and the
-    /// root is made not populated unless it was registered with
-    /// `disable_on_demand_population_on_root`.
+    /// root's state is left as it is.
     pub(crate) fn create_placeholders(
         &self,
         paths: Option<&[String]>,
@@ -1283,8 +1281,11 @@ impl Provider {
             changes.insert(spec.path.to_lowercase(), 0);
         }
         drop(changes);
-        let root_populated = populate || self.registered_populated.load(Ordering::SeqCst);
-        let on_demand = self.population == PopulationPolicy::Full;
+        // With `populate`, the root is marked complete; without, its state is left as it
+        // is (a root registered without `disable_on_demand_population_on_root` starts not
+        // populated; one populated since stays so: creating entries in a directory does
+        // not change its own state, as CfCreatePlaceholders does not).
+        let mark_root = populate && self.population == PopulationPolicy::Full;
         self.with_connection(|c| {
             let results = c.create_placeholders(&specs);
             let created = specs
@@ -1300,9 +1301,8 @@ impl Provider {
                     _ => None,
                 })
                 .unwrap_or(STATUS_SUCCESS);
-            // The root's state matters only where directories are populated on demand.
-            let marked = if on_demand {
-                c.set_populated("", root_populated)
+            let marked = if mark_root {
+                c.set_populated("", true)
                     .map_or_else(|e| status_of(&e), |()| STATUS_SUCCESS)
             } else {
                 STATUS_SUCCESS

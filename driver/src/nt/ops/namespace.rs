@@ -853,6 +853,73 @@ pub(super) const FILE_LINK_INFORMATION_EX: i32 = 72;
 ///
 /// # Safety
 /// FltMgr's arguments for the SET_INFORMATION pre-operation.
+/// Issue 15: a rename or hard link whose new name lies beneath a directory that is not
+/// populated first has it populated, as the open of its target does on Windows (the I/O
+/// manager opens the target's directory with SL_OPEN_TARGET_DIRECTORY, a create of that
+/// name beneath it): a name the provider has there is then found, so a rename without
+/// replace fails with STATUS_OBJECT_NAME_COLLISION instead of hiding the provider's
+/// entry. `Some(status)` when the population failed (the operation fails with it).
+/// Exempt as for opens: the root's own provider, the System process, kernel mode.
+///
+/// # Safety
+/// FltMgr's arguments for the SET_INFORMATION pre-operation.
+pub(super) unsafe fn populate_target(
+    data: *mut FLT_CALLBACK_DATA,
+    objects: *const FLT_RELATED_OBJECTS,
+) -> Option<NTSTATUS> {
+    if roots::none_registered() {
+        return None;
+    }
+    // SAFETY: the caller's contract.
+    let data_ref = unsafe { data.as_ref() }?;
+    // SAFETY: as above.
+    let objects = unsafe { objects.as_ref() }?;
+    if data_ref.Flags & FLTFL_CALLBACK_DATA_IRP_OPERATION == 0 || data_ref.RequestorMode == 0 {
+        return None;
+    }
+    let target = rename_target_of(
+        data_ref,
+        [FILE_RENAME_INFORMATION, FILE_RENAME_INFORMATION_EX],
+    )
+    .or_else(|| rename_target_of(data_ref, [FILE_LINK_INFORMATION, FILE_LINK_INFORMATION_EX]))?;
+    // SAFETY: live callback data.
+    let pid = unsafe { FltGetRequestorProcessId(data) };
+    if pid == crate::engine::visibility::SYSTEM_PID {
+        return None;
+    }
+    // A target whose directory does not exist is not normalized: the file system refuses
+    // the operation for that reason itself.
+    let destination = NameInfo::destination(
+        objects.Instance,
+        objects.FileObject,
+        target.root_directory,
+        target.name,
+        target.name_bytes,
+    )
+    .ok()?;
+    let population = roots::policies(destination.units())?.population;
+    if population != cloudflt_proto::PopulationPolicy::Full {
+        return None;
+    }
+    let result = match providers::for_path(destination.units()) {
+        Some(provider) if provider.pid == pid as usize => return None,
+        Some(provider) => crate::nt::populate::ensure_path(
+            &provider,
+            objects.Instance,
+            destination.units(),
+            crate::nt::populate::Asking { data, pid },
+        ),
+        None => {
+            let units = destination.units();
+            let cut = units.iter().rposition(|u| *u == u16::from(b'\\'))?;
+            let parent = units.get(..cut)?;
+            roots::root_of(parent)?;
+            super::dir_control::unpopulated_without_provider(objects, parent)
+        }
+    };
+    result.err()
+}
+
 pub(super) unsafe fn pre_link(
     data: *mut FLT_CALLBACK_DATA,
     objects: *const FLT_RELATED_OBJECTS,

@@ -293,6 +293,13 @@ pub(crate) unsafe extern "system" fn pre_set_information(
         return status;
     }
     // SAFETY: as above.
+    if let Some(status) = unsafe { super::namespace::populate_target(data, objects) } {
+        // SAFETY: FltMgr's live callback data, ours to complete in the pre-operation.
+        if let Some(d) = unsafe { data.as_mut() } {
+            return complete(d, status);
+        }
+    }
+    // SAFETY: as above.
     if let Some(status) = unsafe { super::namespace::pre_link(data, objects, completion_context) } {
         return status;
     }
