@@ -73,8 +73,16 @@ enum Task {
         targets: Vec<String>,
     },
     /// Run every check: format, clippy, unit and model tests, scenarios, package, image
-    /// checks, emulation, fuzzing.
+    /// checks, emulation, fuzzing, and a smoke run of the benchmarks.
     Test,
+    /// Measure every figure of the performance table (release build, kernel model, real
+    /// driver and library): one line per figure with its comparison and target, then
+    /// `N targets met, M missed`.
+    Bench {
+        /// Smoke sizes (what CI runs): the figures are not the table's.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -104,6 +112,7 @@ fn main() -> ExitCode {
         } => scenarios(&root(), &files, differential),
         Task::Fuzz { seconds, targets } => fuzz::run(&root(), seconds, &targets),
         Task::Test => test(&root()),
+        Task::Bench { quick } => bench(&root(), quick),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -155,6 +164,17 @@ fn emulate(root: &Path, file: &Path) -> Result<()> {
     let python = tools::emulation_python(root)?;
     let harness = root.join("tests/emulation/harness.py");
     run(root, Command::new(python).arg(harness).arg(file))
+}
+
+/// The figures bench (tests/benches/figures.rs), built in release.
+fn bench(root: &Path, quick: bool) -> Result<()> {
+    let flag: &[&str] = if quick { &["--quick"] } else { &[] };
+    run(
+        root,
+        cargo()
+            .args(["bench", "--quiet", "-p", "cloudflt-tests", "--bench", "figures", "--"])
+            .args(flag),
+    )
 }
 
 /// The runner is a test target of the model crate (it links the driver); cargo runs it
@@ -266,6 +286,9 @@ fn test(root: &Path) -> Result<()> {
         emulate(root, &package::packaged_image(root, package::Arch::X64))
     })?;
     group("fuzz", &mut || fuzz::run(root, fuzz::DEFAULT_SECONDS, &[]))?;
+    // A smoke run of the benchmarks: they build and every figure is measured (a missed
+    // target does not fail it; the figures are `cargo xtask bench`'s).
+    group("bench (quick)", &mut || bench(root, true))?;
     println!(
         "\nall groups passed in {:.0}s",
         started.elapsed().as_secs_f64()

@@ -309,6 +309,12 @@ impl Machine {
         with_kernel(|k| k.pool.reset_peak());
     }
 
+    /// Reparse points set on every volume since boot (each a journaled metadata update
+    /// on real NTFS).
+    pub fn reparse_writes(&self) -> u64 {
+        with_kernel(|k| k.volumes.iter().map(|v| v.fs.reparse_writes()).sum())
+    }
+
     /// Pool bytes outstanding under `tag`.
     pub fn pool_bytes(&self, tag: [u8; 4]) -> usize {
         with_kernel(|k| k.pool.bytes_with_tag(u32::from_le_bytes(tag)))

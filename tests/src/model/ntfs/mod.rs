@@ -344,6 +344,9 @@ pub struct Ntfs {
     /// The change journal's last USN (MS-FSA Volume.LastUsn): each record written adds
     /// its length, so USNs grow with every record on the volume.
     last_usn: i64,
+    /// Reparse points set (FSCTL_SET_REPARSE_POINT(_EX) that succeeded): each a journaled
+    /// metadata update on real NTFS, which the benchmarks count.
+    reparse_writes: u64,
 }
 
 fn round_up(n: u64) -> u64 {
@@ -385,6 +388,11 @@ fn remaining_after(path: &str, n: usize) -> usize {
 
 impl Ntfs {
     /// An empty volume (root directory only) with this sector size.
+    /// Reparse points set on the volume since it was formatted.
+    pub fn reparse_writes(&self) -> u64 {
+        self.reparse_writes
+    }
+
     pub fn new(sector_size: u32, now: i64) -> Self {
         let root = File {
             id: ROOT_ID,
@@ -418,6 +426,7 @@ impl Ntfs {
             // A journal that has been running since setup: its USNs are far from zero,
             // so a USN of 0 (a file with no record) never looks like a real one.
             last_usn: usn::FIRST_USN,
+            reparse_writes: 0,
         }
     }
 
@@ -1695,13 +1704,19 @@ impl Ntfs {
         let done = |r: Result<(), NTSTATUS>| (r.err().unwrap_or(STATUS_SUCCESS), Vec::new());
         match code {
             FSCTL_GET_REPARSE_POINT => self.get_reparse(id, output_len),
-            FSCTL_SET_REPARSE_POINT => done(self.set_reparse(id, input, output_len, None, now)),
+            FSCTL_SET_REPARSE_POINT => {
+                let set = self.set_reparse(id, input, output_len, None, now);
+                self.reparse_writes += u64::from(set.is_ok());
+                done(set)
+            }
             FSCTL_SET_REPARSE_POINT_EX => {
                 let ex = reparse::parse_set_ex(input);
-                done(ex.and_then(|ex| {
+                let set = ex.and_then(|ex| {
                     let expect = (ex.flags, ex.existing_tag, ex.existing_guid);
                     self.set_reparse(id, &ex.stored, output_len, Some(expect), now)
-                }))
+                });
+                self.reparse_writes += u64::from(set.is_ok());
+                done(set)
             }
             FSCTL_DELETE_REPARSE_POINT => done(self.delete_reparse(id, input, output_len, now)),
             FSCTL_SET_SPARSE => done(self.set_sparse(id, input, now)),
