@@ -4,8 +4,9 @@
 //! comparison, the ratio, the target and whether it is met — then `N targets met, M
 //! missed`.
 //!
-//! `cargo bench -p cloudflt-tests --bench figures [-- --quick]`: `--quick` shrinks every
-//! size and count for a smoke run (what CI does; its figures are not the table's).
+//! `cargo bench -p cloudflt-tests --bench figures [-- --quick] [NAME...]`: `--quick` shrinks
+//! every size and count for a smoke run (what CI does; its figures are not the table's);
+//! names (`hydration`, `off-root`, …) run only those figures.
 //!
 //! Times are medians of several rounds unless a figure says otherwise; every ratio is of
 //! two figures of this run, never of a stored number.
@@ -707,7 +708,10 @@ fn memory(quick: bool, report: &mut Vec<Line>) {
 }
 
 fn main() {
-    let quick = std::env::args().any(|a| a == "--quick");
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let quick = args.iter().any(|a| a == "--quick");
+    // Names given (`off-root storm`): only those figures.
+    let only: Vec<&String> = args.iter().filter(|a| !a.starts_with("--")).collect();
     println!(
         "cloudflt figures ({}): real driver and library on the kernel model, this machine",
         if quick {
@@ -719,15 +723,18 @@ fn main() {
     let mut report = Vec::new();
     let figures: [(&str, fn(bool, &mut Vec<Line>)); 8] = [
         ("hydration", hydration),
-        ("first page", first_page),
+        ("first-page", first_page),
         ("off-root", off_root),
-        ("concurrent readers", concurrent_readers),
+        ("readers", concurrent_readers),
         ("storm", storm),
         ("creation", creation),
         ("listing", listing),
         ("memory", memory),
     ];
     for (name, figure) in figures {
+        if !only.is_empty() && !only.iter().any(|o| o.as_str() == name) {
+            continue;
+        }
         let started = Instant::now();
         let at = report.len();
         figure(quick, &mut report);
