@@ -46,6 +46,9 @@ enum Target {
     None,
 }
 
+/// A figure: measures (quick or full sizes) and adds its lines to the report.
+type Figure = fn(bool, &mut Vec<Line>);
+
 /// One line of the report.
 struct Line {
     name: String,
@@ -721,7 +724,7 @@ fn main() {
         }
     );
     let mut report = Vec::new();
-    let figures: [(&str, fn(bool, &mut Vec<Line>)); 8] = [
+    let figures: [(&str, Figure); 8] = [
         ("hydration", hydration),
         ("first-page", first_page),
         ("off-root", off_root),

@@ -172,7 +172,15 @@ fn bench(root: &Path, quick: bool) -> Result<()> {
     run(
         root,
         cargo()
-            .args(["bench", "--quiet", "-p", "cloudflt-tests", "--bench", "figures", "--"])
+            .args([
+                "bench",
+                "--quiet",
+                "-p",
+                "cloudflt-tests",
+                "--bench",
+                "figures",
+                "--",
+            ])
             .args(flag),
     )
 }

@@ -7,7 +7,7 @@
 //! callbacks, as IoCsq does, and runs the cancel path when an operation in a queue is
 //! cancelled (RemoveIo, then CompleteCanceledIo, outside the lock).
 
-use std::collections::HashMap;
+use crate::model::fast::HashMap;
 
 use windows_sys::Wdk::Storage::FileSystem::Minifilters::{
     FLT_CALLBACK_DATA, FLT_CALLBACK_DATA_QUEUE, PFLT_CALLBACK_DATA_QUEUE_ACQUIRE,
@@ -118,7 +118,7 @@ pub unsafe extern "system" fn FltCbdqInitialize(
             Queue {
                 enabled: true,
                 instance,
-                members: HashMap::new(),
+                members: HashMap::default(),
             },
         );
     });

@@ -12,7 +12,8 @@
 //! paging reads that go through every filter again, at APC_LEVEL. Non-cached I/O must be
 //! sector aligned.
 
-use std::collections::{BTreeMap, HashMap};
+use crate::model::fast::HashMap;
+use std::collections::BTreeMap;
 use std::ffi::c_void;
 
 use cloudflt_driver::nt::layout::{

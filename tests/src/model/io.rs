@@ -856,17 +856,20 @@ fn related(hook: &Hook, volume: PFLT_VOLUME, file: *mut FILE_OBJECT) -> FLT_RELA
     }
 }
 
-fn iopb_bytes(iopb: &FLT_IO_PARAMETER_BLOCK) -> Vec<u8> {
-    let size = std::mem::size_of::<FLT_IO_PARAMETER_BLOCK>();
+/// The bytes of a parameter block as a filter may change them: TargetInstance (bytes 8..16,
+/// which FltMgr sets per filter, not a parameter) zeroed. A copy on the stack: it is taken
+/// around every callback.
+fn iopb_bytes(
+    iopb: &FLT_IO_PARAMETER_BLOCK,
+) -> [u8; std::mem::size_of::<FLT_IO_PARAMETER_BLOCK>()] {
+    let mut out = [0u8; std::mem::size_of::<FLT_IO_PARAMETER_BLOCK>()];
     // SAFETY: reading the bytes of a live, initialised plain-data structure. Padding is
     // zero from the zeroed allocation and never written by the model.
-    unsafe { std::slice::from_raw_parts(std::ptr::from_ref(iopb).cast::<u8>(), size) }
-        .iter()
-        .enumerate()
-        // TargetInstance changes per filter (FltMgr sets it); it is not a parameter.
-        .filter(|(i, _)| !(8..16).contains(i))
-        .map(|(_, b)| *b)
-        .collect()
+    let bytes =
+        unsafe { std::slice::from_raw_parts(std::ptr::from_ref(iopb).cast::<u8>(), out.len()) };
+    out.copy_from_slice(bytes);
+    out[8..16].fill(0);
+    out
 }
 
 fn set_stage(addr: usize, stage: Stage, instance: PFLT_INSTANCE) -> Arc<Resume> {

@@ -12,6 +12,7 @@
 pub mod cache;
 pub mod cbdq;
 pub mod contexts;
+pub mod fast;
 pub mod files;
 pub mod fltio;
 pub mod fltlib;
@@ -34,7 +35,7 @@ pub mod volume;
 pub mod waits;
 pub mod workitem;
 
-use std::collections::HashMap;
+use fast::HashMap;
 use std::fmt;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -110,13 +111,13 @@ impl Kernel {
     fn new() -> Self {
         Self {
             pool: pool::Pool::default(),
-            filters: HashMap::new(),
-            contexts: HashMap::new(),
+            filters: HashMap::default(),
+            contexts: HashMap::default(),
             contexts_freeing: 0,
-            security_descriptors: HashMap::new(),
-            server_ports: HashMap::new(),
-            client_ports: HashMap::new(),
-            user_handles: HashMap::new(),
+            security_descriptors: HashMap::default(),
+            server_ports: HashMap::default(),
+            client_ports: HashMap::default(),
+            user_handles: HashMap::default(),
             volumes: Vec::new(),
             processes: process::Processes::default(),
             io: files::Io::default(),
@@ -128,11 +129,11 @@ impl Kernel {
             timers: timer::Timers::default(),
             vm: vm::Vm::default(),
             mdls: seh::Mdls::default(),
-            object_refs: HashMap::new(),
+            object_refs: HashMap::default(),
             symlinks: symlink::Links::default(),
             registry: registry::Registry::default(),
             teardown_limit: teardown::DEFAULT_WAIT_LIMIT,
-            inject: HashMap::new(),
+            inject: HashMap::default(),
             next_handle: HANDLE_BASE,
         }
     }

@@ -8,7 +8,7 @@
 //! Names are `\Device\HarddiskVolumeN\dir\file.ext`: normalized names take the case
 //! NTFS stored for each existing component; opened names are what the caller opened.
 
-use std::collections::HashMap;
+use crate::model::fast::HashMap;
 
 use cloudflt_driver::nt::layout::FLT_IO_PARAMETER_BLOCK;
 use windows_sys::Wdk::Foundation::FILE_OBJECT;

@@ -5,8 +5,8 @@
 //! Memory is real host memory (zeroed, 16-byte aligned like `MEMORY_ALLOCATION_ALIGNMENT`),
 //! since the driver reads and writes it.
 
+use crate::model::fast::HashMap;
 use std::alloc::Layout;
-use std::collections::HashMap;
 use std::ffi::c_void;
 
 use super::irql::{self, APC_LEVEL, DISPATCH_LEVEL};

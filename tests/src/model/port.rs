@@ -22,7 +22,8 @@
 //! released, then channel lock, then the user-mode dispatcher lock of fltlib; nothing
 //! takes the kernel lock while holding a channel.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use crate::model::fast::{HashMap, HashSet};
+use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};

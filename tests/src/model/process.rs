@@ -70,7 +70,7 @@ pub(crate) struct Processes {
     pub(crate) table: Vec<Process>,
     next_pid: u32,
     /// References PsReferencePrimaryToken handed out and not yet released, per pid.
-    pub(crate) token_refs: std::collections::HashMap<u32, usize>,
+    pub(crate) token_refs: crate::model::fast::HashMap<u32, usize>,
 }
 
 impl Default for Processes {
@@ -86,7 +86,7 @@ impl Default for Processes {
                 command_line: String::new(),
             }],
             next_pid: 1000,
-            token_refs: std::collections::HashMap::new(),
+            token_refs: crate::model::fast::HashMap::default(),
         }
     }
 }

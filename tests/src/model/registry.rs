@@ -17,7 +17,8 @@
 //! would: a handle a driver opens must be a kernel handle (OBJ_KERNEL_HANDLE), every
 //! call is at PASSIVE_LEVEL, and a handle still open when the driver unloads is a leak.
 
-use std::collections::{BTreeMap, HashMap};
+use crate::model::fast::HashMap;
+use std::collections::BTreeMap;
 
 use windows_sys::Wdk::Foundation::OBJECT_ATTRIBUTES;
 use windows_sys::Win32::Foundation::{
@@ -74,7 +75,7 @@ impl Default for Registry {
         }
         Self {
             keys,
-            open: HashMap::new(),
+            open: HashMap::default(),
         }
     }
 }

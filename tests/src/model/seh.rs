@@ -27,8 +27,8 @@
 //! Does not own: user memory itself ([`vm`]), nor the I/O that reads an MDL
 //! (`fltio::FltWriteFileEx`).
 
+use crate::model::fast::HashMap;
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::ffi::c_void;
 use std::thread::ThreadId;
 

@@ -4,7 +4,7 @@
 //! The machine boots with `\SystemRoot` naming `\Device\HarddiskVolume1\Windows`; the
 //! scenario runner points it at the scenario's system root.
 
-use std::collections::HashMap;
+use crate::model::fast::HashMap;
 
 use windows_sys::Wdk::Foundation::OBJECT_ATTRIBUTES;
 use windows_sys::Win32::Foundation::{
@@ -26,14 +26,14 @@ pub(crate) struct Links {
 
 impl Default for Links {
     fn default() -> Self {
-        let mut targets = HashMap::new();
+        let mut targets = HashMap::default();
         targets.insert(
             "\\SYSTEMROOT".to_owned(),
             "\\Device\\HarddiskVolume1\\Windows".to_owned(),
         );
         Self {
             targets,
-            open: HashMap::new(),
+            open: HashMap::default(),
         }
     }
 }

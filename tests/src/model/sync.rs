@@ -29,8 +29,8 @@
 //! is reproducible, and tests can move it forward ([`Machine::advance_clock`]) so that a
 //! 60-second timeout is tested without sleeping.
 
+use crate::model::fast::{HashMap, HashSet};
 use std::cell::Cell;
-use std::collections::{HashMap, HashSet};
 use std::ffi::c_void;
 use std::mem::offset_of;
 use std::sync::PoisonError;
@@ -227,13 +227,13 @@ impl Default for SyncState {
                 boot: Instant::now(),
                 skew: 0,
             },
-            objects: HashMap::new(),
+            objects: HashMap::default(),
             waiters: Vec::new(),
             next_waiter: 1,
-            push_locks: HashMap::new(),
-            resources: HashMap::new(),
-            spin_locks: HashMap::new(),
-            blocked_on: HashMap::new(),
+            push_locks: HashMap::default(),
+            resources: HashMap::default(),
+            spin_locks: HashMap::default(),
+            blocked_on: HashMap::default(),
             next_blocked: 0,
             cancel_probe: None,
             waits: WaitQueue::default(),
@@ -423,7 +423,7 @@ impl SyncState {
 
     /// Why waiting for `lock` would never end, if it would not.
     fn deadlock(&self, me: u64, lock: usize) -> Option<String> {
-        let chain = self.cycle(me, lock, &mut HashSet::from([lock]))?;
+        let chain = self.cycle(me, lock, &mut HashSet::from_iter([lock]))?;
         let kind = self.kind(lock);
         if chain.is_empty() {
             return Some(format!(

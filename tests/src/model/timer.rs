@@ -43,8 +43,9 @@
 //! converted to interrupt time when the timer is set, which is the same thing while the
 //! system time only moves with the clock).
 
+use crate::model::fast::HashMap;
 use std::cell::Cell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::mem::{offset_of, size_of};
 use std::sync::PoisonError;
@@ -137,8 +138,8 @@ impl Default for Timers {
     fn default() -> Self {
         Self {
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
-            timers: HashMap::new(),
-            dpcs: HashMap::new(),
+            timers: HashMap::default(),
+            dpcs: HashMap::default(),
             queue: VecDeque::new(),
             running: None,
             next_ticket: 0,

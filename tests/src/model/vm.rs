@@ -35,9 +35,9 @@
 //! keeps it secured until the process exits, and the driver has no process context to
 //! unsecure it in later), so one left secured is reported.
 
+use crate::model::fast::HashMap;
 use std::alloc::Layout;
 use std::cell::Cell;
-use std::collections::HashMap;
 use std::ffi::c_void;
 use std::thread::ThreadId;
 
@@ -129,7 +129,7 @@ struct Region {
     guards: HashMap<usize, Vec<u8>>,
     /// Pages whose contents the pager cannot read back ([`Machine::fail_page_in`]):
     /// touching them raises STATUS_IN_PAGE_ERROR until they are decommitted or released.
-    bad_backing: std::collections::HashSet<usize>,
+    bad_backing: crate::model::fast::HashSet<usize>,
 }
 
 impl Region {
@@ -531,7 +531,7 @@ pub extern "system" fn VirtualAlloc(
             base: base as usize,
             len,
             pages,
-            guards: HashMap::new(),
+            guards: HashMap::default(),
             bad_backing: Default::default(),
         };
         if !page.writable() {

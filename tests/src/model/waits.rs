@@ -20,7 +20,7 @@
 //!
 //! Does not model: thread priorities, or which of several woken threads runs first.
 
-use std::collections::HashMap;
+use crate::model::fast::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -117,8 +117,8 @@ pub(crate) struct WaitQueue<K> {
 impl<K> Default for WaitQueue<K> {
     fn default() -> Self {
         Self {
-            sleepers: HashMap::new(),
-            by_key: HashMap::new(),
+            sleepers: HashMap::default(),
+            by_key: HashMap::default(),
         }
     }
 }

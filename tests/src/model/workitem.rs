@@ -21,8 +21,9 @@
 //! IoQueueWorkItem / ExQueueWorkItem, and thread priorities: Critical items are only
 //! taken before Delayed ones.
 
+use crate::model::fast::{HashMap, HashSet};
 use std::cell::Cell;
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::ffi::c_void;
 use std::sync::PoisonError;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -111,13 +112,13 @@ impl Default for WorkItems {
     fn default() -> Self {
         Self {
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
-            items: HashMap::new(),
+            items: HashMap::default(),
             critical: VecDeque::new(),
             delayed: VecDeque::new(),
             running: Vec::new(),
             workers: 0,
             idle: 0,
-            draining: HashSet::new(),
+            draining: HashSet::default(),
             paused: false,
         }
     }

@@ -26,8 +26,9 @@ mod pattern;
 mod reparse;
 pub mod usn;
 
+use crate::model::fast::HashMap;
 use std::cell::RefCell;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
 use windows_sys::Wdk::Storage::FileSystem::{
     self as fs, FILE_CREATE, FILE_DELETE_ON_CLOSE, FILE_DIRECTORY_FILE, FILE_DISPOSITION_DELETE,
@@ -416,7 +417,7 @@ impl Ntfs {
         Self {
             files: BTreeMap::from([(ROOT_ID, root)]),
             opens: BTreeMap::new(),
-            cursors: RefCell::new(HashMap::new()),
+            cursors: RefCell::new(HashMap::default()),
             next_record: FIRST_USER_RECORD,
             next_open: FIRST_OPEN,
             sector_size,
