@@ -213,6 +213,9 @@ pub(crate) struct SyncState {
     spin_locks: HashMap<usize, u64>,
     /// Threads blocked on a lock, by thread.
     blocked_on: HashMap<u64, Blocked>,
+    /// The same, by lock, oldest first (`since` → thread, exclusive): what a release
+    /// looks at, without going through every blocked thread of the machine.
+    lock_queues: HashMap<usize, std::collections::BTreeMap<u64, (u64, bool)>>,
     /// Orders [`Blocked::since`].
     next_blocked: u64,
     cancel_probe: Option<CancelProbe>,
@@ -234,6 +237,7 @@ impl Default for SyncState {
             resources: HashMap::default(),
             spin_locks: HashMap::default(),
             blocked_on: HashMap::default(),
+            lock_queues: HashMap::default(),
             next_blocked: 0,
             cancel_probe: None,
             waits: WaitQueue::default(),
@@ -442,16 +446,13 @@ impl SyncState {
     }
 
     fn grant_push_lock(&mut self, lock: usize, me: u64, exclusive: bool) -> Grant {
+        // Push locks are fair: a waiting exclusive acquirer holds back new shared ones.
+        let exclusive_waiting = self.exclusive_waiting(lock, me);
         let Some(p) = self.push_locks.get_mut(&lock) else {
             return Grant::Invalid(format!(
                 "push lock {lock:#x} was never initialised (or was deleted)"
             ));
         };
-        // Push locks are fair: a waiting exclusive acquirer holds back new shared ones.
-        let exclusive_waiting = self
-            .blocked_on
-            .iter()
-            .any(|(&t, b)| b.lock == lock && b.exclusive && t != me);
         match (exclusive, p.exclusive) {
             (_, Some(_)) => Grant::Busy,
             (true, None) if p.shared.is_empty() => {
@@ -467,10 +468,7 @@ impl SyncState {
     }
 
     fn grant_resource(&mut self, lock: usize, me: u64, exclusive: bool) -> Grant {
-        let exclusive_waiting = self
-            .blocked_on
-            .iter()
-            .any(|(&t, b)| b.lock == lock && b.exclusive && t != me);
+        let exclusive_waiting = self.exclusive_waiting(lock, me);
         let Some(r) = self.resources.get_mut(&lock) else {
             return Grant::Invalid(format!(
                 "ERESOURCE {lock:#x} was never initialised with ExInitializeResourceLite \
@@ -513,10 +511,11 @@ impl SyncState {
         // may take. A thread arriving while others wait queues behind them instead of
         // taking the lock the moment it is free.
         let mine = self.blocked_on.get(&me).map(|b| b.since);
-        let ahead = self
-            .blocked_on
-            .iter()
-            .any(|(&t, b)| t != me && b.lock == lock && mine.is_none_or(|m| b.since < m));
+        let ahead = self.lock_queues.get(&lock).is_some_and(|q| {
+            q.iter()
+                .find(|(_, (t, _))| *t != me)
+                .is_some_and(|(since, _)| mine.is_none_or(|m| *since < m))
+        });
         if ahead {
             return Grant::Busy;
         }
@@ -567,14 +566,40 @@ impl SyncState {
 
     /// The threads waiting for `lock`, oldest first, with whether they want it exclusive.
     fn lock_waiters(&self, lock: usize) -> Vec<(u64, bool)> {
-        let mut waiting: Vec<(u64, Blocked)> = self
-            .blocked_on
-            .iter()
-            .filter(|(_, b)| b.lock == lock)
-            .map(|(&t, &b)| (t, b))
-            .collect();
-        waiting.sort_by_key(|(_, b)| b.since);
-        waiting.into_iter().map(|(t, b)| (t, b.exclusive)).collect()
+        self.lock_queues
+            .get(&lock)
+            .map(|q| q.values().copied().collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether a thread other than `me` waits for `lock` exclusive.
+    fn exclusive_waiting(&self, lock: usize, me: u64) -> bool {
+        self.lock_queues
+            .get(&lock)
+            .is_some_and(|q| q.values().any(|&(t, ex)| ex && t != me))
+    }
+
+    /// Records that `me` waits for `blocked.lock`.
+    fn block(&mut self, me: u64, blocked: Blocked) {
+        self.blocked_on.insert(me, blocked);
+        self.lock_queues
+            .entry(blocked.lock)
+            .or_default()
+            .insert(blocked.since, (me, blocked.exclusive));
+    }
+
+    /// `me` waits no more; whether it was waiting.
+    fn unblock(&mut self, me: u64) -> bool {
+        let Some(blocked) = self.blocked_on.remove(&me) else {
+            return false;
+        };
+        if let Some(queue) = self.lock_queues.get_mut(&blocked.lock) {
+            queue.remove(&blocked.since);
+            if queue.is_empty() {
+                self.lock_queues.remove(&blocked.lock);
+            }
+        }
+        true
     }
 
     /// Wakes the waiters of `lock` that the grant rules would let in now, trying them
@@ -1243,7 +1268,7 @@ fn take(
                     if !k.sync.blocked_on.contains_key(&me) {
                         k.sync.next_blocked += 1;
                         let since = k.sync.next_blocked;
-                        k.sync.blocked_on.insert(
+                        k.sync.block(
                             me,
                             Blocked {
                                 lock,
@@ -1257,7 +1282,7 @@ fn take(
             },
         };
         if let Some(taken) = outcome
-            && k.sync.blocked_on.remove(&me).is_some()
+            && k.sync.unblock(me)
             && !taken
         {
             // A waiting exclusive acquirer holds back new shared ones (the grant rules);
