@@ -281,6 +281,40 @@ pub(crate) fn root_path(path: &[u16], out: &mut [u16; MAX_PATH]) -> Option<usize
     })
 }
 
+/// Whether a create whose file object names `volume_relative` (its FileName, the path
+/// after the volume's device name, with no RelatedFileObject) may lie in a registered
+/// root: the cheap test that spares every other create a name query (issue 16's off-root
+/// path). Conservative: only the part of each root after its device name is compared
+/// (a root of another volume with the same path answers yes, and the accurate test that
+/// follows says no), and a name with a `~` (maybe an 8.3 short name of a root's
+/// component) or a stream suffix on a component answers yes.
+pub(crate) fn may_lie_in_a_root(volume_relative: &[u16]) -> bool {
+    const TILDE: u16 = b'~' as u16;
+    const COLON: u16 = b':' as u16;
+    if volume_relative.iter().any(|u| *u == TILDE || *u == COLON) {
+        return true;
+    }
+    let name = volume_relative
+        .strip_suffix(&[u16::from(b'\\')])
+        .unwrap_or(volume_relative);
+    TABLE.with(|table| {
+        table.0.iter().flatten().any(|r| {
+            // SAFETY: registered roots are alive while in the table (the lock is held).
+            let path = unsafe { r.as_ref() }.path();
+            // `\Device\Name` is the device part: the root's rest starts at the third
+            // separator.
+            let rest = path
+                .iter()
+                .enumerate()
+                .filter(|(_, u)| **u == u16::from(b'\\'))
+                .nth(2)
+                .and_then(|(at, _)| path.get(at..))
+                .unwrap_or(&[]);
+            !rest.is_empty() && syncroot::under(rest, name).is_some()
+        })
+    })
+}
+
 /// Whether no sync root is registered at all (nothing any rename could move).
 pub(crate) fn none_registered() -> bool {
     TABLE.with(|table| table.0.iter().all(Option::is_none))

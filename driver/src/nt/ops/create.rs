@@ -80,6 +80,9 @@ fn placeholder_about_to_be_replaced(
     .then_some((buffer, len))
 }
 
+/// FILE_OPEN_REPARSE_POINT, as a create option.
+const FILE_OPEN_REPARSE_POINT_OPTION: u32 = 0x0020_0000;
+
 /// FILE_OPEN_BY_FILE_ID: the create names a file id, not a path.
 const FILE_OPEN_BY_FILE_ID: u32 = 0x2000;
 /// KPROCESSOR_MODE KernelMode.
@@ -112,6 +115,9 @@ fn populate_beneath(
     // SAFETY: IRP_MJ_CREATE: the union holds the create parameters.
     let options = unsafe { iopb.Parameters.Create.Options };
     if options & FILE_OPEN_BY_FILE_ID != 0 {
+        return None;
+    }
+    if !may_lie_in_a_root(iopb.TargetFileObject) {
         return None;
     }
     // SAFETY: live callback data.
@@ -149,6 +155,25 @@ fn populate_beneath(
         }
     };
     result.err()
+}
+
+/// Whether the file object of a create may name something in a registered root, by its
+/// FileName alone (no name query): `roots::may_lie_in_a_root`. A name relative to
+/// another open (RelatedFileObject) cannot be judged so: yes.
+fn may_lie_in_a_root(file_object: *const windows_sys::Wdk::Foundation::FILE_OBJECT) -> bool {
+    // SAFETY: the create's file object, valid during the create; its FileName and
+    // RelatedFileObject are the I/O manager's for the length of the create.
+    let Some(fo) = (unsafe { file_object.as_ref() }) else {
+        return true;
+    };
+    if !fo.RelatedFileObject.is_null() || fo.FileName.Buffer.is_null() {
+        return true;
+    }
+    // SAFETY: Length bytes at Buffer, per UNICODE_STRING.
+    let name = unsafe {
+        core::slice::from_raw_parts(fo.FileName.Buffer, usize::from(fo.FileName.Length) / 2)
+    };
+    roots::may_lie_in_a_root(name)
 }
 
 /// PreOperation of CREATE: adds cloudflt's open-reparse entry, so NTFS opens a
@@ -207,18 +232,29 @@ pub(crate) unsafe extern "system" fn pre_create(
         Some(slot) => *slot = entry.as_ptr().cast(),
         // No slot would mean no way to reach the entry in post-create: unlinked and freed
         // now, the create goes on as if none had been added (see above).
-        None => drop(release_open_reparse_entry(objects, data, entry)),
+        None => drop(release_open_reparse_entry(objects, data, entry).overwritten),
     }
     FLT_PREOP_SUCCESS_WITH_CALLBACK
 }
 
+/// What a create's open-reparse entry told once it was taken out.
+struct Released {
+    /// The reparse data of a placeholder the create overwrote.
+    overwritten: Option<(PoolBuf, usize)>,
+    /// The file system met cloudflt's tag on the way (OPEN_REPARSE_POINT_TAG_ENCOUNTERED).
+    encountered: bool,
+}
+
+/// OPEN_REPARSE_LIST_ENTRY.Flags: the file system met the entry's tag.
+const OPEN_REPARSE_POINT_TAG_ENCOUNTERED: u32 = 0x1;
+
 /// Takes cloudflt's open-reparse entry out of its create and frees the create's
-/// context; what it carried for an overwrite is returned.
+/// context; what it carried for an overwrite, and whether the tag was met, are returned.
 fn release_open_reparse_entry(
     objects: &FLT_RELATED_OBJECTS,
     data: *const FLT_CALLBACK_DATA,
     entry: NonNull<CreateContext>,
-) -> Option<(PoolBuf, usize)> {
+) -> Released {
     // SAFETY: the entry pre_create added to this create for this filter (the context's
     // first field, `repr(C)`), at IRQL <= APC_LEVEL (pre- and post-create run at
     // PASSIVE_LEVEL, a draining post at <= APC_LEVEL).
@@ -226,7 +262,10 @@ fn release_open_reparse_entry(
     // SAFETY: from `PoolBox::into_raw` in pre_create with this tag; unlinked just now, so
     // nothing else can reach it.
     let mut context = unsafe { PoolBox::from_raw(entry, TAG_OPEN_REPARSE) };
-    context.overwritten.take()
+    Released {
+        overwritten: context.overwritten.take(),
+        encountered: context.entry.Flags & OPEN_REPARSE_POINT_TAG_ENCOUNTERED != 0,
+    }
 }
 
 /// PostOperation of CREATE: removes and frees the open-reparse entry pre_create added;
@@ -250,9 +289,12 @@ pub(crate) unsafe extern "system" fn post_create(
     // on. Without the related objects (FltMgr always passes them) the entry cannot be
     // unlinked, and a linked entry must not go back to pool, so it stays allocated.
     let entry = NonNull::new(completion_context.cast_mut().cast::<CreateContext>());
-    let overwritten = match (entry, objects) {
-        (Some(entry), Some(objects)) => release_open_reparse_entry(objects, data, entry),
-        _ => None,
+    let (overwritten, encountered) = match (entry, objects) {
+        (Some(entry), Some(objects)) => {
+            let released = release_open_reparse_entry(objects, data, entry);
+            (released.overwritten, Some(released.encountered))
+        }
+        _ => (None, None),
     };
     if flags & FLTFL_POST_OPERATION_DRAINING != 0 {
         return FLT_POSTOP_FINISHED_PROCESSING;
@@ -284,9 +326,35 @@ pub(crate) unsafe extern "system" fn post_create(
             debug_print!("cloudflt: an overwritten placeholder stays ordinary: {_status:#010x}");
         }
     }
+    // Whether the opened file can carry cloudflt's tag: the file system marks the entry
+    // when it meets the tag, so an unmarked entry rules it out without a query — unless
+    // the create opened the reparse point itself (FILE_OPEN_REPARSE_POINT), which a file
+    // system may open without consulting the entry.
+    // SAFETY: its parameter block, valid during the operation; CREATE's parameters.
+    let options = unsafe {
+        (*data.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>())
+            .Parameters
+            .Create
+            .Options
+    };
+    let untagged = encountered == Some(false) && options & FILE_OPEN_REPARSE_POINT_OPTION == 0;
     // A failure leaves the file without context: its reads then find no placeholder
     // state and pass, which is what they did before the driver loaded.
-    let stream = stream::attach(objects.Filter, fo).ok().flatten();
+    let stream = if untagged {
+        // A stream that became a placeholder's while open keeps its context.
+        stream::get(objects.Instance, objects.FileObject)
+    } else {
+        stream::attach(objects.Filter, fo).ok().flatten()
+    };
+    // Nothing of a root: an ordinary file or directory outside every registered root,
+    // told by its name alone (no name query, no directory query). An open by file id
+    // has no name to tell it by.
+    if stream.is_none()
+        && options & FILE_OPEN_BY_FILE_ID == 0
+        && !may_lie_in_a_root(objects.FileObject)
+    {
+        return FLT_POSTOP_FINISHED_PROCESSING;
+    }
     if stream.is_none() && !is_directory(&fo) {
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
