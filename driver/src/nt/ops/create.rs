@@ -330,13 +330,12 @@ pub(crate) unsafe extern "system" fn post_create(
     // when it meets the tag, so an unmarked entry rules it out without a query — unless
     // the create opened the reparse point itself (FILE_OPEN_REPARSE_POINT), which a file
     // system may open without consulting the entry.
-    // SAFETY: its parameter block, valid during the operation; CREATE's parameters.
-    let options = unsafe {
-        (*data.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>())
-            .Parameters
-            .Create
-            .Options
+    // SAFETY: its parameter block, valid during the operation.
+    let Some(iopb) = (unsafe { data.Iopb.cast::<FLT_IO_PARAMETER_BLOCK>().as_ref() }) else {
+        return FLT_POSTOP_FINISHED_PROCESSING;
     };
+    // SAFETY: IRP_MJ_CREATE: the union holds the create parameters.
+    let options = unsafe { iopb.Parameters.Create.Options };
     let untagged = encountered == Some(false) && options & FILE_OPEN_REPARSE_POINT_OPTION == 0;
     // A failure leaves the file without context: its reads then find no placeholder
     // state and pass, which is what they did before the driver loaded.
