@@ -371,7 +371,7 @@ fn off_root(quick: bool, report: &mut Vec<Line>) {
     let files_count = 64;
     let opens = if quick { 200 } else { 2_000 };
     let reads = if quick { 2_000 } else { 20_000 };
-    let rounds = if quick { 3 } else { 7 };
+    let rounds = if quick { 3 } else { 11 };
     let mut open_times = [Vec::new(), Vec::new()];
     let mut read_times = [Vec::new(), Vec::new()];
     for _ in 0..rounds {
