@@ -354,7 +354,7 @@ pub(crate) unsafe extern "system" fn post_create(
     {
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
-    if stream.is_none() && !is_directory(&fo) {
+    if stream.is_none() && !is_directory(&fo, options) {
         return FLT_POSTOP_FINISHED_PROCESSING;
     }
     if let Some(stream) = &stream
@@ -473,9 +473,19 @@ fn stream_of_placeholder(objects: &FLT_RELATED_OBJECTS, placeholder: bool) -> Op
     stream::get(objects.Instance, objects.FileObject)
 }
 
-/// Whether a successful create opened a directory: the opens that can list. Asked of the
-/// file system, not read from FILE_DIRECTORY_FILE, which a create may leave out.
-fn is_directory(fo: &Fo) -> bool {
+/// Whether a successful create opened a directory: the opens that can list. A create
+/// that said what it opens (FILE_DIRECTORY_FILE or FILE_NON_DIRECTORY_FILE in `options`)
+/// only succeeds on that kind, so it is taken at its word; one that left both out is asked
+/// of the file system.
+fn is_directory(fo: &Fo, options: u32) -> bool {
+    const FILE_DIRECTORY_FILE: u32 = 0x1;
+    const FILE_NON_DIRECTORY_FILE: u32 = 0x40;
+    if options & FILE_NON_DIRECTORY_FILE != 0 {
+        return false;
+    }
+    if options & FILE_DIRECTORY_FILE != 0 {
+        return true;
+    }
     let mut directory = false;
     // SAFETY: the file object of a successful create, on `fo.instance`'s volume;
     // PASSIVE_LEVEL (post-create); a valid out pointer.
