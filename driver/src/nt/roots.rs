@@ -370,9 +370,25 @@ pub(crate) fn register(
 ) -> Result<(), NTSTATUS> {
     let mut registration = message.registration;
     registration.flags = message.flags.root_flags();
-    let root = Root::new(&registration)?;
     let update = message.flags.contains(RegisterFlags::UPDATE);
     let _gate = GATE.enter();
+    // An UPDATE keeps the root's population state (issue 15): a root populated since it
+    // was registered stays so, as a provider re-registers each time it starts and its
+    // root must not be asked for again; only an UPDATE of a placeholder
+    // (ENABLE_ON_DEMAND_POPULATION) makes it populate again.
+    let populated = RootFlags::DISABLE_ON_DEMAND_POPULATION_ON_ROOT;
+    let mut root = Root::new(&registration)?;
+    if update
+        && !registration.flags.contains(populated)
+        && TABLE.with(|table| {
+            exact(table, root.path())
+                // SAFETY: registered roots are alive while in the table.
+                .is_some_and(|r| unsafe { r.as_ref() }.policies.flags.contains(populated))
+        })
+    {
+        registration.flags = registration.flags.union(populated);
+        root = Root::new(&registration)?;
+    }
     let existing = TABLE.with(|table| {
         let path = root.path();
         match (exact(table, path), overlapping(table, path)) {
