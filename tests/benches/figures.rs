@@ -12,7 +12,6 @@
 //! two figures of this run, never of a stored number.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cloudflt::{
@@ -20,6 +19,7 @@ use cloudflt::{
     TRANSFER_ALIGNMENT, Transfer,
 };
 use cloudflt_driver::nt::driver_entry;
+use cloudflt_tests::bench::{median, timed_listing as list};
 use cloudflt_tests::model::files::{self, IoMode, OpenParams};
 use cloudflt_tests::model::process::{
     self, PHCM_APPLICATION_DEFAULT, PHCM_DISGUISE_PLACEHOLDER, PHCM_EXPOSE_PLACEHOLDERS,
@@ -30,7 +30,6 @@ use windows_sys::Wdk::Storage::FileSystem::FILE_DIRECTORY_FILE;
 use windows_sys::Win32::Foundation::STATUS_SUCCESS;
 
 const MIB: u64 = 1 << 20;
-const FILE_ID_BOTH_DIRECTORY_INFORMATION: i32 = 37;
 const FILE_CREATE: u32 = 2;
 
 /// How a figure is judged.
@@ -94,16 +93,9 @@ fn ms(d: Duration) -> String {
     format!("{:.2} ms", d.as_secs_f64() * 1e3)
 }
 
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
-}
-
 /// Serves every fetch with the bytes of a deterministic pattern (byte `i` of a file is
 /// `i % 251`), generated per piece, so files of any size need no buffer of that size.
-struct Pattern {
-    fetches: AtomicU64,
-}
+struct Pattern;
 
 /// The pattern's bytes for `range`.
 fn pattern(range: std::ops::Range<u64>) -> Vec<u8> {
@@ -112,7 +104,6 @@ fn pattern(range: std::ops::Range<u64>) -> Vec<u8> {
 
 impl SyncProvider for Pattern {
     fn fetch_data(&self, request: FetchRequest, mut transfer: Transfer) {
-        self.fetches.fetch_add(1, Ordering::Relaxed);
         let start = request.required.start / TRANSFER_ALIGNMENT * TRANSFER_ALIGNMENT;
         let end = (request.required.end.div_ceil(TRANSFER_ALIGNMENT) * TRANSFER_ALIGNMENT)
             .min(request.file_size);
@@ -252,13 +243,7 @@ fn first_page(quick: bool, report: &mut Vec<Line>) {
     for round in 0..3 {
         for (i, size) in [MIB, large].into_iter().enumerate() {
             let rig = Rig::new();
-            let connection = connect(
-                &rig,
-                HydrationPolicy::Progressive,
-                Pattern {
-                    fetches: AtomicU64::new(0),
-                },
-            );
+            let connection = connect(&rig, HydrationPolicy::Progressive, Pattern);
             create(
                 &connection,
                 &rig,
@@ -319,13 +304,7 @@ fn off_root_machine(
             )
             .expect("the sync root");
             files::close(root);
-            SyncRoot::connect(
-                SyncRootConfig::new(ROOT, "bench", "1"),
-                Pattern {
-                    fetches: AtomicU64::new(0),
-                },
-            )
-            .expect("connect")
+            SyncRoot::connect(SyncRootConfig::new(ROOT, "bench", "1"), Pattern).expect("connect")
         });
         provider = Some((pid, connection));
     }
@@ -445,13 +424,7 @@ fn concurrent_readers(quick: bool, report: &mut Vec<Line>) {
     for _ in 0..rounds {
         for (i, count) in [1usize, readers].into_iter().enumerate() {
             let rig = Rig::new();
-            let connection = connect(
-                &rig,
-                HydrationPolicy::Full,
-                Pattern {
-                    fetches: AtomicU64::new(0),
-                },
-            );
+            let connection = connect(&rig, HydrationPolicy::Full, Pattern);
             create(
                 &connection,
                 &rig,
@@ -495,13 +468,7 @@ fn storm(quick: bool, report: &mut Vec<Line>) {
     let mut times = [Duration::ZERO; 2];
     for (i, concurrent) in [false, true].into_iter().enumerate() {
         let rig = Rig::new();
-        let connection = connect(
-            &rig,
-            HydrationPolicy::Full,
-            Pattern {
-                fetches: AtomicU64::new(0),
-            },
-        );
+        let connection = connect(&rig, HydrationPolicy::Full, Pattern);
         let specs: Vec<PlaceholderSpec> = (0..count)
             .map(|n| PlaceholderSpec::file(format!("s{n}.bin"), size).in_sync(true))
             .collect();
@@ -543,13 +510,7 @@ fn storm(quick: bool, report: &mut Vec<Line>) {
 fn creation(quick: bool, report: &mut Vec<Line>) {
     let count = if quick { 2_000 } else { 40_000 };
     let rig = Rig::new();
-    let connection = connect(
-        &rig,
-        HydrationPolicy::Full,
-        Pattern {
-            fetches: AtomicU64::new(0),
-        },
-    );
+    let connection = connect(&rig, HydrationPolicy::Full, Pattern);
     let specs: Vec<PlaceholderSpec> = (0..count)
         .map(|n| PlaceholderSpec::file(format!("c{n}.bin"), 4096).in_sync(true))
         .collect();
@@ -596,60 +557,12 @@ fn creation(quick: bool, report: &mut Vec<Line>) {
     });
 }
 
-/// One full listing of `dir` as `pid`: its entries and how long it took.
-fn list(pid: u32, dir: &str) -> (usize, Duration) {
-    process::run_as(pid, || {
-        let started = Instant::now();
-        let handle = files::create(
-            dir,
-            &OpenParams {
-                options: FILE_DIRECTORY_FILE,
-                ..OpenParams::default()
-            },
-        )
-        .expect("the directory");
-        let mut entries = 0;
-        let mut restart = true;
-        loop {
-            let (status, buffer) = files::query_directory(
-                handle,
-                FILE_ID_BOTH_DIRECTORY_INFORMATION,
-                None,
-                restart,
-                false,
-                64 * 1024,
-            );
-            restart = false;
-            if status != STATUS_SUCCESS {
-                break;
-            }
-            let mut at = 0usize;
-            loop {
-                entries += 1;
-                let next = u32::from_le_bytes(buffer[at..at + 4].try_into().unwrap()) as usize;
-                if next == 0 {
-                    break;
-                }
-                at += next;
-            }
-        }
-        files::close(handle);
-        (entries, started.elapsed())
-    })
-}
-
 /// A listing of placeholders by a disguised process against an exposed one.
 fn listing(quick: bool, report: &mut Vec<Line>) {
     let count = if quick { 2_000 } else { 10_000 };
     let rounds = if quick { 5 } else { 15 };
     let rig = Rig::new();
-    let connection = connect(
-        &rig,
-        HydrationPolicy::Full,
-        Pattern {
-            fetches: AtomicU64::new(0),
-        },
-    );
+    let connection = connect(&rig, HydrationPolicy::Full, Pattern);
     let specs: Vec<PlaceholderSpec> = (0..count)
         .map(|n| PlaceholderSpec::file(format!("l{n:05}.bin"), 4096).in_sync(true))
         .collect();
@@ -688,13 +601,7 @@ fn listing(quick: bool, report: &mut Vec<Line>) {
 fn memory(quick: bool, report: &mut Vec<Line>) {
     let count = if quick { 200 } else { 2_000 };
     let rig = Rig::new();
-    let connection = connect(
-        &rig,
-        HydrationPolicy::Full,
-        Pattern {
-            fetches: AtomicU64::new(0),
-        },
-    );
+    let connection = connect(&rig, HydrationPolicy::Full, Pattern);
     let specs: Vec<PlaceholderSpec> = (0..count)
         .map(|n| PlaceholderSpec::file(format!("m{n}.bin"), 4096).in_sync(true))
         .collect();

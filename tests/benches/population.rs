@@ -7,20 +7,18 @@
 //! entries, 15 rounds). Prints one line per figure (median of the rounds) and the ratio,
 //! with the target (≤ 1.05×) met or missed.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cloudflt::{
     Error, FetchRequest, PlaceholderSpec, Population, PopulationRequest, SyncProvider, SyncRoot,
     SyncRootConfig, Transfer,
 };
+use cloudflt_tests::bench::{median, timed_listing as list};
 use cloudflt_tests::model::files::{self, OpenParams};
 use cloudflt_tests::model::process;
 use cloudflt_tests::rig::{ROOT, Rig};
 use windows_sys::Wdk::Storage::FileSystem::FILE_DIRECTORY_FILE;
-use windows_sys::Win32::Foundation::STATUS_SUCCESS;
 
-/// FileIdBothDirectoryInformation: what Explorer lists with.
-const FILE_ID_BOTH_DIRECTORY_INFORMATION: i32 = 37;
 /// The listing target: a populated directory costs at most this much more.
 const TARGET: f64 = 1.05;
 
@@ -54,46 +52,6 @@ fn directory() -> OpenParams {
         options: FILE_DIRECTORY_FILE,
         ..OpenParams::default()
     }
-}
-
-/// One full listing of `dir` as `pid`: its entries and how long it took.
-fn list(pid: u32, dir: &str) -> (usize, Duration) {
-    process::run_as(pid, || {
-        let started = Instant::now();
-        let handle = files::create(dir, &directory()).expect("the directory opens");
-        let mut entries = 0;
-        let mut restart = true;
-        loop {
-            let (status, buffer) = files::query_directory(
-                handle,
-                FILE_ID_BOTH_DIRECTORY_INFORMATION,
-                None,
-                restart,
-                false,
-                64 * 1024,
-            );
-            restart = false;
-            if status != STATUS_SUCCESS {
-                break;
-            }
-            let mut at = 0usize;
-            loop {
-                entries += 1;
-                let next = u32::from_le_bytes(buffer[at..at + 4].try_into().unwrap()) as usize;
-                if next == 0 {
-                    break;
-                }
-                at += next;
-            }
-        }
-        files::close(handle);
-        (entries, started.elapsed())
-    })
-}
-
-fn median(mut samples: Vec<Duration>) -> Duration {
-    samples.sort();
-    samples[samples.len() / 2]
 }
 
 fn main() {

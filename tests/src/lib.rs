@@ -10,6 +10,7 @@
 //! volumes and InstanceSetup, instance contexts with reference counts, the communication
 //! port with both its kernel and user sides, and unload with leak reports.
 
+pub mod bench;
 pub mod model;
 pub mod ntstatus;
 pub mod probe;

@@ -57,14 +57,12 @@ impl NotifiedFile {
             path_is_full: m.request_flags.contains(msg::RequestFlags::FULL_PATH),
             identity: m.identity.to_vec(),
             sync_root_identity: m.sync_root_identity.to_vec(),
-            process: RequestingProcess {
-                pid: m.requestor_pid,
-                image: m.requestor_image.chars_lossy().collect(),
-                command_line: m
-                    .request_flags
-                    .contains(msg::RequestFlags::PROCESS_INFO)
-                    .then(|| m.requestor_command_line.chars_lossy().collect()),
-            },
+            process: RequestingProcess::from_wire(
+                m.requestor_pid,
+                &m.requestor_image,
+                m.request_flags,
+                &m.requestor_command_line,
+            ),
         }
     }
 }

@@ -89,14 +89,12 @@ impl PopulationRequest {
             identity: m.identity.to_vec(),
             sync_root_identity: m.sync_root_identity.to_vec(),
             root_file_identity: m.root_file_identity.to_vec(),
-            process: RequestingProcess {
-                pid: m.requestor_pid,
-                image: m.requestor_image.chars_lossy().collect(),
-                command_line: m
-                    .flags
-                    .contains(msg::RequestFlags::PROCESS_INFO)
-                    .then(|| m.requestor_command_line.chars_lossy().collect()),
-            },
+            process: RequestingProcess::from_wire(
+                m.requestor_pid,
+                &m.requestor_image,
+                m.flags,
+                &m.requestor_command_line,
+            ),
             priority: m.priority,
         }
     }

@@ -386,6 +386,25 @@ pub struct RequestingProcess {
     pub command_line: Option<String>,
 }
 
+impl RequestingProcess {
+    /// As a request carries it: the command line only with
+    /// [`RequestFlags::PROCESS_INFO`](msg::RequestFlags::PROCESS_INFO).
+    pub(crate) fn from_wire(
+        pid: u32,
+        image: &cloudflt_proto::Utf16<'_>,
+        flags: msg::RequestFlags,
+        command_line: &cloudflt_proto::Utf16<'_>,
+    ) -> Self {
+        Self {
+            pid,
+            image: image.chars_lossy().collect(),
+            command_line: flags
+                .contains(msg::RequestFlags::PROCESS_INFO)
+                .then(|| command_line.chars_lossy().collect()),
+        }
+    }
+}
+
 /// A request for a placeholder's data.
 ///
 /// ```
@@ -450,14 +469,12 @@ impl FetchRequest {
             path: m.path.chars_lossy().collect(),
             identity: m.identity.to_vec(),
             path_is_full: m.flags.contains(msg::RequestFlags::FULL_PATH),
-            process: RequestingProcess {
-                pid: m.requestor_pid,
-                image: m.requestor_image.chars_lossy().collect(),
-                command_line: m
-                    .flags
-                    .contains(msg::RequestFlags::PROCESS_INFO)
-                    .then(|| m.requestor_command_line.chars_lossy().collect()),
-            },
+            process: RequestingProcess::from_wire(
+                m.requestor_pid,
+                &m.requestor_image,
+                m.flags,
+                &m.requestor_command_line,
+            ),
             priority: m.priority,
             sync_root_identity: m.sync_root_identity.to_vec(),
             root_file_identity: m.root_file_identity.to_vec(),

@@ -106,6 +106,17 @@ pub(crate) enum Kind {
     Any,
 }
 
+impl Kind {
+    /// The create option that asks for this kind (none for any).
+    fn create_option(self) -> u32 {
+        match self {
+            Kind::File => FILE_NON_DIRECTORY_FILE,
+            Kind::Directory => FILE_DIRECTORY_FILE,
+            Kind::Any => 0,
+        }
+    }
+}
+
 /// A file the driver opened below its instance: a kernel handle and a referenced file
 /// object, both closed on drop (at PASSIVE_LEVEL).
 pub(crate) struct OwnedFile {
@@ -149,35 +160,14 @@ impl OwnedFile {
         kind: Kind,
         attributes: u32,
     ) -> Result<Self, NTSTATUS> {
-        let bytes =
-            u16::try_from(path.len().saturating_mul(2)).map_err(|_| STATUS_INVALID_PARAMETER)?;
-        let name = UNICODE_STRING {
-            Length: bytes,
-            MaximumLength: bytes,
-            // Only read by the call.
-            Buffer: path.as_ptr().cast_mut(),
-        };
-        let object = OBJECT_ATTRIBUTES {
-            Length: core::mem::size_of::<OBJECT_ATTRIBUTES>() as u32,
-            RootDirectory: core::ptr::null_mut(),
-            ObjectName: &name,
-            Attributes: OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE,
-            SecurityDescriptor: core::ptr::null(),
-            SecurityQualityOfService: core::ptr::null(),
-        };
-        let kind_option = match kind {
-            Kind::File => FILE_NON_DIRECTORY_FILE,
-            Kind::Directory => FILE_DIRECTORY_FILE,
-            Kind::Any => 0,
-        };
-        Self::create(
+        Self::open_named(
             filter,
-            None,
             instance,
-            &object,
+            core::ptr::null_mut(),
+            path,
             access,
             disposition,
-            kind_option,
+            kind,
             attributes,
         )
     }
@@ -198,6 +188,32 @@ impl OwnedFile {
         kind: Kind,
         attributes: u32,
     ) -> Result<Self, NTSTATUS> {
+        Self::open_named(
+            filter,
+            instance,
+            directory.handle,
+            name,
+            access,
+            disposition,
+            kind,
+            attributes,
+        )
+    }
+
+    /// `name`, relative to the directory open as `root_directory` when that is not NULL,
+    /// opened (or created) at the top of `instance`'s volume stack: what
+    /// [`OwnedFile::open`] and [`OwnedFile::open_in`] share.
+    #[allow(clippy::too_many_arguments)]
+    fn open_named(
+        filter: PFLT_FILTER,
+        instance: PFLT_INSTANCE,
+        root_directory: HANDLE,
+        name: &[u16],
+        access: u32,
+        disposition: u32,
+        kind: Kind,
+        attributes: u32,
+    ) -> Result<Self, NTSTATUS> {
         let bytes =
             u16::try_from(name.len().saturating_mul(2)).map_err(|_| STATUS_INVALID_PARAMETER)?;
         let unicode = UNICODE_STRING {
@@ -208,16 +224,11 @@ impl OwnedFile {
         };
         let object = OBJECT_ATTRIBUTES {
             Length: core::mem::size_of::<OBJECT_ATTRIBUTES>() as u32,
-            RootDirectory: directory.handle,
+            RootDirectory: root_directory,
             ObjectName: &unicode,
             Attributes: OBJ_KERNEL_HANDLE | OBJ_CASE_INSENSITIVE,
             SecurityDescriptor: core::ptr::null(),
             SecurityQualityOfService: core::ptr::null(),
-        };
-        let kind_option = match kind {
-            Kind::File => FILE_NON_DIRECTORY_FILE,
-            Kind::Directory => FILE_DIRECTORY_FILE,
-            Kind::Any => 0,
         };
         Self::create(
             filter,
@@ -226,7 +237,7 @@ impl OwnedFile {
             &object,
             access,
             disposition,
-            kind_option,
+            kind.create_option(),
             attributes,
         )
     }
@@ -307,12 +318,7 @@ impl OwnedFile {
             &object,
             access,
             1, // FILE_OPEN
-            FILE_OPEN_BY_FILE_ID
-                | match kind {
-                    Kind::File => FILE_NON_DIRECTORY_FILE,
-                    Kind::Directory => FILE_DIRECTORY_FILE,
-                    Kind::Any => 0,
-                },
+            FILE_OPEN_BY_FILE_ID | kind.create_option(),
             0,
         )?;
         drop(volume);

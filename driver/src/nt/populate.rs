@@ -539,7 +539,8 @@ fn tell_cancel(provider: &ProviderRef, id: u64, reason: CancelReason) {
     }
 }
 
-/// Decides population `id` with `status` if it is undecided.
+/// Decides population `id` with `status` if it is undecided (a batch completing it
+/// included: it is then no longer completing).
 fn decide(id: u64, status: NTSTATUS, cancel: Option<CancelReason>) {
     TABLE.with(|t| {
         if let Some(p) = t
@@ -549,6 +550,7 @@ fn decide(id: u64, status: NTSTATUS, cancel: Option<CancelReason>) {
         {
             p.outcome = Some(status);
             p.cancel = cancel;
+            p.completing = false;
             p.event.set();
         }
     });
@@ -745,7 +747,7 @@ pub(crate) fn transfer(
         } else {
             Ok(())
         };
-        decide_completing(id, marked.err().unwrap_or(STATUS_SUCCESS));
+        decide(id, marked.err().unwrap_or(STATUS_SUCCESS), None);
         reap(provider, id);
         marked?;
     }
@@ -753,21 +755,6 @@ pub(crate) fn transfer(
         reply,
         TransferPlaceholdersResult::encoded_len(processed),
     )))
-}
-
-/// Decides population `id`, which a batch is completing, with `status`.
-fn decide_completing(id: u64, status: NTSTATUS) {
-    TABLE.with(|t| {
-        if let Some(p) = t
-            .populations
-            .iter_mut()
-            .find(|p| p.id == id && p.outcome.is_none())
-        {
-            p.outcome = Some(status);
-            p.completing = false;
-            p.event.set();
-        }
-    });
 }
 
 /// Creates one entry of a batch in `directory` (normalized name `directory_name`), as
